@@ -1,0 +1,1 @@
+//! Composition root: Postgres event store, shard map, configuration, CLI.
