@@ -1,1 +1,17 @@
+//! The wxcm domain: aggregates, commands, events and the invariants they keep.
+//!
+//! Pure by design: no I/O, no async runtime, no SQL. Time comes in as a value
+//! (`now` on [`EventSourced::handle`]); the application layer adapts these
+//! aggregates to cqrs-es.
 
+pub mod actor;
+pub mod amounts;
+pub mod event_sourced;
+pub mod ids;
+pub mod member;
+pub mod tenant;
+
+pub use actor::Actor;
+pub use amounts::{AmountFen, BalanceFen, PointsAmount, PointsBalance};
+pub use event_sourced::{DomainEventMeta, EventSourced};
+pub use ids::{AppId, CardNumber, IdError, IdempotencyKey, MemberId, OpenId, Reference, TenantId};

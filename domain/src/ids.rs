@@ -1,0 +1,315 @@
+//! Identifiers, parsed once at the edge ("parse, don't validate").
+
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("{what} must be {min}..={max} characters, got {len}")]
+    Length {
+        what: &'static str,
+        min: usize,
+        max: usize,
+        len: usize,
+    },
+    #[error("{what} contains a character outside {allowed}")]
+    Charset {
+        what: &'static str,
+        allowed: &'static str,
+    },
+    #[error("{what} is not a valid id")]
+    Invalid { what: &'static str },
+}
+
+fn check_len(what: &'static str, s: &str, min: usize, max: usize) -> Result<(), IdError> {
+    let len = s.chars().count();
+    if len < min || len > max {
+        return Err(IdError::Length {
+            what,
+            min,
+            max,
+            len,
+        });
+    }
+    Ok(())
+}
+
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.0
+            }
+        }
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(s: String) -> Result<Self, IdError> {
+                Self::parse(&s)
+            }
+        }
+        impl std::str::FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, IdError> {
+                Self::parse(s)
+            }
+        }
+    };
+}
+
+string_id!(
+    /// A merchant: a lowercase slug chosen by the operator (`acme-cinema`).
+    TenantId
+);
+impl TenantId {
+    pub const LEN_MAX: usize = 40;
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        check_len("tenant id", s, 2, Self::LEN_MAX)?;
+        let ok = s
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !s.starts_with('-')
+            && !s.ends_with('-');
+        if !ok {
+            return Err(IdError::Charset {
+                what: "tenant id",
+                allowed: "a-z 0-9 - (not at the ends)",
+            });
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+string_id!(
+    /// A WeChat openid: the member's id within one official account.
+    OpenId
+);
+impl OpenId {
+    pub const LEN_MAX: usize = 64;
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        check_len("openid", s, 6, Self::LEN_MAX)?;
+        if !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(IdError::Charset {
+                what: "openid",
+                allowed: "A-Z a-z 0-9 _ -",
+            });
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+string_id!(
+    /// An official account's appid (`wx` + 16 hex digits).
+    AppId
+);
+impl AppId {
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        check_len("appid", s, 18, 18)?;
+        if !s.starts_with("wx") || !s[2..].chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(IdError::Charset {
+                what: "appid",
+                allowed: "wx followed by 16 hex digits",
+            });
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+string_id!(
+    /// A member card number: fixed digits with a trailing Luhn check digit.
+    CardNumber
+);
+impl CardNumber {
+    pub const DIGITS: usize = 10;
+    /// Builds the card number for a serial allocated by the store.
+    pub fn from_serial(serial: u64) -> Result<Self, IdError> {
+        let body = format!("{serial:0width$}", width = Self::DIGITS - 1);
+        if body.len() != Self::DIGITS - 1 {
+            return Err(IdError::Invalid {
+                what: "card serial",
+            });
+        }
+        let check = luhn_check_digit(&body);
+        Ok(Self(format!("{body}{check}")))
+    }
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        check_len("card number", s, Self::DIGITS, Self::DIGITS)?;
+        if !s.chars().all(|c| c.is_ascii_digit()) {
+            return Err(IdError::Charset {
+                what: "card number",
+                allowed: "0-9",
+            });
+        }
+        let (body, check) = s.split_at(Self::DIGITS - 1);
+        if luhn_check_digit(body).to_string() != check {
+            return Err(IdError::Invalid {
+                what: "card number",
+            });
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+fn luhn_check_digit(body: &str) -> u32 {
+    let sum: u32 = body
+        .chars()
+        .rev()
+        .filter_map(|c| c.to_digit(10))
+        .enumerate()
+        .map(|(i, d)| {
+            if i % 2 == 0 {
+                let x = d * 2;
+                if x > 9 {
+                    x - 9
+                } else {
+                    x
+                }
+            } else {
+                d
+            }
+        })
+        .sum();
+    (10 - sum % 10) % 10
+}
+
+string_id!(
+    /// The client's idempotency key: same key + same payload = same result.
+    IdempotencyKey
+);
+impl IdempotencyKey {
+    pub const LEN_MAX: usize = 128;
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        check_len("idempotency key", s, 8, Self::LEN_MAX)?;
+        if !s.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(IdError::Charset {
+                what: "idempotency key",
+                allowed: "printable ASCII without spaces",
+            });
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+string_id!(
+    /// Free text naming why or what for (a reason or a business reference).
+    Reference
+);
+impl Reference {
+    pub const LEN_MAX: usize = 200;
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        check_len("reference", s, 1, Self::LEN_MAX)?;
+        if s.chars().any(|c| c.is_control()) {
+            return Err(IdError::Charset {
+                what: "reference",
+                allowed: "text without control characters",
+            });
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// A member: a UUID. Members created from WeChat get a deterministic id derived
+/// from (tenant, openid) so concurrent duplicate subscribes converge on one stream.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(transparent)]
+pub struct MemberId(Uuid);
+
+impl MemberId {
+    const OPENID_NAMESPACE: Uuid = Uuid::from_u128(0x5f1c_8a2e_77d4_4e0b_9a61_3c2d_0b8e_f4a1);
+    pub fn new_random() -> Self {
+        Self(Uuid::new_v4())
+    }
+    pub fn for_openid(tenant: &TenantId, openid: &OpenId) -> Self {
+        let name = format!("{}\u{1f}{}", tenant.as_str(), openid.as_str());
+        Self(Uuid::new_v5(&Self::OPENID_NAMESPACE, name.as_bytes()))
+    }
+    pub fn from_uuid(id: Uuid) -> Self {
+        Self(id)
+    }
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        Uuid::parse_str(s)
+            .map(Self)
+            .map_err(|_| IdError::Invalid { what: "member id" })
+    }
+    pub fn as_uuid(&self) -> Uuid {
+        self.0
+    }
+}
+
+impl fmt::Display for MemberId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_ids_are_slugs() {
+        assert!(TenantId::parse("acme-cinema").is_ok());
+        assert!(TenantId::parse("Acme").is_err());
+        assert!(TenantId::parse("-acme").is_err());
+        assert!(TenantId::parse("a").is_err());
+        assert!(TenantId::parse(&"a".repeat(TenantId::LEN_MAX)).is_ok());
+        assert!(TenantId::parse(&"a".repeat(TenantId::LEN_MAX + 1)).is_err());
+    }
+
+    #[test]
+    fn card_numbers_carry_a_luhn_digit() {
+        let card = CardNumber::from_serial(42).unwrap();
+        assert_eq!(card.as_str().len(), CardNumber::DIGITS);
+        assert!(CardNumber::parse(card.as_str()).is_ok());
+        let mut tampered = card.as_str().to_owned();
+        let last = tampered.pop().unwrap();
+        tampered.push(if last == '0' { '1' } else { '0' });
+        assert!(CardNumber::parse(&tampered).is_err());
+        assert!(CardNumber::from_serial(1_000_000_000).is_err());
+    }
+
+    #[test]
+    fn openid_member_ids_are_deterministic_per_tenant() {
+        let a = TenantId::parse("tenant-a").unwrap();
+        let b = TenantId::parse("tenant-b").unwrap();
+        let o = OpenId::parse("oABCdef123456").unwrap();
+        assert_eq!(MemberId::for_openid(&a, &o), MemberId::for_openid(&a, &o));
+        assert_ne!(MemberId::for_openid(&a, &o), MemberId::for_openid(&b, &o));
+    }
+
+    #[test]
+    fn idempotency_keys_are_bounded() {
+        assert!(IdempotencyKey::parse("short").is_err());
+        assert!(IdempotencyKey::parse(&"k".repeat(IdempotencyKey::LEN_MAX)).is_ok());
+        assert!(IdempotencyKey::parse(&"k".repeat(IdempotencyKey::LEN_MAX + 1)).is_err());
+        assert!(IdempotencyKey::parse("has space in").is_err());
+    }
+
+    #[test]
+    fn deserialization_validates() {
+        assert!(serde_json::from_str::<TenantId>("\"BAD ID\"").is_err());
+        assert!(serde_json::from_str::<TenantId>("\"good-id\"").is_ok());
+    }
+}

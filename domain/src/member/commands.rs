@@ -1,0 +1,182 @@
+//! What can be asked of a member. Imperative names; validated values only.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::policy::ExpiryPolicy;
+use crate::{
+    Actor, AmountFen, CardNumber, IdempotencyKey, MemberId, OpenId, PointsAmount, Reference,
+    TenantId,
+};
+
+/// Who asks, why, and under which idempotency key. Copied into the event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Provenance {
+    pub actor: Actor,
+    pub reason: Reference,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<Reference>,
+    pub idempotency_key: IdempotencyKey,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RegistrationSource {
+    Subscribe,
+    Oauth,
+    Staff,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PointsSource {
+    Initial,
+    SignIn,
+    Share,
+    Campaign,
+    Referral,
+    Poster,
+    Vote,
+    Purchase,
+    Manual,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SpendPurpose {
+    Mall,
+    Lottery,
+    Other,
+}
+
+/// A card level name (levels themselves are tenant settings).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "String", into = "String")]
+pub struct CardLevel(String);
+
+impl CardLevel {
+    pub const LEN_MAX: usize = 32;
+    pub fn parse(s: &str) -> Result<Self, crate::IdError> {
+        let len = s.chars().count();
+        if len == 0 || len > Self::LEN_MAX {
+            return Err(crate::IdError::Length {
+                what: "card level",
+                min: 1,
+                max: Self::LEN_MAX,
+                len,
+            });
+        }
+        if s.chars().any(|c| c.is_control()) {
+            return Err(crate::IdError::Charset {
+                what: "card level",
+                allowed: "text without control characters",
+            });
+        }
+        Ok(Self(s.to_owned()))
+    }
+    pub fn standard() -> Self {
+        Self("standard".to_owned())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+impl TryFrom<String> for CardLevel {
+    type Error = crate::IdError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+impl From<CardLevel> for String {
+    fn from(v: CardLevel) -> String {
+        v.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum MemberCommand {
+    Register {
+        member_id: MemberId,
+        tenant_id: TenantId,
+        card_no: CardNumber,
+        openid: Option<OpenId>,
+        source: RegistrationSource,
+        card_level: CardLevel,
+        provenance: Provenance,
+    },
+    SetCardLevel {
+        card_level: CardLevel,
+        provenance: Provenance,
+    },
+    GrantPoints {
+        points: PointsAmount,
+        source: PointsSource,
+        expiry: ExpiryPolicy,
+        provenance: Provenance,
+    },
+    /// An admin correction downwards; takes from the oldest lots first.
+    DeductPoints {
+        points: PointsAmount,
+        provenance: Provenance,
+    },
+    SpendPoints {
+        points: PointsAmount,
+        purpose: SpendPurpose,
+        provenance: Provenance,
+    },
+    HoldPoints {
+        hold_id: Reference,
+        points: PointsAmount,
+        provenance: Provenance,
+    },
+    SpendHeldPoints {
+        hold_id: Reference,
+        provenance: Provenance,
+    },
+    ReleaseHeldPoints {
+        hold_id: Reference,
+        provenance: Provenance,
+    },
+    /// Expires every lot due at the time the command is handled.
+    ExpirePoints { provenance: Provenance },
+    DepositCash {
+        amount_fen: AmountFen,
+        provenance: Provenance,
+    },
+    ChargeCash {
+        amount_fen: AmountFen,
+        provenance: Provenance,
+    },
+    CreditRecharge {
+        amount_fen: AmountFen,
+        order_id: Reference,
+        provenance: Provenance,
+    },
+    /// Gives back (part of) an earlier counter charge, named by its sequence.
+    RefundCharge {
+        charge_sequence: u64,
+        amount_fen: AmountFen,
+        provenance: Provenance,
+    },
+}
+
+impl MemberCommand {
+    pub fn provenance(&self) -> &Provenance {
+        match self {
+            MemberCommand::Register { provenance, .. }
+            | MemberCommand::SetCardLevel { provenance, .. }
+            | MemberCommand::GrantPoints { provenance, .. }
+            | MemberCommand::DeductPoints { provenance, .. }
+            | MemberCommand::SpendPoints { provenance, .. }
+            | MemberCommand::HoldPoints { provenance, .. }
+            | MemberCommand::SpendHeldPoints { provenance, .. }
+            | MemberCommand::ReleaseHeldPoints { provenance, .. }
+            | MemberCommand::ExpirePoints { provenance }
+            | MemberCommand::DepositCash { provenance, .. }
+            | MemberCommand::ChargeCash { provenance, .. }
+            | MemberCommand::CreditRecharge { provenance, .. }
+            | MemberCommand::RefundCharge { provenance, .. } => provenance,
+        }
+    }
+}
