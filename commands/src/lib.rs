@@ -1,1 +1,19 @@
+//! The application layer: runs commands on aggregates safely.
+//!
+//! - [`adapter`] wraps the pure domain aggregates into cqrs-es aggregates;
+//! - [`executor::Executor`] adds idempotency by key, bounded retries on
+//!   optimistic-concurrency conflicts and per-aggregate serialization;
+//! - [`members`] and [`tenants`] are the use cases the edges call;
+//! - [`ports`] are the traits the infrastructure implements (store, clock, ...).
 
+pub mod adapter;
+pub mod auth;
+pub mod executor;
+pub mod members;
+pub mod ports;
+pub mod repository;
+pub mod scheduler;
+pub mod tenants;
+
+pub use executor::{CommandContext, Committed, ExecuteError, Executor, Outcome};
+pub use ports::{App, Clock, Limits, ShardRouter, ShardServices, SystemClock};

@@ -14,13 +14,13 @@ pub trait DomainEventMeta {
 ///
 /// `handle` never mutates; `apply` never fails on an event `handle` produced
 /// (it asserts the invariants again, pairing the checks).
-pub trait EventSourced: Default + Clone + Serialize + DeserializeOwned + Send + Sync {
+pub trait EventSourced: Default + Clone + Serialize + DeserializeOwned + Send + Sync + 'static {
     /// Aggregate type as stored in the event table.
     const TYPE: &'static str;
     /// Bumped whenever the serialized state changes shape, so that stored
     /// snapshots of an older shape are ignored.
     const STATE_VERSION: i32;
-    type Command: Serialize + Send + Sync;
+    type Command: Serialize + Clone + Send + Sync + 'static;
     type Event: DomainEventMeta
         + Serialize
         + DeserializeOwned
@@ -37,4 +37,10 @@ pub trait EventSourced: Default + Clone + Serialize + DeserializeOwned + Send + 
         now: DateTime<Utc>,
     ) -> Result<Vec<Self::Event>, Self::Error>;
     fn apply(&mut self, event: &Self::Event);
+
+    /// The tenant the aggregate belongs to, once it exists. The application
+    /// refuses commands from any other tenant.
+    fn tenant(&self) -> Option<&crate::TenantId> {
+        None
+    }
 }

@@ -245,6 +245,11 @@ impl MemberId {
         let name = format!("{}\u{1f}{}", tenant.as_str(), openid.as_str());
         Self(Uuid::new_v5(&Self::OPENID_NAMESPACE, name.as_bytes()))
     }
+    /// Members registered by hand: derived from the request's idempotency key.
+    pub fn for_idempotency_key(tenant: &TenantId, key: &IdempotencyKey) -> Self {
+        let name = format!("key\u{1f}{}\u{1f}{}", tenant.as_str(), key.as_str());
+        Self(Uuid::new_v5(&Self::OPENID_NAMESPACE, name.as_bytes()))
+    }
     pub fn from_uuid(id: Uuid) -> Self {
         Self(id)
     }

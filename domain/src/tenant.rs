@@ -148,6 +148,10 @@ impl EventSourced for Tenant {
     type Event = TenantEvent;
     type Error = TenantError;
 
+    fn tenant(&self) -> Option<&TenantId> {
+        self.tenant_id.as_ref()
+    }
+
     fn handle(
         &self,
         command: TenantCommand,

@@ -1,0 +1,227 @@
+//! Tenant use cases. Secrets are sealed before they reach an event and are
+//! never returned: views only say whether a secret is set.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use wxcm_domain::tenant::{OfficialAccount, PaySettings, Tenant, TenantCommand, TenantError, TenantEvent};
+use wxcm_domain::{Actor, AppId, EventSourced, TenantId};
+
+use crate::executor::{CommandContext, ExecuteError, Outcome};
+use crate::ports::{App, PortError, RouteError};
+
+pub const TENANTS_PAGE_MAX: u32 = 1000;
+pub const SECRET_LEN_MAX: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TenantOpError {
+    #[error("tenant not found")]
+    NotFound,
+    #[error(transparent)]
+    Rejected(#[from] TenantError),
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    #[error("idempotency key was already used with a different request")]
+    IdempotencyMismatch,
+    #[error("too much contention, try again")]
+    Contention,
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    #[error("infrastructure failure: {0}")]
+    Infra(String),
+}
+
+impl From<PortError> for TenantOpError {
+    fn from(e: PortError) -> Self {
+        TenantOpError::Infra(e.to_string())
+    }
+}
+
+impl From<ExecuteError<TenantError>> for TenantOpError {
+    fn from(e: ExecuteError<TenantError>) -> Self {
+        match e {
+            ExecuteError::Domain(TenantError::NotFound) | ExecuteError::ForeignAggregate => TenantOpError::NotFound,
+            ExecuteError::Domain(d) => TenantOpError::Rejected(d),
+            ExecuteError::IdempotencyMismatch => TenantOpError::IdempotencyMismatch,
+            ExecuteError::Contention => TenantOpError::Contention,
+            ExecuteError::Store(s) => TenantOpError::Infra(s),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountView {
+    pub appid: String,
+    pub name: String,
+    pub has_token: bool,
+    pub has_encoding_aes_key: bool,
+    pub has_app_secret: bool,
+    pub mch_id: Option<String>,
+    pub has_pay_api_v2_key: bool,
+    pub has_pay_api_v3_key: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantView {
+    pub tenant_id: String,
+    pub name: String,
+    pub created_at: Option<DateTime<Utc>>,
+    pub official_accounts: Vec<AccountView>,
+    pub version: u64,
+}
+
+impl TenantView {
+    fn from_state(t: &Tenant) -> Option<Self> {
+        let tenant_id = t.tenant_id.as_ref()?.to_string();
+        let official_accounts = t
+            .accounts
+            .values()
+            .map(|a| AccountView {
+                appid: a.appid.to_string(),
+                name: a.name.clone(),
+                has_token: !a.token.ciphertext().is_empty(),
+                has_encoding_aes_key: !a.encoding_aes_key.ciphertext().is_empty(),
+                has_app_secret: !a.app_secret.ciphertext().is_empty(),
+                mch_id: a.pay.as_ref().map(|p| p.mch_id.clone()),
+                has_pay_api_v2_key: a.pay.as_ref().is_some_and(|p| p.api_v2_key.is_some()),
+                has_pay_api_v3_key: a.pay.as_ref().is_some_and(|p| p.api_v3_key.is_some()),
+            })
+            .collect();
+        Some(Self { tenant_id, name: t.name.clone(), created_at: t.created_at, official_accounts, version: t.version })
+    }
+}
+
+pub async fn create(app: &App, tenant: &TenantId, name: &str, actor: Actor, ctx: &CommandContext) -> Result<TenantView, TenantOpError> {
+    let shard = app.router.route(tenant)?;
+    let command = TenantCommand::Create { tenant_id: tenant.clone(), name: name.to_owned(), actor };
+    shard.tenants.execute(tenant.as_str(), command.clone(), &command, ctx).await?;
+    get(app, tenant).await
+}
+
+pub async fn get(app: &App, tenant: &TenantId) -> Result<TenantView, TenantOpError> {
+    let shard = app.router.route(tenant)?;
+    let (state, _) = shard.tenants.load(tenant.as_str()).await?;
+    TenantView::from_state(&state).ok_or(TenantOpError::NotFound)
+}
+
+/// Every tenant of every configured shard.
+pub async fn list(app: &App) -> Result<Vec<(String, TenantView)>, TenantOpError> {
+    let mut out = Vec::new();
+    for shard in app.router.shards() {
+        let ids = shard.event_log.all_stream_ids(Tenant::TYPE, None, TENANTS_PAGE_MAX).await?;
+        for id in ids {
+            let (state, _) = shard.tenants.load(&id).await?;
+            if let Some(view) = TenantView::from_state(&state) {
+                out.push((shard.name.clone(), view));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Plain-text settings of an official account, as an owner submits them.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AccountInput {
+    pub appid: String,
+    pub name: String,
+    pub token: String,
+    pub encoding_aes_key: String,
+    pub app_secret: String,
+    pub pay: Option<PayInput>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PayInput {
+    pub mch_id: String,
+    pub api_v2_key: Option<String>,
+    pub api_v3_key: Option<String>,
+    pub merchant_cert_serial: Option<String>,
+    pub merchant_private_key: Option<String>,
+}
+
+/// What is hashed for idempotency: the request with secrets replaced by
+/// their SHA-256, so equal requests compare equal without keeping plaintext.
+#[derive(Serialize)]
+struct AccountFingerprint {
+    appid: String,
+    name: String,
+    secrets: Vec<String>,
+    mch_id: Option<String>,
+    serial: Option<String>,
+}
+
+fn fingerprint(input: &AccountInput) -> AccountFingerprint {
+    use sha2::{Digest, Sha256};
+    let h = |s: &str| hex::encode(Sha256::digest(s.as_bytes()));
+    let mut secrets = vec![h(&input.token), h(&input.encoding_aes_key), h(&input.app_secret)];
+    if let Some(p) = &input.pay {
+        for s in [&p.api_v2_key, &p.api_v3_key, &p.merchant_private_key] {
+            secrets.push(s.as_deref().map(h).unwrap_or_default());
+        }
+    }
+    AccountFingerprint {
+        appid: input.appid.clone(),
+        name: input.name.clone(),
+        secrets,
+        mch_id: input.pay.as_ref().map(|p| p.mch_id.clone()),
+        serial: input.pay.as_ref().and_then(|p| p.merchant_cert_serial.clone()),
+    }
+}
+
+fn check_secret(what: &str, s: &str) -> Result<(), TenantOpError> {
+    if s.is_empty() || s.len() > SECRET_LEN_MAX {
+        return Err(TenantOpError::Invalid(format!("{what} must be 1..={SECRET_LEN_MAX} bytes")));
+    }
+    Ok(())
+}
+
+pub async fn bind_account(
+    app: &App,
+    tenant: &TenantId,
+    input: AccountInput,
+    actor: Actor,
+    ctx: &CommandContext,
+) -> Result<TenantView, TenantOpError> {
+    let appid = AppId::parse(&input.appid).map_err(|e| TenantOpError::Invalid(e.to_string()))?;
+    check_secret("token", &input.token)?;
+    if input.encoding_aes_key.len() != 43 || !input.encoding_aes_key.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(TenantOpError::Invalid("encoding_aes_key must be 43 letters and digits".into()));
+    }
+    check_secret("app_secret", &input.app_secret)?;
+    let seal = |s: &str| app.sealer.seal(s).map_err(|e| TenantOpError::Infra(e.to_string()));
+    let seal_opt = |s: &Option<String>| -> Result<_, TenantOpError> {
+        match s {
+            Some(v) => {
+                check_secret("pay secret", v)?;
+                Ok(Some(seal(v)?))
+            }
+            None => Ok(None),
+        }
+    };
+    let pay = match &input.pay {
+        Some(p) => {
+            if p.mch_id.is_empty() || p.mch_id.len() > 32 || !p.mch_id.chars().all(|c| c.is_ascii_digit()) {
+                return Err(TenantOpError::Invalid("mch_id must be 1..=32 digits".into()));
+            }
+            Some(PaySettings {
+                mch_id: p.mch_id.clone(),
+                api_v2_key: seal_opt(&p.api_v2_key)?,
+                api_v3_key: seal_opt(&p.api_v3_key)?,
+                merchant_cert_serial: p.merchant_cert_serial.clone(),
+                merchant_private_key: seal_opt(&p.merchant_private_key)?,
+            })
+        }
+        None => None,
+    };
+    let account = OfficialAccount {
+        appid,
+        name: input.name.clone(),
+        token: seal(&input.token)?,
+        encoding_aes_key: seal(&input.encoding_aes_key)?,
+        app_secret: seal(&input.app_secret)?,
+        pay,
+    };
+    let shard = app.router.route(tenant)?;
+    let command = TenantCommand::BindOfficialAccount { account, actor };
+    let _: Outcome<TenantEvent> = shard.tenants.execute(tenant.as_str(), command, &fingerprint(&input), ctx).await?;
+    get(app, tenant).await
+}
