@@ -1,1 +1,246 @@
-fn main() {}
+//! The `wxcm` binary: one CLI for every role and operator task.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use tokio::sync::watch;
+use wxcm_commands::auth;
+use wxcm_commands::ports::Role as AdminRole;
+use wxcm_domain::{Actor, MemberId, TenantId};
+use wxcm_infra::app::{install_crypto_provider, Application, BuildOptions, Role};
+use wxcm_infra::config::{LogFormat, Settings};
+
+#[derive(Parser)]
+#[command(name = "wxcm", version, about = "WeChat membership and marketing backend")]
+struct Cli {
+    /// TOML settings file (WXCM_* environment variables override it).
+    #[arg(long, global = true, env = "WXCM_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create missing shard databases and apply migrations on every shard.
+    Migrate,
+    /// Run the server roles.
+    Serve {
+        #[arg(long, value_enum, default_value = "all")]
+        role: Role,
+        /// Overrides http.listen.
+        #[arg(long)]
+        listen: Option<String>,
+        /// Apply migrations before starting.
+        #[arg(long)]
+        migrate: bool,
+    },
+    /// Tenants (merchants).
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Admin users.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Replay and verify the event log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Benchmarks that print figures (and a final JSON line).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant on the shard the shard map assigns it.
+    Create {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// List the tenants of every shard.
+    List,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create an admin user; the password comes from WXCM_ADMIN_PASSWORD or stdin.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        username: String,
+        #[arg(long, value_parser = ["owner", "manager", "staff", "auditor"])]
+        role: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Replay one member's stream: contiguity, hash chain, ledger, balances.
+    Member {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        member: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify every stream of a tenant.
+    Verify {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Durable single-event command throughput of the ledger.
+    Ledger(wxcm_infra::bench::LedgerBenchArgs),
+}
+
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("WXCM_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn read_password() -> Result<String> {
+    if let Ok(p) = std::env::var("WXCM_ADMIN_PASSWORD") {
+        return Ok(p);
+    }
+    if std::io::stdin().is_terminal() {
+        eprint!("password: ");
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).context("reading the password from stdin")?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+async fn shutdown_signal(tx: watch::Sender<bool>) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                let _ = tx.send(true);
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    let _ = tx.send(true);
+}
+
+async fn migrate_all(settings: &Settings) -> Result<()> {
+    for (name, shard) in &settings.shards {
+        wxcm_infra::migrate::run_migrations(&shard.admin_url)
+            .await
+            .with_context(|| format!("migrating shard {name}"))?;
+        tracing::info!(shard = %name, "migrated");
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    install_crypto_provider();
+    let cli = Cli::parse();
+    let settings = Settings::load(cli.config.as_deref()).context("loading settings")?;
+    init_tracing(settings.log_format);
+    match cli.command {
+        Command::Migrate => migrate_all(&settings).await,
+        Command::Serve { role, listen, migrate } => {
+            let mut settings = settings;
+            if let Some(l) = listen {
+                settings.http.listen = l;
+            }
+            if migrate {
+                migrate_all(&settings).await?;
+            }
+            let application = Application::build(settings, role, BuildOptions::default()).await.context("starting")?;
+            let (tx, rx) = watch::channel(false);
+            tokio::spawn(shutdown_signal(tx));
+            application.run(rx).await.context("serving")
+        }
+        Command::Tenant { command } => tenant(settings, command).await,
+        Command::Admin { command: AdminCommand::Create { tenant, username, role } } => {
+            let tenant = TenantId::parse(&tenant)?;
+            let role = AdminRole::parse(&role).context("role")?;
+            let password = read_password()?;
+            let application = Application::build(settings, Role::Scheduler, BuildOptions::default()).await?;
+            wxcm_commands::tenants::get(&application.app, &tenant).await.context("tenant must exist first")?;
+            auth::create_admin(&application.app, &tenant, &username, &password, role).await?;
+            println!("admin {username} ({}) created for tenant {tenant}", role.as_str());
+            Ok(())
+        }
+        Command::Audit { command } => {
+            let ok = match command {
+                AuditCommand::Member { tenant, member, json } => {
+                    let tenant = TenantId::parse(&tenant)?;
+                    let member = MemberId::parse(&member)?;
+                    wxcm_infra::audit::audit_member(&settings, &tenant, &member, json).await?
+                }
+                AuditCommand::Verify { tenant, json } => {
+                    let tenant = TenantId::parse(&tenant)?;
+                    wxcm_infra::audit::audit_verify(&settings, &tenant, json).await?
+                }
+            };
+            if !ok {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Bench { command: BenchCommand::Ledger(args) } => wxcm_infra::bench::bench_ledger(&settings, args).await,
+    }
+}
+
+async fn tenant(settings: Settings, command: TenantCommand) -> Result<()> {
+    let application = Application::build(settings, Role::Scheduler, BuildOptions::default()).await?;
+    let app = &application.app;
+    match command {
+        TenantCommand::Create { id, name } => {
+            let tenant = TenantId::parse(&id)?;
+            let key = wxcm_commands::members::system_key(&["tenant-create", tenant.as_str(), &name])?;
+            let ctx = wxcm_commands::CommandContext::new(tenant.clone(), key, "cli".into());
+            let actor = Actor::Admin { username: "cli".into() };
+            let view = wxcm_commands::tenants::create(app, &tenant, &name, actor, &ctx).await?;
+            let shard = application.settings.shard_of(tenant.as_str());
+            println!("tenant {} ({}) on shard {shard}", view.tenant_id, view.name);
+        }
+        TenantCommand::List => {
+            let tenants = wxcm_commands::tenants::list(app).await?;
+            if tenants.is_empty() {
+                eprintln!("no tenants yet: create one with `wxcm tenant create --id ID --name NAME`");
+            }
+            println!("{:<12} {:<24} {:<32} {}", "SHARD", "TENANT", "NAME", "ACCOUNTS");
+            for (shard, t) in tenants {
+                println!("{:<12} {:<24} {:<32} {}", shard, t.tenant_id, t.name, t.official_accounts.len());
+            }
+        }
+    }
+    Ok(())
+}

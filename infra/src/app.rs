@@ -1,0 +1,176 @@
+//! `Application::build` is the one way to start wxcm, used by `main` and by
+//! the black-box tests (which only change settings: databases, port 0).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::info;
+use wxcm_commands::ports::{App, Clock, SecretSealer, SystemClock};
+use wxcm_gateways::{HttpSettings, Readiness};
+
+use crate::config::Settings;
+use crate::scheduler_role::ShardScheduler;
+use crate::sealer::AesGcmSealer;
+use crate::shards::Shards;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Every role in one process.
+    All,
+    /// Admin HTTP API (and health endpoints).
+    Api,
+    /// Due work (points expiry), one active instance per shard.
+    Scheduler,
+}
+
+impl Role {
+    fn serves_http(self) -> bool {
+        matches!(self, Role::All | Role::Api)
+    }
+    fn schedules(self) -> bool {
+        matches!(self, Role::All | Role::Scheduler)
+    }
+}
+
+/// Installs the process-wide rustls crypto provider (sqlx, reqwest and
+/// async-nats would otherwise disagree). Safe to call more than once.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Sealer(#[from] crate::sealer::SealerError),
+    #[error("database settings: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: String, source: std::io::Error },
+}
+
+pub struct Application {
+    pub app: Arc<App>,
+    pub shards: Arc<Shards>,
+    pub settings: Settings,
+    role: Role,
+    listener: Option<TcpListener>,
+}
+
+/// Overrides for tests and tools.
+#[derive(Default)]
+pub struct BuildOptions {
+    pub clock: Option<Arc<dyn Clock>>,
+    pub sealer: Option<Arc<dyn SecretSealer>>,
+}
+
+struct ShardReadiness(Arc<Shards>);
+
+#[async_trait]
+impl Readiness for ShardReadiness {
+    async fn check(&self) -> Result<(), String> {
+        for shard in self.0.all() {
+            sqlx::query("SELECT 1").execute(&shard.pool).await.map_err(|e| format!("shard {}: {e}", shard.name))?;
+        }
+        Ok(())
+    }
+}
+
+impl Application {
+    pub async fn build(settings: Settings, role: Role, options: BuildOptions) -> Result<Self, BuildError> {
+        install_crypto_provider();
+        let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let sealer = match options.sealer {
+            Some(s) => s,
+            None => Arc::new(AesGcmSealer::from_env(&settings.secret_key_env)?),
+        };
+        let shards = Arc::new(Shards::build(&settings, clock.clone())?);
+        let app = Arc::new(App { router: shards.clone(), clock, sealer, limits: settings.limits });
+        let listener = if role.serves_http() {
+            let addr = settings.http.listen.clone();
+            Some(TcpListener::bind(&addr).await.map_err(|source| BuildError::Listen { addr, source })?)
+        } else {
+            None
+        };
+        Ok(Self { app, shards, settings, role, listener })
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn http_settings(&self) -> HttpSettings {
+        HttpSettings {
+            body_bytes_max: self.settings.http.body_bytes_max,
+            login_attempts_per_minute: self.settings.http.login_attempts_per_minute,
+            request_timeout_ms: self.settings.http.request_timeout_ms,
+        }
+    }
+
+    /// One scheduler per shard (not started); tests drive `tick` themselves.
+    pub fn shard_schedulers(&self) -> Vec<ShardScheduler> {
+        self.shards.all().map(|s| ShardScheduler::new(self.app.clone(), s.services.clone(), s.pool.clone())).collect()
+    }
+
+    /// Runs the configured roles until `shutdown` turns true.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
+        let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+        if self.role.schedules() {
+            let interval = Duration::from_millis(self.settings.scheduler.interval_ms.max(10));
+            for scheduler in self.shard_schedulers() {
+                tasks.push(tokio::spawn(scheduler.run(interval, shutdown.clone())));
+            }
+        }
+        if let Some(listener) = self.listener {
+            let readiness = Arc::new(ShardReadiness(self.shards.clone()));
+            let router = wxcm_gateways::router(self.app.clone(), readiness, HttpSettings {
+                body_bytes_max: self.settings.http.body_bytes_max,
+                login_attempts_per_minute: self.settings.http.login_attempts_per_minute,
+                request_timeout_ms: self.settings.http.request_timeout_ms,
+            });
+            info!(addr = ?listener.local_addr().ok(), "http listening");
+            let mut stop = shutdown.clone();
+            axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await?;
+        } else {
+            let mut stop = shutdown.clone();
+            let _ = stop.wait_for(|s| *s).await;
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        Ok(())
+    }
+
+    /// Starts in the background; for tests.
+    pub fn spawn(self) -> RunningApp {
+        let addr = self.local_addr();
+        let app = self.app.clone();
+        let (tx, rx) = watch::channel(false);
+        let handle = tokio::spawn(async move {
+            let _ = self.run(rx).await;
+        });
+        RunningApp { addr, app, shutdown: tx, handle }
+    }
+}
+
+pub struct RunningApp {
+    pub addr: Option<SocketAddr>,
+    pub app: Arc<App>,
+    shutdown: watch::Sender<bool>,
+    handle: JoinHandle<()>,
+}
+
+impl RunningApp {
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.handle.await;
+    }
+}

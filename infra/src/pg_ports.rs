@@ -1,0 +1,260 @@
+//! Postgres implementations of the application's ports for one shard.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use wxcm_commands::ports::{
+    AdminDirectory, AdminSession, AdminUser, CardNumberAllocator, DueItem, DueWork, EventLog, IdempotencyRecord,
+    LoggedEvent, MemberDirectory, PortError, Role,
+};
+use wxcm_domain::{CardNumber, MemberId, OpenId, TenantId};
+
+#[derive(Clone)]
+pub struct PgShardPorts {
+    pool: PgPool,
+}
+
+impl PgShardPorts {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+fn port(e: sqlx::Error) -> PortError {
+    PortError::new(e)
+}
+
+#[async_trait]
+impl EventLog for PgShardPorts {
+    async fn find_idempotency(&self, tenant: &TenantId, key: &str) -> Result<Option<IdempotencyRecord>, PortError> {
+        let row: Option<(String, String, String, i64, i64)> = sqlx::query_as(
+            "SELECT request_hash, aggregate_type, aggregate_id, first_sequence, last_sequence
+               FROM idempotency_keys WHERE tenant_id = $1 AND idempotency_key = $2",
+        )
+        .bind(tenant.as_str())
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(port)?;
+        Ok(row.map(|(request_hash, aggregate_type, aggregate_id, first, last)| IdempotencyRecord {
+            request_hash,
+            aggregate_type,
+            aggregate_id,
+            first_sequence: first as u64,
+            last_sequence: last as u64,
+        }))
+    }
+
+    async fn read_range(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        from: u64,
+        to: u64,
+        limit: u32,
+    ) -> Result<Vec<LoggedEvent>, PortError> {
+        type Row = (i64, uuid::Uuid, DateTime<Utc>, String, serde_json::Value, serde_json::Value);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT sequence, event_id, recorded_at, event_type, payload, metadata FROM events
+              WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence BETWEEN $3 AND $4
+              ORDER BY sequence LIMIT $5",
+        )
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(i64::try_from(from).unwrap_or(i64::MAX))
+        .bind(i64::try_from(to).unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(port)?;
+        Ok(rows
+            .into_iter()
+            .map(|(sequence, event_id, recorded_at, event_type, payload, metadata)| LoggedEvent {
+                sequence: sequence as u64,
+                event_id,
+                recorded_at,
+                event_type,
+                payload,
+                metadata,
+            })
+            .collect())
+    }
+
+    async fn stream_tenant(&self, aggregate_type: &str, aggregate_id: &str) -> Result<Option<String>, PortError> {
+        sqlx::query_scalar("SELECT tenant_id FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = 1")
+            .bind(aggregate_type)
+            .bind(aggregate_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(port)
+    }
+
+    async fn all_stream_ids(&self, aggregate_type: &str, after: Option<&str>, limit: u32) -> Result<Vec<String>, PortError> {
+        sqlx::query_scalar(
+            "SELECT aggregate_id FROM events WHERE aggregate_type = $1 AND sequence = 1 AND aggregate_id > $2
+              ORDER BY aggregate_id LIMIT $3",
+        )
+        .bind(aggregate_type)
+        .bind(after.unwrap_or(""))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(port)
+    }
+
+    async fn stream_ids(&self, tenant: &TenantId, aggregate_type: &str, after: Option<&str>, limit: u32) -> Result<Vec<String>, PortError> {
+        sqlx::query_scalar(
+            "SELECT aggregate_id FROM events
+              WHERE tenant_id = $1 AND aggregate_type = $2 AND sequence = 1 AND aggregate_id > $3
+              ORDER BY aggregate_id LIMIT $4",
+        )
+        .bind(tenant.as_str())
+        .bind(aggregate_type)
+        .bind(after.unwrap_or(""))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(port)
+    }
+}
+
+#[async_trait]
+impl MemberDirectory for PgShardPorts {
+    async fn by_card(&self, tenant: &TenantId, card: &CardNumber) -> Result<Option<MemberId>, PortError> {
+        let id: Option<String> = sqlx::query_scalar("SELECT member_id FROM member_identities WHERE tenant_id = $1 AND card_no = $2")
+            .bind(tenant.as_str())
+            .bind(card.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(port)?;
+        id.map(|s| MemberId::parse(&s).map_err(PortError::new)).transpose()
+    }
+
+    async fn by_openid(&self, tenant: &TenantId, openid: &OpenId) -> Result<Option<MemberId>, PortError> {
+        let id: Option<String> = sqlx::query_scalar("SELECT member_id FROM member_identities WHERE tenant_id = $1 AND openid = $2")
+            .bind(tenant.as_str())
+            .bind(openid.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(port)?;
+        id.map(|s| MemberId::parse(&s).map_err(PortError::new)).transpose()
+    }
+}
+
+#[async_trait]
+impl CardNumberAllocator for PgShardPorts {
+    async fn next_serial(&self) -> Result<u64, PortError> {
+        let n: i64 = sqlx::query_scalar("SELECT nextval('card_serial')").fetch_one(&self.pool).await.map_err(port)?;
+        u64::try_from(n).map_err(PortError::new)
+    }
+}
+
+#[async_trait]
+impl AdminDirectory for PgShardPorts {
+    async fn create_user(&self, user: &AdminUser) -> Result<bool, PortError> {
+        let done = sqlx::query(
+            "INSERT INTO admin_users (tenant_id, username, password_hash, role, disabled) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(user.tenant_id.as_str())
+        .bind(&user.username)
+        .bind(&user.password_hash)
+        .bind(user.role.as_str())
+        .bind(user.disabled)
+        .execute(&self.pool)
+        .await
+        .map_err(port)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn find_user(&self, tenant: &TenantId, username: &str) -> Result<Option<AdminUser>, PortError> {
+        let row: Option<(String, String, bool)> =
+            sqlx::query_as("SELECT password_hash, role, disabled FROM admin_users WHERE tenant_id = $1 AND username = $2")
+                .bind(tenant.as_str())
+                .bind(username)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(port)?;
+        let Some((password_hash, role, disabled)) = row else { return Ok(None) };
+        let role = Role::parse(&role).ok_or_else(|| PortError::msg(format!("unknown role {role}")))?;
+        Ok(Some(AdminUser { tenant_id: tenant.clone(), username: username.to_owned(), password_hash, role, disabled }))
+    }
+
+    async fn create_session(&self, token_hash: &[u8], session: &AdminSession) -> Result<(), PortError> {
+        // Expired sessions are swept on the way (bounded work per login).
+        sqlx::query(
+            "DELETE FROM admin_sessions WHERE token_hash IN
+               (SELECT token_hash FROM admin_sessions WHERE expires_at < now() LIMIT 100)",
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(port)?;
+        sqlx::query("INSERT INTO admin_sessions (token_hash, tenant_id, username, role, expires_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(token_hash)
+            .bind(session.tenant_id.as_str())
+            .bind(&session.username)
+            .bind(session.role.as_str())
+            .bind(session.expires_at)
+            .execute(&self.pool)
+            .await
+            .map_err(port)?;
+        Ok(())
+    }
+
+    async fn find_session(&self, token_hash: &[u8]) -> Result<Option<AdminSession>, PortError> {
+        let row: Option<(String, String, String, DateTime<Utc>, bool)> = sqlx::query_as(
+            "SELECT s.tenant_id, s.username, u.role, s.expires_at, u.disabled
+               FROM admin_sessions s JOIN admin_users u USING (tenant_id, username)
+              WHERE s.token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(port)?;
+        let Some((tenant, username, role, expires_at, disabled)) = row else { return Ok(None) };
+        if disabled {
+            return Ok(None);
+        }
+        let tenant_id = TenantId::parse(&tenant).map_err(PortError::new)?;
+        // The user's current role counts, not the one at login.
+        let role = Role::parse(&role).ok_or_else(|| PortError::msg(format!("unknown role {role}")))?;
+        Ok(Some(AdminSession { tenant_id, username, role, expires_at }))
+    }
+
+    async fn delete_session(&self, token_hash: &[u8]) -> Result<(), PortError> {
+        sqlx::query("DELETE FROM admin_sessions WHERE token_hash = $1").bind(token_hash).execute(&self.pool).await.map_err(port)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl DueWork for PgShardPorts {
+    async fn due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<DueItem>, PortError> {
+        type Row = (i64, String, String, String, String, DateTime<Utc>);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT id, tenant_id, aggregate_type, aggregate_id, kind, due_at FROM due_work
+              WHERE due_at <= $1 ORDER BY due_at, id LIMIT $2",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(port)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, tenant_id, aggregate_type, aggregate_id, kind, due_at)| DueItem {
+                id,
+                tenant_id,
+                aggregate_type,
+                aggregate_id,
+                kind,
+                due_at,
+            })
+            .collect())
+    }
+
+    async fn done(&self, id: i64) -> Result<(), PortError> {
+        sqlx::query("DELETE FROM due_work WHERE id = $1").bind(id).execute(&self.pool).await.map_err(port)?;
+        Ok(())
+    }
+}

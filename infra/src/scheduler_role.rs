@@ -1,0 +1,84 @@
+//! The scheduler role: per shard, the instance holding the shard's advisory
+//! lock runs due work; the others wait and take over when its session dies.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::watch;
+use tracing::{info, warn};
+use wxcm_commands::ports::{App, ShardServices};
+use wxcm_commands::scheduler::{self, StepReport};
+
+/// Advisory lock key of the scheduler on a shard database.
+pub const SCHEDULER_LOCK_KEY: i64 = 0x7778_636d_5f73_6368; // "wxcm_sch"
+
+/// One shard's scheduler instance. `tick` is the step function tests drive.
+pub struct ShardScheduler {
+    app: Arc<App>,
+    services: Arc<ShardServices>,
+    pool: PgPool,
+    leader: Option<PgConnection>,
+}
+
+impl ShardScheduler {
+    pub fn new(app: Arc<App>, services: Arc<ShardServices>, pool: PgPool) -> Self {
+        Self { app, services, pool, leader: None }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader.is_some()
+    }
+
+    /// Keeps or tries to take leadership, then runs one step if leader.
+    pub async fn tick(&mut self) -> Result<Option<StepReport>, sqlx::Error> {
+        if let Some(conn) = self.leader.as_mut() {
+            // The lock lives as long as this session; a dead session means lost leadership.
+            if sqlx::query("SELECT 1").execute(&mut *conn).await.is_err() {
+                warn!(shard = %self.services.name, "scheduler lost its lock session");
+                self.leader = None;
+            }
+        }
+        if self.leader.is_none() {
+            let mut conn = self.pool.acquire().await?;
+            let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(SCHEDULER_LOCK_KEY)
+                .fetch_one(&mut *conn)
+                .await?;
+            if !got {
+                return Ok(None);
+            }
+            info!(shard = %self.services.name, "scheduler is leader");
+            // Detached: the session must never go back to the pool holding the lock;
+            // dropping it closes it, which releases the lock.
+            self.leader = Some(conn.detach());
+        }
+        match scheduler::step(&self.app, &self.services).await {
+            Ok(report) => Ok(Some(report)),
+            Err(e) => {
+                warn!(shard = %self.services.name, error = %e, "scheduler step failed");
+                Ok(Some(StepReport::default()))
+            }
+        }
+    }
+
+    /// Gives up leadership (closing the session releases the lock).
+    pub async fn resign(&mut self) {
+        if let Some(conn) = self.leader.take() {
+            let _ = conn.close().await;
+        }
+    }
+
+    pub async fn run(mut self, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if let Err(e) = self.tick().await {
+                warn!(shard = %self.services.name, error = %e, "scheduler tick failed");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.changed() => break,
+            }
+        }
+        self.resign().await;
+    }
+}

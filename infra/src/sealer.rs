@@ -1,0 +1,80 @@
+//! AES-256-GCM sealing of tenant secrets, key from the environment.
+
+use aes_gcm::aead::{Aead, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use wxcm_commands::ports::{PortError, SecretSealer};
+use wxcm_domain::tenant::SealedSecret;
+
+const PREFIX: &str = "v1:";
+const NONCE_BYTES: usize = 12;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SealerError {
+    #[error("environment variable {0} is not set (a base64 32-byte key)")]
+    Missing(String),
+    #[error("environment variable {0} is not a base64 32-byte key")]
+    Malformed(String),
+}
+
+pub struct AesGcmSealer {
+    cipher: Aes256Gcm,
+}
+
+impl AesGcmSealer {
+    pub fn from_env(var: &str) -> Result<Self, SealerError> {
+        let raw = std::env::var(var).map_err(|_| SealerError::Missing(var.to_owned()))?;
+        let key = STANDARD.decode(raw.trim()).map_err(|_| SealerError::Malformed(var.to_owned()))?;
+        Self::from_key(&key).ok_or_else(|| SealerError::Malformed(var.to_owned()))
+    }
+
+    pub fn from_key(key: &[u8]) -> Option<Self> {
+        if key.len() != 32 {
+            return None;
+        }
+        Aes256Gcm::new_from_slice(key).ok().map(|cipher| Self { cipher })
+    }
+}
+
+impl SecretSealer for AesGcmSealer {
+    fn seal(&self, plaintext: &str) -> Result<SealedSecret, PortError> {
+        let mut nonce = [0u8; NONCE_BYTES];
+        rand::fill(&mut nonce);
+        let ct = self
+            .cipher
+            .encrypt(&Nonce::from(nonce), plaintext.as_bytes())
+            .map_err(|_| PortError::msg("encryption failed"))?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&ct);
+        Ok(SealedSecret::from_ciphertext(format!("{PREFIX}{}", STANDARD.encode(out))))
+    }
+
+    fn open(&self, sealed: &SealedSecret) -> Result<String, PortError> {
+        let body = sealed.ciphertext().strip_prefix(PREFIX).ok_or_else(|| PortError::msg("unknown sealing version"))?;
+        let raw = STANDARD.decode(body).map_err(|_| PortError::msg("sealed secret is not base64"))?;
+        if raw.len() < NONCE_BYTES {
+            return Err(PortError::msg("sealed secret too short"));
+        }
+        let (nonce, ct) = raw.split_at(NONCE_BYTES);
+        let nonce: [u8; NONCE_BYTES] = nonce.try_into().map_err(|_| PortError::msg("bad nonce"))?;
+        let pt = self.cipher.decrypt(&Nonce::from(nonce), ct).map_err(|_| PortError::msg("secret does not decrypt with this key"))?;
+        String::from_utf8(pt).map_err(|_| PortError::msg("secret is not UTF-8"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_round_trip_and_wrong_key() {
+        let s = AesGcmSealer::from_key(&[7u8; 32]).unwrap();
+        let sealed = s.seal("app-secret-123").unwrap();
+        assert!(!sealed.ciphertext().contains("app-secret"));
+        assert_eq!(s.open(&sealed).unwrap(), "app-secret-123");
+        let other = AesGcmSealer::from_key(&[8u8; 32]).unwrap();
+        assert!(other.open(&sealed).is_err());
+        assert!(AesGcmSealer::from_key(&[0u8; 16]).is_none());
+    }
+}

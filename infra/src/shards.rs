@@ -1,0 +1,97 @@
+//! The shard map: tenant → database, from configuration. Every read and
+//! write for a tenant goes through `route`.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+use wxcm_commands::ports::{Clock, RouteError, ShardRouter, ShardServices};
+use wxcm_commands::repository::CqrsRepository;
+use wxcm_commands::Executor;
+use wxcm_domain::member::Member;
+use wxcm_domain::tenant::Tenant;
+use wxcm_domain::TenantId;
+
+use crate::config::{Settings, ShardConfig};
+use crate::pg_ports::PgShardPorts;
+use crate::store::PgEventStore;
+
+const ACQUIRE_TIMEOUT_MS: u64 = 5_000;
+
+pub struct Shard {
+    pub name: String,
+    pub pool: PgPool,
+    pub services: Arc<ShardServices>,
+}
+
+pub struct Shards {
+    shards: BTreeMap<String, Shard>,
+    tenant_shards: BTreeMap<String, String>,
+    default_shard: String,
+}
+
+pub fn pool_for(url: &str, pool_max: u32) -> Result<PgPool, sqlx::Error> {
+    let options = PgConnectOptions::from_str(url)?.application_name("wxcm");
+    Ok(PgPoolOptions::new()
+        .max_connections(pool_max)
+        .acquire_timeout(Duration::from_millis(ACQUIRE_TIMEOUT_MS))
+        .connect_lazy_with(options))
+}
+
+fn build_shard(name: &str, config: &ShardConfig, clock: Arc<dyn Clock>) -> Result<Shard, sqlx::Error> {
+    let pool = pool_for(&config.url, config.pool_max)?;
+    let ports = Arc::new(PgShardPorts::new(pool.clone()));
+    let members = Executor::<Member>::new(
+        Arc::new(CqrsRepository::new(PgEventStore::<Member>::new(pool.clone(), config.aggregate_cache_entries))),
+        ports.clone(),
+        clock.clone(),
+    );
+    let tenants = Executor::<Tenant>::new(
+        Arc::new(CqrsRepository::new(PgEventStore::<Tenant>::new(pool.clone(), 1_000))),
+        ports.clone(),
+        clock,
+    );
+    let services = Arc::new(ShardServices {
+        name: name.to_owned(),
+        members,
+        tenants,
+        event_log: ports.clone(),
+        directory: ports.clone(),
+        cards: ports.clone(),
+        admins: ports.clone(),
+        due_work: ports,
+    });
+    Ok(Shard { name: name.to_owned(), pool, services })
+}
+
+impl Shards {
+    pub fn build(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Self, sqlx::Error> {
+        let mut shards = BTreeMap::new();
+        for (name, config) in &settings.shards {
+            shards.insert(name.clone(), build_shard(name, config, clock.clone())?);
+        }
+        Ok(Self { shards, tenant_shards: settings.tenant_shards.clone(), default_shard: settings.default_shard.clone() })
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Shard> {
+        self.shards.values()
+    }
+
+    pub fn shard_for(&self, tenant: &TenantId) -> Result<&Shard, RouteError> {
+        let name = self.tenant_shards.get(tenant.as_str()).unwrap_or(&self.default_shard);
+        self.shards.get(name).ok_or_else(|| RouteError::NoShard(tenant.to_string()))
+    }
+}
+
+impl ShardRouter for Shards {
+    fn route(&self, tenant: &TenantId) -> Result<Arc<ShardServices>, RouteError> {
+        self.shard_for(tenant).map(|s| s.services.clone())
+    }
+
+    fn shards(&self) -> Vec<Arc<ShardServices>> {
+        self.shards.values().map(|s| s.services.clone()).collect()
+    }
+}

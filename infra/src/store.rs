@@ -1,0 +1,241 @@
+//! The event store: postgres-es 0.5.0's repository for the rows, wrapped in
+//! our own `cqrs_es::EventStore` so per-command cost does not grow with the
+//! stream.
+//!
+//! Why not postgres-es's snapshot or aggregate modes: in 0.5.0 they apply new
+//! events twice. Why not its plain mode alone: it replays the whole stream on
+//! every command. Here:
+//! - a bounded in-process cache holds (state, version) per aggregate; a command
+//!   uses it without reading the stream, and the optimistic lock (primary key
+//!   on the sequence) catches a cache that another node made stale — the
+//!   executor then invalidates and retries;
+//! - cold loads read a state snapshot (`aggregate_snapshots`, written every
+//!   `SNAPSHOT_EVERY_EVENTS`) plus the tail after it;
+//! - `commit` never re-applies events: the `EventSink` already applied them to
+//!   the context's aggregate, which becomes the cached state.
+//!
+//! Hash chain, event ids, outbox and idempotency rows are written by the
+//! table's triggers in the same transaction as the events (schemas/migrations).
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use cqrs_es::persist::{PersistedEventRepository, SerializedEvent};
+use cqrs_es::{AggregateContext, AggregateError, EventEnvelope, EventStore};
+use lru::LruCache;
+use postgres_es::PostgresEventRepository;
+use sqlx::PgPool;
+use tracing::warn;
+use wxcm_commands::adapter::{Agg, Ev};
+use wxcm_commands::ports::PortError;
+use wxcm_commands::repository::StateStore;
+use wxcm_domain::EventSourced;
+
+/// A snapshot is written when a commit crosses a multiple of this.
+pub const SNAPSHOT_EVERY_EVENTS: u64 = 100;
+pub const CACHE_ENTRIES_DEFAULT: usize = 50_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("stream {aggregate_id} is not contiguous: expected sequence {expected}, found {found}")]
+    Gap { aggregate_id: String, expected: u64, found: u64 },
+    #[error(transparent)]
+    Persistence(#[from] cqrs_es::persist::PersistenceError),
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
+pub struct PgContext<T> {
+    aggregate_id: String,
+    aggregate: Agg<T>,
+    version: u64,
+}
+
+impl<T: EventSourced> AggregateContext<Agg<T>> for PgContext<T> {
+    fn aggregate(&mut self) -> &mut Agg<T> {
+        &mut self.aggregate
+    }
+}
+
+pub struct PgEventStore<T> {
+    repo: PostgresEventRepository,
+    pool: PgPool,
+    cache: Mutex<LruCache<String, (T, u64)>>,
+}
+
+impl<T: EventSourced> PgEventStore<T> {
+    pub fn new(pool: PgPool, cache_entries: usize) -> Self {
+        let cap = NonZeroUsize::new(cache_entries).unwrap_or(NonZeroUsize::MIN);
+        Self { repo: PostgresEventRepository::new(pool.clone()), pool, cache: Mutex::new(LruCache::new(cap)) }
+    }
+
+    fn cached(&self, aggregate_id: &str) -> Option<(T, u64)> {
+        self.cache.lock().ok()?.get(aggregate_id).cloned()
+    }
+
+    fn remember(&self, aggregate_id: &str, state: T, version: u64) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.put(aggregate_id.to_owned(), (state, version));
+        }
+    }
+
+    fn forget(&self, aggregate_id: &str) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.pop(aggregate_id);
+        }
+    }
+
+    async fn read_snapshot(&self, aggregate_id: &str) -> Result<Option<(T, u64)>, StoreError> {
+        let row: Option<(i64, i32, serde_json::Value)> = sqlx::query_as(
+            "SELECT sequence, state_version, state FROM aggregate_snapshots WHERE aggregate_type = $1 AND aggregate_id = $2",
+        )
+        .bind(T::TYPE)
+        .bind(aggregate_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((sequence, state_version, state)) = row else { return Ok(None) };
+        if state_version != T::STATE_VERSION {
+            return Ok(None); // an older state shape: replay instead
+        }
+        match serde_json::from_value::<T>(state) {
+            Ok(state) => Ok(Some((state, sequence as u64))),
+            Err(e) => {
+                warn!(aggregate_id, error = %e, "unreadable snapshot ignored");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn write_snapshot(&self, aggregate_id: &str, state: &T, version: u64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO aggregate_snapshots (aggregate_type, aggregate_id, sequence, state_version, state, taken_at)
+             VALUES ($1, $2, $3, $4, $5, now())
+             ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE
+               SET sequence = EXCLUDED.sequence, state_version = EXCLUDED.state_version,
+                   state = EXCLUDED.state, taken_at = EXCLUDED.taken_at
+             WHERE aggregate_snapshots.sequence < EXCLUDED.sequence",
+        )
+        .bind(T::TYPE)
+        .bind(aggregate_id)
+        .bind(version as i64)
+        .bind(T::STATE_VERSION)
+        .bind(serde_json::to_value(state)?)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Folds the events after `version` into `state`, checking contiguity.
+    async fn catch_up(&self, aggregate_id: &str, state: &mut T, version: &mut u64) -> Result<u64, StoreError> {
+        let tail = self.repo.get_last_events::<Agg<T>>(aggregate_id, *version as usize).await?;
+        let replayed = tail.len() as u64;
+        for serialized in tail {
+            let found = serialized.sequence as u64;
+            if found != *version + 1 {
+                return Err(StoreError::Gap { aggregate_id: aggregate_id.to_owned(), expected: *version + 1, found });
+            }
+            let envelope = EventEnvelope::<Agg<T>>::try_from(serialized)?;
+            state.apply(&envelope.payload.0);
+            *version = found;
+        }
+        Ok(replayed)
+    }
+
+    /// Snapshot + tail, then cached. Writes a snapshot if the tail was long.
+    async fn load_fresh(&self, aggregate_id: &str) -> Result<(T, u64), StoreError> {
+        let (mut state, mut version) = match self.cached(aggregate_id) {
+            Some(hit) => hit,
+            None => self.read_snapshot(aggregate_id).await?.unwrap_or_default(),
+        };
+        let replayed = self.catch_up(aggregate_id, &mut state, &mut version).await?;
+        if replayed >= SNAPSHOT_EVERY_EVENTS {
+            if let Err(e) = self.write_snapshot(aggregate_id, &state, version).await {
+                warn!(aggregate_id, error = %e, "snapshot write failed");
+            }
+        }
+        self.remember(aggregate_id, state.clone(), version);
+        Ok((state, version))
+    }
+}
+
+fn to_aggregate_error<E: std::error::Error>(e: StoreError) -> AggregateError<E> {
+    match e {
+        StoreError::Persistence(p) => p.into(),
+        StoreError::Sql(s) => AggregateError::DatabaseConnectionError(Box::new(s)),
+        other => AggregateError::UnexpectedError(Box::new(other)),
+    }
+}
+
+impl<T: EventSourced> EventStore<Agg<T>> for PgEventStore<T> {
+    type AC = PgContext<T>;
+
+    async fn load_events(&self, aggregate_id: &str) -> Result<Vec<EventEnvelope<Agg<T>>>, AggregateError<T::Error>> {
+        let events = self.repo.get_events::<Agg<T>>(aggregate_id).await?;
+        let mut out = Vec::with_capacity(events.len());
+        for e in events {
+            out.push(EventEnvelope::<Agg<T>>::try_from(e)?);
+        }
+        Ok(out)
+    }
+
+    async fn load_aggregate(&self, aggregate_id: &str) -> Result<PgContext<T>, AggregateError<T::Error>> {
+        // Trust the cache: a stale entry fails the optimistic lock at commit.
+        let (state, version) = match self.cached(aggregate_id) {
+            Some(hit) => hit,
+            None => self.load_fresh(aggregate_id).await.map_err(to_aggregate_error)?,
+        };
+        Ok(PgContext { aggregate_id: aggregate_id.to_owned(), aggregate: Agg(state), version })
+    }
+
+    async fn commit(
+        &self,
+        events: Vec<Ev<T::Event>>,
+        context: PgContext<T>,
+        metadata: HashMap<String, String>,
+    ) -> Result<Vec<EventEnvelope<Agg<T>>>, AggregateError<T::Error>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let id = context.aggregate_id;
+        let base = context.version;
+        let envelopes: Vec<EventEnvelope<Agg<T>>> = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, payload)| EventEnvelope {
+                aggregate_id: id.clone(),
+                sequence: (base + i as u64 + 1) as usize,
+                payload,
+                metadata: metadata.clone(),
+            })
+            .collect();
+        let serialized = envelopes.iter().map(SerializedEvent::try_from).collect::<Result<Vec<_>, _>>()?;
+        if let Err(e) = self.repo.persist::<Agg<T>>(&serialized, None).await {
+            self.forget(&id);
+            return Err(e.into());
+        }
+        let version = base + envelopes.len() as u64;
+        let state = context.aggregate.0;
+        if base / SNAPSHOT_EVERY_EVENTS != version / SNAPSHOT_EVERY_EVENTS {
+            if let Err(e) = self.write_snapshot(&id, &state, version).await {
+                warn!(aggregate_id = %id, error = %e, "snapshot write failed");
+            }
+        }
+        self.remember(&id, state, version);
+        Ok(envelopes)
+    }
+}
+
+#[async_trait]
+impl<T: EventSourced> StateStore<T> for PgEventStore<T> {
+    async fn load_state(&self, aggregate_id: &str) -> Result<(T, u64), PortError> {
+        self.load_fresh(aggregate_id).await.map_err(PortError::new)
+    }
+
+    fn invalidate(&self, aggregate_id: &str) {
+        self.forget(aggregate_id)
+    }
+}
