@@ -1,0 +1,41 @@
+# Build artifacts live outside the clone so CI and fresh clones stay fast.
+CARGO_TARGET_DIR ?= $(HOME)/.cache/wxcm-target
+export CARGO_TARGET_DIR
+# Development-only key for secrets at rest; production sets its own.
+WXCM_SECRET_KEY ?= ZGV2LW9ubHkta2V5LWRvLW5vdC11c2UtaW4tcHJvZCE=
+export WXCM_SECRET_KEY
+WXCM := $(CARGO_TARGET_DIR)/debug/wxcm
+DEMO_PASSWORD ?= demo-password-123
+
+.PHONY: run test bench services build lint fmt
+
+services:
+	@scripts/services.sh
+
+build:
+	cargo build -p wxcm-infra --bin wxcm
+
+## The server, ready to use: migrations, a demo tenant with an owner, all roles.
+run: services build
+	$(WXCM) migrate
+	$(WXCM) tenant create --id demo --name "Demo Cinema"
+	-@WXCM_ADMIN_PASSWORD=$(DEMO_PASSWORD) $(WXCM) admin create --tenant demo --username owner --role owner 2>/dev/null \
+	  && echo "demo login: tenant demo, user owner, password $(DEMO_PASSWORD)" \
+	  || echo "demo owner already exists"
+	$(WXCM) serve
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	scripts/check-domain-purity.sh
+
+test: services lint
+	cargo build --workspace --all-targets
+	cargo test --workspace -- --test-threads=4
+
+bench: services
+	cargo build --release -p wxcm-infra --bin wxcm
+	$(CARGO_TARGET_DIR)/release/wxcm bench ledger
+
+fmt:
+	cargo fmt --all
