@@ -21,6 +21,7 @@ macro_rules! positive_amount {
     ($(#[$doc:meta])* $name:ident, $max:expr) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+        #[schemars(extend("minimum" = 1, "maximum" = $max))]
         #[serde(try_from = "i64", into = "i64")]
         pub struct $name(i64);
 
@@ -78,6 +79,7 @@ macro_rules! balance {
     ($(#[$doc:meta])* $name:ident, $amount:ident) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+        #[schemars(extend("minimum" = 0))]
         #[serde(try_from = "i64", into = "i64")]
         pub struct $name(i64);
 
@@ -145,10 +147,7 @@ mod tests {
     #[test]
     fn balances_never_go_negative() {
         let b = BalanceFen::new(100).unwrap();
-        assert_eq!(
-            b.checked_sub(AmountFen::new(100).unwrap()),
-            Some(BalanceFen::ZERO)
-        );
+        assert_eq!(b.checked_sub(AmountFen::new(100).unwrap()), Some(BalanceFen::ZERO));
         assert_eq!(b.checked_sub(AmountFen::new(101).unwrap()), None);
         assert!(BalanceFen::new(-1).is_none());
         assert!(serde_json::from_str::<BalanceFen>("-5").is_err());

@@ -21,21 +21,10 @@ pub trait EventSourced: Default + Clone + Serialize + DeserializeOwned + Send + 
     /// snapshots of an older shape are ignored.
     const STATE_VERSION: i32;
     type Command: Serialize + Clone + Send + Sync + 'static;
-    type Event: DomainEventMeta
-        + Serialize
-        + DeserializeOwned
-        + Clone
-        + PartialEq
-        + std::fmt::Debug
-        + Send
-        + Sync;
+    type Event: DomainEventMeta + Serialize + DeserializeOwned + Clone + PartialEq + std::fmt::Debug + Send + Sync;
     type Error: std::error::Error + Send + Sync + 'static;
 
-    fn handle(
-        &self,
-        command: Self::Command,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Self::Event>, Self::Error>;
+    fn handle(&self, command: Self::Command, now: DateTime<Utc>) -> Result<Vec<Self::Event>, Self::Error>;
     fn apply(&mut self, event: &Self::Event);
 
     /// The tenant the aggregate belongs to, once it exists. The application

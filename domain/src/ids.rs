@@ -9,17 +9,9 @@ use uuid::Uuid;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
     #[error("{what} must be {min}..={max} characters, got {len}")]
-    Length {
-        what: &'static str,
-        min: usize,
-        max: usize,
-        len: usize,
-    },
+    Length { what: &'static str, min: usize, max: usize, len: usize },
     #[error("{what} contains a character outside {allowed}")]
-    Charset {
-        what: &'static str,
-        allowed: &'static str,
-    },
+    Charset { what: &'static str, allowed: &'static str },
     #[error("{what} is not a valid id")]
     Invalid { what: &'static str },
 }
@@ -27,20 +19,19 @@ pub enum IdError {
 fn check_len(what: &'static str, s: &str, min: usize, max: usize) -> Result<(), IdError> {
     let len = s.chars().count();
     if len < min || len > max {
-        return Err(IdError::Length {
-            what,
-            min,
-            max,
-            len,
-        });
+        return Err(IdError::Length { what, min, max, len });
     }
     Ok(())
 }
 
+/// `schema(...)` repeats the parser's rules as JSON Schema keywords (length,
+/// pattern) so stored events can be checked without this code; the tests in
+/// `domain/tests/event_schemas.rs` keep the two in agreement.
 macro_rules! string_id {
-    ($(#[$doc:meta])* $name:ident) => {
+    ($(#[$doc:meta])* $name:ident, schema($($schema:tt)*)) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+        #[schemars(extend($($schema)*))]
         #[serde(try_from = "String", into = "String")]
         pub struct $name(String);
 
@@ -76,22 +67,22 @@ macro_rules! string_id {
 
 string_id!(
     /// A merchant: a lowercase slug chosen by the operator (`acme-cinema`).
-    TenantId
+    TenantId,
+    schema(
+        "minLength" = 2,
+        "maxLength" = TenantId::LEN_MAX,
+        "pattern" = "^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$"
+    )
 );
 impl TenantId {
     pub const LEN_MAX: usize = 40;
     pub fn parse(s: &str) -> Result<Self, IdError> {
         check_len("tenant id", s, 2, Self::LEN_MAX)?;
-        let ok = s
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        let ok = s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
             && !s.starts_with('-')
             && !s.ends_with('-');
         if !ok {
-            return Err(IdError::Charset {
-                what: "tenant id",
-                allowed: "a-z 0-9 - (not at the ends)",
-            });
+            return Err(IdError::Charset { what: "tenant id", allowed: "a-z 0-9 - (not at the ends)" });
         }
         Ok(Self(s.to_owned()))
     }
@@ -99,20 +90,19 @@ impl TenantId {
 
 string_id!(
     /// A WeChat openid: the member's id within one official account.
-    OpenId
+    OpenId,
+    schema(
+        "minLength" = 6,
+        "maxLength" = OpenId::LEN_MAX,
+        "pattern" = "^[A-Za-z0-9_-]+$"
+    )
 );
 impl OpenId {
     pub const LEN_MAX: usize = 64;
     pub fn parse(s: &str) -> Result<Self, IdError> {
         check_len("openid", s, 6, Self::LEN_MAX)?;
-        if !s
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            return Err(IdError::Charset {
-                what: "openid",
-                allowed: "A-Z a-z 0-9 _ -",
-            });
+        if !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return Err(IdError::Charset { what: "openid", allowed: "A-Z a-z 0-9 _ -" });
         }
         Ok(Self(s.to_owned()))
     }
@@ -120,16 +110,14 @@ impl OpenId {
 
 string_id!(
     /// An official account's appid (`wx` + 16 hex digits).
-    AppId
+    AppId,
+    schema("minLength" = 18, "maxLength" = 18, "pattern" = "^wx[0-9A-Fa-f]{16}$")
 );
 impl AppId {
     pub fn parse(s: &str) -> Result<Self, IdError> {
         check_len("appid", s, 18, 18)?;
         if !s.starts_with("wx") || !s[2..].chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(IdError::Charset {
-                what: "appid",
-                allowed: "wx followed by 16 hex digits",
-            });
+            return Err(IdError::Charset { what: "appid", allowed: "wx followed by 16 hex digits" });
         }
         Ok(Self(s.to_owned()))
     }
@@ -137,7 +125,12 @@ impl AppId {
 
 string_id!(
     /// A member card number: fixed digits with a trailing Luhn check digit.
-    CardNumber
+    CardNumber,
+    schema(
+        "minLength" = CardNumber::DIGITS,
+        "maxLength" = CardNumber::DIGITS,
+        "pattern" = "^[0-9]+$"
+    )
 );
 impl CardNumber {
     pub const DIGITS: usize = 10;
@@ -145,9 +138,7 @@ impl CardNumber {
     pub fn from_serial(serial: u64) -> Result<Self, IdError> {
         let body = format!("{serial:0width$}", width = Self::DIGITS - 1);
         if body.len() != Self::DIGITS - 1 {
-            return Err(IdError::Invalid {
-                what: "card serial",
-            });
+            return Err(IdError::Invalid { what: "card serial" });
         }
         let check = luhn_check_digit(&body);
         Ok(Self(format!("{body}{check}")))
@@ -155,16 +146,11 @@ impl CardNumber {
     pub fn parse(s: &str) -> Result<Self, IdError> {
         check_len("card number", s, Self::DIGITS, Self::DIGITS)?;
         if !s.chars().all(|c| c.is_ascii_digit()) {
-            return Err(IdError::Charset {
-                what: "card number",
-                allowed: "0-9",
-            });
+            return Err(IdError::Charset { what: "card number", allowed: "0-9" });
         }
         let (body, check) = s.split_at(Self::DIGITS - 1);
         if luhn_check_digit(body).to_string() != check {
-            return Err(IdError::Invalid {
-                what: "card number",
-            });
+            return Err(IdError::Invalid { what: "card number" });
         }
         Ok(Self(s.to_owned()))
     }
@@ -194,17 +180,19 @@ fn luhn_check_digit(body: &str) -> u32 {
 
 string_id!(
     /// The client's idempotency key: same key + same payload = same result.
-    IdempotencyKey
+    IdempotencyKey,
+    schema(
+        "minLength" = 8,
+        "maxLength" = IdempotencyKey::LEN_MAX,
+        "pattern" = "^[!-~]+$"
+    )
 );
 impl IdempotencyKey {
     pub const LEN_MAX: usize = 128;
     pub fn parse(s: &str) -> Result<Self, IdError> {
         check_len("idempotency key", s, 8, Self::LEN_MAX)?;
         if !s.chars().all(|c| c.is_ascii_graphic()) {
-            return Err(IdError::Charset {
-                what: "idempotency key",
-                allowed: "printable ASCII without spaces",
-            });
+            return Err(IdError::Charset { what: "idempotency key", allowed: "printable ASCII without spaces" });
         }
         Ok(Self(s.to_owned()))
     }
@@ -212,17 +200,19 @@ impl IdempotencyKey {
 
 string_id!(
     /// Free text naming why or what for (a reason or a business reference).
-    Reference
+    Reference,
+    schema(
+        "minLength" = 1,
+        "maxLength" = Reference::LEN_MAX,
+        "pattern" = "^[^\\x00-\\x1F\\x7F-\\x9F]*$"
+    )
 );
 impl Reference {
     pub const LEN_MAX: usize = 200;
     pub fn parse(s: &str) -> Result<Self, IdError> {
         check_len("reference", s, 1, Self::LEN_MAX)?;
         if s.chars().any(|c| c.is_control()) {
-            return Err(IdError::Charset {
-                what: "reference",
-                allowed: "text without control characters",
-            });
+            return Err(IdError::Charset { what: "reference", allowed: "text without control characters" });
         }
         Ok(Self(s.to_owned()))
     }
@@ -230,9 +220,7 @@ impl Reference {
 
 /// A member: a UUID. Members created from WeChat get a deterministic id derived
 /// from (tenant, openid) so concurrent duplicate subscribes converge on one stream.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct MemberId(Uuid);
 
@@ -254,9 +242,7 @@ impl MemberId {
         Self(id)
     }
     pub fn parse(s: &str) -> Result<Self, IdError> {
-        Uuid::parse_str(s)
-            .map(Self)
-            .map_err(|_| IdError::Invalid { what: "member id" })
+        Uuid::parse_str(s).map(Self).map_err(|_| IdError::Invalid { what: "member id" })
     }
     pub fn as_uuid(&self) -> Uuid {
         self.0

@@ -9,6 +9,7 @@ pub mod amounts;
 pub mod event_sourced;
 pub mod ids;
 pub mod member;
+pub mod schema;
 pub mod tenant;
 
 pub use actor::Actor;

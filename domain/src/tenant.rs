@@ -47,6 +47,7 @@ pub struct PaySettings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OfficialAccount {
     pub appid: AppId,
+    #[schemars(length(min = 1, max = TENANT_NAME_LEN_MAX))]
     pub name: String,
     pub token: SealedSecret,
     pub encoding_aes_key: SealedSecret,
@@ -81,11 +82,13 @@ pub enum TenantCommand {
 pub enum TenantEvent {
     TenantCreated {
         tenant_id: TenantId,
+        #[schemars(length(min = 1, max = TENANT_NAME_LEN_MAX))]
         name: String,
         created_at: DateTime<Utc>,
         actor: Actor,
     },
     TenantRenamed {
+        #[schemars(length(min = 1, max = TENANT_NAME_LEN_MAX))]
         name: String,
         actor: Actor,
     },
@@ -136,9 +139,11 @@ pub struct Tenant {
     pub accounts: BTreeMap<String, OfficialAccount>,
 }
 
+/// The limit applies to the name as stored, not to its trimmed form: padding
+/// must not smuggle an unbounded string past it. Blank names are refused.
 fn valid_name(name: &str) -> bool {
-    let len = name.trim().chars().count();
-    (1..=TENANT_NAME_LEN_MAX).contains(&len) && !name.chars().any(char::is_control)
+    let len = name.chars().count();
+    (1..=TENANT_NAME_LEN_MAX).contains(&len) && !name.trim().is_empty() && !name.chars().any(char::is_control)
 }
 
 impl EventSourced for Tenant {
@@ -152,18 +157,10 @@ impl EventSourced for Tenant {
         self.tenant_id.as_ref()
     }
 
-    fn handle(
-        &self,
-        command: TenantCommand,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<TenantEvent>, TenantError> {
+    fn handle(&self, command: TenantCommand, now: DateTime<Utc>) -> Result<Vec<TenantEvent>, TenantError> {
         let exists = self.tenant_id.is_some();
         let event = match command {
-            TenantCommand::Create {
-                tenant_id,
-                name,
-                actor,
-            } => {
+            TenantCommand::Create { tenant_id, name, actor } => {
                 if exists {
                     return if self.tenant_id.as_ref() == Some(&tenant_id) && self.name == name {
                         Ok(Vec::new())
@@ -174,12 +171,7 @@ impl EventSourced for Tenant {
                 if !valid_name(&name) {
                     return Err(TenantError::InvalidName);
                 }
-                TenantEvent::TenantCreated {
-                    tenant_id,
-                    name,
-                    created_at: now,
-                    actor,
-                }
+                TenantEvent::TenantCreated { tenant_id, name, created_at: now, actor }
             }
             _ if !exists => return Err(TenantError::NotFound),
             TenantCommand::Rename { name, actor } => {
@@ -217,12 +209,7 @@ impl EventSourced for Tenant {
     fn apply(&mut self, event: &TenantEvent) {
         self.version += 1;
         match event {
-            TenantEvent::TenantCreated {
-                tenant_id,
-                name,
-                created_at,
-                ..
-            } => {
+            TenantEvent::TenantCreated { tenant_id, name, created_at, .. } => {
                 assert!(self.tenant_id.is_none(), "tenant created twice");
                 self.tenant_id = Some(tenant_id.clone());
                 self.name = name.clone();
@@ -230,8 +217,7 @@ impl EventSourced for Tenant {
             }
             TenantEvent::TenantRenamed { name, .. } => self.name = name.clone(),
             TenantEvent::OfficialAccountBound { account, .. } => {
-                self.accounts
-                    .insert(account.appid.to_string(), account.clone());
+                self.accounts.insert(account.appid.to_string(), account.clone());
             }
             TenantEvent::OfficialAccountUnbound { appid, .. } => {
                 self.accounts.remove(appid.as_str());
@@ -245,9 +231,7 @@ mod tests {
     use super::*;
 
     fn admin() -> Actor {
-        Actor::Admin {
-            username: "root".into(),
-        }
+        Actor::Admin { username: "root".into() }
     }
     fn account(appid: &str) -> OfficialAccount {
         OfficialAccount {
@@ -278,30 +262,18 @@ mod tests {
     #[test]
     fn create_is_idempotent_and_exclusive() {
         let t = created();
-        let again = TenantCommand::Create {
-            tenant_id: TenantId::parse("acme").unwrap(),
-            name: "Acme".into(),
-            actor: admin(),
-        };
+        let again =
+            TenantCommand::Create { tenant_id: TenantId::parse("acme").unwrap(), name: "Acme".into(), actor: admin() };
         assert_eq!(t.handle(again, Utc::now()).unwrap(), vec![]);
-        let other = TenantCommand::Create {
-            tenant_id: TenantId::parse("acme").unwrap(),
-            name: "Other".into(),
-            actor: admin(),
-        };
+        let other =
+            TenantCommand::Create { tenant_id: TenantId::parse("acme").unwrap(), name: "Other".into(), actor: admin() };
         assert_eq!(t.handle(other, Utc::now()), Err(TenantError::AlreadyExists));
     }
 
     #[test]
     fn commands_on_a_missing_tenant_fail() {
-        let cmd = TenantCommand::Rename {
-            name: "x".into(),
-            actor: admin(),
-        };
-        assert_eq!(
-            Tenant::default().handle(cmd, Utc::now()),
-            Err(TenantError::NotFound)
-        );
+        let cmd = TenantCommand::Rename { name: "x".into(), actor: admin() };
+        assert_eq!(Tenant::default().handle(cmd, Utc::now()), Err(TenantError::NotFound));
     }
 
     #[test]
@@ -309,10 +281,7 @@ mod tests {
         let mut t = created();
         let evs = t
             .handle(
-                TenantCommand::BindOfficialAccount {
-                    account: account("wx0123456789abcdef"),
-                    actor: admin(),
-                },
+                TenantCommand::BindOfficialAccount { account: account("wx0123456789abcdef"), actor: admin() },
                 Utc::now(),
             )
             .unwrap();
@@ -320,10 +289,7 @@ mod tests {
         assert_eq!(t.accounts.len(), 1);
         // Binding the same settings again changes nothing.
         let same = t.handle(
-            TenantCommand::BindOfficialAccount {
-                account: account("wx0123456789abcdef"),
-                actor: admin(),
-            },
+            TenantCommand::BindOfficialAccount { account: account("wx0123456789abcdef"), actor: admin() },
             Utc::now(),
         );
         assert_eq!(same.unwrap(), vec![]);
@@ -339,13 +305,24 @@ mod tests {
         evs.iter().for_each(|e| t.apply(e));
         assert!(t.accounts.is_empty());
         let missing = t.handle(
-            TenantCommand::UnbindOfficialAccount {
-                appid: AppId::parse("wx0123456789abcdef").unwrap(),
-                actor: admin(),
-            },
+            TenantCommand::UnbindOfficialAccount { appid: AppId::parse("wx0123456789abcdef").unwrap(), actor: admin() },
             Utc::now(),
         );
         assert!(matches!(missing, Err(TenantError::AccountNotBound(_))));
+    }
+
+    #[test]
+    fn names_are_bounded_as_stored() {
+        let t = created();
+        let rename = |name: String| TenantCommand::Rename { name, actor: admin() };
+        let at_limit = "n".repeat(TENANT_NAME_LEN_MAX);
+        assert!(t.handle(rename(at_limit), Utc::now()).is_ok());
+        let past_limit = "n".repeat(TENANT_NAME_LEN_MAX + 1);
+        assert_eq!(t.handle(rename(past_limit), Utc::now()), Err(TenantError::InvalidName));
+        // Padding once slipped past the limit because only the trimmed name was counted.
+        let padded = format!("{}n", " ".repeat(TENANT_NAME_LEN_MAX));
+        assert_eq!(t.handle(rename(padded), Utc::now()), Err(TenantError::InvalidName));
+        assert_eq!(t.handle(rename("   ".into()), Utc::now()), Err(TenantError::InvalidName));
     }
 
     #[test]

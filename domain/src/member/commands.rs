@@ -4,10 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::policy::ExpiryPolicy;
-use crate::{
-    Actor, AmountFen, CardNumber, IdempotencyKey, MemberId, OpenId, PointsAmount, Reference,
-    TenantId,
-};
+use crate::{Actor, AmountFen, CardNumber, IdempotencyKey, MemberId, OpenId, PointsAmount, Reference, TenantId};
 
 /// Who asks, why, and under which idempotency key. Copied into the event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -51,6 +48,11 @@ pub enum SpendPurpose {
 
 /// A card level name (levels themselves are tenant settings).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(extend(
+    "minLength" = 1,
+    "maxLength" = CardLevel::LEN_MAX,
+    "pattern" = "^[^\\x00-\\x1F\\x7F-\\x9F]*$"
+))]
 #[serde(try_from = "String", into = "String")]
 pub struct CardLevel(String);
 
@@ -59,18 +61,10 @@ impl CardLevel {
     pub fn parse(s: &str) -> Result<Self, crate::IdError> {
         let len = s.chars().count();
         if len == 0 || len > Self::LEN_MAX {
-            return Err(crate::IdError::Length {
-                what: "card level",
-                min: 1,
-                max: Self::LEN_MAX,
-                len,
-            });
+            return Err(crate::IdError::Length { what: "card level", min: 1, max: Self::LEN_MAX, len });
         }
         if s.chars().any(|c| c.is_control()) {
-            return Err(crate::IdError::Charset {
-                what: "card level",
-                allowed: "text without control characters",
-            });
+            return Err(crate::IdError::Charset { what: "card level", allowed: "text without control characters" });
         }
         Ok(Self(s.to_owned()))
     }
@@ -139,7 +133,9 @@ pub enum MemberCommand {
         provenance: Provenance,
     },
     /// Expires every lot due at the time the command is handled.
-    ExpirePoints { provenance: Provenance },
+    ExpirePoints {
+        provenance: Provenance,
+    },
     DepositCash {
         amount_fen: AmountFen,
         provenance: Provenance,

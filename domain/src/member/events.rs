@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::commands::{CardLevel, PointsSource, Provenance, RegistrationSource, SpendPurpose};
 use crate::{
-    Actor, AmountFen, BalanceFen, CardNumber, DomainEventMeta, IdempotencyKey, MemberId, OpenId,
-    PointsAmount, PointsBalance, Reference, TenantId,
+    Actor, AmountFen, BalanceFen, CardNumber, DomainEventMeta, IdempotencyKey, MemberId, OpenId, PointsAmount,
+    PointsBalance, Reference, TenantId,
 };
 
 /// Points taken from (or returned to) one lot.
@@ -69,6 +69,7 @@ pub enum MemberEvent {
         #[serde(flatten)]
         provenance: Provenance,
         points_after: PointsBalance,
+        #[schemars(range(min = 0))]
         held_after: i64,
     },
     HeldPointsSpent {
@@ -77,6 +78,7 @@ pub enum MemberEvent {
         #[serde(flatten)]
         provenance: Provenance,
         points_after: PointsBalance,
+        #[schemars(range(min = 0))]
         held_after: i64,
     },
     /// Held points go back to their lots; lots that expired meanwhile expire
@@ -89,6 +91,7 @@ pub enum MemberEvent {
         #[serde(flatten)]
         provenance: Provenance,
         points_after: PointsBalance,
+        #[schemars(range(min = 0))]
         held_after: i64,
     },
     PointsExpired {
@@ -163,82 +166,37 @@ impl MemberEvent {
     }
 
     pub fn ledger_line(&self) -> LedgerLine {
-        let (points_delta, held_delta, cash_delta_fen, points_after, balance_after_fen) = match self
-        {
-            MemberEvent::MemberRegistered { .. } | MemberEvent::CardLevelChanged { .. } => {
-                (0, 0, 0, None, None)
+        let (points_delta, held_delta, cash_delta_fen, points_after, balance_after_fen) = match self {
+            MemberEvent::MemberRegistered { .. } | MemberEvent::CardLevelChanged { .. } => (0, 0, 0, None, None),
+            MemberEvent::PointsGranted { points, points_after, .. } => (points.get(), 0, 0, Some(*points_after), None),
+            MemberEvent::PointsDeducted { points, points_after, .. }
+            | MemberEvent::PointsSpent { points, points_after, .. }
+            | MemberEvent::PointsExpired { points, points_after, .. } => {
+                (-points.get(), 0, 0, Some(*points_after), None)
             }
-            MemberEvent::PointsGranted {
-                points,
-                points_after,
-                ..
-            } => (points.get(), 0, 0, Some(*points_after), None),
-            MemberEvent::PointsDeducted {
-                points,
-                points_after,
-                ..
+            MemberEvent::PointsHeld { points, points_after, .. } => {
+                (-points.get(), points.get(), 0, Some(*points_after), None)
             }
-            | MemberEvent::PointsSpent {
-                points,
-                points_after,
-                ..
+            MemberEvent::HeldPointsSpent { points, points_after, .. } => {
+                (0, -points.get(), 0, Some(*points_after), None)
             }
-            | MemberEvent::PointsExpired {
-                points,
-                points_after,
-                ..
-            } => (-points.get(), 0, 0, Some(*points_after), None),
-            MemberEvent::PointsHeld {
-                points,
-                points_after,
-                ..
-            } => (-points.get(), points.get(), 0, Some(*points_after), None),
-            MemberEvent::HeldPointsSpent {
-                points,
-                points_after,
-                ..
-            } => (0, -points.get(), 0, Some(*points_after), None),
-            MemberEvent::PointsHoldReleased {
-                points,
-                returned,
-                points_after,
-                ..
-            } => {
+            MemberEvent::PointsHoldReleased { points, returned, points_after, .. } => {
                 let back: i64 = returned.iter().map(|t| t.points.get()).sum();
                 (back, -points.get(), 0, Some(*points_after), None)
             }
-            MemberEvent::CashDeposited {
-                amount_fen,
-                balance_after_fen,
-                ..
+            MemberEvent::CashDeposited { amount_fen, balance_after_fen, .. }
+            | MemberEvent::RechargeCredited { amount_fen, balance_after_fen, .. }
+            | MemberEvent::ChargeRefunded { amount_fen, balance_after_fen, .. } => {
+                (0, 0, amount_fen.get(), None, Some(*balance_after_fen))
             }
-            | MemberEvent::RechargeCredited {
-                amount_fen,
-                balance_after_fen,
-                ..
+            MemberEvent::CashCharged { amount_fen, balance_after_fen, .. } => {
+                (0, 0, -amount_fen.get(), None, Some(*balance_after_fen))
             }
-            | MemberEvent::ChargeRefunded {
-                amount_fen,
-                balance_after_fen,
-                ..
-            } => (0, 0, amount_fen.get(), None, Some(*balance_after_fen)),
-            MemberEvent::CashCharged {
-                amount_fen,
-                balance_after_fen,
-                ..
-            } => (0, 0, -amount_fen.get(), None, Some(*balance_after_fen)),
         };
         let (actor, reason, reference, idempotency_key) = match self {
-            MemberEvent::MemberRegistered {
-                actor,
-                idempotency_key,
-                ..
-            } => (
-                actor.label(),
-                "registered".to_owned(),
-                None,
-                idempotency_key.to_string(),
-            ),
+            MemberEvent::MemberRegistered { actor, idempotency_key, .. } => {
+                (actor.label(), "registered".to_owned(), None, idempotency_key.to_string())
+            }
             other => match other.provenance() {
                 Some(p) => (
                     p.actor.label(),

@@ -17,14 +17,12 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-pub use commands::{
-    CardLevel, MemberCommand, PointsSource, Provenance, RegistrationSource, SpendPurpose,
-};
+pub use commands::{CardLevel, MemberCommand, PointsSource, Provenance, RegistrationSource, SpendPurpose};
 pub use events::{LedgerLine, LotTake, MemberEvent};
 pub use policy::{ExpiryPolicy, EXPIRY_DAYS_MAX};
 
 use crate::{
-    BalanceFen, CardNumber, EventSourced, MemberId, OpenId, PointsAmount, PointsBalance, TenantId,
+    BalanceFen, CardNumber, DomainEventMeta, EventSourced, MemberId, OpenId, PointsAmount, PointsBalance, TenantId,
 };
 
 /// Open lots per member; beyond it grants are refused (an operator merges).
@@ -41,10 +39,7 @@ pub enum MemberError {
     #[error("member is already registered with another identity")]
     AlreadyRegistered,
     #[error("insufficient balance: {balance_fen} fen available, {requested_fen} fen requested")]
-    InsufficientBalance {
-        balance_fen: i64,
-        requested_fen: i64,
-    },
+    InsufficientBalance { balance_fen: i64, requested_fen: i64 },
     #[error("insufficient points: {available} available, {requested} requested")]
     InsufficientPoints { available: i64, requested: i64 },
     #[error("balance would overflow")]
@@ -64,10 +59,7 @@ pub enum MemberError {
     #[error("no refundable charge at sequence {0}")]
     ChargeNotFound(u64),
     #[error("refund of {requested_fen} fen exceeds the {refundable_fen} fen still refundable")]
-    RefundExceedsCharge {
-        refundable_fen: i64,
-        requested_fen: i64,
-    },
+    RefundExceedsCharge { refundable_fen: i64, requested_fen: i64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,11 +123,7 @@ pub struct Member {
 impl Member {
     /// Points that can be spent at `now` (lots not yet expired).
     pub fn spendable_points(&self, now: DateTime<Utc>) -> i64 {
-        self.lots
-            .values()
-            .filter(|l| !l.is_expired(now))
-            .map(|l| l.remaining)
-            .sum()
+        self.lots.values().filter(|l| !l.is_expired(now)).map(|l| l.remaining).sum()
     }
 
     /// Lots due for expiry at `now` that still hold points.
@@ -143,12 +131,7 @@ impl Member {
         self.lots
             .iter()
             .filter(|(_, l)| l.is_expired(now) && l.remaining > 0)
-            .filter_map(|(no, l)| {
-                PointsAmount::new(l.remaining).ok().map(|points| LotTake {
-                    lot_no: *no,
-                    points,
-                })
-            })
+            .filter_map(|(no, l)| PointsAmount::new(l.remaining).ok().map(|points| LotTake { lot_no: *no, points }))
             .collect()
     }
 
@@ -157,35 +140,21 @@ impl Member {
     }
 
     /// Takes `points` from live lots, oldest first.
-    fn take_oldest_first(
-        &self,
-        points: PointsAmount,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<LotTake>, MemberError> {
+    fn take_oldest_first(&self, points: PointsAmount, now: DateTime<Utc>) -> Result<Vec<LotTake>, MemberError> {
         let available = self.spendable_points(now);
         if available < points.get() {
-            return Err(MemberError::InsufficientPoints {
-                available,
-                requested: points.get(),
-            });
+            return Err(MemberError::InsufficientPoints { available, requested: points.get() });
         }
         let mut left = points.get();
         let mut taken = Vec::new();
-        for (no, lot) in self
-            .lots
-            .iter()
-            .filter(|(_, l)| !l.is_expired(now) && l.remaining > 0)
-        {
+        for (no, lot) in self.lots.iter().filter(|(_, l)| !l.is_expired(now) && l.remaining > 0) {
             if left == 0 {
                 break;
             }
             let take = lot.remaining.min(left);
             left -= take;
             if let Ok(points) = PointsAmount::new(take) {
-                taken.push(LotTake {
-                    lot_no: *no,
-                    points,
-                });
+                taken.push(LotTake { lot_no: *no, points });
             }
         }
         debug_assert_eq!(left, 0);
@@ -194,64 +163,41 @@ impl Member {
 
     fn points_minus(&self, points: PointsAmount) -> Result<PointsBalance, MemberError> {
         let available = self.points.get();
-        self.points
-            .checked_sub(points)
-            .ok_or(MemberError::InsufficientPoints {
-                available,
-                requested: points.get(),
-            })
+        self.points.checked_sub(points).ok_or(MemberError::InsufficientPoints { available, requested: points.get() })
     }
 
-    fn handle_points(
-        &self,
-        command: MemberCommand,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<MemberEvent>, MemberError> {
+    fn handle_points(&self, command: MemberCommand, now: DateTime<Utc>) -> Result<Vec<MemberEvent>, MemberError> {
         self.registered()?;
         let event = match command {
-            MemberCommand::GrantPoints {
-                points,
-                source,
-                expiry,
-                provenance,
-            } => {
+            MemberCommand::GrantPoints { points, source, expiry, provenance } => {
                 if !expiry.is_valid() {
+                    return Err(MemberError::InvalidExpiry);
+                }
+                // A policy whose date cannot be represented must not silently become "never".
+                let expires_at = expiry.expires_at(now);
+                if expiry != ExpiryPolicy::Never && expires_at.is_none() {
                     return Err(MemberError::InvalidExpiry);
                 }
                 if self.lots.len() >= LOTS_MAX {
                     return Err(MemberError::TooManyLots);
                 }
-                let points_after = self
-                    .points
-                    .checked_add(points)
-                    .ok_or(MemberError::Overflow)?;
-                self.lifetime_points
-                    .checked_add(points.get())
-                    .ok_or(MemberError::Overflow)?;
+                let points_after = self.points.checked_add(points).ok_or(MemberError::Overflow)?;
+                self.lifetime_points.checked_add(points.get()).ok_or(MemberError::Overflow)?;
                 MemberEvent::PointsGranted {
                     lot_no: self.next_lot_no + 1,
                     points,
                     source,
                     granted_at: now,
-                    expires_at: expiry.expires_at(now),
+                    expires_at,
                     provenance,
                     points_after,
                 }
             }
             MemberCommand::DeductPoints { points, provenance } => {
                 let taken = self.take_oldest_first(points, now)?;
-                MemberEvent::PointsDeducted {
-                    points,
-                    taken,
-                    provenance,
-                    points_after: self.points_minus(points)?,
-                }
+                MemberEvent::PointsDeducted { points, taken, provenance, points_after: self.points_minus(points)? }
             }
-            MemberCommand::SpendPoints {
-                points,
-                purpose,
-                provenance,
-            } => {
+            MemberCommand::SpendPoints { points, purpose, provenance } => {
                 let taken = self.take_oldest_first(points, now)?;
                 MemberEvent::PointsSpent {
                     points,
@@ -261,11 +207,7 @@ impl Member {
                     points_after: self.points_minus(points)?,
                 }
             }
-            MemberCommand::HoldPoints {
-                hold_id,
-                points,
-                provenance,
-            } => {
+            MemberCommand::HoldPoints { hold_id, points, provenance } => {
                 if self.holds.contains_key(hold_id.as_str()) {
                     return Err(MemberError::HoldExists(hold_id.to_string()));
                 }
@@ -273,58 +215,29 @@ impl Member {
                     return Err(MemberError::TooManyHolds);
                 }
                 let taken = self.take_oldest_first(points, now)?;
-                let held_after = self
-                    .held
-                    .checked_add(points.get())
-                    .ok_or(MemberError::Overflow)?;
+                let held_after = self.held.checked_add(points.get()).ok_or(MemberError::Overflow)?;
                 let points_after = self.points_minus(points)?;
-                MemberEvent::PointsHeld {
-                    hold_id,
-                    points,
-                    taken,
-                    provenance,
-                    points_after,
-                    held_after,
-                }
+                MemberEvent::PointsHeld { hold_id, points, taken, provenance, points_after, held_after }
             }
-            MemberCommand::SpendHeldPoints {
-                hold_id,
-                provenance,
-            } => {
-                let hold = self
-                    .holds
-                    .get(hold_id.as_str())
-                    .ok_or_else(|| MemberError::HoldNotFound(hold_id.to_string()))?;
-                let points = PointsAmount::new(hold.points)
-                    .map_err(|_| MemberError::HoldNotFound(hold_id.to_string()))?;
+            MemberCommand::SpendHeldPoints { hold_id, provenance } => {
+                let hold =
+                    self.holds.get(hold_id.as_str()).ok_or_else(|| MemberError::HoldNotFound(hold_id.to_string()))?;
+                let points =
+                    PointsAmount::new(hold.points).map_err(|_| MemberError::HoldNotFound(hold_id.to_string()))?;
                 let held_after = self.held - hold.points;
-                MemberEvent::HeldPointsSpent {
-                    hold_id,
-                    points,
-                    provenance,
-                    points_after: self.points,
-                    held_after,
-                }
+                MemberEvent::HeldPointsSpent { hold_id, points, provenance, points_after: self.points, held_after }
             }
-            MemberCommand::ReleaseHeldPoints {
-                hold_id,
-                provenance,
-            } => {
-                let hold = self
-                    .holds
-                    .get(hold_id.as_str())
-                    .ok_or_else(|| MemberError::HoldNotFound(hold_id.to_string()))?;
-                let points = PointsAmount::new(hold.points)
-                    .map_err(|_| MemberError::HoldNotFound(hold_id.to_string()))?;
+            MemberCommand::ReleaseHeldPoints { hold_id, provenance } => {
+                let hold =
+                    self.holds.get(hold_id.as_str()).ok_or_else(|| MemberError::HoldNotFound(hold_id.to_string()))?;
+                let points =
+                    PointsAmount::new(hold.points).map_err(|_| MemberError::HoldNotFound(hold_id.to_string()))?;
                 let (mut returned, mut expired) = (Vec::new(), Vec::new());
                 for take in &hold.taken {
                     let Ok(points) = PointsAmount::new(take.points) else {
                         continue;
                     };
-                    let lot_take = LotTake {
-                        lot_no: take.lot_no,
-                        points,
-                    };
+                    let lot_take = LotTake { lot_no: take.lot_no, points };
                     if take.expires_at.is_some_and(|e| e <= now) {
                         expired.push(lot_take);
                     } else {
@@ -332,13 +245,9 @@ impl Member {
                     }
                 }
                 let back: i64 = returned.iter().map(|t| t.points.get()).sum();
-                let points_after = PointsBalance::new(
-                    self.points
-                        .get()
-                        .checked_add(back)
-                        .ok_or(MemberError::Overflow)?,
-                )
-                .ok_or(MemberError::Overflow)?;
+                let points_after =
+                    PointsBalance::new(self.points.get().checked_add(back).ok_or(MemberError::Overflow)?)
+                        .ok_or(MemberError::Overflow)?;
                 let held_after = self.held - hold.points;
                 MemberEvent::PointsHoldReleased {
                     hold_id,
@@ -351,20 +260,23 @@ impl Member {
                 }
             }
             MemberCommand::ExpirePoints { provenance } => {
-                let lots = self.due_lots(now);
-                let total: i64 = lots.iter().map(|t| t.points.get()).sum();
+                // One event carries at most `PointsAmount::MAX` points (each lot holds
+                // at most that much, so at least one due lot always fits); lots left
+                // over stay due and expire on the next run.
+                let mut lots = Vec::new();
+                let mut total: i64 = 0;
+                for lot in self.due_lots(now) {
+                    if total + lot.points.get() > PointsAmount::MAX {
+                        break;
+                    }
+                    total += lot.points.get();
+                    lots.push(lot);
+                }
                 let Ok(points) = PointsAmount::new(total) else {
                     return Ok(Vec::new()); // nothing due: expiry is naturally idempotent
                 };
-                let points_after =
-                    PointsBalance::new(self.points.get() - total).ok_or(MemberError::Overflow)?;
-                MemberEvent::PointsExpired {
-                    points,
-                    lots,
-                    as_of: now,
-                    provenance,
-                    points_after,
-                }
+                let points_after = PointsBalance::new(self.points.get() - total).ok_or(MemberError::Overflow)?;
+                MemberEvent::PointsExpired { points, lots, as_of: now, provenance, points_after }
             }
             other => return unreachable_command(other),
         };
@@ -374,71 +286,31 @@ impl Member {
     fn handle_cash(&self, command: MemberCommand) -> Result<Vec<MemberEvent>, MemberError> {
         self.registered()?;
         let event = match command {
-            MemberCommand::DepositCash {
-                amount_fen,
-                provenance,
-            } => {
-                let balance_after_fen = self
-                    .balance
-                    .checked_add(amount_fen)
-                    .ok_or(MemberError::Overflow)?;
-                MemberEvent::CashDeposited {
-                    amount_fen,
-                    provenance,
-                    balance_after_fen,
-                }
+            MemberCommand::DepositCash { amount_fen, provenance } => {
+                let balance_after_fen = self.balance.checked_add(amount_fen).ok_or(MemberError::Overflow)?;
+                MemberEvent::CashDeposited { amount_fen, provenance, balance_after_fen }
             }
-            MemberCommand::CreditRecharge {
-                amount_fen,
-                order_id,
-                provenance,
-            } => {
-                let balance_after_fen = self
-                    .balance
-                    .checked_add(amount_fen)
-                    .ok_or(MemberError::Overflow)?;
-                MemberEvent::RechargeCredited {
-                    amount_fen,
-                    order_id,
-                    provenance,
-                    balance_after_fen,
-                }
+            MemberCommand::CreditRecharge { amount_fen, order_id, provenance } => {
+                let balance_after_fen = self.balance.checked_add(amount_fen).ok_or(MemberError::Overflow)?;
+                MemberEvent::RechargeCredited { amount_fen, order_id, provenance, balance_after_fen }
             }
-            MemberCommand::ChargeCash {
-                amount_fen,
-                provenance,
-            } => {
-                let balance_after_fen = self.balance.checked_sub(amount_fen).ok_or(
-                    MemberError::InsufficientBalance {
+            MemberCommand::ChargeCash { amount_fen, provenance } => {
+                let balance_after_fen =
+                    self.balance.checked_sub(amount_fen).ok_or(MemberError::InsufficientBalance {
                         balance_fen: self.balance.get(),
                         requested_fen: amount_fen.get(),
-                    },
-                )?;
-                MemberEvent::CashCharged {
-                    amount_fen,
-                    provenance,
-                    balance_after_fen,
-                }
+                    })?;
+                MemberEvent::CashCharged { amount_fen, provenance, balance_after_fen }
             }
-            MemberCommand::RefundCharge {
-                charge_sequence,
-                amount_fen,
-                provenance,
-            } => {
+            MemberCommand::RefundCharge { charge_sequence, amount_fen, provenance } => {
                 let refundable_fen = *self
                     .refundable_charges
                     .get(&charge_sequence)
                     .ok_or(MemberError::ChargeNotFound(charge_sequence))?;
                 if amount_fen.get() > refundable_fen {
-                    return Err(MemberError::RefundExceedsCharge {
-                        refundable_fen,
-                        requested_fen: amount_fen.get(),
-                    });
+                    return Err(MemberError::RefundExceedsCharge { refundable_fen, requested_fen: amount_fen.get() });
                 }
-                let balance_after_fen = self
-                    .balance
-                    .checked_add(amount_fen)
-                    .ok_or(MemberError::Overflow)?;
+                let balance_after_fen = self.balance.checked_add(amount_fen).ok_or(MemberError::Overflow)?;
                 MemberEvent::ChargeRefunded {
                     amount_fen,
                     reverses_sequence: charge_sequence,
@@ -451,21 +323,9 @@ impl Member {
         Ok(vec![event])
     }
 
-    fn handle_card(
-        &self,
-        command: MemberCommand,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<MemberEvent>, MemberError> {
+    fn handle_card(&self, command: MemberCommand, now: DateTime<Utc>) -> Result<Vec<MemberEvent>, MemberError> {
         match command {
-            MemberCommand::Register {
-                member_id,
-                tenant_id,
-                card_no,
-                openid,
-                source,
-                card_level,
-                provenance,
-            } => {
+            MemberCommand::Register { member_id, tenant_id, card_no, openid, source, card_level, provenance } => {
                 if let Some(existing) = &self.registration {
                     // A duplicate registration of the same identity is a no-op.
                     return if existing.member_id == member_id
@@ -489,19 +349,12 @@ impl Member {
                     idempotency_key: provenance.idempotency_key,
                 }])
             }
-            MemberCommand::SetCardLevel {
-                card_level,
-                provenance,
-            } => {
+            MemberCommand::SetCardLevel { card_level, provenance } => {
                 let current = &self.registered()?.card_level;
                 if *current == card_level {
                     return Err(MemberError::SameCardLevel(card_level.as_str().to_owned()));
                 }
-                Ok(vec![MemberEvent::CardLevelChanged {
-                    from: current.clone(),
-                    to: card_level,
-                    provenance,
-                }])
+                Ok(vec![MemberEvent::CardLevelChanged { from: current.clone(), to: card_level, provenance }])
             }
             other => unreachable_command(other),
         }
@@ -524,11 +377,7 @@ impl Member {
     fn apply_return(&mut self, hold: &Hold, returned: &[LotTake]) {
         for take in returned {
             let origin = hold.taken.iter().find(|t| t.lot_no == take.lot_no);
-            assert!(
-                origin.is_some(),
-                "return to lot {} not in the hold",
-                take.lot_no
-            );
+            assert!(origin.is_some(), "return to lot {} not in the hold", take.lot_no);
             let Some(origin) = origin else { continue };
             let lot = self.lots.entry(take.lot_no).or_insert(Lot {
                 granted: 0,
@@ -544,11 +393,7 @@ impl Member {
 
     fn assert_invariants(&self) {
         let in_lots: i64 = self.lots.values().map(|l| l.remaining).sum();
-        assert_eq!(
-            in_lots,
-            self.points.get(),
-            "points must equal the sum of lots"
-        );
+        assert_eq!(in_lots, self.points.get(), "points must equal the sum of lots");
         let in_holds: i64 = self.holds.values().map(|h| h.points).sum();
         assert_eq!(in_holds, self.held, "held must equal the sum of holds");
         assert!(self.held >= 0 && self.balance.get() >= 0);
@@ -568,15 +413,13 @@ impl EventSourced for Member {
     type Event = MemberEvent;
     type Error = MemberError;
 
-    fn handle(
-        &self,
-        command: MemberCommand,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<MemberEvent>, MemberError> {
+    fn tenant(&self) -> Option<&TenantId> {
+        self.registration.as_ref().map(|r| &r.tenant_id)
+    }
+
+    fn handle(&self, command: MemberCommand, now: DateTime<Utc>) -> Result<Vec<MemberEvent>, MemberError> {
         match command {
-            MemberCommand::Register { .. } | MemberCommand::SetCardLevel { .. } => {
-                self.handle_card(command, now)
-            }
+            MemberCommand::Register { .. } | MemberCommand::SetCardLevel { .. } => self.handle_card(command, now),
             MemberCommand::DepositCash { .. }
             | MemberCommand::ChargeCash { .. }
             | MemberCommand::CreditRecharge { .. }
@@ -586,16 +429,15 @@ impl EventSourced for Member {
     }
 
     fn apply(&mut self, event: &MemberEvent) {
+        assert!(
+            self.registration.is_some() || matches!(event, MemberEvent::MemberRegistered { .. }),
+            "event {} for an unregistered member",
+            event.event_type()
+        );
         self.version += 1;
         match event {
             MemberEvent::MemberRegistered {
-                member_id,
-                tenant_id,
-                card_no,
-                openid,
-                card_level,
-                registered_at,
-                ..
+                member_id, tenant_id, card_no, openid, card_level, registered_at, ..
             } => {
                 assert!(self.registration.is_none(), "registered twice");
                 self.registration = Some(Registration {
@@ -612,14 +454,7 @@ impl EventSourced for Member {
                     r.card_level = to.clone();
                 }
             }
-            MemberEvent::PointsGranted {
-                lot_no,
-                points,
-                granted_at,
-                expires_at,
-                points_after,
-                ..
-            } => {
+            MemberEvent::PointsGranted { lot_no, points, granted_at, expires_at, points_after, .. } => {
                 self.next_lot_no = *lot_no;
                 self.lots.insert(
                     *lot_no,
@@ -633,27 +468,12 @@ impl EventSourced for Member {
                 self.lifetime_points += points.get();
                 self.points = *points_after;
             }
-            MemberEvent::PointsDeducted {
-                taken,
-                points_after,
-                ..
-            }
-            | MemberEvent::PointsSpent {
-                taken,
-                points_after,
-                ..
-            } => {
+            MemberEvent::PointsDeducted { taken, points_after, .. }
+            | MemberEvent::PointsSpent { taken, points_after, .. } => {
                 self.apply_take(taken);
                 self.points = *points_after;
             }
-            MemberEvent::PointsHeld {
-                hold_id,
-                points,
-                taken,
-                points_after,
-                held_after,
-                ..
-            } => {
+            MemberEvent::PointsHeld { hold_id, points, taken, points_after, held_after, .. } => {
                 let held_takes = taken
                     .iter()
                     .filter_map(|t| {
@@ -666,31 +486,15 @@ impl EventSourced for Member {
                     })
                     .collect();
                 self.apply_take(taken);
-                self.holds.insert(
-                    hold_id.to_string(),
-                    Hold {
-                        points: points.get(),
-                        taken: held_takes,
-                    },
-                );
+                self.holds.insert(hold_id.to_string(), Hold { points: points.get(), taken: held_takes });
                 self.points = *points_after;
                 self.held = *held_after;
             }
-            MemberEvent::HeldPointsSpent {
-                hold_id,
-                held_after,
-                ..
-            } => {
+            MemberEvent::HeldPointsSpent { hold_id, held_after, .. } => {
                 self.holds.remove(hold_id.as_str());
                 self.held = *held_after;
             }
-            MemberEvent::PointsHoldReleased {
-                hold_id,
-                returned,
-                points_after,
-                held_after,
-                ..
-            } => {
+            MemberEvent::PointsHoldReleased { hold_id, returned, points_after, held_after, .. } => {
                 // Points of lots that expired while held are dropped (`expired` in the event).
                 if let Some(hold) = self.holds.remove(hold_id.as_str()) {
                     self.apply_return(&hold, returned);
@@ -698,36 +502,20 @@ impl EventSourced for Member {
                 self.points = *points_after;
                 self.held = *held_after;
             }
-            MemberEvent::PointsExpired {
-                lots, points_after, ..
-            } => {
+            MemberEvent::PointsExpired { lots, points_after, .. } => {
                 self.apply_take(lots);
                 self.points = *points_after;
             }
-            MemberEvent::CashDeposited {
-                balance_after_fen, ..
-            }
-            | MemberEvent::RechargeCredited {
-                balance_after_fen, ..
-            } => self.balance = *balance_after_fen,
-            MemberEvent::CashCharged {
-                amount_fen,
-                balance_after_fen,
-                ..
-            } => {
+            MemberEvent::CashDeposited { balance_after_fen, .. }
+            | MemberEvent::RechargeCredited { balance_after_fen, .. } => self.balance = *balance_after_fen,
+            MemberEvent::CashCharged { amount_fen, balance_after_fen, .. } => {
                 self.balance = *balance_after_fen;
-                self.refundable_charges
-                    .insert(self.version, amount_fen.get());
+                self.refundable_charges.insert(self.version, amount_fen.get());
                 while self.refundable_charges.len() > REFUNDABLE_CHARGES_MAX {
                     self.refundable_charges.pop_first();
                 }
             }
-            MemberEvent::ChargeRefunded {
-                amount_fen,
-                reverses_sequence,
-                balance_after_fen,
-                ..
-            } => {
+            MemberEvent::ChargeRefunded { amount_fen, reverses_sequence, balance_after_fen, .. } => {
                 self.balance = *balance_after_fen;
                 if let Some(left) = self.refundable_charges.get_mut(reverses_sequence) {
                     *left -= amount_fen.get();

@@ -1,0 +1,493 @@
+//! The committed event schemas (`schemas/events/*.schema.json`) are current,
+//! every event variant validates against them, and they reject what
+//! deserialization rejects.
+//!
+//! Regenerate after changing an event type:
+//! `WXCM_WRITE_SCHEMAS=1 cargo test -p wxcm-domain --test event_schemas`
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use jsonschema::Validator;
+use proptest::prelude::*;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use wxcm_domain::member::{
+    CardLevel, LotTake, MemberEvent, PointsSource, Provenance, RegistrationSource, SpendPurpose,
+};
+use wxcm_domain::schema::{event_schemas, schema_path, MEMBER_EVENTS, TENANT_EVENTS};
+use wxcm_domain::tenant::{OfficialAccount, PaySettings, SealedSecret, TenantEvent};
+use wxcm_domain::{
+    Actor, AmountFen, AppId, BalanceFen, CardNumber, DomainEventMeta, IdempotencyKey, MemberId, OpenId, PointsAmount,
+    PointsBalance, Reference, TenantId,
+};
+
+const WRITE_ENV: &str = "WXCM_WRITE_SCHEMAS";
+const REGENERATE: &str = "WXCM_WRITE_SCHEMAS=1 cargo test -p wxcm-domain --test event_schemas";
+
+fn workspace_file(relative: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(relative)
+}
+
+fn schema(name: &str) -> Value {
+    event_schemas()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, s)| s)
+        .unwrap_or_else(|| panic!("no schema named {name}"))
+}
+
+fn validator(schema: &Value) -> Validator {
+    jsonschema::draft202012::options()
+        .should_validate_formats(true)
+        .build(schema)
+        .expect("the generated schema compiles")
+}
+
+fn errors(validator: &Validator, instance: &Value) -> Vec<String> {
+    validator.iter_errors(instance).map(|e| format!("{} at {}", e, e.instance_path)).collect()
+}
+
+// ---------------------------------------------------------------- (a) drift
+
+#[test]
+fn committed_schemas_are_current() {
+    let write = std::env::var_os(WRITE_ENV).is_some_and(|v| v == "1");
+    let mut stale = Vec::new();
+    for (name, generated) in event_schemas() {
+        let relative = schema_path(name);
+        let path = workspace_file(&relative);
+        let text = format!("{}\n", serde_json::to_string_pretty(&generated).unwrap());
+        if write {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, text).unwrap();
+            continue;
+        }
+        let committed = std::fs::read_to_string(&path).ok();
+        let current =
+            committed.as_deref().and_then(|c| serde_json::from_str::<Value>(c).ok()).is_some_and(|c| c == generated);
+        if !current {
+            stale.push(relative);
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "{} missing or out of date with the event types; regenerate with:\n    {REGENERATE}\nand commit the result",
+        stale.join(", ")
+    );
+}
+
+// ---------------------------------------------------------------- samples
+
+fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+fn reference(s: &str) -> Reference {
+    Reference::parse(s).unwrap()
+}
+
+fn pts(n: i64) -> PointsAmount {
+    PointsAmount::new(n).unwrap()
+}
+
+fn fen(n: i64) -> AmountFen {
+    AmountFen::new(n).unwrap()
+}
+
+fn take(lot_no: u64, points: i64) -> LotTake {
+    LotTake { lot_no, points: pts(points) }
+}
+
+fn provenance(reference_too: bool) -> Provenance {
+    Provenance {
+        actor: Actor::Staff { username: "clerk".into() },
+        reason: reference("counter sale"),
+        reference: reference_too.then(|| reference("ticket-42")),
+        idempotency_key: IdempotencyKey::parse("key-00000001").unwrap(),
+    }
+}
+
+/// One sample per variant (the test below checks none is missing).
+fn member_events() -> Vec<MemberEvent> {
+    let tenant = TenantId::parse("acme-cinema").unwrap();
+    let openid = OpenId::parse("oABCdef123456").unwrap();
+    let p = provenance;
+    vec![
+        MemberEvent::MemberRegistered {
+            member_id: MemberId::for_openid(&tenant, &openid),
+            tenant_id: tenant,
+            card_no: CardNumber::from_serial(7).unwrap(),
+            openid: Some(openid),
+            source: RegistrationSource::Subscribe,
+            card_level: CardLevel::standard(),
+            registered_at: at("2026-03-10T02:00:00Z"),
+            actor: Actor::Wechat { source: "subscribe".into() },
+            idempotency_key: IdempotencyKey::parse("wx-msg-123456").unwrap(),
+        },
+        MemberEvent::CardLevelChanged {
+            from: CardLevel::standard(),
+            to: CardLevel::parse("金卡 gold").unwrap(),
+            provenance: Provenance { actor: Actor::Admin { username: "boss".into() }, ..p(true) },
+        },
+        MemberEvent::PointsGranted {
+            lot_no: 1,
+            points: pts(PointsAmount::MAX),
+            source: PointsSource::SignIn,
+            granted_at: at("2026-03-10T02:00:00Z"),
+            expires_at: Some(at("2026-03-31T16:00:00Z")),
+            provenance: p(false),
+            points_after: PointsBalance::new(PointsAmount::MAX).unwrap(),
+        },
+        MemberEvent::PointsDeducted {
+            points: pts(5),
+            taken: vec![take(1, 5)],
+            provenance: p(true),
+            points_after: PointsBalance::new(95).unwrap(),
+        },
+        MemberEvent::PointsSpent {
+            points: pts(30),
+            purpose: SpendPurpose::Lottery,
+            taken: vec![take(1, 10), take(2, 20)],
+            provenance: Provenance { actor: Actor::Member { member_id: MemberId::new_random() }, ..p(false) },
+            points_after: PointsBalance::ZERO,
+        },
+        MemberEvent::PointsHeld {
+            hold_id: reference("order-1"),
+            points: pts(1),
+            taken: vec![take(3, 1)],
+            provenance: p(false),
+            points_after: PointsBalance::new(9).unwrap(),
+            held_after: 1,
+        },
+        MemberEvent::HeldPointsSpent {
+            hold_id: reference("order-1"),
+            points: pts(1),
+            provenance: p(false),
+            points_after: PointsBalance::new(9).unwrap(),
+            held_after: 0,
+        },
+        MemberEvent::PointsHoldReleased {
+            hold_id: reference("order-2"),
+            points: pts(50),
+            returned: vec![take(2, 10)],
+            expired: vec![take(1, 40)],
+            provenance: p(false),
+            points_after: PointsBalance::new(60).unwrap(),
+            held_after: 0,
+        },
+        MemberEvent::PointsExpired {
+            points: pts(70),
+            lots: vec![take(1, 70)],
+            as_of: at("2026-03-31T16:00:00Z"),
+            provenance: Provenance { actor: Actor::System { job: "scheduler".into() }, ..p(false) },
+            points_after: PointsBalance::ZERO,
+        },
+        MemberEvent::CashDeposited {
+            amount_fen: fen(AmountFen::MAX),
+            provenance: p(false),
+            balance_after_fen: BalanceFen::new(AmountFen::MAX).unwrap(),
+        },
+        MemberEvent::CashCharged { amount_fen: fen(1), provenance: p(true), balance_after_fen: BalanceFen::ZERO },
+        MemberEvent::RechargeCredited {
+            amount_fen: fen(10_000),
+            order_id: reference("4200001234202603100000000001"),
+            provenance: Provenance { actor: Actor::Wechat { source: "pay-v3".into() }, ..p(true) },
+            balance_after_fen: BalanceFen::new(10_000).unwrap(),
+        },
+        MemberEvent::ChargeRefunded {
+            amount_fen: fen(1),
+            reverses_sequence: 11,
+            provenance: p(true),
+            balance_after_fen: BalanceFen::new(10_001).unwrap(),
+        },
+    ]
+}
+
+fn account(pay: Option<PaySettings>) -> OfficialAccount {
+    OfficialAccount {
+        appid: AppId::parse("wx0123456789abcdef").unwrap(),
+        name: "Acme Cinema".into(),
+        token: SealedSecret::from_ciphertext("sealed:token".into()),
+        encoding_aes_key: SealedSecret::from_ciphertext("sealed:aes".into()),
+        app_secret: SealedSecret::from_ciphertext("sealed:secret".into()),
+        pay,
+    }
+}
+
+fn tenant_events() -> Vec<TenantEvent> {
+    let admin = Actor::Admin { username: "operator".into() };
+    vec![
+        TenantEvent::TenantCreated {
+            tenant_id: TenantId::parse("acme-cinema").unwrap(),
+            name: "Acme Cinema".into(),
+            created_at: at("2026-01-01T00:00:00Z"),
+            actor: admin.clone(),
+        },
+        TenantEvent::TenantRenamed { name: "Acme Cinemas 影城".into(), actor: admin.clone() },
+        TenantEvent::OfficialAccountBound {
+            account: account(Some(PaySettings {
+                mch_id: "1900000109".into(),
+                api_v2_key: Some(SealedSecret::from_ciphertext("sealed:v2".into())),
+                api_v3_key: None,
+                merchant_cert_serial: Some("5157F09EFDC096DE15EBE81A47057A72".into()),
+                merchant_private_key: Some(SealedSecret::from_ciphertext("sealed:pk".into())),
+            })),
+            actor: admin.clone(),
+        },
+        TenantEvent::OfficialAccountBound { account: account(None), actor: admin.clone() },
+        TenantEvent::OfficialAccountUnbound { appid: AppId::parse("wx0123456789abcdef").unwrap(), actor: admin },
+    ]
+}
+
+fn variant_names(schema: &Value) -> BTreeSet<String> {
+    schema["oneOf"]
+        .as_array()
+        .expect("events are an externally tagged enum")
+        .iter()
+        .flat_map(|v| v["properties"].as_object().unwrap().keys().cloned())
+        .collect()
+}
+
+fn check_samples<E>(name: &str, samples: &[E])
+where
+    E: serde::Serialize + DeserializeOwned + DomainEventMeta + PartialEq + std::fmt::Debug,
+{
+    let schema = schema(name);
+    let validator = validator(&schema);
+    let covered: BTreeSet<String> = samples.iter().map(|e| e.event_type().to_owned()).collect();
+    assert_eq!(covered, variant_names(&schema), "{name}: add a sample for every variant");
+    for event in samples {
+        let json = serde_json::to_value(event).unwrap();
+        let errors = errors(&validator, &json);
+        assert!(errors.is_empty(), "{} does not match {name}: {errors:#?}\n{json:#}", event.event_type());
+        // The tag is the stored event type.
+        assert!(json.get(event.event_type()).is_some());
+        assert_eq!(&serde_json::from_value::<E>(json).unwrap(), event);
+    }
+}
+
+// ---------------------------------------------------------------- (b) every variant validates
+
+#[test]
+fn every_member_event_variant_validates() {
+    check_samples(MEMBER_EVENTS, &member_events());
+}
+
+#[test]
+fn every_tenant_event_variant_validates() {
+    check_samples(TENANT_EVENTS, &tenant_events());
+}
+
+// ---------------------------------------------------------------- (c) invalid documents
+
+fn member_event_json(event_type: &str) -> Value {
+    let event = member_events().into_iter().find(|e| e.event_type() == event_type).unwrap();
+    serde_json::to_value(event).unwrap()
+}
+
+/// Rejected by the schema, and by deserialization too (the two agree).
+#[track_caller]
+fn assert_rejected<E: DeserializeOwned + std::fmt::Debug>(name: &str, what: &str, doc: Value) {
+    let validator = validator(&schema(name));
+    assert!(!validator.is_valid(&doc), "{name} schema accepted {what}: {doc:#}");
+    assert!(serde_json::from_value::<E>(doc.clone()).is_err(), "serde accepted {what}: {doc:#}");
+}
+
+#[test]
+fn invalid_member_events_are_rejected() {
+    let reject = |what: &str, doc: Value| assert_rejected::<MemberEvent>(MEMBER_EVENTS, what, doc);
+
+    let mut doc = member_event_json("CashDeposited");
+    doc["CashDeposited"]["amount_fen"] = json!(-5);
+    reject("a negative amount", doc);
+
+    let mut doc = member_event_json("PointsGranted");
+    doc["PointsGranted"]["points"] = json!(0);
+    reject("a zero amount", doc);
+
+    let mut doc = member_event_json("CashCharged");
+    doc["CashCharged"]["amount_fen"] = json!(AmountFen::MAX + 1);
+    reject("an amount over the ceiling", doc);
+
+    let mut doc = member_event_json("CashCharged");
+    doc["CashCharged"]["balance_after_fen"] = json!(-1);
+    reject("a negative balance", doc);
+
+    let mut doc = member_event_json("PointsSpent");
+    doc["PointsSpent"]["taken"][0]["points"] = json!(0);
+    reject("an empty lot take", doc);
+
+    let mut doc = member_event_json("PointsSpent");
+    doc["PointsSpent"].as_object_mut().unwrap().remove("idempotency_key");
+    reject("a missing idempotency key", doc);
+
+    let mut doc = member_event_json("CashCharged");
+    doc["CashCharged"]["idempotency_key"] = json!("short");
+    reject("a too short idempotency key", doc);
+
+    let mut doc = member_event_json("CashCharged");
+    doc["CashCharged"]["reason"] = json!("line\nbreak");
+    reject("a control character in a reason", doc);
+
+    let mut doc = member_event_json("MemberRegistered");
+    doc["MemberRegistered"]["tenant_id"] = json!("Acme Cinema");
+    reject("a malformed tenant id", doc);
+
+    let mut doc = member_event_json("MemberRegistered");
+    doc["MemberRegistered"]["member_id"] = json!("not-a-uuid");
+    reject("a malformed member id", doc);
+
+    let mut doc = member_event_json("MemberRegistered");
+    doc["MemberRegistered"]["registered_at"] = json!("yesterday");
+    reject("a malformed timestamp", doc);
+
+    let mut doc = member_event_json("PointsSpent");
+    doc["PointsSpent"]["actor"] = json!({"kind": "robot", "name": "r2"});
+    reject("an unknown actor kind", doc);
+
+    let payload = member_event_json("CashDeposited")["CashDeposited"].clone();
+    reject("an unknown variant", json!({ "PointsStolen": payload.clone() }));
+    reject("two variants in one event", json!({ "CashDeposited": payload.clone(), "CashCharged": payload }));
+    reject("an untagged payload", member_event_json("CashDeposited")["CashDeposited"].clone());
+}
+
+#[test]
+fn invalid_tenant_events_are_rejected() {
+    let reject = |what: &str, doc: Value| assert_rejected::<TenantEvent>(TENANT_EVENTS, what, doc);
+    let created = serde_json::to_value(&tenant_events()[0]).unwrap();
+
+    let mut doc = created.clone();
+    doc["TenantCreated"].as_object_mut().unwrap().remove("actor");
+    reject("a missing actor", doc);
+
+    let mut doc = serde_json::to_value(&tenant_events()[4]).unwrap();
+    doc["OfficialAccountUnbound"]["appid"] = json!("wx123");
+    reject("a malformed appid", doc);
+
+    reject("an unknown variant", json!({ "TenantDeleted": created["TenantCreated"].clone() }));
+}
+
+// ---------------------------------------------------------------- schema and parsers agree
+
+/// The schema of one `$defs` entry, standalone (those used here have no refs).
+fn def_validator(name: &str) -> Validator {
+    let schema = schema(MEMBER_EVENTS);
+    let mut def = schema["$defs"][name].clone();
+    assert!(def.is_object(), "no $defs/{name}");
+    def["$schema"] = schema["$schema"].clone();
+    validator(&def)
+}
+
+/// What serde accepts the schema accepts; unless `exact` is false (the Luhn
+/// check digit of card numbers cannot be said in JSON Schema), the reverse too.
+fn agree<T: DeserializeOwned>(validator: &Validator, value: &Value, exact: bool) {
+    let by_serde = serde_json::from_value::<T>(value.clone()).is_ok();
+    let by_schema = validator.is_valid(value);
+    if exact {
+        assert_eq!(
+            by_serde,
+            by_schema,
+            "serde {by_serde} vs schema {by_schema} for {value} ({})",
+            std::any::type_name::<T>()
+        );
+    } else {
+        assert!(!by_serde || by_schema, "schema refuses {value}");
+    }
+}
+
+#[test]
+fn amount_and_balance_bounds_match_the_types() {
+    let (amount, points, balance, points_balance) = (
+        def_validator("AmountFen"),
+        def_validator("PointsAmount"),
+        def_validator("BalanceFen"),
+        def_validator("PointsBalance"),
+    );
+    let max = AmountFen::MAX;
+    for n in [i64::MIN, -1, 0, 1, 2, max - 1, max, max + 1, i64::MAX] {
+        let value = json!(n);
+        agree::<AmountFen>(&amount, &value, true);
+        agree::<PointsAmount>(&points, &value, true);
+        agree::<BalanceFen>(&balance, &value, true);
+        agree::<PointsBalance>(&points_balance, &value, true);
+    }
+}
+
+fn id_validators() -> Vec<(&'static str, Validator)> {
+    ["TenantId", "OpenId", "CardNumber", "IdempotencyKey", "Reference", "CardLevel"]
+        .into_iter()
+        .map(|name| (name, def_validator(name)))
+        .collect()
+}
+
+fn ids_agree(validators: &[(&str, Validator)], s: &str) {
+    let value = json!(s);
+    for (name, v) in validators {
+        match *name {
+            "TenantId" => agree::<TenantId>(v, &value, true),
+            "OpenId" => agree::<OpenId>(v, &value, true),
+            "CardNumber" => agree::<CardNumber>(v, &value, false),
+            "IdempotencyKey" => agree::<IdempotencyKey>(v, &value, true),
+            "Reference" => agree::<Reference>(v, &value, true),
+            "CardLevel" => agree::<CardLevel>(v, &value, true),
+            other => unreachable!("{other}"),
+        }
+    }
+}
+
+#[test]
+fn id_rules_match_the_parsers_at_their_limits() {
+    let validators = id_validators();
+    let lengths = [0, 1, 2, 5, 6, 7, 8, 9, 10, 11, 32, 33, 40, 41, 64, 65, 128, 129, 200, 201];
+    for len in lengths {
+        for unit in ["a", "7", "-", "é", "x y", "\u{85}"] {
+            let s: String = unit.repeat(len).chars().take(len).collect();
+            ids_agree(&validators, &s);
+        }
+    }
+    let edge_cases = [
+        "acme-cinema",
+        "-acme",
+        "acme-",
+        "Acme",
+        "oABCdef123456",
+        "o_ABC-def",
+        "0000000000",
+        "000000000",
+        "key~!@#$%^&*",
+        "key with space",
+        "tab\there",
+        "del\u{7f}char",
+        "金卡 gold",
+    ];
+    for s in edge_cases {
+        ids_agree(&validators, s);
+    }
+    let appid = {
+        let schema = schema(TENANT_EVENTS);
+        let mut def = schema["$defs"]["AppId"].clone();
+        def["$schema"] = schema["$schema"].clone();
+        validator(&def)
+    };
+    for s in
+        ["wx0123456789abcdef", "wx0123456789ABCDEF", "wx0123456789abcdeg", "wx0123456789abcde", "wy0123456789abcdef"]
+    {
+        agree::<AppId>(&appid, &json!(s), true);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn random_strings_get_the_same_verdict_from_schema_and_parsers(
+        s in "[a-zA-Z0-9 _~!\\-\u{0}-\u{1f}\u{7f}-\u{a0}é金]{0,210}"
+    ) {
+        thread_local! {
+            static VALIDATORS: Vec<(&'static str, Validator)> = id_validators();
+        }
+        VALIDATORS.with(|v| ids_agree(v, &s));
+    }
+}
