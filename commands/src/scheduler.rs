@@ -16,6 +16,8 @@ use crate::ports::{App, DueItem, ShardServices};
 /// Items taken per step.
 pub const DUE_BATCH_MAX: u32 = 500;
 pub const KIND_POINTS_EXPIRY: &str = "points_expiry";
+/// Expiry commands per due item (each expires up to `PointsAmount::MAX`).
+const EXPIRY_ROUNDS_MAX: u32 = 16;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct StepReport {
@@ -54,18 +56,30 @@ async fn run_item(app: &App, item: &DueItem) -> Result<u32, MemberOpError> {
     match item.kind.as_str() {
         KIND_POINTS_EXPIRY => {
             let member_id = MemberId::parse(&item.aggregate_id).map_err(|e| MemberOpError::Infra(e.to_string()))?;
-            let key = members::system_key(&["points-expiry", &item.aggregate_id, &item.due_at.to_rfc3339()])?;
-            let command = MemberCommand::ExpirePoints {
-                provenance: Provenance {
-                    actor: Actor::System { job: "scheduler".into() },
-                    reason: Reference::parse("points expiry").map_err(|e| MemberOpError::Infra(e.to_string()))?,
-                    reference: None,
-                    idempotency_key: key.clone(),
-                },
-            };
-            let ctx = CommandContext::new(tenant.clone(), key, "system:scheduler".into());
-            let outcome = members::execute(app, &tenant, member_id, command.clone(), &command, &ctx).await?;
-            Ok(if outcome.replayed { 0 } else { outcome.events.len() as u32 })
+            let due_at = item.due_at.to_rfc3339();
+            let mut written = 0;
+            // One event expires at most PointsAmount::MAX points; repeat while some remain due.
+            for round in 0..EXPIRY_ROUNDS_MAX {
+                let round = round.to_string();
+                let key = members::system_key(&["points-expiry", &item.aggregate_id, &due_at, &round])?;
+                let command = MemberCommand::ExpirePoints {
+                    provenance: Provenance {
+                        actor: Actor::System { job: "scheduler".into() },
+                        reason: Reference::parse("points expiry").map_err(|e| MemberOpError::Infra(e.to_string()))?,
+                        reference: None,
+                        idempotency_key: key.clone(),
+                    },
+                };
+                let ctx = CommandContext::new(tenant.clone(), key, "system:scheduler".into());
+                let outcome = members::execute(app, &tenant, member_id, command.clone(), &command, &ctx).await?;
+                if outcome.events.is_empty() {
+                    break;
+                }
+                if !outcome.replayed {
+                    written += outcome.events.len() as u32;
+                }
+            }
+            Ok(written)
         }
         other => {
             warn!(kind = other, "unknown due work kind; leaving it");

@@ -1,1 +1,12 @@
-//! Composition root: Postgres event store, shard map, configuration, CLI.
+//! Composition root: Postgres event store, shard map, configuration, roles,
+//! audit and benchmarks. The `wxcm` binary (src/main.rs) is a thin CLI on top.
+
+//pub mod app;
+pub mod config;
+pub mod hashchain;
+pub mod migrate;
+pub mod pg_ports;
+pub mod scheduler_role;
+pub mod sealer;
+pub mod shards;
+pub mod store;
