@@ -136,7 +136,7 @@ async fn twenty_identical_commands_with_one_key_have_one_effect() {
     // Every caller sees the first result: the same sequence and balance after.
     let first = &results[0].1;
     for (_, body) in &results {
-        assert_eq!(body["events"], first["events"], "same result for the same key");
+        assert_eq!(body["entries"], first["entries"], "same result for the same key");
     }
     let (_, view) = get(&t, &token, &format!("/admin/api/v1/members/{id}")).await;
     assert_eq!(view["balance_fen"], 250);
@@ -199,18 +199,22 @@ async fn bad_amounts_are_refused_and_write_nothing() {
             assert!(status.is_client_error(), "{path} {amount}: {status} {body}");
             assert!(body["error"]["code"].is_string(), "clear JSON error for {amount}: {body}");
         }
-        let (status, _) = post(
+    }
+    let points_limit = t.settings.limits.points_max;
+    for points in [json!(0), json!(-5), json!(points_limit + 1), json!(2.5), json!("7"), json!(null)] {
+        let (status, body) = post(
             &t,
             &token,
             &format!("/admin/api/v1/members/{id}/points/grants"),
             &key(),
-            json!({"points": amount, "expiry": {"kind": "never"}, "reason": "x"}),
+            json!({"points": points, "expiry": {"kind": "never"}, "reason": "x"}),
         )
         .await;
-        assert!(status.is_client_error(), "points {amount}: {status}");
+        assert!(status.is_client_error(), "points {points}: {status} {body}");
     }
     // Exactly at the limit is fine.
-    assert_eq!(deposit(&t, &token, &id, limit).await.0, StatusCode::OK);
+    let (status, body) = deposit(&t, &token, &id, limit).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(event_count(&t, "s0", &id).await, 2);
     // A missing idempotency key is refused too.
     let res = t

@@ -1,0 +1,661 @@
+//! Request bodies (as clients send them), their validation into domain values,
+//! and response DTOs mirroring the application's views for OpenAPI.
+//!
+//! Bodies carry raw JSON types (`i64`, `String`) because the operator's limits
+//! are only known at run time; `validate` turns them into domain newtypes once,
+//! so nothing past this module re-checks.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+use wxcm_commands::members::{HistoryEntry, MemberView, HISTORY_PAGE_MAX};
+use wxcm_commands::ports::{AdminSession, Limits};
+use wxcm_commands::tenants::{AccountInput, AccountView, PayInput, TenantView};
+use wxcm_commands::Committed;
+use wxcm_domain::member::{
+    CardLevel, ExpiryPolicy, LedgerLine, MemberCommand, MemberEvent, PointsSource, Provenance, EXPIRY_DAYS_MAX,
+};
+use wxcm_domain::{Actor, AmountFen, AppId, DomainEventMeta, IdempotencyKey, OpenId, PointsAmount, Reference};
+
+use crate::error::ApiError;
+
+/// Default entries of one ledger page.
+pub const LEDGER_PAGE_DEFAULT: u32 = 50;
+
+// ---------- requests ----------
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    #[schema(example = "acme-cinema")]
+    pub tenant_id: String,
+    pub username: String,
+    #[schema(format = Password)]
+    pub password: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterBody {
+    /// The member's WeChat openid, if known; registering an openid twice returns the existing member.
+    #[schema(min_length = 6, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")]
+    pub openid: Option<String>,
+    /// Defaults to `standard`.
+    #[schema(min_length = 1, max_length = 32)]
+    pub card_level: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantPointsBody {
+    /// Whole points, > 0 and at most the configured limit.
+    #[schema(minimum = 1)]
+    pub points: i64,
+    pub expiry: ExpiryBody,
+    /// Why (1..=200 characters, no control characters).
+    #[schema(min_length = 1, max_length = 200)]
+    pub reason: String,
+    /// A business reference such as a receipt number (1..=200 characters).
+    #[schema(min_length = 1, max_length = 200)]
+    pub reference: Option<String>,
+}
+
+/// When granted points expire (end of month/year in merchant time, UTC+8).
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ExpiryBody {
+    // Empty struct variants (not unit ones) so that unknown fields are refused.
+    Never {},
+    Days {
+        #[schema(minimum = 1, maximum = 3650)]
+        days: u32,
+    },
+    EndOfMonth {},
+    EndOfYear {},
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeductPointsBody {
+    /// Whole points, > 0 and at most the configured limit.
+    #[schema(minimum = 1)]
+    pub points: i64,
+    /// Why (1..=200 characters, no control characters).
+    #[schema(min_length = 1, max_length = 200)]
+    pub reason: String,
+    /// A business reference such as a receipt number (1..=200 characters).
+    #[schema(min_length = 1, max_length = 200)]
+    pub reference: Option<String>,
+}
+
+/// A cash deposit or a counter charge.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CashBody {
+    /// Fen (1/100 yuan), > 0 and at most the configured limit.
+    #[schema(minimum = 1)]
+    pub amount_fen: i64,
+    /// Why (1..=200 characters, no control characters).
+    #[schema(min_length = 1, max_length = 200)]
+    pub reason: String,
+    /// A business reference such as a receipt number (1..=200 characters).
+    #[schema(min_length = 1, max_length = 200)]
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefundBody {
+    /// Ledger sequence of the charge being (partly) refunded.
+    pub charge_sequence: u64,
+    /// Fen, > 0, at most the configured limit and what is left of the charge.
+    #[schema(minimum = 1)]
+    pub amount_fen: i64,
+    /// Why (1..=200 characters, no control characters).
+    #[schema(min_length = 1, max_length = 200)]
+    pub reason: String,
+    /// A business reference such as a receipt number (1..=200 characters).
+    #[schema(min_length = 1, max_length = 200)]
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CardLevelBody {
+    #[schema(min_length = 1, max_length = 32)]
+    pub card_level: String,
+    /// Why (1..=200 characters, no control characters).
+    #[schema(min_length = 1, max_length = 200)]
+    pub reason: String,
+}
+
+/// An official account's settings; the appid is in the path. Secrets are
+/// sealed before they are stored and are never returned.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccountBody {
+    pub name: String,
+    #[schema(format = Password)]
+    pub token: String,
+    /// 43 letters and digits.
+    #[schema(format = Password)]
+    pub encoding_aes_key: String,
+    #[schema(format = Password)]
+    pub app_secret: String,
+    pub pay: Option<PayBody>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PayBody {
+    pub mch_id: String,
+    #[schema(format = Password)]
+    pub api_v2_key: Option<String>,
+    #[schema(format = Password)]
+    pub api_v3_key: Option<String>,
+    pub merchant_cert_serial: Option<String>,
+    #[schema(format = Password)]
+    pub merchant_private_key: Option<String>,
+}
+
+impl AccountBody {
+    pub fn into_input(self, appid: &AppId) -> AccountInput {
+        AccountInput {
+            appid: appid.to_string(),
+            name: self.name,
+            token: self.token,
+            encoding_aes_key: self.encoding_aes_key,
+            app_secret: self.app_secret,
+            pay: self.pay.map(|p| PayInput {
+                mch_id: p.mch_id,
+                api_v2_key: p.api_v2_key,
+                api_v3_key: p.api_v3_key,
+                merchant_cert_serial: p.merchant_cert_serial,
+                merchant_private_key: p.merchant_private_key,
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct LedgerQuery {
+    /// Return entries with a sequence greater than this (default 0: from the start).
+    pub after: Option<u64>,
+    /// Entries per page, 1..=200 (default 50).
+    pub limit: Option<u32>,
+}
+
+impl LedgerQuery {
+    pub fn page(&self) -> Result<(u64, u32), ApiError> {
+        let limit = self.limit.unwrap_or(LEDGER_PAGE_DEFAULT);
+        if limit == 0 || limit > HISTORY_PAGE_MAX {
+            return Err(ApiError::bad_request("invalid_limit", format!("limit must be 1..={HISTORY_PAGE_MAX}")));
+        }
+        Ok((self.after.unwrap_or(0), limit))
+    }
+}
+
+// ---------- validation ----------
+
+fn amount_fen(field: &str, value: i64, limits: &Limits) -> Result<AmountFen, ApiError> {
+    AmountFen::new_with_limit(value, limits.amount_fen_max)
+        .map_err(|e| ApiError::invalid("invalid_amount", format!("{field}: {e}")))
+}
+
+fn points(value: i64, limits: &Limits) -> Result<PointsAmount, ApiError> {
+    PointsAmount::new_with_limit(value, limits.points_max)
+        .map_err(|e| ApiError::invalid("invalid_amount", format!("points: {e}")))
+}
+
+fn text(field: &str, value: &str) -> Result<Reference, ApiError> {
+    Reference::parse(value).map_err(|e| ApiError::invalid("invalid_text", format!("{field}: {e}")))
+}
+
+fn optional_text(field: &str, value: Option<&str>) -> Result<Option<Reference>, ApiError> {
+    value.map(|v| text(field, v)).transpose()
+}
+
+pub fn card_level(value: &str) -> Result<CardLevel, ApiError> {
+    CardLevel::parse(value).map_err(|e| ApiError::invalid("invalid_card_level", e.to_string()))
+}
+
+pub fn openid(value: &str) -> Result<OpenId, ApiError> {
+    OpenId::parse(value).map_err(|e| ApiError::invalid("invalid_openid", e.to_string()))
+}
+
+impl ExpiryBody {
+    fn validate(self) -> Result<ExpiryPolicy, ApiError> {
+        let policy = match self {
+            ExpiryBody::Never {} => ExpiryPolicy::Never,
+            ExpiryBody::Days { days } => ExpiryPolicy::Days { days },
+            ExpiryBody::EndOfMonth {} => ExpiryPolicy::EndOfMonth,
+            ExpiryBody::EndOfYear {} => ExpiryPolicy::EndOfYear,
+        };
+        if !policy.is_valid() {
+            return Err(ApiError::invalid("invalid_expiry", format!("expiry days must be 1..={EXPIRY_DAYS_MAX}")));
+        }
+        Ok(policy)
+    }
+}
+
+/// A validated ledger request: what the client asked for, tagged with the
+/// operation. This is what is hashed for idempotency, so one key cannot be
+/// replayed across operations whose bodies happen to look alike, and no
+/// server-made value (time, actor) takes part.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum LedgerRequest {
+    PointsGrant { points: PointsAmount, expiry: ExpiryPolicy, reason: Reference, reference: Option<Reference> },
+    PointsDeduction { points: PointsAmount, reason: Reference, reference: Option<Reference> },
+    CashDeposit { amount_fen: AmountFen, reason: Reference, reference: Option<Reference> },
+    CashCharge { amount_fen: AmountFen, reason: Reference, reference: Option<Reference> },
+    CashRefund { charge_sequence: u64, amount_fen: AmountFen, reason: Reference, reference: Option<Reference> },
+    CardLevel { card_level: CardLevel, reason: Reference },
+}
+
+impl GrantPointsBody {
+    pub fn validate(self, limits: &Limits) -> Result<LedgerRequest, ApiError> {
+        Ok(LedgerRequest::PointsGrant {
+            points: points(self.points, limits)?,
+            expiry: self.expiry.validate()?,
+            reason: text("reason", &self.reason)?,
+            reference: optional_text("reference", self.reference.as_deref())?,
+        })
+    }
+}
+
+impl DeductPointsBody {
+    pub fn validate(self, limits: &Limits) -> Result<LedgerRequest, ApiError> {
+        Ok(LedgerRequest::PointsDeduction {
+            points: points(self.points, limits)?,
+            reason: text("reason", &self.reason)?,
+            reference: optional_text("reference", self.reference.as_deref())?,
+        })
+    }
+}
+
+/// Which cash operation a [`CashBody`] is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CashOp {
+    Deposit,
+    Charge,
+}
+
+impl CashBody {
+    pub fn validate(self, op: CashOp, limits: &Limits) -> Result<LedgerRequest, ApiError> {
+        let amount_fen = amount_fen("amount_fen", self.amount_fen, limits)?;
+        let reason = text("reason", &self.reason)?;
+        let reference = optional_text("reference", self.reference.as_deref())?;
+        Ok(match op {
+            CashOp::Deposit => LedgerRequest::CashDeposit { amount_fen, reason, reference },
+            CashOp::Charge => LedgerRequest::CashCharge { amount_fen, reason, reference },
+        })
+    }
+}
+
+impl RefundBody {
+    pub fn validate(self, limits: &Limits) -> Result<LedgerRequest, ApiError> {
+        Ok(LedgerRequest::CashRefund {
+            charge_sequence: self.charge_sequence,
+            amount_fen: amount_fen("amount_fen", self.amount_fen, limits)?,
+            reason: text("reason", &self.reason)?,
+            reference: optional_text("reference", self.reference.as_deref())?,
+        })
+    }
+}
+
+impl CardLevelBody {
+    pub fn validate(self) -> Result<LedgerRequest, ApiError> {
+        Ok(LedgerRequest::CardLevel {
+            card_level: card_level(&self.card_level)?,
+            reason: text("reason", &self.reason)?,
+        })
+    }
+}
+
+impl LedgerRequest {
+    pub fn into_command(self, actor: Actor, idempotency_key: IdempotencyKey) -> MemberCommand {
+        let provenance = |reason, reference| Provenance { actor, reason, reference, idempotency_key };
+        match self {
+            LedgerRequest::PointsGrant { points, expiry, reason, reference } => MemberCommand::GrantPoints {
+                points,
+                source: PointsSource::Manual,
+                expiry,
+                provenance: provenance(reason, reference),
+            },
+            LedgerRequest::PointsDeduction { points, reason, reference } => {
+                MemberCommand::DeductPoints { points, provenance: provenance(reason, reference) }
+            }
+            LedgerRequest::CashDeposit { amount_fen, reason, reference } => {
+                MemberCommand::DepositCash { amount_fen, provenance: provenance(reason, reference) }
+            }
+            LedgerRequest::CashCharge { amount_fen, reason, reference } => {
+                MemberCommand::ChargeCash { amount_fen, provenance: provenance(reason, reference) }
+            }
+            LedgerRequest::CashRefund { charge_sequence, amount_fen, reason, reference } => {
+                MemberCommand::RefundCharge { charge_sequence, amount_fen, provenance: provenance(reason, reference) }
+            }
+            LedgerRequest::CardLevel { card_level, reason } => {
+                MemberCommand::SetCardLevel { card_level, provenance: provenance(reason, None) }
+            }
+        }
+    }
+}
+
+// ---------- responses ----------
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HealthBody {
+    /// `ok`, or `unavailable` with a `reason`.
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LoginResponse {
+    /// Send as `Authorization: Bearer <token>`.
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+    /// `owner`, `manager`, `staff` or `auditor`.
+    pub role: String,
+}
+
+impl LoginResponse {
+    pub fn new(token: String, session: &AdminSession) -> Self {
+        Self { token, expires_at: session.expires_at, role: session.role.as_str().to_owned() }
+    }
+}
+
+/// A member (mirrors `commands::members::MemberView`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MemberDto {
+    pub member_id: Uuid,
+    pub tenant_id: String,
+    pub card_no: String,
+    pub openid: Option<String>,
+    pub card_level: String,
+    pub registered_at: DateTime<Utc>,
+    /// Points in lots, including lots due but not yet expired by the scheduler.
+    pub points: i64,
+    /// Points that can be spent now.
+    pub spendable_points: i64,
+    pub held_points: i64,
+    pub lifetime_points: i64,
+    pub balance_fen: i64,
+    /// Sequence of the member's last ledger event.
+    pub version: u64,
+}
+
+impl From<MemberView> for MemberDto {
+    fn from(v: MemberView) -> Self {
+        Self {
+            member_id: v.member_id.as_uuid(),
+            tenant_id: v.tenant_id.to_string(),
+            card_no: v.card_no.to_string(),
+            openid: v.openid.map(String::from),
+            card_level: v.card_level,
+            registered_at: v.registered_at,
+            points: v.points,
+            spendable_points: v.spendable_points,
+            held_points: v.held_points,
+            lifetime_points: v.lifetime_points,
+            balance_fen: v.balance_fen,
+            version: v.version,
+        }
+    }
+}
+
+/// One ledger line: signed deltas derived from the kind of event.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LedgerEntryDto {
+    pub sequence: u64,
+    /// Absent on entries just committed (the store stamps the time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recorded_at: Option<DateTime<Utc>>,
+    /// `PointsGranted`, `CashCharged`, ...
+    pub event_type: String,
+    pub points_delta: i64,
+    pub held_delta: i64,
+    pub cash_delta_fen: i64,
+    pub points_after: Option<i64>,
+    pub balance_after_fen: Option<i64>,
+    /// `staff:<username>`, `admin:<username>`, `system:<job>`, ...
+    pub actor: String,
+    /// Why (1..=200 characters, no control characters).
+    #[schema(min_length = 1, max_length = 200)]
+    pub reason: String,
+    /// A business reference such as a receipt number (1..=200 characters).
+    #[schema(min_length = 1, max_length = 200)]
+    pub reference: Option<String>,
+    pub idempotency_key: String,
+}
+
+impl LedgerEntryDto {
+    fn new(sequence: u64, recorded_at: Option<DateTime<Utc>>, event_type: String, line: LedgerLine) -> Self {
+        Self {
+            sequence,
+            recorded_at,
+            event_type,
+            points_delta: line.points_delta,
+            held_delta: line.held_delta,
+            cash_delta_fen: line.cash_delta_fen,
+            points_after: line.points_after,
+            balance_after_fen: line.balance_after_fen,
+            actor: line.actor,
+            reason: line.reason,
+            reference: line.reference,
+            idempotency_key: line.idempotency_key,
+        }
+    }
+}
+
+impl From<HistoryEntry> for LedgerEntryDto {
+    fn from(h: HistoryEntry) -> Self {
+        Self::new(h.sequence, Some(h.recorded_at), h.event_type, h.line)
+    }
+}
+
+impl From<Committed<MemberEvent>> for LedgerEntryDto {
+    fn from(c: Committed<MemberEvent>) -> Self {
+        Self::new(c.sequence, None, c.event.event_type().to_owned(), c.event.ledger_line())
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LedgerPage {
+    pub entries: Vec<LedgerEntryDto>,
+    /// Pass as `after` for the next page; `null` when this page was the last.
+    pub next_after: Option<u64>,
+}
+
+/// The result of a ledger operation: what it committed and the member after it.
+/// A repeated idempotency key returns the first execution's entries (with the
+/// `Idempotent-Replayed: true` header) and the member as it is now.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OperationResponse {
+    pub entries: Vec<LedgerEntryDto>,
+    pub member: MemberDto,
+}
+
+/// An official account without its secrets (mirrors `commands::tenants::AccountView`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AccountDto {
+    pub appid: String,
+    pub name: String,
+    pub has_token: bool,
+    pub has_encoding_aes_key: bool,
+    pub has_app_secret: bool,
+    pub mch_id: Option<String>,
+    pub has_pay_api_v2_key: bool,
+    pub has_pay_api_v3_key: bool,
+}
+
+/// The session's tenant, never with secrets (mirrors `commands::tenants::TenantView`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TenantDto {
+    pub tenant_id: String,
+    pub name: String,
+    pub created_at: Option<DateTime<Utc>>,
+    pub official_accounts: Vec<AccountDto>,
+    pub version: u64,
+}
+
+impl From<AccountView> for AccountDto {
+    fn from(a: AccountView) -> Self {
+        Self {
+            appid: a.appid,
+            name: a.name,
+            has_token: a.has_token,
+            has_encoding_aes_key: a.has_encoding_aes_key,
+            has_app_secret: a.has_app_secret,
+            mch_id: a.mch_id,
+            has_pay_api_v2_key: a.has_pay_api_v2_key,
+            has_pay_api_v3_key: a.has_pay_api_v3_key,
+        }
+    }
+}
+
+impl From<TenantView> for TenantDto {
+    fn from(t: TenantView) -> Self {
+        Self {
+            tenant_id: t.tenant_id,
+            name: t.name,
+            created_at: t.created_at,
+            official_accounts: t.official_accounts.into_iter().map(AccountDto::from).collect(),
+            version: t.version,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits { amount_fen_max: 1_000, points_max: 500 }
+    }
+
+    fn cash(amount_fen: i64) -> CashBody {
+        CashBody { amount_fen, reason: "counter".into(), reference: None }
+    }
+
+    fn grant(points: i64, expiry: ExpiryBody) -> GrantPointsBody {
+        GrantPointsBody { points, expiry, reason: "gift".into(), reference: Some("ticket-1".into()) }
+    }
+
+    fn code(r: Result<LedgerRequest, ApiError>) -> &'static str {
+        r.unwrap_err().code()
+    }
+
+    #[test]
+    fn amounts_are_positive_and_within_the_configured_limit() {
+        let l = limits();
+        assert_eq!(code(cash(0).validate(CashOp::Deposit, &l)), "invalid_amount");
+        assert_eq!(code(cash(-5).validate(CashOp::Charge, &l)), "invalid_amount");
+        assert!(cash(1).validate(CashOp::Deposit, &l).is_ok());
+        assert!(cash(l.amount_fen_max).validate(CashOp::Deposit, &l).is_ok());
+        assert_eq!(code(cash(l.amount_fen_max + 1).validate(CashOp::Deposit, &l)), "invalid_amount");
+        assert!(grant(l.points_max, ExpiryBody::Never {}).validate(&l).is_ok());
+        assert_eq!(code(grant(l.points_max + 1, ExpiryBody::Never {}).validate(&l)), "invalid_amount");
+        assert_eq!(code(grant(0, ExpiryBody::Never {}).validate(&l)), "invalid_amount");
+        let deduct = DeductPointsBody { points: -1, reason: "fix".into(), reference: None };
+        assert_eq!(code(deduct.validate(&l)), "invalid_amount");
+        let refund = RefundBody { charge_sequence: 3, amount_fen: 0, reason: "r".into(), reference: None };
+        assert_eq!(code(refund.validate(&l)), "invalid_amount");
+    }
+
+    #[test]
+    fn the_configured_limit_never_exceeds_the_domain_ceiling() {
+        let generous = Limits { amount_fen_max: i64::MAX, points_max: i64::MAX };
+        assert!(cash(AmountFen::MAX).validate(CashOp::Deposit, &generous).is_ok());
+        assert_eq!(code(cash(AmountFen::MAX + 1).validate(CashOp::Deposit, &generous)), "invalid_amount");
+    }
+
+    #[test]
+    fn expiry_days_are_bounded() {
+        let l = limits();
+        assert_eq!(code(grant(1, ExpiryBody::Days { days: 0 }).validate(&l)), "invalid_expiry");
+        assert!(grant(1, ExpiryBody::Days { days: EXPIRY_DAYS_MAX }).validate(&l).is_ok());
+        assert_eq!(code(grant(1, ExpiryBody::Days { days: EXPIRY_DAYS_MAX + 1 }).validate(&l)), "invalid_expiry");
+        for kind in [ExpiryBody::Never {}, ExpiryBody::EndOfMonth {}, ExpiryBody::EndOfYear {}] {
+            assert!(grant(1, kind).validate(&l).is_ok());
+        }
+    }
+
+    #[test]
+    fn texts_are_checked() {
+        let l = limits();
+        let empty_reason = CashBody { amount_fen: 1, reason: String::new(), reference: None };
+        assert_eq!(code(empty_reason.validate(CashOp::Deposit, &l)), "invalid_text");
+        let long_reference =
+            CashBody { amount_fen: 1, reason: "ok".into(), reference: Some("r".repeat(Reference::LEN_MAX + 1)) };
+        assert_eq!(code(long_reference.validate(CashOp::Deposit, &l)), "invalid_text");
+        let at_max = CashBody { amount_fen: 1, reason: "r".repeat(Reference::LEN_MAX), reference: None };
+        assert!(at_max.validate(CashOp::Deposit, &l).is_ok());
+        let control = CardLevelBody { card_level: "gold\n".into(), reason: "promo".into() };
+        assert_eq!(code(control.validate()), "invalid_card_level");
+    }
+
+    #[test]
+    fn the_hashed_request_names_its_operation() {
+        let l = limits();
+        let deposit = serde_json::to_value(cash(10).validate(CashOp::Deposit, &l).unwrap()).unwrap();
+        let charge = serde_json::to_value(cash(10).validate(CashOp::Charge, &l).unwrap()).unwrap();
+        assert_ne!(deposit, charge);
+        assert_eq!(deposit["op"], "cash_deposit");
+        assert_eq!(deposit["amount_fen"], 10);
+    }
+
+    #[test]
+    fn commands_take_the_sign_from_the_operation() {
+        let key = IdempotencyKey::parse("key-0001").unwrap();
+        let actor = Actor::Staff { username: "amy".into() };
+        let charge = cash(10).validate(CashOp::Charge, &limits()).unwrap();
+        match charge.into_command(actor.clone(), key.clone()) {
+            MemberCommand::ChargeCash { amount_fen, provenance } => {
+                assert_eq!(amount_fen.get(), 10);
+                assert_eq!(provenance.actor, actor);
+                assert_eq!(provenance.idempotency_key, key);
+                assert_eq!(provenance.reason.as_str(), "counter");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match grant(5, ExpiryBody::EndOfYear {}).validate(&limits()).unwrap().into_command(actor, key) {
+            MemberCommand::GrantPoints { source, expiry, provenance, .. } => {
+                assert_eq!(source, PointsSource::Manual);
+                assert_eq!(expiry, ExpiryPolicy::EndOfYear);
+                assert_eq!(provenance.reference.unwrap().as_str(), "ticket-1");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bodies_refuse_unknown_fields_and_wrong_types() {
+        assert!(serde_json::from_str::<CashBody>(r#"{"amount_fen":1,"reason":"x","sign":-1}"#).is_err());
+        assert!(serde_json::from_str::<CashBody>(r#"{"amount_fen":1.5,"reason":"x"}"#).is_err());
+        assert!(serde_json::from_str::<CashBody>(r#"{"amount_fen":"1","reason":"x"}"#).is_err());
+        assert!(serde_json::from_str::<CashBody>(r#"{"reason":"x"}"#).is_err());
+        assert!(serde_json::from_str::<ExpiryBody>(r#"{"kind":"days","days":3,"x":1}"#).is_err());
+        assert!(serde_json::from_str::<ExpiryBody>(r#"{"kind":"fortnight"}"#).is_err());
+        assert!(serde_json::from_str::<ExpiryBody>(r#"{"kind":"days","days":-1}"#).is_err());
+        assert!(matches!(
+            serde_json::from_str::<ExpiryBody>(r#"{"kind":"end_of_month"}"#),
+            Ok(ExpiryBody::EndOfMonth {})
+        ));
+        assert!(serde_json::from_str::<ExpiryBody>(r#"{"kind":"never","days":3}"#).is_err());
+    }
+
+    #[test]
+    fn ledger_pages_are_bounded() {
+        let q = |after, limit| LedgerQuery { after, limit };
+        assert_eq!(q(None, None).page().unwrap(), (0, LEDGER_PAGE_DEFAULT));
+        assert_eq!(q(Some(7), Some(HISTORY_PAGE_MAX)).page().unwrap(), (7, HISTORY_PAGE_MAX));
+        assert_eq!(q(None, Some(HISTORY_PAGE_MAX + 1)).page().unwrap_err().code(), "invalid_limit");
+        assert_eq!(q(None, Some(0)).page().unwrap_err().code(), "invalid_limit");
+    }
+}

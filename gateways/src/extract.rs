@@ -1,0 +1,277 @@
+//! Extractors that parse at the edge and reject with [`ApiError`] (never
+//! axum's plain-text rejections): JSON bodies, bounded path segments, query
+//! strings, the bearer session with its permission, the idempotency key and
+//! the correlation id.
+
+use std::marker::PhantomData;
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use axum::Json;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+use wxcm_commands::auth::TOKEN_LEN_MAX;
+use wxcm_commands::ports::{AdminSession, Role};
+use wxcm_commands::CommandContext;
+use wxcm_domain::{Actor, AppId, CardNumber, IdempotencyKey, MemberId, OpenId};
+
+use crate::error::ApiError;
+use crate::permissions::{allowed, Requires};
+use crate::state::AppState;
+
+/// Bytes of one path segment; every id we accept is far shorter.
+pub const PATH_PARAM_BYTES_MAX: usize = 128;
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+pub const CORRELATION_ID_HEADER: &str = "x-correlation-id";
+/// Set to `true` on a response replayed for a repeated idempotency key.
+pub const IDEMPOTENT_REPLAYED_HEADER: &str = "idempotent-replayed";
+
+/// `Json<T>` whose rejections are [`ApiError`]s (400, 413, 415, 422).
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let Json(value) = Json::<T>::from_request(req, state).await?;
+        Ok(ApiJson(value))
+    }
+}
+
+/// `Query<T>` whose rejections are [`ApiError`]s (400).
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Query(value) = Query::<T>::from_request_parts(parts, state).await?;
+        Ok(ApiQuery(value))
+    }
+}
+
+/// A value parsed from the route's single path parameter.
+pub trait PathValue: Sized + Send {
+    fn parse_segment(s: &str) -> Result<Self, ApiError>;
+}
+
+macro_rules! path_value {
+    ($ty:ty, $code:literal) => {
+        impl PathValue for $ty {
+            fn parse_segment(s: &str) -> Result<Self, ApiError> {
+                <$ty>::parse(s).map_err(|e| ApiError::bad_request($code, e.to_string()))
+            }
+        }
+    };
+}
+
+path_value!(MemberId, "invalid_member_id");
+path_value!(CardNumber, "invalid_card_no");
+path_value!(OpenId, "invalid_openid");
+path_value!(AppId, "invalid_appid");
+
+/// The route's single path parameter, bounded then parsed.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: PathValue> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state).await?;
+        Ok(ApiPath(parse_path_segment(&raw)?))
+    }
+}
+
+pub fn parse_path_segment<T: PathValue>(raw: &str) -> Result<T, ApiError> {
+    if raw.len() > PATH_PARAM_BYTES_MAX {
+        return Err(ApiError::bad_request(
+            "invalid_path",
+            format!("path parameter longer than {PATH_PARAM_BYTES_MAX} bytes"),
+        ));
+    }
+    T::parse_segment(raw)
+}
+
+/// The peer address, when the server was started with connect info.
+pub fn client_ip(parts: &Parts) -> Option<IpAddr> {
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip())
+}
+
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(client_ip(parts)))
+    }
+}
+
+/// The bearer token of `Authorization`, if well formed and bounded.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    let ok = scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && token.len() <= TOKEN_LEN_MAX;
+    ok.then_some(token)
+}
+
+/// A live session whose role grants `P`. 401 without one, 403 without the permission.
+pub struct Authorized<P> {
+    pub session: AdminSession,
+    token: String,
+    _permission: PhantomData<P>,
+}
+
+impl<P> Authorized<P> {
+    /// Staff act as staff; every other role acts as an admin.
+    pub fn actor(&self) -> Actor {
+        let username = self.session.username.clone();
+        match self.session.role {
+            Role::Staff => Actor::Staff { username },
+            Role::Owner | Role::Manager | Role::Auditor => Actor::Admin { username },
+        }
+    }
+
+    pub fn context(&self, key: IdempotencyKey, correlation: Correlation) -> CommandContext {
+        let mut ctx = CommandContext::new(self.session.tenant_id.clone(), key, self.actor().label());
+        ctx.correlation_id = correlation.0;
+        ctx
+    }
+
+    /// The raw token (only for logout); never log it.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+}
+
+impl<P: Requires> FromRequestParts<AppState> for Authorized<P> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer_token(&parts.headers).ok_or(ApiError::Unauthenticated)?;
+        let session = state.sessions.resolve(token).await?.ok_or(ApiError::Unauthenticated)?;
+        if let Some(permission) = P::PERMISSION {
+            if !allowed(session.role, permission) {
+                tracing::info!(
+                    tenant = %session.tenant_id,
+                    username = %session.username,
+                    role = session.role.as_str(),
+                    ?permission,
+                    "forbidden"
+                );
+                return Err(ApiError::Forbidden { role: session.role, permission });
+            }
+        }
+        Ok(Authorized { session, token: token.to_owned(), _permission: PhantomData })
+    }
+}
+
+/// The `Idempotency-Key` header, required on every mutating route.
+pub struct IdempotencyHeader(pub IdempotencyKey);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyHeader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parse_idempotency_key(&parts.headers).map(IdempotencyHeader)
+    }
+}
+
+pub fn parse_idempotency_key(headers: &HeaderMap) -> Result<IdempotencyKey, ApiError> {
+    let value = headers
+        .get(IDEMPOTENCY_KEY_HEADER)
+        .ok_or_else(|| ApiError::bad_request("idempotency_key_missing", "the Idempotency-Key header is required"))?;
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::bad_request("idempotency_key_invalid", "Idempotency-Key must be printable ASCII"))?;
+    IdempotencyKey::parse(text).map_err(|e| ApiError::bad_request("idempotency_key_invalid", e.to_string()))
+}
+
+/// The request's correlation id (set by the correlation middleware).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Correlation(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for Correlation {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts.extensions.get::<Correlation>().copied().unwrap_or_else(|| Correlation(Uuid::new_v4())))
+    }
+}
+
+/// `X-Correlation-Id` if present (a UUID), else a fresh one.
+pub fn parse_correlation_id(headers: &HeaderMap) -> Result<Uuid, ApiError> {
+    match headers.get(CORRELATION_ID_HEADER) {
+        None => Ok(Uuid::new_v4()),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|s| Uuid::parse_str(s.trim()).ok())
+            .ok_or_else(|| ApiError::bad_request("invalid_correlation_id", "X-Correlation-Id must be a UUID")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn bearer_tokens_are_bounded() {
+        assert_eq!(bearer_token(&headers(&[("authorization", "Bearer acme.abc")])), Some("acme.abc"));
+        assert_eq!(bearer_token(&headers(&[("authorization", "bearer acme.abc")])), Some("acme.abc"));
+        assert_eq!(bearer_token(&headers(&[("authorization", "Basic abc")])), None);
+        assert_eq!(bearer_token(&headers(&[("authorization", "Bearer ")])), None);
+        assert_eq!(bearer_token(&HeaderMap::new()), None);
+        let at_max = format!("Bearer {}", "t".repeat(TOKEN_LEN_MAX));
+        let past_max = format!("Bearer {}", "t".repeat(TOKEN_LEN_MAX + 1));
+        assert!(bearer_token(&headers(&[("authorization", &at_max)])).is_some());
+        assert!(bearer_token(&headers(&[("authorization", &past_max)])).is_none());
+    }
+
+    #[test]
+    fn idempotency_keys_are_required_and_validated() {
+        let missing = parse_idempotency_key(&HeaderMap::new()).unwrap_err();
+        assert_eq!((missing.status().as_u16(), missing.code()), (400, "idempotency_key_missing"));
+        let short = parse_idempotency_key(&headers(&[(IDEMPOTENCY_KEY_HEADER, "short")])).unwrap_err();
+        assert_eq!((short.status().as_u16(), short.code()), (400, "idempotency_key_invalid"));
+        let at_max = "k".repeat(IdempotencyKey::LEN_MAX);
+        assert!(parse_idempotency_key(&headers(&[(IDEMPOTENCY_KEY_HEADER, &at_max)])).is_ok());
+        let past_max = "k".repeat(IdempotencyKey::LEN_MAX + 1);
+        assert!(parse_idempotency_key(&headers(&[(IDEMPOTENCY_KEY_HEADER, &past_max)])).is_err());
+    }
+
+    #[test]
+    fn correlation_ids_are_uuids() {
+        let id = Uuid::new_v4();
+        assert_eq!(parse_correlation_id(&headers(&[(CORRELATION_ID_HEADER, &id.to_string())])).unwrap(), id);
+        assert!(parse_correlation_id(&headers(&[(CORRELATION_ID_HEADER, "not-a-uuid")])).is_err());
+        assert!(parse_correlation_id(&HeaderMap::new()).is_ok());
+    }
+
+    #[test]
+    fn path_segments_are_bounded_then_parsed() {
+        let id = MemberId::new_random();
+        assert_eq!(parse_path_segment::<MemberId>(&id.to_string()).unwrap(), id);
+        let e = parse_path_segment::<MemberId>("nope").err().unwrap();
+        assert_eq!(e.code(), "invalid_member_id");
+        let e = parse_path_segment::<OpenId>(&"o".repeat(PATH_PARAM_BYTES_MAX + 1)).err().unwrap();
+        assert_eq!(e.code(), "invalid_path");
+        let card = CardNumber::from_serial(42).unwrap();
+        assert!(parse_path_segment::<CardNumber>(card.as_str()).is_ok());
+        assert_eq!(parse_path_segment::<CardNumber>("0000000000x").err().unwrap().code(), "invalid_card_no");
+        assert!(parse_path_segment::<AppId>("wx0123456789abcdef").is_ok());
+    }
+}

@@ -1,0 +1,158 @@
+//! The OpenAPI document, derived from the handlers' `#[utoipa::path]`
+//! attributes. `schemas/openapi.json` is a committed copy; a test keeps it in
+//! step (regenerate with `WXCM_WRITE_OPENAPI=1 cargo test -p wxcm-gateways`).
+
+use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, ObjectBuilder, Ref, ResponseBuilder, Type};
+use utoipa::{Modify, OpenApi};
+
+use crate::dto;
+use crate::error::{ErrorBody, ErrorDetail};
+use crate::routes::{health, members, session, tenant};
+
+const DESCRIPTION: &str = "\
+Admin API of wxcm (membership, points and stored value on WeChat official accounts).
+
+Every route under `/admin/api/v1` except `login` needs `Authorization: Bearer <token>`. The session's \
+tenant is the tenant of every request: no route takes a tenant id, and members of other tenants \
+answer 404.
+
+Mutating routes need an `Idempotency-Key` header: the same key with the same request returns the \
+first result (header `Idempotent-Replayed: true`), with a different request 409 `idempotency_key_reused`. \
+`X-Correlation-Id` (a UUID) is optional and echoed on every response.
+
+Roles: owner (everything), manager (everything but tenant settings), staff (member lookup, \
+registration, cash deposit and charge, ledger), auditor (member lookup, ledger, tenant view).
+
+Errors are `{\"error\": {\"code\", \"message\"}}`:
+- 400 malformed headers, path, query or JSON syntax;
+- 401 missing, invalid or expired token (`unauthenticated`), refused login (`invalid_credentials`);
+- 403 `forbidden` (role);
+- 404 unknown member (also another tenant's) or tenant;
+- 409 valid request that the current state refuses: `insufficient_balance`, `insufficient_points`, \
+`refund_exceeds_charge`, `same_card_level`, `too_many_lots`, `already_registered`, `too_many_accounts`, \
+`idempotency_key_reused`;
+- 413 body over the limit; 415 body without `Content-Type: application/json`;
+- 422 values that can never be accepted: `invalid_body` (wrong types, missing or unknown fields), \
+`invalid_amount` (zero, negative or over the configured limit), `invalid_expiry`, `invalid_text`, \
+`invalid_card_level`, `invalid_openid`, `charge_not_found`, `overflow`, `invalid_account`, `invalid_name`;
+- 429 `rate_limited` (login) with `Retry-After`;
+- 500 `internal` (details are logged, never sent);
+- 503 `contention` or `timeout` with `Retry-After`: retry with the same idempotency key.";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "wxcm admin API", description = DESCRIPTION),
+    paths(
+        health::healthz,
+        health::readyz,
+        health::openapi,
+        session::login,
+        session::logout,
+        members::get_member,
+        members::get_member_by_card,
+        members::get_member_by_openid,
+        members::register_member,
+        members::grant_points,
+        members::deduct_points,
+        members::deposit_cash,
+        members::charge_cash,
+        members::refund_charge,
+        members::set_card_level,
+        members::ledger,
+        tenant::get_tenant,
+        tenant::bind_official_account,
+    ),
+    components(schemas(ErrorBody, ErrorDetail, dto::HealthBody)),
+    modifiers(&Common),
+    tags(
+        (name = "health", description = "Liveness, readiness, this document"),
+        (name = "session", description = "Sign in and out"),
+        (name = "members", description = "Look up and register members"),
+        (name = "ledger", description = "Points and cash operations, the member ledger"),
+        (name = "tenant", description = "The session's tenant"),
+    ),
+)]
+struct ApiDoc;
+
+/// Adds what every operation shares: the bearer scheme, the correlation
+/// header, 401 on secured routes, 500 and 503 everywhere under the API.
+struct Common;
+
+impl Modify for Common {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                decorate(operation, path.starts_with("/admin/"));
+            }
+        }
+    }
+}
+
+fn error_response(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+    let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build();
+    ResponseBuilder::new().description(description).content("application/json", content).build().into()
+}
+
+fn decorate(operation: &mut Operation, api: bool) {
+    let parameter: Parameter = ParameterBuilder::new()
+        .name("X-Correlation-Id")
+        .parameter_in(ParameterIn::Header)
+        .description(Some("Optional UUID tying logs and events together; echoed on the response"))
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Uuid))),
+        ))
+        .build();
+    operation.parameters.get_or_insert_with(Vec::new).push(parameter);
+    let responses = &mut operation.responses.responses;
+    if operation.security.is_some() {
+        responses.insert("401".into(), error_response("`unauthenticated`: missing, invalid or expired token"));
+    }
+    if api {
+        responses.insert("500".into(), error_response("`internal`"));
+        responses.insert("503".into(), error_response("`contention` or `timeout`; see `Retry-After`"));
+    }
+}
+
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn committed_schema_matches_the_code() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/openapi.json");
+        let generated = format!("{}\n", crate::openapi_json());
+        if std::env::var("WXCM_WRITE_OPENAPI").is_ok_and(|v| v == "1") {
+            std::fs::write(path, &generated).expect("write schemas/openapi.json");
+        }
+        let committed = std::fs::read_to_string(path)
+            .expect("schemas/openapi.json is missing; run WXCM_WRITE_OPENAPI=1 cargo test -p wxcm-gateways");
+        assert!(
+            committed == generated,
+            "schemas/openapi.json is stale; run WXCM_WRITE_OPENAPI=1 cargo test -p wxcm-gateways"
+        );
+    }
+
+    #[test]
+    fn every_admin_operation_but_login_is_secured() {
+        let doc = document();
+        for (path, item) in &doc.paths.paths {
+            let operations = [&item.get, &item.put, &item.post, &item.delete, &item.patch];
+            for operation in operations.into_iter().flatten() {
+                let secured = operation.security.is_some();
+                let public = !path.starts_with("/admin/") || path == "/admin/api/v1/login";
+                assert_eq!(secured, !public, "{path}");
+            }
+        }
+    }
+}

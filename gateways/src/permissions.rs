@@ -1,0 +1,158 @@
+//! Who may do what: one table, [`allowed`], tested whole.
+//!
+//! Handlers name the permission they need in their signature
+//! (`Authorized<perm::CashCharge>`), so a route cannot run without its check.
+
+use wxcm_commands::ports::Role;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Permission {
+    /// Look a member up (by id, card number or openid).
+    MemberRead,
+    /// Register a member by hand.
+    MemberRegister,
+    PointsGrant,
+    PointsDeduct,
+    CashDeposit,
+    CashCharge,
+    CashRefund,
+    CardLevelSet,
+    /// Read a member's ledger.
+    LedgerRead,
+    /// Read the tenant's settings (without secrets).
+    TenantRead,
+    /// Change the tenant's settings (official accounts and their secrets).
+    TenantSettings,
+}
+
+impl Permission {
+    #[cfg(test)]
+    pub const ALL: [Permission; 11] = [
+        Permission::MemberRead,
+        Permission::MemberRegister,
+        Permission::PointsGrant,
+        Permission::PointsDeduct,
+        Permission::CashDeposit,
+        Permission::CashCharge,
+        Permission::CashRefund,
+        Permission::CardLevelSet,
+        Permission::LedgerRead,
+        Permission::TenantRead,
+        Permission::TenantSettings,
+    ];
+
+    /// What the permission lets one do, for error messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Permission::MemberRead => "look up members",
+            Permission::MemberRegister => "register members",
+            Permission::PointsGrant => "grant points",
+            Permission::PointsDeduct => "deduct points",
+            Permission::CashDeposit => "deposit cash",
+            Permission::CashCharge => "charge cash",
+            Permission::CashRefund => "refund charges",
+            Permission::CardLevelSet => "change card levels",
+            Permission::LedgerRead => "read ledgers",
+            Permission::TenantRead => "read tenant settings",
+            Permission::TenantSettings => "change tenant settings",
+        }
+    }
+}
+
+/// owner: everything; manager: everything but tenant settings; staff: the
+/// counter (lookup, register, deposit, charge, ledger); auditor: read-only.
+pub fn allowed(role: Role, permission: Permission) -> bool {
+    use Permission as P;
+    match role {
+        Role::Owner => true,
+        Role::Manager => permission != P::TenantSettings,
+        Role::Staff => {
+            matches!(permission, P::MemberRead | P::MemberRegister | P::CashDeposit | P::CashCharge | P::LedgerRead)
+        }
+        Role::Auditor => matches!(permission, P::MemberRead | P::LedgerRead | P::TenantRead),
+    }
+}
+
+/// A permission as a type, for `Authorized<P>`; `None` means any live session.
+pub trait Requires: Send + Sync + 'static {
+    const PERMISSION: Option<Permission>;
+}
+
+/// Marker types, one per [`Permission`], named like its variants, plus
+/// [`perm::AnyRole`] for routes every signed-in user may call (logout).
+pub mod perm {
+    use super::{Permission, Requires};
+
+    pub struct AnyRole;
+    impl Requires for AnyRole {
+        const PERMISSION: Option<Permission> = None;
+    }
+
+    macro_rules! markers {
+        ($($name:ident),* $(,)?) => {
+            $(
+                pub struct $name;
+                impl Requires for $name {
+                    const PERMISSION: Option<Permission> = Some(Permission::$name);
+                }
+            )*
+        };
+    }
+
+    markers!(
+        MemberRead,
+        MemberRegister,
+        PointsGrant,
+        PointsDeduct,
+        CashDeposit,
+        CashCharge,
+        CashRefund,
+        CardLevelSet,
+        LedgerRead,
+        TenantRead,
+        TenantSettings,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_whole_matrix() {
+        use Permission as P;
+        // Columns: owner, manager, staff, auditor.
+        let table: [(Permission, [bool; 4]); 11] = [
+            (P::MemberRead, [true, true, true, true]),
+            (P::MemberRegister, [true, true, true, false]),
+            (P::PointsGrant, [true, true, false, false]),
+            (P::PointsDeduct, [true, true, false, false]),
+            (P::CashDeposit, [true, true, true, false]),
+            (P::CashCharge, [true, true, true, false]),
+            (P::CashRefund, [true, true, false, false]),
+            (P::CardLevelSet, [true, true, false, false]),
+            (P::LedgerRead, [true, true, true, true]),
+            (P::TenantRead, [true, true, false, true]),
+            (P::TenantSettings, [true, false, false, false]),
+        ];
+        let roles = [Role::Owner, Role::Manager, Role::Staff, Role::Auditor];
+        for (permission, expected) in table {
+            for (role, want) in roles.iter().zip(expected) {
+                assert_eq!(allowed(*role, permission), want, "{role:?} {permission:?}");
+            }
+        }
+        // The table covers every permission exactly once.
+        let listed: Vec<Permission> = table.iter().map(|(p, _)| *p).collect();
+        assert_eq!(listed, Permission::ALL.to_vec());
+    }
+
+    #[test]
+    fn auditors_never_write() {
+        let writes = Permission::ALL
+            .into_iter()
+            .filter(|p| !matches!(p, Permission::MemberRead | Permission::LedgerRead | Permission::TenantRead));
+        for p in writes {
+            assert!(!allowed(Role::Auditor, p), "{p:?}");
+        }
+    }
+}

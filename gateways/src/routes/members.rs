@@ -1,0 +1,333 @@
+//! Member lookups, registration, ledger operations and the ledger. The
+//! session's tenant is the tenant of every call: no route takes a tenant id.
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use tracing::instrument;
+use wxcm_commands::members::{self, RegisterRequest};
+use wxcm_domain::member::{CardLevel, RegistrationSource};
+use wxcm_domain::{CardNumber, MemberId, OpenId};
+
+use crate::dto::{
+    self, CardLevelBody, CashBody, CashOp, DeductPointsBody, GrantPointsBody, LedgerEntryDto, LedgerPage, LedgerQuery,
+    LedgerRequest, MemberDto, OperationResponse, RefundBody, RegisterBody,
+};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{
+    ApiJson, ApiPath, ApiQuery, Authorized, Correlation, IdempotencyHeader, IDEMPOTENT_REPLAYED_HEADER,
+};
+use crate::permissions::{perm, Requires};
+use crate::state::AppState;
+
+/// A member by id.
+#[utoipa::path(get, path = "/admin/api/v1/members/{member_id}", tag = "members",
+    security(("bearer" = [])),
+    params(("member_id" = uuid::Uuid, Path)),
+    responses(
+        (status = 200, description = "The member", body = MemberDto),
+        (status = 400, description = "`invalid_member_id`, `invalid_path`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`member_not_found` (also for members of other tenants)", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, username = %auth.session.username, member_id = %id.0))]
+pub async fn get_member(
+    State(state): State<AppState>,
+    auth: Authorized<perm::MemberRead>,
+    id: ApiPath<MemberId>,
+) -> Result<Json<MemberDto>, ApiError> {
+    Ok(Json(members::get(&state.app, &auth.session.tenant_id, id.0).await?.into()))
+}
+
+/// A member by card number (10 digits with a Luhn check digit).
+#[utoipa::path(get, path = "/admin/api/v1/members/by-card/{card_no}", tag = "members",
+    security(("bearer" = [])),
+    params(("card_no" = String, Path)),
+    responses(
+        (status = 200, description = "The member", body = MemberDto),
+        (status = 400, description = "`invalid_card_no`, `invalid_path`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`member_not_found`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, username = %auth.session.username))]
+pub async fn get_member_by_card(
+    State(state): State<AppState>,
+    auth: Authorized<perm::MemberRead>,
+    card: ApiPath<CardNumber>,
+) -> Result<Json<MemberDto>, ApiError> {
+    Ok(Json(members::find_by_card(&state.app, &auth.session.tenant_id, &card.0).await?.into()))
+}
+
+/// A member by WeChat openid.
+#[utoipa::path(get, path = "/admin/api/v1/members/by-openid/{openid}", tag = "members",
+    security(("bearer" = [])),
+    params(("openid" = String, Path)),
+    responses(
+        (status = 200, description = "The member", body = MemberDto),
+        (status = 400, description = "`invalid_openid`, `invalid_path`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`member_not_found`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, username = %auth.session.username))]
+pub async fn get_member_by_openid(
+    State(state): State<AppState>,
+    auth: Authorized<perm::MemberRead>,
+    openid: ApiPath<OpenId>,
+) -> Result<Json<MemberDto>, ApiError> {
+    Ok(Json(members::find_by_openid(&state.app, &auth.session.tenant_id, &openid.0).await?.into()))
+}
+
+/// Registers a member by hand (source `staff`). 201 when created (or when a
+/// creation is replayed), 200 with the existing member when it already existed.
+#[utoipa::path(post, path = "/admin/api/v1/members", tag = "members",
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters")),
+    request_body = RegisterBody,
+    responses(
+        (status = 201, description = "Registered", body = MemberDto),
+        (status = 200, description = "Already registered (same openid)", body = MemberDto),
+        (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `malformed_json`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`, `already_registered`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`, `invalid_openid`, `invalid_card_level`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, username = %auth.session.username))]
+pub async fn register_member(
+    State(state): State<AppState>,
+    auth: Authorized<perm::MemberRegister>,
+    key: IdempotencyHeader,
+    correlation: Correlation,
+    body: ApiJson<RegisterBody>,
+) -> Result<(StatusCode, Json<MemberDto>), ApiError> {
+    let body = body.0;
+    let request = RegisterRequest {
+        openid: body.openid.as_deref().map(dto::openid).transpose()?,
+        source: RegistrationSource::Staff,
+        card_level: body.card_level.as_deref().map(dto::card_level).transpose()?.unwrap_or_else(CardLevel::standard),
+    };
+    let ctx = auth.context(key.0, correlation);
+    let (view, outcome) = members::register(&state.app, &auth.session.tenant_id, request, auth.actor(), &ctx).await?;
+    let created = outcome.replayed || !outcome.events.is_empty();
+    tracing::info!(member_id = %view.member_id, created, "member registration");
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(view.into())))
+}
+
+/// Runs a validated ledger request and answers with its entries and the member after it.
+async fn run<P: Requires>(
+    state: &AppState,
+    auth: &Authorized<P>,
+    key: IdempotencyHeader,
+    correlation: Correlation,
+    member_id: MemberId,
+    request: LedgerRequest,
+) -> Result<Response, ApiError> {
+    let tenant = &auth.session.tenant_id;
+    let ctx = auth.context(key.0.clone(), correlation);
+    let command = request.clone().into_command(auth.actor(), key.0);
+    let outcome = members::execute(&state.app, tenant, member_id, command, &request, &ctx).await?;
+    let member = members::get(&state.app, tenant, member_id).await?;
+    tracing::info!(replayed = outcome.replayed, events = outcome.events.len(), "ledger operation");
+    let replayed = outcome.replayed;
+    let entries = outcome.events.into_iter().map(LedgerEntryDto::from).collect();
+    let mut response = Json(OperationResponse { entries, member: member.into() }).into_response();
+    if replayed {
+        response.headers_mut().insert(IDEMPOTENT_REPLAYED_HEADER, HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+/// Grants points by hand (source `manual`) as a new lot with an expiry policy.
+#[utoipa::path(post, path = "/admin/api/v1/members/{member_id}/points/grants", tag = "ledger",
+    security(("bearer" = [])),
+    params(("member_id" = uuid::Uuid, Path), ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters")),
+    request_body = GrantPointsBody,
+    responses(
+        (status = 200, description = "Done (or replayed)", body = OperationResponse, headers(("Idempotent-Replayed" = bool, description = "Set on a replay"))),
+        (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `invalid_member_id`, `malformed_json`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`member_not_found`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`, `too_many_lots`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`, `invalid_amount`, `invalid_expiry`, `invalid_text`, `overflow`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, username = %auth.session.username, member_id = %id.0))]
+pub async fn grant_points(
+    State(state): State<AppState>,
+    auth: Authorized<perm::PointsGrant>,
+    key: IdempotencyHeader,
+    correlation: Correlation,
+    id: ApiPath<MemberId>,
+    body: ApiJson<GrantPointsBody>,
+) -> Result<Response, ApiError> {
+    let request = body.0.validate(&state.app.limits)?;
+    run(&state, &auth, key, correlation, id.0, request).await
+}
+
+/// Deducts points (a correction), oldest lots first.
+#[utoipa::path(post, path = "/admin/api/v1/members/{member_id}/points/deductions", tag = "ledger",
+    security(("bearer" = [])),
+    params(("member_id" = uuid::Uuid, Path), ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters")),
+    request_body = DeductPointsBody,
+    responses(
+        (status = 200, description = "Done (or replayed)", body = OperationResponse, headers(("Idempotent-Replayed" = bool, description = "Set on a replay"))),
+        (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `invalid_member_id`, `malformed_json`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`member_not_found`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`, `insufficient_points`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`, `invalid_amount`, `invalid_text`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, username = %auth.session.username, member_id = %id.0))]
+pub async fn deduct_points(
+    State(state): State<AppState>,
+    auth: Authorized<perm::PointsDeduct>,
+    key: IdempotencyHeader,
+    correlation: Correlation,
+    id: ApiPath<MemberId>,
+    body: ApiJson<DeductPointsBody>,
+) -> Result<Response, ApiError> {
+    let request = body.0.validate(&state.app.limits)?;
+    run(&state, &auth, key, correlation, id.0, request).await
+}
+
+/// Credits cash paid at the counter.
+#[utoipa::path(post, path = "/admin/api/v1/members/{member_id}/cash/deposits", tag = "ledger",
+    security(("bearer" = [])),
+    params(("member_id" = uuid::Uuid, Path), ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters")),
+    request_body = CashBody,
+    responses(
+        (status = 200, description = "Done (or replayed)", body = OperationResponse, headers(("Idempotent-Replayed" = bool, description = "Set on a replay"))),
+        (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `invalid_member_id`, `malformed_json`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`member_not_found`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`, `invalid_amount`, `invalid_text`, `overflow`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, username = %auth.session.username, member_id = %id.0))]
+pub async fn deposit_cash(
+    State(state): State<AppState>,
+    auth: Authorized<perm::CashDeposit>,
+    key: IdempotencyHeader,
+    correlation: Correlation,
+    id: ApiPath<MemberId>,
+    body: ApiJson<CashBody>,
+) -> Result<Response, ApiError> {
+    let request = body.0.validate(CashOp::Deposit, &state.app.limits)?;
+    run(&state, &auth, key, correlation, id.0, request).await
+}
+
+/// Debits the balance at the counter; never below zero.
+#[utoipa::path(post, path = "/admin/api/v1/members/{member_id}/cash/charges", tag = "ledger",
+    security(("bearer" = [])),
+    params(("member_id" = uuid::Uuid, Path), ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters")),
+    request_body = CashBody,
+    responses(
+        (status = 200, description = "Charged; the entry's `sequence` is what a refund names", body = OperationResponse,
+            headers(("Idempotent-Replayed" = bool, description = "Set on a replay"))),
+        (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `invalid_member_id`, `malformed_json`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`member_not_found`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`, `insufficient_balance`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`, `invalid_amount`, `invalid_text`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, username = %auth.session.username, member_id = %id.0))]
+pub async fn charge_cash(
+    State(state): State<AppState>,
+    auth: Authorized<perm::CashCharge>,
+    key: IdempotencyHeader,
+    correlation: Correlation,
+    id: ApiPath<MemberId>,
+    body: ApiJson<CashBody>,
+) -> Result<Response, ApiError> {
+    let request = body.0.validate(CashOp::Charge, &state.app.limits)?;
+    run(&state, &auth, key, correlation, id.0, request).await
+}
+
+/// Refunds (part of) an earlier counter charge, named by its ledger sequence.
+#[utoipa::path(post, path = "/admin/api/v1/members/{member_id}/cash/refunds", tag = "ledger",
+    security(("bearer" = [])),
+    params(("member_id" = uuid::Uuid, Path), ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters")),
+    request_body = RefundBody,
+    responses(
+        (status = 200, description = "Done (or replayed)", body = OperationResponse, headers(("Idempotent-Replayed" = bool, description = "Set on a replay"))),
+        (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `invalid_member_id`, `malformed_json`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`member_not_found`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`, `refund_exceeds_charge`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`, `invalid_amount`, `invalid_text`, `charge_not_found`, `overflow`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, username = %auth.session.username, member_id = %id.0))]
+pub async fn refund_charge(
+    State(state): State<AppState>,
+    auth: Authorized<perm::CashRefund>,
+    key: IdempotencyHeader,
+    correlation: Correlation,
+    id: ApiPath<MemberId>,
+    body: ApiJson<RefundBody>,
+) -> Result<Response, ApiError> {
+    let request = body.0.validate(&state.app.limits)?;
+    run(&state, &auth, key, correlation, id.0, request).await
+}
+
+/// Sets the member's card level.
+#[utoipa::path(put, path = "/admin/api/v1/members/{member_id}/card-level", tag = "ledger",
+    security(("bearer" = [])),
+    params(("member_id" = uuid::Uuid, Path), ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters")),
+    request_body = CardLevelBody,
+    responses(
+        (status = 200, description = "Done (or replayed)", body = OperationResponse, headers(("Idempotent-Replayed" = bool, description = "Set on a replay"))),
+        (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `invalid_member_id`, `malformed_json`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`member_not_found`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`, `same_card_level`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`, `invalid_card_level`, `invalid_text`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, username = %auth.session.username, member_id = %id.0))]
+pub async fn set_card_level(
+    State(state): State<AppState>,
+    auth: Authorized<perm::CardLevelSet>,
+    key: IdempotencyHeader,
+    correlation: Correlation,
+    id: ApiPath<MemberId>,
+    body: ApiJson<CardLevelBody>,
+) -> Result<Response, ApiError> {
+    let request = body.0.validate()?;
+    run(&state, &auth, key, correlation, id.0, request).await
+}
+
+/// The member's ledger, oldest first, one page after `after`.
+#[utoipa::path(get, path = "/admin/api/v1/members/{member_id}/ledger", tag = "ledger",
+    security(("bearer" = [])),
+    params(("member_id" = uuid::Uuid, Path), LedgerQuery),
+    responses(
+        (status = 200, description = "One page of the ledger", body = LedgerPage),
+        (status = 400, description = "`invalid_member_id`, `invalid_limit`, `invalid_query`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`member_not_found`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, username = %auth.session.username, member_id = %id.0))]
+pub async fn ledger(
+    State(state): State<AppState>,
+    auth: Authorized<perm::LedgerRead>,
+    id: ApiPath<MemberId>,
+    query: ApiQuery<LedgerQuery>,
+) -> Result<Json<LedgerPage>, ApiError> {
+    let (after, limit) = query.0.page()?;
+    let entries = members::history(&state.app, &auth.session.tenant_id, id.0, after, limit).await?;
+    let next_after = if entries.len() as u64 == u64::from(limit) { entries.last().map(|e| e.sequence) } else { None };
+    Ok(Json(LedgerPage { entries: entries.into_iter().map(LedgerEntryDto::from).collect(), next_after }))
+}

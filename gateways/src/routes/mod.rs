@@ -1,0 +1,6 @@
+//! Handlers, one module per resource.
+
+pub mod health;
+pub mod members;
+pub mod session;
+pub mod tenant;

@@ -1,0 +1,73 @@
+//! Login and logout. Login is rate limited per client address and per
+//! (tenant, username), and refuses with the same 401 body whatever was wrong.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use tracing::instrument;
+use wxcm_commands::auth::{self, AuthError};
+use wxcm_domain::TenantId;
+
+use crate::dto::{LoginBody, LoginResponse};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiJson, Authorized, ClientIp};
+use crate::permissions::perm;
+use crate::ratelimit::retry_after_secs;
+use crate::state::AppState;
+
+/// Exchanges credentials for a bearer token.
+#[utoipa::path(post, path = "/admin/api/v1/login", tag = "session",
+    request_body = LoginBody,
+    responses(
+        (status = 200, description = "Signed in", body = LoginResponse),
+        (status = 400, description = "`malformed_json`", body = ErrorBody),
+        (status = 401, description = "`invalid_credentials`: the same answer whether the tenant or user exists or not", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many attempts from this client or for this user; see `Retry-After`",
+            body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ))]
+#[instrument(skip_all, fields(client = ?ip.0, tenant = tracing::field::Empty))]
+pub async fn login(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    body: ApiJson<LoginBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let body = body.0;
+    state
+        .login_limits
+        .check_client(ip.0)
+        .map_err(|wait| ApiError::RateLimited { retry_after_secs: retry_after_secs(wait) })?;
+    let tenant = TenantId::parse(&body.tenant_id).map_err(|_| ApiError::InvalidCredentials)?;
+    tracing::Span::current().record("tenant", tenant.as_str());
+    auth::validate_username(&body.username).map_err(|_| ApiError::InvalidCredentials)?;
+    state
+        .login_limits
+        .check_user(tenant.as_str(), &body.username)
+        .map_err(|wait| ApiError::RateLimited { retry_after_secs: retry_after_secs(wait) })?;
+    match auth::login(&state.app, &tenant, &body.username, &body.password).await {
+        Ok((token, session)) => {
+            tracing::info!(username = %session.username, role = session.role.as_str(), "signed in");
+            let headers = [(header::CACHE_CONTROL, "no-store")];
+            Ok((headers, Json(LoginResponse::new(token, &session))))
+        }
+        // Unknown tenants answer like wrong passwords.
+        Err(AuthError::InvalidCredentials | AuthError::Invalid(_) | AuthError::Route(_) | AuthError::UsernameTaken) => {
+            tracing::info!("login refused");
+            Err(ApiError::InvalidCredentials)
+        }
+        Err(e @ AuthError::Infra(_)) => Err(e.into()),
+    }
+}
+
+/// Revokes the bearer token.
+#[utoipa::path(post, path = "/admin/api/v1/logout", tag = "session",
+    security(("bearer" = [])),
+    responses((status = 204, description = "Signed out")))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, username = %auth.session.username))]
+pub async fn logout(State(state): State<AppState>, auth: Authorized<perm::AnyRole>) -> Result<StatusCode, ApiError> {
+    state.sessions.revoke(auth.token()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
