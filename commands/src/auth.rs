@@ -79,7 +79,10 @@ pub fn token_tenant(token: &str) -> Option<TenantId> {
 
 pub async fn create_admin(app: &App, tenant: &TenantId, username: &str, password: &str, role: Role) -> Result<(), AuthError> {
     validate_username(username)?;
-    let password_hash = hash_password(password)?;
+    let owned = password.to_owned();
+    let password_hash = tokio::task::spawn_blocking(move || hash_password(&owned))
+        .await
+        .map_err(|e| AuthError::Infra(e.to_string()))??;
     let shard = app.router.route(tenant)?;
     let user = AdminUser { tenant_id: tenant.clone(), username: username.to_owned(), password_hash, role, disabled: false };
     if shard.admins.create_user(&user).await? {
@@ -95,15 +98,17 @@ pub async fn login(app: &App, tenant: &TenantId, username: &str, password: &str)
     if validate_username(username).is_err() || password.len() > PASSWORD_LEN_MAX * 4 {
         return Err(AuthError::InvalidCredentials);
     }
-    let shard = app.router.route(tenant)?;
-    let user = shard.admins.find_user(tenant, username).await?;
-    let verified = match &user {
-        Some(u) => verify_password(password, &u.password_hash),
-        None => {
-            let _ = verify_password(password, DUMMY_HASH);
-            false
-        }
+    let user = match app.router.route(tenant) {
+        Ok(shard) => shard.admins.find_user(tenant, username).await?,
+        Err(_) => None, // unknown tenant: same work and answer as a wrong password
     };
+    // Argon2 is deliberately slow: keep it off the async workers.
+    let hash = user.as_ref().map(|u| u.password_hash.clone()).unwrap_or_else(|| DUMMY_HASH.to_owned());
+    let candidate = password.to_owned();
+    let verified = tokio::task::spawn_blocking(move || verify_password(&candidate, &hash))
+        .await
+        .map_err(|e| AuthError::Infra(e.to_string()))?
+        && user.is_some();
     let user = match user {
         Some(u) if verified && !u.disabled => u,
         _ => return Err(AuthError::InvalidCredentials),
@@ -117,7 +122,7 @@ pub async fn login(app: &App, tenant: &TenantId, username: &str, password: &str)
         role: user.role,
         expires_at: Utc::now() + Duration::hours(SESSION_TTL_HOURS),
     };
-    shard.admins.create_session(&token_hash(&token), &session).await?;
+    app.router.route(tenant)?.admins.create_session(&token_hash(&token), &session).await?;
     Ok((token, session))
 }
 

@@ -1,7 +1,7 @@
 //! Composition root: Postgres event store, shard map, configuration, roles,
 //! audit and benchmarks. The `wxcm` binary (src/main.rs) is a thin CLI on top.
 
-//pub mod app;
+pub mod app;
 pub mod config;
 pub mod hashchain;
 pub mod migrate;
