@@ -77,14 +77,21 @@ pub fn token_tenant(token: &str) -> Option<TenantId> {
     TenantId::parse(tenant).ok()
 }
 
-pub async fn create_admin(app: &App, tenant: &TenantId, username: &str, password: &str, role: Role) -> Result<(), AuthError> {
+pub async fn create_admin(
+    app: &App,
+    tenant: &TenantId,
+    username: &str,
+    password: &str,
+    role: Role,
+) -> Result<(), AuthError> {
     validate_username(username)?;
     let owned = password.to_owned();
     let password_hash = tokio::task::spawn_blocking(move || hash_password(&owned))
         .await
         .map_err(|e| AuthError::Infra(e.to_string()))??;
     let shard = app.router.route(tenant)?;
-    let user = AdminUser { tenant_id: tenant.clone(), username: username.to_owned(), password_hash, role, disabled: false };
+    let user =
+        AdminUser { tenant_id: tenant.clone(), username: username.to_owned(), password_hash, role, disabled: false };
     if shard.admins.create_user(&user).await? {
         Ok(())
     } else {
@@ -94,7 +101,12 @@ pub async fn create_admin(app: &App, tenant: &TenantId, username: &str, password
 
 /// Returns a fresh bearer token. Unknown users cost the same Argon2 work as
 /// known ones so response times do not reveal which usernames exist.
-pub async fn login(app: &App, tenant: &TenantId, username: &str, password: &str) -> Result<(String, AdminSession), AuthError> {
+pub async fn login(
+    app: &App,
+    tenant: &TenantId,
+    username: &str,
+    password: &str,
+) -> Result<(String, AdminSession), AuthError> {
     if validate_username(username).is_err() || password.len() > PASSWORD_LEN_MAX * 4 {
         return Err(AuthError::InvalidCredentials);
     }
@@ -142,7 +154,8 @@ pub async fn logout(app: &App, token: &str) -> Result<(), AuthError> {
 }
 
 /// A valid Argon2id hash of a random password, for constant-work misses.
-const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$kBn0cZzqOkq8TLnVq2w0S0o1rOOfdQhcbyaJ0Y0c1rU";
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$kBn0cZzqOkq8TLnVq2w0S0o1rOOfdQhcbyaJ0Y0c1rU";
 
 #[cfg(test)]
 mod tests {

@@ -2,7 +2,9 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use wxcm_domain::member::{CardLevel, LedgerLine, Member, MemberCommand, MemberError, MemberEvent, Provenance, RegistrationSource};
+use wxcm_domain::member::{
+    CardLevel, LedgerLine, Member, MemberCommand, MemberError, MemberEvent, Provenance, RegistrationSource,
+};
 use wxcm_domain::{Actor, CardNumber, EventSourced, IdempotencyKey, MemberId, OpenId, TenantId};
 
 use crate::executor::{CommandContext, ExecuteError, Outcome};
@@ -36,7 +38,9 @@ impl From<PortError> for MemberOpError {
 impl From<ExecuteError<MemberError>> for MemberOpError {
     fn from(e: ExecuteError<MemberError>) -> Self {
         match e {
-            ExecuteError::Domain(MemberError::NotRegistered) | ExecuteError::ForeignAggregate => MemberOpError::NotFound,
+            ExecuteError::Domain(MemberError::NotRegistered) | ExecuteError::ForeignAggregate => {
+                MemberOpError::NotFound
+            }
             ExecuteError::Domain(d) => MemberOpError::Rejected(d),
             ExecuteError::IdempotencyMismatch => MemberOpError::IdempotencyMismatch,
             ExecuteError::Contention => MemberOpError::Contention,
@@ -132,7 +136,8 @@ pub async fn register(
             card_level: request.card_level.clone(),
             provenance: Provenance {
                 actor,
-                reason: wxcm_domain::Reference::parse("registration").map_err(|e| MemberOpError::Infra(e.to_string()))?,
+                reason: wxcm_domain::Reference::parse("registration")
+                    .map_err(|e| MemberOpError::Infra(e.to_string()))?,
                 reference: None,
                 idempotency_key: ctx.idempotency_key.clone(),
             },
@@ -208,9 +213,14 @@ pub async fn history(
     logged
         .into_iter()
         .map(|l| {
-            let event: MemberEvent =
-                serde_json::from_value(l.payload).map_err(|e| MemberOpError::Infra(format!("undecodable event: {e}")))?;
-            Ok(HistoryEntry { sequence: l.sequence, recorded_at: l.recorded_at, event_type: l.event_type, line: event.ledger_line() })
+            let event: MemberEvent = serde_json::from_value(l.payload)
+                .map_err(|e| MemberOpError::Infra(format!("undecodable event: {e}")))?;
+            Ok(HistoryEntry {
+                sequence: l.sequence,
+                recorded_at: l.recorded_at,
+                event_type: l.event_type,
+                line: event.ledger_line(),
+            })
         })
         .collect()
 }
@@ -223,5 +233,6 @@ pub fn system_key(parts: &[&str]) -> Result<IdempotencyKey, MemberOpError> {
         h.update(p.as_bytes());
         h.update([0x1f]);
     }
-    IdempotencyKey::parse(&format!("sys-{}", hex::encode(&h.finalize()[..20]))).map_err(|e| MemberOpError::Infra(e.to_string()))
+    IdempotencyKey::parse(&format!("sys-{}", hex::encode(&h.finalize()[..20])))
+        .map_err(|e| MemberOpError::Infra(e.to_string()))
 }

@@ -99,9 +99,20 @@ pub trait EventLog: Send + Sync {
     /// The tenant a stream belongs to, if it exists.
     async fn stream_tenant(&self, aggregate_type: &str, aggregate_id: &str) -> Result<Option<String>, PortError>;
     /// Aggregate ids of one type across all tenants of this shard (paged by id).
-    async fn all_stream_ids(&self, aggregate_type: &str, after: Option<&str>, limit: u32) -> Result<Vec<String>, PortError>;
+    async fn all_stream_ids(
+        &self,
+        aggregate_type: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>, PortError>;
     /// Aggregate ids of one type that belong to the tenant (paged by id).
-    async fn stream_ids(&self, tenant: &TenantId, aggregate_type: &str, after: Option<&str>, limit: u32) -> Result<Vec<String>, PortError>;
+    async fn stream_ids(
+        &self,
+        tenant: &TenantId,
+        aggregate_type: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>, PortError>;
 }
 
 #[async_trait]

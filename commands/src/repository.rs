@@ -7,8 +7,8 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
 use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
 use wxcm_domain::{EventSourced, TenantId};
 
 use crate::adapter::{Agg, HandleContext};
@@ -60,11 +60,7 @@ where
             }
         }
         let sink: EventSink<Agg<T>> = EventSink::default();
-        context
-            .aggregate()
-            .handle(command, &HandleContext { now }, &sink)
-            .await
-            .map_err(AggregateError::UserError)?;
+        context.aggregate().handle(command, &HandleContext { now }, &sink).await.map_err(AggregateError::UserError)?;
         let events = sink.collect().await;
         self.store.commit(events, context, metadata).await
     }

@@ -90,7 +90,13 @@ impl TenantView {
     }
 }
 
-pub async fn create(app: &App, tenant: &TenantId, name: &str, actor: Actor, ctx: &CommandContext) -> Result<TenantView, TenantOpError> {
+pub async fn create(
+    app: &App,
+    tenant: &TenantId,
+    name: &str,
+    actor: Actor,
+    ctx: &CommandContext,
+) -> Result<TenantView, TenantOpError> {
     let shard = app.router.route(tenant)?;
     let command = TenantCommand::Create { tenant_id: tenant.clone(), name: name.to_owned(), actor };
     shard.tenants.execute(tenant.as_str(), command.clone(), &command, ctx).await?;

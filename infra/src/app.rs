@@ -14,6 +14,7 @@ use wxcm_commands::ports::{App, Clock, SecretSealer, SystemClock};
 use wxcm_gateways::{HttpSettings, Readiness};
 
 use crate::config::Settings;
+use crate::relay::{RelaySettings, ShardRelay};
 use crate::scheduler_role::ShardScheduler;
 use crate::sealer::AesGcmSealer;
 use crate::shards::Shards;
@@ -26,6 +27,8 @@ pub enum Role {
     Api,
     /// Due work (points expiry), one active instance per shard.
     Scheduler,
+    /// Outbox → NATS JetStream, one active instance per shard.
+    Relay,
 }
 
 impl Role {
@@ -34,6 +37,9 @@ impl Role {
     }
     fn schedules(self) -> bool {
         matches!(self, Role::All | Role::Scheduler)
+    }
+    fn relays(self) -> bool {
+        matches!(self, Role::All | Role::Relay)
     }
 }
 
@@ -51,6 +57,8 @@ pub enum BuildError {
     Database(#[from] sqlx::Error),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: String, source: std::io::Error },
+    #[error("nats settings: {0}")]
+    Nats(#[from] async_nats::ConnectError),
 }
 
 pub struct Application {
@@ -59,6 +67,8 @@ pub struct Application {
     pub settings: Settings,
     role: Role,
     listener: Option<TcpListener>,
+    /// Connected (in the background, retrying) only for roles that relay.
+    nats: Option<async_nats::Client>,
 }
 
 /// Overrides for tests and tools.
@@ -96,7 +106,17 @@ impl Application {
         } else {
             None
         };
-        Ok(Self { app, shards, settings, role, listener })
+        let nats = if role.relays() {
+            // Retried in the background: the relay steps fail (and retry) until NATS is up.
+            let client = async_nats::ConnectOptions::new()
+                .name("wxcm-relay")
+                .retry_on_initial_connect()
+                .connect(&settings.nats.url);
+            Some(client.await?)
+        } else {
+            None
+        };
+        Ok(Self { app, shards, settings, role, listener, nats })
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
@@ -116,6 +136,15 @@ impl Application {
         self.shards.all().map(|s| ShardScheduler::new(self.app.clone(), s.services.clone(), s.pool.clone())).collect()
     }
 
+    /// One relay per shard (not started) publishing through `js`; tests drive `tick` themselves.
+    pub fn shard_relays(&self, js: &async_nats::jetstream::Context) -> Vec<ShardRelay> {
+        let settings = RelaySettings::from_config(&self.settings.nats);
+        self.shards
+            .all()
+            .map(|s| ShardRelay::new(s.name.clone(), s.pool.clone(), js.clone(), settings.clone()))
+            .collect()
+    }
+
     /// Runs the configured roles until `shutdown` turns true.
     pub async fn run(self, shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
         let mut tasks: Vec<JoinHandle<()>> = Vec::new();
@@ -125,13 +154,25 @@ impl Application {
                 tasks.push(tokio::spawn(scheduler.run(interval, shutdown.clone())));
             }
         }
+        if let Some(client) = self.nats.clone() {
+            let js =
+                async_nats::jetstream::ContextBuilder::new().timeout(crate::relay::JETSTREAM_TIMEOUT).build(client);
+            let interval = Duration::from_millis(self.settings.nats.relay_interval_ms.max(10));
+            for relay in self.shard_relays(&js) {
+                tasks.push(tokio::spawn(relay.run(interval, shutdown.clone())));
+            }
+        }
         if let Some(listener) = self.listener {
             let readiness = Arc::new(ShardReadiness(self.shards.clone()));
-            let router = wxcm_gateways::router(self.app.clone(), readiness, HttpSettings {
-                body_bytes_max: self.settings.http.body_bytes_max,
-                login_attempts_per_minute: self.settings.http.login_attempts_per_minute,
-                request_timeout_ms: self.settings.http.request_timeout_ms,
-            });
+            let router = wxcm_gateways::router(
+                self.app.clone(),
+                readiness,
+                HttpSettings {
+                    body_bytes_max: self.settings.http.body_bytes_max,
+                    login_attempts_per_minute: self.settings.http.login_attempts_per_minute,
+                    request_timeout_ms: self.settings.http.request_timeout_ms,
+                },
+            );
             info!(addr = ?listener.local_addr().ok(), "http listening");
             let mut stop = shutdown.clone();
             axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())

@@ -60,7 +60,57 @@ pub struct SchedulerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NatsConfig {
     pub url: String,
+    /// First subject token and stream name prefix (`wxcm` → subjects `wxcm.events.>`,
+    /// stream `WXCM_EVENTS`). Tests use their own to run in parallel.
     pub stream_prefix: String,
+    /// Published outbox rows are deleted after this long (see `relay::ShardRelay::prune`).
+    #[serde(default = "NatsConfig::outbox_retention_hours_default")]
+    pub outbox_retention_hours: u64,
+    /// Outbox rows read, published (pipelined) and marked per relay step.
+    #[serde(default = "NatsConfig::relay_batch_max_default")]
+    pub relay_batch_max: u32,
+    /// Pause between relay steps when the outbox is drained.
+    #[serde(default = "NatsConfig::relay_interval_ms_default")]
+    pub relay_interval_ms: u64,
+}
+
+/// Upper bound of `nats.relay_batch_max` (acks in flight per step).
+pub const RELAY_BATCH_LIMIT: u32 = 2_000;
+/// Upper bound of `nats.outbox_retention_hours` (one year).
+pub const OUTBOX_RETENTION_HOURS_LIMIT: u64 = 24 * 366;
+/// Longest `nats.stream_prefix` (it is also part of the stream name).
+pub const STREAM_PREFIX_BYTES_MAX: usize = 32;
+
+impl NatsConfig {
+    fn outbox_retention_hours_default() -> u64 {
+        72
+    }
+    fn relay_batch_max_default() -> u32 {
+        500
+    }
+    fn relay_interval_ms_default() -> u64 {
+        200
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let prefix_ok = !self.stream_prefix.is_empty()
+            && self.stream_prefix.len() <= STREAM_PREFIX_BYTES_MAX
+            && self.stream_prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !prefix_ok {
+            return Err(ConfigError::Invalid(format!(
+                "nats.stream_prefix must be 1..={STREAM_PREFIX_BYTES_MAX} of A-Z a-z 0-9 _ -"
+            )));
+        }
+        if self.relay_batch_max == 0 || self.relay_batch_max > RELAY_BATCH_LIMIT {
+            return Err(ConfigError::Invalid(format!("nats.relay_batch_max must be 1..={RELAY_BATCH_LIMIT}")));
+        }
+        if self.outbox_retention_hours == 0 || self.outbox_retention_hours > OUTBOX_RETENTION_HOURS_LIMIT {
+            return Err(ConfigError::Invalid(format!(
+                "nats.outbox_retention_hours must be 1..={OUTBOX_RETENTION_HOURS_LIMIT}"
+            )));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +139,13 @@ impl Default for Settings {
             default_shard: "main".into(),
             limits: Limits::default(),
             scheduler: SchedulerConfig { interval_ms: 1000 },
-            nats: NatsConfig { url: "nats://127.0.0.1:4222".into(), stream_prefix: "wxcm".into() },
+            nats: NatsConfig {
+                url: "nats://127.0.0.1:4222".into(),
+                stream_prefix: "wxcm".into(),
+                outbox_retention_hours: NatsConfig::outbox_retention_hours_default(),
+                relay_batch_max: NatsConfig::relay_batch_max_default(),
+                relay_interval_ms: NatsConfig::relay_interval_ms_default(),
+            },
             secret_key_env: "WXCM_SECRET_KEY".into(),
             log_format: LogFormat::Text,
         }
@@ -138,6 +194,7 @@ impl Settings {
         if self.limits.amount_fen_max <= 0 || self.limits.points_max <= 0 {
             return Err(ConfigError::Invalid("limits must be positive".into()));
         }
+        self.nats.validate()?;
         Ok(())
     }
 
@@ -157,6 +214,27 @@ mod tests {
         let s = Settings::load(None).unwrap();
         assert_eq!(s.default_shard, "main");
         assert_eq!(s.shard_of("anyone"), "main");
+    }
+
+    #[test]
+    fn relay_settings_are_bounded() {
+        let mut s = Settings::default();
+        s.nats.relay_batch_max = RELAY_BATCH_LIMIT;
+        s.validate().unwrap();
+        s.nats.relay_batch_max = RELAY_BATCH_LIMIT + 1;
+        assert!(s.validate().is_err());
+        let mut s = Settings::default();
+        s.nats.stream_prefix = "a".repeat(STREAM_PREFIX_BYTES_MAX);
+        s.validate().unwrap();
+        s.nats.stream_prefix = "a".repeat(STREAM_PREFIX_BYTES_MAX + 1);
+        assert!(s.validate().is_err());
+        s.nats.stream_prefix = "wx.cm".into();
+        assert!(s.validate().is_err(), "a dot would split the subject token");
+        let mut s = Settings::default();
+        s.nats.outbox_retention_hours = OUTBOX_RETENTION_HOURS_LIMIT;
+        s.validate().unwrap();
+        s.nats.outbox_retention_hours = OUTBOX_RETENTION_HOURS_LIMIT + 1;
+        assert!(s.validate().is_err());
     }
 
     #[test]

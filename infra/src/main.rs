@@ -214,7 +214,9 @@ async fn main() -> Result<()> {
             }
             Ok(())
         }
-        Command::Bench { command: BenchCommand::Ledger(args) } => wxcm_infra::bench::bench_ledger(&settings, args).await,
+        Command::Bench { command: BenchCommand::Ledger(args) } => {
+            wxcm_infra::bench::bench_ledger(&settings, args).await
+        }
     }
 }
 
@@ -236,7 +238,7 @@ async fn tenant(settings: Settings, command: TenantCommand) -> Result<()> {
             if tenants.is_empty() {
                 eprintln!("no tenants yet: create one with `wxcm tenant create --id ID --name NAME`");
             }
-            println!("{:<12} {:<24} {:<32} {}", "SHARD", "TENANT", "NAME", "ACCOUNTS");
+            println!("{:<12} {:<24} {:<32} ACCOUNTS", "SHARD", "TENANT", "NAME");
             for (shard, t) in tenants {
                 println!("{:<12} {:<24} {:<32} {}", shard, t.tenant_id, t.name, t.official_accounts.len());
             }

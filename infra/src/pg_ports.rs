@@ -81,15 +81,22 @@ impl EventLog for PgShardPorts {
     }
 
     async fn stream_tenant(&self, aggregate_type: &str, aggregate_id: &str) -> Result<Option<String>, PortError> {
-        sqlx::query_scalar("SELECT tenant_id FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = 1")
-            .bind(aggregate_type)
-            .bind(aggregate_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(port)
+        sqlx::query_scalar(
+            "SELECT tenant_id FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = 1",
+        )
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(port)
     }
 
-    async fn all_stream_ids(&self, aggregate_type: &str, after: Option<&str>, limit: u32) -> Result<Vec<String>, PortError> {
+    async fn all_stream_ids(
+        &self,
+        aggregate_type: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>, PortError> {
         sqlx::query_scalar(
             "SELECT aggregate_id FROM events WHERE aggregate_type = $1 AND sequence = 1 AND aggregate_id > $2
               ORDER BY aggregate_id LIMIT $3",
@@ -102,7 +109,13 @@ impl EventLog for PgShardPorts {
         .map_err(port)
     }
 
-    async fn stream_ids(&self, tenant: &TenantId, aggregate_type: &str, after: Option<&str>, limit: u32) -> Result<Vec<String>, PortError> {
+    async fn stream_ids(
+        &self,
+        tenant: &TenantId,
+        aggregate_type: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>, PortError> {
         sqlx::query_scalar(
             "SELECT aggregate_id FROM events
               WHERE tenant_id = $1 AND aggregate_type = $2 AND sequence = 1 AND aggregate_id > $3
@@ -121,22 +134,24 @@ impl EventLog for PgShardPorts {
 #[async_trait]
 impl MemberDirectory for PgShardPorts {
     async fn by_card(&self, tenant: &TenantId, card: &CardNumber) -> Result<Option<MemberId>, PortError> {
-        let id: Option<String> = sqlx::query_scalar("SELECT member_id FROM member_identities WHERE tenant_id = $1 AND card_no = $2")
-            .bind(tenant.as_str())
-            .bind(card.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(port)?;
+        let id: Option<String> =
+            sqlx::query_scalar("SELECT member_id FROM member_identities WHERE tenant_id = $1 AND card_no = $2")
+                .bind(tenant.as_str())
+                .bind(card.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(port)?;
         id.map(|s| MemberId::parse(&s).map_err(PortError::new)).transpose()
     }
 
     async fn by_openid(&self, tenant: &TenantId, openid: &OpenId) -> Result<Option<MemberId>, PortError> {
-        let id: Option<String> = sqlx::query_scalar("SELECT member_id FROM member_identities WHERE tenant_id = $1 AND openid = $2")
-            .bind(tenant.as_str())
-            .bind(openid.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(port)?;
+        let id: Option<String> =
+            sqlx::query_scalar("SELECT member_id FROM member_identities WHERE tenant_id = $1 AND openid = $2")
+                .bind(tenant.as_str())
+                .bind(openid.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(port)?;
         id.map(|s| MemberId::parse(&s).map_err(PortError::new)).transpose()
     }
 }
@@ -168,13 +183,14 @@ impl AdminDirectory for PgShardPorts {
     }
 
     async fn find_user(&self, tenant: &TenantId, username: &str) -> Result<Option<AdminUser>, PortError> {
-        let row: Option<(String, String, bool)> =
-            sqlx::query_as("SELECT password_hash, role, disabled FROM admin_users WHERE tenant_id = $1 AND username = $2")
-                .bind(tenant.as_str())
-                .bind(username)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(port)?;
+        let row: Option<(String, String, bool)> = sqlx::query_as(
+            "SELECT password_hash, role, disabled FROM admin_users WHERE tenant_id = $1 AND username = $2",
+        )
+        .bind(tenant.as_str())
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(port)?;
         let Some((password_hash, role, disabled)) = row else { return Ok(None) };
         let role = Role::parse(&role).ok_or_else(|| PortError::msg(format!("unknown role {role}")))?;
         Ok(Some(AdminUser { tenant_id: tenant.clone(), username: username.to_owned(), password_hash, role, disabled }))
@@ -222,7 +238,11 @@ impl AdminDirectory for PgShardPorts {
     }
 
     async fn delete_session(&self, token_hash: &[u8]) -> Result<(), PortError> {
-        sqlx::query("DELETE FROM admin_sessions WHERE token_hash = $1").bind(token_hash).execute(&self.pool).await.map_err(port)?;
+        sqlx::query("DELETE FROM admin_sessions WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await
+            .map_err(port)?;
         Ok(())
     }
 }

@@ -58,7 +58,10 @@ impl SecretSealer for AesGcmSealer {
         }
         let (nonce, ct) = raw.split_at(NONCE_BYTES);
         let nonce: [u8; NONCE_BYTES] = nonce.try_into().map_err(|_| PortError::msg("bad nonce"))?;
-        let pt = self.cipher.decrypt(&Nonce::from(nonce), ct).map_err(|_| PortError::msg("secret does not decrypt with this key"))?;
+        let pt = self
+            .cipher
+            .decrypt(&Nonce::from(nonce), ct)
+            .map_err(|_| PortError::msg("secret does not decrypt with this key"))?;
         String::from_utf8(pt).map_err(|_| PortError::msg("secret is not UTF-8"))
     }
 }

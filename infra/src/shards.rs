@@ -73,7 +73,11 @@ impl Shards {
         for (name, config) in &settings.shards {
             shards.insert(name.clone(), build_shard(name, config, clock.clone())?);
         }
-        Ok(Self { shards, tenant_shards: settings.tenant_shards.clone(), default_shard: settings.default_shard.clone() })
+        Ok(Self {
+            shards,
+            tenant_shards: settings.tenant_shards.clone(),
+            default_shard: settings.default_shard.clone(),
+        })
     }
 
     pub fn all(&self) -> impl Iterator<Item = &Shard> {

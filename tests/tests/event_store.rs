@@ -39,10 +39,15 @@ async fn two_nodes_writing_one_member_stay_consistent() {
     let node_a = build(settings.clone(), Role::Scheduler, clock.clone()).await;
     let node_b = build(settings.clone(), Role::Scheduler, clock.clone()).await;
     let tenant = TenantId::parse("two-nodes").unwrap();
-    tenants::create(&node_a.app, &tenant, "Two Nodes", Actor::Admin { username: "t".into() }, &ctx(&tenant)).await.unwrap();
-    let request = RegisterRequest { openid: None, source: RegistrationSource::Staff, card_level: CardLevel::standard() };
+    tenants::create(&node_a.app, &tenant, "Two Nodes", Actor::Admin { username: "t".into() }, &ctx(&tenant))
+        .await
+        .unwrap();
+    let request =
+        RegisterRequest { openid: None, source: RegistrationSource::Staff, card_level: CardLevel::standard() };
     let (view, _) =
-        members::register(&node_a.app, &tenant, request, Actor::Staff { username: "s".into() }, &ctx(&tenant)).await.unwrap();
+        members::register(&node_a.app, &tenant, request, Actor::Staff { username: "s".into() }, &ctx(&tenant))
+            .await
+            .unwrap();
     let id = view.member_id;
     // Both nodes cache the member, then write alternately and concurrently:
     // each write makes the other node's cache stale.
@@ -63,31 +68,39 @@ async fn cold_loads_use_snapshots_and_equal_the_full_fold() {
     let clock = Arc::new(TestClock::default());
     let node = build(settings.clone(), Role::Scheduler, clock.clone()).await;
     let tenant = TenantId::parse("snapshots").unwrap();
-    tenants::create(&node.app, &tenant, "Snapshots", Actor::Admin { username: "t".into() }, &ctx(&tenant)).await.unwrap();
-    let request = RegisterRequest { openid: None, source: RegistrationSource::Staff, card_level: CardLevel::standard() };
-    let (view, _) = members::register(&node.app, &tenant, request, Actor::Staff { username: "s".into() }, &ctx(&tenant)).await.unwrap();
+    tenants::create(&node.app, &tenant, "Snapshots", Actor::Admin { username: "t".into() }, &ctx(&tenant))
+        .await
+        .unwrap();
+    let request =
+        RegisterRequest { openid: None, source: RegistrationSource::Staff, card_level: CardLevel::standard() };
+    let (view, _) =
+        members::register(&node.app, &tenant, request, Actor::Staff { username: "s".into() }, &ctx(&tenant))
+            .await
+            .unwrap();
     let id = view.member_id;
     for i in 0..249 {
         deposit(&node.app, &tenant, id, 1 + (i % 7)).await;
     }
     let mut db = sqlx::PgConnection::connect_with(&settings.shards["s0"].admin_url.parse().unwrap()).await.unwrap();
-    let snapshot_seq: i64 =
-        sqlx::query_scalar("SELECT sequence FROM aggregate_snapshots WHERE aggregate_type = 'member' AND aggregate_id = $1")
-            .bind(id.to_string())
-            .fetch_one(&mut db)
-            .await
-            .unwrap();
+    let snapshot_seq: i64 = sqlx::query_scalar(
+        "SELECT sequence FROM aggregate_snapshots WHERE aggregate_type = 'member' AND aggregate_id = $1",
+    )
+    .bind(id.to_string())
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
     assert_eq!(snapshot_seq, 200, "a snapshot every 100 events");
 
     // A fresh node (empty cache) loads snapshot + tail; it must equal the full fold.
     let fresh = build(settings.clone(), Role::Scheduler, clock.clone()).await;
     let loaded = members::get(&fresh.app, &tenant, id).await.unwrap();
-    let payloads: Vec<serde_json::Value> =
-        sqlx::query_scalar("SELECT payload FROM events WHERE aggregate_type = 'member' AND aggregate_id = $1 ORDER BY sequence")
-            .bind(id.to_string())
-            .fetch_all(&mut db)
-            .await
-            .unwrap();
+    let payloads: Vec<serde_json::Value> = sqlx::query_scalar(
+        "SELECT payload FROM events WHERE aggregate_type = 'member' AND aggregate_id = $1 ORDER BY sequence",
+    )
+    .bind(id.to_string())
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
     let mut folded = Member::default();
     for p in payloads {
         folded.apply(&serde_json::from_value(p).unwrap());

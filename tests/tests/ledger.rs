@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use wxcm_commands::ports::Role;
 use wxcm_commands::{auth, tenants, CommandContext};
 use wxcm_domain::{Actor, TenantId};
-use wxcm_tests::{spawn_app, spawn_app_on, fresh_settings, TestApp};
+use wxcm_tests::{fresh_settings, spawn_app, spawn_app_on, TestApp};
 
 const PASSWORD: &str = "a-long-enough-password";
 
@@ -17,7 +17,9 @@ async fn tenant_with_admin(t: &TestApp, tenant: &str, username: &str, role: Role
     if tenants::get(&t.app, &tenant_id).await.is_err() {
         let key = wxcm_commands::members::system_key(&["test-tenant", tenant]).unwrap();
         let ctx = CommandContext::new(tenant_id.clone(), key, "test".into());
-        tenants::create(&t.app, &tenant_id, "Test Cinema", Actor::Admin { username: "test".into() }, &ctx).await.unwrap();
+        tenants::create(&t.app, &tenant_id, "Test Cinema", Actor::Admin { username: "test".into() }, &ctx)
+            .await
+            .unwrap();
     }
     auth::create_admin(&t.app, &tenant_id, username, PASSWORD, role).await.unwrap();
     login(t, tenant, username).await
@@ -41,15 +43,8 @@ fn key() -> String {
 }
 
 async fn post(t: &TestApp, token: &str, path: &str, key: &str, body: Value) -> (StatusCode, Value) {
-    let res = t
-        .http
-        .post(t.url(path))
-        .bearer_auth(token)
-        .header("Idempotency-Key", key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let res =
+        t.http.post(t.url(path)).bearer_auth(token).header("Idempotency-Key", key).json(&body).send().await.unwrap();
     let status = res.status();
     (status, res.json().await.unwrap_or(Value::Null))
 }
@@ -101,13 +96,20 @@ async fn fifty_concurrent_charges_of_100_on_1000_fen_leave_exactly_zero() {
     let charges = (0..50).map(|_| {
         let (t, token, id) = (&t, token.clone(), id.clone());
         async move {
-            post(t, &token, &format!("/admin/api/v1/members/{id}/cash/charges"), &key(), json!({"amount_fen": 100, "reason": "popcorn"}))
-                .await
+            post(
+                t,
+                &token,
+                &format!("/admin/api/v1/members/{id}/cash/charges"),
+                &key(),
+                json!({"amount_fen": 100, "reason": "popcorn"}),
+            )
+            .await
         }
     });
     let results = join_all(charges).await;
     let ok = results.iter().filter(|(s, _)| *s == StatusCode::OK).count();
-    let refused = results.iter().filter(|(s, b)| s.is_client_error() && b["error"]["code"] == "insufficient_balance").count();
+    let refused =
+        results.iter().filter(|(s, b)| s.is_client_error() && b["error"]["code"] == "insufficient_balance").count();
     assert_eq!(ok, 10, "exactly ten charges succeed: {results:?}");
     assert_eq!(refused, 40, "the other forty are refused for insufficient balance");
     let (_, view) = get(&t, &token, &format!("/admin/api/v1/members/{id}")).await;
@@ -126,7 +128,14 @@ async fn twenty_identical_commands_with_one_key_have_one_effect() {
     let calls = (0..20).map(|_| {
         let (t, token, id, k) = (&t, token.clone(), id.clone(), k.clone());
         async move {
-            post(t, &token, &format!("/admin/api/v1/members/{id}/cash/deposits"), &k, json!({"amount_fen": 250, "reason": "deposit"})).await
+            post(
+                t,
+                &token,
+                &format!("/admin/api/v1/members/{id}/cash/deposits"),
+                &k,
+                json!({"amount_fen": 250, "reason": "deposit"}),
+            )
+            .await
         }
     });
     let results = join_all(calls).await;
@@ -143,8 +152,14 @@ async fn twenty_identical_commands_with_one_key_have_one_effect() {
     assert_eq!(event_count(&t, "s0", &id).await, 2);
 
     // Same key, different payload → 409 and nothing written.
-    let (status, body) =
-        post(&t, &token, &format!("/admin/api/v1/members/{id}/cash/deposits"), &k, json!({"amount_fen": 999, "reason": "deposit"})).await;
+    let (status, body) = post(
+        &t,
+        &token,
+        &format!("/admin/api/v1/members/{id}/cash/deposits"),
+        &k,
+        json!({"amount_fen": 999, "reason": "deposit"}),
+    )
+    .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(event_count(&t, "s0", &id).await, 2);
     t.stop().await;
@@ -159,12 +174,15 @@ async fn twenty_concurrent_registrations_of_one_openid_make_one_member() {
         async move { post(t, &token, "/admin/api/v1/members", &key(), json!({"openid": "oWx_same_openid_0001"})).await }
     });
     let results = join_all(calls).await;
-    let ids: std::collections::BTreeSet<String> =
-        results.iter().map(|(s, b)| {
+    let ids: std::collections::BTreeSet<String> = results
+        .iter()
+        .map(|(s, b)| {
             assert!(s.is_success(), "{s} {b}");
             b["member_id"].as_str().unwrap().to_owned()
-        }).collect();
-    let cards: std::collections::BTreeSet<String> = results.iter().map(|(_, b)| b["card_no"].as_str().unwrap().to_owned()).collect();
+        })
+        .collect();
+    let cards: std::collections::BTreeSet<String> =
+        results.iter().map(|(_, b)| b["card_no"].as_str().unwrap().to_owned()).collect();
     assert_eq!(ids.len(), 1, "one member");
     assert_eq!(cards.len(), 1, "one card number");
     let mut db = t.shard_db("s0").await;
@@ -194,8 +212,14 @@ async fn bad_amounts_are_refused_and_write_nothing() {
     let limit = t.settings.limits.amount_fen_max;
     for amount in [json!(0), json!(-100), json!(limit + 1), json!(i64::MAX), json!(1.5), json!("100"), json!(null)] {
         for path in ["cash/deposits", "cash/charges"] {
-            let (status, body) =
-                post(&t, &token, &format!("/admin/api/v1/members/{id}/{path}"), &key(), json!({"amount_fen": amount, "reason": "x"})).await;
+            let (status, body) = post(
+                &t,
+                &token,
+                &format!("/admin/api/v1/members/{id}/{path}"),
+                &key(),
+                json!({"amount_fen": amount, "reason": "x"}),
+            )
+            .await;
             assert!(status.is_client_error(), "{path} {amount}: {status} {body}");
             assert!(body["error"]["code"].is_string(), "clear JSON error for {amount}: {body}");
         }
@@ -284,7 +308,14 @@ async fn roles_reach_only_what_they_should() {
     let id = register(&t, &owner, None).await["member_id"].as_str().unwrap().to_owned();
     // Staff may deposit and charge but not grant points or change card level.
     assert_eq!(deposit(&t, &staff, &id, 100).await.0, StatusCode::OK);
-    let (s, _) = post(&t, &staff, &format!("/admin/api/v1/members/{id}/points/grants"), &key(), json!({"points": 5, "expiry": {"kind": "never"}, "reason": "x"})).await;
+    let (s, _) = post(
+        &t,
+        &staff,
+        &format!("/admin/api/v1/members/{id}/points/grants"),
+        &key(),
+        json!({"points": 5, "expiry": {"kind": "never"}, "reason": "x"}),
+    )
+    .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     // The auditor reads but never writes.
     let (s, _) = get(&t, &auditor, &format!("/admin/api/v1/members/{id}/ledger")).await;
@@ -305,8 +336,22 @@ async fn ledger_history_shows_balance_after_each_entry() {
     let token = tenant_with_admin(&t, "cinema-a", "owner", Role::Owner).await;
     let id = register(&t, &token, None).await["member_id"].as_str().unwrap().to_owned();
     deposit(&t, &token, &id, 1000).await;
-    post(&t, &token, &format!("/admin/api/v1/members/{id}/cash/charges"), &key(), json!({"amount_fen": 300, "reason": "ticket"})).await;
-    post(&t, &token, &format!("/admin/api/v1/members/{id}/points/grants"), &key(), json!({"points": 50, "expiry": {"kind": "days", "days": 30}, "reason": "welcome"})).await;
+    post(
+        &t,
+        &token,
+        &format!("/admin/api/v1/members/{id}/cash/charges"),
+        &key(),
+        json!({"amount_fen": 300, "reason": "ticket"}),
+    )
+    .await;
+    post(
+        &t,
+        &token,
+        &format!("/admin/api/v1/members/{id}/points/grants"),
+        &key(),
+        json!({"points": 50, "expiry": {"kind": "days", "days": 30}, "reason": "welcome"}),
+    )
+    .await;
     let (s, page) = get(&t, &token, &format!("/admin/api/v1/members/{id}/ledger?limit=10")).await;
     assert_eq!(s, StatusCode::OK, "{page}");
     let entries = page["entries"].as_array().unwrap();
