@@ -2,10 +2,13 @@
 //! audit and benchmarks. The `wxcm` binary (src/main.rs) is a thin CLI on top.
 
 pub mod app;
+pub mod audit;
+pub mod bench;
 pub mod config;
 pub mod hashchain;
 pub mod migrate;
 pub mod pg_ports;
+pub mod relay;
 pub mod scheduler_role;
 pub mod sealer;
 pub mod shards;
