@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use tracing::info;
 use wxcm_commands::ports::{App, Clock, SecretSealer, SystemClock};
 use wxcm_gateways::{HttpSettings, Readiness};
+use wxcm_projections::{MemberProjector, Projector, ProjectorRuntime, ProjectorSettings};
 
 use crate::config::Settings;
 use crate::relay::{RelaySettings, ShardRelay};
@@ -29,6 +30,8 @@ pub enum Role {
     Scheduler,
     /// Outbox → NATS JetStream, one active instance per shard.
     Relay,
+    /// JetStream → read models, one worker per shard and projector.
+    Projector,
 }
 
 impl Role {
@@ -40,6 +43,9 @@ impl Role {
     }
     fn relays(self) -> bool {
         matches!(self, Role::All | Role::Relay)
+    }
+    fn projects(self) -> bool {
+        matches!(self, Role::All | Role::Projector)
     }
 }
 
@@ -106,8 +112,8 @@ impl Application {
         } else {
             None
         };
-        let nats = if role.relays() {
-            // Retried in the background: the relay steps fail (and retry) until NATS is up.
+        let nats = if role.relays() || role.projects() {
+            // Retried in the background: the relay and projector steps fail (and retry) until NATS is up.
             let client = async_nats::ConnectOptions::new()
                 .name("wxcm-relay")
                 .retry_on_initial_connect()
@@ -145,6 +151,33 @@ impl Application {
             .collect()
     }
 
+    /// One member projector per shard (not started); tests drive `run_batch` themselves.
+    /// `tune` adjusts the default `ProjectorSettings` (tests shorten the waits).
+    pub fn shard_projectors(
+        &self,
+        js: &async_nats::jetstream::Context,
+        tune: impl Fn(&mut ProjectorSettings),
+    ) -> Vec<ProjectorRuntime<MemberProjector>> {
+        let prefix = &self.settings.nats.stream_prefix;
+        let filter = crate::relay::event_subject(prefix, "*", MemberProjector.aggregate_type());
+        let mut settings = ProjectorSettings::new(crate::relay::stream_name(prefix), filter);
+        tune(&mut settings);
+        self.shards
+            .all()
+            .map(|s| {
+                let router = self.shards.clone() as Arc<dyn wxcm_commands::ports::ShardRouter>;
+                ProjectorRuntime::new(
+                    MemberProjector,
+                    s.name.clone(),
+                    s.pool.clone(),
+                    router,
+                    js.clone(),
+                    settings.clone(),
+                )
+            })
+            .collect()
+    }
+
     /// Runs the configured roles until `shutdown` turns true.
     pub async fn run(self, shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
         let mut tasks: Vec<JoinHandle<()>> = Vec::new();
@@ -158,8 +191,15 @@ impl Application {
             let js =
                 async_nats::jetstream::ContextBuilder::new().timeout(crate::relay::JETSTREAM_TIMEOUT).build(client);
             let interval = Duration::from_millis(self.settings.nats.relay_interval_ms.max(10));
-            for relay in self.shard_relays(&js) {
-                tasks.push(tokio::spawn(relay.run(interval, shutdown.clone())));
+            if self.role.relays() {
+                for relay in self.shard_relays(&js) {
+                    tasks.push(tokio::spawn(relay.run(interval, shutdown.clone())));
+                }
+            }
+            if self.role.projects() {
+                for projector in self.shard_projectors(&js, |_| {}) {
+                    tasks.push(tokio::spawn(projector.run(shutdown.clone())));
+                }
             }
         }
         if let Some(listener) = self.listener {

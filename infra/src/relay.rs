@@ -44,12 +44,14 @@ use async_nats::jetstream::context::{CreateStreamError, PublishAckFuture, Publis
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
 use async_nats::jetstream::Context;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sqlx::postgres::PgRow;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use tokio::sync::watch;
 use tracing::{debug, info, instrument, warn};
 use uuid::Uuid;
+/// The message body (moved to the projections crate, which consumes it).
+pub use wxcm_projections::RelayedEvent;
 
 use crate::config::NatsConfig;
 
@@ -151,25 +153,6 @@ pub struct RelayReport {
     pub more_pending: bool,
     /// Published rows deleted after their retention.
     pub pruned: u64,
-}
-
-/// The message body: the stored event. `payload` and `metadata` are Postgres's
-/// `jsonb` text byte for byte, as the hash chain covers them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RelayedEvent {
-    pub event_id: Uuid,
-    pub tenant_id: String,
-    pub aggregate_type: String,
-    pub aggregate_id: String,
-    pub sequence: i64,
-    pub event_type: String,
-    pub event_version: String,
-    /// UTC, `YYYY-MM-DDTHH:MM:SS.ffffffZ`, as hashed.
-    pub recorded_at: String,
-    pub prev_hash: String,
-    pub hash: String,
-    pub payload: serde_json::Value,
-    pub metadata: serde_json::Value,
 }
 
 /// The JetStream stream holding the events relayed under `prefix`.

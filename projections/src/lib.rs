@@ -1,1 +1,18 @@
+//! Read models fed from the JetStream events stream.
+//!
+//! - `envelope`: `RelayedEvent`, the message the relay publishes for every
+//!   committed event, and `load_events` (the same shape from the event store).
+//! - `runtime`: `Projector` (apply one event in a transaction) and
+//!   `ProjectorRuntime` (durable pull consumer, checkpoints, gap fill,
+//!   dead letters, lag).
+//! - `members`: `MemberProjector` → `rm_members`, `rm_member_ledger`.
 
+pub mod envelope;
+pub mod members;
+pub mod runtime;
+
+pub use envelope::{load_events, RelayedEvent};
+pub use members::MemberProjector;
+pub use runtime::{
+    ApplyError, BatchReport, Outcome, ProjectionError, Projector, ProjectorRuntime, ProjectorSettings, ProjectorStatus,
+};

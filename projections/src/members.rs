@@ -1,0 +1,270 @@
+//! The member read models: `rm_members` (one row per member with its current
+//! figures) and `rm_member_ledger` (one line per event that moved points or
+//! cash, with the figures after it). SQL is built with sea-query.
+
+use chrono::{DateTime, Utc};
+use sea_query::{Expr, ExprTrait, Iden, PostgresQueryBuilder, Query};
+use sea_query_sqlx::SqlxBinder;
+use sqlx::{PgConnection, Row};
+use wxcm_domain::member::MemberEvent;
+use wxcm_domain::DomainEventMeta;
+
+use crate::envelope::RelayedEvent;
+use crate::runtime::{ApplyError, Projector};
+
+#[derive(Iden)]
+enum RmMembers {
+    Table,
+    TenantId,
+    MemberId,
+    CardNo,
+    Openid,
+    CardLevel,
+    Source,
+    RegisteredAt,
+    Points,
+    HeldPoints,
+    BalanceFen,
+    LifetimePoints,
+    Version,
+    UpdatedAt,
+}
+
+#[derive(Iden)]
+enum RmMemberLedger {
+    Table,
+    TenantId,
+    MemberId,
+    Sequence,
+    EventId,
+    EventType,
+    RecordedAt,
+    PointsDelta,
+    HeldDelta,
+    CashDeltaFen,
+    PointsAfter,
+    HeldAfter,
+    BalanceAfterFen,
+    Actor,
+    Reason,
+    Reference,
+    IdempotencyKey,
+}
+
+/// Projects `member` streams into `rm_members` and `rm_member_ledger`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MemberProjector;
+
+impl MemberProjector {
+    pub const NAME: &'static str = "members";
+}
+
+/// Decodes the member event of `event` and checks it against its envelope.
+pub fn decode_member_event(event: &RelayedEvent) -> Result<MemberEvent, ApplyError> {
+    let decoded: MemberEvent = serde_json::from_value(event.payload.clone())
+        .map_err(|e| ApplyError::Invalid(format!("payload is not a member event: {e}")))?;
+    if decoded.event_type() != event.event_type || decoded.event_version() != event.event_version {
+        return Err(ApplyError::Invalid(format!(
+            "payload is {} v{}, envelope says {} v{}",
+            decoded.event_type(),
+            decoded.event_version(),
+            event.event_type,
+            event.event_version
+        )));
+    }
+    if let MemberEvent::MemberRegistered { member_id, tenant_id, .. } = &decoded {
+        if member_id.to_string() != event.aggregate_id || tenant_id.as_str() != event.tenant_id {
+            return Err(ApplyError::Invalid("registration does not match its stream".into()));
+        }
+    }
+    Ok(decoded)
+}
+
+impl Projector for MemberProjector {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn aggregate_type(&self) -> &'static str {
+        "member"
+    }
+
+    async fn apply(&self, conn: &mut PgConnection, event: &RelayedEvent) -> Result<(), ApplyError> {
+        let member_event = decode_member_event(event)?;
+        let recorded_at = event
+            .recorded_at_utc()
+            .ok_or_else(|| ApplyError::Invalid(format!("recorded_at {:?} is not a timestamp", event.recorded_at)))?;
+        if let MemberEvent::MemberRegistered { .. } = member_event {
+            return insert_member(conn, event, &member_event).await;
+        }
+        let figures = update_member(conn, event, &member_event).await?;
+        let line = member_event.ledger_line();
+        if line.points_after.is_none() && line.balance_after_fen.is_none() {
+            // Neither points nor cash moved (card level change): no ledger line.
+            return Ok(());
+        }
+        // Pair check: the figures the event carries are the ones the row now holds.
+        if line.points_after.is_some_and(|p| p != figures.points)
+            || line.balance_after_fen.is_some_and(|b| b != figures.balance_fen)
+        {
+            return Err(ApplyError::Invalid("figures after the event disagree with the read model".into()));
+        }
+        let (sql, values) = Query::insert()
+            .into_table(RmMemberLedger::Table)
+            .columns([
+                RmMemberLedger::TenantId,
+                RmMemberLedger::MemberId,
+                RmMemberLedger::Sequence,
+                RmMemberLedger::EventId,
+                RmMemberLedger::EventType,
+                RmMemberLedger::RecordedAt,
+                RmMemberLedger::PointsDelta,
+                RmMemberLedger::HeldDelta,
+                RmMemberLedger::CashDeltaFen,
+                RmMemberLedger::PointsAfter,
+                RmMemberLedger::HeldAfter,
+                RmMemberLedger::BalanceAfterFen,
+                RmMemberLedger::Actor,
+                RmMemberLedger::Reason,
+                RmMemberLedger::Reference,
+                RmMemberLedger::IdempotencyKey,
+            ])
+            .values_panic([
+                event.tenant_id.clone().into(),
+                event.aggregate_id.clone().into(),
+                event.sequence.into(),
+                event.event_id.into(),
+                event.event_type.clone().into(),
+                recorded_at.into(),
+                line.points_delta.into(),
+                line.held_delta.into(),
+                line.cash_delta_fen.into(),
+                figures.points.into(),
+                figures.held_points.into(),
+                figures.balance_fen.into(),
+                line.actor.into(),
+                line.reason.into(),
+                line.reference.into(),
+                line.idempotency_key.into(),
+            ])
+            .build_sqlx(PostgresQueryBuilder);
+        sqlx::query_with(&sql, values).execute(conn).await?;
+        Ok(())
+    }
+}
+
+async fn insert_member(
+    conn: &mut PgConnection,
+    event: &RelayedEvent,
+    registered: &MemberEvent,
+) -> Result<(), ApplyError> {
+    let MemberEvent::MemberRegistered { card_no, openid, source, card_level, registered_at, .. } = registered else {
+        return Err(ApplyError::Invalid("not a registration".into()));
+    };
+    let source = serde_json::to_value(source)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .ok_or_else(|| ApplyError::Invalid("registration source has no name".into()))?;
+    let (sql, values) = Query::insert()
+        .into_table(RmMembers::Table)
+        .columns([
+            RmMembers::TenantId,
+            RmMembers::MemberId,
+            RmMembers::CardNo,
+            RmMembers::Openid,
+            RmMembers::CardLevel,
+            RmMembers::Source,
+            RmMembers::RegisteredAt,
+            RmMembers::Points,
+            RmMembers::HeldPoints,
+            RmMembers::BalanceFen,
+            RmMembers::LifetimePoints,
+            RmMembers::Version,
+        ])
+        .values_panic([
+            event.tenant_id.clone().into(),
+            event.aggregate_id.clone().into(),
+            card_no.to_string().into(),
+            openid.as_ref().map(ToString::to_string).into(),
+            card_level.as_str().to_owned().into(),
+            source.into(),
+            (*registered_at).into(),
+            0i64.into(),
+            0i64.into(),
+            0i64.into(),
+            0i64.into(),
+            event.sequence.into(),
+        ])
+        .build_sqlx(PostgresQueryBuilder);
+    sqlx::query_with(&sql, values).execute(conn).await?;
+    Ok(())
+}
+
+/// The member's figures after an event.
+struct Figures {
+    points: i64,
+    held_points: i64,
+    balance_fen: i64,
+}
+
+/// Sets what the event changed; the figures come from the event (`*_after`),
+/// so the row equals the aggregate after it, never an accumulated guess.
+async fn update_member(
+    conn: &mut PgConnection,
+    event: &RelayedEvent,
+    member_event: &MemberEvent,
+) -> Result<Figures, ApplyError> {
+    let now: DateTime<Utc> = Utc::now();
+    let mut update = Query::update();
+    update
+        .table(RmMembers::Table)
+        .value(RmMembers::Version, event.sequence)
+        .value(RmMembers::UpdatedAt, now)
+        .and_where(Expr::col(RmMembers::TenantId).eq(event.tenant_id.as_str()))
+        .and_where(Expr::col(RmMembers::MemberId).eq(event.aggregate_id.as_str()))
+        // Pair check: the row is exactly one event behind.
+        .and_where(Expr::col(RmMembers::Version).eq(event.sequence - 1))
+        .returning(Query::returning().columns([RmMembers::Points, RmMembers::HeldPoints, RmMembers::BalanceFen]));
+    match member_event {
+        MemberEvent::MemberRegistered { .. } => {
+            return Err(ApplyError::Invalid("registration is not an update".into()))
+        }
+        MemberEvent::CardLevelChanged { to, .. } => {
+            update.value(RmMembers::CardLevel, to.as_str());
+        }
+        MemberEvent::PointsGranted { points, points_after, .. } => {
+            update.value(RmMembers::Points, points_after.get());
+            update.value(RmMembers::LifetimePoints, Expr::col(RmMembers::LifetimePoints).add(points.get()));
+        }
+        MemberEvent::PointsDeducted { points_after, .. }
+        | MemberEvent::PointsSpent { points_after, .. }
+        | MemberEvent::PointsExpired { points_after, .. } => {
+            update.value(RmMembers::Points, points_after.get());
+        }
+        MemberEvent::PointsHeld { points_after, held_after, .. }
+        | MemberEvent::HeldPointsSpent { points_after, held_after, .. }
+        | MemberEvent::PointsHoldReleased { points_after, held_after, .. } => {
+            update.value(RmMembers::Points, points_after.get());
+            update.value(RmMembers::HeldPoints, *held_after);
+        }
+        MemberEvent::CashDeposited { balance_after_fen, .. }
+        | MemberEvent::CashCharged { balance_after_fen, .. }
+        | MemberEvent::RechargeCredited { balance_after_fen, .. }
+        | MemberEvent::ChargeRefunded { balance_after_fen, .. } => {
+            update.value(RmMembers::BalanceFen, balance_after_fen.get());
+        }
+    }
+    let (sql, values) = update.build_sqlx(PostgresQueryBuilder);
+    let row = sqlx::query_with(&sql, values).fetch_optional(conn).await?.ok_or_else(|| {
+        ApplyError::Invalid(format!(
+            "member {} is not at version {} in the read model",
+            event.aggregate_id,
+            event.sequence - 1
+        ))
+    })?;
+    Ok(Figures {
+        points: row.try_get("points")?,
+        held_points: row.try_get("held_points")?,
+        balance_fen: row.try_get("balance_fen")?,
+    })
+}
