@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use cqrs_es::{AggregateError, EventEnvelope};
 use serde::{Deserialize, Serialize};
 use wxcm_domain::member::Member;
@@ -216,6 +216,135 @@ pub struct ShardServices {
     pub cards: Arc<dyn CardNumberAllocator>,
     pub admins: Arc<dyn AdminDirectory>,
     pub due_work: Arc<dyn DueWork>,
+    pub read_models: Arc<dyn ReadModels>,
+}
+
+/// Members per page of a member search.
+pub const MEMBER_PAGE_MAX: u32 = 200;
+/// Days a daily-operations report may cover (`from..=to`).
+pub const REPORT_DAYS_MAX: i64 = 366;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberSortKey {
+    RegisteredAt,
+    Points,
+    Balance,
+}
+
+impl MemberSortKey {
+    fn tag(self) -> char {
+        match self {
+            MemberSortKey::RegisteredAt => 'r',
+            MemberSortKey::Points => 'p',
+            MemberSortKey::Balance => 'b',
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortOrder {
+    Asc,
+    Desc,
+}
+
+/// Where a member page ends: the sort value of its last member (microseconds
+/// since the epoch for `registered_at`) and its id, which breaks ties.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberCursor {
+    pub sort: MemberSortKey,
+    pub key: i64,
+    pub member_id: MemberId,
+}
+
+impl MemberCursor {
+    /// Opaque text for clients: `<sort tag>.<key>.<member id>`.
+    pub fn encode(&self) -> String {
+        format!("{}.{}.{}", self.sort.tag(), self.key, self.member_id)
+    }
+
+    /// Parses a cursor made by `encode` for the same sort key.
+    pub fn parse(text: &str, sort: MemberSortKey) -> Option<Self> {
+        let mut parts = text.splitn(3, '.');
+        let tag = parts.next()?;
+        let key = parts.next()?.parse().ok()?;
+        let member_id = MemberId::parse(parts.next()?).ok()?;
+        (tag.len() == 1 && tag.starts_with(sort.tag())).then_some(Self { sort, key, member_id })
+    }
+}
+
+/// Filters of a member search; every present one must hold. Ranges are inclusive.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemberFilter {
+    pub card_no: Option<CardNumber>,
+    pub openid: Option<OpenId>,
+    /// A valid card level name.
+    pub card_level: Option<String>,
+    /// A registration source name (`subscribe`, `oauth`, `staff`).
+    pub source: Option<String>,
+    pub points_min: Option<i64>,
+    pub points_max: Option<i64>,
+    pub balance_fen_min: Option<i64>,
+    pub balance_fen_max: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberSearch {
+    pub filter: MemberFilter,
+    pub sort: MemberSortKey,
+    pub order: SortOrder,
+    /// 1..=`MEMBER_PAGE_MAX`.
+    pub limit: u32,
+    /// The page starts after this member (from the previous page's `next_after`).
+    pub after: Option<MemberCursor>,
+}
+
+/// A row of `rm_members`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRow {
+    pub member_id: MemberId,
+    pub card_no: String,
+    pub openid: Option<String>,
+    pub card_level: String,
+    pub source: String,
+    pub registered_at: DateTime<Utc>,
+    pub points: i64,
+    pub held_points: i64,
+    pub balance_fen: i64,
+    pub lifetime_points: i64,
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberPage {
+    pub members: Vec<MemberRow>,
+    /// Present when more members may follow.
+    pub next_after: Option<MemberCursor>,
+}
+
+/// One counter of `rm_daily_ops`: a merchant day (UTC+8), a metric, a dimension
+/// (`""` when the metric has none) and its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DailyOpsRow {
+    pub day: NaiveDate,
+    pub metric: String,
+    pub dimension: String,
+    pub value: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DailyOpsReport {
+    /// Non-zero counters of the range, by day, metric, dimension.
+    pub rows: Vec<DailyOpsRow>,
+    /// Members per card level at the end of the range's last day, by level.
+    pub members_by_card_level: Vec<(String, i64)>,
+}
+
+/// Queries over the shard's read models (eventually consistent with the events).
+#[async_trait]
+pub trait ReadModels: Send + Sync {
+    async fn search_members(&self, tenant: &TenantId, search: &MemberSearch) -> Result<MemberPage, PortError>;
+    /// Counters of `from..=to` (the caller bounds the range by `REPORT_DAYS_MAX`).
+    async fn daily_ops(&self, tenant: &TenantId, from: NaiveDate, to: NaiveDate) -> Result<DailyOpsReport, PortError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -249,4 +378,20 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     pub sealer: Arc<dyn SecretSealer>,
     pub limits: Limits,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_cursors_round_trip_for_their_sort_only() {
+        let cursor = MemberCursor { sort: MemberSortKey::Points, key: -5, member_id: MemberId::new_random() };
+        let text = cursor.encode();
+        assert_eq!(MemberCursor::parse(&text, MemberSortKey::Points), Some(cursor));
+        assert_eq!(MemberCursor::parse(&text, MemberSortKey::Balance), None);
+        assert_eq!(MemberCursor::parse("p.x.y", MemberSortKey::Points), None);
+        assert_eq!(MemberCursor::parse("pp.1.00000000-0000-0000-0000-000000000000", MemberSortKey::Points), None);
+        assert_eq!(MemberCursor::parse("", MemberSortKey::Points), None);
+    }
 }

@@ -20,6 +20,9 @@ use wxcm_domain::{Actor, AmountFen, AppId, DomainEventMeta, IdempotencyKey, Open
 
 use crate::error::ApiError;
 
+mod reads;
+pub use reads::*;
+
 /// Default entries of one ledger page.
 pub const LEDGER_PAGE_DEFAULT: u32 = 50;
 

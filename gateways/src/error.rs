@@ -12,7 +12,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use wxcm_commands::auth::AuthError;
 use wxcm_commands::members::MemberOpError;
-use wxcm_commands::ports::Role;
+use wxcm_commands::ports::{PortError, Role, RouteError};
 use wxcm_commands::tenants::TenantOpError;
 use wxcm_domain::member::MemberError;
 use wxcm_domain::tenant::TenantError;
@@ -197,6 +197,20 @@ fn unknown_tenant(detail: &dyn std::fmt::Display) -> ApiError {
     ApiError::not_found("tenant_not_found", "tenant not found")
 }
 
+/// A tenant without a shard (on read-model routes).
+impl From<RouteError> for ApiError {
+    fn from(e: RouteError) -> Self {
+        unknown_tenant(&e)
+    }
+}
+
+/// A failed read-model query (on read-model routes): logged, 500.
+impl From<PortError> for ApiError {
+    fn from(e: PortError) -> Self {
+        ApiError::internal("read model", &e)
+    }
+}
+
 impl From<MemberOpError> for ApiError {
     fn from(e: MemberOpError) -> Self {
         match e {
@@ -272,8 +286,6 @@ impl From<QueryRejection> for ApiError {
 
 #[cfg(test)]
 mod tests {
-    use wxcm_commands::ports::RouteError;
-
     use super::*;
 
     fn status_code(e: impl Into<ApiError>) -> (u16, &'static str) {

@@ -48,7 +48,7 @@ mod state;
 mod tests;
 
 use ratelimit::LoginLimiter;
-use routes::{health, members, session, tenant};
+use routes::{health, members, reports, session, tenant};
 use state::{AppSessions, AppState, SessionResolver};
 
 /// Default request body limit (64 KiB).
@@ -119,7 +119,7 @@ fn build(
     let admin = Router::new()
         .route("/login", post(session::login))
         .route("/logout", post(session::logout))
-        .route("/members", post(members::register_member))
+        .route("/members", get(members::list_members).post(members::register_member))
         .route("/members/{member_id}", get(members::get_member))
         .route("/members/by-card/{card_no}", get(members::get_member_by_card))
         .route("/members/by-openid/{openid}", get(members::get_member_by_openid))
@@ -130,6 +130,7 @@ fn build(
         .route("/members/{member_id}/cash/refunds", post(members::refund_charge))
         .route("/members/{member_id}/card-level", put(members::set_card_level))
         .route("/members/{member_id}/ledger", get(members::ledger))
+        .route("/reports/daily-ops", get(reports::daily_ops))
         .route("/tenant", get(tenant::get_tenant))
         .route("/tenant/official-accounts/{appid}", put(tenant::bind_official_account));
     let timeout = Duration::from_millis(settings.request_timeout_ms);

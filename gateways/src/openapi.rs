@@ -9,7 +9,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::dto;
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::routes::{health, members, session, tenant};
+use crate::routes::{health, members, reports, session, tenant};
 
 const DESCRIPTION: &str = "\
 Admin API of wxcm (membership, points and stored value on WeChat official accounts).
@@ -22,8 +22,12 @@ Mutating routes need an `Idempotency-Key` header: the same key with the same req
 first result (header `Idempotent-Replayed: true`), with a different request 409 `idempotency_key_reused`. \
 `X-Correlation-Id` (a UUID) is optional and echoed on every response.
 
-Roles: owner (everything), manager (everything but tenant settings), staff (member lookup, \
-registration, cash deposit and charge, ledger), auditor (member lookup, ledger, tenant view).
+Roles: owner (everything), manager (everything but tenant settings), staff (member lookup and list, \
+registration, cash deposit and charge, ledger; no reports), auditor (member lookup and list, ledger, \
+reports, tenant view).
+
+The member list and reports come from read models fed from the event log: they may lag a write by a \
+moment. Report days are merchant days (UTC+8).
 
 Errors are `{\"error\": {\"code\", \"message\"}}`:
 - 400 malformed headers, path, query or JSON syntax;
@@ -50,6 +54,7 @@ Errors are `{\"error\": {\"code\", \"message\"}}`:
         health::openapi,
         session::login,
         session::logout,
+        members::list_members,
         members::get_member,
         members::get_member_by_card,
         members::get_member_by_openid,
@@ -61,6 +66,7 @@ Errors are `{\"error\": {\"code\", \"message\"}}`:
         members::refund_charge,
         members::set_card_level,
         members::ledger,
+        reports::daily_ops,
         tenant::get_tenant,
         tenant::bind_official_account,
     ),
@@ -71,6 +77,7 @@ Errors are `{\"error\": {\"code\", \"message\"}}`:
         (name = "session", description = "Sign in and out"),
         (name = "members", description = "Look up and register members"),
         (name = "ledger", description = "Points and cash operations, the member ledger"),
+        (name = "reports", description = "Reports over the read models"),
         (name = "tenant", description = "The session's tenant"),
     ),
 )]

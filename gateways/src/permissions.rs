@@ -23,11 +23,13 @@ pub enum Permission {
     TenantRead,
     /// Change the tenant's settings (official accounts and their secrets).
     TenantSettings,
+    /// Read reports (daily operations).
+    ReportRead,
 }
 
 impl Permission {
     #[cfg(test)]
-    pub const ALL: [Permission; 11] = [
+    pub const ALL: [Permission; 12] = [
         Permission::MemberRead,
         Permission::MemberRegister,
         Permission::PointsGrant,
@@ -39,6 +41,7 @@ impl Permission {
         Permission::LedgerRead,
         Permission::TenantRead,
         Permission::TenantSettings,
+        Permission::ReportRead,
     ];
 
     /// What the permission lets one do, for error messages.
@@ -55,12 +58,13 @@ impl Permission {
             Permission::LedgerRead => "read ledgers",
             Permission::TenantRead => "read tenant settings",
             Permission::TenantSettings => "change tenant settings",
+            Permission::ReportRead => "read reports",
         }
     }
 }
 
 /// owner: everything; manager: everything but tenant settings; staff: the
-/// counter (lookup, register, deposit, charge, ledger); auditor: read-only.
+/// counter (lookup, register, deposit, charge, ledger; no reports); auditor: read-only.
 pub fn allowed(role: Role, permission: Permission) -> bool {
     use Permission as P;
     match role {
@@ -69,7 +73,7 @@ pub fn allowed(role: Role, permission: Permission) -> bool {
         Role::Staff => {
             matches!(permission, P::MemberRead | P::MemberRegister | P::CashDeposit | P::CashCharge | P::LedgerRead)
         }
-        Role::Auditor => matches!(permission, P::MemberRead | P::LedgerRead | P::TenantRead),
+        Role::Auditor => matches!(permission, P::MemberRead | P::LedgerRead | P::TenantRead | P::ReportRead),
     }
 }
 
@@ -111,6 +115,7 @@ pub mod perm {
         LedgerRead,
         TenantRead,
         TenantSettings,
+        ReportRead,
     );
 }
 
@@ -122,7 +127,7 @@ mod tests {
     fn the_whole_matrix() {
         use Permission as P;
         // Columns: owner, manager, staff, auditor.
-        let table: [(Permission, [bool; 4]); 11] = [
+        let table: [(Permission, [bool; 4]); 12] = [
             (P::MemberRead, [true, true, true, true]),
             (P::MemberRegister, [true, true, true, false]),
             (P::PointsGrant, [true, true, false, false]),
@@ -134,6 +139,7 @@ mod tests {
             (P::LedgerRead, [true, true, true, true]),
             (P::TenantRead, [true, true, false, true]),
             (P::TenantSettings, [true, false, false, false]),
+            (P::ReportRead, [true, true, false, true]),
         ];
         let roles = [Role::Owner, Role::Manager, Role::Staff, Role::Auditor];
         for (permission, expected) in table {
@@ -148,9 +154,12 @@ mod tests {
 
     #[test]
     fn auditors_never_write() {
-        let writes = Permission::ALL
-            .into_iter()
-            .filter(|p| !matches!(p, Permission::MemberRead | Permission::LedgerRead | Permission::TenantRead));
+        let writes = Permission::ALL.into_iter().filter(|p| {
+            !matches!(
+                p,
+                Permission::MemberRead | Permission::LedgerRead | Permission::TenantRead | Permission::ReportRead
+            )
+        });
         for p in writes {
             assert!(!allowed(Role::Auditor, p), "{p:?}");
         }

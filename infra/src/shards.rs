@@ -14,6 +14,7 @@ use wxcm_commands::Executor;
 use wxcm_domain::member::Member;
 use wxcm_domain::tenant::Tenant;
 use wxcm_domain::TenantId;
+use wxcm_projections::PgReadModels;
 
 use crate::config::{Settings, ShardConfig};
 use crate::pg_ports::PgShardPorts;
@@ -38,6 +39,9 @@ pub fn pool_for(url: &str, pool_max: u32) -> Result<PgPool, sqlx::Error> {
     Ok(PgPoolOptions::new()
         .max_connections(pool_max)
         .acquire_timeout(Duration::from_millis(ACQUIRE_TIMEOUT_MS))
+        // No ping per acquire (a round trip on every query): a dead connection
+        // fails one query and is discarded by the pool.
+        .test_before_acquire(false)
         .connect_lazy_with(options))
 }
 
@@ -63,6 +67,7 @@ fn build_shard(name: &str, config: &ShardConfig, clock: Arc<dyn Clock>) -> Resul
         cards: ports.clone(),
         admins: ports.clone(),
         due_work: ports,
+        read_models: Arc::new(PgReadModels::new(pool.clone())),
     });
     Ok(Shard { name: name.to_owned(), pool, services })
 }

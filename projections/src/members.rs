@@ -9,6 +9,7 @@ use sqlx::{PgConnection, Row};
 use wxcm_domain::member::MemberEvent;
 use wxcm_domain::DomainEventMeta;
 
+use crate::daily;
 use crate::envelope::RelayedEvent;
 use crate::runtime::{ApplyError, Projector};
 
@@ -95,9 +96,11 @@ impl Projector for MemberProjector {
             .recorded_at_utc()
             .ok_or_else(|| ApplyError::Invalid(format!("recorded_at {:?} is not a timestamp", event.recorded_at)))?;
         if let MemberEvent::MemberRegistered { .. } = member_event {
-            return insert_member(conn, event, &member_event).await;
+            insert_member(conn, event, &member_event).await?;
+            return daily::apply(conn, &event.tenant_id, recorded_at, &member_event).await;
         }
         let figures = update_member(conn, event, &member_event).await?;
+        daily::apply(conn, &event.tenant_id, recorded_at, &member_event).await?;
         let line = member_event.ledger_line();
         if line.points_after.is_none() && line.balance_after_fen.is_none() {
             // Neither points nor cash moved (card level change): no ledger line.

@@ -12,7 +12,7 @@ use wxcm_domain::{CardNumber, MemberId, OpenId};
 
 use crate::dto::{
     self, CardLevelBody, CashBody, CashOp, DeductPointsBody, GrantPointsBody, LedgerEntryDto, LedgerPage, LedgerQuery,
-    LedgerRequest, MemberDto, OperationResponse, RefundBody, RegisterBody,
+    LedgerRequest, MemberDto, MemberListPage, MemberListQuery, OperationResponse, RefundBody, RegisterBody,
 };
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{
@@ -38,6 +38,29 @@ pub async fn get_member(
     id: ApiPath<MemberId>,
 ) -> Result<Json<MemberDto>, ApiError> {
     Ok(Json(members::get(&state.app, &auth.session.tenant_id, id.0).await?.into()))
+}
+
+/// Members from the read model (a moment behind the event store): filters,
+/// sort and keyset pages. Card number and openid match exactly.
+#[utoipa::path(get, path = "/admin/api/v1/members", tag = "members",
+    security(("bearer" = [])),
+    params(MemberListQuery),
+    responses(
+        (status = 200, description = "One page of members", body = MemberListPage),
+        (status = 400, description = "`invalid_query`, `invalid_card_no`, `invalid_openid`, `invalid_card_level`, \
+`invalid_source`, `invalid_range`, `invalid_sort`, `invalid_order`, `invalid_limit`, `invalid_after`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, username = %auth.session.username))]
+pub async fn list_members(
+    State(state): State<AppState>,
+    auth: Authorized<perm::MemberRead>,
+    query: ApiQuery<MemberListQuery>,
+) -> Result<Json<MemberListPage>, ApiError> {
+    let search = query.0.search()?;
+    let tenant = &auth.session.tenant_id;
+    let page = state.app.router.route(tenant)?.read_models.search_members(tenant, &search).await?;
+    Ok(Json(page.into()))
 }
 
 /// A member by card number (10 digits with a Luhn check digit).

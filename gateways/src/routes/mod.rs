@@ -2,5 +2,6 @@
 
 pub mod health;
 pub mod members;
+pub mod reports;
 pub mod session;
 pub mod tenant;

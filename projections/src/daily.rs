@@ -1,0 +1,207 @@
+//! Daily operations per tenant (`rm_daily_ops`): counters per merchant day
+//! (UTC+8), metric and dimension, moved by member events. Called by
+//! `MemberProjector::apply`, so the counters change in the same transaction as
+//! `rm_members` and the projector's checkpoint covers both: an event is counted
+//! exactly once (duplicates never reach `apply`).
+
+use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
+use sea_query::{Expr, ExprTrait, Iden, OnConflict, PostgresQueryBuilder, Query};
+use sea_query_sqlx::SqlxBinder;
+use sqlx::PgConnection;
+use wxcm_domain::member::{LotTake, MemberEvent};
+
+use crate::runtime::ApplyError;
+
+/// Merchant time is China Standard Time, UTC+8 all year.
+pub const MERCHANT_UTC_OFFSET_SECS: i32 = 8 * 3600;
+
+/// Metric names stored in `rm_daily_ops.metric` (the API and CSV show them as is).
+pub mod metric {
+    /// Dimension: registration source (`subscribe`, `oauth`, `staff`).
+    pub const REGISTRATIONS: &str = "registrations";
+    pub const POINTS_GRANTED: &str = "points_granted";
+    /// Points spent directly and spent from holds.
+    pub const POINTS_SPENT: &str = "points_spent";
+    /// Corrections by admins.
+    pub const POINTS_DEDUCTED: &str = "points_deducted";
+    /// Expired by the scheduler and expired while held.
+    pub const POINTS_EXPIRED: &str = "points_expired";
+    /// Dimension: `deposit`, `recharge`, `refund`.
+    pub const CASH_CREDITED_FEN: &str = "cash_credited_fen";
+    /// Dimension: `charge`.
+    pub const CASH_DEBITED_FEN: &str = "cash_debited_fen";
+    /// Dimension: card level. Members joining minus members leaving the level that
+    /// day; summed over all days up to D it is the members at that level on D.
+    pub const CARD_LEVEL_NET: &str = "card_level_net";
+}
+
+#[derive(Iden)]
+pub(crate) enum RmDailyOps {
+    Table,
+    TenantId,
+    Day,
+    Metric,
+    Dimension,
+    Value,
+}
+
+/// The merchant day of an instant.
+pub fn merchant_day(at: DateTime<Utc>) -> NaiveDate {
+    let offset = FixedOffset::east_opt(MERCHANT_UTC_OFFSET_SECS).expect("UTC+8 is a valid offset");
+    at.with_timezone(&offset).date_naive()
+}
+
+/// One counter change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delta {
+    pub metric: &'static str,
+    pub dimension: String,
+    pub value: i64,
+}
+
+fn delta(metric: &'static str, dimension: &str, value: i64) -> Delta {
+    Delta { metric, dimension: dimension.to_owned(), value }
+}
+
+fn lots_total(lots: &[LotTake]) -> i64 {
+    lots.iter().map(|l| l.points.get()).sum()
+}
+
+/// What `event` adds to the day's counters (empty for holds and releases that
+/// only move points between spendable and held).
+pub fn deltas(event: &MemberEvent) -> Result<Vec<Delta>, ApplyError> {
+    Ok(match event {
+        MemberEvent::MemberRegistered { card_level, source, .. } => {
+            // The source's wire name, as `rm_members.source` stores it.
+            let source = serde_json::to_value(source)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .ok_or_else(|| ApplyError::Invalid("registration source has no name".into()))?;
+            vec![delta(metric::REGISTRATIONS, &source, 1), delta(metric::CARD_LEVEL_NET, card_level.as_str(), 1)]
+        }
+        MemberEvent::CardLevelChanged { from, to, .. } => {
+            vec![delta(metric::CARD_LEVEL_NET, from.as_str(), -1), delta(metric::CARD_LEVEL_NET, to.as_str(), 1)]
+        }
+        MemberEvent::PointsGranted { points, .. } => vec![delta(metric::POINTS_GRANTED, "", points.get())],
+        MemberEvent::PointsSpent { points, .. } | MemberEvent::HeldPointsSpent { points, .. } => {
+            vec![delta(metric::POINTS_SPENT, "", points.get())]
+        }
+        MemberEvent::PointsDeducted { points, .. } => vec![delta(metric::POINTS_DEDUCTED, "", points.get())],
+        MemberEvent::PointsExpired { points, .. } => vec![delta(metric::POINTS_EXPIRED, "", points.get())],
+        MemberEvent::PointsHoldReleased { expired, .. } if !expired.is_empty() => {
+            vec![delta(metric::POINTS_EXPIRED, "", lots_total(expired))]
+        }
+        MemberEvent::PointsHeld { .. } | MemberEvent::PointsHoldReleased { .. } => Vec::new(),
+        MemberEvent::CashDeposited { amount_fen, .. } => {
+            vec![delta(metric::CASH_CREDITED_FEN, "deposit", amount_fen.get())]
+        }
+        MemberEvent::RechargeCredited { amount_fen, .. } => {
+            vec![delta(metric::CASH_CREDITED_FEN, "recharge", amount_fen.get())]
+        }
+        MemberEvent::ChargeRefunded { amount_fen, .. } => {
+            vec![delta(metric::CASH_CREDITED_FEN, "refund", amount_fen.get())]
+        }
+        MemberEvent::CashCharged { amount_fen, .. } => {
+            vec![delta(metric::CASH_DEBITED_FEN, "charge", amount_fen.get())]
+        }
+    })
+}
+
+/// Adds `event`'s deltas to the tenant's counters of the merchant day of `recorded_at`.
+pub async fn apply(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    recorded_at: DateTime<Utc>,
+    event: &MemberEvent,
+) -> Result<(), ApplyError> {
+    let changes = deltas(event)?;
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let day = merchant_day(recorded_at);
+    let mut insert = Query::insert();
+    insert.into_table(RmDailyOps::Table).columns([
+        RmDailyOps::TenantId,
+        RmDailyOps::Day,
+        RmDailyOps::Metric,
+        RmDailyOps::Dimension,
+        RmDailyOps::Value,
+    ]);
+    for change in changes {
+        insert.values_panic([
+            tenant_id.to_owned().into(),
+            day.into(),
+            change.metric.into(),
+            change.dimension.into(),
+            change.value.into(),
+        ]);
+    }
+    // Distinct keys per event (each delta has its own metric/dimension pair), so one
+    // statement never touches a row twice.
+    insert.on_conflict(
+        OnConflict::columns([RmDailyOps::TenantId, RmDailyOps::Day, RmDailyOps::Metric, RmDailyOps::Dimension])
+            .value(
+                RmDailyOps::Value,
+                Expr::col((RmDailyOps::Table, RmDailyOps::Value)).add(Expr::cust("EXCLUDED.value")),
+            )
+            .to_owned(),
+    );
+    let (sql, values) = insert.build_sqlx(PostgresQueryBuilder);
+    sqlx::query_with(&sql, values).execute(conn).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use wxcm_domain::member::{CardLevel, Provenance};
+    use wxcm_domain::{Actor, AmountFen, BalanceFen, IdempotencyKey, PointsAmount, PointsBalance, Reference};
+
+    use super::*;
+
+    fn provenance() -> Provenance {
+        Provenance {
+            actor: Actor::Admin { username: "a".into() },
+            reason: Reference::parse("test").unwrap(),
+            reference: None,
+            idempotency_key: IdempotencyKey::parse("key-12345678").unwrap(),
+        }
+    }
+
+    #[test]
+    fn events_move_their_counters() {
+        let level = |s: &str| CardLevel::parse(s).unwrap();
+        let changed =
+            MemberEvent::CardLevelChanged { from: level("standard"), to: level("gold"), provenance: provenance() };
+        assert_eq!(
+            deltas(&changed).unwrap(),
+            vec![delta(metric::CARD_LEVEL_NET, "standard", -1), delta(metric::CARD_LEVEL_NET, "gold", 1)]
+        );
+        let charged = MemberEvent::CashCharged {
+            amount_fen: AmountFen::new(120).unwrap(),
+            provenance: provenance(),
+            balance_after_fen: BalanceFen::new(0).unwrap(),
+        };
+        assert_eq!(deltas(&charged).unwrap(), vec![delta(metric::CASH_DEBITED_FEN, "charge", 120)]);
+        let take = |lot_no, n| LotTake { lot_no, points: PointsAmount::new(n).unwrap() };
+        let released = |expired: Vec<LotTake>| MemberEvent::PointsHoldReleased {
+            hold_id: Reference::parse("h").unwrap(),
+            points: PointsAmount::new(10).unwrap(),
+            returned: vec![take(1, 4)],
+            expired,
+            provenance: provenance(),
+            points_after: PointsBalance::new(4).unwrap(),
+            held_after: 0,
+        };
+        assert_eq!(deltas(&released(vec![take(2, 6)])).unwrap(), vec![delta(metric::POINTS_EXPIRED, "", 6)]);
+        assert!(deltas(&released(Vec::new())).unwrap().is_empty());
+    }
+
+    #[test]
+    fn merchant_days_start_at_16_utc() {
+        let before = Utc.with_ymd_and_hms(2026, 3, 1, 15, 59, 59).unwrap();
+        let after = Utc.with_ymd_and_hms(2026, 3, 1, 16, 0, 0).unwrap();
+        assert_eq!(merchant_day(before), NaiveDate::from_ymd_opt(2026, 3, 1).unwrap());
+        assert_eq!(merchant_day(after), NaiveDate::from_ymd_opt(2026, 3, 2).unwrap());
+    }
+}

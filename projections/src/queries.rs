@@ -1,0 +1,268 @@
+//! Queries over the read models (`rm_members`, `rm_daily_ops`), built with
+//! sea-query: `PgReadModels` implements the `ReadModels` port for one shard.
+//! Every query is bounded by the tenant and by a page or range limit.
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use sea_query::{Alias, Expr, ExprTrait, Func, Iden, Order, PostgresQueryBuilder, Query, SelectStatement};
+use sea_query_sqlx::SqlxBinder;
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
+use wxcm_commands::ports::{
+    DailyOpsReport, DailyOpsRow, MemberCursor, MemberPage, MemberRow, MemberSearch, MemberSortKey, PortError,
+    ReadModels, SortOrder, MEMBER_PAGE_MAX, REPORT_DAYS_MAX,
+};
+use wxcm_domain::{MemberId, TenantId};
+
+use crate::daily::{metric, RmDailyOps};
+
+/// Rows a daily-operations report may return (its range is bounded too).
+pub const DAILY_OPS_ROWS_MAX: u64 = 50_000;
+
+#[derive(Iden, Clone, Copy)]
+enum RmMembers {
+    Table,
+    TenantId,
+    MemberId,
+    CardNo,
+    Openid,
+    CardLevel,
+    Source,
+    RegisteredAt,
+    Points,
+    HeldPoints,
+    BalanceFen,
+    LifetimePoints,
+    Version,
+}
+
+/// The read models of one shard.
+#[derive(Debug, Clone)]
+pub struct PgReadModels {
+    pool: PgPool,
+}
+
+impl PgReadModels {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+fn sort_column(sort: MemberSortKey) -> RmMembers {
+    match sort {
+        MemberSortKey::RegisteredAt => RmMembers::RegisteredAt,
+        MemberSortKey::Points => RmMembers::Points,
+        MemberSortKey::Balance => RmMembers::BalanceFen,
+    }
+}
+
+/// The sort value of a cursor as a SQL value of the sort column's type.
+fn cursor_value(cursor: &MemberCursor) -> Result<Expr, PortError> {
+    Ok(match cursor.sort {
+        MemberSortKey::RegisteredAt => {
+            let at = DateTime::<Utc>::from_timestamp_micros(cursor.key)
+                .ok_or_else(|| PortError::msg("cursor time out of range"))?;
+            Expr::val(at)
+        }
+        MemberSortKey::Points | MemberSortKey::Balance => Expr::val(cursor.key),
+    })
+}
+
+/// The member search as a statement: tenant, filters, keyset, order, limit + 1.
+pub fn member_search_statement(tenant: &TenantId, search: &MemberSearch) -> Result<SelectStatement, PortError> {
+    if search.limit == 0 || search.limit > MEMBER_PAGE_MAX {
+        return Err(PortError::msg(format!("member page size must be 1..={MEMBER_PAGE_MAX}")));
+    }
+    let filter = &search.filter;
+    let mut select = Query::select();
+    select
+        .columns([
+            RmMembers::MemberId,
+            RmMembers::CardNo,
+            RmMembers::Openid,
+            RmMembers::CardLevel,
+            RmMembers::Source,
+            RmMembers::RegisteredAt,
+            RmMembers::Points,
+            RmMembers::HeldPoints,
+            RmMembers::BalanceFen,
+            RmMembers::LifetimePoints,
+            RmMembers::Version,
+        ])
+        .from(RmMembers::Table)
+        .and_where(Expr::col(RmMembers::TenantId).eq(tenant.as_str()));
+    let exact = [
+        (RmMembers::CardNo, filter.card_no.as_ref().map(ToString::to_string)),
+        (RmMembers::Openid, filter.openid.as_ref().map(ToString::to_string)),
+        (RmMembers::CardLevel, filter.card_level.clone()),
+        (RmMembers::Source, filter.source.clone()),
+    ];
+    for (column, value) in exact {
+        if let Some(value) = value {
+            select.and_where(Expr::col(column).eq(value));
+        }
+    }
+    let ranges = [
+        (RmMembers::Points, filter.points_min, filter.points_max),
+        (RmMembers::BalanceFen, filter.balance_fen_min, filter.balance_fen_max),
+    ];
+    for (column, min, max) in ranges {
+        if let Some(min) = min {
+            select.and_where(Expr::col(column).gte(min));
+        }
+        if let Some(max) = max {
+            select.and_where(Expr::col(column).lte(max));
+        }
+    }
+    let column = sort_column(search.sort);
+    if let Some(cursor) = &search.after {
+        if cursor.sort != search.sort {
+            return Err(PortError::msg("cursor of another sort"));
+        }
+        let left = Expr::tuple([Expr::col(column), Expr::col(RmMembers::MemberId)]);
+        let right = Expr::tuple([cursor_value(cursor)?, Expr::val(cursor.member_id.to_string())]);
+        select.and_where(match search.order {
+            SortOrder::Asc => left.gt(right),
+            SortOrder::Desc => left.lt(right),
+        });
+    }
+    let order = match search.order {
+        SortOrder::Asc => Order::Asc,
+        SortOrder::Desc => Order::Desc,
+    };
+    select.order_by(column, order.clone()).order_by(RmMembers::MemberId, order).limit(u64::from(search.limit) + 1);
+    Ok(select)
+}
+
+fn member_row(row: &PgRow) -> Result<MemberRow, PortError> {
+    let member_id: String = row.try_get("member_id").map_err(PortError::new)?;
+    Ok(MemberRow {
+        member_id: MemberId::parse(&member_id).map_err(PortError::new)?,
+        card_no: row.try_get("card_no").map_err(PortError::new)?,
+        openid: row.try_get("openid").map_err(PortError::new)?,
+        card_level: row.try_get("card_level").map_err(PortError::new)?,
+        source: row.try_get("source").map_err(PortError::new)?,
+        registered_at: row.try_get("registered_at").map_err(PortError::new)?,
+        points: row.try_get("points").map_err(PortError::new)?,
+        held_points: row.try_get("held_points").map_err(PortError::new)?,
+        balance_fen: row.try_get("balance_fen").map_err(PortError::new)?,
+        lifetime_points: row.try_get("lifetime_points").map_err(PortError::new)?,
+        version: row.try_get("version").map_err(PortError::new)?,
+    })
+}
+
+fn cursor_of(sort: MemberSortKey, member: &MemberRow) -> MemberCursor {
+    let key = match sort {
+        MemberSortKey::RegisteredAt => member.registered_at.timestamp_micros(),
+        MemberSortKey::Points => member.points,
+        MemberSortKey::Balance => member.balance_fen,
+    };
+    MemberCursor { sort, key, member_id: member.member_id }
+}
+
+/// Checks a report range: `from <= to`, at most `REPORT_DAYS_MAX` days.
+pub fn check_range(from: NaiveDate, to: NaiveDate) -> Result<(), PortError> {
+    let days = (to - from).num_days() + 1;
+    if !(1..=REPORT_DAYS_MAX).contains(&days) {
+        return Err(PortError::msg(format!("report range must be 1..={REPORT_DAYS_MAX} days")));
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl ReadModels for PgReadModels {
+    async fn search_members(&self, tenant: &TenantId, search: &MemberSearch) -> Result<MemberPage, PortError> {
+        let (sql, values) = member_search_statement(tenant, search)?.build_sqlx(PostgresQueryBuilder);
+        let rows = sqlx::query_with(&sql, values).fetch_all(&self.pool).await.map_err(PortError::new)?;
+        let mut members = rows.iter().map(member_row).collect::<Result<Vec<_>, _>>()?;
+        let limit = usize::try_from(search.limit).unwrap_or(usize::MAX);
+        let more = members.len() > limit;
+        members.truncate(limit);
+        let next_after = if more { members.last().map(|m| cursor_of(search.sort, m)) } else { None };
+        Ok(MemberPage { members, next_after })
+    }
+
+    async fn daily_ops(&self, tenant: &TenantId, from: NaiveDate, to: NaiveDate) -> Result<DailyOpsReport, PortError> {
+        check_range(from, to)?;
+        let (sql, values) = Query::select()
+            .columns([RmDailyOps::Day, RmDailyOps::Metric, RmDailyOps::Dimension, RmDailyOps::Value])
+            .from(RmDailyOps::Table)
+            .and_where(Expr::col(RmDailyOps::TenantId).eq(tenant.as_str()))
+            .and_where(Expr::col(RmDailyOps::Day).between(from, to))
+            .and_where(Expr::col(RmDailyOps::Value).ne(0))
+            .order_by(RmDailyOps::Day, Order::Asc)
+            .order_by(RmDailyOps::Metric, Order::Asc)
+            .order_by(RmDailyOps::Dimension, Order::Asc)
+            .limit(DAILY_OPS_ROWS_MAX)
+            .build_sqlx(PostgresQueryBuilder);
+        let rows = sqlx::query_with(&sql, values).fetch_all(&self.pool).await.map_err(PortError::new)?;
+        let rows = rows
+            .iter()
+            .map(|r| {
+                Ok(DailyOpsRow {
+                    day: r.try_get("day")?,
+                    metric: r.try_get("metric")?,
+                    dimension: r.try_get("dimension")?,
+                    value: r.try_get("value")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(PortError::new)?;
+        let total = Alias::new("total");
+        let (sql, values) = Query::select()
+            .column(RmDailyOps::Dimension)
+            .expr_as(Func::sum(Expr::col(RmDailyOps::Value)).cast_as(Alias::new("bigint")), total.clone())
+            .from(RmDailyOps::Table)
+            .and_where(Expr::col(RmDailyOps::TenantId).eq(tenant.as_str()))
+            .and_where(Expr::col(RmDailyOps::Metric).eq(metric::CARD_LEVEL_NET))
+            .and_where(Expr::col(RmDailyOps::Day).lte(to))
+            .group_by_col(RmDailyOps::Dimension)
+            .and_having(Func::sum(Expr::col(RmDailyOps::Value)).ne(0))
+            .order_by(RmDailyOps::Dimension, Order::Asc)
+            .build_sqlx(PostgresQueryBuilder);
+        let levels = sqlx::query_with(&sql, values).fetch_all(&self.pool).await.map_err(PortError::new)?;
+        let members_by_card_level = levels
+            .iter()
+            .map(|r| Ok((r.try_get("dimension")?, r.try_get("total")?)))
+            .collect::<Result<Vec<(String, i64)>, sqlx::Error>>()
+            .map_err(PortError::new)?;
+        Ok(DailyOpsReport { rows, members_by_card_level })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wxcm_commands::ports::MemberFilter;
+
+    use super::*;
+
+    fn search(limit: u32) -> MemberSearch {
+        MemberSearch {
+            filter: MemberFilter { points_min: Some(10), source: Some("staff".into()), ..MemberFilter::default() },
+            sort: MemberSortKey::Points,
+            order: SortOrder::Desc,
+            limit,
+            after: Some(MemberCursor { sort: MemberSortKey::Points, key: 50, member_id: MemberId::new_random() }),
+        }
+    }
+
+    #[test]
+    fn member_search_is_tenant_bound_and_keyset_paged() {
+        let tenant = TenantId::parse("acme").unwrap();
+        let sql = member_search_statement(&tenant, &search(MEMBER_PAGE_MAX)).unwrap().to_string(PostgresQueryBuilder);
+        assert!(sql.contains(r#""tenant_id" = 'acme'"#), "{sql}");
+        assert!(sql.contains(r#"("points", "member_id") < (50, "#), "{sql}");
+        assert!(sql.contains(&format!("LIMIT {}", MEMBER_PAGE_MAX + 1)), "{sql}");
+        assert!(member_search_statement(&tenant, &search(MEMBER_PAGE_MAX + 1)).is_err());
+        assert!(member_search_statement(&tenant, &search(0)).is_err());
+    }
+
+    #[test]
+    fn report_ranges_are_bounded() {
+        let day = |d: u32| NaiveDate::from_ymd_opt(2026, 1, 1).unwrap() + chrono::Days::new(u64::from(d));
+        assert!(check_range(day(0), day(0)).is_ok());
+        assert!(check_range(day(0), day(365)).is_ok());
+        assert!(check_range(day(0), day(366)).is_err());
+        assert!(check_range(day(1), day(0)).is_err());
+    }
+}
