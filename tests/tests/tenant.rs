@@ -1,0 +1,113 @@
+//! Tenant settings: secrets are sealed at rest, never returned, never in the log.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use wxcm_commands::ports::Role;
+use wxcm_commands::{auth, tenants, CommandContext};
+use wxcm_domain::{Actor, TenantId};
+use wxcm_tests::{spawn_app, TestApp};
+
+const PASSWORD: &str = "a-long-enough-password";
+const APP_SECRET: &str = "app-secret-0123456789abcdef";
+const PAY_KEY: &str = "pay-api-key-v3-0123456789abcdef";
+
+async fn owner_token(t: &TestApp, tenant: &str, role: Role) -> String {
+    let tenant_id = TenantId::parse(tenant).unwrap();
+    if tenants::get(&t.app, &tenant_id).await.is_err() {
+        let key = wxcm_commands::members::system_key(&["test-tenant", tenant]).unwrap();
+        let ctx = CommandContext::new(tenant_id.clone(), key, "test".into());
+        tenants::create(&t.app, &tenant_id, "Secret Cinema", Actor::Admin { username: "t".into() }, &ctx)
+            .await
+            .unwrap();
+    }
+    let username = format!("user-{}", role.as_str());
+    auth::create_admin(&t.app, &tenant_id, &username, PASSWORD, role).await.unwrap();
+    let res = t
+        .http
+        .post(t.url("/admin/api/v1/login"))
+        .json(&json!({"tenant_id": tenant, "username": username, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    res.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned()
+}
+
+fn account_body() -> Value {
+    json!({
+        "name": "Main account",
+        "token": "callback-token-123",
+        "encoding_aes_key": "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
+        "app_secret": APP_SECRET,
+        "pay": {"mch_id": "1900000109", "api_v3_key": PAY_KEY}
+    })
+}
+
+#[tokio::test]
+async fn account_secrets_are_sealed_and_never_returned() {
+    let t = spawn_app().await;
+    let token = owner_token(&t, "secret-cinema", Role::Owner).await;
+    let res = t
+        .http
+        .put(t.url("/admin/api/v1/tenant/official-accounts/wx0123456789abcdef"))
+        .bearer_auth(&token)
+        .header("Idempotency-Key", "bind-account-0001")
+        .json(&account_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let text = res.text().await.unwrap();
+    assert!(!text.contains(APP_SECRET) && !text.contains(PAY_KEY), "secrets in the response: {text}");
+    let (status, view) = {
+        let r = t.http.get(t.url("/admin/api/v1/tenant")).bearer_auth(&token).send().await.unwrap();
+        (r.status(), r.json::<Value>().await.unwrap())
+    };
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(view["official_accounts"][0]["appid"], "wx0123456789abcdef");
+    assert_eq!(view["official_accounts"][0]["has_app_secret"], true);
+    assert!(!view.to_string().contains(APP_SECRET));
+
+    // At rest: the event holds ciphertext only, which opens with the key.
+    let mut db = t.shard_db("s0").await;
+    let stored: Vec<String> = sqlx::query_scalar("SELECT payload::text FROM events WHERE aggregate_type = 'tenant'")
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    let all = stored.join("\n");
+    assert!(!all.contains(APP_SECRET) && !all.contains(PAY_KEY) && !all.contains("callback-token-123"));
+    assert!(all.contains("v1:"), "sealed secrets are stored");
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn only_owners_change_tenant_settings_and_bad_settings_write_nothing() {
+    let t = spawn_app().await;
+    let owner = owner_token(&t, "secret-cinema", Role::Owner).await;
+    let manager = owner_token(&t, "secret-cinema", Role::Manager).await;
+    let put = |token: String, appid: &'static str, body: Value, key: &'static str| {
+        let t = &t;
+        async move {
+            t.http
+                .put(t.url(&format!("/admin/api/v1/tenant/official-accounts/{appid}")))
+                .bearer_auth(token)
+                .header("Idempotency-Key", key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(put(manager, "wx0123456789abcdef", account_body(), "bind-by-manager-1").await, StatusCode::FORBIDDEN);
+    assert!(put(owner.clone(), "not-an-appid", account_body(), "bind-bad-appid-01").await.is_client_error());
+    let mut short_key = account_body();
+    short_key["encoding_aes_key"] = json!("tooshort");
+    assert!(put(owner.clone(), "wx0123456789abcdef", short_key, "bind-bad-aeskey-1").await.is_client_error());
+    let mut db = t.shard_db("s0").await;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = 'tenant'")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(n, 1, "only TenantCreated");
+    t.stop().await;
+}
