@@ -12,7 +12,9 @@ use wxcm_commands::Limits;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Settings {
     pub http: HttpConfig,
-    /// Shard name → connection settings.
+    /// Shard name → connection settings. A file or the environment that names
+    /// shards replaces the built-in `main` shard instead of adding to it.
+    #[serde(default)]
     pub shards: BTreeMap<String, ShardConfig>,
     /// Tenant id → shard name; tenants not listed live on `default_shard`.
     #[serde(default)]
@@ -166,13 +168,18 @@ impl ShardConfig {
 
 impl Settings {
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let defaults = config::Config::try_from(&Settings::default())?;
+        let mut base = Settings::default();
+        base.shards.clear();
+        let defaults = config::Config::try_from(&base)?;
         let mut builder = config::Config::builder().add_source(defaults);
         if let Some(path) = file {
             builder = builder.add_source(config::File::from(path).required(true));
         }
         builder = builder.add_source(config::Environment::with_prefix("WXCM").prefix_separator("_").separator("__"));
-        let settings: Settings = builder.build()?.try_deserialize()?;
+        let mut settings: Settings = builder.build()?.try_deserialize()?;
+        if settings.shards.is_empty() {
+            settings.shards = Settings::default().shards;
+        }
         settings.validate()?;
         Ok(settings)
     }
@@ -210,10 +217,23 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_env_overrides() {
         Settings::default().validate().unwrap();
-        // SAFETY-free: env manipulation is process-wide; this test only reads its own variable.
         let s = Settings::load(None).unwrap();
         assert_eq!(s.default_shard, "main");
         assert_eq!(s.shard_of("anyone"), "main");
+        assert!(s.shards.contains_key("main"));
+    }
+
+    #[test]
+    fn a_file_naming_shards_replaces_the_builtin_one() {
+        let mut custom = Settings::default();
+        custom.shards.clear();
+        custom.shards.insert("s0".into(), ShardConfig::local("elsewhere"));
+        custom.default_shard = "s0".into();
+        let path = std::env::temp_dir().join(format!("wxcm-config-test-{}.json", std::process::id()));
+        std::fs::write(&path, serde_json::to_string(&custom).unwrap()).unwrap();
+        let loaded = Settings::load(Some(&path)).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(loaded.shards.keys().collect::<Vec<_>>(), vec!["s0"]);
     }
 
     #[test]

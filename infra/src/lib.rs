@@ -8,6 +8,8 @@ pub mod config;
 pub mod hashchain;
 pub mod migrate;
 pub mod pg_ports;
+pub mod projection_ops;
+pub mod reconcile;
 pub mod relay;
 pub mod scheduler_role;
 pub mod sealer;

@@ -52,6 +52,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Read models: lag and dead letters, rebuilds from the event store.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
     /// Benchmarks that print figures (and a final JSON line).
     Bench {
         #[command(subcommand)]
@@ -102,6 +107,30 @@ enum AuditCommand {
         tenant: String,
         #[arg(long)]
         json: bool,
+    },
+    /// Compare the member read models with a fold of the tenant's events; exit 1 on any difference.
+    Reconcile {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProjectionsCommand {
+    /// Per shard and projector: pending and unacked messages, newest applied event, lag, parked events.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replay the event store into fresh tables and swap them in (or replace one tenant's rows).
+    Rebuild {
+        /// The read model (`members`: rm_members and rm_member_ledger).
+        #[arg(value_parser = ["members"])]
+        name: String,
+        #[arg(long)]
+        tenant: Option<String>,
     },
 }
 
@@ -208,11 +237,22 @@ async fn main() -> Result<()> {
                     let tenant = TenantId::parse(&tenant)?;
                     wxcm_infra::audit::audit_verify(&settings, &tenant, json).await?
                 }
+                AuditCommand::Reconcile { tenant, json } => {
+                    let tenant = TenantId::parse(&tenant)?;
+                    wxcm_infra::reconcile::audit_reconcile(&settings, &tenant, json).await?
+                }
             };
             if !ok {
                 std::process::exit(1);
             }
             Ok(())
+        }
+        Command::Projections { command: ProjectionsCommand::Status { json } } => {
+            wxcm_infra::projection_ops::print_status(&settings, json).await
+        }
+        Command::Projections { command: ProjectionsCommand::Rebuild { name, tenant } } => {
+            let tenant = tenant.map(|t| TenantId::parse(&t)).transpose()?;
+            wxcm_infra::projection_ops::rebuild(&settings, &name, tenant.as_ref()).await.map(|_| ())
         }
         Command::Bench { command: BenchCommand::Ledger(args) } => {
             wxcm_infra::bench::bench_ledger(&settings, args).await

@@ -16,3 +16,11 @@ pub use members::MemberProjector;
 pub use runtime::{
     ApplyError, BatchReport, Outcome, ProjectionError, Projector, ProjectorRuntime, ProjectorSettings, ProjectorStatus,
 };
+
+// Daily operations (`rm_daily_ops`, fed by `MemberProjector`) and the read-model queries.
+pub mod daily;
+pub mod queries;
+pub use queries::PgReadModels;
+
+// Rebuilding the member read models from the event store (`wxcm projections rebuild`).
+pub mod rebuild;

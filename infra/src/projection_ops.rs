@@ -1,0 +1,264 @@
+//! `wxcm projections status` and `wxcm projections rebuild`: the operator's
+//! view of the projectors and the CLI side of
+//! [`wxcm_projections::rebuild`].
+
+use std::io::IsTerminal;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, Utc};
+use comfy_table::{presets, Table};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, PgConnection, PgPool};
+use wxcm_commands::ports::{ShardRouter, SystemClock};
+use wxcm_domain::TenantId;
+use wxcm_projections::rebuild::{self, RebuildReport, RebuildScope};
+use wxcm_projections::{MemberProjector, Projector, ProjectorRuntime, ProjectorSettings};
+
+use crate::config::Settings;
+use crate::shards::Shards;
+
+/// Parked events listed per projector and shard (the count covers all).
+pub const PARKED_LISTED_MAX: i64 = 50;
+/// How long `status` waits for NATS before showing the database side only.
+pub const NATS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Read models `rebuild` knows.
+pub const REBUILDABLE: &[&str] = &["members"];
+const PROGRESS_TICK_MS: u64 = 200;
+
+#[derive(sqlx::FromRow)]
+struct ParkedRow {
+    aggregate_type: String,
+    aggregate_id: String,
+    sequence: i64,
+    attempts: i32,
+    parked_at: Option<DateTime<Utc>>,
+    error: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ParkedEvent {
+    pub stream: String,
+    pub sequence: i64,
+    pub attempts: i32,
+    pub parked_at: Option<DateTime<Utc>>,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProjectorLine {
+    pub shard: String,
+    pub projector: String,
+    pub consumer: String,
+    /// `None` when JetStream could not be asked (see `consumer_error`).
+    pub num_pending: Option<u64>,
+    pub num_ack_pending: Option<usize>,
+    pub consumer_error: Option<String>,
+    /// Set when the shard's database could not be read (the figures are then empty).
+    pub database_error: Option<String>,
+    pub last_recorded_at: Option<DateTime<Utc>>,
+    pub lag_s: Option<f64>,
+    pub parked: i64,
+    pub parked_events: Vec<ParkedEvent>,
+}
+
+async fn database_side(pool: &PgPool, projector: &str) -> Result<(Option<DateTime<Utc>>, i64, Vec<ParkedEvent>)> {
+    let (last, parked): (Option<DateTime<Utc>>, i64) = sqlx::query_as(
+        "SELECT (SELECT max(recorded_at) FROM projection_checkpoints WHERE projector = $1),
+                (SELECT count(*) FROM projection_dead_letters WHERE projector = $1 AND parked_at IS NOT NULL)",
+    )
+    .bind(projector)
+    .fetch_one(pool)
+    .await?;
+    let rows: Vec<ParkedRow> = sqlx::query_as(
+        "SELECT aggregate_type, aggregate_id, sequence, attempts, parked_at, error FROM projection_dead_letters
+          WHERE projector = $1 AND parked_at IS NOT NULL ORDER BY aggregate_type, aggregate_id, sequence LIMIT $2",
+    )
+    .bind(projector)
+    .bind(PARKED_LISTED_MAX)
+    .fetch_all(pool)
+    .await?;
+    let events = rows
+        .into_iter()
+        .map(|r| ParkedEvent {
+            stream: format!("{}/{}", r.aggregate_type, r.aggregate_id),
+            sequence: r.sequence,
+            attempts: r.attempts,
+            parked_at: r.parked_at,
+            error: r.error,
+        })
+        .collect();
+    Ok((last, parked, events))
+}
+
+/// Lag and dead letters of every projector on every shard.
+pub async fn status(settings: &Settings) -> Result<Vec<ProjectorLine>> {
+    let shards = Arc::new(Shards::build(settings, Arc::new(SystemClock)).context("shard map")?);
+    let connect = async_nats::ConnectOptions::new().name("wxcm-status").connect(&settings.nats.url);
+    let js = match tokio::time::timeout(NATS_CONNECT_TIMEOUT, connect).await {
+        Ok(Ok(client)) => Ok(async_nats::jetstream::new(client)),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer from {} within {NATS_CONNECT_TIMEOUT:?}", settings.nats.url)),
+    };
+    let prefix = &settings.nats.stream_prefix;
+    let filter = crate::relay::event_subject(prefix, "*", MemberProjector.aggregate_type());
+    let runtime_settings = ProjectorSettings::new(crate::relay::stream_name(prefix), filter);
+    let mut lines = Vec::new();
+    for shard in shards.all() {
+        // One unreachable shard must not hide the others: its line carries the error.
+        let (database_error, (last, parked, parked_events)) =
+            match database_side(&shard.pool, MemberProjector::NAME).await {
+                Ok(side) => (None, side),
+                Err(e) => (Some(format!("{e:#}")), (None, 0, Vec::new())),
+            };
+        let mut line = ProjectorLine {
+            database_error,
+            shard: shard.name.clone(),
+            projector: MemberProjector::NAME.to_owned(),
+            consumer: String::new(),
+            num_pending: None,
+            num_ack_pending: None,
+            consumer_error: None,
+            last_recorded_at: last,
+            lag_s: last.map(|t| (Utc::now() - t).num_milliseconds() as f64 / 1000.0),
+            parked,
+            parked_events,
+        };
+        match &js {
+            Ok(js) => {
+                let router = shards.clone() as Arc<dyn ShardRouter>;
+                let mut runtime = ProjectorRuntime::new(
+                    MemberProjector,
+                    shard.name.clone(),
+                    shard.pool.clone(),
+                    router,
+                    js.clone(),
+                    runtime_settings.clone(),
+                );
+                line.consumer = runtime.consumer_name();
+                match runtime.status().await {
+                    Ok(s) => {
+                        line.num_pending = Some(s.num_pending);
+                        line.num_ack_pending = Some(s.num_ack_pending);
+                    }
+                    Err(e) => line.consumer_error = Some(wxcm_projections::runtime::error_chain(&e)),
+                }
+            }
+            Err(e) => line.consumer_error = Some(format!("nats: {e}")),
+        }
+        lines.push(line);
+    }
+    Ok(lines)
+}
+
+fn dash<T: ToString>(value: Option<T>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+/// `wxcm projections status`.
+pub async fn print_status(settings: &Settings, json: bool) -> Result<()> {
+    let lines = status(settings).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&lines)?);
+        return Ok(());
+    }
+    let mut table = Table::new();
+    table.load_preset(presets::UTF8_FULL_CONDENSED).set_header(vec![
+        "SHARD",
+        "PROJECTOR",
+        "PENDING",
+        "UNACKED",
+        "NEWEST APPLIED (UTC)",
+        "LAG S",
+        "PARKED",
+    ]);
+    for l in &lines {
+        table.add_row(vec![
+            l.shard.clone(),
+            l.projector.clone(),
+            dash(l.num_pending),
+            dash(l.num_ack_pending),
+            dash(l.last_recorded_at.map(|t| t.format("%Y-%m-%d %H:%M:%S"))),
+            dash(l.lag_s.map(|s| format!("{s:.1}"))),
+            l.parked.to_string(),
+        ]);
+    }
+    println!("{table}");
+    for l in &lines {
+        if let Some(e) = &l.database_error {
+            println!("{}/{}: database unreadable: {e}", l.shard, l.projector);
+        }
+        if let Some(e) = &l.consumer_error {
+            println!("{}/{}: consumer unknown: {e}", l.shard, l.projector);
+        }
+        if l.parked_events.is_empty() {
+            continue;
+        }
+        let mut parked = Table::new();
+        parked.load_preset(presets::UTF8_FULL_CONDENSED).set_header(vec!["STREAM", "SEQ", "ATTEMPTS", "ERROR"]);
+        for p in &l.parked_events {
+            parked.add_row(vec![p.stream.clone(), p.sequence.to_string(), p.attempts.to_string(), p.error.clone()]);
+        }
+        println!("parked on {}/{} ({} in all):\n{parked}", l.shard, l.projector, l.parked);
+    }
+    Ok(())
+}
+
+async fn admin_connection(url: &str) -> Result<PgConnection> {
+    let options = PgConnectOptions::from_str(url)?.application_name("wxcm-rebuild");
+    Ok(options.connect().await?)
+}
+
+fn progress_bar(total: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40} {pos}/{len} events, {per_sec} [{elapsed_precise} / eta {eta}]")
+    {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(PROGRESS_TICK_MS));
+    bar
+}
+
+/// Rebuilds read model `name` on every shard, or only `tenant`'s rows on its
+/// shard. Uses the shards' `admin_url` (the rebuild creates and renames tables).
+pub async fn rebuild(
+    settings: &Settings,
+    name: &str,
+    tenant: Option<&TenantId>,
+) -> Result<Vec<(String, RebuildReport)>> {
+    if !REBUILDABLE.contains(&name) {
+        bail!("unknown read model {name:?}: one of {}", REBUILDABLE.join(", "));
+    }
+    let targets: Vec<(String, RebuildScope)> = match tenant {
+        Some(t) => vec![(settings.shard_of(t.as_str()).to_owned(), RebuildScope::Tenant(t.to_string()))],
+        None => settings.shards.keys().map(|s| (s.clone(), RebuildScope::Shard)).collect(),
+    };
+    let mut reports = Vec::new();
+    for (shard, scope) in targets {
+        let config = settings.shards.get(&shard).with_context(|| format!("shard {shard} is not configured"))?;
+        let mut writer = admin_connection(&config.admin_url).await.with_context(|| format!("shard {shard}"))?;
+        let reader = admin_connection(&config.admin_url).await.with_context(|| format!("shard {shard}"))?;
+        let total = rebuild::count_events(&mut writer, &scope).await?;
+        let bar = progress_bar(total);
+        let started = Instant::now();
+        let report = rebuild::rebuild_members(&mut writer, reader, &scope, |n| bar.set_position(n))
+            .await
+            .with_context(|| format!("rebuilding {name} on shard {shard}"))?;
+        bar.finish_and_clear();
+        let seconds = started.elapsed().as_secs_f64();
+        println!(
+            "shard {shard}: rebuilt {name}: {} events, {} members, {} ledger lines, {} streams caught up, {seconds:.2} s, {} events/s",
+            report.events, report.members, report.ledger_lines, report.caught_up_streams, report.events_per_s
+        );
+        reports.push((shard, report));
+    }
+    Ok(reports)
+}
