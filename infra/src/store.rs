@@ -166,7 +166,8 @@ impl<T: EventSourced> PgEventStore<T> {
 }
 
 /// postgres-es 0.5.0's own INSERT (same columns, same binds).
-const INSERT_EVENT_SQL: &str = "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+const INSERT_EVENT_SQL: &str =
+    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
 VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
 impl<T: EventSourced> PgEventStore<T> {
@@ -189,7 +190,9 @@ impl<T: EventSourced> PgEventStore<T> {
         match result {
             Ok(_) => Ok(()),
             // As postgres-es: a unique violation (sequence taken, or the idempotency key used) is a conflict.
-            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505") => Err(AggregateError::AggregateConflict),
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505") => {
+                Err(AggregateError::AggregateConflict)
+            }
             Err(e) => Err(AggregateError::DatabaseConnectionError(Box::new(e))),
         }
     }
