@@ -197,6 +197,11 @@ impl Application {
                 }
             }
             if self.role.projects() {
+                // The relay creates the stream too; doing it here spares a projector
+                // that starts first a round of "stream not found" retries.
+                if let Err(e) = crate::relay::ensure_stream(&js, &self.settings.nats.stream_prefix).await {
+                    tracing::warn!(error = %e, "events stream not ready yet; projectors will retry");
+                }
                 for projector in self.shard_projectors(&js, |_| {}) {
                     tasks.push(tokio::spawn(projector.run(shutdown.clone())));
                 }
