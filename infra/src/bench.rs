@@ -41,7 +41,7 @@ use crate::sealer::AesGcmSealer;
 use crate::store::CACHE_ENTRIES_DEFAULT;
 
 /// Connections beyond one per client: registrations' lookups, snapshots, slack.
-const POOL_SPARE_CONNECTIONS: u32 = 4;
+pub(crate) const POOL_SPARE_CONNECTIONS: u32 = 4;
 pub const CLIENTS_MAX: u32 = POOL_MAX_LIMIT - POOL_SPARE_CONNECTIONS;
 pub const DURATION_SECS_MAX: u64 = 3_600;
 pub const WARMUP_SECS_MAX: u64 = 600;
@@ -55,7 +55,7 @@ const DATABASE_NAME_BYTES_MAX: usize = 63;
 const LATENCY_US_MAX: u64 = 60_000_000;
 const TARGET_RATIO_A_C: f64 = 0.6;
 const TARGET_RATIO_B2_B1: f64 = 0.8;
-const TENANT: &str = "bench";
+pub(crate) const TENANT: &str = "bench";
 const MAINTENANCE_DATABASE: &str = "postgres";
 /// Fixed key: the bench never stores a secret, but the application needs a sealer.
 const BENCH_SEALER_KEY: [u8; 32] = [0x42; 32];
@@ -104,7 +104,7 @@ impl LedgerBenchArgs {
 }
 
 /// The bench drops this database: refuse anything that could be real data.
-fn check_database_name(name: &str, settings: &Settings) -> Result<()> {
+pub(crate) fn check_database_name(name: &str, settings: &Settings) -> Result<()> {
     ensure!(
         !name.is_empty()
             && name.len() <= DATABASE_NAME_BYTES_MAX
@@ -122,15 +122,15 @@ fn check_database_name(name: &str, settings: &Settings) -> Result<()> {
 }
 
 /// Where the bench runs: the default shard's server, another database.
-struct Target {
-    database: String,
+pub(crate) struct Target {
+    pub(crate) database: String,
     admin: PgConnectOptions,
     app_url: String,
-    admin_url: String,
+    pub(crate) admin_url: String,
 }
 
 impl Target {
-    fn new(settings: &Settings, database: &str) -> Result<Self> {
+    pub(crate) fn new(settings: &Settings, database: &str) -> Result<Self> {
         let shard = settings.shards.get(&settings.default_shard).context("the default shard is not configured")?;
         let admin = PgConnectOptions::from_str(&shard.admin_url).context("default shard admin_url")?.database(database);
         let app = PgConnectOptions::from_str(&shard.url).context("default shard url")?.database(database);
@@ -150,7 +150,7 @@ impl Target {
             .context("connecting to the maintenance database as the administrator")
     }
 
-    async fn drop_database(&self) -> Result<()> {
+    pub(crate) async fn drop_database(&self) -> Result<()> {
         let pool = self.maintenance().await?;
         let statement = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.database);
         sqlx::query(&statement).execute(&pool).await.with_context(|| format!("dropping {}", self.database))?;
@@ -159,13 +159,13 @@ impl Target {
     }
 
     /// A settings copy with one shard, `bench`, on the bench database.
-    fn settings(&self, base: &Settings, args: &LedgerBenchArgs) -> Settings {
+    pub(crate) fn settings(&self, base: &Settings, pool_max: u32, cached_members: u32) -> Settings {
         let mut settings = base.clone();
         let shard = ShardConfig {
             url: self.app_url.clone(),
             admin_url: self.admin_url.clone(),
-            pool_max: args.clients + POOL_SPARE_CONNECTIONS,
-            aggregate_cache_entries: CACHE_ENTRIES_DEFAULT.max(args.members as usize + 16),
+            pool_max,
+            aggregate_cache_entries: CACHE_ENTRIES_DEFAULT.max(cached_members as usize + 16),
         };
         settings.shards.clear();
         settings.shards.insert("bench".into(), shard);
@@ -263,11 +263,11 @@ fn micros(d: Duration) -> u64 {
 // commands
 // ---------------------------------------------------------------------------------
 
-fn key(s: &str) -> Result<IdempotencyKey> {
+pub(crate) fn key(s: &str) -> Result<IdempotencyKey> {
     IdempotencyKey::parse(s).with_context(|| format!("idempotency key {s}"))
 }
 
-fn bench_actor() -> Actor {
+pub(crate) fn bench_actor() -> Actor {
     Actor::Admin { username: "bench".into() }
 }
 
@@ -283,14 +283,15 @@ fn deposit_command(amount_fen: i64, idempotency_key: IdempotencyKey, reason: &st
     })
 }
 
-/// One durable DepositCash of 1 fen under a fresh idempotency key.
-async fn deposit(app: &App, tenant: &TenantId, member: MemberId, idempotency_key: &str) -> Result<()> {
+/// One durable DepositCash of 1 fen under a fresh idempotency key; the sequence
+/// of the event it committed.
+pub(crate) async fn deposit(app: &App, tenant: &TenantId, member: MemberId, idempotency_key: &str) -> Result<u64> {
     let idempotency_key = key(idempotency_key)?;
     let command = deposit_command(1, idempotency_key.clone(), "bench")?;
     let ctx = CommandContext::new(tenant.clone(), idempotency_key, "bench".into());
     let outcome = members::execute(app, tenant, member, command.clone(), &command, &ctx).await?;
     ensure!(outcome.events.len() == 1 && !outcome.replayed, "deposit committed {} events", outcome.events.len());
-    Ok(())
+    Ok(outcome.events[0].sequence)
 }
 
 async fn register(app: &App, tenant: &TenantId, idempotency_key: &str) -> Result<MemberId> {
@@ -302,12 +303,19 @@ async fn register(app: &App, tenant: &TenantId, idempotency_key: &str) -> Result
     Ok(view.member_id)
 }
 
-async fn register_members(app: &Arc<App>, tenant: &TenantId, count: u32, concurrency: u32) -> Result<Vec<MemberId>> {
+/// Registers `count` members; idempotency keys are `{key_prefix}-{i:08}`.
+pub(crate) async fn register_members(
+    app: &Arc<App>,
+    tenant: &TenantId,
+    key_prefix: &str,
+    count: u32,
+    concurrency: u32,
+) -> Result<Vec<MemberId>> {
     futures::stream::iter(0..count)
         .map(|i| {
             let app = app.clone();
             let tenant = tenant.clone();
-            async move { register(&app, &tenant, &format!("bench-register-{i:08}")).await }
+            async move { register(&app, &tenant, &format!("{key_prefix}-{i:08}")).await }
         })
         .buffer_unordered(concurrency as usize)
         .collect::<Vec<_>>()
@@ -343,7 +351,7 @@ async fn phase_a(
         let (app, tenant, members) = (app.clone(), tenant.clone(), members.clone());
         Box::pin(async move {
             let member = members[rand::random_range(0..members.len())];
-            deposit(&app, &tenant, member, &format!("bench-a-{client}-{n}")).await
+            deposit(&app, &tenant, member, &format!("bench-a-{client}-{n}")).await.map(drop)
         })
     });
     drive(args.clients, secs(args.warmup_secs), secs(args.duration_secs), op).await
@@ -427,7 +435,7 @@ async fn single_member(
     let (app, tenant) = (app.clone(), tenant.clone());
     let op: Op = Arc::new(move |_, n| {
         let (app, tenant) = (app.clone(), tenant.clone());
-        Box::pin(async move { deposit(&app, &tenant, member, &format!("bench-{phase}-{n}")).await })
+        Box::pin(async move { deposit(&app, &tenant, member, &format!("bench-{phase}-{n}")).await.map(drop) })
     });
     drive(1, secs(args.warmup_secs), secs(args.duration_secs), op).await
 }
@@ -455,12 +463,14 @@ fn seeded_event(sequence: i64) -> Result<MemberEvent> {
     })
 }
 
-/// Appends `CashDeposited` events 2..=`events` to a registered member's stream in
-/// one statement. The payload is serde's own serialization of [`seeded_event`] with
+/// Appends `CashDeposited` events 2..=`events` to each registered member's stream
+/// (whose only event is its registration) in one statement. The payload is serde's own serialization of [`seeded_event`] with
 /// the balance and key replaced per row; the metadata has the tenant (the trigger
 /// requires it and computes the hash chain) and no idempotency key (so the trigger
 /// writes no idempotency rows).
-async fn seed_big_stream(admin: &PgPool, tenant: &TenantId, member: MemberId, events: u32) -> Result<()> {
+pub(crate) async fn seed_deposits(admin: &PgPool, tenant: &TenantId, members: &[MemberId], events: u32) -> Result<()> {
+    let Some(&member) = members.first() else { return Ok(()) };
+    let ids: Vec<String> = members.iter().map(ToString::to_string).collect();
     let sample = seeded_event(1)?;
     let template = serde_json::to_value(&sample)?;
     for field in ["balance_after_fen", "idempotency_key"] {
@@ -468,13 +478,14 @@ async fn seed_big_stream(admin: &PgPool, tenant: &TenantId, member: MemberId, ev
     }
     sqlx::query(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-         SELECT 'member', $1, g, $2, $3,
+         SELECT 'member', m, g, $2, $3,
                 jsonb_set(jsonb_set($4::jsonb, '{CashDeposited,balance_after_fen}', to_jsonb(g - 1)),
                           '{CashDeposited,idempotency_key}', to_jsonb('bench-seed-' || g)),
                 jsonb_build_object('tenant_id', $5::text, 'actor', 'bench-seed')
-           FROM generate_series(2, $6::bigint) AS g",
+           FROM unnest($1::text[]) AS m CROSS JOIN generate_series(2, $6::bigint) AS g
+          ORDER BY m, g",
     )
-    .bind(member.to_string())
+    .bind(&ids)
     .bind(sample.event_type())
     .bind(sample.event_version())
     .bind(&template)
@@ -482,7 +493,7 @@ async fn seed_big_stream(admin: &PgPool, tenant: &TenantId, member: MemberId, ev
     .bind(i64::from(events))
     .execute(admin)
     .await
-    .context("seeding the big stream")?;
+    .context("seeding deposits")?;
     // The last seeded row must read back as exactly the event serde would have written.
     let last: serde_json::Value = sqlx::query_scalar(
         "SELECT payload FROM events WHERE aggregate_type = 'member' AND aggregate_id = $1 AND sequence = $2",
@@ -508,7 +519,7 @@ async fn phase_b2(
 ) -> Result<(PhaseResult, Duration, Duration)> {
     let member = register(app, tenant, "bench-b2-register").await?;
     let seeding = Instant::now();
-    seed_big_stream(admin, tenant, member, args.big_stream_events).await?;
+    seed_deposits(admin, tenant, &[member], args.big_stream_events).await?;
     let seed = seeding.elapsed();
     tracing::info!(events = args.big_stream_events, seed_ms = seed.as_millis() as u64, "big stream seeded");
     let cold = build(settings).await?;
@@ -520,19 +531,27 @@ async fn phase_b2(
     Ok((result?, cold_load, seed))
 }
 
-async fn build(settings: &Settings) -> Result<Application> {
+/// The bench tenant, created on the bench shard.
+pub(crate) async fn create_tenant(app: &App) -> Result<TenantId> {
+    let tenant = TenantId::parse(TENANT)?;
+    let ctx = CommandContext::new(tenant.clone(), key("bench-tenant-create")?, "bench".into());
+    wxcm_commands::tenants::create(app, &tenant, "Bench", bench_actor(), &ctx).await?;
+    Ok(tenant)
+}
+
+pub(crate) async fn build(settings: &Settings) -> Result<Application> {
     let sealer = AesGcmSealer::from_key(&BENCH_SEALER_KEY).context("bench sealer key")?;
     let options = BuildOptions { sealer: Some(Arc::new(sealer)), ..BuildOptions::default() };
     Ok(Application::build(settings.clone(), Role::Scheduler, options).await?)
 }
 
-async fn close(application: &Application) {
+pub(crate) async fn close(application: &Application) {
     for shard in application.shards.all() {
         shard.pool.close().await;
     }
 }
 
-async fn server_setting(pool: &PgPool, name: &str) -> String {
+pub(crate) async fn server_setting(pool: &PgPool, name: &str) -> String {
     sqlx::query_scalar::<_, String>("SELECT current_setting($1)")
         .bind(name)
         .fetch_one(pool)
@@ -544,14 +563,12 @@ async fn run_phases(base: &Settings, target: &Target, args: &LedgerBenchArgs) ->
     crate::migrate::run_migrations(&target.admin_url).await.context("migrating the bench database")?;
     let admin = PgPoolOptions::new().max_connections(2).connect(&target.admin_url).await?;
     create_raw_table(&admin).await?;
-    let settings = target.settings(base, args);
+    let settings = target.settings(base, args.clients + POOL_SPARE_CONNECTIONS, args.members);
     let application = build(&settings).await?;
     let app = application.app.clone();
-    let tenant = TenantId::parse(TENANT)?;
-    let ctx = CommandContext::new(tenant.clone(), key("bench-tenant-create")?, "bench".into());
-    wxcm_commands::tenants::create(&app, &tenant, "Bench", bench_actor(), &ctx).await?;
+    let tenant = create_tenant(&app).await?;
     tracing::info!(members = args.members, "registering members");
-    let members = Arc::new(register_members(&app, &tenant, args.members, args.clients).await?);
+    let members = Arc::new(register_members(&app, &tenant, "bench-register", args.members, args.clients).await?);
 
     tracing::info!(clients = args.clients, "phase a: deposits on random members");
     let a = phase_a(&app, &tenant, members, args).await?;
@@ -577,12 +594,12 @@ fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
 
-fn round(value: f64, decimals: i32) -> f64 {
+pub(crate) fn round(value: f64, decimals: i32) -> f64 {
     let scale = 10f64.powi(decimals);
     (value * scale).round() / scale
 }
 
-fn machine() -> serde_json::Value {
+pub(crate) fn machine() -> serde_json::Value {
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned()).unwrap_or_default();
     let os = format!("{} {} {kernel}", std::env::consts::OS, std::env::consts::ARCH).trim_end().to_owned();
@@ -624,7 +641,7 @@ fn phase_row(table: &mut Table, figure: String, result: &PhaseResult, unit: &str
     ]);
 }
 
-fn number(value: String) -> Cell {
+pub(crate) fn number(value: String) -> Cell {
     Cell::new(value).set_alignment(CellAlignment::Right)
 }
 

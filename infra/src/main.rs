@@ -138,6 +138,8 @@ enum ProjectionsCommand {
 enum BenchCommand {
     /// Durable single-event command throughput of the ledger.
     Ledger(wxcm_infra::bench::LedgerBenchArgs),
+    /// End-to-end lag (commit → read model) at a fixed rate, and rebuild throughput.
+    Pipeline(wxcm_infra::bench_pipeline::PipelineBenchArgs),
 }
 
 fn init_tracing(format: LogFormat) {
@@ -256,6 +258,9 @@ async fn main() -> Result<()> {
         }
         Command::Bench { command: BenchCommand::Ledger(args) } => {
             wxcm_infra::bench::bench_ledger(&settings, args).await
+        }
+        Command::Bench { command: BenchCommand::Pipeline(args) } => {
+            wxcm_infra::bench_pipeline::bench_pipeline(&settings, args).await
         }
     }
 }
