@@ -56,6 +56,8 @@ pub const GAP_FILL_EVENTS_MAX: i64 = 10_000;
 pub const ERROR_BYTES_MAX: usize = 2_000;
 /// Messages fetched per step, at most.
 pub const BATCH_MAX: usize = 500;
+/// Streams of one fetched batch handled at the same time (each holds a connection).
+pub const STREAMS_IN_FLIGHT_MAX: usize = 8;
 /// Longest pause of `run` after failing steps.
 pub const RETRY_PAUSE_MAX: Duration = Duration::from_secs(5);
 
@@ -160,6 +162,18 @@ pub struct BatchReport {
     pub failed: usize,
     /// Of another shard's tenant, or not an event of this projector: acked.
     pub ignored: usize,
+}
+
+impl BatchReport {
+    fn add(&mut self, other: &BatchReport) {
+        self.received += other.received;
+        self.applied += other.applied;
+        self.filled += other.filled;
+        self.duplicates += other.duplicates;
+        self.parked += other.parked;
+        self.failed += other.failed;
+        self.ignored += other.ignored;
+    }
 }
 
 /// Lag of one projector on one shard.
@@ -269,11 +283,39 @@ impl<P: Projector> ProjectorRuntime<P> {
                 return Err(nats_error(e));
             }
         };
-        let mut report = BatchReport::default();
+        let mut fetched_messages = Vec::new();
         while let Some(message) = messages.next().await {
-            let message = message.map_err(nats_error)?;
-            report.received += 1;
-            self.handle(&message, &mut report).await?;
+            fetched_messages.push(message.map_err(nats_error)?);
+        }
+        // Streams are independent: their messages are handled concurrently (each
+        // in its own transaction, so Postgres commits them as a group), while the
+        // messages of one stream keep their order.
+        let mut groups: Vec<(String, Vec<Message>)> = Vec::new();
+        for message in fetched_messages {
+            let key = serde_json::from_slice::<RelayedEvent>(&message.payload)
+                .map(|e| stream_key(&e))
+                .unwrap_or_else(|_| format!("undecodable/{}", groups.len()));
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, group)) => group.push(message),
+                None => groups.push((key, vec![message])),
+            }
+        }
+        let this = &*self;
+        let reports: Vec<Result<BatchReport, ProjectionError>> = futures::stream::iter(groups)
+            .map(|(_, group)| async move {
+                let mut report = BatchReport::default();
+                for message in group {
+                    report.received += 1;
+                    this.handle(&message, &mut report).await?;
+                }
+                Ok(report)
+            })
+            .buffer_unordered(STREAMS_IN_FLIGHT_MAX)
+            .collect()
+            .await;
+        let mut report = BatchReport::default();
+        for r in reports {
+            report.add(&r?);
         }
         if report.received > 0 {
             debug!(?report, "projected batch");
