@@ -36,6 +36,7 @@ test: services lint
 bench: services
 	cargo build --release -p wxcm-infra --bin wxcm
 	$(CARGO_TARGET_DIR)/release/wxcm bench ledger
+	$(CARGO_TARGET_DIR)/release/wxcm bench pipeline
 
 fmt:
 	cargo fmt --all
