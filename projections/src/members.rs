@@ -13,8 +13,9 @@ use crate::daily;
 use crate::envelope::RelayedEvent;
 use crate::runtime::{ApplyError, Projector};
 
-#[derive(Iden)]
-enum RmMembers {
+/// The `rm_members` table (0005_read_models.sql); queries.rs reads it.
+#[derive(Iden, Clone, Copy)]
+pub(crate) enum RmMembers {
     Table,
     TenantId,
     MemberId,

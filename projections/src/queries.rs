@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
-use sea_query::{Alias, Expr, ExprTrait, Func, Iden, Order, PostgresQueryBuilder, Query, SelectStatement};
+use sea_query::{Alias, Expr, ExprTrait, Func, Order, PostgresQueryBuilder, Query, SelectStatement};
 use sea_query_sqlx::SqlxBinder;
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
@@ -15,26 +15,10 @@ use wxcm_commands::ports::{
 use wxcm_domain::{MemberId, TenantId};
 
 use crate::daily::{metric, RmDailyOps};
+use crate::members::RmMembers;
 
 /// Rows a daily-operations report may return (its range is bounded too).
 pub const DAILY_OPS_ROWS_MAX: u64 = 50_000;
-
-#[derive(Iden, Clone, Copy)]
-enum RmMembers {
-    Table,
-    TenantId,
-    MemberId,
-    CardNo,
-    Openid,
-    CardLevel,
-    Source,
-    RegisteredAt,
-    Points,
-    HeldPoints,
-    BalanceFen,
-    LifetimePoints,
-    Version,
-}
 
 /// The read models of one shard.
 #[derive(Debug, Clone)]
