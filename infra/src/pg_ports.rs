@@ -131,28 +131,33 @@ impl EventLog for PgShardPorts {
     }
 }
 
+impl PgShardPorts {
+    /// One member-identity lookup; `sql` selects member_id by tenant ($1) and one key ($2).
+    async fn member_by(&self, sql: &'static str, tenant: &TenantId, key: &str) -> Result<Option<MemberId>, PortError> {
+        let id: Option<String> =
+            sqlx::query_scalar(sql).bind(tenant.as_str()).bind(key).fetch_optional(&self.pool).await.map_err(port)?;
+        id.map(|s| MemberId::parse(&s).map_err(PortError::new)).transpose()
+    }
+}
+
 #[async_trait]
 impl MemberDirectory for PgShardPorts {
     async fn by_card(&self, tenant: &TenantId, card: &CardNumber) -> Result<Option<MemberId>, PortError> {
-        let id: Option<String> =
-            sqlx::query_scalar("SELECT member_id FROM member_identities WHERE tenant_id = $1 AND card_no = $2")
-                .bind(tenant.as_str())
-                .bind(card.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(port)?;
-        id.map(|s| MemberId::parse(&s).map_err(PortError::new)).transpose()
+        self.member_by(
+            "SELECT member_id FROM member_identities WHERE tenant_id = $1 AND card_no = $2",
+            tenant,
+            card.as_str(),
+        )
+        .await
     }
 
     async fn by_openid(&self, tenant: &TenantId, openid: &OpenId) -> Result<Option<MemberId>, PortError> {
-        let id: Option<String> =
-            sqlx::query_scalar("SELECT member_id FROM member_identities WHERE tenant_id = $1 AND openid = $2")
-                .bind(tenant.as_str())
-                .bind(openid.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(port)?;
-        id.map(|s| MemberId::parse(&s).map_err(PortError::new)).transpose()
+        self.member_by(
+            "SELECT member_id FROM member_identities WHERE tenant_id = $1 AND openid = $2",
+            tenant,
+            openid.as_str(),
+        )
+        .await
     }
 }
 

@@ -1,7 +1,5 @@
 //! The member ledger through the admin API, against the real Postgres.
 
-use std::sync::Arc;
-
 use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -378,6 +376,5 @@ async fn the_app_role_cannot_rewrite_history() {
     let delete = sqlx::query("DELETE FROM events WHERE aggregate_id = $1").bind(&id).execute(&pool).await;
     assert!(delete.is_err(), "wxcm_app must not DELETE events");
     assert_eq!(event_count(&t, "s0", &id).await, 1);
-    let _ = Arc::new(());
     t.stop().await;
 }
