@@ -17,7 +17,9 @@
 //! - `error`: `ApiError` and the status mapping;
 //! - `ratelimit`: bounded keyed login limiters;
 //! - `middleware`: correlation ids, timeout, JSON fallbacks, panics;
-//! - `openapi`: the document behind [`openapi_json`].
+//! - `openapi`: the document behind [`openapi_json`];
+//! - [`pay`]: WeChat Pay v2/v3 protocol crypto (pure functions: signatures,
+//!   resource and `req_info` ciphers, pay parameters).
 //!
 //! Invariants: the session's tenant is the only tenant a request can reach;
 //! no handler runs a command before its input is validated; no response
@@ -40,6 +42,7 @@ mod error;
 mod extract;
 mod middleware;
 mod openapi;
+pub mod pay;
 mod permissions;
 mod ratelimit;
 mod routes;
