@@ -311,3 +311,22 @@ fn pem_loading_errors_are_clear_and_secret_free() {
     assert_eq!(api_v3_key("0123456789abcdefghijklmnopqrstuv"), Ok(*API_V3_KEY));
     assert_eq!(api_v3_key("short"), Err(KeyError::ApiV3KeyLength));
 }
+
+#[test]
+fn size_limits_hold_at_and_one_past_the_limit() {
+    let keys = platform_keys();
+    let mut h = signed_headers();
+    h.signature_b64 = "A".repeat(HEADER_CHARS_MAX + 1);
+    assert_eq!(verify_notification(&h, BODY, &keys, NOW), Err(V3Error::BadHeader("signature")));
+    h.signature_b64 = "A".repeat(HEADER_CHARS_MAX);
+    assert_eq!(verify_notification(&h, BODY, &keys, NOW), Err(V3Error::BadSignature));
+
+    let mut h = signed_headers();
+    h.nonce = "n".repeat(HEADER_CHARS_MAX + 1);
+    assert_eq!(verify_notification(&h, BODY, &keys, NOW), Err(V3Error::BadHeader("nonce")));
+    h.nonce = "n".repeat(HEADER_CHARS_MAX);
+    assert_eq!(verify_notification(&h, BODY, &keys, NOW), Err(V3Error::BadSignature));
+
+    let at_limit = "A".repeat(RESOURCE_B64_CHARS_MAX);
+    assert_eq!(decrypt_resource(API_V3_KEY, RESOURCE_NONCE, "", &at_limit), Err(ResourceError::Authentication));
+}
