@@ -17,7 +17,9 @@
 //! - `error`: `ApiError` and the status mapping;
 //! - `ratelimit`: bounded keyed login limiters;
 //! - `middleware`: correlation ids, timeout, JSON fallbacks, panics;
-//! - `openapi`: the document behind [`openapi_json`].
+//! - `openapi`: the document behind [`openapi_json`];
+//! - [`wechat`]: the WeChat callback protocol as pure functions (XML, crypto,
+//!   typed messages, replies).
 //!
 //! Invariants: the session's tenant is the only tenant a request can reach;
 //! no handler runs a command before its input is validated; no response
@@ -46,6 +48,7 @@ mod routes;
 mod state;
 #[cfg(test)]
 mod tests;
+pub mod wechat;
 
 use ratelimit::LoginLimiter;
 use routes::{health, members, reports, session, tenant};
