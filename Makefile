@@ -7,7 +7,7 @@ export WXCM_SECRET_KEY
 WXCM := $(CARGO_TARGET_DIR)/debug/wxcm
 DEMO_PASSWORD ?= demo-password-123
 
-.PHONY: run test bench services build lint fmt
+.PHONY: run test bench services build lint fmt fuzz
 
 services:
 	@scripts/services.sh
@@ -40,3 +40,16 @@ bench: services
 
 fmt:
 	cargo fmt --all
+
+## Fuzz the WeChat XML reader and message crypt (nightly + cargo-fuzz), each for
+## FUZZ_SECONDS. Its own target dir: sanitizer builds would evict the normal ones.
+FUZZ_SECONDS ?= 30
+FUZZ_TARGET_DIR ?= $(CARGO_TARGET_DIR)-fuzz
+FUZZ_TARGETS := wechat_xml wechat_decrypt
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/corpus/$$t && \
+	  dict=""; [ $$t = wechat_xml ] && dict="-dict=fuzz/xml.dict"; \
+	  CARGO_TARGET_DIR=$(FUZZ_TARGET_DIR) cargo +nightly fuzz run --fuzz-dir fuzz $$t fuzz/corpus/$$t fuzz/seeds/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -max_len=8192 $$dict || exit 1; \
+	done
