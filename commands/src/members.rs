@@ -141,6 +141,7 @@ pub async fn register(
                 reference: None,
                 idempotency_key: ctx.idempotency_key.clone(),
             },
+            attribution: None,
         };
         shard.members.execute(&id, command, &request, ctx).await?
     };

@@ -9,10 +9,13 @@ pub mod amounts;
 pub mod event_sourced;
 pub mod ids;
 pub mod member;
+pub mod payment;
 pub mod schema;
 pub mod tenant;
 
 pub use actor::Actor;
 pub use amounts::{AmountFen, BalanceFen, PointsAmount, PointsBalance};
 pub use event_sourced::{DomainEventMeta, EventSourced};
-pub use ids::{AppId, CardNumber, IdError, IdempotencyKey, MemberId, OpenId, Reference, TenantId};
+pub use ids::{
+    AppId, CardNumber, IdError, IdempotencyKey, MemberId, OpenId, OutTradeNo, PayRef, Reference, SceneKey, TenantId,
+};

@@ -14,16 +14,23 @@ use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::Value;
 
 use crate::member::{MemberEvent, Provenance};
+use crate::payment::PaymentEvent;
 use crate::tenant::TenantEvent;
 
 /// Name of the member event schema (file stem under `schemas/events/`).
 pub const MEMBER_EVENTS: &str = "member-events";
 /// Name of the tenant event schema (file stem under `schemas/events/`).
 pub const TENANT_EVENTS: &str = "tenant-events";
+/// Name of the payment order event schema (file stem under `schemas/events/`).
+pub const PAYMENT_EVENTS: &str = "payment-events";
 
 /// Every event schema as (name, JSON Schema draft 2020-12 document).
 pub fn event_schemas() -> Vec<(&'static str, Value)> {
-    vec![(MEMBER_EVENTS, event_schema::<MemberEvent>()), (TENANT_EVENTS, event_schema::<TenantEvent>())]
+    vec![
+        (MEMBER_EVENTS, event_schema::<MemberEvent>()),
+        (TENANT_EVENTS, event_schema::<TenantEvent>()),
+        (PAYMENT_EVENTS, event_schema::<PaymentEvent>()),
+    ]
 }
 
 /// The path, relative to the workspace root, where a schema is committed.
@@ -70,7 +77,7 @@ mod tests {
     fn one_schema_per_event_enum_with_every_variant() {
         let schemas = event_schemas();
         let names: Vec<_> = schemas.iter().map(|(n, _)| *n).collect();
-        assert_eq!(names, [MEMBER_EVENTS, TENANT_EVENTS]);
+        assert_eq!(names, [MEMBER_EVENTS, TENANT_EVENTS, PAYMENT_EVENTS]);
         for (name, schema) in &schemas {
             let variants = schema["oneOf"].as_array().expect("externally tagged enum");
             assert!(!variants.is_empty(), "{name}");

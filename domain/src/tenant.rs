@@ -1,4 +1,5 @@
-//! The tenant (merchant) aggregate: name and bound official accounts.
+//! The tenant (merchant) aggregate: name, bound official accounts (directly
+//! or through the third-party platform) and the points rules.
 //!
 //! Secrets arrive sealed (encrypted by the application layer with a key from
 //! the environment); the domain stores them opaquely and never shows them.
@@ -10,9 +11,13 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::member::ExpiryPolicy;
 use crate::{Actor, AppId, DomainEventMeta, EventSourced, TenantId};
 
+/// Official accounts per tenant, direct and component accounts together.
 pub const OFFICIAL_ACCOUNTS_MAX: usize = 50;
+/// Ceiling of every figure in [`PointsRules`].
+pub const RULE_POINTS_MAX: i64 = 1_000_000;
 pub const TENANT_NAME_LEN_MAX: usize = 100;
 
 /// Ciphertext of a secret. Debug and Display never show it.
@@ -55,6 +60,46 @@ pub struct OfficialAccount {
     pub pay: Option<PaySettings>,
 }
 
+/// Points the ledger grants by itself; 0 means none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PointsRules {
+    /// Granted at registration.
+    #[schemars(range(min = 0, max = RULE_POINTS_MAX))]
+    pub initial_points: i64,
+    /// Granted to the referrer of a new member.
+    #[schemars(range(min = 0, max = RULE_POINTS_MAX))]
+    pub referral_level1_points: i64,
+    /// Granted to the referrer's referrer.
+    #[schemars(range(min = 0, max = RULE_POINTS_MAX))]
+    pub referral_level2_points: i64,
+    /// Expiry of the points these rules grant.
+    pub expiry: ExpiryPolicy,
+}
+
+impl Default for PointsRules {
+    fn default() -> Self {
+        Self { initial_points: 0, referral_level1_points: 0, referral_level2_points: 0, expiry: ExpiryPolicy::Never }
+    }
+}
+
+impl PointsRules {
+    pub fn is_valid(&self) -> bool {
+        [self.initial_points, self.referral_level1_points, self.referral_level2_points]
+            .iter()
+            .all(|p| (0..=RULE_POINTS_MAX).contains(p))
+            && self.expiry.is_valid()
+    }
+}
+
+/// An official account authorized to wxcm's third-party platform: WeChat
+/// calls the platform, which acts for the account with this refresh token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ComponentAccount {
+    pub appid: AppId,
+    pub refresh_token: SealedSecret,
+    pub authorized_at: Option<DateTime<Utc>>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum TenantCommand {
@@ -73,6 +118,20 @@ pub enum TenantCommand {
         actor: Actor,
     },
     UnbindOfficialAccount {
+        appid: AppId,
+        actor: Actor,
+    },
+    SetPointsRules {
+        rules: PointsRules,
+        actor: Actor,
+    },
+    /// Records (or renews) an authorization through the third-party platform.
+    AuthorizeComponentAccount {
+        appid: AppId,
+        refresh_token: SealedSecret,
+        actor: Actor,
+    },
+    DeauthorizeComponentAccount {
         appid: AppId,
         actor: Actor,
     },
@@ -100,6 +159,21 @@ pub enum TenantEvent {
         appid: AppId,
         actor: Actor,
     },
+    PointsRulesSet {
+        rules: PointsRules,
+        actor: Actor,
+    },
+    ComponentAccountAuthorized {
+        appid: AppId,
+        refresh_token: SealedSecret,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        authorized_at: Option<DateTime<Utc>>,
+        actor: Actor,
+    },
+    ComponentAccountDeauthorized {
+        appid: AppId,
+        actor: Actor,
+    },
 }
 
 impl DomainEventMeta for TenantEvent {
@@ -109,6 +183,9 @@ impl DomainEventMeta for TenantEvent {
             TenantEvent::TenantRenamed { .. } => "TenantRenamed",
             TenantEvent::OfficialAccountBound { .. } => "OfficialAccountBound",
             TenantEvent::OfficialAccountUnbound { .. } => "OfficialAccountUnbound",
+            TenantEvent::PointsRulesSet { .. } => "PointsRulesSet",
+            TenantEvent::ComponentAccountAuthorized { .. } => "ComponentAccountAuthorized",
+            TenantEvent::ComponentAccountDeauthorized { .. } => "ComponentAccountDeauthorized",
         }
     }
     fn event_version(&self) -> &'static str {
@@ -128,15 +205,34 @@ pub enum TenantError {
     TooManyAccounts,
     #[error("official account {0} is not bound")]
     AccountNotBound(String),
+    #[error("points rules must be 0..={RULE_POINTS_MAX} points each with a valid expiry")]
+    InvalidPointsRules,
+    #[error("official account {0} is bound directly; it cannot also be a component account")]
+    BoundDirectly(String),
+    #[error("official account {0} is a component account; it cannot also be bound directly")]
+    BoundAsComponent(String),
+    #[error("component account {0} is not authorized")]
+    ComponentAccountNotBound(String),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Tenant {
     pub version: u64,
     pub tenant_id: Option<TenantId>,
     pub name: String,
     pub created_at: Option<DateTime<Utc>>,
     pub accounts: BTreeMap<String, OfficialAccount>,
+    /// Accounts authorized through the third-party platform, by appid.
+    pub component_accounts: BTreeMap<String, ComponentAccount>,
+    /// The current rules (the default, granting nothing, until set).
+    pub points_rules: PointsRules,
+}
+
+impl Tenant {
+    fn account_count(&self) -> usize {
+        self.accounts.len() + self.component_accounts.len()
+    }
 }
 
 /// The limit applies to the name as stored, not to its trimmed form: padding
@@ -148,7 +244,8 @@ fn valid_name(name: &str) -> bool {
 
 impl EventSourced for Tenant {
     const TYPE: &'static str = "tenant";
-    const STATE_VERSION: i32 = 1;
+    // 2: component accounts and points rules.
+    const STATE_VERSION: i32 = 2;
     type Command = TenantCommand;
     type Event = TenantEvent;
     type Error = TenantError;
@@ -184,8 +281,11 @@ impl EventSourced for Tenant {
                 TenantEvent::TenantRenamed { name, actor }
             }
             TenantCommand::BindOfficialAccount { account, actor } => {
+                if self.component_accounts.contains_key(account.appid.as_str()) {
+                    return Err(TenantError::BoundAsComponent(account.appid.to_string()));
+                }
                 let is_new = !self.accounts.contains_key(account.appid.as_str());
-                if is_new && self.accounts.len() >= OFFICIAL_ACCOUNTS_MAX {
+                if is_new && self.account_count() >= OFFICIAL_ACCOUNTS_MAX {
                     return Err(TenantError::TooManyAccounts);
                 }
                 if !valid_name(&account.name) {
@@ -202,6 +302,32 @@ impl EventSourced for Tenant {
                 }
                 TenantEvent::OfficialAccountUnbound { appid, actor }
             }
+            TenantCommand::SetPointsRules { rules, actor } => {
+                if !rules.is_valid() {
+                    return Err(TenantError::InvalidPointsRules);
+                }
+                if rules == self.points_rules {
+                    return Ok(Vec::new());
+                }
+                TenantEvent::PointsRulesSet { rules, actor }
+            }
+            TenantCommand::AuthorizeComponentAccount { appid, refresh_token, actor } => {
+                if self.accounts.contains_key(appid.as_str()) {
+                    return Err(TenantError::BoundDirectly(appid.to_string()));
+                }
+                let is_new = !self.component_accounts.contains_key(appid.as_str());
+                if is_new && self.account_count() >= OFFICIAL_ACCOUNTS_MAX {
+                    return Err(TenantError::TooManyAccounts);
+                }
+                // Re-authorization always records: WeChat issued a new refresh token.
+                TenantEvent::ComponentAccountAuthorized { appid, refresh_token, authorized_at: Some(now), actor }
+            }
+            TenantCommand::DeauthorizeComponentAccount { appid, actor } => {
+                if !self.component_accounts.contains_key(appid.as_str()) {
+                    return Err(TenantError::ComponentAccountNotBound(appid.to_string()));
+                }
+                TenantEvent::ComponentAccountDeauthorized { appid, actor }
+            }
         };
         Ok(vec![event])
     }
@@ -217,10 +343,26 @@ impl EventSourced for Tenant {
             }
             TenantEvent::TenantRenamed { name, .. } => self.name = name.clone(),
             TenantEvent::OfficialAccountBound { account, .. } => {
+                assert!(!self.component_accounts.contains_key(account.appid.as_str()), "appid bound twice");
                 self.accounts.insert(account.appid.to_string(), account.clone());
             }
             TenantEvent::OfficialAccountUnbound { appid, .. } => {
                 self.accounts.remove(appid.as_str());
+            }
+            TenantEvent::PointsRulesSet { rules, .. } => self.points_rules = *rules,
+            TenantEvent::ComponentAccountAuthorized { appid, refresh_token, authorized_at, .. } => {
+                assert!(!self.accounts.contains_key(appid.as_str()), "appid bound twice");
+                self.component_accounts.insert(
+                    appid.to_string(),
+                    ComponentAccount {
+                        appid: appid.clone(),
+                        refresh_token: refresh_token.clone(),
+                        authorized_at: *authorized_at,
+                    },
+                );
+            }
+            TenantEvent::ComponentAccountDeauthorized { appid, .. } => {
+                self.component_accounts.remove(appid.as_str());
             }
         }
     }
@@ -323,6 +465,137 @@ mod tests {
         let padded = format!("{}n", " ".repeat(TENANT_NAME_LEN_MAX));
         assert_eq!(t.handle(rename(padded), Utc::now()), Err(TenantError::InvalidName));
         assert_eq!(t.handle(rename("   ".into()), Utc::now()), Err(TenantError::InvalidName));
+    }
+
+    fn apply_all(t: &mut Tenant, events: Vec<TenantEvent>) {
+        events.iter().for_each(|e| t.apply(e));
+    }
+
+    fn appid(s: &str) -> AppId {
+        AppId::parse(s).unwrap()
+    }
+
+    fn authorize(appid_str: &str) -> TenantCommand {
+        TenantCommand::AuthorizeComponentAccount {
+            appid: appid(appid_str),
+            refresh_token: SealedSecret::from_ciphertext("sealed:refresh".into()),
+            actor: admin(),
+        }
+    }
+
+    #[test]
+    fn points_rules_default_to_nothing_and_can_be_set() {
+        let mut t = created();
+        assert_eq!(t.points_rules, PointsRules::default());
+        assert_eq!(t.points_rules.expiry, ExpiryPolicy::Never);
+        let rules = PointsRules {
+            initial_points: 100,
+            referral_level1_points: 50,
+            referral_level2_points: RULE_POINTS_MAX,
+            expiry: ExpiryPolicy::EndOfYear,
+        };
+        let evs = t.handle(TenantCommand::SetPointsRules { rules, actor: admin() }, Utc::now()).unwrap();
+        assert_eq!(evs, vec![TenantEvent::PointsRulesSet { rules, actor: admin() }]);
+        apply_all(&mut t, evs);
+        assert_eq!(t.points_rules, rules);
+        // Setting the same rules again changes nothing.
+        assert_eq!(t.handle(TenantCommand::SetPointsRules { rules, actor: admin() }, Utc::now()), Ok(vec![]));
+    }
+
+    #[test]
+    fn points_rules_are_bounded() {
+        let t = created();
+        let base = PointsRules::default();
+        let invalid = [
+            PointsRules { initial_points: -1, ..base },
+            PointsRules { referral_level1_points: RULE_POINTS_MAX + 1, ..base },
+            PointsRules { referral_level2_points: -5, ..base },
+            PointsRules { expiry: ExpiryPolicy::Days { days: 0 }, ..base },
+        ];
+        for rules in invalid {
+            let result = t.handle(TenantCommand::SetPointsRules { rules, actor: admin() }, Utc::now());
+            assert_eq!(result, Err(TenantError::InvalidPointsRules), "{rules:?}");
+        }
+        let missing =
+            Tenant::default().handle(TenantCommand::SetPointsRules { rules: base, actor: admin() }, Utc::now());
+        assert_eq!(missing, Err(TenantError::NotFound));
+    }
+
+    #[test]
+    fn component_accounts_authorize_reauthorize_and_deauthorize() {
+        let mut t = created();
+        let now = Utc::now();
+        let evs = t.handle(authorize("wx00000000000000aa"), now).unwrap();
+        assert_eq!(
+            evs,
+            vec![TenantEvent::ComponentAccountAuthorized {
+                appid: appid("wx00000000000000aa"),
+                refresh_token: SealedSecret::from_ciphertext("sealed:refresh".into()),
+                authorized_at: Some(now),
+                actor: admin(),
+            }]
+        );
+        apply_all(&mut t, evs);
+        assert_eq!(t.component_accounts.len(), 1);
+        // Re-authorization replaces the token.
+        let renewed = TenantCommand::AuthorizeComponentAccount {
+            appid: appid("wx00000000000000aa"),
+            refresh_token: SealedSecret::from_ciphertext("sealed:refresh-2".into()),
+            actor: admin(),
+        };
+        let evs = t.handle(renewed, now).unwrap();
+        apply_all(&mut t, evs);
+        assert_eq!(t.component_accounts.len(), 1);
+        assert_eq!(t.component_accounts["wx00000000000000aa"].refresh_token.ciphertext(), "sealed:refresh-2");
+        let deauthorize = |s: &str| TenantCommand::DeauthorizeComponentAccount { appid: appid(s), actor: admin() };
+        let evs = t.handle(deauthorize("wx00000000000000aa"), now).unwrap();
+        apply_all(&mut t, evs);
+        assert!(t.component_accounts.is_empty());
+        assert_eq!(
+            t.handle(deauthorize("wx00000000000000aa"), now),
+            Err(TenantError::ComponentAccountNotBound("wx00000000000000aa".into()))
+        );
+    }
+
+    #[test]
+    fn an_appid_is_either_direct_or_component() {
+        let mut t = created();
+        let evs = t
+            .handle(
+                TenantCommand::BindOfficialAccount { account: account("wx0123456789abcdef"), actor: admin() },
+                Utc::now(),
+            )
+            .unwrap();
+        apply_all(&mut t, evs);
+        assert_eq!(
+            t.handle(authorize("wx0123456789abcdef"), Utc::now()),
+            Err(TenantError::BoundDirectly("wx0123456789abcdef".into()))
+        );
+        let evs = t.handle(authorize("wx00000000000000aa"), Utc::now()).unwrap();
+        apply_all(&mut t, evs);
+        let direct = TenantCommand::BindOfficialAccount { account: account("wx00000000000000aa"), actor: admin() };
+        assert_eq!(t.handle(direct, Utc::now()), Err(TenantError::BoundAsComponent("wx00000000000000aa".into())));
+    }
+
+    #[test]
+    fn the_account_limit_counts_direct_and_component_accounts() {
+        let mut t = created();
+        for i in 0..OFFICIAL_ACCOUNTS_MAX {
+            let id = format!("wx{i:016x}");
+            let command = if i % 2 == 0 {
+                TenantCommand::BindOfficialAccount { account: account(&id), actor: admin() }
+            } else {
+                authorize(&id)
+            };
+            let evs = t.handle(command, Utc::now()).unwrap();
+            apply_all(&mut t, evs);
+        }
+        let next = format!("wx{:016x}", OFFICIAL_ACCOUNTS_MAX);
+        assert_eq!(t.handle(authorize(&next), Utc::now()), Err(TenantError::TooManyAccounts));
+        let direct = TenantCommand::BindOfficialAccount { account: account(&next), actor: admin() };
+        assert_eq!(t.handle(direct, Utc::now()), Err(TenantError::TooManyAccounts));
+        // Renewing an existing authorization is not a new account.
+        assert!(t.handle(authorize(&format!("wx{:016x}", 1)), Utc::now()).is_ok());
     }
 
     #[test]

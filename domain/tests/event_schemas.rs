@@ -14,13 +14,15 @@ use proptest::prelude::*;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use wxcm_domain::member::{
-    CardLevel, LotTake, MemberEvent, PointsSource, Provenance, RegistrationSource, SpendPurpose,
+    Attribution, CardLevel, ExpiryPolicy, LotTake, MemberEvent, PointsSource, Provenance, RegistrationSource,
+    SpendPurpose,
 };
-use wxcm_domain::schema::{event_schemas, schema_path, MEMBER_EVENTS, TENANT_EVENTS};
-use wxcm_domain::tenant::{OfficialAccount, PaySettings, SealedSecret, TenantEvent};
+use wxcm_domain::payment::{CloseReason, PaidVia, PayApiVersion, PaymentEvent, PaymentPurpose};
+use wxcm_domain::schema::{event_schemas, schema_path, MEMBER_EVENTS, PAYMENT_EVENTS, TENANT_EVENTS};
+use wxcm_domain::tenant::{OfficialAccount, PaySettings, PointsRules, SealedSecret, TenantEvent};
 use wxcm_domain::{
-    Actor, AmountFen, AppId, BalanceFen, CardNumber, DomainEventMeta, IdempotencyKey, MemberId, OpenId, PointsAmount,
-    PointsBalance, Reference, TenantId,
+    Actor, AmountFen, AppId, BalanceFen, CardNumber, DomainEventMeta, IdempotencyKey, MemberId, OpenId, OutTradeNo,
+    PayRef, PointsAmount, PointsBalance, Reference, SceneKey, TenantId,
 };
 
 const WRITE_ENV: &str = "WXCM_WRITE_SCHEMAS";
@@ -125,7 +127,31 @@ fn member_events() -> Vec<MemberEvent> {
             registered_at: at("2026-03-10T02:00:00Z"),
             actor: Actor::Wechat { source: "subscribe".into() },
             idempotency_key: IdempotencyKey::parse("wx-msg-123456").unwrap(),
+            attribution: None,
         },
+        MemberEvent::MemberRegistered {
+            member_id: MemberId::new_random(),
+            tenant_id: TenantId::parse("acme-cinema").unwrap(),
+            card_no: CardNumber::from_serial(8).unwrap(),
+            openid: None,
+            source: RegistrationSource::Oauth,
+            card_level: CardLevel::standard(),
+            registered_at: at("2026-03-10T02:00:00Z"),
+            actor: Actor::Wechat { source: "oauth".into() },
+            idempotency_key: IdempotencyKey::parse("wx-msg-123457").unwrap(),
+            attribution: Some(Attribution::Referral { referrer: MemberId::new_random() }),
+        },
+        MemberEvent::MemberFollowed {
+            attribution: Attribution::SceneQr { scene: SceneKey::parse("poster-7").unwrap() },
+            followed_at: at("2026-03-11T02:00:00Z"),
+            provenance: Provenance { actor: Actor::Wechat { source: "subscribe".into() }, ..p(false) },
+        },
+        MemberEvent::MemberFollowed {
+            attribution: Attribution::Direct,
+            followed_at: at("2026-03-11T02:00:00Z"),
+            provenance: p(false),
+        },
+        MemberEvent::MemberUnfollowed { unfollowed_at: at("2026-03-12T02:00:00Z"), provenance: p(false) },
         MemberEvent::CardLevelChanged {
             from: CardLevel::standard(),
             to: CardLevel::parse("金卡 gold").unwrap(),
@@ -202,6 +228,20 @@ fn member_events() -> Vec<MemberEvent> {
             provenance: p(true),
             balance_after_fen: BalanceFen::new(10_001).unwrap(),
         },
+        MemberEvent::RechargeReversed {
+            amount_fen: fen(1),
+            order_id: reference("rc20260310000001"),
+            refund_no: reference("rf20260311000001"),
+            provenance: Provenance { actor: Actor::Wechat { source: "pay-v3".into() }, ..p(false) },
+            balance_after_fen: BalanceFen::new(10_000).unwrap(),
+        },
+        MemberEvent::RechargeReversalFlagged {
+            amount_fen: fen(10_000),
+            order_id: reference("rc20260310000001"),
+            refund_no: reference("rf20260311000002"),
+            balance_fen: BalanceFen::ZERO,
+            provenance: p(true),
+        },
     ]
 }
 
@@ -237,7 +277,75 @@ fn tenant_events() -> Vec<TenantEvent> {
             actor: admin.clone(),
         },
         TenantEvent::OfficialAccountBound { account: account(None), actor: admin.clone() },
-        TenantEvent::OfficialAccountUnbound { appid: AppId::parse("wx0123456789abcdef").unwrap(), actor: admin },
+        TenantEvent::OfficialAccountUnbound {
+            appid: AppId::parse("wx0123456789abcdef").unwrap(),
+            actor: admin.clone(),
+        },
+        TenantEvent::PointsRulesSet { rules: PointsRules::default(), actor: admin.clone() },
+        TenantEvent::PointsRulesSet {
+            rules: PointsRules {
+                initial_points: 100,
+                referral_level1_points: 1_000_000,
+                referral_level2_points: 0,
+                expiry: ExpiryPolicy::Days { days: 365 },
+            },
+            actor: admin.clone(),
+        },
+        TenantEvent::ComponentAccountAuthorized {
+            appid: AppId::parse("wx00000000000000aa").unwrap(),
+            refresh_token: SealedSecret::from_ciphertext("sealed:refresh".into()),
+            authorized_at: Some(at("2026-01-02T00:00:00Z")),
+            actor: Actor::Wechat { source: "component".into() },
+        },
+        TenantEvent::ComponentAccountDeauthorized { appid: AppId::parse("wx00000000000000aa").unwrap(), actor: admin },
+    ]
+}
+
+fn pay_ref(s: &str) -> PayRef {
+    PayRef::parse(s).unwrap()
+}
+
+fn payment_events() -> Vec<PaymentEvent> {
+    let tenant = TenantId::parse("acme-cinema").unwrap();
+    let openid = OpenId::parse("oABCdef123456").unwrap();
+    vec![
+        PaymentEvent::PaymentOrderCreated {
+            order_id: OutTradeNo::parse("rc20260310000001").unwrap(),
+            member_id: MemberId::for_openid(&tenant, &openid),
+            tenant_id: tenant,
+            openid,
+            appid: AppId::parse("wx0123456789abcdef").unwrap(),
+            mch_id: pay_ref("1900000109"),
+            purpose: PaymentPurpose::BalanceRecharge,
+            amount_fen: fen(10_000),
+            api_version: PayApiVersion::V3,
+            created_at: at("2026-03-10T02:00:00Z"),
+            expires_at: at("2026-03-10T02:30:00Z"),
+            provenance: provenance(false),
+        },
+        PaymentEvent::PaymentOrderPaid {
+            transaction_id: pay_ref("4200001234202603100000000001"),
+            total_fen: fen(10_000),
+            paid_at: at("2026-03-10T02:01:00Z"),
+            via: PaidVia::NotifyV3,
+            notification_id: Some(pay_ref("EV-2018022511223320873")),
+        },
+        PaymentEvent::PaymentOrderPaid {
+            transaction_id: pay_ref("4200001234202603100000000001"),
+            total_fen: fen(10_000),
+            paid_at: at("2026-03-10T02:01:00Z"),
+            via: PaidVia::Query,
+            notification_id: None,
+        },
+        PaymentEvent::PaymentOrderClosed { reason: CloseReason::Expired, closed_at: at("2026-03-10T02:30:00Z") },
+        PaymentEvent::PaymentOrderRefunded {
+            refund_no: pay_ref("rf20260311000001"),
+            refund_id: pay_ref("50000000382019052709732678859"),
+            amount_fen: fen(10_000),
+            refunded_total_fen: 10_000,
+            fully_refunded: true,
+            succeeded_at: at("2026-03-11T02:00:00Z"),
+        },
     ]
 }
 
@@ -278,6 +386,21 @@ fn every_member_event_variant_validates() {
 #[test]
 fn every_tenant_event_variant_validates() {
     check_samples(TENANT_EVENTS, &tenant_events());
+}
+
+#[test]
+fn every_payment_event_variant_validates() {
+    check_samples(PAYMENT_EVENTS, &payment_events());
+}
+
+/// Events written before attribution existed still read, and validate.
+#[test]
+fn registrations_without_attribution_still_read() {
+    let doc = member_event_json("MemberRegistered");
+    assert!(doc["MemberRegistered"].get("attribution").is_none());
+    assert!(validator(&schema(MEMBER_EVENTS)).is_valid(&doc));
+    let event: MemberEvent = serde_json::from_value(doc).unwrap();
+    assert!(matches!(event, MemberEvent::MemberRegistered { attribution: None, .. }));
 }
 
 // ---------------------------------------------------------------- (c) invalid documents
@@ -367,13 +490,58 @@ fn invalid_tenant_events_are_rejected() {
     reject("a malformed appid", doc);
 
     reject("an unknown variant", json!({ "TenantDeleted": created["TenantCreated"].clone() }));
+
+    let rules = serde_json::to_value(&tenant_events()[6]).unwrap();
+    let mut doc = rules.clone();
+    doc["PointsRulesSet"]["rules"]["initial_points"] = json!(-1);
+    let validator = validator(&schema(TENANT_EVENTS));
+    assert!(!validator.is_valid(&doc), "negative initial points");
+    let mut doc = rules;
+    doc["PointsRulesSet"]["rules"]["referral_level1_points"] = json!(1_000_001);
+    assert!(!validator.is_valid(&doc), "points over the rule ceiling");
+}
+
+#[test]
+fn invalid_payment_events_are_rejected() {
+    let reject = |what: &str, doc: Value| assert_rejected::<PaymentEvent>(PAYMENT_EVENTS, what, doc);
+    let created = serde_json::to_value(&payment_events()[0]).unwrap();
+
+    let mut doc = created.clone();
+    doc["PaymentOrderCreated"]["order_id"] = json!("short");
+    reject("a too short out_trade_no", doc);
+
+    let mut doc = created.clone();
+    doc["PaymentOrderCreated"]["order_id"] = json!("has.dot.in.it");
+    reject("an out_trade_no with a dot", doc);
+
+    let mut doc = created.clone();
+    doc["PaymentOrderCreated"]["amount_fen"] = json!(0);
+    reject("a zero amount", doc);
+
+    let mut doc = created.clone();
+    doc["PaymentOrderCreated"]["purpose"] = json!("donation");
+    reject("an unknown purpose", doc);
+
+    let mut doc = serde_json::to_value(&payment_events()[1]).unwrap();
+    doc["PaymentOrderPaid"]["via"] = json!("carrier_pigeon");
+    reject("an unknown source of payment", doc);
+
+    let mut doc = serde_json::to_value(&payment_events()[4]).unwrap();
+    doc["PaymentOrderRefunded"]["refund_no"] = json!("");
+    reject("an empty refund number", doc);
+
+    reject("an unknown variant", json!({ "PaymentOrderStolen": created["PaymentOrderCreated"].clone() }));
 }
 
 // ---------------------------------------------------------------- schema and parsers agree
 
 /// The schema of one `$defs` entry, standalone (those used here have no refs).
 fn def_validator(name: &str) -> Validator {
-    let schema = schema(MEMBER_EVENTS);
+    def_validator_in(MEMBER_EVENTS, name)
+}
+
+fn def_validator_in(schema_name: &str, name: &str) -> Validator {
+    let schema = schema(schema_name);
     let mut def = schema["$defs"][name].clone();
     assert!(def.is_object(), "no $defs/{name}");
     def["$schema"] = schema["$schema"].clone();
@@ -416,10 +584,13 @@ fn amount_and_balance_bounds_match_the_types() {
 }
 
 fn id_validators() -> Vec<(&'static str, Validator)> {
-    ["TenantId", "OpenId", "CardNumber", "IdempotencyKey", "Reference", "CardLevel"]
-        .into_iter()
-        .map(|name| (name, def_validator(name)))
-        .collect()
+    let mut validators: Vec<_> =
+        ["TenantId", "OpenId", "CardNumber", "IdempotencyKey", "Reference", "CardLevel", "SceneKey"]
+            .into_iter()
+            .map(|name| (name, def_validator(name)))
+            .collect();
+    validators.extend(["OutTradeNo", "PayRef"].into_iter().map(|name| (name, def_validator_in(PAYMENT_EVENTS, name))));
+    validators
 }
 
 fn ids_agree(validators: &[(&str, Validator)], s: &str) {
@@ -432,6 +603,9 @@ fn ids_agree(validators: &[(&str, Validator)], s: &str) {
             "IdempotencyKey" => agree::<IdempotencyKey>(v, &value, true),
             "Reference" => agree::<Reference>(v, &value, true),
             "CardLevel" => agree::<CardLevel>(v, &value, true),
+            "SceneKey" => agree::<SceneKey>(v, &value, true),
+            "OutTradeNo" => agree::<OutTradeNo>(v, &value, true),
+            "PayRef" => agree::<PayRef>(v, &value, true),
             other => unreachable!("{other}"),
         }
     }
@@ -461,6 +635,8 @@ fn id_rules_match_the_parsers_at_their_limits() {
         "tab\there",
         "del\u{7f}char",
         "金卡 gold",
+        "ab_c-1|2*",
+        "abc.def|",
     ];
     for s in edge_cases {
         ids_agree(&validators, s);

@@ -185,6 +185,11 @@ pub fn member_rejection(e: &MemberError) -> ApiError {
         MemberError::InvalidExpiry => ApiError::invalid("invalid_expiry", message),
         MemberError::ChargeNotFound(_) => ApiError::invalid("charge_not_found", message),
         MemberError::HoldNotFound(_) => ApiError::invalid("hold_not_found", message),
+        MemberError::SelfReferral => ApiError::invalid("self_referral", message),
+        MemberError::RechargeNotFound(_) => ApiError::invalid("recharge_not_found", message),
+        MemberError::ReversalExceedsRecharge { .. } => ApiError::conflict("reversal_exceeds_recharge", message),
+        MemberError::RefundNoConflict(_) => ApiError::conflict("refund_no_reused", message),
+        MemberError::TooManyReversals => ApiError::conflict("too_many_reversals", message),
     }
 }
 
@@ -236,6 +241,13 @@ impl From<TenantOpError> for ApiError {
                     TenantError::InvalidName => ApiError::invalid("invalid_name", message),
                     TenantError::TooManyAccounts => ApiError::conflict("too_many_accounts", message),
                     TenantError::AccountNotBound(_) => ApiError::not_found("account_not_bound", message),
+                    TenantError::InvalidPointsRules => ApiError::invalid("invalid_points_rules", message),
+                    TenantError::BoundDirectly(_) | TenantError::BoundAsComponent(_) => {
+                        ApiError::conflict("appid_in_use", message)
+                    }
+                    TenantError::ComponentAccountNotBound(_) => {
+                        ApiError::not_found("component_account_not_bound", message)
+                    }
                 }
             }
             // Messages of `Invalid` name the field and its rule, never its value.

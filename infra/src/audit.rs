@@ -778,6 +778,7 @@ mod tests {
             registered_at: Utc.with_ymd_and_hms(2025, 3, 1, 8, 0, 0).unwrap(),
             actor: Actor::Staff { username: "clerk".into() },
             idempotency_key: IdempotencyKey::parse("key-00000000").unwrap(),
+            attribution: None,
         }
     }
 
@@ -931,6 +932,7 @@ mod tests {
             registered_at: Utc.with_ymd_and_hms(2025, 3, 1, 8, 0, 0).unwrap(),
             actor: Actor::Staff { username: "clerk".into() },
             idempotency_key: IdempotencyKey::parse("key-00000000").unwrap(),
+            attribution: None,
         };
         assert_eq!(codes(&replay_member(&rows(&[other])).violations), [(Some(1), "registration_mismatch")]);
     }

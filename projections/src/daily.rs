@@ -104,6 +104,13 @@ pub fn deltas(event: &MemberEvent) -> Result<Vec<Delta>, ApplyError> {
         MemberEvent::CashCharged { amount_fen, .. } => {
             vec![delta(metric::CASH_DEBITED_FEN, "charge", amount_fen.get())]
         }
+        MemberEvent::RechargeReversed { amount_fen, .. } => {
+            vec![delta(metric::CASH_DEBITED_FEN, "recharge_reversal", amount_fen.get())]
+        }
+        // Follows and flagged reversals move no money or points.
+        MemberEvent::MemberFollowed { .. }
+        | MemberEvent::MemberUnfollowed { .. }
+        | MemberEvent::RechargeReversalFlagged { .. } => Vec::new(),
     })
 }
 

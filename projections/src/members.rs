@@ -254,9 +254,14 @@ async fn update_member(
         MemberEvent::CashDeposited { balance_after_fen, .. }
         | MemberEvent::CashCharged { balance_after_fen, .. }
         | MemberEvent::RechargeCredited { balance_after_fen, .. }
-        | MemberEvent::ChargeRefunded { balance_after_fen, .. } => {
+        | MemberEvent::ChargeRefunded { balance_after_fen, .. }
+        | MemberEvent::RechargeReversed { balance_after_fen, .. } => {
             update.value(RmMembers::BalanceFen, balance_after_fen.get());
         }
+        // No figure moves (a flagged reversal leaves the balance for an operator); only the version does.
+        MemberEvent::MemberFollowed { .. }
+        | MemberEvent::MemberUnfollowed { .. }
+        | MemberEvent::RechargeReversalFlagged { .. } => {}
     }
     let (sql, values) = update.build_sqlx(PostgresQueryBuilder);
     let row = sqlx::query_with(&sql, values).fetch_optional(conn).await?.ok_or_else(|| {

@@ -239,7 +239,11 @@ pub fn fold_event(
         MemberEvent::CashDeposited { balance_after_fen, .. }
         | MemberEvent::CashCharged { balance_after_fen, .. }
         | MemberEvent::RechargeCredited { balance_after_fen, .. }
-        | MemberEvent::ChargeRefunded { balance_after_fen, .. } => member.balance_fen = balance_after_fen.get(),
+        | MemberEvent::ChargeRefunded { balance_after_fen, .. }
+        | MemberEvent::RechargeReversed { balance_after_fen, .. } => member.balance_fen = balance_after_fen.get(),
+        MemberEvent::MemberFollowed { .. }
+        | MemberEvent::MemberUnfollowed { .. }
+        | MemberEvent::RechargeReversalFlagged { .. } => {}
     }
     if member.points < 0 || member.held_points < 0 || member.balance_fen < 0 {
         return Err("negative figure after the event".into());
@@ -829,6 +833,7 @@ mod tests {
             registered_at: Utc::now(),
             actor: Actor::Admin { username: "a".into() },
             idempotency_key: key(),
+            attribution: None,
         };
         let deposited = MemberEvent::CashDeposited {
             amount_fen: AmountFen::new(250).expect("fen"),

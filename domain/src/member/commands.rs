@@ -4,7 +4,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::policy::ExpiryPolicy;
-use crate::{Actor, AmountFen, CardNumber, IdempotencyKey, MemberId, OpenId, PointsAmount, Reference, TenantId};
+use crate::{
+    Actor, AmountFen, CardNumber, IdempotencyKey, MemberId, OpenId, PointsAmount, Reference, SceneKey, TenantId,
+};
 
 /// Who asks, why, and under which idempotency key. Copied into the event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -22,6 +24,24 @@ pub enum RegistrationSource {
     Subscribe,
     Oauth,
     Staff,
+}
+
+/// What brought a member in: a parametric QR code, another member, or nothing traceable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Attribution {
+    SceneQr { scene: SceneKey },
+    Referral { referrer: MemberId },
+    Direct,
+}
+
+impl Attribution {
+    pub fn referrer(&self) -> Option<MemberId> {
+        match self {
+            Attribution::Referral { referrer } => Some(*referrer),
+            Attribution::SceneQr { .. } | Attribution::Direct => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -98,6 +118,17 @@ pub enum MemberCommand {
         source: RegistrationSource,
         card_level: CardLevel,
         provenance: Provenance,
+        /// Kept for the member's lifetime; a referral names level 1 of the chain.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attribution: Option<Attribution>,
+    },
+    /// The member (re)subscribed to the official account.
+    Follow {
+        attribution: Attribution,
+        provenance: Provenance,
+    },
+    Unfollow {
+        provenance: Provenance,
     },
     SetCardLevel {
         card_level: CardLevel,
@@ -155,6 +186,13 @@ pub enum MemberCommand {
         amount_fen: AmountFen,
         provenance: Provenance,
     },
+    /// Takes back (part of) a credited recharge that WeChat Pay refunded.
+    ReverseRecharge {
+        order_id: Reference,
+        refund_no: Reference,
+        amount_fen: AmountFen,
+        provenance: Provenance,
+    },
 }
 
 impl MemberCommand {
@@ -172,7 +210,10 @@ impl MemberCommand {
             | MemberCommand::DepositCash { provenance, .. }
             | MemberCommand::ChargeCash { provenance, .. }
             | MemberCommand::CreditRecharge { provenance, .. }
-            | MemberCommand::RefundCharge { provenance, .. } => provenance,
+            | MemberCommand::RefundCharge { provenance, .. }
+            | MemberCommand::Follow { provenance, .. }
+            | MemberCommand::Unfollow { provenance }
+            | MemberCommand::ReverseRecharge { provenance, .. } => provenance,
         }
     }
 }

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::commands::{CardLevel, PointsSource, Provenance, RegistrationSource, SpendPurpose};
+use super::commands::{Attribution, CardLevel, PointsSource, Provenance, RegistrationSource, SpendPurpose};
 use crate::{
     Actor, AmountFen, BalanceFen, CardNumber, DomainEventMeta, IdempotencyKey, MemberId, OpenId, PointsAmount,
     PointsBalance, Reference, TenantId,
@@ -30,6 +30,20 @@ pub enum MemberEvent {
         registered_at: DateTime<Utc>,
         actor: Actor,
         idempotency_key: IdempotencyKey,
+        /// Absent in events written before attribution was recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attribution: Option<Attribution>,
+    },
+    MemberFollowed {
+        attribution: Attribution,
+        followed_at: DateTime<Utc>,
+        #[serde(flatten)]
+        provenance: Provenance,
+    },
+    MemberUnfollowed {
+        unfollowed_at: DateTime<Utc>,
+        #[serde(flatten)]
+        provenance: Provenance,
     },
     CardLevelChanged {
         from: CardLevel,
@@ -129,6 +143,25 @@ pub enum MemberEvent {
         provenance: Provenance,
         balance_after_fen: BalanceFen,
     },
+    /// A WeChat Pay refund of the recharge `order_id` taken back from the balance.
+    RechargeReversed {
+        amount_fen: AmountFen,
+        order_id: Reference,
+        refund_no: Reference,
+        #[serde(flatten)]
+        provenance: Provenance,
+        balance_after_fen: BalanceFen,
+    },
+    /// A refund the balance could not cover (already spent): the balance is
+    /// untouched and an operator must resolve it.
+    RechargeReversalFlagged {
+        amount_fen: AmountFen,
+        order_id: Reference,
+        refund_no: Reference,
+        balance_fen: BalanceFen,
+        #[serde(flatten)]
+        provenance: Provenance,
+    },
 }
 
 /// One ledger line as an auditor reads it: signed deltas derived from the
@@ -161,13 +194,20 @@ impl MemberEvent {
             | MemberEvent::CashDeposited { provenance, .. }
             | MemberEvent::CashCharged { provenance, .. }
             | MemberEvent::RechargeCredited { provenance, .. }
-            | MemberEvent::ChargeRefunded { provenance, .. } => Some(provenance),
+            | MemberEvent::ChargeRefunded { provenance, .. }
+            | MemberEvent::MemberFollowed { provenance, .. }
+            | MemberEvent::MemberUnfollowed { provenance, .. }
+            | MemberEvent::RechargeReversed { provenance, .. }
+            | MemberEvent::RechargeReversalFlagged { provenance, .. } => Some(provenance),
         }
     }
 
     pub fn ledger_line(&self) -> LedgerLine {
         let (points_delta, held_delta, cash_delta_fen, points_after, balance_after_fen) = match self {
-            MemberEvent::MemberRegistered { .. } | MemberEvent::CardLevelChanged { .. } => (0, 0, 0, None, None),
+            MemberEvent::MemberRegistered { .. }
+            | MemberEvent::CardLevelChanged { .. }
+            | MemberEvent::MemberFollowed { .. }
+            | MemberEvent::MemberUnfollowed { .. } => (0, 0, 0, None, None),
             MemberEvent::PointsGranted { points, points_after, .. } => (points.get(), 0, 0, Some(*points_after), None),
             MemberEvent::PointsDeducted { points, points_after, .. }
             | MemberEvent::PointsSpent { points, points_after, .. }
@@ -189,9 +229,12 @@ impl MemberEvent {
             | MemberEvent::ChargeRefunded { amount_fen, balance_after_fen, .. } => {
                 (0, 0, amount_fen.get(), None, Some(*balance_after_fen))
             }
-            MemberEvent::CashCharged { amount_fen, balance_after_fen, .. } => {
+            MemberEvent::CashCharged { amount_fen, balance_after_fen, .. }
+            | MemberEvent::RechargeReversed { amount_fen, balance_after_fen, .. } => {
                 (0, 0, -amount_fen.get(), None, Some(*balance_after_fen))
             }
+            // Nothing moved; the line states the untouched balance for the auditor.
+            MemberEvent::RechargeReversalFlagged { balance_fen, .. } => (0, 0, 0, None, Some(*balance_fen)),
         };
         let (actor, reason, reference, idempotency_key) = match self {
             MemberEvent::MemberRegistered { actor, idempotency_key, .. } => {
@@ -237,6 +280,10 @@ impl DomainEventMeta for MemberEvent {
             MemberEvent::CashCharged { .. } => "CashCharged",
             MemberEvent::RechargeCredited { .. } => "RechargeCredited",
             MemberEvent::ChargeRefunded { .. } => "ChargeRefunded",
+            MemberEvent::MemberFollowed { .. } => "MemberFollowed",
+            MemberEvent::MemberUnfollowed { .. } => "MemberUnfollowed",
+            MemberEvent::RechargeReversed { .. } => "RechargeReversed",
+            MemberEvent::RechargeReversalFlagged { .. } => "RechargeReversalFlagged",
         }
     }
     fn event_version(&self) -> &'static str {

@@ -17,12 +17,13 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-pub use commands::{CardLevel, MemberCommand, PointsSource, Provenance, RegistrationSource, SpendPurpose};
+pub use commands::{Attribution, CardLevel, MemberCommand, PointsSource, Provenance, RegistrationSource, SpendPurpose};
 pub use events::{LedgerLine, LotTake, MemberEvent};
 pub use policy::{ExpiryPolicy, EXPIRY_DAYS_MAX};
 
 use crate::{
-    BalanceFen, CardNumber, DomainEventMeta, EventSourced, MemberId, OpenId, PointsAmount, PointsBalance, TenantId,
+    BalanceFen, CardNumber, DomainEventMeta, EventSourced, MemberId, OpenId, PointsAmount, PointsBalance, Reference,
+    TenantId,
 };
 
 /// Open lots per member; beyond it grants are refused (an operator merges).
@@ -31,6 +32,10 @@ pub const LOTS_MAX: usize = 20_000;
 pub const HOLDS_MAX: usize = 200;
 /// Counter charges remembered for refunds; the oldest are forgotten first.
 pub const REFUNDABLE_CHARGES_MAX: usize = 5_000;
+/// Credited recharges remembered for reversals; the oldest are forgotten first.
+pub const CREDITED_RECHARGES_MAX: usize = 5_000;
+/// Reversals (WeChat Pay refunds) of one recharge; WeChat Pay allows 50 refunds per order.
+pub const REVERSALS_PER_RECHARGE_MAX: usize = 50;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MemberError {
@@ -60,6 +65,16 @@ pub enum MemberError {
     ChargeNotFound(u64),
     #[error("refund of {requested_fen} fen exceeds the {refundable_fen} fen still refundable")]
     RefundExceedsCharge { refundable_fen: i64, requested_fen: i64 },
+    #[error("a member cannot refer themselves")]
+    SelfReferral,
+    #[error("no credited recharge for order {0}")]
+    RechargeNotFound(String),
+    #[error("reversal of {requested_fen} fen exceeds the {reversible_fen} fen of the recharge not yet reversed")]
+    ReversalExceedsRecharge { reversible_fen: i64, requested_fen: i64 },
+    #[error("refund {0} was already applied with a different amount")]
+    RefundNoConflict(String),
+    #[error("too many reversals of one recharge (max {REVERSALS_PER_RECHARGE_MAX})")]
+    TooManyReversals,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,7 +117,28 @@ pub struct HeldTake {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+/// A recharge credited to the balance, remembered so that refunds can reverse it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditedRecharge {
+    pub amount_fen: i64,
+    /// Taken back from the balance.
+    pub reversed_fen: i64,
+    /// Refunded by WeChat Pay but not covered by the balance (an operator resolves).
+    pub flagged_fen: i64,
+    /// refund_no → amount, reversed or flagged: each refund applies once.
+    pub refunds: BTreeMap<String, i64>,
+    /// Member sequence of the credit; the oldest are forgotten first.
+    pub credited_sequence: u64,
+}
+
+impl CreditedRecharge {
+    pub fn reversible_fen(&self) -> i64 {
+        self.amount_fen - self.reversed_fen - self.flagged_fen
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Member {
     /// Number of events applied: the sequence of the last event.
     pub version: u64,
@@ -118,6 +154,17 @@ pub struct Member {
     pub balance: BalanceFen,
     /// Charge sequence → fen still refundable.
     pub refundable_charges: BTreeMap<u64, i64>,
+    /// Order id → recharge, for reversals by WeChat Pay refunds.
+    pub credited_recharges: BTreeMap<String, CreditedRecharge>,
+    /// Whether the member follows the official account now.
+    pub followed: bool,
+    pub followed_at: Option<DateTime<Utc>>,
+    pub unfollowed_at: Option<DateTime<Utc>>,
+    /// What brought the member in, as recorded at registration; never changes.
+    pub attribution: Option<Attribution>,
+    /// Level 1 of the referral chain (from the registration only). Level 2 is
+    /// the referrer's own `referrer`: load that member and read it.
+    pub referrer: Option<MemberId>,
 }
 
 impl Member {
@@ -302,6 +349,42 @@ impl Member {
                     })?;
                 MemberEvent::CashCharged { amount_fen, provenance, balance_after_fen }
             }
+            MemberCommand::ReverseRecharge { order_id, refund_no, amount_fen, provenance } => {
+                let recharge = self
+                    .credited_recharges
+                    .get(order_id.as_str())
+                    .ok_or_else(|| MemberError::RechargeNotFound(order_id.to_string()))?;
+                if let Some(applied) = recharge.refunds.get(refund_no.as_str()) {
+                    // A redelivered refund notification: applied once, either way.
+                    return if *applied == amount_fen.get() {
+                        Ok(Vec::new())
+                    } else {
+                        Err(MemberError::RefundNoConflict(refund_no.to_string()))
+                    };
+                }
+                if recharge.refunds.len() >= REVERSALS_PER_RECHARGE_MAX {
+                    return Err(MemberError::TooManyReversals);
+                }
+                let reversible_fen = recharge.reversible_fen();
+                if amount_fen.get() > reversible_fen {
+                    return Err(MemberError::ReversalExceedsRecharge {
+                        reversible_fen,
+                        requested_fen: amount_fen.get(),
+                    });
+                }
+                match self.balance.checked_sub(amount_fen) {
+                    Some(balance_after_fen) => {
+                        MemberEvent::RechargeReversed { amount_fen, order_id, refund_no, provenance, balance_after_fen }
+                    }
+                    None => MemberEvent::RechargeReversalFlagged {
+                        amount_fen,
+                        order_id,
+                        refund_no,
+                        balance_fen: self.balance,
+                        provenance,
+                    },
+                }
+            }
             MemberCommand::RefundCharge { charge_sequence, amount_fen, provenance } => {
                 let refundable_fen = *self
                     .refundable_charges
@@ -325,7 +408,16 @@ impl Member {
 
     fn handle_card(&self, command: MemberCommand, now: DateTime<Utc>) -> Result<Vec<MemberEvent>, MemberError> {
         match command {
-            MemberCommand::Register { member_id, tenant_id, card_no, openid, source, card_level, provenance } => {
+            MemberCommand::Register {
+                member_id,
+                tenant_id,
+                card_no,
+                openid,
+                source,
+                card_level,
+                provenance,
+                attribution,
+            } => {
                 if let Some(existing) = &self.registration {
                     // A duplicate registration of the same identity is a no-op.
                     return if existing.member_id == member_id
@@ -337,6 +429,9 @@ impl Member {
                         Err(MemberError::AlreadyRegistered)
                     };
                 }
+                if attribution.as_ref().and_then(Attribution::referrer) == Some(member_id) {
+                    return Err(MemberError::SelfReferral);
+                }
                 Ok(vec![MemberEvent::MemberRegistered {
                     member_id,
                     tenant_id,
@@ -347,7 +442,25 @@ impl Member {
                     registered_at: now,
                     actor: provenance.actor,
                     idempotency_key: provenance.idempotency_key,
+                    attribution,
                 }])
+            }
+            MemberCommand::Follow { attribution, provenance } => {
+                let registration = self.registered()?;
+                if attribution.referrer() == Some(registration.member_id) {
+                    return Err(MemberError::SelfReferral);
+                }
+                if self.followed {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![MemberEvent::MemberFollowed { attribution, followed_at: now, provenance }])
+            }
+            MemberCommand::Unfollow { provenance } => {
+                self.registered()?;
+                if !self.followed {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![MemberEvent::MemberUnfollowed { unfollowed_at: now, provenance }])
             }
             MemberCommand::SetCardLevel { card_level, provenance } => {
                 let current = &self.registered()?.card_level;
@@ -391,11 +504,28 @@ impl Member {
         }
     }
 
+    fn apply_reversal(&mut self, order_id: &Reference, refund_no: &Reference, amount_fen: i64, flagged: bool) {
+        let recharge = self.credited_recharges.get_mut(order_id.as_str());
+        assert!(recharge.is_some(), "reversal of unknown recharge {order_id}");
+        let Some(recharge) = recharge else { return };
+        let first = recharge.refunds.insert(refund_no.to_string(), amount_fen).is_none();
+        assert!(first, "refund {refund_no} applied twice");
+        if flagged {
+            recharge.flagged_fen += amount_fen;
+        } else {
+            recharge.reversed_fen += amount_fen;
+        }
+    }
+
     fn assert_invariants(&self) {
         let in_lots: i64 = self.lots.values().map(|l| l.remaining).sum();
         assert_eq!(in_lots, self.points.get(), "points must equal the sum of lots");
         let in_holds: i64 = self.holds.values().map(|h| h.points).sum();
         assert_eq!(in_holds, self.held, "held must equal the sum of holds");
+        for (order_id, r) in &self.credited_recharges {
+            assert!(r.reversed_fen >= 0 && r.flagged_fen >= 0, "recharge {order_id} reversed negatively");
+            assert!(r.reversible_fen() >= 0, "recharge {order_id} reversed beyond its amount");
+        }
         assert!(self.held >= 0 && self.balance.get() >= 0);
     }
 }
@@ -408,7 +538,8 @@ fn unreachable_command(command: MemberCommand) -> Result<Vec<MemberEvent>, Membe
 
 impl EventSourced for Member {
     const TYPE: &'static str = "member";
-    const STATE_VERSION: i32 = 1;
+    // 2: follow state, attribution and credited recharges.
+    const STATE_VERSION: i32 = 2;
     type Command = MemberCommand;
     type Event = MemberEvent;
     type Error = MemberError;
@@ -419,11 +550,15 @@ impl EventSourced for Member {
 
     fn handle(&self, command: MemberCommand, now: DateTime<Utc>) -> Result<Vec<MemberEvent>, MemberError> {
         match command {
-            MemberCommand::Register { .. } | MemberCommand::SetCardLevel { .. } => self.handle_card(command, now),
+            MemberCommand::Register { .. }
+            | MemberCommand::SetCardLevel { .. }
+            | MemberCommand::Follow { .. }
+            | MemberCommand::Unfollow { .. } => self.handle_card(command, now),
             MemberCommand::DepositCash { .. }
             | MemberCommand::ChargeCash { .. }
             | MemberCommand::CreditRecharge { .. }
-            | MemberCommand::RefundCharge { .. } => self.handle_cash(command),
+            | MemberCommand::RefundCharge { .. }
+            | MemberCommand::ReverseRecharge { .. } => self.handle_cash(command),
             _ => self.handle_points(command, now),
         }
     }
@@ -437,9 +572,23 @@ impl EventSourced for Member {
         self.version += 1;
         match event {
             MemberEvent::MemberRegistered {
-                member_id, tenant_id, card_no, openid, card_level, registered_at, ..
+                member_id,
+                tenant_id,
+                card_no,
+                openid,
+                source,
+                card_level,
+                registered_at,
+                attribution,
+                ..
             } => {
                 assert!(self.registration.is_none(), "registered twice");
+                let referrer = attribution.as_ref().and_then(Attribution::referrer);
+                assert!(referrer != Some(*member_id), "member refers itself");
+                self.followed = *source == RegistrationSource::Subscribe;
+                self.followed_at = self.followed.then_some(*registered_at);
+                self.attribution = attribution.clone();
+                self.referrer = referrer;
                 self.registration = Some(Registration {
                     member_id: *member_id,
                     tenant_id: tenant_id.clone(),
@@ -506,8 +655,43 @@ impl EventSourced for Member {
                 self.apply_take(lots);
                 self.points = *points_after;
             }
-            MemberEvent::CashDeposited { balance_after_fen, .. }
-            | MemberEvent::RechargeCredited { balance_after_fen, .. } => self.balance = *balance_after_fen,
+            MemberEvent::MemberFollowed { followed_at, .. } => {
+                assert!(!self.followed, "followed twice");
+                self.followed = true;
+                self.followed_at = Some(*followed_at);
+            }
+            MemberEvent::MemberUnfollowed { unfollowed_at, .. } => {
+                assert!(self.followed, "unfollowed without following");
+                self.followed = false;
+                self.unfollowed_at = Some(*unfollowed_at);
+            }
+            MemberEvent::CashDeposited { balance_after_fen, .. } => self.balance = *balance_after_fen,
+            MemberEvent::RechargeCredited { amount_fen, order_id, balance_after_fen, .. } => {
+                self.balance = *balance_after_fen;
+                let sequence = self.version;
+                let recharge = self
+                    .credited_recharges
+                    .entry(order_id.to_string())
+                    .or_insert_with(|| CreditedRecharge { credited_sequence: sequence, ..CreditedRecharge::default() });
+                recharge.amount_fen += amount_fen.get();
+                if self.credited_recharges.len() > CREDITED_RECHARGES_MAX {
+                    let oldest = self
+                        .credited_recharges
+                        .iter()
+                        .min_by_key(|(_, r)| r.credited_sequence)
+                        .map(|(order_id, _)| order_id.clone());
+                    if let Some(oldest) = oldest {
+                        self.credited_recharges.remove(&oldest);
+                    }
+                }
+            }
+            MemberEvent::RechargeReversed { amount_fen, order_id, refund_no, balance_after_fen, .. } => {
+                self.balance = *balance_after_fen;
+                self.apply_reversal(order_id, refund_no, amount_fen.get(), false);
+            }
+            MemberEvent::RechargeReversalFlagged { amount_fen, order_id, refund_no, .. } => {
+                self.apply_reversal(order_id, refund_no, amount_fen.get(), true);
+            }
             MemberEvent::CashCharged { amount_fen, balance_after_fen, .. } => {
                 self.balance = *balance_after_fen;
                 self.refundable_charges.insert(self.version, amount_fen.get());

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Duration, Utc};
 
 use super::*;
-use crate::{Actor, AmountFen, IdempotencyKey, Reference};
+use crate::{Actor, AmountFen, IdempotencyKey, Reference, SceneKey};
 
 // ---------------------------------------------------------------- harness
 
@@ -121,6 +121,7 @@ fn register() -> MemberCommand {
         source: RegistrationSource::Subscribe,
         card_level: CardLevel::standard(),
         provenance: Provenance { actor: Actor::Wechat { source: "subscribe".into() }, ..prov() },
+        attribution: None,
     }
 }
 
@@ -135,6 +136,7 @@ fn registered() -> MemberEvent {
         registered_at: t0(),
         actor: Actor::Wechat { source: "subscribe".into() },
         idempotency_key: prov().idempotency_key,
+        attribution: None,
     }
 }
 
@@ -253,6 +255,83 @@ fn refunded(charge_sequence: u64, amount: i64, after: i64) -> MemberEvent {
     }
 }
 
+fn recharged(order_id: &str, amount: i64, after: i64) -> MemberEvent {
+    MemberEvent::RechargeCredited {
+        amount_fen: fen(amount),
+        order_id: reference(order_id),
+        provenance: prov(),
+        balance_after_fen: fen_bal(after),
+    }
+}
+
+fn reverse(order_id: &str, refund_no: &str, amount: i64) -> MemberCommand {
+    MemberCommand::ReverseRecharge {
+        order_id: reference(order_id),
+        refund_no: reference(refund_no),
+        amount_fen: fen(amount),
+        provenance: prov(),
+    }
+}
+
+fn reversed(order_id: &str, refund_no: &str, amount: i64, after: i64) -> MemberEvent {
+    MemberEvent::RechargeReversed {
+        amount_fen: fen(amount),
+        order_id: reference(order_id),
+        refund_no: reference(refund_no),
+        provenance: prov(),
+        balance_after_fen: fen_bal(after),
+    }
+}
+
+fn flagged(order_id: &str, refund_no: &str, amount: i64, balance: i64) -> MemberEvent {
+    MemberEvent::RechargeReversalFlagged {
+        amount_fen: fen(amount),
+        order_id: reference(order_id),
+        refund_no: reference(refund_no),
+        balance_fen: fen_bal(balance),
+        provenance: prov(),
+    }
+}
+
+fn follow(attribution: Attribution) -> MemberCommand {
+    MemberCommand::Follow { attribution, provenance: prov() }
+}
+
+fn followed(attribution: Attribution, at: DateTime<Utc>) -> MemberEvent {
+    MemberEvent::MemberFollowed { attribution, followed_at: at, provenance: prov() }
+}
+
+fn unfollow() -> MemberCommand {
+    MemberCommand::Unfollow { provenance: prov() }
+}
+
+fn unfollowed(at: DateTime<Utc>) -> MemberEvent {
+    MemberEvent::MemberUnfollowed { unfollowed_at: at, provenance: prov() }
+}
+
+fn referrer_id() -> MemberId {
+    MemberId::for_openid(&tenant_id(), &OpenId::parse("oREFERRER0001").unwrap())
+}
+
+/// `register()` with another source and an attribution.
+fn register_with(source: RegistrationSource, attribution: Option<Attribution>) -> MemberCommand {
+    let mut command = register();
+    if let MemberCommand::Register { source: s, attribution: a, .. } = &mut command {
+        *s = source;
+        *a = attribution;
+    }
+    command
+}
+
+fn registered_with(source: RegistrationSource, attribution: Option<Attribution>) -> MemberEvent {
+    let mut event = registered();
+    if let MemberEvent::MemberRegistered { source: s, attribution: a, .. } = &mut event {
+        *s = source;
+        *a = attribution;
+    }
+    event
+}
+
 fn set_level(name: &str) -> MemberCommand {
     MemberCommand::SetCardLevel { card_level: CardLevel::parse(name).unwrap(), provenance: prov() }
 }
@@ -288,6 +367,7 @@ fn registration_with_another_identity_is_refused() {
         source,
         card_level: card_level.clone(),
         provenance: provenance.clone(),
+        attribution: None,
     };
     given(vec![registered()]).when(other_openid, t0()).then_error(MemberError::AlreadyRegistered);
     let other_member = MemberCommand::Register {
@@ -298,6 +378,7 @@ fn registration_with_another_identity_is_refused() {
         source,
         card_level,
         provenance,
+        attribution: None,
     };
     given(vec![registered()]).when(other_member, t0()).then_error(MemberError::AlreadyRegistered);
 }
@@ -317,6 +398,9 @@ fn commands_on_an_unregistered_member_are_refused() {
         charge(1),
         recharge(1),
         refund(1, 1),
+        follow(Attribution::Direct),
+        unfollow(),
+        reverse("order-1", "refund-1", 1),
     ];
     for command in commands {
         given(vec![]).when(command, t0()).then_error(MemberError::NotRegistered);
@@ -813,6 +897,184 @@ fn setting_the_same_card_level_is_refused() {
         .then_error(MemberError::SameCardLevel("standard".into()));
 }
 
+// ---------------------------------------------------------------- follows and attribution
+
+#[test]
+fn a_member_registered_by_subscribe_follows() {
+    let member = given(vec![]).when(register(), t0()).then_events(vec![registered()]);
+    assert!(member.followed);
+    assert_eq!(member.followed_at, Some(t0()));
+    assert_eq!(member.attribution, None);
+    assert_eq!(member.referrer, None);
+}
+
+#[test]
+fn members_registered_by_oauth_or_staff_do_not_follow() {
+    for source in [RegistrationSource::Oauth, RegistrationSource::Staff] {
+        let member =
+            given(vec![]).when(register_with(source, None), t0()).then_events(vec![registered_with(source, None)]);
+        assert!(!member.followed, "{source:?}");
+        assert_eq!(member.followed_at, None);
+    }
+}
+
+#[test]
+fn registration_keeps_its_attribution_and_level_one_referrer() {
+    let referral = Attribution::Referral { referrer: referrer_id() };
+    let member = given(vec![])
+        .when(register_with(RegistrationSource::Subscribe, Some(referral.clone())), t0())
+        .then_events(vec![registered_with(RegistrationSource::Subscribe, Some(referral.clone()))]);
+    assert_eq!(member.attribution, Some(referral));
+    assert_eq!(member.referrer, Some(referrer_id()));
+
+    let scene = Attribution::SceneQr { scene: SceneKey::parse("poster-7").unwrap() };
+    let member = given(vec![])
+        .when(register_with(RegistrationSource::Subscribe, Some(scene.clone())), t0())
+        .then_events(vec![registered_with(RegistrationSource::Subscribe, Some(scene.clone()))]);
+    assert_eq!(member.attribution, Some(scene));
+    assert_eq!(member.referrer, None);
+}
+
+#[test]
+fn a_member_cannot_refer_itself() {
+    let own = Attribution::Referral { referrer: member_id() };
+    given(vec![])
+        .when(register_with(RegistrationSource::Subscribe, Some(own.clone())), t0())
+        .then_error(MemberError::SelfReferral);
+    given(vec![registered_with(RegistrationSource::Oauth, None)])
+        .when(follow(own), t0())
+        .then_error(MemberError::SelfReferral);
+}
+
+#[test]
+#[should_panic(expected = "refers itself")]
+fn applying_a_self_referral_panics() {
+    given(vec![registered_with(RegistrationSource::Subscribe, Some(Attribution::Referral { referrer: member_id() }))]);
+}
+
+#[test]
+fn follow_records_a_follow_only_when_not_following() {
+    let later = t0() + Duration::days(2);
+    let scene = Attribution::SceneQr { scene: SceneKey::parse("counter-1").unwrap() };
+    let member = given(vec![registered_with(RegistrationSource::Oauth, None)])
+        .when(follow(scene.clone()), later)
+        .then_events(vec![followed(scene.clone(), later)]);
+    assert!(member.followed);
+    assert_eq!(member.followed_at, Some(later));
+    // The registration's attribution is never replaced by a later follow.
+    assert_eq!(member.attribution, None);
+    assert_eq!(member.referrer, None);
+    Given { member }.when(follow(Attribution::Direct), later).then_no_events();
+}
+
+#[test]
+fn a_follow_referral_never_sets_the_referrer() {
+    let referral = Attribution::Referral { referrer: referrer_id() };
+    let member = given(vec![registered_with(RegistrationSource::Oauth, None)])
+        .when(follow(referral.clone()), t0())
+        .then_events(vec![followed(referral, t0())]);
+    assert_eq!(member.referrer, None);
+}
+
+#[test]
+fn unfollow_records_an_unfollow_only_when_following() {
+    let later = t0() + Duration::days(1);
+    let member = given(vec![registered()]).when(unfollow(), later).then_events(vec![unfollowed(later)]);
+    assert!(!member.followed);
+    assert_eq!(member.unfollowed_at, Some(later));
+    assert_eq!(member.followed_at, Some(t0()));
+    let member = Given { member }.when(unfollow(), later).then_no_events();
+    // Following again keeps both last times.
+    let again = later + Duration::days(1);
+    let member = Given { member }
+        .when(follow(Attribution::Direct), again)
+        .then_events(vec![followed(Attribution::Direct, again)]);
+    assert_eq!((member.followed_at, member.unfollowed_at), (Some(again), Some(later)));
+}
+
+#[test]
+#[should_panic(expected = "followed twice")]
+fn applying_a_follow_to_a_follower_panics() {
+    given(vec![registered(), followed(Attribution::Direct, t0())]);
+}
+
+// ---------------------------------------------------------------- recharge reversals
+
+#[test]
+fn a_refund_covered_by_the_balance_reverses_the_recharge() {
+    let member = given(vec![registered(), recharged("order-1", 10_000, 10_000)])
+        .when(reverse("order-1", "refund-1", 4_000), t0())
+        .then_events(vec![reversed("order-1", "refund-1", 4_000, 6_000)]);
+    assert_eq!(member.balance, fen_bal(6_000));
+    let recharge = &member.credited_recharges["order-1"];
+    assert_eq!((recharge.amount_fen, recharge.reversed_fen, recharge.flagged_fen), (10_000, 4_000, 0));
+}
+
+#[test]
+fn a_refund_the_balance_cannot_cover_is_flagged_and_moves_nothing() {
+    let member = given(vec![registered(), recharged("order-1", 10_000, 10_000), charged(9_000, 1_000)])
+        .when(reverse("order-1", "refund-1", 4_000), t0())
+        .then_events(vec![flagged("order-1", "refund-1", 4_000, 1_000)]);
+    assert_eq!(member.balance, fen_bal(1_000));
+    assert_eq!(member.credited_recharges["order-1"].flagged_fen, 4_000);
+    assert_eq!(member.credited_recharges["order-1"].reversible_fen(), 6_000);
+}
+
+#[test]
+fn a_refund_no_applies_once_either_way() {
+    let history = vec![
+        registered(),
+        recharged("order-1", 10_000, 10_000),
+        reversed("order-1", "refund-1", 4_000, 6_000),
+        charged(6_000, 0),
+        flagged("order-1", "refund-2", 1_000, 0),
+    ];
+    given(history.clone()).when(reverse("order-1", "refund-1", 4_000), t0()).then_no_events();
+    given(history.clone()).when(reverse("order-1", "refund-2", 1_000), t0()).then_no_events();
+    given(history)
+        .when(reverse("order-1", "refund-1", 3_000), t0())
+        .then_error(MemberError::RefundNoConflict("refund-1".into()));
+}
+
+#[test]
+fn reversals_never_exceed_the_recharge() {
+    given(vec![
+        registered(),
+        recharged("order-1", 10_000, 10_000),
+        deposited(50_000, 60_000),
+        reversed("order-1", "refund-1", 4_000, 56_000),
+    ])
+    .when(reverse("order-1", "refund-2", 6_001), t0())
+    .then_error(MemberError::ReversalExceedsRecharge { reversible_fen: 6_000, requested_fen: 6_001 });
+}
+
+#[test]
+fn a_reversal_must_name_a_credited_recharge() {
+    given(vec![registered(), deposited(100, 100)])
+        .when(reverse("order-1", "refund-1", 1), t0())
+        .then_error(MemberError::RechargeNotFound("order-1".into()));
+}
+
+#[test]
+fn reversals_of_one_recharge_stop_at_the_limit() {
+    let mut history = vec![registered(), recharged("order-1", 10_000, 10_000)];
+    for i in 0..REVERSALS_PER_RECHARGE_MAX as i64 {
+        history.push(reversed("order-1", &format!("refund-{i}"), 1, 10_000 - i - 1));
+    }
+    given(history).when(reverse("order-1", "refund-x", 1), t0()).then_error(MemberError::TooManyReversals);
+}
+
+#[test]
+fn credited_recharges_keep_the_newest_credited_recharges_max() {
+    let mut member = given(vec![registered()]).member;
+    for i in 0..=CREDITED_RECHARGES_MAX as i64 {
+        member.apply(&recharged(&format!("order-{i}"), 1, i + 1));
+    }
+    assert_eq!(member.credited_recharges.len(), CREDITED_RECHARGES_MAX);
+    assert!(!member.credited_recharges.contains_key("order-0"));
+    assert!(member.credited_recharges.contains_key(&format!("order-{CREDITED_RECHARGES_MAX}")));
+}
+
 // ---------------------------------------------------------------- provenance and ledger
 
 fn with_provenance(mut command: MemberCommand, p: &Provenance) -> MemberCommand {
@@ -829,7 +1091,10 @@ fn with_provenance(mut command: MemberCommand, p: &Provenance) -> MemberCommand 
         | MemberCommand::DepositCash { provenance, .. }
         | MemberCommand::ChargeCash { provenance, .. }
         | MemberCommand::CreditRecharge { provenance, .. }
-        | MemberCommand::RefundCharge { provenance, .. } => *provenance = p.clone(),
+        | MemberCommand::RefundCharge { provenance, .. }
+        | MemberCommand::Follow { provenance, .. }
+        | MemberCommand::Unfollow { provenance }
+        | MemberCommand::ReverseRecharge { provenance, .. } => *provenance = p.clone(),
     }
     command
 }
@@ -852,6 +1117,9 @@ fn provenance_is_copied_into_every_event() {
         (charge(50), soon),
         (recharge(100), soon),
         (refund(13, 10), soon),
+        (unfollow(), soon),
+        (follow(Attribution::Direct), soon),
+        (reverse("order-1", "refund-1", 10), soon),
     ];
     let mut member = given(vec![registered()]).member;
     for (i, (command, now)) in script.into_iter().enumerate() {
@@ -871,7 +1139,7 @@ fn provenance_is_copied_into_every_event() {
         assert_eq!(line.idempotency_key, format!("idem-key-{i:04}"));
         member.apply(&events[0]);
     }
-    assert_eq!(member.version, 15);
+    assert_eq!(member.version, 18);
 
     // Registration keeps its actor and key without a full provenance.
     let line = registered().ledger_line();
@@ -939,6 +1207,26 @@ fn ledger_lines_sign_deltas_by_event_kind() {
             Some(75),
         ),
         (refunded(3, 30, 105), (0, 0, 30), None, Some(105)),
+        (reversed("order-9", "refund-1", 5, 100), (0, 0, -5), None, Some(100)),
+        (
+            MemberEvent::RechargeReversalFlagged {
+                amount_fen: fen(500),
+                order_id: reference("order-9"),
+                refund_no: reference("refund-2"),
+                balance_fen: fen_bal(100),
+                provenance: prov(),
+            },
+            (0, 0, 0),
+            None,
+            Some(100),
+        ),
+        (MemberEvent::MemberUnfollowed { unfollowed_at: t0(), provenance: prov() }, (0, 0, 0), None, None),
+        (
+            MemberEvent::MemberFollowed { attribution: Attribution::Direct, followed_at: t0(), provenance: prov() },
+            (0, 0, 0),
+            None,
+            None,
+        ),
         (
             MemberEvent::CardLevelChanged {
                 from: CardLevel::standard(),
@@ -968,6 +1256,8 @@ mod properties {
 
     const HOLD_IDS: [&str; 4] = ["order-a", "order-b", "order-c", "order-d"];
     const LEVELS: [&str; 3] = ["standard", "silver", "gold"];
+    const ORDERS: [&str; 2] = ["order-1", "order-2"];
+    const REFUND_NOS: [&str; 3] = ["refund-a", "refund-b", "refund-c"];
 
     #[derive(Debug, Clone)]
     enum Op {
@@ -984,6 +1274,10 @@ mod properties {
         /// Index into the charges seen so far (one past the end: an unknown sequence).
         Refund(usize, i64),
         SetLevel(usize),
+        Follow,
+        Unfollow,
+        /// Recharge order, refund number and amount.
+        Reverse(usize, usize, i64),
     }
 
     /// Mostly small amounts, sometimes near the per-operation ceiling.
@@ -1020,6 +1314,9 @@ mod properties {
             1 => amount().prop_map(Op::Recharge),
             2 => (0..8usize, amount()).prop_map(|(c, a)| Op::Refund(c, a)),
             1 => (0..LEVELS.len()).prop_map(Op::SetLevel),
+            1 => Just(Op::Follow),
+            1 => Just(Op::Unfollow),
+            2 => (0..ORDERS.len(), 0..REFUND_NOS.len(), amount()).prop_map(|(o, r, a)| Op::Reverse(o, r, a)),
         ]
     }
 
@@ -1043,12 +1340,19 @@ mod properties {
             Op::Expire => expire(),
             Op::Deposit(a) => deposit(*a),
             Op::Charge(a) => charge(*a),
-            Op::Recharge(a) => recharge(*a),
+            Op::Recharge(a) => MemberCommand::CreditRecharge {
+                amount_fen: fen(*a),
+                order_id: reference(ORDERS[(*a as usize) % ORDERS.len()]),
+                provenance: prov(),
+            },
             Op::Refund(c, a) => {
                 let sequence = charges.get(c % (charges.len() + 1)).copied();
                 refund(sequence.unwrap_or(u64::MAX), *a)
             }
             Op::SetLevel(l) => set_level(LEVELS[*l]),
+            Op::Follow => follow(Attribution::Direct),
+            Op::Unfollow => unfollow(),
+            Op::Reverse(o, r, a) => reverse(ORDERS[*o], REFUND_NOS[*r], *a),
         }
     }
 
@@ -1066,6 +1370,14 @@ mod properties {
         }
         for (seq, left) in &member.refundable_charges {
             assert!(*left > 0, "charge {seq} kept with {left}");
+        }
+        for (order_id, recharge) in &member.credited_recharges {
+            assert!(recharge.reversible_fen() >= 0, "recharge {order_id} over-reversed");
+            assert_eq!(
+                recharge.refunds.values().sum::<i64>(),
+                recharge.reversed_fen + recharge.flagged_fen,
+                "recharge {order_id}"
+            );
         }
     }
 
