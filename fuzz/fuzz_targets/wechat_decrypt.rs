@@ -39,7 +39,8 @@ fuzz_target!(|data: &[u8]| {
 
 fn encrypt_frame(frame: &[u8]) -> String {
     // EncodingAESKeys carry two non-zero trailing bits, as MsgCrypt allows.
-    let engine = GeneralPurpose::new(&alphabet::STANDARD, GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true));
+    let engine =
+        GeneralPurpose::new(&alphabet::STANDARD, GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true));
     let key_bytes = engine.decode(format!("{KEY}=")).unwrap_or_default();
     let key: [u8; 32] = key_bytes.try_into().expect("the fixed key decodes to 32 bytes");
     let mut iv = [0u8; 16];
@@ -48,6 +49,7 @@ fn encrypt_frame(frame: &[u8]) -> String {
     let mut buf = frame.to_vec();
     buf.resize(blocks * 32, 0);
     let total = buf.len();
-    let cipher = cbc::Encryptor::<aes::Aes256>::new(&key.into(), &iv.into()).encrypt_padded::<NoPadding>(&mut buf, total);
+    let cipher =
+        cbc::Encryptor::<aes::Aes256>::new(&key.into(), &iv.into()).encrypt_padded::<NoPadding>(&mut buf, total);
     cipher.map(|c| STANDARD.encode(c)).unwrap_or_default()
 }

@@ -178,7 +178,8 @@ pub fn scene_of_subscribe(event_key: &str) -> Option<&str> {
 
 impl InboundMessage {
     /// Key under which WeChat's retries of this callback collapse: the MsgId
-    /// for messages; sender, time, event and key for events.
+    /// for messages; sender, time, event and key for events. It is unique per
+    /// account only: store it scoped by the account (tenant, appid).
     pub fn dedup_key(&self) -> String {
         let header = &self.header;
         match &self.body {

@@ -19,6 +19,10 @@ pub const ELEMENTS_MAX_DEFAULT: usize = 64;
 pub const FIELD_BYTES_MAX_DEFAULT: usize = 16 * 1024;
 /// Longest element name accepted.
 const NAME_CHARS_MAX: usize = 64;
+/// Most attributes on one element (WeChat sends none; they are ignored).
+const ATTRIBUTES_MAX: usize = 8;
+/// Longest attribute value accepted.
+const ATTRIBUTE_BYTES_MAX: usize = 256;
 /// Longest parser message kept in [`XmlError::Malformed`].
 const MALFORMED_MESSAGE_CHARS_MAX: usize = 160;
 
@@ -57,6 +61,8 @@ pub enum XmlError {
     TooManyElements { max: usize },
     #[error("xml element text longer than {max} bytes")]
     FieldTooLong { max: usize },
+    #[error("xml names or attributes exceed the reader's limits")]
+    LimitExceeded,
     #[error("xml has no root element")]
     Empty,
     #[error("malformed xml: {0}")]
@@ -113,6 +119,10 @@ pub fn parse(body: &[u8], limits: &XmlLimits) -> Result<XmlDoc, XmlError> {
                 if stack.len() + 1 > limits.depth_max {
                     return Err(XmlError::TooDeep { max: limits.depth_max });
                 }
+                // The reader does not apply its own name limit to elements.
+                if name.local_name.len() + name.prefix.as_ref().map_or(0, String::len) > NAME_CHARS_MAX {
+                    return Err(XmlError::LimitExceeded);
+                }
                 if let Some(parent) = stack.last_mut() {
                     parent.has_children = true;
                 }
@@ -151,10 +161,12 @@ fn parser_config(limits: &XmlLimits) -> ParserConfig {
         .coalesce_characters(true);
     config.allow_multiple_root_elements = false;
     config.max_name_length = NAME_CHARS_MAX;
-    config.max_attributes = 8;
-    config.max_attribute_length = 256;
-    // The reader's own cap is one past ours, so our check names the error.
-    config.max_data_length = limits.field_bytes_max.saturating_add(1);
+    config.max_attributes = ATTRIBUTES_MAX;
+    config.max_attribute_length = ATTRIBUTE_BYTES_MAX;
+    // Text is bounded per element by `parse` (so the error names it); the
+    // reader's own cap only has to stop comments and the like, which the body
+    // limit already bounds.
+    config.max_data_length = limits.body_bytes_max;
     config.max_entity_expansion_depth = 1;
     config.max_entity_expansion_length = 16;
     config
@@ -207,9 +219,8 @@ fn starts_with_ignore_case(haystack: &[u8], prefix: &[u8]) -> bool {
 fn map_parser_error(error: xml::reader::Error) -> XmlError {
     match error.kind() {
         ErrorKind::Syntax(message) if message.contains("entity:") => XmlError::Entity,
-        ErrorKind::Syntax(message) if message.contains("ExceededConfiguredLimit") || message.contains("limit") => {
-            XmlError::Malformed("a configured limit was exceeded".into())
-        }
+        // xml's ExceededConfiguredLimit: names, attributes.
+        ErrorKind::Syntax(message) if message.contains("than allowed by the parser") => XmlError::LimitExceeded,
         _ => {
             let mut message = error.to_string();
             if let Some((cut, _)) = message.char_indices().nth(MALFORMED_MESSAGE_CHARS_MAX) {
@@ -350,8 +361,22 @@ mod tests {
         assert_eq!(parse(ok.as_bytes(), &limits).unwrap().get("a"), Some("1234567890"));
         let past = "<xml><a>12345<![CDATA[678901]]></a></xml>";
         assert_eq!(parse(past.as_bytes(), &limits), Err(XmlError::FieldTooLong { max: 10 }));
-        let past_text = "<xml><a>12345678901</a></xml>";
-        assert!(parse(past_text.as_bytes(), &limits).is_err());
+        for past_text in ["<xml><a>12345678901</a></xml>", "<xml><a>123456789012345678901234567890</a></xml>"] {
+            assert_eq!(parse(past_text.as_bytes(), &limits), Err(XmlError::FieldTooLong { max: 10 }));
+        }
+        let at_text = "<xml><a>1234567890</a></xml>";
+        assert_eq!(parse(at_text.as_bytes(), &limits).unwrap().get("a"), Some("1234567890"));
+    }
+
+    #[test]
+    fn overlong_names_and_attributes_are_refused() {
+        let long_name = format!("<xml><{0}>1</{0}></xml>", "a".repeat(NAME_CHARS_MAX + 1));
+        assert_eq!(parse_default(&long_name), Err(XmlError::LimitExceeded));
+        let ok_name = format!("<xml><{0}>1</{0}></xml>", "a".repeat(NAME_CHARS_MAX));
+        assert!(parse_default(&ok_name).is_ok());
+        let many_attributes =
+            format!("<xml {}/>", (0..20).map(|i| format!("a{i}=\"1\"")).collect::<Vec<_>>().join(" "));
+        assert_eq!(parse_default(&many_attributes), Err(XmlError::LimitExceeded));
     }
 
     #[test]
