@@ -10,10 +10,12 @@ pub mod adapter;
 pub mod auth;
 pub mod executor;
 pub mod members;
+pub mod pay_port;
 pub mod ports;
 pub mod repository;
 pub mod scheduler;
 pub mod tenants;
+pub mod wechat;
 
 pub use executor::{CommandContext, Committed, ExecuteError, Executor, Outcome};
 pub use ports::{App, Clock, Limits, ShardRouter, ShardServices, SystemClock};

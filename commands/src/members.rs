@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use wxcm_domain::member::{
-    CardLevel, LedgerLine, Member, MemberCommand, MemberError, MemberEvent, Provenance, RegistrationSource,
+    Attribution, CardLevel, LedgerLine, Member, MemberCommand, MemberError, MemberEvent, Provenance, RegistrationSource,
 };
 use wxcm_domain::{Actor, CardNumber, EventSourced, IdempotencyKey, MemberId, OpenId, TenantId};
 
@@ -105,6 +105,20 @@ pub async fn register(
     actor: Actor,
     ctx: &CommandContext,
 ) -> Result<(MemberView, Outcome<MemberEvent>), MemberOpError> {
+    register_attributed(app, tenant, request, None, actor, ctx).await
+}
+
+/// [`register`] with where the member came from (scene QR, referral, direct).
+/// The attribution is not part of the idempotency fingerprint: the key already
+/// names the arrival it was derived from.
+pub async fn register_attributed(
+    app: &App,
+    tenant: &TenantId,
+    request: RegisterRequest,
+    attribution: Option<Attribution>,
+    actor: Actor,
+    ctx: &CommandContext,
+) -> Result<(MemberView, Outcome<MemberEvent>), MemberOpError> {
     let shard = app.router.route(tenant)?;
     let member_id = match &request.openid {
         Some(openid) => MemberId::for_openid(tenant, openid),
@@ -134,6 +148,7 @@ pub async fn register(
             openid: request.openid.clone(),
             source: request.source,
             card_level: request.card_level.clone(),
+            attribution,
             provenance: Provenance {
                 actor,
                 reason: wxcm_domain::Reference::parse("registration")
@@ -141,7 +156,6 @@ pub async fn register(
                 reference: None,
                 idempotency_key: ctx.idempotency_key.clone(),
             },
-            attribution: None,
         };
         shard.members.execute(&id, command, &request, ctx).await?
     };

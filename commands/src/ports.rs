@@ -217,6 +217,7 @@ pub struct ShardServices {
     pub admins: Arc<dyn AdminDirectory>,
     pub due_work: Arc<dyn DueWork>,
     pub read_models: Arc<dyn ReadModels>,
+    pub wechat: Arc<dyn crate::wechat::WechatStore>,
 }
 
 /// Members per page of a member search.

@@ -52,10 +52,12 @@ mod state;
 #[cfg(test)]
 mod tests;
 pub mod wechat;
+pub mod wechat_edge;
 
 use ratelimit::LoginLimiter;
-use routes::{health, members, reports, session, tenant};
+use routes::{health, members, reports, session, tenant, wechat_callback};
 use state::{AppSessions, AppState, SessionResolver};
+pub use wechat_edge::{ComponentCredentials, WechatEdge, WechatOutbound, WechatSettings};
 
 /// Default request body limit (64 KiB).
 pub const BODY_BYTES_MAX_DEFAULT: usize = 64 * 1024;
@@ -96,8 +98,19 @@ pub trait Readiness: Send + Sync {
 
 /// The HTTP application: health, readiness, the OpenAPI document and the admin API.
 pub fn router(app: Arc<wxcm_commands::App>, readiness: Arc<dyn Readiness>, settings: HttpSettings) -> Router {
+    let edge = Arc::new(WechatEdge::new(WechatSettings::default(), None, app.clock.clone()));
+    router_with(app, readiness, settings, edge)
+}
+
+/// [`router`] with the WeChat callback endpoints' settings and outbound side.
+pub fn router_with(
+    app: Arc<wxcm_commands::App>,
+    readiness: Arc<dyn Readiness>,
+    settings: HttpSettings,
+    wechat: Arc<WechatEdge>,
+) -> Router {
     let sessions = Arc::new(AppSessions(app.clone()));
-    build(app, readiness, settings, sessions)
+    build_with(app, readiness, settings, sessions, wechat)
 }
 
 /// The pretty-printed OpenAPI document (also served at `/openapi.json`).
@@ -105,11 +118,23 @@ pub fn openapi_json() -> String {
     openapi::document().to_pretty_json().expect("the OpenAPI document serializes")
 }
 
+#[cfg(test)]
 fn build(
     app: Arc<wxcm_commands::App>,
     readiness: Arc<dyn Readiness>,
     settings: HttpSettings,
     sessions: Arc<dyn SessionResolver>,
+) -> Router {
+    let edge = Arc::new(WechatEdge::new(WechatSettings::default(), None, app.clock.clone()));
+    build_with(app, readiness, settings, sessions, edge)
+}
+
+fn build_with(
+    app: Arc<wxcm_commands::App>,
+    readiness: Arc<dyn Readiness>,
+    settings: HttpSettings,
+    sessions: Arc<dyn SessionResolver>,
+    wechat: Arc<WechatEdge>,
 ) -> Router {
     let attempts = NonZeroU32::new(settings.login_attempts_per_minute).unwrap_or_else(|| {
         tracing::warn!("login_attempts_per_minute is 0; using 1");
@@ -121,6 +146,7 @@ fn build(
         readiness,
         login_limits: Arc::new(LoginLimiter::new(attempts)),
         openapi_json: openapi_json().into(),
+        wechat: wechat.clone(),
     };
     let admin = Router::new()
         .route("/login", post(session::login))
@@ -143,8 +169,16 @@ fn build(
     // Layers wrap from the bottom up: trace sees everything, the correlation id
     // is on every response (timeouts and panics included), the body limit is
     // enforced by the JSON extractor so a 413 has the JSON error shape.
+    // Callback bodies have their own cap (checked in the handler with a WeChat-style
+    // answer); the layer only stops bodies far beyond any callback.
+    let callbacks = Router::new()
+        .route("/mp/{appid}", get(wechat_callback::verify_url).post(wechat_callback::receive))
+        .route("/component/mp/{appid}", post(wechat_callback::receive_component))
+        .route("/component/events", post(wechat_callback::component_events))
+        .layer(DefaultBodyLimit::max(wechat.settings.body_bytes_max.saturating_add(1)));
     Router::new()
         .route("/healthz", get(health::healthz))
+        .nest("/wechat", callbacks)
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(health::openapi))
         .nest(ADMIN_API_PREFIX, admin)

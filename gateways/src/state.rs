@@ -39,4 +39,5 @@ pub(crate) struct AppState {
     pub readiness: Arc<dyn Readiness>,
     pub login_limits: Arc<LoginLimiter>,
     pub openapi_json: Arc<str>,
+    pub wechat: Arc<crate::wechat_edge::WechatEdge>,
 }

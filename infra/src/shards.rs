@@ -68,6 +68,7 @@ fn build_shard(name: &str, config: &ShardConfig, clock: Arc<dyn Clock>) -> Resul
         admins: ports.clone(),
         due_work: ports,
         read_models: Arc::new(PgReadModels::new(pool.clone())),
+        wechat: Arc::new(crate::wechat_store::PgWechatStore::new(pool.clone())),
     });
     Ok(Shard { name: name.to_owned(), pool, services })
 }

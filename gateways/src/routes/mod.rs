@@ -5,3 +5,4 @@ pub mod members;
 pub mod reports;
 pub mod session;
 pub mod tenant;
+pub mod wechat_callback;

@@ -1,0 +1,459 @@
+//! Postgres implementation of the WeChat gateway's store (migration 0009).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use wxcm_commands::ports::PortError;
+use wxcm_commands::wechat::{
+    AccountMode, ClaimOutcome, DeliveryKind, DeliveryResult, ReplyRules, SceneHit, SceneQrCode, StoredMenu,
+    StoredMessage, WechatStore,
+};
+use wxcm_domain::{AppId, MemberId, OpenId, TenantId};
+
+#[derive(Clone)]
+pub struct PgWechatStore {
+    pool: PgPool,
+}
+
+impl PgWechatStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+fn port(e: sqlx::Error) -> PortError {
+    PortError::new(e)
+}
+
+fn tenant_of(text: String) -> Result<TenantId, PortError> {
+    TenantId::parse(&text).map_err(|e| PortError::msg(format!("stored tenant id {text:?}: {e}")))
+}
+
+type SceneRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    bool,
+    Option<String>,
+    Option<String>,
+    Option<DateTime<Utc>>,
+    DateTime<Utc>,
+    i64,
+    i64,
+);
+
+#[async_trait]
+impl WechatStore for PgWechatStore {
+    async fn account_tenant(&self, appid: &AppId) -> Result<Option<(TenantId, AccountMode)>, PortError> {
+        let row: Option<(String, String)> =
+            sqlx::query_as("SELECT tenant_id, mode FROM official_account_directory WHERE appid = $1")
+                .bind(appid.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(port)?;
+        row.map(|(tenant, mode)| {
+            let mode = if mode == "component" { AccountMode::Component } else { AccountMode::Direct };
+            Ok((tenant_of(tenant)?, mode))
+        })
+        .transpose()
+    }
+
+    async fn claim_callback(
+        &self,
+        tenant: &TenantId,
+        appid: &AppId,
+        dedup_key: &str,
+        now: DateTime<Utc>,
+        stale_after: chrono::Duration,
+    ) -> Result<ClaimOutcome, PortError> {
+        let inserted = sqlx::query(
+            "INSERT INTO wechat_callback_claims (appid, dedup_key, tenant_id, claimed_at)
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(appid.as_str())
+        .bind(dedup_key)
+        .bind(tenant.as_str())
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(port)?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok(ClaimOutcome::Claimed);
+        }
+        let row: Option<(DateTime<Utc>, Option<DateTime<Utc>>, Option<String>)> = sqlx::query_as(
+            "SELECT claimed_at, done_at, reply FROM wechat_callback_claims WHERE appid = $1 AND dedup_key = $2",
+        )
+        .bind(appid.as_str())
+        .bind(dedup_key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(port)?;
+        let Some((claimed_at, done_at, reply)) = row else {
+            // Pruned between the two statements: treat as handled long ago.
+            return Ok(ClaimOutcome::Done { reply: None });
+        };
+        if done_at.is_some() {
+            return Ok(ClaimOutcome::Done { reply });
+        }
+        if now - claimed_at < stale_after {
+            return Ok(ClaimOutcome::InProgress);
+        }
+        // Take over a dead handler's claim; compare-and-set so only one retry wins.
+        let taken = sqlx::query(
+            "UPDATE wechat_callback_claims SET claimed_at = $3
+              WHERE appid = $1 AND dedup_key = $2 AND claimed_at = $4 AND done_at IS NULL",
+        )
+        .bind(appid.as_str())
+        .bind(dedup_key)
+        .bind(now)
+        .bind(claimed_at)
+        .execute(&self.pool)
+        .await
+        .map_err(port)?
+        .rows_affected();
+        Ok(if taken == 1 { ClaimOutcome::Claimed } else { ClaimOutcome::InProgress })
+    }
+
+    async fn finish_callback(
+        &self,
+        appid: &AppId,
+        dedup_key: &str,
+        reply: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), PortError> {
+        sqlx::query("UPDATE wechat_callback_claims SET done_at = $3, reply = $4 WHERE appid = $1 AND dedup_key = $2")
+            .bind(appid.as_str())
+            .bind(dedup_key)
+            .bind(now)
+            .bind(reply)
+            .execute(&self.pool)
+            .await
+            .map_err(port)?;
+        Ok(())
+    }
+
+    async fn release_callback(&self, appid: &AppId, dedup_key: &str) -> Result<(), PortError> {
+        sqlx::query("DELETE FROM wechat_callback_claims WHERE appid = $1 AND dedup_key = $2 AND done_at IS NULL")
+            .bind(appid.as_str())
+            .bind(dedup_key)
+            .execute(&self.pool)
+            .await
+            .map_err(port)?;
+        Ok(())
+    }
+
+    async fn prune_callbacks(&self, before: DateTime<Utc>) -> Result<u64, PortError> {
+        Ok(sqlx::query("DELETE FROM wechat_callback_claims WHERE claimed_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await
+            .map_err(port)?
+            .rows_affected())
+    }
+
+    async fn record_message(&self, m: &StoredMessage) -> Result<(), PortError> {
+        sqlx::query(
+            "INSERT INTO wechat_messages (tenant_id, appid, openid, msg_type, event, event_key, sent_at, received_at, fields)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(m.tenant.as_str())
+        .bind(m.appid.as_str())
+        .bind(m.openid.as_str())
+        .bind(&m.msg_type)
+        .bind(&m.event)
+        .bind(&m.event_key)
+        .bind(m.sent_at)
+        .bind(m.received_at)
+        .bind(&m.fields)
+        .execute(&self.pool)
+        .await
+        .map_err(port)?;
+        Ok(())
+    }
+
+    async fn reply_rules(&self, tenant: &TenantId) -> Result<Option<(ReplyRules, i64)>, PortError> {
+        let row: Option<(serde_json::Value, i64)> =
+            sqlx::query_as("SELECT rules, revision FROM wechat_reply_rules WHERE tenant_id = $1")
+                .bind(tenant.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(port)?;
+        row.map(|(rules, revision)| {
+            let rules: ReplyRules =
+                serde_json::from_value(rules).map_err(|e| PortError::msg(format!("stored reply rules: {e}")))?;
+            Ok((rules, revision))
+        })
+        .transpose()
+    }
+
+    async fn save_reply_rules(
+        &self,
+        tenant: &TenantId,
+        rules: &ReplyRules,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<i64, PortError> {
+        let json = serde_json::to_value(rules).map_err(PortError::new)?;
+        let (revision,): (i64,) = sqlx::query_as(
+            "INSERT INTO wechat_reply_rules (tenant_id, rules, revision, updated_at, updated_by)
+             VALUES ($1, $2, 1, $3, $4)
+             ON CONFLICT (tenant_id) DO UPDATE
+                SET rules = EXCLUDED.rules, revision = wechat_reply_rules.revision + 1,
+                    updated_at = EXCLUDED.updated_at, updated_by = EXCLUDED.updated_by
+             RETURNING revision",
+        )
+        .bind(tenant.as_str())
+        .bind(json)
+        .bind(now)
+        .bind(actor)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(port)?;
+        Ok(revision)
+    }
+
+    async fn save_scene(&self, qr: &SceneQrCode) -> Result<(), PortError> {
+        sqlx::query(
+            "INSERT INTO wechat_scene_qrcodes
+                 (tenant_id, appid, scene, name, permanent, ticket, url, expires_at, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (tenant_id, appid, scene) DO UPDATE
+                SET name = EXCLUDED.name, permanent = EXCLUDED.permanent, ticket = EXCLUDED.ticket,
+                    url = EXCLUDED.url, expires_at = EXCLUDED.expires_at",
+        )
+        .bind(qr.tenant.as_str())
+        .bind(qr.appid.as_str())
+        .bind(&qr.scene)
+        .bind(&qr.name)
+        .bind(qr.permanent)
+        .bind(&qr.ticket)
+        .bind(&qr.url)
+        .bind(qr.expires_at)
+        .bind(qr.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(port)?;
+        Ok(())
+    }
+
+    async fn list_scenes(&self, tenant: &TenantId, limit: u32) -> Result<Vec<SceneQrCode>, PortError> {
+        let rows: Vec<SceneRow> = sqlx::query_as(
+            "SELECT tenant_id, appid, scene, name, permanent, ticket, url, expires_at, created_at, landings, follows
+               FROM wechat_scene_qrcodes WHERE tenant_id = $1 ORDER BY created_at DESC, scene LIMIT $2",
+        )
+        .bind(tenant.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(port)?;
+        rows.into_iter()
+            .map(|(t, appid, scene, name, permanent, ticket, url, expires_at, created_at, landings, follows)| {
+                Ok(SceneQrCode {
+                    tenant: tenant_of(t)?,
+                    appid: AppId::parse(&appid).map_err(|e| PortError::msg(format!("stored appid: {e}")))?,
+                    scene,
+                    name,
+                    permanent,
+                    ticket,
+                    url,
+                    expires_at,
+                    created_at,
+                    landings,
+                    follows,
+                })
+            })
+            .collect()
+    }
+
+    async fn count_scene(
+        &self,
+        tenant: &TenantId,
+        appid: &AppId,
+        scene: &str,
+        hit: SceneHit,
+        now: DateTime<Utc>,
+    ) -> Result<(), PortError> {
+        let follows = i64::from(hit == SceneHit::Follow);
+        // Codes made outside wxcm still get counted, under a row without a ticket.
+        sqlx::query(
+            "INSERT INTO wechat_scene_qrcodes (tenant_id, appid, scene, created_at, landings, follows)
+             VALUES ($1, $2, $3, $4, 1, $5)
+             ON CONFLICT (tenant_id, appid, scene) DO UPDATE
+                SET landings = wechat_scene_qrcodes.landings + 1,
+                    follows = wechat_scene_qrcodes.follows + EXCLUDED.follows",
+        )
+        .bind(tenant.as_str())
+        .bind(appid.as_str())
+        .bind(scene)
+        .bind(now)
+        .bind(follows)
+        .execute(&self.pool)
+        .await
+        .map_err(port)?;
+        Ok(())
+    }
+
+    async fn record_referral_visit(
+        &self,
+        tenant: &TenantId,
+        openid: &OpenId,
+        referrer: MemberId,
+        at: DateTime<Utc>,
+    ) -> Result<(), PortError> {
+        sqlx::query(
+            "INSERT INTO referral_visits (tenant_id, openid, referrer_id, visited_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (tenant_id, openid) DO UPDATE
+                SET referrer_id = EXCLUDED.referrer_id, visited_at = EXCLUDED.visited_at",
+        )
+        .bind(tenant.as_str())
+        .bind(openid.as_str())
+        .bind(referrer.to_string())
+        .bind(at)
+        .execute(&self.pool)
+        .await
+        .map_err(port)?;
+        Ok(())
+    }
+
+    async fn referral_visit(
+        &self,
+        tenant: &TenantId,
+        openid: &OpenId,
+        since: DateTime<Utc>,
+    ) -> Result<Option<MemberId>, PortError> {
+        let row: Option<(String,)> = sqlx::query_as(
+            "SELECT referrer_id FROM referral_visits WHERE tenant_id = $1 AND openid = $2 AND visited_at >= $3",
+        )
+        .bind(tenant.as_str())
+        .bind(openid.as_str())
+        .bind(since)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(port)?;
+        row.map(|(id,)| MemberId::parse(&id).map_err(|e| PortError::msg(format!("stored referrer id: {e}"))))
+            .transpose()
+    }
+
+    async fn record_delivery(&self, r: &DeliveryResult) -> Result<(), PortError> {
+        let kind = match r.kind {
+            DeliveryKind::Template => "template",
+            DeliveryKind::Mass => "mass",
+        };
+        sqlx::query(
+            "INSERT INTO wechat_delivery_results (tenant_id, appid, kind, msg_id, openid, status, counts, received_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (appid, kind, msg_id, openid) DO UPDATE
+                SET status = EXCLUDED.status, counts = EXCLUDED.counts, received_at = EXCLUDED.received_at",
+        )
+        .bind(r.tenant.as_str())
+        .bind(r.appid.as_str())
+        .bind(kind)
+        // WeChat's ids are 64-bit unsigned; the column keeps the same bits.
+        .bind(r.msg_id as i64)
+        .bind(r.openid.as_str())
+        .bind(&r.status)
+        .bind(&r.counts)
+        .bind(r.received_at)
+        .execute(&self.pool)
+        .await
+        .map_err(port)?;
+        Ok(())
+    }
+
+    async fn save_menu(
+        &self,
+        tenant: &TenantId,
+        appid: &AppId,
+        menu: &serde_json::Value,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), PortError> {
+        sqlx::query(
+            "INSERT INTO wechat_menus (tenant_id, appid, menu, updated_at, updated_by) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (tenant_id, appid) DO UPDATE
+                SET menu = EXCLUDED.menu, updated_at = EXCLUDED.updated_at, updated_by = EXCLUDED.updated_by",
+        )
+        .bind(tenant.as_str())
+        .bind(appid.as_str())
+        .bind(menu)
+        .bind(now)
+        .bind(actor)
+        .execute(&self.pool)
+        .await
+        .map_err(port)?;
+        Ok(())
+    }
+
+    async fn menu(&self, tenant: &TenantId, appid: &AppId) -> Result<Option<StoredMenu>, PortError> {
+        let row: Option<(serde_json::Value, DateTime<Utc>, String, Option<DateTime<Utc>>)> = sqlx::query_as(
+            "SELECT menu, updated_at, updated_by, published_at FROM wechat_menus WHERE tenant_id = $1 AND appid = $2",
+        )
+        .bind(tenant.as_str())
+        .bind(appid.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(port)?;
+        Ok(row.map(|(menu, updated_at, updated_by, published_at)| StoredMenu {
+            menu,
+            updated_at,
+            updated_by,
+            published_at,
+        }))
+    }
+
+    async fn mark_menu_published(&self, tenant: &TenantId, appid: &AppId, at: DateTime<Utc>) -> Result<(), PortError> {
+        sqlx::query("UPDATE wechat_menus SET published_at = $3 WHERE tenant_id = $1 AND appid = $2")
+            .bind(tenant.as_str())
+            .bind(appid.as_str())
+            .bind(at)
+            .execute(&self.pool)
+            .await
+            .map_err(port)?;
+        Ok(())
+    }
+
+    async fn save_auth_request(
+        &self,
+        pre_auth_code: &str,
+        tenant: &TenantId,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), PortError> {
+        // Expired requests go as new ones come, so the table stays small.
+        sqlx::query("DELETE FROM component_auth_requests WHERE expires_at < $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(port)?;
+        sqlx::query(
+            "INSERT INTO component_auth_requests (pre_auth_code, tenant_id, created_at, expires_at)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (pre_auth_code) DO NOTHING",
+        )
+        .bind(pre_auth_code)
+        .bind(tenant.as_str())
+        .bind(now)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(port)?;
+        Ok(())
+    }
+
+    async fn auth_request_tenant(
+        &self,
+        pre_auth_code: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<TenantId>, PortError> {
+        let row: Option<(String,)> = sqlx::query_as(
+            "SELECT tenant_id FROM component_auth_requests WHERE pre_auth_code = $1 AND expires_at >= $2",
+        )
+        .bind(pre_auth_code)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(port)?;
+        row.map(|(t,)| tenant_of(t)).transpose()
+    }
+}
