@@ -3,7 +3,7 @@
 //! - [`adapter`] wraps the pure domain aggregates into cqrs-es aggregates;
 //! - [`executor::Executor`] adds idempotency by key, bounded retries on
 //!   optimistic-concurrency conflicts and per-aggregate serialization;
-//! - [`members`] and [`tenants`] are the use cases the edges call;
+//! - [`members`], [`payments`] and [`tenants`] are the use cases the edges call;
 //! - [`ports`] are the traits the infrastructure implements (store, clock, ...).
 
 pub mod adapter;
@@ -11,6 +11,7 @@ pub mod auth;
 pub mod executor;
 pub mod members;
 pub mod pay_port;
+pub mod payments;
 pub mod ports;
 pub mod repository;
 pub mod scheduler;

@@ -9,6 +9,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use cqrs_es::{AggregateError, EventEnvelope};
 use serde::{Deserialize, Serialize};
 use wxcm_domain::member::Member;
+use wxcm_domain::payment::PaymentOrder;
 use wxcm_domain::tenant::{SealedSecret, Tenant};
 use wxcm_domain::{CardNumber, EventSourced, MemberId, OpenId, TenantId};
 
@@ -211,6 +212,7 @@ pub struct ShardServices {
     pub name: String,
     pub members: Executor<Member>,
     pub tenants: Executor<Tenant>,
+    pub payments: Executor<PaymentOrder>,
     pub event_log: Arc<dyn EventLog>,
     pub directory: Arc<dyn MemberDirectory>,
     pub cards: Arc<dyn CardNumberAllocator>,

@@ -12,6 +12,7 @@ use wxcm_commands::ports::{Clock, RouteError, ShardRouter, ShardServices};
 use wxcm_commands::repository::CqrsRepository;
 use wxcm_commands::Executor;
 use wxcm_domain::member::Member;
+use wxcm_domain::payment::PaymentOrder;
 use wxcm_domain::tenant::Tenant;
 use wxcm_domain::TenantId;
 use wxcm_projections::PgReadModels;
@@ -21,6 +22,8 @@ use crate::pg_ports::PgShardPorts;
 use crate::store::PgEventStore;
 
 const ACQUIRE_TIMEOUT_MS: u64 = 5_000;
+/// Payment orders kept in memory per shard: an order is hot only while it is paid and refunded.
+const PAYMENT_CACHE_ENTRIES: usize = 1_000;
 
 pub struct Shard {
     pub name: String,
@@ -56,12 +59,18 @@ fn build_shard(name: &str, config: &ShardConfig, clock: Arc<dyn Clock>) -> Resul
     let tenants = Executor::<Tenant>::new(
         Arc::new(CqrsRepository::new(PgEventStore::<Tenant>::new(pool.clone(), 1_000))),
         ports.clone(),
+        clock.clone(),
+    );
+    let payments = Executor::<PaymentOrder>::new(
+        Arc::new(CqrsRepository::new(PgEventStore::<PaymentOrder>::new(pool.clone(), PAYMENT_CACHE_ENTRIES))),
+        ports.clone(),
         clock,
     );
     let services = Arc::new(ShardServices {
         name: name.to_owned(),
         members,
         tenants,
+        payments,
         event_log: ports.clone(),
         directory: ports.clone(),
         cards: ports.clone(),
