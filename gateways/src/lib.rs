@@ -43,9 +43,11 @@ mod openapi;
 mod permissions;
 mod ratelimit;
 mod routes;
+pub mod sandbox;
 mod state;
 #[cfg(test)]
 mod tests;
+pub mod wechat_api;
 
 use ratelimit::LoginLimiter;
 use routes::{health, members, reports, session, tenant};
