@@ -16,3 +16,4 @@ pub mod scheduler_role;
 pub mod sealer;
 pub mod shards;
 pub mod store;
+pub mod tokens;
