@@ -5,7 +5,10 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::{serve, SandboxConfig, SandboxHandle, SandboxStats};
-use crate::wechat_api::client::{jssdk_signature, Account, CustomMessage, OAuthScope, QrCode};
+use crate::wechat_api::client::{
+    jssdk_signature, Account, CustomMessage, OAuthScope, QrCode, MASS_OPENIDS_MAX, QR_EXPIRE_SECONDS_MAX,
+    USER_BATCH_MAX,
+};
 use crate::wechat_api::tokens::{MemoryTokenStore, StaticTokenSources, TokenCenter, TokenCenterConfig, TokenKey};
 use crate::wechat_api::{ClientConfig, WechatClient, WechatError, WechatHttp};
 
@@ -28,6 +31,13 @@ impl wxcm_commands::ports::SecretSealer for PlainSealer {
 }
 
 async fn start(config: SandboxConfig) -> (SandboxHandle, WechatClient, reqwest::Client) {
+    start_tuned(config, |_| {}).await
+}
+
+async fn start_tuned(
+    config: SandboxConfig,
+    tune: impl FnOnce(&mut ClientConfig),
+) -> (SandboxHandle, WechatClient, reqwest::Client) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sandbox = serve(listener, config).await.unwrap();
     let http = reqwest::Client::new();
@@ -36,13 +46,20 @@ async fn start(config: SandboxConfig) -> (SandboxHandle, WechatClient, reqwest::
             http.post(format!("{}/sandbox/apps", sandbox.base_url)).json(&json!({"appid": appid, "secret": secret}));
         assert!(r.send().await.unwrap().status().is_success());
     }
-    let config = ClientConfig {
+    let client = client_for(&sandbox, tune);
+    (sandbox, client, http)
+}
+
+/// A client with its own in-memory token center (another "node").
+fn client_for(sandbox: &SandboxHandle, tune: impl FnOnce(&mut ClientConfig)) -> WechatClient {
+    let mut config = ClientConfig {
         api_base: sandbox.base_url.clone(),
         open_base: sandbox.base_url.clone(),
         backoff_base_ms: 5,
         backoff_max_ms: 20,
         ..ClientConfig::default()
     };
+    tune(&mut config);
     let transport = Arc::new(WechatHttp::new(config).unwrap());
     let sources = StaticTokenSources {
         app_secrets: [(APPID.to_owned(), SECRET.to_owned())].into(),
@@ -55,7 +72,7 @@ async fn start(config: SandboxConfig) -> (SandboxHandle, WechatClient, reqwest::
         Arc::new(PlainSealer),
         TokenCenterConfig::default(),
     ));
-    (sandbox, WechatClient::new(transport, center), http)
+    WechatClient::new(transport, center)
 }
 
 async fn stats(http: &reqwest::Client, sandbox: &SandboxHandle) -> SandboxStats {
@@ -231,5 +248,42 @@ async fn component_chain_needs_the_ticket_and_authorizes_an_account() {
     let code = control(&http, &sandbox, "/sandbox/oauth/codes", json!({"appid": authorizer, "openid": "o-7"})).await;
     let token = client.oauth_exchange_component(&authorizer, COMPONENT, code["code"].as_str().unwrap()).await.unwrap();
     assert_eq!(token.openid, "o-7");
+    sandbox.stop().await;
+}
+
+#[tokio::test]
+async fn limits_hold_at_the_limit_and_one_past_it() {
+    let (sandbox, client, _http) = start(SandboxConfig::default()).await;
+    let account = Account::Direct(APPID.into());
+    let at_limit = QrCode::Temporary { scene: "s".into(), expire_seconds: QR_EXPIRE_SECONDS_MAX };
+    let past = QrCode::Temporary { scene: "s".into(), expire_seconds: QR_EXPIRE_SECONDS_MAX + 1 };
+    client.qrcode_create(&account, &at_limit).await.unwrap();
+    assert!(matches!(client.qrcode_create(&account, &past).await, Err(WechatError::InvalidInput(_))));
+    client.qrcode_create(&account, &QrCode::Permanent { scene: "x".repeat(64) }).await.unwrap();
+    let long_scene = QrCode::Permanent { scene: "x".repeat(65) };
+    assert!(matches!(client.qrcode_create(&account, &long_scene).await, Err(WechatError::InvalidInput(_))));
+    let too_few = ["only-one".to_owned()];
+    assert!(matches!(client.mass_send_by_openids(&account, &too_few, "x").await, Err(WechatError::InvalidInput(_))));
+    let too_many: Vec<String> = (0..=MASS_OPENIDS_MAX).map(|i| i.to_string()).collect();
+    assert!(matches!(client.mass_send_by_openids(&account, &too_many, "x").await, Err(WechatError::InvalidInput(_))));
+    let batch: Vec<String> = (0..USER_BATCH_MAX).map(|i| i.to_string()).collect();
+    assert_eq!(client.user_info_batch(&account, &batch).await.unwrap().len(), USER_BATCH_MAX);
+    let batch: Vec<String> = (0..=USER_BATCH_MAX).map(|i| i.to_string()).collect();
+    assert!(matches!(client.user_info_batch(&account, &batch).await, Err(WechatError::InvalidInput(_))));
+
+    // Response bodies: exactly at the cap pass, one byte more is refused. The
+    // tight transport borrows the first client's token center (a token answer
+    // is itself larger than 16 bytes).
+    let tight_transport = WechatHttp::new(ClientConfig {
+        api_base: sandbox.base_url.clone(),
+        response_bytes_max: 16,
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    let tight = WechatClient::new(Arc::new(tight_transport), client.tokens().clone());
+    let at = client.media_upload(&account, "image", "a.png", "image/png", vec![1; 16]).await.unwrap();
+    let over = client.media_upload(&account, "image", "b.png", "image/png", vec![1; 17]).await.unwrap();
+    assert_eq!(tight.media_get(&account, &at).await.unwrap().bytes.len(), 16);
+    assert!(matches!(tight.media_get(&account, &over).await, Err(WechatError::BodyTooLarge { limit_bytes: 16 })));
     sandbox.stop().await;
 }

@@ -83,6 +83,8 @@ const ERRMSG_CHARS_MAX: usize = 256;
 pub enum TokenError {
     #[error("token store: {0}")]
     Store(String),
+    #[error("invalid token key: {0}")]
+    InvalidKey(String),
     #[error("no credentials configured for {0}")]
     NoCredentials(String),
     #[error("no component_verify_ticket received yet for component {0}")]
