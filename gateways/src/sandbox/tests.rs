@@ -287,3 +287,41 @@ async fn limits_hold_at_the_limit_and_one_past_it() {
     assert!(matches!(tight.media_get(&account, &over).await, Err(WechatError::BodyTooLarge { limit_bytes: 16 })));
     sandbox.stop().await;
 }
+
+#[tokio::test]
+async fn a_slow_answer_times_out_and_is_retried() {
+    let (sandbox, client, http) = start_tuned(SandboxConfig::default(), |c| c.request_timeout_ms = 200).await;
+    let account = Account::Direct(APPID.into());
+    client.tokens().get(&TokenKey::access_token(APPID).unwrap()).await.unwrap();
+    control(
+        &http,
+        &sandbox,
+        "/sandbox/faults",
+        json!({"path": "/cgi-bin/tags/get", "errcode": 0, "count": 1, "delay_ms": 1000}),
+    )
+    .await;
+    assert!(client.tags_get(&account).await.unwrap().is_empty(), "the second attempt is fast");
+    control(
+        &http,
+        &sandbox,
+        "/sandbox/faults",
+        json!({"path": "/cgi-bin/tags/get", "errcode": 0, "count": 10, "delay_ms": 1000}),
+    )
+    .await;
+    assert!(matches!(client.tags_get(&account).await, Err(WechatError::Timeout { timeout_ms: 200 })));
+    sandbox.stop().await;
+}
+
+#[tokio::test]
+async fn calls_are_rate_limited_per_appid() {
+    let (sandbox, client, _http) = start_tuned(SandboxConfig::default(), |c| c.calls_per_second_per_appid = 5).await;
+    let account = Account::Direct(APPID.into());
+    client.tokens().get(&TokenKey::access_token(APPID).unwrap()).await.unwrap();
+    let started = std::time::Instant::now();
+    for _ in 0..9 {
+        client.tags_get(&account).await.unwrap();
+    }
+    // 1 token call + 9 calls at 5/s with a burst of 5: at least 4 waits of 200 ms.
+    assert!(started.elapsed() >= std::time::Duration::from_millis(700), "{:?}", started.elapsed());
+    sandbox.stop().await;
+}

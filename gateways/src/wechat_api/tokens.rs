@@ -502,6 +502,10 @@ impl TokenCenter {
     async fn obtain(&self, key: &TokenKey, failed: Option<&str>) -> Result<Token, TokenError> {
         let gate = self.gate(key);
         let _in_process_turn = gate.lock().await;
+        // Whoever held the gate before us may have just refreshed.
+        if let Some(token) = self.cached(key).filter(|t| Some(t.value.as_str()) != failed) {
+            return Ok(token);
+        }
         let started = Instant::now();
         loop {
             let row = self.store.load(key).await?.unwrap_or_default();
