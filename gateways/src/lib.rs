@@ -48,10 +48,12 @@ pub mod pay;
 mod permissions;
 mod ratelimit;
 mod routes;
+pub mod sandbox;
 mod state;
 #[cfg(test)]
 mod tests;
 pub mod wechat;
+pub mod wechat_api;
 pub mod wechat_edge;
 
 use ratelimit::LoginLimiter;

@@ -16,4 +16,5 @@ pub mod scheduler_role;
 pub mod sealer;
 pub mod shards;
 pub mod store;
+pub mod tokens;
 pub mod wechat_store;

@@ -57,6 +57,17 @@ enum Command {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
+    /// Run the WeChat API simulator (tokens, faults, request log) for development and tests.
+    Sandbox {
+        #[arg(long, default_value = "127.0.0.1:9100")]
+        listen: String,
+        /// `expires_in` of the tokens it issues.
+        #[arg(long, default_value_t = 7200)]
+        token_expires_in_secs: i64,
+        /// How long a token keeps working after a newer one was issued.
+        #[arg(long, default_value_t = 300)]
+        token_grace_secs: u64,
+    },
     /// Benchmarks that print figures (and a final JSON line).
     Bench {
         #[command(subcommand)]
@@ -218,6 +229,9 @@ async fn main() -> Result<()> {
             application.run(rx).await.context("serving")
         }
         Command::Tenant { command } => tenant(settings, command).await,
+        Command::Sandbox { listen, token_expires_in_secs, token_grace_secs } => {
+            sandbox(&listen, token_expires_in_secs, token_grace_secs).await
+        }
         Command::Admin { command: AdminCommand::Create { tenant, username, role } } => {
             let tenant = TenantId::parse(&tenant)?;
             let role = AdminRole::parse(&role).context("role")?;
@@ -263,6 +277,20 @@ async fn main() -> Result<()> {
             wxcm_infra::bench_pipeline::bench_pipeline(&settings, args).await
         }
     }
+}
+
+async fn sandbox(listen: &str, token_expires_in_secs: i64, token_grace_secs: u64) -> Result<()> {
+    use wxcm_gateways::sandbox::{serve, SandboxConfig};
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    let config = SandboxConfig { token_expires_in_secs, token_grace_secs, ..SandboxConfig::default() };
+    let handle = serve(listener, config).await.context("starting the sandbox")?;
+    tracing::info!(base_url = %handle.base_url, "wechat sandbox listening");
+    println!("wechat sandbox on {} (set the client's api_base to it)", handle.base_url);
+    let (tx, mut rx) = watch::channel(false);
+    tokio::spawn(shutdown_signal(tx));
+    let _ = rx.changed().await;
+    handle.stop().await;
+    Ok(())
 }
 
 async fn tenant(settings: Settings, command: TenantCommand) -> Result<()> {
