@@ -65,6 +65,8 @@ pub enum BuildError {
     Listen { addr: String, source: std::io::Error },
     #[error("nats settings: {0}")]
     Nats(#[from] async_nats::ConnectError),
+    #[error(transparent)]
+    Wechat(#[from] crate::wechat_wiring::WiringError),
 }
 
 pub struct Application {
@@ -75,6 +77,10 @@ pub struct Application {
     listener: Option<TcpListener>,
     /// Connected (in the background, retrying) only for roles that relay.
     nats: Option<async_nats::Client>,
+    /// The token center and outbound WeChat client (shared tokens live on the default shard).
+    pub wechat: crate::wechat_wiring::WechatSide,
+    /// What the WeChat callback endpoints need (settings, directory, outbound side).
+    pub wechat_edge: Arc<wxcm_gateways::WechatEdge>,
 }
 
 /// Overrides for tests and tools.
@@ -122,7 +128,15 @@ impl Application {
         } else {
             None
         };
-        Ok(Self { app, shards, settings, role, listener, nats })
+        let control_pool = shards
+            .all()
+            .find(|s| s.name == settings.default_shard)
+            .map(|s| s.pool.clone())
+            .ok_or_else(|| BuildError::Database(sqlx::Error::Configuration("default shard missing".into())))?;
+        let wechat = crate::wechat_wiring::build(app.clone(), control_pool, &settings.wechat)?;
+        let wechat_edge =
+            Arc::new(wxcm_gateways::WechatEdge::new(settings.wechat.edge_settings(), None, app.clock.clone()));
+        Ok(Self { app, shards, settings, role, listener, nats, wechat, wechat_edge })
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
@@ -209,7 +223,10 @@ impl Application {
         }
         if let Some(listener) = self.listener {
             let readiness = Arc::new(ShardReadiness(self.shards.clone()));
-            let router = wxcm_gateways::router(
+            // Tokens close to expiry are refreshed by whichever node holds their lease.
+            let refresh_ms = self.settings.wechat.token_refresh_interval_ms.max(1_000);
+            tasks.push(tokio::spawn(self.wechat.tokens.clone().run_refresher(refresh_ms, shutdown.clone())));
+            let router = wxcm_gateways::router_with(
                 self.app.clone(),
                 readiness,
                 HttpSettings {
@@ -217,6 +234,7 @@ impl Application {
                     login_attempts_per_minute: self.settings.http.login_attempts_per_minute,
                     request_timeout_ms: self.settings.http.request_timeout_ms,
                 },
+                self.wechat_edge.clone(),
             );
             info!(addr = ?listener.local_addr().ok(), "http listening");
             let mut stop = shutdown.clone();

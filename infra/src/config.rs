@@ -27,6 +27,117 @@ pub struct Settings {
     /// encrypts tenant secrets at rest. The key itself is never in a file.
     pub secret_key_env: String,
     pub log_format: LogFormat,
+    #[serde(default)]
+    pub wechat: WechatConfig,
+}
+
+/// The WeChat edge: callbacks, the outbound client and the token center.
+/// Every base URL is configurable so that local runs and tests use `wxcm sandbox`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WechatConfig {
+    pub callback_body_bytes_max: usize,
+    pub timestamp_window_s: i64,
+    pub reply_budget_ms: u64,
+    pub require_safe_mode: bool,
+    pub api_base: String,
+    pub open_base: String,
+    pub mp_base: String,
+    pub request_timeout_ms: u64,
+    pub calls_per_second_per_appid: u32,
+    /// How this server is reached from outside (referral links, OAuth redirects, notify URLs).
+    pub public_base_url: String,
+    /// Interval of the token refresher (refreshes tokens close to expiry).
+    pub token_refresh_interval_ms: u64,
+    /// The third-party platform's appid; empty when wxcm does not run as one.
+    pub component_appid: String,
+    /// Component token, EncodingAESKey and secret: set them through the environment
+    /// (`WXCM_WECHAT__COMPONENT_TOKEN`, ...), never in a committed file.
+    pub component_token: String,
+    pub component_encoding_aes_key: String,
+    pub component_app_secret: String,
+}
+
+impl Default for WechatConfig {
+    fn default() -> Self {
+        let client = wxcm_gateways::wechat_api::http::ClientConfig::default();
+        let edge = wxcm_gateways::WechatSettings::default();
+        Self {
+            callback_body_bytes_max: edge.body_bytes_max,
+            timestamp_window_s: edge.timestamp_window_s,
+            reply_budget_ms: edge.reply_budget_ms,
+            require_safe_mode: edge.require_safe_mode,
+            api_base: client.api_base,
+            open_base: client.open_base,
+            mp_base: client.mp_base,
+            request_timeout_ms: client.request_timeout_ms,
+            calls_per_second_per_appid: client.calls_per_second_per_appid,
+            public_base_url: "http://127.0.0.1:8080".into(),
+            token_refresh_interval_ms: 30_000,
+            component_appid: String::new(),
+            component_token: String::new(),
+            component_encoding_aes_key: String::new(),
+            component_app_secret: String::new(),
+        }
+    }
+}
+
+/// Upper bound of `wechat.callback_body_bytes_max`.
+pub const CALLBACK_BODY_BYTES_LIMIT: usize = 1024 * 1024;
+
+impl WechatConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.callback_body_bytes_max == 0 || self.callback_body_bytes_max > CALLBACK_BODY_BYTES_LIMIT {
+            return Err(ConfigError::Invalid(format!(
+                "wechat.callback_body_bytes_max must be 1..={CALLBACK_BODY_BYTES_LIMIT}"
+            )));
+        }
+        if !(1..=3600).contains(&self.timestamp_window_s) {
+            return Err(ConfigError::Invalid("wechat.timestamp_window_s must be 1..=3600".into()));
+        }
+        if !(1..=4_500).contains(&self.reply_budget_ms) {
+            return Err(ConfigError::Invalid("wechat.reply_budget_ms must be 1..=4500 (WeChat waits 5 s)".into()));
+        }
+        for (name, url) in [("api_base", &self.api_base), ("open_base", &self.open_base), ("mp_base", &self.mp_base)] {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::Invalid(format!("wechat.{name} must be an http(s) URL")));
+            }
+        }
+        let component = [&self.component_token, &self.component_encoding_aes_key, &self.component_app_secret];
+        if !self.component_appid.is_empty() && component.iter().any(|s| s.is_empty()) {
+            return Err(ConfigError::Invalid(
+                "wechat.component_appid is set: component_token, component_encoding_aes_key and component_app_secret are required".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn edge_settings(&self) -> wxcm_gateways::WechatSettings {
+        let component = (!self.component_appid.is_empty()).then(|| wxcm_gateways::ComponentCredentials {
+            appid: self.component_appid.clone(),
+            token: self.component_token.clone(),
+            encoding_aes_key: self.component_encoding_aes_key.clone(),
+        });
+        wxcm_gateways::WechatSettings {
+            body_bytes_max: self.callback_body_bytes_max,
+            timestamp_window_s: self.timestamp_window_s,
+            reply_budget_ms: self.reply_budget_ms,
+            require_safe_mode: self.require_safe_mode,
+            component,
+            ..wxcm_gateways::WechatSettings::default()
+        }
+    }
+
+    pub fn client_config(&self) -> wxcm_gateways::wechat_api::http::ClientConfig {
+        wxcm_gateways::wechat_api::http::ClientConfig {
+            api_base: self.api_base.clone(),
+            open_base: self.open_base.clone(),
+            mp_base: self.mp_base.clone(),
+            request_timeout_ms: self.request_timeout_ms,
+            calls_per_second_per_appid: self.calls_per_second_per_appid,
+            ..wxcm_gateways::wechat_api::http::ClientConfig::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -150,6 +261,7 @@ impl Default for Settings {
             },
             secret_key_env: "WXCM_SECRET_KEY".into(),
             log_format: LogFormat::Text,
+            wechat: WechatConfig::default(),
         }
     }
 }
@@ -202,6 +314,7 @@ impl Settings {
             return Err(ConfigError::Invalid("limits must be positive".into()));
         }
         self.nats.validate()?;
+        self.wechat.validate()?;
         Ok(())
     }
 

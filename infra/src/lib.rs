@@ -18,3 +18,4 @@ pub mod shards;
 pub mod store;
 pub mod tokens;
 pub mod wechat_store;
+pub mod wechat_wiring;
