@@ -6,6 +6,7 @@ WXCM_SECRET_KEY ?= ZGV2LW9ubHkta2V5LWRvLW5vdC11c2UtaW4tcHJvZCE=
 export WXCM_SECRET_KEY
 WXCM := $(CARGO_TARGET_DIR)/debug/wxcm
 DEMO_PASSWORD ?= demo-password-123
+SANDBOX_LISTEN ?= 127.0.0.1:9100
 
 .PHONY: run test bench services build lint fmt fuzz
 
@@ -22,7 +23,11 @@ run: services build
 	-@WXCM_ADMIN_PASSWORD=$(DEMO_PASSWORD) $(WXCM) admin create --tenant demo --username owner --role owner 2>/dev/null \
 	  && echo "demo login: tenant demo, user owner, password $(DEMO_PASSWORD)" \
 	  || echo "demo owner already exists"
-	$(WXCM) serve
+	@# WeChat cannot be reached from here: the simulator stands in for it, and every base URL points at it.
+	@$(WXCM) sandbox --listen $(SANDBOX_LISTEN) & sandbox=$$!; trap 'kill $$sandbox 2>/dev/null' EXIT INT TERM; \
+	  echo "wechat simulator on http://$(SANDBOX_LISTEN)"; \
+	  WXCM_WECHAT__API_BASE=http://$(SANDBOX_LISTEN) WXCM_WECHAT__OPEN_BASE=http://$(SANDBOX_LISTEN) \
+	  WXCM_WECHAT__MP_BASE=http://$(SANDBOX_LISTEN) $(WXCM) serve
 
 lint:
 	cargo fmt --all -- --check
