@@ -200,6 +200,7 @@ impl Application {
             for scheduler in self.shard_schedulers() {
                 tasks.push(tokio::spawn(scheduler.run(interval, shutdown.clone())));
             }
+            tasks.push(tokio::spawn(prune_callback_claims(self.app.clone(), shutdown.clone())));
         }
         if let Some(client) = self.nats.clone() {
             let js =
@@ -262,6 +263,28 @@ impl Application {
             let _ = self.run(rx).await;
         });
         RunningApp { addr, app, shutdown: tx, handle }
+    }
+}
+
+/// WeChat retries within seconds; claims only need to outlive the retries (and
+/// support questions for a while).
+pub const CALLBACK_CLAIMS_RETENTION_HOURS: i64 = 48;
+const CALLBACK_CLAIMS_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+
+async fn prune_callback_claims(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let before = app.clock.now() - chrono::Duration::hours(CALLBACK_CLAIMS_RETENTION_HOURS);
+        for shard in app.router.shards() {
+            match shard.wechat.prune_callbacks(before).await {
+                Ok(0) => {}
+                Ok(n) => info!(shard = %shard.name, pruned = n, "old wechat callback claims pruned"),
+                Err(e) => tracing::warn!(shard = %shard.name, error = %e, "pruning callback claims failed"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(CALLBACK_CLAIMS_PRUNE_INTERVAL) => {}
+            _ = shutdown.changed() => break,
+        }
     }
 }
 
