@@ -20,6 +20,8 @@
 //! - `openapi`: the document behind [`openapi_json`];
 //! - [`pay`]: WeChat Pay v2/v3 protocol crypto (pure functions: signatures,
 //!   resource and `req_info` ciphers, pay parameters).
+//! - [`wechat`]: the WeChat callback protocol as pure functions (XML, crypto,
+//!   typed messages, replies).
 //!
 //! Invariants: the session's tenant is the only tenant a request can reach;
 //! no handler runs a command before its input is validated; no response
@@ -49,6 +51,7 @@ mod routes;
 mod state;
 #[cfg(test)]
 mod tests;
+pub mod wechat;
 
 use ratelimit::LoginLimiter;
 use routes::{health, members, reports, session, tenant};
