@@ -336,6 +336,16 @@ async fn server_errors_are_retried_a_bounded_number_of_times() {
     assert!(matches!(err, PayPortError::Unavailable(_)), "{err:?}");
 }
 
+#[tokio::test]
+async fn an_answer_past_the_size_cap_is_refused() {
+    let big: &'static str = Box::leak("x".repeat(10_000).into_boxed_str());
+    let (base, _, task) = fake_pay(StatusCode::OK, big).await;
+    let client = WechatPayClient::new(PayClientSettings { response_bytes_max: 9_999, ..settings(base) }).unwrap();
+    let err = client.query_order(&merchant(), PayApi::V2, "R2fake00000001").await.unwrap_err();
+    assert!(matches!(err, PayPortError::BadAnswer(ref m) if m.contains("larger than")), "{err:?}");
+    task.abort();
+}
+
 /// A notify endpoint that records what it receives and answers as told.
 #[derive(Clone, Default)]
 struct Receiver {

@@ -251,21 +251,20 @@ fn v2_answer(req: &V2Request, result: Result<Fields, BizError>) -> Response {
     xml_response(v2::build_xml(&f))
 }
 
-/// Parses and authenticates a v2 request; the error is the `FAIL` answer.
-fn v2_authenticate(sandbox: &PaySandbox, body: &[u8]) -> Result<V2Request, Response> {
-    let doc = xml::parse(body, &XmlLimits::default()).map_err(|e| v2_return_fail(&format!("XML format error: {e}")))?;
+/// Parses and authenticates a v2 request; the error is the `return_msg` of the `FAIL` answer.
+fn v2_authenticate(sandbox: &PaySandbox, body: &[u8]) -> Result<V2Request, String> {
+    let doc = xml::parse(body, &XmlLimits::default()).map_err(|e| format!("XML format error: {e}"))?;
     if doc.root != "xml" {
-        return Err(v2_return_fail("XML root must be <xml>"));
+        return Err("XML root must be <xml>".into());
     }
     let fields: Fields = doc.fields.into_iter().collect();
     let mch_id = fields.get("mch_id").cloned().unwrap_or_default();
-    let merchant =
-        sandbox.state().merchants.get(&mch_id).cloned().ok_or_else(|| v2_return_fail("mch_id does not exist"))?;
-    let key = merchant.api_v2_key.clone().ok_or_else(|| v2_return_fail("merchant has no API v2 key"))?;
-    let sign_type = SignType::from_fields(&fields).map_err(|_| v2_return_fail("sign_type invalid"))?;
-    v2::verify(&fields, &key).map_err(|_| v2_return_fail("signature error"))?;
+    let merchant = sandbox.state().merchants.get(&mch_id).cloned().ok_or("mch_id does not exist")?;
+    let key = merchant.api_v2_key.clone().ok_or("merchant has no API v2 key")?;
+    let sign_type = SignType::from_fields(&fields).map_err(|_| "sign_type invalid")?;
+    v2::verify(&fields, &key).map_err(|_| "signature error")?;
     if fields.get("appid") != Some(&merchant.appid) {
-        return Err(v2_return_fail("appid and mch_id do not match"));
+        return Err("appid and mch_id do not match".into());
     }
     Ok(V2Request { fields, merchant, key, sign_type })
 }
@@ -273,7 +272,7 @@ fn v2_authenticate(sandbox: &PaySandbox, body: &[u8]) -> Result<V2Request, Respo
 pub(super) async fn v2_unifiedorder(State(sandbox): State<PaySandbox>, body: Bytes) -> Response {
     let req = match v2_authenticate(&sandbox, &body) {
         Ok(req) => req,
-        Err(fail) => return fail,
+        Err(message) => return v2_return_fail(&message),
     };
     let now = Utc::now();
     let result = (|| {
@@ -310,7 +309,7 @@ pub(super) async fn v2_unifiedorder(State(sandbox): State<PaySandbox>, body: Byt
 pub(super) async fn v2_orderquery(State(sandbox): State<PaySandbox>, body: Bytes) -> Response {
     let req = match v2_authenticate(&sandbox, &body) {
         Ok(req) => req,
-        Err(fail) => return fail,
+        Err(message) => return v2_return_fail(&message),
     };
     let result = sandbox.find_order(&req.merchant, req.get("out_trade_no")).map(|o| {
         let mut f = Fields::from([
@@ -337,7 +336,7 @@ pub(super) async fn v2_orderquery(State(sandbox): State<PaySandbox>, body: Bytes
 pub(super) async fn v2_closeorder(State(sandbox): State<PaySandbox>, body: Bytes) -> Response {
     let req = match v2_authenticate(&sandbox, &body) {
         Ok(req) => req,
-        Err(fail) => return fail,
+        Err(message) => return v2_return_fail(&message),
     };
     let result = sandbox.close_order(&req.merchant, req.get("out_trade_no")).map(|()| Fields::new());
     v2_answer(&req, result)
@@ -346,7 +345,7 @@ pub(super) async fn v2_closeorder(State(sandbox): State<PaySandbox>, body: Bytes
 pub(super) async fn v2_refund(State(sandbox): State<PaySandbox>, body: Bytes) -> Response {
     let req = match v2_authenticate(&sandbox, &body) {
         Ok(req) => req,
-        Err(fail) => return fail,
+        Err(message) => return v2_return_fail(&message),
     };
     let result = (|| {
         let fen = |k: &str| {
@@ -524,7 +523,7 @@ pub(super) async fn v3_jsapi(
     body: Bytes,
 ) -> Response {
     let now = Utc::now();
-    v3_run(&sandbox.clone(), (method, uri, headers, body), |merchant, body| {
+    v3_run(&sandbox, (method, uri, headers, body), |merchant, body| {
         let req: V3JsapiBody = parse_json(body)?;
         if req.mchid != merchant.mch_id {
             return Err(param_error("mchid differs from the Authorization mchid"));
@@ -573,7 +572,7 @@ pub(super) async fn v3_query(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    v3_run(&sandbox.clone(), (method, uri, headers, body), |merchant, _| {
+    v3_run(&sandbox, (method, uri, headers, body), |merchant, _| {
         if query.mchid != merchant.mch_id {
             return Err(param_error("mchid query parameter differs from the Authorization mchid"));
         }
@@ -610,7 +609,7 @@ pub(super) async fn v3_close(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    v3_run(&sandbox.clone(), (method, uri, headers, body), |merchant, body| {
+    v3_run(&sandbox, (method, uri, headers, body), |merchant, body| {
         let req: V3CloseBody = parse_json(body)?;
         if req.mchid != merchant.mch_id {
             return Err(param_error("mchid differs from the Authorization mchid"));
@@ -634,7 +633,7 @@ pub(super) async fn v3_refund(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    v3_run(&sandbox.clone(), (method, uri, headers, body), |merchant, body| {
+    v3_run(&sandbox, (method, uri, headers, body), |merchant, body| {
         let req: V3RefundBody = parse_json(body)?;
         check_currency(Some(&req.amount.currency))?;
         let now = Utc::now();

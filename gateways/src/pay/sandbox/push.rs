@@ -91,6 +91,9 @@ pub struct Delivery {
     pub delivered_at: DateTime<Utc>,
 }
 
+/// Header names and values of a notification.
+type Headers = Vec<(&'static str, String)>;
+
 /// A notification ready to send.
 #[derive(Clone)]
 pub(super) struct Notification {
@@ -99,8 +102,8 @@ pub(super) struct Notification {
     reference: String,
     url: String,
     tamper: Tamper,
-    headers: Vec<(&'static str, String)>,
-    body: String,
+    pub(super) headers: Headers,
+    pub(super) body: String,
 }
 
 fn china() -> FixedOffset {
@@ -308,7 +311,7 @@ pub(super) fn refund_notification(
     })
 }
 
-fn v2_headers() -> Vec<(&'static str, String)> {
+fn v2_headers() -> Headers {
     vec![("content-type", "text/xml; charset=utf-8".to_owned())]
 }
 
@@ -347,7 +350,7 @@ fn v3_envelope(
     plain: &[u8],
     tamper: Tamper,
     now: DateTime<Utc>,
-) -> Result<(Vec<(&'static str, String)>, String), SandboxRefusal> {
+) -> Result<(Headers, String), SandboxRefusal> {
     let key = v3_key(merchant)?;
     let nonce = random_alnum(v3::RESOURCE_NONCE_BYTES);
     let mut ciphertext =
