@@ -473,8 +473,13 @@ async fn pay_order(
 ) -> Result<Json<PushReport>, SandboxRefusal> {
     let Json(body) = body.map_err(|e| SandboxRefusal::bad_request(e.body_text()))?;
     let plan = DeliveryPlan::checked(body.copies, body.concurrent, body.delay_ms, body.retry_until_success)?;
-    let (order, merchant) = sandbox.mark_paid(&out_trade_no, Utc::now())?;
-    let notification = push::transaction_notification(&sandbox, &order, &merchant, body.tamper, Utc::now())?;
+    let now = Utc::now();
+    // Build once on a preview so an inapplicable tamper (or a missing merchant
+    // key) is refused before the order changes.
+    let (preview, merchant) = sandbox.mark_paid(&out_trade_no, now, false)?;
+    push::transaction_notification(&sandbox, &preview, &merchant, body.tamper, now)?;
+    let (order, merchant) = sandbox.mark_paid(&out_trade_no, now, true)?;
+    let notification = push::transaction_notification(&sandbox, &order, &merchant, body.tamper, now)?;
     let deliveries = if body.deliver { push::deliver(&sandbox, notification, plan).await } else { Vec::new() };
     Ok(Json(PushReport { reference: out_trade_no, transaction_id: order.transaction_id, deliveries }))
 }
@@ -503,10 +508,18 @@ async fn notify_refund(
 
 impl PaySandbox {
     /// Marks an order paid (once; later calls keep the first payment) and
-    /// returns it with its merchant.
-    fn mark_paid(&self, out_trade_no: &str, now: DateTime<Utc>) -> Result<(Order, Merchant), SandboxRefusal> {
+    /// returns it with its merchant. With `commit` false, only returns what
+    /// the order would look like.
+    fn mark_paid(
+        &self,
+        out_trade_no: &str,
+        now: DateTime<Utc>,
+        commit: bool,
+    ) -> Result<(Order, Merchant), SandboxRefusal> {
         let mut state = self.state();
-        let order = state.orders.get_mut(out_trade_no).ok_or_else(|| SandboxRefusal::not_found("no such order"))?;
+        let stored = state.orders.get_mut(out_trade_no).ok_or_else(|| SandboxRefusal::not_found("no such order"))?;
+        let mut preview = stored.clone();
+        let order = if commit { stored } else { &mut preview };
         match order.state {
             TradeState::Closed => return Err(SandboxRefusal::conflict("order is closed")),
             TradeState::NotPay if now >= order.time_expire => {

@@ -287,12 +287,37 @@ fn time_expire_is_honoured() {
     expired.paid_at = None;
     expired.time_expire = Utc::now() - chrono::Duration::seconds(1);
     s.state().orders.insert(expired.out_trade_no.clone(), expired.clone());
-    assert_eq!(s.mark_paid(&expired.out_trade_no, Utc::now()).err().map(|e| e.status), Some(StatusCode::CONFLICT));
+    assert_eq!(
+        s.mark_paid(&expired.out_trade_no, Utc::now(), true).err().map(|e| e.status),
+        Some(StatusCode::CONFLICT)
+    );
     // Paying before the expiry works, and paying again keeps the first payment.
     let now = Utc::now();
     s.state().orders.get_mut(&expired.out_trade_no).unwrap().time_expire = now + chrono::Duration::minutes(5);
-    let (first, _) = s.mark_paid(&expired.out_trade_no, now).unwrap();
-    let (second, _) = s.mark_paid(&expired.out_trade_no, now).unwrap();
+    let (preview, _) = s.mark_paid(&expired.out_trade_no, now, false).unwrap();
+    assert!(preview.transaction_id.is_some());
+    assert_eq!(s.state().orders[&expired.out_trade_no].state, TradeState::NotPay, "a preview changes nothing");
+    let (first, _) = s.mark_paid(&expired.out_trade_no, now, true).unwrap();
+    let (second, _) = s.mark_paid(&expired.out_trade_no, now, true).unwrap();
     assert!(first.transaction_id.is_some());
     assert_eq!(first.transaction_id, second.transaction_id);
+}
+
+#[tokio::test]
+async fn an_inapplicable_tamper_leaves_the_order_unpaid() {
+    let s = sandbox();
+    let mut order = paid_order(PayApi::V3, SignType::Md5);
+    order.state = TradeState::NotPay;
+    order.transaction_id = None;
+    order.paid_at = None;
+    s.state().orders.insert(order.out_trade_no.clone(), order.clone());
+    let req = Request::builder()
+        .method("POST")
+        .uri(format!("/sandbox/pay/orders/{}/pay", order.out_trade_no))
+        .header("content-type", "application/json")
+        .body(Body::from(r#"{"tamper":"doctype"}"#))
+        .unwrap();
+    let res = router(s.clone()).oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(s.state().orders[&order.out_trade_no].state, TradeState::NotPay);
 }
