@@ -280,16 +280,25 @@ async fn main() -> Result<()> {
 }
 
 async fn sandbox(listen: &str, token_expires_in_secs: i64, token_grace_secs: u64) -> Result<()> {
-    use wxcm_gateways::sandbox::{serve, SandboxConfig};
+    use wxcm_gateways::pay::sandbox::PaySandbox;
+    use wxcm_gateways::sandbox::SandboxConfig;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    let base_url = format!("http://{}", listener.local_addr()?);
     let config = SandboxConfig { token_expires_in_secs, token_grace_secs, ..SandboxConfig::default() };
-    let handle = serve(listener, config).await.context("starting the sandbox")?;
-    tracing::info!(base_url = %handle.base_url, "wechat sandbox listening");
-    println!("wechat sandbox on {} (set the client's api_base to it)", handle.base_url);
+    let pay = PaySandbox::new().context("starting the WeChat Pay simulator")?;
+    println!("WeChat Pay simulator platform key serial: {}", pay.platform_serial());
+    // One listener for both: WeChat's API (with its own fallback) and WeChat Pay's.
+    let router = wxcm_gateways::pay::sandbox::router(pay).merge(wxcm_gateways::sandbox::router(config));
+    tracing::info!(%base_url, "wechat sandbox listening");
+    println!("wechat and wechat pay sandbox on {base_url} (point wechat.api_base and the pay base URL at it)");
     let (tx, mut rx) = watch::channel(false);
     tokio::spawn(shutdown_signal(tx));
-    let _ = rx.changed().await;
-    handle.stop().await;
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            let _ = rx.changed().await;
+        })
+        .await
+        .context("sandbox server")?;
     Ok(())
 }
 
