@@ -569,3 +569,261 @@ pub async fn start_authorization(
     tracing::info!("third-party authorization started");
     Ok(Json(AuthorizationDto { authorization_url: start.authorization_url, expires_in: start.expires_in_s }))
 }
+
+#[cfg(test)]
+mod tests {
+    //! Edge checks with an `App` without shards (see `crate::tests`): a request
+    //! that passes the edge reaches the application and gets 404
+    //! `tenant_not_found`; one refused at the edge gets its own answer.
+
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use axum::body::{to_bytes, Body};
+    use axum::http::{header, Method, Request, StatusCode};
+    use axum::Router;
+    use chrono::Utc;
+    use serde_json::{json, Value};
+    use tower::ServiceExt;
+    use wxcm_commands::auth::AuthError;
+    use wxcm_commands::ports::{AdminSession, PortError, Role, RouteError, SecretSealer, ShardRouter, ShardServices};
+    use wxcm_commands::{App, Limits, SystemClock};
+    use wxcm_domain::tenant::SealedSecret;
+    use wxcm_domain::{AppId, MemberId, TenantId};
+
+    use super::{parse_referral_state, referral_state};
+    use crate::extract::IDEMPOTENCY_KEY_HEADER;
+    use crate::state::SessionResolver;
+    use crate::{build, HttpSettings, Readiness};
+
+    struct NoShards;
+    impl ShardRouter for NoShards {
+        fn route(&self, tenant: &TenantId) -> Result<Arc<ShardServices>, RouteError> {
+            Err(RouteError::NoShard(tenant.to_string()))
+        }
+        fn shards(&self) -> Vec<Arc<ShardServices>> {
+            Vec::new()
+        }
+    }
+
+    struct NoSealer;
+    impl SecretSealer for NoSealer {
+        fn seal(&self, _: &str) -> Result<SealedSecret, PortError> {
+            Err(PortError::msg("not in tests"))
+        }
+        fn open(&self, _: &SealedSecret) -> Result<String, PortError> {
+            Err(PortError::msg("not in tests"))
+        }
+    }
+
+    /// Token `<role>` is a session of tenant `acme` with that role.
+    struct RoleSessions;
+    #[async_trait]
+    impl SessionResolver for RoleSessions {
+        async fn resolve(&self, token: &str) -> Result<Option<AdminSession>, AuthError> {
+            Ok(Role::parse(token).map(|role| AdminSession {
+                tenant_id: TenantId::parse("acme").unwrap(),
+                username: format!("{}-user", role.as_str()),
+                role,
+                expires_at: Utc::now() + chrono::Duration::hours(1),
+            }))
+        }
+        async fn revoke(&self, _: &str) -> Result<(), AuthError> {
+            Ok(())
+        }
+    }
+
+    struct Ready;
+    #[async_trait]
+    impl Readiness for Ready {
+        async fn check(&self) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    fn edge() -> Router {
+        let app = Arc::new(App {
+            router: Arc::new(NoShards),
+            clock: Arc::new(SystemClock),
+            sealer: Arc::new(NoSealer),
+            limits: Limits { amount_fen_max: 10_000, points_max: 5_000 },
+        });
+        build(app, Arc::new(Ready), HttpSettings::default(), Arc::new(RoleSessions))
+    }
+
+    async fn call(method: Method, uri: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+        let mut b = Request::builder().method(method).uri(uri).header(IDEMPOTENCY_KEY_HEADER, "key-00000001");
+        if let Some(t) = token {
+            b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = match body {
+            Some(v) => b.header(header::CONTENT_TYPE, "application/json").body(Body::from(v.to_string())).unwrap(),
+            None => b.body(Body::empty()).unwrap(),
+        };
+        let response = edge().oneshot(req).await.unwrap();
+        let status = response.status();
+        let bytes = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    const APPID: &str = "wx0123456789abcdef";
+
+    /// Every admin route with a valid request, and whether it writes (owner and
+    /// manager only) or reads (auditor too); staff never.
+    fn routes() -> Vec<(Method, String, Option<Value>, bool)> {
+        let member = MemberId::new_random();
+        let menu = json!({"button": [{"type": "click", "name": "Points", "key": "POINTS"}]});
+        let points = json!({"initial_points": 10, "referral_level1_points": 5, "referral_level2_points": 2,
+                            "expiry": {"kind": "never"}});
+        let qr = json!({"appid": APPID, "scene": "poster-1", "expire_seconds": 3600});
+        vec![
+            (Method::GET, "/admin/api/v1/wechat/reply-rules".into(), None, false),
+            (Method::PUT, "/admin/api/v1/wechat/reply-rules".into(), Some(json!({})), true),
+            (Method::GET, "/admin/api/v1/tenant/points-rules".into(), None, false),
+            (Method::PUT, "/admin/api/v1/tenant/points-rules".into(), Some(points), true),
+            (Method::GET, "/admin/api/v1/wechat/qrcodes".into(), None, false),
+            (Method::POST, "/admin/api/v1/wechat/qrcodes".into(), Some(qr), true),
+            (Method::GET, format!("/admin/api/v1/wechat/menus/{APPID}"), None, false),
+            (Method::PUT, format!("/admin/api/v1/wechat/menus/{APPID}"), Some(menu), true),
+            (Method::POST, format!("/admin/api/v1/wechat/menus/{APPID}/publish"), None, true),
+            (Method::GET, format!("/admin/api/v1/members/{member}/referral-link"), None, false),
+        ]
+    }
+
+    #[tokio::test]
+    async fn roles_owner_and_manager_write_auditors_read_staff_nothing() {
+        for (method, uri, body, writes) in routes() {
+            for role in ["owner", "manager", "auditor", "staff"] {
+                let (status, reply) = call(method.clone(), &uri, Some(role), body.clone()).await;
+                let allowed = match role {
+                    "owner" | "manager" => true,
+                    "auditor" => !writes,
+                    _ => false,
+                };
+                if allowed {
+                    // Past the edge: the application has no shard for the tenant.
+                    let code = reply["error"]["code"].as_str().unwrap_or_default().to_owned();
+                    assert!(
+                        code == "tenant_not_found" || code == "member_not_found",
+                        "{role} {method} {uri}: {status} {reply}"
+                    );
+                } else {
+                    assert_eq!(status, StatusCode::FORBIDDEN, "{role} {method} {uri}: {reply}");
+                }
+            }
+            let (status, _) = call(method.clone(), &uri, None, body.clone()).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri}");
+        }
+    }
+
+    #[tokio::test]
+    async fn authorization_start_is_for_owners_only() {
+        let uri = "/admin/api/v1/wechat/component/authorizations";
+        let body = json!({"redirect_uri": "https://crm.example.com/authorized"});
+        for role in ["manager", "auditor", "staff"] {
+            assert_eq!(call(Method::POST, uri, Some(role), Some(body.clone())).await.0, StatusCode::FORBIDDEN);
+        }
+        let (_, reply) = call(Method::POST, uri, Some("owner"), Some(body)).await;
+        assert_eq!(reply["error"]["code"], "tenant_not_found");
+        let (status, reply) = call(Method::POST, uri, Some("owner"), Some(json!({"redirect_uri": "ftp://x"}))).await;
+        assert_eq!(
+            (status, reply["error"]["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_redirect_uri"))
+        );
+    }
+
+    #[tokio::test]
+    async fn bodies_are_validated_before_anything_runs() {
+        let cases = [
+            (
+                Method::PUT,
+                "/admin/api/v1/wechat/reply-rules".to_owned(),
+                json!({"default": {"type": "text", "content": ""}}),
+                "invalid_reply_rules",
+            ),
+            (Method::PUT, "/admin/api/v1/wechat/reply-rules".to_owned(), json!({"nope": 1}), "invalid_body"),
+            (
+                Method::PUT,
+                "/admin/api/v1/tenant/points-rules".to_owned(),
+                json!({"initial_points": -1, "referral_level1_points": 0, "referral_level2_points": 0,
+                    "expiry": {"kind": "never"}}),
+                "invalid_points_rules",
+            ),
+            (
+                Method::POST,
+                "/admin/api/v1/wechat/qrcodes".to_owned(),
+                json!({"appid": APPID, "scene": "s".repeat(65), "permanent": true}),
+                "invalid_scene",
+            ),
+            (
+                Method::POST,
+                "/admin/api/v1/wechat/qrcodes".to_owned(),
+                json!({"appid": APPID, "scene": "s", "expire_seconds": 59}),
+                "invalid_expiry",
+            ),
+            (
+                Method::POST,
+                "/admin/api/v1/wechat/qrcodes".to_owned(),
+                json!({"appid": "nope", "scene": "s", "permanent": true}),
+                "invalid_appid",
+            ),
+            (
+                Method::PUT,
+                format!("/admin/api/v1/wechat/menus/{APPID}"),
+                json!({"button": [{"type": "click", "name": "a", "key": "k"}, {"type": "click", "name": "b", "key": "k"},
+                               {"type": "click", "name": "c", "key": "k"}, {"type": "click", "name": "d", "key": "k"}]}),
+                "invalid_menu",
+            ),
+        ];
+        for (method, uri, body, code) in cases {
+            let (status, reply) = call(method.clone(), &uri, Some("owner"), Some(body)).await;
+            assert_eq!(
+                (status, reply["error"]["code"].as_str()),
+                (StatusCode::UNPROCESSABLE_ENTITY, Some(code)),
+                "{uri}"
+            );
+        }
+        let (status, reply) = call(Method::GET, "/admin/api/v1/wechat/menus/not-an-appid", Some("owner"), None).await;
+        assert_eq!((status, reply["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_appid")));
+    }
+
+    #[tokio::test]
+    async fn points_rules_need_an_idempotency_key() {
+        let body = json!({"initial_points": 1, "referral_level1_points": 0, "referral_level2_points": 0,
+                          "expiry": {"kind": "never"}});
+        let req = Request::builder()
+            .method(Method::PUT)
+            .uri("/admin/api/v1/tenant/points-rules")
+            .header(header::AUTHORIZATION, "Bearer owner")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let response = edge().oneshot(req).await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn public_referral_pages_check_their_input() {
+        let (status, reply) = call(Method::GET, "/m/referral/acme/not-a-member", None, None).await;
+        assert_eq!((status, reply["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_path")));
+        let (status, reply) =
+            call(Method::GET, &format!("/m/referral/acme/{}", MemberId::new_random()), None, None).await;
+        assert_eq!((status, reply["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("tenant_not_found")));
+        let (status, reply) = call(Method::GET, "/m/referral/callback?code=abc&state=forged", None, None).await;
+        assert_eq!((status, reply["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_state")));
+        let (status, reply) = call(Method::GET, "/m/referral/callback?state=x", None, None).await;
+        assert_eq!((status, reply["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_query")));
+    }
+
+    #[test]
+    fn referral_states_round_trip_and_are_bounded() {
+        let tenant = TenantId::parse(&"t".repeat(TenantId::LEN_MAX)).unwrap();
+        let member = MemberId::new_random();
+        let appid = AppId::parse(APPID).unwrap();
+        let state = referral_state(&tenant, member, &appid);
+        assert!(state.len() <= super::OAUTH_STATE_BYTES_MAX);
+        assert_eq!(parse_referral_state(&state), Some((tenant, member, appid)));
+        assert_eq!(parse_referral_state("a.b.c.d"), None);
+        assert_eq!(parse_referral_state(&"x".repeat(200)), None);
+    }
+}
