@@ -183,3 +183,125 @@ impl WechatOutbound for ClientOutbound {
         self.follow_url_template.as_ref().map(|t| t.replace("{appid}", appid.as_str()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+    use wxcm_commands::ports::{PortError, SecretSealer};
+
+    use super::*;
+    use crate::sandbox::{serve, SandboxConfig, SandboxHandle};
+    use crate::wechat_api::tokens::{MemoryTokenStore, StaticTokenSources, TokenCenter, TokenCenterConfig};
+    use crate::wechat_api::{ClientConfig, WechatHttp};
+
+    const APPID: &str = "wx0123456789abcdef";
+    const SECRET: &str = "direct-secret";
+    const COMPONENT: &str = "wxcomponent0001";
+    const COMPONENT_SECRET: &str = "component-secret";
+    const AUTHORIZER: &str = "wxfedcba9876543210";
+
+    struct PlainSealer;
+    impl SecretSealer for PlainSealer {
+        fn seal(&self, p: &str) -> Result<SealedSecret, PortError> {
+            Ok(SealedSecret::from_ciphertext(format!("plain:{p}")))
+        }
+        fn open(&self, s: &SealedSecret) -> Result<String, PortError> {
+            s.ciphertext().strip_prefix("plain:").map(str::to_owned).ok_or_else(|| PortError::msg("not sealed"))
+        }
+    }
+
+    async fn setup() -> (SandboxHandle, ClientOutbound, reqwest::Client) {
+        let sandbox =
+            serve(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(), SandboxConfig::default()).await.unwrap();
+        let http = reqwest::Client::new();
+        for (appid, secret) in [(APPID, SECRET), (COMPONENT, COMPONENT_SECRET)] {
+            let r = http
+                .post(format!("{}/sandbox/apps", sandbox.base_url))
+                .json(&json!({"appid": appid, "secret": secret}));
+            assert!(r.send().await.unwrap().status().is_success());
+        }
+        let config = ClientConfig {
+            api_base: sandbox.base_url.clone(),
+            open_base: sandbox.base_url.clone(),
+            mp_base: sandbox.base_url.clone(),
+            ..ClientConfig::default()
+        };
+        let transport = Arc::new(WechatHttp::new(config).unwrap());
+        let sources = StaticTokenSources {
+            app_secrets: [(APPID.to_owned(), SECRET.to_owned())].into(),
+            component_secrets: [(COMPONENT.to_owned(), COMPONENT_SECRET.to_owned())].into(),
+        };
+        let center = Arc::new(TokenCenter::new(
+            Arc::new(MemoryTokenStore::default()),
+            Arc::new(sources),
+            transport.clone(),
+            Arc::new(PlainSealer),
+            TokenCenterConfig::default(),
+        ));
+        let outbound = ClientOutbound::new(WechatClient::new(transport, center), Some(COMPONENT.into()), "http://crm/");
+        (sandbox, outbound, http)
+    }
+
+    async fn control(http: &reqwest::Client, sandbox: &SandboxHandle, path: &str, body: serde_json::Value) -> Value {
+        let r = http.post(format!("{}{path}", sandbox.base_url)).json(&body).send().await.unwrap();
+        assert!(r.status().is_success(), "{path}");
+        r.json().await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_component_chain_returns_the_sealed_refresh_token() {
+        let (sandbox, outbound, http) = setup().await;
+        assert_eq!(outbound.public_base_url(), Some("http://crm".to_owned()));
+        let ticket = control(&http, &sandbox, "/sandbox/component/ticket", json!({"component_appid": COMPONENT})).await;
+        outbound.store_verify_ticket(ticket["ticket"].as_str().unwrap()).await.unwrap();
+        let code = control(
+            &http,
+            &sandbox,
+            "/sandbox/component/authorizations",
+            json!({"component_appid": COMPONENT, "authorizer_appid": AUTHORIZER}),
+        )
+        .await;
+        let (appid, sealed) = outbound.query_auth(code["authorization_code"].as_str().unwrap()).await.unwrap();
+        assert_eq!(appid, AUTHORIZER);
+        assert!(PlainSealer.open(&sealed).unwrap().len() > 8);
+        // Late replies to the authorized account go out with its authorizer token.
+        let reply = ReplyContent::Text { content: "hello".into() };
+        let openid = OpenId::parse("o_member_000001").unwrap();
+        outbound.send_custom_message(&AppId::parse(AUTHORIZER).unwrap(), &openid, &reply).await.unwrap();
+        // A used code is refused.
+        assert!(outbound.query_auth(code["authorization_code"].as_str().unwrap()).await.is_err());
+        let start = outbound.start_authorization("https://crm.example.com/done").await.unwrap();
+        assert!(start.authorization_url.contains(&start.pre_auth_code.replace('@', "%40")));
+        sandbox.stop().await;
+    }
+
+    #[tokio::test]
+    async fn direct_accounts_create_qr_codes_publish_menus_and_exchange_codes() {
+        let (sandbox, outbound, http) = setup().await;
+        let appid = AppId::parse(APPID).unwrap();
+        let qr = outbound.create_qr_code(&appid, AccountMode::Direct, "poster", Some(600)).await.unwrap();
+        assert!(!qr.ticket.is_empty() && qr.expire_seconds.is_some());
+        let permanent = outbound.create_qr_code(&appid, AccountMode::Direct, "door", None).await.unwrap();
+        assert_eq!(permanent.expire_seconds, None);
+        let menu = json!({"button": [{"type": "click", "name": "Points", "key": "POINTS"}]});
+        outbound.publish_menu(&appid, AccountMode::Direct, &menu).await.unwrap();
+        let url = outbound.oauth_authorize_url(&appid, AccountMode::Direct, "http://crm/cb", "s.t").unwrap();
+        assert!(url.contains("snsapi_base") && !url.contains("component_appid"));
+        let code =
+            control(&http, &sandbox, "/sandbox/oauth/codes", json!({"appid": APPID, "openid": "o_visitor_1"})).await;
+        let code = code["code"].as_str().unwrap();
+        assert_eq!(
+            outbound.oauth_openid(&appid, AccountMode::Direct, Some(SECRET), code).await.unwrap(),
+            "o_visitor_1"
+        );
+        let again = outbound.oauth_openid(&appid, AccountMode::Direct, Some(SECRET), code).await;
+        assert!(matches!(again, Err(OutboundError::Rejected(_))), "{again:?}");
+        assert!(matches!(
+            outbound.oauth_openid(&appid, AccountMode::Direct, None, "x").await,
+            Err(OutboundError::Unavailable(_))
+        ));
+        sandbox.stop().await;
+    }
+}
