@@ -22,6 +22,9 @@
 //!   resource and `req_info` ciphers, pay parameters).
 //! - [`wechat`]: the WeChat callback protocol as pure functions (XML, crypto,
 //!   typed messages, replies).
+//! - [`wechat_outbound`]: [`ClientOutbound`], the [`WechatOutbound`] of a node
+//!   over the real client (callbacks' late replies, component chain, and the
+//!   admin API's QR codes, menus, OAuth and authorization start).
 //!
 //! Invariants: the session's tenant is the only tenant a request can reach;
 //! no handler runs a command before its input is validated; no response

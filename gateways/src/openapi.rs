@@ -24,7 +24,10 @@ first result (header `Idempotent-Replayed: true`), with a different request 409 
 
 Roles: owner (everything), manager (everything but tenant settings), staff (member lookup and list, \
 registration, cash deposit and charge, ledger; no reports), auditor (member lookup and list, ledger, \
-reports, tenant view).
+reports, tenant view). WeChat settings (reply rules, points rules, scene QR codes, menus, referral \
+links): owner and manager change them, auditors read them, staff neither; only the owner starts a \
+third-party authorization. Failed WeChat calls answer 422 `wechat_rejected`, 429 \
+`wechat_quota_exhausted`, 502 `wechat_unavailable` or 503 `wechat_not_configured`.
 
 The member list and reports come from read models fed from the event log: they may lag a write by a \
 moment. Report days are merchant days (UTC+8).
