@@ -22,6 +22,8 @@ use crate::error::ApiError;
 
 mod reads;
 pub use reads::*;
+mod wechat;
+pub use wechat::*;
 
 /// Default entries of one ledger page.
 pub const LEDGER_PAGE_DEFAULT: u32 = 50;

@@ -22,6 +22,9 @@
 //!   resource and `req_info` ciphers, pay parameters).
 //! - [`wechat`]: the WeChat callback protocol as pure functions (XML, crypto,
 //!   typed messages, replies).
+//! - [`wechat_outbound`]: [`ClientOutbound`], the [`WechatOutbound`] of a node
+//!   over the real client (callbacks' late replies, component chain, and the
+//!   admin API's QR codes, menus, OAuth and authorization start).
 //!
 //! Invariants: the session's tenant is the only tenant a request can reach;
 //! no handler runs a command before its input is validated; no response
@@ -55,11 +58,13 @@ mod tests;
 pub mod wechat;
 pub mod wechat_api;
 pub mod wechat_edge;
+pub mod wechat_outbound;
 
 use ratelimit::LoginLimiter;
-use routes::{health, members, reports, session, tenant, wechat_callback};
+use routes::{health, members, reports, session, tenant, wechat_admin, wechat_callback};
 use state::{AppSessions, AppState, SessionResolver};
 pub use wechat_edge::{ComponentCredentials, WechatEdge, WechatOutbound, WechatSettings};
+pub use wechat_outbound::ClientOutbound;
 
 /// Default request body limit (64 KiB).
 pub const BODY_BYTES_MAX_DEFAULT: usize = 64 * 1024;
@@ -166,7 +171,14 @@ fn build_with(
         .route("/members/{member_id}/ledger", get(members::ledger))
         .route("/reports/daily-ops", get(reports::daily_ops))
         .route("/tenant", get(tenant::get_tenant))
-        .route("/tenant/official-accounts/{appid}", put(tenant::bind_official_account));
+        .route("/tenant/official-accounts/{appid}", put(tenant::bind_official_account))
+        .route("/tenant/points-rules", get(wechat_admin::get_points_rules).put(wechat_admin::put_points_rules))
+        .route("/wechat/reply-rules", get(wechat_admin::get_reply_rules).put(wechat_admin::put_reply_rules))
+        .route("/wechat/qrcodes", get(wechat_admin::list_qr_codes).post(wechat_admin::create_qr_code))
+        .route("/wechat/menus/{appid}", get(wechat_admin::get_menu).put(wechat_admin::put_menu))
+        .route("/wechat/menus/{appid}/publish", post(wechat_admin::publish_menu))
+        .route("/wechat/component/authorizations", post(wechat_admin::start_authorization))
+        .route("/members/{member_id}/referral-link", get(wechat_admin::referral_link));
     let timeout = Duration::from_millis(settings.request_timeout_ms);
     // Layers wrap from the bottom up: trace sees everything, the correlation id
     // is on every response (timeouts and panics included), the body limit is
@@ -181,6 +193,8 @@ fn build_with(
     Router::new()
         .route("/healthz", get(health::healthz))
         .nest("/wechat", callbacks)
+        .route("/m/referral/callback", get(wechat_admin::referral_callback))
+        .route("/m/referral/{tenant}/{member_id}", get(wechat_admin::referral_start))
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(health::openapi))
         .nest(ADMIN_API_PREFIX, admin)

@@ -9,7 +9,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::dto;
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::routes::{health, members, reports, session, tenant};
+use crate::routes::{health, members, reports, session, tenant, wechat_admin};
 
 const DESCRIPTION: &str = "\
 Admin API of wxcm (membership, points and stored value on WeChat official accounts).
@@ -24,7 +24,10 @@ first result (header `Idempotent-Replayed: true`), with a different request 409 
 
 Roles: owner (everything), manager (everything but tenant settings), staff (member lookup and list, \
 registration, cash deposit and charge, ledger; no reports), auditor (member lookup and list, ledger, \
-reports, tenant view).
+reports, tenant view). WeChat settings (reply rules, points rules, scene QR codes, menus, referral \
+links): owner and manager change them, auditors read them, staff neither; only the owner starts a \
+third-party authorization. Failed WeChat calls answer 422 `wechat_rejected`, 429 \
+`wechat_quota_exhausted`, 502 `wechat_unavailable` or 503 `wechat_not_configured`.
 
 The member list and reports come from read models fed from the event log: they may lag a write by a \
 moment. Report days are merchant days (UTC+8).
@@ -69,6 +72,19 @@ Errors are `{\"error\": {\"code\", \"message\"}}`:
         reports::daily_ops,
         tenant::get_tenant,
         tenant::bind_official_account,
+        wechat_admin::get_reply_rules,
+        wechat_admin::put_reply_rules,
+        wechat_admin::get_points_rules,
+        wechat_admin::put_points_rules,
+        wechat_admin::create_qr_code,
+        wechat_admin::list_qr_codes,
+        wechat_admin::get_menu,
+        wechat_admin::put_menu,
+        wechat_admin::publish_menu,
+        wechat_admin::referral_link,
+        wechat_admin::referral_start,
+        wechat_admin::referral_callback,
+        wechat_admin::start_authorization,
     ),
     components(schemas(ErrorBody, ErrorDetail, dto::HealthBody)),
     modifiers(&Common),
@@ -79,6 +95,8 @@ Errors are `{\"error\": {\"code\", \"message\"}}`:
         (name = "ledger", description = "Points and cash operations, the member ledger"),
         (name = "reports", description = "Reports over the read models"),
         (name = "tenant", description = "The session's tenant"),
+        (name = "wechat", description = "WeChat settings: reply rules, points rules, scene QR codes, menus, \
+referral links, third-party authorization"),
     ),
 )]
 struct ApiDoc;

@@ -25,11 +25,15 @@ pub enum Permission {
     TenantSettings,
     /// Read reports (daily operations).
     ReportRead,
+    /// Read the WeChat settings: reply rules, points rules, scene QR codes, menus, referral links.
+    WechatRead,
+    /// Change the WeChat settings (reply rules, points rules, QR codes, menus).
+    WechatSettings,
 }
 
 impl Permission {
     #[cfg(test)]
-    pub const ALL: [Permission; 12] = [
+    pub const ALL: [Permission; 14] = [
         Permission::MemberRead,
         Permission::MemberRegister,
         Permission::PointsGrant,
@@ -42,6 +46,8 @@ impl Permission {
         Permission::TenantRead,
         Permission::TenantSettings,
         Permission::ReportRead,
+        Permission::WechatRead,
+        Permission::WechatSettings,
     ];
 
     /// What the permission lets one do, for error messages.
@@ -59,6 +65,8 @@ impl Permission {
             Permission::TenantRead => "read tenant settings",
             Permission::TenantSettings => "change tenant settings",
             Permission::ReportRead => "read reports",
+            Permission::WechatRead => "read WeChat settings",
+            Permission::WechatSettings => "change WeChat settings",
         }
     }
 }
@@ -73,7 +81,9 @@ pub fn allowed(role: Role, permission: Permission) -> bool {
         Role::Staff => {
             matches!(permission, P::MemberRead | P::MemberRegister | P::CashDeposit | P::CashCharge | P::LedgerRead)
         }
-        Role::Auditor => matches!(permission, P::MemberRead | P::LedgerRead | P::TenantRead | P::ReportRead),
+        Role::Auditor => {
+            matches!(permission, P::MemberRead | P::LedgerRead | P::TenantRead | P::ReportRead | P::WechatRead)
+        }
     }
 }
 
@@ -116,6 +126,8 @@ pub mod perm {
         TenantRead,
         TenantSettings,
         ReportRead,
+        WechatRead,
+        WechatSettings,
     );
 }
 
@@ -127,7 +139,7 @@ mod tests {
     fn the_whole_matrix() {
         use Permission as P;
         // Columns: owner, manager, staff, auditor.
-        let table: [(Permission, [bool; 4]); 12] = [
+        let table: [(Permission, [bool; 4]); 14] = [
             (P::MemberRead, [true, true, true, true]),
             (P::MemberRegister, [true, true, true, false]),
             (P::PointsGrant, [true, true, false, false]),
@@ -140,6 +152,8 @@ mod tests {
             (P::TenantRead, [true, true, false, true]),
             (P::TenantSettings, [true, false, false, false]),
             (P::ReportRead, [true, true, false, true]),
+            (P::WechatRead, [true, true, false, true]),
+            (P::WechatSettings, [true, true, false, false]),
         ];
         let roles = [Role::Owner, Role::Manager, Role::Staff, Role::Auditor];
         for (permission, expected) in table {
@@ -157,7 +171,11 @@ mod tests {
         let writes = Permission::ALL.into_iter().filter(|p| {
             !matches!(
                 p,
-                Permission::MemberRead | Permission::LedgerRead | Permission::TenantRead | Permission::ReportRead
+                Permission::MemberRead
+                    | Permission::LedgerRead
+                    | Permission::TenantRead
+                    | Permission::ReportRead
+                    | Permission::WechatRead
             )
         });
         for p in writes {

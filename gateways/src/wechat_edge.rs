@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use wxcm_commands::wechat::{AccountDirectory, ReplyContent, WechatOpError};
+use wxcm_commands::wechat::{AccountDirectory, AccountMode, ReplyContent, WechatOpError};
 use wxcm_commands::App;
+use wxcm_domain::tenant::SealedSecret;
 use wxcm_domain::{AppId, OpenId, TenantId};
 
 use crate::wechat::xml::XmlLimits;
@@ -69,18 +70,115 @@ pub struct CallbackSecrets {
     pub encoding_aes_key: Option<String>,
 }
 
-/// The outbound WeChat side the callbacks need.
+/// A scene QR code as WeChat created it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedQrCode {
+    pub ticket: String,
+    /// The URL the QR code encodes.
+    pub url: String,
+    /// Lifetime WeChat granted (temporary codes only).
+    pub expire_seconds: Option<i64>,
+}
+
+/// The start of a third-party platform authorization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorizationStart {
+    pub pre_auth_code: String,
+    /// The page the merchant opens to authorize its account.
+    pub authorization_url: String,
+    pub expires_in_s: i64,
+}
+
+/// Why an outbound call of the admin API failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OutboundError {
+    /// Not configured on this node (no outbound client, no third-party platform).
+    #[error("not available: {0}")]
+    Unavailable(String),
+    /// WeChat refused the input (bad code, invalid scene, ...).
+    #[error("refused by WeChat: {0}")]
+    Rejected(String),
+    /// WeChat's quota for the call is used up (45009).
+    #[error("WeChat quota exhausted")]
+    QuotaExhausted,
+    /// Network, token or unexpected WeChat failure.
+    #[error("WeChat call failed: {0}")]
+    Failed(String),
+}
+
+/// The outbound WeChat side the callbacks and the admin API need. The admin
+/// methods have defaults that answer [`OutboundError::Unavailable`], so a
+/// callback-only fake implements the first four methods alone.
 #[async_trait]
 pub trait WechatOutbound: Send + Sync {
     /// Sends a reply as a customer-service message (for replies that missed the 5 s).
     async fn send_custom_message(&self, appid: &AppId, openid: &OpenId, reply: &ReplyContent) -> Result<(), String>;
     /// Keeps the latest component_verify_ticket.
     async fn store_verify_ticket(&self, ticket: &str) -> Result<(), String>;
-    /// `api_query_auth`: the authorizer appid and its refresh token for an authorization code;
-    /// the token center keeps the tokens.
-    async fn query_auth(&self, authorization_code: &str) -> Result<(String, String), String>;
+    /// `api_query_auth`: the authorizer appid and its sealed refresh token for an
+    /// authorization code; the token center keeps the tokens.
+    async fn query_auth(&self, authorization_code: &str) -> Result<(String, SealedSecret), String>;
     /// Drops what the token center holds for an unauthorized account.
     async fn forget_authorizer(&self, appid: &AppId) -> Result<(), String>;
+
+    /// Where members' browsers reach this deployment (`https://crm.example.com`), no trailing slash.
+    fn public_base_url(&self) -> Option<String> {
+        None
+    }
+
+    /// Creates a scene QR code: temporary when `expire_seconds` is set, else permanent.
+    async fn create_qr_code(
+        &self,
+        _appid: &AppId,
+        _mode: AccountMode,
+        _scene: &str,
+        _expire_seconds: Option<u32>,
+    ) -> Result<CreatedQrCode, OutboundError> {
+        Err(OutboundError::Unavailable("no outbound WeChat client".into()))
+    }
+
+    /// Publishes a custom menu (`menu/create`), already validated.
+    async fn publish_menu(
+        &self,
+        _appid: &AppId,
+        _mode: AccountMode,
+        _menu: &serde_json::Value,
+    ) -> Result<(), OutboundError> {
+        Err(OutboundError::Unavailable("no outbound WeChat client".into()))
+    }
+
+    /// Asks for a pre-auth code and builds the authorization page URL.
+    async fn start_authorization(&self, _redirect_uri: &str) -> Result<AuthorizationStart, OutboundError> {
+        Err(OutboundError::Unavailable("no third-party platform configured".into()))
+    }
+
+    /// The OAuth2 `snsapi_base` authorize URL a member's browser is sent to.
+    fn oauth_authorize_url(
+        &self,
+        _appid: &AppId,
+        _mode: AccountMode,
+        _redirect_uri: &str,
+        _state: &str,
+    ) -> Result<String, OutboundError> {
+        Err(OutboundError::Unavailable("no outbound WeChat client".into()))
+    }
+
+    /// Exchanges an OAuth2 code for the visitor's openid. Developer-mode
+    /// accounts need their AppSecret (`app_secret`), authorized ones do not.
+    async fn oauth_openid(
+        &self,
+        _appid: &AppId,
+        _mode: AccountMode,
+        _app_secret: Option<&str>,
+        _code: &str,
+    ) -> Result<String, OutboundError> {
+        Err(OutboundError::Unavailable("no outbound WeChat client".into()))
+    }
+
+    /// Where a referral visitor is sent to follow the account, if configured.
+    fn follow_page_url(&self, _appid: &AppId) -> Option<String> {
+        None
+    }
 }
 
 pub struct WechatEdge {
@@ -176,11 +274,13 @@ impl WechatEdge {
                 None => return Err(WechatOpError::UnknownAccount(appid.as_str().to_owned())),
             },
         };
-        let (authorizer_appid, refresh_token) =
+        let (authorizer_appid, sealed_refresh_token) =
             outbound.query_auth(authorization_code).await.map_err(WechatOpError::Infra)?;
         if authorizer_appid != appid.as_str() {
             return Err(WechatOpError::Invalid("the authorization code is for another account".into()));
         }
+        // The token center sealed it with the same sealer; the use case seals it again for the event.
+        let refresh_token = app.sealer.open(&sealed_refresh_token)?;
         wxcm_commands::wechat::authorize_component_account(app, &tenant, appid, &refresh_token).await?;
         self.directory.forget(appid);
         Ok(())

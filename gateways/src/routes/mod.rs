@@ -5,4 +5,5 @@ pub mod members;
 pub mod reports;
 pub mod session;
 pub mod tenant;
+pub mod wechat_admin;
 pub mod wechat_callback;

@@ -462,6 +462,11 @@ impl TokenCenter {
         Ok(auth.authorizer_appid)
     }
 
+    /// The sealed refresh token of an authorizer, as [`Self::complete_authorization`] stored it.
+    pub async fn sealed_refresh_token(&self, authorizer_appid: &str) -> Result<Option<SealedSecret>, TokenError> {
+        Ok(self.store.refresh_token(authorizer_appid).await?.map(|(_, sealed)| sealed))
+    }
+
     fn track(&self, key: &TokenKey) {
         let mut tracked = lock(&self.tracked);
         if tracked.len() < TOKEN_KEYS_MAX || tracked.contains(key) {
