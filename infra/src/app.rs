@@ -134,8 +134,12 @@ impl Application {
             .map(|s| s.pool.clone())
             .ok_or_else(|| BuildError::Database(sqlx::Error::Configuration("default shard missing".into())))?;
         let wechat = crate::wechat_wiring::build(app.clone(), control_pool, &settings.wechat)?;
-        let wechat_edge =
-            Arc::new(wxcm_gateways::WechatEdge::new(settings.wechat.edge_settings(), None, app.clock.clone()));
+        let outbound: Arc<dyn wxcm_gateways::WechatOutbound> = wechat.outbound.clone();
+        let wechat_edge = Arc::new(wxcm_gateways::WechatEdge::new(
+            settings.wechat.edge_settings(),
+            Some(outbound),
+            app.clock.clone(),
+        ));
         Ok(Self { app, shards, settings, role, listener, nats, wechat, wechat_edge })
     }
 

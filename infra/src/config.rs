@@ -47,6 +47,9 @@ pub struct WechatConfig {
     pub calls_per_second_per_appid: u32,
     /// How this server is reached from outside (referral links, OAuth redirects, notify URLs).
     pub public_base_url: String,
+    /// Where referral visitors are sent to follow the account after OAuth
+    /// (`{appid}` is replaced); empty: a short page asking them to follow.
+    pub follow_url_template: String,
     /// Interval of the token refresher (refreshes tokens close to expiry).
     pub token_refresh_interval_ms: u64,
     /// The third-party platform's appid; empty when wxcm does not run as one.
@@ -73,6 +76,7 @@ impl Default for WechatConfig {
             request_timeout_ms: client.request_timeout_ms,
             calls_per_second_per_appid: client.calls_per_second_per_appid,
             public_base_url: "http://127.0.0.1:8080".into(),
+            follow_url_template: String::new(),
             token_refresh_interval_ms: 30_000,
             component_appid: String::new(),
             component_token: String::new(),

@@ -14,6 +14,7 @@ use wxcm_gateways::wechat_api::client::WechatClient;
 use wxcm_gateways::wechat_api::error::{TokenError, WechatError};
 use wxcm_gateways::wechat_api::http::WechatHttp;
 use wxcm_gateways::wechat_api::tokens::{TokenCenter, TokenCenterConfig, TokenSources};
+use wxcm_gateways::ClientOutbound;
 
 use crate::config::WechatConfig;
 use crate::tokens::PgTokenStore;
@@ -69,6 +70,8 @@ pub enum WiringError {
 pub struct WechatSide {
     pub tokens: Arc<TokenCenter>,
     pub client: Arc<WechatClient>,
+    /// What the callback endpoints and the WeChat admin API call out through.
+    pub outbound: Arc<ClientOutbound>,
 }
 
 pub fn build(app: Arc<App>, control_pool: PgPool, config: &WechatConfig) -> Result<WechatSide, WiringError> {
@@ -77,6 +80,10 @@ pub fn build(app: Arc<App>, control_pool: PgPool, config: &WechatConfig) -> Resu
     let sources = Arc::new(TenantTokenSources::new(app.clone(), config));
     let tokens =
         Arc::new(TokenCenter::new(store, sources, http.clone(), app.sealer.clone(), TokenCenterConfig::default()));
-    let client = Arc::new(WechatClient::new(http, tokens.clone()));
-    Ok(WechatSide { tokens, client })
+    let client = Arc::new(WechatClient::new(http.clone(), tokens.clone()));
+    let component_appid = (!config.component_appid.is_empty()).then(|| config.component_appid.clone());
+    let mut outbound =
+        ClientOutbound::new(WechatClient::new(http, tokens.clone()), component_appid, &config.public_base_url);
+    outbound.follow_url_template = (!config.follow_url_template.is_empty()).then(|| config.follow_url_template.clone());
+    Ok(WechatSide { tokens, client, outbound: Arc::new(outbound) })
 }
