@@ -3,7 +3,7 @@
 //! cash, with the figures after it). SQL is built with sea-query.
 
 use chrono::{DateTime, Utc};
-use sea_query::{Expr, ExprTrait, Iden, PostgresQueryBuilder, Query};
+use sea_query::{Expr, ExprTrait, Iden, PostgresQueryBuilder, Query, UpdateStatement};
 use sea_query_sqlx::SqlxBinder;
 use sqlx::{PgConnection, Row};
 use wxcm_domain::member::MemberEvent;
@@ -238,6 +238,25 @@ struct Figures {
     follow_source: Option<String>,
 }
 
+/// Sets the follow columns a follow or an unfollow changes.
+fn set_follow(update: &mut UpdateStatement, change: FollowChange) -> Result<(), ApplyError> {
+    match change {
+        FollowChange::Follow { source, scene, referrer_id, at } => {
+            update.value(RmMembers::Followed, true);
+            update.value(RmMembers::FollowSource, source);
+            update.value(RmMembers::Scene, scene);
+            update.value(RmMembers::ReferrerId, referrer_id);
+            update.value(RmMembers::FollowedAt, at);
+        }
+        FollowChange::Unfollow { at } => {
+            update.value(RmMembers::Followed, false);
+            update.value(RmMembers::UnfollowedAt, at);
+        }
+        FollowChange::None => return Err(ApplyError::Invalid("a follow event that changes nothing".into())),
+    }
+    Ok(())
+}
+
 /// Sets what the event changed; the figures come from the event (`*_after`),
 /// so the row equals the aggregate after it, never an accumulated guess.
 async fn update_member(
@@ -291,20 +310,7 @@ async fn update_member(
             update.value(RmMembers::BalanceFen, balance_after_fen.get());
         }
         MemberEvent::MemberFollowed { .. } | MemberEvent::MemberUnfollowed { .. } => {
-            match follows::change_of(member_event) {
-                FollowChange::Follow { source, scene, referrer_id, at } => {
-                    update.value(RmMembers::Followed, true);
-                    update.value(RmMembers::FollowSource, source);
-                    update.value(RmMembers::Scene, scene);
-                    update.value(RmMembers::ReferrerId, referrer_id);
-                    update.value(RmMembers::FollowedAt, at);
-                }
-                FollowChange::Unfollow { at } => {
-                    update.value(RmMembers::Followed, false);
-                    update.value(RmMembers::UnfollowedAt, at);
-                }
-                FollowChange::None => return Err(ApplyError::Invalid("a follow event that changes nothing".into())),
-            }
+            set_follow(&mut update, follows::change_of(member_event))?;
         }
         // No figure moves (a flagged reversal leaves the balance for an operator); only the version does.
         MemberEvent::RechargeReversalFlagged { .. } => {}
