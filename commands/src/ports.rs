@@ -284,6 +284,10 @@ pub struct MemberFilter {
     pub card_level: Option<String>,
     /// A registration source name (`subscribe`, `oauth`, `staff`).
     pub source: Option<String>,
+    /// Following the official account now (or not).
+    pub followed: Option<bool>,
+    /// A follow source name (`scene_qr`, `referral`, `other`).
+    pub follow_source: Option<String>,
     pub points_min: Option<i64>,
     pub points_max: Option<i64>,
     pub balance_fen_min: Option<i64>,
@@ -315,6 +319,11 @@ pub struct MemberRow {
     pub balance_fen: i64,
     pub lifetime_points: i64,
     pub version: i64,
+    pub followed: bool,
+    /// `scene_qr`, `referral` or `other`; none when the member never followed.
+    pub follow_source: Option<String>,
+    pub scene: Option<String>,
+    pub referrer_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -240,7 +240,8 @@ impl Application {
                     request_timeout_ms: self.settings.http.request_timeout_ms,
                 },
                 self.wechat_edge.clone(),
-            );
+            )
+            .merge(crate::projection_ops::metrics_router(self.settings.clone()));
             info!(addr = ?listener.local_addr().ok(), "http listening");
             let mut stop = shutdown.clone();
             axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())

@@ -155,6 +155,75 @@ pub async fn status(settings: &Settings) -> Result<Vec<ProjectorLine>> {
     Ok(lines)
 }
 
+/// A Prometheus label value: backslash, quote and line feed escaped.
+fn label_value(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// A gauge: name, help and its value on one line (none: no sample).
+type Gauge = (&'static str, &'static str, fn(&ProjectorLine) -> Option<f64>);
+
+/// Projector lag as Prometheus text (exposition format 0.0.4), gauges only. The
+/// labels are the projector and the shard, both from the configuration, so the
+/// label sets are bounded. A figure that could not be read is left out (no
+/// sample) rather than reported as 0.
+pub fn prometheus_text(lines: &[ProjectorLine]) -> String {
+    let gauges: [Gauge; 3] = [
+        ("wxcm_projector_lag_events", "Events published but not yet applied by the projector.", |l| {
+            let pending = l.num_pending? as f64;
+            Some(pending + l.num_ack_pending.unwrap_or(0) as f64)
+        }),
+        ("wxcm_projector_lag_seconds", "Seconds since the newest event the projector applied was recorded.", |l| {
+            l.lag_s
+        }),
+        ("wxcm_projector_parked_events", "Events parked as dead letters, waiting for an operator.", |l| {
+            l.database_error.is_none().then_some(l.parked as f64)
+        }),
+    ];
+    let mut text = String::new();
+    for (name, help, value) in gauges {
+        text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+        for line in lines {
+            if let Some(v) = value(line) {
+                text.push_str(&format!(
+                    "{name}{{projector=\"{}\",shard=\"{}\"}} {v}\n",
+                    label_value(&line.projector),
+                    label_value(&line.shard)
+                ));
+            }
+        }
+    }
+    text
+}
+
+/// `GET /metrics` (no auth, outside the API's middleware): [`prometheus_text`] of
+/// [`status`]. Each scrape asks every shard and JetStream once (bounded by the
+/// connect and pool timeouts); 503 when the status cannot be gathered at all.
+pub fn metrics_router(settings: Settings) -> axum::Router {
+    let settings = Arc::new(settings);
+    axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let settings = settings.clone();
+            async move { metrics(&settings).await }
+        }),
+    )
+}
+
+async fn metrics(settings: &Settings) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match status(settings).await {
+        Ok(lines) => {
+            let content_type = (axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
+            ([content_type], prometheus_text(&lines)).into_response()
+        }
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "metrics: projector status unavailable");
+            axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
+}
+
 fn dash<T: ToString>(value: Option<T>) -> String {
     value.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
@@ -261,4 +330,36 @@ pub async fn rebuild(
         reports.push((shard, report));
     }
     Ok(reports)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(shard: &str, num_pending: Option<u64>, lag_s: Option<f64>) -> ProjectorLine {
+        ProjectorLine {
+            shard: shard.into(),
+            projector: "members".into(),
+            consumer: format!("members_{shard}"),
+            num_pending,
+            num_ack_pending: Some(2),
+            consumer_error: None,
+            database_error: None,
+            last_recorded_at: None,
+            lag_s,
+            parked: 1,
+            parked_events: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn lag_is_exported_as_gauges_per_projector_and_shard() {
+        let text = prometheus_text(&[line("s0", Some(5), Some(1.5)), line("s\"1", None, None)]);
+        assert!(text.contains("# TYPE wxcm_projector_lag_events gauge\n"), "{text}");
+        assert!(text.contains("wxcm_projector_lag_events{projector=\"members\",shard=\"s0\"} 7\n"), "{text}");
+        assert!(text.contains("wxcm_projector_lag_seconds{projector=\"members\",shard=\"s0\"} 1.5\n"), "{text}");
+        assert!(text.contains("wxcm_projector_parked_events{projector=\"members\",shard=\"s\\\"1\"} 1\n"), "{text}");
+        // Unknown figures have no sample.
+        assert!(!text.contains("wxcm_projector_lag_events{projector=\"members\",shard=\"s\\\"1\"}"), "{text}");
+    }
 }

@@ -2,7 +2,8 @@
 //! domain aggregate (`Member::apply`, not the projector's code) and compares the
 //! result with `rm_members` (balance, points, held, lifetime, card number,
 //! level, version) and `rm_member_ledger` (number of lines, balance after the
-//! last one). Read-only.
+//! last one, followed state and follow source) and the tenant's daily
+//! `follows` / `unfollows` counters in `rm_daily_ops`. Read-only.
 //!
 //! It compares with the store as it is now: on a running system a member whose
 //! newest events are not projected yet shows up as a difference (check
@@ -14,12 +15,14 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use chrono::NaiveDate;
 use comfy_table::{presets, Table};
 use serde::Serialize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
-use wxcm_domain::member::Member;
+use wxcm_domain::member::{Attribution, Member, MemberEvent, RegistrationSource};
 use wxcm_domain::{EventSourced, TenantId};
+use wxcm_projections::daily::merchant_day;
 use wxcm_projections::rebuild::{fetch_page, open_cursor, StoredMemberEvent, PAGE_ROWS};
 
 use crate::config::Settings;
@@ -64,8 +67,40 @@ struct Expected {
     member: Member,
     ledger_lines: i64,
     last_balance_after: Option<i64>,
+    /// Source of the latest follow (the aggregate keeps only the registration's attribution).
+    follow_source: Option<&'static str>,
     /// Set when the stream cannot be folded; the figures are then not compared.
     broken: Option<String>,
+}
+
+/// Daily follow counters: (merchant day, metric, follow source) → count.
+type FollowCounts = BTreeMap<(NaiveDate, String, String), i64>;
+
+/// The follow source of an attribution, as the read models name it.
+fn follow_source(attribution: Option<&Attribution>) -> &'static str {
+    match attribution {
+        Some(Attribution::SceneQr { .. }) => "scene_qr",
+        Some(Attribution::Referral { .. }) => "referral",
+        Some(Attribution::Direct) | None => "other",
+    }
+}
+
+/// Counts a follow or unfollow of `event` and tracks the member's follow source.
+fn count_follow(e: &mut Expected, stored: &StoredMemberEvent, event: &MemberEvent, counts: &mut FollowCounts) {
+    let (metric, source) = match event {
+        MemberEvent::MemberRegistered { source: RegistrationSource::Subscribe, attribution, .. } => {
+            e.follow_source = Some(follow_source(attribution.as_ref()));
+            ("follows", e.follow_source)
+        }
+        MemberEvent::MemberFollowed { attribution, .. } => {
+            e.follow_source = Some(follow_source(Some(attribution)));
+            ("follows", e.follow_source)
+        }
+        MemberEvent::MemberUnfollowed { .. } => ("unfollows", e.follow_source),
+        _ => return,
+    };
+    let key = (merchant_day(stored.recorded_at), metric.to_owned(), source.unwrap_or("-").to_owned());
+    *counts.entry(key).or_default() += 1;
 }
 
 /// A row of `rm_members`, the compared columns.
@@ -79,6 +114,8 @@ struct MemberRow {
     held_points: i64,
     lifetime_points: i64,
     version: i64,
+    followed: bool,
+    follow_source: Option<String>,
 }
 
 /// What the read model holds for one member.
@@ -119,9 +156,13 @@ fn apply(member: &mut Member, stored: &StoredMemberEvent) -> Result<bool, String
     Ok(moves)
 }
 
-async fn fold_tenant(snapshot: &mut PgConnection, tenant: &TenantId) -> Result<(u64, BTreeMap<String, Expected>)> {
+/// What the events say: events read, each member, and the daily follow counters.
+type Folded = (u64, BTreeMap<String, Expected>, FollowCounts);
+
+async fn fold_tenant(snapshot: &mut PgConnection, tenant: &TenantId) -> Result<Folded> {
     open_cursor(&mut *snapshot, Some(tenant.as_str())).await.context("reading member events")?;
     let mut expected: BTreeMap<String, Expected> = BTreeMap::new();
+    let mut follows = FollowCounts::new();
     let mut events = 0u64;
     loop {
         let page = fetch_page(&mut *snapshot, PAGE_ROWS).await.context("reading member events")?;
@@ -134,6 +175,9 @@ async fn fold_tenant(snapshot: &mut PgConnection, tenant: &TenantId) -> Result<(
             if entry.broken.is_some() {
                 continue;
             }
+            if let Ok(event) = stored.decode() {
+                count_follow(entry, stored, &event, &mut follows);
+            }
             match apply(&mut entry.member, stored) {
                 Ok(true) => {
                     entry.ledger_lines += 1;
@@ -144,13 +188,14 @@ async fn fold_tenant(snapshot: &mut PgConnection, tenant: &TenantId) -> Result<(
             }
         }
     }
-    Ok((events, expected))
+    Ok((events, expected, follows))
 }
 
 async fn read_model(snapshot: &mut PgConnection, tenant: &TenantId) -> Result<BTreeMap<String, Found>> {
     let mut found: BTreeMap<String, Found> = BTreeMap::new();
     let rows: Vec<MemberRow> = sqlx::query_as(
-        "SELECT member_id, card_no, card_level, balance_fen, points, held_points, lifetime_points, version
+        "SELECT member_id, card_no, card_level, balance_fen, points, held_points, lifetime_points, version,
+                followed, follow_source
            FROM rm_members WHERE tenant_id = $1",
     )
     .bind(tenant.as_str())
@@ -175,6 +220,45 @@ async fn read_model(snapshot: &mut PgConnection, tenant: &TenantId) -> Result<BT
         entry.last_balance_after = last;
     }
     Ok(found)
+}
+
+async fn follow_counters(snapshot: &mut PgConnection, tenant: &TenantId) -> Result<FollowCounts> {
+    let rows: Vec<(NaiveDate, String, String, i64)> = sqlx::query_as(
+        "SELECT day, metric, dimension, value FROM rm_daily_ops
+          WHERE tenant_id = $1 AND metric IN ('follows', 'unfollows') AND value <> 0",
+    )
+    .bind(tenant.as_str())
+    .fetch_all(&mut *snapshot)
+    .await
+    .context("reading rm_daily_ops")?;
+    Ok(rows.into_iter().map(|(day, metric, dimension, value)| ((day, metric, dimension), value)).collect())
+}
+
+/// Differences between the expected and the found daily follow counters, under
+/// the member id `daily:<day>` and the field `<metric>:<source>`.
+fn compare_follow_counts(expected: &FollowCounts, found: &FollowCounts, out: &mut Vec<Difference>) {
+    let keys: std::collections::BTreeSet<_> = expected.keys().chain(found.keys()).collect();
+    for key in keys {
+        let (e, f) = (expected.get(key).copied().unwrap_or(0), found.get(key).copied().unwrap_or(0));
+        if e != f {
+            let (day, metric, source) = key;
+            let field = match (metric.as_str(), source.as_str()) {
+                ("follows", "scene_qr") => "follows:scene_qr",
+                ("follows", "referral") => "follows:referral",
+                ("follows", "other") => "follows:other",
+                ("unfollows", "scene_qr") => "unfollows:scene_qr",
+                ("unfollows", "referral") => "unfollows:referral",
+                ("unfollows", "other") => "unfollows:other",
+                _ => "follow_counter",
+            };
+            out.push(Difference {
+                member_id: format!("daily:{day}"),
+                field,
+                expected: e.to_string(),
+                found: f.to_string(),
+            });
+        }
+    }
 }
 
 fn opt(value: Option<i64>) -> String {
@@ -208,6 +292,12 @@ fn compare(member_id: &str, e: &Expected, f: &Found, out: &mut Vec<Difference>) 
     diff("held_points", e.member.held.to_string(), opt(row.map(|r| r.held_points)));
     diff("lifetime_points", e.member.lifetime_points.to_string(), opt(row.map(|r| r.lifetime_points)));
     diff("version", e.member.version.to_string(), opt(row.map(|r| r.version)));
+    diff("followed", e.member.followed.to_string(), row.map_or("-".into(), |r| r.followed.to_string()));
+    diff(
+        "follow_source",
+        e.follow_source.unwrap_or("-").to_owned(),
+        row.map_or("-".into(), |r| r.follow_source.clone().unwrap_or_else(|| "-".into())),
+    );
     diff("ledger_lines", e.ledger_lines.to_string(), f.ledger_lines.to_string());
     diff("ledger_last_balance_after_fen", opt(e.last_balance_after), opt(f.last_balance_after));
 }
@@ -217,8 +307,9 @@ pub async fn reconcile(settings: &Settings, tenant: &TenantId) -> Result<Reconci
     let (shard, pool) = shard_pool(settings, tenant)?;
     // Events and read model from one snapshot.
     let mut snapshot = pool.begin().await.context("shard connection")?;
-    let (events, expected) = fold_tenant(&mut snapshot, tenant).await?;
+    let (events, expected, follows_expected) = fold_tenant(&mut snapshot, tenant).await?;
     let found = read_model(&mut snapshot, tenant).await?;
+    let follows_found = follow_counters(&mut snapshot, tenant).await?;
     snapshot.rollback().await.context("closing the snapshot")?;
     pool.close().await;
     let mut report = ReconcileReport {
@@ -252,6 +343,7 @@ pub async fn reconcile(settings: &Settings, tenant: &TenantId) -> Result<Reconci
             found: present.into(),
         });
     }
+    compare_follow_counts(&follows_expected, &follows_found, &mut report.differences);
     Ok(report)
 }
 

@@ -10,6 +10,7 @@ use sea_query_sqlx::SqlxBinder;
 use sqlx::PgConnection;
 use wxcm_domain::member::{LotTake, MemberEvent};
 
+use crate::follows::{self, FollowChange};
 use crate::runtime::ApplyError;
 
 /// Merchant time is China Standard Time, UTC+8 all year.
@@ -28,11 +29,16 @@ pub mod metric {
     pub const POINTS_EXPIRED: &str = "points_expired";
     /// Dimension: `deposit`, `recharge`, `refund`.
     pub const CASH_CREDITED_FEN: &str = "cash_credited_fen";
-    /// Dimension: `charge`.
+    /// Dimension: `charge`, `recharge_reversal` (a paid recharge refunded by WeChat Pay).
     pub const CASH_DEBITED_FEN: &str = "cash_debited_fen";
     /// Dimension: card level. Members joining minus members leaving the level that
     /// day; summed over all days up to D it is the members at that level on D.
     pub const CARD_LEVEL_NET: &str = "card_level_net";
+    /// Dimension: follow source (`scene_qr`, `referral`, `other`). A registration by
+    /// a subscribe counts, with its attribution, as does every later follow.
+    pub const FOLLOWS: &str = "follows";
+    /// Dimension: the follow source of the member when it unfollowed.
+    pub const UNFOLLOWS: &str = "unfollows";
 }
 
 #[derive(Iden)]
@@ -68,8 +74,23 @@ fn lots_total(lots: &[LotTake]) -> i64 {
 }
 
 /// What `event` adds to the day's counters (empty for holds and releases that
-/// only move points between spendable and held).
-pub fn deltas(event: &MemberEvent) -> Result<Vec<Delta>, ApplyError> {
+/// only move points between spendable and held). `follow_source` is the
+/// member's follow source when the event happens; only an unfollow needs it.
+pub fn deltas(event: &MemberEvent, follow_source: Option<&str>) -> Result<Vec<Delta>, ApplyError> {
+    let mut changes = money_and_level_deltas(event)?;
+    match follows::change_of(event) {
+        FollowChange::Follow { source, .. } => changes.push(delta(metric::FOLLOWS, source, 1)),
+        FollowChange::Unfollow { .. } => {
+            let source =
+                follow_source.ok_or_else(|| ApplyError::Invalid("unfollow of a member that never followed".into()))?;
+            changes.push(delta(metric::UNFOLLOWS, source, 1));
+        }
+        FollowChange::None => {}
+    }
+    Ok(changes)
+}
+
+fn money_and_level_deltas(event: &MemberEvent) -> Result<Vec<Delta>, ApplyError> {
     Ok(match event {
         MemberEvent::MemberRegistered { card_level, source, .. } => {
             // The source's wire name, as `rm_members.source` stores it.
@@ -107,7 +128,7 @@ pub fn deltas(event: &MemberEvent) -> Result<Vec<Delta>, ApplyError> {
         MemberEvent::RechargeReversed { amount_fen, .. } => {
             vec![delta(metric::CASH_DEBITED_FEN, "recharge_reversal", amount_fen.get())]
         }
-        // Follows and flagged reversals move no money or points.
+        // Follows (counted by `deltas`) and flagged reversals move no money or points.
         MemberEvent::MemberFollowed { .. }
         | MemberEvent::MemberUnfollowed { .. }
         | MemberEvent::RechargeReversalFlagged { .. } => Vec::new(),
@@ -120,8 +141,9 @@ pub async fn apply(
     tenant_id: &str,
     recorded_at: DateTime<Utc>,
     event: &MemberEvent,
+    follow_source: Option<&str>,
 ) -> Result<(), ApplyError> {
-    let changes = deltas(event)?;
+    let changes = deltas(event, follow_source)?;
     if changes.is_empty() {
         return Ok(());
     }
@@ -161,8 +183,11 @@ pub async fn apply(
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
-    use wxcm_domain::member::{CardLevel, Provenance};
-    use wxcm_domain::{Actor, AmountFen, BalanceFen, IdempotencyKey, PointsAmount, PointsBalance, Reference};
+    use wxcm_domain::member::{Attribution, CardLevel, Provenance, RegistrationSource};
+    use wxcm_domain::{
+        Actor, AmountFen, BalanceFen, CardNumber, IdempotencyKey, MemberId, PointsAmount, PointsBalance, Reference,
+        SceneKey, TenantId,
+    };
 
     use super::*;
 
@@ -181,7 +206,7 @@ mod tests {
         let changed =
             MemberEvent::CardLevelChanged { from: level("standard"), to: level("gold"), provenance: provenance() };
         assert_eq!(
-            deltas(&changed).unwrap(),
+            deltas(&changed, None).unwrap(),
             vec![delta(metric::CARD_LEVEL_NET, "standard", -1), delta(metric::CARD_LEVEL_NET, "gold", 1)]
         );
         let charged = MemberEvent::CashCharged {
@@ -189,7 +214,7 @@ mod tests {
             provenance: provenance(),
             balance_after_fen: BalanceFen::new(0).unwrap(),
         };
-        assert_eq!(deltas(&charged).unwrap(), vec![delta(metric::CASH_DEBITED_FEN, "charge", 120)]);
+        assert_eq!(deltas(&charged, None).unwrap(), vec![delta(metric::CASH_DEBITED_FEN, "charge", 120)]);
         let take = |lot_no, n| LotTake { lot_no, points: PointsAmount::new(n).unwrap() };
         let released = |expired: Vec<LotTake>| MemberEvent::PointsHoldReleased {
             hold_id: Reference::parse("h").unwrap(),
@@ -200,8 +225,56 @@ mod tests {
             points_after: PointsBalance::new(4).unwrap(),
             held_after: 0,
         };
-        assert_eq!(deltas(&released(vec![take(2, 6)])).unwrap(), vec![delta(metric::POINTS_EXPIRED, "", 6)]);
-        assert!(deltas(&released(Vec::new())).unwrap().is_empty());
+        assert_eq!(deltas(&released(vec![take(2, 6)]), None).unwrap(), vec![delta(metric::POINTS_EXPIRED, "", 6)]);
+        assert!(deltas(&released(Vec::new()), None).unwrap().is_empty());
+    }
+
+    fn registered(source: RegistrationSource, attribution: Option<Attribution>) -> MemberEvent {
+        MemberEvent::MemberRegistered {
+            member_id: MemberId::new_random(),
+            tenant_id: TenantId::parse("t-1").unwrap(),
+            card_no: CardNumber::from_serial(1).unwrap(),
+            openid: None,
+            source,
+            card_level: CardLevel::standard(),
+            registered_at: Utc::now(),
+            actor: Actor::System { job: "test".into() },
+            idempotency_key: IdempotencyKey::parse("key-12345678").unwrap(),
+            attribution,
+        }
+    }
+
+    #[test]
+    fn follows_count_by_source_and_unfollows_by_the_current_source() {
+        let scene = Attribution::SceneQr { scene: SceneKey::parse("poster-7").unwrap() };
+        let by_subscribe = deltas(&registered(RegistrationSource::Subscribe, Some(scene)), None).unwrap();
+        assert!(by_subscribe.contains(&delta(metric::FOLLOWS, "scene_qr", 1)), "{by_subscribe:?}");
+        assert!(by_subscribe.contains(&delta(metric::REGISTRATIONS, "subscribe", 1)));
+        // Before attribution was recorded: `other`.
+        let old = deltas(&registered(RegistrationSource::Subscribe, None), None).unwrap();
+        assert!(old.contains(&delta(metric::FOLLOWS, "other", 1)), "{old:?}");
+        let by_staff = deltas(&registered(RegistrationSource::Staff, Some(Attribution::Direct)), None).unwrap();
+        assert!(by_staff.iter().all(|d| d.metric != metric::FOLLOWS), "{by_staff:?}");
+
+        let referral = Attribution::Referral { referrer: MemberId::new_random() };
+        let followed =
+            MemberEvent::MemberFollowed { attribution: referral, followed_at: Utc::now(), provenance: provenance() };
+        assert_eq!(deltas(&followed, Some("other")).unwrap(), vec![delta(metric::FOLLOWS, "referral", 1)]);
+        let unfollowed = MemberEvent::MemberUnfollowed { unfollowed_at: Utc::now(), provenance: provenance() };
+        assert_eq!(deltas(&unfollowed, Some("referral")).unwrap(), vec![delta(metric::UNFOLLOWS, "referral", 1)]);
+        assert!(deltas(&unfollowed, None).is_err(), "an unfollow needs the member's follow source");
+    }
+
+    #[test]
+    fn reversals_are_debits_and_flagged_ones_move_nothing() {
+        let reversed = MemberEvent::RechargeReversed {
+            amount_fen: AmountFen::new(500).unwrap(),
+            order_id: Reference::parse("o-1").unwrap(),
+            refund_no: Reference::parse("r-1").unwrap(),
+            provenance: provenance(),
+            balance_after_fen: BalanceFen::new(0).unwrap(),
+        };
+        assert_eq!(deltas(&reversed, None).unwrap(), vec![delta(metric::CASH_DEBITED_FEN, "recharge_reversal", 500)]);
     }
 
     #[test]

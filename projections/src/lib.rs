@@ -6,6 +6,7 @@
 //!   `ProjectorRuntime` (durable pull consumer, checkpoints, gap fill,
 //!   dead letters, lag).
 //! - `members`: `MemberProjector` → `rm_members`, `rm_member_ledger`.
+//! - `follows`: follow sources and what an event does to a member's follow columns.
 
 pub mod envelope;
 pub mod members;
@@ -19,6 +20,7 @@ pub use runtime::{
 
 // Daily operations (`rm_daily_ops`, fed by `MemberProjector`) and the read-model queries.
 pub mod daily;
+pub mod follows;
 pub mod queries;
 pub use queries::PgReadModels;
 

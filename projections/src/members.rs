@@ -3,7 +3,7 @@
 //! cash, with the figures after it). SQL is built with sea-query.
 
 use chrono::{DateTime, Utc};
-use sea_query::{Expr, ExprTrait, Iden, PostgresQueryBuilder, Query};
+use sea_query::{Expr, ExprTrait, Iden, PostgresQueryBuilder, Query, UpdateStatement};
 use sea_query_sqlx::SqlxBinder;
 use sqlx::{PgConnection, Row};
 use wxcm_domain::member::MemberEvent;
@@ -11,6 +11,7 @@ use wxcm_domain::DomainEventMeta;
 
 use crate::daily;
 use crate::envelope::RelayedEvent;
+use crate::follows::{self, FollowChange};
 use crate::runtime::{ApplyError, Projector};
 
 /// The `rm_members` table (0005_read_models.sql); queries.rs reads it.
@@ -30,6 +31,12 @@ pub(crate) enum RmMembers {
     LifetimePoints,
     Version,
     UpdatedAt,
+    Followed,
+    FollowSource,
+    Scene,
+    ReferrerId,
+    FollowedAt,
+    UnfollowedAt,
 }
 
 #[derive(Iden)]
@@ -98,10 +105,11 @@ impl Projector for MemberProjector {
             .ok_or_else(|| ApplyError::Invalid(format!("recorded_at {:?} is not a timestamp", event.recorded_at)))?;
         if let MemberEvent::MemberRegistered { .. } = member_event {
             insert_member(conn, event, &member_event).await?;
-            return daily::apply(conn, &event.tenant_id, recorded_at, &member_event).await;
+            return daily::apply(conn, &event.tenant_id, recorded_at, &member_event, None).await;
         }
         let figures = update_member(conn, event, &member_event).await?;
-        daily::apply(conn, &event.tenant_id, recorded_at, &member_event).await?;
+        // An unfollow keeps the follow source, so the row's is the one it counts under.
+        daily::apply(conn, &event.tenant_id, recorded_at, &member_event, figures.follow_source.as_deref()).await?;
         let line = member_event.ledger_line();
         if line.points_after.is_none() && line.balance_after_fen.is_none() {
             // Neither points nor cash moved (card level change): no ledger line.
@@ -162,9 +170,17 @@ async fn insert_member(
     event: &RelayedEvent,
     registered: &MemberEvent,
 ) -> Result<(), ApplyError> {
-    let MemberEvent::MemberRegistered { card_no, openid, source, card_level, registered_at, .. } = registered else {
+    let MemberEvent::MemberRegistered { card_no, openid, source, card_level, registered_at, attribution, .. } =
+        registered
+    else {
         return Err(ApplyError::Invalid("not a registration".into()));
     };
+    // A registration by a subscribe is a follow; others only record who brought the member.
+    let (followed, follow_source, followed_at) = match follows::change_of(registered) {
+        FollowChange::Follow { source, at, .. } => (true, Some(source), Some(at)),
+        FollowChange::Unfollow { .. } | FollowChange::None => (false, None, None),
+    };
+    let (scene, referrer_id) = follows::scene_and_referrer(attribution.as_ref());
     let source = serde_json::to_value(source)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
@@ -184,6 +200,11 @@ async fn insert_member(
             RmMembers::BalanceFen,
             RmMembers::LifetimePoints,
             RmMembers::Version,
+            RmMembers::Followed,
+            RmMembers::FollowSource,
+            RmMembers::Scene,
+            RmMembers::ReferrerId,
+            RmMembers::FollowedAt,
         ])
         .values_panic([
             event.tenant_id.clone().into(),
@@ -198,6 +219,11 @@ async fn insert_member(
             0i64.into(),
             0i64.into(),
             event.sequence.into(),
+            followed.into(),
+            follow_source.into(),
+            scene.into(),
+            referrer_id.into(),
+            followed_at.into(),
         ])
         .build_sqlx(PostgresQueryBuilder);
     sqlx::query_with(&sql, values).execute(conn).await?;
@@ -209,6 +235,26 @@ struct Figures {
     points: i64,
     held_points: i64,
     balance_fen: i64,
+    follow_source: Option<String>,
+}
+
+/// Sets the follow columns a follow or an unfollow changes.
+fn set_follow(update: &mut UpdateStatement, change: FollowChange) -> Result<(), ApplyError> {
+    match change {
+        FollowChange::Follow { source, scene, referrer_id, at } => {
+            update.value(RmMembers::Followed, true);
+            update.value(RmMembers::FollowSource, source);
+            update.value(RmMembers::Scene, scene);
+            update.value(RmMembers::ReferrerId, referrer_id);
+            update.value(RmMembers::FollowedAt, at);
+        }
+        FollowChange::Unfollow { at } => {
+            update.value(RmMembers::Followed, false);
+            update.value(RmMembers::UnfollowedAt, at);
+        }
+        FollowChange::None => return Err(ApplyError::Invalid("a follow event that changes nothing".into())),
+    }
+    Ok(())
 }
 
 /// Sets what the event changed; the figures come from the event (`*_after`),
@@ -228,7 +274,12 @@ async fn update_member(
         .and_where(Expr::col(RmMembers::MemberId).eq(event.aggregate_id.as_str()))
         // Pair check: the row is exactly one event behind.
         .and_where(Expr::col(RmMembers::Version).eq(event.sequence - 1))
-        .returning(Query::returning().columns([RmMembers::Points, RmMembers::HeldPoints, RmMembers::BalanceFen]));
+        .returning(Query::returning().columns([
+            RmMembers::Points,
+            RmMembers::HeldPoints,
+            RmMembers::BalanceFen,
+            RmMembers::FollowSource,
+        ]));
     match member_event {
         MemberEvent::MemberRegistered { .. } => {
             return Err(ApplyError::Invalid("registration is not an update".into()))
@@ -258,10 +309,11 @@ async fn update_member(
         | MemberEvent::RechargeReversed { balance_after_fen, .. } => {
             update.value(RmMembers::BalanceFen, balance_after_fen.get());
         }
+        MemberEvent::MemberFollowed { .. } | MemberEvent::MemberUnfollowed { .. } => {
+            set_follow(&mut update, follows::change_of(member_event))?;
+        }
         // No figure moves (a flagged reversal leaves the balance for an operator); only the version does.
-        MemberEvent::MemberFollowed { .. }
-        | MemberEvent::MemberUnfollowed { .. }
-        | MemberEvent::RechargeReversalFlagged { .. } => {}
+        MemberEvent::RechargeReversalFlagged { .. } => {}
     }
     let (sql, values) = update.build_sqlx(PostgresQueryBuilder);
     let row = sqlx::query_with(&sql, values).fetch_optional(conn).await?.ok_or_else(|| {
@@ -275,5 +327,6 @@ async fn update_member(
         points: row.try_get("points")?,
         held_points: row.try_get("held_points")?,
         balance_fen: row.try_get("balance_fen")?,
+        follow_source: row.try_get("follow_source")?,
     })
 }

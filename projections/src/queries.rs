@@ -72,6 +72,10 @@ pub fn member_search_statement(tenant: &TenantId, search: &MemberSearch) -> Resu
             RmMembers::BalanceFen,
             RmMembers::LifetimePoints,
             RmMembers::Version,
+            RmMembers::Followed,
+            RmMembers::FollowSource,
+            RmMembers::Scene,
+            RmMembers::ReferrerId,
         ])
         .from(RmMembers::Table)
         .and_where(Expr::col(RmMembers::TenantId).eq(tenant.as_str()));
@@ -80,11 +84,15 @@ pub fn member_search_statement(tenant: &TenantId, search: &MemberSearch) -> Resu
         (RmMembers::Openid, filter.openid.as_ref().map(ToString::to_string)),
         (RmMembers::CardLevel, filter.card_level.clone()),
         (RmMembers::Source, filter.source.clone()),
+        (RmMembers::FollowSource, filter.follow_source.clone()),
     ];
     for (column, value) in exact {
         if let Some(value) = value {
             select.and_where(Expr::col(column).eq(value));
         }
+    }
+    if let Some(followed) = filter.followed {
+        select.and_where(Expr::col(RmMembers::Followed).eq(followed));
     }
     let ranges = [
         (RmMembers::Points, filter.points_min, filter.points_max),
@@ -132,6 +140,10 @@ fn member_row(row: &PgRow) -> Result<MemberRow, PortError> {
         balance_fen: row.try_get("balance_fen").map_err(PortError::new)?,
         lifetime_points: row.try_get("lifetime_points").map_err(PortError::new)?,
         version: row.try_get("version").map_err(PortError::new)?,
+        followed: row.try_get("followed").map_err(PortError::new)?,
+        follow_source: row.try_get("follow_source").map_err(PortError::new)?,
+        scene: row.try_get("scene").map_err(PortError::new)?,
+        referrer_id: row.try_get("referrer_id").map_err(PortError::new)?,
     })
 }
 
@@ -222,7 +234,13 @@ mod tests {
 
     fn search(limit: u32) -> MemberSearch {
         MemberSearch {
-            filter: MemberFilter { points_min: Some(10), source: Some("staff".into()), ..MemberFilter::default() },
+            filter: MemberFilter {
+                points_min: Some(10),
+                source: Some("staff".into()),
+                followed: Some(true),
+                follow_source: Some("referral".into()),
+                ..MemberFilter::default()
+            },
             sort: MemberSortKey::Points,
             order: SortOrder::Desc,
             limit,
@@ -237,6 +255,8 @@ mod tests {
         assert!(sql.contains(r#""tenant_id" = 'acme'"#), "{sql}");
         assert!(sql.contains(r#"("points", "member_id") < (50, "#), "{sql}");
         assert!(sql.contains(&format!("LIMIT {}", MEMBER_PAGE_MAX + 1)), "{sql}");
+        assert!(sql.contains(r#""follow_source" = 'referral'"#), "{sql}");
+        assert!(sql.contains(r#""followed" = TRUE"#), "{sql}");
         assert!(member_search_statement(&tenant, &search(MEMBER_PAGE_MAX + 1)).is_err());
         assert!(member_search_statement(&tenant, &search(0)).is_err());
     }

@@ -33,6 +33,7 @@ use wxcm_domain::member::MemberEvent;
 use wxcm_domain::DomainEventMeta;
 
 use crate::daily;
+use crate::follows::{self, FollowChange};
 use crate::members::MemberProjector;
 
 /// Events read per keyset page.
@@ -55,7 +56,8 @@ const OLD_MEMBERS: &str = "rm_members_old";
 const OLD_LEDGER: &str = "rm_member_ledger_old";
 
 const MEMBER_COLUMNS: &str = "tenant_id, member_id, card_no, openid, card_level, source, registered_at, \
-     points, held_points, balance_fen, lifetime_points, version";
+     points, held_points, balance_fen, lifetime_points, version, followed, follow_source, scene, referrer_id, \
+     followed_at, unfollowed_at";
 const LEDGER_COLUMNS: &str = "tenant_id, member_id, sequence, event_id, event_type, recorded_at, points_delta, \
      held_delta, cash_delta_fen, points_after, held_after, balance_after_fen, actor, reason, reference, idempotency_key";
 
@@ -160,6 +162,12 @@ pub struct MemberRow {
     pub balance_fen: i64,
     pub lifetime_points: i64,
     pub version: i64,
+    pub followed: bool,
+    pub follow_source: Option<String>,
+    pub scene: Option<String>,
+    pub referrer_id: Option<String>,
+    pub followed_at: Option<DateTime<Utc>>,
+    pub unfollowed_at: Option<DateTime<Utc>>,
 }
 
 /// A row of `rm_member_ledger`.
@@ -191,7 +199,8 @@ pub fn fold_event(
     stored: &StoredMemberEvent,
     event: &MemberEvent,
 ) -> Result<Option<LedgerRow>, String> {
-    if let MemberEvent::MemberRegistered { card_no, openid, source, card_level, registered_at, .. } = event {
+    if let MemberEvent::MemberRegistered { card_no, openid, source, card_level, registered_at, attribution, .. } = event
+    {
         if row.is_some() {
             return Err("registered twice".into());
         }
@@ -199,6 +208,11 @@ pub fn fold_event(
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .ok_or("registration source has no name")?;
+        let (scene, referrer_id) = follows::scene_and_referrer(attribution.as_ref());
+        let (followed, follow_source, followed_at) = match follows::change_of(event) {
+            FollowChange::Follow { source, at, .. } => (true, Some(source.to_owned()), Some(at)),
+            FollowChange::Unfollow { .. } | FollowChange::None => (false, None, None),
+        };
         *row = Some(MemberRow {
             tenant_id: stored.tenant_id.clone(),
             member_id: stored.aggregate_id.clone(),
@@ -212,6 +226,12 @@ pub fn fold_event(
             balance_fen: 0,
             lifetime_points: 0,
             version: stored.sequence,
+            followed,
+            follow_source,
+            scene,
+            referrer_id,
+            followed_at,
+            unfollowed_at: None,
         });
         return Ok(None);
     }
@@ -241,9 +261,21 @@ pub fn fold_event(
         | MemberEvent::RechargeCredited { balance_after_fen, .. }
         | MemberEvent::ChargeRefunded { balance_after_fen, .. }
         | MemberEvent::RechargeReversed { balance_after_fen, .. } => member.balance_fen = balance_after_fen.get(),
-        MemberEvent::MemberFollowed { .. }
-        | MemberEvent::MemberUnfollowed { .. }
-        | MemberEvent::RechargeReversalFlagged { .. } => {}
+        MemberEvent::MemberFollowed { .. } | MemberEvent::MemberUnfollowed { .. } => match follows::change_of(event) {
+            FollowChange::Follow { source, scene, referrer_id, at } => {
+                member.followed = true;
+                member.follow_source = Some(source.to_owned());
+                member.scene = scene;
+                member.referrer_id = referrer_id;
+                member.followed_at = Some(at);
+            }
+            FollowChange::Unfollow { at } => {
+                member.followed = false;
+                member.unfollowed_at = Some(at);
+            }
+            FollowChange::None => return Err("a follow event that changes nothing".into()),
+        },
+        MemberEvent::RechargeReversalFlagged { .. } => {}
     }
     if member.points < 0 || member.held_points < 0 || member.balance_fen < 0 {
         return Err("negative figure after the event".into());
@@ -536,7 +568,7 @@ fn timestamp(at: DateTime<Utc>) -> String {
 fn push_member(buf: &mut String, m: &MemberRow) {
     let _ = writeln!(
         buf,
-        "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+        "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
         escape(&m.tenant_id),
         escape(&m.member_id),
         escape(&m.card_no),
@@ -548,7 +580,13 @@ fn push_member(buf: &mut String, m: &MemberRow) {
         m.held_points,
         m.balance_fen,
         m.lifetime_points,
-        m.version
+        m.version,
+        if m.followed { "t" } else { "f" },
+        nullable(m.follow_source.as_deref()),
+        nullable(m.scene.as_deref()),
+        nullable(m.referrer_id.as_deref()),
+        nullable(m.followed_at.map(timestamp).as_deref()),
+        nullable(m.unfollowed_at.map(timestamp).as_deref())
     );
 }
 
@@ -681,6 +719,8 @@ ON CONFLICT (tenant_id, day, metric, dimension) DO UPDATE SET value = rm_daily_o
 /// swap transaction (summed per counter, written in one statement per chunk).
 async fn count_skipped_daily_ops(conn: &mut PgConnection) -> Result<(), RebuildError> {
     let mut sums: HashMap<(String, NaiveDate, &'static str, String), i64> = HashMap::new();
+    // Unfollows count under the follow source before them, looked up once the cursor is done.
+    let mut unfollows = Vec::new();
     {
         let mut rows = sqlx::query(SKIPPED_EVENTS).bind(MemberProjector::NAME).fetch(&mut *conn);
         while let Some(row) = rows.try_next().await? {
@@ -692,9 +732,25 @@ async fn count_skipped_daily_ops(conn: &mut PgConnection) -> Result<(), RebuildE
             };
             let event = stored.decode().map_err(fail)?;
             let day = daily::merchant_day(stored.recorded_at);
-            for delta in daily::deltas(&event).map_err(|e| fail(e.to_string()))? {
+            if matches!(event, MemberEvent::MemberUnfollowed { .. }) {
+                unfollows.push((stored, event));
+                continue;
+            }
+            for delta in daily::deltas(&event, None).map_err(|e| fail(e.to_string()))? {
                 *sums.entry((stored.tenant_id.clone(), day, delta.metric, delta.dimension)).or_default() += delta.value;
             }
+        }
+    }
+    for (stored, event) in unfollows {
+        let source = follow_source_before(conn, &stored).await?;
+        let day = daily::merchant_day(stored.recorded_at);
+        let deltas = daily::deltas(&event, source.as_deref()).map_err(|e| RebuildError::Fold {
+            member_id: stored.aggregate_id.clone(),
+            sequence: stored.sequence,
+            reason: e.to_string(),
+        })?;
+        for delta in deltas {
+            *sums.entry((stored.tenant_id.clone(), day, delta.metric, delta.dimension)).or_default() += delta.value;
         }
     }
     let sums: Vec<_> = sums.into_iter().collect();
@@ -714,6 +770,36 @@ async fn count_skipped_daily_ops(conn: &mut PgConnection) -> Result<(), RebuildE
             .await?;
     }
     Ok(())
+}
+
+/// The latest follow (or subscribe registration) of the stream before `stored`.
+const LAST_FOLLOW: &str = "
+SELECT aggregate_id, tenant_id, sequence, event_id, event_type, event_version, recorded_at, payload::text AS payload
+  FROM events
+ WHERE aggregate_type = 'member' AND aggregate_id = $1 AND sequence < $2
+   AND event_type IN ('MemberFollowed', 'MemberRegistered')
+ ORDER BY sequence DESC LIMIT 1";
+
+/// The member's follow source when the event `stored` happened (none if it never followed).
+async fn follow_source_before(
+    conn: &mut PgConnection,
+    stored: &StoredMemberEvent,
+) -> Result<Option<String>, RebuildError> {
+    let Some(row) =
+        sqlx::query(LAST_FOLLOW).bind(&stored.aggregate_id).bind(stored.sequence).fetch_optional(&mut *conn).await?
+    else {
+        return Ok(None);
+    };
+    let previous = StoredMemberEvent::from_row(&row)?;
+    let event = previous.decode().map_err(|reason| RebuildError::Fold {
+        member_id: previous.aggregate_id.clone(),
+        sequence: previous.sequence,
+        reason,
+    })?;
+    Ok(match follows::change_of(&event) {
+        FollowChange::Follow { source, .. } => Some(source.to_owned()),
+        FollowChange::Unfollow { .. } | FollowChange::None => None,
+    })
 }
 
 /// Replaces one stream's rows and head in the rebuild tables by a fold of

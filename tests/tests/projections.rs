@@ -489,3 +489,18 @@ async fn a_parked_stream_waits_for_the_operator_then_catches_up() {
     assert!(wxcm_infra::reconcile::reconcile(&h.application.settings, &h.tenant).await.expect("reconcile").is_clean());
     h.finish().await;
 }
+
+#[tokio::test]
+async fn metrics_show_the_projector_lag_gauges_without_auth() {
+    let app = wxcm_tests::spawn_app().await;
+    let res = app.http.get(app.url("/metrics")).send().await.expect("GET /metrics");
+    assert_eq!(res.status(), reqwest::StatusCode::OK);
+    let content_type = res.headers()["content-type"].to_str().expect("content type").to_owned();
+    assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
+    let text = res.text().await.expect("body");
+    for gauge in ["wxcm_projector_lag_events", "wxcm_projector_lag_seconds", "wxcm_projector_parked_events"] {
+        assert!(text.contains(&format!("# TYPE {gauge} gauge\n")), "{text}");
+    }
+    assert!(text.contains("wxcm_projector_parked_events{projector=\"members\",shard=\"s0\"} 0\n"), "{text}");
+    app.stop().await;
+}

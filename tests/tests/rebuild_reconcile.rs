@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::Context;
 use sqlx::{Connection, PgConnection};
 use wxcm_commands::members::{self, RegisterRequest};
+use wxcm_commands::ports::{MemberFilter, MemberSearch, MemberSortKey, SortOrder};
 use wxcm_commands::{tenants, CommandContext};
 use wxcm_domain::member::{
-    CardLevel, ExpiryPolicy, MemberCommand, PointsSource, Provenance, RegistrationSource, SpendPurpose,
+    Attribution, CardLevel, ExpiryPolicy, MemberCommand, PointsSource, Provenance, RegistrationSource, SpendPurpose,
 };
-use wxcm_domain::{Actor, AmountFen, IdempotencyKey, MemberId, PointsAmount, Reference, TenantId};
+use wxcm_domain::{Actor, AmountFen, IdempotencyKey, MemberId, OpenId, PointsAmount, Reference, SceneKey, TenantId};
 use wxcm_infra::app::{Application, Role};
 use wxcm_infra::projection_ops;
 use wxcm_infra::reconcile::{self, ReconcileReport};
@@ -304,7 +305,10 @@ async fn a_corrupted_read_model_is_reported_and_a_rebuild_restores_it() {
     .fetch_all(&mut h.db)
     .await
     .expect("indexes");
-    assert_eq!(indexes, ["rm_member_ledger_pkey", "rm_members_card", "rm_members_openid", "rm_members_pkey"]);
+    assert_eq!(
+        indexes,
+        ["rm_member_ledger_pkey", "rm_members_card", "rm_members_follow", "rm_members_openid", "rm_members_pkey"]
+    );
 
     // Tenant rebuild through the binary: only that tenant's rows are replaced.
     h.sql(&format!("UPDATE rm_members SET points = 999 WHERE member_id = '{a}'")).await;
@@ -425,5 +429,134 @@ async fn a_rebuild_while_the_relay_and_projector_run_leaves_nothing_behind() {
         let expected: Vec<i64> = (2..=(1 + (60 - i as i64 + 2) / 3)).collect();
         assert_eq!(h.ledger_sequences(member).await, expected, "one ledger line per deposit, no duplicate");
     }
+    h.finish().await;
+}
+
+async fn register_subscribed(h: &Harness, openid: &str, attribution: Option<Attribution>) -> MemberId {
+    let t = &h.tenant;
+    let request = RegisterRequest {
+        openid: Some(OpenId::parse(openid).expect("openid")),
+        source: RegistrationSource::Subscribe,
+        card_level: CardLevel::standard(),
+    };
+    let actor = Actor::System { job: "wechat".into() };
+    members::register_attributed(&h.application.app, t, request, attribution, actor, &ctx(t))
+        .await
+        .expect("register")
+        .0
+        .member_id
+}
+
+#[derive(Debug, PartialEq, Eq, sqlx::FromRow)]
+struct FollowRow {
+    member_id: String,
+    followed: bool,
+    follow_source: Option<String>,
+    scene: Option<String>,
+    referrer_id: Option<String>,
+    followed_at: Option<chrono::DateTime<chrono::Utc>>,
+    unfollowed_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Harness {
+    async fn follow_rows(&mut self) -> Vec<FollowRow> {
+        sqlx::query_as(
+            "SELECT member_id, followed, follow_source, scene, referrer_id, followed_at, unfollowed_at
+               FROM rm_members ORDER BY member_id",
+        )
+        .fetch_all(&mut self.db)
+        .await
+        .expect("follow rows")
+    }
+}
+
+#[tokio::test]
+async fn follows_by_source_are_projected_counted_rebuilt_and_reconciled() {
+    let mut h = Harness::new().await;
+    let t = h.tenant.clone();
+    let scene = Attribution::SceneQr { scene: SceneKey::parse("poster-7").expect("scene") };
+    let by_scene = register_subscribed(&h, "o6_bmjrPTlm6_2sgVt7hMZOPfL2M", Some(scene)).await;
+    let by_referral =
+        register_subscribed(&h, "o6_bmjrPTlm6_2sgVt7hMZOPfL2N", Some(Attribution::Referral { referrer: by_scene }))
+            .await;
+    let unattributed = register_subscribed(&h, "o6_bmjrPTlm6_2sgVt7hMZOPfL2P", None).await;
+    let by_staff = register(&h, &t).await;
+    // The scene member leaves; the staff member follows later through a referral, leaves and comes back directly.
+    exec(&h, &t, by_scene, |provenance| MemberCommand::Unfollow { provenance }).await;
+    exec(&h, &t, by_staff, |provenance| MemberCommand::Follow {
+        attribution: Attribution::Referral { referrer: by_referral },
+        provenance,
+    })
+    .await;
+    exec(&h, &t, by_staff, |provenance| MemberCommand::Unfollow { provenance }).await;
+    exec(&h, &t, by_staff, |provenance| MemberCommand::Follow { attribution: Attribution::Direct, provenance }).await;
+    h.drain_relay().await;
+    let mut projector = h.projector();
+    h.project_all(&mut projector).await;
+
+    let rows = h.follow_rows().await;
+    let row = |id: MemberId| rows.iter().find(|r| r.member_id == id.to_string()).expect("member row");
+    let shape = |r: &FollowRow| (r.followed, r.follow_source.clone(), r.scene.clone(), r.referrer_id.clone());
+    assert_eq!(shape(row(by_scene)), (false, Some("scene_qr".into()), Some("poster-7".into()), None));
+    assert!(row(by_scene).unfollowed_at.is_some());
+    assert_eq!(shape(row(by_referral)), (true, Some("referral".into()), None, Some(by_scene.to_string())));
+    assert_eq!(shape(row(unattributed)), (true, Some("other".into()), None, None));
+    assert_eq!(shape(row(by_staff)), (true, Some("other".into()), None, None));
+
+    // Search by follow state and source.
+    let read_models = h.application.app.router.route(&t).expect("shard").read_models.clone();
+    let search = |followed: Option<bool>, follow_source: Option<&str>| MemberSearch {
+        filter: MemberFilter { followed, follow_source: follow_source.map(Into::into), ..MemberFilter::default() },
+        sort: MemberSortKey::RegisteredAt,
+        order: SortOrder::Asc,
+        limit: 10,
+        after: None,
+    };
+    let found = read_models.search_members(&t, &search(Some(true), Some("other"))).await.expect("search");
+    let ids: Vec<MemberId> = found.members.iter().map(|m| m.member_id).collect();
+    assert_eq!(ids, vec![unattributed, by_staff]);
+    let found = read_models.search_members(&t, &search(Some(false), None)).await.expect("search");
+    assert_eq!(found.members.iter().map(|m| m.member_id).collect::<Vec<_>>(), vec![by_scene]);
+
+    // The daily report: follows by their attribution, unfollows under the source the member had.
+    let today = chrono::Utc::now().date_naive();
+    let (from, to) = (today - chrono::Days::new(1), today + chrono::Days::new(1));
+    let report = read_models.daily_ops(&t, from, to).await.expect("report");
+    let mut follows: Vec<(String, String, i64)> = report
+        .rows
+        .iter()
+        .filter(|r| r.metric == "follows" || r.metric == "unfollows")
+        .map(|r| (r.metric.clone(), r.dimension.clone(), r.value))
+        .collect();
+    follows.sort();
+    let expected = [
+        ("follows", "other", 2),
+        ("follows", "referral", 2),
+        ("follows", "scene_qr", 1),
+        ("unfollows", "referral", 1),
+        ("unfollows", "scene_qr", 1),
+    ]
+    .map(|(m, d, v)| (m.to_owned(), d.to_owned(), v));
+    assert_eq!(follows, expected.to_vec());
+    assert_clean(&h.reconcile(&t).await);
+
+    // A follow counter off by one is a difference; the rebuild leaves rm_daily_ops alone, so fix it back.
+    h.sql("UPDATE rm_daily_ops SET value = value + 1 WHERE metric = 'follows' AND dimension = 'other'").await;
+    let report = h.reconcile(&t).await;
+    assert!(report.differences.iter().any(|d| d.field == "follows:other"), "{report:#?}");
+    h.sql("UPDATE rm_daily_ops SET value = value - 1 WHERE metric = 'follows' AND dimension = 'other'").await;
+    // A wrong follow state is a difference too, and a rebuild produces the projector's rows.
+    h.sql(&format!("UPDATE rm_members SET followed = true, follow_source = 'other' WHERE member_id = '{by_scene}'"))
+        .await;
+    let report = h.reconcile(&t).await;
+    let fields: Vec<&str> = report.differences.iter().map(|d| d.field).collect();
+    assert!(fields.contains(&"followed") && fields.contains(&"follow_source"), "{report:#?}");
+    h.sql(&format!(
+        "UPDATE rm_members SET followed = false, follow_source = 'scene_qr' WHERE member_id = '{by_scene}'"
+    ))
+    .await;
+    projection_ops::rebuild(&h.application.settings, "members", None).await.expect("rebuild");
+    assert_eq!(h.follow_rows().await, rows);
+    assert_clean(&h.reconcile(&t).await);
     h.finish().await;
 }

@@ -356,11 +356,19 @@ async fn member_list_and_daily_ops_come_from_the_read_models() {
         ("cash_debited_fen", "charge", 200),
         ("card_level_net", "gold", 2),
         ("card_level_net", "standard", 2),
+        // The subscribe registration is a follow; it has no attribution: `other`.
+        ("follows", "other", 1),
     ]);
     assert_eq!(totals(rows), want);
     assert_eq!(
         body["members_by_card_level"],
         json!([{"card_level": "gold", "members": 2}, {"card_level": "standard", "members": 2}])
+    );
+    let count =
+        |source: &str, follows: i64| json!({"source": source, "follows": follows, "unfollows": 0, "net": follows});
+    assert_eq!(
+        body["follows_by_source"],
+        json!([count("scene_qr", 0), count("referral", 0), count("other", 1), count("total", 1)])
     );
 
     // The same report as CSV.
@@ -373,6 +381,7 @@ async fn member_list_and_daily_ops_come_from_the_read_models() {
     assert_eq!(lines.next(), Some("day,metric,dimension,value"));
     let mut csv_rows = Vec::new();
     let mut levels = BTreeMap::new();
+    let mut follows_in_range = BTreeMap::new();
     for line in lines {
         let cells: Vec<&str> = line.split(',').collect();
         assert_eq!(cells.len(), 4, "{line}");
@@ -381,12 +390,16 @@ async fn member_list_and_daily_ops_come_from_the_read_models() {
         let value: i64 = cells[3].parse().expect("value");
         if cells[1] == "members_by_card_level" {
             levels.insert(cells[2].to_owned(), value);
+        } else if cells[1].ends_with("_in_range") {
+            follows_in_range.insert((cells[1].to_owned(), cells[2].to_owned()), value);
         } else {
             csv_rows.push((cells[1].to_owned(), cells[2].to_owned(), value));
         }
     }
     assert_eq!(totals(csv_rows.into_iter()), want);
     assert_eq!(levels, BTreeMap::from([("gold".to_owned(), 2), ("standard".to_owned(), 2)]));
+    assert_eq!(follows_in_range.len(), 12, "3 metrics x (3 sources + total): {follows_in_range:?}");
+    assert_eq!(follows_in_range[&("follows_net_in_range".to_owned(), "total".to_owned())], 1);
 
     // Tenant B's report holds only tenant B's figures.
     let (status, body) = h.get_json(&owner_b, &report).await;
@@ -405,6 +418,7 @@ async fn member_list_and_daily_ops_come_from_the_read_models() {
             ("points_granted", "", 999),
             ("cash_credited_fen", "deposit", 77),
             ("card_level_net", "gold", 1),
+            ("follows", "other", 1),
         ])
     );
 

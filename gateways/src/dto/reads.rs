@@ -17,6 +17,9 @@ use crate::error::ApiError;
 
 /// Default members of one page.
 pub const MEMBER_PAGE_DEFAULT: u32 = 50;
+/// Follow sources a member search may filter on (`rm_members.follow_source`).
+pub const FOLLOW_SOURCES: [&str; 3] = ["scene_qr", "referral", "other"];
+
 /// Rows of a member filter value (card level, source, ...) are short; longer is refused.
 pub const FILTER_TEXT_BYTES_MAX: usize = 128;
 
@@ -30,8 +33,12 @@ pub struct MemberListQuery {
     /// Exact WeChat openid.
     pub openid: Option<String>,
     pub card_level: Option<String>,
-    /// `subscribe`, `oauth` or `staff`.
+    /// Registration source: `subscribe`, `oauth` or `staff`.
     pub source: Option<String>,
+    /// Following the official account now: `true` or `false`.
+    pub followed: Option<bool>,
+    /// Source of the latest follow: `scene_qr`, `referral` or `other`.
+    pub follow_source: Option<String>,
     pub points_min: Option<i64>,
     pub points_max: Option<i64>,
     pub balance_min: Option<i64>,
@@ -89,6 +96,11 @@ impl MemberListQuery {
             .transpose()
             .map_err(|e| bad("invalid_card_level", e.to_string()))?;
         let source = bounded("source", self.source.as_deref())?.map(source_name).transpose()?;
+        let follow_source = match bounded("follow_source", self.follow_source.as_deref())? {
+            Some(v) if FOLLOW_SOURCES.contains(&v) => Some(v.to_owned()),
+            Some(_) => return Err(bad("invalid_follow_source", "follow_source must be scene_qr, referral or other")),
+            None => None,
+        };
         range("points", self.points_min, self.points_max)?;
         range("balance", self.balance_min, self.balance_max)?;
         let sort = match self.sort.as_deref().unwrap_or("registered_at") {
@@ -116,6 +128,8 @@ impl MemberListQuery {
             openid,
             card_level,
             source,
+            followed: self.followed,
+            follow_source,
             points_min: self.points_min,
             points_max: self.points_max,
             balance_fen_min: self.balance_min,
@@ -141,6 +155,14 @@ pub struct MemberSummaryDto {
     pub lifetime_points: i64,
     /// Sequence of the last event applied to this row.
     pub version: i64,
+    /// Following the official account now.
+    pub followed: bool,
+    /// What brought the latest follow: `scene_qr`, `referral` or `other`; absent when never followed.
+    pub follow_source: Option<String>,
+    /// The scene of the QR code of the latest follow (or of the registration).
+    pub scene: Option<String>,
+    /// The referring member of the latest follow (or of the registration).
+    pub referrer_id: Option<String>,
 }
 
 impl From<MemberRow> for MemberSummaryDto {
@@ -157,6 +179,10 @@ impl From<MemberRow> for MemberSummaryDto {
             balance_fen: m.balance_fen,
             lifetime_points: m.lifetime_points,
             version: m.version,
+            followed: m.followed,
+            follow_source: m.follow_source,
+            scene: m.scene,
+            referrer_id: m.referrer_id,
         }
     }
 }
@@ -222,9 +248,10 @@ impl ReportQuery {
 pub struct DailyOpsRowDto {
     pub day: NaiveDate,
     /// `registrations`, `points_granted`, `points_spent`, `points_deducted`, `points_expired`,
-    /// `cash_credited_fen`, `cash_debited_fen`, `card_level_net`.
+    /// `cash_credited_fen`, `cash_debited_fen`, `card_level_net`, `follows`, `unfollows`.
     pub metric: String,
-    /// Registration source, cash kind (`deposit`, `recharge`, `refund`, `charge`) or card level;
+    /// Registration source, cash kind (`deposit`, `recharge`, `refund`, `charge`,
+    /// `recharge_reversal`), card level or follow source (`scene_qr`, `referral`, `other`);
     /// empty when the metric has none.
     pub dimension: String,
     pub value: i64,
@@ -236,6 +263,47 @@ pub struct CardLevelCount {
     pub members: i64,
 }
 
+/// Follows of the official account over the whole range, for one follow source or `total`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FollowCount {
+    /// `scene_qr`, `referral`, `other` or `total`.
+    pub source: String,
+    pub follows: i64,
+    pub unfollows: i64,
+    /// `follows - unfollows`.
+    pub net: i64,
+}
+
+/// The `source` of the sum over all follow sources in [`FollowCount`].
+pub const FOLLOW_TOTAL: &str = "total";
+
+impl FollowCount {
+    /// Sums the `follows` / `unfollows` rows per source (every source listed, then `total`).
+    fn of(rows: &[DailyOpsRowDto]) -> Vec<Self> {
+        let mut counts: Vec<Self> = FOLLOW_SOURCES
+            .iter()
+            .chain([&FOLLOW_TOTAL])
+            .map(|s| Self { source: (*s).to_owned(), follows: 0, unfollows: 0, net: 0 })
+            .collect();
+        for row in rows {
+            let follows = match row.metric.as_str() {
+                "follows" => true,
+                "unfollows" => false,
+                _ => continue,
+            };
+            for count in counts.iter_mut().filter(|c| c.source == row.dimension || c.source == FOLLOW_TOTAL) {
+                if follows {
+                    count.follows = count.follows.saturating_add(row.value);
+                } else {
+                    count.unfollows = count.unfollows.saturating_add(row.value);
+                }
+                count.net = count.follows.saturating_sub(count.unfollows);
+            }
+        }
+        counts
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DailyOpsReportDto {
     pub from: NaiveDate,
@@ -244,18 +312,22 @@ pub struct DailyOpsReportDto {
     pub rows: Vec<DailyOpsRowDto>,
     /// Members per card level at the end of `to`.
     pub members_by_card_level: Vec<CardLevelCount>,
+    /// Follows, unfollows and net over the range per follow source, then in `total`.
+    pub follows_by_source: Vec<FollowCount>,
 }
 
 impl DailyOpsReportDto {
     pub fn new(from: NaiveDate, to: NaiveDate, report: DailyOpsReport) -> Self {
+        let rows: Vec<DailyOpsRowDto> = report
+            .rows
+            .into_iter()
+            .map(|r| DailyOpsRowDto { day: r.day, metric: r.metric, dimension: r.dimension, value: r.value })
+            .collect();
         Self {
             from,
             to,
-            rows: report
-                .rows
-                .into_iter()
-                .map(|r| DailyOpsRowDto { day: r.day, metric: r.metric, dimension: r.dimension, value: r.value })
-                .collect(),
+            follows_by_source: FollowCount::of(&rows),
+            rows,
             members_by_card_level: report
                 .members_by_card_level
                 .into_iter()
@@ -265,12 +337,22 @@ impl DailyOpsReportDto {
     }
 
     /// `day,metric,dimension,value` with a header row; the members per card level
-    /// follow as rows of metric `members_by_card_level` on day `to`.
+    /// follow as rows of metric `members_by_card_level` on day `to`, then the
+    /// range's follows as rows of `follows_in_range`, `unfollows_in_range` and
+    /// `follows_net_in_range` on day `to` (dimension: follow source or `total`).
     pub fn to_csv(&self) -> String {
         let mut csv = String::from("day,metric,dimension,value\r\n");
         let levels =
             self.members_by_card_level.iter().map(|c| (self.to, "members_by_card_level", &c.card_level, c.members));
-        let rows = self.rows.iter().map(|r| (r.day, r.metric.as_str(), &r.dimension, r.value)).chain(levels);
+        let follows = self.follows_by_source.iter().flat_map(|c| {
+            [
+                (self.to, "follows_in_range", &c.source, c.follows),
+                (self.to, "unfollows_in_range", &c.source, c.unfollows),
+                (self.to, "follows_net_in_range", &c.source, c.net),
+            ]
+        });
+        let rows =
+            self.rows.iter().map(|r| (r.day, r.metric.as_str(), &r.dimension, r.value)).chain(levels).chain(follows);
         for (day, metric, dimension, value) in rows {
             csv.push_str(&format!("{day},{},{},{value}\r\n", csv_text(metric), csv_text(dimension)));
         }
@@ -292,6 +374,8 @@ fn csv_text(value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use wxcm_commands::ports::DailyOpsRow;
+
     use super::*;
 
     #[test]
@@ -306,6 +390,14 @@ mod tests {
         assert_eq!(code(MemberListQuery { sort: Some("name".into()), ..Default::default() }), "invalid_sort");
         assert_eq!(code(MemberListQuery { order: Some("up".into()), ..Default::default() }), "invalid_order");
         assert_eq!(code(MemberListQuery { source: Some("mall".into()), ..Default::default() }), "invalid_source");
+        assert_eq!(
+            code(MemberListQuery { follow_source: Some("poster".into()), ..Default::default() }),
+            "invalid_follow_source"
+        );
+        let s = MemberListQuery { follow_source: Some("scene_qr".into()), followed: Some(false), ..Default::default() }
+            .search()
+            .unwrap();
+        assert_eq!((s.filter.follow_source.as_deref(), s.filter.followed), (Some("scene_qr"), Some(false)));
         assert_eq!(
             code(MemberListQuery { points_min: Some(5), points_max: Some(4), ..Default::default() }),
             "invalid_range"
@@ -333,6 +425,40 @@ mod tests {
         assert_eq!(q("2025-13-01", "2025-01-01", None).validate().unwrap_err().code(), "invalid_date");
         assert_eq!(q("2025-1-1", "2025-01-01", None).validate().unwrap_err().code(), "invalid_date");
         assert_eq!(q("2025-01-01", "2025-01-01", Some("xml")).validate().unwrap_err().code(), "invalid_format");
+    }
+
+    #[test]
+    fn follows_are_summed_per_source_and_in_total() {
+        let day = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
+        let row = |metric: &str, dimension: &str, value| DailyOpsRow {
+            day,
+            metric: metric.into(),
+            dimension: dimension.into(),
+            value,
+        };
+        let report = DailyOpsReport {
+            rows: vec![
+                row("follows", "scene_qr", 3),
+                row("follows", "referral", 2),
+                row("unfollows", "scene_qr", 1),
+                row("registrations", "subscribe", 5),
+            ],
+            members_by_card_level: Vec::new(),
+        };
+        let dto = DailyOpsReportDto::new(day, day, report);
+        let count = |source: &str, follows, unfollows| FollowCount {
+            source: source.into(),
+            follows,
+            unfollows,
+            net: follows - unfollows,
+        };
+        assert_eq!(
+            dto.follows_by_source,
+            vec![count("scene_qr", 3, 1), count("referral", 2, 0), count("other", 0, 0), count("total", 5, 1)]
+        );
+        let csv = dto.to_csv();
+        assert!(csv.contains("2026-03-01,follows_net_in_range,scene_qr,2\r\n"), "{csv}");
+        assert!(csv.contains("2026-03-01,follows_net_in_range,total,4\r\n"), "{csv}");
     }
 
     #[test]

@@ -48,7 +48,7 @@ pub async fn get_member(
     responses(
         (status = 200, description = "One page of members", body = MemberListPage),
         (status = 400, description = "`invalid_query`, `invalid_card_no`, `invalid_openid`, `invalid_card_level`, \
-`invalid_source`, `invalid_range`, `invalid_sort`, `invalid_order`, `invalid_limit`, `invalid_after`", body = ErrorBody),
+`invalid_source`, `invalid_follow_source`, `invalid_range`, `invalid_sort`, `invalid_order`, `invalid_limit`, `invalid_after`", body = ErrorBody),
         (status = 403, description = "`forbidden`", body = ErrorBody),
     ))]
 #[instrument(skip_all, fields(tenant = %auth.session.tenant_id, username = %auth.session.username))]

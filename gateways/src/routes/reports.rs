@@ -14,14 +14,20 @@ use crate::permissions::perm;
 use crate::state::AppState;
 
 /// Daily operations: registrations by source, points granted, spent, deducted
-/// and expired, cash credited and debited, card level changes, and members per
-/// card level at the end of the range.
+/// and expired, cash credited and debited (recharges reversed by WeChat Pay
+/// refunds are debits of kind `recharge_reversal`), card level changes, members
+/// per card level at the end of the range, and follows of the official account:
+/// `follows` by follow source (`scene_qr`, `referral`, `other`; a registration by
+/// a subscribe is a follow with its attribution), `unfollows` by the follow
+/// source the member had, and per source and in total over the range
+/// (`follows_by_source`: follows, unfollows, net = follows - unfollows).
 #[utoipa::path(get, path = "/admin/api/v1/reports/daily-ops", tag = "reports",
     security(("bearer" = [])),
     params(ReportQuery),
     responses(
         (status = 200, description = "The report; CSV has the header `day,metric,dimension,value` and the members \
-per card level as rows of metric `members_by_card_level` on day `to`",
+per card level as rows of metric `members_by_card_level` on day `to`, then `follows_by_source` as rows of metrics \
+`follows_in_range`, `unfollows_in_range` and `follows_net_in_range` on day `to` (dimension: follow source or `total`)",
             content((DailyOpsReportDto = "application/json"), (String = "text/csv"))),
         (status = 400, description = "`invalid_query`, `invalid_date`, `invalid_range` (more than 366 days or \
 `to` before `from`), `invalid_format`", body = ErrorBody),
