@@ -42,6 +42,7 @@ bench: services
 	cargo build --release -p wxcm-infra --bin wxcm
 	$(CARGO_TARGET_DIR)/release/wxcm bench ledger
 	$(CARGO_TARGET_DIR)/release/wxcm bench pipeline
+	$(CARGO_TARGET_DIR)/release/wxcm bench gateway
 
 fmt:
 	cargo fmt --all

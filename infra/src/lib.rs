@@ -4,6 +4,7 @@
 pub mod app;
 pub mod audit;
 pub mod bench;
+pub mod bench_gateway;
 pub mod bench_pipeline;
 pub mod config;
 pub mod hashchain;

@@ -151,6 +151,8 @@ enum BenchCommand {
     Ledger(wxcm_infra::bench::LedgerBenchArgs),
     /// End-to-end lag (commit → read model) at a fixed rate, and rebuild throughput.
     Pipeline(wxcm_infra::bench_pipeline::PipelineBenchArgs),
+    /// WeChat subscribe callbacks through the full path at a fixed rate and at saturation, next to `/healthz`.
+    Gateway(wxcm_infra::bench_gateway::GatewayBenchArgs),
 }
 
 fn init_tracing(format: LogFormat) {
@@ -275,6 +277,9 @@ async fn main() -> Result<()> {
         }
         Command::Bench { command: BenchCommand::Pipeline(args) } => {
             wxcm_infra::bench_pipeline::bench_pipeline(&settings, args).await
+        }
+        Command::Bench { command: BenchCommand::Gateway(args) } => {
+            wxcm_infra::bench_gateway::bench_gateway(&settings, args).await
         }
     }
 }

@@ -25,6 +25,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 mod api;
+pub mod callbacks;
 mod control;
 mod state;
 
@@ -100,6 +101,8 @@ pub fn router(config: SandboxConfig) -> Router {
         .route("/sandbox/component/ticket", post(control::component_ticket))
         .route("/sandbox/component/authorizations", post(control::mint_authorization))
         .route("/sandbox/qrcodes/{ticket}", get(control::qrcode))
+        .route("/sandbox/callbacks/push", post(callbacks::push))
+        .route("/sandbox/callbacks/component", post(callbacks::push_component))
         .fallback(api::unknown_api)
         .layer(axum::middleware::from_fn_with_state(shared.clone(), control::record_and_inject))
         .layer(DefaultBodyLimit::max(SANDBOX_BODY_BYTES_MAX))
