@@ -125,7 +125,7 @@ impl wxcm_gateways::WechatOutbound for TicketRecorder {
         self.tickets.lock().map_err(|e| e.to_string())?.push(ticket.to_owned());
         Ok(())
     }
-    async fn query_auth(&self, _: &str) -> Result<(String, String), String> {
+    async fn query_auth(&self, _: &str) -> Result<(String, wxcm_domain::tenant::SealedSecret), String> {
         Err("not used".into())
     }
     async fn forget_authorizer(&self, _: &AppId) -> Result<(), String> {
