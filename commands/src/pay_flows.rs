@@ -640,6 +640,38 @@ pub async fn order_detail(app: &App, tenant: &TenantId, order_id: &OutTradeNo) -
     Ok(OrderDetail { order, notifications })
 }
 
+/// The PEM public key of WeChat Pay's platform certificate `serial` for `mch_id`
+/// (stored in the tenant's shard).
+pub async fn platform_key_pem(
+    app: &App,
+    tenant: &TenantId,
+    mch_id: &str,
+    serial: &str,
+) -> Result<Option<String>, PayFlowError> {
+    let shard = app.router.route(tenant).map_err(|e| PayFlowError::Retry(e.to_string()))?;
+    Ok(shard.pay.platform_key(mch_id, serial).await?)
+}
+
+/// Registers a platform key (operators, tests with the simulator's key).
+pub async fn put_platform_key(
+    app: &App,
+    tenant: &TenantId,
+    mch_id: &str,
+    serial: &str,
+    public_key_pem: &str,
+) -> Result<(), PayFlowError> {
+    if mch_id.is_empty()
+        || mch_id.len() > 32
+        || serial.is_empty()
+        || serial.len() > 128
+        || public_key_pem.len() > 16_384
+    {
+        return Err(PayFlowError::Refused("platform key fields out of bounds".into()));
+    }
+    let shard = app.router.route(tenant).map_err(|e| PayFlowError::Retry(e.to_string()))?;
+    Ok(shard.pay.put_platform_key(mch_id, serial, public_key_pem).await?)
+}
+
 /// Records a notification in the tenant's shard; failures are logged, never fatal
 /// (the record is for people, the order's events are the truth).
 pub async fn record_notification(app: &App, tenant: &TenantId, record: &NotificationRecord) {

@@ -57,7 +57,7 @@ pub mod wechat_api;
 pub mod wechat_edge;
 
 use ratelimit::LoginLimiter;
-use routes::{health, members, reports, session, tenant, wechat_callback};
+use routes::{health, members, pay_notify, reports, session, tenant, wechat_callback};
 use state::{AppSessions, AppState, SessionResolver};
 pub use wechat_edge::{ComponentCredentials, WechatEdge, WechatOutbound, WechatSettings};
 
@@ -178,9 +178,16 @@ fn build_with(
         .route("/component/mp/{appid}", post(wechat_callback::receive_component))
         .route("/component/events", post(wechat_callback::component_events))
         .layer(DefaultBodyLimit::max(wechat.settings.body_bytes_max.saturating_add(1)));
+    // Pay notification bodies are bounded again (with Pay-style answers) in the handlers.
+    let pay_notifications = Router::new()
+        .route("/v2/{appid}", post(pay_notify::notify_v2))
+        .route("/v3/{appid}", post(pay_notify::notify_v3))
+        .route("/refund/{appid}", post(pay_notify::notify_refund_v2))
+        .layer(DefaultBodyLimit::max(pay_notify::PAY_NOTIFY_BODY_BYTES_MAX.saturating_add(1)));
     Router::new()
         .route("/healthz", get(health::healthz))
         .nest("/wechat", callbacks)
+        .nest("/pay/notify", pay_notifications)
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(health::openapi))
         .nest(ADMIN_API_PREFIX, admin)

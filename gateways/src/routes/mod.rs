@@ -2,6 +2,7 @@
 
 pub mod health;
 pub mod members;
+pub mod pay_notify;
 pub mod reports;
 pub mod session;
 pub mod tenant;
