@@ -24,12 +24,18 @@ use wxcm_commands::CommandContext;
 use wxcm_domain::member::{CardLevel, Provenance, RegistrationSource};
 use wxcm_domain::payment::{PaidVia, PayApiVersion, PaymentCommand, PaymentStatus};
 use wxcm_domain::{Actor, AmountFen, AppId, IdempotencyKey, MemberId, OpenId, OutTradeNo, PayRef, Reference, TenantId};
+use wxcm_gateways::pay::{v2, v3};
 use wxcm_infra::app::Role;
-use wxcm_tests::{build, fresh_settings, TestClock};
+use wxcm_tests::{build, fresh_settings, spawn_app_on, TestClock};
 
 const APPID: &str = "wx0123456789abcdef";
 const MCH_ID: &str = "1900000109";
 const AMOUNT_FEN: i64 = 1_000;
+const API_V2_KEY: &str = "192006250b4c09247ec02edce69f6a2d";
+const API_V3_KEY: &str = "0123456789abcdef0123456789abcdef";
+const PLATFORM_SERIAL: &str = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1";
+const PLATFORM_PRIVATE_PEM: &str = include_str!("../../gateways/src/pay/testdata/platform_private.pem");
+const PLATFORM_PUBLIC_PEM: &str = include_str!("../../gateways/src/pay/testdata/platform_public.pem");
 
 fn ctx(tenant: &TenantId) -> CommandContext {
     let key = IdempotencyKey::parse(&format!("test-{}", uuid::Uuid::new_v4())).unwrap();
@@ -49,8 +55,8 @@ async fn setup(app: &App, name: &str) -> (TenantId, MemberId, OpenId) {
         app_secret: "secret".into(),
         pay: Some(PayInput {
             mch_id: MCH_ID.into(),
-            api_v2_key: Some("192006250b4c09247ec02edce69f6a2d".into()),
-            api_v3_key: None,
+            api_v2_key: Some(API_V2_KEY.into()),
+            api_v3_key: Some(API_V3_KEY.into()),
             merchant_cert_serial: None,
             merchant_private_key: None,
         }),
@@ -342,4 +348,149 @@ async fn reconciliation_recovers_a_lost_notification_and_closes_expired_orders()
     assert_eq!(pay_flows::reconcile_order(&app, pay.as_ref(), &tenant, &lost_id).await.unwrap(), Reconciled::Paid);
     assert_eq!(balance(&app, &tenant, member).await, AMOUNT_FEN);
     assert_eq!(credits(&app, &tenant, member).await, 1);
+}
+
+fn v2_paid_xml(order: &OutTradeNo, total_fen: i64, mch_id: &str, appid: &str, sign_type: v2::SignType) -> String {
+    let mut fields = std::collections::BTreeMap::from([
+        ("return_code".to_owned(), "SUCCESS".to_owned()),
+        ("result_code".to_owned(), "SUCCESS".to_owned()),
+        ("appid".to_owned(), appid.to_owned()),
+        ("mch_id".to_owned(), mch_id.to_owned()),
+        ("nonce_str".to_owned(), "5K8264ILTKCH16CQ2502SI8ZNMTM67VS".to_owned()),
+        ("openid".to_owned(), "oPay_member_0001".to_owned()),
+        ("out_trade_no".to_owned(), order.to_string()),
+        ("transaction_id".to_owned(), format!("42000{}", order.as_str())),
+        ("total_fee".to_owned(), total_fen.to_string()),
+        ("cash_fee".to_owned(), total_fen.to_string()),
+        ("fee_type".to_owned(), "CNY".to_owned()),
+        ("trade_type".to_owned(), "JSAPI".to_owned()),
+        ("time_end".to_owned(), "20260310103000".to_owned()),
+    ]);
+    if sign_type == v2::SignType::HmacSha256 {
+        fields.insert(v2::SIGN_TYPE_FIELD.into(), sign_type.as_str().into());
+    }
+    let sign = v2::sign(&fields, API_V2_KEY, sign_type);
+    fields.insert(v2::SIGN_FIELD.into(), sign);
+    v2::build_xml(&fields)
+}
+
+async fn post_v2(http: &reqwest::Client, url: &str, body: String) -> String {
+    http.post(url).body(body).send().await.unwrap().text().await.unwrap()
+}
+
+#[tokio::test]
+async fn v2_notifications_apply_once_and_refuse_bad_input() {
+    let t = spawn_app_on(fresh_settings(1).await).await;
+    let app = t.app.clone();
+    let (tenant, member, openid) = setup(&app, "pay-http-v2").await;
+    let order = create_order(&app, &tenant, member, &openid, 5).await;
+    let url = t.url(&format!("/pay/notify/v2/{APPID}"));
+    let md5 = v2::SignType::Md5;
+    let good = v2_paid_xml(&order, AMOUNT_FEN, MCH_ID, APPID, md5);
+    let refused = [
+        ("total differs", v2_paid_xml(&order, AMOUNT_FEN + 1, MCH_ID, APPID, md5)),
+        ("wrong mch_id", v2_paid_xml(&order, AMOUNT_FEN, "1900000999", APPID, md5)),
+        ("wrong appid", v2_paid_xml(&order, AMOUNT_FEN, MCH_ID, "wx9999999999999999", md5)),
+        ("bad signature", good.replace("<total_fee><![CDATA[1000]]>", "<total_fee><![CDATA[1]]>")),
+        (
+            "doctype",
+            format!("<!DOCTYPE xml [<!ENTITY x SYSTEM \"file:///etc/passwd\">]>{}", good.replace("JSAPI", "&x;")),
+        ),
+    ];
+    for (what, body) in refused {
+        let reply = post_v2(&t.http, &url, body).await;
+        assert!(reply.contains("FAIL"), "{what}: {reply}");
+    }
+    assert_eq!(payments::get(&app, &tenant, &order).await.unwrap().status, PaymentStatus::Created);
+    assert_eq!(balance(&app, &tenant, member).await, 0);
+    // An unknown account's notification is refused too.
+    let reply = post_v2(&t.http, &t.url("/pay/notify/v2/wx1111111111111111"), good.clone()).await;
+    assert!(reply.contains("FAIL"));
+
+    // 20 concurrent duplicates (MD5 and HMAC-SHA256 signed): one credit, every reply SUCCESS.
+    let hmac = v2_paid_xml(&order, AMOUNT_FEN, MCH_ID, APPID, v2::SignType::HmacSha256);
+    let replies = futures::future::join_all((0..20).map(|i| {
+        let body = if i % 2 == 0 { good.clone() } else { hmac.clone() };
+        post_v2(&t.http, &url, body)
+    }))
+    .await;
+    for reply in replies {
+        assert_eq!(reply, v2::REPLY_SUCCESS);
+    }
+    assert_eq!(balance(&app, &tenant, member).await, AMOUNT_FEN);
+    assert_eq!(credits(&app, &tenant, member).await, 1);
+    let detail = pay_flows::order_detail(&app, &tenant, &order).await.unwrap();
+    assert!(detail.notifications.len() >= 24, "every notification recorded: {}", detail.notifications.len());
+    assert!(detail.notifications.iter().any(|n| !n.verified && n.outcome == "refused"));
+    t.stop().await;
+}
+
+fn v3_paid_body(order: &OutTradeNo, total_fen: i64) -> Vec<u8> {
+    let resource = serde_json::json!({
+        "appid": APPID, "mchid": MCH_ID, "out_trade_no": order.as_str(),
+        "transaction_id": format!("43000{}", order.as_str()), "trade_type": "JSAPI", "trade_state": "SUCCESS",
+        "success_time": "2026-03-10T10:30:00+08:00",
+        "amount": { "total": total_fen, "payer_total": total_fen, "currency": "CNY", "payer_currency": "CNY" },
+        "payer": { "openid": "oPay_member_0001" }
+    });
+    let key = v3::api_v3_key(API_V3_KEY).unwrap();
+    let nonce = "fdasflkja484";
+    let ciphertext = v3::encrypt_resource(&key, nonce, "transaction", resource.to_string().as_bytes()).unwrap();
+    serde_json::to_vec(&serde_json::json!({
+        "id": format!("EV-{}", order.as_str()), "create_time": "2026-03-10T10:30:01+08:00",
+        "event_type": "TRANSACTION.SUCCESS", "resource_type": "encrypt-resource", "summary": "ok",
+        "resource": { "algorithm": "AEAD_AES_256_GCM", "ciphertext": ciphertext, "associated_data": "transaction",
+                      "original_type": "transaction", "nonce": nonce }
+    }))
+    .unwrap()
+}
+
+async fn post_v3(http: &reqwest::Client, url: &str, body: Vec<u8>, timestamp: i64, probe: bool) -> u16 {
+    let key = v3::load_private_key_pem(PLATFORM_PRIVATE_PEM).unwrap();
+    let ts = timestamp.to_string();
+    let nonce = "593BEC0C930BF1AFEB40B4A08C8FB242";
+    let signature = if probe {
+        format!("{}{}", v3::SIGNTEST_PREFIX, "x")
+    } else {
+        v3::sign_message(&key, &ts, nonce, &body).unwrap()
+    };
+    http.post(url)
+        .header("Wechatpay-Timestamp", ts)
+        .header("Wechatpay-Nonce", nonce)
+        .header("Wechatpay-Signature", signature)
+        .header("Wechatpay-Serial", PLATFORM_SERIAL)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn v3_notifications_apply_once_and_refuse_bad_input() {
+    let t = spawn_app_on(fresh_settings(1).await).await;
+    let app = t.app.clone();
+    let (tenant, member, openid) = setup(&app, "pay-http-v3").await;
+    pay_flows::put_platform_key(&app, &tenant, MCH_ID, PLATFORM_SERIAL, PLATFORM_PUBLIC_PEM).await.unwrap();
+    let order = create_order(&app, &tenant, member, &openid, 6).await;
+    let url = t.url(&format!("/pay/notify/v3/{APPID}"));
+    let now = app.clock.now().timestamp();
+    let good = v3_paid_body(&order, AMOUNT_FEN);
+    assert_eq!(post_v3(&t.http, &url, good.clone(), now - 400, false).await, 400, "stale timestamp");
+    assert_eq!(post_v3(&t.http, &url, good.clone(), now, true).await, 400, "SIGNTEST probe");
+    assert_eq!(post_v3(&t.http, &url, v3_paid_body(&order, AMOUNT_FEN + 1), now, false).await, 400, "total differs");
+    let mut tampered = good.clone();
+    let at = tampered.len() / 2;
+    tampered[at] ^= 1;
+    assert_eq!(post_v3(&t.http, &url, tampered, now, false).await, 400, "body changed after signing");
+    assert_eq!(payments::get(&app, &tenant, &order).await.unwrap().status, PaymentStatus::Created);
+    assert_eq!(balance(&app, &tenant, member).await, 0);
+
+    let statuses = futures::future::join_all((0..20).map(|_| post_v3(&t.http, &url, good.clone(), now, false))).await;
+    assert!(statuses.iter().all(|s| *s == 204), "{statuses:?}");
+    assert_eq!(balance(&app, &tenant, member).await, AMOUNT_FEN);
+    assert_eq!(credits(&app, &tenant, member).await, 1);
+    t.stop().await;
 }
