@@ -57,7 +57,7 @@ pub mod wechat_api;
 pub mod wechat_edge;
 
 use ratelimit::LoginLimiter;
-use routes::{health, members, pay_notify, reports, session, tenant, wechat_callback};
+use routes::{health, members, pay_notify, payments, reports, session, tenant, wechat_callback};
 use state::{AppSessions, AppState, SessionResolver};
 pub use wechat_edge::{ComponentCredentials, WechatEdge, WechatOutbound, WechatSettings};
 
@@ -165,6 +165,8 @@ fn build_with(
         .route("/members/{member_id}/card-level", put(members::set_card_level))
         .route("/members/{member_id}/ledger", get(members::ledger))
         .route("/reports/daily-ops", get(reports::daily_ops))
+        .route("/payments", get(payments::list_payments))
+        .route("/payments/{order_id}", get(payments::get_payment))
         .route("/tenant", get(tenant::get_tenant))
         .route("/tenant/official-accounts/{appid}", put(tenant::bind_official_account));
     let timeout = Duration::from_millis(settings.request_timeout_ms);

@@ -25,11 +25,13 @@ pub enum Permission {
     TenantSettings,
     /// Read reports (daily operations).
     ReportRead,
+    /// Read payment orders and their notifications.
+    PaymentRead,
 }
 
 impl Permission {
     #[cfg(test)]
-    pub const ALL: [Permission; 12] = [
+    pub const ALL: [Permission; 13] = [
         Permission::MemberRead,
         Permission::MemberRegister,
         Permission::PointsGrant,
@@ -42,6 +44,7 @@ impl Permission {
         Permission::TenantRead,
         Permission::TenantSettings,
         Permission::ReportRead,
+        Permission::PaymentRead,
     ];
 
     /// What the permission lets one do, for error messages.
@@ -59,6 +62,7 @@ impl Permission {
             Permission::TenantRead => "read tenant settings",
             Permission::TenantSettings => "change tenant settings",
             Permission::ReportRead => "read reports",
+            Permission::PaymentRead => "read payment orders",
         }
     }
 }
@@ -73,7 +77,9 @@ pub fn allowed(role: Role, permission: Permission) -> bool {
         Role::Staff => {
             matches!(permission, P::MemberRead | P::MemberRegister | P::CashDeposit | P::CashCharge | P::LedgerRead)
         }
-        Role::Auditor => matches!(permission, P::MemberRead | P::LedgerRead | P::TenantRead | P::ReportRead),
+        Role::Auditor => {
+            matches!(permission, P::MemberRead | P::LedgerRead | P::TenantRead | P::ReportRead | P::PaymentRead)
+        }
     }
 }
 
@@ -116,6 +122,7 @@ pub mod perm {
         TenantRead,
         TenantSettings,
         ReportRead,
+        PaymentRead,
     );
 }
 
@@ -127,7 +134,7 @@ mod tests {
     fn the_whole_matrix() {
         use Permission as P;
         // Columns: owner, manager, staff, auditor.
-        let table: [(Permission, [bool; 4]); 12] = [
+        let table: [(Permission, [bool; 4]); 13] = [
             (P::MemberRead, [true, true, true, true]),
             (P::MemberRegister, [true, true, true, false]),
             (P::PointsGrant, [true, true, false, false]),
@@ -140,6 +147,7 @@ mod tests {
             (P::TenantRead, [true, true, false, true]),
             (P::TenantSettings, [true, false, false, false]),
             (P::ReportRead, [true, true, false, true]),
+            (P::PaymentRead, [true, true, false, true]),
         ];
         let roles = [Role::Owner, Role::Manager, Role::Staff, Role::Auditor];
         for (permission, expected) in table {
@@ -157,7 +165,11 @@ mod tests {
         let writes = Permission::ALL.into_iter().filter(|p| {
             !matches!(
                 p,
-                Permission::MemberRead | Permission::LedgerRead | Permission::TenantRead | Permission::ReportRead
+                Permission::MemberRead
+                    | Permission::LedgerRead
+                    | Permission::TenantRead
+                    | Permission::ReportRead
+                    | Permission::PaymentRead
             )
         });
         for p in writes {

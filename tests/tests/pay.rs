@@ -18,7 +18,7 @@ use wxcm_commands::pay_port::{
     RemoteTradeState,
 };
 use wxcm_commands::payments;
-use wxcm_commands::ports::App;
+use wxcm_commands::ports::{App, Role as Role2};
 use wxcm_commands::tenants::{self, AccountInput, PayInput};
 use wxcm_commands::CommandContext;
 use wxcm_domain::member::{CardLevel, Provenance, RegistrationSource};
@@ -422,6 +422,51 @@ async fn v2_notifications_apply_once_and_refuse_bad_input() {
     let detail = pay_flows::order_detail(&app, &tenant, &order).await.unwrap();
     assert!(detail.notifications.len() >= 24, "every notification recorded: {}", detail.notifications.len());
     assert!(detail.notifications.iter().any(|n| !n.verified && n.outcome == "refused"));
+
+    // Admin API: auditors read the list (filtered by state) and the detail; staff may not.
+    for (username, role) in [("auditor1", Role2::Auditor), ("staff1", Role2::Staff)] {
+        wxcm_commands::auth::create_admin(&app, &tenant, username, "correct horse battery", role).await.unwrap();
+    }
+    let login = |username: &'static str| {
+        let (http, url, tenant) = (t.http.clone(), t.url("/admin/api/v1/login"), tenant.to_string());
+        async move {
+            let body =
+                serde_json::json!({"tenant_id": tenant, "username": username, "password": "correct horse battery"});
+            let res: serde_json::Value = http.post(url).json(&body).send().await.unwrap().json().await.unwrap();
+            res["token"].as_str().unwrap().to_owned()
+        }
+    };
+    let auditor = login("auditor1").await;
+    let list: serde_json::Value = t
+        .http
+        .get(t.url("/admin/api/v1/payments?state=paid"))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["orders"][0]["order_id"], order.as_str(), "{list}");
+    let res = t.http.get(t.url(&format!("/admin/api/v1/payments/{order}"))).bearer_auth(&auditor).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let detail: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(detail["order"]["status"], "paid");
+    assert!(detail["notifications"].as_array().unwrap().len() >= 24);
+    let none: serde_json::Value = t
+        .http
+        .get(t.url("/admin/api/v1/payments?state=created"))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(none["orders"].as_array().unwrap().len(), 0);
+    let staff = login("staff1").await;
+    let res = t.http.get(t.url("/admin/api/v1/payments")).bearer_auth(&staff).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 403);
     t.stop().await;
 }
 

@@ -3,6 +3,7 @@
 pub mod health;
 pub mod members;
 pub mod pay_notify;
+pub mod payments;
 pub mod reports;
 pub mod session;
 pub mod tenant;
