@@ -12,6 +12,8 @@
 //! Pay simulator sends exactly what the real Pay sends and the tests run both
 //! directions. Errors never carry key material.
 
+pub mod client;
+pub mod sandbox;
 pub mod v2;
 pub mod v3;
 
