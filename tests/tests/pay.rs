@@ -539,3 +539,52 @@ async fn v3_notifications_apply_once_and_refuse_bad_input() {
     assert_eq!(credits(&app, &tenant, member).await, 1);
     t.stop().await;
 }
+
+/// OAuth as a table: code `code-<openid>` → that openid.
+struct FakeOauth;
+
+#[async_trait]
+impl pay_flows::OauthExchange for FakeOauth {
+    async fn openid_for_code(&self, _: &AppId, code: &str) -> Result<OpenId, pay_flows::PayFlowError> {
+        let openid = code.strip_prefix("code-").ok_or_else(|| pay_flows::PayFlowError::Refused("bad code".into()))?;
+        OpenId::parse(openid).map_err(|e| pay_flows::PayFlowError::Refused(e.to_string()))
+    }
+}
+
+#[tokio::test]
+async fn oauth_sessions_find_or_register_the_member_and_see_only_its_orders() {
+    let clock = Arc::new(TestClock::default());
+    let a = build(fresh_settings(1).await, Role::Api, clock).await;
+    let app = a.app.clone();
+    let (tenant, member, _) = setup(&app, "pay-oauth").await;
+    let directory = wxcm_commands::wechat::AccountDirectory::default();
+    let appid = AppId::parse(APPID).unwrap();
+    let (token, session) =
+        pay_flows::member_login(&app, &directory, &FakeOauth, &appid, "code-oPay_member_0001").await.unwrap();
+    assert_eq!((session.member_id, &session.tenant_id), (member, &tenant), "the existing member");
+    let found = pay_flows::member_session(&app, &token).await.unwrap().expect("live session");
+    assert_eq!((found.member_id, found.openid.clone()), (member, session.openid.clone()));
+    assert_eq!(pay_flows::member_session(&app, &format!("{token}x")).await.unwrap(), None);
+    assert_eq!(pay_flows::member_session(&app, "nonsense").await.unwrap(), None);
+    let (_, newcomer) =
+        pay_flows::member_login(&app, &directory, &FakeOauth, &appid, "code-oPay_member_0002").await.unwrap();
+    assert_ne!(newcomer.member_id, member, "a new member registered through OAuth");
+    assert!(pay_flows::member_login(&app, &directory, &FakeOauth, &appid, "bad").await.unwrap_err().is_permanent());
+    let unknown = AppId::parse("wx1111111111111111").unwrap();
+    assert!(pay_flows::member_login(&app, &directory, &FakeOauth, &unknown, "code-oX12345").await.is_err());
+
+    let request = pay_flows::RechargeRequest {
+        member_id: member,
+        appid: appid.clone(),
+        openid: session.openid.clone(),
+        amount_fen: AmountFen::new(AMOUNT_FEN).unwrap(),
+        api: PayApiVersion::V3,
+        notify_url: "https://example.test/pay/notify/v3/wx0123456789abcdef".into(),
+        client_ip: "127.0.0.1".into(),
+    };
+    let created =
+        pay_flows::create_recharge(&app, &FakePay::default(), &tenant, &request, &ctx(&tenant)).await.unwrap();
+    let id = created.order.order_id.clone();
+    assert!(pay_flows::member_order(&app, &tenant, &member, &id).await.is_ok());
+    assert!(pay_flows::member_order(&app, &tenant, &newcomer.member_id, &id).await.is_err(), "not another's");
+}
