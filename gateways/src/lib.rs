@@ -57,7 +57,8 @@ pub mod wechat_api;
 pub mod wechat_edge;
 
 use ratelimit::LoginLimiter;
-use routes::{health, members, pay_notify, payments, reports, session, tenant, wechat_callback};
+pub use routes::member_api::MemberPorts;
+use routes::{health, member_api, members, pay_notify, payments, reports, session, tenant, wechat_callback};
 use state::{AppSessions, AppState, SessionResolver};
 pub use wechat_edge::{ComponentCredentials, WechatEdge, WechatOutbound, WechatSettings};
 
@@ -111,8 +112,19 @@ pub fn router_with(
     settings: HttpSettings,
     wechat: Arc<WechatEdge>,
 ) -> Router {
+    router_with_member(app, readiness, settings, wechat, MemberPorts::default())
+}
+
+/// [`router_with`] plus the member API's ports (OAuth, Pay, notify base URL).
+pub fn router_with_member(
+    app: Arc<wxcm_commands::App>,
+    readiness: Arc<dyn Readiness>,
+    settings: HttpSettings,
+    wechat: Arc<WechatEdge>,
+    member: MemberPorts,
+) -> Router {
     let sessions = Arc::new(AppSessions(app.clone()));
-    build_with(app, readiness, settings, sessions, wechat)
+    build_with(app, readiness, settings, sessions, wechat, member)
 }
 
 /// The pretty-printed OpenAPI document (also served at `/openapi.json`).
@@ -128,7 +140,7 @@ fn build(
     sessions: Arc<dyn SessionResolver>,
 ) -> Router {
     let edge = Arc::new(WechatEdge::new(WechatSettings::default(), None, app.clock.clone()));
-    build_with(app, readiness, settings, sessions, edge)
+    build_with(app, readiness, settings, sessions, edge, MemberPorts::default())
 }
 
 fn build_with(
@@ -137,6 +149,7 @@ fn build_with(
     settings: HttpSettings,
     sessions: Arc<dyn SessionResolver>,
     wechat: Arc<WechatEdge>,
+    member: MemberPorts,
 ) -> Router {
     let attempts = NonZeroU32::new(settings.login_attempts_per_minute).unwrap_or_else(|| {
         tracing::warn!("login_attempts_per_minute is 0; using 1");
@@ -149,6 +162,7 @@ fn build_with(
         login_limits: Arc::new(LoginLimiter::new(attempts)),
         openapi_json: openapi_json().into(),
         wechat: wechat.clone(),
+        member,
     };
     let admin = Router::new()
         .route("/login", post(session::login))
@@ -186,8 +200,14 @@ fn build_with(
         .route("/v3/{appid}", post(pay_notify::notify_v3))
         .route("/refund/{appid}", post(pay_notify::notify_refund_v2))
         .layer(DefaultBodyLimit::max(pay_notify::PAY_NOTIFY_BODY_BYTES_MAX.saturating_add(1)));
+    let member_api = Router::new()
+        .route("/sessions", post(member_api::create_session))
+        .route("/me", get(member_api::me))
+        .route("/recharges", post(member_api::create_recharge))
+        .route("/recharges/{order_id}", get(member_api::get_recharge));
     Router::new()
         .route("/healthz", get(health::healthz))
+        .nest("/m/api/v1", member_api)
         .nest("/wechat", callbacks)
         .nest("/pay/notify", pay_notifications)
         .route("/readyz", get(health::readyz))

@@ -588,3 +588,21 @@ async fn oauth_sessions_find_or_register_the_member_and_see_only_its_orders() {
     assert!(pay_flows::member_order(&app, &tenant, &member, &id).await.is_ok());
     assert!(pay_flows::member_order(&app, &tenant, &newcomer.member_id, &id).await.is_err(), "not another's");
 }
+
+#[tokio::test]
+async fn member_api_without_ports_and_sessions_is_refused() {
+    let t = spawn_app_on(fresh_settings(1).await).await;
+    let res = t.http.get(t.url("/m/api/v1/me")).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 401);
+    let res = t.http.get(t.url("/m/api/v1/recharges/rc000001")).bearer_auth("acme.nothing").send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 401);
+    let res = t
+        .http
+        .post(t.url("/m/api/v1/sessions"))
+        .json(&serde_json::json!({"appid": APPID, "code": "code-oX"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 409, "no OAuth port wired on this node yet");
+    t.stop().await;
+}

@@ -1,6 +1,7 @@
 //! Handlers, one module per resource.
 
 pub mod health;
+pub mod member_api;
 pub mod members;
 pub mod pay_notify;
 pub mod payments;
