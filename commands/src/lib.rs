@@ -10,6 +10,7 @@ pub mod adapter;
 pub mod auth;
 pub mod executor;
 pub mod members;
+pub mod pay_flows;
 pub mod pay_port;
 pub mod payments;
 pub mod ports;

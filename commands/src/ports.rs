@@ -220,6 +220,8 @@ pub struct ShardServices {
     pub due_work: Arc<dyn DueWork>,
     pub read_models: Arc<dyn ReadModels>,
     pub wechat: Arc<dyn crate::wechat::WechatStore>,
+    /// Payment tables (notifications, platform keys, order index, member sessions).
+    pub pay: Arc<dyn crate::pay_flows::PayStore>,
 }
 
 /// Members per page of a member search.

@@ -7,15 +7,25 @@
 use serde::Serialize;
 use tracing::{info, warn};
 use wxcm_domain::member::{MemberCommand, Provenance};
-use wxcm_domain::{Actor, MemberId, Reference, TenantId};
+use wxcm_domain::payment::PaymentStatus;
+use wxcm_domain::{Actor, MemberId, OutTradeNo, Reference, TenantId};
 
 use crate::executor::CommandContext;
 use crate::members::{self, MemberOpError};
+use crate::pay_flows::{self, Applied, Reconciled};
+use crate::pay_port::PayGateway;
+use crate::payments;
 use crate::ports::{App, DueItem, ShardServices};
 
 /// Items taken per step.
 pub const DUE_BATCH_MAX: u32 = 500;
 pub const KIND_POINTS_EXPIRY: &str = "points_expiry";
+/// A paid order's member credit (written with `PaymentOrderPaid`, migration 0011).
+pub const KIND_PAYMENT_CREDIT: &str = "payment_credit";
+/// An order reaching its expiry: ask Pay, then credit or close.
+pub const KIND_PAYMENT_EXPIRY: &str = "payment_expiry";
+/// Refunds recorded on an order whose ledger reversal may still be due.
+pub const KIND_PAYMENT_REVERSAL: &str = "payment_reversal";
 /// Expiry commands per due item (each expires up to `PointsAmount::MAX`).
 const EXPIRY_ROUNDS_MAX: u32 = 16;
 
@@ -29,12 +39,22 @@ pub struct StepReport {
 /// One pass over the shard's due work. Call it repeatedly (the scheduler
 /// role does so on a timer while it holds the shard's leadership).
 pub async fn step(app: &App, shard: &ShardServices) -> Result<StepReport, MemberOpError> {
+    step_with_pay(app, shard, None).await
+}
+
+/// [`step`] with the WeChat Pay port, which expired payment orders need (without
+/// it they stay due: paid ones are credited, open ones wait for a scheduler with Pay).
+pub async fn step_with_pay(
+    app: &App,
+    shard: &ShardServices,
+    pay: Option<&dyn PayGateway>,
+) -> Result<StepReport, MemberOpError> {
     let now = app.clock.now();
     let due = shard.due_work.due(now, DUE_BATCH_MAX).await?;
     let mut report = StepReport::default();
     for item in due {
         report.items += 1;
-        match run_item(app, &item).await {
+        match run_item(app, pay, &item).await {
             Ok(written) => {
                 report.events_written += written;
                 shard.due_work.done(item.id).await?;
@@ -51,9 +71,12 @@ pub async fn step(app: &App, shard: &ShardServices) -> Result<StepReport, Member
     Ok(report)
 }
 
-async fn run_item(app: &App, item: &DueItem) -> Result<u32, MemberOpError> {
+async fn run_item(app: &App, pay: Option<&dyn PayGateway>, item: &DueItem) -> Result<u32, MemberOpError> {
     let tenant = TenantId::parse(&item.tenant_id).map_err(|e| MemberOpError::Infra(e.to_string()))?;
     match item.kind.as_str() {
+        KIND_PAYMENT_CREDIT | KIND_PAYMENT_EXPIRY | KIND_PAYMENT_REVERSAL => {
+            run_payment_item(app, pay, &tenant, item).await.map_err(|e| MemberOpError::Infra(e.to_string()))
+        }
         KIND_POINTS_EXPIRY => {
             let member_id = MemberId::parse(&item.aggregate_id).map_err(|e| MemberOpError::Infra(e.to_string()))?;
             let due_at = item.due_at.to_rfc3339();
@@ -86,4 +109,41 @@ async fn run_item(app: &App, item: &DueItem) -> Result<u32, MemberOpError> {
             Err(MemberOpError::Infra(format!("unknown due work kind {other}")))
         }
     }
+}
+
+async fn run_payment_item(
+    app: &App,
+    pay: Option<&dyn PayGateway>,
+    tenant: &TenantId,
+    item: &DueItem,
+) -> Result<u32, pay_flows::PayFlowError> {
+    let order_id = OutTradeNo::parse(&item.aggregate_id)
+        .map_err(|e| pay_flows::PayFlowError::Refused(format!("due item {}: {e}", item.id)))?;
+    let written = match item.kind.as_str() {
+        KIND_PAYMENT_CREDIT => {
+            u32::from(pay_flows::credit_paid_order(app, tenant, &order_id).await? == Applied::Applied)
+        }
+        KIND_PAYMENT_REVERSAL => pay_flows::reverse_refunds(app, tenant, &order_id).await?,
+        _ => {
+            let Some(pay) = pay else {
+                // Without Pay only what needs no question can be finished.
+                let view = payments::get(app, tenant, &order_id).await?;
+                return match view.status {
+                    PaymentStatus::Created => {
+                        Err(pay_flows::PayFlowError::Retry("no WeChat Pay client to query the expired order".into()))
+                    }
+                    PaymentStatus::Paid => {
+                        Ok(u32::from(pay_flows::credit_paid_order(app, tenant, &order_id).await? == Applied::Applied))
+                    }
+                    PaymentStatus::Closed => Ok(0),
+                };
+            };
+            match pay_flows::reconcile_order(app, pay, tenant, &order_id).await? {
+                Reconciled::Paid | Reconciled::Closed => 1,
+                // Pay is undecided (e.g. USERPAYING): keep the item for a later pass.
+                Reconciled::Open { detail } => return Err(pay_flows::PayFlowError::Retry(detail)),
+            }
+        }
+    };
+    Ok(written)
 }

@@ -61,7 +61,10 @@ pub mod wechat_edge;
 pub mod wechat_outbound;
 
 use ratelimit::LoginLimiter;
-use routes::{health, members, reports, session, tenant, wechat_admin, wechat_callback};
+pub use routes::member_api::MemberPorts;
+use routes::{
+    health, member_api, members, pay_notify, payments, reports, session, tenant, wechat_admin, wechat_callback,
+};
 use state::{AppSessions, AppState, SessionResolver};
 pub use wechat_edge::{ComponentCredentials, WechatEdge, WechatOutbound, WechatSettings};
 pub use wechat_outbound::ClientOutbound;
@@ -116,8 +119,19 @@ pub fn router_with(
     settings: HttpSettings,
     wechat: Arc<WechatEdge>,
 ) -> Router {
+    router_with_member(app, readiness, settings, wechat, MemberPorts::default())
+}
+
+/// [`router_with`] plus the member API's ports (OAuth, Pay, notify base URL).
+pub fn router_with_member(
+    app: Arc<wxcm_commands::App>,
+    readiness: Arc<dyn Readiness>,
+    settings: HttpSettings,
+    wechat: Arc<WechatEdge>,
+    member: MemberPorts,
+) -> Router {
     let sessions = Arc::new(AppSessions(app.clone()));
-    build_with(app, readiness, settings, sessions, wechat)
+    build_with(app, readiness, settings, sessions, wechat, member)
 }
 
 /// The pretty-printed OpenAPI document (also served at `/openapi.json`).
@@ -133,7 +147,7 @@ fn build(
     sessions: Arc<dyn SessionResolver>,
 ) -> Router {
     let edge = Arc::new(WechatEdge::new(WechatSettings::default(), None, app.clock.clone()));
-    build_with(app, readiness, settings, sessions, edge)
+    build_with(app, readiness, settings, sessions, edge, MemberPorts::default())
 }
 
 fn build_with(
@@ -142,6 +156,7 @@ fn build_with(
     settings: HttpSettings,
     sessions: Arc<dyn SessionResolver>,
     wechat: Arc<WechatEdge>,
+    member: MemberPorts,
 ) -> Router {
     let attempts = NonZeroU32::new(settings.login_attempts_per_minute).unwrap_or_else(|| {
         tracing::warn!("login_attempts_per_minute is 0; using 1");
@@ -154,6 +169,7 @@ fn build_with(
         login_limits: Arc::new(LoginLimiter::new(attempts)),
         openapi_json: openapi_json().into(),
         wechat: wechat.clone(),
+        member,
     };
     let admin = Router::new()
         .route("/login", post(session::login))
@@ -170,6 +186,8 @@ fn build_with(
         .route("/members/{member_id}/card-level", put(members::set_card_level))
         .route("/members/{member_id}/ledger", get(members::ledger))
         .route("/reports/daily-ops", get(reports::daily_ops))
+        .route("/payments", get(payments::list_payments))
+        .route("/payments/{order_id}", get(payments::get_payment))
         .route("/tenant", get(tenant::get_tenant))
         .route("/tenant/official-accounts/{appid}", put(tenant::bind_official_account))
         .route("/tenant/points-rules", get(wechat_admin::get_points_rules).put(wechat_admin::put_points_rules))
@@ -190,11 +208,24 @@ fn build_with(
         .route("/component/mp/{appid}", post(wechat_callback::receive_component))
         .route("/component/events", post(wechat_callback::component_events))
         .layer(DefaultBodyLimit::max(wechat.settings.body_bytes_max.saturating_add(1)));
+    // Pay notification bodies are bounded again (with Pay-style answers) in the handlers.
+    let pay_notifications = Router::new()
+        .route("/v2/{appid}", post(pay_notify::notify_v2))
+        .route("/v3/{appid}", post(pay_notify::notify_v3))
+        .route("/refund/{appid}", post(pay_notify::notify_refund_v2))
+        .layer(DefaultBodyLimit::max(pay_notify::PAY_NOTIFY_BODY_BYTES_MAX.saturating_add(1)));
+    let member_api = Router::new()
+        .route("/sessions", post(member_api::create_session))
+        .route("/me", get(member_api::me))
+        .route("/recharges", post(member_api::create_recharge))
+        .route("/recharges/{order_id}", get(member_api::get_recharge));
     Router::new()
         .route("/healthz", get(health::healthz))
+        .nest("/m/api/v1", member_api)
         .nest("/wechat", callbacks)
         .route("/m/referral/callback", get(wechat_admin::referral_callback))
         .route("/m/referral/{tenant}/{member_id}", get(wechat_admin::referral_start))
+        .nest("/pay/notify", pay_notifications)
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(health::openapi))
         .nest(ADMIN_API_PREFIX, admin)

@@ -29,11 +29,13 @@ pub enum Permission {
     WechatRead,
     /// Change the WeChat settings (reply rules, points rules, QR codes, menus).
     WechatSettings,
+    /// Read payment orders and their notifications.
+    PaymentRead,
 }
 
 impl Permission {
     #[cfg(test)]
-    pub const ALL: [Permission; 14] = [
+    pub const ALL: [Permission; 15] = [
         Permission::MemberRead,
         Permission::MemberRegister,
         Permission::PointsGrant,
@@ -48,6 +50,7 @@ impl Permission {
         Permission::ReportRead,
         Permission::WechatRead,
         Permission::WechatSettings,
+        Permission::PaymentRead,
     ];
 
     /// What the permission lets one do, for error messages.
@@ -67,6 +70,7 @@ impl Permission {
             Permission::ReportRead => "read reports",
             Permission::WechatRead => "read WeChat settings",
             Permission::WechatSettings => "change WeChat settings",
+            Permission::PaymentRead => "read payment orders",
         }
     }
 }
@@ -82,7 +86,10 @@ pub fn allowed(role: Role, permission: Permission) -> bool {
             matches!(permission, P::MemberRead | P::MemberRegister | P::CashDeposit | P::CashCharge | P::LedgerRead)
         }
         Role::Auditor => {
-            matches!(permission, P::MemberRead | P::LedgerRead | P::TenantRead | P::ReportRead | P::WechatRead)
+            matches!(
+                permission,
+                P::MemberRead | P::LedgerRead | P::TenantRead | P::ReportRead | P::WechatRead | P::PaymentRead
+            )
         }
     }
 }
@@ -128,6 +135,7 @@ pub mod perm {
         ReportRead,
         WechatRead,
         WechatSettings,
+        PaymentRead,
     );
 }
 
@@ -139,7 +147,7 @@ mod tests {
     fn the_whole_matrix() {
         use Permission as P;
         // Columns: owner, manager, staff, auditor.
-        let table: [(Permission, [bool; 4]); 14] = [
+        let table: [(Permission, [bool; 4]); 15] = [
             (P::MemberRead, [true, true, true, true]),
             (P::MemberRegister, [true, true, true, false]),
             (P::PointsGrant, [true, true, false, false]),
@@ -154,6 +162,7 @@ mod tests {
             (P::ReportRead, [true, true, false, true]),
             (P::WechatRead, [true, true, false, true]),
             (P::WechatSettings, [true, true, false, false]),
+            (P::PaymentRead, [true, true, false, true]),
         ];
         let roles = [Role::Owner, Role::Manager, Role::Staff, Role::Auditor];
         for (permission, expected) in table {
@@ -176,6 +185,7 @@ mod tests {
                     | Permission::TenantRead
                     | Permission::ReportRead
                     | Permission::WechatRead
+                    | Permission::PaymentRead
             )
         });
         for p in writes {

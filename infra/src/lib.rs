@@ -9,6 +9,7 @@ pub mod bench_pipeline;
 pub mod config;
 pub mod hashchain;
 pub mod migrate;
+pub mod pay_store;
 pub mod pg_ports;
 pub mod projection_ops;
 pub mod reconcile;

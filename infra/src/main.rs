@@ -68,6 +68,11 @@ enum Command {
         #[arg(long, default_value_t = 300)]
         token_grace_secs: u64,
     },
+    /// WeChat Pay operations.
+    Pay {
+        #[command(subcommand)]
+        command: PayCommand,
+    },
     /// Benchmarks that print figures (and a final JSON line).
     Bench {
         #[command(subcommand)]
@@ -98,6 +103,21 @@ enum AdminCommand {
         username: String,
         #[arg(long, value_parser = ["owner", "manager", "staff", "auditor"])]
         role: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PayCommand {
+    /// Ask Pay about every open payment order of a tenant and apply the answers
+    /// (paid → credit; not paid after expiry → close at Pay, then here).
+    Reconcile {
+        #[arg(long)]
+        tenant: String,
+        /// WeChat Pay's API base URL (the simulator's in development).
+        #[arg(long, default_value = wxcm_gateways::pay::client::BASE_URL_DEFAULT)]
+        pay_base_url: String,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -242,6 +262,25 @@ async fn main() -> Result<()> {
             wxcm_commands::tenants::get(&application.app, &tenant).await.context("tenant must exist first")?;
             auth::create_admin(&application.app, &tenant, &username, &password, role).await?;
             println!("admin {username} ({}) created for tenant {tenant}", role.as_str());
+            Ok(())
+        }
+        Command::Pay { command: PayCommand::Reconcile { tenant, pay_base_url, json } } => {
+            use wxcm_gateways::pay::client::{PayClientSettings, WechatPayClient};
+            let tenant = TenantId::parse(&tenant)?;
+            let client = WechatPayClient::new(PayClientSettings { base_url: pay_base_url, ..Default::default() })?;
+            let application = Application::build(settings, Role::Scheduler, BuildOptions::default()).await?;
+            let report = wxcm_commands::pay_flows::reconcile_tenant(&application.app, &client, &tenant).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "tenant {tenant}: {} open orders looked at, {} paid, {} closed, {} still open, {} failed",
+                    report.orders, report.paid, report.closed, report.open, report.failed
+                );
+            }
+            if report.failed > 0 {
+                std::process::exit(1);
+            }
             Ok(())
         }
         Command::Audit { command } => {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::watch;
 use tracing::{info, warn};
+use wxcm_commands::pay_port::PayGateway;
 use wxcm_commands::ports::{App, ShardServices};
 use wxcm_commands::scheduler::{self, StepReport};
 
@@ -19,11 +20,19 @@ pub struct ShardScheduler {
     services: Arc<ShardServices>,
     pool: PgPool,
     leader: Option<PgConnection>,
+    /// WeChat Pay, for expired payment orders (queried before they are closed).
+    pay: Option<Arc<dyn PayGateway>>,
 }
 
 impl ShardScheduler {
     pub fn new(app: Arc<App>, services: Arc<ShardServices>, pool: PgPool) -> Self {
-        Self { app, services, pool, leader: None }
+        Self { app, services, pool, leader: None, pay: None }
+    }
+
+    /// Lets the scheduler query and close expired payment orders at WeChat Pay.
+    pub fn with_pay(mut self, pay: Arc<dyn PayGateway>) -> Self {
+        self.pay = Some(pay);
+        self
     }
 
     pub fn is_leader(&self) -> bool {
@@ -53,7 +62,7 @@ impl ShardScheduler {
             // dropping it closes it, which releases the lock.
             self.leader = Some(conn.detach());
         }
-        match scheduler::step(&self.app, &self.services).await {
+        match scheduler::step_with_pay(&self.app, &self.services, self.pay.as_deref()).await {
             Ok(report) => Ok(Some(report)),
             Err(e) => {
                 warn!(shard = %self.services.name, error = %e, "scheduler step failed");

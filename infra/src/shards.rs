@@ -78,6 +78,7 @@ fn build_shard(name: &str, config: &ShardConfig, clock: Arc<dyn Clock>) -> Resul
         due_work: ports,
         read_models: Arc::new(PgReadModels::new(pool.clone())),
         wechat: Arc::new(crate::wechat_store::PgWechatStore::new(pool.clone())),
+        pay: Arc::new(crate::pay_store::PgPayStore::new(pool.clone())),
     });
     Ok(Shard { name: name.to_owned(), pool, services })
 }

@@ -1,7 +1,10 @@
 //! Handlers, one module per resource.
 
 pub mod health;
+pub mod member_api;
 pub mod members;
+pub mod pay_notify;
+pub mod payments;
 pub mod reports;
 pub mod session;
 pub mod tenant;

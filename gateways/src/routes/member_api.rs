@@ -1,0 +1,132 @@
+//! The member API `/m/api/v1` (pages inside WeChat): sessions from WeChat
+//! OAuth, the member's own card/points/balance, balance recharges paid with
+//! WeChat Pay. A member session reaches only its own member and orders.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use wxcm_commands::members;
+use wxcm_commands::pay_flows::{self, MemberSession, OauthExchange, PayFlowError, RechargeRequest};
+use wxcm_commands::pay_port::PayGateway;
+use wxcm_commands::CommandContext;
+use wxcm_domain::payment::PayApiVersion;
+use wxcm_domain::{AmountFen, AppId, OutTradeNo};
+
+use crate::error::ApiError;
+use crate::extract::{ApiJson, IdempotencyHeader};
+use crate::state::AppState;
+
+/// What the member API needs beyond the application (absent: 503 `member_api_unavailable`).
+#[derive(Clone, Default)]
+pub struct MemberPorts {
+    pub oauth: Option<Arc<dyn OauthExchange>>,
+    pub pay: Option<Arc<dyn PayGateway>>,
+    /// Public base URL Pay notifications go to, e.g. `https://wxcm.example.com`.
+    pub notify_base_url: String,
+}
+
+impl From<PayFlowError> for ApiError {
+    fn from(e: PayFlowError) -> Self {
+        match e {
+            PayFlowError::Refused(m) => ApiError::invalid("refused", m),
+            PayFlowError::Retry(m) => ApiError::internal("payment flow", &m),
+        }
+    }
+}
+
+fn unavailable() -> ApiError {
+    ApiError::conflict("member_api_unavailable", "the member API is not configured on this node")
+}
+
+async fn member(state: &AppState, headers: &HeaderMap) -> Result<MemberSession, ApiError> {
+    let unauthorized = || ApiError::Unauthenticated;
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(unauthorized)?;
+    pay_flows::member_session(&state.app, token).await?.ok_or_else(unauthorized)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SessionRequest {
+    appid: String,
+    code: String,
+}
+
+/// `POST /m/api/v1/sessions {appid, code}`
+pub async fn create_session(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<SessionRequest>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let oauth = state.member.oauth.clone().ok_or_else(unavailable)?;
+    let appid = AppId::parse(&body.appid).map_err(|e| ApiError::bad_request("invalid_appid", e.to_string()))?;
+    let (token, session) =
+        pay_flows::member_login(&state.app, &state.wechat.directory, oauth.as_ref(), &appid, &body.code).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "token": token, "member_id": session.member_id, "expires_at": session.expires_at })),
+    ))
+}
+
+/// `GET /m/api/v1/me`
+pub async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<members::MemberView>, ApiError> {
+    let s = member(&state, &headers).await?;
+    Ok(Json(members::get(&state.app, &s.tenant_id, s.member_id).await?))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RechargeBody {
+    amount_fen: i64,
+    /// `v2` or `v3` (default `v3`).
+    api: Option<String>,
+}
+
+/// `POST /m/api/v1/recharges {amount_fen}` (Idempotency-Key)
+pub async fn create_recharge(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    IdempotencyHeader(key): IdempotencyHeader,
+    ApiJson(body): ApiJson<RechargeBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let s = member(&state, &headers).await?;
+    let pay = state.member.pay.clone().ok_or_else(unavailable)?;
+    let amount_fen = AmountFen::new_with_limit(body.amount_fen, state.app.limits.amount_fen_max)
+        .map_err(|e| ApiError::bad_request("invalid_amount", e.to_string()))?;
+    let (api, path) = match body.api.as_deref() {
+        None | Some("v3") => (PayApiVersion::V3, "v3"),
+        Some("v2") => (PayApiVersion::V2, "v2"),
+        Some(_) => return Err(ApiError::bad_request("invalid_api", "api must be v2 or v3")),
+    };
+    let request = RechargeRequest {
+        member_id: s.member_id,
+        appid: s.appid.clone(),
+        openid: s.openid.clone(),
+        amount_fen,
+        api,
+        notify_url: format!("{}/pay/notify/{path}/{}", state.member.notify_base_url.trim_end_matches('/'), s.appid),
+        client_ip: "127.0.0.1".into(),
+    };
+    let ctx = CommandContext::new(s.tenant_id.clone(), key, format!("member:{}", s.member_id));
+    let created = pay_flows::create_recharge(&state.app, pay.as_ref(), &s.tenant_id, &request, &ctx).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "order_id": created.order.order_id, "order": created.order, "pay_params": created.pay_params })),
+    ))
+}
+
+/// `GET /m/api/v1/recharges/{order_id}`: the member's own orders only.
+pub async fn get_recharge(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(order_id): Path<String>,
+) -> Result<Json<wxcm_commands::payments::PaymentView>, ApiError> {
+    let s = member(&state, &headers).await?;
+    let order_id =
+        OutTradeNo::parse(&order_id).map_err(|e| ApiError::bad_request("invalid_order_id", e.to_string()))?;
+    Ok(Json(pay_flows::member_order(&state.app, &s.tenant_id, &s.member_id, &order_id).await?))
+}

@@ -1,0 +1,499 @@
+//! WeChat Pay notifications: `POST /pay/notify/v2/{appid}` (v2 XML, MD5 or
+//! HMAC-SHA256 signed), `/pay/notify/v3/{appid}` (v3 JSON: RSA-SHA256 over
+//! the raw body by the platform key of `Wechatpay-Serial`, AES-256-GCM
+//! resource; payments and `REFUND.*`) and `/pay/notify/refund/{appid}` (v2
+//! refunds, `req_info` AES-256-ECB with the API key).
+//!
+//! Order of checks, before anything changes: appid known (→ tenant) → body
+//! bounded → XML without DTD/entities (v2) → signature (v2 sign with the
+//! tenant's key; v3 probe refused, timestamp window, key by serial) →
+//! appid and mch_id equal the tenant's → the order exists in this tenant and
+//! its amount equals the notified total (the use case checks these).
+//!
+//! Replies: Pay retries until it gets the "applied" answer (v2 SUCCESS XML,
+//! v3 2xx). We answer it only when the notification is applied (or was
+//! already). Everything else gets FAIL (v2) or 4xx/5xx `{code, message}`
+//! (v3): 5xx when retrying can help (our database down, a race), 4xx for
+//! permanently bad input (bad signature, mismatch) — Pay retries those too,
+//! which is harmless (each attempt is refused again, nothing changes) and
+//! keeps a real payment that failed a check visible in the notification
+//! log for an operator instead of silently acknowledged. Every notification
+//! whose tenant is known is recorded, verified or not.
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone, Utc};
+use serde_json::json;
+use wxcm_commands::pay_flows::{
+    self, Applied, NotificationRecord, NotifyChannel, PaidReport, PayFlowError, RefundReport,
+};
+use wxcm_commands::pay_port::MerchantCredentials;
+use wxcm_domain::payment::PaidVia;
+use wxcm_domain::{AppId, OutTradeNo, TenantId};
+
+use crate::pay::{v2, v3};
+use crate::state::AppState;
+use crate::wechat::xml::{self, XmlLimits};
+
+/// Largest notification body accepted (real ones are 1–3 KiB).
+pub const PAY_NOTIFY_BODY_BYTES_MAX: usize = 64 * 1024;
+/// Beijing time, in which v2 notifications give their times.
+const BEIJING_OFFSET_S: i32 = 8 * 3600;
+
+/// What handling a notification came to.
+#[derive(Debug)]
+enum Handled {
+    /// Applied now or before: Pay may stop.
+    Applied(String),
+    /// Verified but nothing to do (e.g. a failed payment): Pay may stop.
+    Ignored(String),
+    /// Permanently bad: never applied, whatever the retries.
+    Refused(String),
+    /// May succeed later.
+    Retry(String),
+}
+
+impl Handled {
+    fn outcome(&self) -> &'static str {
+        match self {
+            Handled::Applied(_) => "applied",
+            Handled::Ignored(_) => "ignored",
+            Handled::Refused(_) => "refused",
+            Handled::Retry(_) => "retry",
+        }
+    }
+    fn detail(&self) -> &str {
+        match self {
+            Handled::Applied(d) | Handled::Ignored(d) | Handled::Refused(d) | Handled::Retry(d) => d,
+        }
+    }
+}
+
+impl From<PayFlowError> for Handled {
+    fn from(e: PayFlowError) -> Self {
+        match e {
+            PayFlowError::Refused(d) => Handled::Refused(d),
+            PayFlowError::Retry(d) => Handled::Retry(d),
+        }
+    }
+}
+
+impl From<Result<Applied, PayFlowError>> for Handled {
+    fn from(r: Result<Applied, PayFlowError>) -> Self {
+        match r {
+            Ok(Applied::Applied) => Handled::Applied("applied".into()),
+            Ok(Applied::AlreadyApplied) => Handled::Applied("already applied".into()),
+            Err(e) => e.into(),
+        }
+    }
+}
+
+fn v2_reply(h: &Handled) -> Response {
+    let body = match h {
+        Handled::Applied(_) | Handled::Ignored(_) => v2::REPLY_SUCCESS.to_owned(),
+        Handled::Refused(_) => v2::reply_fail("refused"),
+        Handled::Retry(_) => v2::reply_fail("try again"),
+    };
+    ([(header::CONTENT_TYPE, "application/xml; charset=utf-8")], body).into_response()
+}
+
+fn v3_reply(h: &Handled) -> Response {
+    let (status, message) = match h {
+        Handled::Applied(_) | Handled::Ignored(_) => return StatusCode::NO_CONTENT.into_response(),
+        Handled::Refused(_) => (StatusCode::BAD_REQUEST, "notification refused"),
+        Handled::Retry(_) => (StatusCode::INTERNAL_SERVER_ERROR, "try again"),
+    };
+    (status, axum::Json(json!({ "code": "FAIL", "message": message }))).into_response()
+}
+
+/// The notification's context once its appid is known.
+struct Ctx {
+    appid: AppId,
+    tenant: TenantId,
+}
+
+async fn tenant_of(state: &AppState, appid: &str) -> Result<Ctx, Handled> {
+    let appid = AppId::parse(appid).map_err(|_| Handled::Refused("unknown appid".into()))?;
+    match state.wechat.directory.lookup(&state.app, &appid).await {
+        Ok(Some((tenant, _))) => Ok(Ctx { appid, tenant }),
+        Ok(None) => Err(Handled::Refused("unknown appid".into())),
+        Err(e) => Err(Handled::Retry(e.to_string())),
+    }
+}
+
+async fn record(
+    state: &AppState,
+    ctx: &Ctx,
+    channel: NotifyChannel,
+    verified: bool,
+    order_id: Option<&str>,
+    summary: serde_json::Value,
+    h: &Handled,
+) {
+    if !matches!(h, Handled::Applied(_) | Handled::Ignored(_)) {
+        tracing::warn!(appid = %ctx.appid, channel = channel.as_str(), outcome = h.outcome(), detail = h.detail(),
+            "pay notification not applied");
+    }
+    let rec = NotificationRecord {
+        appid: ctx.appid.to_string(),
+        tenant_id: Some(ctx.tenant.to_string()),
+        order_id: order_id.map(str::to_owned),
+        channel,
+        verified,
+        outcome: h.outcome().to_owned(),
+        detail: h.detail().chars().take(500).collect(),
+        summary,
+        received_at: state.app.clock.now(),
+    };
+    pay_flows::record_notification(&state.app, &ctx.tenant, &rec).await;
+}
+
+fn xml_limits() -> XmlLimits {
+    XmlLimits { body_bytes_max: PAY_NOTIFY_BODY_BYTES_MAX, ..XmlLimits::default() }
+}
+
+fn beijing_time(text: &str, format: &str) -> Option<DateTime<Utc>> {
+    let naive = NaiveDateTime::parse_from_str(text, format).ok()?;
+    let offset = FixedOffset::east_opt(BEIJING_OFFSET_S)?;
+    offset.from_local_datetime(&naive).single().map(|t| t.with_timezone(&Utc))
+}
+
+fn order_id(text: Option<&str>) -> Result<OutTradeNo, Handled> {
+    OutTradeNo::parse(text.unwrap_or_default()).map_err(|e| Handled::Refused(format!("out_trade_no: {e}")))
+}
+
+/// The notification names the account of its URL and the tenant's merchant.
+fn check_identity(merchant: &MerchantCredentials, path_appid: &str, appid: &str, mch_id: &str) -> Result<(), Handled> {
+    if appid != path_appid {
+        return Err(Handled::Refused(format!("appid {appid} is not this account's")));
+    }
+    if mch_id != merchant.mch_id {
+        return Err(Handled::Refused(format!("mch_id {mch_id} is not this account's merchant")));
+    }
+    Ok(())
+}
+
+fn field<'a>(fields: &'a BTreeMap<String, String>, name: &str) -> Result<&'a str, Handled> {
+    fields.get(name).map(String::as_str).ok_or_else(|| Handled::Refused(format!("{name} missing")))
+}
+
+/// `POST /pay/notify/v2/{appid}`
+pub async fn notify_v2(State(state): State<AppState>, Path(appid): Path<String>, body: Bytes) -> Response {
+    let ctx = match tenant_of(&state, &appid).await {
+        Ok(c) => c,
+        Err(h) => return v2_reply(&h),
+    };
+    let (verified, order, summary, h) = handle_v2(&state, &ctx, &body).await;
+    record(&state, &ctx, NotifyChannel::V2, verified, order.as_deref(), summary, &h).await;
+    v2_reply(&h)
+}
+
+async fn handle_v2(state: &AppState, ctx: &Ctx, body: &[u8]) -> (bool, Option<String>, serde_json::Value, Handled) {
+    let none = serde_json::Value::Null;
+    let doc = match xml::parse(body, &xml_limits()) {
+        Ok(d) => d,
+        Err(e) => return (false, None, none, Handled::Refused(e.to_string())),
+    };
+    let fields: BTreeMap<String, String> = doc.fields.into_iter().collect();
+    let merchant = match pay_flows::merchant_for(&state.app, &ctx.tenant, ctx.appid.as_str()).await {
+        Ok(m) => m,
+        Err(e) => return (false, None, none, e.into()),
+    };
+    let Some(key) = merchant.api_v2_key.as_deref() else {
+        return (false, None, none, Handled::Refused("no API v2 key configured".into()));
+    };
+    if let Err(e) = v2::verify(&fields, key) {
+        return (false, fields.get("out_trade_no").cloned(), none, Handled::Refused(format!("signature: {e}")));
+    }
+    let summary = json!({
+        "return_code": fields.get("return_code"),
+        "result_code": fields.get("result_code"),
+        "transaction_id": fields.get("transaction_id"),
+        "total_fee": fields.get("total_fee"),
+        "mch_id": fields.get("mch_id"),
+    });
+    let order = fields.get("out_trade_no").cloned();
+    let h = apply_v2(state, ctx, &merchant, &fields).await.unwrap_or_else(|h| h);
+    (true, order, summary, h)
+}
+
+async fn apply_v2(
+    state: &AppState,
+    ctx: &Ctx,
+    merchant: &MerchantCredentials,
+    fields: &BTreeMap<String, String>,
+) -> Result<Handled, Handled> {
+    if field(fields, "return_code")? != "SUCCESS" || field(fields, "result_code")? != "SUCCESS" {
+        return Ok(Handled::Ignored("not a successful payment".into()));
+    }
+    let appid = field(fields, "appid")?;
+    let mch_id = field(fields, "mch_id")?;
+    check_identity(merchant, ctx.appid.as_str(), appid, mch_id)?;
+    let order_id = order_id(fields.get("out_trade_no").map(String::as_str))?;
+    let total_fen: i64 =
+        field(fields, "total_fee")?.parse().map_err(|_| Handled::Refused("total_fee is not an integer".into()))?;
+    let paid_at =
+        fields.get("time_end").and_then(|t| beijing_time(t, "%Y%m%d%H%M%S")).unwrap_or_else(|| state.app.clock.now());
+    let report = PaidReport {
+        transaction_id: field(fields, "transaction_id")?.to_owned(),
+        total_fen,
+        appid: appid.to_owned(),
+        mch_id: mch_id.to_owned(),
+        paid_at,
+        via: PaidVia::NotifyV2,
+        notification_id: None,
+    };
+    Ok(pay_flows::apply_paid(&state.app, &ctx.tenant, &order_id, &report).await.into())
+}
+
+/// `POST /pay/notify/refund/{appid}`
+pub async fn notify_refund_v2(State(state): State<AppState>, Path(appid): Path<String>, body: Bytes) -> Response {
+    let ctx = match tenant_of(&state, &appid).await {
+        Ok(c) => c,
+        Err(h) => return v2_reply(&h),
+    };
+    let (verified, order, summary, h) = handle_refund_v2(&state, &ctx, &body).await;
+    record(&state, &ctx, NotifyChannel::RefundV2, verified, order.as_deref(), summary, &h).await;
+    v2_reply(&h)
+}
+
+async fn handle_refund_v2(
+    state: &AppState,
+    ctx: &Ctx,
+    body: &[u8],
+) -> (bool, Option<String>, serde_json::Value, Handled) {
+    let none = serde_json::Value::Null;
+    let doc = match xml::parse(body, &xml_limits()) {
+        Ok(d) => d,
+        Err(e) => return (false, None, none, Handled::Refused(e.to_string())),
+    };
+    let outer: BTreeMap<String, String> = doc.fields.into_iter().collect();
+    let merchant = match pay_flows::merchant_for(&state.app, &ctx.tenant, ctx.appid.as_str()).await {
+        Ok(m) => m,
+        Err(e) => return (false, None, none, e.into()),
+    };
+    let Some(key) = merchant.api_v2_key.as_deref() else {
+        return (false, None, none, Handled::Refused("no API v2 key configured".into()));
+    };
+    if outer.get("return_code").map(String::as_str) != Some("SUCCESS") {
+        return (false, None, none, Handled::Ignored("return_code is not SUCCESS".into()));
+    }
+    // req_info is the authentication: only the API key decrypts it to XML that parses.
+    let Some(req_info) = outer.get("req_info") else {
+        return (false, None, none, Handled::Refused("req_info missing".into()));
+    };
+    let inner = match v2::decrypt_req_info(req_info, key) {
+        Ok(x) => x,
+        Err(e) => return (false, None, none, Handled::Refused(format!("req_info: {e}"))),
+    };
+    let inner = match xml::parse(inner.as_bytes(), &xml_limits()) {
+        Ok(d) => d.fields.into_iter().collect::<BTreeMap<String, String>>(),
+        Err(e) => return (false, None, none, Handled::Refused(format!("req_info xml: {e}"))),
+    };
+    let order = inner.get("out_trade_no").cloned();
+    let summary = json!({
+        "refund_status": inner.get("refund_status"),
+        "out_refund_no": inner.get("out_refund_no"),
+        "refund_id": inner.get("refund_id"),
+        "refund_fee": inner.get("refund_fee"),
+        "total_fee": inner.get("total_fee"),
+    });
+    let h = apply_refund_v2(state, ctx, &merchant, &outer, &inner).await.unwrap_or_else(|h| h);
+    (true, order, summary, h)
+}
+
+async fn apply_refund_v2(
+    state: &AppState,
+    ctx: &Ctx,
+    merchant: &MerchantCredentials,
+    outer: &BTreeMap<String, String>,
+    inner: &BTreeMap<String, String>,
+) -> Result<Handled, Handled> {
+    check_identity(merchant, ctx.appid.as_str(), field(outer, "appid")?, field(outer, "mch_id")?)?;
+    if field(inner, "refund_status")? != "SUCCESS" {
+        return Ok(Handled::Ignored("refund not successful".into()));
+    }
+    let order_id = order_id(inner.get("out_trade_no").map(String::as_str))?;
+    let int = |name: &str| -> Result<i64, Handled> {
+        field(inner, name)?.parse().map_err(|_| Handled::Refused(format!("{name} is not an integer")))
+    };
+    let report = RefundReport {
+        out_refund_no: field(inner, "out_refund_no")?.to_owned(),
+        refund_id: field(inner, "refund_id")?.to_owned(),
+        refund_fen: int("refund_fee")?,
+        total_fen: int("total_fee")?,
+        mch_id: merchant.mch_id.clone(),
+        succeeded_at: inner
+            .get("success_time")
+            .and_then(|t| beijing_time(t, "%Y-%m-%d %H:%M:%S"))
+            .unwrap_or_else(|| state.app.clock.now()),
+    };
+    Ok(pay_flows::apply_refund(&state.app, &ctx.tenant, &order_id, &report).await.into())
+}
+
+fn header_text(headers: &HeaderMap, name: &str) -> Result<String, Handled> {
+    let value = headers.get(name).ok_or_else(|| Handled::Refused(format!("{name} missing")))?;
+    let text = value.to_str().map_err(|_| Handled::Refused(format!("{name} is not text")))?;
+    if text.len() > v3::HEADER_CHARS_MAX {
+        return Err(Handled::Refused(format!("{name} too long")));
+    }
+    Ok(text.to_owned())
+}
+
+/// `POST /pay/notify/v3/{appid}`
+pub async fn notify_v3(
+    State(state): State<AppState>,
+    Path(appid): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let ctx = match tenant_of(&state, &appid).await {
+        Ok(c) => c,
+        Err(h) => return v3_reply(&h),
+    };
+    let (verified, order, summary, h) = match handle_v3(&state, &ctx, &headers, &body).await {
+        Ok(done) => done,
+        Err(h) => (false, None, serde_json::Value::Null, h),
+    };
+    record(&state, &ctx, NotifyChannel::V3, verified, order.as_deref(), summary, &h).await;
+    v3_reply(&h)
+}
+
+type V3Done = (bool, Option<String>, serde_json::Value, Handled);
+
+async fn handle_v3(state: &AppState, ctx: &Ctx, headers: &HeaderMap, body: &[u8]) -> Result<V3Done, Handled> {
+    if body.len() > PAY_NOTIFY_BODY_BYTES_MAX {
+        return Err(Handled::Refused("body too large".into()));
+    }
+    let v3_headers = v3::V3Headers {
+        timestamp: header_text(headers, "wechatpay-timestamp")?,
+        nonce: header_text(headers, "wechatpay-nonce")?,
+        signature_b64: header_text(headers, "wechatpay-signature")?,
+        serial: header_text(headers, "wechatpay-serial")?,
+    };
+    if v3_headers.signature_b64.starts_with(v3::SIGNTEST_PREFIX) {
+        return Err(Handled::Refused("signature probe".into()));
+    }
+    let merchant = pay_flows::merchant_for(&state.app, &ctx.tenant, ctx.appid.as_str()).await?;
+    let pem = pay_flows::platform_key_pem(&state.app, &ctx.tenant, &merchant.mch_id, &v3_headers.serial)
+        .await?
+        .ok_or_else(|| Handled::Refused("unknown platform serial".into()))?;
+    let key = v3::load_public_key_pem(&pem).map_err(|e| Handled::Retry(format!("stored platform key: {e}")))?;
+    let keys = HashMap::from([(v3_headers.serial.clone(), key)]);
+    v3::verify_notification(&v3_headers, body, &keys, state.app.clock.now().timestamp())
+        .map_err(|e| Handled::Refused(format!("signature: {e}")))?;
+    let envelope: v3::NotificationEnvelope =
+        serde_json::from_slice(body).map_err(|e| Handled::Refused(format!("body: {e}")))?;
+    let api_key = merchant.api_v3_key.as_deref().ok_or_else(|| Handled::Refused("no API v3 key configured".into()))?;
+    let api_key = v3::api_v3_key(api_key).map_err(|e| Handled::Refused(format!("API v3 key: {e}")))?;
+    let plain = envelope.resource.decrypt(&api_key).map_err(|e| Handled::Refused(format!("resource: {e}")))?;
+    let notification_id = Some(envelope.id.clone());
+    match envelope.event_type.as_str() {
+        "TRANSACTION.SUCCESS" => {
+            let t: v3::TransactionResource =
+                serde_json::from_slice(&plain).map_err(|e| Handled::Refused(format!("transaction: {e}")))?;
+            let summary = json!({ "event_type": envelope.event_type, "id": envelope.id,
+                "transaction_id": t.transaction_id, "trade_state": t.trade_state, "total": t.amount.total_fen });
+            let order = Some(t.out_trade_no.clone());
+            let h = apply_v3_transaction(state, ctx, &merchant, t, notification_id).await.unwrap_or_else(|h| h);
+            Ok((true, order, summary, h))
+        }
+        "REFUND.SUCCESS" => {
+            let r: v3::RefundResource =
+                serde_json::from_slice(&plain).map_err(|e| Handled::Refused(format!("refund: {e}")))?;
+            let summary = json!({ "event_type": envelope.event_type, "id": envelope.id,
+                "out_refund_no": r.out_refund_no, "refund_id": r.refund_id, "refund": r.amount.refund_fen });
+            let order = Some(r.out_trade_no.clone());
+            let h = apply_v3_refund(state, ctx, &merchant, r).await.unwrap_or_else(|h| h);
+            Ok((true, order, summary, h))
+        }
+        other => Ok((
+            true,
+            None,
+            json!({ "event_type": other, "id": envelope.id }),
+            Handled::Ignored(format!("event {other} needs no action")),
+        )),
+    }
+}
+
+async fn apply_v3_transaction(
+    state: &AppState,
+    ctx: &Ctx,
+    merchant: &MerchantCredentials,
+    t: v3::TransactionResource,
+    notification_id: Option<String>,
+) -> Result<Handled, Handled> {
+    check_identity(merchant, ctx.appid.as_str(), &t.appid, &t.mchid)?;
+    if t.trade_state != "SUCCESS" {
+        return Ok(Handled::Ignored(format!("trade_state {}", t.trade_state)));
+    }
+    let order_id = order_id(Some(&t.out_trade_no))?;
+    let paid_at = t
+        .success_time
+        .as_deref()
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(|| state.app.clock.now());
+    let report = PaidReport {
+        transaction_id: t.transaction_id,
+        total_fen: t.amount.total_fen,
+        appid: t.appid,
+        mch_id: t.mchid,
+        paid_at,
+        via: PaidVia::NotifyV3,
+        notification_id,
+    };
+    Ok(pay_flows::apply_paid(&state.app, &ctx.tenant, &order_id, &report).await.into())
+}
+
+async fn apply_v3_refund(
+    state: &AppState,
+    ctx: &Ctx,
+    merchant: &MerchantCredentials,
+    r: v3::RefundResource,
+) -> Result<Handled, Handled> {
+    check_identity(merchant, ctx.appid.as_str(), ctx.appid.as_str(), &r.mchid)?;
+    if r.refund_status != "SUCCESS" {
+        return Ok(Handled::Ignored(format!("refund_status {}", r.refund_status)));
+    }
+    let order_id = order_id(Some(&r.out_trade_no))?;
+    let report = RefundReport {
+        out_refund_no: r.out_refund_no,
+        refund_id: r.refund_id,
+        refund_fen: r.amount.refund_fen,
+        total_fen: r.amount.total_fen,
+        mch_id: r.mchid,
+        succeeded_at: r
+            .success_time
+            .as_deref()
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_else(|| state.app.clock.now()),
+    };
+    Ok(pay_flows::apply_refund(&state.app, &ctx.tenant, &order_id, &report).await.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn beijing_times_convert_to_utc() {
+        let t = beijing_time("20260310103000", "%Y%m%d%H%M%S").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-03-10T02:30:00+00:00");
+        assert!(beijing_time("2026-03-10", "%Y%m%d%H%M%S").is_none());
+    }
+
+    #[test]
+    fn only_applied_or_ignored_stop_the_retries() {
+        let ok = v2_reply(&Handled::Applied("x".into()));
+        assert_eq!(ok.status(), StatusCode::OK);
+        assert_eq!(v3_reply(&Handled::Ignored("x".into())).status(), StatusCode::NO_CONTENT);
+        assert_eq!(v3_reply(&Handled::Refused("x".into())).status(), StatusCode::BAD_REQUEST);
+        assert_eq!(v3_reply(&Handled::Retry("x".into())).status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}
