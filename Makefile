@@ -27,7 +27,7 @@ run: services build
 	@$(WXCM) sandbox --listen $(SANDBOX_LISTEN) & sandbox=$$!; trap 'kill $$sandbox 2>/dev/null' EXIT INT TERM; \
 	  echo "wechat simulator on http://$(SANDBOX_LISTEN)"; \
 	  WXCM_WECHAT__API_BASE=http://$(SANDBOX_LISTEN) WXCM_WECHAT__OPEN_BASE=http://$(SANDBOX_LISTEN) \
-	  WXCM_WECHAT__MP_BASE=http://$(SANDBOX_LISTEN) $(WXCM) serve
+	  WXCM_WECHAT__MP_BASE=http://$(SANDBOX_LISTEN) WXCM_WECHAT__PAY_BASE_URL=http://$(SANDBOX_LISTEN) $(WXCM) serve
 
 lint:
 	cargo fmt --all -- --check

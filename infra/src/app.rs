@@ -157,7 +157,11 @@ impl Application {
 
     /// One scheduler per shard (not started); tests drive `tick` themselves.
     pub fn shard_schedulers(&self) -> Vec<ShardScheduler> {
-        self.shards.all().map(|s| ShardScheduler::new(self.app.clone(), s.services.clone(), s.pool.clone())).collect()
+        let pay: Arc<dyn wxcm_commands::pay_port::PayGateway> = self.wechat.pay.clone();
+        self.shards
+            .all()
+            .map(|s| ShardScheduler::new(self.app.clone(), s.services.clone(), s.pool.clone()).with_pay(pay.clone()))
+            .collect()
     }
 
     /// One relay per shard (not started) publishing through `js`; tests drive `tick` themselves.
@@ -231,7 +235,12 @@ impl Application {
             // Tokens close to expiry are refreshed by whichever node holds their lease.
             let refresh_ms = self.settings.wechat.token_refresh_interval_ms.max(1_000);
             tasks.push(tokio::spawn(self.wechat.tokens.clone().run_refresher(refresh_ms, shutdown.clone())));
-            let router = wxcm_gateways::router_with(
+            let member = wxcm_gateways::MemberPorts {
+                oauth: Some(self.wechat.oauth.clone()),
+                pay: Some(self.wechat.pay.clone()),
+                notify_base_url: self.settings.wechat.public_base_url.clone(),
+            };
+            let router = wxcm_gateways::router_with_member(
                 self.app.clone(),
                 readiness,
                 HttpSettings {
@@ -240,6 +249,7 @@ impl Application {
                     request_timeout_ms: self.settings.http.request_timeout_ms,
                 },
                 self.wechat_edge.clone(),
+                member,
             )
             .merge(crate::projection_ops::metrics_router(self.settings.clone()));
             info!(addr = ?listener.local_addr().ok(), "http listening");

@@ -50,6 +50,12 @@ pub struct WechatConfig {
     /// Where referral visitors are sent to follow the account after OAuth
     /// (`{appid}` is replaced); empty: a short page asking them to follow.
     pub follow_url_template: String,
+    /// WeChat Pay's API (`https://api.mch.weixin.qq.com`; the simulator in local runs).
+    pub pay_base_url: String,
+    /// Pay's platform key, to verify v3 answers (optional; notifications use the
+    /// per-merchant keys of the pay store).
+    pub pay_platform_serial: String,
+    pub pay_platform_public_key_pem: String,
     /// Interval of the token refresher (refreshes tokens close to expiry).
     pub token_refresh_interval_ms: u64,
     /// The third-party platform's appid; empty when wxcm does not run as one.
@@ -77,6 +83,9 @@ impl Default for WechatConfig {
             calls_per_second_per_appid: client.calls_per_second_per_appid,
             public_base_url: "http://127.0.0.1:8080".into(),
             follow_url_template: String::new(),
+            pay_base_url: wxcm_gateways::pay::client::PayClientSettings::default().base_url,
+            pay_platform_serial: String::new(),
+            pay_platform_public_key_pem: String::new(),
             token_refresh_interval_ms: 30_000,
             component_appid: String::new(),
             component_token: String::new(),

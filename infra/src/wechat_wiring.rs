@@ -6,15 +6,20 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use sqlx::PgPool;
+use wxcm_commands::pay_flows::{OauthExchange, PayFlowError};
 use wxcm_commands::wechat::AccountDirectory;
+use wxcm_commands::wechat::AccountMode;
 use wxcm_commands::App;
 use wxcm_domain::tenant::Tenant;
 use wxcm_domain::AppId;
+use wxcm_domain::OpenId;
+use wxcm_gateways::pay::client::{PayClientError, PayClientSettings, WechatPayClient};
 use wxcm_gateways::wechat_api::client::WechatClient;
 use wxcm_gateways::wechat_api::error::{TokenError, WechatError};
 use wxcm_gateways::wechat_api::http::WechatHttp;
 use wxcm_gateways::wechat_api::tokens::{TokenCenter, TokenCenterConfig, TokenSources};
-use wxcm_gateways::ClientOutbound;
+use wxcm_gateways::wechat_edge::OutboundError;
+use wxcm_gateways::{ClientOutbound, WechatOutbound};
 
 use crate::config::WechatConfig;
 use crate::tokens::PgTokenStore;
@@ -64,10 +69,14 @@ impl TokenSources for TenantTokenSources {
 pub enum WiringError {
     #[error("wechat client: {0}")]
     Client(#[from] WechatError),
+    #[error("wechat pay client: {0}")]
+    Pay(#[from] PayClientError),
 }
 
-/// The shared token center and the outbound client of this node.
+/// The shared token center, the outbound clients and the member API's OAuth of this node.
 pub struct WechatSide {
+    pub pay: Arc<WechatPayClient>,
+    pub oauth: Arc<OauthAdapter>,
     pub tokens: Arc<TokenCenter>,
     pub client: Arc<WechatClient>,
     /// What the callback endpoints and the WeChat admin API call out through.
@@ -85,5 +94,58 @@ pub fn build(app: Arc<App>, control_pool: PgPool, config: &WechatConfig) -> Resu
     let mut outbound =
         ClientOutbound::new(WechatClient::new(http, tokens.clone()), component_appid, &config.public_base_url);
     outbound.follow_url_template = (!config.follow_url_template.is_empty()).then(|| config.follow_url_template.clone());
-    Ok(WechatSide { tokens, client, outbound: Arc::new(outbound) })
+    let outbound = Arc::new(outbound);
+    let pay = Arc::new(pay_client(config)?);
+    let oauth = Arc::new(OauthAdapter::new(app, outbound.clone()));
+    Ok(WechatSide { pay, oauth, tokens, client, outbound })
+}
+
+/// WeChat web OAuth for the member API, through the outbound client: the
+/// account's mode decides between the direct and the component exchange.
+pub struct OauthAdapter {
+    app: Arc<App>,
+    outbound: Arc<ClientOutbound>,
+    directory: AccountDirectory,
+}
+
+impl OauthAdapter {
+    pub fn new(app: Arc<App>, outbound: Arc<ClientOutbound>) -> Self {
+        Self { app, outbound, directory: AccountDirectory::default() }
+    }
+}
+
+#[async_trait]
+impl OauthExchange for OauthAdapter {
+    async fn openid_for_code(&self, appid: &AppId, code: &str) -> Result<OpenId, PayFlowError> {
+        let retry = |e: &dyn std::fmt::Display| PayFlowError::Retry(e.to_string());
+        let Some((tenant, mode)) = self.directory.lookup(&self.app, appid).await.map_err(|e| retry(&e))? else {
+            return Err(PayFlowError::Refused(format!("appid {} is not bound", appid.as_str())));
+        };
+        let secret = match mode {
+            AccountMode::Direct => {
+                let shard = self.app.router.route(&tenant).map_err(|e| retry(&e))?;
+                let (state, _): (Tenant, u64) = shard.tenants.load(tenant.as_str()).await.map_err(|e| retry(&e))?;
+                match state.accounts.get(appid.as_str()) {
+                    Some(account) => Some(self.app.sealer.open(&account.app_secret).map_err(|e| retry(&e))?),
+                    None => None,
+                }
+            }
+            AccountMode::Component => None,
+        };
+        let openid = self.outbound.oauth_openid(appid, mode, secret.as_deref(), code).await.map_err(|e| match e {
+            OutboundError::Rejected(why) => PayFlowError::Refused(why),
+            other => PayFlowError::Retry(other.to_string()),
+        })?;
+        OpenId::parse(&openid).map_err(|e| PayFlowError::Refused(format!("WeChat returned a bad openid: {e}")))
+    }
+}
+
+/// The WeChat Pay client from configuration (base URL, optional platform key for v3 answers).
+pub fn pay_client(config: &WechatConfig) -> Result<WechatPayClient, PayClientError> {
+    let client =
+        WechatPayClient::new(PayClientSettings { base_url: config.pay_base_url.clone(), ..Default::default() })?;
+    if config.pay_platform_serial.is_empty() || config.pay_platform_public_key_pem.is_empty() {
+        return Ok(client);
+    }
+    client.with_platform_key(&config.pay_platform_serial, &config.pay_platform_public_key_pem)
 }
