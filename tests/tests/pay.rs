@@ -590,7 +590,7 @@ async fn oauth_sessions_find_or_register_the_member_and_see_only_its_orders() {
 }
 
 #[tokio::test]
-async fn member_api_without_ports_and_sessions_is_refused() {
+async fn member_api_refuses_without_a_session_and_for_an_unbound_account() {
     let t = spawn_app_on(fresh_settings(1).await).await;
     let res = t.http.get(t.url("/m/api/v1/me")).send().await.unwrap();
     assert_eq!(res.status().as_u16(), 401);
@@ -603,6 +603,7 @@ async fn member_api_without_ports_and_sessions_is_refused() {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status().as_u16(), 409, "no OAuth port wired on this node yet");
+    // The node has its OAuth port; the appid is bound to no tenant, so the code is never exchanged.
+    assert_eq!(res.status().as_u16(), 422, "unbound account");
     t.stop().await;
 }
