@@ -1,0 +1,159 @@
+//! NATS restarted while commands keep arriving: commands only need Postgres,
+//! the outbox keeps what NATS could not take, and once NATS is back the relay
+//! and the projector catch up; `audit reconcile` then finds no difference.
+//! The test runs its own nats-server (own port and store) so that stopping it
+//! disturbs no other test.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wxcm_commands::members::{self, RegisterRequest};
+use wxcm_commands::{tenants, CommandContext};
+use wxcm_domain::member::{CardLevel, MemberCommand, Provenance, RegistrationSource};
+use wxcm_domain::{Actor, AmountFen, IdempotencyKey, MemberId, Reference, TenantId};
+use wxcm_infra::app::Role;
+use wxcm_infra::reconcile;
+use wxcm_tests::{build, fresh_settings, TestClock};
+
+const NATS_SERVER: &str = "/usr/sbin/nats-server";
+const CATCH_UP_DEADLINE: Duration = Duration::from_secs(90);
+
+struct Nats {
+    port: u16,
+    store: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+impl Nats {
+    fn start(port: u16, store: &std::path::Path) -> Child {
+        Command::new(NATS_SERVER)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts")
+    }
+
+    async fn new() -> Self {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let store = std::env::temp_dir().join(format!("wxcm-nats-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&store).unwrap();
+        let child = Self::start(port, &store);
+        let nats = Self { port, store, child: Some(child) };
+        nats.wait_up().await;
+        nats
+    }
+
+    async fn wait_up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
+            assert!(Instant::now() < deadline, "private nats-server did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    async fn restart(&mut self) {
+        self.stop();
+        self.child = Some(Self::start(self.port, &self.store));
+        self.wait_up().await;
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
+
+fn ctx(tenant: &TenantId) -> CommandContext {
+    let key = IdempotencyKey::parse(&format!("test-{}", uuid::Uuid::new_v4())).unwrap();
+    CommandContext::new(tenant.clone(), key, "test".into())
+}
+
+async fn deposit(app: &wxcm_commands::App, tenant: &TenantId, member: MemberId, fen: i64) {
+    let c = ctx(tenant);
+    let command = MemberCommand::DepositCash {
+        amount_fen: AmountFen::new(fen).unwrap(),
+        provenance: Provenance {
+            actor: Actor::Staff { username: "s".into() },
+            reason: Reference::parse("counter").unwrap(),
+            reference: None,
+            idempotency_key: c.idempotency_key.clone(),
+        },
+    };
+    members::execute(app, tenant, member, command, &fen, &c).await.expect("commands need only Postgres");
+}
+
+#[tokio::test]
+async fn nats_restarted_while_commands_keep_arriving_loses_nothing() {
+    let mut nats = Nats::new().await;
+    let mut settings = fresh_settings(1).await;
+    settings.nats.url = nats.url();
+    settings.nats.stream_prefix = format!("r{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    settings.nats.relay_interval_ms = 50;
+    let application = build(settings.clone(), Role::All, Arc::new(TestClock::default())).await;
+    let app = application.app.clone();
+    let running = application.spawn();
+
+    let tenant = TenantId::parse("natsrestart").unwrap();
+    tenants::create(&app, &tenant, "Restart Cinema", Actor::System { job: "test".into() }, &ctx(&tenant))
+        .await
+        .unwrap();
+    let mut members_ = Vec::new();
+    for _ in 0..3 {
+        let request =
+            RegisterRequest { openid: None, source: RegistrationSource::Staff, card_level: CardLevel::standard() };
+        let (view, _) = members::register(&app, &tenant, request, Actor::Staff { username: "s".into() }, &ctx(&tenant))
+            .await
+            .unwrap();
+        members_.push(view.member_id);
+    }
+    let mut expected = 0;
+    for round in 0..3 {
+        for (i, m) in members_.iter().enumerate() {
+            deposit(&app, &tenant, *m, 100 + i as i64).await;
+            expected += 1;
+        }
+        if round == 0 {
+            // NATS goes away mid-stream; commands keep arriving.
+            nats.stop();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    nats.restart().await;
+    for m in &members_ {
+        deposit(&app, &tenant, *m, 7).await;
+        expected += 1;
+    }
+
+    let deadline = Instant::now() + CATCH_UP_DEADLINE;
+    loop {
+        let report = reconcile::reconcile(&settings, &tenant).await.expect("reconcile runs");
+        if report.is_clean() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "read models did not catch up after the NATS restart ({expected} deposits): {report:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    running.stop().await;
+}
