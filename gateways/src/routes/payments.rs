@@ -4,14 +4,16 @@
 
 use axum::extract::State;
 use axum::Json;
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use tracing::instrument;
+use utoipa::{IntoParams, ToSchema};
 use wxcm_commands::pay_flows::{self, OrderDetail, ORDERS_PAGE_MAX};
 use wxcm_commands::payments::{PaymentOpError, PaymentView};
 use wxcm_domain::payment::PaymentStatus;
 use wxcm_domain::OutTradeNo;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiQuery, Authorized};
 use crate::permissions::perm;
 use crate::state::AppState;
@@ -32,7 +34,8 @@ impl From<PaymentOpError> for ApiError {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PaymentListQuery {
     /// `created`, `paid` or `closed`.
     state: Option<String>,
@@ -42,10 +45,74 @@ pub struct PaymentListQuery {
     limit: Option<u32>,
 }
 
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, ToSchema)]
 pub struct PaymentListPage {
+    #[schema(value_type = Vec<PaymentOrderDoc>)]
     orders: Vec<PaymentView>,
+    /// The last order id of a full page: pass it as `after` for the next page.
     next_after: Option<String>,
+}
+
+/// A payment order (mirrors `commands::payments::PaymentView`; documentation only).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct PaymentOrderDoc {
+    /// Our `out_trade_no`.
+    order_id: String,
+    tenant_id: String,
+    member_id: uuid::Uuid,
+    openid: String,
+    appid: String,
+    mch_id: String,
+    /// `balance_recharge`.
+    purpose: String,
+    amount_fen: i64,
+    /// `v2` or `v3`.
+    api_version: String,
+    /// `created`, `paid` or `closed`.
+    status: String,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    /// Pay's transaction id once paid.
+    transaction_id: Option<String>,
+    paid_at: Option<DateTime<Utc>>,
+    /// `notify_v2`, `notify_v3` or `query`.
+    paid_via: Option<String>,
+    closed_reason: Option<String>,
+    closed_at: Option<DateTime<Utc>>,
+    refunded_total_fen: i64,
+    /// Refunds applied.
+    refunds: u64,
+    /// Sequence of the order's last event.
+    version: u64,
+}
+
+/// One notification as received (mirrors `commands::pay_flows::NotificationRecord`; documentation only).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct PayNotificationDoc {
+    appid: String,
+    tenant_id: Option<String>,
+    order_id: Option<String>,
+    /// `v2`, `v3` or `refund_v2`.
+    channel: String,
+    /// The signature was verified.
+    verified: bool,
+    /// `applied`, `ignored`, `refused` or `retry`.
+    outcome: String,
+    detail: String,
+    /// Decoded, non-secret fields (transaction id, totals, event type).
+    #[schema(value_type = Object)]
+    summary: serde_json::Value,
+    received_at: DateTime<Utc>,
+}
+
+/// An order with its notification history, newest first (mirrors `commands::pay_flows::OrderDetail`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct PaymentDetailDoc {
+    order: PaymentOrderDoc,
+    notifications: Vec<PayNotificationDoc>,
 }
 
 fn parse_state(s: &str) -> Result<PaymentStatus, ApiError> {
@@ -57,6 +124,14 @@ fn parse_state(s: &str) -> Result<PaymentStatus, ApiError> {
     }
 }
 
+#[utoipa::path(get, path = "/admin/api/v1/payments", tag = "payments",
+    security(("bearer" = [])),
+    params(PaymentListQuery),
+    responses(
+        (status = 200, description = "One page of payment orders, by order id", body = PaymentListPage),
+        (status = 400, description = "`invalid_query`, `invalid_state`, `invalid_after`, `invalid_limit`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+    ))]
 #[instrument(skip_all, fields(tenant = %auth.session.tenant_id, username = %auth.session.username))]
 pub async fn list_payments(
     State(state): State<AppState>,
@@ -85,6 +160,15 @@ pub async fn list_payments(
     Ok(Json(PaymentListPage { orders, next_after }))
 }
 
+#[utoipa::path(get, path = "/admin/api/v1/payments/{order_id}", tag = "payments",
+    security(("bearer" = [])),
+    params(("order_id" = String, Path, description = "Our `out_trade_no`")),
+    responses(
+        (status = 200, description = "The order and its notifications", body = PaymentDetailDoc),
+        (status = 400, description = "`invalid_order_id`, `invalid_path`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`payment_not_found` (also for orders of other tenants)", body = ErrorBody),
+    ))]
 #[instrument(skip_all, fields(tenant = %auth.session.tenant_id, username = %auth.session.username))]
 pub async fn get_payment(
     State(state): State<AppState>,
