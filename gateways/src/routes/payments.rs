@@ -179,3 +179,53 @@ pub async fn get_payment(
         OutTradeNo::parse(&order_id).map_err(|e| ApiError::bad_request("invalid_order_id", e.to_string()))?;
     Ok(Json(pay_flows::order_detail(&state.app, &auth.session.tenant_id, &order_id).await?))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use utoipa::openapi::schema::Schema;
+    use utoipa::openapi::RefOr;
+    use utoipa::PartialSchema;
+    use wxcm_domain::payment::{PaidVia, PayApiVersion, PaymentPurpose};
+    use wxcm_domain::{AppId, MemberId, OpenId, TenantId};
+
+    use super::*;
+
+    fn doc_fields(schema: RefOr<Schema>) -> BTreeSet<String> {
+        match schema {
+            RefOr::T(Schema::Object(o)) => o.properties.keys().cloned().collect(),
+            _ => panic!("not an object schema"),
+        }
+    }
+
+    /// The documentation-only mirror has exactly the fields the API serializes.
+    #[test]
+    fn payment_order_doc_mirrors_the_view() {
+        let view = PaymentView {
+            order_id: OutTradeNo::parse("rc0000000001").unwrap(),
+            tenant_id: TenantId::parse("acme").unwrap(),
+            member_id: MemberId::new_random(),
+            openid: OpenId::parse("oPay_member_0001").unwrap(),
+            appid: AppId::parse("wx0123456789abcdef").unwrap(),
+            mch_id: "1900000109".into(),
+            purpose: PaymentPurpose::BalanceRecharge,
+            amount_fen: 1_000,
+            api_version: PayApiVersion::V3,
+            status: PaymentStatus::Paid,
+            created_at: Utc::now(),
+            expires_at: Utc::now(),
+            transaction_id: Some("4200000001".into()),
+            paid_at: Some(Utc::now()),
+            paid_via: Some(PaidVia::NotifyV3),
+            closed_reason: None,
+            closed_at: None,
+            refunded_total_fen: 0,
+            refunds: 0,
+            version: 2,
+        };
+        let serialized = serde_json::to_value(&view).unwrap();
+        let keys: BTreeSet<String> = serialized.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys, doc_fields(PaymentOrderDoc::schema()));
+    }
+}
