@@ -122,6 +122,10 @@ impl PayBenchArgs {
             self.api == PayApiArg::V2 || self.duration_secs <= V3_DURATION_SECS_MAX,
             "--api v3 signs its notifications up front: --duration-secs must be at most {V3_DURATION_SECS_MAX}"
         );
+        ensure!(
+            self.api == PayApiArg::V2 || self.orders() <= V3_ORDERS_MAX,
+            "--api v3 signs its notifications up front: --rate × --duration-secs must be at most {V3_ORDERS_MAX}"
+        );
         bench::check_database_name(&self.database, settings)
     }
 
@@ -351,6 +355,8 @@ fn v3_body(i: u64, key: &[u8; v3::API_V3_KEY_BYTES]) -> Result<Vec<u8>> {
 /// Longest v3 run: its notifications are signed during set-up, and the handler
 /// refuses timestamps more than `v3::TIMESTAMP_SKEW_SECS_MAX` old (set-up and margin kept).
 pub const V3_DURATION_SECS_MAX: u64 = 200;
+/// Most v3 notifications: signing them (~2 ms each) must also stay well inside that window.
+pub const V3_ORDERS_MAX: u64 = 40_000;
 
 /// One notification ready to send; v3 carries the platform's `Wechatpay-*` headers.
 struct Prepared {
@@ -665,4 +671,35 @@ fn report_json(f: &Figures, args: &PayBenchArgs) -> serde_json::Value {
         "duration_secs": args.duration_secs,
         "concurrency": args.concurrency,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashMap};
+
+    use super::*;
+
+    #[test]
+    fn v2_bodies_carry_a_valid_signature() {
+        let xml = v2_body(7).unwrap();
+        let doc = wxcm_gateways::wechat::xml::parse(xml.as_bytes(), &Default::default()).unwrap();
+        let fields: BTreeMap<String, String> = doc.fields.into_iter().collect();
+        assert_eq!(fields.get("out_trade_no").map(String::as_str), Some("bpay0000000007"));
+        v2::verify(&fields, API_V2_KEY).unwrap();
+    }
+
+    #[test]
+    fn v3_bodies_verify_and_decrypt_with_the_platform_and_api_keys() {
+        let key = v3::api_v3_key(API_V3_KEY).unwrap();
+        let body = v3_body(3, &key).unwrap();
+        let (timestamp, nonce, signature_b64) =
+            sign_v3(&v3::load_private_key_pem(PLATFORM_PRIVATE_PEM).unwrap(), 3, &body).unwrap();
+        let headers = v3::V3Headers { timestamp, nonce, signature_b64, serial: PLATFORM_SERIAL.into() };
+        let keys = HashMap::from([(PLATFORM_SERIAL.to_owned(), v3::load_public_key_pem(PLATFORM_PUBLIC_PEM).unwrap())]);
+        v3::verify_notification(&headers, &body, &keys, Utc::now().timestamp()).unwrap();
+        let envelope: v3::NotificationEnvelope = serde_json::from_slice(&body).unwrap();
+        let plain: serde_json::Value = serde_json::from_slice(&envelope.resource.decrypt(&key).unwrap()).unwrap();
+        assert_eq!(plain["out_trade_no"], "bpay0000000003");
+        assert_eq!(plain["amount"]["total"], AMOUNT_FEN);
+    }
 }
