@@ -43,6 +43,7 @@ bench: services
 	$(CARGO_TARGET_DIR)/release/wxcm bench ledger
 	$(CARGO_TARGET_DIR)/release/wxcm bench pipeline
 	$(CARGO_TARGET_DIR)/release/wxcm bench gateway
+	$(CARGO_TARGET_DIR)/release/wxcm bench pay
 
 fmt:
 	cargo fmt --all

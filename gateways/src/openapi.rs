@@ -9,7 +9,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::dto;
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::routes::{health, members, reports, session, tenant, wechat_admin};
+use crate::routes::{health, member_api, members, pay_notify, payments, reports, session, tenant, wechat_admin};
 
 const DESCRIPTION: &str = "\
 Admin API of wxcm (membership, points and stored value on WeChat official accounts).
@@ -46,7 +46,19 @@ Errors are `{\"error\": {\"code\", \"message\"}}`:
 `invalid_card_level`, `invalid_openid`, `charge_not_found`, `overflow`, `invalid_account`, `invalid_name`;
 - 429 `rate_limited` (login) with `Retry-After`;
 - 500 `internal` (details are logged, never sent);
-- 503 `contention` or `timeout` with `Retry-After`: retry with the same idempotency key.";
+- 503 `contention` or `timeout` with `Retry-After`: retry with the same idempotency key.
+
+Payment orders (`/admin/api/v1/payments`): owner, manager and auditor read them with their notification history.
+
+Member API (`/m/api/v1`, pages inside WeChat): `POST sessions` exchanges a WeChat OAuth code for a member \
+session token (the member is found or registered by openid); the other routes need \
+`Authorization: Bearer <member token>` (scheme `member_bearer`) and reach only that member and its own orders. \
+Recharges are balance top-ups paid with WeChat Pay (JSAPI); the balance is credited when Pay's notification \
+arrives (or reconciliation finds the payment), exactly once.
+
+Pay notifications (`/pay/notify`) are called by WeChat Pay, not by clients: v2 XML signed with the API v2 key, \
+v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with an encrypted `req_info`. The \
+\"applied\" answer (v2 `SUCCESS`, v3 2xx) is given only once the order is paid and the member credited.";
 
 #[derive(OpenApi)]
 #[openapi(
@@ -85,6 +97,15 @@ Errors are `{\"error\": {\"code\", \"message\"}}`:
         wechat_admin::referral_start,
         wechat_admin::referral_callback,
         wechat_admin::start_authorization,
+        payments::list_payments,
+        payments::get_payment,
+        member_api::create_session,
+        member_api::me,
+        member_api::create_recharge,
+        member_api::get_recharge,
+        pay_notify::notify_v2,
+        pay_notify::notify_v3,
+        pay_notify::notify_refund_v2,
     ),
     components(schemas(ErrorBody, ErrorDetail, dto::HealthBody)),
     modifiers(&Common),
@@ -97,6 +118,9 @@ Errors are `{\"error\": {\"code\", \"message\"}}`:
         (name = "tenant", description = "The session's tenant"),
         (name = "wechat", description = "WeChat settings: reply rules, points rules, scene QR codes, menus, \
 referral links, third-party authorization"),
+        (name = "payments", description = "WeChat Pay orders of the tenant and their notifications"),
+        (name = "member", description = "The member API: OAuth sessions, the member's card, balance recharges"),
+        (name = "pay-notify", description = "WeChat Pay's notifications (called by Pay)"),
     ),
 )]
 struct ApiDoc;
@@ -109,10 +133,13 @@ impl Modify for Common {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        let mut member = Http::new(HttpAuthScheme::Bearer);
+        member.description = Some("Member session token from `POST /m/api/v1/sessions`".into());
+        components.add_security_scheme("member_bearer", SecurityScheme::Http(member));
         for (path, item) in openapi.paths.paths.iter_mut() {
             let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
             for operation in operations.into_iter().flatten() {
-                decorate(operation, path.starts_with("/admin/"));
+                decorate(operation, path.starts_with("/admin/") || path.starts_with("/m/api/"));
             }
         }
     }
@@ -169,15 +196,37 @@ mod tests {
     }
 
     #[test]
-    fn every_admin_operation_but_login_is_secured() {
+    fn every_admin_and_member_operation_but_sign_in_is_secured() {
         let doc = document();
         for (path, item) in &doc.paths.paths {
             let operations = [&item.get, &item.put, &item.post, &item.delete, &item.patch];
             for operation in operations.into_iter().flatten() {
                 let secured = operation.security.is_some();
-                let public = !path.starts_with("/admin/") || path == "/admin/api/v1/login";
+                let public = !(path.starts_with("/admin/") || path.starts_with("/m/api/"))
+                    || path == "/admin/api/v1/login"
+                    || path == "/m/api/v1/sessions";
                 assert_eq!(secured, !public, "{path}");
             }
         }
+    }
+
+    #[test]
+    fn payment_member_and_notify_routes_are_documented() {
+        let doc = document();
+        for path in [
+            "/pay/notify/v2/{appid}",
+            "/pay/notify/v3/{appid}",
+            "/pay/notify/refund/{appid}",
+            "/m/api/v1/sessions",
+            "/m/api/v1/me",
+            "/m/api/v1/recharges",
+            "/m/api/v1/recharges/{order_id}",
+            "/admin/api/v1/payments",
+            "/admin/api/v1/payments/{order_id}",
+        ] {
+            assert!(doc.paths.paths.contains_key(path), "{path}");
+        }
+        let schemes = doc.components.map(|c| c.security_schemes).unwrap_or_default();
+        assert!(schemes.contains_key("member_bearer"));
     }
 }

@@ -5,6 +5,7 @@ pub mod app;
 pub mod audit;
 pub mod bench;
 pub mod bench_gateway;
+pub mod bench_pay;
 pub mod bench_pipeline;
 pub mod config;
 pub mod hashchain;

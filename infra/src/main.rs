@@ -173,6 +173,8 @@ enum BenchCommand {
     Pipeline(wxcm_infra::bench_pipeline::PipelineBenchArgs),
     /// WeChat subscribe callbacks through the full path at a fixed rate and at saturation, next to `/healthz`.
     Gateway(wxcm_infra::bench_gateway::GatewayBenchArgs),
+    /// WeChat Pay paid notifications (v2 or v3) through the full path at a fixed rate; checks every credit.
+    Pay(wxcm_infra::bench_pay::PayBenchArgs),
 }
 
 fn init_tracing(format: LogFormat) {
@@ -320,6 +322,7 @@ async fn main() -> Result<()> {
         Command::Bench { command: BenchCommand::Gateway(args) } => {
             wxcm_infra::bench_gateway::bench_gateway(&settings, args).await
         }
+        Command::Bench { command: BenchCommand::Pay(args) } => wxcm_infra::bench_pay::bench_pay(&settings, args).await,
     }
 }
 

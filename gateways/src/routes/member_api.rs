@@ -7,8 +7,10 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 use wxcm_commands::members;
 use wxcm_commands::pay_flows::{self, MemberSession, OauthExchange, PayFlowError, RechargeRequest};
 use wxcm_commands::pay_port::PayGateway;
@@ -16,7 +18,8 @@ use wxcm_commands::CommandContext;
 use wxcm_domain::payment::PayApiVersion;
 use wxcm_domain::{AmountFen, AppId, OutTradeNo};
 
-use crate::error::ApiError;
+use crate::dto::MemberDto;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, IdempotencyHeader};
 use crate::state::AppState;
 
@@ -52,13 +55,57 @@ async fn member(state: &AppState, headers: &HeaderMap) -> Result<MemberSession, 
     pay_flows::member_session(&state.app, token).await?.ok_or_else(unauthorized)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct SessionRequest {
+    /// The official account the page runs in.
     appid: String,
+    /// The WeChat OAuth `code` the page was given.
     code: String,
 }
 
+/// A new member session (documentation only).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct SessionCreatedDoc {
+    /// `Authorization: Bearer <token>` for the other member routes.
+    token: String,
+    member_id: uuid::Uuid,
+    expires_at: DateTime<Utc>,
+}
+
+/// What a JSAPI page passes to `WeixinJSBridge.invoke('getBrandWCPayRequest', …)` (documentation only).
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+#[allow(dead_code)]
+pub struct JsapiPayParamsDoc {
+    app_id: String,
+    time_stamp: String,
+    nonce_str: String,
+    /// `prepay_id=<id>`.
+    package: String,
+    /// `MD5` or `HMAC-SHA256` (v2), `RSA` (v3).
+    sign_type: String,
+    pay_sign: String,
+}
+
+/// A recharge order created at Pay (documentation only).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct RechargeCreatedDoc {
+    order_id: String,
+    order: crate::routes::payments::PaymentOrderDoc,
+    pay_params: JsapiPayParamsDoc,
+}
+
 /// `POST /m/api/v1/sessions {appid, code}`
+#[utoipa::path(post, path = "/m/api/v1/sessions", tag = "member",
+    request_body = SessionRequest,
+    responses(
+        (status = 201, description = "Signed in: the member found or registered for the OAuth openid", body = SessionCreatedDoc),
+        (status = 400, description = "`invalid_appid`, `malformed_json`", body = ErrorBody),
+        (status = 409, description = "`member_api_unavailable` (no OAuth port on this node)", body = ErrorBody),
+        (status = 422, description = "`refused` (bad code, unknown account), `invalid_body`", body = ErrorBody),
+    ))]
 pub async fn create_session(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<SessionRequest>,
@@ -74,12 +121,17 @@ pub async fn create_session(
 }
 
 /// `GET /m/api/v1/me`
+#[utoipa::path(get, path = "/m/api/v1/me", tag = "member",
+    security(("member_bearer" = [])),
+    responses(
+        (status = 200, description = "The session's member: card, points, balance", body = MemberDto),
+    ))]
 pub async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<members::MemberView>, ApiError> {
     let s = member(&state, &headers).await?;
     Ok(Json(members::get(&state.app, &s.tenant_id, s.member_id).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct RechargeBody {
     amount_fen: i64,
     /// `v2` or `v3` (default `v3`).
@@ -87,6 +139,16 @@ pub struct RechargeBody {
 }
 
 /// `POST /m/api/v1/recharges {amount_fen}` (Idempotency-Key)
+#[utoipa::path(post, path = "/m/api/v1/recharges", tag = "member",
+    security(("member_bearer" = [])),
+    params(("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters; the same key is the same order")),
+    request_body = RechargeBody,
+    responses(
+        (status = 201, description = "The order, created at Pay, and the JSAPI parameters to pay it", body = RechargeCreatedDoc),
+        (status = 400, description = "`invalid_amount`, `invalid_api`, `idempotency_key_missing`, `idempotency_key_invalid`, `malformed_json`", body = ErrorBody),
+        (status = 409, description = "`member_api_unavailable` (no Pay port on this node)", body = ErrorBody),
+        (status = 422, description = "`refused` (Pay refused the order), `invalid_body`", body = ErrorBody),
+    ))]
 pub async fn create_recharge(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -120,6 +182,14 @@ pub async fn create_recharge(
 }
 
 /// `GET /m/api/v1/recharges/{order_id}`: the member's own orders only.
+#[utoipa::path(get, path = "/m/api/v1/recharges/{order_id}", tag = "member",
+    security(("member_bearer" = [])),
+    params(("order_id" = String, Path)),
+    responses(
+        (status = 200, description = "The order (its status tells whether the payment arrived)", body = crate::routes::payments::PaymentOrderDoc),
+        (status = 400, description = "`invalid_order_id`", body = ErrorBody),
+        (status = 404, description = "`payment_not_found` (also another member's order)", body = ErrorBody),
+    ))]
 pub async fn get_recharge(
     State(state): State<AppState>,
     headers: HeaderMap,

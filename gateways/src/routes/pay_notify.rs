@@ -44,6 +44,41 @@ pub const PAY_NOTIFY_BODY_BYTES_MAX: usize = 64 * 1024;
 /// Beijing time, in which v2 notifications give their times.
 const BEIJING_OFFSET_S: i32 = 8 * 3600;
 
+/// A v3 notification envelope (documentation only; see `pay::v3::NotificationEnvelope`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct PayV3NotificationDoc {
+    id: String,
+    create_time: String,
+    /// `TRANSACTION.SUCCESS`, `REFUND.SUCCESS`; others are acknowledged and ignored.
+    event_type: String,
+    resource_type: String,
+    summary: String,
+    resource: PayV3ResourceDoc,
+}
+
+/// The AES-256-GCM encrypted resource of a v3 notification (documentation only).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct PayV3ResourceDoc {
+    /// `AEAD_AES_256_GCM`.
+    algorithm: String,
+    /// Base64 of ciphertext and tag, under the merchant's API v3 key.
+    ciphertext: String,
+    associated_data: Option<String>,
+    original_type: String,
+    nonce: String,
+}
+
+/// The v3 refusal answer (Pay retries).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct PayV3FailDoc {
+    /// `FAIL`.
+    code: String,
+    message: String,
+}
+
 /// What handling a notification came to.
 #[derive(Debug)]
 enum Handled {
@@ -182,6 +217,13 @@ fn field<'a>(fields: &'a BTreeMap<String, String>, name: &str) -> Result<&'a str
 }
 
 /// `POST /pay/notify/v2/{appid}`
+#[utoipa::path(post, path = "/pay/notify/v2/{appid}", tag = "pay-notify",
+    params(("appid" = String, Path, description = "The official account the order was paid on")),
+    request_body(content = String, content_type = "text/xml",
+        description = "Pay's v2 payment result: `<xml>` fields, signed (`sign`, MD5 or HMAC-SHA256) with the API v2 key"),
+    responses(
+        (status = 200, description = "`<xml><return_code>SUCCESS</return_code>…` when applied now or before (or verified and needing nothing); `FAIL` with `refused` or `try again` otherwise, so Pay retries", body = String, content_type = "application/xml"),
+    ))]
 pub async fn notify_v2(State(state): State<AppState>, Path(appid): Path<String>, body: Bytes) -> Response {
     let ctx = match tenant_of(&state, &appid).await {
         Ok(c) => c,
@@ -251,6 +293,13 @@ async fn apply_v2(
 }
 
 /// `POST /pay/notify/refund/{appid}`
+#[utoipa::path(post, path = "/pay/notify/refund/{appid}", tag = "pay-notify",
+    params(("appid" = String, Path, description = "The official account the order was paid on")),
+    request_body(content = String, content_type = "text/xml",
+        description = "Pay's v2 refund result: `<xml>` with `req_info` (AES-256-ECB under the MD5 of the API v2 key)"),
+    responses(
+        (status = 200, description = "`SUCCESS` XML when the refund is applied now or before; `FAIL` XML otherwise", body = String, content_type = "application/xml"),
+    ))]
 pub async fn notify_refund_v2(State(state): State<AppState>, Path(appid): Path<String>, body: Bytes) -> Response {
     let ctx = match tenant_of(&state, &appid).await {
         Ok(c) => c,
@@ -345,6 +394,20 @@ fn header_text(headers: &HeaderMap, name: &str) -> Result<String, Handled> {
 }
 
 /// `POST /pay/notify/v3/{appid}`
+#[utoipa::path(post, path = "/pay/notify/v3/{appid}", tag = "pay-notify",
+    params(
+        ("appid" = String, Path, description = "The official account the order was paid on"),
+        ("Wechatpay-Timestamp" = String, Header, description = "Unix seconds; refused when more than 300 s away"),
+        ("Wechatpay-Nonce" = String, Header),
+        ("Wechatpay-Signature" = String, Header, description = "RSA-SHA256 by the platform key over timestamp, nonce and the raw body"),
+        ("Wechatpay-Serial" = String, Header, description = "Serial of a platform key registered for the merchant"),
+    ),
+    request_body(content = PayV3NotificationDoc, content_type = "application/json"),
+    responses(
+        (status = 204, description = "Applied now or before, or verified and needing nothing"),
+        (status = 400, description = "Refused (signature, timestamp, probe, mismatching order); Pay retries, nothing changes", body = PayV3FailDoc),
+        (status = 500, description = "Try again (our side)", body = PayV3FailDoc),
+    ))]
 pub async fn notify_v3(
     State(state): State<AppState>,
     Path(appid): Path<String>,
