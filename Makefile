@@ -40,9 +40,11 @@ test: services lint
 
 bench: services
 	cargo build --release -p wxcm-infra --bin wxcm
-	$(CARGO_TARGET_DIR)/release/wxcm bench ledger
+	$(CARGO_TARGET_DIR)/release/wxcm bench ledger | tee $(CARGO_TARGET_DIR)/bench-ledger.out
 	$(CARGO_TARGET_DIR)/release/wxcm bench pipeline
-	$(CARGO_TARGET_DIR)/release/wxcm bench gateway
+	@# The gateway's target is a ratio to the ledger's command rate (a) of the run above.
+	$(CARGO_TARGET_DIR)/release/wxcm bench gateway --ledger-rate \
+	  $$(tail -1 $(CARGO_TARGET_DIR)/bench-ledger.out | python3 -c 'import json,sys; print(json.load(sys.stdin)["a_commands_per_s"])')
 	$(CARGO_TARGET_DIR)/release/wxcm bench pay
 
 fmt:
