@@ -387,10 +387,21 @@ async fn v2_notifications_apply_once_and_refuse_bad_input() {
     let url = t.url(&format!("/pay/notify/v2/{APPID}"));
     let md5 = v2::SignType::Md5;
     let good = v2_paid_xml(&order, AMOUNT_FEN, MCH_ID, APPID, md5);
-    let refused = [
+    // Verified as Pay's but never applicable here: acknowledged (a retry carries the same content),
+    // recorded as inapplicable, nothing changed.
+    let inapplicable = [
         ("total differs", v2_paid_xml(&order, AMOUNT_FEN + 1, MCH_ID, APPID, md5)),
         ("wrong mch_id", v2_paid_xml(&order, AMOUNT_FEN, "1900000999", APPID, md5)),
         ("wrong appid", v2_paid_xml(&order, AMOUNT_FEN, MCH_ID, "wx9999999999999999", md5)),
+    ];
+    for (what, body) in inapplicable {
+        let reply = post_v2(&t.http, &url, body).await;
+        assert_eq!(reply, v2::REPLY_SUCCESS, "{what}");
+    }
+    assert_eq!(payments::get(&app, &tenant, &order).await.unwrap().status, PaymentStatus::Created);
+    assert_eq!(balance(&app, &tenant, member).await, 0);
+    // Not verifiable: Pay is told to retry (a fresh or uncorrupted copy may pass); nothing changes.
+    let refused = [
         ("bad signature", good.replace("<total_fee><![CDATA[1000]]>", "<total_fee><![CDATA[1]]>")),
         (
             "doctype",
@@ -422,6 +433,7 @@ async fn v2_notifications_apply_once_and_refuse_bad_input() {
     let detail = pay_flows::order_detail(&app, &tenant, &order).await.unwrap();
     assert!(detail.notifications.len() >= 24, "every notification recorded: {}", detail.notifications.len());
     assert!(detail.notifications.iter().any(|n| !n.verified && n.outcome == "refused"));
+    assert_eq!(detail.notifications.iter().filter(|n| n.verified && n.outcome == "inapplicable").count(), 3);
 
     // Admin API: auditors read the list (filtered by state) and the detail; staff may not.
     for (username, role) in [("auditor1", Role2::Auditor), ("staff1", Role2::Staff)] {
@@ -525,7 +537,8 @@ async fn v3_notifications_apply_once_and_refuse_bad_input() {
     let good = v3_paid_body(&order, AMOUNT_FEN);
     assert_eq!(post_v3(&t.http, &url, good.clone(), now - 400, false).await, 400, "stale timestamp");
     assert_eq!(post_v3(&t.http, &url, good.clone(), now, true).await, 400, "SIGNTEST probe");
-    assert_eq!(post_v3(&t.http, &url, v3_paid_body(&order, AMOUNT_FEN + 1), now, false).await, 400, "total differs");
+    // Verified but never applicable (the total differs): acknowledged, nothing changes.
+    assert_eq!(post_v3(&t.http, &url, v3_paid_body(&order, AMOUNT_FEN + 1), now, false).await, 204, "total differs");
     let mut tampered = good.clone();
     let at = tampered.len() / 2;
     tampered[at] ^= 1;

@@ -170,9 +170,15 @@ async fn paid_once_through_the_simulator(api: PayApiVersion, tenant: &str) {
     assert_eq!(w.ledger_lines("RechargeCredited").await, 1);
     assert_eq!(w.status(&order).await, PaymentStatus::Paid);
 
-    // A tampered amount is refused (Pay is told to retry) and changes nothing.
+    // A signed notification whose amount differs from the order changes nothing; it is
+    // acknowledged (a retry would carry the same amount) and recorded for an operator.
     let tampered = w.order(api).await;
     let report = w.pay_at_sandbox(&tampered, json!({"tamper": "amount"})).await;
+    assert!(report["deliveries"].as_array().unwrap().iter().all(accepted), "{report}");
+    let detail = pay_flows::order_detail(&w.t.app, &w.tenant, &tampered).await.unwrap();
+    assert!(detail.notifications.iter().any(|n| n.outcome == "inapplicable"), "{:?}", detail.notifications);
+    // A notification with a broken signature is refused and Pay is told to retry.
+    let report = w.pay_at_sandbox(&tampered, json!({"tamper": "signature"})).await;
     assert!(report["deliveries"].as_array().unwrap().iter().all(|d| !accepted(d)), "{report}");
     assert_eq!(w.balance().await, AMOUNT_FEN);
     assert_eq!(w.status(&tampered).await, PaymentStatus::Created);

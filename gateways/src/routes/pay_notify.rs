@@ -10,15 +10,20 @@
 //! appid and mch_id equal the tenant's → the order exists in this tenant and
 //! its amount equals the notified total (the use case checks these).
 //!
-//! Replies: Pay retries until it gets the "applied" answer (v2 SUCCESS XML,
-//! v3 2xx). We answer it only when the notification is applied (or was
-//! already). Everything else gets FAIL (v2) or 4xx/5xx `{code, message}`
-//! (v3): 5xx when retrying can help (our database down, a race), 4xx for
-//! permanently bad input (bad signature, mismatch) — Pay retries those too,
-//! which is harmless (each attempt is refused again, nothing changes) and
-//! keeps a real payment that failed a check visible in the notification
-//! log for an operator instead of silently acknowledged. Every notification
-//! whose tenant is known is recorded, verified or not.
+//! Replies: Pay retries until it gets the "stop" answer (v2 SUCCESS XML, v3
+//! 2xx), so the answer says whether a retry can help:
+//! - applied now or before, or verified and needing nothing → stop;
+//! - verified as Pay's (signature good) but never applicable here — another
+//!   merchant or account, an amount that differs from the order's, an order
+//!   this tenant does not have → stop too: a retry carries the same content.
+//!   Nothing changes; the notification is recorded as `inapplicable` for an
+//!   operator (and reconciliation asks Pay about the order itself);
+//! - not verifiable — bad signature, stale timestamp, unknown platform key,
+//!   signature probe, malformed or DTD-carrying body → FAIL (v2) / 4xx (v3):
+//!   a fresh signature, a rotated key or an uncorrupted copy may pass;
+//! - our side failed (database, a race) → FAIL / 5xx.
+//!
+//! Every notification whose tenant is known is recorded, verified or not.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -86,8 +91,12 @@ enum Handled {
     Applied(String),
     /// Verified but nothing to do (e.g. a failed payment): Pay may stop.
     Ignored(String),
-    /// Permanently bad: never applied, whatever the retries.
+    /// Not verifiable as Pay's (signature, timestamp, key, body): never applied; a
+    /// fresh or uncorrupted copy might pass, so Pay is told to retry.
     Refused(String),
+    /// Verified as Pay's but never applicable here (merchant, account, amount,
+    /// order): nothing changes, and a retry would carry the same content.
+    Inapplicable(String),
     /// May succeed later.
     Retry(String),
 }
@@ -98,12 +107,17 @@ impl Handled {
             Handled::Applied(_) => "applied",
             Handled::Ignored(_) => "ignored",
             Handled::Refused(_) => "refused",
+            Handled::Inapplicable(_) => "inapplicable",
             Handled::Retry(_) => "retry",
         }
     }
     fn detail(&self) -> &str {
         match self {
-            Handled::Applied(d) | Handled::Ignored(d) | Handled::Refused(d) | Handled::Retry(d) => d,
+            Handled::Applied(d)
+            | Handled::Ignored(d)
+            | Handled::Refused(d)
+            | Handled::Inapplicable(d)
+            | Handled::Retry(d) => d,
         }
     }
 }
@@ -122,6 +136,8 @@ impl From<Result<Applied, PayFlowError>> for Handled {
         match r {
             Ok(Applied::Applied) => Handled::Applied("applied".into()),
             Ok(Applied::AlreadyApplied) => Handled::Applied("already applied".into()),
+            // Only verified notifications reach the use case: its refusals are about content.
+            Err(PayFlowError::Refused(d)) => Handled::Inapplicable(d),
             Err(e) => e.into(),
         }
     }
@@ -129,7 +145,7 @@ impl From<Result<Applied, PayFlowError>> for Handled {
 
 fn v2_reply(h: &Handled) -> Response {
     let body = match h {
-        Handled::Applied(_) | Handled::Ignored(_) => v2::REPLY_SUCCESS.to_owned(),
+        Handled::Applied(_) | Handled::Ignored(_) | Handled::Inapplicable(_) => v2::REPLY_SUCCESS.to_owned(),
         Handled::Refused(_) => v2::reply_fail("refused"),
         Handled::Retry(_) => v2::reply_fail("try again"),
     };
@@ -138,7 +154,9 @@ fn v2_reply(h: &Handled) -> Response {
 
 fn v3_reply(h: &Handled) -> Response {
     let (status, message) = match h {
-        Handled::Applied(_) | Handled::Ignored(_) => return StatusCode::NO_CONTENT.into_response(),
+        Handled::Applied(_) | Handled::Ignored(_) | Handled::Inapplicable(_) => {
+            return StatusCode::NO_CONTENT.into_response()
+        }
         Handled::Refused(_) => (StatusCode::BAD_REQUEST, "notification refused"),
         Handled::Retry(_) => (StatusCode::INTERNAL_SERVER_ERROR, "try again"),
     };
@@ -198,16 +216,16 @@ fn beijing_time(text: &str, format: &str) -> Option<DateTime<Utc>> {
 }
 
 fn order_id(text: Option<&str>) -> Result<OutTradeNo, Handled> {
-    OutTradeNo::parse(text.unwrap_or_default()).map_err(|e| Handled::Refused(format!("out_trade_no: {e}")))
+    OutTradeNo::parse(text.unwrap_or_default()).map_err(|e| Handled::Inapplicable(format!("out_trade_no: {e}")))
 }
 
 /// The notification names the account of its URL and the tenant's merchant.
 fn check_identity(merchant: &MerchantCredentials, path_appid: &str, appid: &str, mch_id: &str) -> Result<(), Handled> {
     if appid != path_appid {
-        return Err(Handled::Refused(format!("appid {appid} is not this account's")));
+        return Err(Handled::Inapplicable(format!("appid {appid} is not this account's")));
     }
     if mch_id != merchant.mch_id {
-        return Err(Handled::Refused(format!("mch_id {mch_id} is not this account's merchant")));
+        return Err(Handled::Inapplicable(format!("mch_id {mch_id} is not this account's merchant")));
     }
     Ok(())
 }
@@ -222,7 +240,7 @@ fn field<'a>(fields: &'a BTreeMap<String, String>, name: &str) -> Result<&'a str
     request_body(content = String, content_type = "text/xml",
         description = "Pay's v2 payment result: `<xml>` fields, signed (`sign`, MD5 or HMAC-SHA256) with the API v2 key"),
     responses(
-        (status = 200, description = "`<xml><return_code>SUCCESS</return_code>…` when applied now or before (or verified and needing nothing); `FAIL` with `refused` or `try again` otherwise, so Pay retries", body = String, content_type = "application/xml"),
+        (status = 200, description = "`<xml><return_code>SUCCESS</return_code>…` when applied now or before, verified and needing nothing, or verified but never applicable here (merchant, account, amount or order differ: recorded as `inapplicable`, nothing changes); `FAIL` with `refused` (not verifiable) or `try again` (our side) otherwise, so Pay retries", body = String, content_type = "application/xml"),
     ))]
 pub async fn notify_v2(State(state): State<AppState>, Path(appid): Path<String>, body: Bytes) -> Response {
     let ctx = match tenant_of(&state, &appid).await {
@@ -404,8 +422,8 @@ fn header_text(headers: &HeaderMap, name: &str) -> Result<String, Handled> {
     ),
     request_body(content = PayV3NotificationDoc, content_type = "application/json"),
     responses(
-        (status = 204, description = "Applied now or before, or verified and needing nothing"),
-        (status = 400, description = "Refused (signature, timestamp, probe, mismatching order); Pay retries, nothing changes", body = PayV3FailDoc),
+        (status = 204, description = "Applied now or before, verified and needing nothing, or verified but never applicable here (merchant, account, amount or order differ: recorded as `inapplicable`, nothing changes, a retry could not help)"),
+        (status = 400, description = "Not verifiable (signature, timestamp, platform key, probe, body); Pay retries, nothing changes", body = PayV3FailDoc),
         (status = 500, description = "Try again (our side)", body = PayV3FailDoc),
     ))]
 pub async fn notify_v3(
