@@ -119,6 +119,19 @@ enum PayCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Register WeChat Pay's platform public key of a merchant (named by its serial), with
+    /// which v3 notifications are verified. Download it from Pay (or `GET /sandbox/pay/platform`).
+    PlatformKey {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        mch_id: String,
+        #[arg(long)]
+        serial: String,
+        /// PEM file of the public key (SubjectPublicKeyInfo).
+        #[arg(long)]
+        public_key_file: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -264,6 +277,17 @@ async fn main() -> Result<()> {
             wxcm_commands::tenants::get(&application.app, &tenant).await.context("tenant must exist first")?;
             auth::create_admin(&application.app, &tenant, &username, &password, role).await?;
             println!("admin {username} ({}) created for tenant {tenant}", role.as_str());
+            Ok(())
+        }
+        Command::Pay { command: PayCommand::PlatformKey { tenant, mch_id, serial, public_key_file } } => {
+            let tenant = TenantId::parse(&tenant)?;
+            let pem = std::fs::read_to_string(&public_key_file)
+                .with_context(|| format!("reading {}", public_key_file.display()))?;
+            // Refuse a key that would only fail later, on the first notification.
+            wxcm_gateways::pay::v3::load_public_key_pem(&pem).context("not a usable RSA public key PEM")?;
+            let application = Application::build(settings, Role::Scheduler, BuildOptions::default()).await?;
+            wxcm_commands::pay_flows::put_platform_key(&application.app, &tenant, &mch_id, &serial, &pem).await?;
+            println!("platform key {serial} registered for merchant {mch_id} of tenant {tenant}");
             Ok(())
         }
         Command::Pay { command: PayCommand::Reconcile { tenant, pay_base_url, json } } => {
