@@ -208,7 +208,8 @@ impl Application {
             for scheduler in self.shard_schedulers() {
                 tasks.push(tokio::spawn(scheduler.run(interval, shutdown.clone())));
             }
-            tasks.push(tokio::spawn(prune_callback_claims(self.app.clone(), shutdown.clone())));
+            let retention_days = i64::from(self.settings.wechat.messages_retention_days);
+            tasks.push(tokio::spawn(prune_wechat_records(self.app.clone(), retention_days, shutdown.clone())));
         }
         if let Some(client) = self.nats.clone() {
             let js =
@@ -286,14 +287,28 @@ impl Application {
 pub const CALLBACK_CLAIMS_RETENTION_HOURS: i64 = 48;
 const CALLBACK_CLAIMS_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
-async fn prune_callback_claims(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+/// Stored messages deleted per statement, and statements per prune round.
+const MESSAGES_PRUNE_BATCH: u32 = 5_000;
+const MESSAGES_PRUNE_BATCHES_MAX: u32 = 100;
+
+async fn prune_wechat_records(app: Arc<App>, messages_retention_days: i64, mut shutdown: watch::Receiver<bool>) {
     loop {
         let before = app.clock.now() - chrono::Duration::hours(CALLBACK_CLAIMS_RETENTION_HOURS);
+        let messages_before = app.clock.now() - chrono::Duration::days(messages_retention_days);
         for shard in app.router.shards() {
             match shard.wechat.prune_callbacks(before).await {
                 Ok(0) => {}
                 Ok(n) => info!(shard = %shard.name, pruned = n, "old wechat callback claims pruned"),
                 Err(e) => tracing::warn!(shard = %shard.name, error = %e, "pruning callback claims failed"),
+            }
+            for _ in 0..MESSAGES_PRUNE_BATCHES_MAX {
+                match shard.wechat.prune_messages(messages_before, MESSAGES_PRUNE_BATCH).await {
+                    Ok(n) if n == u64::from(MESSAGES_PRUNE_BATCH) => continue,
+                    Ok(0) => {}
+                    Ok(n) => info!(shard = %shard.name, pruned = n, "old wechat messages pruned"),
+                    Err(e) => tracing::warn!(shard = %shard.name, error = %e, "pruning wechat messages failed"),
+                }
+                break;
             }
         }
         tokio::select! {

@@ -56,6 +56,8 @@ pub struct WechatConfig {
     /// per-merchant keys of the pay store).
     pub pay_platform_serial: String,
     pub pay_platform_public_key_pem: String,
+    /// Stored callback messages older than this are deleted (hourly, in batches).
+    pub messages_retention_days: u32,
     /// Interval of the token refresher (refreshes tokens close to expiry).
     pub token_refresh_interval_ms: u64,
     /// The third-party platform's appid; empty when wxcm does not run as one.
@@ -86,6 +88,7 @@ impl Default for WechatConfig {
             pay_base_url: wxcm_gateways::pay::client::PayClientSettings::default().base_url,
             pay_platform_serial: String::new(),
             pay_platform_public_key_pem: String::new(),
+            messages_retention_days: 180,
             token_refresh_interval_ms: 30_000,
             component_appid: String::new(),
             component_token: String::new(),
@@ -104,6 +107,9 @@ impl WechatConfig {
             return Err(ConfigError::Invalid(format!(
                 "wechat.callback_body_bytes_max must be 1..={CALLBACK_BODY_BYTES_LIMIT}"
             )));
+        }
+        if !(1..=3650).contains(&self.messages_retention_days) {
+            return Err(ConfigError::Invalid("wechat.messages_retention_days must be 1..=3650".into()));
         }
         if !(1..=3600).contains(&self.timestamp_window_s) {
             return Err(ConfigError::Invalid("wechat.timestamp_window_s must be 1..=3600".into()));

@@ -173,6 +173,20 @@ impl WechatStore for PgWechatStore {
         Ok(())
     }
 
+    async fn prune_messages(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, PortError> {
+        // Bounded batches: one prune never holds locks on a large part of the table.
+        Ok(sqlx::query(
+            "DELETE FROM wechat_messages WHERE id IN
+                (SELECT id FROM wechat_messages WHERE received_at < $1 ORDER BY id LIMIT $2)",
+        )
+        .bind(before)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .map_err(port)?
+        .rows_affected())
+    }
+
     async fn reply_rules(&self, tenant: &TenantId) -> Result<Option<(ReplyRules, i64)>, PortError> {
         let row: Option<(serde_json::Value, i64)> =
             sqlx::query_as("SELECT rules, revision FROM wechat_reply_rules WHERE tenant_id = $1")

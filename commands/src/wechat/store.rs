@@ -118,6 +118,8 @@ pub trait WechatStore: Send + Sync {
     async fn prune_callbacks(&self, before: DateTime<Utc>) -> Result<u64, PortError>;
 
     async fn record_message(&self, message: &StoredMessage) -> Result<(), PortError>;
+    /// Deletes stored messages received before `before`, at most `limit` of them; returns how many.
+    async fn prune_messages(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, PortError>;
 
     async fn reply_rules(&self, tenant: &TenantId) -> Result<Option<(ReplyRules, i64)>, PortError>;
     /// Replaces the rules; returns the new revision.

@@ -1,0 +1,52 @@
+//! The WeChat store's housekeeping against real Postgres: old stored messages
+//! are pruned in bounded batches, newer ones stay; claims likewise.
+
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use wxcm_commands::wechat::{ClaimOutcome, StoredMessage};
+use wxcm_domain::{AppId, OpenId, TenantId};
+use wxcm_infra::app::Role;
+use wxcm_tests::{build, fresh_settings, TestClock};
+
+#[tokio::test]
+async fn old_messages_and_claims_are_pruned_in_bounded_batches() {
+    let application = build(fresh_settings(1).await, Role::Scheduler, Arc::new(TestClock::default())).await;
+    let shard = application.app.router.shards().pop().expect("one shard");
+    let tenant = TenantId::parse("prune").unwrap();
+    let appid = AppId::parse("wx0123456789abcdef").unwrap();
+    let now = Utc::now();
+    for (i, age_days) in [400, 300, 200, 10, 0].into_iter().enumerate() {
+        let at = now - Duration::days(age_days);
+        shard
+            .wechat
+            .record_message(&StoredMessage {
+                tenant: tenant.clone(),
+                appid: appid.clone(),
+                openid: OpenId::parse(&format!("oPrune{i:04}")).unwrap(),
+                msg_type: "text".into(),
+                event: None,
+                event_key: None,
+                sent_at: at,
+                received_at: at,
+                fields: serde_json::json!({"Content": "hi"}),
+            })
+            .await
+            .unwrap();
+    }
+    let before = now - Duration::days(180);
+    assert_eq!(shard.wechat.prune_messages(before, 2).await.unwrap(), 2, "a batch is bounded");
+    assert_eq!(shard.wechat.prune_messages(before, 2).await.unwrap(), 1);
+    assert_eq!(shard.wechat.prune_messages(before, 2).await.unwrap(), 0, "newer messages stay");
+
+    let stale = Duration::seconds(15);
+    let old = now - Duration::hours(72);
+    assert_eq!(shard.wechat.claim_callback(&tenant, &appid, "msg:1", old, stale).await.unwrap(), ClaimOutcome::Claimed);
+    assert_eq!(shard.wechat.claim_callback(&tenant, &appid, "msg:2", now, stale).await.unwrap(), ClaimOutcome::Claimed);
+    assert_eq!(shard.wechat.prune_callbacks(now - Duration::hours(48)).await.unwrap(), 1);
+    assert_eq!(
+        shard.wechat.claim_callback(&tenant, &appid, "msg:2", now, stale).await.unwrap(),
+        ClaimOutcome::InProgress,
+        "a recent claim stays"
+    );
+}
