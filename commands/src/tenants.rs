@@ -226,6 +226,11 @@ pub async fn bind_account(
         app_secret: seal(&input.app_secret)?,
         pay,
     };
+    // One appid, one tenant, across every shard (a shard's own index only sees itself).
+    crate::wechat::ensure_appid_free(app, tenant, &account.appid).await.map_err(|e| match e {
+        crate::wechat::WechatOpError::Invalid(why) => TenantOpError::Invalid(why),
+        other => TenantOpError::Infra(other.to_string()),
+    })?;
     let shard = app.router.route(tenant)?;
     let command = TenantCommand::BindOfficialAccount { account, actor };
     let _: Outcome<TenantEvent> = shard.tenants.execute(tenant.as_str(), command, &fingerprint(&input), ctx).await?;

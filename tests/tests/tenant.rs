@@ -111,3 +111,33 @@ async fn only_owners_change_tenant_settings_and_bad_settings_write_nothing() {
     assert_eq!(n, 1, "only TenantCreated");
     t.stop().await;
 }
+
+#[tokio::test]
+async fn an_appid_bound_to_one_tenant_cannot_be_bound_to_another_on_any_shard() {
+    let mut settings = wxcm_tests::fresh_settings(2).await;
+    settings.tenant_shards.insert("far-cinema".into(), "s1".into());
+    let t = wxcm_tests::spawn_app_on(settings).await;
+    let bind = |tenant: &'static str, key: &'static str| {
+        let t = &t;
+        async move {
+            let token = owner_token(t, tenant, Role::Owner).await;
+            t.http
+                .put(t.url("/admin/api/v1/tenant/official-accounts/wx0123456789abcdef"))
+                .bearer_auth(&token)
+                .header("Idempotency-Key", key)
+                .json(&account_body())
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(bind("near-cinema", "bind-near-0001").await.status(), StatusCode::OK);
+    // Same shard and another shard: both refused, nothing bound.
+    for (tenant, key) in [("next-cinema", "bind-next-0001"), ("far-cinema", "bind-far-00001")] {
+        let res = bind(tenant, key).await;
+        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY, "{tenant}");
+        let view = tenants::get(&t.app, &TenantId::parse(tenant).unwrap()).await.unwrap();
+        assert!(view.official_accounts.is_empty(), "{tenant} must not hold the appid");
+    }
+    t.stop().await;
+}
