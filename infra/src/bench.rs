@@ -150,6 +150,15 @@ impl Target {
             .context("connecting to the maintenance database as the administrator")
     }
 
+    /// After a run: keep the database (`--keep`) or drop it, warning if that fails.
+    pub(crate) async fn finish(&self, keep: bool) {
+        if keep {
+            tracing::info!(database = %self.database, "bench database kept");
+        } else if let Err(e) = self.drop_database().await {
+            tracing::warn!(error = %format!("{e:#}"), database = %self.database, "could not drop the bench database");
+        }
+    }
+
     pub(crate) async fn drop_database(&self) -> Result<()> {
         let pool = self.maintenance().await?;
         let statement = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.database);
@@ -699,11 +708,7 @@ pub async fn bench_ledger(settings: &Settings, args: LedgerBenchArgs) -> Result<
     let target = Target::new(settings, &args.database)?;
     target.drop_database().await?;
     let outcome = run_phases(settings, &target, &args).await;
-    if args.keep {
-        tracing::info!(database = %target.database, "bench database kept");
-    } else if let Err(e) = target.drop_database().await {
-        tracing::warn!(error = %format!("{e:#}"), database = %target.database, "could not drop the bench database");
-    }
+    target.finish(args.keep).await;
     let figures = outcome?;
     for (phase, result) in [("a", &figures.a), ("c", &figures.c), ("b1", &figures.b1), ("b2", &figures.b2)] {
         if let Some(e) = &result.first_error {

@@ -327,11 +327,7 @@ pub async fn bench_gateway(base: &Settings, args: GatewayBenchArgs) -> Result<()
     crate::app::install_crypto_provider();
     target.drop_database().await?;
     let outcome = run_phases(base, &target, &args).await;
-    if args.keep {
-        tracing::info!(database = %target.database, "bench database kept");
-    } else if let Err(e) = target.drop_database().await {
-        tracing::warn!(error = %format!("{e:#}"), database = %target.database, "could not drop the bench database");
-    }
+    target.finish(args.keep).await;
     let figures = outcome?;
     for (name, phase) in [("a", &figures.healthz), ("b", &figures.offered), ("c", &figures.saturation)] {
         if let Some(e) = &phase.first_error {

@@ -569,11 +569,7 @@ pub async fn bench_pay(base: &Settings, args: PayBenchArgs) -> Result<()> {
     crate::app::install_crypto_provider();
     target.drop_database().await?;
     let outcome = run(base, &target, &args).await;
-    if args.keep {
-        tracing::info!(database = %target.database, "bench database kept");
-    } else if let Err(e) = target.drop_database().await {
-        tracing::warn!(error = %format!("{e:#}"), database = %target.database, "could not drop the bench database");
-    }
+    target.finish(args.keep).await;
     let figures = outcome?;
     if let Some(e) = &figures.first_error {
         tracing::warn!(errors = figures.errors, first = %e, "notifications failed during the window");
