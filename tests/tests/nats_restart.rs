@@ -137,6 +137,12 @@ async fn nats_restarted_while_commands_keep_arriving_loses_nothing() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // While NATS is down the relay cannot publish: the events wait in the outbox.
+    let url = settings.shards["s0"].admin_url.parse::<sqlx::postgres::PgConnectOptions>().unwrap();
+    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect_with(&url).await.unwrap();
+    let waiting: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL").fetch_one(&mut db).await.unwrap();
+    assert!(waiting > 0, "commands made while NATS was down must wait in the outbox");
     nats.restart().await;
     for m in &members_ {
         deposit(&app, &tenant, *m, 7).await;
@@ -155,5 +161,8 @@ async fn nats_restarted_while_commands_keep_arriving_loses_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let waiting: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL").fetch_one(&mut db).await.unwrap();
+    assert_eq!(waiting, 0, "the relay published the backlog after the restart");
     running.stop().await;
 }
