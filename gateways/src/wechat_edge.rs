@@ -183,7 +183,8 @@ pub trait WechatOutbound: Send + Sync {
 
 pub struct WechatEdge {
     pub settings: WechatSettings,
-    pub directory: AccountDirectory,
+    /// Shared with the other users of the appid map on this node (token sources, OAuth).
+    pub directory: Arc<AccountDirectory>,
     pub outbound: Option<Arc<dyn WechatOutbound>>,
     pub clock: Arc<dyn wxcm_commands::Clock>,
 }
@@ -194,7 +195,7 @@ impl WechatEdge {
         outbound: Option<Arc<dyn WechatOutbound>>,
         clock: Arc<dyn wxcm_commands::Clock>,
     ) -> Self {
-        Self { settings, directory: AccountDirectory::default(), outbound, clock }
+        Self { settings, directory: Arc::default(), outbound, clock }
     }
 
     pub fn now_unix(&self) -> i64 {

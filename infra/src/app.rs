@@ -135,11 +135,10 @@ impl Application {
             .ok_or_else(|| BuildError::Database(sqlx::Error::Configuration("default shard missing".into())))?;
         let wechat = crate::wechat_wiring::build(app.clone(), control_pool, &settings.wechat)?;
         let outbound: Arc<dyn wxcm_gateways::WechatOutbound> = wechat.outbound.clone();
-        let wechat_edge = Arc::new(wxcm_gateways::WechatEdge::new(
-            settings.wechat.edge_settings(),
-            Some(outbound),
-            app.clock.clone(),
-        ));
+        let mut edge =
+            wxcm_gateways::WechatEdge::new(settings.wechat.edge_settings(), Some(outbound), app.clock.clone());
+        edge.directory = wechat.directory.clone();
+        let wechat_edge = Arc::new(edge);
         Ok(Self { app, shards, settings, role, listener, nats, wechat, wechat_edge })
     }
 

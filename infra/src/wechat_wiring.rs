@@ -27,15 +27,15 @@ use crate::tokens::PgTokenStore;
 /// App secrets from the tenant that owns the appid; the component secret from configuration.
 pub struct TenantTokenSources {
     app: Arc<App>,
-    directory: AccountDirectory,
+    directory: Arc<AccountDirectory>,
     component: Option<(String, String)>,
 }
 
 impl TenantTokenSources {
-    pub fn new(app: Arc<App>, config: &WechatConfig) -> Self {
+    pub fn new(app: Arc<App>, directory: Arc<AccountDirectory>, config: &WechatConfig) -> Self {
         let component = (!config.component_appid.is_empty())
             .then(|| (config.component_appid.clone(), config.component_app_secret.clone()));
-        Self { app, directory: AccountDirectory::default(), component }
+        Self { app, directory, component }
     }
 }
 
@@ -75,6 +75,7 @@ pub enum WiringError {
 
 /// The shared token center, the outbound clients and the member API's OAuth of this node.
 pub struct WechatSide {
+    pub directory: Arc<AccountDirectory>,
     pub pay: Arc<WechatPayClient>,
     pub oauth: Arc<OauthAdapter>,
     pub tokens: Arc<TokenCenter>,
@@ -86,7 +87,9 @@ pub struct WechatSide {
 pub fn build(app: Arc<App>, control_pool: PgPool, config: &WechatConfig) -> Result<WechatSide, WiringError> {
     let http = Arc::new(WechatHttp::new(config.client_config())?);
     let store = Arc::new(PgTokenStore::new(control_pool));
-    let sources = Arc::new(TenantTokenSources::new(app.clone(), config));
+    // One appid → tenant cache per node, shared by every part that needs it.
+    let directory = Arc::new(AccountDirectory::default());
+    let sources = Arc::new(TenantTokenSources::new(app.clone(), directory.clone(), config));
     let tokens =
         Arc::new(TokenCenter::new(store, sources, http.clone(), app.sealer.clone(), TokenCenterConfig::default()));
     let client = Arc::new(WechatClient::new(http.clone(), tokens.clone()));
@@ -96,8 +99,8 @@ pub fn build(app: Arc<App>, control_pool: PgPool, config: &WechatConfig) -> Resu
     outbound.follow_url_template = (!config.follow_url_template.is_empty()).then(|| config.follow_url_template.clone());
     let outbound = Arc::new(outbound);
     let pay = Arc::new(pay_client(config)?);
-    let oauth = Arc::new(OauthAdapter::new(app, outbound.clone()));
-    Ok(WechatSide { pay, oauth, tokens, client, outbound })
+    let oauth = Arc::new(OauthAdapter::new(app, outbound.clone(), directory.clone()));
+    Ok(WechatSide { directory, pay, oauth, tokens, client, outbound })
 }
 
 /// WeChat web OAuth for the member API, through the outbound client: the
@@ -105,12 +108,12 @@ pub fn build(app: Arc<App>, control_pool: PgPool, config: &WechatConfig) -> Resu
 pub struct OauthAdapter {
     app: Arc<App>,
     outbound: Arc<ClientOutbound>,
-    directory: AccountDirectory,
+    directory: Arc<AccountDirectory>,
 }
 
 impl OauthAdapter {
-    pub fn new(app: Arc<App>, outbound: Arc<ClientOutbound>) -> Self {
-        Self { app, outbound, directory: AccountDirectory::default() }
+    pub fn new(app: Arc<App>, outbound: Arc<ClientOutbound>, directory: Arc<AccountDirectory>) -> Self {
+        Self { app, outbound, directory }
     }
 }
 
