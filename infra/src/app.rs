@@ -168,7 +168,10 @@ impl Application {
         let settings = RelaySettings::from_config(&self.settings.nats);
         self.shards
             .all()
-            .map(|s| ShardRelay::new(s.name.clone(), s.pool.clone(), js.clone(), settings.clone()))
+            .map(|s| {
+                ShardRelay::new(s.name.clone(), s.pool.clone(), js.clone(), settings.clone())
+                    .wake_on(s.committed.clone())
+            })
             .collect()
     }
 

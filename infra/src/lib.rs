@@ -8,6 +8,7 @@ pub mod bench_gateway;
 pub mod bench_pay;
 pub mod bench_pipeline;
 pub mod config;
+pub mod group_commit;
 pub mod hashchain;
 pub mod migrate;
 pub mod pay_store;

@@ -38,6 +38,7 @@
 //! relay whose session died (and whose lock another instance may now hold) can
 //! no longer mark anything; at worst it republishes rows, which are deduplicated.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::context::{CreateStreamError, PublishAckFuture, PublishError};
@@ -47,7 +48,7 @@ use async_nats::jetstream::Context;
 use serde::Serialize;
 use sqlx::postgres::PgRow;
 use sqlx::{Connection, PgConnection, PgPool, Row};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tracing::{debug, info, instrument, warn};
 use uuid::Uuid;
 /// The message body (moved to the projections crate, which consumes it).
@@ -365,12 +366,31 @@ pub struct ShardRelay {
     leader: Option<PgConnection>,
     stream_ready: bool,
     last_prune: Option<Instant>,
+    /// Signalled when this process commits events on the shard: a leader steps
+    /// at once instead of at its next poll (the poll still finds other nodes' rows).
+    wake: Option<Arc<Notify>>,
 }
 
 impl ShardRelay {
     pub fn new(shard: impl Into<String>, pool: PgPool, js: Context, settings: RelaySettings) -> Self {
         let stream = stream_name(&settings.stream_prefix);
-        Self { shard: shard.into(), pool, js, settings, stream, leader: None, stream_ready: false, last_prune: None }
+        Self {
+            shard: shard.into(),
+            pool,
+            js,
+            settings,
+            stream,
+            leader: None,
+            stream_ready: false,
+            last_prune: None,
+            wake: None,
+        }
+    }
+
+    /// Steps early when `wake` is signalled (see the field).
+    pub fn wake_on(mut self, wake: Arc<Notify>) -> Self {
+        self.wake = Some(wake);
+        self
     }
 
     pub fn is_leader(&self) -> bool {
@@ -556,6 +576,7 @@ impl ShardRelay {
                 step = self.tick() => step,
                 _ = shutdown.changed() => break,
             };
+            let clean = step.is_ok();
             let pause = match step {
                 Ok(Some(report)) if report.more_pending => {
                     failures = 0;
@@ -574,8 +595,21 @@ impl ShardRelay {
             if *shutdown.borrow() {
                 break;
             }
+            // Only a leader idling after a clean step wakes early: a follower
+            // would only try the lock again, a failing leader must back off.
+            let wake = match &self.wake {
+                Some(wake) if clean && self.is_leader() && !pause.is_zero() => Some(wake.clone()),
+                _ => None,
+            };
+            let woken = async {
+                match wake {
+                    Some(wake) => wake.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
+                _ = woken => {}
                 _ = shutdown.changed() => break,
             }
         }

@@ -18,6 +18,7 @@ use wxcm_domain::TenantId;
 use wxcm_projections::PgReadModels;
 
 use crate::config::{Settings, ShardConfig};
+use crate::group_commit::GroupCommitter;
 use crate::pg_ports::PgShardPorts;
 use crate::store::PgEventStore;
 
@@ -29,6 +30,8 @@ pub struct Shard {
     pub name: String,
     pub pool: PgPool,
     pub services: Arc<ShardServices>,
+    /// Signalled after each event commit on this shard by this process.
+    pub committed: Arc<tokio::sync::Notify>,
 }
 
 pub struct Shards {
@@ -51,18 +54,27 @@ pub fn pool_for(url: &str, pool_max: u32) -> Result<PgPool, sqlx::Error> {
 fn build_shard(name: &str, config: &ShardConfig, clock: Arc<dyn Clock>) -> Result<Shard, sqlx::Error> {
     let pool = pool_for(&config.url, config.pool_max)?;
     let ports = Arc::new(PgShardPorts::new(pool.clone()));
+    let committer = Arc::new(GroupCommitter::new(pool.clone()));
     let members = Executor::<Member>::new(
-        Arc::new(CqrsRepository::new(PgEventStore::<Member>::new(pool.clone(), config.aggregate_cache_entries))),
+        Arc::new(CqrsRepository::new(PgEventStore::<Member>::new(
+            pool.clone(),
+            committer.clone(),
+            config.aggregate_cache_entries,
+        ))),
         ports.clone(),
         clock.clone(),
     );
     let tenants = Executor::<Tenant>::new(
-        Arc::new(CqrsRepository::new(PgEventStore::<Tenant>::new(pool.clone(), 1_000))),
+        Arc::new(CqrsRepository::new(PgEventStore::<Tenant>::new(pool.clone(), committer.clone(), 1_000))),
         ports.clone(),
         clock.clone(),
     );
     let payments = Executor::<PaymentOrder>::new(
-        Arc::new(CqrsRepository::new(PgEventStore::<PaymentOrder>::new(pool.clone(), PAYMENT_CACHE_ENTRIES))),
+        Arc::new(CqrsRepository::new(PgEventStore::<PaymentOrder>::new(
+            pool.clone(),
+            committer.clone(),
+            PAYMENT_CACHE_ENTRIES,
+        ))),
         ports.clone(),
         clock,
     );
@@ -80,7 +92,7 @@ fn build_shard(name: &str, config: &ShardConfig, clock: Arc<dyn Clock>) -> Resul
         wechat: Arc::new(crate::wechat_store::PgWechatStore::new(pool.clone())),
         pay: Arc::new(crate::pay_store::PgPayStore::new(pool.clone())),
     });
-    Ok(Shard { name: name.to_owned(), pool, services })
+    Ok(Shard { name: name.to_owned(), pool, services, committed: committer.committed() })
 }
 
 impl Shards {

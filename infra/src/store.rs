@@ -13,16 +13,17 @@
 //!   `SNAPSHOT_EVERY_EVENTS`) plus the tail after it;
 //! - `commit` never re-applies events: the `EventSink` already applied them to
 //!   the context's aggregate, which becomes the cached state;
-//! - a single-event commit (every member command) sends postgres-es's own
-//!   INSERT as one autocommit statement (one round trip instead of three);
-//!   several events go through postgres-es's `persist` transaction.
+//! - commits go through the shard's [`GroupCommitter`]: the rows of one
+//!   command are one autocommit statement (postgres-es's own INSERT for one
+//!   event), merged with the rows of concurrent commands into one statement
+//!   when several wait (group commit).
 //!
 //! Hash chain, event ids, outbox and idempotency rows are written by the
 //! table's triggers in the same transaction as the events (schemas/migrations).
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use cqrs_es::persist::{PersistedEventRepository, SerializedEvent};
@@ -35,6 +36,8 @@ use wxcm_commands::adapter::{Agg, Ev};
 use wxcm_commands::ports::PortError;
 use wxcm_commands::repository::StateStore;
 use wxcm_domain::EventSourced;
+
+use crate::group_commit::{CommitError, GroupCommitter};
 
 /// A snapshot is written when a commit crosses a multiple of this.
 pub const SNAPSHOT_EVERY_EVENTS: u64 = 100;
@@ -67,13 +70,20 @@ impl<T: EventSourced> AggregateContext<Agg<T>> for PgContext<T> {
 pub struct PgEventStore<T> {
     repo: PostgresEventRepository,
     pool: PgPool,
+    committer: Arc<GroupCommitter>,
     cache: Mutex<LruCache<String, (T, u64)>>,
 }
 
 impl<T: EventSourced> PgEventStore<T> {
-    pub fn new(pool: PgPool, cache_entries: usize) -> Self {
+    /// `committer` must write to `pool`'s database (one per shard).
+    pub fn new(pool: PgPool, committer: Arc<GroupCommitter>, cache_entries: usize) -> Self {
         let cap = NonZeroUsize::new(cache_entries).unwrap_or(NonZeroUsize::MIN);
-        Self { repo: PostgresEventRepository::new(pool.clone()), pool, cache: Mutex::new(LruCache::new(cap)) }
+        Self {
+            repo: PostgresEventRepository::new(pool.clone()),
+            pool,
+            committer,
+            cache: Mutex::new(LruCache::new(cap)),
+        }
     }
 
     fn cached(&self, aggregate_id: &str) -> Option<(T, u64)> {
@@ -165,36 +175,11 @@ impl<T: EventSourced> PgEventStore<T> {
     }
 }
 
-/// postgres-es 0.5.0's own INSERT (same columns, same binds).
-const INSERT_EVENT_SQL: &str =
-    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-VALUES ($1, $2, $3, $4, $5, $6, $7)";
-
-impl<T: EventSourced> PgEventStore<T> {
-    /// One event as one autocommit statement. Atomic with its triggers (hash
-    /// chain, outbox, idempotency) like postgres-es's BEGIN/INSERT/COMMIT, but
-    /// one round trip instead of three; every member command writes one event.
-    async fn insert_single<E: std::error::Error>(&self, event: &SerializedEvent) -> Result<(), AggregateError<E>> {
-        let sequence = i32::try_from(event.sequence)
-            .map_err(|_| AggregateError::UnexpectedError("sequence beyond postgres-es's int4".into()))?;
-        let result = sqlx::query(INSERT_EVENT_SQL)
-            .bind(&event.aggregate_type)
-            .bind(&event.aggregate_id)
-            .bind(sequence)
-            .bind(&event.event_type)
-            .bind(&event.event_version)
-            .bind(&event.payload)
-            .bind(&event.metadata)
-            .execute(&self.pool)
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            // As postgres-es: a unique violation (sequence taken, or the idempotency key used) is a conflict.
-            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505") => {
-                Err(AggregateError::AggregateConflict)
-            }
-            Err(e) => Err(AggregateError::DatabaseConnectionError(Box::new(e))),
-        }
+fn commit_error<E: std::error::Error>(e: CommitError) -> AggregateError<E> {
+    match e {
+        CommitError::Conflict => AggregateError::AggregateConflict,
+        CommitError::Sql(s) => AggregateError::DatabaseConnectionError(Box::new(s)),
+        other => AggregateError::UnexpectedError(Box::new(other)),
     }
 }
 
@@ -249,13 +234,9 @@ impl<T: EventSourced> EventStore<Agg<T>> for PgEventStore<T> {
             })
             .collect();
         let serialized = envelopes.iter().map(SerializedEvent::try_from).collect::<Result<Vec<_>, _>>()?;
-        let persisted = match serialized.as_slice() {
-            [single] => self.insert_single::<T::Error>(single).await,
-            _ => self.repo.persist::<Agg<T>>(&serialized, None).await.map_err(AggregateError::from),
-        };
-        if let Err(e) = persisted {
+        if let Err(e) = self.committer.commit(serialized).await {
             self.forget(&id);
-            return Err(e);
+            return Err(commit_error(e));
         }
         let version = base + envelopes.len() as u64;
         let state = context.aggregate.0;

@@ -800,3 +800,69 @@ impl Aggregate for Probe {
 
     fn apply(&mut self, _event: Probed) {}
 }
+
+// ---------------------------------------------------------------------------------
+// group commit (infra/src/group_commit.rs)
+// ---------------------------------------------------------------------------------
+
+fn serialized(aggregate_id: &str, sequence: usize, idempotency_key: &str) -> SerializedEvent {
+    SerializedEvent::new(
+        aggregate_id.to_owned(),
+        sequence,
+        STREAM.to_owned(),
+        "Probed".to_owned(),
+        "1.0".to_owned(),
+        json!({"points": sequence}),
+        json!({"tenant_id": "t1", "idempotency_key": idempotency_key, "request_hash": format!("h-{idempotency_key}")}),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_merges_concurrent_commands_and_answers_each_alone() {
+    use wxcm_infra::group_commit::{CommitError, GroupCommitter};
+    with_database(|db| async move {
+        let committer = GroupCommitter::new(db.app.clone());
+
+        // Concurrent independent commands share transactions.
+        let jobs = (0..40).map(|i| committer.commit(vec![serialized(&format!("g-{i}"), 1, &format!("k-{i}"))]));
+        let results = futures::future::join_all(jobs).await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        let (rows, transactions): (i64, i64) =
+            sqlx::query_as("SELECT count(*), count(DISTINCT txid) FROM outbox").fetch_one(&db.admin).await.unwrap();
+        assert_eq!(rows, 40);
+        assert!(transactions < 40, "40 concurrent commands were committed in {transactions} transactions");
+
+        // A batch holding conflicts fails as a whole; every command is then answered alone.
+        let mixed = vec![
+            vec![serialized("dup", 1, "dup-a")],
+            vec![serialized("dup", 1, "dup-b")],
+            vec![serialized("shared-1", 1, "shared")],
+            vec![serialized("shared-2", 1, "shared")],
+            vec![serialized("multi", 1, "multi"), serialized("multi", 2, "multi"), serialized("multi", 3, "multi")],
+            vec![serialized("g-0", 2, "g-0-again")],
+            vec![serialized("g-1", 5, "gap")],
+        ];
+        let results = futures::future::join_all(mixed.into_iter().map(|rows| committer.commit(rows))).await;
+        let ok = |i: usize| results[i].is_ok();
+        let conflict = |i: usize| matches!(results[i], Err(CommitError::Conflict));
+        assert!(ok(0) ^ ok(1) && (conflict(0) || conflict(1)), "one of two writers of dup/1 wins: {results:?}");
+        assert!(ok(2) ^ ok(3) && (conflict(2) || conflict(3)), "one idempotency key, one command: {results:?}");
+        assert!(ok(4) && ok(5), "{results:?}");
+        assert!(matches!(results[6], Err(CommitError::Sql(_))), "a sequence gap is refused: {results:?}");
+
+        assert_eq!(db.count("events").await, 40 + 1 + 1 + 3 + 1);
+        for id in ["dup", "multi", "g-0", "g-7"] {
+            let stream = db.stream(STREAM, id).await;
+            assert!(verify_stream(&stream).is_empty(), "{id}: {:?}", verify_stream(&stream));
+        }
+        assert_eq!(db.stream(STREAM, "multi").await.len(), 3);
+        let range: (i64, i64) = sqlx::query_as(
+            "SELECT first_sequence, last_sequence FROM idempotency_keys WHERE idempotency_key = 'multi'",
+        )
+        .fetch_one(&db.admin)
+        .await
+        .unwrap();
+        assert_eq!(range, (1, 3));
+    })
+    .await;
+}

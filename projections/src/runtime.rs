@@ -269,12 +269,14 @@ impl<P: Projector> ProjectorRuntime<P> {
         self.consumer.as_mut().ok_or_else(|| ProjectionError::Nats("no consumer".into()))
     }
 
-    /// Fetches up to `max` messages (waiting at most `wait`) and handles each.
-    #[instrument(skip_all, fields(projector = self.projector.name(), shard = %self.shard))]
-    pub async fn run_batch(&mut self, max: usize, wait: Duration) -> Result<BatchReport, ProjectionError> {
-        let max = max.clamp(1, BATCH_MAX);
+    /// Up to `max` messages: those available now (`wait` None), or the first
+    /// `max` to arrive within `wait`.
+    async fn pull(&mut self, max: usize, wait: Option<Duration>) -> Result<Vec<Message>, ProjectionError> {
         let consumer = self.consumer().await?;
-        let fetched = consumer.batch().max_messages(max).expires(wait).messages().await;
+        let fetched = match wait {
+            None => consumer.fetch().max_messages(max).messages().await,
+            Some(wait) => consumer.batch().max_messages(max).expires(wait).messages().await,
+        };
         let mut messages = match fetched {
             Ok(messages) => messages,
             Err(e) => {
@@ -283,9 +285,27 @@ impl<P: Projector> ProjectorRuntime<P> {
                 return Err(nats_error(e));
             }
         };
-        let mut fetched_messages = Vec::new();
+        let mut out = Vec::new();
         while let Some(message) = messages.next().await {
-            fetched_messages.push(message.map_err(nats_error)?);
+            out.push(message.map_err(nats_error)?);
+        }
+        Ok(out)
+    }
+
+    /// Fetches up to `max` messages (waiting at most `wait`) and handles each.
+    #[instrument(skip_all, fields(projector = self.projector.name(), shard = %self.shard))]
+    pub async fn run_batch(&mut self, max: usize, wait: Duration) -> Result<BatchReport, ProjectionError> {
+        let max = max.clamp(1, BATCH_MAX);
+        // What is already waiting, at once; else wait for one message, then take
+        // whatever came with it. A pull of `max` with a wait would hold the first
+        // message until `max` arrived or the wait ran out (latency for nothing).
+        let mut fetched_messages = self.pull(max, None).await?;
+        if fetched_messages.is_empty() {
+            fetched_messages = self.pull(1, Some(wait)).await?;
+            if !fetched_messages.is_empty() && max > 1 {
+                let more = self.pull(max - 1, None).await?;
+                fetched_messages.extend(more);
+            }
         }
         // Streams are independent: their messages are handled concurrently (each
         // in its own transaction, so Postgres commits them as a group), while the
