@@ -8,7 +8,7 @@ use wxcm_domain::member::{
 use wxcm_domain::{Actor, CardNumber, EventSourced, IdempotencyKey, MemberId, OpenId, TenantId};
 
 use crate::executor::{CommandContext, ExecuteError, Outcome};
-use crate::ports::{App, PortError, RouteError};
+use crate::ports::{App, LedgerLinePage, PortError, RouteError, LEDGER_PAGE_MAX};
 
 /// Entries of one history page.
 pub const HISTORY_PAGE_MAX: u32 = 200;
@@ -238,6 +238,28 @@ pub async fn history(
             })
         })
         .collect()
+}
+
+/// A page of the member's ledger from the read model (`rm_member_ledger`),
+/// lines with a sequence after `after_sequence`, oldest first. Whether the member
+/// exists is the event store's answer (never behind: a member registered a moment
+/// ago is found, with no lines yet); the lines may lag by the projection delay,
+/// which the page's `projected_through_sequence` shows.
+pub async fn ledger(
+    app: &App,
+    tenant: &TenantId,
+    member_id: MemberId,
+    after_sequence: u64,
+    limit: u32,
+) -> Result<LedgerLinePage, MemberOpError> {
+    let shard = app.router.route(tenant)?;
+    let (state, _) = shard.members.load(&member_id.to_string()).await?;
+    if state.tenant() != Some(tenant) {
+        return Err(MemberOpError::NotFound);
+    }
+    // Sequences are bigint in the store; anything past it simply finds no line.
+    let after = i64::try_from(after_sequence).unwrap_or(i64::MAX);
+    Ok(shard.read_models.member_ledger(tenant, member_id, after, limit.clamp(1, LEDGER_PAGE_MAX)).await?)
 }
 
 /// Key for work the system does on its own (scheduler), stable across retries.

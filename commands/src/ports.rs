@@ -228,6 +228,8 @@ pub struct ShardServices {
 pub const MEMBER_PAGE_MAX: u32 = 200;
 /// Days a daily-operations report may cover (`from..=to`).
 pub const REPORT_DAYS_MAX: i64 = 366;
+/// Lines per page of a member's ledger from the read model.
+pub const LEDGER_PAGE_MAX: u32 = 200;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemberSortKey {
@@ -353,10 +355,51 @@ pub struct DailyOpsReport {
     pub members_by_card_level: Vec<(String, i64)>,
 }
 
+/// A line of `rm_member_ledger`: an event that moved points or cash, with the
+/// member's figures after it (all three, whichever moved).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerLineRow {
+    pub sequence: i64,
+    pub event_id: uuid::Uuid,
+    pub event_type: String,
+    pub recorded_at: DateTime<Utc>,
+    pub points_delta: i64,
+    pub held_delta: i64,
+    pub cash_delta_fen: i64,
+    pub points_after: i64,
+    pub held_after: i64,
+    pub balance_after_fen: i64,
+    pub actor: String,
+    pub reason: String,
+    pub reference: Option<String>,
+    pub idempotency_key: String,
+}
+
+/// One page of a member's ledger from the read model, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerLinePage {
+    pub lines: Vec<LedgerLineRow>,
+    /// Present when more lines may follow (pass as `after`).
+    pub next_after: Option<i64>,
+    /// The member's last event the read model has applied (0: not even the
+    /// registration yet). The page holds no line past it, so a client can
+    /// compare it with the member's version to see how stale the page is.
+    pub projected_through_sequence: i64,
+}
+
 /// Queries over the shard's read models (eventually consistent with the events).
 #[async_trait]
 pub trait ReadModels: Send + Sync {
     async fn search_members(&self, tenant: &TenantId, search: &MemberSearch) -> Result<MemberPage, PortError>;
+    /// The member's ledger lines with `sequence > after`, at most `limit`
+    /// (1..=`LEDGER_PAGE_MAX`). Lines of another tenant's member are never returned.
+    async fn member_ledger(
+        &self,
+        tenant: &TenantId,
+        member_id: MemberId,
+        after: i64,
+        limit: u32,
+    ) -> Result<LedgerLinePage, PortError>;
     /// Counters of `from..=to` (the caller bounds the range by `REPORT_DAYS_MAX`).
     async fn daily_ops(&self, tenant: &TenantId, from: NaiveDate, to: NaiveDate) -> Result<DailyOpsReport, PortError>;
 }

@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
-use wxcm_commands::members::{HistoryEntry, MemberView, HISTORY_PAGE_MAX};
-use wxcm_commands::ports::{AdminSession, Limits};
+use wxcm_commands::members::MemberView;
+use wxcm_commands::ports::{AdminSession, LedgerLinePage, LedgerLineRow, Limits, LEDGER_PAGE_MAX};
 use wxcm_commands::tenants::{AccountInput, AccountView, PayInput, TenantView};
 use wxcm_commands::Committed;
 use wxcm_domain::member::{
@@ -196,8 +196,8 @@ pub struct LedgerQuery {
 impl LedgerQuery {
     pub fn page(&self) -> Result<(u64, u32), ApiError> {
         let limit = self.limit.unwrap_or(LEDGER_PAGE_DEFAULT);
-        if limit == 0 || limit > HISTORY_PAGE_MAX {
-            return Err(ApiError::bad_request("invalid_limit", format!("limit must be 1..={HISTORY_PAGE_MAX}")));
+        if limit == 0 || limit > LEDGER_PAGE_MAX {
+            return Err(ApiError::bad_request("invalid_limit", format!("limit must be 1..={LEDGER_PAGE_MAX}")));
         }
         Ok((self.after.unwrap_or(0), limit))
     }
@@ -458,9 +458,27 @@ impl LedgerEntryDto {
     }
 }
 
-impl From<HistoryEntry> for LedgerEntryDto {
-    fn from(h: HistoryEntry) -> Self {
-        Self::new(h.sequence, Some(h.recorded_at), h.event_type, h.line)
+impl LedgerEntryDto {
+    /// A read-model line as the event states it: the read model keeps every figure
+    /// after each line, the entry shows the one the event moved (as the entries of
+    /// an operation do). Amounts are > 0 in the domain, so a line moved points iff a
+    /// points delta is non-zero; every other line is a cash line (a flagged reversal
+    /// moves nothing and states the balance).
+    fn from_read_model(l: LedgerLineRow) -> Result<Self, ApiError> {
+        let sequence = u64::try_from(l.sequence).map_err(|e| ApiError::internal("ledger line sequence", &e))?;
+        let points_line = l.points_delta != 0 || l.held_delta != 0;
+        let line = LedgerLine {
+            points_delta: l.points_delta,
+            held_delta: l.held_delta,
+            cash_delta_fen: l.cash_delta_fen,
+            points_after: points_line.then_some(l.points_after),
+            balance_after_fen: (!points_line).then_some(l.balance_after_fen),
+            actor: l.actor,
+            reason: l.reason,
+            reference: l.reference,
+            idempotency_key: l.idempotency_key,
+        };
+        Ok(Self::new(sequence, Some(l.recorded_at), l.event_type, line))
     }
 }
 
@@ -470,11 +488,31 @@ impl From<Committed<MemberEvent>> for LedgerEntryDto {
     }
 }
 
+/// A page of the ledger read model: lines of events that moved points or cash
+/// (registrations, card level changes and follows have none).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct LedgerPage {
     pub entries: Vec<LedgerEntryDto>,
     /// Pass as `after` for the next page; `null` when this page was the last.
     pub next_after: Option<u64>,
+    /// The member's last event (its `version`) the read model has applied; 0 before
+    /// it saw the registration. The page has no entry past it: when the member's
+    /// `version` is higher, later entries are still on their way.
+    pub projected_through_sequence: u64,
+}
+
+impl TryFrom<LedgerLinePage> for LedgerPage {
+    type Error = ApiError;
+
+    fn try_from(page: LedgerLinePage) -> Result<Self, ApiError> {
+        let entries = page.lines.into_iter().map(LedgerEntryDto::from_read_model).collect::<Result<_, _>>()?;
+        let sequence = |s: i64| u64::try_from(s).map_err(|e| ApiError::internal("ledger page sequence", &e));
+        Ok(Self {
+            entries,
+            next_after: page.next_after.map(sequence).transpose()?,
+            projected_through_sequence: sequence(page.projected_through_sequence)?,
+        })
+    }
 }
 
 /// The result of a ledger operation: what it committed and the member after it.
@@ -659,8 +697,8 @@ mod tests {
     fn ledger_pages_are_bounded() {
         let q = |after, limit| LedgerQuery { after, limit };
         assert_eq!(q(None, None).page().unwrap(), (0, LEDGER_PAGE_DEFAULT));
-        assert_eq!(q(Some(7), Some(HISTORY_PAGE_MAX)).page().unwrap(), (7, HISTORY_PAGE_MAX));
-        assert_eq!(q(None, Some(HISTORY_PAGE_MAX + 1)).page().unwrap_err().code(), "invalid_limit");
+        assert_eq!(q(Some(7), Some(LEDGER_PAGE_MAX)).page().unwrap(), (7, LEDGER_PAGE_MAX));
+        assert_eq!(q(None, Some(LEDGER_PAGE_MAX + 1)).page().unwrap_err().code(), "invalid_limit");
         assert_eq!(q(None, Some(0)).page().unwrap_err().code(), "invalid_limit");
     }
 }

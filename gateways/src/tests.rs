@@ -359,7 +359,7 @@ async fn path_and_query_parameters_are_bounded() {
     assert_eq!((reply.status, reply.code()), (StatusCode::BAD_REQUEST, "invalid_member_id"));
     let reply = send(&router, get("/admin/api/v1/members/by-card/1234567890".into())).await;
     assert_eq!((reply.status, reply.code()), (StatusCode::BAD_REQUEST, "invalid_card_no"));
-    let max = wxcm_commands::members::HISTORY_PAGE_MAX;
+    let max = wxcm_commands::ports::LEDGER_PAGE_MAX;
     let reply = send(&router, get(member_uri(&format!("/ledger?limit={max}")))).await;
     assert_eq!((reply.status, reply.code()), (StatusCode::NOT_FOUND, "tenant_not_found"));
     let reply = send(&router, get(member_uri(&format!("/ledger?limit={}", max + 1)))).await;

@@ -39,8 +39,9 @@ pub(crate) enum RmMembers {
     UnfollowedAt,
 }
 
-#[derive(Iden)]
-enum RmMemberLedger {
+/// The `rm_member_ledger` table (0005_read_models.sql); queries.rs reads it.
+#[derive(Iden, Clone, Copy)]
+pub(crate) enum RmMemberLedger {
     Table,
     TenantId,
     MemberId,

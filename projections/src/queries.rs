@@ -1,4 +1,4 @@
-//! Queries over the read models (`rm_members`, `rm_daily_ops`), built with
+//! Queries over the read models (`rm_members`, `rm_member_ledger`, `rm_daily_ops`), built with
 //! sea-query: `PgReadModels` implements the `ReadModels` port for one shard.
 //! Every query is bounded by the tenant and by a page or range limit.
 
@@ -9,13 +9,13 @@ use sea_query_sqlx::SqlxBinder;
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 use wxcm_commands::ports::{
-    DailyOpsReport, DailyOpsRow, MemberCursor, MemberPage, MemberRow, MemberSearch, MemberSortKey, PortError,
-    ReadModels, SortOrder, MEMBER_PAGE_MAX, REPORT_DAYS_MAX,
+    DailyOpsReport, DailyOpsRow, LedgerLinePage, LedgerLineRow, MemberCursor, MemberPage, MemberRow, MemberSearch,
+    MemberSortKey, PortError, ReadModels, SortOrder, LEDGER_PAGE_MAX, MEMBER_PAGE_MAX, REPORT_DAYS_MAX,
 };
 use wxcm_domain::{MemberId, TenantId};
 
 use crate::daily::{metric, RmDailyOps};
-use crate::members::RmMembers;
+use crate::members::{RmMemberLedger, RmMembers};
 
 /// Rows a daily-operations report may return (its range is bounded too).
 pub const DAILY_OPS_ROWS_MAX: u64 = 50_000;
@@ -156,6 +156,74 @@ fn cursor_of(sort: MemberSortKey, member: &MemberRow) -> MemberCursor {
     MemberCursor { sort, key, member_id: member.member_id }
 }
 
+/// How far the read model has projected one member of `tenant`: its row's version.
+pub fn member_version_statement(tenant: &TenantId, member_id: MemberId) -> SelectStatement {
+    Query::select()
+        .column(RmMembers::Version)
+        .from(RmMembers::Table)
+        .and_where(Expr::col(RmMembers::TenantId).eq(tenant.as_str()))
+        .and_where(Expr::col(RmMembers::MemberId).eq(member_id.to_string()))
+        .to_owned()
+}
+
+/// One ledger page of a member of `tenant`: lines in `after < sequence <= through`,
+/// oldest first, limit + 1 (the extra line only says that more follow).
+pub fn member_ledger_statement(
+    tenant: &TenantId,
+    member_id: MemberId,
+    after: i64,
+    through: i64,
+    limit: u32,
+) -> Result<SelectStatement, PortError> {
+    if limit == 0 || limit > LEDGER_PAGE_MAX {
+        return Err(PortError::msg(format!("ledger page size must be 1..={LEDGER_PAGE_MAX}")));
+    }
+    Ok(Query::select()
+        .columns([
+            RmMemberLedger::Sequence,
+            RmMemberLedger::EventId,
+            RmMemberLedger::EventType,
+            RmMemberLedger::RecordedAt,
+            RmMemberLedger::PointsDelta,
+            RmMemberLedger::HeldDelta,
+            RmMemberLedger::CashDeltaFen,
+            RmMemberLedger::PointsAfter,
+            RmMemberLedger::HeldAfter,
+            RmMemberLedger::BalanceAfterFen,
+            RmMemberLedger::Actor,
+            RmMemberLedger::Reason,
+            RmMemberLedger::Reference,
+            RmMemberLedger::IdempotencyKey,
+        ])
+        .from(RmMemberLedger::Table)
+        .and_where(Expr::col(RmMemberLedger::TenantId).eq(tenant.as_str()))
+        .and_where(Expr::col(RmMemberLedger::MemberId).eq(member_id.to_string()))
+        .and_where(Expr::col(RmMemberLedger::Sequence).gt(after))
+        .and_where(Expr::col(RmMemberLedger::Sequence).lte(through))
+        .order_by(RmMemberLedger::Sequence, Order::Asc)
+        .limit(u64::from(limit) + 1)
+        .to_owned())
+}
+
+fn ledger_line(row: &PgRow) -> Result<LedgerLineRow, sqlx::Error> {
+    Ok(LedgerLineRow {
+        sequence: row.try_get("sequence")?,
+        event_id: row.try_get("event_id")?,
+        event_type: row.try_get("event_type")?,
+        recorded_at: row.try_get("recorded_at")?,
+        points_delta: row.try_get("points_delta")?,
+        held_delta: row.try_get("held_delta")?,
+        cash_delta_fen: row.try_get("cash_delta_fen")?,
+        points_after: row.try_get("points_after")?,
+        held_after: row.try_get("held_after")?,
+        balance_after_fen: row.try_get("balance_after_fen")?,
+        actor: row.try_get("actor")?,
+        reason: row.try_get("reason")?,
+        reference: row.try_get("reference")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+    })
+}
+
 /// Checks a report range: `from <= to`, at most `REPORT_DAYS_MAX` days.
 pub fn check_range(from: NaiveDate, to: NaiveDate) -> Result<(), PortError> {
     let days = (to - from).num_days() + 1;
@@ -176,6 +244,33 @@ impl ReadModels for PgReadModels {
         members.truncate(limit);
         let next_after = if more { members.last().map(|m| cursor_of(search.sort, m)) } else { None };
         Ok(MemberPage { members, next_after })
+    }
+
+    async fn member_ledger(
+        &self,
+        tenant: &TenantId,
+        member_id: MemberId,
+        after: i64,
+        limit: u32,
+    ) -> Result<LedgerLinePage, PortError> {
+        // The version first, then only lines up to it: the projector writes a line and
+        // the version in one transaction, so the page is exactly the ledger as of that
+        // version, whatever the projector commits between the two reads.
+        let (sql, values) = member_version_statement(tenant, member_id).build_sqlx(PostgresQueryBuilder);
+        let through: i64 = sqlx::query_scalar_with(&sql, values)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(PortError::new)?
+            .unwrap_or(0);
+        let (sql, values) =
+            member_ledger_statement(tenant, member_id, after, through, limit)?.build_sqlx(PostgresQueryBuilder);
+        let rows = sqlx::query_with(&sql, values).fetch_all(&self.pool).await.map_err(PortError::new)?;
+        let mut lines = rows.iter().map(ledger_line).collect::<Result<Vec<_>, _>>().map_err(PortError::new)?;
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let more = lines.len() > limit;
+        lines.truncate(limit);
+        let next_after = if more { lines.last().map(|l| l.sequence) } else { None };
+        Ok(LedgerLinePage { lines, next_after, projected_through_sequence: through })
     }
 
     async fn daily_ops(&self, tenant: &TenantId, from: NaiveDate, to: NaiveDate) -> Result<DailyOpsReport, PortError> {
@@ -259,6 +354,25 @@ mod tests {
         assert!(sql.contains(r#""followed" = TRUE"#), "{sql}");
         assert!(member_search_statement(&tenant, &search(MEMBER_PAGE_MAX + 1)).is_err());
         assert!(member_search_statement(&tenant, &search(0)).is_err());
+    }
+
+    #[test]
+    fn member_ledger_is_tenant_bound_and_keyset_paged() {
+        let tenant = TenantId::parse("acme").unwrap();
+        let member = MemberId::new_random();
+        let sql =
+            member_ledger_statement(&tenant, member, 7, 42, LEDGER_PAGE_MAX).unwrap().to_string(PostgresQueryBuilder);
+        assert!(sql.contains(r#""tenant_id" = 'acme'"#), "{sql}");
+        assert!(sql.contains(&format!(r#""member_id" = '{member}'"#)), "{sql}");
+        assert!(sql.contains(r#""sequence" > 7"#), "{sql}");
+        assert!(sql.contains(r#""sequence" <= 42"#), "{sql}");
+        assert!(sql.contains(r#"ORDER BY "sequence" ASC"#), "{sql}");
+        assert!(sql.contains(&format!("LIMIT {}", LEDGER_PAGE_MAX + 1)), "{sql}");
+        assert!(member_ledger_statement(&tenant, member, 0, 1, LEDGER_PAGE_MAX + 1).is_err());
+        assert!(member_ledger_statement(&tenant, member, 0, 1, 0).is_err());
+        let sql = member_version_statement(&tenant, member).to_string(PostgresQueryBuilder);
+        assert!(sql.contains(r#""tenant_id" = 'acme'"#), "{sql}");
+        assert!(sql.contains(&format!(r#""member_id" = '{member}'"#)), "{sql}");
     }
 
     #[test]

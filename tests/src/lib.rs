@@ -1,6 +1,8 @@
 //! Harness for the black-box tests: each test gets fresh databases (two
 //! shards by default), the real application on port 0, and a clock it can
 //! move forward. Postgres must be running; tests fail loudly if it is not.
+//! Tests of read-model endpoints use `spawn_app_with_projections` (NATS must
+//! run too) and call `TestApp::catch_up` before they read.
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -13,11 +15,16 @@ use sqlx::{ConnectOptions, Connection, PgConnection};
 use wxcm_commands::ports::{App, Clock};
 use wxcm_infra::app::{Application, BuildOptions, Role, RunningApp};
 use wxcm_infra::config::{Settings, ShardConfig};
+use wxcm_infra::relay::{self, ShardRelay};
 use wxcm_infra::sealer::AesGcmSealer;
+use wxcm_projections::{MemberProjector, ProjectorRuntime};
 
 pub const SUPERUSER_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const STALE_DB_SECS: u64 = 3 * 3600;
 pub const TEST_SECRET_KEY_B64: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+pub const NATS_URL: &str = "nats://127.0.0.1:4222";
+/// `catch_up` steps the relay and projectors up to this long (other tests share the cluster).
+const CATCH_UP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A clock the test moves forward.
 #[derive(Default)]
@@ -91,6 +98,54 @@ pub struct TestApp {
     pub app: Arc<App>,
     pub clock: Arc<TestClock>,
     running: RunningApp,
+    pipeline: Option<Pipeline>,
+}
+
+/// The relay and the member projector of every shard, stepped by `catch_up`
+/// instead of running in the background, on the test's own stream.
+struct Pipeline {
+    js: async_nats::jetstream::Context,
+    prefix: String,
+    shards: tokio::sync::Mutex<Vec<ShardPipeline>>,
+}
+
+struct ShardPipeline {
+    db: PgConnection,
+    relay: ShardRelay,
+    projector: ProjectorRuntime<MemberProjector>,
+}
+
+impl ShardPipeline {
+    /// Publishes every committed outbox row of the shard.
+    async fn drain_relay(&mut self, deadline: std::time::Instant) {
+        loop {
+            let report = self.relay.tick().await.expect("relay step").expect("relay leads");
+            // Rows of transactions still in some snapshot wait for a later tick.
+            let unpublished: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                .fetch_one(&mut self.db)
+                .await
+                .expect("count");
+            if !report.more_pending && unpublished == 0 {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "outbox not drained within {CATCH_UP_DEADLINE:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Projects until nothing is pending, delivered or redelivered.
+    async fn drain_projector(&mut self, deadline: std::time::Instant) {
+        loop {
+            let report =
+                self.projector.run_batch(100, std::time::Duration::from_millis(200)).await.expect("projector step");
+            assert_eq!((report.parked, report.failed), (0, 0), "{report:?}");
+            let status = self.projector.status().await.expect("status");
+            if report.received == 0 && status.num_pending == 0 && status.num_ack_pending == 0 {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "projection not drained within {CATCH_UP_DEADLINE:?}");
+        }
+    }
 }
 
 pub fn sealer() -> Arc<AesGcmSealer> {
@@ -114,6 +169,42 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_on(settings: Settings) -> TestApp {
     let clock = Arc::new(TestClock::default());
     let application = build(settings.clone(), Role::Api, clock.clone()).await;
+    start(application, settings, clock, None)
+}
+
+/// [`spawn_app`] plus a relay and member projector per shard on a stream of its
+/// own, which the test drives with [`TestApp::catch_up`].
+pub async fn spawn_app_with_projections() -> TestApp {
+    spawn_app_with_projections_on(fresh_settings(2).await).await
+}
+
+pub async fn spawn_app_with_projections_on(mut settings: Settings) -> TestApp {
+    // `t` + 12 hex, like the relay tests: their stale-stream cleanup covers these too.
+    let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    settings.nats.stream_prefix = prefix.clone();
+    let clock = Arc::new(TestClock::default());
+    let application = build(settings.clone(), Role::Api, clock.clone()).await;
+    let client = async_nats::connect(NATS_URL).await.expect("NATS with JetStream must run on 127.0.0.1:4222");
+    let js = async_nats::jetstream::new(client);
+    relay::ensure_stream(&js, &prefix).await.expect("events stream");
+    let names: Vec<String> = application.shards.all().map(|s| s.name.clone()).collect();
+    let relays = application.shard_relays(&js);
+    let projectors = application.shard_projectors(&js, |s| {
+        s.ack_wait = std::time::Duration::from_secs(1);
+        s.nak_delay = std::time::Duration::from_millis(50);
+    });
+    let mut shards = Vec::new();
+    // Both come from `Shards::all`, in the same order.
+    for ((name, relay), projector) in names.iter().zip(relays).zip(projectors) {
+        let url = &settings.shards[name].admin_url;
+        let db = PgConnectOptions::from_str(url).expect("url").connect().await.expect("shard connection");
+        shards.push(ShardPipeline { db, relay, projector });
+    }
+    let pipeline = Pipeline { js, prefix, shards: tokio::sync::Mutex::new(shards) };
+    start(application, settings, clock, Some(pipeline))
+}
+
+fn start(application: Application, settings: Settings, clock: Arc<TestClock>, pipeline: Option<Pipeline>) -> TestApp {
     let app = application.app.clone();
     let running = application.spawn();
     let addr = running.addr.expect("http address");
@@ -124,6 +215,7 @@ pub async fn spawn_app_on(settings: Settings) -> TestApp {
         app,
         clock,
         running,
+        pipeline,
     }
 }
 
@@ -134,6 +226,23 @@ impl TestApp {
 
     pub async fn stop(self) {
         self.running.stop().await;
+        if let Some(p) = self.pipeline {
+            p.js.delete_stream(relay::stream_name(&p.prefix)).await.expect("delete the test stream");
+        }
+    }
+
+    /// Relays every committed event of every shard, then projects until nothing
+    /// is pending: the read models then reflect every command that has returned.
+    pub async fn catch_up(&self) {
+        let pipeline = self.pipeline.as_ref().expect("catch_up needs spawn_app_with_projections");
+        let deadline = std::time::Instant::now() + CATCH_UP_DEADLINE;
+        let mut shards = pipeline.shards.lock().await;
+        for shard in shards.iter_mut() {
+            shard.drain_relay(deadline).await;
+        }
+        for shard in shards.iter_mut() {
+            shard.drain_projector(deadline).await;
+        }
     }
 
     /// Superuser connection to one shard's database.

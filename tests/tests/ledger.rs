@@ -1,12 +1,16 @@
-//! The member ledger through the admin API, against the real Postgres.
+//! The member ledger through the admin API, against the real Postgres. Ledger
+//! pages come from the read model: those tests also run the relay and the member
+//! projector (NATS) and catch up before they read.
 
 use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use wxcm_commands::ports::Role;
 use wxcm_commands::{auth, tenants, CommandContext};
-use wxcm_domain::{Actor, TenantId};
-use wxcm_tests::{fresh_settings, spawn_app, spawn_app_on, TestApp};
+use wxcm_domain::{Actor, MemberId, TenantId};
+use wxcm_tests::{
+    fresh_settings, spawn_app, spawn_app_on, spawn_app_with_projections, spawn_app_with_projections_on, TestApp,
+};
 
 const PASSWORD: &str = "a-long-enough-password";
 
@@ -330,7 +334,7 @@ async fn roles_reach_only_what_they_should() {
 
 #[tokio::test]
 async fn ledger_history_shows_balance_after_each_entry() {
-    let t = spawn_app().await;
+    let t = spawn_app_with_projections().await;
     let token = tenant_with_admin(&t, "cinema-a", "owner", Role::Owner).await;
     let id = register(&t, &token, None).await["member_id"].as_str().unwrap().to_owned();
     deposit(&t, &token, &id, 1000).await;
@@ -350,17 +354,102 @@ async fn ledger_history_shows_balance_after_each_entry() {
         json!({"points": 50, "expiry": {"kind": "days", "days": 30}, "reason": "welcome"}),
     )
     .await;
+    // Nothing projected yet: the member exists (the store says so), its ledger is not there yet.
+    let (s, page) = get(&t, &token, &format!("/admin/api/v1/members/{id}/ledger")).await;
+    assert_eq!(s, StatusCode::OK, "{page}");
+    assert_eq!(page["entries"], json!([]));
+    assert_eq!(page["projected_through_sequence"], 0);
+    assert_eq!(page["next_after"], Value::Null);
+
+    t.catch_up().await;
     let (s, page) = get(&t, &token, &format!("/admin/api/v1/members/{id}/ledger?limit=10")).await;
     assert_eq!(s, StatusCode::OK, "{page}");
+    // The registration moved neither points nor cash: it has no line in the read model.
     let entries = page["entries"].as_array().unwrap();
-    assert_eq!(entries.len(), 4);
-    assert_eq!(entries[1]["balance_after_fen"], 1000);
-    assert_eq!(entries[2]["cash_delta_fen"], -300);
-    assert_eq!(entries[2]["balance_after_fen"], 700);
-    assert_eq!(entries[3]["points_after"], 50);
+    let sequences: Vec<_> = entries.iter().map(|e| e["sequence"].as_i64().unwrap()).collect();
+    assert_eq!(sequences, vec![2, 3, 4]);
+    assert_eq!(page["projected_through_sequence"], 4);
+    assert_eq!(page["next_after"], Value::Null);
+    assert_eq!(entries[0]["event_type"], "CashDeposited");
+    assert_eq!(entries[0]["balance_after_fen"], 1000);
+    assert_eq!(entries[0]["points_after"], Value::Null);
+    assert_eq!(entries[1]["cash_delta_fen"], -300);
+    assert_eq!(entries[1]["balance_after_fen"], 700);
+    assert_eq!(entries[1]["reason"], "ticket");
+    assert!(entries[1]["recorded_at"].is_string(), "{page}");
+    assert_eq!(entries[2]["points_delta"], 50);
+    assert_eq!(entries[2]["points_after"], 50);
+    assert_eq!(entries[2]["balance_after_fen"], Value::Null);
     let (_, page2) = get(&t, &token, &format!("/admin/api/v1/members/{id}/ledger?after=2&limit=1")).await;
     assert_eq!(page2["entries"].as_array().unwrap().len(), 1);
     assert_eq!(page2["entries"][0]["sequence"], 3);
+    assert_eq!(page2["next_after"], 3);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn ledger_pages_come_from_the_read_model_of_the_own_tenant_only() {
+    let mut settings = fresh_settings(2).await;
+    settings.tenant_shards.insert("cinema-b".into(), "s1".into());
+    let t = spawn_app_with_projections_on(settings).await;
+    let token_a = tenant_with_admin(&t, "cinema-a", "owner", Role::Owner).await;
+    let token_b = tenant_with_admin(&t, "cinema-b", "owner", Role::Owner).await; // on shard s1
+    let token_c = tenant_with_admin(&t, "cinema-c", "owner", Role::Owner).await; // shares s0 with A
+    let id = register(&t, &token_a, None).await["member_id"].as_str().unwrap().to_owned();
+    for fen in [100, 200, 300, 400, 500] {
+        assert_eq!(deposit(&t, &token_a, &id, fen).await.0, StatusCode::OK);
+    }
+    // Tenant C has a member with lines on the same shard; they never show up for A.
+    let id_c = register(&t, &token_c, None).await["member_id"].as_str().unwrap().to_owned();
+    assert_eq!(deposit(&t, &token_c, &id_c, 900).await.0, StatusCode::OK);
+    t.catch_up().await;
+
+    // Keyset pages of two over the five deposits (sequences 2..=6).
+    let ledger = |after: u64| format!("/admin/api/v1/members/{id}/ledger?after={after}&limit=2");
+    let mut pages = Vec::new();
+    let mut after = Some(0);
+    while let Some(a) = after {
+        let (s, page) = get(&t, &token_a, &ledger(a)).await;
+        assert_eq!(s, StatusCode::OK, "{page}");
+        assert_eq!(page["projected_through_sequence"], 6);
+        let sequences: Vec<_> =
+            page["entries"].as_array().unwrap().iter().map(|e| e["sequence"].as_i64().unwrap()).collect();
+        let balances: Vec<_> =
+            page["entries"].as_array().unwrap().iter().map(|e| e["balance_after_fen"].as_i64().unwrap()).collect();
+        pages.push((sequences, balances));
+        after = page["next_after"].as_u64();
+        assert!(pages.len() <= 3, "pages never end: {pages:?}");
+    }
+    assert_eq!(pages, vec![(vec![2, 3], vec![100, 300]), (vec![4, 5], vec![600, 1000]), (vec![6], vec![1500])]);
+    let (_, page) = get(&t, &token_a, &ledger(6)).await;
+    assert_eq!((page["entries"].clone(), page["next_after"].clone()), (json!([]), Value::Null));
+
+    // A command the projector has not seen yet: the page says how far it got.
+    assert_eq!(deposit(&t, &token_a, &id, 600).await.0, StatusCode::OK);
+    let (_, page) = get(&t, &token_a, &ledger(5)).await;
+    assert_eq!((page["entries"].as_array().unwrap().len(), page["projected_through_sequence"].as_i64()), (1, Some(6)));
+    t.catch_up().await;
+    let (_, page) = get(&t, &token_a, &ledger(5)).await;
+    assert_eq!((page["entries"].as_array().unwrap().len(), page["projected_through_sequence"].as_i64()), (2, Some(7)));
+
+    // Another tenant's token, on another shard or on the same one: 404, as for an unknown member.
+    for token in [&token_b, &token_c] {
+        let (s, body) = get(&t, token, &format!("/admin/api/v1/members/{id}/ledger")).await;
+        assert_eq!((s, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("member_not_found")), "{body}");
+    }
+    let unknown = MemberId::new_random();
+    let (s, body) = get(&t, &token_a, &format!("/admin/api/v1/members/{unknown}/ledger")).await;
+    assert_eq!((s, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("member_not_found")), "{body}");
+
+    // The query itself is bound to the tenant: C asking the read model for A's member gets nothing.
+    let tenant_c = TenantId::parse("cinema-c").unwrap();
+    let member_a = MemberId::parse(&id).unwrap();
+    let shard = t.app.router.route(&tenant_c).unwrap();
+    let page = shard.read_models.member_ledger(&tenant_c, member_a, 0, 200).await.unwrap();
+    assert_eq!((page.lines.len(), page.projected_through_sequence), (0, 0));
+    let tenant_a = TenantId::parse("cinema-a").unwrap();
+    let page = shard.read_models.member_ledger(&tenant_a, member_a, 0, 200).await.unwrap();
+    assert_eq!((page.lines.len(), page.projected_through_sequence), (6, 7));
     t.stop().await;
 }
 

@@ -18,7 +18,7 @@ use wxcm_domain::{Actor, AppId, MemberId, OpenId, SceneKey, TenantId};
 use wxcm_gateways::sandbox::callbacks::{
     MessageKind, PushMessage, PushMode, PushRequest, PushResponse, Pusher, Tamper,
 };
-use wxcm_tests::{spawn_app, TestApp};
+use wxcm_tests::{spawn_app_with_projections, TestApp};
 
 const TENANT: &str = "moon-cinema";
 const APPID: &str = "wx0123456789abcdef";
@@ -79,7 +79,8 @@ async fn fixture_on(t: TestApp) -> Fixture {
 }
 
 async fn fixture() -> Fixture {
-    fixture_on(spawn_app().await).await
+    // The ledger API reads the read model: `grants` catches the projection up first.
+    fixture_on(spawn_app_with_projections().await).await
 }
 
 impl Fixture {
@@ -108,9 +109,11 @@ impl Fixture {
         body
     }
 
-    /// Points granted to the member, one entry per grant (from the ledger API).
+    /// Points granted to the member, one entry per grant (from the ledger API,
+    /// once the read model has every event committed so far).
     async fn grants(&self, openid: &str) -> Vec<i64> {
         let id = self.member(openid).await["member_id"].as_str().unwrap().to_owned();
+        self.t.catch_up().await;
         let (status, page) = self.admin_get(&format!("/admin/api/v1/members/{id}/ledger")).await;
         assert_eq!(status, StatusCode::OK, "{page}");
         page["entries"]

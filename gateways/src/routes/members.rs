@@ -332,15 +332,18 @@ pub async fn set_card_level(
     run(&state, &auth, key, correlation, id.0, request).await
 }
 
-/// The member's ledger, oldest first, one page after `after`.
+/// The member's ledger from the read model (a moment behind the event store),
+/// oldest first, one page after `after`: one entry per event that moved points or
+/// cash. `projected_through_sequence` says how far the read model has got for this
+/// member; a member registered a moment ago answers 200 with no entries yet.
 #[utoipa::path(get, path = "/admin/api/v1/members/{member_id}/ledger", tag = "ledger",
     security(("bearer" = [])),
     params(("member_id" = uuid::Uuid, Path), LedgerQuery),
     responses(
-        (status = 200, description = "One page of the ledger", body = LedgerPage),
+        (status = 200, description = "One page of the ledger read model", body = LedgerPage),
         (status = 400, description = "`invalid_member_id`, `invalid_limit`, `invalid_query`", body = ErrorBody),
         (status = 403, description = "`forbidden`", body = ErrorBody),
-        (status = 404, description = "`member_not_found`", body = ErrorBody),
+        (status = 404, description = "`member_not_found` (also for members of other tenants)", body = ErrorBody),
     ))]
 #[instrument(skip_all, fields(tenant = %auth.session.tenant_id, username = %auth.session.username, member_id = %id.0))]
 pub async fn ledger(
@@ -350,7 +353,6 @@ pub async fn ledger(
     query: ApiQuery<LedgerQuery>,
 ) -> Result<Json<LedgerPage>, ApiError> {
     let (after, limit) = query.0.page()?;
-    let entries = members::history(&state.app, &auth.session.tenant_id, id.0, after, limit).await?;
-    let next_after = if entries.len() as u64 == u64::from(limit) { entries.last().map(|e| e.sequence) } else { None };
-    Ok(Json(LedgerPage { entries: entries.into_iter().map(LedgerEntryDto::from).collect(), next_after }))
+    let page = members::ledger(&state.app, &auth.session.tenant_id, id.0, after, limit).await?;
+    Ok(Json(page.try_into()?))
 }
