@@ -216,7 +216,7 @@ impl Application {
         if let Some(client) = self.nats.clone() {
             let js =
                 async_nats::jetstream::ContextBuilder::new().timeout(crate::relay::JETSTREAM_TIMEOUT).build(client);
-            let interval = Duration::from_millis(self.settings.nats.relay_interval_ms.max(10));
+            let interval = self.settings.nats.relay_interval();
             if self.role.relays() {
                 for relay in self.shard_relays(&js) {
                     tasks.push(tokio::spawn(relay.run(interval, shutdown.clone())));

@@ -42,7 +42,6 @@ pub const VISIBLE_TIMEOUT_SECS_MAX: u64 = 600;
 /// The relay's and projector's connections, beyond the drivers'.
 const WORKER_CONNECTIONS: u32 = 4;
 pub const CONCURRENCY_MAX: u32 = CLIENTS_MAX - WORKER_CONNECTIONS;
-const RELAY_INTERVAL: Duration = Duration::from_millis(5);
 /// Registered lag members must all be visible before the timed window.
 const REGISTRATION_VISIBLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Members per seeding statement.
@@ -157,7 +156,7 @@ impl LagFigures {
     }
 }
 
-/// Relay (stepping every [`RELAY_INTERVAL`]) and member projector (production
+/// Relay (woken by local commits, polling at the configured interval) and member projector (production
 /// settings) of every shard, running until `stop`.
 struct Workers {
     stop: watch::Sender<bool>,
@@ -168,8 +167,9 @@ impl Workers {
     fn start(application: &Application, js: &async_nats::jetstream::Context) -> Self {
         let (stop, shutdown) = watch::channel(false);
         let mut tasks = Vec::new();
+        let interval = application.settings.nats.relay_interval();
         for relay in application.shard_relays(js) {
-            tasks.push(tokio::spawn(relay.run(RELAY_INTERVAL, shutdown.clone())));
+            tasks.push(tokio::spawn(relay.run(interval, shutdown.clone())));
         }
         for projector in application.shard_projectors(js, |_| {}) {
             tasks.push(tokio::spawn(projector.run(shutdown.clone())));

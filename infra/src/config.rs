@@ -220,6 +220,11 @@ impl NatsConfig {
     fn relay_batch_max_default() -> u32 {
         500
     }
+    /// The relay's poll when idle (floored: a zero would spin).
+    pub fn relay_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.relay_interval_ms.max(10))
+    }
+
     fn relay_interval_ms_default() -> u64 {
         200
     }
