@@ -28,9 +28,10 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 use tracing::debug;
 
-/// Batches in flight at once per shard: enough to keep the server busy while
-/// one batch waits for its flush, few enough to leave connections to readers.
-pub const WORKERS: usize = 4;
+/// Batches in flight at once per shard: one fills while the other waits for its
+/// flush. Measured on 2 cores (`wxcm bench ledger`): 2 beat 1, 3 and 4; more
+/// workers only make smaller batches.
+pub const WORKERS: usize = 2;
 /// Commands waiting for a worker before `commit` waits for room (backpressure).
 pub const QUEUE_MAX: usize = 4_096;
 pub const BATCH_COMMANDS_MAX: usize = 64;
