@@ -1,5 +1,9 @@
 //! Postgres implementation of the WeChat gateway's store (migration 0009).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -10,14 +14,43 @@ use wxcm_commands::wechat::{
 };
 use wxcm_domain::{AppId, MemberId, OpenId, TenantId};
 
+/// Reply rules are read by every callback that may answer; an edit reaches
+/// the other nodes within this (this node's own edits at once).
+pub const REPLY_RULES_CACHE_TTL_MS: u64 = 2_000;
+pub const REPLY_RULES_CACHE_ENTRIES_MAX: usize = 10_000;
+
+type CachedRules = (Instant, Option<(ReplyRules, i64)>);
+
 #[derive(Clone)]
 pub struct PgWechatStore {
     pool: PgPool,
+    reply_rules: Arc<Mutex<HashMap<TenantId, CachedRules>>>,
 }
 
 impl PgWechatStore {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self { pool, reply_rules: Arc::default() }
+    }
+
+    fn cached_rules(&self, tenant: &TenantId) -> Option<Option<(ReplyRules, i64)>> {
+        let ttl = Duration::from_millis(REPLY_RULES_CACHE_TTL_MS);
+        let cache = self.reply_rules.lock().ok()?;
+        cache.get(tenant).filter(|(at, _)| at.elapsed() < ttl).map(|(_, rules)| rules.clone())
+    }
+
+    fn remember_rules(&self, tenant: &TenantId, rules: Option<(ReplyRules, i64)>) {
+        if let Ok(mut cache) = self.reply_rules.lock() {
+            if cache.len() >= REPLY_RULES_CACHE_ENTRIES_MAX {
+                cache.clear();
+            }
+            cache.insert(tenant.clone(), (Instant::now(), rules));
+        }
+    }
+
+    fn forget_rules(&self, tenant: &TenantId) {
+        if let Ok(mut cache) = self.reply_rules.lock() {
+            cache.remove(tenant);
+        }
     }
 }
 
@@ -61,24 +94,36 @@ impl WechatStore for PgWechatStore {
 
     async fn claim_callback(
         &self,
-        tenant: &TenantId,
-        appid: &AppId,
+        message: &StoredMessage,
         dedup_key: &str,
-        now: DateTime<Utc>,
         stale_after: chrono::Duration,
     ) -> Result<ClaimOutcome, PortError> {
-        let inserted = sqlx::query(
-            "INSERT INTO wechat_callback_claims (appid, dedup_key, tenant_id, claimed_at)
-             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        let (appid, tenant, now) = (&message.appid, &message.tenant, message.received_at);
+        // One statement: the message is stored exactly when the claim is new.
+        let inserted: i64 = sqlx::query_scalar(
+            "WITH claimed AS (
+                 INSERT INTO wechat_callback_claims (appid, dedup_key, tenant_id, claimed_at)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING
+                 RETURNING 1
+             ), stored AS (
+                 INSERT INTO wechat_messages (tenant_id, appid, openid, msg_type, event, event_key, sent_at, received_at, fields)
+                 SELECT $3, $1, $5, $6, $7, $8, $9, $4, $10 WHERE EXISTS (SELECT 1 FROM claimed)
+             )
+             SELECT count(*) FROM claimed",
         )
         .bind(appid.as_str())
         .bind(dedup_key)
         .bind(tenant.as_str())
         .bind(now)
-        .execute(&self.pool)
+        .bind(message.openid.as_str())
+        .bind(&message.msg_type)
+        .bind(&message.event)
+        .bind(&message.event_key)
+        .bind(message.sent_at)
+        .bind(&message.fields)
+        .fetch_one(&self.pool)
         .await
-        .map_err(port)?
-        .rows_affected();
+        .map_err(port)?;
         if inserted == 1 {
             return Ok(ClaimOutcome::Claimed);
         }
@@ -188,18 +233,24 @@ impl WechatStore for PgWechatStore {
     }
 
     async fn reply_rules(&self, tenant: &TenantId) -> Result<Option<(ReplyRules, i64)>, PortError> {
+        if let Some(hit) = self.cached_rules(tenant) {
+            return Ok(hit);
+        }
         let row: Option<(serde_json::Value, i64)> =
             sqlx::query_as("SELECT rules, revision FROM wechat_reply_rules WHERE tenant_id = $1")
                 .bind(tenant.as_str())
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(port)?;
-        row.map(|(rules, revision)| {
-            let rules: ReplyRules =
-                serde_json::from_value(rules).map_err(|e| PortError::msg(format!("stored reply rules: {e}")))?;
-            Ok((rules, revision))
-        })
-        .transpose()
+        let rules = row
+            .map(|(rules, revision)| {
+                let rules: ReplyRules =
+                    serde_json::from_value(rules).map_err(|e| PortError::msg(format!("stored reply rules: {e}")))?;
+                Ok::<_, PortError>((rules, revision))
+            })
+            .transpose()?;
+        self.remember_rules(tenant, rules.clone());
+        Ok(rules)
     }
 
     async fn save_reply_rules(
@@ -225,6 +276,7 @@ impl WechatStore for PgWechatStore {
         .fetch_one(&self.pool)
         .await
         .map_err(port)?;
+        self.forget_rules(tenant);
         Ok(revision)
     }
 

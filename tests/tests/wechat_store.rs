@@ -41,12 +41,32 @@ async fn old_messages_and_claims_are_pruned_in_bounded_batches() {
 
     let stale = Duration::seconds(15);
     let old = now - Duration::hours(72);
-    assert_eq!(shard.wechat.claim_callback(&tenant, &appid, "msg:1", old, stale).await.unwrap(), ClaimOutcome::Claimed);
-    assert_eq!(shard.wechat.claim_callback(&tenant, &appid, "msg:2", now, stale).await.unwrap(), ClaimOutcome::Claimed);
+    let message = |at| StoredMessage {
+        tenant: tenant.clone(),
+        appid: appid.clone(),
+        openid: OpenId::parse("oClaim0001").unwrap(),
+        msg_type: "event".into(),
+        event: Some("subscribe".into()),
+        event_key: None,
+        sent_at: at,
+        received_at: at,
+        fields: serde_json::json!({"Event": "subscribe"}),
+    };
+    let claimed_messages = || async {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM wechat_messages WHERE openid = 'oClaim0001'")
+            .fetch_one(&application.shards.all().next().expect("one shard").pool)
+            .await
+            .unwrap();
+        count
+    };
+    assert_eq!(shard.wechat.claim_callback(&message(old), "msg:1", stale).await.unwrap(), ClaimOutcome::Claimed);
+    assert_eq!(shard.wechat.claim_callback(&message(now), "msg:2", stale).await.unwrap(), ClaimOutcome::Claimed);
+    assert_eq!(claimed_messages().await, 2, "a new claim stores its message");
     assert_eq!(shard.wechat.prune_callbacks(now - Duration::hours(48)).await.unwrap(), 1);
     assert_eq!(
-        shard.wechat.claim_callback(&tenant, &appid, "msg:2", now, stale).await.unwrap(),
+        shard.wechat.claim_callback(&message(now), "msg:2", stale).await.unwrap(),
         ClaimOutcome::InProgress,
         "a recent claim stays"
     );
+    assert_eq!(claimed_messages().await, 2, "a repeated callback is not stored again");
 }

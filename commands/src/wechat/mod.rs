@@ -150,18 +150,22 @@ impl AccountDirectory {
     }
 }
 
+/// Claims the callback (see [`WechatStore::claim_callback`]); a new claim
+/// also stores the message.
 pub async fn claim(app: &App, cb: &InboundCallback) -> Result<ClaimOutcome, WechatOpError> {
     let shard = app.router.route(&cb.tenant)?;
-    Ok(shard
-        .wechat
-        .claim_callback(
-            &cb.tenant,
-            &cb.appid,
-            &cb.dedup_key,
-            app.clock.now(),
-            chrono::Duration::seconds(CLAIM_STALE_AFTER_S),
-        )
-        .await?)
+    let message = StoredMessage {
+        tenant: cb.tenant.clone(),
+        appid: cb.appid.clone(),
+        openid: cb.openid.clone(),
+        msg_type: cb.msg_type.clone(),
+        event: cb.event.clone(),
+        event_key: cb.event_key.clone(),
+        sent_at: cb.sent_at,
+        received_at: app.clock.now(),
+        fields: cb.fields.clone(),
+    };
+    Ok(shard.wechat.claim_callback(&message, &cb.dedup_key, chrono::Duration::seconds(CLAIM_STALE_AFTER_S)).await?)
 }
 
 /// Marks the callback handled with the passive reply it produced (plaintext XML).
@@ -193,23 +197,10 @@ fn context(cb: &InboundCallback, parts: &[&str]) -> Result<CommandContext, Wecha
 
 /// Runs what the callback implies and returns the reply to send, if any.
 /// Safe to run again for the same callback (every command is keyed by it).
+/// The message itself was stored by [`claim`].
 pub async fn process(app: &App, cb: &InboundCallback) -> Result<Option<ReplyContent>, WechatOpError> {
     let shard = app.router.route(&cb.tenant)?;
     let now = app.clock.now();
-    shard
-        .wechat
-        .record_message(&StoredMessage {
-            tenant: cb.tenant.clone(),
-            appid: cb.appid.clone(),
-            openid: cb.openid.clone(),
-            msg_type: cb.msg_type.clone(),
-            event: cb.event.clone(),
-            event_key: cb.event_key.clone(),
-            sent_at: cb.sent_at,
-            received_at: now,
-            fields: cb.fields.clone(),
-        })
-        .await?;
     let rules = || async { Ok::<_, WechatOpError>(shard.wechat.reply_rules(&cb.tenant).await?.map(|(r, _)| r)) };
     match &cb.kind {
         InboundKind::Subscribe { scene } => {

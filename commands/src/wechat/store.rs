@@ -96,13 +96,12 @@ pub trait WechatStore: Send + Sync {
     async fn account_tenant(&self, appid: &AppId) -> Result<Option<(TenantId, AccountMode)>, PortError>;
 
     /// Claims a callback for handling; a claim not done after `stale_after`
-    /// (its handler died) is taken over.
+    /// (its handler died) is taken over. A new claim stores `message` in the
+    /// same statement (the callback's history, once per claim).
     async fn claim_callback(
         &self,
-        tenant: &TenantId,
-        appid: &AppId,
+        message: &StoredMessage,
         dedup_key: &str,
-        now: DateTime<Utc>,
         stale_after: chrono::Duration,
     ) -> Result<ClaimOutcome, PortError>;
     async fn finish_callback(
