@@ -24,12 +24,18 @@ type CachedRules = (Instant, Option<(ReplyRules, i64)>);
 #[derive(Clone)]
 pub struct PgWechatStore {
     pool: PgPool,
+    /// `synchronous_commit = off` (`shards::relaxed_pool_for`): callback claims
+    /// and their completion. Losing the last of them in a server crash only
+    /// makes WeChat's retry handle the callback again, and every command it
+    /// runs is keyed by the callback, so nothing happens twice. Events never
+    /// go through it.
+    relaxed: PgPool,
     reply_rules: Arc<Mutex<HashMap<TenantId, CachedRules>>>,
 }
 
 impl PgWechatStore {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool, reply_rules: Arc::default() }
+    pub fn new(pool: PgPool, relaxed: PgPool) -> Self {
+        Self { pool, relaxed, reply_rules: Arc::default() }
     }
 
     fn cached_rules(&self, tenant: &TenantId) -> Option<Option<(ReplyRules, i64)>> {
@@ -121,7 +127,7 @@ impl WechatStore for PgWechatStore {
         .bind(&message.event_key)
         .bind(message.sent_at)
         .bind(&message.fields)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.relaxed)
         .await
         .map_err(port)?;
         if inserted == 1 {
@@ -132,7 +138,7 @@ impl WechatStore for PgWechatStore {
         )
         .bind(appid.as_str())
         .bind(dedup_key)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.relaxed)
         .await
         .map_err(port)?;
         let Some((claimed_at, done_at, reply)) = row else {
@@ -154,7 +160,7 @@ impl WechatStore for PgWechatStore {
         .bind(dedup_key)
         .bind(now)
         .bind(claimed_at)
-        .execute(&self.pool)
+        .execute(&self.relaxed)
         .await
         .map_err(port)?
         .rows_affected();
@@ -173,7 +179,7 @@ impl WechatStore for PgWechatStore {
             .bind(dedup_key)
             .bind(now)
             .bind(reply)
-            .execute(&self.pool)
+            .execute(&self.relaxed)
             .await
             .map_err(port)?;
         Ok(())
@@ -183,7 +189,7 @@ impl WechatStore for PgWechatStore {
         sqlx::query("DELETE FROM wechat_callback_claims WHERE appid = $1 AND dedup_key = $2 AND done_at IS NULL")
             .bind(appid.as_str())
             .bind(dedup_key)
-            .execute(&self.pool)
+            .execute(&self.relaxed)
             .await
             .map_err(port)?;
         Ok(())
