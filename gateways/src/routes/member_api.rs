@@ -20,7 +20,7 @@ use wxcm_domain::{AmountFen, AppId, OutTradeNo};
 
 use crate::dto::MemberDto;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiJson, IdempotencyHeader};
+use crate::extract::{ApiJson, ClientIp, IdempotencyHeader};
 use crate::state::AppState;
 
 /// What the member API needs beyond the application (absent: 503 `member_api_unavailable`).
@@ -153,6 +153,7 @@ pub async fn create_recharge(
     State(state): State<AppState>,
     headers: HeaderMap,
     IdempotencyHeader(key): IdempotencyHeader,
+    ClientIp(peer): ClientIp,
     ApiJson(body): ApiJson<RechargeBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let s = member(&state, &headers).await?;
@@ -171,7 +172,9 @@ pub async fn create_recharge(
         amount_fen,
         api,
         notify_url: format!("{}/pay/notify/{path}/{}", state.member.notify_base_url.trim_end_matches('/'), s.appid),
-        client_ip: "127.0.0.1".into(),
+        // Pay wants the payer's address (spbill_create_ip / payer_client_ip): the
+        // peer's. Without connect info (in-process callers) there is none to give.
+        client_ip: peer.map_or_else(|| "127.0.0.1".to_owned(), |ip| ip.to_string()),
     };
     let ctx = CommandContext::new(s.tenant_id.clone(), key, format!("member:{}", s.member_id));
     let created = pay_flows::create_recharge(&state.app, pay.as_ref(), &s.tenant_id, &request, &ctx).await?;
