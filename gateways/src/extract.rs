@@ -94,9 +94,44 @@ pub fn parse_path_segment<T: PathValue>(raw: &str) -> Result<T, ApiError> {
     T::parse_segment(raw)
 }
 
-/// The peer address, when the server was started with connect info.
+/// Reverse proxies whose `X-Forwarded-For` is believed (a router extension).
+#[derive(Clone, Default)]
+pub struct TrustedProxies(pub std::sync::Arc<[ipnet::IpNet]>);
+
+/// `X-Forwarded-For` entries looked at, from the nearest hop back.
+const FORWARDED_HOPS_MAX: usize = 16;
+
+/// The client's address: the peer, or, when the peer is a trusted proxy, the
+/// nearest `X-Forwarded-For` hop that is not one (a client can prepend
+/// anything to the header, so only the hops our proxies appended count).
+/// None without connect info (in-process callers).
 pub fn client_ip(parts: &Parts) -> Option<IpAddr> {
-    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip())
+    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip())?;
+    let trusted = parts.extensions.get::<TrustedProxies>().map(|t| t.0.clone()).unwrap_or_default();
+    Some(forwarded_client(peer, &parts.headers, &trusted))
+}
+
+fn forwarded_client(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect::<Vec<_>>();
+    let mut client = peer;
+    for hop in hops.iter().rev().take(FORWARDED_HOPS_MAX) {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) if is_trusted(&ip) => client = ip,
+            Ok(ip) => return ip,
+            // Garbage from the proxy chain: stop at the last hop we could read.
+            Err(_) => return client,
+        }
+    }
+    client
 }
 
 pub struct ClientIp(pub Option<IpAddr>);
@@ -273,5 +308,46 @@ mod tests {
         assert!(parse_path_segment::<CardNumber>(card.as_str()).is_ok());
         assert_eq!(parse_path_segment::<CardNumber>("0000000000x").err().unwrap().code(), "invalid_card_no");
         assert!(parse_path_segment::<AppId>("wx0123456789abcdef").is_ok());
+    }
+}
+
+#[cfg(test)]
+mod forwarded_tests {
+    use super::*;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", v.parse().unwrap());
+        }
+        h
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn an_untrusted_peer_is_the_client_whatever_it_forwards() {
+        let trusted = ["10.0.0.0/8".parse().unwrap()];
+        assert_eq!(forwarded_client(ip("203.0.113.9"), &headers(&["1.2.3.4"]), &trusted), ip("203.0.113.9"));
+        assert_eq!(forwarded_client(ip("10.0.0.2"), &headers(&["1.2.3.4"]), &[]), ip("10.0.0.2"));
+    }
+
+    #[test]
+    fn behind_trusted_proxies_the_nearest_untrusted_hop_is_the_client() {
+        let trusted = ["10.0.0.0/8".parse().unwrap(), "192.0.2.7/32".parse().unwrap()];
+        // The client prepended a fake hop; our proxies appended the real one and themselves.
+        let h = headers(&["6.6.6.6, 198.51.100.4", "192.0.2.7"]);
+        assert_eq!(forwarded_client(ip("10.1.2.3"), &h, &trusted), ip("198.51.100.4"));
+        // Only trusted hops: the farthest one we saw.
+        assert_eq!(forwarded_client(ip("10.1.2.3"), &headers(&["10.9.9.9"]), &trusted), ip("10.9.9.9"));
+        // No header: the proxy itself.
+        assert_eq!(forwarded_client(ip("10.1.2.3"), &HeaderMap::new(), &trusted), ip("10.1.2.3"));
+        // Unreadable hop: stop there.
+        assert_eq!(forwarded_client(ip("10.1.2.3"), &headers(&["1.1.1.1, junk"]), &trusted), ip("10.1.2.3"));
+        // IPv6.
+        let v6 = ["2001:db8::/32".parse().unwrap()];
+        assert_eq!(forwarded_client(ip("2001:db8::1"), &headers(&["2001:db9::5"]), &v6), ip("2001:db9::5"));
     }
 }

@@ -87,6 +87,8 @@ pub struct HttpSettings {
     pub login_attempts_per_minute: u32,
     /// Time a request may take; beyond it 503 `timeout`.
     pub request_timeout_ms: u64,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (`extract::ClientIp`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for HttpSettings {
@@ -95,6 +97,7 @@ impl Default for HttpSettings {
             body_bytes_max: BODY_BYTES_MAX_DEFAULT,
             login_attempts_per_minute: LOGIN_ATTEMPTS_PER_MINUTE_DEFAULT,
             request_timeout_ms: REQUEST_TIMEOUT_MS_DEFAULT,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -232,6 +235,7 @@ fn build_with(
         .fallback(middleware::route_not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)
         .layer(DefaultBodyLimit::max(settings.body_bytes_max))
+        .layer(axum::Extension(extract::TrustedProxies(settings.trusted_proxies.clone().into())))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(axum::middleware::from_fn_with_state(timeout, middleware::timeout))
         .layer(axum::middleware::from_fn(middleware::correlation))

@@ -151,6 +151,8 @@ impl Application {
             body_bytes_max: self.settings.http.body_bytes_max,
             login_attempts_per_minute: self.settings.http.login_attempts_per_minute,
             request_timeout_ms: self.settings.http.request_timeout_ms,
+            // Validated when the settings were loaded.
+            trusted_proxies: self.settings.http.trusted_proxy_nets().unwrap_or_default(),
         }
     }
 
@@ -233,6 +235,7 @@ impl Application {
                 }
             }
         }
+        let http_settings = self.http_settings();
         if let Some(listener) = self.listener {
             let readiness = Arc::new(ShardReadiness(self.shards.clone()));
             // Tokens close to expiry are refreshed by whichever node holds their lease.
@@ -246,11 +249,7 @@ impl Application {
             let router = wxcm_gateways::router_with_member(
                 self.app.clone(),
                 readiness,
-                HttpSettings {
-                    body_bytes_max: self.settings.http.body_bytes_max,
-                    login_attempts_per_minute: self.settings.http.login_attempts_per_minute,
-                    request_timeout_ms: self.settings.http.request_timeout_ms,
-                },
+                http_settings,
                 self.wechat_edge.clone(),
                 member,
             )

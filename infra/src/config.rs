@@ -172,6 +172,36 @@ pub struct HttpConfig {
     pub body_bytes_max: usize,
     pub login_attempts_per_minute: u32,
     pub request_timeout_ms: u64,
+    /// Reverse proxies (addresses or CIDR blocks) whose `X-Forwarded-For` is
+    /// believed: the client address (login rate limits, WeChat Pay's payer IP)
+    /// is then the nearest untrusted hop. Empty: the peer address.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+}
+
+/// At most this many trusted proxy entries (each request may test them all).
+pub const TRUSTED_PROXIES_MAX: usize = 64;
+
+impl HttpConfig {
+    /// `trusted_proxies` parsed; an address is its own /32 or /128 block.
+    pub fn trusted_proxy_nets(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        if self.trusted_proxies.len() > TRUSTED_PROXIES_MAX {
+            return Err(ConfigError::Invalid(format!("http.trusted_proxies: at most {TRUSTED_PROXIES_MAX} entries")));
+        }
+        self.trusted_proxies
+            .iter()
+            .map(|entry| {
+                entry
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        ConfigError::Invalid(format!(
+                            "http.trusted_proxies: {entry:?} is not an IP address or CIDR block"
+                        ))
+                    })
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -270,6 +300,7 @@ impl Default for Settings {
                 body_bytes_max: 64 * 1024,
                 login_attempts_per_minute: 10,
                 request_timeout_ms: 10_000,
+                trusted_proxies: Vec::new(),
             },
             shards,
             tenant_shards: BTreeMap::new(),
@@ -337,6 +368,7 @@ impl Settings {
         if self.limits.amount_fen_max <= 0 || self.limits.points_max <= 0 {
             return Err(ConfigError::Invalid("limits must be positive".into()));
         }
+        self.http.trusted_proxy_nets()?;
         self.nats.validate()?;
         self.wechat.validate()?;
         Ok(())
@@ -350,6 +382,18 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_blocks() {
+        let mut s = Settings::default();
+        s.http.trusted_proxies = vec!["10.0.0.0/8".into(), "192.0.2.7".into(), "2001:db8::/32".into()];
+        s.validate().unwrap();
+        assert_eq!(s.http.trusted_proxy_nets().unwrap().len(), 3);
+        s.http.trusted_proxies.push("proxy.local".into());
+        assert!(s.validate().is_err());
+        s.http.trusted_proxies = vec!["10.0.0.1".into(); TRUSTED_PROXIES_MAX + 1];
+        assert!(s.validate().is_err());
+    }
 
     #[test]
     fn defaults_are_valid_and_env_overrides() {

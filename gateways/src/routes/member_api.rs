@@ -173,7 +173,8 @@ pub async fn create_recharge(
         api,
         notify_url: format!("{}/pay/notify/{path}/{}", state.member.notify_base_url.trim_end_matches('/'), s.appid),
         // Pay wants the payer's address (spbill_create_ip / payer_client_ip): the
-        // peer's. Without connect info (in-process callers) there is none to give.
+        // peer, or behind trusted proxies the forwarded client. Without connect
+        // info (in-process callers) there is none to give.
         client_ip: peer.map_or_else(|| "127.0.0.1".to_owned(), |ip| ip.to_string()),
     };
     let ctx = CommandContext::new(s.tenant_id.clone(), key, format!("member:{}", s.member_id));
