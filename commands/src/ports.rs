@@ -193,12 +193,17 @@ pub struct DueItem {
     pub aggregate_id: String,
     pub kind: String,
     pub due_at: DateTime<Utc>,
+    /// Failed runs so far.
+    pub attempts: i32,
 }
 
 #[async_trait]
 pub trait DueWork: Send + Sync {
+    /// Items due by `now` (a failed item: by its retry time), oldest first.
     async fn due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<DueItem>, PortError>;
     async fn done(&self, id: i64) -> Result<(), PortError>;
+    /// Records a failed run; the item is due again at `retry_at`.
+    async fn failed(&self, id: i64, error: &str, retry_at: DateTime<Utc>) -> Result<(), PortError>;
 }
 
 /// Encrypts secrets at rest (key from the environment).

@@ -36,6 +36,16 @@ pub struct StepReport {
     pub failed: u32,
 }
 
+/// First retry of a failed due item, doubling per failure up to the cap.
+pub const RETRY_DELAY_BASE_S: i64 = 5;
+pub const RETRY_DELAY_MAX_S: i64 = 3_600;
+
+/// How long a due item that failed `attempts` times before (and now once more) waits.
+pub fn retry_delay(attempts: i32) -> chrono::Duration {
+    let doublings = u32::try_from(attempts.clamp(0, 20)).unwrap_or(0);
+    chrono::Duration::seconds(RETRY_DELAY_BASE_S.saturating_mul(1i64 << doublings).min(RETRY_DELAY_MAX_S))
+}
+
 /// One pass over the shard's due work. Call it repeatedly (the scheduler
 /// role does so on a timer while it holds the shard's leadership).
 pub async fn step(app: &App, shard: &ShardServices) -> Result<StepReport, MemberOpError> {
@@ -61,7 +71,9 @@ pub async fn step_with_pay(
             }
             Err(e) => {
                 report.failed += 1;
-                warn!(item = item.id, kind = %item.kind, error = %e, "due work failed; will retry");
+                let retry_at = now + retry_delay(item.attempts);
+                warn!(item = item.id, kind = %item.kind, attempts = item.attempts + 1, %retry_at, error = %e, "due work failed; will retry");
+                shard.due_work.failed(item.id, &e.to_string(), retry_at).await?;
             }
         }
     }
@@ -146,4 +158,19 @@ async fn run_payment_item(
         }
     };
     Ok(written)
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_and_are_capped() {
+        assert_eq!(retry_delay(0), chrono::Duration::seconds(5));
+        assert_eq!(retry_delay(1), chrono::Duration::seconds(10));
+        assert_eq!(retry_delay(5), chrono::Duration::seconds(160));
+        assert_eq!(retry_delay(10), chrono::Duration::seconds(RETRY_DELAY_MAX_S));
+        assert_eq!(retry_delay(i32::MAX), chrono::Duration::seconds(RETRY_DELAY_MAX_S));
+        assert_eq!(retry_delay(-3), chrono::Duration::seconds(5));
+    }
 }

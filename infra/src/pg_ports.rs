@@ -252,13 +252,16 @@ impl AdminDirectory for PgShardPorts {
     }
 }
 
+/// Characters of a due item's last error kept for the operator.
+const DUE_ERROR_CHARS_MAX: i32 = 1_000;
+
 #[async_trait]
 impl DueWork for PgShardPorts {
     async fn due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<DueItem>, PortError> {
-        type Row = (i64, String, String, String, String, DateTime<Utc>);
+        type Row = (i64, String, String, String, String, DateTime<Utc>, i32);
         let rows: Vec<Row> = sqlx::query_as(
-            "SELECT id, tenant_id, aggregate_type, aggregate_id, kind, due_at FROM due_work
-              WHERE due_at <= $1 ORDER BY due_at, id LIMIT $2",
+            "SELECT id, tenant_id, aggregate_type, aggregate_id, kind, due_at, attempts FROM due_work
+              WHERE coalesce(retry_at, due_at) <= $1 ORDER BY coalesce(retry_at, due_at), id LIMIT $2",
         )
         .bind(now)
         .bind(i64::from(limit))
@@ -267,19 +270,34 @@ impl DueWork for PgShardPorts {
         .map_err(port)?;
         Ok(rows
             .into_iter()
-            .map(|(id, tenant_id, aggregate_type, aggregate_id, kind, due_at)| DueItem {
+            .map(|(id, tenant_id, aggregate_type, aggregate_id, kind, due_at, attempts)| DueItem {
                 id,
                 tenant_id,
                 aggregate_type,
                 aggregate_id,
                 kind,
                 due_at,
+                attempts,
             })
             .collect())
     }
 
     async fn done(&self, id: i64) -> Result<(), PortError> {
         sqlx::query("DELETE FROM due_work WHERE id = $1").bind(id).execute(&self.pool).await.map_err(port)?;
+        Ok(())
+    }
+
+    async fn failed(&self, id: i64, error: &str, retry_at: DateTime<Utc>) -> Result<(), PortError> {
+        sqlx::query(
+            "UPDATE due_work SET attempts = attempts + 1, retry_at = $2, last_error = left($3, $4) WHERE id = $1",
+        )
+        .bind(id)
+        .bind(retry_at)
+        .bind(error)
+        .bind(DUE_ERROR_CHARS_MAX)
+        .execute(&self.pool)
+        .await
+        .map_err(port)?;
         Ok(())
     }
 }

@@ -131,3 +131,62 @@ async fn work_done_but_not_marked_is_not_done_twice() {
 }
 
 use sqlx::Connection;
+
+#[tokio::test]
+async fn failing_due_work_backs_off_and_does_not_block_the_rest() {
+    use wxcm_commands::ports::Clock;
+    let settings = fresh_settings(1).await;
+    let clock = Arc::new(TestClock::default());
+    let a = build(settings.clone(), Role::Scheduler, clock.clone()).await;
+    let tenant = TenantId::parse("mall-backoff").unwrap();
+    tenants::create(&a.app, &tenant, "Mall", Actor::Admin { username: "t".into() }, &ctx(&tenant)).await.unwrap();
+    let member = member_with_expiring_points(&a.app, &tenant, 0).await;
+
+    // A full batch of items that always fail, due before the member's lots.
+    let mut db = sqlx::PgConnection::connect_with(&settings.shards["s0"].admin_url.parse().unwrap()).await.unwrap();
+    let batch = i64::from(wxcm_commands::scheduler::DUE_BATCH_MAX);
+    sqlx::query(
+        "INSERT INTO due_work (tenant_id, aggregate_type, aggregate_id, kind, due_at, source_event_id)
+         SELECT $1, 'member', 'nobody-' || g, 'no-such-kind', $2, gen_random_uuid() FROM generate_series(1, $3) g",
+    )
+    .bind(tenant.as_str())
+    .bind(clock.now() + Duration::hours(1))
+    .bind(batch)
+    .execute(&mut db)
+    .await
+    .unwrap();
+
+    clock.advance(Duration::days(2));
+    let mut scheduler = a.shard_schedulers().pop().unwrap();
+    let first = scheduler.tick().await.unwrap().expect("leader");
+    assert_eq!((first.items, first.failed), (batch as u32, batch as u32), "the failing items fill the first batch");
+    let second = scheduler.tick().await.unwrap().expect("leader");
+    assert_eq!(second.failed, 0, "failed items wait for their retry");
+    assert!(second.events_written >= 1, "the lots behind them expire: {second:?}");
+    let expired: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_id = $1 AND event_type = 'PointsExpired'")
+            .bind(member.to_string())
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(expired, 1);
+
+    let (attempts, error): (i32, Option<String>) =
+        sqlx::query_as("SELECT max(attempts), max(last_error) FROM due_work WHERE kind = 'no-such-kind'")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(attempts, 1);
+    assert!(error.unwrap_or_default().contains("unknown due work kind"));
+
+    // After the first delay they run (and fail) once more, then wait twice as long.
+    clock.advance(Duration::seconds(wxcm_commands::scheduler::RETRY_DELAY_BASE_S + 1));
+    let third = scheduler.tick().await.unwrap().expect("leader");
+    assert_eq!(third.failed, batch as u32);
+    assert_eq!(scheduler.tick().await.unwrap().expect("leader").failed, 0);
+    let attempts: i32 = sqlx::query_scalar("SELECT min(attempts) FROM due_work WHERE kind = 'no-such-kind'")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 2);
+}
