@@ -173,13 +173,19 @@ async fn run_alone(pool: &PgPool, job: Job, committed: &Notify) {
     let _ = job.reply.send(result);
 }
 
-async fn run_batch(pool: &PgPool, jobs: Vec<Job>, committed: &Notify) {
+async fn run_batch(pool: &PgPool, mut jobs: Vec<Job>, committed: &Notify) {
     if jobs.len() == 1 {
         for job in jobs {
             run_alone(pool, job, committed).await;
         }
         return;
     }
+    // Streams in one order in every batch: two nodes' batches that meet on a
+    // stream wait for each other instead of deadlocking (a job is one stream).
+    fn stream(job: &Job) -> Option<(&str, &str)> {
+        job.rows.first().map(|r| (r.aggregate_type.as_str(), r.aggregate_id.as_str()))
+    }
+    jobs.sort_by(|a, b| stream(a).cmp(&stream(b)));
     let rows: Vec<&SerializedEvent> = jobs.iter().flat_map(|j| j.rows.iter()).collect();
     match insert_refs(pool, &rows).await {
         Ok(()) => {
