@@ -61,6 +61,24 @@ pub(crate) enum RmMemberLedger {
     IdempotencyKey,
 }
 
+/// A ledger line's columns after its key's (tenant, member): the insert's and the page query's.
+pub(crate) const LEDGER_LINE_COLUMNS: [RmMemberLedger; 14] = [
+    RmMemberLedger::Sequence,
+    RmMemberLedger::EventId,
+    RmMemberLedger::EventType,
+    RmMemberLedger::RecordedAt,
+    RmMemberLedger::PointsDelta,
+    RmMemberLedger::HeldDelta,
+    RmMemberLedger::CashDeltaFen,
+    RmMemberLedger::PointsAfter,
+    RmMemberLedger::HeldAfter,
+    RmMemberLedger::BalanceAfterFen,
+    RmMemberLedger::Actor,
+    RmMemberLedger::Reason,
+    RmMemberLedger::Reference,
+    RmMemberLedger::IdempotencyKey,
+];
+
 /// Projects `member` streams into `rm_members` and `rm_member_ledger`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MemberProjector;
@@ -124,24 +142,7 @@ impl Projector for MemberProjector {
         }
         let (sql, values) = Query::insert()
             .into_table(RmMemberLedger::Table)
-            .columns([
-                RmMemberLedger::TenantId,
-                RmMemberLedger::MemberId,
-                RmMemberLedger::Sequence,
-                RmMemberLedger::EventId,
-                RmMemberLedger::EventType,
-                RmMemberLedger::RecordedAt,
-                RmMemberLedger::PointsDelta,
-                RmMemberLedger::HeldDelta,
-                RmMemberLedger::CashDeltaFen,
-                RmMemberLedger::PointsAfter,
-                RmMemberLedger::HeldAfter,
-                RmMemberLedger::BalanceAfterFen,
-                RmMemberLedger::Actor,
-                RmMemberLedger::Reason,
-                RmMemberLedger::Reference,
-                RmMemberLedger::IdempotencyKey,
-            ])
+            .columns([RmMemberLedger::TenantId, RmMemberLedger::MemberId].into_iter().chain(LEDGER_LINE_COLUMNS))
             .values_panic([
                 event.tenant_id.clone().into(),
                 event.aggregate_id.clone().into(),

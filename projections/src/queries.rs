@@ -15,7 +15,7 @@ use wxcm_commands::ports::{
 use wxcm_domain::{MemberId, TenantId};
 
 use crate::daily::{metric, RmDailyOps};
-use crate::members::{RmMemberLedger, RmMembers};
+use crate::members::{RmMemberLedger, RmMembers, LEDGER_LINE_COLUMNS};
 
 /// Rows a daily-operations report may return (its range is bounded too).
 pub const DAILY_OPS_ROWS_MAX: u64 = 50_000;
@@ -179,22 +179,7 @@ pub fn member_ledger_statement(
         return Err(PortError::msg(format!("ledger page size must be 1..={LEDGER_PAGE_MAX}")));
     }
     Ok(Query::select()
-        .columns([
-            RmMemberLedger::Sequence,
-            RmMemberLedger::EventId,
-            RmMemberLedger::EventType,
-            RmMemberLedger::RecordedAt,
-            RmMemberLedger::PointsDelta,
-            RmMemberLedger::HeldDelta,
-            RmMemberLedger::CashDeltaFen,
-            RmMemberLedger::PointsAfter,
-            RmMemberLedger::HeldAfter,
-            RmMemberLedger::BalanceAfterFen,
-            RmMemberLedger::Actor,
-            RmMemberLedger::Reason,
-            RmMemberLedger::Reference,
-            RmMemberLedger::IdempotencyKey,
-        ])
+        .columns(LEDGER_LINE_COLUMNS)
         .from(RmMemberLedger::Table)
         .and_where(Expr::col(RmMemberLedger::TenantId).eq(tenant.as_str()))
         .and_where(Expr::col(RmMemberLedger::MemberId).eq(member_id.to_string()))
