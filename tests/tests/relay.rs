@@ -439,3 +439,35 @@ async fn prune_deletes_only_published_rows_older_than_the_retention() {
     relay.resign().await;
     h.finish().await;
 }
+
+#[tokio::test]
+async fn a_leader_publishes_this_process_commits_without_waiting_for_its_poll() {
+    let mut h = Harness::new().await;
+    let tenant = TenantId::parse("relay-wake").unwrap();
+    let admin = Actor::Admin { username: "t".into() };
+    tenants::create(&h.application.app, &tenant, "Relay Wake", admin, &ctx(&tenant)).await.unwrap();
+    let member = register(&h.application, &tenant).await;
+    // Drained first: what is published later came after the relay went idle.
+    let mut relay = h.relay();
+    h.drain(&mut relay).await;
+    let initial = h.message_count().await;
+
+    // A poll far beyond the test's deadline: only the commit wake-up can publish in time.
+    let poll = Duration::from_secs(600);
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(relay.run(poll, shutdown));
+    let deadline = Instant::now() + DRAIN_DEADLINE;
+    // Its first step, at start, finds nothing: let it pass and idle.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut deposits = 0u64;
+    while h.message_count().await < initial + deposits || deposits == 0 {
+        assert!(Instant::now() < deadline, "commits were not published within {DRAIN_DEADLINE:?}");
+        // Each deposit wakes the relay; another test's open transaction may hold one step back.
+        deposit(&h.application, &tenant, member, 1).await;
+        deposits += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    stop.send(true).expect("relay running");
+    running.await.expect("relay task");
+    h.finish().await;
+}
