@@ -44,6 +44,13 @@ impl Attribution {
     }
 }
 
+/// Initial points granted at registration (a lot of source `initial`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct WelcomePoints {
+    pub points: PointsAmount,
+    pub expiry: ExpiryPolicy,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PointsSource {
@@ -121,6 +128,11 @@ pub enum MemberCommand {
         /// Kept for the member's lifetime; a referral names level 1 of the chain.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         attribution: Option<Attribution>,
+        /// The tenant's initial points, granted with the registration in the
+        /// same command (a second event), so a new follower never exists
+        /// without them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        welcome: Option<WelcomePoints>,
     },
     /// The member (re)subscribed to the official account.
     Follow {

@@ -4,7 +4,9 @@
 //! - the cash balance and every lot's remaining points are never negative;
 //! - `points` equals the sum of the lots' remaining points, `held` the sum of holds;
 //! - every event after registration belongs to a registered member;
-//! - one command produces at most one event.
+//! - one command produces at most one event, except a registration with
+//!   welcome points (`MemberRegistered`, then `PointsGranted`);
+//! - initial points are granted once per member.
 
 mod commands;
 mod events;
@@ -17,7 +19,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-pub use commands::{Attribution, CardLevel, MemberCommand, PointsSource, Provenance, RegistrationSource, SpendPurpose};
+pub use commands::{
+    Attribution, CardLevel, MemberCommand, PointsSource, Provenance, RegistrationSource, SpendPurpose, WelcomePoints,
+};
 pub use events::{LedgerLine, LotTake, MemberEvent};
 pub use policy::{ExpiryPolicy, EXPIRY_DAYS_MAX};
 
@@ -67,6 +71,8 @@ pub enum MemberError {
     RefundExceedsCharge { refundable_fen: i64, requested_fen: i64 },
     #[error("a member cannot refer themselves")]
     SelfReferral,
+    #[error("initial points were already granted to this member")]
+    InitialPointsGranted,
     #[error("no credited recharge for order {0}")]
     RechargeNotFound(String),
     #[error("reversal of {requested_fen} fen exceeds the {reversible_fen} fen of the recharge not yet reversed")]
@@ -165,6 +171,21 @@ pub struct Member {
     /// Level 1 of the referral chain (from the registration only). Level 2 is
     /// the referrer's own `referrer`: load that member and read it.
     pub referrer: Option<MemberId>,
+    /// A lot of source `initial` was granted: initial points come once per member.
+    pub initial_points_granted: bool,
+}
+
+/// The expiry date of a lot granted at `now`; a policy whose date cannot be
+/// represented must not silently become "never".
+fn expiry_date(expiry: ExpiryPolicy, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, MemberError> {
+    if !expiry.is_valid() {
+        return Err(MemberError::InvalidExpiry);
+    }
+    let expires_at = expiry.expires_at(now);
+    if expiry != ExpiryPolicy::Never && expires_at.is_none() {
+        return Err(MemberError::InvalidExpiry);
+    }
+    Ok(expires_at)
 }
 
 impl Member {
@@ -217,13 +238,9 @@ impl Member {
         self.registered()?;
         let event = match command {
             MemberCommand::GrantPoints { points, source, expiry, provenance } => {
-                if !expiry.is_valid() {
-                    return Err(MemberError::InvalidExpiry);
-                }
-                // A policy whose date cannot be represented must not silently become "never".
-                let expires_at = expiry.expires_at(now);
-                if expiry != ExpiryPolicy::Never && expires_at.is_none() {
-                    return Err(MemberError::InvalidExpiry);
+                let expires_at = expiry_date(expiry, now)?;
+                if source == PointsSource::Initial && self.initial_points_granted {
+                    return Err(MemberError::InitialPointsGranted);
                 }
                 if self.lots.len() >= LOTS_MAX {
                     return Err(MemberError::TooManyLots);
@@ -417,6 +434,7 @@ impl Member {
                 card_level,
                 provenance,
                 attribution,
+                welcome,
             } => {
                 if let Some(existing) = &self.registration {
                     // A duplicate registration of the same identity is a no-op.
@@ -432,7 +450,24 @@ impl Member {
                 if attribution.as_ref().and_then(Attribution::referrer) == Some(member_id) {
                     return Err(MemberError::SelfReferral);
                 }
-                Ok(vec![MemberEvent::MemberRegistered {
+                let welcome_grant = match welcome {
+                    Some(welcome) => Some(MemberEvent::PointsGranted {
+                        lot_no: 1,
+                        points: welcome.points,
+                        source: PointsSource::Initial,
+                        granted_at: now,
+                        expires_at: expiry_date(welcome.expiry, now)?,
+                        provenance: Provenance {
+                            actor: provenance.actor.clone(),
+                            reason: Reference::fixed("initial"),
+                            reference: Reference::parse(&member_id.to_string()).ok(),
+                            idempotency_key: provenance.idempotency_key.clone(),
+                        },
+                        points_after: PointsBalance::ZERO.checked_add(welcome.points).ok_or(MemberError::Overflow)?,
+                    }),
+                    None => None,
+                };
+                let registered = MemberEvent::MemberRegistered {
                     member_id,
                     tenant_id,
                     card_no,
@@ -443,7 +478,8 @@ impl Member {
                     actor: provenance.actor,
                     idempotency_key: provenance.idempotency_key,
                     attribution,
-                }])
+                };
+                Ok(std::iter::once(registered).chain(welcome_grant).collect())
             }
             MemberCommand::Follow { attribution, provenance } => {
                 let registration = self.registered()?;
@@ -539,7 +575,8 @@ fn unreachable_command(command: MemberCommand) -> Result<Vec<MemberEvent>, Membe
 impl EventSourced for Member {
     const TYPE: &'static str = "member";
     // 2: follow state, attribution and credited recharges.
-    const STATE_VERSION: i32 = 2;
+    /// 3: `initial_points_granted`.
+    const STATE_VERSION: i32 = 3;
     type Command = MemberCommand;
     type Event = MemberEvent;
     type Error = MemberError;
@@ -603,8 +640,9 @@ impl EventSourced for Member {
                     r.card_level = to.clone();
                 }
             }
-            MemberEvent::PointsGranted { lot_no, points, granted_at, expires_at, points_after, .. } => {
+            MemberEvent::PointsGranted { lot_no, points, source, granted_at, expires_at, points_after, .. } => {
                 self.next_lot_no = *lot_no;
+                self.initial_points_granted |= *source == PointsSource::Initial;
                 self.lots.insert(
                     *lot_no,
                     Lot {

@@ -122,6 +122,7 @@ fn register() -> MemberCommand {
         card_level: CardLevel::standard(),
         provenance: Provenance { actor: Actor::Wechat { source: "subscribe".into() }, ..prov() },
         attribution: None,
+        welcome: None,
     }
 }
 
@@ -347,6 +348,97 @@ fn registration_emits_member_registered() {
     assert_eq!(member.version, 1);
 }
 
+fn register_welcomed(points: i64, expiry: ExpiryPolicy) -> MemberCommand {
+    let mut command = register();
+    if let MemberCommand::Register { welcome, .. } = &mut command {
+        *welcome = Some(WelcomePoints { points: pts(points), expiry });
+    }
+    command
+}
+
+fn initial_granted(points: i64, at: DateTime<Utc>, expires_at: Option<DateTime<Utc>>) -> MemberEvent {
+    let registration = register();
+    MemberEvent::PointsGranted {
+        lot_no: 1,
+        points: pts(points),
+        source: PointsSource::Initial,
+        granted_at: at,
+        expires_at,
+        provenance: Provenance {
+            reason: reference("initial"),
+            reference: Some(reference(&member_id().to_string())),
+            ..registration.provenance().clone()
+        },
+        points_after: pts_bal(points),
+    }
+}
+
+#[test]
+fn registration_with_welcome_points_grants_the_first_lot_in_the_same_command() {
+    let member = given(vec![])
+        .when(register_welcomed(10, ExpiryPolicy::Never), t0())
+        .then_events(vec![registered(), initial_granted(10, t0(), None)]);
+    assert_eq!(member.version, 2);
+    assert_eq!(member.points, pts_bal(10));
+    assert!(member.initial_points_granted);
+}
+
+#[test]
+fn welcome_points_follow_the_expiry_policy() {
+    let expiry = ExpiryPolicy::Days { days: 30 };
+    given(vec![])
+        .when(register_welcomed(5, expiry), t0())
+        .then_events(vec![registered(), initial_granted(5, t0(), expiry.expires_at(t0()))]);
+    given(vec![])
+        .when(register_welcomed(5, ExpiryPolicy::Days { days: EXPIRY_DAYS_MAX + 1 }), t0())
+        .then_error(MemberError::InvalidExpiry);
+}
+
+#[test]
+fn a_repeated_welcomed_registration_writes_nothing() {
+    given(vec![registered(), initial_granted(10, t0(), None)])
+        .when(register_welcomed(10, ExpiryPolicy::Never), t0() + Duration::seconds(3))
+        .then_no_events();
+}
+
+#[test]
+fn initial_points_are_granted_once_per_member() {
+    let grant = |source| MemberCommand::GrantPoints {
+        points: pts(10),
+        source,
+        expiry: ExpiryPolicy::Never,
+        provenance: prov(),
+    };
+    given(vec![registered(), initial_granted(10, t0(), None)])
+        .when(grant(PointsSource::Initial), t0())
+        .then_error(MemberError::InitialPointsGranted);
+    // Other sources are not limited.
+    given(vec![registered(), initial_granted(10, t0(), None)]).when(grant(PointsSource::Campaign), t0()).then_events(
+        vec![MemberEvent::PointsGranted {
+            lot_no: 2,
+            points: pts(10),
+            source: PointsSource::Campaign,
+            granted_at: t0(),
+            expires_at: None,
+            provenance: prov(),
+            points_after: pts_bal(20),
+        }],
+    );
+    // A member registered without welcome points can get them once later.
+    let member = given(vec![registered()]).when(grant(PointsSource::Initial), t0()).then_events(vec![
+        MemberEvent::PointsGranted {
+            lot_no: 1,
+            points: pts(10),
+            source: PointsSource::Initial,
+            granted_at: t0(),
+            expires_at: None,
+            provenance: prov(),
+            points_after: pts_bal(10),
+        },
+    ]);
+    assert!(member.initial_points_granted);
+}
+
 #[test]
 fn duplicate_registration_of_the_same_identity_writes_nothing() {
     // WeChat may deliver the same subscribe several times.
@@ -368,6 +460,7 @@ fn registration_with_another_identity_is_refused() {
         card_level: card_level.clone(),
         provenance: provenance.clone(),
         attribution: None,
+        welcome: None,
     };
     given(vec![registered()]).when(other_openid, t0()).then_error(MemberError::AlreadyRegistered);
     let other_member = MemberCommand::Register {
@@ -379,6 +472,7 @@ fn registration_with_another_identity_is_refused() {
         card_level,
         provenance,
         attribution: None,
+        welcome: None,
     };
     given(vec![registered()]).when(other_member, t0()).then_error(MemberError::AlreadyRegistered);
 }
