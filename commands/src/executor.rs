@@ -103,6 +103,11 @@ where
         self.repository.load_state(aggregate_id).await
     }
 
+    /// See [`AggregateRepository::load_recent`].
+    pub async fn load_recent(&self, aggregate_id: &str, max_age: Duration) -> Result<(T, u64), PortError> {
+        self.repository.load_recent(aggregate_id, max_age).await
+    }
+
     fn lock_for(&self, aggregate_id: &str) -> &tokio::sync::Mutex<()> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         aggregate_id.hash(&mut h);

@@ -3,7 +3,8 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use wxcm_domain::member::{
-    Attribution, CardLevel, LedgerLine, Member, MemberCommand, MemberError, MemberEvent, Provenance, RegistrationSource,
+    Attribution, CardLevel, LedgerLine, Member, MemberCommand, MemberError, MemberEvent, Provenance,
+    RegistrationSource, WelcomePoints,
 };
 use wxcm_domain::{Actor, CardNumber, EventSourced, IdempotencyKey, MemberId, OpenId, TenantId};
 
@@ -120,10 +121,7 @@ pub async fn register_attributed(
     ctx: &CommandContext,
 ) -> Result<(MemberView, Outcome<MemberEvent>), MemberOpError> {
     let shard = app.router.route(tenant)?;
-    let member_id = match &request.openid {
-        Some(openid) => MemberId::for_openid(tenant, openid),
-        None => MemberId::for_idempotency_key(tenant, &ctx.idempotency_key),
-    };
+    let member_id = member_id_for(tenant, &request, ctx);
     let id = member_id.to_string();
     let (state, _) = shard.members.load(&id).await?;
     let outcome = if state.registration.is_some() {
@@ -139,28 +137,52 @@ pub async fn register_attributed(
         }
         Outcome { aggregate_id: id.clone(), events: Vec::new(), replayed: false }
     } else {
-        let card_no = CardNumber::from_serial(shard.cards.next_serial().await?)
-            .map_err(|e| MemberOpError::Infra(format!("card numbers exhausted: {e}")))?;
-        let command = MemberCommand::Register {
-            member_id,
-            tenant_id: tenant.clone(),
-            card_no,
-            openid: request.openid.clone(),
-            source: request.source,
-            card_level: request.card_level.clone(),
-            attribution,
-            provenance: Provenance {
-                actor,
-                reason: wxcm_domain::Reference::parse("registration")
-                    .map_err(|e| MemberOpError::Infra(e.to_string()))?,
-                reference: None,
-                idempotency_key: ctx.idempotency_key.clone(),
-            },
-        };
-        shard.members.execute(&id, command, &request, ctx).await?
+        register_new(app, tenant, &request, attribution, None, actor, ctx).await?
     };
     let view = get(app, tenant, member_id).await?;
     Ok((view, outcome))
+}
+
+fn member_id_for(tenant: &TenantId, request: &RegisterRequest, ctx: &CommandContext) -> MemberId {
+    match &request.openid {
+        Some(openid) => MemberId::for_openid(tenant, openid),
+        None => MemberId::for_idempotency_key(tenant, &ctx.idempotency_key),
+    }
+}
+
+/// Registers a member the caller found unregistered, with its welcome points
+/// in the same command. A concurrent duplicate of the same identity is a
+/// no-op in the aggregate (its card number is then left unused).
+pub async fn register_new(
+    app: &App,
+    tenant: &TenantId,
+    request: &RegisterRequest,
+    attribution: Option<Attribution>,
+    welcome: Option<WelcomePoints>,
+    actor: Actor,
+    ctx: &CommandContext,
+) -> Result<Outcome<MemberEvent>, MemberOpError> {
+    let shard = app.router.route(tenant)?;
+    let member_id = member_id_for(tenant, request, ctx);
+    let card_no = CardNumber::from_serial(shard.cards.next_serial().await?)
+        .map_err(|e| MemberOpError::Infra(format!("card numbers exhausted: {e}")))?;
+    let command = MemberCommand::Register {
+        member_id,
+        tenant_id: tenant.clone(),
+        card_no,
+        openid: request.openid.clone(),
+        source: request.source,
+        card_level: request.card_level.clone(),
+        attribution,
+        welcome,
+        provenance: Provenance {
+            actor,
+            reason: wxcm_domain::Reference::parse("registration").map_err(|e| MemberOpError::Infra(e.to_string()))?,
+            reference: None,
+            idempotency_key: ctx.idempotency_key.clone(),
+        },
+    };
+    Ok(shard.members.execute(&member_id.to_string(), command, request, ctx).await?)
 }
 
 /// Runs a ledger command on a member of `tenant`.

@@ -61,6 +61,11 @@ where
     /// Current state and version, caught up with the store.
     async fn load_state(&self, aggregate_id: &str) -> Result<(T, u64), PortError>;
 
+    /// State at most `max_age` old: what this process last read or committed
+    /// if that is recent enough, else a fresh read. For settings read on hot
+    /// paths, where a change made on another node may take `max_age` to show.
+    async fn load_recent(&self, aggregate_id: &str, max_age: std::time::Duration) -> Result<(T, u64), PortError>;
+
     /// Drops any cached state (after a conflict).
     fn invalidate(&self, aggregate_id: &str);
 }

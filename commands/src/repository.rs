@@ -18,6 +18,8 @@ use crate::ports::{AggregateRepository, PortError};
 #[async_trait]
 pub trait StateStore<T: EventSourced>: Send + Sync {
     async fn load_state(&self, aggregate_id: &str) -> Result<(T, u64), PortError>;
+    /// See [`AggregateRepository::load_recent`].
+    async fn load_recent(&self, aggregate_id: &str, max_age: std::time::Duration) -> Result<(T, u64), PortError>;
     fn invalidate(&self, aggregate_id: &str);
 }
 
@@ -67,6 +69,10 @@ where
 
     async fn load_state(&self, aggregate_id: &str) -> Result<(T, u64), PortError> {
         self.store.load_state(aggregate_id).await
+    }
+
+    async fn load_recent(&self, aggregate_id: &str, max_age: std::time::Duration) -> Result<(T, u64), PortError> {
+        self.store.load_recent(aggregate_id, max_age).await
     }
 
     fn invalidate(&self, aggregate_id: &str) {

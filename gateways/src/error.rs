@@ -190,6 +190,7 @@ pub fn member_rejection(e: &MemberError) -> ApiError {
         MemberError::ReversalExceedsRecharge { .. } => ApiError::conflict("reversal_exceeds_recharge", message),
         MemberError::RefundNoConflict(_) => ApiError::conflict("refund_no_reused", message),
         MemberError::TooManyReversals => ApiError::conflict("too_many_reversals", message),
+        MemberError::InitialPointsGranted => ApiError::conflict("initial_points_granted", message),
     }
 }
 

@@ -9,14 +9,24 @@ use wxcm_commands::ports::{
 };
 use wxcm_domain::{CardNumber, MemberId, OpenId, TenantId};
 
-#[derive(Clone)]
+/// Card serials taken from the shard's sequence per round trip. Registrations
+/// use them from memory; a restart leaves at most this many unused (card
+/// numbers have gaps, as a sequence's have after rollbacks anyway).
+pub const CARD_SERIALS_PER_FETCH: i64 = 32;
+
 pub struct PgShardPorts {
     pool: PgPool,
+    /// Serials fetched and not yet handed out, highest first.
+    card_serials: std::sync::Mutex<Vec<u64>>,
 }
 
 impl PgShardPorts {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self { pool, card_serials: std::sync::Mutex::new(Vec::new()) }
+    }
+
+    fn spare_card_serial(&self) -> Option<u64> {
+        self.card_serials.lock().ok()?.pop()
     }
 }
 
@@ -164,8 +174,25 @@ impl MemberDirectory for PgShardPorts {
 #[async_trait]
 impl CardNumberAllocator for PgShardPorts {
     async fn next_serial(&self) -> Result<u64, PortError> {
-        let n: i64 = sqlx::query_scalar("SELECT nextval('card_serial')").fetch_one(&self.pool).await.map_err(port)?;
-        u64::try_from(n).map_err(PortError::new)
+        if let Some(serial) = self.spare_card_serial() {
+            return Ok(serial);
+        }
+        let block: Vec<i64> = sqlx::query_scalar("SELECT nextval('card_serial') FROM generate_series(1, $1)")
+            .bind(CARD_SERIALS_PER_FETCH)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(port)?;
+        let mut block =
+            block.into_iter().map(u64::try_from).collect::<Result<Vec<u64>, _>>().map_err(PortError::new)?;
+        block.sort_unstable_by(|a, b| b.cmp(a));
+        let first = block.pop().ok_or_else(|| PortError::msg("card_serial gave no value"))?;
+        if let Ok(mut spare) = self.card_serials.lock() {
+            // Concurrent fetches each bring a block; keep a bounded spare (lowest first out).
+            spare.extend(block);
+            spare.sort_unstable_by(|a, b| b.cmp(a));
+            spare.truncate(2 * CARD_SERIALS_PER_FETCH as usize);
+        }
+        Ok(first)
     }
 }
 

@@ -10,7 +10,7 @@
 //!   on the sequence) catches a cache that another node made stale — the
 //!   executor then invalidates and retries;
 //! - cold loads read a state snapshot (`aggregate_snapshots`, written every
-//!   `SNAPSHOT_EVERY_EVENTS`) plus the tail after it;
+//!   `SNAPSHOT_EVERY_EVENTS`) plus the tail after it, in one statement;
 //! - `commit` never re-applies events: the `EventSink` already applied them to
 //!   the context's aggregate, which becomes the cached state;
 //! - commits go through the shard's [`GroupCommitter`]: the rows of one
@@ -24,6 +24,7 @@
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use cqrs_es::persist::{PersistedEventRepository, SerializedEvent};
@@ -55,6 +56,25 @@ pub enum StoreError {
     Json(#[from] serde_json::Error),
 }
 
+/// A snapshot of the current state shape (the row whose event type is NULL),
+/// then the events after it, in sequence order: the snapshot's sequence is
+/// below every event's.
+const COLD_LOAD_SQL: &str = "
+WITH snap AS (
+    SELECT sequence, state FROM aggregate_snapshots
+     WHERE aggregate_type = $1 AND aggregate_id = $2 AND state_version = $3
+)
+SELECT sequence, NULL::text, NULL::text, state, NULL::jsonb FROM snap
+UNION ALL
+SELECT e.sequence, e.event_type, e.event_version, e.payload, e.metadata
+  FROM events e
+ WHERE e.aggregate_type = $1 AND e.aggregate_id = $2
+   AND e.sequence > COALESCE((SELECT sequence FROM snap), 0)
+ORDER BY 1";
+
+/// (sequence, event_type, event_version, payload or state, metadata).
+type ColdRow = (i64, Option<String>, Option<String>, serde_json::Value, Option<serde_json::Value>);
+
 pub struct PgContext<T> {
     aggregate_id: String,
     aggregate: Agg<T>,
@@ -71,7 +91,8 @@ pub struct PgEventStore<T> {
     repo: PostgresEventRepository,
     pool: PgPool,
     committer: Arc<GroupCommitter>,
-    cache: Mutex<LruCache<String, (T, u64)>>,
+    /// (state, version, when it was read or committed here).
+    cache: Mutex<LruCache<String, (T, u64, Instant)>>,
 }
 
 impl<T: EventSourced> PgEventStore<T> {
@@ -87,39 +108,25 @@ impl<T: EventSourced> PgEventStore<T> {
     }
 
     fn cached(&self, aggregate_id: &str) -> Option<(T, u64)> {
-        self.cache.lock().ok()?.get(aggregate_id).cloned()
+        self.cache.lock().ok()?.get(aggregate_id).map(|(state, version, _)| (state.clone(), *version))
+    }
+
+    /// The cached entry if it was read or committed less than `max_age` ago.
+    fn cached_within(&self, aggregate_id: &str, max_age: Duration) -> Option<(T, u64)> {
+        let mut cache = self.cache.lock().ok()?;
+        let (state, version, at) = cache.get(aggregate_id)?;
+        (at.elapsed() < max_age).then(|| (state.clone(), *version))
     }
 
     fn remember(&self, aggregate_id: &str, state: T, version: u64) {
         if let Ok(mut cache) = self.cache.lock() {
-            cache.put(aggregate_id.to_owned(), (state, version));
+            cache.put(aggregate_id.to_owned(), (state, version, Instant::now()));
         }
     }
 
     fn forget(&self, aggregate_id: &str) {
         if let Ok(mut cache) = self.cache.lock() {
             cache.pop(aggregate_id);
-        }
-    }
-
-    async fn read_snapshot(&self, aggregate_id: &str) -> Result<Option<(T, u64)>, StoreError> {
-        let row: Option<(i64, i32, serde_json::Value)> = sqlx::query_as(
-            "SELECT sequence, state_version, state FROM aggregate_snapshots WHERE aggregate_type = $1 AND aggregate_id = $2",
-        )
-        .bind(T::TYPE)
-        .bind(aggregate_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some((sequence, state_version, state)) = row else { return Ok(None) };
-        if state_version != T::STATE_VERSION {
-            return Ok(None); // an older state shape: replay instead
-        }
-        match serde_json::from_value::<T>(state) {
-            Ok(state) => Ok(Some((state, sequence as u64))),
-            Err(e) => {
-                warn!(aggregate_id, error = %e, "unreadable snapshot ignored");
-                Ok(None)
-            }
         }
     }
 
@@ -158,13 +165,65 @@ impl<T: EventSourced> PgEventStore<T> {
         Ok(replayed)
     }
 
-    /// Snapshot + tail, then cached. Writes a snapshot if the tail was long.
+    /// Snapshot + tail in one round trip (a cold load is on the path of every
+    /// first command of a member, a new follower's included).
+    async fn load_cold(&self, aggregate_id: &str) -> Result<(T, u64, u64), StoreError> {
+        let rows: Vec<ColdRow> = sqlx::query_as(COLD_LOAD_SQL)
+            .bind(T::TYPE)
+            .bind(aggregate_id)
+            .bind(T::STATE_VERSION)
+            .fetch_all(&self.pool)
+            .await?;
+        let (mut state, mut version) = (T::default(), 0u64);
+        let mut rows = rows.into_iter().peekable();
+        if let Some((sequence, None, _, _, _)) = rows.peek() {
+            let sequence = *sequence;
+            if let Some((_, _, _, snapshot, _)) = rows.next() {
+                match serde_json::from_value::<T>(snapshot) {
+                    Ok(snapshot) => (state, version) = (snapshot, sequence as u64),
+                    Err(e) => {
+                        warn!(aggregate_id, error = %e, "unreadable snapshot ignored");
+                        let replayed = self.catch_up(aggregate_id, &mut state, &mut version).await?;
+                        return Ok((state, version, replayed));
+                    }
+                }
+            }
+        }
+        let mut replayed = 0;
+        for (sequence, event_type, event_version, payload, metadata) in rows {
+            let found = sequence as u64;
+            if found != version + 1 {
+                return Err(StoreError::Gap { aggregate_id: aggregate_id.to_owned(), expected: version + 1, found });
+            }
+            let (Some(event_type), Some(event_version), Some(metadata)) = (event_type, event_version, metadata) else {
+                return Err(StoreError::Gap { aggregate_id: aggregate_id.to_owned(), expected: version + 1, found });
+            };
+            let serialized = SerializedEvent {
+                aggregate_id: aggregate_id.to_owned(),
+                sequence: found as usize,
+                aggregate_type: T::TYPE.to_owned(),
+                event_type,
+                event_version,
+                payload,
+                metadata,
+            };
+            let envelope = EventEnvelope::<Agg<T>>::try_from(serialized)?;
+            state.apply(&envelope.payload.0);
+            version = found;
+            replayed += 1;
+        }
+        Ok((state, version, replayed))
+    }
+
+    /// Cache (or snapshot) + tail, then cached. Writes a snapshot if the tail was long.
     async fn load_fresh(&self, aggregate_id: &str) -> Result<(T, u64), StoreError> {
-        let (mut state, mut version) = match self.cached(aggregate_id) {
-            Some(hit) => hit,
-            None => self.read_snapshot(aggregate_id).await?.unwrap_or_default(),
+        let (state, version, replayed) = match self.cached(aggregate_id) {
+            Some((mut state, mut version)) => {
+                let replayed = self.catch_up(aggregate_id, &mut state, &mut version).await?;
+                (state, version, replayed)
+            }
+            None => self.load_cold(aggregate_id).await?,
         };
-        let replayed = self.catch_up(aggregate_id, &mut state, &mut version).await?;
         if replayed >= SNAPSHOT_EVERY_EVENTS {
             if let Err(e) = self.write_snapshot(aggregate_id, &state, version).await {
                 warn!(aggregate_id, error = %e, "snapshot write failed");
@@ -254,6 +313,13 @@ impl<T: EventSourced> EventStore<Agg<T>> for PgEventStore<T> {
 impl<T: EventSourced> StateStore<T> for PgEventStore<T> {
     async fn load_state(&self, aggregate_id: &str) -> Result<(T, u64), PortError> {
         self.load_fresh(aggregate_id).await.map_err(PortError::new)
+    }
+
+    async fn load_recent(&self, aggregate_id: &str, max_age: Duration) -> Result<(T, u64), PortError> {
+        match self.cached_within(aggregate_id, max_age) {
+            Some(hit) => Ok(hit),
+            None => self.load_fresh(aggregate_id).await.map_err(PortError::new),
+        }
     }
 
     fn invalidate(&self, aggregate_id: &str) {

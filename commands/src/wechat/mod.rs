@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use wxcm_domain::member::{Attribution, CardLevel, MemberCommand, PointsSource, Provenance, RegistrationSource};
+use wxcm_domain::member::{
+    Attribution, CardLevel, MemberCommand, PointsSource, Provenance, RegistrationSource, WelcomePoints,
+};
 use wxcm_domain::tenant::{PointsRules, Tenant};
 use wxcm_domain::{Actor, AppId, EventSourced, MemberId, OpenId, PointsAmount, Reference, SceneKey, TenantId};
 
@@ -37,6 +39,9 @@ pub const REFERRAL_WINDOW_DAYS: i64 = 30;
 pub const REWARD_RECOVERY_WINDOW_MINUTES: i64 = 60;
 /// A claim not finished after this long is taken over by a retry.
 pub const CLAIM_STALE_AFTER_S: i64 = 15;
+/// Tenant settings a callback reads (callback secrets, points rules) may be
+/// this old on a node that did not make the change.
+pub const TENANT_SETTINGS_MAX_AGE_MS: u64 = 5_000;
 /// How long an appid → tenant answer is reused by this node.
 pub const DIRECTORY_CACHE_TTL_MS: u64 = 10_000;
 pub const DIRECTORY_CACHE_ENTRIES_MAX: usize = 10_000;
@@ -259,10 +264,12 @@ async fn record_delivery(
     Ok(())
 }
 
-async fn points_rules(app: &App, tenant: &TenantId) -> Result<PointsRules, WechatOpError> {
+/// The tenant as this node last saw it, at most [`TENANT_SETTINGS_MAX_AGE_MS`] old.
+async fn tenant_settings(app: &App, tenant: &TenantId) -> Result<Tenant, WechatOpError> {
     let shard = app.router.route(tenant)?;
-    let (state, _): (Tenant, u64) = shard.tenants.load(tenant.as_str()).await?;
-    Ok(state.points_rules)
+    let max_age = Duration::from_millis(TENANT_SETTINGS_MAX_AGE_MS);
+    let (state, _): (Tenant, u64) = shard.tenants.load_recent(tenant.as_str(), max_age).await?;
+    Ok(state)
 }
 
 /// Where a new member came from: a scene QR first, else a referral link
@@ -297,51 +304,66 @@ async fn subscribe(app: &App, cb: &InboundCallback, scene: Option<&SceneKey>) ->
     let member_id = MemberId::for_openid(&cb.tenant, &cb.openid);
     let (state, _) = shard.members.load(&member_id.to_string()).await?;
     let now = app.clock.now();
-    let newly_registered = match &state.registration {
-        None => {
-            let attribution = attribution(app, cb, member_id, scene).await?;
-            let ctx = context(cb, &["wechat-register", cb.tenant.as_str(), cb.openid.as_str()])?;
-            let request = RegisterRequest {
-                openid: Some(cb.openid.clone()),
-                source: RegistrationSource::Subscribe,
-                card_level: CardLevel::standard(),
-            };
-            members::register_attributed(app, &cb.tenant, request, Some(attribution), wechat_actor(&cb.appid), &ctx)
-                .await?;
-            true
+    let Some(registration) = &state.registration else {
+        // A new follower: registered with its initial points in one command.
+        let attribution = attribution(app, cb, member_id, scene).await?;
+        let referrer = attribution.referrer();
+        let rules = tenant_settings(app, &cb.tenant).await?.points_rules;
+        let welcome =
+            PointsAmount::new(rules.initial_points).ok().map(|points| WelcomePoints { points, expiry: rules.expiry });
+        let ctx = context(cb, &["wechat-register", cb.tenant.as_str(), cb.openid.as_str()])?;
+        let request = RegisterRequest {
+            openid: Some(cb.openid.clone()),
+            source: RegistrationSource::Subscribe,
+            card_level: CardLevel::standard(),
+        };
+        members::register_new(app, &cb.tenant, &request, Some(attribution), welcome, wechat_actor(&cb.appid), &ctx)
+            .await?;
+        if let Some(level1) = referrer {
+            referral_rewards(app, cb, member_id, level1, &rules).await?;
         }
-        Some(registration) => {
-            if !state.followed {
-                let attribution = match scene {
-                    Some(scene) => Attribution::SceneQr { scene: scene.clone() },
-                    None => Attribution::Direct,
-                };
-                let ctx = context(cb, &["wechat-follow", cb.appid.as_str(), &cb.dedup_key])?;
-                let command = MemberCommand::Follow {
-                    attribution: attribution.clone(),
-                    provenance: Provenance {
-                        actor: wechat_actor(&cb.appid),
-                        reason: reference("subscribe")?,
-                        reference: None,
-                        idempotency_key: ctx.idempotency_key.clone(),
-                    },
-                };
-                members::execute(
-                    app,
-                    &cb.tenant,
-                    member_id,
-                    command,
-                    &FollowRequest { attribution: &attribution },
-                    &ctx,
-                )
-                .await?;
-            }
-            state.attribution.is_some()
-                && now - registration.registered_at < chrono::Duration::minutes(REWARD_RECOVERY_WINDOW_MINUTES)
-        }
+        return Ok(());
     };
-    if newly_registered {
-        welcome_rewards(app, cb, member_id).await?;
+    if !state.followed {
+        let attribution = match scene {
+            Some(scene) => Attribution::SceneQr { scene: scene.clone() },
+            None => Attribution::Direct,
+        };
+        let ctx = context(cb, &["wechat-follow", cb.appid.as_str(), &cb.dedup_key])?;
+        let command = MemberCommand::Follow {
+            attribution: attribution.clone(),
+            provenance: Provenance {
+                actor: wechat_actor(&cb.appid),
+                reason: reference("subscribe")?,
+                reference: None,
+                idempotency_key: ctx.idempotency_key.clone(),
+            },
+        };
+        members::execute(app, &cb.tenant, member_id, command, &FollowRequest { attribution: &attribution }, &ctx)
+            .await?;
+    }
+    let recent = now - registration.registered_at < chrono::Duration::minutes(REWARD_RECOVERY_WINDOW_MINUTES);
+    if state.attribution.is_some() && recent {
+        // A retry after a handler that registered the member but died before
+        // the rewards on other members (or, before welcome points were part
+        // of the registration, before its own initial points).
+        let rules = tenant_settings(app, &cb.tenant).await?.points_rules;
+        if !state.initial_points_granted {
+            grant_welcome(
+                app,
+                cb,
+                member_id,
+                member_id,
+                rules.initial_points,
+                PointsSource::Initial,
+                "initial",
+                &rules,
+            )
+            .await?;
+        }
+        if let Some(level1) = state.referrer {
+            referral_rewards(app, cb, member_id, level1, &rules).await?;
+        }
     }
     Ok(())
 }
@@ -354,49 +376,66 @@ struct GrantRequest<'a> {
     new_member: MemberId,
 }
 
-/// Initial points for the new member, referral points for its referrer
-/// (level 1) and the referrer's referrer (level 2); each once per new member.
-async fn welcome_rewards(app: &App, cb: &InboundCallback, member_id: MemberId) -> Result<(), WechatOpError> {
+/// Referral points for the new member's referrer (level 1) and the
+/// referrer's referrer (level 2); each once per new member.
+async fn referral_rewards(
+    app: &App,
+    cb: &InboundCallback,
+    member_id: MemberId,
+    level1: MemberId,
+    rules: &PointsRules,
+) -> Result<(), WechatOpError> {
     let shard = app.router.route(&cb.tenant)?;
-    let rules = points_rules(app, &cb.tenant).await?;
-    let (member, _) = shard.members.load(&member_id.to_string()).await?;
-    let mut grants: Vec<(MemberId, i64, PointsSource, &str)> =
-        vec![(member_id, rules.initial_points, PointsSource::Initial, "initial")];
-    if let Some(level1) = member.referrer {
-        grants.push((level1, rules.referral_level1_points, PointsSource::Referral, "referral-1"));
-        let (referrer, _) = shard.members.load(&level1.to_string()).await?;
-        if let Some(level2) = referrer.referrer {
-            if level2 != member_id {
-                grants.push((level2, rules.referral_level2_points, PointsSource::Referral, "referral-2"));
-            }
-        }
-    }
-    for (beneficiary, points, source, label) in grants {
-        let Ok(amount) = PointsAmount::new(points) else { continue };
-        let ctx = context(cb, &["wechat-reward", label, cb.tenant.as_str(), &member_id.to_string()])?;
-        let command = MemberCommand::GrantPoints {
-            points: amount,
-            source,
-            expiry: rules.expiry,
-            provenance: Provenance {
-                actor: wechat_actor(&cb.appid),
-                reason: reference(label)?,
-                reference: Some(reference(&member_id.to_string())?),
-                idempotency_key: ctx.idempotency_key.clone(),
-            },
-        };
-        let request = GrantRequest { points, source: label, beneficiary, new_member: member_id };
-        match members::execute(app, &cb.tenant, beneficiary, command, &request, &ctx).await {
-            // A retry after the rules changed: the grant was made with the old rules.
-            Ok(_) | Err(MemberOpError::IdempotencyMismatch) => {}
-            // The referrer left the tenant or cannot take more lots: the new member's welcome stands.
-            Err(MemberOpError::NotFound | MemberOpError::Rejected(_)) if beneficiary != member_id => {
-                tracing::warn!(tenant = %cb.tenant, %beneficiary, "referral reward not granted");
-            }
-            Err(e) => return Err(e.into()),
-        }
+    let level1_points = rules.referral_level1_points;
+    grant_welcome(app, cb, member_id, level1, level1_points, PointsSource::Referral, "referral-1", rules).await?;
+    let (referrer, _) = shard.members.load(&level1.to_string()).await?;
+    if let Some(level2) = referrer.referrer.filter(|level2| *level2 != member_id) {
+        let level2_points = rules.referral_level2_points;
+        grant_welcome(app, cb, member_id, level2, level2_points, PointsSource::Referral, "referral-2", rules).await?;
     }
     Ok(())
+}
+
+/// One welcome grant to `beneficiary` for `member_id`'s arrival, keyed by the
+/// arrival, so a retried callback grants it once.
+#[allow(clippy::too_many_arguments)]
+async fn grant_welcome(
+    app: &App,
+    cb: &InboundCallback,
+    member_id: MemberId,
+    beneficiary: MemberId,
+    points: i64,
+    source: PointsSource,
+    label: &str,
+    rules: &PointsRules,
+) -> Result<(), WechatOpError> {
+    let Ok(amount) = PointsAmount::new(points) else { return Ok(()) };
+    let ctx = context(cb, &["wechat-reward", label, cb.tenant.as_str(), &member_id.to_string()])?;
+    let command = MemberCommand::GrantPoints {
+        points: amount,
+        source,
+        expiry: rules.expiry,
+        provenance: Provenance {
+            actor: wechat_actor(&cb.appid),
+            reason: reference(label)?,
+            reference: Some(reference(&member_id.to_string())?),
+            idempotency_key: ctx.idempotency_key.clone(),
+        },
+    };
+    let request = GrantRequest { points, source: label, beneficiary, new_member: member_id };
+    match members::execute(app, &cb.tenant, beneficiary, command, &request, &ctx).await {
+        // A retry after the rules changed: the grant was made with the old rules.
+        // Initial points granted meanwhile (by a concurrent handler): once is enough.
+        Ok(_)
+        | Err(MemberOpError::IdempotencyMismatch)
+        | Err(MemberOpError::Rejected(wxcm_domain::member::MemberError::InitialPointsGranted)) => Ok(()),
+        // The referrer left the tenant or cannot take more lots: the new member's welcome stands.
+        Err(MemberOpError::NotFound | MemberOpError::Rejected(_)) if beneficiary != member_id => {
+            tracing::warn!(tenant = %cb.tenant, %beneficiary, "referral reward not granted");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn unsubscribe(app: &App, cb: &InboundCallback) -> Result<(), WechatOpError> {
@@ -462,8 +501,7 @@ pub async fn callback_secrets(
     tenant: &TenantId,
     appid: &AppId,
 ) -> Result<Option<(String, Option<String>)>, WechatOpError> {
-    let shard = app.router.route(tenant)?;
-    let (state, _): (Tenant, u64) = shard.tenants.load(tenant.as_str()).await?;
+    let state = tenant_settings(app, tenant).await?;
     let Some(account) = state.accounts.get(appid.as_str()) else {
         return Ok(None);
     };
