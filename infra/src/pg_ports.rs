@@ -16,17 +16,15 @@ pub const CARD_SERIALS_PER_FETCH: i64 = 32;
 
 pub struct PgShardPorts {
     pool: PgPool,
-    /// Serials fetched and not yet handed out, highest first.
-    card_serials: std::sync::Mutex<Vec<u64>>,
+    /// Serials fetched and not yet handed out, highest first. Held across the
+    /// fetch, so concurrent registrations wait for one block instead of each
+    /// fetching (and leaving unused) their own.
+    card_serials: tokio::sync::Mutex<Vec<u64>>,
 }
 
 impl PgShardPorts {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool, card_serials: std::sync::Mutex::new(Vec::new()) }
-    }
-
-    fn spare_card_serial(&self) -> Option<u64> {
-        self.card_serials.lock().ok()?.pop()
+        Self { pool, card_serials: tokio::sync::Mutex::new(Vec::new()) }
     }
 }
 
@@ -174,7 +172,8 @@ impl MemberDirectory for PgShardPorts {
 #[async_trait]
 impl CardNumberAllocator for PgShardPorts {
     async fn next_serial(&self) -> Result<u64, PortError> {
-        if let Some(serial) = self.spare_card_serial() {
+        let mut spare = self.card_serials.lock().await;
+        if let Some(serial) = spare.pop() {
             return Ok(serial);
         }
         let block: Vec<i64> = sqlx::query_scalar("SELECT nextval('card_serial') FROM generate_series(1, $1)")
@@ -186,12 +185,7 @@ impl CardNumberAllocator for PgShardPorts {
             block.into_iter().map(u64::try_from).collect::<Result<Vec<u64>, _>>().map_err(PortError::new)?;
         block.sort_unstable_by(|a, b| b.cmp(a));
         let first = block.pop().ok_or_else(|| PortError::msg("card_serial gave no value"))?;
-        if let Ok(mut spare) = self.card_serials.lock() {
-            // Concurrent fetches each bring a block; keep a bounded spare (lowest first out).
-            spare.extend(block);
-            spare.sort_unstable_by(|a, b| b.cmp(a));
-            spare.truncate(2 * CARD_SERIALS_PER_FETCH as usize);
-        }
+        *spare = block;
         Ok(first)
     }
 }

@@ -866,3 +866,31 @@ async fn group_commit_merges_concurrent_commands_and_answers_each_alone() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn card_serials_are_unique_across_nodes_and_concurrent_registrations() {
+    use wxcm_commands::ports::CardNumberAllocator;
+    use wxcm_infra::pg_ports::{PgShardPorts, CARD_SERIALS_PER_FETCH};
+    with_database(|db| async move {
+        // Two nodes of one shard, each with 100 registrations at once.
+        let nodes = [
+            std::sync::Arc::new(PgShardPorts::new(db.app.clone())),
+            std::sync::Arc::new(PgShardPorts::new(db.app.clone())),
+        ];
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..200 {
+            let node = nodes[i % 2].clone();
+            tasks.spawn(async move { node.next_serial().await.unwrap() });
+        }
+        let mut serials = Vec::new();
+        while let Some(serial) = tasks.join_next().await {
+            serials.push(serial.unwrap());
+        }
+        let distinct: std::collections::BTreeSet<u64> = serials.iter().copied().collect();
+        assert_eq!(distinct.len(), 200, "every registration gets its own serial");
+        // One block at a time per node: at most one partly used block each.
+        let fetched: i64 = sqlx::query_scalar("SELECT last_value FROM card_serial").fetch_one(&db.admin).await.unwrap();
+        assert!(fetched <= 200 + 2 * CARD_SERIALS_PER_FETCH, "{fetched} serials taken for 200 registrations");
+    })
+    .await;
+}
