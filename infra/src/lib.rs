@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod audit;
+pub mod batcher;
 pub mod bench;
 pub mod bench_gateway;
 pub mod bench_pay;

@@ -5,6 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+
+use crate::batcher::{BatchStatement, Batcher};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use wxcm_commands::ports::PortError;
@@ -31,11 +33,120 @@ pub struct PgWechatStore {
     /// go through it.
     relaxed: PgPool,
     reply_rules: Arc<Mutex<HashMap<TenantId, CachedRules>>>,
+    /// Completions of concurrent callbacks, written as one UPDATE.
+    finishes: Arc<Batcher<FinishCallbacks>>,
+    /// Claims of concurrent callbacks, taken in one statement.
+    claims: Arc<Batcher<ClaimCallbacks>>,
+}
+
+/// One finished callback: its claim gets `done_at` and the passive reply.
+pub struct CallbackDone {
+    appid: String,
+    dedup_key: String,
+    done_at: DateTime<Utc>,
+    reply: Option<String>,
+}
+
+pub struct FinishCallbacks {
+    relaxed: PgPool,
+}
+
+#[async_trait]
+impl BatchStatement for FinishCallbacks {
+    type Item = CallbackDone;
+    type Output = ();
+
+    async fn run(&self, items: &[CallbackDone]) -> Result<Vec<()>, PortError> {
+        sqlx::query(
+            "UPDATE wechat_callback_claims c SET done_at = f.done_at, reply = f.reply
+               FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]) AS f(appid, dedup_key, done_at, reply)
+              WHERE c.appid = f.appid AND c.dedup_key = f.dedup_key",
+        )
+        .bind(items.iter().map(|i| i.appid.as_str()).collect::<Vec<_>>())
+        .bind(items.iter().map(|i| i.dedup_key.as_str()).collect::<Vec<_>>())
+        .bind(items.iter().map(|i| i.done_at).collect::<Vec<_>>())
+        .bind(items.iter().map(|i| i.reply.as_deref()).collect::<Vec<_>>())
+        .execute(&self.relaxed)
+        .await
+        .map_err(port)?;
+        Ok(vec![(); items.len()])
+    }
+}
+
+/// A callback to claim; its message is stored if the claim is new.
+pub struct NewClaim {
+    message: StoredMessage,
+    dedup_key: String,
+}
+
+pub struct ClaimCallbacks {
+    relaxed: PgPool,
+}
+
+#[async_trait]
+impl BatchStatement for ClaimCallbacks {
+    type Item = NewClaim;
+    /// Whether this item took the claim.
+    type Output = bool;
+
+    async fn run(&self, items: &[NewClaim]) -> Result<Vec<bool>, PortError> {
+        // A key twice in one batch: the first item claims; the second then
+        // finds that claim in progress, as it would one statement later.
+        let mut first = HashMap::new();
+        for (i, item) in items.iter().enumerate() {
+            first.entry((item.message.appid.as_str(), item.dedup_key.as_str())).or_insert(i);
+        }
+        let mut distinct: Vec<&NewClaim> = first.values().map(|&i| &items[i]).collect();
+        // One insertion order in every batch: concurrent batches wait, never deadlock.
+        distinct
+            .sort_by(|a, b| (a.message.appid.as_str(), &a.dedup_key).cmp(&(b.message.appid.as_str(), &b.dedup_key)));
+        let claimed: Vec<(String, String)> = sqlx::query_as(
+            "WITH input AS (
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[],
+                                      $7::text[], $8::text[], $9::timestamptz[], $10::jsonb[]) WITH ORDINALITY
+                     AS i(appid, dedup_key, tenant_id, claimed_at, openid, msg_type, event, event_key, sent_at, fields, ord)
+             ), claimed AS (
+                 INSERT INTO wechat_callback_claims (appid, dedup_key, tenant_id, claimed_at)
+                 SELECT appid, dedup_key, tenant_id, claimed_at FROM input ORDER BY ord
+                 ON CONFLICT DO NOTHING
+                 RETURNING appid, dedup_key
+             ), stored AS (
+                 INSERT INTO wechat_messages (tenant_id, appid, openid, msg_type, event, event_key, sent_at, received_at, fields)
+                 SELECT i.tenant_id, i.appid, i.openid, i.msg_type, i.event, i.event_key, i.sent_at, i.claimed_at, i.fields
+                   FROM input i JOIN claimed c ON c.appid = i.appid AND c.dedup_key = i.dedup_key
+             )
+             SELECT appid, dedup_key FROM claimed",
+        )
+        .bind(distinct.iter().map(|c| c.message.appid.as_str()).collect::<Vec<_>>())
+        .bind(distinct.iter().map(|c| c.dedup_key.as_str()).collect::<Vec<_>>())
+        .bind(distinct.iter().map(|c| c.message.tenant.as_str()).collect::<Vec<_>>())
+        .bind(distinct.iter().map(|c| c.message.received_at).collect::<Vec<_>>())
+        .bind(distinct.iter().map(|c| c.message.openid.as_str()).collect::<Vec<_>>())
+        .bind(distinct.iter().map(|c| c.message.msg_type.as_str()).collect::<Vec<_>>())
+        .bind(distinct.iter().map(|c| c.message.event.as_deref()).collect::<Vec<_>>())
+        .bind(distinct.iter().map(|c| c.message.event_key.as_deref()).collect::<Vec<_>>())
+        .bind(distinct.iter().map(|c| c.message.sent_at).collect::<Vec<_>>())
+        .bind(distinct.iter().map(|c| &c.message.fields).collect::<Vec<_>>())
+        .fetch_all(&self.relaxed)
+        .await
+        .map_err(port)?;
+        let claimed: std::collections::HashSet<(String, String)> = claimed.into_iter().collect();
+        Ok(items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let key = (item.message.appid.as_str(), item.dedup_key.as_str());
+                first.get(&key) == Some(&i) && claimed.contains(&(key.0.to_owned(), key.1.to_owned()))
+            })
+            .collect())
+    }
 }
 
 impl PgWechatStore {
     pub fn new(pool: PgPool, relaxed: PgPool) -> Self {
-        Self { pool, relaxed, reply_rules: Arc::default() }
+        let finishes = Arc::new(Batcher::new(FinishCallbacks { relaxed: relaxed.clone() }));
+        let claims = Arc::new(Batcher::new(ClaimCallbacks { relaxed: relaxed.clone() }));
+        Self { pool, relaxed, reply_rules: Arc::default(), finishes, claims }
     }
 
     fn cached_rules(&self, tenant: &TenantId) -> Option<Option<(ReplyRules, i64)>> {
@@ -104,33 +215,11 @@ impl WechatStore for PgWechatStore {
         dedup_key: &str,
         stale_after: chrono::Duration,
     ) -> Result<ClaimOutcome, PortError> {
-        let (appid, tenant, now) = (&message.appid, &message.tenant, message.received_at);
-        // One statement: the message is stored exactly when the claim is new.
-        let inserted: i64 = sqlx::query_scalar(
-            "WITH claimed AS (
-                 INSERT INTO wechat_callback_claims (appid, dedup_key, tenant_id, claimed_at)
-                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING
-                 RETURNING 1
-             ), stored AS (
-                 INSERT INTO wechat_messages (tenant_id, appid, openid, msg_type, event, event_key, sent_at, received_at, fields)
-                 SELECT $3, $1, $5, $6, $7, $8, $9, $4, $10 WHERE EXISTS (SELECT 1 FROM claimed)
-             )
-             SELECT count(*) FROM claimed",
-        )
-        .bind(appid.as_str())
-        .bind(dedup_key)
-        .bind(tenant.as_str())
-        .bind(now)
-        .bind(message.openid.as_str())
-        .bind(&message.msg_type)
-        .bind(&message.event)
-        .bind(&message.event_key)
-        .bind(message.sent_at)
-        .bind(&message.fields)
-        .fetch_one(&self.relaxed)
-        .await
-        .map_err(port)?;
-        if inserted == 1 {
+        let (appid, now) = (&message.appid, message.received_at);
+        // One statement (shared with concurrent callbacks): the message is
+        // stored exactly when the claim is new.
+        let new_claim = NewClaim { message: message.clone(), dedup_key: dedup_key.to_owned() };
+        if self.claims.submit(new_claim).await? {
             return Ok(ClaimOutcome::Claimed);
         }
         let row: Option<(DateTime<Utc>, Option<DateTime<Utc>>, Option<String>)> = sqlx::query_as(
@@ -174,15 +263,13 @@ impl WechatStore for PgWechatStore {
         reply: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<(), PortError> {
-        sqlx::query("UPDATE wechat_callback_claims SET done_at = $3, reply = $4 WHERE appid = $1 AND dedup_key = $2")
-            .bind(appid.as_str())
-            .bind(dedup_key)
-            .bind(now)
-            .bind(reply)
-            .execute(&self.relaxed)
-            .await
-            .map_err(port)?;
-        Ok(())
+        let done = CallbackDone {
+            appid: appid.as_str().to_owned(),
+            dedup_key: dedup_key.to_owned(),
+            done_at: now,
+            reply: reply.map(str::to_owned),
+        };
+        self.finishes.submit(done).await
     }
 
     async fn release_callback(&self, appid: &AppId, dedup_key: &str) -> Result<(), PortError> {
