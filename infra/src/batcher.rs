@@ -1,6 +1,7 @@
-//! Statement batching for small, independent writes on a hot path (callback
-//! claims' completion): concurrent callers' items go to Postgres as one
-//! statement, so one round trip and one transaction serve many callers.
+//! Statement batching for small, independent statements on a hot path
+//! (callback claims and completions, referral lookups, cold stream loads):
+//! concurrent callers' items go to Postgres as one statement, so one round
+//! trip and one transaction serve many callers.
 //!
 //! Each caller still waits for its own answer, so the semantics are those of
 //! one statement per item. As in [`crate::group_commit`]: no timer, a worker

@@ -38,6 +38,7 @@ use wxcm_commands::ports::PortError;
 use wxcm_commands::repository::StateStore;
 use wxcm_domain::EventSourced;
 
+use crate::batcher::{BatchStatement, Batcher};
 use crate::group_commit::{CommitError, GroupCommitter};
 
 /// A snapshot is written when a commit crosses a multiple of this.
@@ -54,26 +55,63 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
     #[error(transparent)]
     Json(#[from] serde_json::Error),
+    #[error("loading the stream: {0}")]
+    Load(PortError),
 }
 
-/// A snapshot of the current state shape (the row whose event type is NULL),
-/// then the events after it, in sequence order: the snapshot's sequence is
-/// below every event's.
+/// Per stream: a snapshot of the current state shape (the row whose event
+/// type is NULL), then the events after it, in sequence order (a snapshot's
+/// sequence is below its stream's events'). Many streams in one statement:
+/// concurrent cold loads of one aggregate type share it.
 const COLD_LOAD_SQL: &str = "
-WITH snap AS (
-    SELECT sequence, state FROM aggregate_snapshots
-     WHERE aggregate_type = $1 AND aggregate_id = $2 AND state_version = $3
+WITH ids AS (
+    SELECT DISTINCT aggregate_id FROM unnest($2::text[]) AS ids(aggregate_id)
+), snap AS (
+    SELECT s.aggregate_id, s.sequence, s.state
+      FROM aggregate_snapshots s JOIN ids USING (aggregate_id)
+     WHERE s.aggregate_type = $1 AND s.state_version = $3
 )
-SELECT sequence, NULL::text, NULL::text, state, NULL::jsonb FROM snap
+SELECT aggregate_id, sequence, NULL::text, NULL::text, state, NULL::jsonb FROM snap
 UNION ALL
-SELECT e.sequence, e.event_type, e.event_version, e.payload, e.metadata
-  FROM events e
- WHERE e.aggregate_type = $1 AND e.aggregate_id = $2
-   AND e.sequence > COALESCE((SELECT sequence FROM snap), 0)
-ORDER BY 1";
+SELECT e.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload, e.metadata
+  FROM ids JOIN events e ON e.aggregate_type = $1 AND e.aggregate_id = ids.aggregate_id
+ WHERE e.sequence > COALESCE((SELECT snap.sequence FROM snap WHERE snap.aggregate_id = ids.aggregate_id), 0)
+ORDER BY 1, 2";
 
 /// (sequence, event_type, event_version, payload or state, metadata).
 type ColdRow = (i64, Option<String>, Option<String>, serde_json::Value, Option<serde_json::Value>);
+
+/// The cold-load statement of one aggregate type, for [`Batcher`].
+pub struct ColdLoads {
+    pool: PgPool,
+    aggregate_type: &'static str,
+    state_version: i32,
+}
+
+#[async_trait]
+impl BatchStatement for ColdLoads {
+    /// An aggregate id.
+    type Item = String;
+    /// Its rows, as [`COLD_LOAD_SQL`] orders them.
+    type Output = Vec<ColdRow>;
+
+    async fn run(&self, ids: &[String]) -> Result<Vec<Vec<ColdRow>>, PortError> {
+        let rows: Vec<(String, i64, Option<String>, Option<String>, serde_json::Value, Option<serde_json::Value>)> =
+            sqlx::query_as(COLD_LOAD_SQL)
+                .bind(self.aggregate_type)
+                .bind(ids)
+                .bind(self.state_version)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(PortError::new)?;
+        let mut by_id: HashMap<String, Vec<ColdRow>> = HashMap::new();
+        for (id, sequence, event_type, event_version, payload, metadata) in rows {
+            by_id.entry(id).or_default().push((sequence, event_type, event_version, payload, metadata));
+        }
+        // An id asked twice in one batch gets the rows twice.
+        Ok(ids.iter().map(|id| by_id.get(id).cloned().unwrap_or_default()).collect())
+    }
+}
 
 pub struct PgContext<T> {
     aggregate_id: String,
@@ -90,6 +128,7 @@ impl<T: EventSourced> AggregateContext<Agg<T>> for PgContext<T> {
 pub struct PgEventStore<T> {
     repo: PostgresEventRepository,
     pool: PgPool,
+    cold_loads: Batcher<ColdLoads>,
     committer: Arc<GroupCommitter>,
     /// (state, version, when it was read or committed here).
     cache: Mutex<LruCache<String, (T, u64, Instant)>>,
@@ -101,6 +140,11 @@ impl<T: EventSourced> PgEventStore<T> {
         let cap = NonZeroUsize::new(cache_entries).unwrap_or(NonZeroUsize::MIN);
         Self {
             repo: PostgresEventRepository::new(pool.clone()),
+            cold_loads: Batcher::new(ColdLoads {
+                pool: pool.clone(),
+                aggregate_type: T::TYPE,
+                state_version: T::STATE_VERSION,
+            }),
             pool,
             committer,
             cache: Mutex::new(LruCache::new(cap)),
@@ -168,12 +212,7 @@ impl<T: EventSourced> PgEventStore<T> {
     /// Snapshot + tail in one round trip (a cold load is on the path of every
     /// first command of a member, a new follower's included).
     async fn load_cold(&self, aggregate_id: &str) -> Result<(T, u64, u64), StoreError> {
-        let rows: Vec<ColdRow> = sqlx::query_as(COLD_LOAD_SQL)
-            .bind(T::TYPE)
-            .bind(aggregate_id)
-            .bind(T::STATE_VERSION)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = self.cold_loads.submit(aggregate_id.to_owned()).await.map_err(StoreError::Load)?;
         let (mut state, mut version) = (T::default(), 0u64);
         let mut rows = rows.into_iter().peekable();
         if let Some((sequence, None, _, _, _)) = rows.peek() {

@@ -37,6 +37,7 @@ pub struct PgWechatStore {
     finishes: Arc<Batcher<FinishCallbacks>>,
     /// Claims of concurrent callbacks, taken in one statement.
     claims: Arc<Batcher<ClaimCallbacks>>,
+    referral_lookups: Arc<Batcher<ReferralLookups>>,
 }
 
 /// One finished callback: its claim gets `done_at` and the passive reply.
@@ -70,6 +71,46 @@ impl BatchStatement for FinishCallbacks {
         .await
         .map_err(port)?;
         Ok(vec![(); items.len()])
+    }
+}
+
+/// Who referred `openid`, if it opened a referral link at or after `since`.
+pub struct ReferralLookup {
+    tenant: String,
+    openid: String,
+    since: DateTime<Utc>,
+}
+
+/// Referral lookups of concurrent subscribes, in one statement.
+pub struct ReferralLookups {
+    pool: PgPool,
+}
+
+#[async_trait]
+impl BatchStatement for ReferralLookups {
+    type Item = ReferralLookup;
+    /// The referrer's member id as stored.
+    type Output = Option<String>;
+
+    async fn run(&self, items: &[ReferralLookup]) -> Result<Vec<Option<String>>, PortError> {
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT i.ord, v.referrer_id
+               FROM unnest($1::text[], $2::text[], $3::timestamptz[]) WITH ORDINALITY AS i(tenant_id, openid, since, ord)
+               JOIN referral_visits v ON v.tenant_id = i.tenant_id AND v.openid = i.openid AND v.visited_at >= i.since",
+        )
+        .bind(items.iter().map(|i| i.tenant.as_str()).collect::<Vec<_>>())
+        .bind(items.iter().map(|i| i.openid.as_str()).collect::<Vec<_>>())
+        .bind(items.iter().map(|i| i.since).collect::<Vec<_>>())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(port)?;
+        let mut referrers = vec![None; items.len()];
+        for (ord, referrer) in rows {
+            if let Some(slot) = usize::try_from(ord - 1).ok().and_then(|i| referrers.get_mut(i)) {
+                *slot = Some(referrer);
+            }
+        }
+        Ok(referrers)
     }
 }
 
@@ -146,7 +187,8 @@ impl PgWechatStore {
     pub fn new(pool: PgPool, relaxed: PgPool) -> Self {
         let finishes = Arc::new(Batcher::new(FinishCallbacks { relaxed: relaxed.clone() }));
         let claims = Arc::new(Batcher::new(ClaimCallbacks { relaxed: relaxed.clone() }));
-        Self { pool, relaxed, reply_rules: Arc::default(), finishes, claims }
+        let referral_lookups = Arc::new(Batcher::new(ReferralLookups { pool: pool.clone() }));
+        Self { pool, relaxed, reply_rules: Arc::default(), finishes, claims, referral_lookups }
     }
 
     fn cached_rules(&self, tenant: &TenantId) -> Option<Option<(ReplyRules, i64)>> {
@@ -482,16 +524,10 @@ impl WechatStore for PgWechatStore {
         openid: &OpenId,
         since: DateTime<Utc>,
     ) -> Result<Option<MemberId>, PortError> {
-        let row: Option<(String,)> = sqlx::query_as(
-            "SELECT referrer_id FROM referral_visits WHERE tenant_id = $1 AND openid = $2 AND visited_at >= $3",
-        )
-        .bind(tenant.as_str())
-        .bind(openid.as_str())
-        .bind(since)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(port)?;
-        row.map(|(id,)| MemberId::parse(&id).map_err(|e| PortError::msg(format!("stored referrer id: {e}"))))
+        let visit = ReferralLookup { tenant: tenant.as_str().to_owned(), openid: openid.as_str().to_owned(), since };
+        let referrer = self.referral_lookups.submit(visit).await?;
+        referrer
+            .map(|id| MemberId::parse(&id).map_err(|e| PortError::msg(format!("stored referrer id: {e}"))))
             .transpose()
     }
 
