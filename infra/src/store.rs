@@ -62,20 +62,30 @@ pub enum StoreError {
 /// Per stream: a snapshot of the current state shape (the row whose event
 /// type is NULL), then the events after it, in sequence order (a snapshot's
 /// sequence is below its stream's events'). Many streams in one statement:
-/// concurrent cold loads of one aggregate type share it.
+/// concurrent cold loads of one aggregate type share it. The fenced LATERAL
+/// subqueries (`OFFSET 0`) keep every lookup a probe of one stream, whatever
+/// the statistics: a generic plan made while `events` was small once
+/// hash-joined a scan of every stream of the type instead.
 const COLD_LOAD_SQL: &str = "
 WITH ids AS (
     SELECT DISTINCT aggregate_id FROM unnest($2::text[]) AS ids(aggregate_id)
 ), snap AS (
-    SELECT s.aggregate_id, s.sequence, s.state
-      FROM aggregate_snapshots s JOIN ids USING (aggregate_id)
-     WHERE s.aggregate_type = $1 AND s.state_version = $3
+    SELECT ids.aggregate_id, s.sequence, s.state
+      FROM ids CROSS JOIN LATERAL (
+          SELECT sequence, state FROM aggregate_snapshots
+           WHERE aggregate_type = $1 AND aggregate_id = ids.aggregate_id AND state_version = $3
+          OFFSET 0
+      ) s
 )
 SELECT aggregate_id, sequence, NULL::text, NULL::text, state, NULL::jsonb FROM snap
 UNION ALL
-SELECT e.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload, e.metadata
-  FROM ids JOIN events e ON e.aggregate_type = $1 AND e.aggregate_id = ids.aggregate_id
- WHERE e.sequence > COALESCE((SELECT snap.sequence FROM snap WHERE snap.aggregate_id = ids.aggregate_id), 0)
+SELECT ids.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload, e.metadata
+  FROM ids CROSS JOIN LATERAL (
+      SELECT sequence, event_type, event_version, payload, metadata FROM events
+       WHERE aggregate_type = $1 AND aggregate_id = ids.aggregate_id
+         AND sequence > COALESCE((SELECT snap.sequence FROM snap WHERE snap.aggregate_id = ids.aggregate_id), 0)
+      OFFSET 0
+  ) e
 ORDER BY 1, 2";
 
 /// (sequence, event_type, event_version, payload or state, metadata).

@@ -67,6 +67,9 @@ impl BatchStatement for FinishCallbacks {
         .bind(items.iter().map(|i| i.dedup_key.as_str()).collect::<Vec<_>>())
         .bind(items.iter().map(|i| i.done_at).collect::<Vec<_>>())
         .bind(items.iter().map(|i| i.reply.as_deref()).collect::<Vec<_>>())
+        // Planned for each batch with the table as it is now: a generic plan
+        // made while the table was small would keep scanning all of it.
+        .persistent(false)
         .execute(&self.relaxed)
         .await
         .map_err(port)?;
