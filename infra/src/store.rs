@@ -60,8 +60,10 @@ pub enum StoreError {
 }
 
 /// Per stream: a snapshot of the current state shape (the row whose event
-/// type is NULL), then the events after it, in sequence order (a snapshot's
-/// sequence is below its stream's events'). Many streams in one statement:
+/// type is NULL) and the events after it (a snapshot's sequence is below its
+/// stream's events'). No ORDER BY over all rows: sorting a long stream's
+/// payloads cost Postgres a disk sort; the rows are put in order per stream
+/// in Rust (they come nearly sorted, from the index). Many streams in one statement:
 /// concurrent cold loads of one aggregate type share it. The fenced LATERAL
 /// subqueries (`OFFSET 0`) keep every lookup a probe of one stream, whatever
 /// the statistics: a generic plan made while `events` was small once
@@ -84,9 +86,9 @@ SELECT ids.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload, e
       SELECT sequence, event_type, event_version, payload, metadata FROM events
        WHERE aggregate_type = $1 AND aggregate_id = ids.aggregate_id
          AND sequence > COALESCE((SELECT snap.sequence FROM snap WHERE snap.aggregate_id = ids.aggregate_id), 0)
+       ORDER BY sequence
       OFFSET 0
-  ) e
-ORDER BY 1, 2";
+  ) e";
 
 /// (sequence, event_type, event_version, payload or state, metadata).
 type ColdRow = (i64, Option<String>, Option<String>, serde_json::Value, Option<serde_json::Value>);
@@ -102,7 +104,7 @@ pub struct ColdLoads {
 impl BatchStatement for ColdLoads {
     /// An aggregate id.
     type Item = String;
-    /// Its rows, as [`COLD_LOAD_SQL`] orders them.
+    /// Its rows in sequence order, the snapshot (if any) first.
     type Output = Vec<ColdRow>;
 
     async fn run(&self, ids: &[String]) -> Result<Vec<Vec<ColdRow>>, PortError> {
@@ -118,8 +120,20 @@ impl BatchStatement for ColdLoads {
         for (id, sequence, event_type, event_version, payload, metadata) in rows {
             by_id.entry(id).or_default().push((sequence, event_type, event_version, payload, metadata));
         }
-        // An id asked twice in one batch gets the rows twice.
-        Ok(ids.iter().map(|id| by_id.get(id).cloned().unwrap_or_default()).collect())
+        for stream in by_id.values_mut() {
+            stream.sort_by_key(|row| row.0);
+        }
+        // Moved out, not cloned (a long stream is large); an id asked twice in
+        // one batch gets a copy for all but its last asker.
+        Ok(ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let asked_again = ids[i + 1..].contains(id);
+                let rows = if asked_again { by_id.get(id).cloned() } else { by_id.remove(id) };
+                rows.unwrap_or_default()
+            })
+            .collect())
     }
 }
 
