@@ -35,6 +35,7 @@ pub trait BatchStatement: Send + Sync + 'static {
 }
 
 type Job<I, O> = (I, oneshot::Sender<Result<O, PortError>>);
+type Queue<S> = Arc<Mutex<mpsc::Receiver<Job<<S as BatchStatement>::Item, <S as BatchStatement>::Output>>>>;
 
 pub struct Batcher<S: BatchStatement> {
     statement: Arc<S>,
@@ -67,7 +68,7 @@ impl<S: BatchStatement> Batcher<S> {
     }
 }
 
-async fn work<S: BatchStatement>(statement: Arc<S>, receiver: Arc<Mutex<mpsc::Receiver<Job<S::Item, S::Output>>>>) {
+async fn work<S: BatchStatement>(statement: Arc<S>, receiver: Queue<S>) {
     loop {
         let jobs = {
             let mut receiver = receiver.lock().await;
