@@ -13,9 +13,12 @@
 //!   verified, the body decrypted and parsed, the dedup claim taken and the
 //!   member registered and granted (the handler waits for the commit within the
 //!   reply budget, far above these latencies; the members are counted after);
-//! - (c) the same callbacks in a closed loop: the saturation throughput,
-//!   reported as `callbacks_per_s` and compared with the ledger's command
-//!   rate `a` (`--ledger-rate`, from `wxcm bench ledger`).
+//! - (c) the same callbacks in a closed loop at each of
+//!   `--saturation-clients` (default 64, 128, 256): the best rate is the
+//!   saturation throughput, reported as `callbacks_per_s` with the clients
+//!   that reached it, and compared with the ledger's command rate `a`
+//!   (`--ledger-rate`, from `wxcm bench ledger`). A sweep, because concurrent
+//!   callbacks share statements: 64 clients left a tenth of the CPU idle.
 //!
 //! The last line of stdout is one JSON object.
 
@@ -42,6 +45,7 @@ use crate::sealer::AesGcmSealer;
 
 pub const RATE_MAX: u32 = 20_000;
 pub const CONCURRENCY_MAX: u32 = 1_024;
+pub const SATURATION_RUNS_MAX: usize = 8;
 /// Database connections of the server (the callbacks' commands and claims).
 const POOL_MAX: u32 = 32;
 const APPID: &str = "wx00000000000be4c1";
@@ -68,9 +72,12 @@ pub struct GatewayBenchArgs {
     /// Length of each timed window.
     #[arg(long, default_value_t = 10)]
     pub duration_secs: u64,
-    /// Requests in flight at most (closed-loop clients in (a) and (c)).
+    /// Requests in flight at most (closed-loop clients in (a), the cap in (b)).
     #[arg(long, default_value_t = 64)]
     pub concurrency: u32,
+    /// Closed-loop clients of the saturation runs (c), one window each.
+    #[arg(long, value_delimiter = ',', default_values_t = [64, 128, 256])]
+    pub saturation_clients: Vec<u32>,
     /// The ledger's command rate `a` (commands/s of `wxcm bench ledger` on this machine).
     #[arg(long)]
     pub ledger_rate: Option<f64>,
@@ -87,6 +94,11 @@ impl GatewayBenchArgs {
             "--duration-secs must be 1..={DURATION_SECS_MAX}"
         );
         ensure!((1..=CONCURRENCY_MAX).contains(&self.concurrency), "--concurrency must be 1..={CONCURRENCY_MAX}");
+        ensure!(
+            (1..=SATURATION_RUNS_MAX).contains(&self.saturation_clients.len())
+                && self.saturation_clients.iter().all(|c| (1..=CONCURRENCY_MAX).contains(c)),
+            "--saturation-clients takes 1..={SATURATION_RUNS_MAX} values, each 1..={CONCURRENCY_MAX}"
+        );
         if let Some(rate) = self.ledger_rate {
             ensure!(rate.is_finite() && rate > 0.0, "--ledger-rate must be a positive number");
         }
@@ -278,6 +290,12 @@ struct Figures {
     warmup_ok: u64,
     offered: Phase,
     saturation: Phase,
+    /// Clients of the best saturation run.
+    saturation_clients: u32,
+    /// Callbacks answered in all saturation runs.
+    saturation_ok: u64,
+    /// (clients, callbacks/s) of every saturation run.
+    sweep: Vec<(u32, f64)>,
     registered: i64,
 }
 
@@ -311,13 +329,25 @@ async fn run_phases(base: &Settings, target: &Target, args: &GatewayBenchArgs) -
         let warmup = open_loop(&pusher, &base_url, args, WARMUP_SECS, "o-bench-warmup").await?;
         tracing::info!(rate = args.rate, "phase b: subscribe callbacks at a fixed offered load");
         let offered = open_loop(&pusher, &base_url, args, args.duration_secs, "o-bench-b").await?;
-        tracing::info!(concurrency = args.concurrency, "phase c: subscribe callbacks, closed loop");
-        let (p, url) = (pusher.clone(), base_url.clone());
-        let saturation = closed_loop(args.concurrency, window, move |i| {
-            let (p, url) = (p.clone(), url.clone());
-            async move { subscribe(&p, &url, format!("o-bench-c-{i}")).await }
-        })
-        .await?;
+        let mut best: Option<(u32, Phase)> = None;
+        let mut sweep = Vec::new();
+        let mut saturation_ok = 0;
+        for &clients in &args.saturation_clients {
+            tracing::info!(clients, "phase c: subscribe callbacks, closed loop");
+            let (p, url) = (pusher.clone(), base_url.clone());
+            let prefix = format!("o-bench-c{clients}");
+            let run = closed_loop(clients, window, move |i| {
+                let (p, url, openid) = (p.clone(), url.clone(), format!("{prefix}-{i}"));
+                async move { subscribe(&p, &url, openid).await }
+            })
+            .await?;
+            sweep.push((clients, run.per_second()));
+            saturation_ok += run.ok;
+            if best.as_ref().is_none_or(|(_, b)| run.per_second() > b.per_second()) {
+                best = Some((clients, run));
+            }
+        }
+        let (saturation_clients, saturation) = best.context("at least one saturation run")?;
         let admin = PgPoolOptions::new().max_connections(1).connect(&target.admin_url).await?;
         let registered: i64 =
             sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = 'member' AND sequence = 1")
@@ -325,7 +355,16 @@ async fn run_phases(base: &Settings, target: &Target, args: &GatewayBenchArgs) -
                 .await
                 .context("counting registered members")?;
         admin.close().await;
-        anyhow::Ok(Figures { healthz, warmup_ok: warmup.ok, offered, saturation, registered })
+        anyhow::Ok(Figures {
+            healthz,
+            warmup_ok: warmup.ok,
+            offered,
+            saturation,
+            saturation_clients,
+            saturation_ok,
+            sweep,
+            registered,
+        })
     }
     .await;
     running.stop().await;
@@ -389,7 +428,23 @@ fn report_table(f: &Figures, args: &GatewayBenchArgs) -> Table {
         "callbacks/s",
         format!("p99 <= {TARGET_P99_MS} ms at {TARGET_OFFERED_RATE}/s ({})", verdict(p99_met)),
     );
-    phase_row(&mut table, format!("(c) subscribe callbacks, {c} clients"), &f.saturation, "callbacks/s", String::new());
+    for (clients, rate) in &f.sweep {
+        table.add_row(vec![
+            Cell::new(format!("(c) subscribe callbacks, {clients} clients")),
+            number(format!("{rate:.1}")),
+            Cell::new("callbacks/s"),
+            Cell::new(""),
+            Cell::new(""),
+            Cell::new(""),
+        ]);
+    }
+    phase_row(
+        &mut table,
+        format!("(c) saturation: best, at {} clients", f.saturation_clients),
+        &f.saturation,
+        "callbacks/s",
+        String::new(),
+    );
     let ratio = args.ledger_rate.map(|a| f.saturation.per_second() / a);
     table.add_row(vec![
         Cell::new("c / ledger a"),
@@ -406,7 +461,7 @@ fn report_table(f: &Figures, args: &GatewayBenchArgs) -> Table {
         Cell::new("members registered (b + c + warm-up)"),
         number(f.registered.to_string()),
         Cell::new(""),
-        Cell::new(format!("= {}", f.offered.ok + f.saturation.ok + f.warmup_ok)),
+        Cell::new(format!("= {}", f.offered.ok + f.saturation_ok + f.warmup_ok)),
         Cell::new(""),
         Cell::new(""),
     ]);
@@ -426,6 +481,8 @@ fn report_json(f: &Figures, args: &GatewayBenchArgs) -> serde_json::Value {
         "p50_ms": round(f.offered.latency_ms(0.5), 2),
         "p99_ms": round(f.offered.latency_ms(0.99), 2),
         "saturation_p99_ms": round(f.saturation.latency_ms(0.99), 2),
+        "saturation_clients": f.saturation_clients,
+        "saturation_sweep": f.sweep.iter().map(|(c, r)| json!({"clients": c, "callbacks_per_s": round(*r, 1)})).collect::<Vec<_>>(),
         "healthz_per_s": round(f.healthz.per_second(), 1),
         "ratio_to_healthz": round(callbacks / f.healthz.per_second(), 3),
         "ledger_rate": args.ledger_rate,
