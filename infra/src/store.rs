@@ -38,7 +38,7 @@ use wxcm_commands::ports::PortError;
 use wxcm_commands::repository::StateStore;
 use wxcm_domain::EventSourced;
 
-use crate::batcher::{BatchStatement, Batcher};
+use crate::batcher::{BatchStatement, Batcher, WORKERS_VARIABLE};
 use crate::group_commit::{CommitError, GroupCommitter};
 
 /// A snapshot is written when a commit crosses a multiple of this.
@@ -164,11 +164,10 @@ impl<T: EventSourced> PgEventStore<T> {
         let cap = NonZeroUsize::new(cache_entries).unwrap_or(NonZeroUsize::MIN);
         Self {
             repo: PostgresEventRepository::new(pool.clone()),
-            cold_loads: Batcher::new(ColdLoads {
-                pool: pool.clone(),
-                aggregate_type: T::TYPE,
-                state_version: T::STATE_VERSION,
-            }),
+            cold_loads: Batcher::new(
+                ColdLoads { pool: pool.clone(), aggregate_type: T::TYPE, state_version: T::STATE_VERSION },
+                WORKERS_VARIABLE,
+            ),
             pool,
             committer,
             cache: Mutex::new(LruCache::new(cap)),

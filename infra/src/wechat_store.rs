@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use crate::batcher::{BatchStatement, Batcher};
+use crate::batcher::{BatchStatement, Batcher, WORKERS_SHORT};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use wxcm_commands::ports::PortError;
@@ -188,9 +188,9 @@ impl BatchStatement for ClaimCallbacks {
 
 impl PgWechatStore {
     pub fn new(pool: PgPool, relaxed: PgPool) -> Self {
-        let finishes = Arc::new(Batcher::new(FinishCallbacks { relaxed: relaxed.clone() }));
-        let claims = Arc::new(Batcher::new(ClaimCallbacks { relaxed: relaxed.clone() }));
-        let referral_lookups = Arc::new(Batcher::new(ReferralLookups { pool: pool.clone() }));
+        let finishes = Arc::new(Batcher::new(FinishCallbacks { relaxed: relaxed.clone() }, WORKERS_SHORT));
+        let claims = Arc::new(Batcher::new(ClaimCallbacks { relaxed: relaxed.clone() }, WORKERS_SHORT));
+        let referral_lookups = Arc::new(Batcher::new(ReferralLookups { pool: pool.clone() }, WORKERS_SHORT));
         Self { pool, relaxed, reply_rules: Arc::default(), finishes, claims, referral_lookups }
     }
 
