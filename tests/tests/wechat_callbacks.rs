@@ -401,3 +401,40 @@ async fn a_slow_reply_is_answered_success_in_time_and_sent_through_customer_serv
 async fn axum_serve(listener: tokio::net::TcpListener, router: axum::Router) {
     let _ = axum::serve(listener, router).await;
 }
+
+/// A handler that registered a referred follower and died before any reward
+/// (a registration of the older two-step kind, without welcome points): the
+/// next try grants the initial and the referral points, each once.
+#[tokio::test]
+async fn a_retry_after_a_dead_handler_grants_the_missing_rewards_once() {
+    use wxcm_commands::members::{register_attributed, RegisterRequest};
+    use wxcm_domain::member::{CardLevel, RegistrationSource};
+    let f = fixture().await;
+    f.subscribe("o-rec-a").await;
+    let a = MemberId::for_openid(&f.tenant, &OpenId::parse("o-rec-a").unwrap());
+    let b_openid = OpenId::parse("o-rec-b").unwrap();
+    let key = system_key(&["wechat-register", f.tenant.as_str(), b_openid.as_str()]).unwrap();
+    let ctx = CommandContext::new(f.tenant.clone(), key, format!("wechat:{APPID}"));
+    let request = RegisterRequest {
+        openid: Some(b_openid.clone()),
+        source: RegistrationSource::Subscribe,
+        card_level: CardLevel::standard(),
+    };
+    let actor = Actor::Wechat { source: APPID.into() };
+    register_attributed(&f.t.app, &f.tenant, request, Some(Attribution::Referral { referrer: a }), actor, &ctx)
+        .await
+        .unwrap();
+    assert_eq!(f.grants("o-rec-b").await, Vec::<i64>::new(), "the handler died before the rewards");
+    // WeChat's retries (another CreateTime: another dedup key, so each is processed).
+    for age_s in [3, 1] {
+        let mut retry = PushMessage::new(MessageKind::Subscribe, "o-rec-b");
+        retry.create_time = Some(chrono::Utc::now().timestamp() - age_s);
+        let r = f.push(&f.request(retry)).await;
+        assert_eq!(r[0].status, Some(200), "{r:?}");
+    }
+    assert_eq!(f.grants("o-rec-b").await, vec![INITIAL_POINTS]);
+    let mut a_grants = f.grants("o-rec-a").await;
+    a_grants.sort_unstable();
+    assert_eq!(a_grants, vec![LEVEL1_POINTS, INITIAL_POINTS], "A: initial + level 1 for B, once");
+    f.t.stop().await;
+}
