@@ -40,6 +40,10 @@ pub struct PgWechatStore {
     referral_lookups: Arc<Batcher<ReferralLookups>>,
 }
 
+/// A released claim is backdated this far: stale for any takeover window
+/// (`CLAIM_STALE_AFTER_S` is 15 s), yet far inside the claims' retention (48 h).
+pub const RELEASED_CLAIM_BACKDATE_S: i64 = 3_600;
+
 /// One finished callback: its claim gets `done_at` and the passive reply.
 pub struct CallbackDone {
     appid: String,
@@ -318,12 +322,18 @@ impl WechatStore for PgWechatStore {
     }
 
     async fn release_callback(&self, appid: &AppId, dedup_key: &str) -> Result<(), PortError> {
-        sqlx::query("DELETE FROM wechat_callback_claims WHERE appid = $1 AND dedup_key = $2 AND done_at IS NULL")
-            .bind(appid.as_str())
-            .bind(dedup_key)
-            .execute(&self.relaxed)
-            .await
-            .map_err(port)?;
+        // Backdated, not deleted: the next try takes the claim over as a dead
+        // handler's, without storing the message a second time.
+        sqlx::query(
+            "UPDATE wechat_callback_claims SET claimed_at = claimed_at - make_interval(secs => $3)
+              WHERE appid = $1 AND dedup_key = $2 AND done_at IS NULL",
+        )
+        .bind(appid.as_str())
+        .bind(dedup_key)
+        .bind(RELEASED_CLAIM_BACKDATE_S as f64)
+        .execute(&self.relaxed)
+        .await
+        .map_err(port)?;
         Ok(())
     }
 

@@ -69,6 +69,16 @@ async fn old_messages_and_claims_are_pruned_in_bounded_batches() {
         "a recent claim stays"
     );
     assert_eq!(claimed_messages().await, 2, "a repeated callback is not stored again");
+    // A handler that failed gives its claim up: the next try takes it, and the
+    // message stays stored once.
+    shard.wechat.release_callback(&appid, "msg:2").await.unwrap();
+    assert_eq!(shard.wechat.claim_callback(&message(now), "msg:2", stale).await.unwrap(), ClaimOutcome::Claimed);
+    assert_eq!(
+        shard.wechat.claim_callback(&message(now), "msg:2", stale).await.unwrap(),
+        ClaimOutcome::InProgress,
+        "the retry holds it now"
+    );
+    assert_eq!(claimed_messages().await, 2, "a released callback is not stored again");
 }
 
 /// Concurrent claims share statements: each key is claimed once (its message

@@ -111,7 +111,8 @@ pub trait WechatStore: Send + Sync {
         reply: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<(), PortError>;
-    /// Gives an unfinished claim up so that WeChat's next try handles the callback.
+    /// Gives an unfinished claim up so that WeChat's next try handles the
+    /// callback (taking the claim over; its message is not stored again).
     async fn release_callback(&self, appid: &AppId, dedup_key: &str) -> Result<(), PortError>;
     /// Deletes claims older than `before`; returns how many.
     async fn prune_callbacks(&self, before: DateTime<Utc>) -> Result<u64, PortError>;
