@@ -90,8 +90,21 @@ SELECT ids.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload, e
       OFFSET 0
   ) e";
 
-/// (sequence, event_type, event_version, payload or state, metadata).
-type ColdRow = (i64, Option<String>, Option<String>, serde_json::Value, Option<serde_json::Value>);
+/// One row of a cold load: the stream's snapshot, or one of its events.
+#[derive(Clone)]
+pub enum ColdRow {
+    Snapshot { sequence: i64, state: serde_json::Value },
+    Event(SerializedEvent),
+}
+
+impl ColdRow {
+    fn sequence(&self) -> i64 {
+        match self {
+            ColdRow::Snapshot { sequence, .. } => *sequence,
+            ColdRow::Event(e) => e.sequence as i64,
+        }
+    }
+}
 
 /// The cold-load statement of one aggregate type, for [`Batcher`].
 pub struct ColdLoads {
@@ -99,6 +112,9 @@ pub struct ColdLoads {
     aggregate_type: &'static str,
     state_version: i32,
 }
+
+/// (aggregate_id, sequence, event_type, event_version, payload or state, metadata).
+type ColdLoadRow = (String, i64, Option<String>, Option<String>, serde_json::Value, Option<serde_json::Value>);
 
 #[async_trait]
 impl BatchStatement for ColdLoads {
@@ -108,20 +124,32 @@ impl BatchStatement for ColdLoads {
     type Output = Vec<ColdRow>;
 
     async fn run(&self, ids: &[String]) -> Result<Vec<Vec<ColdRow>>, PortError> {
-        let rows: Vec<(String, i64, Option<String>, Option<String>, serde_json::Value, Option<serde_json::Value>)> =
-            sqlx::query_as(COLD_LOAD_SQL)
-                .bind(self.aggregate_type)
-                .bind(ids)
-                .bind(self.state_version)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(PortError::new)?;
+        let rows: Vec<ColdLoadRow> = sqlx::query_as(COLD_LOAD_SQL)
+            .bind(self.aggregate_type)
+            .bind(ids)
+            .bind(self.state_version)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(PortError::new)?;
         let mut by_id: HashMap<String, Vec<ColdRow>> = HashMap::new();
         for (id, sequence, event_type, event_version, payload, metadata) in rows {
-            by_id.entry(id).or_default().push((sequence, event_type, event_version, payload, metadata));
+            let row = match (event_type, event_version, metadata) {
+                (None, _, _) => ColdRow::Snapshot { sequence, state: payload },
+                (Some(event_type), Some(event_version), Some(metadata)) => ColdRow::Event(SerializedEvent {
+                    aggregate_id: id.clone(),
+                    sequence: usize::try_from(sequence).map_err(PortError::new)?,
+                    aggregate_type: self.aggregate_type.to_owned(),
+                    event_type,
+                    event_version,
+                    payload,
+                    metadata,
+                }),
+                _ => return Err(PortError::msg(format!("event {id}/{sequence} without version or metadata"))),
+            };
+            by_id.entry(id).or_default().push(row);
         }
         for stream in by_id.values_mut() {
-            stream.sort_by_key(|row| row.0);
+            stream.sort_by_key(ColdRow::sequence);
         }
         // Moved out, not cloned (a long stream is large); an id asked twice in
         // one batch gets a copy for all but its last asker.
@@ -219,17 +247,7 @@ impl<T: EventSourced> PgEventStore<T> {
     /// Folds the events after `version` into `state`, checking contiguity.
     async fn catch_up(&self, aggregate_id: &str, state: &mut T, version: &mut u64) -> Result<u64, StoreError> {
         let tail = self.repo.get_last_events::<Agg<T>>(aggregate_id, *version as usize).await?;
-        let replayed = tail.len() as u64;
-        for serialized in tail {
-            let found = serialized.sequence as u64;
-            if found != *version + 1 {
-                return Err(StoreError::Gap { aggregate_id: aggregate_id.to_owned(), expected: *version + 1, found });
-            }
-            let envelope = EventEnvelope::<Agg<T>>::try_from(serialized)?;
-            state.apply(&envelope.payload.0);
-            *version = found;
-        }
-        Ok(replayed)
+        fold(aggregate_id, state, version, tail)
     }
 
     /// Snapshot + tail in one round trip (a cold load is on the path of every
@@ -238,42 +256,28 @@ impl<T: EventSourced> PgEventStore<T> {
         let rows = self.cold_loads.submit(aggregate_id.to_owned()).await.map_err(StoreError::Load)?;
         let (mut state, mut version) = (T::default(), 0u64);
         let mut rows = rows.into_iter().peekable();
-        if let Some((sequence, None, _, _, _)) = rows.peek() {
-            let sequence = *sequence;
-            if let Some((_, _, _, snapshot, _)) = rows.next() {
-                match serde_json::from_value::<T>(snapshot) {
-                    Ok(snapshot) => (state, version) = (snapshot, sequence as u64),
-                    Err(e) => {
-                        warn!(aggregate_id, error = %e, "unreadable snapshot ignored");
-                        let replayed = self.catch_up(aggregate_id, &mut state, &mut version).await?;
-                        return Ok((state, version, replayed));
-                    }
+        if let Some(ColdRow::Snapshot { sequence, state: snapshot }) =
+            rows.next_if(|row| matches!(row, ColdRow::Snapshot { .. }))
+        {
+            match serde_json::from_value::<T>(snapshot) {
+                Ok(snapshot) => (state, version) = (snapshot, sequence as u64),
+                Err(e) => {
+                    warn!(aggregate_id, error = %e, "unreadable snapshot ignored");
+                    let replayed = self.catch_up(aggregate_id, &mut state, &mut version).await?;
+                    return Ok((state, version, replayed));
                 }
             }
         }
-        let mut replayed = 0;
-        for (sequence, event_type, event_version, payload, metadata) in rows {
-            let found = sequence as u64;
-            if found != version + 1 {
-                return Err(StoreError::Gap { aggregate_id: aggregate_id.to_owned(), expected: version + 1, found });
+        let mut events = Vec::new();
+        for row in rows {
+            match row {
+                ColdRow::Event(event) => events.push(event),
+                ColdRow::Snapshot { .. } => {
+                    return Err(StoreError::Load(PortError::msg(format!("{aggregate_id}: two snapshots"))))
+                }
             }
-            let (Some(event_type), Some(event_version), Some(metadata)) = (event_type, event_version, metadata) else {
-                return Err(StoreError::Gap { aggregate_id: aggregate_id.to_owned(), expected: version + 1, found });
-            };
-            let serialized = SerializedEvent {
-                aggregate_id: aggregate_id.to_owned(),
-                sequence: found as usize,
-                aggregate_type: T::TYPE.to_owned(),
-                event_type,
-                event_version,
-                payload,
-                metadata,
-            };
-            let envelope = EventEnvelope::<Agg<T>>::try_from(serialized)?;
-            state.apply(&envelope.payload.0);
-            version = found;
-            replayed += 1;
         }
+        let replayed = fold(aggregate_id, &mut state, &mut version, events)?;
         Ok((state, version, replayed))
     }
 
@@ -294,6 +298,27 @@ impl<T: EventSourced> PgEventStore<T> {
         self.remember(aggregate_id, state.clone(), version);
         Ok((state, version))
     }
+}
+
+/// Applies `events` (in sequence order, right after `version`) to `state`;
+/// returns how many. A gap is an error: never fold past a missing event.
+fn fold<T: EventSourced>(
+    aggregate_id: &str,
+    state: &mut T,
+    version: &mut u64,
+    events: Vec<SerializedEvent>,
+) -> Result<u64, StoreError> {
+    let replayed = events.len() as u64;
+    for serialized in events {
+        let found = serialized.sequence as u64;
+        if found != *version + 1 {
+            return Err(StoreError::Gap { aggregate_id: aggregate_id.to_owned(), expected: *version + 1, found });
+        }
+        let envelope = EventEnvelope::<Agg<T>>::try_from(serialized)?;
+        state.apply(&envelope.payload.0);
+        *version = found;
+    }
+    Ok(replayed)
 }
 
 fn commit_error<E: std::error::Error>(e: CommitError) -> AggregateError<E> {
