@@ -101,9 +101,15 @@ impl BatchStatement for ReferralLookups {
 
     async fn run(&self, items: &[ReferralLookup]) -> Result<Vec<Option<String>>, PortError> {
         let rows: Vec<(i64, String)> = sqlx::query_as(
+            // A fenced LATERAL probe per item, as the cold loads: a generic plan
+            // made while the table was small must not become a scan of it.
             "SELECT i.ord, v.referrer_id
                FROM unnest($1::text[], $2::text[], $3::timestamptz[]) WITH ORDINALITY AS i(tenant_id, openid, since, ord)
-               JOIN referral_visits v ON v.tenant_id = i.tenant_id AND v.openid = i.openid AND v.visited_at >= i.since",
+              CROSS JOIN LATERAL (
+                  SELECT referrer_id FROM referral_visits
+                   WHERE tenant_id = i.tenant_id AND openid = i.openid AND visited_at >= i.since
+                  OFFSET 0
+              ) v",
         )
         .bind(items.iter().map(|i| i.tenant.as_str()).collect::<Vec<_>>())
         .bind(items.iter().map(|i| i.openid.as_str()).collect::<Vec<_>>())

@@ -349,17 +349,7 @@ async fn subscribe(app: &App, cb: &InboundCallback, scene: Option<&SceneKey>) ->
         // of the registration, before its own initial points).
         let rules = tenant_settings(app, &cb.tenant).await?.points_rules;
         if !state.initial_points_granted {
-            grant_welcome(
-                app,
-                cb,
-                member_id,
-                member_id,
-                rules.initial_points,
-                PointsSource::Initial,
-                "initial",
-                &rules,
-            )
-            .await?;
+            grant_welcome(app, cb, member_id, member_id, Welcome::Initial, &rules).await?;
         }
         if let Some(level1) = state.referrer {
             referral_rewards(app, cb, member_id, level1, &rules).await?;
@@ -386,29 +376,44 @@ async fn referral_rewards(
     rules: &PointsRules,
 ) -> Result<(), WechatOpError> {
     let shard = app.router.route(&cb.tenant)?;
-    let level1_points = rules.referral_level1_points;
-    grant_welcome(app, cb, member_id, level1, level1_points, PointsSource::Referral, "referral-1", rules).await?;
+    grant_welcome(app, cb, member_id, level1, Welcome::ReferralLevel1, rules).await?;
     let (referrer, _) = shard.members.load(&level1.to_string()).await?;
     if let Some(level2) = referrer.referrer.filter(|level2| *level2 != member_id) {
-        let level2_points = rules.referral_level2_points;
-        grant_welcome(app, cb, member_id, level2, level2_points, PointsSource::Referral, "referral-2", rules).await?;
+        grant_welcome(app, cb, member_id, level2, Welcome::ReferralLevel2, rules).await?;
     }
     Ok(())
 }
 
+/// The grants a new member's arrival makes.
+#[derive(Clone, Copy)]
+enum Welcome {
+    Initial,
+    ReferralLevel1,
+    ReferralLevel2,
+}
+
+impl Welcome {
+    /// Points under `rules`, the lot's source, and the label in keys and reasons.
+    fn grant(self, rules: &PointsRules) -> (i64, PointsSource, &'static str) {
+        match self {
+            Welcome::Initial => (rules.initial_points, PointsSource::Initial, "initial"),
+            Welcome::ReferralLevel1 => (rules.referral_level1_points, PointsSource::Referral, "referral-1"),
+            Welcome::ReferralLevel2 => (rules.referral_level2_points, PointsSource::Referral, "referral-2"),
+        }
+    }
+}
+
 /// One welcome grant to `beneficiary` for `member_id`'s arrival, keyed by the
 /// arrival, so a retried callback grants it once.
-#[allow(clippy::too_many_arguments)]
 async fn grant_welcome(
     app: &App,
     cb: &InboundCallback,
     member_id: MemberId,
     beneficiary: MemberId,
-    points: i64,
-    source: PointsSource,
-    label: &str,
+    welcome: Welcome,
     rules: &PointsRules,
 ) -> Result<(), WechatOpError> {
+    let (points, source, label) = welcome.grant(rules);
     let Ok(amount) = PointsAmount::new(points) else { return Ok(()) };
     let ctx = context(cb, &["wechat-reward", label, cb.tenant.as_str(), &member_id.to_string()])?;
     let command = MemberCommand::GrantPoints {
