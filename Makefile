@@ -5,6 +5,7 @@ export CARGO_TARGET_DIR
 WXCM_SECRET_KEY ?= ZGV2LW9ubHkta2V5LWRvLW5vdC11c2UtaW4tcHJvZCE=
 export WXCM_SECRET_KEY
 WXCM := $(CARGO_TARGET_DIR)/debug/wxcm
+WXCM_SIM := $(CARGO_TARGET_DIR)/debug/wxcm-sim
 DEMO_PASSWORD ?= demo-password-123
 SANDBOX_LISTEN ?= 127.0.0.1:9100
 
@@ -14,7 +15,7 @@ services:
 	@scripts/services.sh
 
 build:
-	cargo build -p wxcm-infra --bin wxcm
+	cargo build -p wxcm -p wxcm-simulator
 
 ## The server, ready to use: migrations, a demo tenant with an owner, all roles.
 run: services build
@@ -24,7 +25,7 @@ run: services build
 	  && echo "demo login: tenant demo, user owner, password $(DEMO_PASSWORD)" \
 	  || echo "demo owner already exists"
 	@# WeChat cannot be reached from here: the simulator stands in for it, and every base URL points at it.
-	@$(WXCM) sandbox --listen $(SANDBOX_LISTEN) & sandbox=$$!; trap 'kill $$sandbox 2>/dev/null' EXIT INT TERM; \
+	@$(WXCM_SIM) --listen $(SANDBOX_LISTEN) & sandbox=$$!; trap 'kill $$sandbox 2>/dev/null' EXIT INT TERM; \
 	  echo "wechat simulator on http://$(SANDBOX_LISTEN)"; \
 	  WXCM_WECHAT__API_BASE=http://$(SANDBOX_LISTEN) WXCM_WECHAT__OPEN_BASE=http://$(SANDBOX_LISTEN) \
 	  WXCM_WECHAT__MP_BASE=http://$(SANDBOX_LISTEN) WXCM_WECHAT__PAY_BASE_URL=http://$(SANDBOX_LISTEN) $(WXCM) serve
@@ -33,13 +34,14 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	scripts/check-domain-purity.sh
+	scripts/check-server-deps.sh
 
 test: services lint
 	cargo build --workspace --all-targets
 	cargo test --workspace -- --test-threads=4
 
 bench: services
-	cargo build --release -p wxcm-infra --bin wxcm
+	cargo build --release -p wxcm -p wxcm-bench
 	$(CARGO_TARGET_DIR)/release/wxcm bench ledger | tee $(CARGO_TARGET_DIR)/bench-ledger.out
 	$(CARGO_TARGET_DIR)/release/wxcm bench pipeline
 	@# The gateway's target is a ratio to the ledger's command rate (a) of the run above.

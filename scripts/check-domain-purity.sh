@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The domain crate must stay pure: no runtime, database, HTTP or messaging crates.
+# The domain and protocol crates must stay pure: no runtime, database, HTTP or messaging crates.
 set -euo pipefail
 forbidden='^(tokio|sqlx|axum|hyper|reqwest|async-nats|postgres-es|cqrs-es|sea-query) '
-if cargo tree -p wxcm-domain -e normal --prefix none | grep -E "$forbidden"; then
-  echo "wxcm-domain depends on an I/O crate (above)" >&2
-  exit 1
-fi
-echo "wxcm-domain is pure"
+# The protocol crate (WeChat and Pay wire formats and crypto) is pure as well.
+for crate in wxcm-domain wxcm-protocol; do
+  if cargo tree -p "$crate" -e normal --prefix none | grep -E "$forbidden"; then
+    echo "$crate depends on an I/O crate (above)" >&2
+    exit 1
+  fi
+  echo "$crate is pure"
+done

@@ -15,7 +15,7 @@ use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
 use base64::Engine;
 use libfuzzer_sys::fuzz_target;
-use wxcm_gateways::wechat::crypto::{AesKey, MsgCrypt};
+use wxcm_protocol::wechat::crypto::{AesKey, MsgCrypt};
 
 const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 const APPID: &str = "wxb11529c136998cb6";

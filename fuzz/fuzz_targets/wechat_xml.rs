@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wxcm_gateways::wechat::message::{encrypted_payload, parse_component_event, parse_inbound};
-use wxcm_gateways::wechat::xml::{parse, XmlLimits};
+use wxcm_protocol::wechat::message::{encrypted_payload, parse_component_event, parse_inbound};
+use wxcm_protocol::wechat::xml::{parse, XmlLimits};
 
 fuzz_target!(|data: &[u8]| {
     let limits = XmlLimits::default();

@@ -13,11 +13,14 @@ use chrono::{DateTime, Duration, Utc};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
 use wxcm_commands::ports::{App, Clock};
-use wxcm_infra::app::{Application, BuildOptions, Role, RunningApp};
-use wxcm_infra::config::{Settings, ShardConfig};
-use wxcm_infra::relay::{self, ShardRelay};
-use wxcm_infra::sealer::AesGcmSealer;
 use wxcm_projections::{MemberProjector, ProjectorRuntime};
+use wxcm_server::app::{Application, BuildOptions, Role, RunningApp};
+use wxcm_server::config::{Settings, ShardConfig};
+use wxcm_server::relay::{self, ShardRelay};
+use wxcm_server::sealer::AesGcmSealer;
+
+pub mod simulator;
+pub use simulator::{SimOptions, Simulator};
 
 pub const SUPERUSER_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const STALE_DB_SECS: u64 = 3 * 3600;
@@ -82,7 +85,7 @@ pub async fn fresh_settings(shards: usize) -> Settings {
         let db = format!("wxcm_t_{}_{}_{}", unix_now(), &id[..12], i);
         let mut shard = ShardConfig::local(&db);
         shard.pool_max = 12;
-        wxcm_infra::migrate::run_migrations(&shard.admin_url).await.expect("migrations");
+        wxcm_store::migrate::run_migrations(&shard.admin_url).await.expect("migrations");
         settings.shards.insert(format!("s{i}"), shard);
     }
     settings.default_shard = "s0".into();
@@ -254,10 +257,16 @@ impl TestApp {
 
 /// The `wxcm` binary built next to the test executable (`make test` builds it).
 pub fn wxcm_bin() -> PathBuf {
+    built_bin("wxcm", "wxcm")
+}
+
+/// A binary of the workspace built next to the test executable (`make test`
+/// builds every binary before running the tests).
+pub fn built_bin(name: &str, package: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let bin = dir.join("wxcm");
-    assert!(bin.exists(), "{} not built: run `cargo build -p wxcm-infra` (make test does)", bin.display());
+    let bin = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(bin.exists(), "{} not built: run `cargo build -p {package}` (make test does)", bin.display());
     bin
 }
 
@@ -269,7 +278,7 @@ pub fn settings_file(settings: &Settings) -> tempfile_path::TempPath {
 pub mod tempfile_path {
     use std::path::{Path, PathBuf};
 
-    use wxcm_infra::config::Settings;
+    use wxcm_server::config::Settings;
 
     /// A settings file removed on drop.
     pub struct TempPath(PathBuf);

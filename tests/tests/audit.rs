@@ -14,8 +14,8 @@ use wxcm_domain::member::{
     CardLevel, ExpiryPolicy, MemberCommand, PointsSource, Provenance, RegistrationSource, SpendPurpose,
 };
 use wxcm_domain::{Actor, AmountFen, IdempotencyKey, MemberId, PointsAmount, Reference, TenantId};
-use wxcm_infra::app::{Application, Role};
-use wxcm_infra::config::Settings;
+use wxcm_server::app::{Application, Role};
+use wxcm_server::config::Settings;
 use wxcm_tests::{build, fresh_settings, settings_file, wxcm_bin, TestClock};
 
 const TENANT: &str = "acme";
@@ -284,7 +284,7 @@ async fn verify_passes_a_clean_tenant_and_names_every_tampered_stream() {
     assert_eq!(clean["events"], 11);
     let mut db = f.superuser().await;
     let digest: String =
-        sqlx::query_scalar(wxcm_infra::audit::TENANT_DIGEST_SQL).bind(TENANT).fetch_one(&mut db).await.unwrap();
+        sqlx::query_scalar(wxcm_ops::audit::TENANT_DIGEST_SQL).bind(TENANT).fetch_one(&mut db).await.unwrap();
     assert_eq!(clean["digest"], digest.as_str(), "the SQL recipe computes the same digest");
     let again = json(&f.audit(&["verify", "--tenant", TENANT, "--json"]).await);
     assert_eq!(again["digest"], clean["digest"], "stable between runs");

@@ -10,7 +10,7 @@ use wxcm_commands::ports::App;
 use wxcm_commands::{tenants, CommandContext};
 use wxcm_domain::member::{CardLevel, Member, MemberCommand, Provenance, RegistrationSource};
 use wxcm_domain::{Actor, AmountFen, EventSourced, IdempotencyKey, MemberId, Reference, TenantId};
-use wxcm_infra::app::Role;
+use wxcm_server::app::Role;
 use wxcm_tests::{build, fresh_settings, TestClock};
 
 fn ctx(tenant: &TenantId) -> CommandContext {

@@ -12,8 +12,8 @@ use wxcm_commands::members::{self, RegisterRequest};
 use wxcm_commands::{tenants, CommandContext};
 use wxcm_domain::member::{CardLevel, MemberCommand, Provenance, RegistrationSource};
 use wxcm_domain::{Actor, AmountFen, IdempotencyKey, MemberId, Reference, TenantId};
-use wxcm_infra::app::Role;
-use wxcm_infra::reconcile;
+use wxcm_ops::reconcile;
+use wxcm_server::app::Role;
 use wxcm_tests::{build, fresh_settings, TestClock};
 
 const NATS_SERVER: &str = "/usr/sbin/nats-server";

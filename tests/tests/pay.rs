@@ -24,8 +24,8 @@ use wxcm_commands::CommandContext;
 use wxcm_domain::member::{CardLevel, Provenance, RegistrationSource};
 use wxcm_domain::payment::{PaidVia, PayApiVersion, PaymentCommand, PaymentStatus};
 use wxcm_domain::{Actor, AmountFen, AppId, IdempotencyKey, MemberId, OpenId, OutTradeNo, PayRef, Reference, TenantId};
-use wxcm_gateways::pay::{v2, v3};
-use wxcm_infra::app::Role;
+use wxcm_protocol::pay::{v2, v3};
+use wxcm_server::app::Role;
 use wxcm_tests::{build, fresh_settings, spawn_app_on, TestClock};
 
 const APPID: &str = "wx0123456789abcdef";
@@ -34,8 +34,8 @@ const AMOUNT_FEN: i64 = 1_000;
 const API_V2_KEY: &str = "192006250b4c09247ec02edce69f6a2d";
 const API_V3_KEY: &str = "0123456789abcdef0123456789abcdef";
 const PLATFORM_SERIAL: &str = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1";
-const PLATFORM_PRIVATE_PEM: &str = include_str!("../../gateways/src/pay/testdata/platform_private.pem");
-const PLATFORM_PUBLIC_PEM: &str = include_str!("../../gateways/src/pay/testdata/platform_public.pem");
+const PLATFORM_PRIVATE_PEM: &str = include_str!("../../gateways/testdata/platform_private.pem");
+const PLATFORM_PUBLIC_PEM: &str = include_str!("../../gateways/testdata/platform_public.pem");
 
 fn ctx(tenant: &TenantId) -> CommandContext {
     let key = IdempotencyKey::parse(&format!("test-{}", uuid::Uuid::new_v4())).unwrap();

@@ -13,19 +13,20 @@ use serde_json::{json, Value};
 use wxcm_commands::pay_port::{
     JsapiOrderRequest, MerchantCredentials, PayApi, PayGateway, PayPortError, RefundRequest, RemoteTradeState,
 };
-use wxcm_gateways::pay::client::{PayClientSettings, WechatPayClient};
-use wxcm_gateways::pay::sandbox::{self, PaySandbox, SandboxServer};
-use wxcm_gateways::pay::{v2, v3, JsapiParams};
+use wxcm_outbound::pay::{PayClientSettings, WechatPayClient};
+use wxcm_protocol::pay::{v2, v3, JsapiParams};
+use wxcm_simulator::pay::RETRY_ATTEMPTS_MAX;
+use wxcm_tests::Simulator;
 
-const MERCHANT_PRIVATE_PEM: &str = include_str!("../../gateways/src/pay/testdata/other_private.pem");
-const MERCHANT_PUBLIC_PEM: &str = include_str!("../../gateways/src/pay/testdata/other_public.pem");
+const MERCHANT_PRIVATE_PEM: &str = include_str!("../../gateways/testdata/other_private.pem");
+const MERCHANT_PUBLIC_PEM: &str = include_str!("../../gateways/testdata/other_public.pem");
 const APPID: &str = "wx0123456789abcdef";
 const MCH_ID: &str = "1900000109";
 const V2_KEY: &str = "192006250b4c09247ec02edce69f6a2d";
 const V3_KEY: &str = "0123456789abcdef0123456789abcdef";
 
 struct Setup {
-    server: SandboxServer,
+    server: Simulator,
     client: WechatPayClient,
     http: reqwest::Client,
     platform_serial: String,
@@ -33,7 +34,7 @@ struct Setup {
 
 impl Setup {
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.server.base_url())
+        format!("{}{path}", self.server.base_url)
     }
 
     async fn pay(&self, out_trade_no: &str, body: Value) -> reqwest::Response {
@@ -46,11 +47,10 @@ fn settings(base_url: String) -> PayClientSettings {
 }
 
 async fn setup() -> Setup {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = sandbox::serve(listener, PaySandbox::new().unwrap()).await.unwrap();
+    let server = Simulator::start().await;
     let http = reqwest::Client::new();
     let res = http
-        .post(format!("{}/sandbox/pay/merchants", server.base_url()))
+        .post(format!("{}/sandbox/pay/merchants", server.base_url))
         .json(&json!({
             "mch_id": MCH_ID, "appid": APPID, "api_v2_key": V2_KEY, "api_v3_key": V3_KEY,
             "merchant_public_key_pem": MERCHANT_PUBLIC_PEM,
@@ -60,9 +60,9 @@ async fn setup() -> Setup {
         .unwrap();
     assert_eq!(res.status(), StatusCode::NO_CONTENT, "{}", res.text().await.unwrap());
     let platform: Value =
-        http.get(format!("{}/sandbox/pay/platform", server.base_url())).send().await.unwrap().json().await.unwrap();
+        http.get(format!("{}/sandbox/pay/platform", server.base_url)).send().await.unwrap().json().await.unwrap();
     let serial = platform["serial"].as_str().unwrap().to_owned();
-    let client = WechatPayClient::new(settings(server.base_url()))
+    let client = WechatPayClient::new(settings(server.base_url.clone()))
         .unwrap()
         .with_platform_key(&serial, platform["public_key_pem"].as_str().unwrap())
         .unwrap();
@@ -233,7 +233,7 @@ async fn requests_the_simulator_cannot_authenticate_are_refused() {
     let o = order(PayApi::V2, "R2bad000000001", 100, "http://127.0.0.1:9/n");
     assert_eq!(refused_code(s.client.create_jsapi_order(&wrong_v2, &o).await.unwrap_err()), "FAIL");
     // v3 signed with a key the simulator does not know for this merchant.
-    let platform_private = include_str!("../../gateways/src/pay/testdata/platform_private.pem");
+    let platform_private = include_str!("../../gateways/testdata/platform_private.pem");
     let wrong_v3 = MerchantCredentials { merchant_private_key_pem: Some(platform_private.into()), ..merchant() };
     let o = order(PayApi::V3, "R3bad000000001", 100, "http://127.0.0.1:9/n");
     assert_eq!(refused_code(s.client.create_jsapi_order(&wrong_v3, &o).await.unwrap_err()), "SIGN_ERROR");
@@ -250,7 +250,7 @@ async fn requests_the_simulator_cannot_authenticate_are_refused() {
 async fn a_v3_answer_whose_signature_does_not_verify_is_refused() {
     let s = setup().await;
     // The client trusts another key under the simulator's serial: every answer fails its check.
-    let client = WechatPayClient::new(settings(s.server.base_url()))
+    let client = WechatPayClient::new(settings(s.server.base_url.clone()))
         .unwrap()
         .with_platform_key(&s.platform_serial, MERCHANT_PUBLIC_PEM)
         .unwrap();
@@ -258,7 +258,7 @@ async fn a_v3_answer_whose_signature_does_not_verify_is_refused() {
     let err = client.create_jsapi_order(&merchant(), &o).await.unwrap_err();
     assert!(matches!(err, PayPortError::BadAnswer(_)), "{err:?}");
     // An unknown serial is refused too.
-    let client = WechatPayClient::new(settings(s.server.base_url()))
+    let client = WechatPayClient::new(settings(s.server.base_url.clone()))
         .unwrap()
         .with_platform_key("ANOTHER-SERIAL", s.server_platform_pem().await.as_str())
         .unwrap();
@@ -472,8 +472,8 @@ async fn refused_notifications_are_retried_until_the_bound_when_asked() {
     s.client.create_jsapi_order(&merchant(), &o).await.unwrap();
     let report: Value = s.pay(&o.out_trade_no, json!({"retry_until_success": true})).await.json().await.unwrap();
     let deliveries = report["deliveries"].as_array().unwrap();
-    assert_eq!(deliveries.len(), sandbox::RETRY_ATTEMPTS_MAX as usize);
+    assert_eq!(deliveries.len(), RETRY_ATTEMPTS_MAX as usize);
     assert!(deliveries.iter().all(|d| d["status"] == 500 && d["accepted"] == false));
-    assert_eq!(rec.received.lock().unwrap().len(), sandbox::RETRY_ATTEMPTS_MAX as usize);
+    assert_eq!(rec.received.lock().unwrap().len(), RETRY_ATTEMPTS_MAX as usize);
     task.abort();
 }

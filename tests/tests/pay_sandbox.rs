@@ -15,9 +15,8 @@ use wxcm_commands::CommandContext;
 use wxcm_domain::member::{CardLevel, RegistrationSource};
 use wxcm_domain::payment::{PayApiVersion, PaymentStatus};
 use wxcm_domain::{Actor, AmountFen, AppId, IdempotencyKey, MemberId, OpenId, OutTradeNo, TenantId};
-use wxcm_gateways::pay::client::{PayClientSettings, WechatPayClient};
-use wxcm_gateways::pay::sandbox::{MerchantRegistration, PaySandbox};
-use wxcm_tests::{fresh_settings, spawn_app_on, TestApp};
+use wxcm_outbound::pay::{PayClientSettings, WechatPayClient};
+use wxcm_tests::{fresh_settings, spawn_app_on, Simulator, TestApp};
 
 const APPID: &str = "wx0123456789abcdef";
 const MCH_ID: &str = "1900000109";
@@ -26,8 +25,8 @@ const API_V3_KEY: &str = "0123456789abcdef0123456789abcdef";
 const AMOUNT_FEN: i64 = 2_500;
 /// The merchant's own API v3 key pair (Pay verifies the merchant's requests with the public half).
 const MERCHANT_SERIAL: &str = "3775B6A45ACD588826D15E583A95F5DD2A9F7FA6";
-const MERCHANT_PRIVATE_PEM: &str = include_str!("../../gateways/src/pay/testdata/other_private.pem");
-const MERCHANT_PUBLIC_PEM: &str = include_str!("../../gateways/src/pay/testdata/other_public.pem");
+const MERCHANT_PRIVATE_PEM: &str = include_str!("../../gateways/testdata/other_private.pem");
+const MERCHANT_PUBLIC_PEM: &str = include_str!("../../gateways/testdata/other_public.pem");
 
 fn ctx(tenant: &TenantId) -> CommandContext {
     let key = IdempotencyKey::parse(&format!("test-{}", uuid::Uuid::new_v4())).unwrap();
@@ -41,25 +40,27 @@ struct World {
     tenant: TenantId,
     member: MemberId,
     openid: OpenId,
-    _server: wxcm_gateways::pay::sandbox::SandboxServer,
+    _server: Simulator,
 }
 
 async fn world(tenant: &str) -> World {
-    let sandbox = PaySandbox::new().unwrap();
-    sandbox
-        .register_merchant(MerchantRegistration {
-            mch_id: MCH_ID.into(),
-            appid: APPID.into(),
-            api_v2_key: Some(API_V2_KEY.into()),
-            api_v3_key: Some(API_V3_KEY.into()),
-            merchant_public_key_pem: Some(MERCHANT_PUBLIC_PEM.into()),
-        })
+    let server = Simulator::start().await;
+    let sandbox_url = server.base_url.clone();
+    let http = reqwest::Client::new();
+    let res = http
+        .post(format!("{sandbox_url}/sandbox/pay/merchants"))
+        .json(&serde_json::json!({
+            "mch_id": MCH_ID, "appid": APPID, "api_v2_key": API_V2_KEY, "api_v3_key": API_V3_KEY,
+            "merchant_public_key_pem": MERCHANT_PUBLIC_PEM,
+        }))
+        .send()
+        .await
         .unwrap();
-    let platform_serial = sandbox.platform_serial().to_owned();
-    let platform_pem = sandbox.platform_public_key_pem().to_owned();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = wxcm_gateways::pay::sandbox::serve(listener, sandbox).await.unwrap();
-    let sandbox_url = server.base_url();
+    assert!(res.status().is_success(), "registering the merchant: {}", res.status());
+    let platform: serde_json::Value =
+        http.get(format!("{sandbox_url}/sandbox/pay/platform")).send().await.unwrap().json().await.unwrap();
+    let platform_serial = platform["serial"].as_str().unwrap().to_owned();
+    let platform_pem = platform["public_key_pem"].as_str().unwrap().to_owned();
     let mut settings = fresh_settings(1).await;
     settings.wechat.pay_base_url = sandbox_url.clone();
     let t = spawn_app_on(settings).await;

@@ -16,9 +16,9 @@ use wxcm_commands::{tenants, CommandContext};
 use wxcm_domain::member::SpendPurpose;
 use wxcm_domain::member::{CardLevel, ExpiryPolicy, MemberCommand, PointsSource, Provenance, RegistrationSource};
 use wxcm_domain::{Actor, AmountFen, IdempotencyKey, MemberId, PointsAmount, Reference, TenantId};
-use wxcm_infra::app::{Application, Role};
-use wxcm_infra::relay::{self, ShardRelay};
 use wxcm_projections::{load_events, BatchReport, MemberProjector, ProjectorRuntime, RelayedEvent};
+use wxcm_server::app::{Application, Role};
+use wxcm_server::relay::{self, ShardRelay};
 use wxcm_tests::{build, fresh_settings, TestClock};
 
 const NATS_URL: &str = "nats://127.0.0.1:4222";
@@ -434,7 +434,7 @@ async fn a_projector_restarted_between_commit_and_ack_leaves_no_duplicate() {
     assert_eq!(h.ledger_sequences(a).await, vec![2, 3, 4, 5, 6], "no duplicate ledger line");
     assert_eq!(h.balance(a).await, Some(150));
     assert_eq!(h.checkpoint(&a.to_string()).await, Some(6));
-    assert!(wxcm_infra::reconcile::reconcile(&h.application.settings, &h.tenant).await.expect("reconcile").is_clean());
+    assert!(wxcm_ops::reconcile::reconcile(&h.application.settings, &h.tenant).await.expect("reconcile").is_clean());
     h.finish().await;
 }
 
@@ -486,7 +486,7 @@ async fn a_parked_stream_waits_for_the_operator_then_catches_up() {
     let report = h.project_all(&mut projector).await;
     assert_eq!((report.applied, report.parked), (1, 0), "{report:?}");
     assert_eq!(h.balance(a).await, Some(35));
-    assert!(wxcm_infra::reconcile::reconcile(&h.application.settings, &h.tenant).await.expect("reconcile").is_clean());
+    assert!(wxcm_ops::reconcile::reconcile(&h.application.settings, &h.tenant).await.expect("reconcile").is_clean());
     h.finish().await;
 }
 

@@ -18,11 +18,11 @@ use wxcm_domain::member::{
     Attribution, CardLevel, ExpiryPolicy, MemberCommand, PointsSource, Provenance, RegistrationSource, SpendPurpose,
 };
 use wxcm_domain::{Actor, AmountFen, IdempotencyKey, MemberId, OpenId, PointsAmount, Reference, SceneKey, TenantId};
-use wxcm_infra::app::{Application, Role};
-use wxcm_infra::projection_ops;
-use wxcm_infra::reconcile::{self, ReconcileReport};
-use wxcm_infra::relay::{self, ShardRelay};
+use wxcm_ops::reconcile::{self, ReconcileReport};
 use wxcm_projections::{BatchReport, MemberProjector, ProjectorRuntime};
+use wxcm_server::app::{Application, Role};
+use wxcm_server::projection_ops;
+use wxcm_server::relay::{self, ShardRelay};
 use wxcm_tests::{build, fresh_settings, settings_file, wxcm_bin, TestClock};
 
 const NATS_URL: &str = "nats://127.0.0.1:4222";

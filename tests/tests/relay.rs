@@ -17,8 +17,8 @@ use wxcm_commands::members::{self, RegisterRequest};
 use wxcm_commands::{tenants, CommandContext};
 use wxcm_domain::member::{CardLevel, MemberCommand, Provenance, RegistrationSource};
 use wxcm_domain::{Actor, AmountFen, IdempotencyKey, MemberId, Reference, TenantId};
-use wxcm_infra::app::{Application, Role};
-use wxcm_infra::relay::{self, RelayReport, RelayedEvent, ShardRelay};
+use wxcm_server::app::{Application, Role};
+use wxcm_server::relay::{self, RelayReport, RelayedEvent, ShardRelay};
 use wxcm_tests::{build, fresh_settings, TestClock};
 
 const NATS_URL: &str = "nats://127.0.0.1:4222";

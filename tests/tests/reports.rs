@@ -17,10 +17,10 @@ use wxcm_commands::{auth, tenants, CommandContext};
 use wxcm_domain::member::SpendPurpose;
 use wxcm_domain::member::{CardLevel, ExpiryPolicy, MemberCommand, PointsSource, Provenance, RegistrationSource};
 use wxcm_domain::{Actor, AmountFen, IdempotencyKey, MemberId, OpenId, PointsAmount, Reference, TenantId};
-use wxcm_infra::app::{Application, Role, RunningApp};
-use wxcm_infra::relay::{self, ShardRelay};
 use wxcm_projections::daily::merchant_day;
 use wxcm_projections::{MemberProjector, ProjectorRuntime};
+use wxcm_server::app::{Application, Role, RunningApp};
+use wxcm_server::relay::{self, ShardRelay};
 use wxcm_tests::{build, fresh_settings, TestClock};
 
 const NATS_URL: &str = "nats://127.0.0.1:4222";

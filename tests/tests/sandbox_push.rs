@@ -11,8 +11,7 @@ use wxcm_commands::ports::Role;
 use wxcm_commands::wechat::{self as usecase, KeywordRule, MatchMode, ReplyContent, ReplyRules};
 use wxcm_commands::{auth, tenants, CommandContext};
 use wxcm_domain::{Actor, AppId, OpenId, TenantId};
-use wxcm_gateways::sandbox::{self, SandboxConfig};
-use wxcm_tests::{spawn_app, TestApp};
+use wxcm_tests::{spawn_app, Simulator, TestApp};
 
 const TENANT: &str = "star-cinema";
 const APPID: &str = "wx00112233445566ff";
@@ -51,9 +50,8 @@ async fn bound_app() -> (TestApp, TenantId) {
     (t, tenant)
 }
 
-async fn simulator() -> sandbox::SandboxHandle {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    sandbox::serve(listener, SandboxConfig::default()).await.unwrap()
+async fn simulator() -> Simulator {
+    Simulator::start().await
 }
 
 #[tokio::test]
@@ -117,7 +115,7 @@ struct TicketRecorder {
 }
 
 #[async_trait]
-impl wxcm_gateways::WechatOutbound for TicketRecorder {
+impl wxcm_http::WechatOutbound for TicketRecorder {
     async fn send_custom_message(&self, _: &AppId, _: &OpenId, _: &ReplyContent) -> Result<(), String> {
         Ok(())
     }
@@ -136,7 +134,7 @@ impl wxcm_gateways::WechatOutbound for TicketRecorder {
 struct AlwaysReady;
 
 #[async_trait]
-impl wxcm_gateways::Readiness for AlwaysReady {
+impl wxcm_http::Readiness for AlwaysReady {
     async fn check(&self) -> Result<(), String> {
         Ok(())
     }
@@ -147,17 +145,16 @@ impl wxcm_gateways::Readiness for AlwaysReady {
 async fn component_events_pushed_through_the_control_api_reach_the_gateway() {
     let t = spawn_app().await;
     let recorder = Arc::new(TicketRecorder::default());
-    let settings = wxcm_gateways::WechatSettings {
-        component: Some(wxcm_gateways::ComponentCredentials {
+    let settings = wxcm_http::WechatSettings {
+        component: Some(wxcm_http::ComponentCredentials {
             appid: COMPONENT_APPID.into(),
             token: COMPONENT_TOKEN.into(),
             encoding_aes_key: AES_KEY.into(),
         }),
         ..Default::default()
     };
-    let edge = Arc::new(wxcm_gateways::WechatEdge::new(settings, Some(recorder.clone()), t.app.clock.clone()));
-    let router =
-        wxcm_gateways::router_with(t.app.clone(), Arc::new(AlwaysReady), wxcm_gateways::HttpSettings::default(), edge);
+    let edge = Arc::new(wxcm_http::WechatEdge::new(settings, Some(recorder.clone()), t.app.clock.clone()));
+    let router = wxcm_http::router_with(t.app.clone(), Arc::new(AlwaysReady), wxcm_http::HttpSettings::default(), edge);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gateway = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(async move {

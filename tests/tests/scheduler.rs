@@ -9,7 +9,7 @@ use wxcm_commands::ports::App;
 use wxcm_commands::{tenants, CommandContext};
 use wxcm_domain::member::{CardLevel, ExpiryPolicy, MemberCommand, PointsSource, Provenance, RegistrationSource};
 use wxcm_domain::{Actor, IdempotencyKey, MemberId, OpenId, PointsAmount, Reference, TenantId};
-use wxcm_infra::app::Role;
+use wxcm_server::app::Role;
 use wxcm_tests::{build, fresh_settings, TestClock};
 
 fn ctx(tenant: &TenantId) -> CommandContext {

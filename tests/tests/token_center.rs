@@ -6,28 +6,28 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use wxcm_gateways::sandbox::{serve, SandboxConfig, SandboxHandle, SandboxStats};
-use wxcm_gateways::wechat_api::tokens::{StaticTokenSources, TokenCenter, TokenCenterConfig, TokenKey, TokenStore};
-use wxcm_gateways::wechat_api::{Account, ClientConfig, WechatClient, WechatError, WechatHttp};
-use wxcm_infra::shards::pool_for;
-use wxcm_infra::tokens::PgTokenStore;
+use wxcm_outbound::wechat::tokens::{StaticTokenSources, TokenCenter, TokenCenterConfig, TokenKey, TokenStore};
+use wxcm_outbound::wechat::{Account, ClientConfig, WechatClient, WechatError, WechatHttp};
+use wxcm_server::shards::pool_for;
+use wxcm_simulator::wechat::SandboxStats;
+use wxcm_store::tokens::PgTokenStore;
+use wxcm_tests::{SimOptions, Simulator};
 
 const APPID: &str = "wxtokencenter01";
 const SECRET: &str = "token-center-secret";
 const MENU_GET: &str = "/cgi-bin/menu/get";
 
 struct World {
-    sandbox: SandboxHandle,
+    sandbox: Simulator,
     store: Arc<PgTokenStore>,
     http: reqwest::Client,
 }
 
-async fn world(config: SandboxConfig) -> World {
+async fn world(options: SimOptions) -> World {
     let settings = wxcm_tests::fresh_settings(1).await;
     let control_shard = &settings.shards[&settings.default_shard];
     let pool = pool_for(&control_shard.url, 8).expect("pool");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let sandbox = serve(listener, config).await.expect("sandbox");
+    let sandbox = Simulator::start_with(options).await;
     let http = reqwest::Client::new();
     let w = World { sandbox, store: Arc::new(PgTokenStore::new(pool)), http };
     w.control("/sandbox/apps", json!({"appid": APPID, "secret": SECRET})).await;
@@ -109,8 +109,8 @@ fn account() -> Account {
     Account::Direct(APPID.into())
 }
 
-fn strict() -> SandboxConfig {
-    SandboxConfig { token_grace_secs: 0, ..SandboxConfig::default() }
+fn strict() -> SimOptions {
+    SimOptions { token_grace_secs: 0, ..SimOptions::default() }
 }
 
 #[tokio::test]
@@ -151,7 +151,7 @@ async fn a_storm_of_40001_causes_one_refresh_not_one_per_caller() {
 
 #[tokio::test]
 async fn busy_is_retried_then_succeeds() {
-    let w = world(SandboxConfig::default()).await;
+    let w = world(SimOptions::default()).await;
     let a = w.node("node-a", |_| {});
     a.menu_create(&account(), &json!({"button": []})).await.expect("menu create");
     w.fault(MENU_GET, -1, 2, 0).await;
@@ -165,7 +165,7 @@ async fn busy_is_retried_then_succeeds() {
 
 #[tokio::test]
 async fn quota_exhausted_is_surfaced_without_a_retry_storm() {
-    let w = world(SandboxConfig::default()).await;
+    let w = world(SimOptions::default()).await;
     let a = w.node("node-a", |_| {});
     a.tokens().get(&key()).await.expect("token");
     w.fault(MENU_GET, 45009, 1_000, 0).await;
@@ -182,7 +182,7 @@ async fn quota_exhausted_is_surfaced_without_a_retry_storm() {
 #[tokio::test]
 async fn the_lease_holder_refreshes_ahead_of_expiry() {
     // Tokens live 4 s; a node refreshes when less than 3 s are left.
-    let w = world(SandboxConfig { token_expires_in_secs: 4, token_grace_secs: 0, ..SandboxConfig::default() }).await;
+    let w = world(SimOptions { token_expires_in_secs: 4, token_grace_secs: 0 }).await;
     let tune = |c: &mut TokenCenterConfig| {
         c.refresh_ahead_ms = 3_000;
         c.cache_ttl_ms = 100;
@@ -222,7 +222,7 @@ async fn a_lease_left_by_a_stopped_holder_is_taken_over_when_it_expires() {
 
 #[tokio::test]
 async fn authorizer_refresh_tokens_are_stored_sealed() {
-    let w = world(SandboxConfig::default()).await;
+    let w = world(SimOptions::default()).await;
     let component = "wxcomponent0001";
     w.control("/sandbox/apps", json!({"appid": component, "secret": "component-secret"})).await;
     let ticket = w.control("/sandbox/component/ticket", json!({"component_appid": component})).await;

@@ -10,11 +10,10 @@ use serde_json::{json, Value};
 use wxcm_commands::ports::Role;
 use wxcm_commands::{auth, tenants, CommandContext};
 use wxcm_domain::{Actor, MemberId, OpenId, TenantId};
-use wxcm_gateways::sandbox::{serve, SandboxConfig, SandboxHandle};
-use wxcm_gateways::wechat_api::tokens::{MemoryTokenStore, StaticTokenSources, TokenCenter, TokenCenterConfig};
-use wxcm_gateways::wechat_api::{ClientConfig, WechatClient, WechatHttp};
-use wxcm_gateways::{ClientOutbound, HttpSettings, Readiness, WechatEdge, WechatSettings};
-use wxcm_tests::{spawn_app, TestApp};
+use wxcm_http::{ClientOutbound, HttpSettings, Readiness, WechatEdge, WechatSettings};
+use wxcm_outbound::wechat::tokens::{MemoryTokenStore, StaticTokenSources, TokenCenter, TokenCenterConfig};
+use wxcm_outbound::wechat::{ClientConfig, WechatClient, WechatHttp};
+use wxcm_tests::{spawn_app, Simulator, TestApp};
 
 const TENANT: &str = "qr-cinema";
 const APPID: &str = "wx00112233aabbccdd";
@@ -35,7 +34,7 @@ impl Readiness for Ready {
 
 struct World {
     t: TestApp,
-    sandbox: SandboxHandle,
+    sandbox: Simulator,
     base: String,
     http: reqwest::Client,
     center: Arc<TokenCenter>,
@@ -45,8 +44,7 @@ struct World {
 impl World {
     async fn new() -> World {
         let t = spawn_app().await;
-        let sandbox =
-            serve(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(), SandboxConfig::default()).await.unwrap();
+        let sandbox = Simulator::start().await;
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
         for (appid, secret) in [(APPID, APP_SECRET), (COMPONENT, COMPONENT_SECRET)] {
             let r = http
@@ -83,7 +81,7 @@ impl World {
             ClientOutbound::new(WechatClient::new(transport, center.clone()), Some(COMPONENT.into()), &base);
         outbound.follow_url_template = Some(FOLLOW_URL.into());
         let edge = Arc::new(WechatEdge::new(WechatSettings::default(), Some(Arc::new(outbound)), t.app.clock.clone()));
-        let router = wxcm_gateways::router_with(t.app.clone(), Arc::new(Ready), HttpSettings::default(), edge);
+        let router = wxcm_http::router_with(t.app.clone(), Arc::new(Ready), HttpSettings::default(), edge);
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });

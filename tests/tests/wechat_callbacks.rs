@@ -15,7 +15,7 @@ use wxcm_commands::{auth, tenants, CommandContext};
 use wxcm_domain::member::{Attribution, ExpiryPolicy};
 use wxcm_domain::tenant::{PointsRules, TenantCommand};
 use wxcm_domain::{Actor, AppId, MemberId, OpenId, SceneKey, TenantId};
-use wxcm_gateways::sandbox::callbacks::{
+use wxcm_simulator::wechat::callbacks::{
     MessageKind, PushMessage, PushMode, PushRequest, PushResponse, Pusher, Tamper,
 };
 use wxcm_tests::{spawn_app_with_projections, TestApp};
@@ -291,7 +291,7 @@ async fn keyword_and_default_replies_in_every_mode() {
 async fn url_verification_echoes_and_unknown_accounts_are_404() {
     let f = fixture().await;
     let (ts, nonce) = (chrono::Utc::now().timestamp().to_string(), "12345");
-    let sig = wxcm_gateways::wechat::crypto::signature(TOKEN, &ts, nonce);
+    let sig = wxcm_protocol::wechat::crypto::signature(TOKEN, &ts, nonce);
     let url = format!("/wechat/mp/{APPID}?signature={sig}&timestamp={ts}&nonce={nonce}&echostr=echo-4711");
     let res = f.t.http.get(f.t.url(&url)).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
@@ -331,7 +331,7 @@ struct RecordingOutbound {
 }
 
 #[async_trait]
-impl wxcm_gateways::WechatOutbound for RecordingOutbound {
+impl wxcm_http::WechatOutbound for RecordingOutbound {
     async fn send_custom_message(&self, _appid: &AppId, openid: &OpenId, reply: &ReplyContent) -> Result<(), String> {
         self.sent.lock().map_err(|e| e.to_string())?.push((openid.as_str().to_owned(), reply.clone()));
         Ok(())
@@ -350,7 +350,7 @@ impl wxcm_gateways::WechatOutbound for RecordingOutbound {
 struct AlwaysReady;
 
 #[async_trait]
-impl wxcm_gateways::Readiness for AlwaysReady {
+impl wxcm_http::Readiness for AlwaysReady {
     async fn check(&self) -> Result<(), String> {
         Ok(())
     }
@@ -368,14 +368,10 @@ async fn a_slow_reply_is_answered_success_in_time_and_sent_through_customer_serv
     };
     usecase::save_reply_rules(&f.t.app, &f.tenant, &rules, "test").await.unwrap();
     let outbound = Arc::new(RecordingOutbound::default());
-    let settings = wxcm_gateways::WechatSettings { reply_budget_ms: 1, ..Default::default() };
-    let edge = Arc::new(wxcm_gateways::WechatEdge::new(settings, Some(outbound.clone()), f.t.app.clock.clone()));
-    let router = wxcm_gateways::router_with(
-        f.t.app.clone(),
-        Arc::new(AlwaysReady),
-        wxcm_gateways::HttpSettings::default(),
-        edge,
-    );
+    let settings = wxcm_http::WechatSettings { reply_budget_ms: 1, ..Default::default() };
+    let edge = Arc::new(wxcm_http::WechatEdge::new(settings, Some(outbound.clone()), f.t.app.clock.clone()));
+    let router =
+        wxcm_http::router_with(f.t.app.clone(), Arc::new(AlwaysReady), wxcm_http::HttpSettings::default(), edge);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(async move { axum_serve(listener, router).await });

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::{Duration, Utc};
 use wxcm_commands::wechat::{ClaimOutcome, StoredMessage};
 use wxcm_domain::{AppId, OpenId, TenantId};
-use wxcm_infra::app::Role;
+use wxcm_server::app::Role;
 use wxcm_tests::{build, fresh_settings, TestClock};
 
 #[tokio::test]

@@ -1,0 +1,240 @@
+//! The HTTP edge of wxcm: the admin API over the application layer
+//! (`wxcm-commands`). It parses and bounds every input, authenticates the
+//! bearer session, checks the role, and maps every outcome to one JSON error
+//! shape. It never talks to a database: everything goes through `commands`.
+//!
+//! Code map:
+//! - [`router`] and [`HttpSettings`]: the public entry points (the
+//!   composition root in `infra` serves the router, with
+//!   `into_make_service_with_connect_info::<SocketAddr>()` so login is rate
+//!   limited per client address);
+//! - `routes`: handlers, one module per resource, each with its
+//!   `#[utoipa::path]`;
+//! - `extract`: extractors that reject with `ApiError` (JSON, path, query,
+//!   session + permission, idempotency key, correlation id);
+//! - `permissions`: the role × permission table;
+//! - `dto`: request bodies and their validation into domain values, response DTOs;
+//! - `error`: `ApiError` and the status mapping;
+//! - `ratelimit`: bounded keyed login limiters;
+//! - `middleware`: correlation ids, timeout, JSON fallbacks, panics;
+//! - `openapi`: the document behind [`openapi_json`];
+//! - [`pay`]: WeChat Pay v2/v3 protocol crypto (pure functions: signatures,
+//!   resource and `req_info` ciphers, pay parameters).
+//! - [`wechat`]: the WeChat callback protocol as pure functions (XML, crypto,
+//!   typed messages, replies).
+//! - [`wechat_outbound`]: [`ClientOutbound`], the [`WechatOutbound`] of a node
+//!   over the real client (callbacks' late replies, component chain, and the
+//!   admin API's QR codes, menus, OAuth and authorization start).
+//!
+//! Invariants: the session's tenant is the only tenant a request can reach;
+//! no handler runs a command before its input is validated; no response
+//! carries a secret, a token other than the one just issued, or an internal
+//! error detail.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+mod dto;
+mod error;
+mod extract;
+mod middleware;
+mod openapi;
+mod permissions;
+mod ratelimit;
+mod routes;
+mod state;
+#[cfg(test)]
+mod tests;
+pub mod wechat_edge;
+pub mod wechat_outbound;
+
+use ratelimit::LoginLimiter;
+pub use routes::member_api::MemberPorts;
+use routes::{
+    health, member_api, members, pay_notify, payments, reports, session, tenant, wechat_admin, wechat_callback,
+};
+use state::{AppSessions, AppState, SessionResolver};
+pub use wechat_edge::{ComponentCredentials, WechatEdge, WechatOutbound, WechatSettings};
+pub use wechat_outbound::ClientOutbound;
+
+/// Default request body limit (64 KiB).
+pub const BODY_BYTES_MAX_DEFAULT: usize = 64 * 1024;
+/// Default login attempts per minute, per client address and per user.
+pub const LOGIN_ATTEMPTS_PER_MINUTE_DEFAULT: u32 = 10;
+/// Default time a request may take before it is answered 503 `timeout`.
+pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// Prefix of the admin API.
+pub const ADMIN_API_PREFIX: &str = "/admin/api/v1";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// Largest accepted request body; beyond it 413.
+    pub body_bytes_max: usize,
+    /// Login attempts per minute per client address and per (tenant, username);
+    /// beyond it 429. Zero is treated as one.
+    pub login_attempts_per_minute: u32,
+    /// Time a request may take; beyond it 503 `timeout`.
+    pub request_timeout_ms: u64,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (`extract::ClientIp`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            body_bytes_max: BODY_BYTES_MAX_DEFAULT,
+            login_attempts_per_minute: LOGIN_ATTEMPTS_PER_MINUTE_DEFAULT,
+            request_timeout_ms: REQUEST_TIMEOUT_MS_DEFAULT,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// Whether the node can serve (database reachable, migrations applied, ...);
+/// implemented by the composition root.
+#[async_trait]
+pub trait Readiness: Send + Sync {
+    async fn check(&self) -> Result<(), String>;
+}
+
+/// The HTTP application: health, readiness, the OpenAPI document and the admin API.
+pub fn router(app: Arc<wxcm_commands::App>, readiness: Arc<dyn Readiness>, settings: HttpSettings) -> Router {
+    let edge = Arc::new(WechatEdge::new(WechatSettings::default(), None, app.clock.clone()));
+    router_with(app, readiness, settings, edge)
+}
+
+/// [`router`] with the WeChat callback endpoints' settings and outbound side.
+pub fn router_with(
+    app: Arc<wxcm_commands::App>,
+    readiness: Arc<dyn Readiness>,
+    settings: HttpSettings,
+    wechat: Arc<WechatEdge>,
+) -> Router {
+    router_with_member(app, readiness, settings, wechat, MemberPorts::default())
+}
+
+/// [`router_with`] plus the member API's ports (OAuth, Pay, notify base URL).
+pub fn router_with_member(
+    app: Arc<wxcm_commands::App>,
+    readiness: Arc<dyn Readiness>,
+    settings: HttpSettings,
+    wechat: Arc<WechatEdge>,
+    member: MemberPorts,
+) -> Router {
+    let sessions = Arc::new(AppSessions(app.clone()));
+    build_with(app, readiness, settings, sessions, wechat, member)
+}
+
+/// The pretty-printed OpenAPI document (also served at `/openapi.json`).
+pub fn openapi_json() -> String {
+    openapi::document().to_pretty_json().expect("the OpenAPI document serializes")
+}
+
+#[cfg(test)]
+fn build(
+    app: Arc<wxcm_commands::App>,
+    readiness: Arc<dyn Readiness>,
+    settings: HttpSettings,
+    sessions: Arc<dyn SessionResolver>,
+) -> Router {
+    let edge = Arc::new(WechatEdge::new(WechatSettings::default(), None, app.clock.clone()));
+    build_with(app, readiness, settings, sessions, edge, MemberPorts::default())
+}
+
+fn build_with(
+    app: Arc<wxcm_commands::App>,
+    readiness: Arc<dyn Readiness>,
+    settings: HttpSettings,
+    sessions: Arc<dyn SessionResolver>,
+    wechat: Arc<WechatEdge>,
+    member: MemberPorts,
+) -> Router {
+    let attempts = NonZeroU32::new(settings.login_attempts_per_minute).unwrap_or_else(|| {
+        tracing::warn!("login_attempts_per_minute is 0; using 1");
+        NonZeroU32::MIN
+    });
+    let state = AppState {
+        app,
+        sessions,
+        readiness,
+        login_limits: Arc::new(LoginLimiter::new(attempts)),
+        openapi_json: openapi_json().into(),
+        wechat: wechat.clone(),
+        member,
+    };
+    let admin = Router::new()
+        .route("/login", post(session::login))
+        .route("/logout", post(session::logout))
+        .route("/members", get(members::list_members).post(members::register_member))
+        .route("/members/{member_id}", get(members::get_member))
+        .route("/members/by-card/{card_no}", get(members::get_member_by_card))
+        .route("/members/by-openid/{openid}", get(members::get_member_by_openid))
+        .route("/members/{member_id}/points/grants", post(members::grant_points))
+        .route("/members/{member_id}/points/deductions", post(members::deduct_points))
+        .route("/members/{member_id}/cash/deposits", post(members::deposit_cash))
+        .route("/members/{member_id}/cash/charges", post(members::charge_cash))
+        .route("/members/{member_id}/cash/refunds", post(members::refund_charge))
+        .route("/members/{member_id}/card-level", put(members::set_card_level))
+        .route("/members/{member_id}/ledger", get(members::ledger))
+        .route("/reports/daily-ops", get(reports::daily_ops))
+        .route("/payments", get(payments::list_payments))
+        .route("/payments/{order_id}", get(payments::get_payment))
+        .route("/tenant", get(tenant::get_tenant))
+        .route("/tenant/official-accounts/{appid}", put(tenant::bind_official_account))
+        .route("/tenant/points-rules", get(wechat_admin::get_points_rules).put(wechat_admin::put_points_rules))
+        .route("/wechat/reply-rules", get(wechat_admin::get_reply_rules).put(wechat_admin::put_reply_rules))
+        .route("/wechat/qrcodes", get(wechat_admin::list_qr_codes).post(wechat_admin::create_qr_code))
+        .route("/wechat/menus/{appid}", get(wechat_admin::get_menu).put(wechat_admin::put_menu))
+        .route("/wechat/menus/{appid}/publish", post(wechat_admin::publish_menu))
+        .route("/wechat/component/authorizations", post(wechat_admin::start_authorization))
+        .route("/members/{member_id}/referral-link", get(wechat_admin::referral_link));
+    let timeout = Duration::from_millis(settings.request_timeout_ms);
+    // Layers wrap from the bottom up: trace sees everything, the correlation id
+    // is on every response (timeouts and panics included), the body limit is
+    // enforced by the JSON extractor so a 413 has the JSON error shape.
+    // Callback bodies have their own cap (checked in the handler with a WeChat-style
+    // answer); the layer only stops bodies far beyond any callback.
+    let callbacks = Router::new()
+        .route("/mp/{appid}", get(wechat_callback::verify_url).post(wechat_callback::receive))
+        .route("/component/mp/{appid}", post(wechat_callback::receive_component))
+        .route("/component/events", post(wechat_callback::component_events))
+        .layer(DefaultBodyLimit::max(wechat.settings.body_bytes_max.saturating_add(1)));
+    // Pay notification bodies are bounded again (with Pay-style answers) in the handlers.
+    let pay_notifications = Router::new()
+        .route("/v2/{appid}", post(pay_notify::notify_v2))
+        .route("/v3/{appid}", post(pay_notify::notify_v3))
+        .route("/refund/{appid}", post(pay_notify::notify_refund_v2))
+        .layer(DefaultBodyLimit::max(pay_notify::PAY_NOTIFY_BODY_BYTES_MAX.saturating_add(1)));
+    let member_api = Router::new()
+        .route("/sessions", post(member_api::create_session))
+        .route("/me", get(member_api::me))
+        .route("/recharges", post(member_api::create_recharge))
+        .route("/recharges/{order_id}", get(member_api::get_recharge));
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .nest("/m/api/v1", member_api)
+        .nest("/wechat", callbacks)
+        .route("/m/referral/callback", get(wechat_admin::referral_callback))
+        .route("/m/referral/{tenant}/{member_id}", get(wechat_admin::referral_start))
+        .nest("/pay/notify", pay_notifications)
+        .route("/readyz", get(health::readyz))
+        .route("/openapi.json", get(health::openapi))
+        .nest(ADMIN_API_PREFIX, admin)
+        .fallback(middleware::route_not_found)
+        .method_not_allowed_fallback(middleware::method_not_allowed)
+        .layer(DefaultBodyLimit::max(settings.body_bytes_max))
+        .layer(axum::Extension(extract::TrustedProxies(settings.trusted_proxies.clone().into())))
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(axum::middleware::from_fn_with_state(timeout, middleware::timeout))
+        .layer(axum::middleware::from_fn(middleware::correlation))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

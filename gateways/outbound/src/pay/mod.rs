@@ -1,0 +1,810 @@
+//! Outbound WeChat Pay client: [`WechatPayClient`] implements the application's
+//! [`PayGateway`] port over API v2 (signed XML) and API v3 (JSON, RSA
+//! `Authorization`), reusing the crypto of `wxcm_protocol::pay::{v2, v3}`.
+//!
+//! Every answer is read within a byte cap, checked (v2 `sign`, v3
+//! `Wechatpay-Signature` when platform keys are configured) and mapped to the
+//! port's types. Only transport failures, 5xx and SYSTEMERROR are retried, a
+//! bounded number of times with doubling backoff: business refusals never are.
+//!
+//! Real Pay wants the merchant's TLS client certificate on `/secapi/pay/refund`
+//! (v2). This client does not present one yet: it works against the simulator
+//! (which does not ask for it) and v3 refunds; a v2 refund against real Pay
+//! needs the certificate added to the `reqwest` client.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, FixedOffset, NaiveDateTime, SecondsFormat, TimeZone, Utc};
+use rand::distr::{Alphanumeric, SampleString};
+use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use reqwest::Method;
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+use wxcm_commands::pay_port::{
+    JsapiOrderRequest, JsapiPayParams, MerchantCredentials, PayApi, PayGateway, PayPortError, RefundRequest,
+    RemoteTradeState,
+};
+
+use wxcm_protocol::pay::v2::{self, SignType};
+use wxcm_protocol::pay::v3::{self, PublicKey, V3Headers};
+use wxcm_protocol::pay::JsapiParams;
+use wxcm_protocol::wechat::xml::{self, XmlLimits};
+
+/// Where real Pay answers.
+pub const BASE_URL_DEFAULT: &str = "https://api.mch.weixin.qq.com";
+/// Whole-request timeout, per attempt.
+pub const TIMEOUT_MS_DEFAULT: u64 = 10_000;
+pub const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 3_000;
+/// Largest answer body read (Pay's answers are a few KiB).
+pub const RESPONSE_BYTES_MAX_DEFAULT: usize = 64 * 1024;
+/// Attempts per call, the first included.
+pub const ATTEMPTS_MAX_DEFAULT: u32 = 3;
+/// Upper bound accepted for `attempts_max`.
+pub const ATTEMPTS_MAX_LIMIT: u32 = 10;
+/// Wait before the second attempt; doubled for each later one, up to [`RETRY_BACKOFF_MS_MAX`].
+pub const RETRY_BACKOFF_MS_DEFAULT: u64 = 200;
+pub const RETRY_BACKOFF_MS_MAX: u64 = 5_000;
+/// Pay's limits on request fields.
+pub const OUT_TRADE_NO_CHARS_MIN: usize = 6;
+pub const OUT_TRADE_NO_CHARS_MAX: usize = 32;
+pub const OUT_REFUND_NO_CHARS_MAX: usize = 64;
+pub const DESCRIPTION_BYTES_MAX: usize = 127;
+pub const OPENID_CHARS_MAX: usize = 128;
+pub const NOTIFY_URL_CHARS_MAX: usize = 256;
+pub const CLIENT_IP_CHARS_MAX: usize = 64;
+/// Largest single order accepted here: 1,000,000 yuan in fen.
+pub const AMOUNT_FEN_MAX: i64 = 100_000_000;
+/// Length of the nonces this client generates.
+const NONCE_CHARS: usize = 32;
+/// Pay's wall clock (v2 `time_expire`, `time_end`; v3 offsets) is China Standard Time.
+const CHINA_OFFSET_SECS: i32 = 8 * 3600;
+/// Longest part of an error answer kept in an error message.
+const ANSWER_EXCERPT_CHARS_MAX: usize = 200;
+
+/// How the client reaches Pay.
+#[derive(Debug, Clone)]
+pub struct PayClientSettings {
+    pub base_url: String,
+    pub timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    pub response_bytes_max: usize,
+    pub attempts_max: u32,
+    pub retry_backoff_ms: u64,
+}
+
+impl Default for PayClientSettings {
+    fn default() -> Self {
+        Self {
+            base_url: BASE_URL_DEFAULT.to_owned(),
+            timeout_ms: TIMEOUT_MS_DEFAULT,
+            connect_timeout_ms: CONNECT_TIMEOUT_MS_DEFAULT,
+            response_bytes_max: RESPONSE_BYTES_MAX_DEFAULT,
+            attempts_max: ATTEMPTS_MAX_DEFAULT,
+            retry_backoff_ms: RETRY_BACKOFF_MS_DEFAULT,
+        }
+    }
+}
+
+/// Why a client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum PayClientError {
+    #[error("invalid pay client setting: {0}")]
+    Setting(&'static str),
+    #[error("platform key: {0}")]
+    PlatformKey(#[from] v3::KeyError),
+    #[error("http client: {0}")]
+    Http(String),
+}
+
+/// The WeChat Pay client (v2 and v3). Cheap to clone.
+#[derive(Clone)]
+pub struct WechatPayClient {
+    http: reqwest::Client,
+    settings: PayClientSettings,
+    /// v3 platform public keys by serial. Empty: v3 answers are not verified.
+    platform_keys: BTreeMap<String, PublicKey>,
+}
+
+impl WechatPayClient {
+    pub fn new(settings: PayClientSettings) -> Result<Self, PayClientError> {
+        let base = settings.base_url.trim_end_matches('/');
+        if !(base.starts_with("https://") || base.starts_with("http://")) {
+            return Err(PayClientError::Setting("base_url must be an http(s) URL"));
+        }
+        if settings.attempts_max == 0 || settings.attempts_max > ATTEMPTS_MAX_LIMIT {
+            return Err(PayClientError::Setting("attempts_max must be 1..=10"));
+        }
+        if settings.response_bytes_max == 0 || settings.timeout_ms == 0 || settings.connect_timeout_ms == 0 {
+            return Err(PayClientError::Setting("response_bytes_max and timeouts must be positive"));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(settings.timeout_ms))
+            .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
+            // Pay never redirects; following one would re-send signed requests elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| PayClientError::Http(e.to_string()))?;
+        let settings = PayClientSettings { base_url: base.to_owned(), ..settings };
+        Ok(Self { http, settings, platform_keys: BTreeMap::new() })
+    }
+
+    /// Adds a v3 platform public key (SPKI PEM) under its serial. Once any key
+    /// is configured, every v3 answer must carry a valid `Wechatpay-Signature`.
+    pub fn with_platform_key(mut self, serial: &str, public_key_pem: &str) -> Result<Self, PayClientError> {
+        let key = v3::load_public_key_pem(public_key_pem)?;
+        self.platform_keys.insert(serial.to_owned(), key);
+        Ok(self)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.settings.base_url, path)
+    }
+
+    /// Runs `attempt` until it succeeds, fails with something other than
+    /// [`PayPortError::Unavailable`], or the attempts are used up.
+    async fn with_retries<T, F, Fut>(&self, what: &'static str, mut attempt: F) -> Result<T, PayPortError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, PayPortError>>,
+    {
+        let mut backoff_ms = self.settings.retry_backoff_ms;
+        let mut attempt_no = 1u32;
+        loop {
+            match attempt().await {
+                Err(PayPortError::Unavailable(why)) if attempt_no < self.settings.attempts_max => {
+                    tracing::warn!(call = what, attempt_no, backoff_ms, reason = %why, "pay call failed, retrying");
+                    tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+                    backoff_ms = backoff_ms.saturating_mul(2).min(RETRY_BACKOFF_MS_MAX);
+                    attempt_no += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Sends one request and reads the answer within the byte cap.
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<RawAnswer, PayPortError> {
+        let mut response = request.send().await.map_err(|e| PayPortError::Unavailable(transport_error(e)))?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let max = self.settings.response_bytes_max;
+        if response.content_length().is_some_and(|len| len > max as u64) {
+            return Err(PayPortError::BadAnswer(format!("answer larger than {max} bytes")));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| PayPortError::Unavailable(transport_error(e)))? {
+            if body.len() + chunk.len() > max {
+                return Err(PayPortError::BadAnswer(format!("answer larger than {max} bytes")));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(RawAnswer { status, headers, body })
+    }
+
+    /// Signs `fields` (plus appid, mch_id, nonce, sign_type) and POSTs them to a v2 path.
+    async fn v2_call(
+        &self,
+        merchant: &MerchantCredentials,
+        path: &'static str,
+        fields: BTreeMap<String, String>,
+    ) -> Result<V2Answer, PayPortError> {
+        let key = v2_key(merchant)?;
+        let body = v2::build_xml(&signed_v2_request(merchant, key, fields, &nonce()));
+        let url = self.url(path);
+        self.with_retries(path, || async {
+            let request = self.http.post(&url).header(CONTENT_TYPE, "text/xml; charset=utf-8").body(body.clone());
+            let answer = self.send(request).await?;
+            read_v2_answer(&answer, merchant, key)
+        })
+        .await
+    }
+
+    /// Sends a v3 request with a fresh `Authorization` per attempt and checks the answer.
+    async fn v3_call(
+        &self,
+        merchant: &MerchantCredentials,
+        method: Method,
+        path_with_query: &str,
+        body: Option<String>,
+    ) -> Result<V3Answer, PayPortError> {
+        let (serial, private_key) = v3_signer(merchant)?;
+        let url = self.url(path_with_query);
+        let body_text = body.unwrap_or_default();
+        self.with_retries("v3", || async {
+            let authorization = v3::authorization_header(
+                &merchant.mch_id,
+                serial,
+                &private_key,
+                method.as_str(),
+                path_with_query,
+                Utc::now().timestamp(),
+                &nonce(),
+                &body_text,
+            )
+            .map_err(|e| PayPortError::Settings(format!("v3 request signing: {e}")))?;
+            let mut request = self
+                .http
+                .request(method.clone(), &url)
+                .header(AUTHORIZATION, authorization)
+                .header(ACCEPT, "application/json")
+                .header(USER_AGENT, "wxcm-pay-client");
+            if method != Method::GET {
+                request = request.header(CONTENT_TYPE, "application/json").body(body_text.clone());
+            }
+            let answer = self.send(request).await?;
+            self.read_v3_answer(answer)
+        })
+        .await
+    }
+
+    fn read_v3_answer(&self, answer: RawAnswer) -> Result<V3Answer, PayPortError> {
+        if answer.status >= 500 {
+            return Err(PayPortError::Unavailable(format!("HTTP {}: {}", answer.status, excerpt(&answer.body))));
+        }
+        if !self.platform_keys.is_empty() {
+            let headers = v3_answer_headers(&answer.headers)?;
+            v3::verify_notification(&headers, &answer.body, &self.platform_keys, Utc::now().timestamp())
+                .map_err(|e| PayPortError::BadAnswer(format!("answer signature: {e}")))?;
+        }
+        map_v3_status(answer.status, answer.body)
+    }
+}
+
+/// An answer as received.
+struct RawAnswer {
+    status: u16,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+/// A checked v2 answer: its fields, or the business refusal it carries.
+#[derive(Debug, PartialEq, Eq)]
+enum V2Answer {
+    Success(BTreeMap<String, String>),
+    Failed { err_code: String, err_code_des: String },
+}
+
+/// A v3 answer that is not a transport or server failure.
+#[derive(Debug, PartialEq, Eq)]
+enum V3Answer {
+    Success { body: Vec<u8> },
+    Failed { status: u16, code: String, message: String },
+}
+
+fn transport_error(e: reqwest::Error) -> String {
+    // Never the URL's query (none carries secrets, but keep the message short).
+    if e.is_timeout() {
+        "timeout".to_owned()
+    } else if e.is_connect() {
+        "connection failed".to_owned()
+    } else {
+        format!("transport: {}", e.without_url())
+    }
+}
+
+fn excerpt(body: &[u8]) -> String {
+    String::from_utf8_lossy(body).chars().take(ANSWER_EXCERPT_CHARS_MAX).collect()
+}
+
+fn nonce() -> String {
+    Alphanumeric.sample_string(&mut rand::rng(), NONCE_CHARS)
+}
+
+fn v2_key(merchant: &MerchantCredentials) -> Result<&str, PayPortError> {
+    merchant.api_v2_key.as_deref().filter(|k| !k.is_empty()).ok_or_else(|| PayPortError::Settings("api_v2_key".into()))
+}
+
+fn v3_signer(merchant: &MerchantCredentials) -> Result<(&str, v3::PrivateKey), PayPortError> {
+    let serial = merchant
+        .merchant_cert_serial
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| PayPortError::Settings("merchant_cert_serial".into()))?;
+    let pem = merchant
+        .merchant_private_key_pem
+        .as_deref()
+        .ok_or_else(|| PayPortError::Settings("merchant_private_key_pem".into()))?;
+    let key =
+        v3::load_private_key_pem(pem).map_err(|e| PayPortError::Settings(format!("merchant private key: {e}")))?;
+    Ok((serial, key))
+}
+
+/// The request fields with the merchant's ids, a nonce, `sign_type=HMAC-SHA256` and the signature.
+fn signed_v2_request(
+    merchant: &MerchantCredentials,
+    key: &str,
+    mut fields: BTreeMap<String, String>,
+    nonce: &str,
+) -> BTreeMap<String, String> {
+    fields.insert("appid".into(), merchant.appid.clone());
+    fields.insert("mch_id".into(), merchant.mch_id.clone());
+    fields.insert("nonce_str".into(), nonce.to_owned());
+    fields.insert(v2::SIGN_TYPE_FIELD.into(), SignType::HmacSha256.as_str().into());
+    let sign = v2::sign(&fields, key, SignType::HmacSha256);
+    fields.insert(v2::SIGN_FIELD.into(), sign);
+    fields
+}
+
+/// Checks a v2 answer: HTTP status, XML, `return_code`, the signature (Pay
+/// signs answers with the request's algorithm, HMAC-SHA256 here, without a
+/// `sign_type` field), the merchant ids, then `result_code`.
+fn read_v2_answer(answer: &RawAnswer, merchant: &MerchantCredentials, key: &str) -> Result<V2Answer, PayPortError> {
+    if answer.status >= 500 {
+        return Err(PayPortError::Unavailable(format!("HTTP {}", answer.status)));
+    }
+    if !(200..300).contains(&answer.status) {
+        return Err(PayPortError::BadAnswer(format!("HTTP {}: {}", answer.status, excerpt(&answer.body))));
+    }
+    let limits = XmlLimits { body_bytes_max: answer.body.len().max(1), ..XmlLimits::default() };
+    let doc = xml::parse(&answer.body, &limits).map_err(|e| PayPortError::BadAnswer(format!("xml: {e}")))?;
+    if doc.root != "xml" {
+        return Err(PayPortError::BadAnswer("xml root is not <xml>".into()));
+    }
+    let fields: BTreeMap<String, String> = doc.fields.into_iter().collect();
+    map_v2_fields(fields, merchant, key)
+}
+
+fn map_v2_fields(
+    fields: BTreeMap<String, String>,
+    merchant: &MerchantCredentials,
+    key: &str,
+) -> Result<V2Answer, PayPortError> {
+    let get = |k: &str| fields.get(k).map(String::as_str).unwrap_or("");
+    if get("return_code") != "SUCCESS" {
+        let message = get("return_msg").to_owned();
+        if message.contains("SYSTEMERROR") {
+            return Err(PayPortError::Unavailable(message));
+        }
+        return Err(PayPortError::Refused { code: "FAIL".into(), message });
+    }
+    verify_v2_sign(&fields, key)?;
+    for (field, ours) in [("appid", &merchant.appid), ("mch_id", &merchant.mch_id)] {
+        if fields.get(field).is_some_and(|theirs| theirs != ours) {
+            return Err(PayPortError::BadAnswer(format!("answer {field} is not ours")));
+        }
+    }
+    if get("result_code") == "SUCCESS" {
+        return Ok(V2Answer::Success(fields));
+    }
+    let err_code = get("err_code").to_owned();
+    let err_code_des = get("err_code_des").to_owned();
+    if err_code == "SYSTEMERROR" {
+        return Err(PayPortError::Unavailable(format!("SYSTEMERROR: {err_code_des}")));
+    }
+    Ok(V2Answer::Failed { err_code, err_code_des })
+}
+
+/// Constant-time check of an answer's `sign` with HMAC-SHA256.
+fn verify_v2_sign(fields: &BTreeMap<String, String>, key: &str) -> Result<(), PayPortError> {
+    let bad = || PayPortError::BadAnswer("answer signature does not verify".into());
+    let received = fields.get(v2::SIGN_FIELD).filter(|s| !s.is_empty()).ok_or_else(bad)?;
+    // An answer naming another algorithm is checked with it (v2::verify reads the field).
+    if fields.contains_key(v2::SIGN_TYPE_FIELD) {
+        return v2::verify(fields, key).map_err(|_| bad());
+    }
+    let expected = v2::sign(fields, key, SignType::HmacSha256);
+    if bool::from(expected.as_bytes().ct_eq(received.to_ascii_uppercase().as_bytes())) {
+        Ok(())
+    } else {
+        Err(bad())
+    }
+}
+
+#[derive(Deserialize)]
+struct V3ErrorBody {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+fn map_v3_status(status: u16, body: Vec<u8>) -> Result<V3Answer, PayPortError> {
+    if (200..300).contains(&status) {
+        return Ok(V3Answer::Success { body });
+    }
+    let parsed: Option<V3ErrorBody> = serde_json::from_slice(&body).ok();
+    let (code, message) = match parsed {
+        Some(e) if !e.code.is_empty() => (e.code, e.message),
+        _ => return Err(PayPortError::BadAnswer(format!("HTTP {status}: {}", excerpt(&body)))),
+    };
+    if code == "SYSTEM_ERROR" || code == "SYSTEMERROR" {
+        return Err(PayPortError::Unavailable(format!("{code}: {message}")));
+    }
+    Ok(V3Answer::Failed { status, code, message })
+}
+
+fn v3_answer_headers(headers: &HeaderMap) -> Result<V3Headers, PayPortError> {
+    let get = |name: &'static str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .ok_or_else(|| PayPortError::BadAnswer(format!("answer without {name}")))
+    };
+    Ok(V3Headers {
+        timestamp: get("wechatpay-timestamp")?,
+        nonce: get("wechatpay-nonce")?,
+        signature_b64: get("wechatpay-signature")?,
+        serial: get("wechatpay-serial")?,
+    })
+}
+
+fn refused(code: String, message: String) -> PayPortError {
+    PayPortError::Refused { code, message }
+}
+
+/// A request refused before sending, with the code Pay would have used.
+fn param_error(message: impl Into<String>) -> PayPortError {
+    PayPortError::Refused { code: "PARAM_ERROR".into(), message: format!("checked before sending: {}", message.into()) }
+}
+
+fn china_offset() -> FixedOffset {
+    match FixedOffset::east_opt(CHINA_OFFSET_SECS) {
+        Some(offset) => offset,
+        None => unreachable!("+08:00 is a valid offset"),
+    }
+}
+
+/// v2 `time_expire`: `yyyyMMddHHmmss` in China Standard Time.
+pub fn time_expire_v2(at: DateTime<Utc>) -> String {
+    at.with_timezone(&china_offset()).format("%Y%m%d%H%M%S").to_string()
+}
+
+/// v3 `time_expire`: RFC 3339 with the +08:00 offset.
+pub fn time_expire_v3(at: DateTime<Utc>) -> String {
+    at.with_timezone(&china_offset()).to_rfc3339_opts(SecondsFormat::Secs, false)
+}
+
+/// Parses v2 `time_end` / `time_expire` (`yyyyMMddHHmmss`, China Standard Time).
+pub fn parse_time_v2(s: &str) -> Option<DateTime<Utc>> {
+    if s.len() != 14 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let naive = NaiveDateTime::parse_from_str(s, "%Y%m%d%H%M%S").ok()?;
+    china_offset().from_local_datetime(&naive).single().map(|t| t.with_timezone(&Utc))
+}
+
+/// Parses an amount in fen: decimal digits only, positive.
+pub fn parse_fen(s: &str) -> Option<i64> {
+    if s.is_empty() || s.len() > 15 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Characters Pay accepts in `out_trade_no` / `out_refund_no`.
+fn is_trade_no_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '|' | '*')
+}
+
+fn check_trade_no(what: &str, no: &str, chars_min: usize, chars_max: usize) -> Result<(), PayPortError> {
+    if no.len() < chars_min || no.len() > chars_max || !no.chars().all(is_trade_no_char) {
+        return Err(param_error(format!("{what} must be {chars_min}..={chars_max} of [A-Za-z0-9_-|*]")));
+    }
+    Ok(())
+}
+
+fn check_short_text(what: &str, value: &str, chars_max: usize) -> Result<(), PayPortError> {
+    if value.is_empty() || value.len() > chars_max || !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(param_error(format!("{what} must be 1..={chars_max} printable ASCII characters")));
+    }
+    Ok(())
+}
+
+fn check_notify_url(url: &str) -> Result<(), PayPortError> {
+    check_short_text("notify_url", url, NOTIFY_URL_CHARS_MAX)?;
+    if !(url.starts_with("https://") || url.starts_with("http://")) || url.contains('?') {
+        return Err(param_error("notify_url must be an http(s) URL without a query"));
+    }
+    Ok(())
+}
+
+/// Checks an order before anything is sent.
+pub fn check_order(order: &JsapiOrderRequest, now: DateTime<Utc>) -> Result<(), PayPortError> {
+    check_trade_no("out_trade_no", &order.out_trade_no, OUT_TRADE_NO_CHARS_MIN, OUT_TRADE_NO_CHARS_MAX)?;
+    if order.description.is_empty() || order.description.len() > DESCRIPTION_BYTES_MAX {
+        return Err(param_error(format!("description must be 1..={DESCRIPTION_BYTES_MAX} bytes")));
+    }
+    if order.amount_fen < 1 || order.amount_fen > AMOUNT_FEN_MAX {
+        return Err(param_error(format!("amount_fen must be 1..={AMOUNT_FEN_MAX}")));
+    }
+    check_short_text("payer_openid", &order.payer_openid, OPENID_CHARS_MAX)?;
+    check_notify_url(&order.notify_url)?;
+    check_short_text("client_ip", &order.client_ip, CLIENT_IP_CHARS_MAX)?;
+    if order.expires_at <= now {
+        return Err(param_error("expires_at is in the past"));
+    }
+    Ok(())
+}
+
+/// Checks a refund before anything is sent.
+pub fn check_refund(refund: &RefundRequest) -> Result<(), PayPortError> {
+    check_trade_no("out_trade_no", &refund.out_trade_no, OUT_TRADE_NO_CHARS_MIN, OUT_TRADE_NO_CHARS_MAX)?;
+    check_trade_no("out_refund_no", &refund.out_refund_no, 1, OUT_REFUND_NO_CHARS_MAX)?;
+    if refund.total_fen < 1 || refund.total_fen > AMOUNT_FEN_MAX {
+        return Err(param_error(format!("total_fen must be 1..={AMOUNT_FEN_MAX}")));
+    }
+    if refund.refund_fen < 1 || refund.refund_fen > refund.total_fen {
+        return Err(param_error("refund_fen must be 1..=total_fen"));
+    }
+    check_notify_url(&refund.notify_url)
+}
+
+fn fields(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
+}
+
+/// The business fields of a v2 `unifiedorder` (signing adds the rest).
+pub fn unifiedorder_fields(order: &JsapiOrderRequest) -> BTreeMap<String, String> {
+    fields(&[
+        ("body", order.description.clone()),
+        ("out_trade_no", order.out_trade_no.clone()),
+        ("total_fee", order.amount_fen.to_string()),
+        ("spbill_create_ip", order.client_ip.clone()),
+        ("notify_url", order.notify_url.clone()),
+        ("trade_type", "JSAPI".into()),
+        ("openid", order.payer_openid.clone()),
+        ("time_expire", time_expire_v2(order.expires_at)),
+    ])
+}
+
+/// The JSON body of a v3 `transactions/jsapi`.
+pub fn v3_jsapi_body(merchant: &MerchantCredentials, order: &JsapiOrderRequest) -> serde_json::Value {
+    serde_json::json!({
+        "appid": merchant.appid,
+        "mchid": merchant.mch_id,
+        "description": order.description,
+        "out_trade_no": order.out_trade_no,
+        "time_expire": time_expire_v3(order.expires_at),
+        "notify_url": order.notify_url,
+        "amount": {"total": order.amount_fen, "currency": "CNY"},
+        "payer": {"openid": order.payer_openid},
+        "scene_info": {"payer_client_ip": order.client_ip},
+    })
+}
+
+/// The JSON body of a v3 refund.
+pub fn v3_refund_body(refund: &RefundRequest) -> serde_json::Value {
+    serde_json::json!({
+        "out_trade_no": refund.out_trade_no,
+        "out_refund_no": refund.out_refund_no,
+        "notify_url": refund.notify_url,
+        "amount": {"refund": refund.refund_fen, "total": refund.total_fen, "currency": "CNY"},
+    })
+}
+
+/// Maps a v2 `orderquery` answer.
+fn map_v2_query(answer: V2Answer) -> Result<RemoteTradeState, PayPortError> {
+    let fields = match answer {
+        V2Answer::Success(fields) => fields,
+        V2Answer::Failed { err_code, .. } if err_code == "ORDERNOTEXIST" => return Ok(RemoteTradeState::NotFound),
+        V2Answer::Failed { err_code, err_code_des } => return Err(refused(err_code, err_code_des)),
+    };
+    let get = |k: &str| fields.get(k).cloned().unwrap_or_default();
+    let state = get("trade_state");
+    Ok(match state.as_str() {
+        "SUCCESS" => {
+            let total_fen = parse_fen(&get("total_fee")).ok_or_else(|| bad_field("total_fee"))?;
+            let paid_at = parse_time_v2(&get("time_end")).ok_or_else(|| bad_field("time_end"))?;
+            let transaction_id = get("transaction_id");
+            if transaction_id.is_empty() {
+                return Err(bad_field("transaction_id"));
+            }
+            RemoteTradeState::Success { transaction_id, total_fen, appid: get("appid"), mch_id: get("mch_id"), paid_at }
+        }
+        _ => trade_state(state),
+    })
+}
+
+fn trade_state(state: String) -> RemoteTradeState {
+    match state.as_str() {
+        "NOTPAY" => RemoteTradeState::NotPay,
+        "CLOSED" => RemoteTradeState::Closed,
+        "REFUND" => RemoteTradeState::Refund,
+        _ => RemoteTradeState::Pending(state),
+    }
+}
+
+fn bad_field(field: &str) -> PayPortError {
+    PayPortError::BadAnswer(format!("answer field {field} missing or malformed"))
+}
+
+#[derive(Deserialize)]
+struct V3Transaction {
+    #[serde(default)]
+    appid: String,
+    #[serde(default)]
+    mchid: String,
+    trade_state: String,
+    #[serde(default)]
+    transaction_id: Option<String>,
+    #[serde(default)]
+    success_time: Option<String>,
+    #[serde(default)]
+    amount: Option<V3Amount>,
+}
+
+#[derive(Deserialize)]
+struct V3Amount {
+    #[serde(default)]
+    total: Option<i64>,
+}
+
+/// Maps a v3 transaction query answer.
+fn map_v3_query(answer: V3Answer) -> Result<RemoteTradeState, PayPortError> {
+    let body = match answer {
+        V3Answer::Success { body } => body,
+        V3Answer::Failed { code, .. } if code == "ORDER_NOT_EXIST" || code == "ORDERNOTEXIST" => {
+            return Ok(RemoteTradeState::NotFound)
+        }
+        V3Answer::Failed { code, message, .. } => return Err(refused(code, message)),
+    };
+    let tx: V3Transaction =
+        serde_json::from_slice(&body).map_err(|e| PayPortError::BadAnswer(format!("transaction json: {e}")))?;
+    if tx.trade_state != "SUCCESS" {
+        return Ok(trade_state(tx.trade_state));
+    }
+    let total_fen = tx.amount.and_then(|a| a.total).filter(|t| *t > 0).ok_or_else(|| bad_field("amount.total"))?;
+    let paid_at = tx
+        .success_time
+        .as_deref()
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .ok_or_else(|| bad_field("success_time"))?;
+    let transaction_id = tx.transaction_id.filter(|t| !t.is_empty()).ok_or_else(|| bad_field("transaction_id"))?;
+    Ok(RemoteTradeState::Success { transaction_id, total_fen, appid: tx.appid, mch_id: tx.mchid, paid_at })
+}
+
+fn port_params(p: JsapiParams) -> JsapiPayParams {
+    JsapiPayParams {
+        app_id: p.app_id,
+        time_stamp: p.time_stamp,
+        nonce_str: p.nonce_str,
+        package: p.package,
+        sign_type: p.sign_type,
+        pay_sign: p.pay_sign,
+    }
+}
+
+/// A prepay id as Pay returns it: short, printable, safe inside `package`.
+fn check_prepay_id(id: Option<&str>) -> Result<String, PayPortError> {
+    match id {
+        Some(id) if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') => {
+            Ok(id.to_owned())
+        }
+        _ => Err(bad_field("prepay_id")),
+    }
+}
+
+#[async_trait]
+impl PayGateway for WechatPayClient {
+    #[tracing::instrument(skip_all, fields(out_trade_no = %order.out_trade_no, api = ?order.api))]
+    async fn create_jsapi_order(
+        &self,
+        merchant: &MerchantCredentials,
+        order: &JsapiOrderRequest,
+    ) -> Result<JsapiPayParams, PayPortError> {
+        check_order(order, Utc::now())?;
+        match order.api {
+            PayApi::V2 => {
+                let key = v2_key(merchant)?;
+                let prepay_id = match self.v2_call(merchant, "/pay/unifiedorder", unifiedorder_fields(order)).await? {
+                    V2Answer::Success(f) => check_prepay_id(f.get("prepay_id").map(String::as_str))?,
+                    V2Answer::Failed { err_code, err_code_des } => return Err(refused(err_code, err_code_des)),
+                };
+                let params = v2::jsapi_params_v2(
+                    &merchant.appid,
+                    &prepay_id,
+                    key,
+                    SignType::HmacSha256,
+                    Utc::now().timestamp(),
+                    &nonce(),
+                );
+                Ok(port_params(params))
+            }
+            PayApi::V3 => {
+                let body = v3_jsapi_body(merchant, order).to_string();
+                let answer = self.v3_call(merchant, Method::POST, "/v3/pay/transactions/jsapi", Some(body)).await?;
+                let body = match answer {
+                    V3Answer::Success { body } => body,
+                    V3Answer::Failed { code, message, .. } => return Err(refused(code, message)),
+                };
+                #[derive(Deserialize)]
+                struct Prepay {
+                    prepay_id: String,
+                }
+                let prepay: Prepay =
+                    serde_json::from_slice(&body).map_err(|e| PayPortError::BadAnswer(format!("prepay json: {e}")))?;
+                let prepay_id = check_prepay_id(Some(&prepay.prepay_id))?;
+                let (_, key) = v3_signer(merchant)?;
+                let params = v3::jsapi_params_v3(&merchant.appid, &prepay_id, &key, Utc::now().timestamp(), &nonce())
+                    .map_err(|e| PayPortError::Settings(format!("pay sign: {e}")))?;
+                Ok(port_params(params))
+            }
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(out_trade_no = %out_trade_no, api = ?api))]
+    async fn query_order(
+        &self,
+        merchant: &MerchantCredentials,
+        api: PayApi,
+        out_trade_no: &str,
+    ) -> Result<RemoteTradeState, PayPortError> {
+        check_trade_no("out_trade_no", out_trade_no, OUT_TRADE_NO_CHARS_MIN, OUT_TRADE_NO_CHARS_MAX)?;
+        match api {
+            PayApi::V2 => {
+                let f = fields(&[("out_trade_no", out_trade_no.to_owned())]);
+                map_v2_query(self.v2_call(merchant, "/pay/orderquery", f).await?)
+            }
+            PayApi::V3 => {
+                check_short_text("mch_id", &merchant.mch_id, 32)?;
+                let path = format!("/v3/pay/transactions/out-trade-no/{out_trade_no}?mchid={}", merchant.mch_id);
+                map_v3_query(self.v3_call(merchant, Method::GET, &path, None).await?)
+            }
+        }
+    }
+
+    /// Closing an order Pay already closed succeeds (the goal is reached).
+    #[tracing::instrument(skip_all, fields(out_trade_no = %out_trade_no, api = ?api))]
+    async fn close_order(
+        &self,
+        merchant: &MerchantCredentials,
+        api: PayApi,
+        out_trade_no: &str,
+    ) -> Result<(), PayPortError> {
+        check_trade_no("out_trade_no", out_trade_no, OUT_TRADE_NO_CHARS_MIN, OUT_TRADE_NO_CHARS_MAX)?;
+        match api {
+            PayApi::V2 => {
+                let f = fields(&[("out_trade_no", out_trade_no.to_owned())]);
+                match self.v2_call(merchant, "/pay/closeorder", f).await? {
+                    V2Answer::Success(_) => Ok(()),
+                    V2Answer::Failed { err_code, .. } if err_code == "ORDERCLOSED" => Ok(()),
+                    V2Answer::Failed { err_code, err_code_des } => Err(refused(err_code, err_code_des)),
+                }
+            }
+            PayApi::V3 => {
+                let path = format!("/v3/pay/transactions/out-trade-no/{out_trade_no}/close");
+                let body = serde_json::json!({"mchid": merchant.mch_id}).to_string();
+                match self.v3_call(merchant, Method::POST, &path, Some(body)).await? {
+                    V3Answer::Success { .. } => Ok(()),
+                    V3Answer::Failed { code, .. } if code == "ORDER_CLOSED" || code == "ORDERCLOSED" => Ok(()),
+                    V3Answer::Failed { code, message, .. } => Err(refused(code, message)),
+                }
+            }
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(out_refund_no = %refund.out_refund_no, api = ?refund.api))]
+    async fn refund(&self, merchant: &MerchantCredentials, refund: &RefundRequest) -> Result<(), PayPortError> {
+        check_refund(refund)?;
+        match refund.api {
+            PayApi::V2 => {
+                let f = fields(&[
+                    ("out_trade_no", refund.out_trade_no.clone()),
+                    ("out_refund_no", refund.out_refund_no.clone()),
+                    ("total_fee", refund.total_fen.to_string()),
+                    ("refund_fee", refund.refund_fen.to_string()),
+                    ("notify_url", refund.notify_url.clone()),
+                ]);
+                match self.v2_call(merchant, "/secapi/pay/refund", f).await? {
+                    V2Answer::Success(_) => Ok(()),
+                    V2Answer::Failed { err_code, err_code_des } => Err(refused(err_code, err_code_des)),
+                }
+            }
+            PayApi::V3 => {
+                let body = v3_refund_body(refund).to_string();
+                match self.v3_call(merchant, Method::POST, "/v3/refund/domestic/refunds", Some(body)).await? {
+                    V3Answer::Success { .. } => Ok(()),
+                    V3Answer::Failed { code, message, .. } => Err(refused(code, message)),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,7 @@
+//! Operator tools over the event store and read models, run by `wxcm audit`:
+//!
+//! - [`audit`]: a member's history explained, hash chains verified;
+//! - [`reconcile`]: read models against a fold of the events.
+
+pub mod audit;
+pub mod reconcile;

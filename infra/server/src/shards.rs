@@ -1,0 +1,147 @@
+//! The shard map: tenant → database, from configuration. Every read and
+//! write for a tenant goes through `route`.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+use wxcm_commands::ports::{Clock, RouteError, ShardRouter, ShardServices};
+use wxcm_commands::repository::CqrsRepository;
+use wxcm_commands::Executor;
+use wxcm_domain::member::Member;
+use wxcm_domain::payment::PaymentOrder;
+use wxcm_domain::tenant::Tenant;
+use wxcm_domain::TenantId;
+use wxcm_projections::PgReadModels;
+
+use crate::config::{Settings, ShardConfig};
+use wxcm_store::group_commit::GroupCommitter;
+use wxcm_store::pg_ports::PgShardPorts;
+use wxcm_store::store::PgEventStore;
+
+const ACQUIRE_TIMEOUT_MS: u64 = 5_000;
+/// Payment orders kept in memory per shard: an order is hot only while it is paid and refunded.
+const PAYMENT_CACHE_ENTRIES: usize = 1_000;
+
+pub struct Shard {
+    pub name: String,
+    pub pool: PgPool,
+    pub services: Arc<ShardServices>,
+    /// Signalled after each event commit on this shard by this process.
+    pub committed: Arc<tokio::sync::Notify>,
+}
+
+pub struct Shards {
+    shards: BTreeMap<String, Shard>,
+    tenant_shards: BTreeMap<String, String>,
+    default_shard: String,
+}
+
+pub fn pool_for(url: &str, pool_max: u32) -> Result<PgPool, sqlx::Error> {
+    let options = PgConnectOptions::from_str(url)?.application_name("wxcm");
+    Ok(PgPoolOptions::new()
+        .max_connections(pool_max)
+        .acquire_timeout(Duration::from_millis(ACQUIRE_TIMEOUT_MS))
+        // No ping per acquire (a round trip on every query): a dead connection
+        // fails one query and is discarded by the pool.
+        .test_before_acquire(false)
+        .connect_lazy_with(options))
+}
+
+/// Connections for bookkeeping that may be lost in a server crash (see
+/// [`relaxed_pool_for`]): few, the writes are short.
+const RELAXED_POOL_MAX: u32 = 4;
+
+/// A pool whose commits do not wait for the WAL flush (`synchronous_commit =
+/// off`): for bookkeeping a retry rebuilds, never for events. A crash of the
+/// server may lose its last ~0.6 s of commits; nothing else changes.
+pub fn relaxed_pool_for(url: &str, pool_max: u32) -> Result<PgPool, sqlx::Error> {
+    let options =
+        PgConnectOptions::from_str(url)?.application_name("wxcm-relaxed").options([("synchronous_commit", "off")]);
+    Ok(PgPoolOptions::new()
+        .max_connections(pool_max)
+        .acquire_timeout(Duration::from_millis(ACQUIRE_TIMEOUT_MS))
+        .test_before_acquire(false)
+        .connect_lazy_with(options))
+}
+
+fn build_shard(name: &str, config: &ShardConfig, clock: Arc<dyn Clock>) -> Result<Shard, sqlx::Error> {
+    let pool = pool_for(&config.url, config.pool_max)?;
+    let relaxed = relaxed_pool_for(&config.url, RELAXED_POOL_MAX.min(config.pool_max))?;
+    let ports = Arc::new(PgShardPorts::new(pool.clone()));
+    let committer = Arc::new(GroupCommitter::new(pool.clone()));
+    let members = Executor::<Member>::new(
+        Arc::new(CqrsRepository::new(PgEventStore::<Member>::new(
+            pool.clone(),
+            committer.clone(),
+            config.aggregate_cache_entries,
+        ))),
+        ports.clone(),
+        clock.clone(),
+    );
+    let tenants = Executor::<Tenant>::new(
+        Arc::new(CqrsRepository::new(PgEventStore::<Tenant>::new(pool.clone(), committer.clone(), 1_000))),
+        ports.clone(),
+        clock.clone(),
+    );
+    let payments = Executor::<PaymentOrder>::new(
+        Arc::new(CqrsRepository::new(PgEventStore::<PaymentOrder>::new(
+            pool.clone(),
+            committer.clone(),
+            PAYMENT_CACHE_ENTRIES,
+        ))),
+        ports.clone(),
+        clock,
+    );
+    let services = Arc::new(ShardServices {
+        name: name.to_owned(),
+        members,
+        tenants,
+        payments,
+        event_log: ports.clone(),
+        directory: ports.clone(),
+        cards: ports.clone(),
+        admins: ports.clone(),
+        due_work: ports,
+        read_models: Arc::new(PgReadModels::new(pool.clone())),
+        wechat: Arc::new(wxcm_store::wechat_store::PgWechatStore::new(pool.clone(), relaxed)),
+        pay: Arc::new(wxcm_store::pay_store::PgPayStore::new(pool.clone())),
+    });
+    Ok(Shard { name: name.to_owned(), pool, services, committed: committer.committed() })
+}
+
+impl Shards {
+    pub fn build(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Self, sqlx::Error> {
+        let mut shards = BTreeMap::new();
+        for (name, config) in &settings.shards {
+            shards.insert(name.clone(), build_shard(name, config, clock.clone())?);
+        }
+        Ok(Self {
+            shards,
+            tenant_shards: settings.tenant_shards.clone(),
+            default_shard: settings.default_shard.clone(),
+        })
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Shard> {
+        self.shards.values()
+    }
+
+    pub fn shard_for(&self, tenant: &TenantId) -> Result<&Shard, RouteError> {
+        let name = self.tenant_shards.get(tenant.as_str()).unwrap_or(&self.default_shard);
+        self.shards.get(name).ok_or_else(|| RouteError::NoShard(tenant.to_string()))
+    }
+}
+
+impl ShardRouter for Shards {
+    fn route(&self, tenant: &TenantId) -> Result<Arc<ShardServices>, RouteError> {
+        self.shard_for(tenant).map(|s| s.services.clone())
+    }
+
+    fn shards(&self) -> Vec<Arc<ShardServices>> {
+        self.shards.values().map(|s| s.services.clone()).collect()
+    }
+}

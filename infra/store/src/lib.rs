@@ -1,0 +1,22 @@
+//! Postgres: the event store and everything else wxcm keeps in a shard's
+//! database.
+//!
+//! - [`store`]: `PgEventStore`, the cqrs-es `EventStore` (state cache,
+//!   snapshots, cold loads of snapshot + tail);
+//! - [`group_commit`]: concurrent commands' events in one statement;
+//! - [`batcher`]: small statements of concurrent callers as one;
+//! - [`hashchain`]: the canonical bytes and verification of the per-stream
+//!   SHA-256 chain (`schemas/event-hash-chain.md`);
+//! - [`migrate`]: `schemas/migrations`, embedded;
+//! - [`pg_ports`], [`pay_store`], [`tokens`], [`wechat_store`]: the ports of
+//!   `wxcm-commands` and the token store of `wxcm-outbound`, over Postgres.
+
+pub mod batcher;
+pub mod group_commit;
+pub mod hashchain;
+pub mod migrate;
+pub mod pay_store;
+pub mod pg_ports;
+pub mod store;
+pub mod tokens;
+pub mod wechat_store;
