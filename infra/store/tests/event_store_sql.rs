@@ -802,7 +802,7 @@ impl Aggregate for Probe {
 }
 
 // ---------------------------------------------------------------------------------
-// group commit (infra/src/group_commit.rs)
+// group commit (infra/store/src/group_commit.rs)
 // ---------------------------------------------------------------------------------
 
 fn serialized(aggregate_id: &str, sequence: usize, idempotency_key: &str) -> SerializedEvent {
