@@ -15,7 +15,8 @@ pub mod runtime;
 pub use envelope::{load_events, RelayedEvent};
 pub use members::MemberProjector;
 pub use runtime::{
-    ApplyError, BatchReport, Outcome, ProjectionError, Projector, ProjectorRuntime, ProjectorSettings, ProjectorStatus,
+    stalls_detected, ApplyError, BatchReport, Outcome, ProjectionError, Projector, ProjectorRuntime, ProjectorSettings,
+    ProjectorStatus,
 };
 
 // Daily operations (`rm_daily_ops`, fed by `MemberProjector`) and the read-model queries.

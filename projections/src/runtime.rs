@@ -60,6 +60,32 @@ pub const BATCH_MAX: usize = 500;
 pub const STREAMS_IN_FLIGHT_MAX: usize = 8;
 /// Longest pause of `run` after failing steps.
 pub const RETRY_PAUSE_MAX: Duration = Duration::from_secs(5);
+/// Time a pull may take beyond its own wait. A pull the server forgot (it
+/// restarted, or the connection dropped and came back) is never answered, so
+/// without this bound the step would wait forever.
+pub const PULL_GRACE: Duration = Duration::from_secs(5);
+/// A projector that received nothing for this long is asked whether messages
+/// wait for it; if some do, it is stalled.
+pub const STALL_AFTER: Duration = Duration::from_secs(10);
+/// Longest a consumer-info request of the stall check may take.
+const STALL_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Stalls detected per consumer since the process started (`/metrics`).
+static STALLS: std::sync::Mutex<std::collections::BTreeMap<String, u64>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// Stalls detected (and recovered from by re-creating the pull) in this
+/// process, per consumer name.
+pub fn stalls_detected() -> Vec<(String, u64)> {
+    let stalls = STALLS.lock().unwrap_or_else(|p| p.into_inner());
+    stalls.iter().map(|(k, v)| (k.clone(), *v)).collect()
+}
+
+fn count_stall(consumer: &str) {
+    let mut stalls = STALLS.lock().unwrap_or_else(|p| p.into_inner());
+    // Bounded: one entry per configured projector and shard.
+    *stalls.entry(consumer.to_owned()).or_insert(0) += 1;
+}
 
 /// What a projector does with one event, inside the runtime's transaction.
 pub trait Projector: Send + Sync + 'static {
@@ -270,26 +296,86 @@ impl<P: Projector> ProjectorRuntime<P> {
     }
 
     /// Up to `max` messages: those available now (`wait` None), or the first
-    /// `max` to arrive within `wait`.
+    /// `max` to arrive within `wait`. Never takes longer than `wait` plus
+    /// [`PULL_GRACE`]: past that the pull is abandoned (messages received so
+    /// far are kept) and the consumer handle is made anew on the next step.
     async fn pull(&mut self, max: usize, wait: Option<Duration>) -> Result<Vec<Message>, ProjectionError> {
+        let deadline = tokio::time::Instant::now() + wait.unwrap_or(Duration::ZERO) + PULL_GRACE;
         let consumer = self.consumer().await?;
-        let fetched = match wait {
-            None => consumer.fetch().max_messages(max).messages().await,
-            Some(wait) => consumer.batch().max_messages(max).expires(wait).messages().await,
+        let request = async {
+            match wait {
+                None => consumer.fetch().max_messages(max).messages().await,
+                Some(wait) => consumer.batch().max_messages(max).expires(wait).messages().await,
+            }
         };
-        let mut messages = match fetched {
-            Ok(messages) => messages,
-            Err(e) => {
+        let mut messages = match tokio::time::timeout_at(deadline, request).await {
+            Ok(Ok(messages)) => messages,
+            Ok(Err(e)) => {
                 // The consumer or stream may be gone: look it up again next time.
                 self.consumer = None;
                 return Err(nats_error(e));
             }
+            Err(_) => {
+                self.consumer = None;
+                return Err(ProjectionError::Nats("pull request not answered in time".into()));
+            }
         };
         let mut out = Vec::new();
-        while let Some(message) = messages.next().await {
-            out.push(message.map_err(nats_error)?);
+        loop {
+            match tokio::time::timeout_at(deadline, messages.next()).await {
+                Ok(Some(Ok(message))) => out.push(message),
+                Ok(Some(Err(e))) => {
+                    self.consumer = None;
+                    if out.is_empty() {
+                        return Err(nats_error(e));
+                    }
+                    warn!(projector = self.projector.name(), shard = %self.shard, error = %e, "pull ended early");
+                    break;
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    // The server never ended this pull: it forgot it. Keep what came.
+                    warn!(projector = self.projector.name(), shard = %self.shard, received = out.len(),
+                        "pull not ended by the server in time; re-creating the consumer handle");
+                    self.consumer = None;
+                    break;
+                }
+            }
         }
         Ok(out)
+    }
+
+    /// True when messages wait for this consumer (pending or unacked) although
+    /// it received none lately: its pull is stuck. The consumer handle is then
+    /// dropped so that the next step creates a new one (and a new pull).
+    async fn stalled(&mut self) -> bool {
+        let info = match self.consumer().await {
+            Ok(consumer) => tokio::time::timeout(STALL_CHECK_TIMEOUT, consumer.info()).await,
+            Err(e) => {
+                debug!(error = %e, "stall check: no consumer");
+                return false;
+            }
+        };
+        let waiting = match info {
+            Ok(Ok(info)) => info.num_pending > 0 || info.num_ack_pending > 0,
+            Ok(Err(e)) => {
+                debug!(error = %e, "stall check: consumer info failed");
+                self.consumer = None;
+                return false;
+            }
+            Err(_) => {
+                self.consumer = None;
+                return false;
+            }
+        };
+        if waiting {
+            let name = self.consumer_name();
+            count_stall(&name);
+            warn!(projector = self.projector.name(), shard = %self.shard, consumer = %name,
+                "projector stalled: messages wait but none arrived; re-creating the pull");
+            self.consumer = None;
+        }
+        waiting
     }
 
     /// Fetches up to `max` messages (waiting at most `wait`) and handles each.
@@ -647,6 +733,7 @@ impl<P: Projector> ProjectorRuntime<P> {
     /// Steps until `shutdown` turns true, backing off after failures.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut failures: u32 = 0;
+        let mut last_received = tokio::time::Instant::now();
         loop {
             // Cancelling a step is safe: an uncommitted transaction rolls back and an
             // unacked message is redelivered (a committed one is then a duplicate).
@@ -655,8 +742,15 @@ impl<P: Projector> ProjectorRuntime<P> {
                 _ = shutdown.changed() => break,
             };
             let pause = match step {
-                Ok(_) => {
+                Ok(report) => {
                     failures = 0;
+                    if report.received > 0 {
+                        last_received = tokio::time::Instant::now();
+                    } else if last_received.elapsed() >= STALL_AFTER {
+                        // Quiet for a while: quiet stream, or a stuck pull?
+                        self.stalled().await;
+                        last_received = tokio::time::Instant::now();
+                    }
                     Duration::ZERO
                 }
                 Err(e) => {

@@ -68,6 +68,18 @@ impl Nats {
         }
     }
 
+    /// Stops the server the way an operator's service manager does (SIGTERM,
+    /// a clean shutdown), then starts it again with the same store.
+    async fn restart_gracefully(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill runs");
+            assert!(status.success(), "SIGTERM delivered");
+            let _ = child.wait();
+        }
+        self.child = Some(Self::start(self.port, &self.store));
+        self.wait_up().await;
+    }
+
     async fn restart(&mut self) {
         self.stop();
         self.child = Some(Self::start(self.port, &self.store));
@@ -174,5 +186,77 @@ async fn nats_restarted_while_commands_keep_arriving_loses_nothing() {
         assert!(Instant::now() < deadline, "the relay left {waiting} rows unpublished after the restart");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    running.stop().await;
+}
+
+/// Reconcile until clean, or fail after `deadline`.
+async fn wait_reconciled(settings: &wxcm_server::config::Settings, tenant: &TenantId, within: Duration, what: &str) {
+    let deadline = Instant::now() + within;
+    loop {
+        let report = reconcile::reconcile(settings, tenant).await.expect("reconcile runs");
+        if report.is_clean() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: read models not caught up within {within:?}: {report:#?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Issue 17: a projector idle in a pull when NATS restarts (SIGTERM, same
+/// store) was never answered and stopped for good. Its pulls are bounded now,
+/// so events committed after the restart reach the read models within seconds.
+#[tokio::test]
+async fn a_projector_waiting_in_a_pull_when_nats_restarts_projects_what_comes_next() {
+    let mut nats = Nats::new().await;
+    let mut settings = fresh_settings(1).await;
+    settings.nats.url = nats.url();
+    settings.nats.stream_prefix = format!("r{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    settings.nats.relay_interval_ms = 50;
+    let application = build(settings.clone(), Role::All, Arc::new(TestClock::default())).await;
+    let app = application.app.clone();
+    let running = application.spawn();
+
+    let tenant = TenantId::parse("natsidle").unwrap();
+    tenants::create(&app, &tenant, "Idle Cinema", Actor::System { job: "test".into() }, &ctx(&tenant)).await.unwrap();
+    let request =
+        RegisterRequest { openid: None, source: RegistrationSource::Staff, card_level: CardLevel::standard() };
+    let (view, _) =
+        members::register(&app, &tenant, request, Actor::Staff { username: "s".into() }, &ctx(&tenant)).await.unwrap();
+    deposit(&app, &tenant, view.member_id, 100).await;
+    wait_reconciled(&settings, &tenant, Duration::from_secs(30), "before the restart").await;
+
+    // The projector now waits in a pull; restart NATS under it, twice.
+    for round in 0..2 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        nats.restart_gracefully().await;
+        deposit(&app, &tenant, view.member_id, 10 + round).await;
+        // Reconnect (~1-2 s) + one bounded pull (fetch wait + PULL_GRACE) + projection.
+        wait_reconciled(&settings, &tenant, Duration::from_secs(20), &format!("after restart {round}")).await;
+    }
+    // And while events stream in (the projector is mid-fetch most of the time).
+    let mut others = Vec::new();
+    for _ in 0..4 {
+        let request =
+            RegisterRequest { openid: None, source: RegistrationSource::Staff, card_level: CardLevel::standard() };
+        let (v, _) = members::register(&app, &tenant, request, Actor::Staff { username: "s".into() }, &ctx(&tenant))
+            .await
+            .unwrap();
+        others.push(v.member_id);
+    }
+    let load = {
+        let (app, tenant, others) = (app.clone(), tenant.clone(), others.clone());
+        tokio::spawn(async move {
+            for n in 0..600i64 {
+                deposit(&app, &tenant, others[n as usize % others.len()], 1 + n % 7).await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        nats.restart_gracefully().await;
+    }
+    load.await.unwrap();
+    wait_reconciled(&settings, &tenant, Duration::from_secs(20), "after restarts under load").await;
     running.stop().await;
 }

@@ -196,6 +196,21 @@ pub fn prometheus_text(lines: &[ProjectorLine]) -> String {
     text
 }
 
+/// Projector stalls this process detected and recovered from (a pull that
+/// never ended, messages waiting but none arriving), per consumer, as a
+/// Prometheus counter. Consumers are named after configured projectors and
+/// shards, so the label set is bounded.
+pub fn stalls_text(stalls: &[(String, u64)]) -> String {
+    let name = "wxcm_projector_stalls_total";
+    let mut text = format!(
+        "# HELP {name} Projector stalls detected and recovered from by re-creating the pull.\n# TYPE {name} counter\n"
+    );
+    for (consumer, count) in stalls {
+        text.push_str(&format!("{name}{{consumer=\"{}\"}} {count}\n", label_value(consumer)));
+    }
+    text
+}
+
 /// `GET /metrics` (no auth, outside the API's middleware): [`prometheus_text`] of
 /// [`status`]. Each scrape asks every shard and JetStream once (bounded by the
 /// connect and pool timeouts); 503 when the status cannot be gathered at all.
@@ -215,7 +230,9 @@ async fn metrics(settings: &Settings) -> axum::response::Response {
     match status(settings).await {
         Ok(lines) => {
             let content_type = (axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
-            ([content_type], prometheus_text(&lines)).into_response()
+            let mut text = prometheus_text(&lines);
+            text.push_str(&stalls_text(&wxcm_projections::stalls_detected()));
+            ([content_type], text).into_response()
         }
         Err(e) => {
             tracing::warn!(error = %format!("{e:#}"), "metrics: projector status unavailable");
