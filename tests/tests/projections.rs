@@ -502,5 +502,12 @@ async fn metrics_show_the_projector_lag_gauges_without_auth() {
         assert!(text.contains(&format!("# TYPE {gauge} gauge\n")), "{text}");
     }
     assert!(text.contains("wxcm_projector_parked_events{projector=\"members\",shard=\"s0\"} 0\n"), "{text}");
+    assert!(text.contains("# TYPE wxcm_projector_stalls_total counter\n"), "{text}");
+    // Scrapes reuse the node's pools and NATS connection: repeated scrapes answer alike.
+    for _ in 0..3 {
+        let again = app.http.get(app.url("/metrics")).send().await.expect("GET /metrics again");
+        assert_eq!(again.status(), reqwest::StatusCode::OK);
+        assert!(again.text().await.expect("body").contains("# TYPE wxcm_projector_lag_events gauge\n"));
+    }
     app.stop().await;
 }

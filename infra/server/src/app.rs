@@ -252,7 +252,11 @@ impl Application {
                 self.wechat_edge.clone(),
                 member,
             )
-            .merge(crate::projection_ops::metrics_router(self.settings.clone()));
+            .merge(crate::projection_ops::metrics_router(
+                self.settings.clone(),
+                self.shards.clone(),
+                self.nats.clone(),
+            ));
             info!(addr = ?listener.local_addr().ok(), "http listening");
             let mut stop = shutdown.clone();
             axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())

@@ -95,15 +95,30 @@ async fn database_side(pool: &PgPool, projector: &str) -> Result<(Option<DateTim
     Ok((last, parked, events))
 }
 
-/// Lag and dead letters of every projector on every shard.
-pub async fn status(settings: &Settings) -> Result<Vec<ProjectorLine>> {
-    let shards = Arc::new(Shards::build(settings, Arc::new(SystemClock)).context("shard map")?);
-    let connect = async_nats::ConnectOptions::new().name("wxcm-status").connect(&settings.nats.url);
-    let js = match tokio::time::timeout(NATS_CONNECT_TIMEOUT, connect).await {
-        Ok(Ok(client)) => Ok(async_nats::jetstream::new(client)),
+/// Connects to NATS for a status reading, bounded by [`NATS_CONNECT_TIMEOUT`].
+async fn connect_nats(settings: &Settings, name: &str) -> Result<async_nats::Client, String> {
+    let connect = async_nats::ConnectOptions::new().name(name).connect(&settings.nats.url);
+    match tokio::time::timeout(NATS_CONNECT_TIMEOUT, connect).await {
+        Ok(Ok(client)) => Ok(client),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!("no answer from {} within {NATS_CONNECT_TIMEOUT:?}", settings.nats.url)),
-    };
+    }
+}
+
+/// Lag and dead letters of every projector on every shard (`wxcm projections
+/// status`: its own pools and NATS connection, for the life of the command).
+pub async fn status(settings: &Settings) -> Result<Vec<ProjectorLine>> {
+    let shards = Arc::new(Shards::build(settings, Arc::new(SystemClock)).context("shard map")?);
+    let js = connect_nats(settings, "wxcm-status").await.map(async_nats::jetstream::new);
+    Ok(status_of(settings, &shards, js.as_ref()).await)
+}
+
+/// [`status`] over a node's own shard pools and NATS connection.
+pub async fn status_of(
+    settings: &Settings,
+    shards: &Arc<Shards>,
+    js: Result<&async_nats::jetstream::Context, &String>,
+) -> Vec<ProjectorLine> {
     let prefix = &settings.nats.stream_prefix;
     let filter = crate::relay::event_subject(prefix, "*", MemberProjector.aggregate_type());
     let runtime_settings = ProjectorSettings::new(crate::relay::stream_name(prefix), filter);
@@ -128,7 +143,7 @@ pub async fn status(settings: &Settings) -> Result<Vec<ProjectorLine>> {
             parked,
             parked_events,
         };
-        match &js {
+        match js {
             Ok(js) => {
                 let router = shards.clone() as Arc<dyn ShardRouter>;
                 let mut runtime = ProjectorRuntime::new(
@@ -152,7 +167,7 @@ pub async fn status(settings: &Settings) -> Result<Vec<ProjectorLine>> {
         }
         lines.push(line);
     }
-    Ok(lines)
+    lines
 }
 
 /// A Prometheus label value: backslash, quote and line feed escaped.
@@ -211,34 +226,52 @@ pub fn stalls_text(stalls: &[(String, u64)]) -> String {
     text
 }
 
+/// What a scrape reads: the node's shard pools and one NATS connection, made
+/// at the first scrape that needs it (when the node has none of its own) and
+/// kept, so scrapes neither open connections nor flood the log.
+struct MetricsSource {
+    settings: Settings,
+    shards: Arc<Shards>,
+    nats: tokio::sync::OnceCell<async_nats::Client>,
+}
+
+impl MetricsSource {
+    async fn jetstream(&self) -> Result<async_nats::jetstream::Context, String> {
+        let client = self.nats.get_or_try_init(|| connect_nats(&self.settings, "wxcm-metrics")).await?;
+        Ok(async_nats::jetstream::ContextBuilder::new().timeout(crate::relay::JETSTREAM_TIMEOUT).build(client.clone()))
+    }
+}
+
 /// `GET /metrics` (no auth, outside the API's middleware): [`prometheus_text`] of
-/// [`status`]. Each scrape asks every shard and JetStream once (bounded by the
-/// connect and pool timeouts); 503 when the status cannot be gathered at all.
-pub fn metrics_router(settings: Settings) -> axum::Router {
-    let settings = Arc::new(settings);
+/// [`status_of`] over the node's pools and NATS connection (`nats`: the node's
+/// own client, if it has one), and the stall counter. A part that cannot be read
+/// is left out of the figures (no sample), never reported as 0.
+pub fn metrics_router(settings: Settings, shards: Arc<Shards>, nats: Option<async_nats::Client>) -> axum::Router {
+    let nats = match nats {
+        Some(client) => tokio::sync::OnceCell::new_with(Some(client)),
+        None => tokio::sync::OnceCell::new(),
+    };
+    let source = Arc::new(MetricsSource { settings, shards, nats });
     axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
-            let settings = settings.clone();
-            async move { metrics(&settings).await }
+            let source = source.clone();
+            async move { metrics(&source).await }
         }),
     )
 }
 
-async fn metrics(settings: &Settings) -> axum::response::Response {
+async fn metrics(source: &MetricsSource) -> axum::response::Response {
     use axum::response::IntoResponse;
-    match status(settings).await {
-        Ok(lines) => {
-            let content_type = (axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
-            let mut text = prometheus_text(&lines);
-            text.push_str(&stalls_text(&wxcm_projections::stalls_detected()));
-            ([content_type], text).into_response()
-        }
-        Err(e) => {
-            tracing::warn!(error = %format!("{e:#}"), "metrics: projector status unavailable");
-            axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response()
-        }
+    let js = source.jetstream().await;
+    if let Err(e) = &js {
+        tracing::debug!(error = %e, "metrics: no NATS connection");
     }
+    let lines = status_of(&source.settings, &source.shards, js.as_ref()).await;
+    let mut text = prometheus_text(&lines);
+    text.push_str(&stalls_text(&wxcm_projections::stalls_detected()));
+    let content_type = (axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
+    ([content_type], text).into_response()
 }
 
 fn dash<T: ToString>(value: Option<T>) -> String {
@@ -378,5 +411,15 @@ mod tests {
         assert!(text.contains("wxcm_projector_parked_events{projector=\"members\",shard=\"s\\\"1\"} 1\n"), "{text}");
         // Unknown figures have no sample.
         assert!(!text.contains("wxcm_projector_lag_events{projector=\"members\",shard=\"s\\\"1\"}"), "{text}");
+    }
+
+    #[test]
+    fn stalls_are_a_counter_per_consumer_with_escaped_labels() {
+        let text = stalls_text(&[("members_s0".into(), 2), ("members_\"x".into(), 1)]);
+        assert!(text.contains("# TYPE wxcm_projector_stalls_total counter\n"), "{text}");
+        assert!(text.contains("wxcm_projector_stalls_total{consumer=\"members_s0\"} 2\n"), "{text}");
+        assert!(text.contains("wxcm_projector_stalls_total{consumer=\"members_\\\"x\"} 1\n"), "{text}");
+        // No stall yet: the family is declared, with no sample.
+        assert_eq!(stalls_text(&[]).lines().count(), 2);
     }
 }
