@@ -10,11 +10,13 @@ use std::time::Duration;
 use cqrs_es::AggregateError;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use tracing::{debug, instrument, warn};
+use tracing::{debug, error, instrument, warn};
 use uuid::Uuid;
 use wxcm_domain::{EventSourced, IdempotencyKey, TenantId};
 
+use crate::adapter::HandleError;
 use crate::ports::{AggregateRepository, Clock, EventLog, IdempotencyRecord, PortError};
+use crate::repository::{BrokenInvariant, ForeignAggregate};
 
 /// Attempts per command when other writers keep winning the race.
 pub const CONFLICT_ATTEMPTS_MAX: u32 = 12;
@@ -66,6 +68,11 @@ pub enum ExecuteError<E: std::error::Error> {
     Contention,
     #[error("not found")]
     ForeignAggregate,
+    /// The stream, or the event the command decided, breaks an invariant of
+    /// the aggregate: an internal error (logged with stream and rule here),
+    /// never the client's.
+    #[error(transparent)]
+    Invariant(Box<BrokenInvariant>),
     #[error("store failure: {0}")]
     Store(String),
 }
@@ -145,13 +152,23 @@ where
                         .collect();
                     return Ok(Outcome { aggregate_id: aggregate_id.to_owned(), events, replayed: false });
                 }
-                Err(AggregateError::UserError(e)) => {
+                Err(AggregateError::UserError(HandleError::Domain(e))) => {
                     // A repeated key whose first run succeeded must not surface a
                     // rejection the state only gives because of that first run.
                     if let Some(outcome) = self.previous_outcome(ctx, &hash).await? {
                         return Ok(outcome);
                     }
                     return Err(ExecuteError::Domain(e));
+                }
+                Err(AggregateError::UserError(HandleError::Invariant(refused))) => {
+                    let broken = BrokenInvariant {
+                        aggregate_type: T::TYPE,
+                        aggregate_id: aggregate_id.to_owned(),
+                        sequence: None,
+                        event_type: refused.event_type.to_owned(),
+                        violation: refused.violation,
+                    };
+                    return Err(self.broken(broken));
                 }
                 Err(AggregateError::AggregateConflict) => {
                     self.repository.invalidate(aggregate_id);
@@ -161,8 +178,12 @@ where
                     debug!(attempt, "optimistic conflict, retrying");
                     tokio::time::sleep(backoff(attempt)).await;
                 }
-                Err(AggregateError::UnexpectedError(e)) if e.is::<crate::repository::ForeignAggregate>() => {
+                Err(AggregateError::UnexpectedError(e)) if e.is::<ForeignAggregate>() => {
                     return Err(ExecuteError::ForeignAggregate);
+                }
+                Err(AggregateError::UnexpectedError(e)) if e.is::<BrokenInvariant>() => {
+                    let broken = e.downcast::<BrokenInvariant>().map_err(|e| ExecuteError::Store(e.to_string()))?;
+                    return Err(self.broken(*broken));
                 }
                 Err(other) => {
                     self.repository.invalidate(aggregate_id);
@@ -172,6 +193,22 @@ where
         }
         warn!(aggregate_id, "conflict retries exhausted");
         Err(ExecuteError::Contention)
+    }
+
+    /// Logs a broken invariant with its stream and rule, and drops the cached
+    /// state (which a decided event may have left half applied).
+    fn broken(&self, broken: BrokenInvariant) -> ExecuteError<T::Error> {
+        self.repository.invalidate(&broken.aggregate_id);
+        error!(
+            aggregate = broken.aggregate_type,
+            aggregate_id = %broken.aggregate_id,
+            sequence = ?broken.sequence,
+            event_type = %broken.event_type,
+            rule = broken.violation.rule,
+            detail = %broken.violation.detail,
+            "event breaks an invariant of its aggregate; nothing committed"
+        );
+        ExecuteError::Invariant(Box::new(broken))
     }
 
     /// The first result for this key, or a mismatch error, or `None` if unused.
@@ -217,4 +254,145 @@ fn backoff(attempt: u32) -> Duration {
     let exp = BACKOFF_BASE_MS.saturating_mul(1u64 << attempt.min(16)).min(BACKOFF_CAP_MS);
     let jitter = rand::random::<u64>() % (exp + 1);
     Duration::from_millis(exp / 2 + jitter / 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use chrono::{DateTime, TimeZone, Utc};
+    use cqrs_es::EventEnvelope;
+    use wxcm_domain::member::{rules, Member, MemberCommand, Provenance};
+    use wxcm_domain::{Actor, InvariantViolation, Reference};
+
+    use super::*;
+    use crate::adapter::{Agg, RefusedEvent};
+    use crate::members::MemberOpError;
+    use crate::ports::LoggedEvent;
+
+    const ID: &str = "6f1c1a52-0d4e-4a43-9b0e-6f0e2a1d9c11";
+
+    /// A store whose every attempt fails with the error `fail` makes.
+    struct Failing {
+        fail: fn() -> AggregateError<HandleError<wxcm_domain::member::MemberError>>,
+        invalidated: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl AggregateRepository<Member> for Failing {
+        async fn execute_once(
+            &self,
+            _aggregate_id: &str,
+            _command: MemberCommand,
+            _now: DateTime<Utc>,
+            _metadata: HashMap<String, String>,
+        ) -> Result<Vec<EventEnvelope<Agg<Member>>>, AggregateError<HandleError<wxcm_domain::member::MemberError>>>
+        {
+            Err((self.fail)())
+        }
+        async fn load_state(&self, _aggregate_id: &str) -> Result<(Member, u64), PortError> {
+            Err(PortError::msg("not used"))
+        }
+        async fn load_recent(&self, _aggregate_id: &str, _max_age: Duration) -> Result<(Member, u64), PortError> {
+            Err(PortError::msg("not used"))
+        }
+        fn invalidate(&self, aggregate_id: &str) {
+            self.invalidated.lock().unwrap().push(aggregate_id.to_owned());
+        }
+    }
+
+    struct EmptyLog;
+
+    #[async_trait]
+    impl EventLog for EmptyLog {
+        async fn find_idempotency(&self, _: &TenantId, _: &str) -> Result<Option<IdempotencyRecord>, PortError> {
+            Ok(None)
+        }
+        async fn read_range(&self, _: &str, _: &str, _: u64, _: u64, _: u32) -> Result<Vec<LoggedEvent>, PortError> {
+            Ok(Vec::new())
+        }
+        async fn stream_tenant(&self, _: &str, _: &str) -> Result<Option<String>, PortError> {
+            Ok(None)
+        }
+        async fn all_stream_ids(&self, _: &str, _: Option<&str>, _: u32) -> Result<Vec<String>, PortError> {
+            Ok(Vec::new())
+        }
+        async fn stream_ids(&self, _: &TenantId, _: &str, _: Option<&str>, _: u32) -> Result<Vec<String>, PortError> {
+            Ok(Vec::new())
+        }
+    }
+
+    struct FixedClock;
+
+    impl Clock for FixedClock {
+        fn now(&self) -> DateTime<Utc> {
+            Utc.with_ymd_and_hms(2026, 3, 10, 2, 0, 0).unwrap()
+        }
+    }
+
+    fn violation() -> InvariantViolation {
+        InvariantViolation::new(rules::BALANCE_AFTER, "balance_after_fen is 999 but the state gives 150")
+    }
+
+    async fn execute(
+        fail: fn() -> AggregateError<HandleError<wxcm_domain::member::MemberError>>,
+    ) -> (ExecuteError<wxcm_domain::member::MemberError>, Vec<String>) {
+        let repository = Arc::new(Failing { fail, invalidated: Mutex::new(Vec::new()) });
+        let executor = Executor::<Member>::new(repository.clone(), Arc::new(EmptyLog), Arc::new(FixedClock));
+        let key = IdempotencyKey::parse("key-00000001").unwrap();
+        let ctx = CommandContext::new(TenantId::parse("acme").unwrap(), key.clone(), "test".into());
+        let provenance = Provenance {
+            actor: Actor::System { job: "test".into() },
+            reason: Reference::parse("test").unwrap(),
+            reference: None,
+            idempotency_key: key,
+        };
+        let command = MemberCommand::Unfollow { provenance };
+        let error = executor.execute(ID, command.clone(), &command, &ctx).await.unwrap_err();
+        let invalidated = repository.invalidated.lock().unwrap().clone();
+        (error, invalidated)
+    }
+
+    #[tokio::test]
+    async fn a_decided_event_the_aggregate_refuses_is_an_internal_error_naming_stream_and_rule() {
+        let (error, invalidated) = execute(|| {
+            AggregateError::UserError(HandleError::Invariant(RefusedEvent {
+                event_type: "CashDeposited",
+                violation: violation(),
+            }))
+        })
+        .await;
+        let ExecuteError::Invariant(broken) = &error else { panic!("not an invariant error: {error:?}") };
+        assert_eq!((broken.aggregate_type, broken.aggregate_id.as_str(), broken.sequence), ("member", ID, None));
+        assert_eq!((broken.event_type.as_str(), broken.rule()), ("CashDeposited", rules::BALANCE_AFTER));
+        assert_eq!(invalidated, [ID], "the half-applied cached state is dropped");
+        // Internal (500), not "not found" or a rejection (404/409/422).
+        let MemberOpError::Infra(detail) = MemberOpError::from(error) else { panic!("not internal") };
+        assert!(
+            detail.starts_with(&format!("member/{ID} decided event: CashDeposited breaks member.balance_after")),
+            "{detail}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stored_event_the_aggregate_refuses_is_an_internal_error_naming_stream_sequence_and_rule() {
+        let (error, _) = execute(|| {
+            AggregateError::UnexpectedError(Box::new(BrokenInvariant {
+                aggregate_type: "member",
+                aggregate_id: ID.into(),
+                sequence: Some(7),
+                event_type: "CashDeposited".into(),
+                violation: violation(),
+            }))
+        })
+        .await;
+        let ExecuteError::Invariant(broken) = &error else { panic!("not an invariant error: {error:?}") };
+        assert_eq!((broken.sequence, broken.rule()), (Some(7), rules::BALANCE_AFTER));
+        let MemberOpError::Infra(detail) = MemberOpError::from(error) else { panic!("not internal") };
+        assert!(
+            detail.starts_with(&format!("member/{ID} seq 7: CashDeposited breaks member.balance_after")),
+            "{detail}"
+        );
+    }
 }

@@ -45,6 +45,7 @@ impl From<ExecuteError<MemberError>> for MemberOpError {
             ExecuteError::Domain(d) => MemberOpError::Rejected(d),
             ExecuteError::IdempotencyMismatch => MemberOpError::IdempotencyMismatch,
             ExecuteError::Contention => MemberOpError::Contention,
+            ExecuteError::Invariant(broken) => MemberOpError::Infra(broken.to_string()),
             ExecuteError::Store(s) => MemberOpError::Infra(s),
         }
     }
@@ -79,8 +80,8 @@ impl MemberView {
             registered_at: r.registered_at,
             points: m.points.get(),
             spendable_points: m.spendable_points(now),
-            held_points: m.held,
-            lifetime_points: m.lifetime_points,
+            held_points: m.held.get(),
+            lifetime_points: m.lifetime_points.get(),
             balance_fen: m.balance.get(),
             version: m.version,
         })

@@ -43,6 +43,7 @@ impl From<ExecuteError<PaymentError>> for PaymentOpError {
             ExecuteError::Domain(d) => PaymentOpError::Rejected(d),
             ExecuteError::IdempotencyMismatch => PaymentOpError::IdempotencyMismatch,
             ExecuteError::Contention => PaymentOpError::Contention,
+            ExecuteError::Invariant(broken) => PaymentOpError::Infra(broken.to_string()),
             ExecuteError::Store(s) => PaymentOpError::Infra(s),
         }
     }
@@ -75,7 +76,7 @@ pub struct PaymentView {
 
 impl PaymentView {
     pub fn from_state(p: &PaymentOrder) -> Option<Self> {
-        let order = p.order.as_ref()?;
+        let order = p.details()?;
         Some(Self {
             order_id: order.order_id.clone(),
             tenant_id: order.tenant_id.clone(),
@@ -89,13 +90,13 @@ impl PaymentView {
             status: p.status()?,
             created_at: order.created_at,
             expires_at: order.expires_at,
-            transaction_id: p.payment.as_ref().map(|x| x.transaction_id.to_string()),
-            paid_at: p.payment.as_ref().map(|x| x.paid_at),
-            paid_via: p.payment.as_ref().map(|x| x.via),
-            closed_reason: p.closed.map(|(reason, _)| reason),
-            closed_at: p.closed.map(|(_, at)| at),
-            refunded_total_fen: p.refunded_total_fen,
-            refunds: p.refunds.len(),
+            transaction_id: p.payment().map(|x| x.transaction_id.to_string()),
+            paid_at: p.payment().map(|x| x.paid_at),
+            paid_via: p.payment().map(|x| x.via),
+            closed_reason: p.closed().map(|(reason, _)| reason),
+            closed_at: p.closed().map(|(_, at)| at),
+            refunded_total_fen: p.refunded_total_fen(),
+            refunds: p.refunds().len(),
             version: p.version,
         })
     }
@@ -168,7 +169,7 @@ mod tests {
                 at("2026-03-10T02:00:00Z"),
             )
             .unwrap();
-        created.iter().for_each(|e| order.apply(e));
+        created.iter().for_each(|e| order.apply(e).unwrap());
         assert_eq!(PaymentView::from_state(&PaymentOrder::default()), None);
         let view = PaymentView::from_state(&order).unwrap();
         assert_eq!((view.status, view.amount_fen, view.version), (PaymentStatus::Created, 500, 1));

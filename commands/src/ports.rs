@@ -13,7 +13,7 @@ use wxcm_domain::payment::PaymentOrder;
 use wxcm_domain::tenant::{SealedSecret, Tenant};
 use wxcm_domain::{CardNumber, EventSourced, MemberId, OpenId, TenantId};
 
-use crate::adapter::Agg;
+use crate::adapter::{Agg, HandleError};
 use crate::executor::Executor;
 
 pub trait Clock: Send + Sync {
@@ -44,7 +44,9 @@ impl PortError {
 
 /// One attempt of a command against the event store (a cqrs-es `EventStore`
 /// behind it): load, handle, commit. Conflicts come back as
-/// `AggregateError::AggregateConflict`; the executor retries.
+/// `AggregateError::AggregateConflict`; the executor retries. An event the
+/// aggregate refuses comes back as `UserError(HandleError::Invariant)` (decided
+/// by this command) or as a boxed `repository::BrokenInvariant` (stored).
 #[async_trait]
 pub trait AggregateRepository<T: EventSourced>: Send + Sync
 where
@@ -56,7 +58,7 @@ where
         command: T::Command,
         now: DateTime<Utc>,
         metadata: HashMap<String, String>,
-    ) -> Result<Vec<EventEnvelope<Agg<T>>>, AggregateError<T::Error>>;
+    ) -> Result<Vec<EventEnvelope<Agg<T>>>, AggregateError<HandleError<T::Error>>>;
 
     /// Current state and version, caught up with the store.
     async fn load_state(&self, aggregate_id: &str) -> Result<(T, u64), PortError>;

@@ -9,9 +9,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
-use wxcm_domain::{EventSourced, TenantId};
+use wxcm_domain::{EventSourced, InvariantViolation, TenantId};
 
-use crate::adapter::{Agg, HandleContext};
+use crate::adapter::{Agg, HandleContext, HandleError};
 use crate::ports::{AggregateRepository, PortError};
 
 /// State access a store offers beyond cqrs-es: a fresh read and cache control.
@@ -28,6 +28,34 @@ pub trait StateStore<T: EventSourced>: Send + Sync {
 #[derive(Debug, thiserror::Error)]
 #[error("aggregate belongs to another tenant")]
 pub struct ForeignAggregate;
+
+/// An event its aggregate refuses (`EventSourced::apply` returned the broken
+/// rule): a stored event found while folding the stream — the stream is
+/// corrupted or inconsistent, and `sequence` names the event — or an event a
+/// command just decided (`sequence` is `None`; nothing was committed). Stores
+/// return it boxed in `AggregateError::UnexpectedError`; the executor turns
+/// both into [`ExecuteError::Invariant`](crate::ExecuteError::Invariant).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{aggregate_type}/{aggregate_id} {}: {event_type} breaks {}: {}", at(*.sequence), .violation.rule, .violation.detail)]
+pub struct BrokenInvariant {
+    pub aggregate_type: &'static str,
+    pub aggregate_id: String,
+    /// Sequence of the stored event; `None` for a decided event, never stored.
+    pub sequence: Option<u64>,
+    pub event_type: String,
+    pub violation: InvariantViolation,
+}
+
+impl BrokenInvariant {
+    /// The stable rule name, e.g. `member.balance_after`.
+    pub fn rule(&self) -> &'static str {
+        self.violation.rule
+    }
+}
+
+fn at(sequence: Option<u64>) -> String {
+    sequence.map_or_else(|| "decided event".to_owned(), |s| format!("seq {s}"))
+}
 
 pub struct CqrsRepository<ES> {
     store: ES,
@@ -53,7 +81,7 @@ where
         command: T::Command,
         now: DateTime<Utc>,
         metadata: HashMap<String, String>,
-    ) -> Result<Vec<EventEnvelope<Agg<T>>>, AggregateError<T::Error>> {
+    ) -> Result<Vec<EventEnvelope<Agg<T>>>, AggregateError<HandleError<T::Error>>> {
         let mut context = self.store.load_aggregate(aggregate_id).await?;
         let tenant = metadata.get("tenant_id").and_then(|t| TenantId::parse(t).ok());
         if let Some(owner) = context.aggregate().0.tenant() {

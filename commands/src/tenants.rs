@@ -43,6 +43,7 @@ impl From<ExecuteError<TenantError>> for TenantOpError {
             ExecuteError::Domain(d) => TenantOpError::Rejected(d),
             ExecuteError::IdempotencyMismatch => TenantOpError::IdempotencyMismatch,
             ExecuteError::Contention => TenantOpError::Contention,
+            ExecuteError::Invariant(broken) => TenantOpError::Infra(broken.to_string()),
             ExecuteError::Store(s) => TenantOpError::Infra(s),
         }
     }

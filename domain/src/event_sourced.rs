@@ -3,6 +3,8 @@
 use chrono::{DateTime, Utc};
 use serde::{de::DeserializeOwned, Serialize};
 
+use crate::InvariantViolation;
+
 /// Type and version stored next to every event; the version changes when the
 /// payload shape changes (old versions are upcast, never rewritten).
 pub trait DomainEventMeta {
@@ -13,7 +15,10 @@ pub trait DomainEventMeta {
 /// An event-sourced aggregate: decide with `handle`, evolve with `apply`.
 ///
 /// `handle` never mutates; `apply` never fails on an event `handle` produced
-/// (it asserts the invariants again, pairing the checks).
+/// from the same state. `apply` checks the invariants again (pairing the
+/// checks) and recomputes the figures events state; an event that breaks one
+/// is an [`InvariantViolation`], never a panic. After an `Err` the state is
+/// unspecified: discard it.
 pub trait EventSourced: Default + Clone + Serialize + DeserializeOwned + Send + Sync + 'static {
     /// Aggregate type as stored in the event table.
     const TYPE: &'static str;
@@ -25,7 +30,7 @@ pub trait EventSourced: Default + Clone + Serialize + DeserializeOwned + Send + 
     type Error: std::error::Error + Send + Sync + 'static;
 
     fn handle(&self, command: Self::Command, now: DateTime<Utc>) -> Result<Vec<Self::Event>, Self::Error>;
-    fn apply(&mut self, event: &Self::Event);
+    fn apply(&mut self, event: &Self::Event) -> Result<(), InvariantViolation>;
 
     /// The tenant the aggregate belongs to, once it exists. The application
     /// refuses commands from any other tenant.

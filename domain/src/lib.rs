@@ -8,6 +8,7 @@ pub mod actor;
 pub mod amounts;
 pub mod event_sourced;
 pub mod ids;
+pub mod invariant;
 pub mod member;
 pub mod payment;
 pub mod schema;
@@ -19,3 +20,4 @@ pub use event_sourced::{DomainEventMeta, EventSourced};
 pub use ids::{
     AppId, CardNumber, IdError, IdempotencyKey, MemberId, OpenId, OutTradeNo, PayRef, Reference, SceneKey, TenantId,
 };
+pub use invariant::InvariantViolation;

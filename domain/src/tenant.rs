@@ -1,6 +1,10 @@
 //! The tenant (merchant) aggregate: name, bound official accounts (directly
 //! or through the third-party platform) and the points rules.
 //!
+//! `apply` checks that every event follows the creation, that the tenant is
+//! created once and that an appid is bound directly or as a component account,
+//! never both (see [`rules`]).
+//!
 //! Secrets arrive sealed (encrypted by the application layer with a key from
 //! the environment); the domain stores them opaquely and never shows them.
 
@@ -11,8 +15,9 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::invariant::ensure;
 use crate::member::ExpiryPolicy;
-use crate::{Actor, AppId, DomainEventMeta, EventSourced, TenantId};
+use crate::{Actor, AppId, DomainEventMeta, EventSourced, InvariantViolation, TenantId};
 
 /// Official accounts per tenant, direct and component accounts together.
 pub const OFFICIAL_ACCOUNTS_MAX: usize = 50;
@@ -193,6 +198,15 @@ impl DomainEventMeta for TenantEvent {
     }
 }
 
+/// Names of the rules [`Tenant::apply`] checks. Stable: reports and tests match on them.
+pub mod rules {
+    /// Only the creation may start the stream.
+    pub const CREATED_FIRST: &str = "tenant.created_first";
+    pub const CREATED_ONCE: &str = "tenant.created_once";
+    /// An appid is bound directly or as a component account, never both.
+    pub const APPID_BOUND_ONCE: &str = "tenant.appid_bound_once";
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TenantError {
     #[error("tenant does not exist")]
@@ -230,6 +244,10 @@ pub struct Tenant {
 }
 
 impl Tenant {
+    fn existing(&self) -> Result<&TenantId, TenantError> {
+        self.tenant_id.as_ref().ok_or(TenantError::NotFound)
+    }
+
     fn account_count(&self) -> usize {
         self.accounts.len() + self.component_accounts.len()
     }
@@ -255,11 +273,10 @@ impl EventSourced for Tenant {
     }
 
     fn handle(&self, command: TenantCommand, now: DateTime<Utc>) -> Result<Vec<TenantEvent>, TenantError> {
-        let exists = self.tenant_id.is_some();
         let event = match command {
             TenantCommand::Create { tenant_id, name, actor } => {
-                if exists {
-                    return if self.tenant_id.as_ref() == Some(&tenant_id) && self.name == name {
+                if let Some(existing) = &self.tenant_id {
+                    return if *existing == tenant_id && self.name == name {
                         Ok(Vec::new())
                     } else {
                         Err(TenantError::AlreadyExists)
@@ -270,8 +287,8 @@ impl EventSourced for Tenant {
                 }
                 TenantEvent::TenantCreated { tenant_id, name, created_at: now, actor }
             }
-            _ if !exists => return Err(TenantError::NotFound),
             TenantCommand::Rename { name, actor } => {
+                self.existing()?;
                 if !valid_name(&name) {
                     return Err(TenantError::InvalidName);
                 }
@@ -281,6 +298,7 @@ impl EventSourced for Tenant {
                 TenantEvent::TenantRenamed { name, actor }
             }
             TenantCommand::BindOfficialAccount { account, actor } => {
+                self.existing()?;
                 if self.component_accounts.contains_key(account.appid.as_str()) {
                     return Err(TenantError::BoundAsComponent(account.appid.to_string()));
                 }
@@ -297,12 +315,14 @@ impl EventSourced for Tenant {
                 TenantEvent::OfficialAccountBound { account, actor }
             }
             TenantCommand::UnbindOfficialAccount { appid, actor } => {
+                self.existing()?;
                 if !self.accounts.contains_key(appid.as_str()) {
                     return Err(TenantError::AccountNotBound(appid.to_string()));
                 }
                 TenantEvent::OfficialAccountUnbound { appid, actor }
             }
             TenantCommand::SetPointsRules { rules, actor } => {
+                self.existing()?;
                 if !rules.is_valid() {
                     return Err(TenantError::InvalidPointsRules);
                 }
@@ -312,6 +332,7 @@ impl EventSourced for Tenant {
                 TenantEvent::PointsRulesSet { rules, actor }
             }
             TenantCommand::AuthorizeComponentAccount { appid, refresh_token, actor } => {
+                self.existing()?;
                 if self.accounts.contains_key(appid.as_str()) {
                     return Err(TenantError::BoundDirectly(appid.to_string()));
                 }
@@ -323,6 +344,7 @@ impl EventSourced for Tenant {
                 TenantEvent::ComponentAccountAuthorized { appid, refresh_token, authorized_at: Some(now), actor }
             }
             TenantCommand::DeauthorizeComponentAccount { appid, actor } => {
+                self.existing()?;
                 if !self.component_accounts.contains_key(appid.as_str()) {
                     return Err(TenantError::ComponentAccountNotBound(appid.to_string()));
                 }
@@ -332,26 +354,33 @@ impl EventSourced for Tenant {
         Ok(vec![event])
     }
 
-    fn apply(&mut self, event: &TenantEvent) {
+    fn apply(&mut self, event: &TenantEvent) -> Result<(), InvariantViolation> {
+        let created_first = self.tenant_id.is_some() || matches!(event, TenantEvent::TenantCreated { .. });
+        ensure(created_first, rules::CREATED_FIRST, || format!("{} for a tenant not created", event.event_type()))?;
         self.version += 1;
         match event {
             TenantEvent::TenantCreated { tenant_id, name, created_at, .. } => {
-                assert!(self.tenant_id.is_none(), "tenant created twice");
+                ensure(self.tenant_id.is_none(), rules::CREATED_ONCE, || format!("tenant {tenant_id} created twice"))?;
                 self.tenant_id = Some(tenant_id.clone());
                 self.name = name.clone();
                 self.created_at = Some(*created_at);
             }
             TenantEvent::TenantRenamed { name, .. } => self.name = name.clone(),
             TenantEvent::OfficialAccountBound { account, .. } => {
-                assert!(!self.component_accounts.contains_key(account.appid.as_str()), "appid bound twice");
-                self.accounts.insert(account.appid.to_string(), account.clone());
+                let appid = &account.appid;
+                ensure(!self.component_accounts.contains_key(appid.as_str()), rules::APPID_BOUND_ONCE, || {
+                    format!("{appid} bound directly while a component account")
+                })?;
+                self.accounts.insert(appid.to_string(), account.clone());
             }
             TenantEvent::OfficialAccountUnbound { appid, .. } => {
                 self.accounts.remove(appid.as_str());
             }
             TenantEvent::PointsRulesSet { rules, .. } => self.points_rules = *rules,
             TenantEvent::ComponentAccountAuthorized { appid, refresh_token, authorized_at, .. } => {
-                assert!(!self.accounts.contains_key(appid.as_str()), "appid bound twice");
+                ensure(!self.accounts.contains_key(appid.as_str()), rules::APPID_BOUND_ONCE, || {
+                    format!("{appid} authorized as a component account while bound directly")
+                })?;
                 self.component_accounts.insert(
                     appid.to_string(),
                     ComponentAccount {
@@ -365,6 +394,7 @@ impl EventSourced for Tenant {
                 self.component_accounts.remove(appid.as_str());
             }
         }
+        Ok(())
     }
 }
 
@@ -397,7 +427,7 @@ mod tests {
                 Utc::now(),
             )
             .unwrap();
-        evs.iter().for_each(|e| t.apply(e));
+        evs.iter().for_each(|e| t.apply(e).unwrap());
         t
     }
 
@@ -427,7 +457,7 @@ mod tests {
                 Utc::now(),
             )
             .unwrap();
-        evs.iter().for_each(|e| t.apply(e));
+        evs.iter().for_each(|e| t.apply(e).unwrap());
         assert_eq!(t.accounts.len(), 1);
         // Binding the same settings again changes nothing.
         let same = t.handle(
@@ -444,7 +474,7 @@ mod tests {
                 Utc::now(),
             )
             .unwrap();
-        evs.iter().for_each(|e| t.apply(e));
+        evs.iter().for_each(|e| t.apply(e).unwrap());
         assert!(t.accounts.is_empty());
         let missing = t.handle(
             TenantCommand::UnbindOfficialAccount { appid: AppId::parse("wx0123456789abcdef").unwrap(), actor: admin() },
@@ -468,7 +498,7 @@ mod tests {
     }
 
     fn apply_all(t: &mut Tenant, events: Vec<TenantEvent>) {
-        events.iter().for_each(|e| t.apply(e));
+        events.iter().for_each(|e| t.apply(e).unwrap());
     }
 
     fn appid(s: &str) -> AppId {
@@ -596,6 +626,35 @@ mod tests {
         assert_eq!(t.handle(direct, Utc::now()), Err(TenantError::TooManyAccounts));
         // Renewing an existing authorization is not a new account.
         assert!(t.handle(authorize(&format!("wx{:016x}", 1)), Utc::now()).is_ok());
+    }
+
+    #[test]
+    fn applying_an_event_before_the_creation_names_the_rule() {
+        let renamed = TenantEvent::TenantRenamed { name: "x".into(), actor: admin() };
+        let broken = Tenant::default().apply(&renamed).unwrap_err();
+        assert_eq!(broken.rule, rules::CREATED_FIRST);
+        assert!(broken.detail.contains("TenantRenamed"), "{broken}");
+    }
+
+    #[test]
+    fn applying_a_second_creation_names_the_rule() {
+        let mut t = created();
+        let again = TenantEvent::TenantCreated {
+            tenant_id: TenantId::parse("acme").unwrap(),
+            name: "Acme".into(),
+            created_at: Utc::now(),
+            actor: admin(),
+        };
+        assert_eq!(t.apply(&again).unwrap_err().rule, rules::CREATED_ONCE);
+    }
+
+    #[test]
+    fn applying_a_direct_binding_of_a_component_account_names_the_rule() {
+        let mut t = created();
+        let evs = t.handle(authorize("wx00000000000000aa"), Utc::now()).unwrap();
+        apply_all(&mut t, evs);
+        let bound = TenantEvent::OfficialAccountBound { account: account("wx00000000000000aa"), actor: admin() };
+        assert_eq!(t.apply(&bound).unwrap_err().rule, rules::APPID_BOUND_ONCE);
     }
 
     #[test]

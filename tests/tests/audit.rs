@@ -266,6 +266,82 @@ async fn forged_row_is_reported() {
 }
 
 #[tokio::test]
+async fn an_inconsistent_event_is_reported_with_stream_sequence_and_rule() {
+    let f = Fixture::new(&[TENANT]).await;
+    let tenant = TenantId::parse(TENANT).unwrap();
+    let member = member_with_history(f.app(), TENANT).await;
+    let mut db = f.superuser().await;
+    // Inserted with the triggers on, so the hash chain is intact: a charge of 10
+    // yuan from a balance of 7.50 yuan, which would make the balance negative.
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         SELECT aggregate_type, aggregate_id, 6, event_type, event_version,
+                jsonb_set(jsonb_set(payload, '{CashCharged,amount_fen}', '1000'),
+                          '{CashCharged,balance_after_fen}', '0'),
+                jsonb_build_object('tenant_id', tenant_id)
+           FROM events WHERE aggregate_type = 'member' AND aggregate_id = $1 AND sequence = 3",
+    )
+    .bind(member.to_string())
+    .execute(&mut db)
+    .await
+    .unwrap();
+
+    let output = f.audit_member(TENANT, member, false).await;
+    let text = all_output(&output);
+    assert!(!output.status.success(), "{text}");
+    let refusal =
+        format!("member/{member} seq 6: replay failed at seq 6: invariant member.balance_covers_debit broken");
+    assert!(text.contains(&refusal), "{text}");
+    assert!(!text.contains("hash mismatch"), "the chain is intact: {text}");
+
+    let report = json(&f.audit_member(TENANT, member, true).await);
+    assert_eq!(
+        violations(&report),
+        [(Some(6), "balance_after_mismatch".to_owned()), (Some(6), "replay_failed".to_owned())]
+    );
+    let refused = &report["violations"][1];
+    assert_eq!(refused["stream"], format!("member/{member}").as_str());
+    assert_eq!(refused["rule"], "member.balance_covers_debit");
+    assert_eq!(
+        (report["balances"]["complete"].clone(), report["balances"]["balance_fen"].clone()),
+        (false.into(), 750.into())
+    );
+
+    let verify = json(&f.audit(&["verify", "--tenant", TENANT, "--json"]).await);
+    assert_eq!(verify["ok"], false);
+    let found: Vec<(&str, Option<i64>, &str)> = verify["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["rule"].is_string())
+        .map(|v| (v["stream"].as_str().unwrap(), v["sequence"].as_i64(), v["rule"].as_str().unwrap()))
+        .collect();
+    assert_eq!(found, [(format!("member/{member}").as_str(), Some(6), "member.balance_covers_debit")]);
+
+    // The application refuses to work on the stream: an internal error naming
+    // stream, sequence and rule (the API answers 500), never a panic, 404 or 409.
+    let idempotency_key = key();
+    let command = MemberCommand::DepositCash {
+        amount_fen: AmountFen::new(1).unwrap(),
+        provenance: provenance(idempotency_key.clone()),
+    };
+    let ctx = CommandContext::new(tenant.clone(), idempotency_key, "test".into());
+    match members::execute(f.app(), &tenant, member, command.clone(), &command, &ctx).await {
+        Err(members::MemberOpError::Infra(detail)) => {
+            assert!(detail.contains(&format!("member/{member} seq 6")), "{detail}");
+            assert!(detail.contains("member.balance_covers_debit"), "{detail}");
+        }
+        other => panic!("expected an internal error, got {other:?}"),
+    }
+    match members::get(f.app(), &tenant, member).await {
+        Err(members::MemberOpError::Infra(detail)) => {
+            assert!(detail.contains("member.balance_covers_debit"), "{detail}")
+        }
+        other => panic!("expected an internal error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn verify_passes_a_clean_tenant_and_names_every_tampered_stream() {
     let f = Fixture::new(&[TENANT, "other"]).await;
     let first = member_with_history(f.app(), TENANT).await;

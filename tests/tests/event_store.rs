@@ -103,7 +103,7 @@ async fn cold_loads_use_snapshots_and_equal_the_full_fold() {
     .unwrap();
     let mut folded = Member::default();
     for p in payloads {
-        folded.apply(&serde_json::from_value(p).unwrap());
+        folded.apply(&serde_json::from_value(p).unwrap()).unwrap();
     }
     assert_eq!(loaded.version, 250);
     assert_eq!(loaded.balance_fen, folded.balance.get());

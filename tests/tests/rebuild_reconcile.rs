@@ -259,6 +259,51 @@ async fn the_projected_read_models_reconcile_with_the_events() {
 }
 
 #[tokio::test]
+async fn a_stream_the_aggregate_refuses_is_reported_with_stream_sequence_and_rule() {
+    let mut h = Harness::new().await;
+    let (a, _) = some_history(&h).await;
+    h.drain_relay().await;
+    let mut projector = h.projector();
+    h.project_all(&mut projector).await;
+    assert_clean(&h.reconcile(&h.tenant).await);
+
+    // Inserted with the triggers on, so the hash chain is intact: a charge of 10
+    // yuan from a balance of 3 yuan, which would make the balance negative.
+    h.sql(&format!(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         SELECT aggregate_type, aggregate_id, 7, event_type, event_version,
+                jsonb_set(jsonb_set(payload, '{{CashCharged,amount_fen}}', '1000'),
+                          '{{CashCharged,balance_after_fen}}', '0'),
+                jsonb_build_object('tenant_id', tenant_id)
+           FROM events WHERE aggregate_type = 'member' AND aggregate_id = '{a}' AND sequence = 4"
+    ))
+    .await;
+    let report = h.reconcile(&h.tenant).await;
+    assert!(!report.is_clean());
+    let broken: Vec<(&str, i64, &str)> =
+        report.broken_streams.iter().map(|b| (b.stream.as_str(), b.sequence, b.rule)).collect();
+    assert_eq!(broken, [(format!("member/{a}").as_str(), 7, "member.balance_covers_debit")], "{report:#?}");
+    assert!(report.broken_streams[0].detail.starts_with("CashCharged: "), "{report:#?}");
+    // Its figures are not compared (the fold stopped); nothing else differs.
+    assert!(report.differences.is_empty(), "{report:#?}");
+
+    let output = h.wxcm(&["audit", "reconcile", "--tenant", h.tenant.as_str(), "--json"]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json report");
+    assert_eq!(json["broken_streams"][0]["stream"], format!("member/{a}").as_str());
+    assert_eq!(json["broken_streams"][0]["sequence"], 7);
+    assert_eq!(json["broken_streams"][0]["rule"], "member.balance_covers_debit");
+    let output = h.wxcm(&["audit", "reconcile", "--tenant", h.tenant.as_str()]).await;
+    assert_eq!(output.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("member.balance_covers_debit") && text.contains("streams that cannot be folded: 1"),
+        "{text}"
+    );
+    h.finish().await;
+}
+
+#[tokio::test]
 async fn a_corrupted_read_model_is_reported_and_a_rebuild_restores_it() {
     let mut h = Harness::new().await;
     let (a, b) = some_history(&h).await;

@@ -18,7 +18,7 @@ pub async fn apply_paid(
     report: &PaidReport,
 ) -> Result<Applied, PayFlowError> {
     let order = load_order(app, tenant, order_id).await?;
-    let already_paid = order.payment.as_ref().is_some_and(|p| p.transaction_id.as_str() == report.transaction_id);
+    let already_paid = order.payment().is_some_and(|p| p.transaction_id.as_str() == report.transaction_id);
     let command = PaymentCommand::MarkPaid {
         transaction_id: PayRef::parse(&report.transaction_id).map_err(|e| bad("transaction_id", e))?,
         total_fen: report.total_fen,
@@ -49,7 +49,7 @@ pub(super) fn credit_key(order_id: &OutTradeNo) -> Result<IdempotencyKey, PayFlo
 /// credited (the key derives from the order id) or when the order is not paid.
 pub async fn credit_paid_order(app: &App, tenant: &TenantId, order_id: &OutTradeNo) -> Result<Applied, PayFlowError> {
     let order = load_order(app, tenant, order_id).await?;
-    let (Some(details), Some(_)) = (&order.order, &order.payment) else {
+    let (Some(details), Some(_)) = (order.details(), order.payment()) else {
         return Err(PayFlowError::Refused(format!("order {order_id} is not paid")));
     };
     if details.purpose != PaymentPurpose::BalanceRecharge {
@@ -75,7 +75,7 @@ pub async fn apply_refund(
     report: &RefundReport,
 ) -> Result<Applied, PayFlowError> {
     let order = load_order(app, tenant, order_id).await?;
-    let Some(details) = &order.order else {
+    let Some(details) = order.details() else {
         return Err(PayFlowError::Refused(format!("order {order_id} not found")));
     };
     if report.total_fen != details.amount_fen.get() {
@@ -108,19 +108,19 @@ pub async fn apply_refund(
 /// reversed yet; returns how many reversals this call wrote.
 pub async fn reverse_refunds(app: &App, tenant: &TenantId, order_id: &OutTradeNo) -> Result<u32, PayFlowError> {
     let order = load_order(app, tenant, order_id).await?;
-    let Some(details) = &order.order else {
+    let Some(details) = order.details() else {
         return Ok(0);
     };
     if details.purpose != PaymentPurpose::BalanceRecharge {
         return Ok(0);
     }
     let mut written = 0;
-    for (refund_no, refund) in &order.refunds {
+    for (refund_no, refund) in order.refunds() {
         let key = system_key(&["pay-reverse", order_id.as_str(), refund_no]).map_err(infra)?;
         let command = MemberCommand::ReverseRecharge {
             order_id: Reference::parse(order_id.as_str()).map_err(|e| bad("order id", e))?,
             refund_no: Reference::parse(refund_no).map_err(|e| bad("refund no", e))?,
-            amount_fen: AmountFen::new(refund.amount_fen).map_err(|e| bad("refund amount", e))?,
+            amount_fen: refund.amount_fen,
             provenance: provenance("wechat pay refund", order_id.as_str(), &key)?,
         };
         let ctx = system_ctx(tenant, key);

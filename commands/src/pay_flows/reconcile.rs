@@ -64,7 +64,8 @@ pub async fn reconcile_order(
     order_id: &OutTradeNo,
 ) -> Result<Reconciled, PayFlowError> {
     let order = load_order(app, tenant, order_id).await?;
-    let details = order.order.clone().ok_or_else(|| PayFlowError::Refused(format!("order {order_id} not found")))?;
+    let details =
+        order.details().cloned().ok_or_else(|| PayFlowError::Refused(format!("order {order_id} not found")))?;
     match order.status() {
         Some(PaymentStatus::Paid) => {
             credit_paid_order(app, tenant, order_id).await?;

@@ -1,13 +1,16 @@
 //! The payment order aggregate: one WeChat Pay order wxcm created, identified
 //! by its `out_trade_no`.
 //!
-//! Invariants (checked in `handle`, asserted again in `apply`):
+//! The state is an [`OrderState`]: not created, created, paid (with its
+//! refunds) or closed. Invariants (checked in `handle`, checked again in
+//! `apply`, which returns the broken rule, see [`rules`]):
 //! - an order is paid at most once, by one transaction, for exactly its amount;
 //! - a paid order is never closed and a closed order is never paid (a payment
 //!   arriving after the close is refused as `ClosedButPaid` for the application
 //!   to flag);
 //! - refunds only follow a payment, each `refund_no` applies once, and the
-//!   refunded total never exceeds the amount;
+//!   refunded total never exceeds the amount; the refunded total and the
+//!   "fully refunded" flag a refund event states are what the state gives;
 //! - one command produces at most one event.
 
 #[cfg(test)]
@@ -19,8 +22,11 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::invariant::{ensure, ensure_figure};
 use crate::member::Provenance;
-use crate::{AmountFen, AppId, DomainEventMeta, EventSourced, MemberId, OpenId, OutTradeNo, PayRef, TenantId};
+use crate::{
+    AmountFen, AppId, DomainEventMeta, EventSourced, InvariantViolation, MemberId, OpenId, OutTradeNo, PayRef, TenantId,
+};
 
 /// Refunds of one order; WeChat Pay allows 50.
 pub const REFUNDS_MAX: usize = 50;
@@ -188,6 +194,25 @@ pub enum PaymentError {
     TooManyRefunds,
 }
 
+/// Names of the rules [`PaymentOrder::apply`] checks. Stable: reports and tests match on them.
+pub mod rules {
+    /// Only the creation may start the stream.
+    pub const CREATED_FIRST: &str = "payment.created_first";
+    pub const CREATED_ONCE: &str = "payment.created_once";
+    pub const PAID_ONCE: &str = "payment.paid_once";
+    /// The paid total is the order's amount.
+    pub const PAID_TOTAL: &str = "payment.paid_total";
+    /// A closed order is never paid, a paid one never closed.
+    pub const PAID_OR_CLOSED: &str = "payment.paid_or_closed";
+    pub const CLOSED_ONCE: &str = "payment.closed_once";
+    pub const REFUND_AFTER_PAYMENT: &str = "payment.refund_after_payment";
+    pub const REFUND_NO_ONCE: &str = "payment.refund_no_once";
+    pub const REFUNDS_MAX: &str = "payment.refunds_max";
+    pub const REFUNDS_WITHIN_AMOUNT: &str = "payment.refunds_within_amount";
+    pub const REFUNDED_TOTAL: &str = "payment.refunded_total";
+    pub const FULLY_REFUNDED: &str = "payment.fully_refunded";
+}
+
 /// The order as created: what a duplicate `Create` must match.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderDetails {
@@ -214,120 +239,339 @@ pub struct Payment {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refund {
     pub refund_id: PayRef,
-    pub amount_fen: i64,
+    pub amount_fen: AmountFen,
     pub succeeded_at: DateTime<Utc>,
+}
+
+/// refund_no → refund.
+pub type Refunds = BTreeMap<String, Refund>;
+
+static NO_REFUNDS: Refunds = BTreeMap::new();
+
+/// Where an order stands; each state holds what it has.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum OrderState {
+    #[default]
+    NotCreated,
+    Created {
+        order: OrderDetails,
+    },
+    Paid {
+        order: OrderDetails,
+        payment: Payment,
+        refunds: Refunds,
+    },
+    Closed {
+        order: OrderDetails,
+        reason: CloseReason,
+        closed_at: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentOrder {
+    /// Number of events applied: the sequence of the last event.
     pub version: u64,
-    pub order: Option<OrderDetails>,
-    pub payment: Option<Payment>,
-    pub closed: Option<(CloseReason, DateTime<Utc>)>,
-    /// refund_no → refund.
-    pub refunds: BTreeMap<String, Refund>,
-    pub refunded_total_fen: i64,
+    pub state: OrderState,
+}
+
+fn refunded_total_fen(refunds: &Refunds) -> i64 {
+    refunds.values().map(|r| r.amount_fen.get()).sum()
 }
 
 impl PaymentOrder {
     /// `None` before the order is created.
     pub fn status(&self) -> Option<PaymentStatus> {
-        self.order.as_ref()?;
-        Some(match (&self.payment, &self.closed) {
-            (Some(_), _) => PaymentStatus::Paid,
-            (None, Some(_)) => PaymentStatus::Closed,
-            (None, None) => PaymentStatus::Created,
-        })
+        match self.state {
+            OrderState::NotCreated => None,
+            OrderState::Created { .. } => Some(PaymentStatus::Created),
+            OrderState::Paid { .. } => Some(PaymentStatus::Paid),
+            OrderState::Closed { .. } => Some(PaymentStatus::Closed),
+        }
+    }
+
+    /// The order as created, once it is.
+    pub fn details(&self) -> Option<&OrderDetails> {
+        match &self.state {
+            OrderState::NotCreated => None,
+            OrderState::Created { order } | OrderState::Paid { order, .. } | OrderState::Closed { order, .. } => {
+                Some(order)
+            }
+        }
+    }
+
+    pub fn payment(&self) -> Option<&Payment> {
+        match &self.state {
+            OrderState::Paid { payment, .. } => Some(payment),
+            OrderState::NotCreated | OrderState::Created { .. } | OrderState::Closed { .. } => None,
+        }
+    }
+
+    pub fn closed(&self) -> Option<(CloseReason, DateTime<Utc>)> {
+        match &self.state {
+            OrderState::Closed { reason, closed_at, .. } => Some((*reason, *closed_at)),
+            OrderState::NotCreated | OrderState::Created { .. } | OrderState::Paid { .. } => None,
+        }
+    }
+
+    /// Refunds recorded (only a paid order has any).
+    pub fn refunds(&self) -> &Refunds {
+        match &self.state {
+            OrderState::Paid { refunds, .. } => refunds,
+            OrderState::NotCreated | OrderState::Created { .. } | OrderState::Closed { .. } => &NO_REFUNDS,
+        }
+    }
+
+    pub fn refunded_total_fen(&self) -> i64 {
+        refunded_total_fen(self.refunds())
     }
 
     pub fn fully_refunded(&self) -> bool {
-        self.order.as_ref().is_some_and(|o| self.refunded_total_fen == o.amount_fen.get())
+        self.details().is_some_and(|o| self.refunded_total_fen() == o.amount_fen.get())
     }
 
     fn created(&self) -> Result<&OrderDetails, PaymentError> {
-        self.order.as_ref().ok_or(PaymentError::NotFound)
+        self.details().ok_or(PaymentError::NotFound)
     }
 
-    fn handle_create(&self, command: PaymentCommand, now: DateTime<Utc>) -> Result<Vec<PaymentEvent>, PaymentError> {
-        let PaymentCommand::Create {
-            order_id,
-            tenant_id,
-            member_id,
-            openid,
-            appid,
-            mch_id,
-            purpose,
-            amount_fen,
-            api_version,
-            expires_at,
-            provenance,
-        } = command
-        else {
-            return Err(PaymentError::NotFound);
-        };
-        if let Some(existing) = &self.order {
-            let same = OrderDetails {
-                order_id: order_id.clone(),
-                tenant_id: tenant_id.clone(),
-                member_id,
-                openid: openid.clone(),
-                appid: appid.clone(),
-                mch_id: mch_id.clone(),
-                purpose,
-                amount_fen,
-                api_version,
-                expires_at,
-                created_at: existing.created_at,
-            };
-            return if *existing == same { Ok(Vec::new()) } else { Err(PaymentError::AlreadyExists) };
+    fn create(
+        &self,
+        details: OrderDetails,
+        provenance: Provenance,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<PaymentEvent>, PaymentError> {
+        if let Some(existing) = self.details() {
+            let same = *existing == OrderDetails { created_at: existing.created_at, ..details };
+            return if same { Ok(Vec::new()) } else { Err(PaymentError::AlreadyExists) };
         }
-        if expires_at <= now {
+        if details.expires_at <= now {
             return Err(PaymentError::ExpiresInThePast);
         }
         Ok(vec![PaymentEvent::PaymentOrderCreated {
-            order_id,
-            tenant_id,
-            member_id,
-            openid,
-            appid,
-            mch_id,
-            purpose,
-            amount_fen,
-            api_version,
+            order_id: details.order_id,
+            tenant_id: details.tenant_id,
+            member_id: details.member_id,
+            openid: details.openid,
+            appid: details.appid,
+            mch_id: details.mch_id,
+            purpose: details.purpose,
+            amount_fen: details.amount_fen,
+            api_version: details.api_version,
             created_at: now,
-            expires_at,
+            expires_at: details.expires_at,
             provenance,
         }])
     }
 
-    fn assert_invariants(&self) {
-        let Some(order) = &self.order else {
-            assert!(self.payment.is_none() && self.closed.is_none() && self.refunds.is_empty());
-            return;
+    fn close(&self, reason: CloseReason, now: DateTime<Utc>) -> Result<Vec<PaymentEvent>, PaymentError> {
+        match self.state {
+            OrderState::NotCreated => Err(PaymentError::NotFound),
+            OrderState::Created { .. } => Ok(vec![PaymentEvent::PaymentOrderClosed { reason, closed_at: now }]),
+            OrderState::Paid { .. } => Err(PaymentError::AlreadyPaid),
+            OrderState::Closed { .. } => Ok(Vec::new()),
+        }
+    }
+
+    fn record_refund(
+        &self,
+        refund_no: PayRef,
+        refund_id: PayRef,
+        amount_fen: AmountFen,
+        succeeded_at: DateTime<Utc>,
+    ) -> Result<Vec<PaymentEvent>, PaymentError> {
+        let (order, refunds) = match &self.state {
+            OrderState::NotCreated => return Err(PaymentError::NotFound),
+            OrderState::Created { .. } | OrderState::Closed { .. } => return Err(PaymentError::NotPaid),
+            OrderState::Paid { order, refunds, .. } => (order, refunds),
         };
-        assert!(!(self.payment.is_some() && self.closed.is_some()), "order both paid and closed");
-        assert!(self.refunds.is_empty() || self.payment.is_some(), "refund of an unpaid order");
-        let total: i64 = self.refunds.values().map(|r| r.amount_fen).sum();
-        assert_eq!(total, self.refunded_total_fen, "refunded total must equal the sum of refunds");
-        assert!(self.refunded_total_fen <= order.amount_fen.get(), "refunded more than paid");
-        assert!(self.refunds.len() <= REFUNDS_MAX);
+        if let Some(recorded) = refunds.get(refund_no.as_str()) {
+            return if recorded.amount_fen == amount_fen {
+                Ok(Vec::new())
+            } else {
+                Err(PaymentError::RefundConflict(refund_no.to_string()))
+            };
+        }
+        if refunds.len() >= REFUNDS_MAX {
+            return Err(PaymentError::TooManyRefunds);
+        }
+        let refunded_fen = refunded_total_fen(refunds);
+        let refundable_fen = order.amount_fen.get() - refunded_fen;
+        if amount_fen.get() > refundable_fen {
+            return Err(PaymentError::RefundExceedsPayment { refundable_fen, requested_fen: amount_fen.get() });
+        }
+        let refunded_total_fen = refunded_fen + amount_fen.get();
+        Ok(vec![PaymentEvent::PaymentOrderRefunded {
+            refund_no,
+            refund_id,
+            amount_fen,
+            refunded_total_fen,
+            fully_refunded: refunded_total_fen == order.amount_fen.get(),
+            succeeded_at,
+        }])
+    }
+}
+
+// ---------------------------------------------------------------- applying
+
+fn violation(rule: &'static str, detail: impl Into<String>) -> InvariantViolation {
+    InvariantViolation::new(rule, detail)
+}
+
+impl OrderState {
+    fn on_created(self, order: OrderDetails) -> Result<Self, InvariantViolation> {
+        match self {
+            OrderState::NotCreated => Ok(OrderState::Created { order }),
+            OrderState::Created { .. } | OrderState::Paid { .. } | OrderState::Closed { .. } => {
+                Err(violation(rules::CREATED_ONCE, "order created twice"))
+            }
+        }
+    }
+
+    fn on_paid(self, payment: Payment, total_fen: AmountFen) -> Result<Self, InvariantViolation> {
+        match self {
+            OrderState::NotCreated => Err(violation(rules::CREATED_FIRST, "payment of an order not created")),
+            OrderState::Created { order } => {
+                ensure_figure(rules::PAID_TOTAL, "total_fen", total_fen, order.amount_fen)?;
+                Ok(OrderState::Paid { order, payment, refunds: Refunds::new() })
+            }
+            OrderState::Paid { payment: first, .. } => Err(violation(
+                rules::PAID_ONCE,
+                format!("paid by {} after {}", payment.transaction_id, first.transaction_id),
+            )),
+            OrderState::Closed { .. } => Err(violation(rules::PAID_OR_CLOSED, "a closed order paid")),
+        }
+    }
+
+    fn on_closed(self, reason: CloseReason, closed_at: DateTime<Utc>) -> Result<Self, InvariantViolation> {
+        match self {
+            OrderState::NotCreated => Err(violation(rules::CREATED_FIRST, "close of an order not created")),
+            OrderState::Created { order } => Ok(OrderState::Closed { order, reason, closed_at }),
+            OrderState::Paid { .. } => Err(violation(rules::PAID_OR_CLOSED, "a paid order closed")),
+            OrderState::Closed { .. } => Err(violation(rules::CLOSED_ONCE, "order closed twice")),
+        }
+    }
+
+    fn on_refunded(
+        self,
+        refund_no: &PayRef,
+        refund: Refund,
+        refunded_total_fen_stated: i64,
+        fully_refunded: bool,
+    ) -> Result<Self, InvariantViolation> {
+        let (order, payment, mut refunds) = match self {
+            OrderState::NotCreated => return Err(violation(rules::CREATED_FIRST, "refund of an order not created")),
+            OrderState::Created { .. } | OrderState::Closed { .. } => {
+                return Err(violation(rules::REFUND_AFTER_PAYMENT, format!("refund {refund_no} of an unpaid order")))
+            }
+            OrderState::Paid { order, payment, refunds } => (order, payment, refunds),
+        };
+        ensure(!refunds.contains_key(refund_no.as_str()), rules::REFUND_NO_ONCE, || {
+            format!("refund {refund_no} recorded twice")
+        })?;
+        ensure(refunds.len() < REFUNDS_MAX, rules::REFUNDS_MAX, || format!("a refund past {REFUNDS_MAX}"))?;
+        refunds.insert(refund_no.to_string(), refund);
+        let total = refunded_total_fen(&refunds);
+        let amount = order.amount_fen.get();
+        ensure(total <= amount, rules::REFUNDS_WITHIN_AMOUNT, || {
+            format!("{total} fen refunded of an order of {amount} fen")
+        })?;
+        ensure_figure(rules::REFUNDED_TOTAL, "refunded_total_fen", refunded_total_fen_stated, total)?;
+        ensure_figure(rules::FULLY_REFUNDED, "fully_refunded", fully_refunded, total == amount)?;
+        Ok(OrderState::Paid { order, payment, refunds })
+    }
+
+    fn next(self, event: &PaymentEvent) -> Result<Self, InvariantViolation> {
+        match event {
+            PaymentEvent::PaymentOrderCreated {
+                order_id,
+                tenant_id,
+                member_id,
+                openid,
+                appid,
+                mch_id,
+                purpose,
+                amount_fen,
+                api_version,
+                created_at,
+                expires_at,
+                ..
+            } => self.on_created(OrderDetails {
+                order_id: order_id.clone(),
+                tenant_id: tenant_id.clone(),
+                member_id: *member_id,
+                openid: openid.clone(),
+                appid: appid.clone(),
+                mch_id: mch_id.clone(),
+                purpose: *purpose,
+                amount_fen: *amount_fen,
+                api_version: *api_version,
+                expires_at: *expires_at,
+                created_at: *created_at,
+            }),
+            PaymentEvent::PaymentOrderPaid { transaction_id, total_fen, paid_at, via, .. } => {
+                let payment = Payment { transaction_id: transaction_id.clone(), paid_at: *paid_at, via: *via };
+                self.on_paid(payment, *total_fen)
+            }
+            PaymentEvent::PaymentOrderClosed { reason, closed_at } => self.on_closed(*reason, *closed_at),
+            PaymentEvent::PaymentOrderRefunded {
+                refund_no,
+                refund_id,
+                amount_fen,
+                refunded_total_fen,
+                fully_refunded,
+                succeeded_at,
+            } => {
+                let refund =
+                    Refund { refund_id: refund_id.clone(), amount_fen: *amount_fen, succeeded_at: *succeeded_at };
+                self.on_refunded(refund_no, refund, *refunded_total_fen, *fully_refunded)
+            }
+        }
     }
 }
 
 impl EventSourced for PaymentOrder {
     const TYPE: &'static str = "payment_order";
-    const STATE_VERSION: i32 = 1;
+    /// 2: the state is an `OrderState` (was three options and a refunded total).
+    const STATE_VERSION: i32 = 2;
     type Command = PaymentCommand;
     type Event = PaymentEvent;
     type Error = PaymentError;
 
     fn tenant(&self) -> Option<&TenantId> {
-        self.order.as_ref().map(|o| &o.tenant_id)
+        self.details().map(|o| &o.tenant_id)
     }
 
     fn handle(&self, command: PaymentCommand, now: DateTime<Utc>) -> Result<Vec<PaymentEvent>, PaymentError> {
-        let event = match command {
-            PaymentCommand::Create { .. } => return self.handle_create(command, now),
+        match command {
+            PaymentCommand::Create {
+                order_id,
+                tenant_id,
+                member_id,
+                openid,
+                appid,
+                mch_id,
+                purpose,
+                amount_fen,
+                api_version,
+                expires_at,
+                provenance,
+            } => {
+                let details = OrderDetails {
+                    order_id,
+                    tenant_id,
+                    member_id,
+                    openid,
+                    appid,
+                    mch_id,
+                    purpose,
+                    amount_fen,
+                    api_version,
+                    expires_at,
+                    created_at: now,
+                };
+                self.create(details, provenance, now)
+            }
             PaymentCommand::MarkPaid { transaction_id, total_fen, appid, mch_id, paid_at, via, notification_id } => {
                 let order = self.created()?;
                 // A notification that does not match the order is refused whatever the state.
@@ -343,131 +587,30 @@ impl EventSourced for PaymentOrder {
                 if mch_id != order.mch_id {
                     return Err(PaymentError::MchIdMismatch(mch_id.to_string()));
                 }
-                if let Some(payment) = &self.payment {
-                    return if payment.transaction_id == transaction_id {
-                        Ok(Vec::new())
-                    } else {
-                        Err(PaymentError::PaidByAnotherTransaction)
-                    };
-                }
-                if self.closed.is_some() {
-                    return Err(PaymentError::ClosedButPaid(transaction_id.to_string()));
-                }
-                PaymentEvent::PaymentOrderPaid {
-                    transaction_id,
-                    total_fen: order.amount_fen,
-                    paid_at,
-                    via,
-                    notification_id,
+                match &self.state {
+                    OrderState::NotCreated | OrderState::Created { .. } => Ok(vec![PaymentEvent::PaymentOrderPaid {
+                        transaction_id,
+                        total_fen: order.amount_fen,
+                        paid_at,
+                        via,
+                        notification_id,
+                    }]),
+                    OrderState::Paid { payment, .. } if payment.transaction_id == transaction_id => Ok(Vec::new()),
+                    OrderState::Paid { .. } => Err(PaymentError::PaidByAnotherTransaction),
+                    OrderState::Closed { .. } => Err(PaymentError::ClosedButPaid(transaction_id.to_string())),
                 }
             }
-            PaymentCommand::Close { reason } => {
-                self.created()?;
-                if self.payment.is_some() {
-                    return Err(PaymentError::AlreadyPaid);
-                }
-                if self.closed.is_some() {
-                    return Ok(Vec::new());
-                }
-                PaymentEvent::PaymentOrderClosed { reason, closed_at: now }
-            }
+            PaymentCommand::Close { reason } => self.close(reason, now),
             PaymentCommand::RecordRefund { refund_no, refund_id, amount_fen, succeeded_at } => {
-                let order = self.created()?;
-                if self.payment.is_none() {
-                    return Err(PaymentError::NotPaid);
-                }
-                if let Some(recorded) = self.refunds.get(refund_no.as_str()) {
-                    return if recorded.amount_fen == amount_fen.get() {
-                        Ok(Vec::new())
-                    } else {
-                        Err(PaymentError::RefundConflict(refund_no.to_string()))
-                    };
-                }
-                if self.refunds.len() >= REFUNDS_MAX {
-                    return Err(PaymentError::TooManyRefunds);
-                }
-                let refundable_fen = order.amount_fen.get() - self.refunded_total_fen;
-                if amount_fen.get() > refundable_fen {
-                    return Err(PaymentError::RefundExceedsPayment { refundable_fen, requested_fen: amount_fen.get() });
-                }
-                let refunded_total_fen = self.refunded_total_fen + amount_fen.get();
-                PaymentEvent::PaymentOrderRefunded {
-                    refund_no,
-                    refund_id,
-                    amount_fen,
-                    refunded_total_fen,
-                    fully_refunded: refunded_total_fen == order.amount_fen.get(),
-                    succeeded_at,
-                }
-            }
-        };
-        Ok(vec![event])
-    }
-
-    fn apply(&mut self, event: &PaymentEvent) {
-        assert!(
-            self.order.is_some() || matches!(event, PaymentEvent::PaymentOrderCreated { .. }),
-            "event {} for an order not created",
-            event.event_type()
-        );
-        self.version += 1;
-        match event {
-            PaymentEvent::PaymentOrderCreated {
-                order_id,
-                tenant_id,
-                member_id,
-                openid,
-                appid,
-                mch_id,
-                purpose,
-                amount_fen,
-                api_version,
-                created_at,
-                expires_at,
-                ..
-            } => {
-                assert!(self.order.is_none(), "order created twice");
-                self.order = Some(OrderDetails {
-                    order_id: order_id.clone(),
-                    tenant_id: tenant_id.clone(),
-                    member_id: *member_id,
-                    openid: openid.clone(),
-                    appid: appid.clone(),
-                    mch_id: mch_id.clone(),
-                    purpose: *purpose,
-                    amount_fen: *amount_fen,
-                    api_version: *api_version,
-                    expires_at: *expires_at,
-                    created_at: *created_at,
-                });
-            }
-            PaymentEvent::PaymentOrderPaid { transaction_id, total_fen, paid_at, via, .. } => {
-                assert!(self.payment.is_none(), "order paid twice");
-                assert!(self.closed.is_none(), "closed order paid");
-                assert_eq!(self.order.as_ref().map(|o| o.amount_fen), Some(*total_fen), "paid a different total");
-                self.payment = Some(Payment { transaction_id: transaction_id.clone(), paid_at: *paid_at, via: *via });
-            }
-            PaymentEvent::PaymentOrderClosed { reason, closed_at } => {
-                assert!(self.payment.is_none(), "paid order closed");
-                assert!(self.closed.is_none(), "order closed twice");
-                self.closed = Some((*reason, *closed_at));
-            }
-            PaymentEvent::PaymentOrderRefunded {
-                refund_no,
-                refund_id,
-                amount_fen,
-                refunded_total_fen,
-                succeeded_at,
-                ..
-            } => {
-                let refund =
-                    Refund { refund_id: refund_id.clone(), amount_fen: amount_fen.get(), succeeded_at: *succeeded_at };
-                let first = self.refunds.insert(refund_no.to_string(), refund).is_none();
-                assert!(first, "refund {refund_no} recorded twice");
-                self.refunded_total_fen += amount_fen.get();
-                assert_eq!(self.refunded_total_fen, *refunded_total_fen, "refunded total disagrees");
+                self.record_refund(refund_no, refund_id, amount_fen, succeeded_at)
             }
         }
-        self.assert_invariants();
+    }
+
+    fn apply(&mut self, event: &PaymentEvent) -> Result<(), InvariantViolation> {
+        self.version += 1;
+        // On an error the state is left behind as not created: it must be discarded anyway.
+        self.state = std::mem::take(&mut self.state).next(event)?;
+        Ok(())
     }
 }

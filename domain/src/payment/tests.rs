@@ -14,10 +14,20 @@ struct Given {
 
 fn given(events: Vec<PaymentEvent>) -> Given {
     let mut order = PaymentOrder::default();
-    for event in &events {
-        order.apply(event);
+    for (index, event) in events.iter().enumerate() {
+        order.apply(event).unwrap_or_else(|e| panic!("history event {index}: {e}"));
     }
     Given { order }
+}
+
+/// The rule `event` breaks when applied after `history`.
+#[track_caller]
+fn broken_rule(history: Vec<PaymentEvent>, event: PaymentEvent) -> &'static str {
+    let mut order = given(history).order;
+    match order.apply(&event) {
+        Ok(()) => panic!("{} applied: {event:?}", event.event_type()),
+        Err(broken) => broken.rule,
+    }
 }
 
 impl Given {
@@ -38,7 +48,7 @@ impl When {
         assert_eq!(self.result, Ok(expected.clone()));
         let mut order = self.order;
         for event in &expected {
-            order.apply(event);
+            order.apply(event).unwrap();
         }
         order
     }
@@ -246,9 +256,11 @@ fn commands_on_a_missing_order_are_refused() {
 }
 
 #[test]
-#[should_panic(expected = "not created")]
-fn applying_an_event_to_a_missing_order_panics() {
-    given(vec![paid(TX)]);
+fn applying_an_event_to_a_missing_order_names_the_rule() {
+    for event in [paid(TX), closed(CloseReason::Expired), refunded("r1", 1, 1)] {
+        assert_eq!(broken_rule(vec![], event), rules::CREATED_FIRST);
+    }
+    assert_eq!(broken_rule(vec![created()], created()), rules::CREATED_ONCE);
 }
 
 // ---------------------------------------------------------------- paid
@@ -257,7 +269,7 @@ fn applying_an_event_to_a_missing_order_panics() {
 fn mark_paid_records_the_payment_once() {
     let order = given(vec![created()]).when(mark_paid(TX), t0()).then_events(vec![paid(TX)]);
     assert_eq!(order.status(), Some(PaymentStatus::Paid));
-    assert_eq!(order.payment.as_ref().map(|p| p.transaction_id.as_str()), Some(TX));
+    assert_eq!(order.payment().map(|p| p.transaction_id.as_str()), Some(TX));
 }
 
 #[test]
@@ -342,7 +354,57 @@ fn refunds_accumulate_until_fully_refunded() {
     assert!(!order.fully_refunded());
     let order = Given { order }.when(refund("r2", 6_000), t0()).then_events(vec![refunded("r2", 6_000, AMOUNT)]);
     assert!(order.fully_refunded());
-    assert_eq!(order.refunded_total_fen, AMOUNT);
+    assert_eq!(order.refunded_total_fen(), AMOUNT);
+}
+
+// ---------------------------------------------------------------- inconsistent streams
+
+#[test]
+fn applying_a_payment_twice_or_after_the_close_names_the_rule() {
+    assert_eq!(broken_rule(vec![created(), paid(TX)], paid("4200000000000000000000000002")), rules::PAID_ONCE);
+    assert_eq!(broken_rule(vec![created(), closed(CloseReason::Expired)], paid(TX)), rules::PAID_OR_CLOSED);
+    assert_eq!(broken_rule(vec![created(), paid(TX)], closed(CloseReason::Expired)), rules::PAID_OR_CLOSED);
+    let history = vec![created(), closed(CloseReason::Expired)];
+    assert_eq!(broken_rule(history, closed(CloseReason::ByQuery)), rules::CLOSED_ONCE);
+}
+
+#[test]
+fn applying_a_payment_of_another_total_names_the_rule() {
+    let PaymentEvent::PaymentOrderPaid { transaction_id, paid_at, via, notification_id, .. } = paid(TX) else {
+        unreachable!("paid() is a payment");
+    };
+    let other_total =
+        PaymentEvent::PaymentOrderPaid { transaction_id, total_fen: fen(1), paid_at, via, notification_id };
+    assert_eq!(broken_rule(vec![created()], other_total), rules::PAID_TOTAL);
+}
+
+#[test]
+fn applying_a_refund_recomputes_its_total_and_flag() {
+    let history = vec![created(), paid(TX), refunded("r1", 4_000, 4_000)];
+    // The stated total must be the recorded refunds plus this one.
+    assert_eq!(broken_rule(history.clone(), refunded("r2", 1_000, 1_000)), rules::REFUNDED_TOTAL);
+    let wrong_flag = match refunded("r2", 6_000, AMOUNT) {
+        PaymentEvent::PaymentOrderRefunded {
+            refund_no,
+            refund_id,
+            amount_fen,
+            refunded_total_fen,
+            succeeded_at,
+            ..
+        } => PaymentEvent::PaymentOrderRefunded {
+            refund_no,
+            refund_id,
+            amount_fen,
+            refunded_total_fen,
+            fully_refunded: false,
+            succeeded_at,
+        },
+        other => unreachable!("refunded() is a refund: {other:?}"),
+    };
+    assert_eq!(broken_rule(history.clone(), wrong_flag), rules::FULLY_REFUNDED);
+    assert_eq!(broken_rule(history.clone(), refunded("r2", 7_000, 11_000)), rules::REFUNDS_WITHIN_AMOUNT);
+    assert_eq!(broken_rule(history, refunded("r1", 1_000, 5_000)), rules::REFUND_NO_ONCE);
+    assert_eq!(broken_rule(vec![created()], refunded("r1", 1, 1)), rules::REFUND_AFTER_PAYMENT);
 }
 
 #[test]
@@ -436,7 +498,7 @@ mod properties {
                         prop_assert!(new_events.len() <= 1);
                         prop_assert_eq!(order.handle(command, t0()), Ok(new_events.clone()));
                         for event in new_events {
-                            order.apply(&event);
+                            order.apply(&event).unwrap();
                             let json = serde_json::to_value(&event).unwrap();
                             prop_assert_eq!(serde_json::from_value::<PaymentEvent>(json).unwrap(), event.clone());
                             events.push(event);
@@ -444,8 +506,8 @@ mod properties {
                     }
                     Err(_) => prop_assert_eq!(&order, &before, "a refused command changes nothing"),
                 }
-                prop_assert!(order.refunded_total_fen <= AMOUNT);
-                prop_assert!(order.refunded_total_fen >= 0);
+                prop_assert!(order.refunded_total_fen() <= AMOUNT);
+                prop_assert!(order.refunded_total_fen() >= 0);
             }
             let paid = events.iter().filter(|e| matches!(e, PaymentEvent::PaymentOrderPaid { .. })).count();
             prop_assert!(paid <= 1, "paid {} times", paid);
@@ -458,10 +520,10 @@ mod properties {
                     _ => None,
                 })
                 .sum();
-            prop_assert_eq!(refunded, order.refunded_total_fen);
+            prop_assert_eq!(refunded, order.refunded_total_fen());
 
             let mut replayed = PaymentOrder::default();
-            events.iter().for_each(|e| replayed.apply(e));
+            events.iter().for_each(|e| replayed.apply(e).unwrap());
             prop_assert_eq!(&replayed, &order);
             let json = serde_json::to_string(&order).unwrap();
             prop_assert_eq!(serde_json::from_str::<PaymentOrder>(&json).unwrap(), order);

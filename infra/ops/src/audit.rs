@@ -8,16 +8,18 @@
 //!   tenant digest that auditors can compare between runs (and recompute with
 //!   `psql`, see [`TENANT_DIGEST_SQL`]).
 //!
+//! Every stream is also replayed with its domain aggregate (members, payment
+//! orders, tenants): an event the aggregate refuses is a finding that names
+//! the broken rule (`member/<id> seq 7: ... member.balance_after ...`), and
+//! replay stops there.
+//!
 //! Every violation names its stream and sequence (`member/<id> seq 7: ...`).
 //! Nothing here writes: the connection runs with `default_transaction_read_only`
 //! and needs no secret key, only the shard's URL.
 
-use std::cell::Cell;
 use std::fmt;
 use std::io::IsTerminal;
-use std::panic::{self, AssertUnwindSafe};
 use std::str::FromStr;
-use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -28,8 +30,10 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
-use wxcm_domain::member::{LedgerLine, Member, MemberEvent};
-use wxcm_domain::{DomainEventMeta, EventSourced, MemberId, TenantId};
+use wxcm_domain::member::{rules, LedgerLine, Member, MemberEvent};
+use wxcm_domain::payment::PaymentOrder;
+use wxcm_domain::tenant::Tenant;
+use wxcm_domain::{DomainEventMeta, EventSourced, InvariantViolation, MemberId, TenantId};
 
 use wxcm_server::config::Settings;
 use wxcm_store::hashchain::{self, ChainViolation, StoredEvent};
@@ -71,12 +75,22 @@ pub struct Violation {
     pub sequence: Option<i64>,
     /// Stable snake_case name: a [`hashchain::ViolationKind::code`] or one of the replay codes.
     pub code: &'static str,
+    /// The domain rule the event breaks (e.g. `member.balance_after`) when the
+    /// aggregate refuses it; replay stops at that event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<&'static str>,
     pub message: String,
 }
 
 impl Violation {
     fn at(event: &StoredEvent, code: &'static str, message: String) -> Self {
-        Violation { stream: stream_name(event), sequence: Some(event.sequence), code, message }
+        Violation { stream: stream_name(event), sequence: Some(event.sequence), code, rule: None, message }
+    }
+
+    /// An event the aggregate refuses.
+    fn refused(event: &StoredEvent, code: &'static str, broken: &InvariantViolation) -> Self {
+        let message = format!("replay failed at seq {}: {broken}; later events not replayed", event.sequence);
+        Violation { rule: Some(broken.rule), ..Violation::at(event, code, message) }
     }
 }
 
@@ -86,6 +100,7 @@ impl From<ChainViolation> for Violation {
             stream: format!("{}/{}", v.aggregate_type, v.aggregate_id),
             sequence: Some(v.sequence),
             code: v.kind.code(),
+            rule: None,
             message: v.kind.to_string(),
         }
     }
@@ -169,8 +184,8 @@ impl Balances {
             balance_fen: member.balance.get(),
             balance_yuan: format_yuan(member.balance.get()),
             points: member.points.get(),
-            held_points: member.held,
-            lifetime_points: member.lifetime_points,
+            held_points: member.held.get(),
+            lifetime_points: member.lifetime_points.get(),
             card_level: registration.map(|r| r.card_level.as_str().to_owned()),
             card_no: registration.map(|r| r.card_no.to_string()),
         }
@@ -268,40 +283,31 @@ fn follow(
     }
 }
 
-thread_local! {
-    /// Set while an event is applied under `catch_unwind`: its panic is a finding, not a crash.
-    static REPLAYING: Cell<bool> = const { Cell::new(false) };
-}
-static QUIET_REPLAY_PANICS: Once = Once::new();
-
-/// Keeps the default "thread panicked" message off the output for a panic that
-/// `apply_caught` reports as a violation; every other panic reaches the previous hook.
-fn install_quiet_replay_hook() {
-    QUIET_REPLAY_PANICS.call_once(|| {
-        let previous = panic::take_hook();
-        panic::set_hook(Box::new(move |info| {
-            if !REPLAYING.with(Cell::get) {
-                previous(info);
-            }
-        }));
-    });
+/// The audit code of an event the aggregate refuses: a stated figure that the
+/// state does not give keeps the code the running totals use for it.
+fn refusal_code(rule: &str) -> &'static str {
+    match rule {
+        rules::POINTS_AFTER => "points_after_mismatch",
+        rules::BALANCE_AFTER => "balance_after_mismatch",
+        rules::HELD_AFTER => "held_after_mismatch",
+        _ => "replay_failed",
+    }
 }
 
-/// `Member::apply` asserts the aggregate's invariants; a tampered event can break
-/// one. The panic's message comes back as the error.
-fn apply_caught(member: &mut Member, event: &MemberEvent) -> Result<(), String> {
-    install_quiet_replay_hook();
-    REPLAYING.with(|r| r.set(true));
-    // The state is discarded and rebuilt after a panic (see `replay_member`).
-    let outcome = panic::catch_unwind(AssertUnwindSafe(|| member.apply(event)));
-    REPLAYING.with(|r| r.set(false));
-    outcome.map_err(|payload| {
-        payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "panic without a message".to_owned())
-    })
+/// Records that the aggregate refuses `row`'s event. When the running totals
+/// already reported the same figure at this row, that finding gets the rule
+/// (one altered figure, one finding); otherwise the refusal is a finding of its own.
+fn report_refusal(row: &StoredEvent, broken: &InvariantViolation, violations: &mut Vec<Violation>) {
+    let code = refusal_code(broken.rule);
+    let reported = violations.iter_mut().find(|v| v.sequence == Some(row.sequence) && v.code == code);
+    match reported {
+        Some(finding) => {
+            finding.rule = Some(broken.rule);
+            finding.message =
+                format!("{}; the aggregate refuses the event ({broken}); later events not replayed", finding.message);
+        }
+        None => violations.push(Violation::refused(row, code, broken)),
+    }
 }
 
 /// Checks what a decoded event says about its own row: its type and, for the
@@ -355,17 +361,17 @@ pub fn replay_member(rows: &[StoredEvent]) -> MemberReplay {
         if stopped {
             continue;
         }
-        if let Err(message) = apply_caught(&mut member, &event) {
-            let message = format!("replay failed at seq {}: {message}; later events not replayed", row.sequence);
-            violations.push(Violation::at(row, "replay_failed", message));
+        if let Err(broken) = member.apply(&event) {
+            report_refusal(row, &broken, &mut violations);
             member = rebuild(&applied);
             stopped = true;
             continue;
         }
-        if member.held != totals.held {
-            let message = format!("held_after is {} but the deltas before it add up to {}", member.held, totals.held);
+        let held = member.held.get();
+        if held != totals.held {
+            let message = format!("held_after is {held} but the deltas before it add up to {}", totals.held);
             violations.push(Violation::at(row, "held_after_mismatch", message));
-            totals.held = member.held;
+            totals.held = held;
         }
         applied.push(event);
     }
@@ -380,28 +386,65 @@ fn balance_code(field: &str) -> &'static str {
     }
 }
 
-/// The state before a failed apply: replaying again is cheaper than cloning the
-/// state before every event, and it only happens once per broken stream.
+/// The state before a refused event (a refused `apply` leaves the state
+/// unusable): replaying again is cheaper than cloning the state before every
+/// event, and it only happens once per broken stream.
 fn rebuild(applied: &[MemberEvent]) -> Member {
     let mut member = Member::default();
     for event in applied {
-        member.apply(event);
+        // Each of them was applied once already, and applying is deterministic.
+        if member.apply(event).is_err() {
+            break;
+        }
     }
     member
 }
 
-/// Chain violations and, for member streams, replay findings of one stream.
-fn check_stream(rows: &[StoredEvent]) -> (Vec<Violation>, Option<MemberReplay>) {
-    let mut violations: Vec<Violation> = hashchain::verify_stream(rows).into_iter().map(Violation::from).collect();
-    let replay = match rows.first() {
-        Some(first) if first.aggregate_type == Member::TYPE => Some(replay_member(rows)),
-        _ => None,
-    };
-    if let Some(replay) = &replay {
-        violations.extend(replay.violations.iter().cloned());
+/// Replays a stream of an aggregate without a ledger (payment orders, tenants):
+/// each payload must decode, name its row's event type, and be accepted by the
+/// aggregate. Replay stops at the first event that cannot be decoded or applied.
+pub fn replay_stream<T: EventSourced>(rows: &[StoredEvent]) -> Vec<Violation> {
+    let mut state = T::default();
+    let mut violations = Vec::new();
+    for row in rows {
+        let event = match serde_json::from_str::<T::Event>(&row.payload_text) {
+            Ok(event) => event,
+            Err(e) => {
+                let message = format!("undecodable payload ({e}); later events not replayed");
+                violations.push(Violation::at(row, "undecodable_payload", message));
+                break;
+            }
+        };
+        if event.event_type() != row.event_type {
+            let message =
+                format!("event_type column says {} but the payload is {}", row.event_type, event.event_type());
+            violations.push(Violation::at(row, "event_type_mismatch", message));
+        }
+        if let Err(broken) = state.apply(&event) {
+            violations.push(Violation::refused(row, "replay_failed", &broken));
+            break;
+        }
+    }
+    violations
+}
+
+fn chain_violations(rows: &[StoredEvent]) -> Vec<Violation> {
+    hashchain::verify_stream(rows).into_iter().map(Violation::from).collect()
+}
+
+/// Chain violations and replay findings of one stream of any type.
+fn check_stream(rows: &[StoredEvent]) -> Vec<Violation> {
+    let mut violations = chain_violations(rows);
+    let aggregate_type = rows.first().map_or("", |first| first.aggregate_type.as_str());
+    if aggregate_type == Member::TYPE {
+        violations.extend(replay_member(rows).violations);
+    } else if aggregate_type == PaymentOrder::TYPE {
+        violations.extend(replay_stream::<PaymentOrder>(rows));
+    } else if aggregate_type == Tenant::TYPE {
+        violations.extend(replay_stream::<Tenant>(rows));
     }
     sort_violations(&mut violations);
-    (violations, replay)
+    violations
 }
 
 /// By sequence (stable: chain findings first within a row), stream-level last.
@@ -509,11 +552,13 @@ pub fn member_report(tenant: &TenantId, member: &MemberId, rows: &[StoredEvent])
     };
     if !rows.iter().any(|row| row.tenant_id == tenant.as_str()) {
         let message = format!("member not found in tenant {tenant}");
-        report.violations.push(Violation { stream, sequence: None, code: "not_found", message });
+        report.violations.push(Violation { stream, sequence: None, code: "not_found", rule: None, message });
         return report;
     }
-    let (violations, replay) = check_stream(rows);
-    let replay = replay.expect("a member stream is replayed");
+    let replay = replay_member(rows);
+    let mut violations = chain_violations(rows);
+    violations.extend(replay.violations.iter().cloned());
+    sort_violations(&mut violations);
     report.ok = violations.is_empty();
     report.found = true;
     report.events = rows.len();
@@ -691,7 +736,7 @@ pub async fn audit_verify(settings: &Settings, tenant: &TenantId, json: bool) ->
     for (aggregate_type, aggregate_id, _) in &streams {
         let rows = load(&pool, aggregate_type, aggregate_id).await?;
         events += rows.len() as u64;
-        violations.extend(check_stream(&rows).0);
+        violations.extend(check_stream(&rows));
         heads.extend(StreamHead::of(&rows));
         bar.inc(1);
         bar.set_message(format!("{events} events, {} events/s", per_second(events, started.elapsed())));
@@ -800,13 +845,17 @@ mod tests {
 
     /// Rows as the store would hold them, chained by the Rust implementation.
     fn rows(events: &[MemberEvent]) -> Vec<StoredEvent> {
+        rows_of("member", &member().to_string(), events)
+    }
+
+    fn rows_of<E: DomainEventMeta + Serialize>(aggregate_type: &str, id: &str, events: &[E]) -> Vec<StoredEvent> {
         let mut rows: Vec<StoredEvent> = Vec::new();
         for (index, event) in events.iter().enumerate() {
             let sequence = index as i64 + 1;
             let mut row = StoredEvent {
                 tenant_id: tenant().to_string(),
-                aggregate_type: "member".into(),
-                aggregate_id: member().to_string(),
+                aggregate_type: aggregate_type.into(),
+                aggregate_id: id.into(),
                 sequence,
                 event_id: Uuid::from_u128(sequence as u128),
                 recorded_at: Utc.with_ymd_and_hms(2025, 3, 1, 9, 0, 0).unwrap(),
@@ -884,6 +933,59 @@ mod tests {
         assert!(!report.ok);
         assert_eq!(codes(&report.violations), [(Some(2), "hash_mismatch"), (Some(2), "balance_after_mismatch")]);
         assert!(report.violations[0].to_string().starts_with(&format!("member/{} seq 2: hash mismatch", member())));
+        // The aggregate refuses the altered figure too: the same finding names the rule.
+        assert_eq!(report.violations[1].rule, Some(rules::BALANCE_AFTER));
+        assert!(report.violations[1].message.contains("later events not replayed"), "{}", report.violations[1]);
+        assert!(!report.balances.unwrap().complete);
+    }
+
+    #[test]
+    fn an_inconsistent_event_in_an_intact_chain_is_reported_with_its_rule() {
+        // The chain is intact: only the domain sees that the charge exceeds the balance.
+        let rows = rows(&[registered(), deposited(500, 500), charged(600, 0), deposited(1, 1)]);
+        let report = member_report(&tenant(), &member(), &rows);
+        assert_eq!(codes(&report.violations), [(Some(3), "balance_after_mismatch"), (Some(3), "replay_failed")]);
+        let refused = &report.violations[1];
+        assert_eq!(
+            (refused.stream.clone(), refused.rule),
+            (format!("member/{}", member()), Some(rules::BALANCE_COVERS_DEBIT))
+        );
+        assert!(
+            refused.to_string().starts_with(&format!(
+                "member/{} seq 3: replay failed at seq 3: invariant member.balance_covers_debit broken",
+                member()
+            )),
+            "{refused}"
+        );
+        let json = serde_json::to_value(refused).unwrap();
+        assert_eq!((json["sequence"].as_i64(), json["rule"].as_str()), (Some(3), Some("member.balance_covers_debit")));
+        let balances = report.balances.unwrap();
+        assert_eq!((balances.replayed_through_sequence, balances.complete, balances.balance_fen), (2, false, 500));
+    }
+
+    #[test]
+    fn payment_and_tenant_streams_are_replayed_with_their_aggregates() {
+        use wxcm_domain::tenant::{self, TenantEvent};
+        let created = |name: &str| TenantEvent::TenantCreated {
+            tenant_id: tenant(),
+            name: name.into(),
+            created_at: Utc.with_ymd_and_hms(2025, 3, 1, 8, 0, 0).unwrap(),
+            actor: Actor::Admin { username: "root".into() },
+        };
+        assert_eq!(check_stream(&rows_of("tenant", "acme", &[created("Acme")])), []);
+        let twice = check_stream(&rows_of("tenant", "acme", &[created("Acme"), created("Again")]));
+        assert_eq!(codes(&twice), [(Some(2), "replay_failed")]);
+        assert_eq!(twice[0].rule, Some(tenant::rules::CREATED_ONCE));
+        assert_eq!(twice[0].stream, "tenant/acme");
+
+        use wxcm_domain::payment::{rules as payment_rules, CloseReason, PaymentEvent};
+        let closed = PaymentEvent::PaymentOrderClosed {
+            reason: CloseReason::Expired,
+            closed_at: Utc.with_ymd_and_hms(2025, 3, 1, 8, 0, 0).unwrap(),
+        };
+        let orphan = check_stream(&rows_of("payment_order", "rc0000000001", &[closed]));
+        assert_eq!(codes(&orphan), [(Some(1), "replay_failed")]);
+        assert_eq!(orphan[0].rule, Some(payment_rules::CREATED_FIRST));
     }
 
     #[test]
@@ -905,6 +1007,8 @@ mod tests {
             replay.violations
         );
         assert!(replay.violations[1].message.starts_with("replay failed at seq 3"));
+        assert_eq!(replay.violations[1].rule, Some(rules::LOT_KNOWN));
+        assert!(replay.violations[1].message.contains("member.lot_known"), "{}", replay.violations[1].message);
         assert_eq!(replay.entries.len(), 4);
         assert_eq!((replay.balances.replayed_through_sequence, replay.balances.complete), (2, false));
         assert_eq!(replay.balances.balance_fen, 500);

@@ -5,12 +5,15 @@
 //! last one, followed state and follow source) and the tenant's daily
 //! `follows` / `unfollows` counters in `rm_daily_ops`. Read-only.
 //!
+//! A stream that cannot be folded (an event that does not decode, a gap, an
+//! event the aggregate refuses) is a [`BrokenStream`] finding naming the
+//! stream, the sequence and the broken rule; its figures are not compared.
+//!
 //! It compares with the store as it is now: on a running system a member whose
 //! newest events are not projected yet shows up as a difference (check
 //! `wxcm projections status` for lag first).
 
 use std::collections::BTreeMap;
-use std::panic::{self, AssertUnwindSafe};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -21,7 +24,7 @@ use serde::Serialize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 use wxcm_domain::member::{Attribution, Member, MemberEvent, RegistrationSource};
-use wxcm_domain::{EventSourced, TenantId};
+use wxcm_domain::{DomainEventMeta, EventSourced, TenantId};
 use wxcm_projections::daily::merchant_day;
 use wxcm_projections::rebuild::{fetch_page, open_cursor, StoredMemberEvent, PAGE_ROWS};
 
@@ -42,6 +45,22 @@ pub struct Difference {
     pub found: String,
 }
 
+/// A member stream that cannot be folded, at its first failing event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BrokenStream {
+    /// `member/<id>`.
+    pub stream: String,
+    pub sequence: i64,
+    /// A domain rule (`member.balance_after`, …), or [`UNDECODABLE`] / [`NOT_CONTIGUOUS`].
+    pub rule: &'static str,
+    pub detail: String,
+}
+
+/// Rule of a [`BrokenStream`] whose event does not decode.
+pub const UNDECODABLE: &str = "event.decodable";
+/// Rule of a [`BrokenStream`] with a gap before the event.
+pub const NOT_CONTIGUOUS: &str = "stream.contiguous";
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ReconcileReport {
     pub tenant_id: String,
@@ -52,12 +71,17 @@ pub struct ReconcileReport {
     pub members_in_read_model: u64,
     pub only_in_events: u64,
     pub only_in_read_model: u64,
+    /// Streams whose figures could not be recomputed.
+    pub broken_streams: Vec<BrokenStream>,
     pub differences: Vec<Difference>,
 }
 
 impl ReconcileReport {
     pub fn is_clean(&self) -> bool {
-        self.differences.is_empty() && self.only_in_events == 0 && self.only_in_read_model == 0
+        self.broken_streams.is_empty()
+            && self.differences.is_empty()
+            && self.only_in_events == 0
+            && self.only_in_read_model == 0
     }
 }
 
@@ -70,7 +94,7 @@ struct Expected {
     /// Source of the latest follow (the aggregate keeps only the registration's attribution).
     follow_source: Option<&'static str>,
     /// Set when the stream cannot be folded; the figures are then not compared.
-    broken: Option<String>,
+    broken: Option<BrokenStream>,
 }
 
 /// Daily follow counters: (merchant day, metric, follow source) → count.
@@ -141,18 +165,24 @@ fn shard_pool(settings: &Settings, tenant: &TenantId) -> Result<(String, PgPool)
     Ok((name, pool))
 }
 
-/// Applies one event; `Member::apply` asserts invariants, and a panic is a finding.
-fn apply(member: &mut Member, stored: &StoredMemberEvent) -> Result<bool, String> {
-    let event = stored.decode()?;
+/// Applies one event with the domain aggregate; returns whether it is a
+/// ledger line (moves points or cash).
+fn apply(member: &mut Member, stored: &StoredMemberEvent) -> Result<bool, BrokenStream> {
+    let broken = |rule: &'static str, detail: String| BrokenStream {
+        stream: format!("{}/{}", Member::TYPE, stored.aggregate_id),
+        sequence: stored.sequence,
+        rule,
+        detail,
+    };
+    let event = stored.decode().map_err(|e| broken(UNDECODABLE, e))?;
     let moves = {
         let line = event.ledger_line();
         line.points_after.is_some() || line.balance_after_fen.is_some()
     };
     if member.version != u64::try_from(stored.sequence - 1).unwrap_or(u64::MAX) {
-        return Err(format!("seq {} follows version {}", stored.sequence, member.version));
+        return Err(broken(NOT_CONTIGUOUS, format!("seq {} follows version {}", stored.sequence, member.version)));
     }
-    panic::catch_unwind(AssertUnwindSafe(|| member.apply(&event)))
-        .map_err(|_| format!("seq {}: the aggregate refuses the event", stored.sequence))?;
+    member.apply(&event).map_err(|v| broken(v.rule, format!("{}: {}", event.event_type(), v.detail)))?;
     Ok(moves)
 }
 
@@ -271,8 +301,7 @@ fn compare(member_id: &str, e: &Expected, f: &Found, out: &mut Vec<Difference>) 
             out.push(Difference { member_id: member_id.to_owned(), field, expected, found });
         }
     };
-    if let Some(reason) = &e.broken {
-        diff("replay", "foldable".into(), reason.clone());
+    if e.broken.is_some() {
         return;
     }
     let registration = e.member.registration.as_ref();
@@ -320,6 +349,7 @@ pub async fn reconcile(settings: &Settings, tenant: &TenantId) -> Result<Reconci
         members_in_read_model: found.values().filter(|f| f.row.is_some()).count() as u64,
         only_in_events: 0,
         only_in_read_model: 0,
+        broken_streams: expected.values().filter_map(|e| e.broken.clone()).collect(),
         differences: Vec::new(),
     };
     let empty = Found::default();
@@ -347,6 +377,19 @@ pub async fn reconcile(settings: &Settings, tenant: &TenantId) -> Result<Reconci
     Ok(report)
 }
 
+fn print_broken_streams(broken: &[BrokenStream]) {
+    if broken.is_empty() {
+        return;
+    }
+    let mut table = Table::new();
+    table.load_preset(presets::UTF8_FULL_CONDENSED).set_header(vec!["STREAM", "SEQ", "RULE", "DETAIL"]);
+    for b in broken.iter().take(DIFFERENCES_PRINTED_MAX) {
+        table.add_row(vec![b.stream.clone(), b.sequence.to_string(), b.rule.to_owned(), b.detail.clone()]);
+    }
+    println!("{table}");
+    println!("streams that cannot be folded: {} (their figures are not compared)", broken.len());
+}
+
 /// `wxcm audit reconcile`: prints the report; true when it is clean.
 pub async fn audit_reconcile(settings: &Settings, tenant: &TenantId, json: bool) -> Result<bool> {
     let report = reconcile(settings, tenant).await?;
@@ -359,6 +402,7 @@ pub async fn audit_reconcile(settings: &Settings, tenant: &TenantId, json: bool)
         report.tenant_id, report.shard, report.events, report.members_in_events, report.members_in_read_model
     );
     println!("only in events: {}, only in the read model: {}", report.only_in_events, report.only_in_read_model);
+    print_broken_streams(&report.broken_streams);
     if report.differences.is_empty() {
         println!("no differences");
         return Ok(report.is_clean());
@@ -374,4 +418,84 @@ pub async fn audit_reconcile(settings: &Settings, tenant: &TenantId, json: bool)
     }
     println!("{} differences", report.differences.len());
     Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+    use uuid::Uuid;
+    use wxcm_domain::member::{rules, CardLevel, Provenance};
+    use wxcm_domain::{Actor, AmountFen, BalanceFen, CardNumber, DomainEventMeta, IdempotencyKey, MemberId, Reference};
+
+    use super::*;
+
+    fn member_id() -> MemberId {
+        MemberId::from_uuid(Uuid::from_u128(42))
+    }
+
+    fn stored(sequence: i64, event: &MemberEvent) -> StoredMemberEvent {
+        StoredMemberEvent {
+            aggregate_id: member_id().to_string(),
+            tenant_id: "acme".into(),
+            sequence,
+            event_id: Uuid::from_u128(sequence as u128),
+            event_type: event.event_type().into(),
+            event_version: event.event_version().into(),
+            recorded_at: Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0).unwrap(),
+            payload: serde_json::to_string(event).unwrap(),
+        }
+    }
+
+    fn cash(charge: bool, amount: i64, after: i64) -> MemberEvent {
+        let provenance = Provenance {
+            actor: Actor::Staff { username: "clerk".into() },
+            reason: Reference::parse("counter").unwrap(),
+            reference: None,
+            idempotency_key: IdempotencyKey::parse("key-00000001").unwrap(),
+        };
+        let (amount_fen, balance_after_fen) = (AmountFen::new(amount).unwrap(), BalanceFen::new(after).unwrap());
+        if charge {
+            MemberEvent::CashCharged { amount_fen, provenance, balance_after_fen }
+        } else {
+            MemberEvent::CashDeposited { amount_fen, provenance, balance_after_fen }
+        }
+    }
+
+    fn registered() -> MemberEvent {
+        MemberEvent::MemberRegistered {
+            member_id: member_id(),
+            tenant_id: TenantId::parse("acme").unwrap(),
+            card_no: CardNumber::from_serial(1).unwrap(),
+            openid: None,
+            source: RegistrationSource::Staff,
+            card_level: CardLevel::standard(),
+            registered_at: Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0).unwrap(),
+            actor: Actor::Staff { username: "clerk".into() },
+            idempotency_key: IdempotencyKey::parse("key-00000000").unwrap(),
+            attribution: None,
+        }
+    }
+
+    #[test]
+    fn an_event_the_aggregate_refuses_breaks_the_stream_at_its_sequence_with_the_rule() {
+        let mut member = Member::default();
+        assert_eq!(apply(&mut member, &stored(1, &registered())), Ok(false));
+        assert_eq!(apply(&mut member, &stored(2, &cash(false, 100, 100))), Ok(true));
+        // A charge of 500 from a balance of 100.
+        let broken = apply(&mut member, &stored(3, &cash(true, 500, 0))).unwrap_err();
+        assert_eq!(
+            (broken.stream, broken.sequence, broken.rule),
+            (format!("member/{}", member_id()), 3, rules::BALANCE_COVERS_DEBIT)
+        );
+        assert!(broken.detail.starts_with("CashCharged: "), "{}", broken.detail);
+    }
+
+    #[test]
+    fn a_gap_or_an_undecodable_payload_breaks_the_stream() {
+        let mut member = Member::default();
+        assert_eq!(apply(&mut member, &stored(2, &registered())).unwrap_err().rule, NOT_CONTIGUOUS);
+        let mut garbled = stored(1, &registered());
+        garbled.payload = "{}".into();
+        assert_eq!(apply(&mut member, &garbled).unwrap_err().rule, UNDECODABLE);
+    }
 }

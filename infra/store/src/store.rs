@@ -33,10 +33,10 @@ use lru::LruCache;
 use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 use tracing::warn;
-use wxcm_commands::adapter::{Agg, Ev};
+use wxcm_commands::adapter::{Agg, Ev, HandleError};
 use wxcm_commands::ports::PortError;
-use wxcm_commands::repository::StateStore;
-use wxcm_domain::EventSourced;
+use wxcm_commands::repository::{BrokenInvariant, StateStore};
+use wxcm_domain::{DomainEventMeta, EventSourced};
 
 use crate::batcher::{BatchStatement, Batcher, WORKERS_VARIABLE};
 use crate::group_commit::{CommitError, GroupCommitter};
@@ -49,6 +49,10 @@ pub const CACHE_ENTRIES_DEFAULT: usize = 50_000;
 pub enum StoreError {
     #[error("stream {aggregate_id} is not contiguous: expected sequence {expected}, found {found}")]
     Gap { aggregate_id: String, expected: u64, found: u64 },
+    /// A stored event its aggregate refuses: the stream (type and id),
+    /// the sequence and the broken rule.
+    #[error(transparent)]
+    Invariant(BrokenInvariant),
     #[error(transparent)]
     Persistence(#[from] cqrs_es::persist::PersistenceError),
     #[error(transparent)]
@@ -301,7 +305,9 @@ impl<T: EventSourced> PgEventStore<T> {
 }
 
 /// Applies `events` (in sequence order, right after `version`) to `state`;
-/// returns how many. A gap is an error: never fold past a missing event.
+/// returns how many. A gap is an error: never fold past a missing event. So
+/// is an event the aggregate refuses ([`StoreError::Invariant`]); `state` is
+/// then unusable.
 fn fold<T: EventSourced>(
     aggregate_id: &str,
     state: &mut T,
@@ -314,8 +320,16 @@ fn fold<T: EventSourced>(
         if found != *version + 1 {
             return Err(StoreError::Gap { aggregate_id: aggregate_id.to_owned(), expected: *version + 1, found });
         }
-        let envelope = EventEnvelope::<Agg<T>>::try_from(serialized)?;
-        state.apply(&envelope.payload.0);
+        let event = EventEnvelope::<Agg<T>>::try_from(serialized)?.payload.0;
+        state.apply(&event).map_err(|violation| {
+            StoreError::Invariant(BrokenInvariant {
+                aggregate_type: T::TYPE,
+                aggregate_id: aggregate_id.to_owned(),
+                sequence: Some(found),
+                event_type: event.event_type().to_owned(),
+                violation,
+            })
+        })?;
         *version = found;
     }
     Ok(replayed)
@@ -333,6 +347,8 @@ fn to_aggregate_error<E: std::error::Error>(e: StoreError) -> AggregateError<E> 
     match e {
         StoreError::Persistence(p) => p.into(),
         StoreError::Sql(s) => AggregateError::DatabaseConnectionError(Box::new(s)),
+        // Boxed alone, so the executor can tell it from other failures.
+        StoreError::Invariant(broken) => AggregateError::UnexpectedError(Box::new(broken)),
         other => AggregateError::UnexpectedError(Box::new(other)),
     }
 }
@@ -340,7 +356,10 @@ fn to_aggregate_error<E: std::error::Error>(e: StoreError) -> AggregateError<E> 
 impl<T: EventSourced> EventStore<Agg<T>> for PgEventStore<T> {
     type AC = PgContext<T>;
 
-    async fn load_events(&self, aggregate_id: &str) -> Result<Vec<EventEnvelope<Agg<T>>>, AggregateError<T::Error>> {
+    async fn load_events(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<EventEnvelope<Agg<T>>>, AggregateError<HandleError<T::Error>>> {
         let events = self.repo.get_events::<Agg<T>>(aggregate_id).await?;
         let mut out = Vec::with_capacity(events.len());
         for e in events {
@@ -349,13 +368,13 @@ impl<T: EventSourced> EventStore<Agg<T>> for PgEventStore<T> {
         Ok(out)
     }
 
-    async fn load_aggregate(&self, aggregate_id: &str) -> Result<PgContext<T>, AggregateError<T::Error>> {
+    async fn load_aggregate(&self, aggregate_id: &str) -> Result<PgContext<T>, AggregateError<HandleError<T::Error>>> {
         // Trust the cache: a stale entry fails the optimistic lock at commit.
         let (state, version) = match self.cached(aggregate_id) {
             Some(hit) => hit,
             None => self.load_fresh(aggregate_id).await.map_err(to_aggregate_error)?,
         };
-        Ok(PgContext { aggregate_id: aggregate_id.to_owned(), aggregate: Agg(state), version })
+        Ok(PgContext { aggregate_id: aggregate_id.to_owned(), aggregate: Agg::new(state), version })
     }
 
     async fn commit(
@@ -363,7 +382,7 @@ impl<T: EventSourced> EventStore<Agg<T>> for PgEventStore<T> {
         events: Vec<Ev<T::Event>>,
         context: PgContext<T>,
         metadata: HashMap<String, String>,
-    ) -> Result<Vec<EventEnvelope<Agg<T>>>, AggregateError<T::Error>> {
+    ) -> Result<Vec<EventEnvelope<Agg<T>>>, AggregateError<HandleError<T::Error>>> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
@@ -411,5 +430,101 @@ impl<T: EventSourced> StateStore<T> for PgEventStore<T> {
 
     fn invalidate(&self, aggregate_id: &str) {
         self.forget(aggregate_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+    use uuid::Uuid;
+    use wxcm_domain::member::{rules, CardLevel, Member, MemberEvent, Provenance, RegistrationSource};
+    use wxcm_domain::{Actor, AmountFen, BalanceFen, CardNumber, IdempotencyKey, MemberId, Reference, TenantId};
+
+    use super::*;
+
+    fn member_id() -> MemberId {
+        MemberId::from_uuid(Uuid::from_u128(42))
+    }
+
+    fn provenance() -> Provenance {
+        Provenance {
+            actor: Actor::Staff { username: "clerk".into() },
+            reason: Reference::parse("counter").unwrap(),
+            reference: None,
+            idempotency_key: IdempotencyKey::parse("key-00000001").unwrap(),
+        }
+    }
+
+    fn registered() -> MemberEvent {
+        MemberEvent::MemberRegistered {
+            member_id: member_id(),
+            tenant_id: TenantId::parse("acme").unwrap(),
+            card_no: CardNumber::from_serial(1).unwrap(),
+            openid: None,
+            source: RegistrationSource::Staff,
+            card_level: CardLevel::standard(),
+            registered_at: Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0).unwrap(),
+            actor: Actor::Staff { username: "clerk".into() },
+            idempotency_key: IdempotencyKey::parse("key-00000000").unwrap(),
+            attribution: None,
+        }
+    }
+
+    fn cash(charge: bool, amount: i64, after: i64) -> MemberEvent {
+        let (amount_fen, balance_after_fen) = (AmountFen::new(amount).unwrap(), BalanceFen::new(after).unwrap());
+        if charge {
+            MemberEvent::CashCharged { amount_fen, provenance: provenance(), balance_after_fen }
+        } else {
+            MemberEvent::CashDeposited { amount_fen, provenance: provenance(), balance_after_fen }
+        }
+    }
+
+    fn stream(events: &[MemberEvent]) -> Vec<SerializedEvent> {
+        events
+            .iter()
+            .enumerate()
+            .map(|(index, event)| SerializedEvent {
+                aggregate_id: member_id().to_string(),
+                sequence: index + 1,
+                aggregate_type: "member".into(),
+                event_type: event.event_type().into(),
+                event_version: "1".into(),
+                payload: serde_json::to_value(event).unwrap(),
+                metadata: serde_json::json!({ "tenant_id": "acme" }),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn folding_a_consistent_stream_applies_every_event() {
+        let (mut state, mut version) = (Member::default(), 0);
+        let events = stream(&[registered(), cash(false, 100, 100), cash(true, 30, 70)]);
+        assert_eq!(fold(&member_id().to_string(), &mut state, &mut version, events).unwrap(), 3);
+        assert_eq!((version, state.balance.get()), (3, 70));
+    }
+
+    #[test]
+    fn folding_an_event_the_aggregate_refuses_names_stream_sequence_and_rule() {
+        // Given a balance of 100, a stored charge of 500 would make it negative.
+        let (mut state, mut version) = (Member::default(), 0);
+        let events = stream(&[registered(), cash(false, 100, 100), cash(true, 500, 0), cash(false, 1, 1)]);
+        let error = fold(&member_id().to_string(), &mut state, &mut version, events).unwrap_err();
+        let StoreError::Invariant(broken) = &error else { panic!("not an invariant error: {error}") };
+        assert_eq!(
+            (broken.aggregate_type, broken.aggregate_id.clone(), broken.sequence, broken.rule()),
+            ("member", member_id().to_string(), Some(3), rules::BALANCE_COVERS_DEBIT)
+        );
+        assert_eq!(version, 2, "the version stops before the refused event");
+        assert!(
+            error
+                .to_string()
+                .starts_with(&format!("member/{} seq 3: CashCharged breaks member.balance_covers_debit", member_id())),
+            "{error}"
+        );
+        // The executor recognizes it behind cqrs-es's error.
+        let AggregateError::UnexpectedError(boxed) = to_aggregate_error::<std::fmt::Error>(error) else {
+            panic!("not unexpected")
+        };
+        assert!(boxed.is::<BrokenInvariant>());
     }
 }
