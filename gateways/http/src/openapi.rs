@@ -1,6 +1,6 @@
 //! The OpenAPI document, derived from the handlers' `#[utoipa::path]`
 //! attributes. `schemas/openapi.json` is a committed copy; a test keeps it in
-//! step (regenerate with `WXCM_WRITE_OPENAPI=1 cargo test -p wxcm-gateways`).
+//! step (regenerate with `WXCM_WRITE_OPENAPI=1 cargo test -p wxcm-http`).
 
 use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -182,16 +182,16 @@ mod tests {
 
     #[test]
     fn committed_schema_matches_the_code() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/openapi.json");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/openapi.json");
         let generated = format!("{}\n", crate::openapi_json());
         if std::env::var("WXCM_WRITE_OPENAPI").is_ok_and(|v| v == "1") {
             std::fs::write(path, &generated).expect("write schemas/openapi.json");
         }
         let committed = std::fs::read_to_string(path)
-            .expect("schemas/openapi.json is missing; run WXCM_WRITE_OPENAPI=1 cargo test -p wxcm-gateways");
+            .expect("schemas/openapi.json is missing; run WXCM_WRITE_OPENAPI=1 cargo test -p wxcm-http");
         assert!(
             committed == generated,
-            "schemas/openapi.json is stale; run WXCM_WRITE_OPENAPI=1 cargo test -p wxcm-gateways"
+            "schemas/openapi.json is stale; run WXCM_WRITE_OPENAPI=1 cargo test -p wxcm-http"
         );
     }
 
