@@ -3,20 +3,20 @@
 //!
 //! Bodies carry raw JSON types (`i64`, `String`) because the operator's limits
 //! are only known at run time; `validate` turns them into domain newtypes once,
-//! so nothing past this module re-checks.
+//! so nothing past this module re-checks. Ledger bodies become the
+//! application's [`LedgerRequest`], which is what idempotency hashes.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
+use wxcm_commands::ledger_requests::LedgerRequest;
 use wxcm_commands::members::MemberView;
 use wxcm_commands::ports::{AdminSession, LedgerLinePage, LedgerLineRow, Limits, LEDGER_PAGE_MAX};
 use wxcm_commands::tenants::{AccountInput, AccountView, PayInput, TenantView};
 use wxcm_commands::Committed;
-use wxcm_domain::member::{
-    CardLevel, ExpiryPolicy, LedgerLine, MemberCommand, MemberEvent, PointsSource, Provenance, EXPIRY_DAYS_MAX,
-};
-use wxcm_domain::{Actor, AmountFen, AppId, DomainEventMeta, IdempotencyKey, OpenId, PointsAmount, Reference};
+use wxcm_domain::member::{CardLevel, ExpiryPolicy, LedgerLine, MemberEvent, EXPIRY_DAYS_MAX};
+use wxcm_domain::{AmountFen, AppId, DomainEventMeta, OpenId, PointsAmount, Reference};
 
 use crate::error::ApiError;
 
@@ -246,21 +246,6 @@ impl ExpiryBody {
     }
 }
 
-/// A validated ledger request: what the client asked for, tagged with the
-/// operation. This is what is hashed for idempotency, so one key cannot be
-/// replayed across operations whose bodies happen to look alike, and no
-/// server-made value (time, actor) takes part.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum LedgerRequest {
-    PointsGrant { points: PointsAmount, expiry: ExpiryPolicy, reason: Reference, reference: Option<Reference> },
-    PointsDeduction { points: PointsAmount, reason: Reference, reference: Option<Reference> },
-    CashDeposit { amount_fen: AmountFen, reason: Reference, reference: Option<Reference> },
-    CashCharge { amount_fen: AmountFen, reason: Reference, reference: Option<Reference> },
-    CashRefund { charge_sequence: u64, amount_fen: AmountFen, reason: Reference, reference: Option<Reference> },
-    CardLevel { card_level: CardLevel, reason: Reference },
-}
-
 impl GrantPointsBody {
     pub fn validate(self, limits: &Limits) -> Result<LedgerRequest, ApiError> {
         Ok(LedgerRequest::PointsGrant {
@@ -318,35 +303,6 @@ impl CardLevelBody {
             card_level: card_level(&self.card_level)?,
             reason: text("reason", &self.reason)?,
         })
-    }
-}
-
-impl LedgerRequest {
-    pub fn into_command(self, actor: Actor, idempotency_key: IdempotencyKey) -> MemberCommand {
-        let provenance = |reason, reference| Provenance { actor, reason, reference, idempotency_key };
-        match self {
-            LedgerRequest::PointsGrant { points, expiry, reason, reference } => MemberCommand::GrantPoints {
-                points,
-                source: PointsSource::Manual,
-                expiry,
-                provenance: provenance(reason, reference),
-            },
-            LedgerRequest::PointsDeduction { points, reason, reference } => {
-                MemberCommand::DeductPoints { points, provenance: provenance(reason, reference) }
-            }
-            LedgerRequest::CashDeposit { amount_fen, reason, reference } => {
-                MemberCommand::DepositCash { amount_fen, provenance: provenance(reason, reference) }
-            }
-            LedgerRequest::CashCharge { amount_fen, reason, reference } => {
-                MemberCommand::ChargeCash { amount_fen, provenance: provenance(reason, reference) }
-            }
-            LedgerRequest::CashRefund { charge_sequence, amount_fen, reason, reference } => {
-                MemberCommand::RefundCharge { charge_sequence, amount_fen, provenance: provenance(reason, reference) }
-            }
-            LedgerRequest::CardLevel { card_level, reason } => {
-                MemberCommand::SetCardLevel { card_level, provenance: provenance(reason, None) }
-            }
-        }
     }
 }
 
@@ -654,24 +610,20 @@ mod tests {
     }
 
     #[test]
-    fn commands_take_the_sign_from_the_operation() {
-        let key = IdempotencyKey::parse("key-0001").unwrap();
-        let actor = Actor::Staff { username: "amy".into() };
-        let charge = cash(10).validate(CashOp::Charge, &limits()).unwrap();
-        match charge.into_command(actor.clone(), key.clone()) {
-            MemberCommand::ChargeCash { amount_fen, provenance } => {
-                assert_eq!(amount_fen.get(), 10);
-                assert_eq!(provenance.actor, actor);
-                assert_eq!(provenance.idempotency_key, key);
-                assert_eq!(provenance.reason.as_str(), "counter");
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-        match grant(5, ExpiryBody::EndOfYear {}).validate(&limits()).unwrap().into_command(actor, key) {
-            MemberCommand::GrantPoints { source, expiry, provenance, .. } => {
-                assert_eq!(source, PointsSource::Manual);
+    fn bodies_become_the_use_case_requests() {
+        let l = limits();
+        let charge = cash(10).validate(CashOp::Charge, &l).unwrap();
+        let expected = LedgerRequest::CashCharge {
+            amount_fen: AmountFen::new(10).unwrap(),
+            reason: Reference::parse("counter").unwrap(),
+            reference: None,
+        };
+        assert_eq!(charge, expected);
+        match grant(5, ExpiryBody::EndOfYear {}).validate(&l).unwrap() {
+            LedgerRequest::PointsGrant { points, expiry, reference, .. } => {
+                assert_eq!(points.get(), 5);
                 assert_eq!(expiry, ExpiryPolicy::EndOfYear);
-                assert_eq!(provenance.reference.unwrap().as_str(), "ticket-1");
+                assert_eq!(reference.unwrap().as_str(), "ticket-1");
             }
             other => panic!("unexpected {other:?}"),
         }

@@ -6,13 +6,14 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tracing::instrument;
+use wxcm_commands::ledger_requests::{self, LedgerRequest};
 use wxcm_commands::members::{self, RegisterRequest};
 use wxcm_domain::member::{CardLevel, RegistrationSource};
 use wxcm_domain::{CardNumber, MemberId, OpenId};
 
 use crate::dto::{
     self, CardLevelBody, CashBody, CashOp, DeductPointsBody, GrantPointsBody, LedgerEntryDto, LedgerPage, LedgerQuery,
-    LedgerRequest, MemberDto, MemberListPage, MemberListQuery, OperationResponse, RefundBody, RegisterBody,
+    MemberDto, MemberListPage, MemberListQuery, OperationResponse, RefundBody, RegisterBody,
 };
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{
@@ -149,9 +150,8 @@ async fn run<P: Requires>(
     request: LedgerRequest,
 ) -> Result<Response, ApiError> {
     let tenant = &auth.session.tenant_id;
-    let ctx = auth.context(key.0.clone(), correlation);
-    let command = request.clone().into_command(auth.actor(), key.0);
-    let outcome = members::execute(&state.app, tenant, member_id, command, &request, &ctx).await?;
+    let ctx = auth.context(key.0, correlation);
+    let outcome = ledger_requests::execute(&state.app, tenant, member_id, request, auth.actor(), &ctx).await?;
     let member = members::get(&state.app, tenant, member_id).await?;
     tracing::info!(replayed = outcome.replayed, events = outcome.events.len(), "ledger operation");
     let replayed = outcome.replayed;
