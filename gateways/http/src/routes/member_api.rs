@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 use wxcm_commands::members;
-use wxcm_commands::pay_flows::{self, MemberSession, OauthExchange, PayFlowError, RechargeRequest};
+use wxcm_commands::pay_flows::{self, MemberSession, OauthExchange, RechargeRequest};
 use wxcm_commands::pay_port::PayGateway;
 use wxcm_commands::CommandContext;
 use wxcm_domain::payment::PayApiVersion;
@@ -30,15 +30,6 @@ pub struct MemberPorts {
     pub pay: Option<Arc<dyn PayGateway>>,
     /// Public base URL Pay notifications go to, e.g. `https://wxcm.example.com`.
     pub notify_base_url: String,
-}
-
-impl From<PayFlowError> for ApiError {
-    fn from(e: PayFlowError) -> Self {
-        match e {
-            PayFlowError::Refused(m) => ApiError::invalid("refused", m),
-            PayFlowError::Retry(m) => ApiError::internal("payment flow", &m),
-        }
-    }
 }
 
 fn unavailable() -> ApiError {

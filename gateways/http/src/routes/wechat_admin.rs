@@ -3,9 +3,10 @@
 //! plus the two public referral pages members' browsers go through
 //! (`/m/referral/...`: WeChat OAuth, then the follow page).
 //!
-//! Calls to WeChat go through `AppState.wechat.outbound`; its failures have
-//! their own answers ([`WxError`]): 503 `wechat_not_configured`, 422
-//! `wechat_rejected`, 429 `wechat_quota_exhausted`, 502 `wechat_unavailable`.
+//! Calls to WeChat go through `AppState.wechat.outbound`; their failures are
+//! `ApiError`s like any other (`From<OutboundError>`): 503
+//! `wechat_not_configured`, 422 `wechat_rejected`, 429 `wechat_quota_exhausted`,
+//! 502 `wechat_unavailable`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,10 +16,10 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use tracing::instrument;
-use wxcm_commands::members::{self, MemberOpError};
-use wxcm_commands::ports::{PortError, RouteError, ShardServices};
+use wxcm_commands::members;
+use wxcm_commands::ports::ShardServices;
 use wxcm_commands::tenants::TenantOpError;
-use wxcm_commands::wechat::{self as uc, AccountMode, SceneQrCode, WechatOpError};
+use wxcm_commands::wechat::{self as uc, AccountMode, SceneQrCode};
 use wxcm_domain::tenant::{Tenant, TenantCommand};
 use wxcm_domain::{AppId, MemberId, OpenId, TenantId};
 
@@ -26,7 +27,7 @@ use crate::dto::{
     AuthorizationBody, AuthorizationDto, MenuBody, MenuDto, PointsRulesBody, PointsRulesDto, QrCodeBody, QrCodeDto,
     QrCodeList, ReferralLinkDto, ReplyRulesBody, ReplyRulesDto,
 };
-use crate::error::{ApiError, ErrorBody, ErrorDetail};
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, Authorized, Correlation, IdempotencyHeader};
 use crate::permissions::perm;
 use crate::state::AppState;
@@ -38,103 +39,37 @@ pub const OAUTH_STATE_BYTES_MAX: usize = 128;
 /// Path of the OAuth redirect, under the public base URL.
 pub const REFERRAL_CALLBACK_PATH: &str = "/m/referral/callback";
 
-/// An admin-API error or a failed WeChat call.
-#[derive(Debug)]
-pub enum WxError {
-    Api(ApiError),
-    Outbound(OutboundError),
-}
-
-impl From<ApiError> for WxError {
-    fn from(e: ApiError) -> Self {
-        WxError::Api(e)
-    }
-}
-
-impl From<OutboundError> for WxError {
-    fn from(e: OutboundError) -> Self {
-        WxError::Outbound(e)
-    }
-}
-
-macro_rules! via_api_error {
-    ($($ty:ty),*) => {$(
-        impl From<$ty> for WxError {
-            fn from(e: $ty) -> Self {
-                WxError::Api(e.into())
-            }
-        }
-    )*};
-}
-via_api_error!(PortError, RouteError, TenantOpError, MemberOpError);
-
-impl From<WechatOpError> for WxError {
-    fn from(e: WechatOpError) -> Self {
-        WxError::Api(match e {
-            WechatOpError::UnknownAccount(appid) => {
-                ApiError::not_found("account_not_bound", format!("official account {appid} is not bound"))
-            }
-            WechatOpError::Invalid(message) => ApiError::invalid("invalid_input", message),
-            WechatOpError::Member(m) => m.into(),
-            WechatOpError::Route(r) => r.into(),
-            WechatOpError::Infra(detail) => ApiError::internal("wechat operation", &detail),
-        })
-    }
-}
-
-impl IntoResponse for WxError {
-    fn into_response(self) -> Response {
-        let e = match self {
-            WxError::Api(e) => return e.into_response(),
-            WxError::Outbound(e) => e,
-        };
-        let (status, code, message) = match &e {
-            OutboundError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "wechat_not_configured", m.clone()),
-            OutboundError::Rejected(m) => (StatusCode::UNPROCESSABLE_ENTITY, "wechat_rejected", m.clone()),
-            OutboundError::QuotaExhausted => {
-                (StatusCode::TOO_MANY_REQUESTS, "wechat_quota_exhausted", "WeChat's daily quota is used up".into())
-            }
-            OutboundError::Failed(detail) => {
-                tracing::warn!(error = %detail, "wechat call failed");
-                (StatusCode::BAD_GATEWAY, "wechat_unavailable", "WeChat did not answer; try again later".into())
-            }
-        };
-        let body = ErrorBody { error: ErrorDetail { code: code.into(), message } };
-        (status, Json(body)).into_response()
-    }
-}
-
-fn outbound(state: &AppState) -> Result<Arc<dyn WechatOutbound>, WxError> {
+fn outbound(state: &AppState) -> Result<Arc<dyn WechatOutbound>, ApiError> {
     state
         .wechat
         .outbound
         .clone()
-        .ok_or_else(|| WxError::Outbound(OutboundError::Unavailable("no outbound WeChat client".into())))
+        .ok_or_else(|| ApiError::from(OutboundError::Unavailable("no outbound WeChat client".into())))
 }
 
-fn public_base_url(outbound: &dyn WechatOutbound) -> Result<String, WxError> {
+fn public_base_url(outbound: &dyn WechatOutbound) -> Result<String, ApiError> {
     outbound
         .public_base_url()
         .map(|u| u.trim_end_matches('/').to_owned())
-        .ok_or_else(|| WxError::Outbound(OutboundError::Unavailable("no public base URL configured".into())))
+        .ok_or_else(|| ApiError::from(OutboundError::Unavailable("no public base URL configured".into())))
 }
 
-async fn tenant_state(shard: &ShardServices, tenant: &TenantId) -> Result<Tenant, WxError> {
+async fn tenant_state(shard: &ShardServices, tenant: &TenantId) -> Result<Tenant, ApiError> {
     let (state, _): (Tenant, u64) = shard.tenants.load(tenant.as_str()).await?;
     if state.tenant_id.is_none() {
-        return Err(ApiError::not_found("tenant_not_found", "tenant not found").into());
+        return Err(ApiError::not_found("tenant_not_found", "tenant not found"));
     }
     Ok(state)
 }
 
 /// How `appid` is bound to `tenant`; 404 `account_not_bound` when it is not.
-fn account_mode(state: &Tenant, appid: &AppId) -> Result<AccountMode, WxError> {
+fn account_mode(state: &Tenant, appid: &AppId) -> Result<AccountMode, ApiError> {
     if state.accounts.contains_key(appid.as_str()) {
         Ok(AccountMode::Direct)
     } else if state.component_accounts.contains_key(appid.as_str()) {
         Ok(AccountMode::Component)
     } else {
-        Err(ApiError::not_found("account_not_bound", format!("official account {appid} is not bound")).into())
+        Err(ApiError::not_found("account_not_bound", format!("official account {appid} is not bound")))
     }
 }
 
@@ -152,7 +87,7 @@ fn account_mode(state: &Tenant, appid: &AppId) -> Result<AccountMode, WxError> {
 pub async fn get_reply_rules(
     State(state): State<AppState>,
     auth: Authorized<perm::WechatRead>,
-) -> Result<Json<ReplyRulesDto>, WxError> {
+) -> Result<Json<ReplyRulesDto>, ApiError> {
     let (rules, revision) = uc::reply_rules(&state.app, &auth.session.tenant_id).await?;
     Ok(Json(ReplyRulesDto { rules: rules.into(), revision }))
 }
@@ -175,7 +110,7 @@ pub async fn put_reply_rules(
     State(state): State<AppState>,
     auth: Authorized<perm::WechatSettings>,
     body: ApiJson<ReplyRulesBody>,
-) -> Result<Json<ReplyRulesDto>, WxError> {
+) -> Result<Json<ReplyRulesDto>, ApiError> {
     let rules = body.0.validate()?;
     let tenant = &auth.session.tenant_id;
     let revision = uc::save_reply_rules(&state.app, tenant, &rules, &auth.actor().label()).await?;
@@ -197,7 +132,7 @@ pub async fn put_reply_rules(
 pub async fn get_points_rules(
     State(state): State<AppState>,
     auth: Authorized<perm::WechatRead>,
-) -> Result<Json<PointsRulesDto>, WxError> {
+) -> Result<Json<PointsRulesDto>, ApiError> {
     let tenant = &auth.session.tenant_id;
     let shard = state.app.router.route(tenant)?;
     Ok(Json(tenant_state(&shard, tenant).await?.points_rules.into()))
@@ -225,7 +160,7 @@ pub async fn put_points_rules(
     key: IdempotencyHeader,
     correlation: Correlation,
     body: ApiJson<PointsRulesBody>,
-) -> Result<Json<PointsRulesDto>, WxError> {
+) -> Result<Json<PointsRulesDto>, ApiError> {
     let rules = body.0.validate()?;
     let tenant = &auth.session.tenant_id;
     let shard = state.app.router.route(tenant)?;
@@ -260,7 +195,7 @@ pub async fn create_qr_code(
     State(state): State<AppState>,
     auth: Authorized<perm::WechatSettings>,
     body: ApiJson<QrCodeBody>,
-) -> Result<(StatusCode, Json<QrCodeDto>), WxError> {
+) -> Result<(StatusCode, Json<QrCodeDto>), ApiError> {
     let request = body.0.validate()?;
     let tenant = &auth.session.tenant_id;
     let shard = state.app.router.route(tenant)?;
@@ -300,21 +235,21 @@ pub async fn create_qr_code(
 pub async fn list_qr_codes(
     State(state): State<AppState>,
     auth: Authorized<perm::WechatRead>,
-) -> Result<Json<QrCodeList>, WxError> {
+) -> Result<Json<QrCodeList>, ApiError> {
     let items = uc::list_scenes(&state.app, &auth.session.tenant_id).await?;
     Ok(Json(QrCodeList { items: items.into_iter().map(Into::into).collect() }))
 }
 
 // ---------- menus ----------
 
-async fn stored_menu(state: &AppState, tenant: &TenantId, appid: &AppId) -> Result<MenuDto, WxError> {
+async fn stored_menu(state: &AppState, tenant: &TenantId, appid: &AppId) -> Result<MenuDto, ApiError> {
     let shard = state.app.router.route(tenant)?;
     let stored = shard
         .wechat
         .menu(tenant, appid)
         .await?
         .ok_or_else(|| ApiError::not_found("menu_not_found", format!("no menu saved for {appid}")))?;
-    Ok(MenuDto::from_stored(appid, stored)?)
+    MenuDto::from_stored(appid, stored)
 }
 
 /// The menu saved for an account, and when it was published.
@@ -332,7 +267,7 @@ pub async fn get_menu(
     State(state): State<AppState>,
     auth: Authorized<perm::WechatRead>,
     appid: ApiPath<AppId>,
-) -> Result<Json<MenuDto>, WxError> {
+) -> Result<Json<MenuDto>, ApiError> {
     Ok(Json(stored_menu(&state, &auth.session.tenant_id, &appid.0).await?))
 }
 
@@ -356,7 +291,7 @@ pub async fn put_menu(
     auth: Authorized<perm::WechatSettings>,
     appid: ApiPath<AppId>,
     body: ApiJson<MenuBody>,
-) -> Result<Json<MenuDto>, WxError> {
+) -> Result<Json<MenuDto>, ApiError> {
     let menu = body.0.validate()?;
     let tenant = &auth.session.tenant_id;
     let shard = state.app.router.route(tenant)?;
@@ -384,7 +319,7 @@ pub async fn publish_menu(
     State(state): State<AppState>,
     auth: Authorized<perm::WechatSettings>,
     appid: ApiPath<AppId>,
-) -> Result<Json<MenuDto>, WxError> {
+) -> Result<Json<MenuDto>, ApiError> {
     let tenant = &auth.session.tenant_id;
     let shard = state.app.router.route(tenant)?;
     let mode = account_mode(&tenant_state(&shard, tenant).await?, &appid.0)?;
@@ -414,7 +349,7 @@ pub async fn referral_link(
     State(state): State<AppState>,
     auth: Authorized<perm::WechatRead>,
     id: ApiPath<MemberId>,
-) -> Result<Json<ReferralLinkDto>, WxError> {
+) -> Result<Json<ReferralLinkDto>, ApiError> {
     let tenant = &auth.session.tenant_id;
     members::get(&state.app, tenant, id.0).await?;
     let base = public_base_url(outbound(&state)?.as_ref())?;
@@ -444,7 +379,7 @@ pub fn parse_referral_state(state: &str) -> Option<(TenantId, MemberId, AppId)> 
 
 /// The account a referral goes through: the one asked for, else the first
 /// developer-mode account, else the first authorized one.
-fn referral_account(state: &Tenant, asked: Option<&str>) -> Result<(AppId, AccountMode), WxError> {
+fn referral_account(state: &Tenant, asked: Option<&str>) -> Result<(AppId, AccountMode), ApiError> {
     if let Some(asked) = asked {
         let appid = AppId::parse(asked).map_err(|e| ApiError::bad_request("invalid_appid", e.to_string()))?;
         let mode = account_mode(state, &appid)?;
@@ -456,10 +391,10 @@ fn referral_account(state: &Tenant, asked: Option<&str>) -> Result<(AppId, Accou
     if let Some(account) = state.component_accounts.values().next() {
         return Ok((account.appid.clone(), AccountMode::Component));
     }
-    Err(ApiError::not_found("account_not_bound", "the tenant has no official account").into())
+    Err(ApiError::not_found("account_not_bound", "the tenant has no official account"))
 }
 
-fn redirect(location: &str) -> Result<Response, WxError> {
+fn redirect(location: &str) -> Result<Response, ApiError> {
     let value = HeaderValue::from_str(location).map_err(|e| ApiError::internal("redirect location", &e))?;
     Ok((StatusCode::FOUND, [(header::LOCATION, value)]).into_response())
 }
@@ -479,7 +414,7 @@ pub async fn referral_start(
     State(state): State<AppState>,
     Path((tenant, member)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Response, WxError> {
+) -> Result<Response, ApiError> {
     let bad_path = || ApiError::bad_request("invalid_path", "unknown tenant or member in the link");
     let tenant = TenantId::parse(&tenant).map_err(|_| bad_path())?;
     let member = MemberId::parse(&member).map_err(|_| bad_path())?;
@@ -509,7 +444,7 @@ pub async fn referral_start(
 pub async fn referral_callback(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Response, WxError> {
+) -> Result<Response, ApiError> {
     let code = query.get("code").filter(|c| !c.is_empty() && c.len() <= OAUTH_CODE_BYTES_MAX);
     let code = code.ok_or_else(|| ApiError::bad_request("invalid_query", "code must be 1..=256 bytes"))?;
     let (tenant, referrer, appid) = query
@@ -526,7 +461,7 @@ pub async fn referral_callback(
     let outbound = outbound(&state)?;
     let openid = outbound.oauth_openid(&appid, mode, app_secret.as_deref(), code).await?;
     let openid = OpenId::parse(&openid)
-        .map_err(|e| WxError::Outbound(OutboundError::Failed(format!("WeChat returned a bad openid: {e}"))))?;
+        .map_err(|e| ApiError::from(OutboundError::Failed(format!("WeChat returned a bad openid: {e}"))))?;
     uc::record_referral_visit(&state.app, &tenant, &openid, referrer).await?;
     tracing::info!(%tenant, %referrer, "referral visit recorded");
     match outbound.follow_page_url(&appid) {
@@ -559,7 +494,7 @@ pub async fn start_authorization(
     State(state): State<AppState>,
     auth: Authorized<perm::TenantSettings>,
     body: ApiJson<AuthorizationBody>,
-) -> Result<Json<AuthorizationDto>, WxError> {
+) -> Result<Json<AuthorizationDto>, ApiError> {
     let redirect_uri = body.0.validate()?;
     let tenant = &auth.session.tenant_id;
     let shard = state.app.router.route(tenant)?;
