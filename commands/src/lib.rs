@@ -4,11 +4,14 @@
 //! - [`executor::Executor`] adds idempotency by key, bounded retries on
 //!   optimistic-concurrency conflicts and per-aggregate serialization;
 //! - [`members`], [`payments`] and [`tenants`] are the use cases the edges call;
+//!   [`ledger_requests`] are the member ledger operations as callers ask for
+//!   them (what idempotency hashes);
 //! - [`ports`] are the traits the infrastructure implements (store, clock, ...).
 
 pub mod adapter;
 pub mod auth;
 pub mod executor;
+pub mod ledger_requests;
 pub mod members;
 pub mod pay_flows;
 pub mod pay_port;

@@ -12,12 +12,16 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use wxcm_commands::auth::AuthError;
 use wxcm_commands::members::MemberOpError;
+use wxcm_commands::pay_flows::PayFlowError;
+use wxcm_commands::payments::PaymentOpError;
 use wxcm_commands::ports::{PortError, Role, RouteError};
 use wxcm_commands::tenants::TenantOpError;
+use wxcm_commands::wechat::WechatOpError;
 use wxcm_domain::member::MemberError;
 use wxcm_domain::tenant::TenantError;
 
 use crate::permissions::Permission;
+use crate::wechat_edge::OutboundError;
 
 /// Seconds a client is told to wait after losing a race on a busy member.
 pub const CONTENTION_RETRY_AFTER_SECS: u64 = 1;
@@ -70,6 +74,17 @@ pub enum ApiError {
     /// 429: too many login attempts.
     #[error("too many attempts, retry after {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    /// 429 without `Retry-After`: the quota of a service we call (WeChat's daily
+    /// calls) is used up.
+    #[error("{message}")]
+    QuotaExhausted { code: &'static str, message: String },
+    /// 502: a service we call (WeChat) failed or did not answer; the detail was logged.
+    #[error("{message}")]
+    BadGateway { code: &'static str, message: String },
+    /// 503 without `Retry-After`: what the route needs is not configured on this
+    /// node (no outbound WeChat client, no public base URL, no third-party platform).
+    #[error("{message}")]
+    NotConfigured { code: &'static str, message: String },
     /// 503: other writers kept winning the race on this member.
     #[error("the member is busy, try again")]
     Contention,
@@ -114,8 +129,11 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Contention | ApiError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RateLimited { .. } | ApiError::QuotaExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
+            ApiError::Contention | ApiError::Timeout | ApiError::NotConfigured { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -125,7 +143,10 @@ impl ApiError {
             ApiError::BadRequest { code, .. }
             | ApiError::NotFound { code, .. }
             | ApiError::Conflict { code, .. }
-            | ApiError::Invalid { code, .. } => code,
+            | ApiError::Invalid { code, .. }
+            | ApiError::QuotaExhausted { code, .. }
+            | ApiError::BadGateway { code, .. }
+            | ApiError::NotConfigured { code, .. } => code,
             ApiError::Unauthenticated => "unauthenticated",
             ApiError::InvalidCredentials => "invalid_credentials",
             ApiError::Forbidden { .. } => "forbidden",
@@ -274,6 +295,69 @@ impl From<AuthError> for ApiError {
     }
 }
 
+impl From<PaymentOpError> for ApiError {
+    fn from(e: PaymentOpError) -> Self {
+        match e {
+            PaymentOpError::NotFound => ApiError::not_found("payment_not_found", "payment order not found"),
+            PaymentOpError::Rejected(d) => ApiError::conflict("payment_rejected", d.to_string()),
+            PaymentOpError::Invalid(m) => ApiError::invalid("invalid_payment", m),
+            PaymentOpError::IdempotencyMismatch => {
+                ApiError::conflict("idempotency_key_reused", "idempotency key was already used with another request")
+            }
+            PaymentOpError::Contention => ApiError::Contention,
+            PaymentOpError::Route(r) => ApiError::not_found("tenant_not_found", r.to_string()),
+            PaymentOpError::Infra(detail) => ApiError::internal("payment operation", &detail),
+        }
+    }
+}
+
+/// The member API's recharge and session flows.
+impl From<PayFlowError> for ApiError {
+    fn from(e: PayFlowError) -> Self {
+        match e {
+            PayFlowError::Refused(m) => ApiError::invalid("refused", m),
+            PayFlowError::Retry(m) => ApiError::internal("payment flow", &m),
+        }
+    }
+}
+
+/// WeChat settings and referral use cases.
+impl From<WechatOpError> for ApiError {
+    fn from(e: WechatOpError) -> Self {
+        match e {
+            WechatOpError::UnknownAccount(appid) => {
+                ApiError::not_found("account_not_bound", format!("official account {appid} is not bound"))
+            }
+            WechatOpError::Invalid(message) => ApiError::invalid("invalid_input", message),
+            WechatOpError::Member(m) => m.into(),
+            WechatOpError::Route(r) => r.into(),
+            WechatOpError::Infra(detail) => ApiError::internal("wechat operation", &detail),
+        }
+    }
+}
+
+/// A failed call to WeChat (admin WeChat routes, referral pages). WeChat's own
+/// refusal is passed on; a failure to reach it is logged and answered 502.
+impl From<OutboundError> for ApiError {
+    fn from(e: OutboundError) -> Self {
+        match e {
+            OutboundError::Unavailable(message) => ApiError::NotConfigured { code: "wechat_not_configured", message },
+            OutboundError::Rejected(message) => ApiError::invalid("wechat_rejected", message),
+            OutboundError::QuotaExhausted => ApiError::QuotaExhausted {
+                code: "wechat_quota_exhausted",
+                message: "WeChat's daily quota is used up".into(),
+            },
+            OutboundError::Failed(detail) => {
+                tracing::warn!(error = %detail, "wechat call failed");
+                ApiError::BadGateway {
+                    code: "wechat_unavailable",
+                    message: "WeChat did not answer; try again later".into(),
+                }
+            }
+        }
+    }
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         match rejection.status() {
@@ -363,6 +447,24 @@ mod tests {
         let body = serde_json::to_string(&e.body()).unwrap();
         assert!(!body.contains("hunter2") && !body.contains("db1"), "{body}");
         assert_eq!(e.body().error.message, "internal error");
+    }
+
+    #[test]
+    fn failed_wechat_calls_have_their_own_answers() {
+        let cases = [
+            (OutboundError::Unavailable("no outbound WeChat client".into()), 503, "wechat_not_configured"),
+            (OutboundError::Rejected("errcode 40013: invalid appid".into()), 422, "wechat_rejected"),
+            (OutboundError::QuotaExhausted, 429, "wechat_quota_exhausted"),
+            (OutboundError::Failed("connect to 10.0.0.7 refused".into()), 502, "wechat_unavailable"),
+        ];
+        for (error, status, code) in cases {
+            let e = ApiError::from(error);
+            assert_eq!((e.status().as_u16(), e.code()), (status, code));
+            // A quota or a missing setting is not cured by retrying in a second.
+            assert_eq!(e.into_response().headers().get(header::RETRY_AFTER), None);
+        }
+        let failed = ApiError::from(OutboundError::Failed("connect to 10.0.0.7 refused".into()));
+        assert!(!failed.body().error.message.contains("10.0.0.7"));
     }
 
     #[test]

@@ -8,20 +8,33 @@
 //!   composition root in `infra` serves the router, with
 //!   `into_make_service_with_connect_info::<SocketAddr>()` so login is rate
 //!   limited per client address);
-//! - `routes`: handlers, one module per resource, each with its
-//!   `#[utoipa::path]`;
+//! - `resources`: the HTTP surface by resource, one module per OpenAPI tag,
+//!   each with its handlers (`#[utoipa::path]`) and its own request and
+//!   response types and their validation into application values
+//!   (`resources::<resource>` or, for larger ones, `<resource>/mod.rs` with the
+//!   handlers and `<resource>/types.rs` with the types):
+//!   - `session` (login, logout), `members` (lookups, the member list,
+//!     registration), `ledger` (points and cash operations, the member ledger:
+//!     bodies become `wxcm_commands::ledger_requests::LedgerRequest`, the value
+//!     idempotency hashes), `reports`, `tenant`, `payments`;
+//!   - `wechat`: WeChat settings, one module each (`reply_rules`,
+//!     `points_rules`, `qr_codes`, `menus`, `authorization`);
+//!   - `referral`: members' referral links and the public pages they open
+//!     (`/m/referral/...`);
+//!   - `health`, `member_api` (`/m/api/v1`), and the inbound protocol
+//!     endpoints `wechat_callback` and `pay_notify`, which answer in WeChat's
+//!     and Pay's own formats rather than with `ApiError`;
 //! - `extract`: extractors that reject with `ApiError` (JSON, path, query,
 //!   session + permission, idempotency key, correlation id);
 //! - `permissions`: the role × permission table;
-//! - `dto`: request bodies and their validation into domain values, response DTOs;
-//! - `error`: `ApiError` and the status mapping;
+//! - `error`: `ApiError`, the one mapping of every failure (application
+//!   errors, failed WeChat calls, rejections) to a status and the JSON error body;
 //! - `ratelimit`: bounded keyed login limiters;
 //! - `middleware`: correlation ids, timeout, JSON fallbacks, panics;
-//! - `openapi`: the document behind [`openapi_json`];
-//! - [`pay`]: WeChat Pay v2/v3 protocol crypto (pure functions: signatures,
-//!   resource and `req_info` ciphers, pay parameters).
-//! - [`wechat`]: the WeChat callback protocol as pure functions (XML, crypto,
-//!   typed messages, replies).
+//! - `openapi`: the document behind [`openapi_json`] (committed copy:
+//!   `schemas/openapi.json`);
+//! - [`wechat_edge`]: the callback endpoints' settings and the
+//!   [`WechatOutbound`] port (late replies, QR codes, menus, OAuth);
 //! - [`wechat_outbound`]: [`ClientOutbound`], the [`WechatOutbound`] of a node
 //!   over the real client (callbacks' late replies, component chain, and the
 //!   admin API's QR codes, menus, OAuth and authorization start).
@@ -42,14 +55,13 @@ use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
-mod dto;
 mod error;
 mod extract;
 mod middleware;
 mod openapi;
 mod permissions;
 mod ratelimit;
-mod routes;
+mod resources;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -57,9 +69,10 @@ pub mod wechat_edge;
 pub mod wechat_outbound;
 
 use ratelimit::LoginLimiter;
-pub use routes::member_api::MemberPorts;
-use routes::{
-    health, member_api, members, pay_notify, payments, reports, session, tenant, wechat_admin, wechat_callback,
+pub use resources::member_api::MemberPorts;
+use resources::wechat::{authorization, menus, points_rules, qr_codes, reply_rules};
+use resources::{
+    health, ledger, member_api, members, pay_notify, payments, referral, reports, session, tenant, wechat_callback,
 };
 use state::{AppSessions, AppState, SessionResolver};
 pub use wechat_edge::{ComponentCredentials, WechatEdge, WechatOutbound, WechatSettings};
@@ -177,25 +190,25 @@ fn build_with(
         .route("/members/{member_id}", get(members::get_member))
         .route("/members/by-card/{card_no}", get(members::get_member_by_card))
         .route("/members/by-openid/{openid}", get(members::get_member_by_openid))
-        .route("/members/{member_id}/points/grants", post(members::grant_points))
-        .route("/members/{member_id}/points/deductions", post(members::deduct_points))
-        .route("/members/{member_id}/cash/deposits", post(members::deposit_cash))
-        .route("/members/{member_id}/cash/charges", post(members::charge_cash))
-        .route("/members/{member_id}/cash/refunds", post(members::refund_charge))
-        .route("/members/{member_id}/card-level", put(members::set_card_level))
-        .route("/members/{member_id}/ledger", get(members::ledger))
+        .route("/members/{member_id}/points/grants", post(ledger::grant_points))
+        .route("/members/{member_id}/points/deductions", post(ledger::deduct_points))
+        .route("/members/{member_id}/cash/deposits", post(ledger::deposit_cash))
+        .route("/members/{member_id}/cash/charges", post(ledger::charge_cash))
+        .route("/members/{member_id}/cash/refunds", post(ledger::refund_charge))
+        .route("/members/{member_id}/card-level", put(ledger::set_card_level))
+        .route("/members/{member_id}/ledger", get(ledger::ledger))
         .route("/reports/daily-ops", get(reports::daily_ops))
         .route("/payments", get(payments::list_payments))
         .route("/payments/{order_id}", get(payments::get_payment))
         .route("/tenant", get(tenant::get_tenant))
         .route("/tenant/official-accounts/{appid}", put(tenant::bind_official_account))
-        .route("/tenant/points-rules", get(wechat_admin::get_points_rules).put(wechat_admin::put_points_rules))
-        .route("/wechat/reply-rules", get(wechat_admin::get_reply_rules).put(wechat_admin::put_reply_rules))
-        .route("/wechat/qrcodes", get(wechat_admin::list_qr_codes).post(wechat_admin::create_qr_code))
-        .route("/wechat/menus/{appid}", get(wechat_admin::get_menu).put(wechat_admin::put_menu))
-        .route("/wechat/menus/{appid}/publish", post(wechat_admin::publish_menu))
-        .route("/wechat/component/authorizations", post(wechat_admin::start_authorization))
-        .route("/members/{member_id}/referral-link", get(wechat_admin::referral_link));
+        .route("/tenant/points-rules", get(points_rules::get_points_rules).put(points_rules::put_points_rules))
+        .route("/wechat/reply-rules", get(reply_rules::get_reply_rules).put(reply_rules::put_reply_rules))
+        .route("/wechat/qrcodes", get(qr_codes::list_qr_codes).post(qr_codes::create_qr_code))
+        .route("/wechat/menus/{appid}", get(menus::get_menu).put(menus::put_menu))
+        .route("/wechat/menus/{appid}/publish", post(menus::publish_menu))
+        .route("/wechat/component/authorizations", post(authorization::start_authorization))
+        .route("/members/{member_id}/referral-link", get(referral::referral_link));
     let timeout = Duration::from_millis(settings.request_timeout_ms);
     // Layers wrap from the bottom up: trace sees everything, the correlation id
     // is on every response (timeouts and panics included), the body limit is
@@ -222,8 +235,8 @@ fn build_with(
         .route("/healthz", get(health::healthz))
         .nest("/m/api/v1", member_api)
         .nest("/wechat", callbacks)
-        .route("/m/referral/callback", get(wechat_admin::referral_callback))
-        .route("/m/referral/{tenant}/{member_id}", get(wechat_admin::referral_start))
+        .route(referral::REFERRAL_CALLBACK_PATH, get(referral::referral_callback))
+        .route("/m/referral/{tenant}/{member_id}", get(referral::referral_start))
         .nest("/pay/notify", pay_notifications)
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(health::openapi))

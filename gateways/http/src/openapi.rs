@@ -7,9 +7,9 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, ObjectBuilder, Ref, ResponseBuilder, Type};
 use utoipa::{Modify, OpenApi};
 
-use crate::dto;
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::routes::{health, member_api, members, pay_notify, payments, reports, session, tenant, wechat_admin};
+use crate::resources::wechat::{authorization, menus, points_rules, qr_codes, reply_rules};
+use crate::resources::{health, ledger, member_api, members, pay_notify, payments, referral, reports, session, tenant};
 
 const DESCRIPTION: &str = "\
 Admin API of wxcm (membership, points and stored value on WeChat official accounts).
@@ -74,29 +74,29 @@ v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with
         members::get_member_by_card,
         members::get_member_by_openid,
         members::register_member,
-        members::grant_points,
-        members::deduct_points,
-        members::deposit_cash,
-        members::charge_cash,
-        members::refund_charge,
-        members::set_card_level,
-        members::ledger,
+        ledger::grant_points,
+        ledger::deduct_points,
+        ledger::deposit_cash,
+        ledger::charge_cash,
+        ledger::refund_charge,
+        ledger::set_card_level,
+        ledger::ledger,
         reports::daily_ops,
         tenant::get_tenant,
         tenant::bind_official_account,
-        wechat_admin::get_reply_rules,
-        wechat_admin::put_reply_rules,
-        wechat_admin::get_points_rules,
-        wechat_admin::put_points_rules,
-        wechat_admin::create_qr_code,
-        wechat_admin::list_qr_codes,
-        wechat_admin::get_menu,
-        wechat_admin::put_menu,
-        wechat_admin::publish_menu,
-        wechat_admin::referral_link,
-        wechat_admin::referral_start,
-        wechat_admin::referral_callback,
-        wechat_admin::start_authorization,
+        reply_rules::get_reply_rules,
+        reply_rules::put_reply_rules,
+        points_rules::get_points_rules,
+        points_rules::put_points_rules,
+        qr_codes::create_qr_code,
+        qr_codes::list_qr_codes,
+        menus::get_menu,
+        menus::put_menu,
+        menus::publish_menu,
+        referral::referral_link,
+        referral::referral_start,
+        referral::referral_callback,
+        authorization::start_authorization,
         payments::list_payments,
         payments::get_payment,
         member_api::create_session,
@@ -107,7 +107,7 @@ v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with
         pay_notify::notify_v3,
         pay_notify::notify_refund_v2,
     ),
-    components(schemas(ErrorBody, ErrorDetail, dto::HealthBody)),
+    components(schemas(ErrorBody, ErrorDetail, health::HealthBody)),
     modifiers(&Common),
     tags(
         (name = "health", description = "Liveness, readiness, this document"),

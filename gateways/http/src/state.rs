@@ -40,5 +40,5 @@ pub(crate) struct AppState {
     pub login_limits: Arc<LoginLimiter>,
     pub openapi_json: Arc<str>,
     pub wechat: Arc<crate::wechat_edge::WechatEdge>,
-    pub member: crate::routes::member_api::MemberPorts,
+    pub member: crate::resources::member_api::MemberPorts,
 }

@@ -98,14 +98,14 @@ fn app() -> Arc<App> {
     })
 }
 
-fn edge(settings: HttpSettings) -> Router {
+pub(crate) fn edge(settings: HttpSettings) -> Router {
     build(app(), Arc::new(Ready(Ok(()))), settings, Arc::new(FixedSessions))
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Value,
 }
 
 impl Reply {
@@ -114,7 +114,7 @@ impl Reply {
     }
 }
 
-async fn send(router: &Router, req: Request<Body>) -> Reply {
+pub(crate) async fn send(router: &Router, req: Request<Body>) -> Reply {
     let response = router.clone().oneshot(req).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();
@@ -123,7 +123,13 @@ async fn send(router: &Router, req: Request<Body>) -> Reply {
     Reply { status, headers, body }
 }
 
-fn request(method: Method, uri: &str, token: Option<&str>, key: Option<&str>, body: Option<String>) -> Request<Body> {
+pub(crate) fn request(
+    method: Method,
+    uri: &str,
+    token: Option<&str>,
+    key: Option<&str>,
+    body: Option<String>,
+) -> Request<Body> {
     let mut b = Request::builder().method(method).uri(uri);
     if let Some(t) = token {
         b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));

@@ -1,5 +1,5 @@
 //! `wxcm bench ledger`: durable single-event commands per second through the
-//! real command path (`wxcm_commands::members::execute` → executor →
+//! real command path (`wxcm_commands::ledger_requests::execute` → executor →
 //! `PgEventStore` → postgres-es INSERT + triggers → COMMIT, with
 //! `synchronous_commit` left as the server has it), next to the physical limit
 //! of the machine (raw single-row INSERT + COMMIT).
@@ -30,9 +30,10 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+use wxcm_commands::ledger_requests::{self, LedgerRequest};
 use wxcm_commands::members::{self, RegisterRequest};
 use wxcm_commands::{App, CommandContext};
-use wxcm_domain::member::{CardLevel, MemberCommand, MemberEvent, Provenance, RegistrationSource};
+use wxcm_domain::member::{CardLevel, MemberEvent, Provenance, RegistrationSource};
 use wxcm_domain::{Actor, AmountFen, BalanceFen, DomainEventMeta, IdempotencyKey, MemberId, Reference, TenantId};
 
 use wxcm_server::app::{Application, BuildOptions, Role};
@@ -280,25 +281,18 @@ pub(crate) fn bench_actor() -> Actor {
     Actor::Admin { username: "bench".into() }
 }
 
-fn deposit_command(amount_fen: i64, idempotency_key: IdempotencyKey, reason: &str) -> Result<MemberCommand> {
-    Ok(MemberCommand::DepositCash {
-        amount_fen: AmountFen::new(amount_fen)?,
-        provenance: Provenance {
-            actor: bench_actor(),
-            reason: Reference::parse(reason)?,
-            reference: None,
-            idempotency_key,
-        },
-    })
-}
-
-/// One durable DepositCash of 1 fen under a fresh idempotency key; the sequence
-/// of the event it committed.
+/// One durable DepositCash of 1 fen under a fresh idempotency key, through the
+/// use case the admin API's deposits run (the same request is hashed); the
+/// sequence of the event it committed.
 pub(crate) async fn deposit(app: &App, tenant: &TenantId, member: MemberId, idempotency_key: &str) -> Result<u64> {
     let idempotency_key = key(idempotency_key)?;
-    let command = deposit_command(1, idempotency_key.clone(), "bench")?;
+    let request = LedgerRequest::CashDeposit {
+        amount_fen: AmountFen::new(1)?,
+        reason: Reference::parse("bench")?,
+        reference: None,
+    };
     let ctx = CommandContext::new(tenant.clone(), idempotency_key, "bench".into());
-    let outcome = members::execute(app, tenant, member, command.clone(), &command, &ctx).await?;
+    let outcome = ledger_requests::execute(app, tenant, member, request, bench_actor(), &ctx).await?;
     ensure!(outcome.events.len() == 1 && !outcome.replayed, "deposit committed {} events", outcome.events.len());
     Ok(outcome.events[0].sequence)
 }

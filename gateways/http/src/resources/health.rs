@@ -4,12 +4,21 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use crate::dto::HealthBody;
 use crate::state::AppState;
 
 /// Characters of a readiness failure reason sent back (the rest is logged).
 pub const READINESS_REASON_CHARS_MAX: usize = 200;
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HealthBody {
+    /// `ok`, or `unavailable` with a `reason`.
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
 
 /// Liveness: answers without any I/O.
 #[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "Alive", body = HealthBody)))]

@@ -12,15 +12,15 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 use wxcm_commands::members;
-use wxcm_commands::pay_flows::{self, MemberSession, OauthExchange, PayFlowError, RechargeRequest};
+use wxcm_commands::pay_flows::{self, MemberSession, OauthExchange, RechargeRequest};
 use wxcm_commands::pay_port::PayGateway;
 use wxcm_commands::CommandContext;
 use wxcm_domain::payment::PayApiVersion;
 use wxcm_domain::{AmountFen, AppId, OutTradeNo};
 
-use crate::dto::MemberDto;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ClientIp, IdempotencyHeader};
+use crate::resources::members::MemberDto;
 use crate::state::AppState;
 
 /// What the member API needs beyond the application (absent: 503 `member_api_unavailable`).
@@ -30,15 +30,6 @@ pub struct MemberPorts {
     pub pay: Option<Arc<dyn PayGateway>>,
     /// Public base URL Pay notifications go to, e.g. `https://wxcm.example.com`.
     pub notify_base_url: String,
-}
-
-impl From<PayFlowError> for ApiError {
-    fn from(e: PayFlowError) -> Self {
-        match e {
-            PayFlowError::Refused(m) => ApiError::invalid("refused", m),
-            PayFlowError::Retry(m) => ApiError::internal("payment flow", &m),
-        }
-    }
 }
 
 fn unavailable() -> ApiError {
@@ -93,7 +84,7 @@ pub struct JsapiPayParamsDoc {
 #[allow(dead_code)]
 pub struct RechargeCreatedDoc {
     order_id: String,
-    order: crate::routes::payments::PaymentOrderDoc,
+    order: crate::resources::payments::PaymentOrderDoc,
     pay_params: JsapiPayParamsDoc,
 }
 
@@ -190,7 +181,7 @@ pub async fn create_recharge(
     security(("member_bearer" = [])),
     params(("order_id" = String, Path)),
     responses(
-        (status = 200, description = "The order (its status tells whether the payment arrived)", body = crate::routes::payments::PaymentOrderDoc),
+        (status = 200, description = "The order (its status tells whether the payment arrived)", body = crate::resources::payments::PaymentOrderDoc),
         (status = 400, description = "`invalid_order_id`", body = ErrorBody),
         (status = 404, description = "`payment_not_found` (also another member's order)", body = ErrorBody),
     ))]

@@ -5,16 +5,44 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use tracing::instrument;
+use utoipa::ToSchema;
 use wxcm_commands::auth::{self, AuthError};
+use wxcm_commands::ports::AdminSession;
 use wxcm_domain::TenantId;
 
-use crate::dto::{LoginBody, LoginResponse};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, Authorized, ClientIp};
 use crate::permissions::perm;
 use crate::ratelimit::retry_after_secs;
 use crate::state::AppState;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    #[schema(example = "acme-cinema")]
+    pub tenant_id: String,
+    pub username: String,
+    #[schema(format = Password)]
+    pub password: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LoginResponse {
+    /// Send as `Authorization: Bearer <token>`.
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+    /// `owner`, `manager`, `staff` or `auditor`.
+    pub role: String,
+}
+
+impl LoginResponse {
+    pub fn new(token: String, session: &AdminSession) -> Self {
+        Self { token, expires_at: session.expires_at, role: session.role.as_str().to_owned() }
+    }
+}
 
 /// Exchanges credentials for a bearer token.
 #[utoipa::path(post, path = "/admin/api/v1/login", tag = "session",

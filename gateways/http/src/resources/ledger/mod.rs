@@ -1,19 +1,18 @@
-//! Member lookups, registration, ledger operations and the ledger. The
-//! session's tenant is the tenant of every call: no route takes a tenant id.
+//! Points and cash operations on a member, and the member's ledger
+//! (`/admin/api/v1/members/{member_id}/points|cash|card-level|ledger`, tag
+//! `ledger`). Each operation's body is validated into the application's
+//! [`LedgerRequest`](wxcm_commands::ledger_requests::LedgerRequest) and run by
+//! [`ledger_requests::execute`], which hashes that request for idempotency.
 
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tracing::instrument;
-use wxcm_commands::members::{self, RegisterRequest};
-use wxcm_domain::member::{CardLevel, RegistrationSource};
-use wxcm_domain::{CardNumber, MemberId, OpenId};
+use wxcm_commands::ledger_requests::{self, LedgerRequest};
+use wxcm_commands::members;
+use wxcm_domain::MemberId;
 
-use crate::dto::{
-    self, CardLevelBody, CashBody, CashOp, DeductPointsBody, GrantPointsBody, LedgerEntryDto, LedgerPage, LedgerQuery,
-    LedgerRequest, MemberDto, MemberListPage, MemberListQuery, OperationResponse, RefundBody, RegisterBody,
-};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{
     ApiJson, ApiPath, ApiQuery, Authorized, Correlation, IdempotencyHeader, IDEMPOTENT_REPLAYED_HEADER,
@@ -21,123 +20,8 @@ use crate::extract::{
 use crate::permissions::{perm, Requires};
 use crate::state::AppState;
 
-/// A member by id.
-#[utoipa::path(get, path = "/admin/api/v1/members/{member_id}", tag = "members",
-    security(("bearer" = [])),
-    params(("member_id" = uuid::Uuid, Path)),
-    responses(
-        (status = 200, description = "The member", body = MemberDto),
-        (status = 400, description = "`invalid_member_id`, `invalid_path`", body = ErrorBody),
-        (status = 403, description = "`forbidden`", body = ErrorBody),
-        (status = 404, description = "`member_not_found` (also for members of other tenants)", body = ErrorBody),
-    ))]
-#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, username = %auth.session.username, member_id = %id.0))]
-pub async fn get_member(
-    State(state): State<AppState>,
-    auth: Authorized<perm::MemberRead>,
-    id: ApiPath<MemberId>,
-) -> Result<Json<MemberDto>, ApiError> {
-    Ok(Json(members::get(&state.app, &auth.session.tenant_id, id.0).await?.into()))
-}
-
-/// Members from the read model (a moment behind the event store): filters,
-/// sort and keyset pages. Card number and openid match exactly.
-#[utoipa::path(get, path = "/admin/api/v1/members", tag = "members",
-    security(("bearer" = [])),
-    params(MemberListQuery),
-    responses(
-        (status = 200, description = "One page of members", body = MemberListPage),
-        (status = 400, description = "`invalid_query`, `invalid_card_no`, `invalid_openid`, `invalid_card_level`, \
-`invalid_source`, `invalid_follow_source`, `invalid_range`, `invalid_sort`, `invalid_order`, `invalid_limit`, `invalid_after`", body = ErrorBody),
-        (status = 403, description = "`forbidden`", body = ErrorBody),
-    ))]
-#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, username = %auth.session.username))]
-pub async fn list_members(
-    State(state): State<AppState>,
-    auth: Authorized<perm::MemberRead>,
-    query: ApiQuery<MemberListQuery>,
-) -> Result<Json<MemberListPage>, ApiError> {
-    let search = query.0.search()?;
-    let tenant = &auth.session.tenant_id;
-    let page = state.app.router.route(tenant)?.read_models.search_members(tenant, &search).await?;
-    Ok(Json(page.into()))
-}
-
-/// A member by card number (10 digits with a Luhn check digit).
-#[utoipa::path(get, path = "/admin/api/v1/members/by-card/{card_no}", tag = "members",
-    security(("bearer" = [])),
-    params(("card_no" = String, Path)),
-    responses(
-        (status = 200, description = "The member", body = MemberDto),
-        (status = 400, description = "`invalid_card_no`, `invalid_path`", body = ErrorBody),
-        (status = 403, description = "`forbidden`", body = ErrorBody),
-        (status = 404, description = "`member_not_found`", body = ErrorBody),
-    ))]
-#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, username = %auth.session.username))]
-pub async fn get_member_by_card(
-    State(state): State<AppState>,
-    auth: Authorized<perm::MemberRead>,
-    card: ApiPath<CardNumber>,
-) -> Result<Json<MemberDto>, ApiError> {
-    Ok(Json(members::find_by_card(&state.app, &auth.session.tenant_id, &card.0).await?.into()))
-}
-
-/// A member by WeChat openid.
-#[utoipa::path(get, path = "/admin/api/v1/members/by-openid/{openid}", tag = "members",
-    security(("bearer" = [])),
-    params(("openid" = String, Path)),
-    responses(
-        (status = 200, description = "The member", body = MemberDto),
-        (status = 400, description = "`invalid_openid`, `invalid_path`", body = ErrorBody),
-        (status = 403, description = "`forbidden`", body = ErrorBody),
-        (status = 404, description = "`member_not_found`", body = ErrorBody),
-    ))]
-#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, username = %auth.session.username))]
-pub async fn get_member_by_openid(
-    State(state): State<AppState>,
-    auth: Authorized<perm::MemberRead>,
-    openid: ApiPath<OpenId>,
-) -> Result<Json<MemberDto>, ApiError> {
-    Ok(Json(members::find_by_openid(&state.app, &auth.session.tenant_id, &openid.0).await?.into()))
-}
-
-/// Registers a member by hand (source `staff`). 201 when created (or when a
-/// creation is replayed), 200 with the existing member when it already existed.
-#[utoipa::path(post, path = "/admin/api/v1/members", tag = "members",
-    security(("bearer" = [])),
-    params(("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters")),
-    request_body = RegisterBody,
-    responses(
-        (status = 201, description = "Registered", body = MemberDto),
-        (status = 200, description = "Already registered (same openid)", body = MemberDto),
-        (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `malformed_json`", body = ErrorBody),
-        (status = 403, description = "`forbidden`", body = ErrorBody),
-        (status = 409, description = "`idempotency_key_reused`, `already_registered`", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
-        (status = 422, description = "`invalid_body`, `invalid_openid`, `invalid_card_level`", body = ErrorBody),
-    ))]
-#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, username = %auth.session.username))]
-pub async fn register_member(
-    State(state): State<AppState>,
-    auth: Authorized<perm::MemberRegister>,
-    key: IdempotencyHeader,
-    correlation: Correlation,
-    body: ApiJson<RegisterBody>,
-) -> Result<(StatusCode, Json<MemberDto>), ApiError> {
-    let body = body.0;
-    let request = RegisterRequest {
-        openid: body.openid.as_deref().map(dto::openid).transpose()?,
-        source: RegistrationSource::Staff,
-        card_level: body.card_level.as_deref().map(dto::card_level).transpose()?.unwrap_or_else(CardLevel::standard),
-    };
-    let ctx = auth.context(key.0, correlation);
-    let (view, outcome) = members::register(&state.app, &auth.session.tenant_id, request, auth.actor(), &ctx).await?;
-    let created = outcome.replayed || !outcome.events.is_empty();
-    tracing::info!(member_id = %view.member_id, created, "member registration");
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(view.into())))
-}
+mod types;
+pub use types::*;
 
 /// Runs a validated ledger request and answers with its entries and the member after it.
 async fn run<P: Requires>(
@@ -149,9 +33,8 @@ async fn run<P: Requires>(
     request: LedgerRequest,
 ) -> Result<Response, ApiError> {
     let tenant = &auth.session.tenant_id;
-    let ctx = auth.context(key.0.clone(), correlation);
-    let command = request.clone().into_command(auth.actor(), key.0);
-    let outcome = members::execute(&state.app, tenant, member_id, command, &request, &ctx).await?;
+    let ctx = auth.context(key.0, correlation);
+    let outcome = ledger_requests::execute(&state.app, tenant, member_id, request, auth.actor(), &ctx).await?;
     let member = members::get(&state.app, tenant, member_id).await?;
     tracing::info!(replayed = outcome.replayed, events = outcome.events.len(), "ledger operation");
     let replayed = outcome.replayed;

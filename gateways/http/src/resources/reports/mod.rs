@@ -7,11 +7,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tracing::instrument;
 
-use crate::dto::{DailyOpsReportDto, ReportFormat, ReportQuery};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiQuery, Authorized};
 use crate::permissions::perm;
 use crate::state::AppState;
+
+mod types;
+pub use types::*;
 
 /// Daily operations: registrations by source, points granted, spent, deducted
 /// and expired, cash credited and debited (recharges reversed by WeChat Pay

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use tracing::instrument;
 use utoipa::{IntoParams, ToSchema};
 use wxcm_commands::pay_flows::{self, OrderDetail, ORDERS_PAGE_MAX};
-use wxcm_commands::payments::{PaymentOpError, PaymentView};
+use wxcm_commands::payments::PaymentView;
 use wxcm_domain::payment::PaymentStatus;
 use wxcm_domain::OutTradeNo;
 
@@ -17,22 +17,6 @@ use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiQuery, Authorized};
 use crate::permissions::perm;
 use crate::state::AppState;
-
-impl From<PaymentOpError> for ApiError {
-    fn from(e: PaymentOpError) -> Self {
-        match e {
-            PaymentOpError::NotFound => ApiError::not_found("payment_not_found", "payment order not found"),
-            PaymentOpError::Rejected(d) => ApiError::conflict("payment_rejected", d.to_string()),
-            PaymentOpError::Invalid(m) => ApiError::invalid("invalid_payment", m),
-            PaymentOpError::IdempotencyMismatch => {
-                ApiError::conflict("idempotency_key_reused", "idempotency key was already used with another request")
-            }
-            PaymentOpError::Contention => ApiError::Contention,
-            PaymentOpError::Route(r) => ApiError::not_found("tenant_not_found", r.to_string()),
-            PaymentOpError::Infra(detail) => ApiError::internal("payment operation", &detail),
-        }
-    }
-}
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]

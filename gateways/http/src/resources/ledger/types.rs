@@ -1,55 +1,27 @@
-//! Request bodies (as clients send them), their validation into domain values,
-//! and response DTOs mirroring the application's views for OpenAPI.
+//! Bodies and answers of the ledger routes (points and cash operations on a
+//! member, the member's ledger).
 //!
 //! Bodies carry raw JSON types (`i64`, `String`) because the operator's limits
-//! are only known at run time; `validate` turns them into domain newtypes once,
-//! so nothing past this module re-checks.
+//! are only known at run time; `validate` turns them into the application's
+//! [`LedgerRequest`] (domain newtypes, checked once), which is what
+//! idempotency hashes. Nothing past this module re-checks.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
-use wxcm_commands::members::MemberView;
-use wxcm_commands::ports::{AdminSession, LedgerLinePage, LedgerLineRow, Limits, LEDGER_PAGE_MAX};
-use wxcm_commands::tenants::{AccountInput, AccountView, PayInput, TenantView};
+use wxcm_commands::ledger_requests::LedgerRequest;
+use wxcm_commands::ports::{LedgerLinePage, LedgerLineRow, Limits, LEDGER_PAGE_MAX};
 use wxcm_commands::Committed;
-use wxcm_domain::member::{
-    CardLevel, ExpiryPolicy, LedgerLine, MemberCommand, MemberEvent, PointsSource, Provenance, EXPIRY_DAYS_MAX,
-};
-use wxcm_domain::{Actor, AmountFen, AppId, DomainEventMeta, IdempotencyKey, OpenId, PointsAmount, Reference};
+use wxcm_domain::member::{ExpiryPolicy, LedgerLine, MemberEvent, EXPIRY_DAYS_MAX};
+use wxcm_domain::{AmountFen, DomainEventMeta, PointsAmount, Reference};
 
 use crate::error::ApiError;
-
-mod reads;
-pub use reads::*;
-mod wechat;
-pub use wechat::*;
+use crate::resources::members::{card_level, MemberDto};
 
 /// Default entries of one ledger page.
 pub const LEDGER_PAGE_DEFAULT: u32 = 50;
 
 // ---------- requests ----------
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LoginBody {
-    #[schema(example = "acme-cinema")]
-    pub tenant_id: String,
-    pub username: String,
-    #[schema(format = Password)]
-    pub password: String,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RegisterBody {
-    /// The member's WeChat openid, if known; registering an openid twice returns the existing member.
-    #[schema(min_length = 6, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")]
-    pub openid: Option<String>,
-    /// Defaults to `standard`.
-    #[schema(min_length = 1, max_length = 32)]
-    pub card_level: Option<String>,
-}
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -135,54 +107,6 @@ pub struct CardLevelBody {
     pub reason: String,
 }
 
-/// An official account's settings; the appid is in the path. Secrets are
-/// sealed before they are stored and are never returned.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AccountBody {
-    pub name: String,
-    #[schema(format = Password)]
-    pub token: String,
-    /// 43 letters and digits.
-    #[schema(format = Password)]
-    pub encoding_aes_key: String,
-    #[schema(format = Password)]
-    pub app_secret: String,
-    pub pay: Option<PayBody>,
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PayBody {
-    pub mch_id: String,
-    #[schema(format = Password)]
-    pub api_v2_key: Option<String>,
-    #[schema(format = Password)]
-    pub api_v3_key: Option<String>,
-    pub merchant_cert_serial: Option<String>,
-    #[schema(format = Password)]
-    pub merchant_private_key: Option<String>,
-}
-
-impl AccountBody {
-    pub fn into_input(self, appid: &AppId) -> AccountInput {
-        AccountInput {
-            appid: appid.to_string(),
-            name: self.name,
-            token: self.token,
-            encoding_aes_key: self.encoding_aes_key,
-            app_secret: self.app_secret,
-            pay: self.pay.map(|p| PayInput {
-                mch_id: p.mch_id,
-                api_v2_key: p.api_v2_key,
-                api_v3_key: p.api_v3_key,
-                merchant_cert_serial: p.merchant_cert_serial,
-                merchant_private_key: p.merchant_private_key,
-            }),
-        }
-    }
-}
-
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -223,16 +147,8 @@ fn optional_text(field: &str, value: Option<&str>) -> Result<Option<Reference>, 
     value.map(|v| text(field, v)).transpose()
 }
 
-pub fn card_level(value: &str) -> Result<CardLevel, ApiError> {
-    CardLevel::parse(value).map_err(|e| ApiError::invalid("invalid_card_level", e.to_string()))
-}
-
-pub fn openid(value: &str) -> Result<OpenId, ApiError> {
-    OpenId::parse(value).map_err(|e| ApiError::invalid("invalid_openid", e.to_string()))
-}
-
 impl ExpiryBody {
-    fn validate(self) -> Result<ExpiryPolicy, ApiError> {
+    pub(crate) fn validate(self) -> Result<ExpiryPolicy, ApiError> {
         let policy = match self {
             ExpiryBody::Never {} => ExpiryPolicy::Never,
             ExpiryBody::Days { days } => ExpiryPolicy::Days { days },
@@ -244,21 +160,6 @@ impl ExpiryBody {
         }
         Ok(policy)
     }
-}
-
-/// A validated ledger request: what the client asked for, tagged with the
-/// operation. This is what is hashed for idempotency, so one key cannot be
-/// replayed across operations whose bodies happen to look alike, and no
-/// server-made value (time, actor) takes part.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum LedgerRequest {
-    PointsGrant { points: PointsAmount, expiry: ExpiryPolicy, reason: Reference, reference: Option<Reference> },
-    PointsDeduction { points: PointsAmount, reason: Reference, reference: Option<Reference> },
-    CashDeposit { amount_fen: AmountFen, reason: Reference, reference: Option<Reference> },
-    CashCharge { amount_fen: AmountFen, reason: Reference, reference: Option<Reference> },
-    CashRefund { charge_sequence: u64, amount_fen: AmountFen, reason: Reference, reference: Option<Reference> },
-    CardLevel { card_level: CardLevel, reason: Reference },
 }
 
 impl GrantPointsBody {
@@ -321,98 +222,7 @@ impl CardLevelBody {
     }
 }
 
-impl LedgerRequest {
-    pub fn into_command(self, actor: Actor, idempotency_key: IdempotencyKey) -> MemberCommand {
-        let provenance = |reason, reference| Provenance { actor, reason, reference, idempotency_key };
-        match self {
-            LedgerRequest::PointsGrant { points, expiry, reason, reference } => MemberCommand::GrantPoints {
-                points,
-                source: PointsSource::Manual,
-                expiry,
-                provenance: provenance(reason, reference),
-            },
-            LedgerRequest::PointsDeduction { points, reason, reference } => {
-                MemberCommand::DeductPoints { points, provenance: provenance(reason, reference) }
-            }
-            LedgerRequest::CashDeposit { amount_fen, reason, reference } => {
-                MemberCommand::DepositCash { amount_fen, provenance: provenance(reason, reference) }
-            }
-            LedgerRequest::CashCharge { amount_fen, reason, reference } => {
-                MemberCommand::ChargeCash { amount_fen, provenance: provenance(reason, reference) }
-            }
-            LedgerRequest::CashRefund { charge_sequence, amount_fen, reason, reference } => {
-                MemberCommand::RefundCharge { charge_sequence, amount_fen, provenance: provenance(reason, reference) }
-            }
-            LedgerRequest::CardLevel { card_level, reason } => {
-                MemberCommand::SetCardLevel { card_level, provenance: provenance(reason, None) }
-            }
-        }
-    }
-}
-
 // ---------- responses ----------
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct HealthBody {
-    /// `ok`, or `unavailable` with a `reason`.
-    pub status: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct LoginResponse {
-    /// Send as `Authorization: Bearer <token>`.
-    pub token: String,
-    pub expires_at: DateTime<Utc>,
-    /// `owner`, `manager`, `staff` or `auditor`.
-    pub role: String,
-}
-
-impl LoginResponse {
-    pub fn new(token: String, session: &AdminSession) -> Self {
-        Self { token, expires_at: session.expires_at, role: session.role.as_str().to_owned() }
-    }
-}
-
-/// A member (mirrors `commands::members::MemberView`).
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct MemberDto {
-    pub member_id: Uuid,
-    pub tenant_id: String,
-    pub card_no: String,
-    pub openid: Option<String>,
-    pub card_level: String,
-    pub registered_at: DateTime<Utc>,
-    /// Points in lots, including lots due but not yet expired by the scheduler.
-    pub points: i64,
-    /// Points that can be spent now.
-    pub spendable_points: i64,
-    pub held_points: i64,
-    pub lifetime_points: i64,
-    pub balance_fen: i64,
-    /// Sequence of the member's last ledger event.
-    pub version: u64,
-}
-
-impl From<MemberView> for MemberDto {
-    fn from(v: MemberView) -> Self {
-        Self {
-            member_id: v.member_id.as_uuid(),
-            tenant_id: v.tenant_id.to_string(),
-            card_no: v.card_no.to_string(),
-            openid: v.openid.map(String::from),
-            card_level: v.card_level,
-            registered_at: v.registered_at,
-            points: v.points,
-            spendable_points: v.spendable_points,
-            held_points: v.held_points,
-            lifetime_points: v.lifetime_points,
-            balance_fen: v.balance_fen,
-            version: v.version,
-        }
-    }
-}
 
 /// One ledger line: signed deltas derived from the kind of event.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -524,56 +334,6 @@ pub struct OperationResponse {
     pub member: MemberDto,
 }
 
-/// An official account without its secrets (mirrors `commands::tenants::AccountView`).
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct AccountDto {
-    pub appid: String,
-    pub name: String,
-    pub has_token: bool,
-    pub has_encoding_aes_key: bool,
-    pub has_app_secret: bool,
-    pub mch_id: Option<String>,
-    pub has_pay_api_v2_key: bool,
-    pub has_pay_api_v3_key: bool,
-}
-
-/// The session's tenant, never with secrets (mirrors `commands::tenants::TenantView`).
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct TenantDto {
-    pub tenant_id: String,
-    pub name: String,
-    pub created_at: Option<DateTime<Utc>>,
-    pub official_accounts: Vec<AccountDto>,
-    pub version: u64,
-}
-
-impl From<AccountView> for AccountDto {
-    fn from(a: AccountView) -> Self {
-        Self {
-            appid: a.appid,
-            name: a.name,
-            has_token: a.has_token,
-            has_encoding_aes_key: a.has_encoding_aes_key,
-            has_app_secret: a.has_app_secret,
-            mch_id: a.mch_id,
-            has_pay_api_v2_key: a.has_pay_api_v2_key,
-            has_pay_api_v3_key: a.has_pay_api_v3_key,
-        }
-    }
-}
-
-impl From<TenantView> for TenantDto {
-    fn from(t: TenantView) -> Self {
-        Self {
-            tenant_id: t.tenant_id,
-            name: t.name,
-            created_at: t.created_at,
-            official_accounts: t.official_accounts.into_iter().map(AccountDto::from).collect(),
-            version: t.version,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -654,24 +414,20 @@ mod tests {
     }
 
     #[test]
-    fn commands_take_the_sign_from_the_operation() {
-        let key = IdempotencyKey::parse("key-0001").unwrap();
-        let actor = Actor::Staff { username: "amy".into() };
-        let charge = cash(10).validate(CashOp::Charge, &limits()).unwrap();
-        match charge.into_command(actor.clone(), key.clone()) {
-            MemberCommand::ChargeCash { amount_fen, provenance } => {
-                assert_eq!(amount_fen.get(), 10);
-                assert_eq!(provenance.actor, actor);
-                assert_eq!(provenance.idempotency_key, key);
-                assert_eq!(provenance.reason.as_str(), "counter");
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-        match grant(5, ExpiryBody::EndOfYear {}).validate(&limits()).unwrap().into_command(actor, key) {
-            MemberCommand::GrantPoints { source, expiry, provenance, .. } => {
-                assert_eq!(source, PointsSource::Manual);
+    fn bodies_become_the_use_case_requests() {
+        let l = limits();
+        let charge = cash(10).validate(CashOp::Charge, &l).unwrap();
+        let expected = LedgerRequest::CashCharge {
+            amount_fen: AmountFen::new(10).unwrap(),
+            reason: Reference::parse("counter").unwrap(),
+            reference: None,
+        };
+        assert_eq!(charge, expected);
+        match grant(5, ExpiryBody::EndOfYear {}).validate(&l).unwrap() {
+            LedgerRequest::PointsGrant { points, expiry, reference, .. } => {
+                assert_eq!(points.get(), 5);
                 assert_eq!(expiry, ExpiryPolicy::EndOfYear);
-                assert_eq!(provenance.reference.unwrap().as_str(), "ticket-1");
+                assert_eq!(reference.unwrap().as_str(), "ticket-1");
             }
             other => panic!("unexpected {other:?}"),
         }

@@ -1,0 +1,34 @@
+//! The HTTP surface, one module per resource (the resources are the OpenAPI
+//! document's tags). Each module holds its handlers with their
+//! `#[utoipa::path]` and its own request and response types with their
+//! validation into application values; larger ones are a directory with
+//! `mod.rs` (handlers) and `types.rs` (bodies, queries, answers).
+//!
+//! Admin API (`/admin/api/v1`, bearer session):
+//! - [`session`]: login, logout;
+//! - [`members`]: lookups, the member list, registration by hand;
+//! - [`ledger`]: points and cash operations on a member, its ledger;
+//! - [`reports`]: the daily-operations report (JSON or CSV);
+//! - [`tenant`]: the session's tenant, binding official accounts;
+//! - [`wechat`]: WeChat settings (reply rules, points rules, QR codes, menus,
+//!   third-party authorization);
+//! - [`referral`]: members' referral links and the public pages they open;
+//! - [`payments`]: WeChat Pay orders and their notifications.
+//!
+//! Other surfaces: [`health`] (liveness, readiness, the document),
+//! [`member_api`] (`/m/api/v1`, member sessions from WeChat OAuth),
+//! [`wechat_callback`] (WeChat's pushes) and [`pay_notify`] (Pay's
+//! notifications); the last two answer in their callers' protocols.
+
+pub mod health;
+pub mod ledger;
+pub mod member_api;
+pub mod members;
+pub mod pay_notify;
+pub mod payments;
+pub mod referral;
+pub mod reports;
+pub mod session;
+pub mod tenant;
+pub mod wechat;
+pub mod wechat_callback;
