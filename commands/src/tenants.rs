@@ -181,6 +181,41 @@ fn check_secret(what: &str, s: &str) -> Result<(), TenantOpError> {
     Ok(())
 }
 
+/// Pay's API keys are 32 characters (v3: exactly 32 bytes, the AES-256-GCM
+/// key); a wrong one would only surface when a notification fails to verify.
+pub const PAY_API_KEY_CHARS: usize = 32;
+/// Merchant certificate serials are hexadecimal (40 characters at Pay today).
+pub const MERCHANT_CERT_SERIAL_CHARS_MAX: usize = 64;
+
+/// The merchant fields whose format Pay fixes, checked at bind time.
+fn check_pay_formats(p: &PayInput) -> Result<(), TenantOpError> {
+    let api_key = |what: &str, key: &Option<String>| match key {
+        Some(k) if k.len() != PAY_API_KEY_CHARS || !k.bytes().all(|b| b.is_ascii_graphic()) => Err(
+            TenantOpError::Invalid(format!("{what} must be exactly {PAY_API_KEY_CHARS} printable ASCII characters")),
+        ),
+        _ => Ok(()),
+    };
+    api_key("api_v2_key", &p.api_v2_key)?;
+    api_key("api_v3_key", &p.api_v3_key)?;
+    if let Some(serial) = &p.merchant_cert_serial {
+        if serial.is_empty()
+            || serial.len() > MERCHANT_CERT_SERIAL_CHARS_MAX
+            || !serial.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Err(TenantOpError::Invalid(format!(
+                "merchant_cert_serial must be 1..={MERCHANT_CERT_SERIAL_CHARS_MAX} hexadecimal characters"
+            )));
+        }
+    }
+    if let Some(pem) = &p.merchant_private_key {
+        let trimmed = pem.trim();
+        if !(trimmed.starts_with("-----BEGIN ") && trimmed.contains("PRIVATE KEY-----")) {
+            return Err(TenantOpError::Invalid("merchant_private_key must be a PEM private key".into()));
+        }
+    }
+    Ok(())
+}
+
 pub async fn bind_account(
     app: &App,
     tenant: &TenantId,
@@ -209,6 +244,7 @@ pub async fn bind_account(
             if p.mch_id.is_empty() || p.mch_id.len() > 32 || !p.mch_id.chars().all(|c| c.is_ascii_digit()) {
                 return Err(TenantOpError::Invalid("mch_id must be 1..=32 digits".into()));
             }
+            check_pay_formats(p)?;
             Some(PaySettings {
                 mch_id: p.mch_id.clone(),
                 api_v2_key: seal_opt(&p.api_v2_key)?,
@@ -236,4 +272,38 @@ pub async fn bind_account(
     let command = TenantCommand::BindOfficialAccount { account, actor };
     let _: Outcome<TenantEvent> = shard.tenants.execute(tenant.as_str(), command, &fingerprint(&input), ctx).await?;
     get(app, tenant).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pay(v2: Option<&str>, v3: Option<&str>) -> PayInput {
+        PayInput {
+            mch_id: "1900000109".into(),
+            api_v2_key: v2.map(Into::into),
+            api_v3_key: v3.map(Into::into),
+            merchant_cert_serial: Some("3775B6A45ACD588826D15E583A95F5DD2A9F7FA6".into()),
+            merchant_private_key: Some("-----BEGIN PRIVATE KEY-----\nMII...\n-----END PRIVATE KEY-----\n".into()),
+        }
+    }
+
+    #[test]
+    fn pay_keys_are_checked_at_bind_time_at_the_limit_and_one_past_it() {
+        let key_32 = "0123456789abcdef0123456789abcdef";
+        assert!(check_pay_formats(&pay(Some(key_32), Some(key_32))).is_ok());
+        assert!(check_pay_formats(&pay(None, None)).is_ok());
+        let key_31 = &key_32[..31];
+        let key_33 = format!("{key_32}x");
+        for bad in [key_31, key_33.as_str(), "0123456789abcdef0123456789abcde\u{e9}"] {
+            assert!(matches!(check_pay_formats(&pay(None, Some(bad))), Err(TenantOpError::Invalid(_))), "{bad:?}");
+            assert!(matches!(check_pay_formats(&pay(Some(bad), None)), Err(TenantOpError::Invalid(_))), "{bad:?}");
+        }
+        let mut p = pay(None, Some(key_32));
+        p.merchant_cert_serial = Some("not-hex".into());
+        assert!(check_pay_formats(&p).is_err());
+        let mut p = pay(None, Some(key_32));
+        p.merchant_private_key = Some("just a string".into());
+        assert!(check_pay_formats(&p).is_err());
+    }
 }

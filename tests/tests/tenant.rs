@@ -9,7 +9,8 @@ use wxcm_tests::{spawn_app, TestApp};
 
 const PASSWORD: &str = "a-long-enough-password";
 const APP_SECRET: &str = "app-secret-0123456789abcdef";
-const PAY_KEY: &str = "pay-api-key-v3-0123456789abcdef";
+/// Pay's API v3 key: exactly 32 bytes (the AES-256-GCM key).
+const PAY_KEY: &str = "pay-api-key-v3-0123456789abcdef0";
 
 async fn owner_token(t: &TestApp, tenant: &str, role: Role) -> String {
     let tenant_id = TenantId::parse(tenant).unwrap();
@@ -46,6 +47,24 @@ fn account_body() -> Value {
 async fn account_secrets_are_sealed_and_never_returned() {
     let t = spawn_app().await;
     let token = owner_token(&t, "secret-cinema", Role::Owner).await;
+    // A v3 key one byte short would only fail when Pay's first notification cannot
+    // be decrypted: refused at bind time, and nothing is bound.
+    let mut short_key = account_body();
+    short_key["pay"]["api_v3_key"] = json!(&PAY_KEY[..31]);
+    let res = t
+        .http
+        .put(t.url("/admin/api/v1/tenant/official-accounts/wx0123456789abcdef"))
+        .bearer_auth(&token)
+        .header("Idempotency-Key", "bind-account-short")
+        .json(&short_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(res.text().await.unwrap().contains("api_v3_key"));
+    let tenant: Value =
+        t.http.get(t.url("/admin/api/v1/tenant")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    assert!(!tenant.to_string().contains("wx0123456789abcdef"), "nothing bound: {tenant}");
     let res = t
         .http
         .put(t.url("/admin/api/v1/tenant/official-accounts/wx0123456789abcdef"))
