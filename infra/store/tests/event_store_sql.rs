@@ -819,18 +819,24 @@ fn serialized(aggregate_id: &str, sequence: usize, idempotency_key: &str) -> Ser
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_commit_merges_concurrent_commands_and_answers_each_alone() {
-    use wxcm_store::group_commit::{CommitError, GroupCommitter};
+    use wxcm_store::group_commit::{self, CommitError, GroupCommitter};
     with_database(|db| async move {
         let committer = GroupCommitter::new(db.app.clone());
 
         // Concurrent independent commands share transactions.
+        // (The only test of this binary that commits through a group committer:
+        // the process-wide counters move by this test's statements alone.)
+        let before = group_commit::stats();
         let jobs = (0..40).map(|i| committer.commit(vec![serialized(&format!("g-{i}"), 1, &format!("k-{i}"))]));
         let results = futures::future::join_all(jobs).await;
         assert!(results.iter().all(Result::is_ok), "{results:?}");
+        let written = group_commit::stats().since(before);
         let (rows, transactions): (i64, i64) =
             sqlx::query_as("SELECT count(*), count(DISTINCT txid) FROM outbox").fetch_one(&db.admin).await.unwrap();
         assert_eq!(rows, 40);
         assert!(transactions < 40, "40 concurrent commands were committed in {transactions} transactions");
+        assert_eq!((written.commands, written.rows), (40, 40), "{written:?}");
+        assert_eq!(written.statements, transactions as u64, "one counted statement per transaction: {written:?}");
 
         // A batch holding conflicts fails as a whole; every command is then answered alone.
         let mixed = vec![
