@@ -24,9 +24,10 @@
 //! - (b2) one client on one member whose stream holds `--big-stream-events`
 //!   events, seeded in SQL. Its first command in a freshly built application
 //!   (empty cache, no snapshot) replays the whole stream and writes a snapshot:
-//!   timed on its own (`b2_cold_load_ms`). After the phase, another fresh
-//!   application's first command (a restart: snapshot + tail) is timed
-//!   (`b2_snapshot_load_ms`).
+//!   timed on its own (`b2_cold_load_ms`). After the phase, the first command
+//!   of another fresh application (a restart: new connections, snapshot +
+//!   tail, the commit) is timed, [`SNAPSHOT_RESTARTS`] times
+//!   (`b2_snapshot_load_ms` is their median, `b2_snapshot_load_max_ms` the slowest).
 //!
 //! Everything runs in a dedicated database that is dropped and recreated first
 //! and dropped again at the end (unless `--keep`). The last line of stdout is
@@ -66,6 +67,8 @@ const SMALL_STREAM_EVENTS: u32 = 10;
 const COLD_CACHE_ENTRIES_DEFAULT: usize = 1;
 /// "Far smaller than the member set": at most a tenth of it.
 const COLD_CACHE_SHARE_MAX: usize = 10;
+/// Restarts whose first command on the big stream is timed (from its snapshot).
+const SNAPSHOT_RESTARTS: usize = 5;
 /// Rows of (c2) whose hashes are checked against the specification's SQL.
 const C2_ROWS_CHECKED_MAX: i64 = 2_000;
 /// Rows per (c2) statement at most (the group committer's limit).
@@ -476,9 +479,9 @@ struct BigStream {
     seed: Duration,
     /// First command after a restart, no snapshot: the whole stream replayed.
     cold_load: Duration,
-    /// First command after a restart with the snapshot the store wrote.
-    snapshot_load: Duration,
-    /// Events after the snapshot at that restart.
+    /// First command after each restart with the snapshot the store wrote, ascending.
+    snapshot_loads: Vec<Duration>,
+    /// Events after the snapshot at the first of those restarts.
     snapshot_tail_events: i64,
 }
 
@@ -549,8 +552,13 @@ async fn phase_b2(
     let snapshot = snapshot.context("the store wrote no snapshot of the big stream after replaying it")?;
     let snapshot_tail_events = length - snapshot;
     tracing::info!(snapshot, length, "restart: first command from the snapshot");
-    let snapshot_load = first_command_after_restart(settings, tenant, member, "bench-b2-snapshot").await?;
-    Ok(BigStream { outcome, seed, cold_load, snapshot_load, snapshot_tail_events })
+    let mut snapshot_loads = Vec::with_capacity(SNAPSHOT_RESTARTS);
+    for restart in 0..SNAPSHOT_RESTARTS {
+        let key = format!("bench-b2-snapshot-{restart}");
+        snapshot_loads.push(first_command_after_restart(settings, tenant, member, &key).await?);
+    }
+    snapshot_loads.sort_unstable();
+    Ok(BigStream { outcome, seed, cold_load, snapshot_loads, snapshot_tail_events })
 }
 
 // ---------------------------------------------------------------------------------
@@ -568,6 +576,16 @@ struct Figures {
     b2: BigStream,
     server_version: String,
     synchronous_commit: String,
+}
+
+impl BigStream {
+    fn snapshot_load_ms(&self) -> f64 {
+        round(ms(self.snapshot_loads[self.snapshot_loads.len() / 2]), 1)
+    }
+
+    fn snapshot_load_max_ms(&self) -> f64 {
+        round(ms(self.snapshot_loads.last().copied().unwrap_or_default()), 1)
+    }
 }
 
 impl Figures {
@@ -684,7 +702,8 @@ fn report_json(f: &Figures, args: &LedgerBenchArgs) -> serde_json::Value {
         "b1_commands_per_s": round(f.b1.per_second(), 1),
         "b2_commands_per_s": round(f.b2.outcome.per_second(), 1),
         "b2_cold_load_ms": round(ms(f.b2.cold_load), 1),
-        "b2_snapshot_load_ms": round(ms(f.b2.snapshot_load), 1),
+        "b2_snapshot_load_ms": f.b2.snapshot_load_ms(),
+        "b2_snapshot_load_max_ms": f.b2.snapshot_load_max_ms(),
         "b2_snapshot_tail_events": f.b2.snapshot_tail_events,
         "ratio_a_c": f.ratio_a_c(),
         "ratio_a_c2": f.ratio_a_c2(),
@@ -801,11 +820,14 @@ fn report_table(f: &Figures, args: &LedgerBenchArgs) -> Table {
         "ms",
         String::new(),
     );
-    let snapshot_ms = round(ms(f.b2.snapshot_load), 1);
+    let snapshot_ms = f.b2.snapshot_load_ms();
     info_row(
         &mut table,
-        &format!("(b2) first command after a restart, snapshot + {} events", f.b2.snapshot_tail_events),
-        format!("{snapshot_ms:.1}"),
+        &format!(
+            "(b2) first command after a restart, snapshot + {} events (median / max of {SNAPSHOT_RESTARTS})",
+            f.b2.snapshot_tail_events
+        ),
+        format!("{snapshot_ms:.1} / {:.1}", f.b2.snapshot_load_max_ms()),
         "ms",
         format!("<= {TARGET_B2_SNAPSHOT_LOAD_MS} ({})", verdict(snapshot_ms <= TARGET_B2_SNAPSHOT_LOAD_MS)),
     );
