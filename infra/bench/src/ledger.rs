@@ -318,6 +318,9 @@ struct StreamHead {
     hash: Vec<u8>,
 }
 
+/// A (c2) client: its connection and the heads of its streams.
+type RawClient = (PgConnection, Vec<StreamHead>);
+
 /// One (c2) row per stream of `heads[..rows]`, with its hash chained to the stream's.
 struct RawBatch {
     ids: Vec<String>,
@@ -405,7 +408,7 @@ async fn phase_c2(
         .await?;
     let sample = Arc::new(RawSample { tenant: tenant.to_string(), payload, metadata, payload_text, metadata_text });
     let streams = batch_rows_avg.ceil() as usize;
-    let clients: Arc<Vec<Mutex<(PgConnection, Vec<StreamHead>)>>> = Arc::new(
+    let clients: Arc<Vec<Mutex<RawClient>>> = Arc::new(
         raw_connections(app_url, args.clients)
             .await?
             .into_iter()
