@@ -40,13 +40,19 @@ test: services lint
 	cargo build --workspace --all-targets
 	cargo test --workspace -- --test-threads=4
 
+BENCH_LEDGER_OUT := $(CARGO_TARGET_DIR)/bench-ledger.out
+ledger_field = $$(tail -1 $(BENCH_LEDGER_OUT) | python3 -c 'import json,sys; print(json.load(sys.stdin)["$(1)"])')
+
+## Each bench exits non-zero after its JSON line if any operation failed or was skipped.
 bench: services
 	cargo build --release -p wxcm -p wxcm-bench
-	$(CARGO_TARGET_DIR)/release/wxcm bench ledger | tee $(CARGO_TARGET_DIR)/bench-ledger.out
+	@# Not piped through tee: the ledger's exit status must stop make.
+	$(CARGO_TARGET_DIR)/release/wxcm bench ledger > $(BENCH_LEDGER_OUT); status=$$?; cat $(BENCH_LEDGER_OUT); exit $$status
 	$(CARGO_TARGET_DIR)/release/wxcm bench pipeline
-	@# The gateway's target is a ratio to the ledger's command rate (a) of the run above.
-	$(CARGO_TARGET_DIR)/release/wxcm bench gateway --ledger-rate \
-	  $$(tail -1 $(CARGO_TARGET_DIR)/bench-ledger.out | python3 -c 'import json,sys; print(json.load(sys.stdin)["a_commands_per_s"])')
+	@# The gateway's target is a ratio to the ledger's command rate (a) of the run above,
+	@# also read at that run's client count.
+	$(CARGO_TARGET_DIR)/release/wxcm bench gateway --ledger-rate $(call ledger_field,a_commands_per_s) \
+	  --ledger-clients $(call ledger_field,clients)
 	$(CARGO_TARGET_DIR)/release/wxcm bench pay
 
 fmt:

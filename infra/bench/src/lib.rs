@@ -5,9 +5,17 @@
 //! - [`gateway`]: WeChat subscribe callbacks at a fixed rate and at saturation;
 //! - [`pay`]: WeChat Pay paid notifications through the full path.
 //!
+//! What they share: [`driver`] (closed and open loops, latencies, errors and
+//! skipped ticks), [`setup`] (scratch database, application, tenant, machine,
+//! the final JSON line and the exit status) and [`workload`] (member commands
+//! and stream seeding). Each bench file holds only what it measures.
+//!
 //! Dev-only: nothing here is linked into the `wxcm` server.
 
+pub mod driver;
 pub mod gateway;
 pub mod ledger;
 pub mod pay;
 pub mod pipeline;
+pub mod setup;
+pub mod workload;

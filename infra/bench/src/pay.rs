@@ -20,21 +20,18 @@
 //! so only once the order is paid and the credit committed. Afterwards the
 //! event log is checked: every member credited at most once, at least once per
 //! applied notification, and a sample of orders is read back (paid, balance
-//! equal to the amount). Latency runs from the tick to the answer.
+//! equal to the amount). Latency runs from the tick's due instant to the answer.
 //!
-//! The last line of stdout is one JSON object.
+//! The last line of stdout is one JSON object. A notification not applied
+//! (an error), a skipped tick or a failed check fails the run.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use chrono::Utc;
 use comfy_table::{presets, Cell, Table};
-use hdrhistogram::Histogram;
 use serde_json::json;
-use sqlx::postgres::PgPoolOptions;
-use tokio::sync::Semaphore;
 use wxcm_commands::members::{self, RegisterRequest};
 use wxcm_commands::tenants::{AccountInput, PayInput};
 use wxcm_commands::{pay_flows, payments, CommandContext};
@@ -43,13 +40,14 @@ use wxcm_domain::payment::{PayApiVersion, PaymentCommand, PaymentPurpose, Paymen
 use wxcm_domain::{Actor, AmountFen, AppId, MemberId, OpenId, OutTradeNo, PayRef, Reference, TenantId};
 use wxcm_protocol::pay::{v2, v3};
 
-use crate::ledger::{self as bench, number, round, Target, DURATION_SECS_MAX, POOL_SPARE_CONNECTIONS};
-use wxcm_server::app::{Application, BuildOptions, Role};
+use wxcm_server::app::Role;
 use wxcm_server::config::Settings;
-use wxcm_server::sealer::AesGcmSealer;
+
+use crate::driver::{self, open_loop, Outcome};
+use crate::setup::{self, number, round, verdict, Target, DURATION_SECS_MAX, POOL_SPARE_CONNECTIONS};
 
 pub const RATE_MAX: u32 = 5_000;
-pub const CONCURRENCY_MAX: u32 = 1_024;
+pub const CONCURRENCY_MAX: u32 = driver::CONCURRENCY_MAX;
 /// Orders (and members) created up front, at most: rate × duration.
 pub const ORDERS_MAX: u64 = 200_000;
 /// Database connections of the server.
@@ -66,11 +64,8 @@ const API_V3_KEY: &str = "0123456789abcdef0123456789abcdef";
 const PLATFORM_SERIAL: &str = wxcm_simulator::pay::PLATFORM_SERIAL_DEFAULT;
 const PLATFORM_PRIVATE_PEM: &str = include_str!("../../../gateways/testdata/platform_private.pem");
 const PLATFORM_PUBLIC_PEM: &str = include_str!("../../../gateways/testdata/platform_public.pem");
-/// Latencies in microseconds, up to one minute.
-const LATENCY_US_MAX: u64 = 60_000_000;
 const TARGET_P99_MS: f64 = 200.0;
 const TARGET_OFFERED_RATE: u32 = 200;
-const BENCH_SEALER_KEY: [u8; 32] = [0x47; 32];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PayApiArg {
@@ -126,7 +121,7 @@ impl PayBenchArgs {
             self.api == PayApiArg::V2 || self.orders() <= V3_ORDERS_MAX,
             "--api v3 signs its notifications up front: --rate × --duration-secs must be at most {V3_ORDERS_MAX}"
         );
-        bench::check_database_name(&self.database, settings)
+        setup::check_database_name(&self.database, settings)
     }
 
     fn orders(&self) -> u64 {
@@ -134,47 +129,9 @@ impl PayBenchArgs {
     }
 }
 
-/// Counters shared by the sending tasks.
-struct Tally {
-    ok: AtomicU64,
-    errors: AtomicU64,
-    first_error: Mutex<Option<String>>,
-    latency_us: Mutex<Histogram<u64>>,
-    applied: Mutex<Vec<u64>>,
-}
-
-impl Tally {
-    fn record(&self, index: u64, started: Instant, outcome: Result<(), String>) {
-        match outcome {
-            Ok(()) => {
-                self.ok.fetch_add(1, Ordering::Relaxed);
-                let us =
-                    u64::try_from(started.elapsed().as_micros()).unwrap_or(LATENCY_US_MAX).clamp(1, LATENCY_US_MAX);
-                if let Ok(mut h) = self.latency_us.lock() {
-                    let _ = h.record(us);
-                }
-                if let Ok(mut applied) = self.applied.lock() {
-                    applied.push(index);
-                }
-            }
-            Err(e) => {
-                self.errors.fetch_add(1, Ordering::Relaxed);
-                if let Ok(mut first) = self.first_error.lock() {
-                    first.get_or_insert(e);
-                }
-            }
-        }
-    }
-}
-
 /// What the run measured and what the event log says afterwards.
 struct Figures {
-    ok: u64,
-    errors: u64,
-    skipped: u64,
-    first_error: Option<String>,
-    window: Duration,
-    latency_us: Histogram<u64>,
+    sent: Outcome,
     setup: Duration,
     credits: i64,
     credited_members: i64,
@@ -184,19 +141,25 @@ struct Figures {
 }
 
 impl Figures {
-    fn per_second(&self) -> f64 {
-        self.ok as f64 / self.window.as_secs_f64()
-    }
-    fn latency_ms(&self, quantile: f64) -> f64 {
-        self.latency_us.value_at_quantile(quantile) as f64 / 1000.0
-    }
     /// Every applied notification credited its member, nobody twice, the sample read back right.
     fn verified(&self) -> bool {
-        let ok = i64::try_from(self.ok).unwrap_or(i64::MAX);
+        let ok = i64::try_from(self.sent.ok).unwrap_or(i64::MAX);
         self.credits == self.credited_members
             && self.credits >= ok
             && self.paid_orders == self.credits
             && self.sample_failures.is_empty()
+    }
+
+    fn failed_checks(&self) -> Vec<String> {
+        let mut failed: Vec<String> = self.sample_failures.iter().take(10).cloned().collect();
+        if !self.verified() {
+            failed.push(format!(
+                "the event log does not show every applied notification credited exactly once: \
+                 {} applied, {} credits, {} members credited, {} orders paid",
+                self.sent.ok, self.credits, self.credited_members, self.paid_orders
+            ));
+        }
+        failed
     }
 }
 
@@ -209,7 +172,7 @@ fn openid(i: u64) -> Result<OpenId> {
 }
 
 fn ctx(tenant: &TenantId, key: &str) -> Result<CommandContext> {
-    Ok(CommandContext::new(tenant.clone(), bench::key(key)?, "bench".into()))
+    setup::context(tenant, key)
 }
 
 async fn bind_account(app: &wxcm_commands::App, tenant: &TenantId) -> Result<()> {
@@ -381,17 +344,14 @@ struct Sender {
 
 impl Sender {
     /// Sends one prepared notification; Ok when the answer is the "applied" reply.
-    async fn send(&self, n: Prepared) -> Result<(), String> {
-        match n.v3_headers {
+    async fn send(&self, n: &Prepared) -> Result<()> {
+        match &n.v3_headers {
             None => {
-                let res = self.http.post(&self.url).body(n.body).send().await.map_err(|e| e.to_string())?;
+                let res = self.http.post(&self.url).body(n.body.clone()).send().await?;
                 let status = res.status();
-                let text = res.text().await.map_err(|e| e.to_string())?;
-                if status.is_success() && text == v2::REPLY_SUCCESS {
-                    Ok(())
-                } else {
-                    Err(format!("status {status}: {text}"))
-                }
+                let text = res.text().await?;
+                ensure!(status.is_success() && text == v2::REPLY_SUCCESS, "status {status}: {text}");
+                Ok(())
             }
             Some((ts, nonce, signature)) => {
                 let res = self
@@ -402,58 +362,36 @@ impl Sender {
                     .header("Wechatpay-Signature", signature)
                     .header("Wechatpay-Serial", PLATFORM_SERIAL)
                     .header("Content-Type", "application/json")
-                    .body(n.body)
+                    .body(n.body.clone())
                     .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
                 let status = res.status();
-                if status.is_success() {
-                    Ok(())
-                } else {
-                    Err(format!("status {status}: {}", res.text().await.unwrap_or_default()))
-                }
+                ensure!(status.is_success(), "status {status}: {}", res.text().await.unwrap_or_default());
+                Ok(())
             }
         }
     }
 }
 
-/// Open loop: notification `i` at tick `i`; a tick with no free slot is skipped.
-async fn open_loop(
-    sender: Arc<Sender>,
-    bodies: Vec<Prepared>,
-    args: &PayBenchArgs,
-) -> Result<(Arc<Tally>, Duration, u64)> {
-    let tally = Arc::new(Tally {
-        ok: AtomicU64::new(0),
-        errors: AtomicU64::new(0),
-        first_error: Mutex::new(None),
-        latency_us: Mutex::new(Histogram::new_with_bounds(1, LATENCY_US_MAX, 3)?),
-        applied: Mutex::new(Vec::new()),
-    });
-    let slots = Arc::new(Semaphore::new(args.concurrency as usize));
-    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(args.rate)));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let started = Instant::now();
-    let mut skipped = 0u64;
-    let mut tasks = tokio::task::JoinSet::new();
-    for (i, body) in (0u64..).zip(bodies) {
-        ticker.tick().await;
-        let tick = Instant::now();
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            skipped += 1;
-            continue;
-        };
-        let (tally, sender) = (tally.clone(), sender.clone());
-        tasks.spawn(async move {
-            let outcome = sender.send(body).await;
-            tally.record(i, tick, outcome);
-            drop(permit);
-        });
-        // Reap finished tasks so the set stays small.
-        while tasks.try_join_next().is_some() {}
-    }
-    while tasks.join_next().await.is_some() {}
-    Ok((tally, started.elapsed(), skipped))
+/// Notification `i` at tick `i`; the indexes of those applied.
+async fn send_all(sender: Arc<Sender>, bodies: Vec<Prepared>, args: &PayBenchArgs) -> Result<(Outcome, Vec<u64>)> {
+    let bodies = Arc::new(bodies);
+    let applied = Arc::new(Mutex::new(Vec::new()));
+    let ticks = u64::try_from(bodies.len())?;
+    let recorded = applied.clone();
+    let outcome = open_loop(args.rate, ticks, args.concurrency, move |i| {
+        let (sender, bodies, applied) = (sender.clone(), bodies.clone(), recorded.clone());
+        async move {
+            let body = bodies.get(usize::try_from(i)?).context("a body per tick")?;
+            sender.send(body).await?;
+            applied.lock().expect("applied lock").push(i);
+            Ok(())
+        }
+    })
+    .await?;
+    let mut applied = std::mem::take(&mut *applied.lock().expect("applied lock"));
+    applied.sort_unstable();
+    Ok((outcome, applied))
 }
 
 /// Reads back a spread of applied orders: paid, and the member's balance is exactly one credit.
@@ -486,14 +424,12 @@ async fn count(pool: &sqlx::PgPool, sql: &str) -> Result<i64> {
 }
 
 async fn run(base: &Settings, target: &Target, args: &PayBenchArgs) -> Result<Figures> {
-    wxcm_store::migrate::run_migrations(&target.admin_url).await.context("migrating the bench database")?;
-    let mut settings = target.settings(base, POOL_MAX + POOL_SPARE_CONNECTIONS, 1_000);
+    target.recreate().await?;
+    let mut settings = target.settings(base, POOL_MAX + POOL_SPARE_CONNECTIONS, setup::cache_for(1_000));
     settings.http.listen = "127.0.0.1:0".into();
-    let sealer = AesGcmSealer::from_key(&BENCH_SEALER_KEY).context("bench sealer key")?;
-    let options = BuildOptions { sealer: Some(Arc::new(sealer)), ..BuildOptions::default() };
-    let application = Application::build(settings, Role::Api, options).await?;
+    let application = setup::build(&settings, Role::Api).await?;
     let app = application.app.clone();
-    let tenant = bench::create_tenant(&app).await?;
+    let tenant = setup::create_tenant(&app).await?;
     bind_account(&app, &tenant).await?;
     let api = match args.api {
         PayApiArg::V2 => PayApiVersion::V2,
@@ -524,8 +460,8 @@ async fn run(base: &Settings, target: &Target, args: &PayBenchArgs) -> Result<Fi
             url: format!("http://{addr}/pay/notify/{}/{APPID}", args.api.as_str()),
         });
         tracing::info!(rate = args.rate, api = args.api.as_str(), "paid notifications at a fixed offered load");
-        let (tally, window, skipped) = open_loop(sender, bodies, args).await?;
-        let admin = PgPoolOptions::new().max_connections(1).connect(&target.admin_url).await?;
+        let (sent, applied) = send_all(sender, bodies, args).await?;
+        let admin = target.admin_pool(1).await?;
         let credits = count(
             &admin,
             "SELECT count(*) FROM events WHERE aggregate_type = 'member' AND event_type = 'RechargeCredited'",
@@ -539,24 +475,8 @@ async fn run(base: &Settings, target: &Target, args: &PayBenchArgs) -> Result<Fi
         .await?;
         let paid_orders = count(&admin, "SELECT count(*) FROM events WHERE event_type = 'PaymentOrderPaid'").await?;
         admin.close().await;
-        let mut applied = tally.applied.lock().map(|a| a.clone()).unwrap_or_else(|p| p.into_inner().clone());
-        applied.sort_unstable();
         let (sampled, sample_failures) = check_sample(&app, &tenant, &members, &applied).await?;
-        let latency_us = tally.latency_us.lock().map(|h| h.clone()).unwrap_or_else(|p| p.into_inner().clone());
-        anyhow::Ok(Figures {
-            ok: tally.ok.load(Ordering::Relaxed),
-            errors: tally.errors.load(Ordering::Relaxed),
-            skipped,
-            first_error: tally.first_error.lock().ok().and_then(|f| f.clone()),
-            window,
-            latency_us,
-            setup,
-            credits,
-            credited_members,
-            paid_orders,
-            sampled,
-            sample_failures,
-        })
+        anyhow::Ok(Figures { sent, setup, credits, credited_members, paid_orders, sampled, sample_failures })
     }
     .await;
     running.stop().await;
@@ -567,28 +487,12 @@ pub async fn bench_pay(base: &Settings, args: PayBenchArgs) -> Result<()> {
     args.validate(base)?;
     let target = Target::new(base, &args.database)?;
     wxcm_server::app::install_crypto_provider();
-    target.drop_database().await?;
     let outcome = run(base, &target, &args).await;
     target.finish(args.keep).await;
     let figures = outcome?;
-    if let Some(e) = &figures.first_error {
-        tracing::warn!(errors = figures.errors, first = %e, "notifications failed during the window");
-    }
-    for failure in figures.sample_failures.iter().take(10) {
-        tracing::warn!(%failure, "sample check failed");
-    }
-    println!("{}", report_table(&figures, &args));
-    println!("{}", report_json(&figures, &args));
-    ensure!(figures.verified(), "the event log does not show every applied notification credited exactly once");
-    Ok(())
-}
-
-fn verdict(met: bool) -> &'static str {
-    if met {
-        "met"
-    } else {
-        "MISSED"
-    }
+    figures.sent.warn_errors("notifications");
+    let failed = figures.failed_checks();
+    setup::finish("pay", &report_table(&figures, &args), report_json(&figures, &args), figures.sent.counts(), &failed)
 }
 
 fn report_table(f: &Figures, args: &PayBenchArgs) -> Table {
@@ -600,31 +504,32 @@ fn report_table(f: &Figures, args: &PayBenchArgs) -> Table {
     row(
         &mut table,
         format!("{} paid notifications offered at {}/s", args.api.as_str(), args.rate),
-        format!("{:.1}", f.per_second()),
+        format!("{:.1}", f.sent.per_second()),
         "notifications/s",
         String::new(),
     );
-    let p99_met = f.latency_ms(0.99) <= TARGET_P99_MS;
+    let sent = &f.sent;
+    let p99_met = sent.latency_ms(0.99) <= TARGET_P99_MS;
     row(
         &mut table,
         "latency p50 / p99 / max".into(),
-        format!("{:.2} / {:.2} / {:.2}", f.latency_ms(0.5), f.latency_ms(0.99), f.latency_ms(1.0)),
+        format!("{:.2} / {:.2} / {:.2}", sent.latency_ms(0.5), sent.latency_ms(0.99), sent.latency_ms(1.0)),
         "ms",
         format!("p99 <= {TARGET_P99_MS} ms at {TARGET_OFFERED_RATE}/s ({})", verdict(p99_met)),
     );
     row(
         &mut table,
         "applied / errors / skipped".into(),
-        format!("{} / {} / {}", f.ok, f.errors, f.skipped),
+        format!("{} / {} / {}", sent.ok, sent.errors, sent.skipped),
         "",
-        String::new(),
+        format!("all applied ({})", verdict(sent.counts().is_clean())),
     );
     row(
         &mut table,
         "credits / members credited / orders paid".into(),
         format!("{} / {} / {}", f.credits, f.credited_members, f.paid_orders),
         "",
-        format!("all equal, >= {} ({})", f.ok, verdict(f.verified())),
+        format!("all equal, >= {} ({})", sent.ok, verdict(f.verified())),
     );
     row(
         &mut table,
@@ -645,17 +550,13 @@ fn report_table(f: &Figures, args: &PayBenchArgs) -> Table {
 
 fn report_json(f: &Figures, args: &PayBenchArgs) -> serde_json::Value {
     json!({
-        "bench": "pay",
-        "machine": bench::machine(),
         "api": args.api.as_str(),
-        "notifications_per_s": round(f.per_second(), 1),
+        "notifications_per_s": round(f.sent.per_second(), 1),
         "offered_rate": args.rate,
-        "p50_ms": round(f.latency_ms(0.5), 2),
-        "p99_ms": round(f.latency_ms(0.99), 2),
-        "max_ms": round(f.latency_ms(1.0), 2),
-        "applied": f.ok,
-        "errors": f.errors,
-        "skipped": f.skipped,
+        "p50_ms": round(f.sent.latency_ms(0.5), 2),
+        "p99_ms": round(f.sent.latency_ms(0.99), 2),
+        "max_ms": round(f.sent.latency_ms(1.0), 2),
+        "applied": f.sent.ok,
         "credits": f.credits,
         "members_credited": f.credited_members,
         "orders_paid": f.paid_orders,

@@ -1,8 +1,8 @@
 //! `wxcm bench pipeline`: the whole write → read path in one process.
 //!
 //! - Lag: deposits offered open-loop at `--rate` per second on random members
-//!   (a ticker issues each command on schedule; at most `--concurrency` are in
-//!   flight, and a tick finding none free is counted as skipped, not delayed).
+//!   (each command issued on schedule; at most `--concurrency` are in flight,
+//!   and a tick finding none free is counted as skipped, not delayed).
 //!   The commit instant is when `members::execute` returned; the relay and the
 //!   member projector run in-process against a private JetStream stream, and a
 //!   poller reads `rm_members.version` of the members with outstanding events
@@ -13,7 +13,9 @@
 //!   runs; its events per second.
 //!
 //! The database is dedicated (the guard of `wxcm bench ledger`), the stream is
-//! deleted at the end; the last line of stdout is one JSON object.
+//! deleted at the end; the last line of stdout is one JSON object. A failed or
+//! skipped deposit, or an event not visible within `--visible-timeout-secs`,
+//! fails the run: the lag percentiles of a passing run cover every event offered.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,16 +24,19 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use comfy_table::{presets, Cell, Table};
 use serde_json::json;
-use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use wxcm_commands::App;
 use wxcm_domain::{MemberId, TenantId};
-
-use crate::ledger::{self as bench, Target, CLIENTS_MAX, DURATION_SECS_MAX, MEMBERS_MAX, POOL_SPARE_CONNECTIONS};
-use wxcm_server::app::Application;
+use wxcm_server::app::{Application, Role};
 use wxcm_server::config::Settings;
+
+use crate::driver::{open_loop, Counts, Outcome};
+use crate::setup::{
+    self, number, round, verdict, Target, CLIENTS_MAX, DURATION_SECS_MAX, MEMBERS_MAX, POOL_SPARE_CONNECTIONS,
+};
+use crate::workload::{deposit, register_members, seed_deposits};
 
 pub const RATE_MAX: u32 = 20_000;
 pub const REBUILD_EVENTS_MAX: u32 = 10_000_000;
@@ -102,7 +107,7 @@ impl PipelineBenchArgs {
             (REBUILD_EVENTS_PER_MEMBER..=REBUILD_EVENTS_MAX).contains(&self.rebuild_events),
             "--rebuild-events must be {REBUILD_EVENTS_PER_MEMBER}..={REBUILD_EVENTS_MAX}"
         );
-        bench::check_database_name(&self.database, settings)
+        setup::check_database_name(&self.database, settings)
     }
 
     fn rebuild_members(&self) -> u32 {
@@ -136,12 +141,8 @@ fn micros_to_ms(us: Option<u64>) -> f64 {
 type Outstanding = Arc<Mutex<HashMap<String, Vec<(u64, Instant)>>>>;
 
 struct LagFigures {
-    offered: u64,
-    committed: u64,
-    skipped: u64,
-    errors: u64,
-    first_error: Option<String>,
-    window: Duration,
+    /// The deposits: committed (ok), failed, skipped, the window.
+    deposits: Outcome,
     /// Lags of the events that became visible, microseconds, ascending.
     lags_us: Vec<u64>,
     not_visible: u64,
@@ -149,7 +150,7 @@ struct LagFigures {
 
 impl LagFigures {
     fn achieved_per_s(&self) -> f64 {
-        self.committed as f64 / self.window.as_secs_f64()
+        self.deposits.per_second()
     }
     fn lag_ms(&self, quantile: f64) -> f64 {
         micros_to_ms(percentile(&self.lags_us, quantile))
@@ -234,74 +235,33 @@ async fn poll_once(pool: &PgPool, tenant: &TenantId, outstanding: &Outstanding, 
     Ok(())
 }
 
-#[derive(Default)]
-struct DriveTally {
-    offered: u64,
-    committed: u64,
-    skipped: u64,
-    errors: u64,
-    first_error: Option<String>,
-    /// From the first issue to the last deposit's end.
-    elapsed: Duration,
-}
-
-/// Offers deposits on schedule for `window`; returns when the last one finished.
-async fn drive_open_loop(
+/// Offers deposits on schedule for `window`; each committed one is outstanding
+/// until the poller sees it. Returns when the last one finished.
+async fn offer_deposits(
     app: &Arc<App>,
     tenant: &TenantId,
     members: Arc<Vec<MemberId>>,
     outstanding: &Outstanding,
     args: &PipelineBenchArgs,
-    window: Duration,
-) -> Result<DriveTally> {
-    let tally = Arc::new(Mutex::new(DriveTally::default()));
-    let permits = Arc::new(Semaphore::new(args.concurrency as usize));
-    let period = Duration::from_secs_f64(1.0 / f64::from(args.rate));
-    let total = (f64::from(args.rate) * window.as_secs_f64()).round() as u64;
-    let started = tokio::time::Instant::now();
-    let mut tasks = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
-    for n in 0..total {
-        // Issue n is due at started + n·period, whatever happened to the previous ones.
-        let due = started + period.mul_f64(n as f64);
-        tokio::time::sleep_until(due).await;
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            let mut t = tally.lock().expect("tally lock");
-            t.offered += 1;
-            t.skipped += 1;
-            continue;
-        };
-        let (app, tenant, members, outstanding, tally) =
-            (app.clone(), tenant.clone(), members.clone(), outstanding.clone(), tally.clone());
-        tasks.push(tokio::spawn(async move {
+) -> Result<Outcome> {
+    let ticks = u64::from(args.rate) * args.duration_secs;
+    let (app, tenant, outstanding) = (app.clone(), tenant.clone(), outstanding.clone());
+    open_loop(args.rate, ticks, args.concurrency, move |n| {
+        let (app, tenant, members, outstanding) = (app.clone(), tenant.clone(), members.clone(), outstanding.clone());
+        async move {
             let member = members[rand::random_range(0..members.len())];
-            let outcome = bench::deposit(&app, &tenant, member, &format!("bench-pipeline-{n}")).await;
+            let sequence = deposit(&app, &tenant, member, &format!("bench-pipeline-{n}")).await?;
             let committed = Instant::now();
-            drop(permit);
-            let mut t = tally.lock().expect("tally lock");
-            t.offered += 1;
-            match outcome {
-                Ok(sequence) => {
-                    t.committed += 1;
-                    outstanding
-                        .lock()
-                        .expect("outstanding lock")
-                        .entry(member.to_string())
-                        .or_default()
-                        .push((sequence, committed));
-                }
-                Err(e) => {
-                    t.errors += 1;
-                    t.first_error.get_or_insert_with(|| format!("{e:#}"));
-                }
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.context("a deposit task panicked")?;
-    }
-    let mut tally = std::mem::take(&mut *tally.lock().expect("tally lock"));
-    tally.elapsed = started.elapsed();
-    Ok(tally)
+            outstanding
+                .lock()
+                .expect("outstanding lock")
+                .entry(member.to_string())
+                .or_default()
+                .push((sequence, committed));
+            anyhow::Ok(())
+        }
+    })
+    .await
 }
 
 async fn phase_lag(
@@ -312,7 +272,6 @@ async fn phase_lag(
     args: &PipelineBenchArgs,
 ) -> Result<LagFigures> {
     let outstanding: Outstanding = Arc::default();
-    let window = Duration::from_secs(args.duration_secs);
     let (done_tx, mut done_rx) = watch::channel(false);
     let poller = {
         let (pool, tenant, outstanding) = (pool.clone(), tenant.clone(), outstanding.clone());
@@ -338,23 +297,13 @@ async fn phase_lag(
             anyhow::Ok(lags_us)
         })
     };
-    let driven = drive_open_loop(app, tenant, members, &outstanding, args, window).await;
+    let driven = offer_deposits(app, tenant, members, &outstanding, args).await;
     let _ = done_tx.send(true);
     let mut lags_us = poller.await.context("the poller panicked")??;
-    let tally = driven?;
+    let deposits = driven?;
     lags_us.sort_unstable();
     let not_visible = outstanding.lock().expect("outstanding lock").values().map(|v| v.len() as u64).sum();
-    Ok(LagFigures {
-        offered: tally.offered,
-        committed: tally.committed,
-        skipped: tally.skipped,
-        errors: tally.errors,
-        first_error: tally.first_error,
-        // Commits still running when the schedule ended count over the longer span.
-        window: window.max(tally.elapsed),
-        lags_us,
-        not_visible,
-    })
+    Ok(LagFigures { deposits, lags_us, not_visible })
 }
 
 // ---------------------------------------------------------------------------------
@@ -379,11 +328,10 @@ async fn phase_rebuild(
     let count = args.rebuild_members();
     tracing::info!(members = count, "rebuild phase: registering members");
     let seeding = Instant::now();
-    let members =
-        bench::register_members(app, tenant, "bench-rebuild-register", count, args.concurrency.max(1)).await?;
+    let members = register_members(app, tenant, "bench-rebuild-register", count, args.concurrency.max(1)).await?;
     tracing::info!(events = args.rebuild_events, "rebuild phase: seeding deposits in SQL");
     for chunk in members.chunks(SEED_MEMBERS_PER_STATEMENT) {
-        bench::seed_deposits(admin, tenant, chunk, REBUILD_EVENTS_PER_MEMBER).await?;
+        seed_deposits(admin, tenant, chunk, REBUILD_EVENTS_PER_MEMBER).await?;
     }
     let seed = seeding.elapsed();
     tracing::info!(seed_ms = seed.as_millis() as u64, "rebuild phase: rebuilding members");
@@ -410,12 +358,12 @@ async fn run_phases(
     js: &async_nats::jetstream::Context,
     args: &PipelineBenchArgs,
 ) -> Result<LagAndRebuild> {
-    wxcm_store::migrate::run_migrations(&target.admin_url).await.context("migrating the bench database")?;
-    let admin = PgPoolOptions::new().max_connections(2).connect(&target.admin_url).await?;
-    let application = bench::build(settings).await?;
+    target.recreate().await?;
+    let admin = target.admin_pool(2).await?;
+    let application = setup::build(settings, Role::Scheduler).await?;
     let outcome = async {
         let app = application.app.clone();
-        let tenant = bench::create_tenant(&app).await?;
+        let tenant = setup::create_tenant(&app).await?;
         let pool = application.shards.all().next().context("the bench shard")?.pool.clone();
         wxcm_server::relay::ensure_stream(js, &settings.nats.stream_prefix)
             .await
@@ -423,8 +371,7 @@ async fn run_phases(
         let workers = Workers::start(&application, js);
         let lag = async {
             tracing::info!(members = args.members, "lag phase: registering members");
-            let members =
-                bench::register_members(&app, &tenant, "bench-register", args.members, args.concurrency).await?;
+            let members = register_members(&app, &tenant, "bench-register", args.members, args.concurrency).await?;
             wait_registered_visible(&pool, &tenant, args.members).await?;
             tracing::info!(rate = args.rate, duration_secs = args.duration_secs, "lag phase: offering deposits");
             phase_lag(&app, &pool, &tenant, Arc::new(members), args).await
@@ -436,33 +383,52 @@ async fn run_phases(
         anyhow::Ok((lag, rebuild))
     }
     .await;
-    bench::close(&application).await;
+    setup::close(&application).await;
     admin.close().await;
     outcome
 }
 
 type LagAndRebuild = (LagFigures, RebuildFigures);
 
+impl Figures {
+    fn counts(&self) -> Counts {
+        self.lag.deposits.counts()
+    }
+
+    /// Every committed event must reach the read model: one that did not is
+    /// left out of the percentiles, so it fails the run.
+    fn failed_checks(&self, args: &PipelineBenchArgs) -> Vec<String> {
+        let mut failed = Vec::new();
+        if self.lag.not_visible > 0 {
+            failed.push(format!(
+                "{} committed events not visible in rm_members within {} s",
+                self.lag.not_visible, args.visible_timeout_secs
+            ));
+        }
+        if self.lag.deposits.ok == 0 {
+            failed.push("no deposit committed".into());
+        }
+        failed
+    }
+}
+
 fn report_json(f: &Figures, args: &PipelineBenchArgs) -> serde_json::Value {
     let p99 = f.lag.lag_ms(0.99);
     json!({
-        "bench": "pipeline",
-        "machine": bench::machine(),
         "rate_offered_per_s": args.rate,
-        "rate_achieved_per_s": bench::round(f.lag.achieved_per_s(), 1),
-        "lag_p50_ms": bench::round(f.lag.lag_ms(0.5), 1),
-        "lag_p99_ms": bench::round(p99, 1),
-        "lag_max_ms": bench::round(f.lag.lag_ms(1.0), 1),
+        "rate_achieved_per_s": round(f.lag.achieved_per_s(), 1),
+        "lag_p50_ms": round(f.lag.lag_ms(0.5), 1),
+        "lag_p99_ms": round(p99, 1),
+        "lag_max_ms": round(f.lag.lag_ms(1.0), 1),
+        "commit_p99_ms": round(f.lag.deposits.latency_ms(0.99), 1),
         "not_visible": f.lag.not_visible,
-        "skipped": f.lag.skipped,
-        "errors": f.lag.errors,
         "poll_ms": args.poll_ms,
         "rebuild_events": f.rebuild.events,
-        "rebuild_events_per_s": bench::round(f.rebuild.events_per_s, 1),
+        "rebuild_events_per_s": round(f.rebuild.events_per_s, 1),
         "target_lag_p99_ms": TARGET_LAG_P99_MS,
         "target_rebuild_events_per_s": TARGET_REBUILD_EVENTS_PER_S,
-        "ratio_lag_p99_to_target": bench::round(p99 / TARGET_LAG_P99_MS, 3),
-        "ratio_rebuild_to_target": bench::round(f.rebuild.events_per_s / TARGET_REBUILD_EVENTS_PER_S, 3),
+        "ratio_lag_p99_to_target": round(p99 / TARGET_LAG_P99_MS, 3),
+        "ratio_rebuild_to_target": round(f.rebuild.events_per_s / TARGET_REBUILD_EVENTS_PER_S, 3),
         "duration_secs": args.duration_secs,
     })
 }
@@ -472,14 +438,26 @@ fn report_table(f: &Figures, args: &PipelineBenchArgs) -> Table {
     table.load_preset(presets::UTF8_FULL_CONDENSED).set_header(vec!["figure", "value", "unit", "target"]);
     let lag = &f.lag;
     let p99 = lag.lag_ms(0.99);
-    let verdict = |met: bool| if met { "met" } else { "MISSED" };
+    let deposits = &lag.deposits;
     let rows: Vec<(String, String, &str, String)> = vec![
         ("deposits offered (open loop)".into(), format!("{}", args.rate), "commands/s", String::new()),
         ("deposits committed".into(), format!("{:.1}", lag.achieved_per_s()), "commands/s", String::new()),
         (
             "offered / committed / skipped (busy) / failed".into(),
-            format!("{} / {} / {} / {}", lag.offered, lag.committed, lag.skipped, lag.errors),
+            format!(
+                "{} / {} / {} / {}",
+                u64::from(args.rate) * args.duration_secs,
+                deposits.ok,
+                deposits.skipped,
+                deposits.errors
+            ),
             "commands",
+            "all committed".into(),
+        ),
+        (
+            "deposit commit latency, p99 (from its tick)".into(),
+            format!("{:.1}", deposits.latency_ms(0.99)),
+            "ms",
             String::new(),
         ),
         ("lag commit → rm_members, p50".into(), format!("{:.1}", lag.lag_ms(0.5)), "ms", String::new()),
@@ -494,7 +472,7 @@ fn report_table(f: &Figures, args: &PipelineBenchArgs) -> Table {
             format!("not visible within {} s", args.visible_timeout_secs),
             lag.not_visible.to_string(),
             "events",
-            "0".into(),
+            format!("0 ({})", verdict(lag.not_visible == 0)),
         ),
         ("lag measurement error (poll interval)".into(), format!("+0 .. +{}", args.poll_ms), "ms", String::new()),
         (
@@ -517,7 +495,7 @@ fn report_table(f: &Figures, args: &PipelineBenchArgs) -> Table {
         ("nats stream (deleted)".into(), f.stream.clone(), "", String::new()),
     ];
     for (figure, value, unit, target) in rows {
-        table.add_row(vec![Cell::new(figure), bench::number(value), Cell::new(unit), Cell::new(target)]);
+        table.add_row(vec![Cell::new(figure), number(value), Cell::new(unit), Cell::new(target)]);
     }
     table
 }
@@ -526,8 +504,11 @@ fn report_table(f: &Figures, args: &PipelineBenchArgs) -> Table {
 pub async fn bench_pipeline(base: &Settings, args: PipelineBenchArgs) -> Result<()> {
     args.validate(base)?;
     let target = Target::new(base, &args.database)?;
-    let mut settings =
-        target.settings(base, args.concurrency + POOL_SPARE_CONNECTIONS + WORKER_CONNECTIONS, args.members);
+    let mut settings = target.settings(
+        base,
+        args.concurrency + POOL_SPARE_CONNECTIONS + WORKER_CONNECTIONS,
+        setup::cache_for(args.members),
+    );
     settings.nats.stream_prefix = format!("{STREAM_PREFIX_BASE}{:08x}", rand::random::<u32>());
     let stream = wxcm_server::relay::stream_name(&settings.nats.stream_prefix);
     wxcm_server::app::install_crypto_provider();
@@ -535,7 +516,6 @@ pub async fn bench_pipeline(base: &Settings, args: PipelineBenchArgs) -> Result<
         .await
         .with_context(|| format!("connecting to NATS at {}", settings.nats.url))?;
     let js = async_nats::jetstream::ContextBuilder::new().timeout(wxcm_server::relay::JETSTREAM_TIMEOUT).build(client);
-    target.drop_database().await?;
     let outcome = run_phases(&settings, &target, &js, &args).await;
     if args.keep {
         tracing::info!(database = %target.database, stream = %stream, "bench database and stream kept");
@@ -548,13 +528,10 @@ pub async fn bench_pipeline(base: &Settings, args: PipelineBenchArgs) -> Result<
         }
     }
     let (lag, rebuild) = outcome?;
-    if let Some(e) = &lag.first_error {
-        tracing::warn!(errors = lag.errors, first = %e, "deposits failed during the window");
-    }
+    lag.deposits.warn_errors("lag");
     let figures = Figures { lag, rebuild, stream };
-    println!("{}", report_table(&figures, &args));
-    println!("{}", report_json(&figures, &args));
-    Ok(())
+    let failed = figures.failed_checks(&args);
+    setup::finish("pipeline", &report_table(&figures, &args), report_json(&figures, &args), figures.counts(), &failed)
 }
 
 #[cfg(test)]

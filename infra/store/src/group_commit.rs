@@ -22,6 +22,7 @@
 //! Idle, a command goes alone at once; busy, commands queue behind the batches
 //! in flight and leave together.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use cqrs_es::persist::SerializedEvent;
@@ -54,6 +55,60 @@ SELECT t.aggregate_type, t.aggregate_id, t.sequence, t.event_type, t.event_versi
   FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
        WITH ORDINALITY AS t(aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, ord)
  ORDER BY t.ord";
+
+/// What the group committers of this process have written: statements that
+/// committed, and the commands and rows they carried. A failed batch wrote
+/// nothing and is not counted (its commands count again when retried alone).
+///
+/// Process-wide, like a metrics registry, so that a benchmark or an exporter
+/// reads it without a handle on each shard's committer. Take two readings and
+/// subtract ([`CommitStats::since`]) to measure an interval.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    pub statements: u64,
+    pub commands: u64,
+    pub rows: u64,
+}
+
+impl CommitStats {
+    /// What was written after `earlier` (a reading taken before this one).
+    pub fn since(self, earlier: CommitStats) -> CommitStats {
+        CommitStats {
+            statements: self.statements.saturating_sub(earlier.statements),
+            commands: self.commands.saturating_sub(earlier.commands),
+            rows: self.rows.saturating_sub(earlier.rows),
+        }
+    }
+
+    /// Average rows per committed statement (the batch size), if any committed.
+    pub fn rows_per_statement(&self) -> Option<f64> {
+        (self.statements > 0).then(|| self.rows as f64 / self.statements as f64)
+    }
+
+    /// Average commands per committed statement, if any committed.
+    pub fn commands_per_statement(&self) -> Option<f64> {
+        (self.statements > 0).then(|| self.commands as f64 / self.statements as f64)
+    }
+}
+
+static STATEMENTS: AtomicU64 = AtomicU64::new(0);
+static COMMANDS: AtomicU64 = AtomicU64::new(0);
+static ROWS: AtomicU64 = AtomicU64::new(0);
+
+/// The totals of every group committer in this process so far.
+pub fn stats() -> CommitStats {
+    CommitStats {
+        statements: STATEMENTS.load(Ordering::Relaxed),
+        commands: COMMANDS.load(Ordering::Relaxed),
+        rows: ROWS.load(Ordering::Relaxed),
+    }
+}
+
+fn count_committed(commands: usize, rows: usize) {
+    STATEMENTS.fetch_add(1, Ordering::Relaxed);
+    COMMANDS.fetch_add(commands as u64, Ordering::Relaxed);
+    ROWS.fetch_add(rows as u64, Ordering::Relaxed);
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
@@ -168,6 +223,7 @@ async fn work(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<Job>>>, committed
 async fn run_alone(pool: &PgPool, job: Job, committed: &Notify) {
     let result = insert(pool, &job.rows).await;
     if result.is_ok() {
+        count_committed(1, job.rows.len());
         committed.notify_one();
     }
     let _ = job.reply.send(result);
@@ -189,6 +245,7 @@ async fn run_batch(pool: &PgPool, mut jobs: Vec<Job>, committed: &Notify) {
     let rows: Vec<&SerializedEvent> = jobs.iter().flat_map(|j| j.rows.iter()).collect();
     match insert_refs(pool, &rows).await {
         Ok(()) => {
+            count_committed(jobs.len(), rows.len());
             committed.notify_one();
             for job in jobs {
                 let _ = job.reply.send(Ok(()));
@@ -250,5 +307,22 @@ async fn insert_refs(pool: &PgPool, rows: &[&SerializedEvent]) -> Result<(), Com
         // As postgres-es: a unique violation (sequence taken, or the idempotency key used) is a conflict.
         Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505") => Err(CommitError::Conflict),
         Err(e) => Err(CommitError::Sql(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_of_an_interval_and_their_averages() {
+        let before = CommitStats { statements: 10, commands: 30, rows: 40 };
+        let after = CommitStats { statements: 14, commands: 58, rows: 68 };
+        let interval = after.since(before);
+        assert_eq!(interval, CommitStats { statements: 4, commands: 28, rows: 28 });
+        assert_eq!(interval.rows_per_statement(), Some(7.0));
+        assert_eq!(interval.commands_per_statement(), Some(7.0));
+        assert_eq!(CommitStats::default().rows_per_statement(), None, "no statement, no average");
+        assert_eq!(before.since(after), CommitStats::default(), "readings taken in the wrong order saturate");
     }
 }

@@ -10,7 +10,8 @@
 //!   on the sequence) catches a cache that another node made stale — the
 //!   executor then invalidates and retries;
 //! - cold loads read a state snapshot (`aggregate_snapshots`, written every
-//!   `SNAPSHOT_EVERY_EVENTS`) plus the tail after it, in one statement;
+//!   `SNAPSHOT_EVERY_EVENTS`, and after a load that replayed
+//!   `SNAPSHOT_AFTER_REPLAY_EVENTS`) plus the tail after it, in one statement;
 //! - `commit` never re-applies events: the `EventSink` already applied them to
 //!   the context's aggregate, which becomes the cached state;
 //! - commits go through the shard's [`GroupCommitter`]: the rows of one
@@ -43,6 +44,13 @@ use crate::group_commit::{CommitError, GroupCommitter};
 
 /// A snapshot is written when a commit crosses a multiple of this.
 pub const SNAPSHOT_EVERY_EVENTS: u64 = 100;
+/// A load that replayed at least this many events writes a snapshot, so the
+/// next cold load of the stream (after an eviction or a restart) replays
+/// fewer. Lower than [`SNAPSHOT_EVERY_EVENTS`], which keeps snapshot writes
+/// off the commits of cached aggregates: a cold load already paid for the
+/// tail, and replaying ~50 events per cold command cost most of the
+/// machine in `wxcm bench ledger`'s phase (a cold).
+pub const SNAPSHOT_AFTER_REPLAY_EVENTS: u64 = 16;
 pub const CACHE_ENTRIES_DEFAULT: usize = 50_000;
 
 #[derive(Debug, thiserror::Error)]
@@ -294,7 +302,7 @@ impl<T: EventSourced> PgEventStore<T> {
             }
             None => self.load_cold(aggregate_id).await?,
         };
-        if replayed >= SNAPSHOT_EVERY_EVENTS {
+        if replayed >= SNAPSHOT_AFTER_REPLAY_EVENTS {
             if let Err(e) = self.write_snapshot(aggregate_id, &state, version).await {
                 warn!(aggregate_id, error = %e, "snapshot write failed");
             }

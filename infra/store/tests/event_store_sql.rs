@@ -819,18 +819,24 @@ fn serialized(aggregate_id: &str, sequence: usize, idempotency_key: &str) -> Ser
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_commit_merges_concurrent_commands_and_answers_each_alone() {
-    use wxcm_store::group_commit::{CommitError, GroupCommitter};
+    use wxcm_store::group_commit::{self, CommitError, GroupCommitter};
     with_database(|db| async move {
         let committer = GroupCommitter::new(db.app.clone());
 
         // Concurrent independent commands share transactions.
+        // (The only test of this binary that commits through a group committer:
+        // the process-wide counters move by this test's statements alone.)
+        let before = group_commit::stats();
         let jobs = (0..40).map(|i| committer.commit(vec![serialized(&format!("g-{i}"), 1, &format!("k-{i}"))]));
         let results = futures::future::join_all(jobs).await;
         assert!(results.iter().all(Result::is_ok), "{results:?}");
+        let written = group_commit::stats().since(before);
         let (rows, transactions): (i64, i64) =
             sqlx::query_as("SELECT count(*), count(DISTINCT txid) FROM outbox").fetch_one(&db.admin).await.unwrap();
         assert_eq!(rows, 40);
         assert!(transactions < 40, "40 concurrent commands were committed in {transactions} transactions");
+        assert_eq!((written.commands, written.rows), (40, 40), "{written:?}");
+        assert_eq!(written.statements, transactions as u64, "one counted statement per transaction: {written:?}");
 
         // A batch holding conflicts fails as a whole; every command is then answered alone.
         let mixed = vec![
@@ -891,6 +897,68 @@ async fn card_serials_are_unique_across_nodes_and_concurrent_registrations() {
         // One block at a time per node: at most one partly used block each.
         let fetched: i64 = sqlx::query_scalar("SELECT last_value FROM card_serial").fetch_one(&db.admin).await.unwrap();
         assert!(fetched <= 200 + 2 * CARD_SERIALS_PER_FETCH, "{fetched} serials taken for 200 registrations");
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------
+// snapshots (infra/store/src/store.rs)
+// ---------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_load_that_replayed_a_long_tail_writes_a_snapshot() {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use cqrs_es::EventStore;
+    use wxcm_commands::adapter::Ev;
+    use wxcm_commands::repository::StateStore;
+    use wxcm_domain::tenant::{Tenant, TenantEvent};
+    use wxcm_domain::{Actor, TenantId};
+    use wxcm_store::group_commit::GroupCommitter;
+    use wxcm_store::store::{PgEventStore, SNAPSHOT_AFTER_REPLAY_EVENTS, SNAPSHOT_EVERY_EVENTS};
+
+    const { assert!(SNAPSHOT_AFTER_REPLAY_EVENTS < SNAPSHOT_EVERY_EVENTS, "these streams cross no commit snapshot") };
+    with_database(|db| async move {
+        let committer = Arc::new(GroupCommitter::new(db.app.clone()));
+        let writer = PgEventStore::<Tenant>::new(db.app.clone(), committer.clone(), 10);
+        let actor = Actor::Admin { username: "t".into() };
+        // One stream at the threshold, one just below it; each written by one command.
+        for (id, length) in
+            [("snap-long", SNAPSHOT_AFTER_REPLAY_EVENTS), ("snap-short", SNAPSHOT_AFTER_REPLAY_EVENTS - 1)]
+        {
+            let tenant_id = TenantId::parse(id).unwrap();
+            let mut events = vec![Ev(TenantEvent::TenantCreated {
+                tenant_id,
+                name: "T".into(),
+                created_at: Utc::now(),
+                actor: actor.clone(),
+            })];
+            for i in 1..length {
+                events.push(Ev(TenantEvent::TenantRenamed { name: format!("T{i}"), actor: actor.clone() }));
+            }
+            let context = writer.load_aggregate(id).await.unwrap();
+            let metadata = HashMap::from([("tenant_id".to_owned(), id.to_owned())]);
+            writer.commit(events, context, metadata).await.unwrap();
+        }
+        assert_eq!(db.count("aggregate_snapshots").await, 0, "a commit below SNAPSHOT_EVERY_EVENTS writes none");
+
+        // A restart: an empty cache loads each stream cold, replaying it all.
+        let fresh = PgEventStore::<Tenant>::new(db.app.clone(), committer, 10);
+        let (long, version) = fresh.load_state("snap-long").await.unwrap();
+        assert_eq!((version, long.name.as_str()), (SNAPSHOT_AFTER_REPLAY_EVENTS, format!("T{}", version - 1).as_str()));
+        let (_, version) = fresh.load_state("snap-short").await.unwrap();
+        assert_eq!(version, SNAPSHOT_AFTER_REPLAY_EVENTS - 1);
+        let snapshots: Vec<(String, i64)> =
+            sqlx::query_as("SELECT aggregate_id, sequence FROM aggregate_snapshots ORDER BY aggregate_id")
+                .fetch_all(&db.admin)
+                .await
+                .unwrap();
+        assert_eq!(
+            snapshots,
+            [("snap-long".to_owned(), SNAPSHOT_AFTER_REPLAY_EVENTS as i64)],
+            "only the load that replayed the threshold wrote one"
+        );
     })
     .await;
 }
