@@ -414,6 +414,20 @@ async fn v2_notifications_apply_once_and_refuse_bad_input() {
     }
     assert_eq!(payments::get(&app, &tenant, &order).await.unwrap().status, PaymentStatus::Created);
     assert_eq!(balance(&app, &tenant, member).await, 0);
+    // Larger than any notification: answered in Pay's format (so Pay retries), recorded, nothing read past the cap.
+    let oversized = format!("<xml><padding><![CDATA[{}]]></padding></xml>", "x".repeat(100 * 1024));
+    let res = t.http.post(&url).header("content-type", "text/xml").body(oversized).send().await.unwrap();
+    assert_eq!(res.status(), reqwest::StatusCode::OK);
+    let reply = res.text().await.unwrap();
+    assert!(reply.contains("<return_code><![CDATA[FAIL]]></return_code>"), "Pay-style answer: {reply}");
+    let mut db = t.shard_db("s0").await;
+    let recorded: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pay_notifications WHERE channel = 'v2' AND outcome = 'refused' AND detail LIKE 'body larger%'",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(recorded, 1, "the oversized notification is recorded");
     // An unknown account's notification is refused too.
     let reply = post_v2(&t.http, &t.url("/pay/notify/v2/wx1111111111111111"), good.clone()).await;
     assert!(reply.contains("FAIL"));

@@ -10,7 +10,12 @@ use wxcm_server::app::install_crypto_provider;
 use wxcm_server::config::Settings;
 
 #[derive(Parser)]
-#[command(name = "wxcm bench", version, about = "wxcm benchmarks (figures, then one JSON line)")]
+#[command(
+    name = "wxcm bench",
+    bin_name = "wxcm bench",
+    version,
+    about = "wxcm benchmarks (figures, then one JSON line)"
+)]
 struct Cli {
     /// TOML settings file (WXCM_* environment variables override it).
     #[arg(long, global = true, env = "WXCM_CONFIG")]

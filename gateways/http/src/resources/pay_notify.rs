@@ -27,7 +27,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -178,6 +178,20 @@ async fn tenant_of(state: &AppState, appid: &str) -> Result<Ctx, Handled> {
     }
 }
 
+/// Reads at most [`PAY_NOTIFY_BODY_BYTES_MAX`] bytes of a notification; a
+/// larger body is not read further and is answered in Pay's format (and
+/// recorded), never with the framework's plain-text 413.
+async fn read_body(body: Body) -> Result<Bytes, Handled> {
+    axum::body::to_bytes(body, PAY_NOTIFY_BODY_BYTES_MAX)
+        .await
+        .map_err(|_| Handled::Refused(format!("body larger than {PAY_NOTIFY_BODY_BYTES_MAX} bytes, or unreadable")))
+}
+
+/// Records a notification refused before it could be read.
+async fn record_unread(state: &AppState, ctx: &Ctx, channel: NotifyChannel, h: &Handled) {
+    record(state, ctx, channel, false, None, serde_json::Value::Null, h).await;
+}
+
 async fn record(
     state: &AppState,
     ctx: &Ctx,
@@ -242,10 +256,17 @@ fn field<'a>(fields: &'a BTreeMap<String, String>, name: &str) -> Result<&'a str
     responses(
         (status = 200, description = "`<xml><return_code>SUCCESS</return_code>…` when applied now or before, verified and needing nothing, or verified but never applicable here (merchant, account, amount or order differ: recorded as `inapplicable`, nothing changes); `FAIL` with `refused` (not verifiable) or `try again` (our side) otherwise, so Pay retries", body = String, content_type = "application/xml"),
     ))]
-pub async fn notify_v2(State(state): State<AppState>, Path(appid): Path<String>, body: Bytes) -> Response {
+pub async fn notify_v2(State(state): State<AppState>, Path(appid): Path<String>, body: Body) -> Response {
     let ctx = match tenant_of(&state, &appid).await {
         Ok(c) => c,
         Err(h) => return v2_reply(&h),
+    };
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(h) => {
+            record_unread(&state, &ctx, NotifyChannel::V2, &h).await;
+            return v2_reply(&h);
+        }
     };
     let (verified, order, summary, h) = handle_v2(&state, &ctx, &body).await;
     record(&state, &ctx, NotifyChannel::V2, verified, order.as_deref(), summary, &h).await;
@@ -318,10 +339,17 @@ async fn apply_v2(
     responses(
         (status = 200, description = "`SUCCESS` XML when the refund is applied now or before; `FAIL` XML otherwise", body = String, content_type = "application/xml"),
     ))]
-pub async fn notify_refund_v2(State(state): State<AppState>, Path(appid): Path<String>, body: Bytes) -> Response {
+pub async fn notify_refund_v2(State(state): State<AppState>, Path(appid): Path<String>, body: Body) -> Response {
     let ctx = match tenant_of(&state, &appid).await {
         Ok(c) => c,
         Err(h) => return v2_reply(&h),
+    };
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(h) => {
+            record_unread(&state, &ctx, NotifyChannel::RefundV2, &h).await;
+            return v2_reply(&h);
+        }
     };
     let (verified, order, summary, h) = handle_refund_v2(&state, &ctx, &body).await;
     record(&state, &ctx, NotifyChannel::RefundV2, verified, order.as_deref(), summary, &h).await;
@@ -430,11 +458,18 @@ pub async fn notify_v3(
     State(state): State<AppState>,
     Path(appid): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let ctx = match tenant_of(&state, &appid).await {
         Ok(c) => c,
         Err(h) => return v3_reply(&h),
+    };
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(h) => {
+            record_unread(&state, &ctx, NotifyChannel::V3, &h).await;
+            return v3_reply(&h);
+        }
     };
     let (verified, order, summary, h) = match handle_v3(&state, &ctx, &headers, &body).await {
         Ok(done) => done,
