@@ -544,7 +544,15 @@ async fn v3_notifications_apply_once_and_refuse_bad_input() {
     let t = spawn_app_on(fresh_settings(1).await).await;
     let app = t.app.clone();
     let (tenant, member, openid) = setup(&app, "pay-http-v3").await;
+    // Platform keys belong to a tenant, and only for a merchant it has bound: another
+    // tenant can neither plant a key for this merchant nor read this tenant's.
+    let other = TenantId::parse("pay-other-v3").unwrap();
+    tenants::create(&app, &other, "Other", Actor::Admin { username: "t".into() }, &ctx(&other)).await.unwrap();
+    let planted = pay_flows::put_platform_key(&app, &other, MCH_ID, PLATFORM_SERIAL, PLATFORM_PUBLIC_PEM).await;
+    assert!(matches!(planted, Err(pay_flows::PayFlowError::Refused(_))), "{planted:?}");
     pay_flows::put_platform_key(&app, &tenant, MCH_ID, PLATFORM_SERIAL, PLATFORM_PUBLIC_PEM).await.unwrap();
+    assert!(pay_flows::platform_key_pem(&app, &other, MCH_ID, PLATFORM_SERIAL).await.unwrap().is_none());
+    assert!(pay_flows::platform_key_pem(&app, &tenant, MCH_ID, PLATFORM_SERIAL).await.unwrap().is_some());
     let order = create_order(&app, &tenant, member, &openid, 6).await;
     let url = t.url(&format!("/pay/notify/v3/{APPID}"));
     let now = app.clock.now().timestamp();

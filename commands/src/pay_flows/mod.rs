@@ -156,8 +156,15 @@ pub trait PayStore: Send + Sync {
         limit: u32,
     ) -> Result<Vec<NotificationRecord>, PortError>;
     /// The PEM public key of the platform certificate `serial` of merchant `mch_id`.
-    async fn platform_key(&self, mch_id: &str, serial: &str) -> Result<Option<String>, PortError>;
-    async fn put_platform_key(&self, mch_id: &str, serial: &str, public_key_pem: &str) -> Result<(), PortError>;
+    /// The tenant's registered platform key `serial` of merchant `mch_id`.
+    async fn platform_key(&self, tenant: &TenantId, mch_id: &str, serial: &str) -> Result<Option<String>, PortError>;
+    async fn put_platform_key(
+        &self,
+        tenant: &TenantId,
+        mch_id: &str,
+        serial: &str,
+        public_key_pem: &str,
+    ) -> Result<(), PortError>;
     /// Order ids of a tenant by id, optionally in one status, after `after`.
     async fn order_ids(
         &self,

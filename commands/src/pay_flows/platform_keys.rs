@@ -1,5 +1,6 @@
 //! Pay's platform public keys (v3 notifications are verified with them).
 
+use wxcm_domain::tenant::Tenant;
 use wxcm_domain::TenantId;
 
 use crate::ports::App;
@@ -15,7 +16,7 @@ pub async fn platform_key_pem(
     serial: &str,
 ) -> Result<Option<String>, PayFlowError> {
     let shard = app.router.route(tenant).map_err(|e| PayFlowError::Retry(e.to_string()))?;
-    Ok(shard.pay.platform_key(mch_id, serial).await?)
+    Ok(shard.pay.platform_key(tenant, mch_id, serial).await?)
 }
 
 /// Registers a platform key (operators, tests with the simulator's key).
@@ -34,6 +35,13 @@ pub async fn put_platform_key(
     {
         return Err(PayFlowError::Refused("platform key fields out of bounds".into()));
     }
+    // Only for a merchant the tenant has bound: a key decides which notifications
+    // verify, so it must never be registered for another tenant's merchant.
     let shard = app.router.route(tenant).map_err(|e| PayFlowError::Retry(e.to_string()))?;
-    Ok(shard.pay.put_platform_key(mch_id, serial, public_key_pem).await?)
+    let (state, _): (Tenant, u64) = shard.tenants.load(tenant.as_str()).await?;
+    let owns_merchant = state.accounts.values().any(|a| a.pay.as_ref().is_some_and(|p| p.mch_id == mch_id));
+    if !owns_merchant {
+        return Err(PayFlowError::Refused(format!("tenant {tenant} has no account bound to merchant {mch_id}")));
+    }
+    Ok(shard.pay.put_platform_key(tenant, mch_id, serial, public_key_pem).await?)
 }

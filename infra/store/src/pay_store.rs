@@ -99,20 +99,31 @@ impl PayStore for PgPayStore {
             .collect()
     }
 
-    async fn platform_key(&self, mch_id: &str, serial: &str) -> Result<Option<String>, PortError> {
-        sqlx::query_scalar("SELECT public_key_pem FROM pay_platform_keys WHERE mch_id = $1 AND serial = $2")
-            .bind(mch_id)
-            .bind(serial)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(port)
+    async fn platform_key(&self, tenant: &TenantId, mch_id: &str, serial: &str) -> Result<Option<String>, PortError> {
+        sqlx::query_scalar(
+            "SELECT public_key_pem FROM pay_platform_keys WHERE tenant_id = $1 AND mch_id = $2 AND serial = $3",
+        )
+        .bind(tenant.as_str())
+        .bind(mch_id)
+        .bind(serial)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(port)
     }
 
-    async fn put_platform_key(&self, mch_id: &str, serial: &str, public_key_pem: &str) -> Result<(), PortError> {
+    async fn put_platform_key(
+        &self,
+        tenant: &TenantId,
+        mch_id: &str,
+        serial: &str,
+        public_key_pem: &str,
+    ) -> Result<(), PortError> {
         sqlx::query(
-            "INSERT INTO pay_platform_keys (mch_id, serial, public_key_pem) VALUES ($1, $2, $3)
-             ON CONFLICT (mch_id, serial) DO UPDATE SET public_key_pem = EXCLUDED.public_key_pem, added_at = now()",
+            "INSERT INTO pay_platform_keys (tenant_id, mch_id, serial, public_key_pem) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (tenant_id, mch_id, serial)
+             DO UPDATE SET public_key_pem = EXCLUDED.public_key_pem, added_at = now()",
         )
+        .bind(tenant.as_str())
         .bind(mch_id)
         .bind(serial)
         .bind(public_key_pem)
