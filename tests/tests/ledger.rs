@@ -238,6 +238,21 @@ async fn bad_amounts_are_refused_and_write_nothing() {
         .await;
         assert!(status.is_client_error(), "points {points}: {status} {body}");
     }
+    // serde reads a JSON array into a struct in field order: anything but an object is refused.
+    for (path, body) in [
+        ("cash/deposits", json!([100, "array body", null])),
+        ("cash/charges", json!([1, "array body", null])),
+        ("points/grants", json!([5, {"kind": "never"}, "array body", null])),
+        ("cash/deposits", json!("a string")),
+        ("cash/deposits", json!(100)),
+    ] {
+        let (status, reply) = post(&t, &token, &format!("/admin/api/v1/members/{id}/{path}"), &key(), body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{path}: {reply}");
+        assert_eq!(reply["error"]["code"], "invalid_body", "{reply}");
+    }
+    let (status, reply) = post(&t, &token, "/admin/api/v1/members", &key(), json!([null, "staff"])).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "register: {reply}");
+    assert_eq!(event_count(&t, "s0", &id).await, 1, "nothing written");
     // Exactly at the limit is fine.
     let (status, body) = deposit(&t, &token, &id, limit).await;
     assert_eq!(status, StatusCode::OK, "{body}");

@@ -172,6 +172,11 @@ async fn wechat_settings_qr_codes_menus_and_referrals_through_the_simulator() {
     assert_eq!(saved["rules"]["keywords"][0]["keywords"][0], "points");
     let (status, _) = w.send(Method::PUT, "/admin/api/v1/wechat/reply-rules", &auditor, Some(new_rules)).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    // `[]` once read as "no rules" and wiped them: a body that is not an object changes nothing.
+    let (status, _) = w.send(Method::PUT, "/admin/api/v1/wechat/reply-rules", &owner, Some(json!([]))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (_, kept) = w.send(Method::GET, "/admin/api/v1/wechat/reply-rules", &auditor, None).await;
+    assert_eq!(kept["rules"]["keywords"][0]["keywords"][0], "points", "rules kept: {kept}");
     let (status, _) = w.send(Method::GET, "/admin/api/v1/wechat/reply-rules", &staff, None).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 

@@ -28,16 +28,42 @@ pub const CORRELATION_ID_HEADER: &str = "x-correlation-id";
 /// Set to `true` on a response replayed for a repeated idempotency key.
 pub const IDEMPOTENT_REPLAYED_HEADER: &str = "idempotent-replayed";
 
-/// `Json<T>` whose rejections are [`ApiError`]s (400, 413, 415, 422).
+/// `Json<T>` whose rejections are [`ApiError`]s (400, 413, 415, 422), for
+/// bodies that must be one JSON object. serde's derived structs also read a
+/// JSON array in field order (`[100, "x", null]` would make a deposit), so
+/// anything but an object is refused before `T` sees it.
 pub struct ApiJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let Json(value) = Json::<T>::from_request(req, state).await?;
+        if !json_content_type(req.headers()) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes =
+            axum::body::Bytes::from_request(req, state).await.map_err(|rejection| match rejection.status() {
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+                _ => ApiError::bad_request("malformed_json", rejection.body_text()),
+            })?;
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::invalid("invalid_body", "the body must be a JSON object"));
+        }
+        let Json(value) = Json::<T>::from_bytes(&bytes)?;
         Ok(ApiJson(value))
     }
+}
+
+/// `application/json` or any `application/*+json`, as axum's `Json` accepts.
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    kind == "application" && (subtype == "json" || subtype.ends_with("+json"))
 }
 
 /// `Query<T>` whose rejections are [`ApiError`]s (400).
