@@ -208,9 +208,13 @@ impl HttpConfig {
 pub struct ShardConfig {
     /// The application's connection (role `wxcm_app`: no UPDATE/DELETE on events).
     pub url: String,
-    /// The owner's connection, used only by `wxcm migrate`.
+    /// The owner's connection, used only by `wxcm migrate` and operator tools;
+    /// `url` when not given.
+    #[serde(default)]
     pub admin_url: String,
+    #[serde(default = "ShardConfig::pool_max_default")]
     pub pool_max: u32,
+    #[serde(default = "ShardConfig::aggregate_cache_entries_default")]
     pub aggregate_cache_entries: usize,
 }
 
@@ -327,16 +331,36 @@ impl ShardConfig {
         Self {
             url: format!("postgres://wxcm_app@127.0.0.1:5432/{database}"),
             admin_url: format!("postgres://postgres@127.0.0.1:5432/{database}"),
-            pool_max: 24,
-            aggregate_cache_entries: wxcm_store::store::CACHE_ENTRIES_DEFAULT,
+            pool_max: Self::pool_max_default(),
+            aggregate_cache_entries: Self::aggregate_cache_entries_default(),
         }
     }
+
+    fn pool_max_default() -> u32 {
+        24
+    }
+
+    fn aggregate_cache_entries_default() -> usize {
+        wxcm_store::store::CACHE_ENTRIES_DEFAULT
+    }
+}
+
+/// `http://` + where the server listens, as a browser on this machine reaches it
+/// (a wildcard address becomes 127.0.0.1).
+fn base_url_of_listen(listen: &str) -> String {
+    let reachable = match listen.rsplit_once(':') {
+        Some(("0.0.0.0" | "[::]" | "::", port)) => format!("127.0.0.1:{port}"),
+        _ => listen.to_owned(),
+    };
+    format!("http://{reachable}")
 }
 
 impl Settings {
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let mut base = Settings::default();
         base.shards.clear();
+        // Unset, it follows http.listen (below), whatever port that names.
+        base.wechat.public_base_url = String::new();
         let defaults = config::Config::try_from(&base)?;
         let mut builder = config::Config::builder().add_source(defaults);
         if let Some(path) = file {
@@ -346,6 +370,14 @@ impl Settings {
         let mut settings: Settings = builder.build()?.try_deserialize()?;
         if settings.shards.is_empty() {
             settings.shards = Settings::default().shards;
+        }
+        for shard in settings.shards.values_mut() {
+            if shard.admin_url.is_empty() {
+                shard.admin_url = shard.url.clone();
+            }
+        }
+        if settings.wechat.public_base_url.is_empty() {
+            settings.wechat.public_base_url = base_url_of_listen(&settings.http.listen);
         }
         settings.validate()?;
         Ok(settings)
@@ -415,6 +447,23 @@ mod tests {
         let loaded = Settings::load(Some(&path)).unwrap();
         let _ = std::fs::remove_file(&path);
         assert_eq!(loaded.shards.keys().collect::<Vec<_>>(), vec!["s0"]);
+    }
+
+    #[test]
+    fn a_shard_needs_only_its_url_and_the_public_url_follows_the_listen_address() {
+        let path = std::env::temp_dir().join(format!("wxcm-config-min-{}.toml", std::process::id()));
+        let toml = "default_shard = \"s0\"\n[http]\nlisten = \"0.0.0.0:9090\"\n\
+                    [shards.s0]\nurl = \"postgres://wxcm_app@db1/wxcm\"\n";
+        std::fs::write(&path, toml).unwrap();
+        let loaded = Settings::load(Some(&path));
+        let _ = std::fs::remove_file(&path);
+        let loaded = loaded.unwrap();
+        let s0 = &loaded.shards["s0"];
+        assert_eq!(s0.admin_url, s0.url, "admin_url defaults to url");
+        assert_eq!((s0.pool_max, s0.aggregate_cache_entries), (24, wxcm_store::store::CACHE_ENTRIES_DEFAULT));
+        assert_eq!(loaded.wechat.public_base_url, "http://127.0.0.1:9090");
+        assert_eq!(base_url_of_listen("10.0.0.5:8081"), "http://10.0.0.5:8081");
+        assert_eq!(base_url_of_listen("[::]:8082"), "http://127.0.0.1:8082");
     }
 
     #[test]
