@@ -160,3 +160,29 @@ async fn an_appid_bound_to_one_tenant_cannot_be_bound_to_another_on_any_shard() 
     }
     t.stop().await;
 }
+
+/// Commands that never touch a tenant secret run without `WXCM_SECRET_KEY`
+/// (an operator listing tenants needs no key); `serve` still requires it.
+#[tokio::test]
+async fn tenant_list_and_create_run_without_the_secret_key() {
+    let t = spawn_app().await;
+    let file = wxcm_tests::settings_file(&t.settings);
+    let run = |args: &'static [&'static str]| {
+        tokio::process::Command::new(wxcm_tests::wxcm_bin())
+            .arg("--config")
+            .arg(file.path())
+            .args(args)
+            .env_remove("WXCM_SECRET_KEY")
+            .env_remove("WXCM_CONFIG")
+            .output()
+    };
+    let created = run(&["tenant", "create", "--id", "keyless", "--name", "Keyless Cinema"]).await.unwrap();
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let listed = run(&["tenant", "list"]).await.unwrap();
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("keyless"));
+    let served = run(&["serve", "--listen", "127.0.0.1:0"]).await.unwrap();
+    assert!(!served.status.success(), "serve must refuse to start without the key");
+    assert!(String::from_utf8_lossy(&served.stderr).contains("WXCM_SECRET_KEY"));
+    t.stop().await;
+}

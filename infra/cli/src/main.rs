@@ -223,6 +223,13 @@ async fn migrate_all(settings: &Settings) -> Result<()> {
     Ok(())
 }
 
+/// Build options for commands that never seal or open a tenant secret: they
+/// run without `WXCM_SECRET_KEY` (a secret touched anyway is a clear error).
+fn no_secret_options(settings: &Settings) -> Result<BuildOptions> {
+    let sealer = wxcm_server::sealer::sealer_or_missing(&settings.secret_key_env).context("secret key")?;
+    Ok(BuildOptions { sealer: Some(sealer), ..BuildOptions::default() })
+}
+
 /// Replaces this process with `wxcm-bench` (the benchmark drivers, a separate
 /// binary so that the server never links them), passing the arguments on.
 fn run_bench(config: Option<&std::path::Path>, args: Vec<std::ffi::OsString>) -> Result<()> {
@@ -288,7 +295,8 @@ async fn main() -> Result<()> {
             let tenant = TenantId::parse(&tenant)?;
             let role = AdminRole::parse(&role).context("role")?;
             let password = read_password()?;
-            let application = Application::build(settings, Role::Scheduler, BuildOptions::default()).await?;
+            let options = no_secret_options(&settings)?;
+            let application = Application::build(settings, Role::Scheduler, options).await?;
             wxcm_commands::tenants::get(&application.app, &tenant).await.context("tenant must exist first")?;
             auth::create_admin(&application.app, &tenant, &username, &password, role).await?;
             println!("admin {username} ({}) created for tenant {tenant}", role.as_str());
@@ -300,7 +308,8 @@ async fn main() -> Result<()> {
                 .with_context(|| format!("reading {}", public_key_file.display()))?;
             // Refuse a key that would only fail later, on the first notification.
             wxcm_protocol::pay::v3::load_public_key_pem(&pem).context("not a usable RSA public key PEM")?;
-            let application = Application::build(settings, Role::Scheduler, BuildOptions::default()).await?;
+            let options = no_secret_options(&settings)?;
+            let application = Application::build(settings, Role::Scheduler, options).await?;
             wxcm_commands::pay_flows::put_platform_key(&application.app, &tenant, &mch_id, &serial, &pem).await?;
             println!("platform key {serial} registered for merchant {mch_id} of tenant {tenant}");
             Ok(())
@@ -356,7 +365,8 @@ async fn main() -> Result<()> {
 }
 
 async fn tenant(settings: Settings, command: TenantCommand) -> Result<()> {
-    let application = Application::build(settings, Role::Scheduler, BuildOptions::default()).await?;
+    let options = no_secret_options(&settings)?;
+    let application = Application::build(settings, Role::Scheduler, options).await?;
     let app = &application.app;
     match command {
         TenantCommand::Create { id, name } => {

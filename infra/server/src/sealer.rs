@@ -66,6 +66,39 @@ impl SecretSealer for AesGcmSealer {
     }
 }
 
+/// Stands in for the sealer when its key is not set, for commands that never
+/// touch a tenant secret (`wxcm tenant list`, `wxcm admin create`): any use is
+/// a clear error naming the variable, never a silent plaintext.
+pub struct MissingKeySealer {
+    var: String,
+}
+
+impl MissingKeySealer {
+    fn error(&self) -> PortError {
+        PortError::msg(format!("{} is not set: it is needed to seal or open tenant secrets", self.var))
+    }
+}
+
+impl SecretSealer for MissingKeySealer {
+    fn seal(&self, _: &str) -> Result<SealedSecret, PortError> {
+        Err(self.error())
+    }
+
+    fn open(&self, _: &SealedSecret) -> Result<String, PortError> {
+        Err(self.error())
+    }
+}
+
+/// The sealer from `var`, or, when `var` is not set at all, a [`MissingKeySealer`]
+/// (a malformed key is still an error). Servers use [`AesGcmSealer::from_env`].
+pub fn sealer_or_missing(var: &str) -> Result<std::sync::Arc<dyn SecretSealer>, SealerError> {
+    match AesGcmSealer::from_env(var) {
+        Ok(sealer) => Ok(std::sync::Arc::new(sealer)),
+        Err(SealerError::Missing(_)) => Ok(std::sync::Arc::new(MissingKeySealer { var: var.to_owned() })),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,5 +112,12 @@ mod tests {
         let other = AesGcmSealer::from_key(&[8u8; 32]).unwrap();
         assert!(other.open(&sealed).is_err());
         assert!(AesGcmSealer::from_key(&[0u8; 16]).is_none());
+    }
+
+    #[test]
+    fn a_missing_key_fails_on_use_naming_the_variable() {
+        let sealer = sealer_or_missing("WXCM_TEST_KEY_THAT_IS_NEVER_SET").unwrap();
+        let err = sealer.seal("secret").unwrap_err().to_string();
+        assert!(err.contains("WXCM_TEST_KEY_THAT_IS_NEVER_SET is not set"), "{err}");
     }
 }
