@@ -7,7 +7,7 @@ use wxcm_domain::payment::{PayApiVersion, PaymentCommand, PaymentPurpose};
 use wxcm_domain::{Actor, AmountFen, AppId, IdempotencyKey, MemberId, OpenId, OutTradeNo, PayRef, Reference, TenantId};
 
 use crate::executor::CommandContext;
-use crate::pay_port::{JsapiOrderRequest, JsapiPayParams, PayGateway};
+use crate::pay_port::{JsapiOrderRequest, JsapiPayParams, MerchantCredentials, PayGateway};
 use crate::payments::{self, PaymentView};
 use crate::ports::App;
 
@@ -103,4 +103,19 @@ pub fn recharge_order_id(
     }
     let hex = hex::encode(h.finalize());
     OutTradeNo::parse(&format!("rc{}", &hex[..30])).map_err(|e| PayFlowError::Retry(e.to_string()))
+}
+
+/// The API a recharge uses when the member did not ask for one: v3 when the
+/// merchant's v3 settings are complete (key, certificate serial, private key),
+/// else v2 when it has a v2 key, else v3 (whose creation then says which
+/// settings are missing).
+pub fn default_api(merchant: &MerchantCredentials) -> PayApiVersion {
+    let v3_complete = merchant.api_v3_key.is_some()
+        && merchant.merchant_cert_serial.is_some()
+        && merchant.merchant_private_key_pem.is_some();
+    if !v3_complete && merchant.api_v2_key.is_some() {
+        PayApiVersion::V2
+    } else {
+        PayApiVersion::V3
+    }
 }

@@ -125,7 +125,7 @@ pub async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Jso
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RechargeBody {
     amount_fen: i64,
-    /// `v2` or `v3` (default `v3`).
+    /// `v2` or `v3`; by default v3 when the merchant's v3 settings are complete, else v2.
     api: Option<String>,
 }
 
@@ -151,10 +151,16 @@ pub async fn create_recharge(
     let pay = state.member.pay.clone().ok_or_else(unavailable)?;
     let amount_fen = AmountFen::new_with_limit(body.amount_fen, state.app.limits.amount_fen_max)
         .map_err(|e| ApiError::bad_request("invalid_amount", e.to_string()))?;
-    let (api, path) = match body.api.as_deref() {
-        None | Some("v3") => (PayApiVersion::V3, "v3"),
-        Some("v2") => (PayApiVersion::V2, "v2"),
+    let api = match body.api.as_deref() {
+        Some("v3") => PayApiVersion::V3,
+        Some("v2") => PayApiVersion::V2,
         Some(_) => return Err(ApiError::bad_request("invalid_api", "api must be v2 or v3")),
+        // Not asked: what the merchant has settings for (v2-only merchants get v2).
+        None => pay_flows::default_api(&pay_flows::merchant_for(&state.app, &s.tenant_id, s.appid.as_str()).await?),
+    };
+    let path = match api {
+        PayApiVersion::V2 => "v2",
+        PayApiVersion::V3 => "v3",
     };
     let request = RechargeRequest {
         member_id: s.member_id,
