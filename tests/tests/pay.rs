@@ -312,8 +312,8 @@ async fn reconciliation_recovers_a_lost_notification_and_closes_expired_orders()
         appid: AppId::parse(APPID).unwrap(),
         openid: openid.clone(),
         amount_fen: AmountFen::new(AMOUNT_FEN).unwrap(),
-        api: PayApiVersion::V2,
-        notify_url: "https://example.test/pay/notify/v2/wx0123456789abcdef".into(),
+        api: Some(PayApiVersion::V2),
+        notify_base_url: "https://example.test".into(),
         client_ip: "127.0.0.1".into(),
     };
     let c = ctx(&tenant);
@@ -613,8 +613,8 @@ async fn oauth_sessions_find_or_register_the_member_and_see_only_its_orders() {
         appid: appid.clone(),
         openid: session.openid.clone(),
         amount_fen: AmountFen::new(AMOUNT_FEN).unwrap(),
-        api: PayApiVersion::V3,
-        notify_url: "https://example.test/pay/notify/v3/wx0123456789abcdef".into(),
+        api: Some(PayApiVersion::V3),
+        notify_base_url: "https://example.test".into(),
         client_ip: "127.0.0.1".into(),
     };
     let created =

@@ -99,17 +99,13 @@ async fn world(tenant: &str) -> World {
 
 impl World {
     async fn order(&self, api: PayApiVersion) -> OutTradeNo {
-        let path = match api {
-            PayApiVersion::V2 => "v2",
-            PayApiVersion::V3 => "v3",
-        };
         let request = RechargeRequest {
             member_id: self.member,
             appid: AppId::parse(APPID).unwrap(),
             openid: self.openid.clone(),
             amount_fen: AmountFen::new(AMOUNT_FEN).unwrap(),
-            api,
-            notify_url: self.t.url(&format!("/pay/notify/{path}/{APPID}")),
+            api: Some(api),
+            notify_base_url: self.t.url(""),
             client_ip: "127.0.0.1".into(),
         };
         let created = pay_flows::create_recharge(&self.t.app, &self.pay, &self.tenant, &request, &ctx(&self.tenant))

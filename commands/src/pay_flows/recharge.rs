@@ -27,9 +27,10 @@ pub struct RechargeRequest {
     pub appid: AppId,
     pub openid: OpenId,
     pub amount_fen: AmountFen,
-    pub api: PayApiVersion,
-    /// Where Pay must send the notification (`…/pay/notify/v2/{appid}` or v3).
-    pub notify_url: String,
+    /// `None`: what the merchant has settings for ([`default_api`]).
+    pub api: Option<PayApiVersion>,
+    /// Where this server is reached; Pay notifies `{base}/pay/notify/{v2|v3}/{appid}`.
+    pub notify_base_url: String,
     pub client_ip: String,
 }
 
@@ -47,6 +48,7 @@ pub async fn create_recharge(
         return Err(PayFlowError::Refused(format!("amount above the limit of {} fen", app.limits.amount_fen_max)));
     }
     let merchant = merchant_for(app, tenant, request.appid.as_str()).await?;
+    let api = request.api.unwrap_or_else(|| default_api(&merchant));
     let order_id = recharge_order_id(tenant, &request.member_id, &ctx.idempotency_key)?;
     let now = app.clock.now();
     let command = PaymentCommand::Create {
@@ -58,7 +60,7 @@ pub async fn create_recharge(
         mch_id: PayRef::parse(&merchant.mch_id).map_err(|e| bad("mch_id", e))?,
         purpose: PaymentPurpose::BalanceRecharge,
         amount_fen: request.amount_fen,
-        api_version: request.api,
+        api_version: api,
         expires_at: now + Duration::minutes(RECHARGE_EXPIRY_MINUTES),
         provenance: Provenance {
             actor: Actor::Member { member_id: request.member_id },
@@ -76,7 +78,7 @@ pub async fn create_recharge(
         description: "Balance recharge".into(),
         amount_fen: view.amount_fen,
         payer_openid: view.openid.to_string(),
-        notify_url: request.notify_url.clone(),
+        notify_url: notify_url(&request.notify_base_url, view.api_version, &request.appid),
         expires_at: view.expires_at,
         client_ip: request.client_ip.clone(),
     };
@@ -87,6 +89,15 @@ pub async fn create_recharge(
         other => PayFlowError::Retry(other.to_string()),
     })?;
     Ok(CreatedRecharge { order: view, pay_params })
+}
+
+/// Pay's notification endpoint of `api` on this server (the routes of `wxcm-http`).
+fn notify_url(base_url: &str, api: PayApiVersion, appid: &AppId) -> String {
+    let path = match api {
+        PayApiVersion::V2 => "v2",
+        PayApiVersion::V3 => "v3",
+    };
+    format!("{}/pay/notify/{path}/{appid}", base_url.trim_end_matches('/'))
 }
 
 /// `rc` + 30 hex digits of a hash of (tenant, member, idempotency key).

@@ -152,15 +152,11 @@ pub async fn create_recharge(
     let amount_fen = AmountFen::new_with_limit(body.amount_fen, state.app.limits.amount_fen_max)
         .map_err(|e| ApiError::bad_request("invalid_amount", e.to_string()))?;
     let api = match body.api.as_deref() {
-        Some("v3") => PayApiVersion::V3,
-        Some("v2") => PayApiVersion::V2,
+        Some("v3") => Some(PayApiVersion::V3),
+        Some("v2") => Some(PayApiVersion::V2),
         Some(_) => return Err(ApiError::bad_request("invalid_api", "api must be v2 or v3")),
         // Not asked: what the merchant has settings for (v2-only merchants get v2).
-        None => pay_flows::default_api(&pay_flows::merchant_for(&state.app, &s.tenant_id, s.appid.as_str()).await?),
-    };
-    let path = match api {
-        PayApiVersion::V2 => "v2",
-        PayApiVersion::V3 => "v3",
+        None => None,
     };
     let request = RechargeRequest {
         member_id: s.member_id,
@@ -168,7 +164,7 @@ pub async fn create_recharge(
         openid: s.openid.clone(),
         amount_fen,
         api,
-        notify_url: format!("{}/pay/notify/{path}/{}", state.member.notify_base_url.trim_end_matches('/'), s.appid),
+        notify_base_url: state.member.notify_base_url.clone(),
         // Pay wants the payer's address (spbill_create_ip / payer_client_ip): the
         // peer, or behind trusted proxies the forwarded client. Without connect
         // info (in-process callers) there is none to give.

@@ -187,11 +187,6 @@ async fn read_body(body: Body) -> Result<Bytes, Handled> {
         .map_err(|_| Handled::Refused(format!("body larger than {PAY_NOTIFY_BODY_BYTES_MAX} bytes, or unreadable")))
 }
 
-/// Records a notification refused before it could be read.
-async fn record_unread(state: &AppState, ctx: &Ctx, channel: NotifyChannel, h: &Handled) {
-    record(state, ctx, channel, false, None, serde_json::Value::Null, h).await;
-}
-
 async fn record(
     state: &AppState,
     ctx: &Ctx,
@@ -261,14 +256,10 @@ pub async fn notify_v2(State(state): State<AppState>, Path(appid): Path<String>,
         Ok(c) => c,
         Err(h) => return v2_reply(&h),
     };
-    let body = match read_body(body).await {
-        Ok(b) => b,
-        Err(h) => {
-            record_unread(&state, &ctx, NotifyChannel::V2, &h).await;
-            return v2_reply(&h);
-        }
+    let (verified, order, summary, h) = match read_body(body).await {
+        Ok(body) => handle_v2(&state, &ctx, &body).await,
+        Err(h) => (false, None, serde_json::Value::Null, h),
     };
-    let (verified, order, summary, h) = handle_v2(&state, &ctx, &body).await;
     record(&state, &ctx, NotifyChannel::V2, verified, order.as_deref(), summary, &h).await;
     v2_reply(&h)
 }
@@ -344,14 +335,10 @@ pub async fn notify_refund_v2(State(state): State<AppState>, Path(appid): Path<S
         Ok(c) => c,
         Err(h) => return v2_reply(&h),
     };
-    let body = match read_body(body).await {
-        Ok(b) => b,
-        Err(h) => {
-            record_unread(&state, &ctx, NotifyChannel::RefundV2, &h).await;
-            return v2_reply(&h);
-        }
+    let (verified, order, summary, h) = match read_body(body).await {
+        Ok(body) => handle_refund_v2(&state, &ctx, &body).await,
+        Err(h) => (false, None, serde_json::Value::Null, h),
     };
-    let (verified, order, summary, h) = handle_refund_v2(&state, &ctx, &body).await;
     record(&state, &ctx, NotifyChannel::RefundV2, verified, order.as_deref(), summary, &h).await;
     v2_reply(&h)
 }
@@ -464,17 +451,11 @@ pub async fn notify_v3(
         Ok(c) => c,
         Err(h) => return v3_reply(&h),
     };
-    let body = match read_body(body).await {
-        Ok(b) => b,
-        Err(h) => {
-            record_unread(&state, &ctx, NotifyChannel::V3, &h).await;
-            return v3_reply(&h);
-        }
+    let handled = match read_body(body).await {
+        Ok(body) => handle_v3(&state, &ctx, &headers, &body).await,
+        Err(h) => Err(h),
     };
-    let (verified, order, summary, h) = match handle_v3(&state, &ctx, &headers, &body).await {
-        Ok(done) => done,
-        Err(h) => (false, None, serde_json::Value::Null, h),
-    };
+    let (verified, order, summary, h) = handled.unwrap_or_else(|h| (false, None, serde_json::Value::Null, h));
     record(&state, &ctx, NotifyChannel::V3, verified, order.as_deref(), summary, &h).await;
     v3_reply(&h)
 }
@@ -482,9 +463,6 @@ pub async fn notify_v3(
 type V3Done = (bool, Option<String>, serde_json::Value, Handled);
 
 async fn handle_v3(state: &AppState, ctx: &Ctx, headers: &HeaderMap, body: &[u8]) -> Result<V3Done, Handled> {
-    if body.len() > PAY_NOTIFY_BODY_BYTES_MAX {
-        return Err(Handled::Refused("body too large".into()));
-    }
     let v3_headers = v3::V3Headers {
         timestamp: header_text(headers, "wechatpay-timestamp")?,
         nonce: header_text(headers, "wechatpay-nonce")?,
