@@ -115,6 +115,11 @@ where
         self.repository.load_recent(aggregate_id, max_age).await
     }
 
+    /// Drops this node's cached state of the aggregate (written elsewhere).
+    pub fn invalidate(&self, aggregate_id: &str) {
+        self.repository.invalidate(aggregate_id)
+    }
+
     fn lock_for(&self, aggregate_id: &str) -> &tokio::sync::Mutex<()> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         aggregate_id.hash(&mut h);

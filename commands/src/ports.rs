@@ -225,6 +225,11 @@ pub struct ShardServices {
     pub members: Executor<Member>,
     pub tenants: Executor<Tenant>,
     pub payments: Executor<PaymentOrder>,
+    /// Shared with `coupon_issues`, which decides issues outside the executor.
+    pub coupon_templates: Arc<Executor<wxcm_domain::coupon::CouponTemplate>>,
+    pub coupons: Executor<wxcm_domain::coupon::Coupon>,
+    pub coupon_store: Arc<dyn crate::coupons::CouponStore>,
+    pub coupon_issues: crate::coupons::claims::IssueLanes,
     pub event_log: Arc<dyn EventLog>,
     pub directory: Arc<dyn MemberDirectory>,
     pub cards: Arc<dyn CardNumberAllocator>,

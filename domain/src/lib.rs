@@ -6,6 +6,7 @@
 
 pub mod actor;
 pub mod amounts;
+pub mod coupon;
 pub mod event_sourced;
 pub mod ids;
 pub mod invariant;

@@ -13,6 +13,7 @@
 use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::Value;
 
+use crate::coupon::{CouponEvent, TemplateEvent};
 use crate::member::{MemberEvent, Provenance};
 use crate::payment::PaymentEvent;
 use crate::tenant::TenantEvent;
@@ -23,6 +24,10 @@ pub const MEMBER_EVENTS: &str = "member-events";
 pub const TENANT_EVENTS: &str = "tenant-events";
 /// Name of the payment order event schema (file stem under `schemas/events/`).
 pub const PAYMENT_EVENTS: &str = "payment-events";
+/// Name of the coupon template event schema (file stem under `schemas/events/`).
+pub const COUPON_TEMPLATE_EVENTS: &str = "coupon-template-events";
+/// Name of the issued coupon event schema (file stem under `schemas/events/`).
+pub const COUPON_EVENTS: &str = "coupon-events";
 
 /// Every event schema as (name, JSON Schema draft 2020-12 document).
 pub fn event_schemas() -> Vec<(&'static str, Value)> {
@@ -30,6 +35,8 @@ pub fn event_schemas() -> Vec<(&'static str, Value)> {
         (MEMBER_EVENTS, event_schema::<MemberEvent>()),
         (TENANT_EVENTS, event_schema::<TenantEvent>()),
         (PAYMENT_EVENTS, event_schema::<PaymentEvent>()),
+        (COUPON_TEMPLATE_EVENTS, event_schema::<TemplateEvent>()),
+        (COUPON_EVENTS, event_schema::<CouponEvent>()),
     ]
 }
 
@@ -77,7 +84,7 @@ mod tests {
     fn one_schema_per_event_enum_with_every_variant() {
         let schemas = event_schemas();
         let names: Vec<_> = schemas.iter().map(|(n, _)| *n).collect();
-        assert_eq!(names, [MEMBER_EVENTS, TENANT_EVENTS, PAYMENT_EVENTS]);
+        assert_eq!(names, [MEMBER_EVENTS, TENANT_EVENTS, PAYMENT_EVENTS, COUPON_TEMPLATE_EVENTS, COUPON_EVENTS]);
         for (name, schema) in &schemas {
             let variants = schema["oneOf"].as_array().expect("externally tagged enum");
             assert!(!variants.is_empty(), "{name}");

@@ -18,7 +18,13 @@ use wxcm_domain::member::{
     SpendPurpose,
 };
 use wxcm_domain::payment::{CloseReason, PaidVia, PayApiVersion, PaymentEvent, PaymentPurpose};
-use wxcm_domain::schema::{event_schemas, schema_path, MEMBER_EVENTS, PAYMENT_EVENTS, TENANT_EVENTS};
+use wxcm_domain::coupon::{
+    Audience, Benefit, CouponEvent, CouponId, CouponTerms, CouponText, IssueChannel, IssueGrant, IssuedCoupon,
+    RedemptionCode, Stock, TemplateEvent, TemplateId, Validity,
+};
+use wxcm_domain::schema::{
+    event_schemas, schema_path, COUPON_EVENTS, COUPON_TEMPLATE_EVENTS, MEMBER_EVENTS, PAYMENT_EVENTS, TENANT_EVENTS,
+};
 use wxcm_domain::tenant::{OfficialAccount, PaySettings, PointsRules, SealedSecret, TenantEvent};
 use wxcm_domain::{
     Actor, AmountFen, AppId, BalanceFen, CardNumber, DomainEventMeta, IdempotencyKey, MemberId, OpenId, OutTradeNo,
@@ -347,6 +353,85 @@ fn payment_events() -> Vec<PaymentEvent> {
             succeeded_at: at("2026-03-11T02:00:00Z"),
         },
     ]
+}
+
+fn coupon_terms(benefit: Benefit, validity: Validity, audience: Audience) -> CouponTerms {
+    CouponTerms { name: CouponText::parse("满100减10").unwrap(), benefit, validity, per_member_limit: Some(2), audience }
+}
+
+fn template_events() -> Vec<TemplateEvent> {
+    let admin = Actor::Admin { username: "boss".into() };
+    let cash = Benefit::Cash { value_fen: fen(1_000), min_spend_fen: Some(fen(10_000)) };
+    let window = Validity::Window { from: at("2026-12-01T00:00:00Z"), until: at("2027-01-01T00:00:00Z") };
+    let gold = Audience::CardLevels { levels: vec![wxcm_domain::member::CardLevel::parse("gold").unwrap()] };
+    let grant = IssueGrant {
+        coupon_id: CouponId::from_uuid(uuid::Uuid::from_u128(5)),
+        member_id: MemberId::from_uuid(uuid::Uuid::from_u128(6)),
+        serial: 1,
+    };
+    vec![
+        TemplateEvent::CouponTemplateCreated {
+            template_id: TemplateId::from_uuid(uuid::Uuid::from_u128(4)),
+            tenant_id: TenantId::parse("acme").unwrap(),
+            terms: coupon_terms(cash, window, Audience::AllMembers),
+            stock: Stock::Finite { total: 100 },
+            actor: admin.clone(),
+            created_at: at("2026-12-01T00:00:00Z"),
+        },
+        TemplateEvent::CouponTemplateEdited {
+            terms: coupon_terms(
+                Benefit::Discount { percent_off: 15, cap_fen: None },
+                Validity::DaysFromIssue { days: 7 },
+                gold,
+            ),
+            actor: admin.clone(),
+            edited_at: at("2026-12-02T00:00:00Z"),
+        },
+        TemplateEvent::CouponStockSet { stock: Stock::Unlimited, actor: admin.clone(), set_at: at("2026-12-02T00:00:00Z") },
+        TemplateEvent::CouponTemplateSwitched { enabled: false, actor: admin, switched_at: at("2026-12-02T00:00:00Z") },
+        TemplateEvent::CouponsIssued { grants: vec![grant], issued_after: 1, issued_at: at("2026-12-03T00:00:00Z") },
+    ]
+}
+
+fn coupon_events() -> Vec<CouponEvent> {
+    let staff = Actor::Staff { username: "clerk".into() };
+    let issued = IssuedCoupon {
+        coupon_id: CouponId::from_uuid(uuid::Uuid::from_u128(5)),
+        tenant_id: TenantId::parse("acme").unwrap(),
+        template_id: TemplateId::from_uuid(uuid::Uuid::from_u128(4)),
+        member_id: MemberId::from_uuid(uuid::Uuid::from_u128(6)),
+        serial: 1,
+        code: RedemptionCode::from_random([7; RedemptionCode::BYTES]),
+        name: CouponText::parse("free popcorn").unwrap(),
+        benefit: Benefit::Gift { item: CouponText::parse("popcorn").unwrap() },
+        valid_from: at("2026-12-03T00:00:00Z"),
+        valid_until: at("2026-12-10T00:00:00Z"),
+        channel: IssueChannel::MemberClaim { ordinal: Some(1) },
+        actor: Actor::Member { member_id: MemberId::from_uuid(uuid::Uuid::from_u128(6)) },
+        issued_at: at("2026-12-03T00:00:00Z"),
+    };
+    let granted = IssuedCoupon { channel: IssueChannel::OperatorGrant { reason: reference("apology") }, ..issued.clone() };
+    vec![
+        CouponEvent::CouponIssued(Box::new(issued)),
+        CouponEvent::CouponIssued(Box::new(granted)),
+        CouponEvent::CouponRedeemed {
+            store: Some(reference("store 1")),
+            actor: staff.clone(),
+            redeemed_at: at("2026-12-04T00:00:00Z"),
+        },
+        CouponEvent::CouponVoided { reason: reference("mistake"), actor: staff, voided_at: at("2026-12-04T00:00:00Z") },
+        CouponEvent::CouponExpired { expired_at: at("2026-12-10T00:00:00Z") },
+    ]
+}
+
+#[test]
+fn every_coupon_template_event_variant_validates() {
+    check_samples(COUPON_TEMPLATE_EVENTS, &template_events());
+}
+
+#[test]
+fn every_coupon_event_variant_validates() {
+    check_samples(COUPON_EVENTS, &coupon_events());
 }
 
 fn variant_names(schema: &Value) -> BTreeSet<String> {

@@ -215,11 +215,11 @@ pub fn member_rejection(e: &MemberError) -> ApiError {
     }
 }
 
-fn idempotency_key_reused() -> ApiError {
+pub(crate) fn idempotency_key_reused() -> ApiError {
     ApiError::conflict("idempotency_key_reused", "this idempotency key was already used with a different request")
 }
 
-fn unknown_tenant(detail: &dyn std::fmt::Display) -> ApiError {
+pub(crate) fn unknown_tenant(detail: &dyn std::fmt::Display) -> ApiError {
     tracing::warn!(error = %detail, "request for a tenant without a shard");
     ApiError::not_found("tenant_not_found", "tenant not found")
 }

@@ -97,6 +97,8 @@ path_value!(MemberId, "invalid_member_id");
 path_value!(CardNumber, "invalid_card_no");
 path_value!(OpenId, "invalid_openid");
 path_value!(AppId, "invalid_appid");
+path_value!(wxcm_domain::coupon::TemplateId, "invalid_template_id");
+path_value!(wxcm_domain::coupon::CouponId, "invalid_coupon_id");
 
 /// The route's single path parameter, bounded then parsed.
 pub struct ApiPath<T>(pub T);

@@ -72,7 +72,7 @@ use ratelimit::LoginLimiter;
 pub use resources::member_api::MemberPorts;
 use resources::wechat::{authorization, menus, points_rules, qr_codes, reply_rules};
 use resources::{
-    health, ledger, member_api, members, pay_notify, payments, referral, reports, session, tenant, wechat_callback,
+    coupons, health, ledger, member_api, members, pay_notify, payments, referral, reports, session, tenant, wechat_callback,
 };
 use state::{AppSessions, AppState, SessionResolver};
 pub use wechat_edge::{ComponentCredentials, WechatEdge, WechatOutbound, WechatSettings};
@@ -208,7 +208,17 @@ fn build_with(
         .route("/wechat/menus/{appid}", get(menus::get_menu).put(menus::put_menu))
         .route("/wechat/menus/{appid}/publish", post(menus::publish_menu))
         .route("/wechat/component/authorizations", post(authorization::start_authorization))
-        .route("/members/{member_id}/referral-link", get(referral::referral_link));
+        .route("/members/{member_id}/referral-link", get(referral::referral_link))
+        .route("/members/{member_id}/coupons", get(coupons::member_coupons))
+        .route("/coupon-templates", get(coupons::list_templates).post(coupons::create_template))
+        .route("/coupon-templates/{template_id}", get(coupons::get_template))
+        .route("/coupon-templates/{template_id}/terms", put(coupons::put_terms))
+        .route("/coupon-templates/{template_id}/stock", put(coupons::put_stock))
+        .route("/coupon-templates/{template_id}/enabled", put(coupons::put_enabled))
+        .route("/coupon-templates/{template_id}/grants", post(coupons::grant))
+        .route("/coupons/redemptions", post(coupons::redeem))
+        .route("/coupons/{coupon_id}", get(coupons::get_coupon))
+        .route("/coupons/{coupon_id}/void", post(coupons::void_coupon));
     let timeout = Duration::from_millis(settings.request_timeout_ms);
     // Layers wrap from the bottom up: trace sees everything, the correlation id
     // is on every response (timeouts and panics included), the body limit is
@@ -231,7 +241,10 @@ fn build_with(
         .route("/sessions", post(member_api::create_session))
         .route("/me", get(member_api::me))
         .route("/recharges", post(member_api::create_recharge))
-        .route("/recharges/{order_id}", get(member_api::get_recharge));
+        .route("/recharges/{order_id}", get(member_api::get_recharge))
+        .route("/coupon-templates", get(coupons::member_claimable))
+        .route("/coupons", get(coupons::member_list))
+        .route("/coupons/claims", post(coupons::member_claim));
     Router::new()
         .route("/healthz", get(health::healthz))
         .nest("/m/api/v1", member_api)

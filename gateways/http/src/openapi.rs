@@ -9,7 +9,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, ErrorDetail};
 use crate::resources::wechat::{authorization, menus, points_rules, qr_codes, reply_rules};
-use crate::resources::{health, ledger, member_api, members, pay_notify, payments, referral, reports, session, tenant};
+use crate::resources::{coupons, health, ledger, member_api, members, pay_notify, payments, referral, reports, session, tenant};
 
 const DESCRIPTION: &str = "\
 Admin API of wxcm (membership, points and stored value on WeChat official accounts).
@@ -47,6 +47,13 @@ Errors are `{\"error\": {\"code\", \"message\"}}`:
 - 429 `rate_limited` (login) with `Retry-After`;
 - 500 `internal` (details are logged, never sent);
 - 503 `contention` or `timeout` with `Retry-After`: retry with the same idempotency key.
+
+Coupons: owner and manager create and change templates (terms, stock, on/off), give coupons and void them; \
+staff write coupons off at the counter (`POST coupons/redemptions` with the scanned QR payload or the typed \
+16-character code) and read them; auditors read. A template issues exactly its stock, never more, and a \
+member never claims more than its per-member limit, however many ask at once. Refusals are 409: \
+`sold_out`, `limit_reached`, `not_in_audience`, `template_disabled`, `window_ended`, `already_redeemed`, \
+`coupon_voided`, `coupon_expired`, `coupon_not_yet_valid`, `other_tenant_coupon`.
 
 Payment orders (`/admin/api/v1/payments`): owner, manager and auditor read them with their notification history.
 
@@ -103,6 +110,20 @@ v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with
         member_api::me,
         member_api::create_recharge,
         member_api::get_recharge,
+        coupons::create_template,
+        coupons::list_templates,
+        coupons::get_template,
+        coupons::put_terms,
+        coupons::put_stock,
+        coupons::put_enabled,
+        coupons::grant,
+        coupons::get_coupon,
+        coupons::void_coupon,
+        coupons::redeem,
+        coupons::member_coupons,
+        coupons::member_claimable,
+        coupons::member_claim,
+        coupons::member_list,
         pay_notify::notify_v2,
         pay_notify::notify_v3,
         pay_notify::notify_refund_v2,
@@ -119,6 +140,7 @@ v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with
         (name = "wechat", description = "WeChat settings: reply rules, points rules, scene QR codes, menus, \
 referral links, third-party authorization"),
         (name = "payments", description = "WeChat Pay orders of the tenant and their notifications"),
+        (name = "coupons", description = "Coupon templates, grants, the counter's write-off, void"),
         (name = "member", description = "The member API: OAuth sessions, the member's card, balance recharges"),
         (name = "pay-notify", description = "WeChat Pay's notifications (called by Pay)"),
     ),

@@ -31,11 +31,21 @@ pub enum Permission {
     WechatSettings,
     /// Read payment orders and their notifications.
     PaymentRead,
+    /// Read coupon templates and issued coupons.
+    CouponRead,
+    /// Create and change coupon templates.
+    CouponSettings,
+    /// Give a member a coupon.
+    CouponGrant,
+    /// Write a coupon off at the counter.
+    CouponRedeem,
+    /// Void an issued coupon.
+    CouponVoid,
 }
 
 impl Permission {
     #[cfg(test)]
-    pub const ALL: [Permission; 15] = [
+    pub const ALL: [Permission; 20] = [
         Permission::MemberRead,
         Permission::MemberRegister,
         Permission::PointsGrant,
@@ -51,6 +61,11 @@ impl Permission {
         Permission::WechatRead,
         Permission::WechatSettings,
         Permission::PaymentRead,
+        Permission::CouponRead,
+        Permission::CouponSettings,
+        Permission::CouponGrant,
+        Permission::CouponRedeem,
+        Permission::CouponVoid,
     ];
 
     /// What the permission lets one do, for error messages.
@@ -71,6 +86,11 @@ impl Permission {
             Permission::WechatRead => "read WeChat settings",
             Permission::WechatSettings => "change WeChat settings",
             Permission::PaymentRead => "read payment orders",
+            Permission::CouponRead => "read coupons",
+            Permission::CouponSettings => "change coupon templates",
+            Permission::CouponGrant => "give coupons",
+            Permission::CouponRedeem => "write coupons off",
+            Permission::CouponVoid => "void coupons",
         }
     }
 }
@@ -83,12 +103,27 @@ pub fn allowed(role: Role, permission: Permission) -> bool {
         Role::Owner => true,
         Role::Manager => permission != P::TenantSettings,
         Role::Staff => {
-            matches!(permission, P::MemberRead | P::MemberRegister | P::CashDeposit | P::CashCharge | P::LedgerRead)
+            matches!(
+                permission,
+                P::MemberRead
+                    | P::MemberRegister
+                    | P::CashDeposit
+                    | P::CashCharge
+                    | P::LedgerRead
+                    | P::CouponRead
+                    | P::CouponRedeem
+            )
         }
         Role::Auditor => {
             matches!(
                 permission,
-                P::MemberRead | P::LedgerRead | P::TenantRead | P::ReportRead | P::WechatRead | P::PaymentRead
+                P::MemberRead
+                    | P::LedgerRead
+                    | P::TenantRead
+                    | P::ReportRead
+                    | P::WechatRead
+                    | P::PaymentRead
+                    | P::CouponRead
             )
         }
     }
@@ -136,6 +171,11 @@ pub mod perm {
         WechatRead,
         WechatSettings,
         PaymentRead,
+        CouponRead,
+        CouponSettings,
+        CouponGrant,
+        CouponRedeem,
+        CouponVoid,
     );
 }
 
@@ -147,7 +187,7 @@ mod tests {
     fn the_whole_matrix() {
         use Permission as P;
         // Columns: owner, manager, staff, auditor.
-        let table: [(Permission, [bool; 4]); 15] = [
+        let table: [(Permission, [bool; 4]); 20] = [
             (P::MemberRead, [true, true, true, true]),
             (P::MemberRegister, [true, true, true, false]),
             (P::PointsGrant, [true, true, false, false]),
@@ -163,6 +203,11 @@ mod tests {
             (P::WechatRead, [true, true, false, true]),
             (P::WechatSettings, [true, true, false, false]),
             (P::PaymentRead, [true, true, false, true]),
+            (P::CouponRead, [true, true, true, true]),
+            (P::CouponSettings, [true, true, false, false]),
+            (P::CouponGrant, [true, true, false, false]),
+            (P::CouponRedeem, [true, true, true, false]),
+            (P::CouponVoid, [true, true, false, false]),
         ];
         let roles = [Role::Owner, Role::Manager, Role::Staff, Role::Auditor];
         for (permission, expected) in table {
@@ -186,6 +231,7 @@ mod tests {
                     | Permission::ReportRead
                     | Permission::WechatRead
                     | Permission::PaymentRead
+                    | Permission::CouponRead
             )
         });
         for p in writes {

@@ -8,9 +8,12 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
+use wxcm_commands::coupons::claims::IssueLanes;
+use wxcm_commands::coupons::CouponStore;
 use wxcm_commands::ports::{Clock, RouteError, ShardRouter, ShardServices};
 use wxcm_commands::repository::CqrsRepository;
 use wxcm_commands::Executor;
+use wxcm_domain::coupon::{Coupon, CouponTemplate};
 use wxcm_domain::member::Member;
 use wxcm_domain::payment::PaymentOrder;
 use wxcm_domain::tenant::Tenant;
@@ -18,6 +21,7 @@ use wxcm_domain::TenantId;
 use wxcm_projections::PgReadModels;
 
 use crate::config::{Settings, ShardConfig};
+use wxcm_store::coupon_store::PgCouponStore;
 use wxcm_store::group_commit::GroupCommitter;
 use wxcm_store::pg_ports::PgShardPorts;
 use wxcm_store::store::PgEventStore;
@@ -25,6 +29,8 @@ use wxcm_store::store::PgEventStore;
 const ACQUIRE_TIMEOUT_MS: u64 = 5_000;
 /// Payment orders kept in memory per shard: an order is hot only while it is paid and refunded.
 const PAYMENT_CACHE_ENTRIES: usize = 1_000;
+/// Templates are few and read on every claim (their limit and audience).
+const COUPON_TEMPLATE_CACHE_ENTRIES: usize = 1_000;
 
 pub struct Shard {
     pub name: String,
@@ -94,13 +100,37 @@ fn build_shard(name: &str, config: &ShardConfig, clock: Arc<dyn Clock>) -> Resul
             PAYMENT_CACHE_ENTRIES,
         ))),
         ports.clone(),
-        clock,
+        clock.clone(),
     );
+    let coupon_templates = Arc::new(Executor::<CouponTemplate>::new(
+        Arc::new(CqrsRepository::new(PgEventStore::<CouponTemplate>::new(
+            pool.clone(),
+            committer.clone(),
+            COUPON_TEMPLATE_CACHE_ENTRIES,
+        ))),
+        ports.clone(),
+        clock.clone(),
+    ));
+    let coupons = Executor::<Coupon>::new(
+        Arc::new(CqrsRepository::new(PgEventStore::<Coupon>::new(
+            pool.clone(),
+            committer.clone(),
+            config.aggregate_cache_entries,
+        ))),
+        ports.clone(),
+        clock.clone(),
+    );
+    let coupon_store: Arc<dyn CouponStore> = Arc::new(PgCouponStore::new(pool.clone(), committer.clone()));
+    let coupon_issues = IssueLanes::new(coupon_templates.clone(), coupon_store.clone(), clock);
     let services = Arc::new(ShardServices {
         name: name.to_owned(),
         members,
         tenants,
         payments,
+        coupon_templates,
+        coupons,
+        coupon_store,
+        coupon_issues,
         event_log: ports.clone(),
         directory: ports.clone(),
         cards: ports.clone(),

@@ -36,7 +36,7 @@ fn unavailable() -> ApiError {
     ApiError::conflict("member_api_unavailable", "the member API is not configured on this node")
 }
 
-async fn member(state: &AppState, headers: &HeaderMap) -> Result<MemberSession, ApiError> {
+pub(crate) async fn member(state: &AppState, headers: &HeaderMap) -> Result<MemberSession, ApiError> {
     let unauthorized = || ApiError::Unauthenticated;
     let token = headers
         .get(axum::http::header::AUTHORIZATION)

@@ -13,13 +13,16 @@
 //! - [`wechat`]: WeChat settings (reply rules, points rules, QR codes, menus,
 //!   third-party authorization);
 //! - [`referral`]: members' referral links and the public pages they open;
-//! - [`payments`]: WeChat Pay orders and their notifications.
+//! - [`payments`]: WeChat Pay orders and their notifications;
+//! - [`coupons`]: coupon templates, grants, write-off and void (and the
+//!   member API's claims and coupon list).
 //!
 //! Other surfaces: [`health`] (liveness, readiness, the document),
 //! [`member_api`] (`/m/api/v1`, member sessions from WeChat OAuth),
 //! [`wechat_callback`] (WeChat's pushes) and [`pay_notify`] (Pay's
 //! notifications); the last two answer in their callers' protocols.
 
+pub mod coupons;
 pub mod health;
 pub mod ledger;
 pub mod member_api;

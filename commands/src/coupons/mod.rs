@@ -1,0 +1,479 @@
+//! Coupon use cases: templates (admin), issuing (member claims, operator
+//! grants) through [`claims::IssueLanes`], write-off at the counter, void and
+//! expiry.
+
+pub mod claims;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use cqrs_es::persist::SerializedEvent;
+use serde::Serialize;
+use uuid::Uuid;
+use wxcm_domain::coupon::{
+    Benefit, Coupon, CouponCommand, CouponError, CouponEvent, CouponId, CouponState, CouponTemplate, CouponTerms,
+    IssueAsk, IssueChannel, IssueRefusal, IssuedCoupon, RedemptionCode, Stock, TemplateCommand, TemplateError,
+    TemplateId,
+};
+use wxcm_domain::{Actor, EventSourced, IdempotencyKey, MemberId, Reference, TenantId};
+
+use crate::executor::request_hash;
+use crate::ports::{PortError, RouteError};
+use crate::{App, CommandContext, ExecuteError};
+use claims::{IssueError, IssueJob};
+
+/// Attempts of one issue when its slot or the template moved under it.
+pub const ISSUE_ATTEMPTS_MAX: u32 = 8;
+/// Templates per page of the template list.
+pub const TEMPLATE_PAGE_MAX: u32 = 200;
+/// Coupons a member's list returns (newest first).
+pub const MEMBER_COUPONS_MAX: u32 = 200;
+/// How old a member's cached state may be when a claim checks their card level.
+const MEMBER_STATE_AGE_MAX: Duration = Duration::from_secs(5);
+/// The prefix of the QR payload a member shows; the tenant is part of it, so
+/// a code scanned at another merchant is refused as theirs, not looked up.
+pub const QR_PREFIX: &str = "wxcm:coupon:";
+
+/// Several streams in one transaction, each at its next sequence.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// A sequence was taken or an idempotency key was used: nothing was written.
+    #[error("optimistic concurrency conflict")]
+    Conflict,
+    #[error("store failure: {0}")]
+    Store(String),
+}
+
+/// What the coupon use cases need from the shard's database.
+#[async_trait]
+pub trait CouponStore: Send + Sync {
+    /// Writes `rows` (events of several streams) atomically.
+    async fn append(&self, rows: Vec<SerializedEvent>) -> Result<(), AppendError>;
+    /// Which of these coupon streams exist.
+    async fn existing_coupons(&self, ids: &[CouponId]) -> Result<HashSet<CouponId>, PortError>;
+    async fn by_code(&self, tenant: &TenantId, code: &RedemptionCode) -> Result<Option<CouponId>, PortError>;
+    /// The member's coupons, newest first.
+    async fn member_coupons(&self, tenant: &TenantId, member: MemberId, limit: u32)
+        -> Result<Vec<CouponId>, PortError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CouponOpError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Refused(IssueRefusal),
+    #[error(transparent)]
+    Coupon(CouponError),
+    #[error(transparent)]
+    Template(TemplateError),
+    #[error("not a coupon code: {0}")]
+    InvalidCode(String),
+    #[error("this coupon belongs to another merchant")]
+    OtherTenant,
+    #[error("idempotency key was already used with a different request")]
+    IdempotencyMismatch,
+    #[error("too much contention, try again")]
+    Contention,
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    #[error("infrastructure failure: {0}")]
+    Infra(String),
+}
+
+impl From<PortError> for CouponOpError {
+    fn from(e: PortError) -> Self {
+        CouponOpError::Infra(e.to_string())
+    }
+}
+
+impl From<ExecuteError<TemplateError>> for CouponOpError {
+    fn from(e: ExecuteError<TemplateError>) -> Self {
+        match e {
+            ExecuteError::Domain(TemplateError::NotFound) | ExecuteError::ForeignAggregate => {
+                CouponOpError::NotFound("coupon template")
+            }
+            ExecuteError::Domain(d) => CouponOpError::Template(d),
+            ExecuteError::IdempotencyMismatch => CouponOpError::IdempotencyMismatch,
+            ExecuteError::Contention => CouponOpError::Contention,
+            ExecuteError::Invariant(b) => CouponOpError::Infra(b.to_string()),
+            ExecuteError::Store(s) => CouponOpError::Infra(s),
+        }
+    }
+}
+
+impl From<ExecuteError<CouponError>> for CouponOpError {
+    fn from(e: ExecuteError<CouponError>) -> Self {
+        match e {
+            ExecuteError::Domain(CouponError::NotFound) | ExecuteError::ForeignAggregate => {
+                CouponOpError::NotFound("coupon")
+            }
+            ExecuteError::Domain(d) => CouponOpError::Coupon(d),
+            ExecuteError::IdempotencyMismatch => CouponOpError::IdempotencyMismatch,
+            ExecuteError::Contention => CouponOpError::Contention,
+            ExecuteError::Invariant(b) => CouponOpError::Infra(b.to_string()),
+            ExecuteError::Store(s) => CouponOpError::Infra(s),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TemplateView {
+    pub template_id: TemplateId,
+    pub terms: CouponTerms,
+    pub stock: Stock,
+    pub enabled: bool,
+    pub issued: u64,
+    /// `None` for an unlimited stock.
+    pub stock_left: Option<u64>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl TemplateView {
+    fn of(template: &CouponTemplate, tenant: &TenantId) -> Option<Self> {
+        let state = template.created.as_ref().filter(|s| &s.tenant_id == tenant)?;
+        Some(Self {
+            template_id: state.template_id,
+            terms: state.terms.clone(),
+            stock: state.stock,
+            enabled: state.enabled,
+            issued: state.issued,
+            stock_left: state.stock_left(),
+            created_at: state.created_at,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CouponView {
+    pub coupon_id: CouponId,
+    pub template_id: TemplateId,
+    pub member_id: MemberId,
+    pub serial: u64,
+    pub name: String,
+    pub benefit: Benefit,
+    pub state: CouponState,
+    pub valid_from: DateTime<Utc>,
+    pub valid_until: DateTime<Utc>,
+    pub channel: IssueChannel,
+    pub issued_at: DateTime<Utc>,
+    pub code: String,
+    /// What the member's QR code holds: the tenant and the code.
+    pub qr_payload: String,
+}
+
+impl CouponView {
+    fn of(coupon: &IssuedCoupon, state: CouponState) -> Self {
+        Self {
+            coupon_id: coupon.coupon_id,
+            template_id: coupon.template_id,
+            member_id: coupon.member_id,
+            serial: coupon.serial,
+            name: coupon.name.as_str().to_owned(),
+            benefit: coupon.benefit.clone(),
+            state,
+            valid_from: coupon.valid_from,
+            valid_until: coupon.valid_until,
+            channel: coupon.channel.clone(),
+            issued_at: coupon.issued_at,
+            code: coupon.code.to_string(),
+            qr_payload: format!("{QR_PREFIX}{}:{}", coupon.tenant_id, coupon.code),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- templates
+
+fn template_id_for(tenant: &TenantId, key: &IdempotencyKey) -> TemplateId {
+    const NAMESPACE: Uuid = Uuid::from_u128(0x7b2e_0c55_1f3a_4d61_8e9b_2a70_c4d1_9f06);
+    let name = format!("{}\u{1f}{}", tenant.as_str(), key.as_str());
+    TemplateId::from_uuid(Uuid::new_v5(&NAMESPACE, name.as_bytes()))
+}
+
+/// Creates a template; its id derives from the key, so a retried request
+/// creates nothing new.
+pub async fn create_template(
+    app: &App,
+    ctx: &CommandContext,
+    terms: CouponTerms,
+    stock: Stock,
+    actor: Actor,
+) -> Result<TemplateView, CouponOpError> {
+    let tenant = &ctx.tenant_id;
+    let template_id = template_id_for(tenant, &ctx.idempotency_key);
+    let request = serde_json::json!({ "terms": &terms, "stock": &stock });
+    let command = TemplateCommand::Create { template_id, tenant_id: tenant.clone(), terms, stock, actor };
+    run_template(app, ctx, template_id, command, &request).await
+}
+
+/// Edit, stock, enable or disable: any template command but create and issue.
+pub async fn change_template(
+    app: &App,
+    ctx: &CommandContext,
+    template_id: TemplateId,
+    command: TemplateCommand,
+) -> Result<TemplateView, CouponOpError> {
+    if matches!(command, TemplateCommand::Create { .. } | TemplateCommand::Issue { .. }) {
+        return Err(CouponOpError::Infra("create and issue have their own use cases".into()));
+    }
+    let request = command.clone();
+    run_template(app, ctx, template_id, command, &request).await
+}
+
+async fn run_template(
+    app: &App,
+    ctx: &CommandContext,
+    template_id: TemplateId,
+    command: TemplateCommand,
+    request: &(impl Serialize + Sync),
+) -> Result<TemplateView, CouponOpError> {
+    let shard = app.router.route(&ctx.tenant_id)?;
+    let id = template_id.to_string();
+    shard.coupon_templates.execute(&id, command, request, ctx).await?;
+    get_template(app, &ctx.tenant_id, template_id).await
+}
+
+pub async fn get_template(app: &App, tenant: &TenantId, template_id: TemplateId) -> Result<TemplateView, CouponOpError> {
+    let shard = app.router.route(tenant)?;
+    let (state, _) = shard.coupon_templates.load(&template_id.to_string()).await?;
+    TemplateView::of(&state, tenant).ok_or(CouponOpError::NotFound("coupon template"))
+}
+
+/// A page of the tenant's templates in id order, after `after`.
+pub async fn list_templates(
+    app: &App,
+    tenant: &TenantId,
+    after: Option<TemplateId>,
+    limit: u32,
+) -> Result<Vec<TemplateView>, CouponOpError> {
+    let shard = app.router.route(tenant)?;
+    let after = after.map(|a| a.to_string());
+    let ids = shard
+        .event_log
+        .stream_ids(tenant, CouponTemplate::TYPE, after.as_deref(), limit.clamp(1, TEMPLATE_PAGE_MAX))
+        .await?;
+    let mut views = Vec::with_capacity(ids.len());
+    for id in ids {
+        let (state, _) = shard.coupon_templates.load(&id).await?;
+        views.extend(TemplateView::of(&state, tenant));
+    }
+    Ok(views)
+}
+
+// ---------------------------------------------------------------- issuing
+
+/// Who receives a coupon and through which channel.
+#[derive(Debug, Clone)]
+pub enum Recipient {
+    /// The member claims it themselves (limit and audience apply).
+    Claim { member_id: MemberId },
+    /// An operator gives it (the stock applies; limit and audience do not).
+    Grant { member_id: MemberId, reason: Reference },
+}
+
+/// Issues one coupon of `template_id`. The same key and request returns the
+/// first coupon; exactly `stock` coupons are ever issued, and a member never
+/// claims more than the template's limit, however many ask at once and on
+/// however many nodes.
+pub async fn issue(
+    app: &App,
+    ctx: &CommandContext,
+    template_id: TemplateId,
+    recipient: Recipient,
+    actor: Actor,
+) -> Result<CouponView, CouponOpError> {
+    let tenant = &ctx.tenant_id;
+    let shard = app.router.route(tenant)?;
+    let (member_id, request) = match &recipient {
+        Recipient::Claim { member_id } => (*member_id, serde_json::json!({ "claim": template_id, "member": member_id })),
+        Recipient::Grant { member_id, reason } => {
+            (*member_id, serde_json::json!({ "grant": template_id, "member": member_id, "reason": reason }))
+        }
+    };
+    let hash = request_hash(Coupon::TYPE, "issue", &request)?;
+    let (member, _) = shard.members.load_recent(&member_id.to_string(), MEMBER_STATE_AGE_MAX).await?;
+    let registration = member
+        .registration
+        .as_ref()
+        .filter(|_| member.tenant() == Some(tenant))
+        .ok_or(CouponOpError::NotFound("member"))?;
+    let card_level = registration.card_level.clone();
+
+    for attempt in 0..ISSUE_ATTEMPTS_MAX {
+        if let Some(view) = previous_issue(app, ctx, &hash).await? {
+            return Ok(view);
+        }
+        let template = get_template(app, tenant, template_id).await?;
+        let (coupon_id, channel, level) = match &recipient {
+            Recipient::Claim { member_id } => {
+                let (coupon_id, ordinal) =
+                    claim_slot(&*shard.coupon_store, tenant, template_id, *member_id, &template, &ctx.idempotency_key)
+                        .await?;
+                (coupon_id, IssueChannel::MemberClaim { ordinal }, Some(card_level.clone()))
+            }
+            Recipient::Grant { member_id, reason } => (
+                CouponId::for_grant(tenant, template_id, *member_id, ctx.idempotency_key.as_str()),
+                IssueChannel::OperatorGrant { reason: reason.clone() },
+                None,
+            ),
+        };
+        let mut random = [0u8; RedemptionCode::BYTES];
+        rand::fill(&mut random);
+        let job = IssueJob {
+            tenant_id: tenant.clone(),
+            template_id,
+            ask: IssueAsk { coupon_id, member_id, card_level: level },
+            channel,
+            actor: actor.clone(),
+            code: RedemptionCode::from_random(random),
+            idempotency_key: ctx.idempotency_key.to_string(),
+            request_hash: hash.clone(),
+            correlation_id: ctx.correlation_id,
+        };
+        match shard.coupon_issues.issue(job).await {
+            Ok(coupon) => return Ok(CouponView::of(&coupon, CouponState::Active)),
+            Err(IssueError::Conflict) => {
+                let backoff_ms = 1 + u64::from(attempt) * 2 + rand::random::<u64>() % 5;
+                tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+            }
+            Err(IssueError::Refused(why)) => return Err(CouponOpError::Refused(why)),
+            Err(IssueError::TemplateNotFound) => return Err(CouponOpError::NotFound("coupon template")),
+            Err(IssueError::Busy) => return Err(CouponOpError::Contention),
+            Err(IssueError::Store(e)) => return Err(CouponOpError::Infra(e)),
+        }
+    }
+    Err(CouponOpError::Contention)
+}
+
+/// The member's next claim slot of the template: the first of its `limit`
+/// coupon streams that does not exist yet. Without a limit, a stream derived
+/// from the request's key.
+async fn claim_slot(
+    store: &dyn CouponStore,
+    tenant: &TenantId,
+    template_id: TemplateId,
+    member_id: MemberId,
+    template: &TemplateView,
+    key: &IdempotencyKey,
+) -> Result<(CouponId, Option<u16>), CouponOpError> {
+    let Some(limit) = template.terms.per_member_limit else {
+        return Ok((CouponId::for_grant(tenant, template_id, member_id, &format!("claim:{key}")), None));
+    };
+    let slots: Vec<CouponId> = (1..=limit).map(|n| CouponId::for_claim(tenant, template_id, member_id, n)).collect();
+    let taken = store.existing_coupons(&slots).await?;
+    let free = slots.iter().zip(1..=limit).find(|(id, _)| !taken.contains(id));
+    match free {
+        Some((id, ordinal)) => Ok((*id, Some(ordinal))),
+        None => Err(CouponOpError::Refused(IssueRefusal::LimitReached)),
+    }
+}
+
+/// The coupon a key already issued, if it issued one for this request.
+async fn previous_issue(app: &App, ctx: &CommandContext, hash: &str) -> Result<Option<CouponView>, CouponOpError> {
+    let shard = app.router.route(&ctx.tenant_id)?;
+    let Some(record) = shard.event_log.find_idempotency(&ctx.tenant_id, ctx.idempotency_key.as_str()).await? else {
+        return Ok(None);
+    };
+    if record.request_hash != hash || record.aggregate_type != Coupon::TYPE {
+        return Err(CouponOpError::IdempotencyMismatch);
+    }
+    let coupon_id = CouponId::parse(&record.aggregate_id).map_err(|e| CouponOpError::Infra(e.to_string()))?;
+    get_coupon(app, &ctx.tenant_id, coupon_id).await.map(Some)
+}
+
+// ---------------------------------------------------------------- coupons
+
+pub async fn get_coupon(app: &App, tenant: &TenantId, coupon_id: CouponId) -> Result<CouponView, CouponOpError> {
+    let shard = app.router.route(tenant)?;
+    let (coupon, _) = shard.coupons.load(&coupon_id.to_string()).await?;
+    view(&coupon, tenant).ok_or(CouponOpError::NotFound("coupon"))
+}
+
+fn view(coupon: &Coupon, tenant: &TenantId) -> Option<CouponView> {
+    let (issued, state) = coupon.issued.as_ref().filter(|(c, _)| &c.tenant_id == tenant)?;
+    Some(CouponView::of(issued, *state))
+}
+
+/// A member's coupons, newest first, read from the event store (a coupon is
+/// listed as soon as it is issued).
+pub async fn member_coupons(app: &App, tenant: &TenantId, member_id: MemberId) -> Result<Vec<CouponView>, CouponOpError> {
+    let shard = app.router.route(tenant)?;
+    let ids = shard.coupon_store.member_coupons(tenant, member_id, MEMBER_COUPONS_MAX).await?;
+    let mut views = Vec::with_capacity(ids.len());
+    for id in ids {
+        let (coupon, _) = shard.coupons.load(&id.to_string()).await?;
+        views.extend(view(&coupon, tenant));
+    }
+    Ok(views)
+}
+
+/// The code in what the counter scanned or typed: a QR payload names its
+/// tenant, which must be the staff member's.
+pub fn scanned_code(tenant: &TenantId, scanned: &str) -> Result<RedemptionCode, CouponOpError> {
+    let invalid = |e: wxcm_domain::IdError| CouponOpError::InvalidCode(e.to_string());
+    match scanned.strip_prefix(QR_PREFIX) {
+        Some(rest) => {
+            let (owner, code) = rest.split_once(':').ok_or(CouponOpError::NotFound("coupon"))?;
+            if owner != tenant.as_str() {
+                return Err(CouponOpError::OtherTenant);
+            }
+            RedemptionCode::parse(code).map_err(invalid)
+        }
+        None => RedemptionCode::parse(scanned).map_err(invalid),
+    }
+}
+
+/// Write-off at the counter. Exactly one of concurrent write-offs of a code
+/// succeeds; the others are told it was already used.
+pub async fn redeem(
+    app: &App,
+    ctx: &CommandContext,
+    scanned: &str,
+    store: Option<Reference>,
+    actor: Actor,
+) -> Result<CouponView, CouponOpError> {
+    let tenant = &ctx.tenant_id;
+    let code = scanned_code(tenant, scanned)?;
+    let shard = app.router.route(tenant)?;
+    let coupon_id = shard.coupon_store.by_code(tenant, &code).await?.ok_or(CouponOpError::NotFound("coupon"))?;
+    let command = CouponCommand::Redeem { code, store, actor };
+    run_coupon(app, ctx, coupon_id, command).await
+}
+
+pub async fn void(
+    app: &App,
+    ctx: &CommandContext,
+    coupon_id: CouponId,
+    reason: Reference,
+    actor: Actor,
+) -> Result<CouponView, CouponOpError> {
+    run_coupon(app, ctx, coupon_id, CouponCommand::Void { reason, actor }).await
+}
+
+async fn run_coupon(
+    app: &App,
+    ctx: &CommandContext,
+    coupon_id: CouponId,
+    command: CouponCommand,
+) -> Result<CouponView, CouponOpError> {
+    let shard = app.router.route(&ctx.tenant_id)?;
+    let request = command.clone();
+    shard.coupons.execute(&coupon_id.to_string(), command, &request, ctx).await?;
+    get_coupon(app, &ctx.tenant_id, coupon_id).await
+}
+
+/// Due work: ends a coupon whose window has passed (nothing if it already ended).
+pub async fn expire(app: &App, tenant: &TenantId, coupon_id: CouponId) -> Result<u32, CouponOpError> {
+    let key = crate::members::system_key(&["coupon-expiry", &coupon_id.to_string()])
+        .map_err(|e| CouponOpError::Infra(e.to_string()))?;
+    let ctx = CommandContext::new(tenant.clone(), key, "system:scheduler".into());
+    let shard = app.router.route(tenant)?;
+    let outcome = shard
+        .coupons
+        .execute(&coupon_id.to_string(), CouponCommand::Expire, &CouponCommand::Expire, &ctx)
+        .await?;
+    let expired = outcome.events.iter().filter(|e| matches!(e.event, CouponEvent::CouponExpired { .. })).count();
+    Ok(if outcome.replayed { 0 } else { expired as u32 })
+}
