@@ -13,15 +13,15 @@ use jsonschema::Validator;
 use proptest::prelude::*;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
+use wxcm_domain::coupon::{
+    Audience, Benefit, CouponEvent, CouponId, CouponTerms, CouponText, IssueChannel, IssueGrant, IssuedCoupon,
+    RedemptionCode, Stock, TemplateEvent, TemplateId, Validity,
+};
 use wxcm_domain::member::{
     Attribution, CardLevel, ExpiryPolicy, LotTake, MemberEvent, PointsSource, Provenance, RegistrationSource,
     SpendPurpose,
 };
 use wxcm_domain::payment::{CloseReason, PaidVia, PayApiVersion, PaymentEvent, PaymentPurpose};
-use wxcm_domain::coupon::{
-    Audience, Benefit, CouponEvent, CouponId, CouponTerms, CouponText, IssueChannel, IssueGrant, IssuedCoupon,
-    RedemptionCode, Stock, TemplateEvent, TemplateId, Validity,
-};
 use wxcm_domain::schema::{
     event_schemas, schema_path, COUPON_EVENTS, COUPON_TEMPLATE_EVENTS, MEMBER_EVENTS, PAYMENT_EVENTS, TENANT_EVENTS,
 };
@@ -356,7 +356,13 @@ fn payment_events() -> Vec<PaymentEvent> {
 }
 
 fn coupon_terms(benefit: Benefit, validity: Validity, audience: Audience) -> CouponTerms {
-    CouponTerms { name: CouponText::parse("满100减10").unwrap(), benefit, validity, per_member_limit: Some(2), audience }
+    CouponTerms {
+        name: CouponText::parse("满100减10").unwrap(),
+        benefit,
+        validity,
+        per_member_limit: Some(2),
+        audience,
+    }
 }
 
 fn template_events() -> Vec<TemplateEvent> {
@@ -387,7 +393,11 @@ fn template_events() -> Vec<TemplateEvent> {
             actor: admin.clone(),
             edited_at: at("2026-12-02T00:00:00Z"),
         },
-        TemplateEvent::CouponStockSet { stock: Stock::Unlimited, actor: admin.clone(), set_at: at("2026-12-02T00:00:00Z") },
+        TemplateEvent::CouponStockSet {
+            stock: Stock::Unlimited,
+            actor: admin.clone(),
+            set_at: at("2026-12-02T00:00:00Z"),
+        },
         TemplateEvent::CouponTemplateSwitched { enabled: false, actor: admin, switched_at: at("2026-12-02T00:00:00Z") },
         TemplateEvent::CouponsIssued { grants: vec![grant], issued_after: 1, issued_at: at("2026-12-03T00:00:00Z") },
     ]
@@ -410,7 +420,8 @@ fn coupon_events() -> Vec<CouponEvent> {
         actor: Actor::Member { member_id: MemberId::from_uuid(uuid::Uuid::from_u128(6)) },
         issued_at: at("2026-12-03T00:00:00Z"),
     };
-    let granted = IssuedCoupon { channel: IssueChannel::OperatorGrant { reason: reference("apology") }, ..issued.clone() };
+    let granted =
+        IssuedCoupon { channel: IssueChannel::OperatorGrant { reason: reference("apology") }, ..issued.clone() };
     vec![
         CouponEvent::CouponIssued(Box::new(issued)),
         CouponEvent::CouponIssued(Box::new(granted)),

@@ -184,7 +184,8 @@ impl Lane {
         if let Some(hit) = self.states.get(&template_id) {
             return Ok(hit.clone());
         }
-        let loaded = self.templates.load(&template_id.to_string()).await.map_err(|e| IssueError::Store(e.to_string()))?;
+        let loaded =
+            self.templates.load(&template_id.to_string()).await.map_err(|e| IssueError::Store(e.to_string()))?;
         if self.states.len() >= TEMPLATE_STATES_MAX {
             self.states.clear();
         }
@@ -201,11 +202,8 @@ impl Lane {
         let (mut template, version) = self.state(template_id).await?;
         let Some(tenant) = template.tenant().cloned() else { return Err(IssueError::TemplateNotFound) };
         let now = self.clock.now();
-        let asks: Vec<IssueAsk> = batch
-            .iter()
-            .filter(|q| q.job.tenant_id == tenant)
-            .map(|q| q.job.ask.clone())
-            .collect();
+        let asks: Vec<IssueAsk> =
+            batch.iter().filter(|q| q.job.tenant_id == tenant).map(|q| q.job.ask.clone()).collect();
         if asks.is_empty() {
             return Err(IssueError::TemplateNotFound);
         }
@@ -218,7 +216,9 @@ impl Lane {
             return Ok(batch
                 .iter()
                 .map(|q| match q.job.tenant_id == tenant {
-                    true => Err(outcomes.next().and_then(Result::err).map_or(IssueError::Conflict, IssueError::Refused)),
+                    true => {
+                        Err(outcomes.next().and_then(Result::err).map_or(IssueError::Conflict, IssueError::Refused))
+                    }
                     false => Err(IssueError::TemplateNotFound),
                 })
                 .collect());
@@ -226,7 +226,13 @@ impl Lane {
         let terms = template.created.as_ref().map(|s| s.terms.clone()).ok_or(IssueError::TemplateNotFound)?;
         let (valid_from, valid_until) = terms.validity.window_at(now);
 
-        let mut rows = vec![row(CouponTemplate::TYPE, &template_id.to_string(), version + 1, &event, template_meta(&tenant, batch))?];
+        let mut rows = vec![row(
+            CouponTemplate::TYPE,
+            &template_id.to_string(),
+            version + 1,
+            &event,
+            template_meta(&tenant, batch),
+        )?];
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut decided_outcomes = decided.outcomes.into_iter();
         for q in batch {

@@ -235,7 +235,11 @@ async fn run_template(
     get_template(app, &ctx.tenant_id, template_id).await
 }
 
-pub async fn get_template(app: &App, tenant: &TenantId, template_id: TemplateId) -> Result<TemplateView, CouponOpError> {
+pub async fn get_template(
+    app: &App,
+    tenant: &TenantId,
+    template_id: TemplateId,
+) -> Result<TemplateView, CouponOpError> {
     let shard = app.router.route(tenant)?;
     let (state, _) = shard.coupon_templates.load(&template_id.to_string()).await?;
     TemplateView::of(&state, tenant).ok_or(CouponOpError::NotFound("coupon template"))
@@ -287,7 +291,9 @@ pub async fn issue(
     let tenant = &ctx.tenant_id;
     let shard = app.router.route(tenant)?;
     let (member_id, request) = match &recipient {
-        Recipient::Claim { member_id } => (*member_id, serde_json::json!({ "claim": template_id, "member": member_id })),
+        Recipient::Claim { member_id } => {
+            (*member_id, serde_json::json!({ "claim": template_id, "member": member_id }))
+        }
         Recipient::Grant { member_id, reason } => {
             (*member_id, serde_json::json!({ "grant": template_id, "member": member_id, "reason": reason }))
         }
@@ -398,7 +404,11 @@ fn view(coupon: &Coupon, tenant: &TenantId) -> Option<CouponView> {
 
 /// A member's coupons, newest first, read from the event store (a coupon is
 /// listed as soon as it is issued).
-pub async fn member_coupons(app: &App, tenant: &TenantId, member_id: MemberId) -> Result<Vec<CouponView>, CouponOpError> {
+pub async fn member_coupons(
+    app: &App,
+    tenant: &TenantId,
+    member_id: MemberId,
+) -> Result<Vec<CouponView>, CouponOpError> {
     let shard = app.router.route(tenant)?;
     let ids = shard.coupon_store.member_coupons(tenant, member_id, MEMBER_COUPONS_MAX).await?;
     let mut views = Vec::with_capacity(ids.len());
@@ -470,10 +480,8 @@ pub async fn expire(app: &App, tenant: &TenantId, coupon_id: CouponId) -> Result
         .map_err(|e| CouponOpError::Infra(e.to_string()))?;
     let ctx = CommandContext::new(tenant.clone(), key, "system:scheduler".into());
     let shard = app.router.route(tenant)?;
-    let outcome = shard
-        .coupons
-        .execute(&coupon_id.to_string(), CouponCommand::Expire, &CouponCommand::Expire, &ctx)
-        .await?;
+    let outcome =
+        shard.coupons.execute(&coupon_id.to_string(), CouponCommand::Expire, &CouponCommand::Expire, &ctx).await?;
     let expired = outcome.events.iter().filter(|e| matches!(e.event, CouponEvent::CouponExpired { .. })).count();
     Ok(if outcome.replayed { 0 } else { expired as u32 })
 }

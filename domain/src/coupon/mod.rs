@@ -15,7 +15,7 @@
 //! (tenant, template, member, n), n in 1..=limit, so two claims racing for the
 //! same slot meet at the stream's first sequence and only one commits.
 
-mod coupon;
+mod issued;
 mod template;
 #[cfg(test)]
 mod tests;
@@ -27,7 +27,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-pub use coupon::{Coupon, CouponCommand, CouponError, CouponEvent, CouponState, IssueChannel, IssuedCoupon};
+pub use issued::{Coupon, CouponCommand, CouponError, CouponEvent, CouponState, IssueChannel, IssuedCoupon};
 pub use template::{
     CouponTemplate, IssueAsk, IssueBatch, IssueGrant, IssueRefusal, TemplateCommand, TemplateError, TemplateEvent,
 };
@@ -318,7 +318,9 @@ impl Validity {
 pub enum Audience {
     AllMembers,
     /// Members whose card level is one of these.
-    CardLevels { levels: Vec<CardLevel> },
+    CardLevels {
+        levels: Vec<CardLevel>,
+    },
 }
 
 impl Audience {

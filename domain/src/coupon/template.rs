@@ -161,7 +161,12 @@ impl TemplateState {
     }
 }
 
-fn switch(state: &TemplateState, enabled: bool, actor: Actor, now: DateTime<Utc>) -> Result<Vec<TemplateEvent>, TemplateError> {
+fn switch(
+    state: &TemplateState,
+    enabled: bool,
+    actor: Actor,
+    now: DateTime<Utc>,
+) -> Result<Vec<TemplateEvent>, TemplateError> {
     if state.enabled == enabled {
         return Err(TemplateError::SameSwitch(if enabled { "enabled" } else { "disabled" }));
     }

@@ -246,7 +246,7 @@ fn a_coupon_never_takes_more_than_the_cash_part() {
     let min = Benefit::Cash { value_fen: AmountFen::new(500).unwrap(), min_spend_fen: AmountFen::new(3_000).ok() };
     assert_eq!((min.discount_on(2_999), min.discount_on(3_000)), (None, Some(500)));
     let pct = Benefit::Discount { percent_off: 15, cap_fen: AmountFen::new(100).ok() };
-    assert_eq!((pct.discount_on(999), pct.discount_on(10_000)), (Some(149.min(100)), Some(100)));
+    assert_eq!((pct.discount_on(999), pct.discount_on(10_000)), (Some(100), Some(100)));
 }
 
 #[test]

@@ -72,7 +72,8 @@ use ratelimit::LoginLimiter;
 pub use resources::member_api::MemberPorts;
 use resources::wechat::{authorization, menus, points_rules, qr_codes, reply_rules};
 use resources::{
-    coupons, health, ledger, member_api, members, pay_notify, payments, referral, reports, session, tenant, wechat_callback,
+    coupons, health, ledger, member_api, members, pay_notify, payments, referral, reports, session, tenant,
+    wechat_callback,
 };
 use state::{AppSessions, AppState, SessionResolver};
 pub use wechat_edge::{ComponentCredentials, WechatEdge, WechatOutbound, WechatSettings};

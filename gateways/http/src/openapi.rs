@@ -9,7 +9,9 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, ErrorDetail};
 use crate::resources::wechat::{authorization, menus, points_rules, qr_codes, reply_rules};
-use crate::resources::{coupons, health, ledger, member_api, members, pay_notify, payments, referral, reports, session, tenant};
+use crate::resources::{
+    coupons, health, ledger, member_api, members, pay_notify, payments, referral, reports, session, tenant,
+};
 
 const DESCRIPTION: &str = "\
 Admin API of wxcm (membership, points and stored value on WeChat official accounts).

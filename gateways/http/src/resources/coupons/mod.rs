@@ -380,7 +380,10 @@ pub async fn member_coupons(
         (status = 200, description = "Claimable templates", body = TemplateList),
         (status = 401, description = "`unauthenticated`", body = ErrorBody),
     ))]
-pub async fn member_claimable(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<TemplateList>, ApiError> {
+pub async fn member_claimable(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<TemplateList>, ApiError> {
     let session = member_api::member(&state, &headers).await?;
     let me = wxcm_commands::members::get(&state.app, &session.tenant_id, session.member_id).await?;
     let views = coupons::list_templates(&state.app, &session.tenant_id, None, coupons::TEMPLATE_PAGE_MAX).await?;

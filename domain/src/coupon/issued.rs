@@ -63,8 +63,15 @@ pub struct IssuedCoupon {
 pub enum CouponCommand {
     Issue(Box<IssuedCoupon>),
     /// Write-off at the counter: the code as scanned or typed must match.
-    Redeem { code: RedemptionCode, store: Option<Reference>, actor: Actor },
-    Void { reason: Reference, actor: Actor },
+    Redeem {
+        code: RedemptionCode,
+        store: Option<Reference>,
+        actor: Actor,
+    },
+    Void {
+        reason: Reference,
+        actor: Actor,
+    },
     /// The scheduler, at or after the end of the window.
     Expire,
 }

@@ -1,0 +1,391 @@
+//! Coupons end to end through the HTTP API, against the real Postgres, two
+//! shards: exact stock under concurrent claims, the per-member limit, one
+//! write-off per code, codes that cannot be altered or used at another
+//! merchant, and bad input that changes nothing.
+
+use futures::stream::{self, StreamExt};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use wxcm_commands::pay_flows::MemberSession;
+use wxcm_commands::ports::Role;
+use wxcm_commands::{auth, members, scheduler, tenants, CommandContext};
+use wxcm_domain::member::{CardLevel, RegistrationSource};
+use wxcm_domain::{Actor, AppId, MemberId, OpenId, TenantId};
+use wxcm_tests::{spawn_app, TestApp};
+
+const PASSWORD: &str = "a-long-enough-password";
+
+struct Merchant {
+    tenant: TenantId,
+    owner: String,
+    staff: String,
+}
+
+async fn merchant(t: &TestApp, tenant: &str) -> Merchant {
+    let tenant_id = TenantId::parse(tenant).unwrap();
+    let key = members::system_key(&["test-tenant", tenant]).unwrap();
+    let ctx = CommandContext::new(tenant_id.clone(), key, "test".into());
+    tenants::create(&t.app, &tenant_id, "Test Mall", Actor::Admin { username: "test".into() }, &ctx).await.unwrap();
+    auth::create_admin(&t.app, &tenant_id, "owner", PASSWORD, Role::Owner).await.unwrap();
+    auth::create_admin(&t.app, &tenant_id, "clerk", PASSWORD, Role::Staff).await.unwrap();
+    Merchant { owner: login(t, tenant, "owner").await, staff: login(t, tenant, "clerk").await, tenant: tenant_id }
+}
+
+async fn login(t: &TestApp, tenant: &str, username: &str) -> String {
+    let body = json!({"tenant_id": tenant, "username": username, "password": PASSWORD});
+    let res = t.http.post(t.url("/admin/api/v1/login")).json(&body).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    res.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned()
+}
+
+fn key() -> String {
+    format!("test-{}", uuid::Uuid::new_v4())
+}
+
+async fn send(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let res = req.send().await.unwrap();
+    let status = res.status();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+async fn post(t: &TestApp, token: &str, path: &str, body: Value) -> (StatusCode, Value) {
+    send(t.http.post(t.url(path)).bearer_auth(token).header("Idempotency-Key", key()).json(&body)).await
+}
+
+async fn get(t: &TestApp, token: &str, path: &str) -> (StatusCode, Value) {
+    send(t.http.get(t.url(path)).bearer_auth(token)).await
+}
+
+/// A registered member with a member-API session token.
+async fn member_with_session(t: &TestApp, m: &Merchant, n: usize) -> (MemberId, String) {
+    let openid = OpenId::parse(&format!("oCoupon_{n:08}")).unwrap();
+    let request = members::RegisterRequest {
+        openid: Some(openid.clone()),
+        source: RegistrationSource::Staff,
+        card_level: CardLevel::standard(),
+    };
+    let key = members::system_key(&["test-member", m.tenant.as_str(), &n.to_string()]).unwrap();
+    let ctx = CommandContext::new(m.tenant.clone(), key, "test".into());
+    let (view, _) =
+        members::register(&t.app, &m.tenant, request, Actor::Admin { username: "t".into() }, &ctx).await.unwrap();
+    let token = format!("{}.{}", m.tenant, uuid::Uuid::new_v4().simple());
+    let session = MemberSession {
+        tenant_id: m.tenant.clone(),
+        member_id: view.member_id,
+        appid: AppId::parse("wx00000000000c0ffe").unwrap(),
+        openid,
+        expires_at: t.app.clock.now() + chrono::Duration::hours(2),
+    };
+    let shard = t.app.router.route(&m.tenant).unwrap();
+    shard.pay.create_member_session(&auth::token_hash(&token), &session).await.unwrap();
+    (view.member_id, token)
+}
+
+fn cash_terms(limit: Option<u16>) -> Value {
+    json!({
+        "name": "10 yuan off",
+        "benefit": {"kind": "cash", "value_fen": 1000, "min_spend_fen": null},
+        "validity": {"kind": "days_from_issue", "days": 30},
+        "per_member_limit": limit,
+        "audience": {"kind": "all_members"},
+    })
+}
+
+async fn template(t: &TestApp, m: &Merchant, terms: Value, stock: Value) -> String {
+    let (status, body) =
+        post(t, &m.owner, "/admin/api/v1/coupon-templates", json!({"terms": terms, "stock": stock})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["template_id"].as_str().unwrap().to_owned()
+}
+
+async fn claim(t: &TestApp, session: &str, template_id: &str, key: String) -> (StatusCode, Value) {
+    let req = t
+        .http
+        .post(t.url("/m/api/v1/coupons/claims"))
+        .bearer_auth(session)
+        .header("Idempotency-Key", key)
+        .json(&json!({"template_id": template_id}));
+    send(req).await
+}
+
+async fn count(t: &TestApp, shard: &str, sql: &str) -> i64 {
+    let mut db = t.shard_db(shard).await;
+    sqlx::query_scalar(sql).fetch_one(&mut db).await.unwrap()
+}
+
+async fn shard_of(t: &TestApp, tenant: &TenantId) -> String {
+    t.app.router.route(tenant).unwrap().name.clone()
+}
+
+#[tokio::test]
+async fn a_thousand_concurrent_claims_on_a_stock_of_100_issue_exactly_100() {
+    let t = spawn_app().await;
+    let m = merchant(&t, "mall-stock").await;
+    let template_id = template(&t, &m, cash_terms(Some(1)), json!({"kind": "finite", "total": 100})).await;
+    let members: Vec<(MemberId, String)> =
+        stream::iter(0..1000).map(|n| member_with_session(&t, &m, n)).buffer_unordered(32).collect().await;
+
+    let results: Vec<(StatusCode, Value)> = stream::iter(members.iter())
+        .map(|(_, session)| claim(&t, session, &template_id, key()))
+        .buffer_unordered(1000)
+        .collect()
+        .await;
+    let issued = results.iter().filter(|(s, _)| *s == StatusCode::CREATED).count();
+    let sold_out =
+        results.iter().filter(|(s, b)| *s == StatusCode::CONFLICT && b["error"]["code"] == "sold_out").count();
+    assert_eq!(
+        (issued, sold_out),
+        (100, 900),
+        "{:?}",
+        results.iter().find(|(s, b)| *s != StatusCode::CREATED && b["error"]["code"] != "sold_out")
+    );
+
+    let (_, view) = get(&t, &m.owner, &format!("/admin/api/v1/coupon-templates/{template_id}")).await;
+    assert_eq!((view["issued"].as_u64(), view["stock_left"].as_u64()), (Some(100), Some(0)), "{view}");
+    let shard = shard_of(&t, &m.tenant).await;
+    assert_eq!(count(&t, &shard, "SELECT count(*) FROM events WHERE aggregate_type = 'coupon'").await, 100);
+    assert_eq!(count(&t, &shard, "SELECT count(*) FROM coupon_codes").await, 100);
+    let serials: i64 = count(
+        &t,
+        &shard,
+        "SELECT count(DISTINCT (g ->> 'serial')) FROM events, jsonb_array_elements(payload -> 'CouponsIssued' -> 'grants') g
+          WHERE aggregate_type = 'coupon_template'",
+    )
+    .await;
+    assert_eq!(serials, 100, "serials 1..=100, each once");
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn twenty_concurrent_claims_by_one_member_with_limit_one_issue_one() {
+    let t = spawn_app().await;
+    let m = merchant(&t, "mall-limit").await;
+    let template_id = template(&t, &m, cash_terms(Some(1)), json!({"kind": "unlimited"})).await;
+    let (member_id, session) = member_with_session(&t, &m, 1).await;
+    let results: Vec<(StatusCode, Value)> =
+        stream::iter(0..20).map(|_| claim(&t, &session, &template_id, key())).buffer_unordered(20).collect().await;
+    let issued = results.iter().filter(|(s, _)| *s == StatusCode::CREATED).count();
+    let refused = results.iter().filter(|(_, b)| b["error"]["code"] == "limit_reached").count();
+    assert_eq!((issued, refused), (1, 19), "{results:?}");
+    let (_, mine) = send(t.http.get(t.url("/m/api/v1/coupons")).bearer_auth(&session)).await;
+    assert_eq!(mine["coupons"].as_array().unwrap().len(), 1);
+    assert_eq!(mine["coupons"][0]["member_id"], member_id.to_string());
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn unlimited_stock_with_a_limit_above_one_lets_a_member_claim_up_to_the_limit() {
+    // A peer (yudao) treated "unlimited" as a stock of -1 and refused every claim past the first.
+    let t = spawn_app().await;
+    let m = merchant(&t, "mall-unlimited").await;
+    let template_id = template(&t, &m, cash_terms(Some(3)), json!({"kind": "unlimited"})).await;
+    let (_, session) = member_with_session(&t, &m, 1).await;
+    for n in 1..=3 {
+        let (status, body) = claim(&t, &session, &template_id, key()).await;
+        assert_eq!(status, StatusCode::CREATED, "claim {n}: {body}");
+        assert_eq!(body["serial"], n);
+    }
+    let (status, body) = claim(&t, &session, &template_id, key()).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("limit_reached")));
+    let (_, view) = get(&t, &m.owner, &format!("/admin/api/v1/coupon-templates/{template_id}")).await;
+    assert_eq!((view["issued"].as_u64(), view["stock_left"].clone()), (Some(3), Value::Null));
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_repeated_claim_key_returns_the_first_coupon_and_another_request_with_it_is_refused() {
+    let t = spawn_app().await;
+    let m = merchant(&t, "mall-keys").await;
+    let first = template(&t, &m, cash_terms(None), json!({"kind": "unlimited"})).await;
+    let second = template(&t, &m, cash_terms(None), json!({"kind": "unlimited"})).await;
+    let (_, session) = member_with_session(&t, &m, 1).await;
+    let k = key();
+    let (s1, a) = claim(&t, &session, &first, k.clone()).await;
+    let (s2, b) = claim(&t, &session, &first, k.clone()).await;
+    assert_eq!((s1, s2), (StatusCode::CREATED, StatusCode::CREATED));
+    assert_eq!(a["coupon_id"], b["coupon_id"], "the same coupon");
+    let (s3, c) = claim(&t, &session, &second, k.clone()).await;
+    assert_eq!((s3, c["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("idempotency_key_reused")));
+    let shard = shard_of(&t, &m.tenant).await;
+    assert_eq!(count(&t, &shard, "SELECT count(*) FROM events WHERE aggregate_type = 'coupon'").await, 1);
+    t.stop().await;
+}
+
+async fn redeem(t: &TestApp, staff: &str, code: &str) -> (StatusCode, Value) {
+    post(t, staff, "/admin/api/v1/coupons/redemptions", json!({"code": code, "store": "counter 1"})).await
+}
+
+#[tokio::test]
+async fn ten_concurrent_write_offs_of_one_code_succeed_once() {
+    let t = spawn_app().await;
+    let m = merchant(&t, "mall-writeoff").await;
+    let template_id = template(&t, &m, cash_terms(Some(1)), json!({"kind": "finite", "total": 5})).await;
+    let (_, session) = member_with_session(&t, &m, 1).await;
+    let (_, coupon) = claim(&t, &session, &template_id, key()).await;
+    let payload = coupon["qr_payload"].as_str().unwrap().to_owned();
+    assert!(payload.starts_with("wxcm:coupon:mall-writeoff:"), "{payload}");
+
+    let results: Vec<(StatusCode, Value)> =
+        stream::iter(0..10).map(|_| redeem(&t, &m.staff, &payload)).buffer_unordered(10).collect().await;
+    let ok = results.iter().filter(|(s, _)| *s == StatusCode::OK).count();
+    let used = results.iter().filter(|(_, b)| b["error"]["code"] == "already_redeemed").count();
+    assert_eq!((ok, used), (1, 9), "{results:?}");
+    let coupon_id = coupon["coupon_id"].as_str().unwrap();
+    let (_, view) = get(&t, &m.staff, &format!("/admin/api/v1/coupons/{coupon_id}")).await;
+    assert_eq!(view["state"], "redeemed");
+    // Typed by hand, lower case with separators: the same code, already used.
+    let typed = coupon["code"].as_str().unwrap().to_lowercase();
+    let typed = format!("{}-{}", &typed[..8], &typed[8..]);
+    assert_eq!(redeem(&t, &m.staff, &typed).await.1["error"]["code"], "already_redeemed");
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn altered_foreign_and_expired_codes_are_refused_and_change_nothing() {
+    let t = spawn_app().await;
+    let a = merchant(&t, "mall-a").await;
+    let b = merchant(&t, "mall-b").await;
+    let window = json!({
+        "name": "weekend gift",
+        "benefit": {"kind": "gift", "item": "popcorn"},
+        "validity": {"kind": "window", "from": t.app.clock.now() - chrono::Duration::hours(1), "until": t.app.clock.now() + chrono::Duration::days(2)},
+        "per_member_limit": 1,
+        "audience": {"kind": "all_members"},
+    });
+    let ta = template(&t, &a, window.clone(), json!({"kind": "finite", "total": 10})).await;
+    let tb = template(&t, &b, window, json!({"kind": "finite", "total": 10})).await;
+    let (_, sa) = member_with_session(&t, &a, 1).await;
+    let (_, sb) = member_with_session(&t, &b, 2).await;
+    let (_, ca) = claim(&t, &sa, &ta, key()).await;
+    let (_, cb) = claim(&t, &sb, &tb, key()).await;
+    let code = ca["code"].as_str().unwrap().to_owned();
+
+    let shard_a = shard_of(&t, &a.tenant).await;
+    let before = count(&t, &shard_a, "SELECT count(*) FROM events WHERE tenant_id = 'mall-a'").await;
+    // One character changed (to another valid character).
+    let mut altered: Vec<char> = code.chars().collect();
+    altered[5] = if altered[5] == 'Z' { 'Y' } else { 'Z' };
+    let altered: String = altered.into_iter().collect();
+    assert_eq!(redeem(&t, &a.staff, &altered).await.1["error"]["code"], "coupon_not_found");
+    // Not a code at all.
+    assert_eq!(redeem(&t, &a.staff, "not-a-code-UUUU").await.1["error"]["code"], "invalid_code");
+    // The other merchant's coupon: its QR payload names its tenant; its bare code is unknown here.
+    assert_eq!(
+        redeem(&t, &a.staff, cb["qr_payload"].as_str().unwrap()).await.1["error"]["code"],
+        "other_tenant_coupon"
+    );
+    assert_eq!(redeem(&t, &a.staff, cb["code"].as_str().unwrap()).await.1["error"]["code"], "coupon_not_found");
+    // Another tenant's staff cannot use this tenant's coupon either.
+    assert_eq!(redeem(&t, &b.staff, &code).await.1["error"]["code"], "coupon_not_found");
+    // After the window: refused at write-off even before the expiry job ran.
+    t.clock.advance(chrono::Duration::days(3));
+    assert_eq!(redeem(&t, &a.staff, &code).await.1["error"]["code"], "coupon_expired");
+    assert_eq!(
+        count(&t, &shard_a, "SELECT count(*) FROM events WHERE tenant_id = 'mall-a'").await,
+        before,
+        "nothing written"
+    );
+
+    // The scheduler ends it with an event; then it is expired for good.
+    let shard = t.app.router.route(&a.tenant).unwrap();
+    scheduler::step(&t.app, &shard).await.unwrap();
+    let coupon_id = ca["coupon_id"].as_str().unwrap();
+    let (_, view) = get(&t, &a.owner, &format!("/admin/api/v1/coupons/{coupon_id}")).await;
+    assert_eq!(view["state"], "expired");
+    assert_eq!(count(&t, &shard_a, "SELECT count(*) FROM events WHERE tenant_id = 'mall-a'").await, before + 1);
+    // And a claim after the window ended is refused.
+    let (_, sa2) = member_with_session(&t, &a, 3).await;
+    assert_eq!(claim(&t, &sa2, &ta, key()).await.1["error"]["code"], "window_ended");
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn bad_template_input_is_refused_with_no_event() {
+    let t = spawn_app().await;
+    let m = merchant(&t, "mall-input").await;
+    let path = "/admin/api/v1/coupon-templates";
+    let cases = [
+        json!({"terms": cash_terms(Some(1)), "stock": {"kind": "finite", "total": 0}}),
+        json!({"terms": cash_terms(Some(1)), "stock": {"kind": "finite", "total": -5}}),
+        json!({"terms": cash_terms(Some(1)), "stock": {"kind": "finite", "total": 10_000_001}}),
+        json!({"terms": cash_terms(Some(0)), "stock": {"kind": "unlimited"}}),
+        json!({"terms": cash_terms(Some(101)), "stock": {"kind": "unlimited"}}),
+        json!({"terms": cash_terms(None), "stock": {"kind": "unlimited"}, "extra": 1}),
+        json!([cash_terms(None), {"kind": "unlimited"}]),
+        json!({"terms": {"name": "x", "benefit": {"kind": "cash", "value_fen": -1, "min_spend_fen": null},
+               "validity": {"kind": "days_from_issue", "days": 1}, "per_member_limit": null,
+               "audience": {"kind": "all_members"}}, "stock": {"kind": "unlimited"}}),
+        json!({"terms": {"name": "x", "benefit": {"kind": "discount", "percent_off": 100, "cap_fen": null},
+               "validity": {"kind": "days_from_issue", "days": 1}, "per_member_limit": null,
+               "audience": {"kind": "all_members"}}, "stock": {"kind": "unlimited"}}),
+    ];
+    for body in cases {
+        let (status, answer) = post(&t, &m.owner, path, body.clone()).await;
+        assert!(
+            status == StatusCode::UNPROCESSABLE_ENTITY || status == StatusCode::BAD_REQUEST,
+            "{body}: {status} {answer}"
+        );
+    }
+    // Staff may not create templates; unknown template and member are 404.
+    let (status, _) =
+        post(&t, &m.staff, path, json!({"terms": cash_terms(None), "stock": {"kind": "unlimited"}})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let shard = shard_of(&t, &m.tenant).await;
+    assert_eq!(count(&t, &shard, "SELECT count(*) FROM events WHERE aggregate_type LIKE 'coupon%'").await, 0);
+    let (_, session) = member_with_session(&t, &m, 1).await;
+    let unknown = uuid::Uuid::new_v4().to_string();
+    assert_eq!(claim(&t, &session, &unknown, key()).await.1["error"]["code"], "template_not_found");
+    let id = template(&t, &m, cash_terms(Some(1)), json!({"kind": "finite", "total": 2})).await;
+    let grant = json!({"member_id": uuid::Uuid::new_v4(), "reason": "sorry"});
+    let (status, _) = post(&t, &m.owner, &format!("{path}/{id}/grants"), grant).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn edits_never_change_issued_coupons_and_a_disabled_template_issues_nothing() {
+    let t = spawn_app().await;
+    let m = merchant(&t, "mall-edit").await;
+    let id = template(&t, &m, cash_terms(None), json!({"kind": "finite", "total": 3})).await;
+    let (member_id, session) = member_with_session(&t, &m, 1).await;
+    let (_, before) = claim(&t, &session, &id, key()).await;
+    let mut terms = cash_terms(None);
+    terms["name"] = json!("5 yuan off");
+    terms["benefit"]["value_fen"] = json!(500);
+    let res = t
+        .http
+        .put(t.url(&format!("/admin/api/v1/coupon-templates/{id}/terms")))
+        .bearer_auth(&m.owner)
+        .header("Idempotency-Key", key())
+        .json(&terms)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let (_, mine) = get(&t, &m.owner, &format!("/admin/api/v1/members/{member_id}/coupons")).await;
+    assert_eq!(mine["coupons"][0]["benefit"], before["benefit"], "the issued coupon keeps its terms");
+    assert_eq!(mine["coupons"][0]["benefit"]["value_fen"], 1000);
+    // Stock below what was issued is refused; disabling stops claims and grants.
+    let put = |path: String, body: Value| {
+        t.http.put(t.url(&path)).bearer_auth(&m.owner).header("Idempotency-Key", key()).json(&body).send()
+    };
+    let res =
+        put(format!("/admin/api/v1/coupon-templates/{id}/stock"), json!({"stock": {"kind": "finite", "total": 0}}))
+            .await
+            .unwrap();
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let res = put(format!("/admin/api/v1/coupon-templates/{id}/enabled"), json!({"enabled": false})).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(claim(&t, &session, &id, key()).await.1["error"]["code"], "template_disabled");
+    let grant = json!({"member_id": member_id, "reason": "sorry"});
+    let (status, body) = post(&t, &m.owner, &format!("/admin/api/v1/coupon-templates/{id}/grants"), grant).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("template_disabled")));
+    // Void ends an active coupon once.
+    let coupon_id = before["coupon_id"].as_str().unwrap();
+    let void = json!({"reason": "issued by mistake"});
+    let (status, _) = post(&t, &m.owner, &format!("/admin/api/v1/coupons/{coupon_id}/void"), void.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = post(&t, &m.owner, &format!("/admin/api/v1/coupons/{coupon_id}/void"), void).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("coupon_voided")));
+    t.stop().await;
+}
