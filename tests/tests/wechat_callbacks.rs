@@ -324,6 +324,95 @@ async fn other_messages_and_events_are_accepted_and_stored() {
     f.t.stop().await;
 }
 
+/// WeChat's documented deep events (official samples, kept beside the protocol's unit tests).
+const DEEP_EVENTS: [(&str, &str); 4] = [
+    ("pic_sysphoto", include_str!("../../gateways/protocol/src/wechat/fixtures/pic_sysphoto.xml")),
+    ("pic_photo_or_album", include_str!("../../gateways/protocol/src/wechat/fixtures/pic_photo_or_album.xml")),
+    ("location_select", include_str!("../../gateways/protocol/src/wechat/fixtures/location_select.xml")),
+    ("masssendjobfinish", include_str!("../../gateways/protocol/src/wechat/fixtures/masssendjobfinish_copyright.xml")),
+];
+
+/// Posts `plaintext` as WeChat would in `mode`, signed with the account's token.
+async fn post_raw(f: &Fixture, plaintext: &str, mode: PushMode) -> (StatusCode, String) {
+    use wxcm_protocol::wechat::crypto::{self, AesKey, MsgCrypt};
+    let timestamp = chrono::Utc::now().timestamp().to_string();
+    let nonce = "deep-event-nonce";
+    let mut query =
+        format!("signature={}&timestamp={timestamp}&nonce={nonce}", crypto::signature(TOKEN, &timestamp, nonce));
+    let body = if mode == PushMode::Plaintext {
+        plaintext.to_owned()
+    } else {
+        let crypt = MsgCrypt::new(AesKey::from_encoding_aes_key(AES_KEY).unwrap(), APPID).unwrap();
+        let encrypt = crypt.encrypt_random(plaintext).unwrap();
+        query.push_str(&format!(
+            "&encrypt_type=aes&msg_signature={}",
+            crypto::msg_signature(TOKEN, &timestamp, nonce, &encrypt)
+        ));
+        // Compatibility mode sends the plaintext fields beside the ciphertext.
+        let fields = if mode == PushMode::Compat {
+            plaintext.trim().trim_start_matches("<xml>").trim_end_matches("</xml>").to_owned()
+        } else {
+            "<ToUserName><![CDATA[gh_e136c6e50636]]></ToUserName>".to_owned()
+        };
+        format!("<xml>{fields}<Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>")
+    };
+    let res = f.t.http.post(f.t.url(&format!("/wechat/mp/{APPID}?{query}"))).body(body).send().await.unwrap();
+    (res.status(), res.text().await.unwrap())
+}
+
+/// The same body with another CreateTime, so that WeChat's dedup sees a new event.
+fn at_time(body: &str, create_time: i64) -> String {
+    let start = body.find("<CreateTime>").unwrap() + "<CreateTime>".len();
+    let end = body.find("</CreateTime>").unwrap();
+    format!("{}{create_time}{}", &body[..start], &body[end..])
+}
+
+#[tokio::test]
+async fn documented_deep_events_get_success_in_every_mode_and_mass_results_keep_their_lists() {
+    let f = fixture_on(wxcm_tests::spawn_app().await).await;
+    let mut create_time = 1_700_000_000;
+    for (name, body) in DEEP_EVENTS {
+        for mode in [PushMode::Plaintext, PushMode::Compat, PushMode::Safe] {
+            create_time += 1;
+            let (status, reply) = post_raw(&f, &at_time(body, create_time), mode).await;
+            assert_eq!((status, reply.as_str()), (StatusCode::OK, "success"), "{name} in {mode:?}");
+        }
+    }
+    let mut stored = Vec::new();
+    for shard in f.t.settings.shards.keys() {
+        let mut db = f.t.shard_db(shard).await;
+        let rows: Vec<(String, Value)> = sqlx::query_as(
+            "SELECT event, fields FROM wechat_messages WHERE event LIKE 'pic_%' OR event = 'location_select'",
+        )
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+        stored.extend(rows);
+        let counts: Vec<Value> = sqlx::query_scalar(
+            "SELECT counts FROM wechat_delivery_results WHERE kind = 'mass' AND msg_id = 1000001625",
+        )
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+        for counts in counts {
+            assert_eq!(counts["total"], 0);
+            assert_eq!(counts["copyright_check"]["check_state"], 2);
+            let results = counts["copyright_check"]["results"].as_array().unwrap();
+            assert_eq!(results.len(), 2);
+            assert_eq!(results[1]["original_article_url"], "Url_2");
+            assert_eq!(results[1]["can_reprint"], true);
+            assert_eq!(counts["article_urls"], json!([{"article_idx": 1, "article_url": null}]));
+            stored.push(("masssendjobfinish".into(), Value::Null));
+        }
+    }
+    assert_eq!(stored.iter().filter(|(event, _)| event == "masssendjobfinish").count(), 1, "one delivery result");
+    // Each picture of an album selection is kept with the stored message.
+    let album = stored.iter().find(|(event, _)| event == "pic_photo_or_album").map(|(_, fields)| fields).unwrap();
+    assert_eq!(album["SendPicsInfo/PicList/item/PicMd5Sum"].as_array().map(Vec::len), Some(9));
+    assert_eq!(stored.iter().filter(|(event, _)| event != "masssendjobfinish").count(), 9);
+    f.t.stop().await;
+}
+
 /// Records the replies the gateway hands to the customer-service API.
 #[derive(Default)]
 struct RecordingOutbound {

@@ -27,7 +27,9 @@ use wxcm_domain::{AppId, OpenId, SceneKey, TenantId};
 use crate::state::AppState;
 use crate::wechat_edge::{CallbackSecrets, WechatEdge};
 use wxcm_protocol::wechat::crypto::{self, AesKey, MsgCrypt};
-use wxcm_protocol::wechat::message::{self, ComponentEvent, Event, Inbound, InboundMessage};
+use wxcm_protocol::wechat::message::{
+    self, ArticleUrl, ComponentEvent, CopyrightCheck, Event, Inbound, InboundMessage,
+};
 use wxcm_protocol::wechat::reply::{self, Article, NO_REPLY};
 use wxcm_protocol::wechat::xml;
 
@@ -273,16 +275,34 @@ fn to_callback(
                 Event::TemplateSendJobFinish { msg_id, status } => {
                     InboundKind::TemplateJobFinish { msg_id: *msg_id, status: status.clone() }
                 }
-                Event::MassSendJobFinish { msg_id, status, total_count, filter_count, sent_count, error_count } => {
+                Event::MassSendJobFinish {
+                    msg_id,
+                    status,
+                    total_count,
+                    filter_count,
+                    sent_count,
+                    error_count,
+                    copyright_check,
+                    article_urls,
+                } => {
+                    let counts = [
+                        ("total", *total_count),
+                        ("filter", *filter_count),
+                        ("sent", *sent_count),
+                        ("error", *error_count),
+                    ];
                     InboundKind::MassJobFinish {
                         msg_id: *msg_id,
                         status: status.clone(),
-                        counts: serde_json::json!({
-                            "total": total_count, "filter": filter_count, "sent": sent_count, "error": error_count,
-                        }),
+                        counts: mass_result(counts, copyright_check.as_ref(), article_urls)?,
                     }
                 }
-                Event::Location { .. } | Event::View { .. } | Event::Other { .. } => InboundKind::Other,
+                Event::Location { .. }
+                | Event::View { .. }
+                | Event::ScanCode { .. }
+                | Event::PicsSent { .. }
+                | Event::LocationSelected { .. }
+                | Event::Other { .. } => InboundKind::Other,
             };
             (Some(event.name().to_owned()), event.event_key().map(str::to_owned), kind)
         }
@@ -291,8 +311,6 @@ fn to_callback(
     };
     let sent_at = chrono::DateTime::from_timestamp(msg.header.create_time, 0)
         .ok_or_else(|| Refusal::BadRequest("CreateTime out of range".into()))?;
-    let fields: serde_json::Map<String, serde_json::Value> =
-        doc.fields.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
     Ok(InboundCallback {
         tenant,
         appid,
@@ -303,8 +321,44 @@ fn to_callback(
         event,
         event_key,
         kind,
-        fields: serde_json::Value::Object(fields),
+        fields: stored_fields(doc),
     })
+}
+
+/// What a MASSSENDJOBFINISH stores with its delivery result (`counts`): the
+/// counts, and the copyright check and article URLs when WeChat sent them.
+fn mass_result(
+    counts: [(&str, u64); 4],
+    copyright_check: Option<&CopyrightCheck>,
+    article_urls: &[ArticleUrl],
+) -> Result<serde_json::Value, Refusal> {
+    let mut result: serde_json::Map<String, serde_json::Value> =
+        counts.into_iter().map(|(name, count)| (name.to_owned(), count.into())).collect();
+    // Plain structs of numbers and strings: serializing them cannot fail.
+    if let Some(check) = copyright_check {
+        result.insert("copyright_check".into(), serde_json::to_value(check).map_err(|_| Refusal::Unavailable)?);
+    }
+    if !article_urls.is_empty() {
+        result.insert("article_urls".into(), serde_json::to_value(article_urls).map_err(|_| Refusal::Unavailable)?);
+    }
+    Ok(serde_json::Value::Object(result))
+}
+
+/// The message's fields as stored: path → text, and path → texts in document
+/// order for a path that repeats (the leaves of list items).
+fn stored_fields(doc: &xml::XmlDoc) -> serde_json::Value {
+    let mut fields = serde_json::Map::new();
+    for (path, text) in &doc.fields {
+        let text = serde_json::Value::String(text.clone());
+        match fields.get_mut(path) {
+            None => {
+                fields.insert(path.clone(), text);
+            }
+            Some(serde_json::Value::Array(texts)) => texts.push(text),
+            Some(first) => *first = serde_json::Value::Array(vec![first.take(), text]),
+        }
+    }
+    serde_json::Value::Object(fields)
 }
 
 fn render(reply: &ReplyContent, msg: &InboundMessage, now_s: i64) -> Option<String> {
@@ -427,5 +481,48 @@ async fn apply_component_event(state: &AppState, edge: &WechatEdge, event: Compo
             tracing::info!(%info_type, "component event ignored");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use wxcm_protocol::wechat::xml::XmlLimits;
+
+    use super::*;
+
+    #[test]
+    fn stored_fields_keep_every_item_of_a_list() {
+        let doc = xml::parse(
+            b"<xml><Event>pic_photo_or_album</Event><SendPicsInfo><Count>2</Count><PicList>\
+              <item><PicMd5Sum>a</PicMd5Sum></item><item><PicMd5Sum>b</PicMd5Sum></item><item><PicMd5Sum>c</PicMd5Sum></item>\
+              </PicList></SendPicsInfo></xml>",
+            &XmlLimits::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            stored_fields(&doc),
+            json!({
+                "Event": "pic_photo_or_album",
+                "SendPicsInfo/Count": "2",
+                "SendPicsInfo/PicList/item/PicMd5Sum": ["a", "b", "c"],
+            })
+        );
+    }
+
+    #[test]
+    fn mass_results_carry_the_lists_only_when_sent() {
+        let counts = [("total", 3), ("filter", 2), ("sent", 1), ("error", 1)];
+        assert_eq!(mass_result(counts, None, &[]).unwrap(), json!({"total": 3, "filter": 2, "sent": 1, "error": 1}));
+        let check = CopyrightCheck { count: 0, check_state: 1, results: Vec::new() };
+        let urls = [ArticleUrl { article_idx: 1, article_url: Some("https://mp.weixin.qq.com/s/1".into()) }];
+        assert_eq!(
+            mass_result(counts, Some(&check), &urls).unwrap(),
+            json!({
+                "total": 3, "filter": 2, "sent": 1, "error": 1,
+                "copyright_check": {"count": 0, "check_state": 1, "results": []},
+                "article_urls": [{"article_idx": 1, "article_url": "https://mp.weixin.qq.com/s/1"}],
+            })
+        );
     }
 }

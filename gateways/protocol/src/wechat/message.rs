@@ -5,18 +5,21 @@
 //! system relies on are required and bounded; `MsgType` and `Event` compare
 //! case-insensitively (WeChat sends `subscribe` but `SCAN`, `LOCATION`, ...).
 
-use super::xml::XmlDoc;
+use serde::Serialize;
+
+use super::xml::{XmlDoc, XmlItem};
 
 /// Longest openid or original id (`gh_...`) accepted.
 pub const OPENID_CHARS_MAX: usize = 64;
 /// Longest `MsgType`, `Event` or `InfoType` accepted.
 pub const TYPE_CHARS_MAX: usize = 64;
-/// Longest `EventKey`, `Ticket`, media id or appid accepted.
+/// Longest `EventKey`, `Ticket`, media id, appid or picture MD5 accepted.
 pub const KEY_CHARS_MAX: usize = 512;
 /// Longest URL accepted (`PicUrl`, `Url`, VIEW event targets).
 pub const URL_CHARS_MAX: usize = 2048;
-/// Longest free text (`Content`, `Title`, `Description`, `Label`, `Recognition`)
-/// accepted; the XML reader's per-field limit applies too.
+/// Longest free text (`Content`, `Title`, `Description`, `Label`, `Poiname`,
+/// `Recognition`, `ScanResult`) accepted; the XML reader's per-field limit
+/// applies too.
 pub const TEXT_CHARS_MAX: usize = 8 * 1024;
 
 /// Prefix of a subscribe `EventKey` that came from a scene QR code.
@@ -30,6 +33,8 @@ pub enum MessageError {
     TooLong { field: &'static str, max: usize },
     #[error("field {0} is not a valid integer")]
     NotInteger(&'static str),
+    #[error("field {0} is not 0 or 1")]
+    NotFlag(&'static str),
     #[error("field {0} is empty")]
     Empty(&'static str),
     #[error("root element must be xml")]
@@ -126,6 +131,31 @@ pub enum Event {
     View {
         url: String,
     },
+    /// A `scancode_push` or `scancode_waitmsg` menu event (`wait_msg` tells which).
+    ScanCode {
+        wait_msg: bool,
+        event_key: String,
+        scan_type: String,
+        scan_result: String,
+    },
+    /// A picture menu event (`pic_sysphoto`, `pic_photo_or_album`, `pic_weixin`):
+    /// the pictures the member is sending, by MD5, in the order sent.
+    PicsSent {
+        source: PicSource,
+        event_key: String,
+        /// `Count` as sent.
+        count: u32,
+        pic_md5_sums: Vec<String>,
+    },
+    /// A `location_select` menu event; coordinates and scale as sent.
+    LocationSelected {
+        event_key: String,
+        location_x: String,
+        location_y: String,
+        scale: String,
+        label: String,
+        poiname: Option<String>,
+    },
     TemplateSendJobFinish {
         msg_id: u64,
         status: String,
@@ -137,10 +167,70 @@ pub enum Event {
         filter_count: u64,
         sent_count: u64,
         error_count: u64,
+        /// `CopyrightCheckResult`, sent for news messages that went through the
+        /// original-content check.
+        copyright_check: Option<CopyrightCheck>,
+        /// `ArticleUrlResult/ResultList`: the published URL of each article.
+        article_urls: Vec<ArticleUrl>,
     },
     Other {
         event: String,
     },
+}
+
+/// Where the pictures of a picture menu event come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PicSource {
+    /// `pic_sysphoto`: the phone's camera.
+    SysPhoto,
+    /// `pic_photo_or_album`: the camera or the phone's album.
+    PhotoOrAlbum,
+    /// `pic_weixin`: WeChat's album.
+    Weixin,
+}
+
+impl PicSource {
+    pub fn event_name(self) -> &'static str {
+        match self {
+            PicSource::SysPhoto => "pic_sysphoto",
+            PicSource::PhotoOrAlbum => "pic_photo_or_album",
+            PicSource::Weixin => "pic_weixin",
+        }
+    }
+}
+
+/// `CopyrightCheckResult` of a `MASSSENDJOBFINISH`. Codes are kept as sent:
+/// WeChat documents their meaning but not a closed set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CopyrightCheck {
+    /// `Count` as sent.
+    pub count: u32,
+    /// 1: not judged a reprint, sent; 2: judged a reprint, sent; 3: judged a reprint, not sent.
+    pub check_state: u32,
+    pub results: Vec<CopyrightCheckItem>,
+}
+
+/// One article's copyright check (`CopyrightCheckResult/ResultList/item`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CopyrightCheckItem {
+    /// The article's position in the news message, from 1.
+    pub article_idx: u32,
+    pub user_declare_state: u32,
+    pub audit_state: u32,
+    /// The original the article was found similar to.
+    pub original_article_url: Option<String>,
+    pub original_article_type: u32,
+    pub can_reprint: bool,
+    pub need_replace_content: bool,
+    pub need_show_reprint_source: bool,
+}
+
+/// One article's published URL (`ArticleUrlResult/ResultList/item`); empty
+/// (`None`) for an article that was not published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ArticleUrl {
+    pub article_idx: u32,
+    pub article_url: Option<String>,
 }
 
 impl Event {
@@ -153,6 +243,10 @@ impl Event {
             Event::Location { .. } => "location",
             Event::Click { .. } => "click",
             Event::View { .. } => "view",
+            Event::ScanCode { wait_msg: false, .. } => "scancode_push",
+            Event::ScanCode { wait_msg: true, .. } => "scancode_waitmsg",
+            Event::PicsSent { source, .. } => source.event_name(),
+            Event::LocationSelected { .. } => "location_select",
             Event::TemplateSendJobFinish { .. } => "templatesendjobfinish",
             Event::MassSendJobFinish { .. } => "masssendjobfinish",
             Event::Other { event } => event,
@@ -166,6 +260,9 @@ impl Event {
             Event::Scan { event_key, .. } => Some(event_key),
             Event::Click { key } => Some(key),
             Event::View { url } => Some(url),
+            Event::ScanCode { event_key, .. }
+            | Event::PicsSent { event_key, .. }
+            | Event::LocationSelected { event_key, .. } => Some(event_key),
             _ => None,
         }
     }
@@ -298,18 +395,105 @@ fn parse_event(doc: &XmlDoc) -> Result<Event, MessageError> {
     } else if is("templatesendjobfinish") {
         Event::TemplateSendJobFinish { msg_id: job_msg_id(doc)?, status: required(doc, "Status", KEY_CHARS_MAX)? }
     } else if is("masssendjobfinish") {
-        Event::MassSendJobFinish {
-            msg_id: job_msg_id(doc)?,
-            status: required(doc, "Status", KEY_CHARS_MAX)?,
-            total_count: integer(doc, "TotalCount")?,
-            filter_count: integer(doc, "FilterCount")?,
-            sent_count: integer(doc, "SentCount")?,
-            error_count: integer(doc, "ErrorCount")?,
-        }
+        mass_send_job_finish(doc)?
+    } else if let Some(menu) = menu_event(doc, &event)? {
+        menu
     } else {
         Event::Other { event }
     };
     Ok(parsed)
+}
+
+/// The menu events that carry more than a key: scan code, pictures, location.
+fn menu_event(doc: &XmlDoc, event: &str) -> Result<Option<Event>, MessageError> {
+    let is = |name: &str| event.eq_ignore_ascii_case(name);
+    let source = [PicSource::SysPhoto, PicSource::PhotoOrAlbum, PicSource::Weixin]
+        .into_iter()
+        .find(|source| is(source.event_name()));
+    let parsed = if is("scancode_push") || is("scancode_waitmsg") {
+        Event::ScanCode {
+            wait_msg: is("scancode_waitmsg"),
+            event_key: required(doc, "EventKey", KEY_CHARS_MAX)?,
+            scan_type: required(doc, "ScanCodeInfo/ScanType", TYPE_CHARS_MAX)?,
+            scan_result: text(doc, "ScanCodeInfo/ScanResult", TEXT_CHARS_MAX)?,
+        }
+    } else if let Some(source) = source {
+        let pic_md5_sums = list_items(doc, PIC_ITEM)
+            .map(|item| required(&item, "SendPicsInfo/PicList/item/PicMd5Sum", KEY_CHARS_MAX))
+            .collect::<Result<_, _>>()?;
+        Event::PicsSent {
+            source,
+            event_key: required(doc, "EventKey", KEY_CHARS_MAX)?,
+            count: integer(doc, "SendPicsInfo/Count")?,
+            pic_md5_sums,
+        }
+    } else if is("location_select") {
+        Event::LocationSelected {
+            event_key: required(doc, "EventKey", KEY_CHARS_MAX)?,
+            location_x: required(doc, "SendLocationInfo/Location_X", TYPE_CHARS_MAX)?,
+            location_y: required(doc, "SendLocationInfo/Location_Y", TYPE_CHARS_MAX)?,
+            scale: text(doc, "SendLocationInfo/Scale", TYPE_CHARS_MAX)?,
+            label: text(doc, "SendLocationInfo/Label", TEXT_CHARS_MAX)?,
+            poiname: optional(doc, "SendLocationInfo/Poiname", TEXT_CHARS_MAX)?,
+        }
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(parsed))
+}
+
+const PIC_ITEM: &str = "SendPicsInfo/PicList/item";
+const COPYRIGHT_CHECK: &str = "CopyrightCheckResult";
+const COPYRIGHT_ITEM: &str = "CopyrightCheckResult/ResultList/item";
+const ARTICLE_URL_ITEM: &str = "ArticleUrlResult/ResultList/item";
+
+fn mass_send_job_finish(doc: &XmlDoc) -> Result<Event, MessageError> {
+    let article_urls = list_items(doc, ARTICLE_URL_ITEM)
+        .map(|item| {
+            Ok(ArticleUrl {
+                article_idx: integer(&item, "ArticleUrlResult/ResultList/item/ArticleIdx")?,
+                article_url: optional(&item, "ArticleUrlResult/ResultList/item/ArticleUrl", URL_CHARS_MAX)?,
+            })
+        })
+        .collect::<Result<_, MessageError>>()?;
+    Ok(Event::MassSendJobFinish {
+        msg_id: job_msg_id(doc)?,
+        status: required(doc, "Status", KEY_CHARS_MAX)?,
+        total_count: integer(doc, "TotalCount")?,
+        filter_count: integer(doc, "FilterCount")?,
+        sent_count: integer(doc, "SentCount")?,
+        error_count: integer(doc, "ErrorCount")?,
+        copyright_check: copyright_check(doc)?,
+        article_urls,
+    })
+}
+
+/// `CopyrightCheckResult`, when it has any field (an empty element is no result).
+fn copyright_check(doc: &XmlDoc) -> Result<Option<CopyrightCheck>, MessageError> {
+    let present =
+        doc.fields.iter().any(|(path, _)| path.strip_prefix(COPYRIGHT_CHECK).is_some_and(|rest| rest.starts_with('/')));
+    if !present {
+        return Ok(None);
+    }
+    let results = list_items(doc, COPYRIGHT_ITEM).map(|item| copyright_check_item(&item)).collect::<Result<_, _>>()?;
+    Ok(Some(CopyrightCheck {
+        count: integer(doc, "CopyrightCheckResult/Count")?,
+        check_state: integer(doc, "CopyrightCheckResult/CheckState")?,
+        results,
+    }))
+}
+
+fn copyright_check_item(item: &ListItem<'_>) -> Result<CopyrightCheckItem, MessageError> {
+    Ok(CopyrightCheckItem {
+        article_idx: integer(item, "CopyrightCheckResult/ResultList/item/ArticleIdx")?,
+        user_declare_state: integer(item, "CopyrightCheckResult/ResultList/item/UserDeclareState")?,
+        audit_state: integer(item, "CopyrightCheckResult/ResultList/item/AuditState")?,
+        original_article_url: optional(item, "CopyrightCheckResult/ResultList/item/OriginalArticleUrl", URL_CHARS_MAX)?,
+        original_article_type: integer(item, "CopyrightCheckResult/ResultList/item/OriginalArticleType")?,
+        can_reprint: flag(item, "CopyrightCheckResult/ResultList/item/CanReprint")?,
+        need_replace_content: flag(item, "CopyrightCheckResult/ResultList/item/NeedReplaceContent")?,
+        need_show_reprint_source: flag(item, "CopyrightCheckResult/ResultList/item/NeedShowReprintSource")?,
+    })
 }
 
 /// A third-party-platform authorization event (root `xml`, `InfoType`).
@@ -380,22 +564,53 @@ pub fn encrypted_payload(doc: &XmlDoc) -> Option<&str> {
     doc.get("Encrypt").filter(|value| !value.is_empty())
 }
 
+/// Where the field readers below read from: the whole document, or one list item.
+trait Fields {
+    /// The first field with this path from the root.
+    fn field(&self, path: &str) -> Option<&str>;
+}
+
+impl Fields for XmlDoc {
+    fn field(&self, path: &str) -> Option<&str> {
+        self.get(path)
+    }
+}
+
+/// One item of a list, read with the same paths from the root as the document
+/// (`SendPicsInfo/PicList/item/PicMd5Sum`), so errors name the full path.
+struct ListItem<'a> {
+    path: &'static str,
+    item: XmlItem<'a>,
+}
+
+impl Fields for ListItem<'_> {
+    fn field(&self, path: &str) -> Option<&str> {
+        let name = path.strip_prefix(self.path)?.strip_prefix('/')?;
+        self.item.get(name)
+    }
+}
+
+/// The items of the list at `path`, in document order.
+fn list_items<'a>(doc: &'a XmlDoc, path: &'static str) -> impl Iterator<Item = ListItem<'a>> {
+    doc.items(path).into_iter().map(move |item| ListItem { path, item })
+}
+
 /// A field that may be absent or empty (both read as `None`).
-fn optional(doc: &XmlDoc, field: &'static str, max: usize) -> Result<Option<String>, MessageError> {
-    match doc.get(field) {
+fn optional(doc: &impl Fields, field: &'static str, max: usize) -> Result<Option<String>, MessageError> {
+    match doc.field(field) {
         None | Some("") => Ok(None),
         Some(value) => bounded(field, value, max).map(Some),
     }
 }
 
 /// A field that may be absent or empty (both read as "").
-fn text(doc: &XmlDoc, field: &'static str, max: usize) -> Result<String, MessageError> {
+fn text(doc: &impl Fields, field: &'static str, max: usize) -> Result<String, MessageError> {
     Ok(optional(doc, field, max)?.unwrap_or_default())
 }
 
 /// A field that must be present and non-empty.
-fn required(doc: &XmlDoc, field: &'static str, max: usize) -> Result<String, MessageError> {
-    let value = doc.get(field).ok_or(MessageError::Missing(field))?;
+fn required(doc: &impl Fields, field: &'static str, max: usize) -> Result<String, MessageError> {
+    let value = doc.field(field).ok_or(MessageError::Missing(field))?;
     if value.trim().is_empty() {
         return Err(MessageError::Empty(field));
     }
@@ -409,9 +624,18 @@ fn bounded(field: &'static str, value: &str, max: usize) -> Result<String, Messa
     Ok(value.to_string())
 }
 
-fn integer<T: std::str::FromStr>(doc: &XmlDoc, field: &'static str) -> Result<T, MessageError> {
-    let value = doc.get(field).ok_or(MessageError::Missing(field))?;
+fn integer<T: std::str::FromStr>(doc: &impl Fields, field: &'static str) -> Result<T, MessageError> {
+    let value = doc.field(field).ok_or(MessageError::Missing(field))?;
     value.trim().parse().map_err(|_| MessageError::NotInteger(field))
+}
+
+/// A `0`/`1` field.
+fn flag(doc: &impl Fields, field: &'static str) -> Result<bool, MessageError> {
+    match doc.field(field).ok_or(MessageError::Missing(field))?.trim() {
+        "0" => Ok(false),
+        "1" => Ok(true),
+        _ => Err(MessageError::NotFlag(field)),
+    }
 }
 
 fn msg_id(doc: &XmlDoc) -> Result<u64, MessageError> {
@@ -433,7 +657,9 @@ fn job_msg_id(doc: &XmlDoc) -> Result<u64, MessageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wechat::xml::{parse, XmlLimits};
+    use crate::wechat::xml::{
+        parse, XmlError, XmlLimits, DEPTH_MAX_DEFAULT, DOCUMENTED_ELEMENTS_MAX, ELEMENTS_MAX_DEFAULT, NEWS_ARTICLES_MAX,
+    };
 
     fn inbound(body: &str) -> Result<InboundMessage, MessageError> {
         parse_inbound(&parse(body.as_bytes(), &XmlLimits::default()).unwrap())
@@ -625,7 +851,9 @@ mod tests {
                 total_count: 100,
                 filter_count: 80,
                 sent_count: 75,
-                error_count: 5
+                error_count: 5,
+                copyright_check: None,
+                article_urls: Vec::new(),
             }
         );
         assert_eq!(
@@ -727,5 +955,284 @@ mod tests {
         assert_eq!(encrypted_payload(&empty), None);
         let none = parse(b"<xml><ToUserName>gh</ToUserName></xml>", &XmlLimits::default()).unwrap();
         assert_eq!(encrypted_payload(&none), None);
+    }
+
+    // WeChat's documented deep event shapes (the official samples, `fixtures/`).
+    const PIC_SYSPHOTO: &str = include_str!("fixtures/pic_sysphoto.xml");
+    const PIC_PHOTO_OR_ALBUM: &str = include_str!("fixtures/pic_photo_or_album.xml");
+    const LOCATION_SELECT: &str = include_str!("fixtures/location_select.xml");
+    const SCANCODE_WAITMSG: &str = include_str!("fixtures/scancode_waitmsg.xml");
+    const MASS_COPYRIGHT: &str = include_str!("fixtures/masssendjobfinish_copyright.xml");
+
+    fn fixture_event(body: &str) -> Event {
+        match inbound(body).unwrap().body {
+            Inbound::Event(event) => event,
+            other => panic!("not an event: {other:?}"),
+        }
+    }
+
+    /// Elements in a body (start and empty-element tags).
+    fn elements(body: &str) -> usize {
+        body.match_indices('<').filter(|(at, _)| body[at + 1..].starts_with(|c: char| c.is_ascii_alphabetic())).count()
+    }
+
+    #[test]
+    fn picture_menu_events() {
+        let one = inbound(PIC_SYSPHOTO).unwrap();
+        assert_eq!(
+            one.body,
+            Inbound::Event(Event::PicsSent {
+                source: PicSource::SysPhoto,
+                event_key: "6".into(),
+                count: 1,
+                pic_md5_sums: vec!["1b5f7c23b5bf75682a53e7b6d163e185".into()],
+            })
+        );
+        assert_eq!(one.dedup_key(), "event:oMgHVjngRipVsoxg6TuX3vz6glDg:1408090651:pic_sysphoto:6");
+        // Album selection: up to 9 pictures.
+        let Event::PicsSent { source, count, pic_md5_sums, .. } = fixture_event(PIC_PHOTO_OR_ALBUM) else {
+            panic!("not a picture event")
+        };
+        assert_eq!((source, count), (PicSource::PhotoOrAlbum, 9));
+        assert_eq!(pic_md5_sums, (1..=9).map(|i| format!("{i:032x}")).collect::<Vec<_>>());
+        let weixin = PIC_SYSPHOTO.replace("pic_sysphoto", "pic_weixin");
+        assert!(matches!(fixture_event(&weixin), Event::PicsSent { source: PicSource::Weixin, .. }));
+        assert_eq!(fixture_event(&weixin).name(), "pic_weixin");
+        // No picture (an empty list) is read as such, not refused.
+        let none = PIC_SYSPHOTO
+            .replace("<Count>1</Count>", "<Count>0</Count>")
+            .replace("<item><PicMd5Sum><![CDATA[1b5f7c23b5bf75682a53e7b6d163e185]]></PicMd5Sum>\n</item>\n", "");
+        assert!(
+            matches!(fixture_event(&none), Event::PicsSent { count: 0, pic_md5_sums, .. } if pic_md5_sums.is_empty())
+        );
+    }
+
+    #[test]
+    fn picture_events_refuse_bad_fields() {
+        let no_md5 = PIC_SYSPHOTO
+            .replace("<PicMd5Sum><![CDATA[1b5f7c23b5bf75682a53e7b6d163e185]]></PicMd5Sum>", "<Other>x</Other>");
+        assert_eq!(inbound(&no_md5), Err(MessageError::Missing("SendPicsInfo/PicList/item/PicMd5Sum")));
+        let long_md5 = PIC_SYSPHOTO.replace("1b5f7c23b5bf75682a53e7b6d163e185", &"a".repeat(KEY_CHARS_MAX + 1));
+        assert_eq!(
+            inbound(&long_md5),
+            Err(MessageError::TooLong { field: "SendPicsInfo/PicList/item/PicMd5Sum", max: KEY_CHARS_MAX })
+        );
+        let bad_count = PIC_SYSPHOTO.replace("<Count>1</Count>", "<Count>one</Count>");
+        assert_eq!(inbound(&bad_count), Err(MessageError::NotInteger("SendPicsInfo/Count")));
+    }
+
+    #[test]
+    fn location_select_event() {
+        let parsed = inbound(LOCATION_SELECT).unwrap();
+        assert_eq!(
+            parsed.body,
+            Inbound::Event(Event::LocationSelected {
+                event_key: "6".into(),
+                location_x: "23".into(),
+                location_y: "113".into(),
+                scale: "15".into(),
+                label: " 广州市海珠区客村艺苑路 106号".into(),
+                poiname: None,
+            })
+        );
+        assert_eq!(parsed.dedup_key(), "event:oMgHVjngRipVsoxg6TuX3vz6glDg:1408091189:location_select:6");
+        let named = LOCATION_SELECT.replace("<Poiname><![CDATA[]]>", "<Poiname><![CDATA[艺苑]]>");
+        assert!(matches!(fixture_event(&named), Event::LocationSelected { poiname: Some(p), .. } if p == "艺苑"));
+        let no_x = LOCATION_SELECT.replace("<Location_X><![CDATA[23]]></Location_X>", "");
+        assert_eq!(inbound(&no_x), Err(MessageError::Missing("SendLocationInfo/Location_X")));
+    }
+
+    #[test]
+    fn scancode_events() {
+        assert_eq!(
+            fixture_event(SCANCODE_WAITMSG),
+            Event::ScanCode {
+                wait_msg: true,
+                event_key: "6".into(),
+                scan_type: "qrcode".into(),
+                scan_result: "2".into()
+            }
+        );
+        let push = SCANCODE_WAITMSG.replace("scancode_waitmsg", "scancode_push");
+        let push = inbound(&push).unwrap();
+        assert!(matches!(&push.body, Inbound::Event(Event::ScanCode { wait_msg: false, .. })));
+        assert_eq!(push.dedup_key(), "event:oMgHVjngRipVsoxg6TuX3vz6glDg:1408090606:scancode_push:6");
+        let no_type = SCANCODE_WAITMSG.replace("<ScanType><![CDATA[qrcode]]></ScanType>", "");
+        assert_eq!(inbound(&no_type), Err(MessageError::Missing("ScanCodeInfo/ScanType")));
+    }
+
+    fn copyright_item(article_idx: u32, url: &str) -> CopyrightCheckItem {
+        CopyrightCheckItem {
+            article_idx,
+            user_declare_state: 0,
+            audit_state: 2,
+            original_article_url: Some(url.into()),
+            original_article_type: 1,
+            can_reprint: true,
+            need_replace_content: true,
+            need_show_reprint_source: true,
+        }
+    }
+
+    #[test]
+    fn mass_send_job_finish_with_copyright_check_and_article_urls() {
+        assert_eq!(
+            fixture_event(MASS_COPYRIGHT),
+            Event::MassSendJobFinish {
+                msg_id: 1000001625,
+                status: "err(30003)".into(),
+                total_count: 0,
+                filter_count: 0,
+                sent_count: 0,
+                error_count: 0,
+                copyright_check: Some(CopyrightCheck {
+                    count: 2,
+                    check_state: 2,
+                    results: vec![copyright_item(1, "Url_1"), copyright_item(2, "Url_2")],
+                }),
+                article_urls: vec![ArticleUrl { article_idx: 1, article_url: None }],
+            }
+        );
+        // Without the lists (no original-content check): none of them.
+        let start = MASS_COPYRIGHT.find("<CopyrightCheckResult>").unwrap();
+        let end = MASS_COPYRIGHT.find("</xml>").unwrap();
+        let plain = format!("{}{}", &MASS_COPYRIGHT[..start], &MASS_COPYRIGHT[end..]);
+        assert!(matches!(
+            fixture_event(&plain),
+            Event::MassSendJobFinish { copyright_check: None, article_urls, .. } if article_urls.is_empty()
+        ));
+        let empty = plain.replace("</xml>", "<CopyrightCheckResult/></xml>");
+        assert!(matches!(fixture_event(&empty), Event::MassSendJobFinish { copyright_check: None, .. }));
+    }
+
+    #[test]
+    fn mass_send_job_finish_refuses_bad_list_fields() {
+        let cases = [
+            (
+                "<CanReprint>1</CanReprint>",
+                "<CanReprint>2</CanReprint>",
+                MessageError::NotFlag("CopyrightCheckResult/ResultList/item/CanReprint"),
+            ),
+            ("<CheckState>2</CheckState>", "", MessageError::Missing("CopyrightCheckResult/CheckState")),
+            (
+                "<AuditState>2</AuditState>",
+                "<AuditState>-2</AuditState>",
+                MessageError::NotInteger("CopyrightCheckResult/ResultList/item/AuditState"),
+            ),
+            (
+                "<ArticleIdx>1</ArticleIdx>\n<ArticleUrl>",
+                "<ArticleUrl>",
+                MessageError::Missing("ArticleUrlResult/ResultList/item/ArticleIdx"),
+            ),
+        ];
+        for (from, to, error) in cases {
+            assert!(MASS_COPYRIGHT.contains(from), "{from}");
+            assert_eq!(inbound(&MASS_COPYRIGHT.replacen(from, to, 1)), Err(error));
+        }
+        let long_url = MASS_COPYRIGHT.replace("Url_1", &"u".repeat(URL_CHARS_MAX + 1));
+        assert_eq!(
+            inbound(&long_url),
+            Err(MessageError::TooLong {
+                field: "CopyrightCheckResult/ResultList/item/OriginalArticleUrl",
+                max: URL_CHARS_MAX
+            })
+        );
+    }
+
+    /// The largest documented callback: a news message of 8 articles, both
+    /// lists full, as it arrives in compatibility mode (with `Encrypt`).
+    fn mass_finish_of_8_articles() -> String {
+        let copyright: String = (1..=NEWS_ARTICLES_MAX)
+            .map(|i| {
+                format!(
+                    "<item><ArticleIdx>{i}</ArticleIdx><UserDeclareState>0</UserDeclareState><AuditState>2</AuditState>\
+                     <OriginalArticleUrl><![CDATA[Url_{i}]]></OriginalArticleUrl><OriginalArticleType>1</OriginalArticleType>\
+                     <CanReprint>1</CanReprint><NeedReplaceContent>1</NeedReplaceContent>\
+                     <NeedShowReprintSource>1</NeedShowReprintSource></item>"
+                )
+            })
+            .collect();
+        let urls: String = (1..=NEWS_ARTICLES_MAX)
+            .map(|i| format!("<item><ArticleIdx>{i}</ArticleIdx><ArticleUrl><![CDATA[https://mp.weixin.qq.com/s/{i}]]></ArticleUrl></item>"))
+            .collect();
+        let start = MASS_COPYRIGHT.find("<CopyrightCheckResult>").unwrap();
+        format!(
+            "{}<CopyrightCheckResult><Count>8</Count><ResultList>{copyright}</ResultList><CheckState>1</CheckState>\
+             </CopyrightCheckResult><ArticleUrlResult><Count>8</Count><ResultList>{urls}</ResultList></ArticleUrlResult>\
+             <Encrypt><![CDATA[c2FmZQ==]]></Encrypt></xml>",
+            &MASS_COPYRIGHT[..start]
+        )
+    }
+
+    #[test]
+    fn the_largest_documented_callback_is_what_the_element_limit_derives_from() {
+        let body = mass_finish_of_8_articles();
+        assert_eq!(elements(&body), DOCUMENTED_ELEMENTS_MAX);
+        let Event::MassSendJobFinish { copyright_check: Some(check), article_urls, .. } = fixture_event(&body) else {
+            panic!("not a mass send result with a copyright check")
+        };
+        assert_eq!(check.results.iter().map(|r| r.article_idx).collect::<Vec<_>>(), (1..=8).collect::<Vec<u32>>());
+        assert_eq!(article_urls.len(), NEWS_ARTICLES_MAX);
+        assert_eq!(
+            article_urls[7],
+            ArticleUrl { article_idx: 8, article_url: Some("https://mp.weixin.qq.com/s/8".into()) }
+        );
+        // At the derived count and one past it.
+        let at = XmlLimits { elements_max: DOCUMENTED_ELEMENTS_MAX, ..XmlLimits::default() };
+        assert!(parse(body.as_bytes(), &at).is_ok());
+        let below = XmlLimits { elements_max: DOCUMENTED_ELEMENTS_MAX - 1, ..XmlLimits::default() };
+        assert_eq!(parse(body.as_bytes(), &below), Err(XmlError::TooManyElements { max: DOCUMENTED_ELEMENTS_MAX - 1 }));
+    }
+
+    #[test]
+    fn every_documented_shape_fits_the_default_limits_and_one_level_more_does_not() {
+        for body in [PIC_SYSPHOTO, PIC_PHOTO_OR_ALBUM, LOCATION_SELECT, SCANCODE_WAITMSG, MASS_COPYRIGHT] {
+            let doc = parse(body.as_bytes(), &XmlLimits::default()).unwrap();
+            assert!(parse_inbound(&doc).is_ok(), "{body}");
+            assert!(elements(body) <= ELEMENTS_MAX_DEFAULT);
+        }
+        // The deepest shapes use exactly the default depth; one level more is refused.
+        let deeper_pic =
+            PIC_SYSPHOTO.replace("<PicMd5Sum>", "<Wrap><PicMd5Sum>").replace("</PicMd5Sum>", "</PicMd5Sum></Wrap>");
+        assert_eq!(
+            parse(deeper_pic.as_bytes(), &XmlLimits::default()),
+            Err(XmlError::TooDeep { max: DEPTH_MAX_DEFAULT })
+        );
+        let deeper_mass = MASS_COPYRIGHT.replace("<ArticleIdx>1</ArticleIdx>", "<ArticleIdx><N>1</N></ArticleIdx>");
+        assert_eq!(
+            parse(deeper_mass.as_bytes(), &XmlLimits::default()),
+            Err(XmlError::TooDeep { max: DEPTH_MAX_DEFAULT })
+        );
+        let shallower = XmlLimits { depth_max: DEPTH_MAX_DEFAULT - 1, ..XmlLimits::default() };
+        for body in [PIC_SYSPHOTO, MASS_COPYRIGHT] {
+            assert_eq!(parse(body.as_bytes(), &shallower), Err(XmlError::TooDeep { max: DEPTH_MAX_DEFAULT - 1 }));
+        }
+    }
+
+    #[test]
+    fn other_documented_nested_shapes_fit() {
+        // Subscription-message pop-up (depth 4, a list without `item`): kept as an unknown event.
+        let popup = message(
+            "<MsgType>event</MsgType><Event>subscribe_msg_popup_event</Event><SubscribeMsgPopupEvent>\
+             <List><TemplateId>VRR0UEO9VJOLs0MHlU0OilqX6MVFDwH3_3gz3Oc0NIc</TemplateId>\
+             <SubscribeStatusString>accept</SubscribeStatusString><PopupScene>2</PopupScene></List>\
+             <List><TemplateId>9nLIlbOQZC5Y89AZteFEux3WCXRRRG5Wfzkpssu4bLI</TemplateId>\
+             <SubscribeStatusString>reject</SubscribeStatusString><PopupScene>2</PopupScene></List>\
+             </SubscribeMsgPopupEvent>",
+        );
+        assert_eq!(fixture_event(&popup), Event::Other { event: "subscribe_msg_popup_event".into() });
+        // Component: fast registration result (depth 3).
+        let fast_register = "<xml><AppId><![CDATA[wx_component]]></AppId><CreateTime>1535442403</CreateTime>\
+             <InfoType><![CDATA[notify_third_fasteregister]]></InfoType><appid>wx_new</appid><status>0</status>\
+             <auth_code>auth_code_1</auth_code><msg><![CDATA[OK]]></msg><info><name><![CDATA[企业名称]]></name>\
+             <code><![CDATA[企业代码]]></code><code_type>1</code_type><legal_persona_wechat><![CDATA[wxid]]></legal_persona_wechat>\
+             <legal_persona_name><![CDATA[法人]]></legal_persona_name><component_phone><![CDATA[1234]]></component_phone>\
+             </info></xml>";
+        let doc = parse(fast_register.as_bytes(), &XmlLimits::default()).unwrap();
+        assert_eq!(doc.get("info/code_type"), Some("1"));
+        assert_eq!(
+            parse_component_event(&doc),
+            Ok(ComponentEvent::Other { info_type: "notify_third_fasteregister".into() })
+        );
     }
 }

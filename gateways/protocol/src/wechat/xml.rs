@@ -1,7 +1,8 @@
 //! A bounded, entity-free XML reader for WeChat callback bodies.
 //!
-//! WeChat bodies are one root (`<xml>`) with leaf fields and at most one level
-//! of containers (`<ScanCodeInfo><ScanType>..`). Anything richer is refused:
+//! WeChat bodies are one root (`<xml>`) with leaf fields, a few containers
+//! (`<ScanCodeInfo><ScanType>..`) and lists of `<item>`s inside a container
+//! (`<SendPicsInfo><PicList><item><PicMd5Sum>..`). Anything richer is refused:
 //! DOCTYPE and ENTITY declarations (XXE, billion laughs), entity references
 //! other than the five predefined ones and numeric character references,
 //! processing instructions other than the XML declaration, and documents over
@@ -11,10 +12,33 @@ use xml::reader::{ErrorKind, ParserConfig, XmlEvent};
 
 /// Default largest body accepted (64 KiB).
 pub const BODY_BYTES_MAX_DEFAULT: usize = 64 * 1024;
-/// Default deepest element nesting, the root counting as 1.
-pub const DEPTH_MAX_DEFAULT: usize = 4;
-/// Default largest number of elements, the root included.
-pub const ELEMENTS_MAX_DEFAULT: usize = 64;
+/// Default deepest element nesting, the root counting as 1: WeChat's deepest
+/// documented shapes are lists inside a container, `xml/SendPicsInfo/PicList/item/PicMd5Sum`
+/// (picture menu events) and `xml/CopyrightCheckResult/ResultList/item/ArticleIdx`
+/// and `xml/ArticleUrlResult/ResultList/item/ArticleUrl` (`MASSSENDJOBFINISH`), all 5.
+pub const DEPTH_MAX_DEFAULT: usize = 5;
+/// Articles in one news message, hence items in each list of a `MASSSENDJOBFINISH`.
+pub const NEWS_ARTICLES_MAX: usize = 8;
+/// Elements of WeChat's largest documented callback, a `MASSSENDJOBFINISH` for a
+/// news message of [`NEWS_ARTICLES_MAX`] articles with both result lists, as it
+/// arrives in compatibility mode (plaintext fields beside `Encrypt`):
+/// - root and its 11 fields (ToUserName, FromUserName, CreateTime, MsgType,
+///   Event, MsgID, Status, TotalCount, FilterCount, SentCount, ErrorCount): 12;
+/// - `CopyrightCheckResult` with Count, ResultList and CheckState: 4, plus per
+///   article an item of 8 fields (ArticleIdx, UserDeclareState, AuditState,
+///   OriginalArticleUrl, OriginalArticleType, CanReprint, NeedReplaceContent,
+///   NeedShowReprintSource): 9;
+/// - `ArticleUrlResult` with Count and ResultList: 3, plus per article an item
+///   of ArticleIdx and ArticleUrl: 3;
+/// - `Encrypt`: 1.
+///
+/// 12 + 4 + 8 × 9 + 3 + 8 × 3 + 1 = 116. The next largest, a picture event of
+/// 9 pictures, has 28.
+pub const DOCUMENTED_ELEMENTS_MAX: usize = 12 + (4 + NEWS_ARTICLES_MAX * 9) + (3 + NEWS_ARTICLES_MAX * 3) + 1;
+/// Default largest number of elements, the root included: the largest
+/// documented callback ([`DOCUMENTED_ELEMENTS_MAX`]) rounded up to a power of
+/// two, which leaves room for a few fields WeChat adds without notice (128).
+pub const ELEMENTS_MAX_DEFAULT: usize = DOCUMENTED_ELEMENTS_MAX.next_power_of_two();
 /// Default largest text (text and CDATA together) inside one element (16 KiB).
 pub const FIELD_BYTES_MAX_DEFAULT: usize = 16 * 1024;
 /// Longest element name accepted.
@@ -74,9 +98,14 @@ pub enum XmlError {
 pub struct XmlDoc {
     pub root: String,
     /// `(path, text)` for each leaf element below the root; nested leaves are
-    /// named by their path from the root (`ScanCodeInfo/ScanType`). Text and
-    /// CDATA of one element are concatenated, whitespace kept.
+    /// named by their path from the root (`ScanCodeInfo/ScanType`), so the
+    /// leaves of list items share a path (`SendPicsInfo/PicList/item/PicMd5Sum`;
+    /// [`XmlDoc::items`] tells the items apart). Text and CDATA of one element
+    /// are concatenated, whitespace kept.
     pub fields: Vec<(String, String)>,
+    /// For each of `fields`, the number (in document order, the root being 0)
+    /// of the element that contains it: leaves of one list item share it.
+    parents: Vec<usize>,
 }
 
 impl XmlDoc {
@@ -84,11 +113,49 @@ impl XmlDoc {
     pub fn get(&self, name: &str) -> Option<&str> {
         self.fields.iter().find(|(path, _)| path == name).map(|(_, text)| text.as_str())
     }
+
+    /// The elements at `path` (`SendPicsInfo/PicList/item`) that hold leaves,
+    /// in document order, each with its leaves; an empty element
+    /// (`<item/>`) is an item without fields. Elements nested inside an item
+    /// are not read.
+    pub fn items(&self, path: &str) -> Vec<XmlItem<'_>> {
+        let mut items: Vec<(Option<usize>, XmlItem<'_>)> = Vec::new();
+        for ((field, text), parent) in self.fields.iter().zip(&self.parents) {
+            if field == path {
+                items.push((None, XmlItem { fields: Vec::new() }));
+                continue;
+            }
+            let Some(name) = field.strip_prefix(path).and_then(|rest| rest.strip_prefix('/')) else { continue };
+            if name.contains('/') {
+                continue;
+            }
+            match items.last_mut() {
+                Some((Some(current), item)) if current == parent => item.fields.push((name, text)),
+                _ => items.push((Some(*parent), XmlItem { fields: vec![(name, text)] })),
+            }
+        }
+        items.into_iter().map(|(_, item)| item).collect()
+    }
+}
+
+/// One element of a list ([`XmlDoc::items`]): its leaves, named relative to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XmlItem<'a> {
+    fields: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> XmlItem<'a> {
+    /// The first leaf of this item with this name.
+    pub fn get(&self, name: &str) -> Option<&'a str> {
+        self.fields.iter().find(|(field, _)| *field == name).map(|(_, text)| *text)
+    }
 }
 
 /// One open element while reading.
 struct Frame {
     name: String,
+    /// Its number in document order, the root being 0.
+    number: usize,
     text: String,
     has_children: bool,
 }
@@ -103,6 +170,7 @@ pub fn parse(body: &[u8], limits: &XmlLimits) -> Result<XmlDoc, XmlError> {
     let mut stack: Vec<Frame> = Vec::new();
     let mut root: Option<String> = None;
     let mut fields = Vec::new();
+    let mut parents = Vec::new();
     let mut elements = 0usize;
     loop {
         let event = reader.next().map_err(map_parser_error)?;
@@ -126,7 +194,8 @@ pub fn parse(body: &[u8], limits: &XmlLimits) -> Result<XmlDoc, XmlError> {
                 if let Some(parent) = stack.last_mut() {
                     parent.has_children = true;
                 }
-                stack.push(Frame { name: name.local_name, text: String::new(), has_children: false });
+                let number = elements - 1;
+                stack.push(Frame { name: name.local_name, number, text: String::new(), has_children: false });
             }
             XmlEvent::Characters(text) | XmlEvent::CData(text) | XmlEvent::Whitespace(text) => {
                 if let Some(frame) = stack.last_mut() {
@@ -140,16 +209,19 @@ pub fn parse(body: &[u8], limits: &XmlLimits) -> Result<XmlDoc, XmlError> {
                 let Some(frame) = stack.pop() else {
                     return Err(XmlError::Malformed("unbalanced end element".into()));
                 };
-                if stack.is_empty() {
-                    root = Some(frame.name);
-                } else if !frame.has_children {
-                    fields.push((path_of(&stack, &frame.name), frame.text));
+                match stack.last() {
+                    None => root = Some(frame.name),
+                    Some(parent) if !frame.has_children => {
+                        parents.push(parent.number);
+                        fields.push((path_of(&stack, &frame.name), frame.text));
+                    }
+                    Some(_) => {}
                 }
             }
         }
     }
     let root = root.ok_or(XmlError::Empty)?;
-    Ok(XmlDoc { root, fields })
+    Ok(XmlDoc { root, fields, parents })
 }
 
 fn parser_config(limits: &XmlLimits) -> ParserConfig {
@@ -336,22 +408,64 @@ mod tests {
 
     #[test]
     fn depth_limit_at_and_past() {
-        let limits = XmlLimits::default();
-        assert!(parse_default("<xml><a><b><c>x</c></b></a></xml>").is_ok());
-        assert_eq!(
-            parse_default("<xml><a><b><c><d>x</d></c></b></a></xml>"),
-            Err(XmlError::TooDeep { max: limits.depth_max })
-        );
+        assert_eq!(DEPTH_MAX_DEFAULT, 5);
+        let nested = |depth: usize| {
+            let names: Vec<String> = (1..depth).map(|level| format!("l{level}")).collect();
+            let open: String = names.iter().map(|name| format!("<{name}>")).collect();
+            let close: String = names.iter().rev().map(|name| format!("</{name}>")).collect();
+            format!("<xml>{open}x{close}</xml>")
+        };
+        let at = parse_default(&nested(DEPTH_MAX_DEFAULT)).unwrap();
+        assert_eq!(at.get("l1/l2/l3/l4"), Some("x"));
+        assert_eq!(parse_default(&nested(DEPTH_MAX_DEFAULT + 1)), Err(XmlError::TooDeep { max: DEPTH_MAX_DEFAULT }));
+        let limits = XmlLimits { depth_max: 3, ..XmlLimits::default() };
+        assert!(parse(nested(3).as_bytes(), &limits).is_ok());
+        assert_eq!(parse(nested(4).as_bytes(), &limits), Err(XmlError::TooDeep { max: 3 }));
     }
 
     #[test]
     fn element_limit_at_and_past() {
+        assert_eq!(DOCUMENTED_ELEMENTS_MAX, 116);
+        assert_eq!(ELEMENTS_MAX_DEFAULT, 128);
+        // The root counts: `n` children make `n + 1` elements.
         let body = |n: usize| format!("<xml>{}</xml>", "<a>1</a>".repeat(n));
-        assert!(parse_default(&body(ELEMENTS_MAX_DEFAULT - 1)).is_ok());
+        assert_eq!(parse_default(&body(ELEMENTS_MAX_DEFAULT - 1)).unwrap().fields.len(), ELEMENTS_MAX_DEFAULT - 1);
         assert_eq!(
             parse_default(&body(ELEMENTS_MAX_DEFAULT)),
             Err(XmlError::TooManyElements { max: ELEMENTS_MAX_DEFAULT })
         );
+        // Containers count like leaves.
+        let items = |n: usize| format!("<xml><List>{}</List></xml>", "<item><a>1</a></item>".repeat(n));
+        let at = (ELEMENTS_MAX_DEFAULT - 2) / 2;
+        assert_eq!(parse_default(&items(at)).unwrap().items("List/item").len(), at);
+        assert_eq!(parse_default(&items(at + 1)), Err(XmlError::TooManyElements { max: ELEMENTS_MAX_DEFAULT }));
+    }
+
+    #[test]
+    fn items_are_told_apart_even_with_missing_fields() {
+        let doc = parse_default(
+            "<xml><Count>4</Count><List><Count>9</Count>\
+             <item><Idx>1</Idx><Url><![CDATA[u1]]></Url></item>\
+             <item><Idx>2</Idx></item>\
+             <item/>\
+             <item><Url>u4</Url><Idx>4</Idx><Deeper><Idx>x</Idx></Deeper></item>\
+             </List><item><Idx>elsewhere</Idx></item></xml>",
+        )
+        .unwrap();
+        let items = doc.items("List/item");
+        let read = |name: &str| items.iter().map(|item| item.get(name)).collect::<Vec<_>>();
+        assert_eq!(items.len(), 4);
+        assert_eq!(read("Idx"), [Some("1"), Some("2"), None, Some("4")]);
+        assert_eq!(read("Url"), [Some("u1"), None, None, Some("u4")]);
+        assert_eq!(doc.get("List/item/Idx"), Some("1"));
+        assert_eq!(doc.get("List/Count"), Some("9"));
+        assert_eq!(doc.items("item").len(), 1);
+        assert!(doc.items("Missing/item").is_empty());
+        assert!(doc.items("List/ite").is_empty());
+        // Adjacent items are split by their element, not by repeated names.
+        let doc = parse_default("<xml><L><item><a>1</a><a>2</a></item><item><a>3</a></item></L></xml>").unwrap();
+        let items = doc.items("L/item");
+        assert_eq!(items.iter().map(|item| item.get("a")).collect::<Vec<_>>(), [Some("1"), Some("3")]);
     }
 
     #[test]
