@@ -39,6 +39,11 @@ pub mod metric {
     pub const FOLLOWS: &str = "follows";
     /// Dimension: the follow source of the member when it unfollowed.
     pub const UNFOLLOWS: &str = "unfollows";
+    /// Dimension: how (`member_claim`, `operator_grant`). Fed by `CouponProjector`.
+    pub const COUPONS_ISSUED: &str = "coupons_issued";
+    pub const COUPONS_REDEEMED: &str = "coupons_redeemed";
+    pub const COUPONS_VOIDED: &str = "coupons_voided";
+    pub const COUPONS_EXPIRED: &str = "coupons_expired";
 }
 
 #[derive(Iden)]
@@ -65,7 +70,7 @@ pub struct Delta {
     pub value: i64,
 }
 
-fn delta(metric: &'static str, dimension: &str, value: i64) -> Delta {
+pub(crate) fn delta(metric: &'static str, dimension: &str, value: i64) -> Delta {
     Delta { metric, dimension: dimension.to_owned(), value }
 }
 
@@ -144,6 +149,17 @@ pub async fn apply(
     follow_source: Option<&str>,
 ) -> Result<(), ApplyError> {
     let changes = deltas(event, follow_source)?;
+    add(conn, tenant_id, recorded_at, changes).await
+}
+
+/// Adds `changes` to the tenant's counters of the merchant day of `recorded_at`
+/// (each change its own metric and dimension).
+pub async fn add(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    recorded_at: DateTime<Utc>,
+    changes: Vec<Delta>,
+) -> Result<(), ApplyError> {
     if changes.is_empty() {
         return Ok(());
     }

@@ -6,13 +6,16 @@
 //!   `ProjectorRuntime` (durable pull consumer, checkpoints, gap fill,
 //!   dead letters, lag).
 //! - `members`: `MemberProjector` → `rm_members`, `rm_member_ledger`.
+//! - `coupons`: `CouponProjector` → `rm_coupons` and the coupon counters of `rm_daily_ops`.
 //! - `follows`: follow sources and what an event does to a member's follow columns.
 
+pub mod coupons;
 pub mod envelope;
 pub mod members;
 pub mod runtime;
 
 pub use envelope::{load_events, RelayedEvent};
+pub use coupons::CouponProjector;
 pub use members::MemberProjector;
 pub use runtime::{
     stalls_detected, ApplyError, BatchReport, Outcome, ProjectionError, Projector, ProjectorRuntime, ProjectorSettings,

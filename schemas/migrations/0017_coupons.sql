@@ -69,8 +69,3 @@ CREATE TABLE rm_coupons (
 CREATE INDEX rm_coupons_member ON rm_coupons (tenant_id, member_id, issued_at DESC, coupon_id);
 CREATE INDEX rm_coupons_template ON rm_coupons (tenant_id, template_id, state);
 GRANT SELECT, INSERT, UPDATE, DELETE ON rm_coupons TO wxcm_app;
-
--- Daily counters of coupons, beside the member counters.
-ALTER TABLE rm_daily_ops
-    ADD COLUMN coupons_issued   bigint NOT NULL DEFAULT 0,
-    ADD COLUMN coupons_redeemed bigint NOT NULL DEFAULT 0;

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use tracing::info;
 use wxcm_commands::ports::{App, Clock, SecretSealer, SystemClock};
 use wxcm_http::{HttpSettings, Readiness};
-use wxcm_projections::{MemberProjector, Projector, ProjectorRuntime, ProjectorSettings};
+use wxcm_projections::{CouponProjector, MemberProjector, Projector, ProjectorRuntime, ProjectorSettings};
 
 use crate::config::Settings;
 use crate::relay::{RelaySettings, ShardRelay};
@@ -183,8 +183,26 @@ impl Application {
         js: &async_nats::jetstream::Context,
         tune: impl Fn(&mut ProjectorSettings),
     ) -> Vec<ProjectorRuntime<MemberProjector>> {
+        self.projectors_of(MemberProjector, js, tune)
+    }
+
+    /// The coupon projector of every shard (`rm_coupons`, coupon counters).
+    pub fn shard_coupon_projectors(
+        &self,
+        js: &async_nats::jetstream::Context,
+        tune: impl Fn(&mut ProjectorSettings),
+    ) -> Vec<ProjectorRuntime<CouponProjector>> {
+        self.projectors_of(CouponProjector, js, tune)
+    }
+
+    fn projectors_of<P: Projector + Copy>(
+        &self,
+        projector: P,
+        js: &async_nats::jetstream::Context,
+        tune: impl Fn(&mut ProjectorSettings),
+    ) -> Vec<ProjectorRuntime<P>> {
         let prefix = &self.settings.nats.stream_prefix;
-        let filter = crate::relay::event_subject(prefix, "*", MemberProjector.aggregate_type());
+        let filter = crate::relay::event_subject(prefix, "*", projector.aggregate_type());
         let mut settings = ProjectorSettings::new(crate::relay::stream_name(prefix), filter);
         tune(&mut settings);
         self.shards
@@ -192,7 +210,7 @@ impl Application {
             .map(|s| {
                 let router = self.shards.clone() as Arc<dyn wxcm_commands::ports::ShardRouter>;
                 ProjectorRuntime::new(
-                    MemberProjector,
+                    projector,
                     s.name.clone(),
                     s.pool.clone(),
                     router,
@@ -230,6 +248,9 @@ impl Application {
                     tracing::warn!(error = %e, "events stream not ready yet; projectors will retry");
                 }
                 for projector in self.shard_projectors(&js, |_| {}) {
+                    tasks.push(tokio::spawn(projector.run(shutdown.clone())));
+                }
+                for projector in self.shard_coupon_projectors(&js, |_| {}) {
                     tasks.push(tokio::spawn(projector.run(shutdown.clone())));
                 }
             }

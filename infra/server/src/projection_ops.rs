@@ -17,7 +17,7 @@ use sqlx::{ConnectOptions, PgConnection, PgPool};
 use wxcm_commands::ports::{ShardRouter, SystemClock};
 use wxcm_domain::TenantId;
 use wxcm_projections::rebuild::{self, RebuildReport, RebuildScope};
-use wxcm_projections::{MemberProjector, Projector, ProjectorRuntime, ProjectorSettings};
+use wxcm_projections::{CouponProjector, MemberProjector, Projector, ProjectorRuntime, ProjectorSettings};
 
 use crate::config::Settings;
 use crate::shards::Shards;
@@ -119,55 +119,67 @@ pub async fn status_of(
     shards: &Arc<Shards>,
     js: Result<&async_nats::jetstream::Context, &String>,
 ) -> Vec<ProjectorLine> {
-    let prefix = &settings.nats.stream_prefix;
-    let filter = crate::relay::event_subject(prefix, "*", MemberProjector.aggregate_type());
-    let runtime_settings = ProjectorSettings::new(crate::relay::stream_name(prefix), filter);
     let mut lines = Vec::new();
     for shard in shards.all() {
-        // One unreachable shard must not hide the others: its line carries the error.
-        let (database_error, (last, parked, parked_events)) =
-            match database_side(&shard.pool, MemberProjector::NAME).await {
-                Ok(side) => (None, side),
-                Err(e) => (Some(format!("{e:#}")), (None, 0, Vec::new())),
-            };
-        let mut line = ProjectorLine {
-            database_error,
-            shard: shard.name.clone(),
-            projector: MemberProjector::NAME.to_owned(),
-            consumer: String::new(),
-            num_pending: None,
-            num_ack_pending: None,
-            consumer_error: None,
-            last_recorded_at: last,
-            lag_s: last.map(|t| (Utc::now() - t).num_milliseconds() as f64 / 1000.0),
-            parked,
-            parked_events,
-        };
-        match js {
-            Ok(js) => {
-                let router = shards.clone() as Arc<dyn ShardRouter>;
-                let mut runtime = ProjectorRuntime::new(
-                    MemberProjector,
-                    shard.name.clone(),
-                    shard.pool.clone(),
-                    router,
-                    js.clone(),
-                    runtime_settings.clone(),
-                );
-                line.consumer = runtime.consumer_name();
-                match runtime.status().await {
-                    Ok(s) => {
-                        line.num_pending = Some(s.num_pending);
-                        line.num_ack_pending = Some(s.num_ack_pending);
-                    }
-                    Err(e) => line.consumer_error = Some(wxcm_projections::runtime::error_chain(&e)),
-                }
-            }
-            Err(e) => line.consumer_error = Some(format!("nats: {e}")),
-        }
-        lines.push(line);
+        lines.push(projector_line(MemberProjector, settings, shards, shard, js).await);
+        lines.push(projector_line(CouponProjector, settings, shards, shard, js).await);
     }
     lines
+}
+
+/// One projector's line on one shard: its database side and its consumer.
+async fn projector_line<P: Projector>(
+    projector: P,
+    settings: &Settings,
+    shards: &Arc<Shards>,
+    shard: &crate::shards::Shard,
+    js: Result<&async_nats::jetstream::Context, &String>,
+) -> ProjectorLine {
+    let prefix = &settings.nats.stream_prefix;
+    let filter = crate::relay::event_subject(prefix, "*", projector.aggregate_type());
+    let runtime_settings = ProjectorSettings::new(crate::relay::stream_name(prefix), filter);
+    let name = projector.name();
+    // One unreachable shard must not hide the others: its line carries the error.
+    let (database_error, (last, parked, parked_events)) = match database_side(&shard.pool, name).await {
+        Ok(side) => (None, side),
+        Err(e) => (Some(format!("{e:#}")), (None, 0, Vec::new())),
+    };
+    let mut line = ProjectorLine {
+        database_error,
+        shard: shard.name.clone(),
+        projector: name.to_owned(),
+        consumer: String::new(),
+        num_pending: None,
+        num_ack_pending: None,
+        consumer_error: None,
+        last_recorded_at: last,
+        lag_s: last.map(|t| (Utc::now() - t).num_milliseconds() as f64 / 1000.0),
+        parked,
+        parked_events,
+    };
+    match js {
+        Ok(js) => {
+            let router = shards.clone() as Arc<dyn ShardRouter>;
+            let mut runtime = ProjectorRuntime::new(
+                projector,
+                shard.name.clone(),
+                shard.pool.clone(),
+                router,
+                js.clone(),
+                runtime_settings,
+            );
+            line.consumer = runtime.consumer_name();
+            match runtime.status().await {
+                Ok(s) => {
+                    line.num_pending = Some(s.num_pending);
+                    line.num_ack_pending = Some(s.num_ack_pending);
+                }
+                Err(e) => line.consumer_error = Some(wxcm_projections::runtime::error_chain(&e)),
+            }
+        }
+        Err(e) => line.consumer_error = Some(format!("nats: {e}")),
+    }
+    line
 }
 
 /// A Prometheus label value: backslash, quote and line feed escaped.

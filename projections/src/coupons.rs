@@ -1,0 +1,162 @@
+//! The coupon read model: `rm_coupons` (one row per issued coupon with its
+//! current state, migration 0017) and the coupon counters of `rm_daily_ops`,
+//! in the same transaction, so the checkpoint covers both.
+
+use sea_query::{Alias, Expr, ExprTrait, Iden, OnConflict, PostgresQueryBuilder, Query};
+use sea_query_sqlx::SqlxBinder;
+use sqlx::PgConnection;
+use wxcm_domain::coupon::{CouponEvent, CouponState, IssueChannel};
+use wxcm_domain::DomainEventMeta;
+
+use crate::daily::{self, delta, metric};
+use crate::envelope::RelayedEvent;
+use crate::runtime::{ApplyError, Projector};
+
+#[derive(Iden, Clone, Copy)]
+pub(crate) enum RmCoupons {
+    Table,
+    TenantId,
+    CouponId,
+    TemplateId,
+    MemberId,
+    Serial,
+    Name,
+    Benefit,
+    Channel,
+    State,
+    ValidFrom,
+    ValidUntil,
+    IssuedAt,
+    EndedAt,
+    EndedBy,
+    Store,
+}
+
+/// Projects `coupon` streams into `rm_coupons` and the daily coupon counters.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CouponProjector;
+
+impl CouponProjector {
+    pub const NAME: &'static str = "coupons";
+}
+
+pub fn channel_name(channel: &IssueChannel) -> &'static str {
+    match channel {
+        IssueChannel::MemberClaim { .. } => "member_claim",
+        IssueChannel::OperatorGrant { .. } => "operator_grant",
+    }
+}
+
+/// Decodes the coupon event of `event` and checks it against its envelope.
+pub fn decode_coupon_event(event: &RelayedEvent) -> Result<CouponEvent, ApplyError> {
+    let decoded: CouponEvent = serde_json::from_value(event.payload.clone())
+        .map_err(|e| ApplyError::Invalid(format!("payload is not a coupon event: {e}")))?;
+    if decoded.event_type() != event.event_type || decoded.event_version() != event.event_version {
+        return Err(ApplyError::Invalid(format!(
+            "payload is {} v{}, envelope says {} v{}",
+            decoded.event_type(),
+            decoded.event_version(),
+            event.event_type,
+            event.event_version
+        )));
+    }
+    if let CouponEvent::CouponIssued(c) = &decoded {
+        if c.coupon_id.to_string() != event.aggregate_id || c.tenant_id.as_str() != event.tenant_id {
+            return Err(ApplyError::Invalid("issue does not match its stream".into()));
+        }
+    }
+    Ok(decoded)
+}
+
+async fn execute(conn: &mut PgConnection, sql: String, values: sea_query_sqlx::SqlxValues) -> Result<u64, ApplyError> {
+    Ok(sqlx::query_with(&sql, values).execute(&mut *conn).await?.rows_affected())
+}
+
+impl Projector for CouponProjector {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn aggregate_type(&self) -> &'static str {
+        "coupon"
+    }
+
+    async fn apply(&self, conn: &mut PgConnection, event: &RelayedEvent) -> Result<(), ApplyError> {
+        let coupon_event = decode_coupon_event(event)?;
+        let recorded_at = event
+            .recorded_at_utc()
+            .ok_or_else(|| ApplyError::Invalid(format!("recorded_at {:?} is not a timestamp", event.recorded_at)))?;
+        let (to, at, by, store, counter) = match &coupon_event {
+            CouponEvent::CouponIssued(c) => {
+                let benefit = serde_json::to_value(&c.benefit).map_err(|e| ApplyError::Invalid(e.to_string()))?;
+                let (sql, values) = Query::insert()
+                    .into_table(RmCoupons::Table)
+                    .columns([
+                        RmCoupons::TenantId,
+                        RmCoupons::CouponId,
+                        RmCoupons::TemplateId,
+                        RmCoupons::MemberId,
+                        RmCoupons::Serial,
+                        RmCoupons::Name,
+                        RmCoupons::Benefit,
+                        RmCoupons::Channel,
+                        RmCoupons::State,
+                        RmCoupons::ValidFrom,
+                        RmCoupons::ValidUntil,
+                        RmCoupons::IssuedAt,
+                    ])
+                    .values_panic([
+                        event.tenant_id.clone().into(),
+                        event.aggregate_id.clone().into(),
+                        c.template_id.to_string().into(),
+                        c.member_id.to_string().into(),
+                        i64::try_from(c.serial).map_err(|e| ApplyError::Invalid(e.to_string()))?.into(),
+                        c.name.as_str().to_owned().into(),
+                        Expr::val(benefit.to_string()).cast_as(Alias::new("jsonb")),
+                        channel_name(&c.channel).into(),
+                        CouponState::Active.as_str().into(),
+                        c.valid_from.into(),
+                        c.valid_until.into(),
+                        c.issued_at.into(),
+                    ])
+                    .on_conflict(OnConflict::columns([RmCoupons::TenantId, RmCoupons::CouponId]).do_nothing().to_owned())
+                    .build_sqlx(PostgresQueryBuilder);
+                if execute(conn, sql, values).await? != 1 {
+                    return Err(ApplyError::Invalid("coupon row exists before its issue".into()));
+                }
+                let issued = vec![delta(metric::COUPONS_ISSUED, channel_name(&c.channel), 1)];
+                return daily::add(conn, &event.tenant_id, recorded_at, issued).await;
+            }
+            CouponEvent::CouponRedeemed { store, actor, redeemed_at } => (
+                CouponState::Redeemed,
+                *redeemed_at,
+                Some(actor.label()),
+                store.as_ref().map(|s| s.to_string()),
+                metric::COUPONS_REDEEMED,
+            ),
+            CouponEvent::CouponVoided { actor, voided_at, .. } => {
+                (CouponState::Voided, *voided_at, Some(actor.label()), None, metric::COUPONS_VOIDED)
+            }
+            CouponEvent::CouponExpired { expired_at } => {
+                (CouponState::Expired, *expired_at, None, None, metric::COUPONS_EXPIRED)
+            }
+        };
+        let (sql, values) = Query::update()
+            .table(RmCoupons::Table)
+            .values([
+                (RmCoupons::State, to.as_str().into()),
+                (RmCoupons::EndedAt, at.into()),
+                (RmCoupons::EndedBy, by.into()),
+                (RmCoupons::Store, store.into()),
+            ])
+            .and_where(Expr::col(RmCoupons::TenantId).eq(event.tenant_id.as_str()))
+            .and_where(Expr::col(RmCoupons::CouponId).eq(event.aggregate_id.as_str()))
+            .and_where(Expr::col(RmCoupons::State).eq(CouponState::Active.as_str()))
+            .build_sqlx(PostgresQueryBuilder);
+        // Pair check: only an active coupon's row ends, once.
+        if execute(conn, sql, values).await? != 1 {
+            return Err(ApplyError::Invalid(format!("coupon {} is not active in the read model", event.aggregate_id)));
+        }
+        daily::add(conn, &event.tenant_id, recorded_at, vec![delta(counter, "", 1)]).await
+    }
+}
