@@ -46,7 +46,6 @@ async fn member(state: &AppState, headers: &HeaderMap) -> Result<MemberSession, 
     pay_flows::member_session(&state.app, token).await?.ok_or_else(unauthorized)
 }
 
-/// `Debug` leaves out the OAuth code: until it is exchanged it is a credential.
 #[derive(Deserialize, ToSchema)]
 pub struct SessionRequest {
     /// The official account the page runs in.
@@ -55,6 +54,8 @@ pub struct SessionRequest {
     code: String,
 }
 
+// Leaves out the OAuth code: until it is exchanged it is a credential. (Not a
+// doc comment on the struct: that would become the OpenAPI description.)
 impl std::fmt::Debug for SessionRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionRequest").field("appid", &self.appid).finish_non_exhaustive()
