@@ -163,13 +163,25 @@ impl Role {
     }
 }
 
-#[derive(Debug, Clone)]
+/// `Debug` leaves out the password hash (an offline guessing target).
+#[derive(Clone)]
 pub struct AdminUser {
     pub tenant_id: TenantId,
     pub username: String,
     pub password_hash: String,
     pub role: Role,
     pub disabled: bool,
+}
+
+impl std::fmt::Debug for AdminUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminUser")
+            .field("tenant_id", &self.tenant_id)
+            .field("username", &self.username)
+            .field("role", &self.role)
+            .field("disabled", &self.disabled)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -126,7 +126,8 @@ pub async fn list(app: &App) -> Result<Vec<(String, TenantView)>, TenantOpError>
 }
 
 /// Plain-text settings of an official account, as an owner submits them.
-#[derive(Debug, Clone, Deserialize)]
+/// `Debug` shows no secret.
+#[derive(Clone, Deserialize)]
 pub struct AccountInput {
     pub appid: String,
     pub name: String,
@@ -136,13 +137,42 @@ pub struct AccountInput {
     pub pay: Option<PayInput>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `Debug` shows the merchant id and which of the others are set.
+#[derive(Clone, Deserialize)]
 pub struct PayInput {
     pub mch_id: String,
     pub api_v2_key: Option<String>,
     pub api_v3_key: Option<String>,
     pub merchant_cert_serial: Option<String>,
     pub merchant_private_key: Option<String>,
+}
+
+/// Stands in for a secret in `Debug` output.
+const REDACTED: &str = "[redacted]";
+
+impl std::fmt::Debug for AccountInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountInput")
+            .field("appid", &self.appid)
+            .field("name", &self.name)
+            .field("token", &REDACTED)
+            .field("encoding_aes_key", &REDACTED)
+            .field("app_secret", &REDACTED)
+            .field("pay", &self.pay)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for PayInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PayInput")
+            .field("mch_id", &self.mch_id)
+            .field("api_v2_key", &self.api_v2_key.as_ref().map(|_| REDACTED))
+            .field("api_v3_key", &self.api_v3_key.as_ref().map(|_| REDACTED))
+            .field("merchant_cert_serial", &self.merchant_cert_serial.as_ref().map(|_| REDACTED))
+            .field("merchant_private_key", &self.merchant_private_key.as_ref().map(|_| REDACTED))
+            .finish()
+    }
 }
 
 /// What is hashed for idempotency: the request with secrets replaced by
@@ -286,6 +316,23 @@ mod tests {
             merchant_cert_serial: Some("3775B6A45ACD588826D15E583A95F5DD2A9F7FA6".into()),
             merchant_private_key: Some("-----BEGIN PRIVATE KEY-----\nMII...\n-----END PRIVATE KEY-----\n".into()),
         }
+    }
+
+    #[test]
+    fn debug_of_submitted_settings_shows_no_secret() {
+        let input = AccountInput {
+            appid: "wx00112233aabbccdd".into(),
+            name: "Main".into(),
+            token: "TOKEN-CANARY".into(),
+            encoding_aes_key: "AES-KEY-CANARY".into(),
+            app_secret: "SECRET-CANARY".into(),
+            pay: Some(pay(Some("V2-KEY-CANARY"), Some("V3-KEY-CANARY"))),
+        };
+        let debug = format!("{input:?}");
+        for hidden in ["CANARY", "PRIVATE KEY", "3775B6A45ACD"] {
+            assert!(!debug.contains(hidden), "{hidden} in {debug}");
+        }
+        assert!(debug.contains("wx00112233aabbccdd") && debug.contains("1900000109"), "{debug}");
     }
 
     #[test]

@@ -5,8 +5,12 @@
 //! - [`pay`]: the WeChat Pay v2/v3 client (`WechatPayClient`, the
 //!   `PayGateway` port of `wxcm-commands`).
 //!
+//! - [`redact`]: transport errors as text without URLs (queries carry
+//!   secrets and tokens).
+//!
 //! Boundaries: nothing here talks SQL or serves HTTP; protocol details come
 //! from `wxcm-protocol`.
 
 pub mod pay;
+pub mod redact;
 pub mod wechat;

@@ -4,6 +4,7 @@
 //! `WXCM_SHARDS__MAIN__URL=postgres://...`).
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -33,7 +34,8 @@ pub struct Settings {
 
 /// The WeChat edge: callbacks, the outbound client and the token center.
 /// Every base URL is configurable so that local runs and tests use `wxcm sandbox`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `Debug` shows whether the component's credentials are set, never their values.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct WechatConfig {
     pub callback_body_bytes_max: usize,
@@ -95,6 +97,70 @@ impl Default for WechatConfig {
             component_encoding_aes_key: String::new(),
             component_app_secret: String::new(),
         }
+    }
+}
+
+impl fmt::Debug for WechatConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WechatConfig")
+            .field("callback_body_bytes_max", &self.callback_body_bytes_max)
+            .field("timestamp_window_s", &self.timestamp_window_s)
+            .field("reply_budget_ms", &self.reply_budget_ms)
+            .field("require_safe_mode", &self.require_safe_mode)
+            .field("api_base", &self.api_base)
+            .field("open_base", &self.open_base)
+            .field("mp_base", &self.mp_base)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("calls_per_second_per_appid", &self.calls_per_second_per_appid)
+            .field("public_base_url", &self.public_base_url)
+            .field("follow_url_template", &self.follow_url_template)
+            .field("pay_base_url", &self.pay_base_url)
+            .field("pay_platform_serial", &self.pay_platform_serial)
+            .field("messages_retention_days", &self.messages_retention_days)
+            .field("token_refresh_interval_ms", &self.token_refresh_interval_ms)
+            .field("component_appid", &self.component_appid)
+            .field("component_token", &redacted_if_set(&self.component_token))
+            .field("component_encoding_aes_key", &redacted_if_set(&self.component_encoding_aes_key))
+            .field("component_app_secret", &redacted_if_set(&self.component_app_secret))
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `Debug` shows for a secret setting: whether it is set.
+fn redacted_if_set(secret: &str) -> &'static str {
+    if secret.is_empty() {
+        ""
+    } else {
+        REDACTED
+    }
+}
+
+/// Stands in for a secret in `Debug` output.
+const REDACTED: &str = "[redacted]";
+
+/// A connection URL for `Debug`: the password of its user part and its query
+/// (where `?password=` may sit) replaced by [`REDACTED`].
+fn url_for_debug(url: &str) -> String {
+    let (url, query) = match url.split_once('?') {
+        Some((base, _)) => (base, Some(REDACTED)),
+        None => (url, None),
+    };
+    let redacted = match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            match authority.rsplit_once('@') {
+                Some((user_info, host)) => match user_info.split_once(':') {
+                    Some((user, _password)) => format!("{scheme}://{user}:{REDACTED}@{host}{path}"),
+                    None => url.to_owned(),
+                },
+                None => url.to_owned(),
+            }
+        }
+        None => url.to_owned(),
+    };
+    match query {
+        Some(q) => format!("{redacted}?{q}"),
+        None => redacted,
     }
 }
 
@@ -204,7 +270,8 @@ impl HttpConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `Debug` hides the passwords of the connection URLs.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct ShardConfig {
     /// The application's connection (role `wxcm_app`: no UPDATE/DELETE on events).
     pub url: String,
@@ -218,12 +285,24 @@ pub struct ShardConfig {
     pub aggregate_cache_entries: usize,
 }
 
+impl fmt::Debug for ShardConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShardConfig")
+            .field("url", &url_for_debug(&self.url))
+            .field("admin_url", &url_for_debug(&self.admin_url))
+            .field("pool_max", &self.pool_max)
+            .field("aggregate_cache_entries", &self.aggregate_cache_entries)
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SchedulerConfig {
     pub interval_ms: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `Debug` hides the password of the server URL.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct NatsConfig {
     pub url: String,
     /// First subject token and stream name prefix (`wxcm` → subjects `wxcm.events.>`,
@@ -238,6 +317,18 @@ pub struct NatsConfig {
     /// Pause between relay steps when the outbox is drained.
     #[serde(default = "NatsConfig::relay_interval_ms_default")]
     pub relay_interval_ms: u64,
+}
+
+impl fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsConfig")
+            .field("url", &url_for_debug(&self.url))
+            .field("stream_prefix", &self.stream_prefix)
+            .field("outbox_retention_hours", &self.outbox_retention_hours)
+            .field("relay_batch_max", &self.relay_batch_max)
+            .field("relay_interval_ms", &self.relay_interval_ms)
+            .finish()
+    }
 }
 
 /// Upper bound of `nats.relay_batch_max` (acks in flight per step).
@@ -414,6 +505,31 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_of_settings_shows_no_secret() {
+        let mut s = Settings::default();
+        s.wechat.component_appid = "wxcomponent1".into();
+        s.wechat.component_token = "TOKEN-CANARY".into();
+        s.wechat.component_encoding_aes_key = "AES-KEY-CANARY".into();
+        s.wechat.component_app_secret = "SECRET-CANARY".into();
+        s.nats.url = "nats://relay:NATS-CANARY@nats.internal:4222".into();
+        let shard = ShardConfig {
+            url: "postgres://wxcm_app:PG-CANARY@db.internal:5432/wxcm?sslmode=require&password=PG-CANARY-2".into(),
+            admin_url: "postgres://postgres:PG-CANARY-3@db.internal/wxcm".into(),
+            ..ShardConfig::local("wxcm")
+        };
+        s.shards.insert("main".into(), shard);
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("CANARY"), "{debug}");
+        assert!(
+            debug.contains("wxcomponent1")
+                && debug.contains("postgres://wxcm_app:[redacted]@db.internal:5432/wxcm?[redacted]"),
+            "{debug}"
+        );
+        assert_eq!(url_for_debug("postgres://wxcm_app@127.0.0.1:5432/wxcm"), "postgres://wxcm_app@127.0.0.1:5432/wxcm");
+        assert_eq!(url_for_debug("not a url"), "not a url");
+    }
 
     #[test]
     fn trusted_proxies_are_addresses_or_blocks() {

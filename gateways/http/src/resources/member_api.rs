@@ -46,12 +46,20 @@ pub(crate) async fn member(state: &AppState, headers: &HeaderMap) -> Result<Memb
     pay_flows::member_session(&state.app, token).await?.ok_or_else(unauthorized)
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 pub struct SessionRequest {
     /// The official account the page runs in.
     appid: String,
     /// The WeChat OAuth `code` the page was given.
     code: String,
+}
+
+// Leaves out the OAuth code: until it is exchanged it is a credential. (Not a
+// doc comment on the struct: that would become the OpenAPI description.)
+impl std::fmt::Debug for SessionRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionRequest").field("appid", &self.appid).finish_non_exhaustive()
+    }
 }
 
 /// A new member session (documentation only).

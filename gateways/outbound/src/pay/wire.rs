@@ -42,13 +42,14 @@ pub(super) enum V3Answer {
 }
 
 pub(super) fn transport_error(e: reqwest::Error) -> String {
-    // Never the URL's query (none carries secrets, but keep the message short).
+    // Never the URL (none of Pay's carries secrets, but reqwest's text would
+    // show it; the WeChat client's do carry them).
     if e.is_timeout() {
         "timeout".to_owned()
     } else if e.is_connect() {
         "connection failed".to_owned()
     } else {
-        format!("transport: {}", e.without_url())
+        format!("transport: {}", crate::redact::transport_text(e))
     }
 }
 

@@ -81,7 +81,8 @@ pub enum CustomMessage {
     News(Vec<Article>),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A member's OAuth tokens. `Debug` shows neither token.
+#[derive(Clone, PartialEq, Eq)]
 pub struct OAuthToken {
     pub openid: String,
     pub access_token: String,
@@ -89,6 +90,17 @@ pub struct OAuthToken {
     pub scope: String,
     pub expires_in_secs: i64,
     pub unionid: Option<String>,
+}
+
+impl std::fmt::Debug for OAuthToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuthToken")
+            .field("openid", &self.openid)
+            .field("scope", &self.scope)
+            .field("expires_in_secs", &self.expires_in_secs)
+            .field("unionid", &self.unionid)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -475,6 +487,20 @@ mod tests {
         let with_fragment =
             jssdk_signature(ticket, "Wm3WZYTPz0wzccnW", 1414587457, "http://mp.weixin.qq.com?params=value#section");
         assert_eq!(with_fragment, sig);
+    }
+
+    #[test]
+    fn debug_of_oauth_tokens_shows_no_token() {
+        let token = OAuthToken {
+            openid: "o1".into(),
+            access_token: "ACCESS-CANARY".into(),
+            refresh_token: "REFRESH-CANARY".into(),
+            scope: "snsapi_base".into(),
+            expires_in_secs: 7200,
+            unionid: None,
+        };
+        let debug = format!("{token:?}");
+        assert!(!debug.contains("CANARY") && debug.contains("o1"), "{debug}");
     }
 
     #[test]

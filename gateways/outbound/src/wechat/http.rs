@@ -3,6 +3,7 @@
 //! transport errors, capped response bodies, `errcode` mapping.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -73,8 +74,9 @@ pub fn backoff_delay_ms(retry: u32, base_ms: u64, max_ms: u64, jitter_unit: f64)
     half + ((cap - half) as f64 * jitter_unit) as u64
 }
 
-/// The body of a request, rebuilt for each attempt.
-#[derive(Debug, Clone)]
+/// The body of a request, rebuilt for each attempt. Its `Debug` shows the
+/// kind only: bodies carry secrets too (`component_appsecret`, refresh tokens).
+#[derive(Clone)]
 pub enum Body {
     None,
     Json(Value),
@@ -87,13 +89,43 @@ pub enum Body {
     },
 }
 
-#[derive(Debug, Clone)]
+/// One call. Its `Debug` names the query parameters without their values:
+/// `secret`, `access_token` and `component_access_token` travel there.
+#[derive(Clone)]
 pub struct Request {
     pub get: bool,
     /// Path under `api_base`, e.g. `/cgi-bin/menu/get`.
     pub path: String,
     pub query: Vec<(String, String)>,
     pub body: Body,
+}
+
+impl fmt::Debug for Body {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::None => f.write_str("None"),
+            Self::Json(_) => f.write_str("Json(..)"),
+            Self::File { field, filename, content_type, bytes } => f
+                .debug_struct("File")
+                .field("field", field)
+                .field("filename", filename)
+                .field("content_type", content_type)
+                .field("bytes", &bytes.len())
+                .finish(),
+        }
+    }
+}
+
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let query_keys: Vec<&str> = self.query.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("Request")
+            .field("get", &self.get)
+            .field("path", &self.path)
+            .field("query_keys", &query_keys)
+            .field("body", &self.body)
+            .finish()
+    }
 }
 
 impl Request {
@@ -133,7 +165,9 @@ impl WechatHttp {
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| WechatError::Transport(format!("building the http client: {e}")))?;
+            .map_err(|e| {
+                WechatError::Transport(format!("building the http client: {}", crate::redact::transport_text(e)))
+            })?;
         Ok(Self { http, config, limiters: Mutex::new(HashMap::new()) })
     }
 
@@ -237,11 +271,13 @@ impl WechatHttp {
         Ok(RawResponse { content_type, bytes })
     }
 
+    /// Never `e.to_string()`: reqwest's text holds the URL, whose query holds
+    /// the app secret or the access token.
     fn transport_error(&self, e: reqwest::Error) -> WechatError {
         if e.is_timeout() {
             WechatError::Timeout { timeout_ms: self.config.request_timeout_ms }
         } else {
-            WechatError::Transport(e.to_string())
+            WechatError::Transport(crate::redact::transport_text(e))
         }
     }
 }
@@ -305,5 +341,14 @@ mod tests {
         assert!(check_errcode(&json!({"access_token": "x"})).is_ok());
         assert!(matches!(check_errcode(&json!({"errcode": 45009})), Err(WechatError::QuotaExhausted)));
         assert!(matches!(parse_json(b"not json"), Err(WechatError::Decode(_))));
+    }
+
+    #[test]
+    fn debug_of_a_request_shows_no_query_value_and_no_body() {
+        let request = Request::post("/cgi-bin/component/api_authorizer_token", json!({"refresh": "REFRESH-CANARY"}))
+            .query("component_access_token", "TOKEN-CANARY");
+        let debug = format!("{request:?}");
+        assert!(!debug.contains("CANARY"), "{debug}");
+        assert!(debug.contains("component_access_token") && debug.contains("api_authorizer_token"), "{debug}");
     }
 }
