@@ -416,6 +416,41 @@ pub struct LedgerLinePage {
     pub projected_through_sequence: i64,
 }
 
+/// Coupons of one template per state, from `rm_coupons`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CouponCounts {
+    pub active: i64,
+    pub redeemed: i64,
+    pub voided: i64,
+    pub expired: i64,
+}
+
+/// Coupons per page of a template's coupon list.
+pub const COUPON_PAGE_MAX: u32 = 200;
+
+/// A template's coupons in serial order, after `after_serial`, optionally in one state.
+#[derive(Debug, Clone)]
+pub struct CouponSearch {
+    pub template_id: wxcm_domain::coupon::TemplateId,
+    pub state: Option<wxcm_domain::coupon::CouponState>,
+    pub after_serial: Option<u64>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CouponRow {
+    pub coupon_id: String,
+    pub member_id: String,
+    pub serial: i64,
+    pub state: String,
+    pub channel: String,
+    pub issued_at: DateTime<Utc>,
+    pub valid_until: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub ended_by: Option<String>,
+    pub store: Option<String>,
+}
+
 /// Queries over the shard's read models (eventually consistent with the events).
 #[async_trait]
 pub trait ReadModels: Send + Sync {
@@ -431,6 +466,13 @@ pub trait ReadModels: Send + Sync {
     ) -> Result<LedgerLinePage, PortError>;
     /// Counters of `from..=to` (the caller bounds the range by `REPORT_DAYS_MAX`).
     async fn daily_ops(&self, tenant: &TenantId, from: NaiveDate, to: NaiveDate) -> Result<DailyOpsReport, PortError>;
+    async fn coupon_counts(
+        &self,
+        tenant: &TenantId,
+        template: wxcm_domain::coupon::TemplateId,
+    ) -> Result<CouponCounts, PortError>;
+    /// One page; `limit` at most [`COUPON_PAGE_MAX`].
+    async fn search_coupons(&self, tenant: &TenantId, search: &CouponSearch) -> Result<Vec<CouponRow>, PortError>;
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -119,7 +119,9 @@ impl Projector for CouponProjector {
                         c.valid_until.into(),
                         c.issued_at.into(),
                     ])
-                    .on_conflict(OnConflict::columns([RmCoupons::TenantId, RmCoupons::CouponId]).do_nothing().to_owned())
+                    .on_conflict(
+                        OnConflict::columns([RmCoupons::TenantId, RmCoupons::CouponId]).do_nothing().to_owned(),
+                    )
                     .build_sqlx(PostgresQueryBuilder);
                 if execute(conn, sql, values).await? != 1 {
                     return Err(ApplyError::Invalid("coupon row exists before its issue".into()));

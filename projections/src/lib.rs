@@ -14,8 +14,8 @@ pub mod envelope;
 pub mod members;
 pub mod runtime;
 
-pub use envelope::{load_events, RelayedEvent};
 pub use coupons::CouponProjector;
+pub use envelope::{load_events, RelayedEvent};
 pub use members::MemberProjector;
 pub use runtime::{
     stalls_detected, ApplyError, BatchReport, Outcome, ProjectionError, Projector, ProjectorRuntime, ProjectorSettings,

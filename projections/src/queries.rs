@@ -9,11 +9,14 @@ use sea_query_sqlx::SqlxBinder;
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 use wxcm_commands::ports::{
-    DailyOpsReport, DailyOpsRow, LedgerLinePage, LedgerLineRow, MemberCursor, MemberPage, MemberRow, MemberSearch,
-    MemberSortKey, PortError, ReadModels, SortOrder, LEDGER_PAGE_MAX, MEMBER_PAGE_MAX, REPORT_DAYS_MAX,
+    CouponCounts, CouponRow, CouponSearch, DailyOpsReport, DailyOpsRow, LedgerLinePage, LedgerLineRow, MemberCursor,
+    MemberPage, MemberRow, MemberSearch, MemberSortKey, PortError, ReadModels, SortOrder, COUPON_PAGE_MAX,
+    LEDGER_PAGE_MAX, MEMBER_PAGE_MAX, REPORT_DAYS_MAX,
 };
+use wxcm_domain::coupon::TemplateId;
 use wxcm_domain::{MemberId, TenantId};
 
+use crate::coupons::RmCoupons;
 use crate::daily::{metric, RmDailyOps};
 use crate::members::{RmMemberLedger, RmMembers, LEDGER_LINE_COLUMNS};
 
@@ -303,6 +306,79 @@ impl ReadModels for PgReadModels {
             .collect::<Result<Vec<(String, i64)>, sqlx::Error>>()
             .map_err(PortError::new)?;
         Ok(DailyOpsReport { rows, members_by_card_level })
+    }
+
+    async fn coupon_counts(&self, tenant: &TenantId, template: TemplateId) -> Result<CouponCounts, PortError> {
+        let count = Alias::new("count");
+        let (sql, values) = Query::select()
+            .column(RmCoupons::State)
+            .expr_as(Func::count(Expr::col(RmCoupons::CouponId)), count)
+            .from(RmCoupons::Table)
+            .and_where(Expr::col(RmCoupons::TenantId).eq(tenant.as_str()))
+            .and_where(Expr::col(RmCoupons::TemplateId).eq(template.to_string()))
+            .group_by_col(RmCoupons::State)
+            .build_sqlx(PostgresQueryBuilder);
+        let rows = sqlx::query_with(&sql, values).fetch_all(&self.pool).await.map_err(PortError::new)?;
+        let mut counts = CouponCounts::default();
+        for row in rows {
+            let state: String = row.try_get("state").map_err(PortError::new)?;
+            let n: i64 = row.try_get("count").map_err(PortError::new)?;
+            match state.as_str() {
+                "active" => counts.active = n,
+                "redeemed" => counts.redeemed = n,
+                "voided" => counts.voided = n,
+                "expired" => counts.expired = n,
+                other => return Err(PortError::msg(format!("rm_coupons state {other}"))),
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn search_coupons(&self, tenant: &TenantId, search: &CouponSearch) -> Result<Vec<CouponRow>, PortError> {
+        let mut select = Query::select();
+        select
+            .columns([
+                RmCoupons::CouponId,
+                RmCoupons::MemberId,
+                RmCoupons::Serial,
+                RmCoupons::State,
+                RmCoupons::Channel,
+                RmCoupons::IssuedAt,
+                RmCoupons::ValidUntil,
+                RmCoupons::EndedAt,
+                RmCoupons::EndedBy,
+                RmCoupons::Store,
+            ])
+            .from(RmCoupons::Table)
+            .and_where(Expr::col(RmCoupons::TenantId).eq(tenant.as_str()))
+            .and_where(Expr::col(RmCoupons::TemplateId).eq(search.template_id.to_string()))
+            .order_by(RmCoupons::Serial, Order::Asc)
+            .limit(u64::from(search.limit.clamp(1, COUPON_PAGE_MAX)));
+        if let Some(state) = search.state {
+            select.and_where(Expr::col(RmCoupons::State).eq(state.as_str()));
+        }
+        if let Some(after) = search.after_serial {
+            select.and_where(Expr::col(RmCoupons::Serial).gt(i64::try_from(after).map_err(PortError::new)?));
+        }
+        let (sql, values) = select.build_sqlx(PostgresQueryBuilder);
+        let rows = sqlx::query_with(&sql, values).fetch_all(&self.pool).await.map_err(PortError::new)?;
+        rows.iter()
+            .map(|r| {
+                Ok(CouponRow {
+                    coupon_id: r.try_get("coupon_id")?,
+                    member_id: r.try_get("member_id")?,
+                    serial: r.try_get("serial")?,
+                    state: r.try_get("state")?,
+                    channel: r.try_get("channel")?,
+                    issued_at: r.try_get("issued_at")?,
+                    valid_until: r.try_get("valid_until")?,
+                    ended_at: r.try_get("ended_at")?,
+                    ended_by: r.try_get("ended_by")?,
+                    store: r.try_get("store")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(PortError::new)
     }
 }
 

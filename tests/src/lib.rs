@@ -13,7 +13,7 @@ use chrono::{DateTime, Duration, Utc};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
 use wxcm_commands::ports::{App, Clock};
-use wxcm_projections::{MemberProjector, ProjectorRuntime};
+use wxcm_projections::{CouponProjector, MemberProjector, Projector, ProjectorRuntime};
 use wxcm_server::app::{Application, BuildOptions, Role, RunningApp};
 use wxcm_server::config::{Settings, ShardConfig};
 use wxcm_server::relay::{self, ShardRelay};
@@ -116,6 +116,7 @@ struct ShardPipeline {
     db: PgConnection,
     relay: ShardRelay,
     projector: ProjectorRuntime<MemberProjector>,
+    coupons: ProjectorRuntime<CouponProjector>,
 }
 
 impl ShardPipeline {
@@ -138,16 +139,20 @@ impl ShardPipeline {
 
     /// Projects until nothing is pending, delivered or redelivered.
     async fn drain_projector(&mut self, deadline: std::time::Instant) {
-        loop {
-            let report =
-                self.projector.run_batch(100, std::time::Duration::from_millis(200)).await.expect("projector step");
-            assert_eq!((report.parked, report.failed), (0, 0), "{report:?}");
-            let status = self.projector.status().await.expect("status");
-            if report.received == 0 && status.num_pending == 0 && status.num_ack_pending == 0 {
-                return;
-            }
-            assert!(std::time::Instant::now() < deadline, "projection not drained within {CATCH_UP_DEADLINE:?}");
+        drain(&mut self.projector, deadline).await;
+        drain(&mut self.coupons, deadline).await;
+    }
+}
+
+async fn drain<P: Projector>(projector: &mut ProjectorRuntime<P>, deadline: std::time::Instant) {
+    loop {
+        let report = projector.run_batch(100, std::time::Duration::from_millis(200)).await.expect("projector step");
+        assert_eq!((report.parked, report.failed), (0, 0), "{report:?}");
+        let status = projector.status().await.expect("status");
+        if report.received == 0 && status.num_pending == 0 && status.num_ack_pending == 0 {
+            return;
         }
+        assert!(std::time::Instant::now() < deadline, "projection not drained within {CATCH_UP_DEADLINE:?}");
     }
 }
 
@@ -192,16 +197,18 @@ pub async fn spawn_app_with_projections_on(mut settings: Settings) -> TestApp {
     relay::ensure_stream(&js, &prefix).await.expect("events stream");
     let names: Vec<String> = application.shards.all().map(|s| s.name.clone()).collect();
     let relays = application.shard_relays(&js);
-    let projectors = application.shard_projectors(&js, |s| {
+    let tune = |s: &mut wxcm_projections::ProjectorSettings| {
         s.ack_wait = std::time::Duration::from_secs(1);
         s.nak_delay = std::time::Duration::from_millis(50);
-    });
+    };
+    let projectors = application.shard_projectors(&js, tune);
+    let coupon_projectors = application.shard_coupon_projectors(&js, tune);
     let mut shards = Vec::new();
     // Both come from `Shards::all`, in the same order.
-    for ((name, relay), projector) in names.iter().zip(relays).zip(projectors) {
+    for (((name, relay), projector), coupons) in names.iter().zip(relays).zip(projectors).zip(coupon_projectors) {
         let url = &settings.shards[name].admin_url;
         let db = PgConnectOptions::from_str(url).expect("url").connect().await.expect("shard connection");
-        shards.push(ShardPipeline { db, relay, projector });
+        shards.push(ShardPipeline { db, relay, projector, coupons });
     }
     let pipeline = Pipeline { js, prefix, shards: tokio::sync::Mutex::new(shards) };
     start(application, settings, clock, Some(pipeline))

@@ -11,7 +11,7 @@ use wxcm_commands::ports::Role;
 use wxcm_commands::{auth, members, scheduler, tenants, CommandContext};
 use wxcm_domain::member::{CardLevel, RegistrationSource};
 use wxcm_domain::{Actor, AppId, MemberId, OpenId, TenantId};
-use wxcm_tests::{spawn_app, TestApp};
+use wxcm_tests::{spawn_app, spawn_app_with_projections, TestApp};
 
 const PASSWORD: &str = "a-long-enough-password";
 
@@ -387,5 +387,56 @@ async fn edits_never_change_issued_coupons_and_a_disabled_template_issues_nothin
     assert_eq!(status, StatusCode::OK);
     let (status, body) = post(&t, &m.owner, &format!("/admin/api/v1/coupons/{coupon_id}/void"), void).await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("coupon_voided")));
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn the_read_model_counts_coupons_per_template_and_per_day() {
+    let t = spawn_app_with_projections().await;
+    let m = merchant(&t, "mall-report").await;
+    let id = template(&t, &m, cash_terms(Some(1)), json!({"kind": "finite", "total": 10})).await;
+    let mut coupons = Vec::new();
+    for n in 0..4 {
+        let (_, session) = member_with_session(&t, &m, n).await;
+        coupons.push(claim(&t, &session, &id, key()).await.1);
+    }
+    let (member_id, _) = member_with_session(&t, &m, 9).await;
+    let grant = json!({"member_id": member_id, "reason": "apology"});
+    let (status, _) = post(&t, &m.owner, &format!("/admin/api/v1/coupon-templates/{id}/grants"), grant).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(redeem(&t, &m.staff, coupons[0]["code"].as_str().unwrap()).await.0, StatusCode::OK);
+    let void = json!({"reason": "mistake"});
+    let coupon_id = coupons[1]["coupon_id"].as_str().unwrap();
+    assert_eq!(post(&t, &m.owner, &format!("/admin/api/v1/coupons/{coupon_id}/void"), void).await.0, StatusCode::OK);
+    t.catch_up().await;
+
+    let (status, page) = get(&t, &m.owner, &format!("/admin/api/v1/coupon-templates/{id}/coupons?limit=3")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["counts"], json!({"active": 3, "redeemed": 1, "voided": 1, "expired": 0}));
+    assert_eq!(page["coupons"].as_array().unwrap().len(), 3);
+    assert_eq!(page["next_after"], 3);
+    let (_, rest) = get(&t, &m.owner, &format!("/admin/api/v1/coupon-templates/{id}/coupons?after=3")).await;
+    assert_eq!(
+        rest["coupons"].as_array().unwrap().iter().map(|c| c["serial"].clone()).collect::<Vec<_>>(),
+        [json!(4), json!(5)]
+    );
+    let (_, redeemed) = get(&t, &m.staff, &format!("/admin/api/v1/coupon-templates/{id}/coupons?state=redeemed")).await;
+    assert_eq!(redeemed["coupons"][0]["ended_by"], "staff:clerk");
+    assert_eq!(redeemed["coupons"][0]["store"], "counter 1");
+
+    let day = wxcm_projections::daily::merchant_day(t.app.clock.now());
+    let (_, report) = get(&t, &m.owner, &format!("/admin/api/v1/reports/daily-ops?from={day}&to={day}")).await;
+    let value = |metric: &str, dimension: &str| {
+        report["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["metric"] == metric && r["dimension"] == dimension)
+            .map(|r| r["value"].clone())
+    };
+    assert_eq!(value("coupons_issued", "member_claim"), Some(json!(4)), "{report}");
+    assert_eq!(value("coupons_issued", "operator_grant"), Some(json!(1)));
+    assert_eq!(value("coupons_redeemed", ""), Some(json!(1)));
+    assert_eq!(value("coupons_voided", ""), Some(json!(1)));
     t.stop().await;
 }

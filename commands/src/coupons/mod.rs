@@ -485,3 +485,17 @@ pub async fn expire(app: &App, tenant: &TenantId, coupon_id: CouponId) -> Result
     let expired = outcome.events.iter().filter(|e| matches!(e.event, CouponEvent::CouponExpired { .. })).count();
     Ok(if outcome.replayed { 0 } else { expired as u32 })
 }
+
+/// A template's coupons from the read model (may lag issues by a moment):
+/// counts per state and one page in serial order.
+pub async fn template_coupons(
+    app: &App,
+    tenant: &TenantId,
+    search: &crate::ports::CouponSearch,
+) -> Result<(crate::ports::CouponCounts, Vec<crate::ports::CouponRow>), CouponOpError> {
+    get_template(app, tenant, search.template_id).await?;
+    let shard = app.router.route(tenant)?;
+    let counts = shard.read_models.coupon_counts(tenant, search.template_id).await?;
+    let rows = shard.read_models.search_coupons(tenant, search).await?;
+    Ok((counts, rows))
+}

@@ -213,6 +213,7 @@ fn build_with(
         .route("/members/{member_id}/coupons", get(coupons::member_coupons))
         .route("/coupon-templates", get(coupons::list_templates).post(coupons::create_template))
         .route("/coupon-templates/{template_id}", get(coupons::get_template))
+        .route("/coupon-templates/{template_id}/coupons", get(coupons::template_coupons))
         .route("/coupon-templates/{template_id}/terms", put(coupons::put_terms))
         .route("/coupon-templates/{template_id}/stock", put(coupons::put_stock))
         .route("/coupon-templates/{template_id}/enabled", put(coupons::put_enabled))

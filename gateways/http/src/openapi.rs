@@ -115,6 +115,7 @@ v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with
         coupons::create_template,
         coupons::list_templates,
         coupons::get_template,
+        coupons::template_coupons,
         coupons::put_terms,
         coupons::put_stock,
         coupons::put_enabled,

@@ -209,14 +209,7 @@ impl Application {
             .all()
             .map(|s| {
                 let router = self.shards.clone() as Arc<dyn wxcm_commands::ports::ShardRouter>;
-                ProjectorRuntime::new(
-                    projector,
-                    s.name.clone(),
-                    s.pool.clone(),
-                    router,
-                    js.clone(),
-                    settings.clone(),
-                )
+                ProjectorRuntime::new(projector, s.name.clone(), s.pool.clone(), router, js.clone(), settings.clone())
             })
             .collect()
     }

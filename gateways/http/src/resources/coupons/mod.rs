@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use tracing::instrument;
 use wxcm_commands::coupons::{self, CouponOpError, Recipient};
+use wxcm_commands::ports::CouponSearch;
 use wxcm_commands::CommandContext;
 use wxcm_domain::coupon::{CouponError, CouponId, IssueRefusal, TemplateCommand, TemplateError, TemplateId};
 use wxcm_domain::{Actor, MemberId};
@@ -156,6 +157,31 @@ pub async fn get_template(
     id: ApiPath<TemplateId>,
 ) -> Result<Json<TemplateDto>, ApiError> {
     Ok(Json(coupons::get_template(&state.app, &auth.session.tenant_id, id.0).await?.into()))
+}
+
+/// A template's coupons (from the read model: may lag a moment): counts per
+/// state and one page in serial order.
+#[utoipa::path(get, path = "/admin/api/v1/coupon-templates/{template_id}/coupons", tag = "coupons",
+    security(("bearer" = [])),
+    params(("template_id" = uuid::Uuid, Path), CouponPageQuery),
+    responses(
+        (status = 200, description = "Counts and one page", body = TemplateCouponsPage),
+        (status = 400, description = "`invalid_template_id`, `invalid_query`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`template_not_found`", body = ErrorBody),
+        (status = 422, description = "`invalid_limit`, `invalid_state`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, template_id = %id.0))]
+pub async fn template_coupons(
+    State(state): State<AppState>,
+    auth: Authorized<perm::CouponRead>,
+    id: ApiPath<TemplateId>,
+    query: ApiQuery<CouponPageQuery>,
+) -> Result<Json<TemplateCouponsPage>, ApiError> {
+    let limit = page_limit(query.0.limit)?;
+    let search = CouponSearch { template_id: id.0, state: query.0.state()?, after_serial: query.0.after, limit };
+    let (counts, rows) = coupons::template_coupons(&state.app, &auth.session.tenant_id, &search).await?;
+    Ok(Json(TemplateCouponsPage::new(counts, rows, limit)))
 }
 
 async fn change(

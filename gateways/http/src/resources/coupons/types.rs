@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use wxcm_commands::coupons::{CouponView, TemplateView};
+use wxcm_commands::ports::{CouponCounts, CouponRow};
 use wxcm_domain::coupon::{
     Audience, Benefit, CouponState, CouponTerms, CouponText, IssueChannel, Stock, Validity, AUDIENCE_LEVELS_MAX,
 };
@@ -373,4 +374,92 @@ impl From<CouponView> for CouponDto {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CouponList {
     pub coupons: Vec<CouponDto>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CouponPageQuery {
+    /// `active`, `redeemed`, `voided` or `expired`.
+    pub state: Option<String>,
+    /// The last serial of the previous page.
+    #[param(minimum = 0)]
+    pub after: Option<u64>,
+    /// 1..=200, default 50.
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<u32>,
+}
+
+impl CouponPageQuery {
+    pub fn state(&self) -> Result<Option<CouponState>, ApiError> {
+        let Some(state) = self.state.as_deref() else { return Ok(None) };
+        let parsed = [CouponState::Active, CouponState::Redeemed, CouponState::Voided, CouponState::Expired]
+            .into_iter()
+            .find(|s| s.as_str() == state);
+        parsed
+            .map(Some)
+            .ok_or_else(|| ApiError::invalid("invalid_state", "state is active, redeemed, voided or expired"))
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CouponCountsDto {
+    pub active: i64,
+    pub redeemed: i64,
+    pub voided: i64,
+    pub expired: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CouponRowDto {
+    pub coupon_id: String,
+    pub member_id: String,
+    pub serial: i64,
+    pub state: String,
+    pub channel: String,
+    pub issued_at: DateTime<Utc>,
+    pub valid_until: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Who redeemed or voided it (`staff:<name>`, `admin:<name>`).
+    pub ended_by: Option<String>,
+    pub store: Option<String>,
+}
+
+/// A template's coupons from the read model: counts per state and one page.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TemplateCouponsPage {
+    pub counts: CouponCountsDto,
+    pub coupons: Vec<CouponRowDto>,
+    /// Present when more may follow (pass as `after`).
+    pub next_after: Option<i64>,
+}
+
+impl TemplateCouponsPage {
+    pub fn new(counts: CouponCounts, rows: Vec<CouponRow>, limit: u32) -> Self {
+        let next_after = if rows.len() as u32 == limit { rows.last().map(|r| r.serial) } else { None };
+        Self {
+            counts: CouponCountsDto {
+                active: counts.active,
+                redeemed: counts.redeemed,
+                voided: counts.voided,
+                expired: counts.expired,
+            },
+            coupons: rows
+                .into_iter()
+                .map(|r| CouponRowDto {
+                    coupon_id: r.coupon_id,
+                    member_id: r.member_id,
+                    serial: r.serial,
+                    state: r.state,
+                    channel: r.channel,
+                    issued_at: r.issued_at,
+                    valid_until: r.valid_until,
+                    ended_at: r.ended_at,
+                    ended_by: r.ended_by,
+                    store: r.store,
+                })
+                .collect(),
+            next_after,
+        }
+    }
 }
