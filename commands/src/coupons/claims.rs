@@ -281,9 +281,10 @@ impl Lane {
         }
         match self.store.append(rows).await {
             Ok(()) => {
+                // The executor's cached copy is behind now: its next command
+                // conflicts and reloads; claims read it only for the slot,
+                // which the lane checks against this state.
                 self.states.insert(template_id, (template, version + 1));
-                // The executor's cached copy is one event behind now.
-                self.templates.invalidate(&template_id.to_string());
                 Ok(outcomes)
             }
             Err(AppendError::Conflict) => {

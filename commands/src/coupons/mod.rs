@@ -30,6 +30,8 @@ pub const ISSUE_ATTEMPTS_MAX: u32 = 8;
 pub const TEMPLATE_PAGE_MAX: u32 = 200;
 /// Coupons a member's list returns (newest first).
 pub const MEMBER_COUPONS_MAX: u32 = 200;
+/// How old the cached template may be when a claim chooses its slot.
+const TEMPLATE_STATE_AGE_MAX: Duration = Duration::from_secs(2);
 /// How old a member's cached state may be when a claim checks their card level.
 const MEMBER_STATE_AGE_MAX: Duration = Duration::from_secs(5);
 /// The prefix of the QR payload a member shows; the tenant is part of it, so
@@ -308,15 +310,19 @@ pub async fn issue(
     let card_level = registration.card_level.clone();
 
     for attempt in 0..ISSUE_ATTEMPTS_MAX {
-        if let Some(view) = previous_issue(app, ctx, &hash).await? {
-            return Ok(view);
-        }
-        let template = get_template(app, tenant, template_id).await?;
+        // Terms read here only choose the claim slot; the lane decides with the
+        // template's current state and refuses a slot beyond its limit.
+        let (state, _) = shard.coupon_templates.load_recent(&template_id.to_string(), TEMPLATE_STATE_AGE_MAX).await?;
+        let template = TemplateView::of(&state, tenant).ok_or(CouponOpError::NotFound("coupon template"))?;
         let (coupon_id, channel, level) = match &recipient {
             Recipient::Claim { member_id } => {
-                let (coupon_id, ordinal) =
+                let slot =
                     claim_slot(&*shard.coupon_store, tenant, template_id, *member_id, &template, &ctx.idempotency_key)
-                        .await?;
+                        .await;
+                let (coupon_id, ordinal) = match slot {
+                    Ok(slot) => slot,
+                    Err(refused) => return previous_or(app, ctx, &hash, refused).await,
+                };
                 (coupon_id, IssueChannel::MemberClaim { ordinal }, Some(card_level.clone()))
             }
             Recipient::Grant { member_id, reason } => (
@@ -325,12 +331,16 @@ pub async fn issue(
                 None,
             ),
         };
+        let claim_ordinal = match &channel {
+            IssueChannel::MemberClaim { ordinal } => *ordinal,
+            IssueChannel::OperatorGrant { .. } => None,
+        };
         let mut random = [0u8; RedemptionCode::BYTES];
         rand::fill(&mut random);
         let job = IssueJob {
             tenant_id: tenant.clone(),
             template_id,
-            ask: IssueAsk { coupon_id, member_id, card_level: level },
+            ask: IssueAsk { coupon_id, member_id, card_level: level, claim_ordinal },
             channel,
             actor: actor.clone(),
             code: RedemptionCode::from_random(random),
@@ -338,13 +348,18 @@ pub async fn issue(
             request_hash: hash.clone(),
             correlation_id: ctx.correlation_id,
         };
+        // A used key makes the commit conflict (its idempotency row exists):
+        // the first result is looked up only then, off the common path.
         match shard.coupon_issues.issue(job).await {
             Ok(coupon) => return Ok(CouponView::of(&coupon, CouponState::Active)),
             Err(IssueError::Conflict) => {
+                if let Some(view) = previous_issue(app, ctx, &hash).await? {
+                    return Ok(view);
+                }
                 let backoff_ms = 1 + u64::from(attempt) * 2 + rand::random::<u64>() % 5;
                 tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
             }
-            Err(IssueError::Refused(why)) => return Err(CouponOpError::Refused(why)),
+            Err(IssueError::Refused(why)) => return previous_or(app, ctx, &hash, CouponOpError::Refused(why)).await,
             Err(IssueError::TemplateNotFound) => return Err(CouponOpError::NotFound("coupon template")),
             Err(IssueError::Busy) => return Err(CouponOpError::Contention),
             Err(IssueError::Store(e)) => return Err(CouponOpError::Infra(e)),
@@ -373,6 +388,20 @@ async fn claim_slot(
     match free {
         Some((id, ordinal)) => Ok((*id, Some(ordinal))),
         None => Err(CouponOpError::Refused(IssueRefusal::LimitReached)),
+    }
+}
+
+/// A repeated key whose first run issued a coupon gets that coupon, never a
+/// refusal the state only gives because of that first run.
+async fn previous_or(
+    app: &App,
+    ctx: &CommandContext,
+    hash: &str,
+    refused: CouponOpError,
+) -> Result<CouponView, CouponOpError> {
+    match previous_issue(app, ctx, hash).await? {
+        Some(view) => Ok(view),
+        None => Err(refused),
     }
 }
 

@@ -55,8 +55,12 @@ pub struct IssueAsk {
     pub coupon_id: CouponId,
     pub member_id: MemberId,
     /// The member's card level, checked against the audience (claims only;
-    /// `None` for an operator's grant, which the audience does not restrict).
+    /// `None` for an operator's grant, which neither the audience nor the
+    /// per-member limit restricts).
     pub card_level: Option<CardLevel>,
+    /// A claim's slot (the member's n-th claim) under a per-member limit,
+    /// chosen from terms read earlier: refused when beyond the current limit.
+    pub claim_ordinal: Option<u16>,
 }
 
 /// One coupon granted by an issue decision.
@@ -206,8 +210,17 @@ impl CouponTemplate {
         let mut outcomes = Vec::with_capacity(asks.len());
         for ask in asks {
             let in_audience = ask.card_level.as_ref().is_none_or(|level| state.terms.audience.admits(level));
+            let is_claim = ask.card_level.is_some();
+            let beyond_limit = match (state.terms.per_member_limit, ask.claim_ordinal) {
+                (Some(limit), Some(ordinal)) => ordinal == 0 || ordinal > limit,
+                // A slot chosen while the template had no limit.
+                (Some(_), None) => is_claim,
+                (None, _) => false,
+            };
             let outcome = if !in_audience {
                 Err(IssueRefusal::NotInAudience)
+            } else if beyond_limit {
+                Err(IssueRefusal::LimitReached)
             } else if matches!(state.stock, Stock::Finite { total } if issued >= u64::from(total)) {
                 Err(IssueRefusal::SoldOut)
             } else if grants.iter().any(|g: &IssueGrant| g.coupon_id == ask.coupon_id) {

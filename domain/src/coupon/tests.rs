@@ -55,6 +55,7 @@ fn ask(n: u128) -> IssueAsk {
         coupon_id: CouponId::from_uuid(Uuid::from_u128(1_000 + n)),
         member_id: MemberId::from_uuid(Uuid::from_u128(n)),
         card_level: Some(CardLevel::standard()),
+        claim_ordinal: Some(1),
     }
 }
 
@@ -103,6 +104,7 @@ fn the_audience_restricts_claims_but_not_operator_grants() {
     let template: CouponTemplate = given(&[created(Stock::Unlimited), edit]);
     let mut operator = ask(2);
     operator.card_level = None;
+    operator.claim_ordinal = None;
     let outcomes = template.decide_issues(&[ask(1), operator], now()).unwrap().outcomes;
     assert_eq!(outcomes[0], Err(IssueRefusal::NotInAudience));
     assert!(outcomes[1].is_ok());
@@ -296,4 +298,17 @@ proptest! {
         let replayed: CouponTemplate = given(&log);
         prop_assert_eq!(replayed, live);
     }
+}
+
+#[test]
+fn a_claim_slot_beyond_the_current_limit_is_refused() {
+    // created() has a limit of 1: slot 2 was chosen under older terms.
+    let template: CouponTemplate = given(&[created(Stock::Unlimited)]);
+    let mut second = ask(2);
+    second.claim_ordinal = Some(2);
+    let mut unslotted = ask(3);
+    unslotted.claim_ordinal = None;
+    let outcomes = template.decide_issues(&[ask(1), second, unslotted], now()).unwrap().outcomes;
+    assert!(outcomes[0].is_ok());
+    assert_eq!(outcomes[1..], [Err(IssueRefusal::LimitReached), Err(IssueRefusal::LimitReached)]);
 }

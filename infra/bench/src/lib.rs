@@ -12,6 +12,7 @@
 //!
 //! Dev-only: nothing here is linked into the `wxcm` server.
 
+pub mod coupons;
 pub mod driver;
 pub mod gateway;
 pub mod ledger;

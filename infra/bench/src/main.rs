@@ -34,6 +34,8 @@ enum BenchCommand {
     Gateway(wxcm_bench::gateway::GatewayBenchArgs),
     /// WeChat Pay paid notifications (v2 or v3) through the full path at a fixed rate; checks every credit.
     Pay(wxcm_bench::pay::PayBenchArgs),
+    /// Claims of one hot coupon template through the member API, write-offs, and an exact sell-out.
+    Coupons(wxcm_bench::coupons::CouponsBenchArgs),
 }
 
 /// Same allocator as the `wxcm` server, so the figures are the server's.
@@ -53,5 +55,6 @@ async fn main() -> Result<()> {
         BenchCommand::Pipeline(args) => wxcm_bench::pipeline::bench_pipeline(&settings, args).await,
         BenchCommand::Gateway(args) => wxcm_bench::gateway::bench_gateway(&settings, args).await,
         BenchCommand::Pay(args) => wxcm_bench::pay::bench_pay(&settings, args).await,
+        BenchCommand::Coupons(args) => wxcm_bench::coupons::bench_coupons(&settings, args).await,
     }
 }
