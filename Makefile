@@ -54,6 +54,8 @@ bench: services
 	$(CARGO_TARGET_DIR)/release/wxcm bench gateway --ledger-rate $(call ledger_field,a_commands_per_s) \
 	  --ledger-clients $(call ledger_field,clients)
 	$(CARGO_TARGET_DIR)/release/wxcm bench pay
+	@# Coupons' target is also a ratio to the ledger's a.
+	$(CARGO_TARGET_DIR)/release/wxcm bench coupons --ledger-rate $(call ledger_field,a_commands_per_s)
 
 fmt:
 	cargo fmt --all

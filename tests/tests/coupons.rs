@@ -438,5 +438,23 @@ async fn the_read_model_counts_coupons_per_template_and_per_day() {
     assert_eq!(value("coupons_issued", "operator_grant"), Some(json!(1)));
     assert_eq!(value("coupons_redeemed", ""), Some(json!(1)));
     assert_eq!(value("coupons_voided", ""), Some(json!(1)));
+
+    // `wxcm audit verify` walks the coupon and template streams' hash chains too.
+    assert!(wxcm_ops::audit::audit_verify(&t.settings, &m.tenant, true).await.unwrap());
+    // `wxcm audit reconcile`: templates against their coupons, and rm_coupons, agree.
+    let report = wxcm_ops::reconcile::reconcile(&t.settings, &m.tenant).await.unwrap();
+    assert_eq!((report.coupons.templates, report.coupons.coupons), (1, 5));
+    assert!(report.is_clean(), "{report:#?}");
+    // A read-model row changed behind the projector's back is found.
+    let shard = shard_of(&t, &m.tenant).await;
+    let mut db = t.shard_db(&shard).await;
+    sqlx::query("UPDATE rm_coupons SET state = 'active' WHERE tenant_id = 'mall-report' AND state = 'redeemed'")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let report = wxcm_ops::reconcile::reconcile(&t.settings, &m.tenant).await.unwrap();
+    assert_eq!(report.coupons.differences.len(), 1, "{report:#?}");
+    assert_eq!(report.coupons.differences[0].field, "rm_coupons");
+    assert!(!report.is_clean());
     t.stop().await;
 }

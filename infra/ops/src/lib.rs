@@ -1,7 +1,9 @@
 //! Operator tools over the event store and read models, run by `wxcm audit`:
 //!
 //! - [`audit`]: a member's history explained, hash chains verified;
-//! - [`reconcile`]: read models against a fold of the events.
+//! - [`reconcile`]: read models against a fold of the events ([`reconcile_coupons`]:
+//!   coupon templates against their coupons, and `rm_coupons`).
 
 pub mod audit;
 pub mod reconcile;
+pub mod reconcile_coupons;

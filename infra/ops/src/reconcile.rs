@@ -30,6 +30,8 @@ use wxcm_projections::rebuild::{fetch_page, open_cursor, StoredMemberEvent, PAGE
 
 use wxcm_server::config::Settings;
 
+use crate::reconcile_coupons::{reconcile_coupons, CouponReconcile};
+
 const POOL_CONNECTIONS_MAX: u32 = 2;
 const ACQUIRE_TIMEOUT_MS: u64 = 10_000;
 /// Differences printed in the text output (the JSON has them all).
@@ -74,12 +76,15 @@ pub struct ReconcileReport {
     /// Streams whose figures could not be recomputed.
     pub broken_streams: Vec<BrokenStream>,
     pub differences: Vec<Difference>,
+    /// Coupon templates and coupons: against each other and `rm_coupons`.
+    pub coupons: CouponReconcile,
 }
 
 impl ReconcileReport {
     pub fn is_clean(&self) -> bool {
         self.broken_streams.is_empty()
             && self.differences.is_empty()
+            && self.coupons.is_clean()
             && self.only_in_events == 0
             && self.only_in_read_model == 0
     }
@@ -339,6 +344,7 @@ pub async fn reconcile(settings: &Settings, tenant: &TenantId) -> Result<Reconci
     let (events, expected, follows_expected) = fold_tenant(&mut snapshot, tenant).await?;
     let found = read_model(&mut snapshot, tenant).await?;
     let follows_found = follow_counters(&mut snapshot, tenant).await?;
+    let coupons = reconcile_coupons(&mut snapshot, tenant).await?;
     snapshot.rollback().await.context("closing the snapshot")?;
     pool.close().await;
     let mut report = ReconcileReport {
@@ -351,6 +357,7 @@ pub async fn reconcile(settings: &Settings, tenant: &TenantId) -> Result<Reconci
         only_in_read_model: 0,
         broken_streams: expected.values().filter_map(|e| e.broken.clone()).collect(),
         differences: Vec::new(),
+        coupons,
     };
     let empty = Found::default();
     for (id, e) in &expected {
@@ -375,6 +382,21 @@ pub async fn reconcile(settings: &Settings, tenant: &TenantId) -> Result<Reconci
     }
     compare_follow_counts(&follows_expected, &follows_found, &mut report.differences);
     Ok(report)
+}
+
+fn print_coupons(coupons: &CouponReconcile) {
+    println!("coupons: {} templates, {} coupons", coupons.templates, coupons.coupons);
+    print_broken_streams(&coupons.broken_streams);
+    if coupons.differences.is_empty() {
+        return;
+    }
+    let mut table = Table::new();
+    table.load_preset(presets::UTF8_FULL_CONDENSED).set_header(vec!["STREAM", "FIELD", "EXPECTED", "FOUND"]);
+    for d in coupons.differences.iter().take(DIFFERENCES_PRINTED_MAX) {
+        table.add_row(vec![d.stream.clone(), d.field.to_owned(), d.expected.clone(), d.found.clone()]);
+    }
+    println!("{table}");
+    println!("{} coupon differences", coupons.differences.len());
 }
 
 fn print_broken_streams(broken: &[BrokenStream]) {
@@ -403,6 +425,7 @@ pub async fn audit_reconcile(settings: &Settings, tenant: &TenantId, json: bool)
     );
     println!("only in events: {}, only in the read model: {}", report.only_in_events, report.only_in_read_model);
     print_broken_streams(&report.broken_streams);
+    print_coupons(&report.coupons);
     if report.differences.is_empty() {
         println!("no differences");
         return Ok(report.is_clean());
