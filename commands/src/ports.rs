@@ -242,6 +242,7 @@ pub struct ShardServices {
     pub coupons: Executor<wxcm_domain::coupon::Coupon>,
     pub coupon_store: Arc<dyn crate::coupons::CouponStore>,
     pub coupon_issues: crate::coupons::claims::IssueLanes,
+    pub coupon_dispatches: Arc<dyn crate::coupons::dispatch::DispatchStore>,
     pub event_log: Arc<dyn EventLog>,
     pub directory: Arc<dyn MemberDirectory>,
     pub cards: Arc<dyn CardNumberAllocator>,

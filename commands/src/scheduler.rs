@@ -35,6 +35,8 @@ pub struct StepReport {
     pub items: u32,
     pub events_written: u32,
     pub failed: u32,
+    /// Members handled by coupon dispatch jobs.
+    pub dispatched: u64,
 }
 
 /// First retry of a failed due item, doubling per failure up to the cap.
@@ -78,8 +80,16 @@ pub async fn step_with_pay(
             }
         }
     }
-    if report.items > 0 {
-        info!(items = report.items, events = report.events_written, failed = report.failed, "scheduler step");
+    // Coupon dispatch jobs: one chunk per running job per step.
+    report.dispatched = crate::coupons::dispatch::step(app, shard).await?;
+    if report.items > 0 || report.dispatched > 0 {
+        info!(
+            items = report.items,
+            events = report.events_written,
+            failed = report.failed,
+            dispatched = report.dispatched,
+            "scheduler step"
+        );
     }
     Ok(report)
 }

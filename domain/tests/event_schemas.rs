@@ -422,9 +422,12 @@ fn coupon_events() -> Vec<CouponEvent> {
     };
     let granted =
         IssuedCoupon { channel: IssueChannel::OperatorGrant { reason: reference("apology") }, ..issued.clone() };
+    let dispatched =
+        IssuedCoupon { channel: IssueChannel::Dispatch { job_id: uuid::Uuid::from_u128(9) }, ..issued.clone() };
     vec![
         CouponEvent::CouponIssued(Box::new(issued)),
         CouponEvent::CouponIssued(Box::new(granted)),
+        CouponEvent::CouponIssued(Box::new(dispatched)),
         CouponEvent::CouponRedeemed {
             store: Some(reference("store 1")),
             actor: staff.clone(),

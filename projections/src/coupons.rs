@@ -41,10 +41,7 @@ impl CouponProjector {
 }
 
 pub fn channel_name(channel: &IssueChannel) -> &'static str {
-    match channel {
-        IssueChannel::MemberClaim { .. } => "member_claim",
-        IssueChannel::OperatorGrant { .. } => "operator_grant",
-    }
+    channel.name()
 }
 
 /// Decodes the coupon event of `event` and checks it against its envelope.

@@ -69,3 +69,25 @@ CREATE TABLE rm_coupons (
 CREATE INDEX rm_coupons_member ON rm_coupons (tenant_id, member_id, issued_at DESC, coupon_id);
 CREATE INDEX rm_coupons_template ON rm_coupons (tenant_id, template_id, state);
 GRANT SELECT, INSERT, UPDATE, DELETE ON rm_coupons TO wxcm_app;
+
+-- Dispatch jobs (operational state; the coupons they issue are events):
+-- progress and report, moved one chunk at a time by the scheduler.
+CREATE TABLE coupon_dispatch_jobs (
+    job_id       uuid        PRIMARY KEY,
+    tenant_id    text        NOT NULL,
+    template_id  text        NOT NULL,
+    target       jsonb       NOT NULL,
+    request_hash text        NOT NULL,
+    state        text        NOT NULL CHECK (state IN ('running', 'done')),
+    cursor       text        NULL,
+    processed    bigint      NOT NULL DEFAULT 0 CHECK (processed >= 0),
+    issued       bigint      NOT NULL DEFAULT 0 CHECK (issued >= 0),
+    refused      jsonb       NOT NULL DEFAULT '{}'::jsonb,
+    last_error   text        NULL,
+    created_by   text        NOT NULL,
+    created_at   timestamptz NOT NULL,
+    updated_at   timestamptz NOT NULL,
+    finished_at  timestamptz NULL
+);
+CREATE INDEX coupon_dispatch_jobs_running ON coupon_dispatch_jobs (created_at) WHERE state = 'running';
+GRANT SELECT, INSERT, UPDATE ON coupon_dispatch_jobs TO wxcm_app;

@@ -458,3 +458,84 @@ async fn the_read_model_counts_coupons_per_template_and_per_day() {
     assert!(!report.is_clean());
     t.stop().await;
 }
+
+#[tokio::test]
+async fn a_dispatch_to_5000_members_interrupted_half_way_and_resumed_gives_each_exactly_one() {
+    let t = spawn_app_with_projections().await;
+    let m = merchant(&t, "mall-dispatch").await;
+    let id = template(&t, &m, cash_terms(Some(1)), json!({"kind": "finite", "total": 10_000})).await;
+    let register = |n: usize, level: &'static str| {
+        let (t, tenant) = (&t, m.tenant.clone());
+        async move {
+            let request = members::RegisterRequest {
+                openid: None,
+                source: RegistrationSource::Staff,
+                card_level: CardLevel::parse(level).unwrap(),
+            };
+            let key = members::system_key(&["dispatch-member", &n.to_string()]).unwrap();
+            let ctx = CommandContext::new(tenant.clone(), key, "test".into());
+            members::register(&t.app, &tenant, request, Actor::Admin { username: "t".into() }, &ctx).await.unwrap();
+        }
+    };
+    stream::iter(0..5_000).map(|n| register(n, "gold")).buffer_unordered(32).collect::<Vec<_>>().await;
+    stream::iter(5_000..5_100).map(|n| register(n, "standard")).buffer_unordered(32).collect::<Vec<_>>().await;
+    t.catch_up().await;
+
+    let body = json!({"target": {"kind": "filter", "filter": {"card_level": "gold"}}});
+    let (status, job) = post(&t, &m.owner, &format!("/admin/api/v1/coupon-templates/{id}/dispatches"), body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let job_id = job["job_id"].as_str().unwrap().to_owned();
+    let shard_name = shard_of(&t, &m.tenant).await;
+    let shard = t.app.router.route(&m.tenant).unwrap();
+    let mut db = t.shard_db(&shard_name).await;
+    // Half-way, the last chunk's coupons committed but its progress was lost (a crash
+    // between the two): the job goes back to where it was before that chunk.
+    loop {
+        let before = progress(&mut db, &job_id).await;
+        scheduler::step(&t.app, &shard).await.unwrap();
+        let after = progress(&mut db, &job_id).await;
+        if after.1 >= 2_500 {
+            sqlx::query("UPDATE coupon_dispatch_jobs SET cursor = $2, processed = $3, issued = $4 WHERE job_id = $1")
+                .bind(uuid::Uuid::parse_str(&job_id).unwrap())
+                .bind(&before.0)
+                .bind(before.1)
+                .bind(before.2)
+                .execute(&mut db)
+                .await
+                .unwrap();
+            break;
+        }
+    }
+    for _ in 0..100 {
+        if progress(&mut db, &job_id).await.3 == "done" {
+            break;
+        }
+        scheduler::step(&t.app, &shard).await.unwrap();
+    }
+    let (_, report) = get(&t, &m.owner, &format!("/admin/api/v1/coupon-dispatches/{job_id}")).await;
+    assert_eq!(report["state"], "done", "{report}");
+    assert_eq!((report["processed"].as_i64(), report["issued"].as_i64()), (Some(5_000), Some(5_000)), "{report}");
+    assert_eq!(report["refused"], json!({}));
+    let (coupons, holders): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT member_id) FROM coupon_codes WHERE template_id = $1")
+            .bind(&id)
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!((coupons, holders), (5_000, 5_000), "every gold member exactly one coupon");
+    let (_, view) = get(&t, &m.owner, &format!("/admin/api/v1/coupon-templates/{id}")).await;
+    assert_eq!(view["issued"], 5_000);
+    // The same key is the same job; a list with a duplicate is refused.
+    let again = json!({"target": {"kind": "members", "member_ids": [uuid::Uuid::nil(), uuid::Uuid::nil()]}});
+    let (status, body) = post(&t, &m.owner, &format!("/admin/api/v1/coupon-templates/{id}/dispatches"), again).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_dispatch")));
+    t.stop().await;
+}
+
+async fn progress(db: &mut sqlx::PgConnection, job_id: &str) -> (Option<String>, i64, i64, String) {
+    sqlx::query_as("SELECT cursor, processed, issued, state FROM coupon_dispatch_jobs WHERE job_id = $1")
+        .bind(uuid::Uuid::parse_str(job_id).unwrap())
+        .fetch_one(db)
+        .await
+        .unwrap()
+}

@@ -3,6 +3,7 @@
 //! expiry.
 
 pub mod claims;
+pub mod dispatch;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -73,6 +74,8 @@ pub enum CouponOpError {
     Template(TemplateError),
     #[error("not a coupon code: {0}")]
     InvalidCode(String),
+    #[error("invalid dispatch: {0}")]
+    InvalidDispatch(String),
     #[error("this coupon belongs to another merchant")]
     OtherTenant,
     #[error("idempotency key was already used with a different request")]
@@ -277,6 +280,8 @@ pub enum Recipient {
     Claim { member_id: MemberId },
     /// An operator gives it (the stock applies; limit and audience do not).
     Grant { member_id: MemberId, reason: Reference },
+    /// A dispatch job gives it (as a grant; at most one per member and job).
+    Dispatch { member_id: MemberId, job_id: Uuid },
 }
 
 /// Issues one coupon of `template_id`. The same key and request returns the
@@ -298,6 +303,9 @@ pub async fn issue(
         }
         Recipient::Grant { member_id, reason } => {
             (*member_id, serde_json::json!({ "grant": template_id, "member": member_id, "reason": reason }))
+        }
+        Recipient::Dispatch { member_id, job_id } => {
+            (*member_id, serde_json::json!({ "dispatch": job_id, "template": template_id, "member": member_id }))
         }
     };
     let hash = request_hash(Coupon::TYPE, "issue", &request)?;
@@ -330,10 +338,15 @@ pub async fn issue(
                 IssueChannel::OperatorGrant { reason: reason.clone() },
                 None,
             ),
+            Recipient::Dispatch { member_id, job_id } => (
+                CouponId::for_grant(tenant, template_id, *member_id, &format!("dispatch:{job_id}")),
+                IssueChannel::Dispatch { job_id: *job_id },
+                None,
+            ),
         };
         let claim_ordinal = match &channel {
             IssueChannel::MemberClaim { ordinal } => *ordinal,
-            IssueChannel::OperatorGrant { .. } => None,
+            IssueChannel::OperatorGrant { .. } | IssueChannel::Dispatch { .. } => None,
         };
         let mut random = [0u8; RedemptionCode::BYTES];
         rand::fill(&mut random);
@@ -389,6 +402,10 @@ async fn claim_slot(
         Some((id, ordinal)) => Ok((*id, Some(ordinal))),
         None => Err(CouponOpError::Refused(IssueRefusal::LimitReached)),
     }
+}
+
+pub(crate) fn refusal_name(why: IssueRefusal) -> &'static str {
+    why.code()
 }
 
 /// A repeated key whose first run issued a coupon gets that coupon, never a

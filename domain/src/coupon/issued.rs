@@ -37,6 +37,20 @@ pub enum IssueChannel {
     MemberClaim { ordinal: Option<u16> },
     /// An operator gave it to the member.
     OperatorGrant { reason: Reference },
+    /// A dispatch job gave it to each member of a list or filter (at most one
+    /// per member and job: the stream derives from both).
+    Dispatch { job_id: uuid::Uuid },
+}
+
+impl IssueChannel {
+    /// The channel's name in reports (`member_claim`, `operator_grant`, `dispatch`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            IssueChannel::MemberClaim { .. } => "member_claim",
+            IssueChannel::OperatorGrant { .. } => "operator_grant",
+            IssueChannel::Dispatch { .. } => "dispatch",
+        }
+    }
 }
 
 /// Everything an issued coupon is: its copy of the terms included.

@@ -49,6 +49,19 @@ pub enum IssueRefusal {
     LimitReached,
 }
 
+impl IssueRefusal {
+    /// Stable name, as API error codes and report keys use it.
+    pub fn code(self) -> &'static str {
+        match self {
+            IssueRefusal::SoldOut => "sold_out",
+            IssueRefusal::Disabled => "template_disabled",
+            IssueRefusal::WindowEnded => "window_ended",
+            IssueRefusal::NotInAudience => "not_in_audience",
+            IssueRefusal::LimitReached => "limit_reached",
+        }
+    }
+}
+
 /// One coupon someone asks the template for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct IssueAsk {

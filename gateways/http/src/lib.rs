@@ -218,6 +218,8 @@ fn build_with(
         .route("/coupon-templates/{template_id}/stock", put(coupons::put_stock))
         .route("/coupon-templates/{template_id}/enabled", put(coupons::put_enabled))
         .route("/coupon-templates/{template_id}/grants", post(coupons::grant))
+        .route("/coupon-templates/{template_id}/dispatches", post(coupons::start_dispatch))
+        .route("/coupon-dispatches/{job_id}", get(coupons::get_dispatch))
         .route("/coupons/redemptions", post(coupons::redeem))
         .route("/coupons/{coupon_id}", get(coupons::get_coupon))
         .route("/coupons/{coupon_id}/void", post(coupons::void_coupon));

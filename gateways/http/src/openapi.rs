@@ -120,6 +120,8 @@ v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with
         coupons::put_stock,
         coupons::put_enabled,
         coupons::grant,
+        coupons::start_dispatch,
+        coupons::get_dispatch,
         coupons::get_coupon,
         coupons::void_coupon,
         coupons::redeem,

@@ -131,6 +131,7 @@ fn build_shard(name: &str, config: &ShardConfig, clock: Arc<dyn Clock>) -> Resul
         coupons,
         coupon_store,
         coupon_issues,
+        coupon_dispatches: Arc::new(wxcm_store::dispatch_store::PgDispatchStore::new(pool.clone())),
         event_log: ports.clone(),
         directory: ports.clone(),
         cards: ports.clone(),

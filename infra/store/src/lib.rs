@@ -13,6 +13,7 @@
 
 pub mod batcher;
 pub mod coupon_store;
+pub mod dispatch_store;
 pub mod group_commit;
 pub mod hashchain;
 pub mod migrate;

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use tracing::instrument;
-use wxcm_commands::coupons::{self, CouponOpError, Recipient};
+use wxcm_commands::coupons::{self, dispatch, CouponOpError, Recipient};
 use wxcm_commands::ports::CouponSearch;
 use wxcm_commands::CommandContext;
 use wxcm_domain::coupon::{CouponError, CouponId, IssueRefusal, TemplateCommand, TemplateError, TemplateId};
@@ -30,11 +30,13 @@ impl From<CouponOpError> for ApiError {
         match e {
             CouponOpError::NotFound("member") => ApiError::not_found("member_not_found", message),
             CouponOpError::NotFound("coupon template") => ApiError::not_found("template_not_found", message),
+            CouponOpError::NotFound("dispatch job") => ApiError::not_found("dispatch_not_found", message),
             CouponOpError::NotFound(_) => ApiError::not_found("coupon_not_found", message),
             CouponOpError::Refused(why) => ApiError::conflict(refusal_code(why), message),
             CouponOpError::Coupon(c) => coupon_rejection(&c),
             CouponOpError::Template(t) => template_rejection(&t),
             CouponOpError::InvalidCode(_) => ApiError::invalid("invalid_code", message),
+            CouponOpError::InvalidDispatch(_) => ApiError::invalid("invalid_dispatch", message),
             CouponOpError::OtherTenant => ApiError::conflict("other_tenant_coupon", message),
             CouponOpError::IdempotencyMismatch => idempotency_key_reused(),
             CouponOpError::Contention => ApiError::Contention,
@@ -45,13 +47,7 @@ impl From<CouponOpError> for ApiError {
 }
 
 fn refusal_code(why: IssueRefusal) -> &'static str {
-    match why {
-        IssueRefusal::SoldOut => "sold_out",
-        IssueRefusal::Disabled => "template_disabled",
-        IssueRefusal::WindowEnded => "window_ended",
-        IssueRefusal::NotInAudience => "not_in_audience",
-        IssueRefusal::LimitReached => "limit_reached",
-    }
+    why.code()
 }
 
 fn coupon_rejection(e: &CouponError) -> ApiError {
@@ -303,6 +299,64 @@ pub async fn grant(
     let recipient = Recipient::Grant { member_id, reason };
     let view = coupons::issue(&state.app, &ctx, id.0, recipient, auth.actor()).await?;
     Ok((StatusCode::CREATED, Json(view.into())))
+}
+
+/// Starts a job giving one coupon of the template to each member of a list or
+/// filter, in the background (the scheduler role runs it); at most one per
+/// member and job, however often it is interrupted and resumed.
+#[utoipa::path(post, path = "/admin/api/v1/coupon-templates/{template_id}/dispatches", tag = "coupons",
+    security(("bearer" = [])),
+    params(("template_id" = uuid::Uuid, Path), ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters; the same key is the same job")),
+    request_body = DispatchBody,
+    responses(
+        (status = 202, description = "Started (or replayed)", body = DispatchDto),
+        (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `invalid_template_id`, `malformed_json`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`template_not_found`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`, `invalid_dispatch`, `invalid_card_level`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, template_id = %id.0))]
+pub async fn start_dispatch(
+    State(state): State<AppState>,
+    auth: Authorized<perm::CouponGrant>,
+    key: IdempotencyHeader,
+    correlation: Correlation,
+    id: ApiPath<TemplateId>,
+    body: ApiJson<DispatchBody>,
+) -> Result<(StatusCode, Json<DispatchDto>), ApiError> {
+    let target = body.0.validate()?;
+    let ctx = auth.context(key.0, correlation);
+    let job = dispatch::start(&state.app, &ctx, id.0, target, &auth.actor()).await?;
+    Ok((StatusCode::ACCEPTED, Json(job.into())))
+}
+
+/// A dispatch job's progress and report.
+#[utoipa::path(get, path = "/admin/api/v1/coupon-dispatches/{job_id}", tag = "coupons",
+    security(("bearer" = [])),
+    params(("job_id" = uuid::Uuid, Path)),
+    responses(
+        (status = 200, description = "The job", body = DispatchDto),
+        (status = 400, description = "`invalid_job_id`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`dispatch_not_found`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id))]
+pub async fn get_dispatch(
+    State(state): State<AppState>,
+    auth: Authorized<perm::CouponRead>,
+    id: ApiPath<JobId>,
+) -> Result<Json<DispatchDto>, ApiError> {
+    Ok(Json(dispatch::get(&state.app, &auth.session.tenant_id, id.0 .0).await?.into()))
+}
+
+/// A dispatch job's id in a path.
+pub struct JobId(pub uuid::Uuid);
+
+impl crate::extract::PathValue for JobId {
+    fn parse_segment(s: &str) -> Result<Self, ApiError> {
+        uuid::Uuid::parse_str(s).map(JobId).map_err(|_| ApiError::bad_request("invalid_job_id", "not a job id"))
+    }
 }
 
 /// One issued coupon.

@@ -4,10 +4,11 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use wxcm_commands::coupons::dispatch::{DispatchFilter, DispatchJob, DispatchState, DispatchTarget};
 use wxcm_commands::coupons::{CouponView, TemplateView};
 use wxcm_commands::ports::{CouponCounts, CouponRow};
 use wxcm_domain::coupon::{
-    Audience, Benefit, CouponState, CouponTerms, CouponText, IssueChannel, Stock, Validity, AUDIENCE_LEVELS_MAX,
+    Audience, Benefit, CouponState, CouponTerms, CouponText, Stock, Validity, AUDIENCE_LEVELS_MAX,
 };
 use wxcm_domain::member::CardLevel;
 use wxcm_domain::{AmountFen, MemberId, Reference};
@@ -338,7 +339,7 @@ pub struct CouponDto {
     pub state: String,
     pub valid_from: DateTime<Utc>,
     pub valid_until: DateTime<Utc>,
-    /// `member_claim` or `operator_grant`.
+    /// `member_claim`, `operator_grant` or `dispatch`.
     pub channel: String,
     pub issued_at: DateTime<Utc>,
     /// The 16-character code to type at the counter.
@@ -360,10 +361,7 @@ impl From<CouponView> for CouponDto {
             state: state.as_str().to_owned(),
             valid_from: v.valid_from,
             valid_until: v.valid_until,
-            channel: match v.channel {
-                IssueChannel::MemberClaim { .. } => "member_claim".to_owned(),
-                IssueChannel::OperatorGrant { .. } => "operator_grant".to_owned(),
-            },
+            channel: v.channel.name().to_owned(),
             issued_at: v.issued_at,
             code: v.code,
             qr_payload: v.qr_payload,
@@ -460,6 +458,117 @@ impl TemplateCouponsPage {
                 })
                 .collect(),
             next_after,
+        }
+    }
+}
+
+/// Which members a dispatch gives a coupon to.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DispatchTargetDto {
+    /// These members (1..=10000 distinct ids), in this order.
+    Members {
+        #[schema(min_items = 1, max_items = 10000)]
+        member_ids: Vec<uuid::Uuid>,
+    },
+    /// The members matching every given condition, in registration order.
+    Filter { filter: DispatchFilterDto },
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DispatchFilterDto {
+    pub card_level: Option<String>,
+    /// `subscribe`, `oauth` or `staff`.
+    pub source: Option<String>,
+    pub followed: Option<bool>,
+    /// `scene_qr`, `referral` or `other`.
+    pub follow_source: Option<String>,
+    pub points_min: Option<i64>,
+    pub points_max: Option<i64>,
+    pub balance_fen_min: Option<i64>,
+    pub balance_fen_max: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DispatchBody {
+    pub target: DispatchTargetDto,
+}
+
+impl DispatchBody {
+    pub fn validate(self) -> Result<DispatchTarget, ApiError> {
+        Ok(match self.target {
+            DispatchTargetDto::Members { member_ids } => {
+                DispatchTarget::Members { member_ids: member_ids.into_iter().map(MemberId::from_uuid).collect() }
+            }
+            DispatchTargetDto::Filter { filter: f } => {
+                if let Some(level) = &f.card_level {
+                    CardLevel::parse(level).map_err(|e| ApiError::invalid("invalid_card_level", e.to_string()))?;
+                }
+                let bad = |what: &str| ApiError::invalid("invalid_dispatch", format!("{what} is not a known value"));
+                if f.source.as_deref().is_some_and(|s| !["subscribe", "oauth", "staff"].contains(&s)) {
+                    return Err(bad("source"));
+                }
+                if f.follow_source.as_deref().is_some_and(|s| !["scene_qr", "referral", "other"].contains(&s)) {
+                    return Err(bad("follow_source"));
+                }
+                DispatchTarget::Filter {
+                    filter: DispatchFilter {
+                        card_level: f.card_level,
+                        source: f.source,
+                        followed: f.followed,
+                        follow_source: f.follow_source,
+                        points_min: f.points_min,
+                        points_max: f.points_max,
+                        balance_fen_min: f.balance_fen_min,
+                        balance_fen_max: f.balance_fen_max,
+                    },
+                }
+            }
+        })
+    }
+}
+
+/// A dispatch job and its report so far.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DispatchDto {
+    pub job_id: uuid::Uuid,
+    pub template_id: uuid::Uuid,
+    /// `running` or `done`.
+    pub state: String,
+    /// Members handled so far (issued, refused or not found).
+    pub processed: i64,
+    /// Members in the list; absent for a filter (known when done).
+    pub total: Option<i64>,
+    pub issued: i64,
+    /// Refusals by reason (`sold_out`, `template_disabled`, `window_ended`, `member_not_found`).
+    pub refused: std::collections::BTreeMap<String, i64>,
+    /// Why the last chunk stopped early (it runs again).
+    pub last_error: Option<String>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<DispatchJob> for DispatchDto {
+    fn from(j: DispatchJob) -> Self {
+        let total = match &j.target {
+            DispatchTarget::Members { member_ids } => Some(member_ids.len() as i64),
+            DispatchTarget::Filter { .. } => (j.state == DispatchState::Done).then_some(j.processed),
+        };
+        Self {
+            job_id: j.job_id,
+            template_id: j.template_id.as_uuid(),
+            state: j.state.as_str().to_owned(),
+            processed: j.processed,
+            total,
+            issued: j.issued,
+            refused: j.refused,
+            last_error: j.last_error,
+            created_by: j.created_by,
+            created_at: j.created_at,
+            finished_at: j.finished_at,
         }
     }
 }
