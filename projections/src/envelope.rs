@@ -57,7 +57,7 @@ pub async fn load_events(
     rows.iter().map(from_row).collect()
 }
 
-fn from_row(row: &PgRow) -> Result<RelayedEvent, sqlx::Error> {
+pub(crate) fn from_row(row: &PgRow) -> Result<RelayedEvent, sqlx::Error> {
     Ok(RelayedEvent {
         event_id: row.try_get("event_id")?,
         tenant_id: row.try_get("tenant_id")?,

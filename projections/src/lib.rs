@@ -30,3 +30,5 @@ pub use queries::PgReadModels;
 
 // Rebuilding the member read models from the event store (`wxcm projections rebuild`).
 pub mod rebuild;
+// Rebuilding the coupon read model (`wxcm projections rebuild coupons`).
+pub mod rebuild_coupons;

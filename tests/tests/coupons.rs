@@ -439,6 +439,7 @@ async fn the_read_model_counts_coupons_per_template_and_per_day() {
     assert_eq!(value("coupons_redeemed", ""), Some(json!(1)));
     assert_eq!(value("coupons_voided", ""), Some(json!(1)));
 
+    let daily_rows = report["rows"].clone();
     // `wxcm audit verify` walks the coupon and template streams' hash chains too.
     assert!(wxcm_ops::audit::audit_verify(&t.settings, &m.tenant, true).await.unwrap());
     // `wxcm audit reconcile`: templates against their coupons, and rm_coupons, agree.
@@ -456,6 +457,18 @@ async fn the_read_model_counts_coupons_per_template_and_per_day() {
     assert_eq!(report.coupons.differences.len(), 1, "{report:#?}");
     assert_eq!(report.coupons.differences[0].field, "rm_coupons");
     assert!(!report.is_clean());
+    // `wxcm projections rebuild coupons --tenant`: the read model is made again from the events.
+    wxcm_server::projection_ops::rebuild(&t.settings, "coupons", Some(&m.tenant)).await.unwrap();
+    let report = wxcm_ops::reconcile::reconcile(&t.settings, &m.tenant).await.unwrap();
+    assert!(report.is_clean(), "{report:#?}");
+    let (_, again) = get(&t, &m.owner, &format!("/admin/api/v1/reports/daily-ops?from={day}&to={day}")).await;
+    assert_eq!(again["rows"], daily_rows, "the coupon counters are counted again, once");
+    // The live projector goes on from the rebuilt checkpoints.
+    let (_, session) = member_with_session(&t, &m, 20).await;
+    assert_eq!(claim(&t, &session, &id, key()).await.0, StatusCode::CREATED);
+    t.catch_up().await;
+    let (_, page) = get(&t, &m.owner, &format!("/admin/api/v1/coupon-templates/{id}/coupons")).await;
+    assert_eq!(page["counts"], json!({"active": 4, "redeemed": 1, "voided": 1, "expired": 0}));
     t.stop().await;
 }
 

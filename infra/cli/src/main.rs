@@ -161,8 +161,9 @@ enum ProjectionsCommand {
     },
     /// Replay the event store into fresh tables and swap them in (or replace one tenant's rows).
     Rebuild {
-        /// The read model (`members`: rm_members and rm_member_ledger).
-        #[arg(value_parser = ["members"])]
+        /// The read model (`members`: rm_members and rm_member_ledger; `coupons`: rm_coupons and
+        /// the coupon counters of rm_daily_ops).
+        #[arg(value_parser = ["members", "coupons"])]
         name: String,
         #[arg(long)]
         tenant: Option<String>,

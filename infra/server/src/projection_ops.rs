@@ -27,7 +27,7 @@ pub const PARKED_LISTED_MAX: i64 = 50;
 /// How long `status` waits for NATS before showing the database side only.
 pub const NATS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read models `rebuild` knows.
-pub const REBUILDABLE: &[&str] = &["members"];
+pub const REBUILDABLE: &[&str] = &["members", "coupons"];
 const PROGRESS_TICK_MS: u64 = 200;
 
 #[derive(sqlx::FromRow)]
@@ -377,6 +377,19 @@ pub async fn rebuild(
         let config = settings.shards.get(&shard).with_context(|| format!("shard {shard} is not configured"))?;
         let mut writer = admin_connection(&config.admin_url).await.with_context(|| format!("shard {shard}"))?;
         let reader = admin_connection(&config.admin_url).await.with_context(|| format!("shard {shard}"))?;
+        if name == "coupons" {
+            let started = Instant::now();
+            let report = wxcm_projections::rebuild_coupons::rebuild_coupons(&mut writer, reader, &scope)
+                .await
+                .with_context(|| format!("rebuilding {name} on shard {shard}"))?;
+            println!(
+                "shard {shard}: rebuilt {name}: {} events, {} coupons, {:.2} s",
+                report.events,
+                report.coupons,
+                started.elapsed().as_secs_f64()
+            );
+            continue;
+        }
         let total = rebuild::count_events(&mut writer, &scope).await?;
         let bar = progress_bar(total);
         let started = Instant::now();
