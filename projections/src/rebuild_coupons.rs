@@ -70,7 +70,7 @@ pub async fn rebuild_coupons(
         let mut rows = sqlx::query(EVENTS_SQL).bind(&tenant).fetch(&mut reader);
         while let Some(row) = rows.try_next().await? {
             let event = crate::envelope::from_row(&row)?;
-            CouponProjector.apply(&mut *tx, &event).await.map_err(|e| CouponRebuildError::Apply {
+            CouponProjector.apply(&mut tx, &event).await.map_err(|e| CouponRebuildError::Apply {
                 stream: event.aggregate_id.clone(),
                 sequence: event.sequence,
                 reason: e.to_string(),
