@@ -21,6 +21,8 @@ use crate::ports::{App, DueItem, ShardServices};
 pub const DUE_BATCH_MAX: u32 = 500;
 pub const KIND_POINTS_EXPIRY: &str = "points_expiry";
 pub const KIND_COUPON_EXPIRY: &str = "coupon_expiry";
+/// A registration in a tenant with welcome coupons (migration 0017).
+pub const KIND_WELCOME_COUPONS: &str = "welcome_coupons";
 /// A paid order's member credit (written with `PaymentOrderPaid`, migration 0011).
 pub const KIND_PAYMENT_CREDIT: &str = "payment_credit";
 /// An order reaching its expiry: ask Pay, then credit or close.
@@ -131,6 +133,12 @@ async fn run_item(app: &App, pay: Option<&dyn PayGateway>, item: &DueItem) -> Re
             let coupon_id = wxcm_domain::coupon::CouponId::parse(&item.aggregate_id)
                 .map_err(|e| MemberOpError::Infra(e.to_string()))?;
             crate::coupons::expire(app, &tenant, coupon_id).await.map_err(|e| MemberOpError::Infra(e.to_string()))
+        }
+        KIND_WELCOME_COUPONS => {
+            let member_id = MemberId::parse(&item.aggregate_id).map_err(|e| MemberOpError::Infra(e.to_string()))?;
+            crate::coupons::issue_welcome(app, &tenant, member_id)
+                .await
+                .map_err(|e| MemberOpError::Infra(e.to_string()))
         }
         other => {
             warn!(kind = other, "unknown due work kind; leaving it");

@@ -398,7 +398,12 @@ fn template_events() -> Vec<TemplateEvent> {
             actor: admin.clone(),
             set_at: at("2026-12-02T00:00:00Z"),
         },
-        TemplateEvent::CouponTemplateSwitched { enabled: false, actor: admin, switched_at: at("2026-12-02T00:00:00Z") },
+        TemplateEvent::CouponTemplateSwitched {
+            enabled: false,
+            actor: admin.clone(),
+            switched_at: at("2026-12-02T00:00:00Z"),
+        },
+        TemplateEvent::CouponWelcomeSet { on: true, actor: admin, set_at: at("2026-12-02T00:00:00Z") },
         TemplateEvent::CouponsIssued { grants: vec![grant], issued_after: 1, issued_at: at("2026-12-03T00:00:00Z") },
     ]
 }

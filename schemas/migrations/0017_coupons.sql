@@ -91,3 +91,48 @@ CREATE TABLE coupon_dispatch_jobs (
 );
 CREATE INDEX coupon_dispatch_jobs_running ON coupon_dispatch_jobs (created_at) WHERE state = 'running';
 GRANT SELECT, INSERT, UPDATE ON coupon_dispatch_jobs TO wxcm_app;
+
+-- Welcome coupons: templates given to every newly registered member. The set
+-- follows the templates' `CouponWelcomeSet` events; a registration of a tenant
+-- that has one writes due work `welcome_coupons` in its own transaction (the
+-- scheduler then grants each, keyed by template and member: once).
+CREATE TABLE welcome_coupon_templates (
+    tenant_id   text NOT NULL,
+    template_id text NOT NULL,
+    PRIMARY KEY (tenant_id, template_id)
+);
+GRANT SELECT ON welcome_coupon_templates TO wxcm_app;
+
+CREATE FUNCTION coupon_welcome_index() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+BEGIN
+    IF (NEW.payload -> 'CouponWelcomeSet' ->> 'on')::boolean THEN
+        INSERT INTO welcome_coupon_templates (tenant_id, template_id)
+        VALUES (NEW.tenant_id, NEW.aggregate_id) ON CONFLICT DO NOTHING;
+    ELSE
+        DELETE FROM welcome_coupon_templates WHERE tenant_id = NEW.tenant_id AND template_id = NEW.aggregate_id;
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER coupon_welcome_index
+    AFTER INSERT ON events
+    FOR EACH ROW WHEN (NEW.aggregate_type = 'coupon_template' AND NEW.event_type = 'CouponWelcomeSet')
+    EXECUTE FUNCTION coupon_welcome_index();
+
+CREATE FUNCTION member_welcome_coupons() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM welcome_coupon_templates WHERE tenant_id = NEW.tenant_id) THEN
+        INSERT INTO due_work (tenant_id, aggregate_type, aggregate_id, kind, due_at, source_event_id)
+        VALUES (NEW.tenant_id, NEW.aggregate_type, NEW.aggregate_id, 'welcome_coupons', NEW.recorded_at, NEW.event_id);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER member_welcome_coupons
+    AFTER INSERT ON events
+    FOR EACH ROW WHEN (NEW.aggregate_type = 'member' AND NEW.event_type = 'MemberRegistered')
+    EXECUTE FUNCTION member_welcome_coupons();

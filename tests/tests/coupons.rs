@@ -552,3 +552,51 @@ async fn progress(db: &mut sqlx::PgConnection, job_id: &str) -> (Option<String>,
         .await
         .unwrap()
 }
+
+#[tokio::test]
+async fn welcome_coupons_go_to_every_member_registered_while_on_once() {
+    let t = spawn_app().await;
+    let m = merchant(&t, "mall-welcome").await;
+    let (before, _) = member_with_session(&t, &m, 1).await;
+    let id = template(&t, &m, cash_terms(Some(1)), json!({"kind": "finite", "total": 2})).await;
+    let put = |body: Value| {
+        t.http
+            .put(t.url(&format!("/admin/api/v1/coupon-templates/{id}/welcome")))
+            .bearer_auth(&m.owner)
+            .header("Idempotency-Key", key())
+            .json(&body)
+            .send()
+    };
+    let res = put(json!({"welcome": true})).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.json::<Value>().await.unwrap()["welcome"], true);
+    let newcomers: Vec<MemberId> =
+        stream::iter(2..5).then(|n| member_with_session(&t, &m, n)).map(|(id, _)| id).collect().await;
+    let shard = t.app.router.route(&m.tenant).unwrap();
+    // Twice: the due work runs once per registration, and again changes nothing.
+    scheduler::step(&t.app, &shard).await.unwrap();
+    scheduler::step(&t.app, &shard).await.unwrap();
+    let coupons_of = |member: MemberId| {
+        let (t, owner) = (&t, m.owner.clone());
+        async move {
+            get(t, &owner, &format!("/admin/api/v1/members/{member}/coupons")).await.1["coupons"]
+                .as_array()
+                .unwrap()
+                .len()
+        }
+    };
+    assert_eq!(coupons_of(before).await, 0, "registered before the template was a welcome coupon");
+    // A stock of 2 for three newcomers: two get one, the third is refused (sold out), nothing fails.
+    let counts: Vec<usize> = stream::iter(newcomers.clone()).then(coupons_of).collect().await;
+    assert_eq!(counts.iter().sum::<usize>(), 2, "{counts:?}");
+    assert!(counts.iter().all(|c| *c <= 1));
+    let shard_name = shard_of(&t, &m.tenant).await;
+    assert_eq!(count(&t, &shard_name, "SELECT count(*) FROM due_work WHERE kind = 'welcome_coupons'").await, 0);
+    // Switched off: later members get nothing (and no due work is written).
+    assert_eq!(put(json!({"welcome": false})).await.unwrap().status(), StatusCode::OK);
+    let (later, _) = member_with_session(&t, &m, 9).await;
+    assert_eq!(count(&t, &shard_name, "SELECT count(*) FROM due_work WHERE kind = 'welcome_coupons'").await, 0);
+    scheduler::step(&t.app, &shard).await.unwrap();
+    assert_eq!(coupons_of(later).await, 0);
+    t.stop().await;
+}

@@ -60,6 +60,8 @@ pub trait CouponStore: Send + Sync {
     /// The member's coupons, newest first.
     async fn member_coupons(&self, tenant: &TenantId, member: MemberId, limit: u32)
         -> Result<Vec<CouponId>, PortError>;
+    /// The tenant's welcome templates (given to every new member).
+    async fn welcome_templates(&self, tenant: &TenantId) -> Result<Vec<TemplateId>, PortError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +132,7 @@ pub struct TemplateView {
     pub terms: CouponTerms,
     pub stock: Stock,
     pub enabled: bool,
+    pub welcome: bool,
     pub issued: u64,
     /// `None` for an unlimited stock.
     pub stock_left: Option<u64>,
@@ -144,6 +147,7 @@ impl TemplateView {
             terms: state.terms.clone(),
             stock: state.stock,
             enabled: state.enabled,
+            welcome: state.welcome,
             issued: state.issued,
             stock_left: state.stock_left(),
             created_at: state.created_at,
@@ -544,4 +548,28 @@ pub async fn template_coupons(
     let counts = shard.read_models.coupon_counts(tenant, search.template_id).await?;
     let rows = shard.read_models.search_coupons(tenant, search).await?;
     Ok((counts, rows))
+}
+
+/// Due work after a registration: one coupon of each welcome template, keyed by
+/// template and member (once, however often it runs). A refusal (sold out,
+/// disabled) is the template's state, not a failure: it is logged and skipped.
+pub async fn issue_welcome(app: &App, tenant: &TenantId, member_id: MemberId) -> Result<u32, CouponOpError> {
+    let shard = app.router.route(tenant)?;
+    let mut issued = 0;
+    for template_id in shard.coupon_store.welcome_templates(tenant).await? {
+        let key = crate::members::system_key(&["welcome-coupon", &template_id.to_string(), &member_id.to_string()])
+            .map_err(|e| CouponOpError::Infra(e.to_string()))?;
+        let ctx = CommandContext::new(tenant.clone(), key, "system:welcome-coupons".into());
+        let reason = Reference::parse("welcome").map_err(|e| CouponOpError::Infra(e.to_string()))?;
+        let actor = Actor::System { job: "welcome-coupons".into() };
+        match issue(app, &ctx, template_id, Recipient::Grant { member_id, reason }, actor).await {
+            Ok(_) => issued += 1,
+            Err(CouponOpError::Refused(why)) => {
+                tracing::info!(%template_id, %member_id, refusal = why.code(), "welcome coupon not issued")
+            }
+            Err(CouponOpError::NotFound("coupon template")) => {}
+            Err(other) => return Err(other),
+        }
+    }
+    Ok(issued)
 }

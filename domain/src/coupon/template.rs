@@ -96,12 +96,35 @@ pub struct IssueBatch {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum TemplateCommand {
-    Create { template_id: TemplateId, tenant_id: TenantId, terms: CouponTerms, stock: Stock, actor: Actor },
-    Edit { terms: CouponTerms, actor: Actor },
-    SetStock { stock: Stock, actor: Actor },
-    Enable { actor: Actor },
-    Disable { actor: Actor },
-    Issue { asks: Vec<IssueAsk> },
+    Create {
+        template_id: TemplateId,
+        tenant_id: TenantId,
+        terms: CouponTerms,
+        stock: Stock,
+        actor: Actor,
+    },
+    Edit {
+        terms: CouponTerms,
+        actor: Actor,
+    },
+    SetStock {
+        stock: Stock,
+        actor: Actor,
+    },
+    Enable {
+        actor: Actor,
+    },
+    Disable {
+        actor: Actor,
+    },
+    /// Whether every newly registered member gets one of these (as an operator grant).
+    SetWelcome {
+        on: bool,
+        actor: Actor,
+    },
+    Issue {
+        asks: Vec<IssueAsk>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -129,6 +152,11 @@ pub enum TemplateEvent {
         actor: Actor,
         switched_at: DateTime<Utc>,
     },
+    CouponWelcomeSet {
+        on: bool,
+        actor: Actor,
+        set_at: DateTime<Utc>,
+    },
     CouponsIssued {
         grants: Vec<IssueGrant>,
         /// Coupons the template has issued, these included.
@@ -144,6 +172,7 @@ impl DomainEventMeta for TemplateEvent {
             TemplateEvent::CouponTemplateEdited { .. } => "CouponTemplateEdited",
             TemplateEvent::CouponStockSet { .. } => "CouponStockSet",
             TemplateEvent::CouponTemplateSwitched { .. } => "CouponTemplateSwitched",
+            TemplateEvent::CouponWelcomeSet { .. } => "CouponWelcomeSet",
             TemplateEvent::CouponsIssued { .. } => "CouponsIssued",
         }
     }
@@ -166,6 +195,9 @@ pub struct TemplateState {
     pub enabled: bool,
     pub issued: u64,
     pub created_at: DateTime<Utc>,
+    /// Given to every newly registered member.
+    #[serde(default)]
+    pub welcome: bool,
 }
 
 impl TemplateState {
@@ -295,6 +327,17 @@ impl EventSourced for CouponTemplate {
                 }
                 Ok(vec![TemplateEvent::CouponStockSet { stock, actor, set_at: now }])
             }
+            TemplateCommand::SetWelcome { on, actor } => {
+                let state = self.state()?;
+                if state.welcome == on {
+                    return Err(TemplateError::SameSwitch(if on {
+                        "a welcome coupon"
+                    } else {
+                        "not a welcome coupon"
+                    }));
+                }
+                Ok(vec![TemplateEvent::CouponWelcomeSet { on, actor, set_at: now }])
+            }
             TemplateCommand::Enable { actor } => switch(self.state()?, true, actor, now),
             TemplateCommand::Disable { actor } => switch(self.state()?, false, actor, now),
             TemplateCommand::Issue { asks } => {
@@ -322,6 +365,7 @@ impl EventSourced for CouponTemplate {
                     enabled: true,
                     issued: 0,
                     created_at: *created_at,
+                    welcome: false,
                 });
             }
             TemplateEvent::CouponTemplateEdited { terms, .. } => self.existing()?.terms = terms.clone(),
@@ -335,6 +379,7 @@ impl EventSourced for CouponTemplate {
                 state.stock = *stock;
             }
             TemplateEvent::CouponTemplateSwitched { enabled, .. } => self.existing()?.enabled = *enabled,
+            TemplateEvent::CouponWelcomeSet { on, .. } => self.existing()?.welcome = *on,
             TemplateEvent::CouponsIssued { grants, issued_after, .. } => {
                 let state = self.existing()?;
                 let issued = state.issued + grants.len() as u64;

@@ -217,6 +217,7 @@ fn build_with(
         .route("/coupon-templates/{template_id}/terms", put(coupons::put_terms))
         .route("/coupon-templates/{template_id}/stock", put(coupons::put_stock))
         .route("/coupon-templates/{template_id}/enabled", put(coupons::put_enabled))
+        .route("/coupon-templates/{template_id}/welcome", put(coupons::put_welcome))
         .route("/coupon-templates/{template_id}/grants", post(coupons::grant))
         .route("/coupon-templates/{template_id}/dispatches", post(coupons::start_dispatch))
         .route("/coupon-dispatches/{job_id}", get(coupons::get_dispatch))

@@ -119,6 +119,7 @@ v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with
         coupons::put_terms,
         coupons::put_stock,
         coupons::put_enabled,
+        coupons::put_welcome,
         coupons::grant,
         coupons::start_dispatch,
         coupons::get_dispatch,

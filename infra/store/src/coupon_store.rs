@@ -9,7 +9,7 @@ use cqrs_es::persist::SerializedEvent;
 use sqlx::PgPool;
 use wxcm_commands::coupons::{AppendError, CouponStore};
 use wxcm_commands::ports::PortError;
-use wxcm_domain::coupon::{CouponId, RedemptionCode};
+use wxcm_domain::coupon::{CouponId, RedemptionCode, TemplateId};
 use wxcm_domain::{MemberId, TenantId};
 
 use crate::group_commit::{CommitError, GroupCommitter};
@@ -84,4 +84,19 @@ impl CouponStore for PgCouponStore {
         .map_err(PortError::new)?;
         found.iter().map(|(id,)| coupon_id(id)).collect()
     }
+
+    async fn welcome_templates(&self, tenant: &TenantId) -> Result<Vec<TemplateId>, PortError> {
+        let found: Vec<(String,)> = sqlx::query_as(
+            "SELECT template_id FROM welcome_coupon_templates WHERE tenant_id = $1 ORDER BY template_id LIMIT $2",
+        )
+        .bind(tenant.as_str())
+        .bind(WELCOME_TEMPLATES_MAX)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(PortError::new)?;
+        found.iter().map(|(id,)| TemplateId::parse(id).map_err(PortError::new)).collect()
+    }
 }
+
+/// Welcome templates given per registration at most.
+const WELCOME_TEMPLATES_MAX: i64 = 20;

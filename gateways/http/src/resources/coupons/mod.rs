@@ -271,6 +271,34 @@ pub async fn put_enabled(
     change(&state, &ctx, id.0, command).await
 }
 
+/// Makes the template a welcome coupon (given to every member registered from
+/// now on, by the scheduler, once per member) or stops it.
+#[utoipa::path(put, path = "/admin/api/v1/coupon-templates/{template_id}/welcome", tag = "coupons",
+    security(("bearer" = [])),
+    params(("template_id" = uuid::Uuid, Path), ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters")),
+    request_body = WelcomeBody,
+    responses(
+        (status = 200, description = "Changed (or replayed)", body = TemplateDto),
+        (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `invalid_template_id`, `malformed_json`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`template_not_found`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`, `unchanged`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, template_id = %id.0))]
+pub async fn put_welcome(
+    State(state): State<AppState>,
+    auth: Authorized<perm::CouponSettings>,
+    key: IdempotencyHeader,
+    correlation: Correlation,
+    id: ApiPath<TemplateId>,
+    body: ApiJson<WelcomeBody>,
+) -> Result<Json<TemplateDto>, ApiError> {
+    let command = TemplateCommand::SetWelcome { on: body.0.welcome, actor: auth.actor() };
+    let ctx = auth.context(key.0, correlation);
+    change(&state, &ctx, id.0, command).await
+}
+
 /// Gives a member one coupon of the template.
 #[utoipa::path(post, path = "/admin/api/v1/coupon-templates/{template_id}/grants", tag = "coupons",
     security(("bearer" = [])),

@@ -224,6 +224,13 @@ pub struct SwitchBody {
     pub enabled: bool,
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WelcomeBody {
+    /// Give one to every member registered from now on.
+    pub welcome: bool,
+}
+
 fn reason(value: &str) -> Result<Reference, ApiError> {
     Reference::parse(value).map_err(|e| ApiError::invalid("invalid_text", e.to_string()))
 }
@@ -301,6 +308,8 @@ pub struct TemplateDto {
     pub terms: TermsDto,
     pub stock: StockDto,
     pub enabled: bool,
+    /// Given to every newly registered member.
+    pub welcome: bool,
     pub issued: u64,
     /// Absent for an unlimited stock.
     pub stock_left: Option<u64>,
@@ -314,6 +323,7 @@ impl From<TemplateView> for TemplateDto {
             terms: (&v.terms).into(),
             stock: v.stock.into(),
             enabled: v.enabled,
+            welcome: v.welcome,
             issued: v.issued,
             stock_left: v.stock_left,
             created_at: v.created_at,
