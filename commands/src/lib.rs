@@ -10,6 +10,7 @@
 
 pub mod adapter;
 pub mod auth;
+pub mod card_codes;
 pub mod coupons;
 pub mod executor;
 pub mod ledger_requests;

@@ -229,6 +229,12 @@ pub trait DueWork: Send + Sync {
 pub trait SecretSealer: Send + Sync {
     fn seal(&self, plaintext: &str) -> Result<SealedSecret, PortError>;
     fn open(&self, sealed: &SealedSecret) -> Result<String, PortError>;
+    /// HMAC-SHA256 of `data` under a key derived from the secret key for
+    /// `purpose` (member card codes): what only this deployment can produce.
+    fn mac(&self, purpose: &str, data: &[u8]) -> Result<[u8; 32], PortError> {
+        let _ = (purpose, data);
+        Err(PortError::msg("this sealer has no key to sign with"))
+    }
 }
 
 /// Everything that lives in one shard database.

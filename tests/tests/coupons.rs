@@ -600,3 +600,44 @@ async fn welcome_coupons_go_to_every_member_registered_while_on_once() {
     assert_eq!(coupons_of(later).await, 0);
     t.stop().await;
 }
+
+#[tokio::test]
+async fn a_member_card_code_finds_the_member_and_is_refused_forged_late_or_elsewhere() {
+    let t = spawn_app().await;
+    let a = merchant(&t, "mall-card").await;
+    let b = merchant(&t, "mall-card-b").await;
+    let (member_id, session) = member_with_session(&t, &a, 1).await;
+    let (status, code) = send(t.http.get(t.url("/m/api/v1/card-code")).bearer_auth(&session)).await;
+    assert_eq!(status, StatusCode::OK, "{code}");
+    let payload = code["payload"].as_str().unwrap().to_owned();
+    assert!(payload.starts_with("wxcm:card:mall-card:"), "{payload}");
+    let lookup = |token: String, code: String| {
+        let t = &t;
+        async move {
+            send(
+                t.http
+                    .post(t.url("/admin/api/v1/members/card-code-lookups"))
+                    .bearer_auth(token)
+                    .json(&json!({"code": code})),
+            )
+            .await
+        }
+    };
+    let (status, member) = lookup(a.staff.clone(), payload.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{member}");
+    assert_eq!(member["member_id"], member_id.to_string());
+    // One character of the MAC changed, another member's id with this MAC, another merchant.
+    let mut forged = payload.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == '0' { '1' } else { '0' });
+    assert_eq!(lookup(a.staff.clone(), forged).await.1["error"]["code"], "invalid_card_code");
+    let (other, _) = member_with_session(&t, &a, 2).await;
+    let swapped = payload.replace(&member_id.to_string(), &other.to_string());
+    assert_eq!(lookup(a.staff.clone(), swapped).await.1["error"]["code"], "invalid_card_code");
+    assert_eq!(lookup(b.staff.clone(), payload.clone()).await.1["error"]["code"], "other_tenant_card");
+    assert_eq!(lookup(a.staff.clone(), "not a card".into()).await.1["error"]["code"], "invalid_card_code");
+    // Five minutes later the code is stale.
+    t.clock.advance(chrono::Duration::seconds(301));
+    assert_eq!(lookup(a.staff.clone(), payload).await.1["error"]["code"], "card_code_expired");
+    t.stop().await;
+}

@@ -191,6 +191,7 @@ fn build_with(
         .route("/members/{member_id}", get(members::get_member))
         .route("/members/by-card/{card_no}", get(members::get_member_by_card))
         .route("/members/by-openid/{openid}", get(members::get_member_by_openid))
+        .route("/members/card-code-lookups", post(members::lookup_card_code))
         .route("/members/{member_id}/points/grants", post(ledger::grant_points))
         .route("/members/{member_id}/points/deductions", post(ledger::deduct_points))
         .route("/members/{member_id}/cash/deposits", post(ledger::deposit_cash))
@@ -249,7 +250,8 @@ fn build_with(
         .route("/recharges/{order_id}", get(member_api::get_recharge))
         .route("/coupon-templates", get(coupons::member_claimable))
         .route("/coupons", get(coupons::member_list))
-        .route("/coupons/claims", post(coupons::member_claim));
+        .route("/coupons/claims", post(coupons::member_claim))
+        .route("/card-code", get(member_api::card_code));
     Router::new()
         .route("/healthz", get(health::healthz))
         .nest("/m/api/v1", member_api)

@@ -20,6 +20,8 @@ pub enum SealerError {
 
 pub struct AesGcmSealer {
     cipher: Aes256Gcm,
+    /// HMAC keys derive from it, one per purpose.
+    mac_root: [u8; 32],
 }
 
 impl AesGcmSealer {
@@ -33,7 +35,10 @@ impl AesGcmSealer {
         if key.len() != 32 {
             return None;
         }
-        Aes256Gcm::new_from_slice(key).ok().map(|cipher| Self { cipher })
+        let cipher = Aes256Gcm::new_from_slice(key).ok()?;
+        // Never the encryption key itself: a key of its own, derived once.
+        let mac_root = hmac_sha256(key, b"wxcm.mac.root.v1").ok()?;
+        Some(Self { cipher, mac_root })
     }
 }
 
@@ -64,6 +69,18 @@ impl SecretSealer for AesGcmSealer {
             .map_err(|_| PortError::msg("secret does not decrypt with this key"))?;
         String::from_utf8(pt).map_err(|_| PortError::msg("secret is not UTF-8"))
     }
+
+    fn mac(&self, purpose: &str, data: &[u8]) -> Result<[u8; 32], PortError> {
+        let key = hmac_sha256(&self.mac_root, purpose.as_bytes())?;
+        hmac_sha256(&key, data)
+    }
+}
+
+fn hmac_sha256(key: &[u8], data: &[u8]) -> Result<[u8; 32], PortError> {
+    use hmac::{KeyInit as _, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).map_err(|_| PortError::msg("hmac key"))?;
+    mac.update(data);
+    Ok(mac.finalize().into_bytes().into())
 }
 
 /// Stands in for the sealer when its key is not set, for commands that never
@@ -85,6 +102,10 @@ impl SecretSealer for MissingKeySealer {
     }
 
     fn open(&self, _: &SealedSecret) -> Result<String, PortError> {
+        Err(self.error())
+    }
+
+    fn mac(&self, _: &str, _: &[u8]) -> Result<[u8; 32], PortError> {
         Err(self.error())
     }
 }

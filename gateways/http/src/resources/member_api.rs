@@ -130,6 +130,30 @@ pub async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Jso
     Ok(Json(members::get(&state.app, &s.tenant_id, s.member_id).await?))
 }
 
+/// A member's card code (documentation only).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct CardCodeDoc {
+    /// What the card QR holds; staff look it up at `POST /admin/api/v1/members/card-code-lookups`.
+    payload: String,
+    expires_at: DateTime<Utc>,
+}
+
+/// `GET /m/api/v1/card-code`: a fresh code for the member's card QR (valid 5 minutes).
+#[utoipa::path(get, path = "/m/api/v1/card-code", tag = "member",
+    security(("member_bearer" = [])),
+    responses(
+        (status = 200, description = "The code and when it expires", body = CardCodeDoc),
+        (status = 401, description = "`unauthenticated`", body = ErrorBody),
+    ))]
+pub async fn card_code(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<wxcm_commands::card_codes::CardCode>, ApiError> {
+    let s = member(&state, &headers).await?;
+    Ok(Json(wxcm_commands::card_codes::issue(&state.app, &s.tenant_id, s.member_id).await?))
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RechargeBody {
     amount_fen: i64,

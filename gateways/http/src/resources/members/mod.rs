@@ -6,7 +6,9 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use serde::Deserialize;
 use tracing::instrument;
+use utoipa::ToSchema;
 use wxcm_commands::members;
 use wxcm_domain::{CardNumber, MemberId, OpenId};
 
@@ -129,4 +131,44 @@ pub async fn register_member(
     tracing::info!(member_id = %view.member_id, created, "member registration");
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(view.into())))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CardCodeLookup {
+    /// What the member's card QR holds (`wxcm:card:…`, from `GET /m/api/v1/card-code`).
+    #[schema(min_length = 1, max_length = 160)]
+    pub code: String,
+}
+
+/// The member whose card QR was scanned at the counter. A lookup (changes
+/// nothing, no `Idempotency-Key`): a code is genuine, at most 5 minutes old
+/// and this merchant's, or it is refused.
+#[utoipa::path(post, path = "/admin/api/v1/members/card-code-lookups", tag = "members",
+    security(("bearer" = [])),
+    request_body = CardCodeLookup,
+    responses(
+        (status = 200, description = "The member", body = MemberDto),
+        (status = 400, description = "`malformed_json`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`member_not_found`", body = ErrorBody),
+        (status = 409, description = "`card_code_expired`, `other_tenant_card`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`, `invalid_card_code` (malformed or not genuine)", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, username = %auth.session.username))]
+pub async fn lookup_card_code(
+    State(state): State<AppState>,
+    auth: Authorized<perm::MemberRead>,
+    body: ApiJson<CardCodeLookup>,
+) -> Result<Json<MemberDto>, ApiError> {
+    use wxcm_commands::card_codes::{lookup, CardCodeError};
+    match lookup(&state.app, &auth.session.tenant_id, &body.0.code).await {
+        Ok(view) => Ok(Json(view.into())),
+        Err(e) => Err(match e {
+            CardCodeError::Malformed | CardCodeError::Forged => ApiError::invalid("invalid_card_code", e.to_string()),
+            CardCodeError::Expired => ApiError::conflict("card_code_expired", e.to_string()),
+            CardCodeError::OtherTenant => ApiError::conflict("other_tenant_card", e.to_string()),
+            CardCodeError::Member(m) => m.into(),
+        }),
+    }
 }
