@@ -211,6 +211,7 @@ pub async fn create(
     password: &str,
     role: Role,
 ) -> Result<Written, AdminUserError> {
+    auth::validate_password(password)?;
     let shard = app.router.route(tenant)?;
     let request = admin_request(tenant, key, &Fingerprint::Create { username: username.as_str(), role })?;
     let password_hash = auth::hash_password_off_thread(password).await?;
@@ -269,6 +270,8 @@ pub async fn reset_password(
     username: &Username,
     new_password: &str,
 ) -> Result<Written, AdminUserError> {
+    auth::validate_password(new_password)?;
+    app.router.route(tenant)?;
     let hash = auth::hash_password_off_thread(new_password).await?;
     let asked = Fingerprint::ResetPassword { username: username.as_str() };
     change(app, tenant, key, asked, username, AdminUserChange::Password { hash, expected: None }).await
@@ -284,6 +287,7 @@ pub async fn change_own_password(
     current_password: &str,
     new_password: &str,
 ) -> Result<Written, AdminUserError> {
+    auth::validate_password(new_password)?;
     let shard = app.router.route(tenant)?;
     let request = admin_request(tenant, key, &Fingerprint::OwnPassword { username: username.as_str() })?;
     // A retry after success would fail the check below (the current password

@@ -49,11 +49,17 @@ pub fn validate_username(username: &str) -> Result<(), AuthError> {
     }
 }
 
-pub fn hash_password(password: &str) -> Result<String, AuthError> {
+/// The rules a new password follows (its length in characters).
+pub fn validate_password(password: &str) -> Result<(), AuthError> {
     let len = password.chars().count();
     if !(PASSWORD_LEN_MIN..=PASSWORD_LEN_MAX).contains(&len) {
         return Err(AuthError::Invalid(format!("password must be {PASSWORD_LEN_MIN}..={PASSWORD_LEN_MAX} characters")));
     }
+    Ok(())
+}
+
+pub fn hash_password(password: &str) -> Result<String, AuthError> {
+    validate_password(password)?;
     // Argon2id v19 with the crate's recommended parameters and a random salt.
     PasswordHasher::<PasswordHash>::hash_password(&Argon2::default(), password.as_bytes())
         .map(|h| h.to_string())
