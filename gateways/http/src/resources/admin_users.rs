@@ -311,6 +311,7 @@ pub async fn reset_admin_user_password(
     responses(
         (status = 204, description = "Password changed, every session of the user ended"),
         (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `malformed_json`", body = ErrorBody),
+        (status = 404, description = "`tenant_not_found`", body = ErrorBody),
         (status = 409, description = "`idempotency_key_reused`", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
