@@ -49,18 +49,38 @@ pub fn validate_username(username: &str) -> Result<(), AuthError> {
     }
 }
 
-pub fn hash_password(password: &str) -> Result<String, AuthError> {
+/// The rules a new password follows (its length in characters).
+pub fn validate_password(password: &str) -> Result<(), AuthError> {
     let len = password.chars().count();
     if !(PASSWORD_LEN_MIN..=PASSWORD_LEN_MAX).contains(&len) {
         return Err(AuthError::Invalid(format!("password must be {PASSWORD_LEN_MIN}..={PASSWORD_LEN_MAX} characters")));
     }
+    Ok(())
+}
+
+pub fn hash_password(password: &str) -> Result<String, AuthError> {
+    validate_password(password)?;
     // Argon2id v19 with the crate's recommended parameters and a random salt.
     PasswordHasher::<PasswordHash>::hash_password(&Argon2::default(), password.as_bytes())
         .map(|h| h.to_string())
         .map_err(|e| AuthError::Infra(e.to_string()))
 }
 
-fn verify_password(password: &str, hash: &str) -> bool {
+/// [`hash_password`] on a blocking thread (Argon2 is deliberately slow).
+pub async fn hash_password_off_thread(password: &str) -> Result<String, AuthError> {
+    let owned = password.to_owned();
+    tokio::task::spawn_blocking(move || hash_password(&owned)).await.map_err(|e| AuthError::Infra(e.to_string()))?
+}
+
+/// [`verify_password`] on a blocking thread.
+pub(crate) async fn verify_password_off_thread(password: &str, hash: &str) -> Result<bool, AuthError> {
+    let (candidate, hash) = (password.to_owned(), hash.to_owned());
+    tokio::task::spawn_blocking(move || verify_password(&candidate, &hash))
+        .await
+        .map_err(|e| AuthError::Infra(e.to_string()))
+}
+
+pub(crate) fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash).is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
 }
 
@@ -85,10 +105,7 @@ pub async fn create_admin(
     role: Role,
 ) -> Result<(), AuthError> {
     validate_username(username)?;
-    let owned = password.to_owned();
-    let password_hash = tokio::task::spawn_blocking(move || hash_password(&owned))
-        .await
-        .map_err(|e| AuthError::Infra(e.to_string()))??;
+    let password_hash = hash_password_off_thread(password).await?;
     let shard = app.router.route(tenant)?;
     let user =
         AdminUser { tenant_id: tenant.clone(), username: username.to_owned(), password_hash, role, disabled: false };
@@ -134,7 +151,10 @@ pub async fn login(
         role: user.role,
         expires_at: Utc::now() + Duration::hours(SESSION_TTL_HOURS),
     };
-    app.router.route(tenant)?.admins.create_session(&token_hash(&token), &session).await?;
+    let shard = app.router.route(tenant)?;
+    if !shard.admins.create_session(&token_hash(&token), &session, &user.password_hash).await? {
+        return Err(AuthError::InvalidCredentials);
+    }
     Ok((token, session))
 }
 

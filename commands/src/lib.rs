@@ -6,9 +6,12 @@
 //! - [`members`], [`payments`] and [`tenants`] are the use cases the edges call;
 //!   [`ledger_requests`] are the member ledger operations as callers ask for
 //!   them (what idempotency hashes);
+//! - [`auth`] signs admins in; [`admin_users`] manages them (sessions end
+//!   with a disable, a role change or a new password);
 //! - [`ports`] are the traits the infrastructure implements (store, clock, ...).
 
 pub mod adapter;
+pub mod admin_users;
 pub mod auth;
 pub mod card_codes;
 pub mod coupons;

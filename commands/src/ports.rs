@@ -192,14 +192,84 @@ pub struct AdminSession {
     pub expires_at: DateTime<Utc>,
 }
 
+/// An admin user as management shows it (never its password hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminUserView {
+    pub username: String,
+    pub role: Role,
+    pub disabled: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A user-management write's idempotency: its key and the fingerprint of
+/// what it asked (`admin_users::request_hash`, never a password).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminRequest {
+    pub tenant_id: TenantId,
+    pub key: wxcm_domain::IdempotencyKey,
+    pub request_hash: String,
+}
+
+/// Why a user-management write changed nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminRefusal {
+    /// No such user in the tenant.
+    NotFound,
+    UsernameTaken,
+    /// The tenant has `admin_users::ADMIN_USERS_MAX` users.
+    TooManyUsers,
+    /// The change would leave the tenant without an active owner.
+    LastOwner,
+    /// The password changed since the current password was verified.
+    PasswordChanged,
+    /// The key was used for a different request.
+    KeyReused,
+}
+
+/// What a user-management write did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminWrite {
+    /// Done now: the user as the write left it.
+    Applied(AdminUserView),
+    /// Done before under the same key and request: the user as that write left it.
+    Replayed(AdminUserView),
+    Refused(AdminRefusal),
+}
+
 #[async_trait]
 pub trait AdminDirectory: Send + Sync {
     /// Fails with `Ok(false)` when the username is taken.
     async fn create_user(&self, user: &AdminUser) -> Result<bool, PortError>;
     async fn find_user(&self, tenant: &TenantId, username: &str) -> Result<Option<AdminUser>, PortError>;
-    async fn create_session(&self, token_hash: &[u8], session: &AdminSession) -> Result<(), PortError>;
+    /// Stores a session unless the user's password is no longer
+    /// `verified_password_hash` or it was disabled meanwhile (`Ok(false)`): a
+    /// login racing a reset or a disable never outlives it.
+    async fn create_session(
+        &self,
+        token_hash: &[u8],
+        session: &AdminSession,
+        verified_password_hash: &str,
+    ) -> Result<bool, PortError>;
     async fn find_session(&self, token_hash: &[u8]) -> Result<Option<AdminSession>, PortError>;
     async fn delete_session(&self, token_hash: &[u8]) -> Result<(), PortError>;
+    /// The tenant's users ordered by username, at most `limit`.
+    async fn list_users(&self, tenant: &TenantId, limit: u32) -> Result<Vec<AdminUserView>, PortError>;
+    /// What an earlier write with this request's key answered: `Replayed`,
+    /// `Refused(KeyReused)` for another request, `None` if the key is unused.
+    async fn find_request(&self, request: &AdminRequest) -> Result<Option<AdminWrite>, PortError>;
+    /// In one transaction: claims the request's key (a used key replays or is
+    /// refused), refuses at `users_max` users or a taken name, inserts `user`.
+    async fn add_user(&self, user: &AdminUser, request: &AdminRequest, users_max: u32)
+        -> Result<AdminWrite, PortError>;
+    /// In one transaction: claims the request's key, locks the tenant's active
+    /// owners and the user, applies `admin_users::decide` and, when it says so,
+    /// deletes every session of the user.
+    async fn change_user(
+        &self,
+        request: &AdminRequest,
+        username: &str,
+        change: &crate::admin_users::AdminUserChange,
+    ) -> Result<AdminWrite, PortError>;
 }
 
 /// A due piece of scheduled work (written in the same transaction as the

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
+use wxcm_commands::admin_users::AdminUserError;
 use wxcm_commands::auth::AuthError;
 use wxcm_commands::members::MemberOpError;
 use wxcm_commands::pay_flows::PayFlowError;
@@ -295,6 +296,24 @@ impl From<AuthError> for ApiError {
     }
 }
 
+impl From<AdminUserError> for ApiError {
+    fn from(e: AdminUserError) -> Self {
+        let message = e.to_string();
+        match e {
+            AdminUserError::InvalidUsername(_) => ApiError::invalid("invalid_username", message),
+            AdminUserError::InvalidPassword(_) => ApiError::invalid("invalid_password", message),
+            AdminUserError::WrongPassword => ApiError::invalid("wrong_current_password", message),
+            AdminUserError::NotFound => ApiError::not_found("admin_user_not_found", message),
+            AdminUserError::UsernameTaken => ApiError::conflict("username_taken", message),
+            AdminUserError::TooManyUsers => ApiError::conflict("too_many_admin_users", message),
+            AdminUserError::LastOwner => ApiError::conflict("last_owner", message),
+            AdminUserError::IdempotencyMismatch => idempotency_key_reused(),
+            AdminUserError::Route(r) => unknown_tenant(&r),
+            AdminUserError::Infra(detail) => ApiError::internal("admin user operation", &detail),
+        }
+    }
+}
+
 impl From<PaymentOpError> for ApiError {
     fn from(e: PaymentOpError) -> Self {
         match e {
@@ -388,6 +407,18 @@ mod tests {
     fn status_code(e: impl Into<ApiError>) -> (u16, &'static str) {
         let e = e.into();
         (e.status().as_u16(), e.code())
+    }
+
+    #[test]
+    fn admin_user_errors_map_to_statuses() {
+        assert_eq!(status_code(AdminUserError::NotFound), (404, "admin_user_not_found"));
+        assert_eq!(status_code(AdminUserError::LastOwner), (409, "last_owner"));
+        assert_eq!(status_code(AdminUserError::UsernameTaken), (409, "username_taken"));
+        assert_eq!(status_code(AdminUserError::TooManyUsers), (409, "too_many_admin_users"));
+        assert_eq!(status_code(AdminUserError::IdempotencyMismatch), (409, "idempotency_key_reused"));
+        assert_eq!(status_code(AdminUserError::WrongPassword), (422, "wrong_current_password"));
+        assert_eq!(status_code(AdminUserError::InvalidPassword("too short".into())), (422, "invalid_password"));
+        assert_eq!(status_code(AdminUserError::Infra("db down".into())), (500, "internal"));
     }
 
     #[test]

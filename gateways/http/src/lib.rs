@@ -72,8 +72,8 @@ use ratelimit::LoginLimiter;
 pub use resources::member_api::MemberPorts;
 use resources::wechat::{authorization, menus, points_rules, qr_codes, reply_rules};
 use resources::{
-    coupons, health, ledger, member_api, members, pay_notify, payments, referral, reports, session, tenant,
-    wechat_callback,
+    admin_users, coupons, health, ledger, member_api, members, pay_notify, payments, referral, reports, session,
+    tenant, wechat_callback,
 };
 use state::{AppSessions, AppState, SessionResolver};
 pub use wechat_edge::{ComponentCredentials, WechatEdge, WechatOutbound, WechatSettings};
@@ -187,6 +187,12 @@ fn build_with(
     let admin = Router::new()
         .route("/login", post(session::login))
         .route("/logout", post(session::logout))
+        .route("/me/password", put(admin_users::change_own_password))
+        .route("/admin-users", get(admin_users::list_admin_users).post(admin_users::create_admin_user))
+        .route("/admin-users/{username}/role", put(admin_users::set_admin_user_role))
+        .route("/admin-users/{username}/disable", post(admin_users::disable_admin_user))
+        .route("/admin-users/{username}/enable", post(admin_users::enable_admin_user))
+        .route("/admin-users/{username}/password-reset", post(admin_users::reset_admin_user_password))
         .route("/members", get(members::list_members).post(members::register_member))
         .route("/members/{member_id}", get(members::get_member))
         .route("/members/by-card/{card_no}", get(members::get_member_by_card))

@@ -10,7 +10,7 @@ use utoipa::{Modify, OpenApi};
 use crate::error::{ErrorBody, ErrorDetail};
 use crate::resources::wechat::{authorization, menus, points_rules, qr_codes, reply_rules};
 use crate::resources::{
-    coupons, health, ledger, member_api, members, pay_notify, payments, referral, reports, session, tenant,
+    admin_users, coupons, health, ledger, member_api, members, pay_notify, payments, referral, reports, session, tenant,
 };
 
 const DESCRIPTION: &str = "\
@@ -24,7 +24,7 @@ Mutating routes need an `Idempotency-Key` header: the same key with the same req
 first result (header `Idempotent-Replayed: true`), with a different request 409 `idempotency_key_reused`. \
 `X-Correlation-Id` (a UUID) is optional and echoed on every response.
 
-Roles: owner (everything), manager (everything but tenant settings), staff (member lookup and list, \
+Roles: owner (everything), manager (everything but tenant settings and admin users), staff (member lookup and list, \
 registration, cash deposit and charge, ledger; no reports), auditor (member lookup and list, ledger, \
 reports, tenant view). WeChat settings (reply rules, points rules, scene QR codes, menus, referral \
 links): owner and manager change them, auditors read them, staff neither; only the owner starts a \
@@ -57,6 +57,12 @@ member never claims more than its per-member limit, however many ask at once. Re
 `sold_out`, `limit_reached`, `not_in_audience`, `template_disabled`, `window_ended`, `already_redeemed`, \
 `coupon_voided`, `coupon_expired`, `coupon_not_yet_valid`, `other_tenant_coupon`.
 
+Admin users (`/admin/api/v1/admin-users`): only the owner lists, creates, changes roles, disables, enables \
+and resets passwords; every user changes its own password at `PUT me/password` with the current one. \
+Disabling a user, changing its role or its password ends all its sessions at once (its old tokens answer \
+401); a tenant always keeps one active owner (409 `last_owner`). Another tenant's user is 404 \
+`admin_user_not_found`.
+
 Payment orders (`/admin/api/v1/payments`): owner, manager and auditor read them with their notification history.
 
 Member API (`/m/api/v1`, pages inside WeChat): `POST sessions` exchanges a WeChat OAuth code for a member \
@@ -78,6 +84,13 @@ v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with
         health::openapi,
         session::login,
         session::logout,
+        admin_users::list_admin_users,
+        admin_users::create_admin_user,
+        admin_users::set_admin_user_role,
+        admin_users::disable_admin_user,
+        admin_users::enable_admin_user,
+        admin_users::reset_admin_user_password,
+        admin_users::change_own_password,
         members::list_members,
         members::get_member,
         members::get_member_by_card,
@@ -141,6 +154,7 @@ v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with
     tags(
         (name = "health", description = "Liveness, readiness, this document"),
         (name = "session", description = "Sign in and out"),
+        (name = "admin-users", description = "The tenant's admin users (owner only) and every user's own password"),
         (name = "members", description = "Look up and register members"),
         (name = "ledger", description = "Points and cash operations, the member ledger"),
         (name = "reports", description = "Reports over the read models"),

@@ -41,11 +41,13 @@ pub enum Permission {
     CouponRedeem,
     /// Void an issued coupon.
     CouponVoid,
+    /// Manage the tenant's admin users (list, create, role, disable, password reset).
+    AdminUsers,
 }
 
 impl Permission {
     #[cfg(test)]
-    pub const ALL: [Permission; 20] = [
+    pub const ALL: [Permission; 21] = [
         Permission::MemberRead,
         Permission::MemberRegister,
         Permission::PointsGrant,
@@ -66,6 +68,7 @@ impl Permission {
         Permission::CouponGrant,
         Permission::CouponRedeem,
         Permission::CouponVoid,
+        Permission::AdminUsers,
     ];
 
     /// What the permission lets one do, for error messages.
@@ -91,17 +94,18 @@ impl Permission {
             Permission::CouponGrant => "give coupons",
             Permission::CouponRedeem => "write coupons off",
             Permission::CouponVoid => "void coupons",
+            Permission::AdminUsers => "manage admin users",
         }
     }
 }
 
-/// owner: everything; manager: everything but tenant settings; staff: the
+/// owner: everything; manager: everything but tenant settings and admin users; staff: the
 /// counter (lookup, register, deposit, charge, ledger; no reports); auditor: read-only.
 pub fn allowed(role: Role, permission: Permission) -> bool {
     use Permission as P;
     match role {
         Role::Owner => true,
-        Role::Manager => permission != P::TenantSettings,
+        Role::Manager => !matches!(permission, P::TenantSettings | P::AdminUsers),
         Role::Staff => {
             matches!(
                 permission,
@@ -135,7 +139,7 @@ pub trait Requires: Send + Sync + 'static {
 }
 
 /// Marker types, one per [`Permission`], named like its variants, plus
-/// [`perm::AnyRole`] for routes every signed-in user may call (logout).
+/// [`perm::AnyRole`] for routes every signed-in user may call (logout, own password).
 pub mod perm {
     use super::{Permission, Requires};
 
@@ -176,6 +180,7 @@ pub mod perm {
         CouponGrant,
         CouponRedeem,
         CouponVoid,
+        AdminUsers,
     );
 }
 
@@ -187,7 +192,7 @@ mod tests {
     fn the_whole_matrix() {
         use Permission as P;
         // Columns: owner, manager, staff, auditor.
-        let table: [(Permission, [bool; 4]); 20] = [
+        let table: [(Permission, [bool; 4]); 21] = [
             (P::MemberRead, [true, true, true, true]),
             (P::MemberRegister, [true, true, true, false]),
             (P::PointsGrant, [true, true, false, false]),
@@ -208,6 +213,7 @@ mod tests {
             (P::CouponGrant, [true, true, false, false]),
             (P::CouponRedeem, [true, true, true, false]),
             (P::CouponVoid, [true, true, false, false]),
+            (P::AdminUsers, [true, false, false, false]),
         ];
         let roles = [Role::Owner, Role::Manager, Role::Staff, Role::Auditor];
         for (permission, expected) in table {

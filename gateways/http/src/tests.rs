@@ -211,7 +211,37 @@ fn routes() -> Vec<(Method, String, Option<Value>, Permission)> {
             Some(account),
             Permission::TenantSettings,
         ),
+        (Method::GET, "/admin/api/v1/admin-users".into(), None, Permission::AdminUsers),
+        (
+            Method::POST,
+            "/admin/api/v1/admin-users".into(),
+            Some(json!({"username": "ann", "password": "a-long-enough-password", "role": "staff"})),
+            Permission::AdminUsers,
+        ),
+        (
+            Method::PUT,
+            "/admin/api/v1/admin-users/ann/role".into(),
+            Some(json!({"role": "manager"})),
+            Permission::AdminUsers,
+        ),
+        (Method::POST, "/admin/api/v1/admin-users/ann/disable".into(), None, Permission::AdminUsers),
+        (Method::POST, "/admin/api/v1/admin-users/ann/enable".into(), None, Permission::AdminUsers),
+        (
+            Method::POST,
+            "/admin/api/v1/admin-users/ann/password-reset".into(),
+            Some(json!({"new_password": "another-long-password"})),
+            Permission::AdminUsers,
+        ),
     ]
+}
+
+/// Writes send an idempotency key, reads none.
+fn key_for(method: &Method) -> Option<&'static str> {
+    if *method == Method::GET {
+        None
+    } else {
+        KEY
+    }
 }
 
 #[tokio::test]
@@ -219,7 +249,7 @@ async fn each_route_enforces_its_permission_for_each_role() {
     let router = edge(HttpSettings::default());
     for (method, uri, body, permission) in routes() {
         for role in [Role::Owner, Role::Manager, Role::Staff, Role::Auditor] {
-            let key = body.as_ref().and(KEY);
+            let key = key_for(&method);
             let req = request(method.clone(), &uri, Some(role.as_str()), key, body.as_ref().map(Value::to_string));
             let reply = send(&router, req).await;
             if allowed(role, permission) {
@@ -245,6 +275,7 @@ async fn every_admin_route_but_login_needs_a_session() {
     let router = edge(HttpSettings::default());
     let mut all = routes();
     all.push((Method::POST, "/admin/api/v1/logout".into(), None, Permission::MemberRead));
+    all.push((Method::PUT, "/admin/api/v1/me/password".into(), Some(own_password_body()), Permission::MemberRead));
     for (method, uri, body, _) in all {
         for token in [None, Some("not-a-session")] {
             let req = request(method.clone(), &uri, token, KEY, body.as_ref().map(Value::to_string));
@@ -264,6 +295,61 @@ async fn the_real_session_lookup_refuses_unknown_tokens() {
     }
 }
 
+fn own_password_body() -> Value {
+    json!({"current_password": "a-long-enough-password", "new_password": "another-long-password"})
+}
+
+#[tokio::test]
+async fn every_role_may_change_its_own_password() {
+    let router = edge(HttpSettings::default());
+    for role in [Role::Owner, Role::Manager, Role::Staff, Role::Auditor] {
+        let body = Some(own_password_body().to_string());
+        let req = request(Method::PUT, "/admin/api/v1/me/password", Some(role.as_str()), KEY, body);
+        let reply = send(&router, req).await;
+        assert_eq!((reply.status, reply.code()), (StatusCode::NOT_FOUND, "tenant_not_found"), "{role:?}");
+    }
+}
+
+#[tokio::test]
+async fn admin_user_requests_are_validated_before_any_change() {
+    let router = edge(HttpSettings::default());
+    let users = "/admin/api/v1/admin-users";
+    let create =
+        |username: &str, password: &str, role: &str| json!({"username": username, "password": password, "role": role});
+    let password = "a-long-enough-password";
+    let cases = [
+        (users.to_owned(), create("ann", password, "king"), "invalid_body"),
+        (users.to_owned(), create("ann lee", password, "staff"), "invalid_username"),
+        (users.to_owned(), create(&"u".repeat(65), password, "staff"), "invalid_username"),
+        (users.to_owned(), create("ann", "short", "staff"), "invalid_password"),
+        (users.to_owned(), create("ann", &"p".repeat(129), "staff"), "invalid_password"),
+        (
+            users.to_owned(),
+            json!({"username": "ann", "password": password, "role": "staff", "admin": true}),
+            "invalid_body",
+        ),
+        (format!("{users}/ann/role"), json!({"role": "root"}), "invalid_body"),
+        (format!("{users}/ann/password-reset"), json!({"new_password": "short"}), "invalid_password"),
+        (format!("{users}/ann/password-reset"), json!({"password": password}), "invalid_body"),
+    ];
+    for (uri, body, code) in cases {
+        let method = if uri.ends_with("/role") { Method::PUT } else { Method::POST };
+        let reply = send(&router, request(method, &uri, Some("owner"), KEY, Some(body.to_string()))).await;
+        assert_eq!((reply.status, reply.code()), (StatusCode::UNPROCESSABLE_ENTITY, code), "{uri} {body}");
+    }
+    let short_new = json!({"current_password": password, "new_password": "short"}).to_string();
+    let reply =
+        send(&router, request(Method::PUT, "/admin/api/v1/me/password", Some("staff"), KEY, Some(short_new))).await;
+    assert_eq!((reply.status, reply.code()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_password"));
+    // Usernames in the path: bounded, then validated.
+    let bad =
+        send(&router, request(Method::POST, &format!("{users}/ann%20lee/disable"), Some("owner"), KEY, None)).await;
+    assert_eq!((bad.status, bad.code()), (StatusCode::BAD_REQUEST, "invalid_username"));
+    let long = format!("{users}/{}/disable", "u".repeat(PATH_PARAM_BYTES_MAX + 1));
+    let long = send(&router, request(Method::POST, &long, Some("owner"), KEY, None)).await;
+    assert_eq!((long.status, long.code()), (StatusCode::BAD_REQUEST, "invalid_path"));
+}
+
 #[tokio::test]
 async fn logout_answers_no_content() {
     let router = edge(HttpSettings::default());
@@ -274,7 +360,9 @@ async fn logout_answers_no_content() {
 #[tokio::test]
 async fn mutations_need_a_valid_idempotency_key() {
     let router = edge(HttpSettings::default());
-    for (method, uri, body, _) in routes().into_iter().filter(|r| r.2.is_some()) {
+    let mut writes: Vec<_> = routes().into_iter().filter(|r| r.0 != Method::GET).collect();
+    writes.push((Method::PUT, "/admin/api/v1/me/password".into(), Some(own_password_body()), Permission::MemberRead));
+    for (method, uri, body, _) in writes {
         let body = body.map(|b| b.to_string());
         let missing = send(&router, request(method.clone(), &uri, Some("owner"), None, body.clone())).await;
         assert_eq!((missing.status, missing.code()), (StatusCode::BAD_REQUEST, "idempotency_key_missing"), "{uri}");

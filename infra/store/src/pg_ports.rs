@@ -3,9 +3,10 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
+use wxcm_commands::admin_users::{self, AdminUserChange};
 use wxcm_commands::ports::{
-    AdminDirectory, AdminSession, AdminUser, CardNumberAllocator, DueItem, DueWork, EventLog, IdempotencyRecord,
-    LoggedEvent, MemberDirectory, PortError, Role,
+    AdminDirectory, AdminRefusal, AdminRequest, AdminSession, AdminUser, AdminUserView, AdminWrite,
+    CardNumberAllocator, DueItem, DueWork, EventLog, IdempotencyRecord, LoggedEvent, MemberDirectory, PortError, Role,
 };
 use wxcm_domain::{CardNumber, MemberId, OpenId, TenantId};
 
@@ -222,7 +223,12 @@ impl AdminDirectory for PgShardPorts {
         Ok(Some(AdminUser { tenant_id: tenant.clone(), username: username.to_owned(), password_hash, role, disabled }))
     }
 
-    async fn create_session(&self, token_hash: &[u8], session: &AdminSession) -> Result<(), PortError> {
+    async fn create_session(
+        &self,
+        token_hash: &[u8],
+        session: &AdminSession,
+        verified_password_hash: &str,
+    ) -> Result<bool, PortError> {
         // Expired sessions are swept on the way (bounded work per login).
         sqlx::query(
             "DELETE FROM admin_sessions WHERE token_hash IN
@@ -231,16 +237,25 @@ impl AdminDirectory for PgShardPorts {
         .execute(&self.pool)
         .await
         .map_err(port)?;
-        sqlx::query("INSERT INTO admin_sessions (token_hash, tenant_id, username, role, expires_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(token_hash)
-            .bind(session.tenant_id.as_str())
-            .bind(&session.username)
-            .bind(session.role.as_str())
-            .bind(session.expires_at)
-            .execute(&self.pool)
-            .await
-            .map_err(port)?;
-        Ok(())
+        // FOR SHARE waits for a password change or disable in flight, then
+        // re-reads the row: a session is never born after the change ended the
+        // user's sessions, from a password verified before it.
+        let created = sqlx::query(
+            "INSERT INTO admin_sessions (token_hash, tenant_id, username, role, expires_at)
+             SELECT $1, tenant_id, username, $4, $5 FROM admin_users
+              WHERE tenant_id = $2 AND username = $3 AND password_hash = $6 AND NOT disabled
+              FOR SHARE",
+        )
+        .bind(token_hash)
+        .bind(session.tenant_id.as_str())
+        .bind(&session.username)
+        .bind(session.role.as_str())
+        .bind(session.expires_at)
+        .bind(verified_password_hash)
+        .execute(&self.pool)
+        .await
+        .map_err(port)?;
+        Ok(created.rows_affected() == 1)
     }
 
     async fn find_session(&self, token_hash: &[u8]) -> Result<Option<AdminSession>, PortError> {
@@ -270,6 +285,258 @@ impl AdminDirectory for PgShardPorts {
             .await
             .map_err(port)?;
         Ok(())
+    }
+
+    async fn list_users(&self, tenant: &TenantId, limit: u32) -> Result<Vec<AdminUserView>, PortError> {
+        let rows: Vec<(String, String, bool, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT username, role, disabled, created_at FROM admin_users WHERE tenant_id = $1
+              ORDER BY username LIMIT $2",
+        )
+        .bind(tenant.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(port)?;
+        rows.into_iter()
+            .map(|(username, role, disabled, created_at)| {
+                Ok(AdminUserView { username, role: parse_role(&role)?, disabled, created_at })
+            })
+            .collect()
+    }
+
+    async fn find_request(&self, request: &AdminRequest) -> Result<Option<AdminWrite>, PortError> {
+        let mut conn = self.pool.acquire().await.map_err(port)?;
+        admin_requests::earlier(&mut conn, request).await
+    }
+
+    async fn add_user(
+        &self,
+        user: &AdminUser,
+        request: &AdminRequest,
+        users_max: u32,
+    ) -> Result<AdminWrite, PortError> {
+        let mut tx = self.pool.begin().await.map_err(port)?;
+        if !admin_requests::claim(&mut tx, request).await? {
+            drop(tx);
+            return self.earlier_answer(request).await;
+        }
+        // Creations of one tenant one at a time, so the count holds.
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            .bind(ADMIN_USERS_LOCK_CLASS)
+            .bind(user.tenant_id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(port)?;
+        let users: i64 = sqlx::query_scalar("SELECT count(*) FROM admin_users WHERE tenant_id = $1")
+            .bind(user.tenant_id.as_str())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(port)?;
+        if users >= i64::from(users_max) {
+            return Ok(AdminWrite::Refused(AdminRefusal::TooManyUsers));
+        }
+        let created_at: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "INSERT INTO admin_users (tenant_id, username, password_hash, role, disabled) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT DO NOTHING RETURNING created_at",
+        )
+        .bind(user.tenant_id.as_str())
+        .bind(&user.username)
+        .bind(&user.password_hash)
+        .bind(user.role.as_str())
+        .bind(user.disabled)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(port)?;
+        let Some(created_at) = created_at else { return Ok(AdminWrite::Refused(AdminRefusal::UsernameTaken)) };
+        let view =
+            AdminUserView { username: user.username.clone(), role: user.role, disabled: user.disabled, created_at };
+        admin_requests::answer(&mut tx, request, &view).await?;
+        tx.commit().await.map_err(port)?;
+        Ok(AdminWrite::Applied(view))
+    }
+
+    async fn change_user(
+        &self,
+        request: &AdminRequest,
+        username: &str,
+        change: &AdminUserChange,
+    ) -> Result<AdminWrite, PortError> {
+        let tenant = request.tenant_id.as_str();
+        let mut tx = self.pool.begin().await.map_err(port)?;
+        if !admin_requests::claim(&mut tx, request).await? {
+            drop(tx);
+            return self.earlier_answer(request).await;
+        }
+        // Owners first, in username order, then the user: every writer locks
+        // in this order, and a racing disable sees the other's commit here.
+        let active_owners = if change.may_remove_an_owner() {
+            let owners: Vec<String> = sqlx::query_scalar(
+                "SELECT username FROM admin_users WHERE tenant_id = $1 AND role = 'owner' AND NOT disabled
+                  ORDER BY username FOR UPDATE",
+            )
+            .bind(tenant)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(port)?;
+            owners.len()
+        } else {
+            0
+        };
+        let row: Option<(String, String, bool, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT password_hash, role, disabled, created_at FROM admin_users
+              WHERE tenant_id = $1 AND username = $2 FOR UPDATE",
+        )
+        .bind(tenant)
+        .bind(username)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(port)?;
+        let Some((password_hash, role, disabled, created_at)) = row else {
+            return Ok(AdminWrite::Refused(AdminRefusal::NotFound));
+        };
+        let user = AdminUser {
+            tenant_id: request.tenant_id.clone(),
+            username: username.to_owned(),
+            password_hash,
+            role: parse_role(&role)?,
+            disabled,
+        };
+        let decision = match admin_users::decide(&user, change, active_owners) {
+            Ok(decision) => decision,
+            Err(refusal) => return Ok(AdminWrite::Refused(refusal)),
+        };
+        sqlx::query(
+            "UPDATE admin_users SET role = $3, disabled = $4, password_hash = coalesce($5, password_hash)
+              WHERE tenant_id = $1 AND username = $2",
+        )
+        .bind(tenant)
+        .bind(username)
+        .bind(decision.role.as_str())
+        .bind(decision.disabled)
+        .bind(decision.password_hash.as_deref())
+        .execute(&mut *tx)
+        .await
+        .map_err(port)?;
+        if decision.ends_sessions {
+            let ended = sqlx::query("DELETE FROM admin_sessions WHERE tenant_id = $1 AND username = $2")
+                .bind(tenant)
+                .bind(username)
+                .execute(&mut *tx)
+                .await
+                .map_err(port)?;
+            tracing::info!(tenant, username, sessions = ended.rows_affected(), "admin sessions ended");
+        }
+        let view = AdminUserView {
+            username: username.to_owned(),
+            role: decision.role,
+            disabled: decision.disabled,
+            created_at,
+        };
+        admin_requests::answer(&mut tx, request, &view).await?;
+        tx.commit().await.map_err(port)?;
+        Ok(AdminWrite::Applied(view))
+    }
+}
+
+impl PgShardPorts {
+    /// The answer for a key another write holds (committed by now: the claim waited for it).
+    async fn earlier_answer(&self, request: &AdminRequest) -> Result<AdminWrite, PortError> {
+        let mut conn = self.pool.acquire().await.map_err(port)?;
+        admin_requests::earlier(&mut conn, request)
+            .await?
+            .ok_or_else(|| PortError::msg("an admin request key was claimed, then vanished"))
+    }
+}
+
+fn parse_role(role: &str) -> Result<Role, PortError> {
+    Role::parse(role).ok_or_else(|| PortError::msg(format!("unknown role {role}")))
+}
+
+/// First class of the two-key advisory locks (`pg_advisory_xact_lock(class, key)`):
+/// one tenant's admin user creations. The one-key locks (relay, scheduler,
+/// rebuild) live in another key space.
+const ADMIN_USERS_LOCK_CLASS: i32 = 1;
+
+/// `admin_user_requests` (migration 0018): the idempotency of user
+/// management, whose writes are not events.
+mod admin_requests {
+    use sqlx::PgConnection;
+    use wxcm_commands::ports::{AdminRefusal, AdminRequest, AdminUserView, AdminWrite, PortError};
+
+    use super::port;
+
+    /// Hours a key is remembered; after that it may be used again.
+    pub const RETENTION_HOURS: i32 = 24;
+    /// Expired keys deleted per write (bounded work).
+    const SWEEP_ROWS_MAX: i64 = 100;
+
+    /// Claims the request's key in the caller's transaction: true if it is
+    /// ours now (new, or expired and taken over). A key another transaction
+    /// holds makes this wait for it; false then means it committed.
+    pub async fn claim(conn: &mut PgConnection, request: &AdminRequest) -> Result<bool, PortError> {
+        sqlx::query(
+            "DELETE FROM admin_user_requests WHERE (tenant_id, idempotency_key) IN
+               (SELECT tenant_id, idempotency_key FROM admin_user_requests
+                 WHERE created_at < now() - make_interval(hours => $1) LIMIT $2)",
+        )
+        .bind(RETENTION_HOURS)
+        .bind(SWEEP_ROWS_MAX)
+        .execute(&mut *conn)
+        .await
+        .map_err(port)?;
+        let claimed: Option<i32> = sqlx::query_scalar(
+            "INSERT INTO admin_user_requests (tenant_id, idempotency_key, request_hash) VALUES ($1, $2, $3)
+             ON CONFLICT (tenant_id, idempotency_key) DO UPDATE
+                SET request_hash = EXCLUDED.request_hash, outcome = NULL, created_at = now()
+              WHERE admin_user_requests.created_at < now() - make_interval(hours => $4)
+             RETURNING 1",
+        )
+        .bind(request.tenant_id.as_str())
+        .bind(request.key.as_str())
+        .bind(&request.request_hash)
+        .bind(RETENTION_HOURS)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(port)?;
+        Ok(claimed.is_some())
+    }
+
+    /// Stores the answer with the change (same transaction).
+    pub async fn answer(
+        conn: &mut PgConnection,
+        request: &AdminRequest,
+        view: &AdminUserView,
+    ) -> Result<(), PortError> {
+        let outcome = serde_json::to_value(view).map_err(PortError::new)?;
+        sqlx::query("UPDATE admin_user_requests SET outcome = $3 WHERE tenant_id = $1 AND idempotency_key = $2")
+            .bind(request.tenant_id.as_str())
+            .bind(request.key.as_str())
+            .bind(outcome)
+            .execute(&mut *conn)
+            .await
+            .map_err(port)?;
+        Ok(())
+    }
+
+    /// A live earlier write under the request's key: replayed, or refused if it asked something else.
+    pub async fn earlier(conn: &mut PgConnection, request: &AdminRequest) -> Result<Option<AdminWrite>, PortError> {
+        let row: Option<(String, Option<serde_json::Value>)> = sqlx::query_as(
+            "SELECT request_hash, outcome FROM admin_user_requests
+              WHERE tenant_id = $1 AND idempotency_key = $2 AND created_at >= now() - make_interval(hours => $3)",
+        )
+        .bind(request.tenant_id.as_str())
+        .bind(request.key.as_str())
+        .bind(RETENTION_HOURS)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(port)?;
+        let Some((request_hash, outcome)) = row else { return Ok(None) };
+        if request_hash != request.request_hash {
+            return Ok(Some(AdminWrite::Refused(AdminRefusal::KeyReused)));
+        }
+        let outcome = outcome.ok_or_else(|| PortError::msg("a committed admin request without its answer"))?;
+        let view = serde_json::from_value(outcome).map_err(PortError::new)?;
+        Ok(Some(AdminWrite::Replayed(view)))
     }
 }
 

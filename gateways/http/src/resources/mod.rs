@@ -6,6 +6,7 @@
 //!
 //! Admin API (`/admin/api/v1`, bearer session):
 //! - [`session`]: login, logout;
+//! - [`admin_users`]: the owner's user management, everyone's own password;
 //! - [`members`]: lookups, the member list, registration by hand;
 //! - [`ledger`]: points and cash operations on a member, its ledger;
 //! - [`reports`]: the daily-operations report (JSON or CSV);
@@ -22,6 +23,7 @@
 //! [`wechat_callback`] (WeChat's pushes) and [`pay_notify`] (Pay's
 //! notifications); the last two answer in their callers' protocols.
 
+pub mod admin_users;
 pub mod coupons;
 pub mod health;
 pub mod ledger;
