@@ -641,3 +641,20 @@ async fn a_member_card_code_finds_the_member_and_is_refused_forged_late_or_elsew
     assert_eq!(lookup(a.staff.clone(), payload).await.1["error"]["code"], "card_code_expired");
     t.stop().await;
 }
+
+#[tokio::test]
+async fn the_member_api_answers_401_without_a_session_whatever_else_is_wrong() {
+    let t = spawn_app().await;
+    // No session, no key, a body of the wrong shape: the session is checked first.
+    for path in ["/m/api/v1/coupons/claims", "/m/api/v1/recharges"] {
+        let (status, body) = send(t.http.post(t.url(path)).json(&json!([1, 2]))).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}: {body}");
+        let (status, _) =
+            send(t.http.post(t.url(path)).bearer_auth("acme.not-a-session").header("Idempotency-Key", "x")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+    for path in ["/m/api/v1/coupons", "/m/api/v1/coupon-templates", "/m/api/v1/card-code", "/m/api/v1/me"] {
+        assert_eq!(send(t.http.get(t.url(path))).await.0, StatusCode::UNAUTHORIZED, "{path}");
+    }
+    t.stop().await;
+}

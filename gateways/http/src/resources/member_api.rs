@@ -36,7 +36,20 @@ fn unavailable() -> ApiError {
     ApiError::conflict("member_api_unavailable", "the member API is not configured on this node")
 }
 
-pub(crate) async fn member(state: &AppState, headers: &HeaderMap) -> Result<MemberSession, ApiError> {
+/// The member session of the request: an extractor listed before the
+/// idempotency key and the body, so a request without a live session is 401
+/// whatever else is wrong with it.
+pub struct MemberAuth(pub MemberSession);
+
+impl axum::extract::FromRequestParts<AppState> for MemberAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &AppState) -> Result<Self, ApiError> {
+        member(state, &parts.headers).await.map(MemberAuth)
+    }
+}
+
+async fn member(state: &AppState, headers: &HeaderMap) -> Result<MemberSession, ApiError> {
     let unauthorized = || ApiError::Unauthenticated;
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -125,8 +138,10 @@ pub async fn create_session(
     responses(
         (status = 200, description = "The session's member: card, points, balance", body = MemberDto),
     ))]
-pub async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<members::MemberView>, ApiError> {
-    let s = member(&state, &headers).await?;
+pub async fn me(
+    State(state): State<AppState>,
+    MemberAuth(s): MemberAuth,
+) -> Result<Json<members::MemberView>, ApiError> {
     Ok(Json(members::get(&state.app, &s.tenant_id, s.member_id).await?))
 }
 
@@ -148,9 +163,8 @@ pub struct CardCodeDoc {
     ))]
 pub async fn card_code(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    MemberAuth(s): MemberAuth,
 ) -> Result<Json<wxcm_commands::card_codes::CardCode>, ApiError> {
-    let s = member(&state, &headers).await?;
     Ok(Json(wxcm_commands::card_codes::issue(&state.app, &s.tenant_id, s.member_id).await?))
 }
 
@@ -174,12 +188,11 @@ pub struct RechargeBody {
     ))]
 pub async fn create_recharge(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    MemberAuth(s): MemberAuth,
     IdempotencyHeader(key): IdempotencyHeader,
     ClientIp(peer): ClientIp,
     ApiJson(body): ApiJson<RechargeBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let s = member(&state, &headers).await?;
     let pay = state.member.pay.clone().ok_or_else(unavailable)?;
     let amount_fen = AmountFen::new_with_limit(body.amount_fen, state.app.limits.amount_fen_max)
         .map_err(|e| ApiError::bad_request("invalid_amount", e.to_string()))?;
@@ -221,10 +234,9 @@ pub async fn create_recharge(
     ))]
 pub async fn get_recharge(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    MemberAuth(s): MemberAuth,
     Path(order_id): Path<String>,
 ) -> Result<Json<wxcm_commands::payments::PaymentView>, ApiError> {
-    let s = member(&state, &headers).await?;
     let order_id =
         OutTradeNo::parse(&order_id).map_err(|e| ApiError::bad_request("invalid_order_id", e.to_string()))?;
     Ok(Json(pay_flows::member_order(&state.app, &s.tenant_id, &s.member_id, &order_id).await?))

@@ -3,7 +3,7 @@
 //! member's side (`/m/api/v1/coupon-templates`, `/coupons`, tag `member`).
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
 use tracing::instrument;
 use wxcm_commands::coupons::{self, dispatch, CouponOpError, Recipient};
@@ -15,7 +15,7 @@ use wxcm_domain::{Actor, MemberId};
 use crate::error::{idempotency_key_reused, unknown_tenant, ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Authorized, Correlation, IdempotencyHeader};
 use crate::permissions::perm;
-use crate::resources::member_api;
+use crate::resources::member_api::MemberAuth;
 use crate::state::AppState;
 
 mod types;
@@ -490,9 +490,8 @@ pub async fn member_coupons(
     ))]
 pub async fn member_claimable(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    MemberAuth(session): MemberAuth,
 ) -> Result<Json<TemplateList>, ApiError> {
-    let session = member_api::member(&state, &headers).await?;
     let me = wxcm_commands::members::get(&state.app, &session.tenant_id, session.member_id).await?;
     let views = coupons::list_templates(&state.app, &session.tenant_id, None, coupons::TEMPLATE_PAGE_MAX).await?;
     let level = wxcm_domain::member::CardLevel::parse(&me.card_level).ok();
@@ -526,11 +525,10 @@ pub async fn member_claimable(
     ))]
 pub async fn member_claim(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    MemberAuth(session): MemberAuth,
     key: IdempotencyHeader,
     body: ApiJson<ClaimBody>,
 ) -> Result<(StatusCode, Json<CouponDto>), ApiError> {
-    let session = member_api::member(&state, &headers).await?;
     let actor = Actor::Member { member_id: session.member_id };
     let ctx = CommandContext::new(session.tenant_id.clone(), key.0, actor.label());
     let template_id = TemplateId::from_uuid(body.0.template_id);
@@ -546,8 +544,10 @@ pub async fn member_claim(
         (status = 200, description = "The member's coupons", body = CouponList),
         (status = 401, description = "`unauthenticated`", body = ErrorBody),
     ))]
-pub async fn member_list(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<CouponList>, ApiError> {
-    let session = member_api::member(&state, &headers).await?;
+pub async fn member_list(
+    State(state): State<AppState>,
+    MemberAuth(session): MemberAuth,
+) -> Result<Json<CouponList>, ApiError> {
     let views = coupons::member_coupons(&state.app, &session.tenant_id, session.member_id).await?;
     Ok(Json(CouponList { coupons: views.into_iter().map(Into::into).collect() }))
 }
