@@ -57,8 +57,10 @@ pub async fn require_session(State(state): State<AppState>, mut req: Request, ne
         Ok(None) => return ApiError::Unauthenticated.into_response(),
         Err(e) => return ApiError::from(e).into_response(),
     };
-    // The resolver filters expired sessions; checked again here so no resolver can let one through.
-    if session.expires_at <= state.app.clock.now() {
+    // The resolver filters expired sessions; checked again here so no resolver
+    // can let one through. Wall-clock time, as `commands::auth` sets and checks
+    // expiry (the application's clock may be simulated, sessions are not).
+    if session.expires_at <= chrono::Utc::now() {
         return ApiError::Unauthenticated.into_response();
     }
     req.extensions_mut().insert(Session { session, token });
