@@ -3,7 +3,9 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use wxcm_domain::tenant::{OfficialAccount, PaySettings, Tenant, TenantCommand, TenantError, TenantEvent};
+use wxcm_domain::tenant::{
+    ComponentAccount, OfficialAccount, PaySettings, Tenant, TenantCommand, TenantError, TenantEvent,
+};
 use wxcm_domain::{Actor, AppId, EventSourced, TenantId};
 
 use crate::executor::{CommandContext, ExecuteError, Outcome};
@@ -49,9 +51,23 @@ impl From<ExecuteError<TenantError>> for TenantOpError {
     }
 }
 
+/// How an official account is bound to the tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountBinding {
+    /// Developer mode: the owner entered the account's token, AES key and app secret.
+    Direct,
+    /// Authorized to wxcm's third-party platform, which acts for it with a refresh token.
+    Component,
+}
+
+/// An official account, direct or component, without its secrets.
 #[derive(Debug, Clone, Serialize)]
 pub struct AccountView {
     pub appid: String,
+    pub binding: AccountBinding,
+    /// The name the owner gave a direct account; empty for a component account
+    /// (its profile stays with WeChat).
     pub name: String,
     pub has_token: bool,
     pub has_encoding_aes_key: bool,
@@ -59,6 +75,9 @@ pub struct AccountView {
     pub mch_id: Option<String>,
     pub has_pay_api_v2_key: bool,
     pub has_pay_api_v3_key: bool,
+    /// When the last authorization through the third-party platform was recorded (component only).
+    pub authorized_at: Option<DateTime<Utc>>,
+    pub has_refresh_token: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -66,27 +85,56 @@ pub struct TenantView {
     pub tenant_id: String,
     pub name: String,
     pub created_at: Option<DateTime<Utc>>,
+    /// Every bound account, direct and component, by appid.
     pub official_accounts: Vec<AccountView>,
     pub version: u64,
+}
+
+impl AccountView {
+    fn direct(a: &OfficialAccount) -> Self {
+        AccountView {
+            appid: a.appid.to_string(),
+            binding: AccountBinding::Direct,
+            name: a.name.clone(),
+            has_token: !a.token.ciphertext().is_empty(),
+            has_encoding_aes_key: !a.encoding_aes_key.ciphertext().is_empty(),
+            has_app_secret: !a.app_secret.ciphertext().is_empty(),
+            mch_id: a.pay.as_ref().map(|p| p.mch_id.clone()),
+            has_pay_api_v2_key: a.pay.as_ref().is_some_and(|p| p.api_v2_key.is_some()),
+            has_pay_api_v3_key: a.pay.as_ref().is_some_and(|p| p.api_v3_key.is_some()),
+            authorized_at: None,
+            has_refresh_token: false,
+        }
+    }
+
+    fn component(a: &ComponentAccount) -> Self {
+        AccountView {
+            appid: a.appid.to_string(),
+            binding: AccountBinding::Component,
+            name: String::new(),
+            has_token: false,
+            has_encoding_aes_key: false,
+            has_app_secret: false,
+            mch_id: None,
+            has_pay_api_v2_key: false,
+            has_pay_api_v3_key: false,
+            authorized_at: a.authorized_at,
+            has_refresh_token: !a.refresh_token.ciphertext().is_empty(),
+        }
+    }
 }
 
 impl TenantView {
     fn from_state(t: &Tenant) -> Option<Self> {
         let tenant_id = t.tenant_id.as_ref()?.to_string();
-        let official_accounts = t
+        // The domain keeps an appid in at most one of the two maps.
+        let mut official_accounts: Vec<AccountView> = t
             .accounts
             .values()
-            .map(|a| AccountView {
-                appid: a.appid.to_string(),
-                name: a.name.clone(),
-                has_token: !a.token.ciphertext().is_empty(),
-                has_encoding_aes_key: !a.encoding_aes_key.ciphertext().is_empty(),
-                has_app_secret: !a.app_secret.ciphertext().is_empty(),
-                mch_id: a.pay.as_ref().map(|p| p.mch_id.clone()),
-                has_pay_api_v2_key: a.pay.as_ref().is_some_and(|p| p.api_v2_key.is_some()),
-                has_pay_api_v3_key: a.pay.as_ref().is_some_and(|p| p.api_v3_key.is_some()),
-            })
+            .map(AccountView::direct)
+            .chain(t.component_accounts.values().map(AccountView::component))
             .collect();
+        official_accounts.sort_by(|a, b| a.appid.cmp(&b.appid));
         Some(Self { tenant_id, name: t.name.clone(), created_at: t.created_at, official_accounts, version: t.version })
     }
 }
@@ -316,6 +364,48 @@ mod tests {
             merchant_cert_serial: Some("3775B6A45ACD588826D15E583A95F5DD2A9F7FA6".into()),
             merchant_private_key: Some("-----BEGIN PRIVATE KEY-----\nMII...\n-----END PRIVATE KEY-----\n".into()),
         }
+    }
+
+    #[test]
+    fn the_view_lists_direct_and_component_accounts_without_secrets() {
+        use wxcm_domain::tenant::SealedSecret;
+        let sealed = |s: &str| SealedSecret::from_ciphertext(format!("v1:{s}"));
+        let direct = AppId::parse("wx00000000000000bb").unwrap();
+        let component = AppId::parse("wx00000000000000aa").unwrap();
+        let mut tenant = Tenant { tenant_id: Some(TenantId::parse("acme").unwrap()), ..Tenant::default() };
+        tenant.accounts.insert(
+            direct.to_string(),
+            OfficialAccount {
+                appid: direct.clone(),
+                name: "Main".into(),
+                token: sealed("TOKEN-CANARY"),
+                encoding_aes_key: sealed("AES-CANARY"),
+                app_secret: sealed("SECRET-CANARY"),
+                pay: None,
+            },
+        );
+        let authorized_at = Utc::now();
+        tenant.component_accounts.insert(
+            component.to_string(),
+            ComponentAccount {
+                appid: component.clone(),
+                refresh_token: sealed("REFRESH-CANARY"),
+                authorized_at: Some(authorized_at),
+            },
+        );
+        let view = TenantView::from_state(&tenant).unwrap();
+        let listed: Vec<_> = view.official_accounts.iter().map(|a| (a.appid.as_str(), a.binding)).collect();
+        assert_eq!(
+            listed,
+            [(component.as_str(), AccountBinding::Component), (direct.as_str(), AccountBinding::Direct)]
+        );
+        let c = &view.official_accounts[0];
+        assert!(c.has_refresh_token && !c.has_app_secret && c.authorized_at == Some(authorized_at));
+        let d = &view.official_accounts[1];
+        assert!(d.has_app_secret && d.has_token && !d.has_refresh_token && d.authorized_at.is_none());
+        let json = serde_json::to_string(&view).unwrap();
+        assert!(!json.contains("CANARY") && !json.contains("v1:"), "{json}");
+        assert!(json.contains(r#""binding":"component""#) && json.contains(r#""binding":"direct""#), "{json}");
     }
 
     #[test]

@@ -98,6 +98,58 @@ async fn account_secrets_are_sealed_and_never_returned() {
     t.stop().await;
 }
 
+/// Accounts authorized through the third-party platform are listed beside
+/// those bound directly, each with its binding, and without any secret.
+#[tokio::test]
+async fn the_tenant_lists_direct_and_component_accounts() {
+    const REFRESH_TOKEN: &str = "refresh-token-SECRET-0123456789";
+    let t = spawn_app().await;
+    let owner = owner_token(&t, "secret-cinema", Role::Owner).await;
+    let auditor = owner_token(&t, "secret-cinema", Role::Auditor).await;
+    let res = t
+        .http
+        .put(t.url("/admin/api/v1/tenant/official-accounts/wx0123456789abcdef"))
+        .bearer_auth(&owner)
+        .header("Idempotency-Key", "bind-account-0001")
+        .json(&account_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let tenant = TenantId::parse("secret-cinema").unwrap();
+    let component = wxcm_domain::AppId::parse("wx00000000000000aa").unwrap();
+    wxcm_commands::wechat::authorize_component_account(&t.app, &tenant, &component, REFRESH_TOKEN).await.unwrap();
+    for token in [&owner, &auditor] {
+        let res = t.http.get(t.url("/admin/api/v1/tenant")).bearer_auth(token).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let text = res.text().await.unwrap();
+        for secret in [REFRESH_TOKEN, APP_SECRET, PAY_KEY, "callback-token-123", "v1:"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        let view: Value = serde_json::from_str(&text).unwrap();
+        let accounts = view["official_accounts"].as_array().unwrap();
+        let listed: Vec<_> = accounts.iter().map(|a| (a["appid"].as_str(), a["binding"].as_str())).collect();
+        assert_eq!(
+            listed,
+            [(Some("wx00000000000000aa"), Some("component")), (Some("wx0123456789abcdef"), Some("direct"))]
+        );
+        assert_eq!(accounts[0]["has_refresh_token"], true);
+        assert!(accounts[0]["authorized_at"].is_string(), "{}", accounts[0]);
+        assert_eq!(accounts[0]["has_app_secret"], false);
+        assert_eq!(
+            (accounts[1]["has_app_secret"].clone(), accounts[1]["has_refresh_token"].clone()),
+            (json!(true), json!(false))
+        );
+    }
+    // Once deauthorized, the component account is gone from the list.
+    wxcm_commands::wechat::deauthorize_component_account(&t.app, &tenant, &component).await.unwrap();
+    let view: Value =
+        t.http.get(t.url("/admin/api/v1/tenant")).bearer_auth(&owner).send().await.unwrap().json().await.unwrap();
+    let appids: Vec<_> = view["official_accounts"].as_array().unwrap().iter().map(|a| a["appid"].clone()).collect();
+    assert_eq!(appids, [json!("wx0123456789abcdef")]);
+    t.stop().await;
+}
+
 #[tokio::test]
 async fn only_owners_change_tenant_settings_and_bad_settings_write_nothing() {
     let t = spawn_app().await;

@@ -211,12 +211,27 @@ impl<P> Authorized<P> {
     }
 }
 
+/// The session `middleware::require_session` resolved (a request extension).
+#[derive(Clone)]
+pub struct Session {
+    pub session: AdminSession,
+    pub token: String,
+}
+
 impl<P: Requires> FromRequestParts<AppState> for Authorized<P> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer_token(&parts.headers).ok_or(ApiError::Unauthenticated)?;
-        let session = state.sessions.resolve(token).await?.ok_or(ApiError::Unauthenticated)?;
+        // Behind the session layer the session was resolved once already; a
+        // route outside it resolves here, so the check never depends on layering.
+        let Session { session, token } = match parts.extensions.get::<Session>() {
+            Some(resolved) => resolved.clone(),
+            None => {
+                let token = bearer_token(&parts.headers).ok_or(ApiError::Unauthenticated)?;
+                let session = state.sessions.resolve(token).await?.ok_or(ApiError::Unauthenticated)?;
+                Session { session, token: token.to_owned() }
+            }
+        };
         if let Some(permission) = P::PERMISSION {
             if !allowed(session.role, permission) {
                 tracing::info!(
@@ -229,7 +244,7 @@ impl<P: Requires> FromRequestParts<AppState> for Authorized<P> {
                 return Err(ApiError::Forbidden { role: session.role, permission });
             }
         }
-        Ok(Authorized { session, token: token.to_owned(), _permission: PhantomData })
+        Ok(Authorized { session, token, _permission: PhantomData })
     }
 }
 

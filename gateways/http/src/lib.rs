@@ -27,6 +27,9 @@
 //! - `extract`: extractors that reject with `ApiError` (JSON, path, query,
 //!   session + permission, idempotency key, correlation id);
 //! - `permissions`: the role × permission table;
+//! - `admin_routes`: the admin API's routes as one table (method, path,
+//!   access), the only way a route is registered; every route but login is
+//!   behind the session layer (`middleware::require_session`);
 //! - `error`: `ApiError`, the one mapping of every failure (application
 //!   errors, failed WeChat calls, rejections) to a status and the JSON error body;
 //! - `ratelimit`: bounded keyed login limiters;
@@ -50,11 +53,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::{get, post};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
+mod admin_routes;
 mod error;
 mod extract;
 mod middleware;
@@ -70,11 +74,7 @@ pub mod wechat_outbound;
 
 use ratelimit::LoginLimiter;
 pub use resources::member_api::MemberPorts;
-use resources::wechat::{authorization, menus, points_rules, qr_codes, reply_rules};
-use resources::{
-    admin_users, coupons, health, ledger, member_api, members, pay_notify, payments, referral, reports, session,
-    tenant, wechat_callback,
-};
+use resources::{coupons, health, member_api, pay_notify, referral, wechat_callback};
 use state::{AppSessions, AppState, SessionResolver};
 pub use wechat_edge::{ComponentCredentials, WechatEdge, WechatOutbound, WechatSettings};
 pub use wechat_outbound::ClientOutbound;
@@ -184,53 +184,7 @@ fn build_with(
         wechat: wechat.clone(),
         member,
     };
-    let admin = Router::new()
-        .route("/login", post(session::login))
-        .route("/logout", post(session::logout))
-        .route("/me/password", put(admin_users::change_own_password))
-        .route("/admin-users", get(admin_users::list_admin_users).post(admin_users::create_admin_user))
-        .route("/admin-users/{username}/role", put(admin_users::set_admin_user_role))
-        .route("/admin-users/{username}/disable", post(admin_users::disable_admin_user))
-        .route("/admin-users/{username}/enable", post(admin_users::enable_admin_user))
-        .route("/admin-users/{username}/password-reset", post(admin_users::reset_admin_user_password))
-        .route("/members", get(members::list_members).post(members::register_member))
-        .route("/members/{member_id}", get(members::get_member))
-        .route("/members/by-card/{card_no}", get(members::get_member_by_card))
-        .route("/members/by-openid/{openid}", get(members::get_member_by_openid))
-        .route("/members/card-code-lookups", post(members::lookup_card_code))
-        .route("/members/{member_id}/points/grants", post(ledger::grant_points))
-        .route("/members/{member_id}/points/deductions", post(ledger::deduct_points))
-        .route("/members/{member_id}/cash/deposits", post(ledger::deposit_cash))
-        .route("/members/{member_id}/cash/charges", post(ledger::charge_cash))
-        .route("/members/{member_id}/cash/refunds", post(ledger::refund_charge))
-        .route("/members/{member_id}/card-level", put(ledger::set_card_level))
-        .route("/members/{member_id}/ledger", get(ledger::ledger))
-        .route("/reports/daily-ops", get(reports::daily_ops))
-        .route("/payments", get(payments::list_payments))
-        .route("/payments/{order_id}", get(payments::get_payment))
-        .route("/tenant", get(tenant::get_tenant))
-        .route("/tenant/official-accounts/{appid}", put(tenant::bind_official_account))
-        .route("/tenant/points-rules", get(points_rules::get_points_rules).put(points_rules::put_points_rules))
-        .route("/wechat/reply-rules", get(reply_rules::get_reply_rules).put(reply_rules::put_reply_rules))
-        .route("/wechat/qrcodes", get(qr_codes::list_qr_codes).post(qr_codes::create_qr_code))
-        .route("/wechat/menus/{appid}", get(menus::get_menu).put(menus::put_menu))
-        .route("/wechat/menus/{appid}/publish", post(menus::publish_menu))
-        .route("/wechat/component/authorizations", post(authorization::start_authorization))
-        .route("/members/{member_id}/referral-link", get(referral::referral_link))
-        .route("/members/{member_id}/coupons", get(coupons::member_coupons))
-        .route("/coupon-templates", get(coupons::list_templates).post(coupons::create_template))
-        .route("/coupon-templates/{template_id}", get(coupons::get_template))
-        .route("/coupon-templates/{template_id}/coupons", get(coupons::template_coupons))
-        .route("/coupon-templates/{template_id}/terms", put(coupons::put_terms))
-        .route("/coupon-templates/{template_id}/stock", put(coupons::put_stock))
-        .route("/coupon-templates/{template_id}/enabled", put(coupons::put_enabled))
-        .route("/coupon-templates/{template_id}/welcome", put(coupons::put_welcome))
-        .route("/coupon-templates/{template_id}/grants", post(coupons::grant))
-        .route("/coupon-templates/{template_id}/dispatches", post(coupons::start_dispatch))
-        .route("/coupon-dispatches/{job_id}", get(coupons::get_dispatch))
-        .route("/coupons/redemptions", post(coupons::redeem))
-        .route("/coupons/{coupon_id}", get(coupons::get_coupon))
-        .route("/coupons/{coupon_id}/void", post(coupons::void_coupon));
+    let admin = admin_routes::admin_routes().into_router(state.clone());
     let timeout = Duration::from_millis(settings.request_timeout_ms);
     // Layers wrap from the bottom up: trace sees everything, the correlation id
     // is on every response (timeouts and panics included), the body limit is

@@ -1,5 +1,5 @@
-//! Cross-cutting layers: correlation ids, the request timeout, JSON answers
-//! for unknown routes, wrong methods and panics.
+//! Cross-cutting layers: correlation ids, the request timeout, the admin
+//! API's session, JSON answers for unknown routes, wrong methods and panics.
 
 use std::any::Any;
 use std::time::Duration;
@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
 use crate::error::ApiError;
-use crate::extract::{parse_correlation_id, Correlation, CORRELATION_ID_HEADER};
+use crate::extract::{bearer_token, parse_correlation_id, Correlation, Session, CORRELATION_ID_HEADER};
+use crate::state::AppState;
 
 /// Reads (or makes) the correlation id, puts it in the request's extensions
 /// and the logging span, and echoes it on every response.
@@ -40,6 +41,30 @@ pub async fn timeout(State(limit): State<Duration>, req: Request, next: Next) ->
             ApiError::Timeout.into_response()
         }
     }
+}
+
+/// Resolves the bearer session once for every protected admin route (all but
+/// login, see `admin_routes`): 401 `unauthenticated` without a live one, so no
+/// handler runs for an anonymous caller even if it forgot its `Authorized<P>`.
+/// The session goes into the request's extensions, where `Authorized<P>` takes
+/// it to check the route's permission.
+pub async fn require_session(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let Some(token) = bearer_token(req.headers()).map(str::to_owned) else {
+        return ApiError::Unauthenticated.into_response();
+    };
+    let session = match state.sessions.resolve(&token).await {
+        Ok(Some(session)) => session,
+        Ok(None) => return ApiError::Unauthenticated.into_response(),
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    // The resolver filters expired sessions; checked again here so no resolver
+    // can let one through. Wall-clock time, as `commands::auth` sets and checks
+    // expiry (the application's clock may be simulated, sessions are not).
+    if session.expires_at <= chrono::Utc::now() {
+        return ApiError::Unauthenticated.into_response();
+    }
+    req.extensions_mut().insert(Session { session, token });
+    next.run(req).await
 }
 
 pub async fn route_not_found() -> ApiError {

@@ -52,17 +52,26 @@ impl SecretSealer for OpaqueSealer {
     }
 }
 
-/// Token `<role>` is a live session of tenant `acme` with that role.
+/// Token `<role>` is a live session of tenant `acme` with that role,
+/// `other-<role>` one of tenant `globex`, `expired-<role>` an expired one of
+/// `acme` (which the real resolver never returns; the session layer refuses it too).
 struct FixedSessions;
 
 #[async_trait]
 impl SessionResolver for FixedSessions {
     async fn resolve(&self, token: &str) -> Result<Option<AdminSession>, AuthError> {
-        Ok(Role::parse(token).map(|role| AdminSession {
-            tenant_id: TenantId::parse("acme").unwrap(),
+        let (tenant, role, ttl) = if let Some(role) = token.strip_prefix("other-") {
+            ("globex", role, chrono::Duration::hours(1))
+        } else if let Some(role) = token.strip_prefix("expired-") {
+            ("acme", role, -chrono::Duration::seconds(1))
+        } else {
+            ("acme", token, chrono::Duration::hours(1))
+        };
+        Ok(Role::parse(role).map(|role| AdminSession {
+            tenant_id: TenantId::parse(tenant).unwrap(),
             username: format!("{}-user", role.as_str()),
             role,
-            expires_at: Utc::now() + chrono::Duration::hours(1),
+            expires_at: Utc::now() + ttl,
         }))
     }
     async fn revoke(&self, _: &str) -> Result<(), AuthError> {
@@ -266,22 +275,6 @@ async fn each_route_enforces_its_permission_for_each_role() {
                     "{role:?} {method} {uri}"
                 );
             }
-        }
-    }
-}
-
-#[tokio::test]
-async fn every_admin_route_but_login_needs_a_session() {
-    let router = edge(HttpSettings::default());
-    let mut all = routes();
-    all.push((Method::POST, "/admin/api/v1/logout".into(), None, Permission::MemberRead));
-    all.push((Method::PUT, "/admin/api/v1/me/password".into(), Some(own_password_body()), Permission::MemberRead));
-    for (method, uri, body, _) in all {
-        for token in [None, Some("not-a-session")] {
-            let req = request(method.clone(), &uri, token, KEY, body.as_ref().map(Value::to_string));
-            let reply = send(&router, req).await;
-            assert_eq!((reply.status, reply.code()), (StatusCode::UNAUTHORIZED, "unauthenticated"), "{method} {uri}");
-            assert_eq!(reply.headers[header::WWW_AUTHENTICATE], "Bearer");
         }
     }
 }
@@ -602,4 +595,196 @@ async fn tenant_settings_answers_never_echo_secrets() {
     )
     .await;
     assert_eq!((reply.status, reply.code()), (StatusCode::BAD_REQUEST, "invalid_appid"));
+}
+
+// ---------- the admin route table, walked for every role ----------
+
+const ROLES: [Role; 4] = [Role::Owner, Role::Manager, Role::Staff, Role::Auditor];
+
+/// The route's path under the prefix with a well-formed placeholder for each parameter.
+fn concrete(path: &str) -> String {
+    let card = CardNumber::from_serial(42).unwrap().to_string();
+    let uuid = uuid::Uuid::new_v4().to_string();
+    let mut out = format!("{}{path}", crate::ADMIN_API_PREFIX);
+    for (param, value) in [
+        ("{member_id}", MemberId::new_random().to_string()),
+        ("{card_no}", card),
+        ("{openid}", "oABCdef123456".to_owned()),
+        ("{appid}", "wx0123456789abcdef".to_owned()),
+        ("{username}", "ann".to_owned()),
+        ("{template_id}", uuid.clone()),
+        ("{coupon_id}", uuid.clone()),
+        ("{job_id}", uuid),
+        ("{order_id}", "rc0000000001".to_owned()),
+    ] {
+        out = out.replace(param, &value);
+    }
+    assert!(!out.contains('{'), "no placeholder for a parameter of {path}: add one to `concrete`");
+    out
+}
+
+/// (method, full path) → whether the document gives it a request body, for every admin operation.
+fn documented_admin_operations() -> std::collections::BTreeMap<(String, String), (bool, bool)> {
+    let doc = crate::openapi::document();
+    let mut out = std::collections::BTreeMap::new();
+    for (path, item) in &doc.paths.paths {
+        if !path.starts_with(crate::ADMIN_API_PREFIX) {
+            continue;
+        }
+        let operations = [
+            ("GET", &item.get),
+            ("PUT", &item.put),
+            ("POST", &item.post),
+            ("DELETE", &item.delete),
+            ("PATCH", &item.patch),
+        ];
+        for (method, operation) in operations {
+            if let Some(op) = operation {
+                let key = (method.to_owned(), path.clone());
+                out.insert(key, (op.request_body.is_some(), op.security.is_some()));
+            }
+        }
+    }
+    out
+}
+
+fn table() -> Vec<crate::admin_routes::AdminRoute> {
+    crate::admin_routes::admin_routes().table().to_vec()
+}
+
+/// A request to the route with placeholders for its parameters, an idempotency
+/// key on writes and, unless given, the smallest body (`{}` on writes).
+fn walk_request(route: &crate::admin_routes::AdminRoute, token: Option<&str>, body: Option<&str>) -> Request<Body> {
+    walk(&route.method, route.path, token, body)
+}
+
+fn walk(method: &Method, path: &str, token: Option<&str>, body: Option<&str>) -> Request<Body> {
+    let body = body.map(str::to_owned).or_else(|| (*method != Method::GET).then(|| "{}".to_owned()));
+    request(method.clone(), &concrete(path), token, key_for(method), body)
+}
+
+#[test]
+fn the_route_table_is_the_openapi_document() {
+    let documented = documented_admin_operations();
+    let mut registered = std::collections::BTreeMap::new();
+    for route in table() {
+        let key = (route.method.to_string(), format!("{}{}", crate::ADMIN_API_PREFIX, route.path));
+        let public = route.access == crate::admin_routes::Access::Public;
+        assert!(registered.insert(key.clone(), public).is_none(), "registered twice: {key:?}");
+        let Some((_, secured)) = documented.get(&key) else { panic!("route not in the OpenAPI document: {key:?}") };
+        assert_eq!(*secured, !public, "{key:?}: documented security differs from the table");
+    }
+    for key in documented.keys() {
+        assert!(registered.contains_key(key), "documented but not routed: {key:?}");
+    }
+    // Only login is public.
+    let public: Vec<_> = registered.iter().filter(|(_, public)| **public).map(|(k, _)| k.1.as_str()).collect();
+    assert_eq!(public, ["/admin/api/v1/login"]);
+}
+
+#[tokio::test]
+async fn every_documented_admin_operation_but_login_refuses_anonymous_callers() {
+    // Probes the document against the router itself, so a route the table and
+    // the document both lack would still show up here (as a 404, not a 401).
+    let router = edge(HttpSettings::default());
+    for ((method, path), (_, secured)) in documented_admin_operations() {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let relative = path.trim_start_matches(crate::ADMIN_API_PREFIX);
+        for token in [None, Some("not-a-session"), Some("expired-owner"), Some("expired-staff")] {
+            let reply = send(&router, walk(&method, relative, token, None)).await;
+            if secured {
+                assert_eq!(
+                    (reply.status, reply.code()),
+                    (StatusCode::UNAUTHORIZED, "unauthenticated"),
+                    "{method} {path} {token:?}"
+                );
+                assert_eq!(reply.headers[header::WWW_AUTHENTICATE], "Bearer");
+            } else {
+                assert_ne!(reply.status, StatusCode::NOT_FOUND, "{method} {path}: not routed");
+                assert_ne!(reply.body["error"]["code"], "unauthenticated", "{method} {path}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_admin_route_answers_every_role_by_the_permission_table() {
+    use crate::admin_routes::Access;
+    let router = edge(HttpSettings::default());
+    for route in table() {
+        let what = format!("{} {}", route.method, route.path);
+        for role in ROLES {
+            let reply = send(&router, walk_request(&route, Some(role.as_str()), None)).await;
+            let refused = match route.access {
+                Access::Needs(permission) => !allowed(role, permission),
+                Access::AnySession | Access::Public => false,
+            };
+            if refused {
+                assert_eq!((reply.status, reply.code()), (StatusCode::FORBIDDEN, "forbidden"), "{role:?} {what}");
+            } else if route.access == Access::Public {
+                // Login with an empty body: refused as a login, never for the session.
+                assert_ne!(reply.body["error"]["code"], "unauthenticated", "{role:?} {what}");
+            } else {
+                assert!(
+                    reply.status != StatusCode::UNAUTHORIZED && reply.status != StatusCode::FORBIDDEN,
+                    "{role:?} {what}: {} {}",
+                    reply.status,
+                    reply.body
+                );
+            }
+            // Another tenant's session with the same role: the same check, and
+            // never a success on this tenant's ids (only the caller's own
+            // tenant is reachable; here it has no shard, so nothing succeeds
+            // but logout, which ends the caller's own session).
+            let other = format!("other-{}", role.as_str());
+            let theirs = send(&router, walk_request(&route, Some(&other), None)).await;
+            if refused {
+                assert_eq!((theirs.status, theirs.code()), (StatusCode::FORBIDDEN, "forbidden"), "{other} {what}");
+            } else if route.path != "/logout" {
+                assert!(!theirs.status.is_success(), "{other} {what}: {} {}", theirs.status, theirs.body);
+                assert!(
+                    theirs.status != StatusCode::UNAUTHORIZED && theirs.status != StatusCode::FORBIDDEN
+                        || route.access == Access::Public,
+                    "{other} {what}: {}",
+                    theirs.status
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_admin_body_must_be_one_json_object() {
+    let router = edge(HttpSettings::default());
+    let documented = documented_admin_operations();
+    let not_objects = ["[]", r#"[1,"x",null]"#, r#""x""#, "1", "null", "  [ ]", "true"];
+    let mut with_body = 0;
+    for route in table() {
+        let full = (route.method.to_string(), format!("{}{}", crate::ADMIN_API_PREFIX, route.path));
+        let Some((takes_body, _)) = documented.get(&full).copied() else { panic!("undocumented {full:?}") };
+        let what = format!("{} {}", route.method, route.path);
+        if takes_body {
+            with_body += 1;
+            for body in not_objects {
+                let reply = send(&router, walk_request(&route, Some("owner"), Some(body))).await;
+                assert_eq!(
+                    (reply.status, reply.code()),
+                    (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
+                    "{what} with {body}"
+                );
+            }
+            let reply = send(&router, walk_request(&route, Some("owner"), Some("[1,"))).await;
+            assert!(reply.status.is_client_error(), "{what} with an unparseable body: {}", reply.status);
+        } else {
+            // A route that documents no body ignores one: the same answer with or without it.
+            let plain = send(&router, walk_request(&route, Some("owner"), Some(""))).await;
+            let array = send(&router, walk_request(&route, Some("owner"), Some(r#"[1,"x",null]"#))).await;
+            assert_eq!(
+                (plain.status, plain.body["error"].clone()),
+                (array.status, array.body["error"].clone()),
+                "{what}"
+            );
+        }
+    }
+    assert!(with_body >= 20, "only {with_body} routes take a body?");
 }

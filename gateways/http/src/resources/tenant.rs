@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tracing::instrument;
 use utoipa::ToSchema;
-use wxcm_commands::tenants::{self, AccountInput, AccountView, PayInput, TenantView};
+use wxcm_commands::tenants::{self, AccountBinding, AccountInput, AccountView, PayInput, TenantView};
 use wxcm_domain::AppId;
 
 use crate::error::{ApiError, ErrorBody};
@@ -64,10 +64,23 @@ impl AccountBody {
     }
 }
 
-/// An official account without its secrets (mirrors `commands::tenants::AccountView`).
+/// How an official account is bound: `direct` (developer mode: the owner
+/// entered its token, AES key and app secret with `PUT official-accounts/{appid}`)
+/// or `component` (authorized to wxcm's third-party platform, which acts for it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountBindingDto {
+    Direct,
+    Component,
+}
+
+/// An official account, however bound, without its secrets (mirrors
+/// `commands::tenants::AccountView`): only whether each secret is set.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AccountDto {
     pub appid: String,
+    pub binding: AccountBindingDto,
+    /// The name given to a direct account; empty for a component account.
     pub name: String,
     pub has_token: bool,
     pub has_encoding_aes_key: bool,
@@ -75,6 +88,10 @@ pub struct AccountDto {
     pub mch_id: Option<String>,
     pub has_pay_api_v2_key: bool,
     pub has_pay_api_v3_key: bool,
+    /// Component accounts: when the latest authorization was recorded.
+    pub authorized_at: Option<DateTime<Utc>>,
+    /// Component accounts: whether the platform holds a refresh token for it.
+    pub has_refresh_token: bool,
 }
 
 /// The session's tenant, never with secrets (mirrors `commands::tenants::TenantView`).
@@ -83,6 +100,8 @@ pub struct TenantDto {
     pub tenant_id: String,
     pub name: String,
     pub created_at: Option<DateTime<Utc>>,
+    /// Every official account of the tenant, bound directly or through the
+    /// third-party platform, ordered by appid.
     pub official_accounts: Vec<AccountDto>,
     pub version: u64,
 }
@@ -91,6 +110,10 @@ impl From<AccountView> for AccountDto {
     fn from(a: AccountView) -> Self {
         Self {
             appid: a.appid,
+            binding: match a.binding {
+                AccountBinding::Direct => AccountBindingDto::Direct,
+                AccountBinding::Component => AccountBindingDto::Component,
+            },
             name: a.name,
             has_token: a.has_token,
             has_encoding_aes_key: a.has_encoding_aes_key,
@@ -98,6 +121,8 @@ impl From<AccountView> for AccountDto {
             mch_id: a.mch_id,
             has_pay_api_v2_key: a.has_pay_api_v2_key,
             has_pay_api_v3_key: a.has_pay_api_v3_key,
+            authorized_at: a.authorized_at,
+            has_refresh_token: a.has_refresh_token,
         }
     }
 }
@@ -116,11 +141,13 @@ impl From<TenantView> for TenantDto {
 
 // ---------- handlers ----------
 
-/// The session's tenant. Secrets are never returned, only whether they are set.
+/// The session's tenant with all its official accounts: those bound directly
+/// (developer mode) and those authorized through the third-party platform,
+/// each with its `binding`. Secrets are never returned, only whether they are set.
 #[utoipa::path(get, path = "/admin/api/v1/tenant", tag = "tenant",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The tenant, without secrets", body = TenantDto),
+        (status = 200, description = "The tenant and every official account (`direct` and `component`), without secrets", body = TenantDto),
         (status = 403, description = "`forbidden`", body = ErrorBody),
         (status = 404, description = "`tenant_not_found`", body = ErrorBody),
     ))]

@@ -1,0 +1,147 @@
+//! The admin API's routes as one table: every route is registered through
+//! [`AdminRoutes`], which records (method, path, access) beside the handler,
+//! so the router and the table cannot differ. Every route but the public ones
+//! (login) sits behind [`crate::middleware::require_session`]: a handler added
+//! without its `Authorized<P>` extractor is still not public. The router tests
+//! walk this table (checked equal to the OpenAPI document) for every role.
+
+use axum::handler::Handler;
+use axum::http::Method;
+use axum::routing::{on, MethodFilter};
+use axum::Router;
+
+use crate::permissions::Permission;
+use crate::resources::wechat::{authorization, menus, points_rules, qr_codes, reply_rules};
+use crate::resources::{admin_users, coupons, ledger, members, payments, referral, reports, session, tenant};
+use crate::state::AppState;
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// No session needed (login).
+    Public,
+    /// Any live session of any role (logout, own password).
+    AnySession,
+    /// A live session whose role has the permission.
+    Needs(Permission),
+}
+
+/// One admin route as registered; `path` is relative to [`crate::ADMIN_API_PREFIX`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AdminRoute {
+    pub method: Method,
+    pub path: &'static str,
+    pub access: Access,
+}
+
+/// Builds the admin router and its table together.
+pub(crate) struct AdminRoutes {
+    protected: Router<AppState>,
+    public: Router<AppState>,
+    #[cfg_attr(not(test), allow(dead_code))]
+    table: Vec<AdminRoute>,
+}
+
+impl AdminRoutes {
+    fn new() -> Self {
+        Self { protected: Router::new(), public: Router::new(), table: Vec::new() }
+    }
+
+    fn add<H, T>(mut self, method: Method, filter: MethodFilter, path: &'static str, access: Access, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let route = on(filter, handler);
+        match access {
+            Access::Public => self.public = self.public.route(path, route),
+            Access::AnySession | Access::Needs(_) => self.protected = self.protected.route(path, route),
+        }
+        self.table.push(AdminRoute { method, path, access });
+        self
+    }
+
+    fn get<H: Handler<T, AppState>, T: 'static>(self, path: &'static str, access: Access, handler: H) -> Self {
+        self.add(Method::GET, MethodFilter::GET, path, access, handler)
+    }
+
+    fn post<H: Handler<T, AppState>, T: 'static>(self, path: &'static str, access: Access, handler: H) -> Self {
+        self.add(Method::POST, MethodFilter::POST, path, access, handler)
+    }
+
+    fn put<H: Handler<T, AppState>, T: 'static>(self, path: &'static str, access: Access, handler: H) -> Self {
+        self.add(Method::PUT, MethodFilter::PUT, path, access, handler)
+    }
+
+    /// The router: protected routes behind the session layer, public ones beside them.
+    pub(crate) fn into_router(self, state: AppState) -> Router<AppState> {
+        let layer = axum::middleware::from_fn_with_state(state, crate::middleware::require_session);
+        // `route_layer`: only matched routes are guarded, so an unknown path is still 404.
+        self.protected.route_layer(layer).merge(self.public)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn table(&self) -> &[AdminRoute] {
+        &self.table
+    }
+}
+
+/// Every admin route, with the access its handler's `Authorized<P>` demands.
+pub(crate) fn admin_routes() -> AdminRoutes {
+    use Access::{AnySession, Needs, Public};
+    use Permission as P;
+    AdminRoutes::new()
+        .post("/login", Public, session::login)
+        .post("/logout", AnySession, session::logout)
+        .put("/me/password", AnySession, admin_users::change_own_password)
+        .get("/admin-users", Needs(P::AdminUsers), admin_users::list_admin_users)
+        .post("/admin-users", Needs(P::AdminUsers), admin_users::create_admin_user)
+        .put("/admin-users/{username}/role", Needs(P::AdminUsers), admin_users::set_admin_user_role)
+        .post("/admin-users/{username}/disable", Needs(P::AdminUsers), admin_users::disable_admin_user)
+        .post("/admin-users/{username}/enable", Needs(P::AdminUsers), admin_users::enable_admin_user)
+        .post("/admin-users/{username}/password-reset", Needs(P::AdminUsers), admin_users::reset_admin_user_password)
+        .get("/members", Needs(P::MemberRead), members::list_members)
+        .post("/members", Needs(P::MemberRegister), members::register_member)
+        .get("/members/{member_id}", Needs(P::MemberRead), members::get_member)
+        .get("/members/by-card/{card_no}", Needs(P::MemberRead), members::get_member_by_card)
+        .get("/members/by-openid/{openid}", Needs(P::MemberRead), members::get_member_by_openid)
+        .post("/members/card-code-lookups", Needs(P::MemberRead), members::lookup_card_code)
+        .post("/members/{member_id}/points/grants", Needs(P::PointsGrant), ledger::grant_points)
+        .post("/members/{member_id}/points/deductions", Needs(P::PointsDeduct), ledger::deduct_points)
+        .post("/members/{member_id}/cash/deposits", Needs(P::CashDeposit), ledger::deposit_cash)
+        .post("/members/{member_id}/cash/charges", Needs(P::CashCharge), ledger::charge_cash)
+        .post("/members/{member_id}/cash/refunds", Needs(P::CashRefund), ledger::refund_charge)
+        .put("/members/{member_id}/card-level", Needs(P::CardLevelSet), ledger::set_card_level)
+        .get("/members/{member_id}/ledger", Needs(P::LedgerRead), ledger::ledger)
+        .get("/members/{member_id}/referral-link", Needs(P::WechatRead), referral::referral_link)
+        .get("/members/{member_id}/coupons", Needs(P::CouponRead), coupons::member_coupons)
+        .get("/reports/daily-ops", Needs(P::ReportRead), reports::daily_ops)
+        .get("/payments", Needs(P::PaymentRead), payments::list_payments)
+        .get("/payments/{order_id}", Needs(P::PaymentRead), payments::get_payment)
+        .get("/tenant", Needs(P::TenantRead), tenant::get_tenant)
+        .put("/tenant/official-accounts/{appid}", Needs(P::TenantSettings), tenant::bind_official_account)
+        .get("/tenant/points-rules", Needs(P::WechatRead), points_rules::get_points_rules)
+        .put("/tenant/points-rules", Needs(P::WechatSettings), points_rules::put_points_rules)
+        .get("/wechat/reply-rules", Needs(P::WechatRead), reply_rules::get_reply_rules)
+        .put("/wechat/reply-rules", Needs(P::WechatSettings), reply_rules::put_reply_rules)
+        .get("/wechat/qrcodes", Needs(P::WechatRead), qr_codes::list_qr_codes)
+        .post("/wechat/qrcodes", Needs(P::WechatSettings), qr_codes::create_qr_code)
+        .get("/wechat/menus/{appid}", Needs(P::WechatRead), menus::get_menu)
+        .put("/wechat/menus/{appid}", Needs(P::WechatSettings), menus::put_menu)
+        .post("/wechat/menus/{appid}/publish", Needs(P::WechatSettings), menus::publish_menu)
+        .post("/wechat/component/authorizations", Needs(P::TenantSettings), authorization::start_authorization)
+        .get("/coupon-templates", Needs(P::CouponRead), coupons::list_templates)
+        .post("/coupon-templates", Needs(P::CouponSettings), coupons::create_template)
+        .get("/coupon-templates/{template_id}", Needs(P::CouponRead), coupons::get_template)
+        .get("/coupon-templates/{template_id}/coupons", Needs(P::CouponRead), coupons::template_coupons)
+        .put("/coupon-templates/{template_id}/terms", Needs(P::CouponSettings), coupons::put_terms)
+        .put("/coupon-templates/{template_id}/stock", Needs(P::CouponSettings), coupons::put_stock)
+        .put("/coupon-templates/{template_id}/enabled", Needs(P::CouponSettings), coupons::put_enabled)
+        .put("/coupon-templates/{template_id}/welcome", Needs(P::CouponSettings), coupons::put_welcome)
+        .post("/coupon-templates/{template_id}/grants", Needs(P::CouponGrant), coupons::grant)
+        .post("/coupon-templates/{template_id}/dispatches", Needs(P::CouponGrant), coupons::start_dispatch)
+        .get("/coupon-dispatches/{job_id}", Needs(P::CouponRead), coupons::get_dispatch)
+        .post("/coupons/redemptions", Needs(P::CouponRedeem), coupons::redeem)
+        .get("/coupons/{coupon_id}", Needs(P::CouponRead), coupons::get_coupon)
+        .post("/coupons/{coupon_id}/void", Needs(P::CouponVoid), coupons::void_coupon)
+}
