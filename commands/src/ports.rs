@@ -562,6 +562,8 @@ pub enum RouteError {
 pub trait ShardRouter: Send + Sync {
     fn route(&self, tenant: &TenantId) -> Result<Arc<ShardServices>, RouteError>;
     fn shards(&self) -> Vec<Arc<ShardServices>>;
+    /// The shard holding cluster-wide registries (appid claims): the default shard.
+    fn registry(&self) -> Result<Arc<ShardServices>, RouteError>;
 }
 
 /// Operator-configured limits (never above the domain's hard ceilings).

@@ -213,6 +213,80 @@ async fn an_appid_bound_to_one_tenant_cannot_be_bound_to_another_on_any_shard() 
     t.stop().await;
 }
 
+#[tokio::test]
+async fn two_tenants_on_two_shards_racing_for_one_appid_never_both_bind_it() {
+    let mut settings = wxcm_tests::fresh_settings(2).await;
+    let tenants: Vec<String> = (0..6).map(|i| format!("race-cinema-{i}")).collect();
+    for (i, tenant) in tenants.iter().enumerate() {
+        settings.tenant_shards.insert(tenant.clone(), if i % 2 == 0 { "s0" } else { "s1" }.into());
+    }
+    let t = wxcm_tests::spawn_app_on(settings).await;
+    let mut tokens = Vec::new();
+    for tenant in &tenants {
+        tokens.push((tenant.clone(), owner_token(&t, tenant, Role::Owner).await));
+    }
+    let binds = tokens.iter().map(|(tenant, token)| {
+        let t = &t;
+        async move {
+            let res = t
+                .http
+                .put(t.url("/admin/api/v1/tenant/official-accounts/wx00000000000000aa"))
+                .bearer_auth(token)
+                .header("Idempotency-Key", format!("race-bind-{tenant}"))
+                .json(&account_body())
+                .send()
+                .await
+                .unwrap();
+            (tenant.clone(), res.status())
+        }
+    });
+    let results = futures::future::join_all(binds).await;
+    let won: Vec<_> = results.iter().filter(|(_, s)| *s == StatusCode::OK).collect();
+    assert_eq!(won.len(), 1, "{results:?}");
+    let mut holders = 0;
+    for tenant in &tenants {
+        let view = tenants::get(&t.app, &TenantId::parse(tenant).unwrap()).await.unwrap();
+        holders += view.official_accounts.len();
+    }
+    assert_eq!(holders, 1, "exactly one tenant holds the appid on any shard");
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_claim_whose_bind_never_happened_blocks_others_only_until_it_is_stale() {
+    let t = spawn_app().await;
+    let token = owner_token(&t, "late-cinema", Role::Owner).await;
+    let mut db = t.shard_db(&t.settings.default_shard).await;
+    // A tenant claimed the appid and died before binding it.
+    sqlx::query("INSERT INTO appid_claims (appid, tenant_id, claimed_at) VALUES ($1, 'ghost-cinema', now())")
+        .bind("wx00000000000000bb")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let bind = |key: &'static str| {
+        t.http
+            .put(t.url("/admin/api/v1/tenant/official-accounts/wx00000000000000bb"))
+            .bearer_auth(&token)
+            .header("Idempotency-Key", key)
+            .json(&account_body())
+            .send()
+    };
+    assert_eq!(bind("late-bind-00001").await.unwrap().status(), StatusCode::UNPROCESSABLE_ENTITY, "fresh claim");
+    sqlx::query("UPDATE appid_claims SET claimed_at = now() - interval '1 hour' WHERE appid = $1")
+        .bind("wx00000000000000bb")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(bind("late-bind-00002").await.unwrap().status(), StatusCode::OK, "stale and unbound: taken over");
+    let holder: String = sqlx::query_scalar("SELECT tenant_id FROM appid_claims WHERE appid = $1")
+        .bind("wx00000000000000bb")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(holder, "late-cinema");
+    t.stop().await;
+}
+
 /// Commands that never touch a tenant secret run without `WXCM_SECRET_KEY`
 /// (an operator listing tenants needs no key); `serve` still requires it.
 #[tokio::test]

@@ -544,14 +544,52 @@ pub async fn auth_request_tenant(app: &App, pre_auth_code: &str) -> Result<Optio
 }
 
 /// Fails when `appid` is bound to a tenant other than `tenant` on any shard.
+/// A claim of an appid not bound by its holder after this long is stale
+/// (its bind failed or it was unbound before releases existed): taken over.
+const APPID_CLAIM_STALE_MINUTES: i64 = 10;
+
+/// Makes `appid` this tenant's across the cluster before it is bound: a claim
+/// on the registry shard that concurrent binders of other tenants, on any
+/// shard, cannot both win. Accounts bound before claims existed are found by
+/// asking every shard's own index too.
 pub async fn ensure_appid_free(app: &App, tenant: &TenantId, appid: &AppId) -> Result<(), WechatOpError> {
+    let taken = || WechatOpError::Invalid(format!("appid {} is bound to another tenant", appid.as_str()));
     for shard in app.router.shards() {
         if let Some((owner, _)) = shard.wechat.account_tenant(appid).await? {
             if &owner != tenant {
-                return Err(WechatOpError::Invalid(format!("appid {} is bound to another tenant", appid.as_str())));
+                return Err(taken());
             }
         }
     }
+    let registry = app.router.registry()?;
+    let stale_before = app.clock.now() - chrono::Duration::minutes(APPID_CLAIM_STALE_MINUTES);
+    let Some((holder, claimed_at)) = registry.wechat.claim_appid(appid, tenant).await? else {
+        return Ok(());
+    };
+    // Another tenant claimed it. Taken over only when that claim is old and
+    // its tenant does not have the account bound (checked on its own shard).
+    let holder_bound = match app.router.route(&holder) {
+        Ok(shard) => shard.wechat.account_tenant(appid).await?.is_some_and(|(owner, _)| owner == holder),
+        Err(_) => false,
+    };
+    if claimed_at >= stale_before || holder_bound {
+        return Err(taken());
+    }
+    if registry.wechat.take_over_appid(appid, &holder, tenant).await? {
+        tracing::warn!(appid = %appid, %holder, %tenant, "stale appid claim taken over");
+        Ok(())
+    } else {
+        Err(taken())
+    }
+}
+
+/// Gives up `tenant`'s claim of `appid` once it is no longer bound there.
+pub async fn release_appid(app: &App, tenant: &TenantId, appid: &AppId) -> Result<(), WechatOpError> {
+    let shard = app.router.route(tenant)?;
+    if shard.wechat.account_tenant(appid).await?.is_some_and(|(owner, _)| &owner == tenant) {
+        return Ok(());
+    }
+    app.router.registry()?.wechat.release_appid(appid, tenant).await?;
     Ok(())
 }
 
@@ -602,5 +640,5 @@ pub async fn deauthorize_component_account(app: &App, tenant: &TenantId, appid: 
         actor: Actor::Wechat { source: "component".to_owned() },
     };
     shard.tenants.execute(tenant.as_str(), command, &(appid.as_str(), version), &ctx).await.map_err(tenant_error)?;
-    Ok(())
+    release_appid(app, tenant, appid).await
 }

@@ -95,6 +95,19 @@ pub trait WechatStore: Send + Sync {
     /// The tenant an appid is bound to on this shard.
     async fn account_tenant(&self, appid: &AppId) -> Result<Option<(TenantId, AccountMode)>, PortError>;
 
+    /// On the registry shard: claims `appid` for `tenant` across the cluster
+    /// (one row per appid, the primary key decides concurrent claims). `None`
+    /// when the claim is `tenant`'s; else the holder and when it claimed.
+    async fn claim_appid(
+        &self,
+        appid: &AppId,
+        tenant: &TenantId,
+    ) -> Result<Option<(TenantId, chrono::DateTime<chrono::Utc>)>, PortError>;
+    /// Takes over a stale claim of `holder` (only if it is still `holder`'s).
+    async fn take_over_appid(&self, appid: &AppId, holder: &TenantId, tenant: &TenantId) -> Result<bool, PortError>;
+    /// Releases `tenant`'s claim of `appid`, if it holds one.
+    async fn release_appid(&self, appid: &AppId, tenant: &TenantId) -> Result<(), PortError>;
+
     /// Claims a callback for handling; a claim not done after `stale_after`
     /// (its handler died) is taken over. A new claim stores `message` in the
     /// same statement (the callback's history, once per claim).

@@ -39,6 +39,9 @@ impl ShardRouter for NoShards {
     fn shards(&self) -> Vec<Arc<ShardServices>> {
         Vec::new()
     }
+    fn registry(&self) -> Result<Arc<ShardServices>, RouteError> {
+        Err(RouteError::NoShard("registry".into()))
+    }
 }
 
 struct OpaqueSealer;

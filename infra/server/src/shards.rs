@@ -175,4 +175,11 @@ impl ShardRouter for Shards {
     fn shards(&self) -> Vec<Arc<ShardServices>> {
         self.shards.values().map(|s| s.services.clone()).collect()
     }
+
+    fn registry(&self) -> Result<Arc<ShardServices>, RouteError> {
+        self.shards
+            .get(&self.default_shard)
+            .map(|s| s.services.clone())
+            .ok_or_else(|| RouteError::NoShard(format!("default shard {}", self.default_shard)))
+    }
 }

@@ -264,6 +264,51 @@ impl WechatStore for PgWechatStore {
         .transpose()
     }
 
+    async fn claim_appid(
+        &self,
+        appid: &AppId,
+        tenant: &TenantId,
+    ) -> Result<Option<(TenantId, chrono::DateTime<chrono::Utc>)>, PortError> {
+        // Inserted, or already this tenant's: nothing returned but our own row.
+        let row: (String, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
+            "INSERT INTO appid_claims AS c (appid, tenant_id) VALUES ($1, $2)
+             ON CONFLICT (appid) DO UPDATE SET tenant_id = c.tenant_id
+             RETURNING tenant_id, claimed_at",
+        )
+        .bind(appid.as_str())
+        .bind(tenant.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(port)?;
+        if row.0 == tenant.as_str() {
+            return Ok(None);
+        }
+        Ok(Some((tenant_of(row.0)?, row.1)))
+    }
+
+    async fn take_over_appid(&self, appid: &AppId, holder: &TenantId, tenant: &TenantId) -> Result<bool, PortError> {
+        let done = sqlx::query(
+            "UPDATE appid_claims SET tenant_id = $3, claimed_at = now() WHERE appid = $1 AND tenant_id = $2",
+        )
+        .bind(appid.as_str())
+        .bind(holder.as_str())
+        .bind(tenant.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(port)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_appid(&self, appid: &AppId, tenant: &TenantId) -> Result<(), PortError> {
+        sqlx::query("DELETE FROM appid_claims WHERE appid = $1 AND tenant_id = $2")
+            .bind(appid.as_str())
+            .bind(tenant.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(port)?;
+        Ok(())
+    }
+
     async fn claim_callback(
         &self,
         message: &StoredMessage,
