@@ -344,6 +344,7 @@ pub async fn bind_account(
     // One appid, one tenant, across every shard (a shard's own index only sees itself).
     crate::wechat::ensure_appid_free(app, tenant, &account.appid).await.map_err(|e| match e {
         crate::wechat::WechatOpError::Invalid(why) => TenantOpError::Invalid(why),
+        crate::wechat::WechatOpError::Route(r) => TenantOpError::Route(r),
         other => TenantOpError::Infra(other.to_string()),
     })?;
     let shard = app.router.route(tenant)?;

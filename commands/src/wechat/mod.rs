@@ -554,6 +554,8 @@ const APPID_CLAIM_STALE_MINUTES: i64 = 10;
 /// asking every shard's own index too.
 pub async fn ensure_appid_free(app: &App, tenant: &TenantId, appid: &AppId) -> Result<(), WechatOpError> {
     let taken = || WechatOpError::Invalid(format!("appid {} is bound to another tenant", appid.as_str()));
+    // An unknown tenant is that, before anything is claimed for it.
+    app.router.route(tenant)?;
     for shard in app.router.shards() {
         if let Some((owner, _)) = shard.wechat.account_tenant(appid).await? {
             if &owner != tenant {
