@@ -5,7 +5,7 @@
 use sea_query::{Alias, Expr, ExprTrait, Iden, OnConflict, PostgresQueryBuilder, Query};
 use sea_query_sqlx::SqlxBinder;
 use sqlx::PgConnection;
-use wxcm_domain::coupon::{CouponEvent, CouponState, IssueChannel};
+use wxcm_domain::coupon::{CouponEvent, CouponState};
 use wxcm_domain::DomainEventMeta;
 
 use crate::daily::{self, delta, metric};
@@ -38,10 +38,6 @@ pub struct CouponProjector;
 
 impl CouponProjector {
     pub const NAME: &'static str = "coupons";
-}
-
-pub fn channel_name(channel: &IssueChannel) -> &'static str {
-    channel.name()
 }
 
 /// Decodes the coupon event of `event` and checks it against its envelope.
@@ -110,7 +106,7 @@ impl Projector for CouponProjector {
                         i64::try_from(c.serial).map_err(|e| ApplyError::Invalid(e.to_string()))?.into(),
                         c.name.as_str().to_owned().into(),
                         Expr::val(benefit.to_string()).cast_as(Alias::new("jsonb")),
-                        channel_name(&c.channel).into(),
+                        c.channel.name().into(),
                         CouponState::Active.as_str().into(),
                         c.valid_from.into(),
                         c.valid_until.into(),
@@ -123,7 +119,7 @@ impl Projector for CouponProjector {
                 if execute(conn, sql, values).await? != 1 {
                     return Err(ApplyError::Invalid("coupon row exists before its issue".into()));
                 }
-                let issued = vec![delta(metric::COUPONS_ISSUED, channel_name(&c.channel), 1)];
+                let issued = vec![delta(metric::COUPONS_ISSUED, c.channel.name(), 1)];
                 return daily::add(conn, &event.tenant_id, recorded_at, issued).await;
             }
             CouponEvent::CouponRedeemed { store, actor, redeemed_at } => (

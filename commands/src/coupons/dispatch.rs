@@ -272,7 +272,7 @@ async fn run_chunk(app: &App, shard: &ShardServices, job: &DispatchJob) -> Resul
                 outcome.issued += 1;
                 continue;
             }
-            Err(CouponOpError::Refused(why)) => super::refusal_name(why),
+            Err(CouponOpError::Refused(why)) => why.code(),
             Err(CouponOpError::NotFound("member")) => "member_not_found",
             Err(other) => {
                 // Not this member's fault (store, contention): the chunk runs again later.

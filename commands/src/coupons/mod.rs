@@ -269,7 +269,9 @@ pub async fn list_templates(
         .await?;
     let mut views = Vec::with_capacity(ids.len());
     for id in ids {
-        let (state, _) = shard.coupon_templates.load(&id).await?;
+        // A list (the member's claimable list too) may be a moment old: a fresh
+        // read per template per request would be a query each.
+        let (state, _) = shard.coupon_templates.load_recent(&id, TEMPLATE_STATE_AGE_MAX).await?;
         views.extend(TemplateView::of(&state, tenant));
     }
     Ok(views)
@@ -406,10 +408,6 @@ async fn claim_slot(
         Some((id, ordinal)) => Ok((*id, Some(ordinal))),
         None => Err(CouponOpError::Refused(IssueRefusal::LimitReached)),
     }
-}
-
-pub(crate) fn refusal_name(why: IssueRefusal) -> &'static str {
-    why.code()
 }
 
 /// A repeated key whose first run issued a coupon gets that coupon, never a

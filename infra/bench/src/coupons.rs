@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use comfy_table::{presets, Cell, Table};
+use comfy_table::{presets, Table};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use wxcm_commands::pay_flows::MemberSession;
@@ -31,7 +31,7 @@ use wxcm_server::app::Role;
 use wxcm_server::config::Settings;
 
 use crate::driver::{self, closed_loop, open_loop, Counts, Outcome};
-use crate::setup::{self, number, round, verdict, Target, DURATION_SECS_MAX, POOL_SPARE_CONNECTIONS};
+use crate::setup::{self, round, verdict, Target, DURATION_SECS_MAX, POOL_SPARE_CONNECTIONS};
 
 pub const MEMBERS_MAX: u32 = 200_000;
 pub const RATE_MAX: u32 = 20_000;
@@ -447,17 +447,6 @@ pub async fn bench_coupons(base: &Settings, args: CouponsBenchArgs) -> Result<()
     setup::finish("coupons", &report_table(&f, &args), report_json(&f, &args), f.counts(), &f.failed_checks())
 }
 
-fn phase_row(table: &mut Table, figure: String, p: &Outcome, unit: &str, target: String) {
-    table.add_row(vec![
-        Cell::new(figure),
-        number(format!("{:.1}", p.per_second())),
-        Cell::new(unit),
-        Cell::new(target),
-        number(format!("{:.2} / {:.2} / {:.2}", p.latency_ms(0.5), p.latency_ms(0.99), p.latency_ms(1.0))),
-        number(format!("{} / {} / {}", p.ok, p.errors, p.skipped)),
-    ]);
-}
-
 fn report_table(f: &Figures, args: &CouponsBenchArgs) -> Table {
     let mut table = Table::new();
     table.load_preset(presets::UTF8_FULL_CONDENSED).set_header(vec![
@@ -468,9 +457,9 @@ fn report_table(f: &Figures, args: &CouponsBenchArgs) -> Table {
         "latency p50 / p99 / max ms",
         "ok / errors / skipped",
     ]);
-    phase_row(&mut table, format!("warm-up, {} clients", args.clients), &f.warmup, "claims/s", String::new());
+    setup::phase_row(&mut table, format!("warm-up, {} clients", args.clients), &f.warmup, "claims/s", String::new());
     let ratio = args.ledger_rate.map(|a| f.claims.per_second() / a);
-    phase_row(
+    setup::phase_row(
         &mut table,
         format!("(a) claims of one template, {} clients", args.clients),
         &f.claims,
@@ -483,21 +472,21 @@ fn report_table(f: &Figures, args: &CouponsBenchArgs) -> Table {
         },
     );
     let p99_met = f.offered.latency_ms(0.99) <= TARGET_P99_MS;
-    phase_row(
+    setup::phase_row(
         &mut table,
         format!("(b) claims offered at {}/s", args.rate),
         &f.offered,
         "claims/s",
         format!("p99 <= {TARGET_P99_MS} ms at {TARGET_OFFERED_RATE}/s ({})", verdict(p99_met)),
     );
-    phase_row(
+    setup::phase_row(
         &mut table,
         format!("(c) write-offs, {} clients", args.clients),
         &f.writeoffs,
         "requests/s",
         String::new(),
     );
-    phase_row(
+    setup::phase_row(
         &mut table,
         format!("(d) sell-out of {}: {} issued, {} sold out", f.stock, f.sellout_issued, f.sellout_refused),
         &f.sellout,

@@ -316,17 +316,6 @@ pub async fn bench_gateway(base: &Settings, args: GatewayBenchArgs) -> Result<()
     setup::finish("gateway", &report_table(&f, &args), report_json(&f, &args), f.counts(), &f.failed_checks())
 }
 
-fn phase_row(table: &mut Table, figure: String, p: &Outcome, unit: &str, target: String) {
-    table.add_row(vec![
-        Cell::new(figure),
-        number(format!("{:.1}", p.per_second())),
-        Cell::new(unit),
-        Cell::new(target),
-        number(format!("{:.2} / {:.2} / {:.2}", p.latency_ms(0.5), p.latency_ms(0.99), p.latency_ms(1.0))),
-        number(format!("{} / {} / {}", p.ok, p.errors, p.skipped)),
-    ]);
-}
-
 fn ratio_cell(ratio: Option<f64>) -> String {
     ratio.map(|r| format!("{r:.3}")).unwrap_or_else(|| "(no --ledger-rate)".into())
 }
@@ -342,8 +331,8 @@ fn report_table(f: &Figures, args: &GatewayBenchArgs) -> Table {
         "ok / errors / skipped",
     ]);
     let c = args.concurrency;
-    phase_row(&mut table, format!("(a) /healthz, {c} clients"), &f.healthz, "requests/s", String::new());
-    phase_row(
+    setup::phase_row(&mut table, format!("(a) /healthz, {c} clients"), &f.healthz, "requests/s", String::new());
+    setup::phase_row(
         &mut table,
         format!("warm-up, offered at {}/s for {WARMUP_SECS} s", args.rate),
         &f.warmup,
@@ -351,14 +340,14 @@ fn report_table(f: &Figures, args: &GatewayBenchArgs) -> Table {
         String::new(),
     );
     let p99_met = f.offered.latency_ms(0.99) <= TARGET_P99_MS;
-    phase_row(
+    setup::phase_row(
         &mut table,
         format!("(b) subscribe callbacks offered at {}/s", args.rate),
         &f.offered,
         "callbacks/s",
         format!("p99 <= {TARGET_P99_MS} ms at {TARGET_OFFERED_RATE}/s ({})", verdict(p99_met)),
     );
-    phase_row(
+    setup::phase_row(
         &mut table,
         format!("(c) subscribe callbacks, {} clients (ledger's)", args.ledger_clients),
         &f.at_a_clients,
@@ -366,7 +355,13 @@ fn report_table(f: &Figures, args: &GatewayBenchArgs) -> Table {
         String::new(),
     );
     for (clients, run) in &f.sweep {
-        phase_row(&mut table, format!("(c) subscribe callbacks, {clients} clients"), run, "callbacks/s", String::new());
+        setup::phase_row(
+            &mut table,
+            format!("(c) subscribe callbacks, {clients} clients"),
+            run,
+            "callbacks/s",
+            String::new(),
+        );
     }
     let (clients, saturation) = f.saturation();
     let info = |table: &mut Table, figure: String, value: String, unit: &str, target: String| {

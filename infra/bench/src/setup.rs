@@ -245,6 +245,18 @@ fn report_line(bench: &str, mut report: serde_json::Value, counts: Counts) -> se
     report
 }
 
+/// One driven phase as a table row: rate, target, latencies, ok / errors / skipped.
+pub fn phase_row(table: &mut Table, figure: String, p: &crate::driver::Outcome, unit: &str, target: String) {
+    table.add_row(vec![
+        Cell::new(figure),
+        number(format!("{:.1}", p.per_second())),
+        Cell::new(unit),
+        Cell::new(target),
+        number(format!("{:.2} / {:.2} / {:.2}", p.latency_ms(0.5), p.latency_ms(0.99), p.latency_ms(1.0))),
+        number(format!("{} / {} / {}", p.ok, p.errors, p.skipped)),
+    ]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

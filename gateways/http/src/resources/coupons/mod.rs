@@ -9,7 +9,7 @@ use tracing::instrument;
 use wxcm_commands::coupons::{self, dispatch, CouponOpError, Recipient};
 use wxcm_commands::ports::CouponSearch;
 use wxcm_commands::CommandContext;
-use wxcm_domain::coupon::{CouponError, CouponId, IssueRefusal, TemplateCommand, TemplateError, TemplateId};
+use wxcm_domain::coupon::{CouponError, CouponId, TemplateCommand, TemplateError, TemplateId};
 use wxcm_domain::{Actor, MemberId};
 
 use crate::error::{idempotency_key_reused, unknown_tenant, ApiError, ErrorBody};
@@ -32,7 +32,7 @@ impl From<CouponOpError> for ApiError {
             CouponOpError::NotFound("coupon template") => ApiError::not_found("template_not_found", message),
             CouponOpError::NotFound("dispatch job") => ApiError::not_found("dispatch_not_found", message),
             CouponOpError::NotFound(_) => ApiError::not_found("coupon_not_found", message),
-            CouponOpError::Refused(why) => ApiError::conflict(refusal_code(why), message),
+            CouponOpError::Refused(why) => ApiError::conflict(why.code(), message),
             CouponOpError::Coupon(c) => coupon_rejection(&c),
             CouponOpError::Template(t) => template_rejection(&t),
             CouponOpError::InvalidCode(_) => ApiError::invalid("invalid_code", message),
@@ -44,10 +44,6 @@ impl From<CouponOpError> for ApiError {
             CouponOpError::Infra(detail) => ApiError::internal("coupon operation", &detail),
         }
     }
-}
-
-fn refusal_code(why: IssueRefusal) -> &'static str {
-    why.code()
 }
 
 fn coupon_rejection(e: &CouponError) -> ApiError {
@@ -74,7 +70,7 @@ fn template_rejection(e: &TemplateError) -> ApiError {
         TemplateError::StockBelowIssued { .. } => ApiError::conflict("stock_below_issued", message),
         TemplateError::InvalidStock => ApiError::invalid("invalid_stock", message),
         TemplateError::SameSwitch(_) => ApiError::conflict("unchanged", message),
-        TemplateError::Refused(why) => ApiError::conflict(refusal_code(*why), message),
+        TemplateError::Refused(why) => ApiError::conflict(why.code(), message),
         TemplateError::BatchSize => ApiError::internal("coupon issue", &message),
     }
 }
