@@ -48,11 +48,18 @@ pub enum AdminUserError {
     Route(#[from] RouteError),
     #[error("infrastructure failure: {0}")]
     Infra(String),
+    /// The database or broker is unreachable for now; a write's outcome is unknown.
+    #[error("infrastructure unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl From<PortError> for AdminUserError {
     fn from(e: PortError) -> Self {
-        AdminUserError::Infra(e.to_string())
+        if e.is_transient() {
+            AdminUserError::Unavailable(e.to_string())
+        } else {
+            AdminUserError::Infra(e.to_string())
+        }
     }
 }
 
@@ -60,6 +67,7 @@ impl From<AuthError> for AdminUserError {
     fn from(e: AuthError) -> Self {
         match e {
             AuthError::Infra(detail) => AdminUserError::Infra(detail),
+            AuthError::Unavailable(detail) => AdminUserError::Unavailable(detail),
             AuthError::Route(r) => AdminUserError::Route(r),
             AuthError::UsernameTaken => AdminUserError::UsernameTaken,
             // `hash_password` is the only source of `Invalid` here.

@@ -30,11 +30,18 @@ pub enum AuthError {
     Route(#[from] RouteError),
     #[error("infrastructure failure: {0}")]
     Infra(String),
+    /// The database or broker is unreachable for now; a write's outcome is unknown.
+    #[error("infrastructure unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl From<PortError> for AuthError {
     fn from(e: PortError) -> Self {
-        AuthError::Infra(e.to_string())
+        if e.is_transient() {
+            AuthError::Unavailable(e.to_string())
+        } else {
+            AuthError::Infra(e.to_string())
+        }
     }
 }
 

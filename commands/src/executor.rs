@@ -75,6 +75,34 @@ pub enum ExecuteError<E: std::error::Error> {
     Invariant(Box<BrokenInvariant>),
     #[error("store failure: {0}")]
     Store(String),
+    /// The store could not be reached or refused for now: the outcome is
+    /// unknown, the same request may be retried with the same key.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl<E: std::error::Error> ExecuteError<E> {
+    fn from_port(e: PortError) -> Self {
+        if e.is_transient() {
+            ExecuteError::Unavailable(e.to_string())
+        } else {
+            ExecuteError::Store(e.to_string())
+        }
+    }
+
+    fn from_aggregate<X: std::error::Error>(e: AggregateError<X>) -> Self {
+        let transient = match &e {
+            AggregateError::DatabaseConnectionError(inner) | AggregateError::UnexpectedError(inner) => {
+                crate::failure::is_transient(inner.as_ref())
+            }
+            _ => false,
+        };
+        if transient {
+            ExecuteError::Unavailable(e.to_string())
+        } else {
+            ExecuteError::Store(e.to_string())
+        }
+    }
 }
 
 pub struct Executor<T: EventSourced> {
@@ -192,7 +220,7 @@ where
                 }
                 Err(other) => {
                     self.repository.invalidate(aggregate_id);
-                    return Err(ExecuteError::Store(other.to_string()));
+                    return Err(ExecuteError::from_aggregate(other));
                 }
             }
         }
@@ -226,7 +254,7 @@ where
             .log
             .find_idempotency(&ctx.tenant_id, ctx.idempotency_key.as_str())
             .await
-            .map_err(|e| ExecuteError::Store(e.to_string()))?;
+            .map_err(ExecuteError::from_port)?;
         let Some(record) = record else { return Ok(None) };
         if record.request_hash != hash || record.aggregate_type != T::TYPE {
             return Err(ExecuteError::IdempotencyMismatch);
@@ -245,7 +273,7 @@ where
                 EVENTS_PER_COMMAND_MAX,
             )
             .await
-            .map_err(|e| ExecuteError::Store(e.to_string()))?;
+            .map_err(ExecuteError::from_port)?;
         let mut events = Vec::with_capacity(logged.len());
         for l in logged {
             let event: T::Event = serde_json::from_value(l.payload).map_err(|e| ExecuteError::Store(e.to_string()))?;

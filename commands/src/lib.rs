@@ -16,6 +16,8 @@ pub mod auth;
 pub mod card_codes;
 pub mod coupons;
 pub mod executor;
+pub mod failure;
+pub mod health;
 pub mod ledger_requests;
 pub mod members;
 pub mod pay_flows;

@@ -28,11 +28,18 @@ pub enum MemberOpError {
     Route(#[from] RouteError),
     #[error("infrastructure failure: {0}")]
     Infra(String),
+    /// The database or broker is unreachable for now; a write's outcome is unknown.
+    #[error("infrastructure unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl From<PortError> for MemberOpError {
     fn from(e: PortError) -> Self {
-        MemberOpError::Infra(e.to_string())
+        if e.is_transient() {
+            MemberOpError::Unavailable(e.to_string())
+        } else {
+            MemberOpError::Infra(e.to_string())
+        }
     }
 }
 
@@ -47,6 +54,7 @@ impl From<ExecuteError<MemberError>> for MemberOpError {
             ExecuteError::Contention => MemberOpError::Contention,
             ExecuteError::Invariant(broken) => MemberOpError::Infra(broken.to_string()),
             ExecuteError::Store(s) => MemberOpError::Infra(s),
+            ExecuteError::Unavailable(s) => MemberOpError::Unavailable(s),
         }
     }
 }

@@ -28,11 +28,18 @@ pub enum PaymentOpError {
     Route(#[from] RouteError),
     #[error("infrastructure failure: {0}")]
     Infra(String),
+    /// The database or broker is unreachable for now; a write's outcome is unknown.
+    #[error("infrastructure unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl From<PortError> for PaymentOpError {
     fn from(e: PortError) -> Self {
-        PaymentOpError::Infra(e.to_string())
+        if e.is_transient() {
+            PaymentOpError::Unavailable(e.to_string())
+        } else {
+            PaymentOpError::Infra(e.to_string())
+        }
     }
 }
 
@@ -45,6 +52,7 @@ impl From<ExecuteError<PaymentError>> for PaymentOpError {
             ExecuteError::Contention => PaymentOpError::Contention,
             ExecuteError::Invariant(broken) => PaymentOpError::Infra(broken.to_string()),
             ExecuteError::Store(s) => PaymentOpError::Infra(s),
+            ExecuteError::Unavailable(s) => PaymentOpError::Unavailable(s),
         }
     }
 }

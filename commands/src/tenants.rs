@@ -30,11 +30,18 @@ pub enum TenantOpError {
     Route(#[from] RouteError),
     #[error("infrastructure failure: {0}")]
     Infra(String),
+    /// The database or broker is unreachable for now; a write's outcome is unknown.
+    #[error("infrastructure unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl From<PortError> for TenantOpError {
     fn from(e: PortError) -> Self {
-        TenantOpError::Infra(e.to_string())
+        if e.is_transient() {
+            TenantOpError::Unavailable(e.to_string())
+        } else {
+            TenantOpError::Infra(e.to_string())
+        }
     }
 }
 
@@ -47,6 +54,7 @@ impl From<ExecuteError<TenantError>> for TenantOpError {
             ExecuteError::Contention => TenantOpError::Contention,
             ExecuteError::Invariant(broken) => TenantOpError::Infra(broken.to_string()),
             ExecuteError::Store(s) => TenantOpError::Infra(s),
+            ExecuteError::Unavailable(s) => TenantOpError::Unavailable(s),
         }
     }
 }

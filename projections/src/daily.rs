@@ -163,6 +163,17 @@ pub async fn add(
     if changes.is_empty() {
         return Ok(());
     }
+    // A transaction may add several events' counters (a gap fill applies the
+    // missing events first), and transactions of one tenant run concurrently
+    // (one per stream): two of them taking the same counter rows in different
+    // orders deadlock. The tenant's lock, held to the end of the transaction,
+    // orders them; the counter rows would serialize them anyway.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("wxcm_rm_daily_ops/{tenant_id}"))
+        .execute(&mut *conn)
+        .await?;
+    let mut changes = changes;
+    changes.sort_by(|a, b| (a.metric, &a.dimension).cmp(&(b.metric, &b.dimension)));
     let day = merchant_day(recorded_at);
     let mut insert = Query::insert();
     insert.into_table(RmDailyOps::Table).columns([

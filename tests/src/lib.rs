@@ -194,7 +194,7 @@ pub async fn spawn_app_with_projections_on(mut settings: Settings) -> TestApp {
     let application = build(settings.clone(), Role::Api, clock.clone()).await;
     let client = async_nats::connect(NATS_URL).await.expect("NATS with JetStream must run on 127.0.0.1:4222");
     let js = async_nats::jetstream::new(client);
-    relay::ensure_stream(&js, &prefix).await.expect("events stream");
+    relay::ensure_stream(&js, &prefix, 1).await.expect("events stream");
     let names: Vec<String> = application.shards.all().map(|s| s.name.clone()).collect();
     let relays = application.shard_relays(&js);
     let tune = |s: &mut wxcm_projections::ProjectorSettings| {

@@ -45,7 +45,7 @@ impl Harness {
         let application = build(settings.clone(), Role::Scheduler, Arc::new(TestClock::default())).await;
         let client = async_nats::connect(NATS_URL).await.expect("NATS with JetStream must run on 127.0.0.1:4222");
         let js = async_nats::jetstream::new(client);
-        relay::ensure_stream(&js, &prefix).await.expect("events stream");
+        relay::ensure_stream(&js, &prefix, 1).await.expect("events stream");
         let url = settings.shards["s0"].admin_url.parse().expect("admin url");
         let db = PgConnection::connect_with(&url).await.expect("shard connection");
         let tenant = TenantId::parse("rebuild-cinema").expect("tenant");

@@ -51,7 +51,7 @@ impl Harness {
         let application: Application = build(settings, Role::Api, clock.clone()).await;
         let client = async_nats::connect(NATS_URL).await.expect("NATS with JetStream must run on 127.0.0.1:4222");
         let js = async_nats::jetstream::new(client);
-        relay::ensure_stream(&js, &prefix).await.expect("events stream");
+        relay::ensure_stream(&js, &prefix, 1).await.expect("events stream");
         let relay = application.shard_relays(&js).pop().expect("one shard");
         let projector = application
             .shard_projectors(&js, |s| {

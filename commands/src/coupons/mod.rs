@@ -88,11 +88,18 @@ pub enum CouponOpError {
     Route(#[from] RouteError),
     #[error("infrastructure failure: {0}")]
     Infra(String),
+    /// The database or broker is unreachable for now; a write's outcome is unknown.
+    #[error("infrastructure unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl From<PortError> for CouponOpError {
     fn from(e: PortError) -> Self {
-        CouponOpError::Infra(e.to_string())
+        if e.is_transient() {
+            CouponOpError::Unavailable(e.to_string())
+        } else {
+            CouponOpError::Infra(e.to_string())
+        }
     }
 }
 
@@ -107,6 +114,7 @@ impl From<ExecuteError<TemplateError>> for CouponOpError {
             ExecuteError::Contention => CouponOpError::Contention,
             ExecuteError::Invariant(b) => CouponOpError::Infra(b.to_string()),
             ExecuteError::Store(s) => CouponOpError::Infra(s),
+            ExecuteError::Unavailable(s) => CouponOpError::Unavailable(s),
         }
     }
 }
@@ -122,6 +130,7 @@ impl From<ExecuteError<CouponError>> for CouponOpError {
             ExecuteError::Contention => CouponOpError::Contention,
             ExecuteError::Invariant(b) => CouponOpError::Infra(b.to_string()),
             ExecuteError::Store(s) => CouponOpError::Infra(s),
+            ExecuteError::Unavailable(s) => CouponOpError::Unavailable(s),
         }
     }
 }

@@ -76,9 +76,10 @@ impl From<PaymentOpError> for PayFlowError {
             | PaymentOpError::Rejected(_)
             | PaymentOpError::Invalid(_)
             | PaymentOpError::IdempotencyMismatch => PayFlowError::Refused(e.to_string()),
-            PaymentOpError::Contention | PaymentOpError::Route(_) | PaymentOpError::Infra(_) => {
-                PayFlowError::Retry(e.to_string())
-            }
+            PaymentOpError::Contention
+            | PaymentOpError::Route(_)
+            | PaymentOpError::Infra(_)
+            | PaymentOpError::Unavailable(_) => PayFlowError::Retry(e.to_string()),
         }
     }
 }

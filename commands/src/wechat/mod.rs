@@ -58,11 +58,18 @@ pub enum WechatOpError {
     Route(#[from] RouteError),
     #[error("infrastructure failure: {0}")]
     Infra(String),
+    /// The database or broker is unreachable for now; a write's outcome is unknown.
+    #[error("infrastructure unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl From<PortError> for WechatOpError {
     fn from(e: PortError) -> Self {
-        WechatOpError::Infra(e.to_string())
+        if e.is_transient() {
+            WechatOpError::Unavailable(e.to_string())
+        } else {
+            WechatOpError::Infra(e.to_string())
+        }
     }
 }
 
@@ -598,6 +605,7 @@ pub async fn release_appid(app: &App, tenant: &TenantId, appid: &AppId) -> Resul
 fn tenant_error(e: crate::executor::ExecuteError<wxcm_domain::tenant::TenantError>) -> WechatOpError {
     match e {
         crate::executor::ExecuteError::Domain(d) => WechatOpError::Invalid(d.to_string()),
+        crate::executor::ExecuteError::Unavailable(s) => WechatOpError::Unavailable(s),
         other => WechatOpError::Infra(other.to_string()),
     }
 }

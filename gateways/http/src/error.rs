@@ -28,6 +28,8 @@ use crate::wechat_edge::OutboundError;
 pub const CONTENTION_RETRY_AFTER_SECS: u64 = 1;
 /// Seconds a client is told to wait after a request timed out.
 pub const TIMEOUT_RETRY_AFTER_SECS: u64 = 1;
+/// `Retry-After` of a transient database or broker failure (a restart takes seconds).
+pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 1;
 
 /// The JSON body of every error response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
@@ -92,6 +94,12 @@ pub enum ApiError {
     /// 503: the request did not finish within the configured timeout.
     #[error("the request took too long, try again with the same idempotency key")]
     Timeout,
+    /// 503: the database or broker could not be reached or refused for now
+    /// (connection lost, shutting down, serialization failures past the retry
+    /// budget). A write may or may not have happened: the client retries with
+    /// the same idempotency key, which replays it if it did. Detail logged.
+    #[error("the service is unavailable for a moment; the outcome is unknown: retry the same request with the same Idempotency-Key")]
+    Unavailable,
     /// 500: anything internal; the detail was logged, never sent.
     #[error("internal error")]
     Internal,
@@ -120,6 +128,12 @@ impl ApiError {
         ApiError::Internal
     }
 
+    /// Logs the detail (never returned) and answers 503 "outcome unknown".
+    pub fn unavailable(context: &'static str, detail: &dyn std::fmt::Display) -> Self {
+        tracing::warn!(context, error = %detail, "infrastructure unavailable");
+        ApiError::Unavailable
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
@@ -132,7 +146,7 @@ impl ApiError {
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited { .. } | ApiError::QuotaExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
-            ApiError::Contention | ApiError::Timeout | ApiError::NotConfigured { .. } => {
+            ApiError::Contention | ApiError::Timeout | ApiError::Unavailable | ApiError::NotConfigured { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -156,6 +170,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Contention => "contention",
             ApiError::Timeout => "timeout",
+            ApiError::Unavailable => "unavailable",
             ApiError::Internal => "internal",
         }
     }
@@ -165,6 +180,7 @@ impl ApiError {
             ApiError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
             ApiError::Contention => Some(CONTENTION_RETRY_AFTER_SECS),
             ApiError::Timeout => Some(TIMEOUT_RETRY_AFTER_SECS),
+            ApiError::Unavailable => Some(UNAVAILABLE_RETRY_AFTER_SECS),
             _ => None,
         }
     }
@@ -232,10 +248,15 @@ impl From<RouteError> for ApiError {
     }
 }
 
-/// A failed read-model query (on read-model routes): logged, 500.
+/// A failed read-model query (on read-model routes): logged, 503 when the
+/// database is unreachable for now, else 500.
 impl From<PortError> for ApiError {
     fn from(e: PortError) -> Self {
-        ApiError::internal("read model", &e)
+        if e.is_transient() {
+            ApiError::unavailable("read model", &e)
+        } else {
+            ApiError::internal("read model", &e)
+        }
     }
 }
 
@@ -248,6 +269,7 @@ impl From<MemberOpError> for ApiError {
             MemberOpError::Contention => ApiError::Contention,
             MemberOpError::Route(r) => unknown_tenant(&r),
             MemberOpError::Infra(detail) => ApiError::internal("member operation", &detail),
+            MemberOpError::Unavailable(detail) => ApiError::unavailable("member operation", &detail),
         }
     }
 }
@@ -279,6 +301,7 @@ impl From<TenantOpError> for ApiError {
             TenantOpError::Contention => ApiError::Contention,
             TenantOpError::Route(r) => unknown_tenant(&r),
             TenantOpError::Infra(detail) => ApiError::internal("tenant operation", &detail),
+            TenantOpError::Unavailable(detail) => ApiError::unavailable("tenant operation", &detail),
         }
     }
 }
@@ -292,6 +315,7 @@ impl From<AuthError> for ApiError {
             AuthError::UsernameTaken => ApiError::conflict("username_taken", "username already exists"),
             AuthError::Route(r) => unknown_tenant(&r),
             AuthError::Infra(detail) => ApiError::internal("authentication", &detail),
+            AuthError::Unavailable(detail) => ApiError::unavailable("authentication", &detail),
         }
     }
 }
@@ -310,6 +334,7 @@ impl From<AdminUserError> for ApiError {
             AdminUserError::IdempotencyMismatch => idempotency_key_reused(),
             AdminUserError::Route(r) => unknown_tenant(&r),
             AdminUserError::Infra(detail) => ApiError::internal("admin user operation", &detail),
+            AdminUserError::Unavailable(detail) => ApiError::unavailable("admin user operation", &detail),
         }
     }
 }
@@ -326,6 +351,7 @@ impl From<PaymentOpError> for ApiError {
             PaymentOpError::Contention => ApiError::Contention,
             PaymentOpError::Route(r) => ApiError::not_found("tenant_not_found", r.to_string()),
             PaymentOpError::Infra(detail) => ApiError::internal("payment operation", &detail),
+            PaymentOpError::Unavailable(detail) => ApiError::unavailable("payment operation", &detail),
         }
     }
 }
@@ -351,6 +377,7 @@ impl From<WechatOpError> for ApiError {
             WechatOpError::Member(m) => m.into(),
             WechatOpError::Route(r) => r.into(),
             WechatOpError::Infra(detail) => ApiError::internal("wechat operation", &detail),
+            WechatOpError::Unavailable(detail) => ApiError::unavailable("wechat operation", &detail),
         }
     }
 }
@@ -407,6 +434,29 @@ mod tests {
     fn status_code(e: impl Into<ApiError>) -> (u16, &'static str) {
         let e = e.into();
         (e.status().as_u16(), e.code())
+    }
+
+    #[test]
+    fn transient_failures_are_503_with_retry_after_and_an_unknown_outcome() {
+        for e in [
+            ApiError::from(MemberOpError::Unavailable("connection reset".into())),
+            ApiError::from(AuthError::Unavailable("pool timed out".into())),
+            ApiError::from(AdminUserError::Unavailable("terminating connection".into())),
+            ApiError::from(TenantOpError::Unavailable("x".into())),
+            ApiError::from(PaymentOpError::Unavailable("x".into())),
+            ApiError::from(WechatOpError::Unavailable("x".into())),
+        ] {
+            assert_eq!((e.status().as_u16(), e.code()), (503, "unavailable"));
+            let message = e.body().error.message;
+            assert!(message.contains("unknown") && message.contains("Idempotency-Key"), "{message}");
+            assert!(!message.contains("reset") && !message.contains("pool"), "no detail leaks: {message}");
+            let response = e.into_response();
+            assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        }
+        // A read-model query failing the same way.
+        let port = PortError::new(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"));
+        assert_eq!(status_code(port), (503, "unavailable"));
+        assert_eq!(status_code(PortError::msg("undecodable row")), (500, "internal"));
     }
 
     #[test]

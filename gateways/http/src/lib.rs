@@ -116,7 +116,13 @@ impl Default for HttpSettings {
 /// implemented by the composition root.
 #[async_trait]
 pub trait Readiness: Send + Sync {
+    /// The API's own check: can requests be served (the shards answer)?
     async fn check(&self) -> Result<(), String>;
+    /// The node's long-lived roles (relay, scheduler, projectors, NATS), each
+    /// ready or not, with why. None on a node without them.
+    async fn roles(&self) -> Vec<wxcm_commands::health::PartReport> {
+        Vec::new()
+    }
 }
 
 /// The HTTP application: health, readiness, the OpenAPI document and the admin API.

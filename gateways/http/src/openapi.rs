@@ -149,7 +149,7 @@ v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with
         pay_notify::notify_v3,
         pay_notify::notify_refund_v2,
     ),
-    components(schemas(ErrorBody, ErrorDetail, health::HealthBody)),
+    components(schemas(ErrorBody, ErrorDetail, health::HealthBody, health::PartBody)),
     modifiers(&Common),
     tags(
         (name = "health", description = "Liveness, readiness, this document"),

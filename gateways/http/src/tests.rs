@@ -91,6 +91,19 @@ impl Readiness for Ready {
     }
 }
 
+/// A node whose API check passes and whose roles report as given.
+struct WithRoles(Vec<wxcm_commands::health::PartReport>);
+
+#[async_trait]
+impl Readiness for WithRoles {
+    async fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+    async fn roles(&self) -> Vec<wxcm_commands::health::PartReport> {
+        self.0.clone()
+    }
+}
+
 struct Slow;
 
 #[async_trait]
@@ -496,6 +509,40 @@ async fn health_readiness_and_the_document() {
     let reply = send(&router, request(Method::GET, "/openapi.json", None, None, None)).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.body, serde_json::from_str::<Value>(&crate::openapi_json()).unwrap());
+}
+
+#[tokio::test]
+async fn readiness_names_each_failing_role_and_the_api_view_ignores_them() {
+    use wxcm_commands::health::{PartKey, PartReport};
+    let part =
+        |role: &'static str, shard: &str, name: &str, ready: bool, leader: Option<bool>, detail: &str| PartReport {
+            key: PartKey { role, shard: shard.into(), name: name.into() },
+            ready,
+            leader,
+            detail: detail.into(),
+        };
+    let roles = vec![
+        part("relay", "main", "", true, Some(true), "leader: publishing"),
+        part("projector", "east", "members", false, Some(true), "stalled: events wait but none arrived"),
+        part("nats", "", "", false, None, "disconnected: reconnecting to the seed servers"),
+    ];
+    let router = build(app(), Arc::new(WithRoles(roles)), HttpSettings::default(), Arc::new(FixedSessions));
+    let reply = send(&router, request(Method::GET, "/readyz", None, None, None)).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        reply.body["reason"],
+        "projector east/members: stalled: events wait but none arrived; nats: disconnected: reconnecting to the seed servers"
+    );
+    let parts = reply.body["parts"].as_array().unwrap();
+    assert_eq!(parts.len(), 4, "the API's own check and three roles");
+    assert_eq!(parts[0], json!({"role": "api", "shard": "", "name": "", "ready": true, "detail": "shards answer"}));
+    assert_eq!(parts[1]["leader"], true);
+    // What a load balancer asks: can this node serve requests?
+    let reply = send(&router, request(Method::GET, "/readyz?role=api", None, None, None)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body["parts"].as_array().unwrap().len(), 1);
+    let reply = send(&router, request(Method::GET, "/readyz?role=relay", None, None, None)).await;
+    assert_eq!((reply.status, reply.code()), (StatusCode::BAD_REQUEST, "invalid_role"));
 }
 
 #[tokio::test]

@@ -3,7 +3,9 @@
 //! - [`ledger`]: command throughput of the ledger against raw-INSERT baselines;
 //! - [`pipeline`]: commit → read model lag, and rebuild throughput;
 //! - [`gateway`]: WeChat subscribe callbacks at a fixed rate and at saturation;
-//! - [`pay`]: WeChat Pay paid notifications through the full path.
+//! - [`pay`]: WeChat Pay paid notifications through the full path;
+//! - [`faults`]: the fault matrix (nodes killed, PostgreSQL and NATS restarted,
+//!   a consumer deleted, a burst) over its own servers, as a soak.
 //!
 //! What they share: [`driver`] (closed and open loops, latencies, errors and
 //! skipped ticks), [`setup`] (scratch database, application, tenant, machine,
@@ -14,6 +16,7 @@
 
 pub mod coupons;
 pub mod driver;
+pub mod faults;
 pub mod gateway;
 pub mod ledger;
 pub mod pay;

@@ -36,6 +36,9 @@ enum BenchCommand {
     Pay(wxcm_bench::pay::PayBenchArgs),
     /// Claims of one hot coupon template through the member API, write-offs, and an exact sell-out.
     Coupons(wxcm_bench::coupons::CouponsBenchArgs),
+    /// Two nodes, two PostgreSQL servers and a 3-node NATS cluster of its own under writes,
+    /// with nodes killed, servers restarted, a consumer deleted and a burst; checks every write.
+    Faults(wxcm_bench::faults::FaultsBenchArgs),
 }
 
 /// Same allocator as the `wxcm` server, so the figures are the server's.
@@ -56,5 +59,6 @@ async fn main() -> Result<()> {
         BenchCommand::Gateway(args) => wxcm_bench::gateway::bench_gateway(&settings, args).await,
         BenchCommand::Pay(args) => wxcm_bench::pay::bench_pay(&settings, args).await,
         BenchCommand::Coupons(args) => wxcm_bench::coupons::bench_coupons(&settings, args).await,
+        BenchCommand::Faults(args) => wxcm_bench::faults::bench_faults(args).await,
     }
 }

@@ -365,7 +365,7 @@ async fn run_phases(
         let app = application.app.clone();
         let tenant = setup::create_tenant(&app).await?;
         let pool = application.shards.all().next().context("the bench shard")?.pool.clone();
-        wxcm_server::relay::ensure_stream(js, &settings.nats.stream_prefix)
+        wxcm_server::relay::ensure_stream(js, &settings.nats.stream_prefix, settings.nats.stream_replicas)
             .await
             .context("creating the bench stream")?;
         let workers = Workers::start(&application, js);
@@ -512,9 +512,7 @@ pub async fn bench_pipeline(base: &Settings, args: PipelineBenchArgs) -> Result<
     settings.nats.stream_prefix = format!("{STREAM_PREFIX_BASE}{:08x}", rand::random::<u32>());
     let stream = wxcm_server::relay::stream_name(&settings.nats.stream_prefix);
     wxcm_server::app::install_crypto_provider();
-    let client = async_nats::connect(&settings.nats.url)
-        .await
-        .with_context(|| format!("connecting to NATS at {}", settings.nats.url))?;
+    let client = wxcm_server::nats::connect_bounded(&settings.nats, "wxcm-bench", Duration::from_secs(10)).await?;
     let js = async_nats::jetstream::ContextBuilder::new().timeout(wxcm_server::relay::JETSTREAM_TIMEOUT).build(client);
     let outcome = run_phases(&settings, &target, &js, &args).await;
     if args.keep {

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::info;
+use wxcm_commands::health::{HealthBoard, PartHealth, PartReport};
 use wxcm_commands::ports::{App, Clock, SecretSealer, SystemClock};
 use wxcm_http::{HttpSettings, Readiness};
 use wxcm_projections::{CouponProjector, MemberProjector, Projector, ProjectorRuntime, ProjectorSettings};
@@ -64,7 +65,7 @@ pub enum BuildError {
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: String, source: std::io::Error },
     #[error("nats settings: {0}")]
-    Nats(#[from] async_nats::ConnectError),
+    Nats(#[from] crate::nats::NatsConnectError),
     #[error(transparent)]
     Wechat(#[from] crate::wechat_wiring::WiringError),
 }
@@ -81,6 +82,8 @@ pub struct Application {
     pub wechat: crate::wechat_wiring::WechatSide,
     /// What the WeChat callback endpoints need (settings, directory, outbound side).
     pub wechat_edge: Arc<wxcm_http::WechatEdge>,
+    /// What each role on this node reports (`/readyz`, `/metrics`).
+    pub health: HealthBoard,
 }
 
 /// Overrides for tests and tools.
@@ -90,21 +93,52 @@ pub struct BuildOptions {
     pub sealer: Option<Arc<dyn SecretSealer>>,
 }
 
-struct ShardReadiness(Arc<Shards>);
+/// Longest wait for one shard's answer to the readiness query.
+const READINESS_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the node's NATS connection state is reported.
+const NATS_WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+struct NodeReadiness {
+    shards: Arc<Shards>,
+    health: HealthBoard,
+}
 
 #[async_trait]
-impl Readiness for ShardReadiness {
+impl Readiness for NodeReadiness {
     async fn check(&self) -> Result<(), String> {
-        for shard in self.0.all() {
-            sqlx::query("SELECT 1").execute(&shard.pool).await.map_err(|e| format!("shard {}: {e}", shard.name))?;
+        for shard in self.shards.all() {
+            match tokio::time::timeout(READINESS_QUERY_TIMEOUT, sqlx::query("SELECT 1").execute(&shard.pool)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(format!("shard {}: {e}", shard.name)),
+                Err(_) => return Err(format!("shard {}: no answer within {READINESS_QUERY_TIMEOUT:?}", shard.name)),
+            }
         }
         Ok(())
+    }
+
+    async fn roles(&self) -> Vec<PartReport> {
+        self.health.reports()
+    }
+}
+
+/// Reports the node's NATS connection (what relays and projectors need).
+async fn watch_nats(client: async_nats::Client, part: PartHealth, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        match client.connection_state() {
+            async_nats::connection::State::Connected => part.healthy(None, "connected"),
+            other => part.failing(None, &format!("{other}: reconnecting to the seed servers")),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(NATS_WATCH_INTERVAL) => {}
+            _ = shutdown.changed() => break,
+        }
     }
 }
 
 impl Application {
     pub async fn build(settings: Settings, role: Role, options: BuildOptions) -> Result<Self, BuildError> {
         install_crypto_provider();
+        wxcm_store::transient::install();
         let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let sealer = match options.sealer {
             Some(s) => s,
@@ -120,11 +154,7 @@ impl Application {
         };
         let nats = if role.relays() || role.projects() {
             // Retried in the background: the relay and projector steps fail (and retry) until NATS is up.
-            let client = async_nats::ConnectOptions::new()
-                .name("wxcm-relay")
-                .retry_on_initial_connect()
-                .connect(&settings.nats.url);
-            Some(client.await?)
+            Some(crate::nats::connect_long_lived(&settings.nats, "wxcm-node").await?)
         } else {
             None
         };
@@ -138,7 +168,7 @@ impl Application {
         let mut edge = wxcm_http::WechatEdge::new(settings.wechat.edge_settings(), Some(outbound), app.clock.clone());
         edge.directory = wechat.directory.clone();
         let wechat_edge = Arc::new(edge);
-        Ok(Self { app, shards, settings, role, listener, nats, wechat, wechat_edge })
+        Ok(Self { app, shards, settings, role, listener, nats, wechat, wechat_edge, health: HealthBoard::new() })
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
@@ -220,37 +250,49 @@ impl Application {
         if self.role.schedules() {
             let interval = Duration::from_millis(self.settings.scheduler.interval_ms.max(10));
             for scheduler in self.shard_schedulers() {
-                tasks.push(tokio::spawn(scheduler.run(interval, shutdown.clone())));
+                let part = self.health.part("scheduler", &scheduler.shard_name(), "");
+                tasks.push(tokio::spawn(scheduler.with_health(part).run(interval, shutdown.clone())));
             }
             let retention_days = i64::from(self.settings.wechat.messages_retention_days);
             tasks.push(tokio::spawn(prune_wechat_records(self.app.clone(), retention_days, shutdown.clone())));
         }
         if let Some(client) = self.nats.clone() {
-            let js =
-                async_nats::jetstream::ContextBuilder::new().timeout(crate::relay::JETSTREAM_TIMEOUT).build(client);
+            let js = async_nats::jetstream::ContextBuilder::new()
+                .timeout(crate::relay::JETSTREAM_TIMEOUT)
+                .build(client.clone());
+            tasks.push(tokio::spawn(watch_nats(client, self.health.part("nats", "", ""), shutdown.clone())));
             let interval = self.settings.nats.relay_interval();
             if self.role.relays() {
                 for relay in self.shard_relays(&js) {
-                    tasks.push(tokio::spawn(relay.run(interval, shutdown.clone())));
+                    let part = self.health.part("relay", relay.shard_name(), "");
+                    tasks.push(tokio::spawn(relay.with_health(part).run(interval, shutdown.clone())));
                 }
             }
             if self.role.projects() {
                 // The relay creates the stream too; doing it here spares a projector
                 // that starts first a round of "stream not found" retries.
-                if let Err(e) = crate::relay::ensure_stream(&js, &self.settings.nats.stream_prefix).await {
+                if let Err(e) = crate::relay::ensure_stream(
+                    &js,
+                    &self.settings.nats.stream_prefix,
+                    self.settings.nats.stream_replicas,
+                )
+                .await
+                {
                     tracing::warn!(error = %e, "events stream not ready yet; projectors will retry");
                 }
                 for projector in self.shard_projectors(&js, |_| {}) {
-                    tasks.push(tokio::spawn(projector.run(shutdown.clone())));
+                    let part = self.health.part("projector", projector.shard_name(), projector.projector_name());
+                    tasks.push(tokio::spawn(projector.with_health(part).run(shutdown.clone())));
                 }
                 for projector in self.shard_coupon_projectors(&js, |_| {}) {
-                    tasks.push(tokio::spawn(projector.run(shutdown.clone())));
+                    let part = self.health.part("projector", projector.shard_name(), projector.projector_name());
+                    tasks.push(tokio::spawn(projector.with_health(part).run(shutdown.clone())));
                 }
             }
         }
         let http_settings = self.http_settings();
         if let Some(listener) = self.listener {
-            let readiness = Arc::new(ShardReadiness(self.shards.clone()));
+            let readiness = Arc::new(NodeReadiness { shards: self.shards.clone(), health: self.health.clone() });
             // Tokens close to expiry are refreshed by whichever node holds their lease.
             let refresh_ms = self.settings.wechat.token_refresh_interval_ms.max(1_000);
             tasks.push(tokio::spawn(self.wechat.tokens.clone().run_refresher(refresh_ms, shutdown.clone())));
@@ -270,6 +312,7 @@ impl Application {
                 self.settings.clone(),
                 self.shards.clone(),
                 self.nats.clone(),
+                self.health.clone(),
             ));
             info!(addr = ?listener.local_addr().ok(), "http listening");
             let mut stop = shutdown.clone();

@@ -304,6 +304,10 @@ pub struct SchedulerConfig {
 /// `Debug` hides the password of the server URL.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct NatsConfig {
+    /// Seed servers: one URL, several separated by commas, or (in a file) a
+    /// list. The client connects to any that answers and learns the rest of
+    /// the cluster from it.
+    #[serde(deserialize_with = "urls_from_text_or_list")]
     pub url: String,
     /// First subject token and stream name prefix (`wxcm` → subjects `wxcm.events.>`,
     /// stream `WXCM_EVENTS`). Tests use their own to run in parallel.
@@ -317,16 +321,36 @@ pub struct NatsConfig {
     /// Pause between relay steps when the outbox is drained.
     #[serde(default = "NatsConfig::relay_interval_ms_default")]
     pub relay_interval_ms: u64,
+    /// Replicas of the events stream (1 for a single server, 3 for a
+    /// three-node cluster). Raised on an existing stream when configured
+    /// higher; never lowered: an operator's higher count is kept.
+    #[serde(default = "NatsConfig::stream_replicas_default")]
+    pub stream_replicas: usize,
+}
+
+/// A list of URLs becomes the comma-separated form `url` keeps.
+fn urls_from_text_or_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Urls {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Urls::deserialize(deserializer)? {
+        Urls::One(text) => text,
+        Urls::Many(list) => list.join(","),
+    })
 }
 
 impl fmt::Debug for NatsConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NatsConfig")
-            .field("url", &url_for_debug(&self.url))
+            .field("url", &self.servers_for_display())
             .field("stream_prefix", &self.stream_prefix)
             .field("outbox_retention_hours", &self.outbox_retention_hours)
             .field("relay_batch_max", &self.relay_batch_max)
             .field("relay_interval_ms", &self.relay_interval_ms)
+            .field("stream_replicas", &self.stream_replicas)
             .finish()
     }
 }
@@ -337,6 +361,10 @@ pub const RELAY_BATCH_LIMIT: u32 = 2_000;
 pub const OUTBOX_RETENTION_HOURS_LIMIT: u64 = 24 * 366;
 /// Longest `nats.stream_prefix` (it is also part of the stream name).
 pub const STREAM_PREFIX_BYTES_MAX: usize = 32;
+/// Most seed servers in `nats.url`.
+pub const NATS_SEEDS_MAX: usize = 16;
+/// JetStream allows at most five replicas.
+pub const STREAM_REPLICAS_MAX: usize = 5;
 
 impl NatsConfig {
     fn outbox_retention_hours_default() -> u64 {
@@ -354,6 +382,31 @@ impl NatsConfig {
         200
     }
 
+    fn stream_replicas_default() -> usize {
+        1
+    }
+
+    /// The seed servers of `url`, parsed.
+    pub fn servers(&self) -> Result<Vec<async_nats::ServerAddr>, ConfigError> {
+        let seeds: Vec<&str> = self.url.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+        if seeds.is_empty() || seeds.len() > NATS_SEEDS_MAX {
+            return Err(ConfigError::Invalid(format!("nats.url must name 1..={NATS_SEEDS_MAX} servers")));
+        }
+        seeds
+            .into_iter()
+            .map(|seed| {
+                seed.parse::<async_nats::ServerAddr>().map_err(|_| {
+                    ConfigError::Invalid(format!("nats.url: {} is not a NATS server URL", url_for_debug(seed)))
+                })
+            })
+            .collect()
+    }
+
+    /// The seed servers for messages, passwords hidden.
+    pub fn servers_for_display(&self) -> String {
+        self.url.split(',').map(|s| url_for_debug(s.trim())).collect::<Vec<_>>().join(",")
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let prefix_ok = !self.stream_prefix.is_empty()
             && self.stream_prefix.len() <= STREAM_PREFIX_BYTES_MAX
@@ -366,6 +419,10 @@ impl NatsConfig {
         if self.relay_batch_max == 0 || self.relay_batch_max > RELAY_BATCH_LIMIT {
             return Err(ConfigError::Invalid(format!("nats.relay_batch_max must be 1..={RELAY_BATCH_LIMIT}")));
         }
+        if !(1..=STREAM_REPLICAS_MAX).contains(&self.stream_replicas) {
+            return Err(ConfigError::Invalid(format!("nats.stream_replicas must be 1..={STREAM_REPLICAS_MAX}")));
+        }
+        self.servers()?;
         if self.outbox_retention_hours == 0 || self.outbox_retention_hours > OUTBOX_RETENTION_HOURS_LIMIT {
             return Err(ConfigError::Invalid(format!(
                 "nats.outbox_retention_hours must be 1..={OUTBOX_RETENTION_HOURS_LIMIT}"
@@ -408,6 +465,7 @@ impl Default for Settings {
                 outbox_retention_hours: NatsConfig::outbox_retention_hours_default(),
                 relay_batch_max: NatsConfig::relay_batch_max_default(),
                 relay_interval_ms: NatsConfig::relay_interval_ms_default(),
+                stream_replicas: NatsConfig::stream_replicas_default(),
             },
             secret_key_env: "WXCM_SECRET_KEY".into(),
             log_format: LogFormat::Text,
@@ -608,5 +666,43 @@ mod tests {
         let mut s = Settings::default();
         s.tenant_shards.insert("acme".into(), "nowhere".into());
         assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn nats_takes_a_list_of_seed_servers_in_a_file_or_comma_separated() {
+        let dir = std::env::temp_dir().join(format!("wxcm-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("seeds.toml");
+        std::fs::write(
+            &file,
+            "[nats]\nurl = [\"nats://10.0.0.1:4222\", \"nats://u:SEED-CANARY@10.0.0.2:4222\", \"nats://10.0.0.3:4222\"]\nstream_prefix = \"wxcm\"\nstream_replicas = 3\n",
+        )
+        .unwrap();
+        let settings = Settings::load(Some(&file)).unwrap();
+        assert_eq!(settings.nats.servers().unwrap().len(), 3);
+        assert_eq!(settings.nats.stream_replicas, 3);
+        let debug = format!("{:?}", settings.nats);
+        assert!(!debug.contains("SEED-CANARY") && debug.contains("10.0.0.3"), "{debug}");
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let mut nats = Settings::default().nats;
+        nats.url = "nats://a:4222, nats://b:4222".into();
+        assert_eq!(nats.servers().unwrap().len(), 2);
+        for bad in ["", " , ", "http://a:4222", "nats://a:notaport"] {
+            nats.url = bad.into();
+            assert!(nats.servers().is_err(), "{bad:?}");
+        }
+        nats.url = vec!["nats://a:4222"; NATS_SEEDS_MAX + 1].join(",");
+        assert!(nats.servers().is_err(), "too many seeds");
+    }
+
+    #[test]
+    fn stream_replicas_are_one_to_five() {
+        let mut s = Settings::default();
+        assert_eq!(s.nats.stream_replicas, 1, "a single server by default");
+        for (replicas, ok) in [(0, false), (1, true), (3, true), (5, true), (6, false)] {
+            s.nats.stream_replicas = replicas;
+            assert_eq!(s.validate().is_ok(), ok, "{replicas}");
+        }
     }
 }

@@ -5,6 +5,7 @@
 //! - [`config`]: `Settings` (defaults → TOML/JSON file → `WXCM_*` env);
 //! - [`shards`]: tenant → shard database, pools, per-shard ports;
 //! - [`sealer`]: AES-256-GCM secrets at rest;
+//! - [`nats`]: connections to the configured NATS seed servers;
 //! - [`relay`]: outbox → NATS JetStream, one leader per shard;
 //! - [`scheduler_role`]: due work, one leader per shard;
 //! - [`projection_ops`]: projector status, `/metrics`, rebuilds;
@@ -12,6 +13,7 @@
 
 pub mod app;
 pub mod config;
+pub mod nats;
 pub mod projection_ops;
 pub mod relay;
 pub mod scheduler_role;

@@ -14,6 +14,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, PgConnection, PgPool};
+use wxcm_commands::health::{HealthBoard, PartReport};
 use wxcm_commands::ports::{ShardRouter, SystemClock};
 use wxcm_domain::TenantId;
 use wxcm_projections::rebuild::{self, RebuildReport, RebuildScope};
@@ -97,12 +98,7 @@ async fn database_side(pool: &PgPool, projector: &str) -> Result<(Option<DateTim
 
 /// Connects to NATS for a status reading, bounded by [`NATS_CONNECT_TIMEOUT`].
 async fn connect_nats(settings: &Settings, name: &str) -> Result<async_nats::Client, String> {
-    let connect = async_nats::ConnectOptions::new().name(name).connect(&settings.nats.url);
-    match tokio::time::timeout(NATS_CONNECT_TIMEOUT, connect).await {
-        Ok(Ok(client)) => Ok(client),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer from {} within {NATS_CONNECT_TIMEOUT:?}", settings.nats.url)),
-    }
+    crate::nats::connect_bounded(&settings.nats, name, NATS_CONNECT_TIMEOUT).await.map_err(|e| e.to_string())
 }
 
 /// Lag and dead letters of every projector on every shard (`wxcm projections
@@ -223,6 +219,38 @@ pub fn prometheus_text(lines: &[ProjectorLine]) -> String {
     text
 }
 
+/// Each role part of this node (the parts `/readyz` lists): ready or not,
+/// and whether it leads. Parts are configured roles × shards × projectors,
+/// so the label sets are bounded.
+pub fn roles_text(parts: &[PartReport]) -> String {
+    let mut text = String::new();
+    let ready = "wxcm_role_ready";
+    text.push_str(&format!(
+        "# HELP {ready} 1 when the role part is ready (see /readyz for why not).\n# TYPE {ready} gauge\n"
+    ));
+    let labels = |p: &PartReport| {
+        format!(
+            "role=\"{}\",shard=\"{}\",part=\"{}\"",
+            label_value(p.key.role),
+            label_value(&p.key.shard),
+            label_value(&p.key.name)
+        )
+    };
+    for p in parts {
+        text.push_str(&format!("{ready}{{{}}} {}\n", labels(p), u8::from(p.ready)));
+    }
+    let leader = "wxcm_role_leader";
+    text.push_str(&format!(
+        "# HELP {leader} 1 when this node leads the role on the shard, 0 when it stands by.\n# TYPE {leader} gauge\n"
+    ));
+    for p in parts {
+        if let Some(leads) = p.leader {
+            text.push_str(&format!("{leader}{{{}}} {}\n", labels(p), u8::from(leads)));
+        }
+    }
+    text
+}
+
 /// Projector stalls this process detected and recovered from (a pull that
 /// never ended, messages waiting but none arriving), per consumer, as a
 /// Prometheus counter. Consumers are named after configured projectors and
@@ -245,6 +273,7 @@ struct MetricsSource {
     settings: Settings,
     shards: Arc<Shards>,
     nats: tokio::sync::OnceCell<async_nats::Client>,
+    health: HealthBoard,
 }
 
 impl MetricsSource {
@@ -258,12 +287,17 @@ impl MetricsSource {
 /// [`status_of`] over the node's pools and NATS connection (`nats`: the node's
 /// own client, if it has one), and the stall counter. A part that cannot be read
 /// is left out of the figures (no sample), never reported as 0.
-pub fn metrics_router(settings: Settings, shards: Arc<Shards>, nats: Option<async_nats::Client>) -> axum::Router {
+pub fn metrics_router(
+    settings: Settings,
+    shards: Arc<Shards>,
+    nats: Option<async_nats::Client>,
+    health: HealthBoard,
+) -> axum::Router {
     let nats = match nats {
         Some(client) => tokio::sync::OnceCell::new_with(Some(client)),
         None => tokio::sync::OnceCell::new(),
     };
-    let source = Arc::new(MetricsSource { settings, shards, nats });
+    let source = Arc::new(MetricsSource { settings, shards, nats, health });
     axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
@@ -282,6 +316,7 @@ async fn metrics(source: &MetricsSource) -> axum::response::Response {
     let lines = status_of(&source.settings, &source.shards, js.as_ref()).await;
     let mut text = prometheus_text(&lines);
     text.push_str(&stalls_text(&wxcm_projections::stalls_detected()));
+    text.push_str(&roles_text(&source.health.reports()));
     let content_type = (axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
     ([content_type], text).into_response()
 }

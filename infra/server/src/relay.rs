@@ -54,6 +54,8 @@ use uuid::Uuid;
 /// The message body (moved to the projections crate, which consumes it).
 pub use wxcm_projections::RelayedEvent;
 
+use wxcm_commands::health::PartHealth;
+
 use crate::config::NatsConfig;
 
 /// Advisory lock key of the relay on a shard database (the scheduler's differs).
@@ -70,10 +72,13 @@ pub const PRUNE_BATCH_MAX: i64 = 1_000;
 pub const PRUNE_BATCHES_PER_STEP_MAX: usize = 10;
 /// Longest tenant id or aggregate type the relay puts into a subject.
 pub const SUBJECT_TOKEN_BYTES_MAX: usize = 128;
-/// Longest pause of `run` after failing steps.
-pub const RETRY_PAUSE_MAX: Duration = Duration::from_secs(5);
+/// Longest pause of `run` after failing steps (short: after an outage the
+/// relay should publish within a second of the servers coming back).
+pub const RETRY_PAUSE_MAX: Duration = Duration::from_secs(1);
 /// Wait for a JetStream API reply or a publish ack (the context's timeout).
-pub const JETSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request sent while the cluster elects its leaders is never answered:
+/// this bound is how late the first request after the election can come.
+pub const JETSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Oldest unpublished rows whose transactions have ended, in outbox order, with
 /// the full event. The event columns are exactly the ones the hash chain covers
@@ -112,6 +117,12 @@ pub enum RelayError {
         #[source]
         source: CreateStreamError,
     },
+    #[error("cannot look up JetStream stream {stream}")]
+    StreamLookup {
+        stream: String,
+        #[source]
+        source: async_nats::jetstream::context::GetStreamError,
+    },
     #[error("outbox row {outbox_id} cannot be published: {reason}")]
     Unpublishable { outbox_id: i64, reason: String },
     #[error("publishing outbox row {outbox_id} failed")]
@@ -128,6 +139,8 @@ pub enum RelayError {
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
     pub stream_prefix: String,
+    /// Replicas of the events stream (raised, never lowered: see [`ensure_stream`]).
+    pub stream_replicas: usize,
     pub batch_max: u32,
     /// Published rows older than this are pruned.
     pub retention: Duration,
@@ -137,6 +150,7 @@ impl RelaySettings {
     pub fn from_config(nats: &NatsConfig) -> Self {
         Self {
             stream_prefix: nats.stream_prefix.clone(),
+            stream_replicas: nats.stream_replicas,
             batch_max: nats.relay_batch_max.max(1),
             retention: Duration::from_secs(nats.outbox_retention_hours.saturating_mul(3600)),
         }
@@ -180,13 +194,26 @@ fn subject_token_ok(token: &str) -> bool {
         && token.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b'.' | b'*' | b'>'))
 }
 
-/// Creates the events stream of `prefix`, or brings an existing one to this
-/// configuration. Idempotent; the relay calls it when it becomes leader.
-pub async fn ensure_stream(js: &Context, prefix: &str) -> Result<stream::Info, RelayError> {
+/// Creates the events stream of `prefix` with `replicas` replicas, or brings
+/// an existing one to this configuration. Idempotent; the relay calls it when
+/// it becomes leader. Replicas are only ever raised: a stream an operator
+/// gave more replicas than configured keeps them (lowering them behind the
+/// operator's back would leave the stream on one server).
+pub async fn ensure_stream(js: &Context, prefix: &str, replicas: usize) -> Result<stream::Info, RelayError> {
     if !prefix_ok(prefix) {
         return Err(RelayError::Prefix(prefix.to_owned()));
     }
     let name = stream_name(prefix);
+    // Only a stream known not to exist counts as zero replicas: an unanswered
+    // lookup must not let the update below lower an existing stream.
+    let existing_replicas = match js.get_stream(&name).await {
+        Ok(existing) => existing.cached_info().config.num_replicas,
+        Err(e) if is_stream_not_found(&e) => 0,
+        Err(e) => return Err(RelayError::StreamLookup { stream: name, source: e }),
+    };
+    if existing_replicas > replicas {
+        info!(stream = %name, configured = replicas, existing = existing_replicas, "keeping the stream's higher replica count");
+    }
     let config = stream::Config {
         name: name.clone(),
         description: Some("wxcm events, relayed from the shards' outboxes".into()),
@@ -200,10 +227,15 @@ pub async fn ensure_stream(js: &Context, prefix: &str) -> Result<stream::Info, R
         max_messages: -1,
         max_messages_per_subject: -1,
         max_consumers: -1,
-        num_replicas: 1,
+        num_replicas: replicas.max(existing_replicas).max(1),
         ..Default::default()
     };
     js.create_or_update_stream(config).await.map_err(|source| RelayError::Stream { stream: name, source })
+}
+
+fn is_stream_not_found(e: &async_nats::jetstream::context::GetStreamError) -> bool {
+    matches!(e.kind(), async_nats::jetstream::context::GetStreamErrorKind::JetStream(js)
+        if js.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND)
 }
 
 /// `error: cause: cause …`, for logs.
@@ -369,6 +401,8 @@ pub struct ShardRelay {
     /// Signalled when this process commits events on the shard: a leader steps
     /// at once instead of at its next poll (the poll still finds other nodes' rows).
     wake: Option<Arc<Notify>>,
+    /// Where each step is reported (`/readyz`, `/metrics`).
+    health: Option<PartHealth>,
 }
 
 impl ShardRelay {
@@ -384,6 +418,7 @@ impl ShardRelay {
             stream_ready: false,
             last_prune: None,
             wake: None,
+            health: None,
         }
     }
 
@@ -391,6 +426,16 @@ impl ShardRelay {
     pub fn wake_on(mut self, wake: Arc<Notify>) -> Self {
         self.wake = Some(wake);
         self
+    }
+
+    /// Reports every step to `health`.
+    pub fn with_health(mut self, health: PartHealth) -> Self {
+        self.health = Some(health);
+        self
+    }
+
+    pub fn shard_name(&self) -> &str {
+        &self.shard
     }
 
     pub fn is_leader(&self) -> bool {
@@ -433,7 +478,7 @@ impl ShardRelay {
             return Ok(None);
         }
         if !self.stream_ready {
-            ensure_stream(&self.js, &self.settings.stream_prefix).await?;
+            ensure_stream(&self.js, &self.settings.stream_prefix, self.settings.stream_replicas).await?;
             self.stream_ready = true;
         }
         let batch = self.relay_batch().await;
@@ -577,6 +622,14 @@ impl ShardRelay {
                 _ = shutdown.changed() => break,
             };
             let clean = step.is_ok();
+            if let Some(health) = &self.health {
+                let leader = Some(self.is_leader());
+                match &step {
+                    Ok(_) if self.is_leader() => health.healthy(leader, "leader: publishing"),
+                    Ok(_) => health.healthy(leader, "standby"),
+                    Err(e) => health.failing(leader, &error_chain(e)),
+                }
+            }
             let pause = match step {
                 Ok(Some(report)) if report.more_pending => {
                     failures = 0;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::watch;
 use tracing::{info, warn};
+use wxcm_commands::health::PartHealth;
 use wxcm_commands::pay_port::PayGateway;
 use wxcm_commands::ports::{App, ShardServices};
 use wxcm_commands::scheduler::{self, StepReport};
@@ -22,17 +23,29 @@ pub struct ShardScheduler {
     leader: Option<PgConnection>,
     /// WeChat Pay, for expired payment orders (queried before they are closed).
     pay: Option<Arc<dyn PayGateway>>,
+    /// Where each tick is reported (`/readyz`, `/metrics`).
+    health: Option<PartHealth>,
 }
 
 impl ShardScheduler {
     pub fn new(app: Arc<App>, services: Arc<ShardServices>, pool: PgPool) -> Self {
-        Self { app, services, pool, leader: None, pay: None }
+        Self { app, services, pool, leader: None, pay: None, health: None }
     }
 
     /// Lets the scheduler query and close expired payment orders at WeChat Pay.
     pub fn with_pay(mut self, pay: Arc<dyn PayGateway>) -> Self {
         self.pay = Some(pay);
         self
+    }
+
+    /// Reports every tick to `health`.
+    pub fn with_health(mut self, health: PartHealth) -> Self {
+        self.health = Some(health);
+        self
+    }
+
+    pub fn shard_name(&self) -> String {
+        self.services.name.to_string()
     }
 
     pub fn is_leader(&self) -> bool {
@@ -55,6 +68,7 @@ impl ShardScheduler {
                 .fetch_one(&mut *conn)
                 .await?;
             if !got {
+                self.report(|h| h.healthy(Some(false), "standby"));
                 return Ok(None);
             }
             info!(shard = %self.services.name, "scheduler is leader");
@@ -63,11 +77,21 @@ impl ShardScheduler {
             self.leader = Some(conn.detach());
         }
         match scheduler::step_with_pay(&self.app, &self.services, self.pay.as_deref()).await {
-            Ok(report) => Ok(Some(report)),
+            Ok(report) => {
+                self.report(|h| h.healthy(Some(true), "leader: running due work"));
+                Ok(Some(report))
+            }
             Err(e) => {
                 warn!(shard = %self.services.name, error = %e, "scheduler step failed");
+                self.report(|h| h.failing(Some(true), &format!("due work failed: {e}")));
                 Ok(Some(StepReport::default()))
             }
+        }
+    }
+
+    fn report(&self, f: impl FnOnce(&PartHealth)) {
+        if let Some(health) = &self.health {
+            f(health);
         }
     }
 
@@ -82,6 +106,8 @@ impl ShardScheduler {
         loop {
             if let Err(e) = self.tick().await {
                 warn!(shard = %self.services.name, error = %e, "scheduler tick failed");
+                let leader = Some(self.is_leader());
+                self.report(|h| h.failing(leader, &format!("database: {e}")));
             }
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}

@@ -21,4 +21,5 @@ pub mod pay_store;
 pub mod pg_ports;
 pub mod store;
 pub mod tokens;
+pub mod transient;
 pub mod wechat_store;

@@ -133,6 +133,7 @@ impl<P: Projector> ProjectorRuntime<P> {
                 fetched_messages.extend(more);
             }
         }
+        let last_pending = fetched_messages.last().and_then(|m| m.info().ok()).map(|info| info.pending);
         // Streams are independent: their messages are handled concurrently (each
         // in its own transaction, so Postgres commits them as a group), while the
         // messages of one stream keep their order.
@@ -163,6 +164,8 @@ impl<P: Projector> ProjectorRuntime<P> {
         for r in reports {
             report.add(&r?);
         }
+        // JetStream numbers what remains after each delivered message.
+        report.pending_after = last_pending;
         if report.received > 0 {
             debug!(?report, "projected batch");
         }

@@ -36,6 +36,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 use tracing::warn;
+use wxcm_commands::health::PartHealth;
 use wxcm_commands::ports::ShardRouter;
 
 use crate::envelope::RelayedEvent;
@@ -64,16 +65,22 @@ pub const BATCH_MAX: usize = 500;
 /// Streams of one fetched batch handled at the same time (each holds a connection).
 pub const STREAMS_IN_FLIGHT_MAX: usize = 8;
 /// Longest pause of `run` after failing steps.
-pub const RETRY_PAUSE_MAX: Duration = Duration::from_secs(5);
+pub const RETRY_PAUSE_MAX: Duration = Duration::from_secs(1);
 /// Time a pull may take beyond its own wait. A pull the server forgot (it
 /// restarted, or the connection dropped and came back) is never answered, so
 /// without this bound the step would wait forever.
-pub const PULL_GRACE: Duration = Duration::from_secs(5);
+pub const PULL_GRACE: Duration = Duration::from_secs(2);
 /// A projector that received nothing for this long is asked whether messages
 /// wait for it; if some do, it is stalled.
 pub const STALL_AFTER: Duration = Duration::from_secs(10);
 /// Longest a consumer-info request of the stall check may take.
 const STALL_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a leading projector checks that its lease session is alive.
+pub const LEASE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a standby tries to take the lease.
+pub const LEASE_RETRY: Duration = Duration::from_secs(1);
+/// A leading projector with more events than this waiting is not ready.
+pub const PENDING_READY_MAX: u64 = 10_000;
 
 /// Stalls detected per consumer since the process started (`/metrics`).
 static STALLS: std::sync::Mutex<std::collections::BTreeMap<String, u64>> =
@@ -193,6 +200,9 @@ pub struct BatchReport {
     pub failed: usize,
     /// Of another shard's tenant, or not an event of this projector: acked.
     pub ignored: usize,
+    /// Messages the consumer still had to deliver after the last one received
+    /// (as JetStream stated with it); `None` when nothing was received.
+    pub pending_after: Option<u64>,
 }
 
 impl BatchReport {
@@ -204,6 +214,10 @@ impl BatchReport {
         self.parked += other.parked;
         self.failed += other.failed;
         self.ignored += other.ignored;
+        self.pending_after = match (self.pending_after, other.pending_after) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 }
 
@@ -233,6 +247,10 @@ pub struct ProjectorRuntime<P: Projector> {
     js: Context,
     settings: ProjectorSettings,
     consumer: Option<PullConsumer>,
+    /// The session holding this projector's lease on the shard (see `lease`).
+    lease: Option<PgConnection>,
+    lease_checked_at: Option<tokio::time::Instant>,
+    health: Option<PartHealth>,
 }
 
 const ENSURE_CHECKPOINT: &str =
@@ -270,7 +288,38 @@ impl<P: Projector> ProjectorRuntime<P> {
         js: Context,
         settings: ProjectorSettings,
     ) -> Self {
-        Self { projector, shard: shard.into(), pool, router, js, settings, consumer: None }
+        Self {
+            projector,
+            shard: shard.into(),
+            pool,
+            router,
+            js,
+            settings,
+            consumer: None,
+            lease: None,
+            lease_checked_at: None,
+            health: None,
+        }
+    }
+
+    /// Reports every step of `run` to `health`.
+    pub fn with_health(mut self, health: PartHealth) -> Self {
+        self.health = Some(health);
+        self
+    }
+
+    fn report(&self, f: impl FnOnce(&PartHealth)) {
+        if let Some(health) = &self.health {
+            f(health);
+        }
+    }
+
+    pub fn shard_name(&self) -> &str {
+        &self.shard
+    }
+
+    pub fn projector_name(&self) -> &'static str {
+        self.projector.name()
     }
 
     /// `{projector}_{shard}`, with characters a consumer name cannot hold replaced.
@@ -304,11 +353,36 @@ impl<P: Projector> ProjectorRuntime<P> {
         })
     }
 
-    /// Steps until `shutdown` turns true, backing off after failures.
+    /// Steps until `shutdown` turns true, backing off after failures. Only the
+    /// holder of the lease (one per projector and shard across all nodes)
+    /// consumes; the others stand by and take over when its session ends.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut failures: u32 = 0;
         let mut last_received = tokio::time::Instant::now();
         loop {
+            let leading = tokio::select! {
+                leading = self.keep_lease() => leading,
+                _ = shutdown.changed() => break,
+            };
+            match leading {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.report(|h| h.healthy(Some(false), "standby: another node consumes"));
+                    tokio::select! {
+                        _ = tokio::time::sleep(LEASE_RETRY) => continue,
+                        _ = shutdown.changed() => break,
+                    }
+                }
+                Err(e) => {
+                    let text = error_chain(&e);
+                    warn!(projector = self.projector.name(), shard = %self.shard, error = %text, "projector lease failed");
+                    self.report(|h| h.failing(None, &format!("lease: {text}")));
+                    tokio::select! {
+                        _ = tokio::time::sleep(LEASE_RETRY) => continue,
+                        _ = shutdown.changed() => break,
+                    }
+                }
+            }
             // Cancelling a step is safe: an uncommitted transaction rolls back and an
             // unacked message is redelivered (a committed one is then a duplicate).
             let step = tokio::select! {
@@ -320,16 +394,32 @@ impl<P: Projector> ProjectorRuntime<P> {
                     failures = 0;
                     if report.received > 0 {
                         last_received = tokio::time::Instant::now();
+                        match report.pending_after {
+                            Some(pending) if pending > PENDING_READY_MAX => self.report(|h| {
+                                h.failing(Some(true), &format!("lagging: {pending} events wait for this projector"))
+                            }),
+                            _ => self.report(|h| h.healthy(Some(true), "leader: consuming")),
+                        }
                     } else if last_received.elapsed() >= STALL_AFTER {
                         // Quiet for a while: quiet stream, or a stuck pull?
-                        self.stalled().await;
+                        if self.stalled().await {
+                            self.report(|h| {
+                                h.failing(Some(true), "stalled: events wait but none arrived; pull re-created")
+                            });
+                        } else {
+                            self.report(|h| h.healthy(Some(true), "leader: idle"));
+                        }
                         last_received = tokio::time::Instant::now();
+                    } else {
+                        self.report(|h| h.alive());
                     }
                     Duration::ZERO
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
-                    warn!(projector = self.projector.name(), shard = %self.shard, error = %error_chain(&e), failures, "projector step failed");
+                    let text = error_chain(&e);
+                    warn!(projector = self.projector.name(), shard = %self.shard, error = %text, failures, "projector step failed");
+                    self.report(|h| h.failing(Some(true), &text));
                     Duration::from_millis(100)
                         .saturating_mul(2u32.saturating_pow(failures.min(16)))
                         .min(RETRY_PAUSE_MAX)
@@ -342,6 +432,55 @@ impl<P: Projector> ProjectorRuntime<P> {
                 _ = tokio::time::sleep(pause) => {}
                 _ = shutdown.changed() => break,
             }
+        }
+        self.resign().await;
+    }
+
+    /// Keeps or tries to take the lease: a session-level advisory lock on the
+    /// shard's database, keyed by the consumer name, held on a connection taken
+    /// out of the pool. Two nodes consuming one shard's projector would fight
+    /// over the same checkpoint and counter rows (lock waits, deadlocks);
+    /// with the lease only one does. A lease whose session died is given up
+    /// (another node may hold it now) and the consumer handle with it.
+    async fn keep_lease(&mut self) -> Result<bool, ProjectionError> {
+        if let Some(conn) = self.lease.as_mut() {
+            let due = self.lease_checked_at.is_none_or(|at| at.elapsed() >= LEASE_CHECK_INTERVAL);
+            if !due {
+                return Ok(true);
+            }
+            match sqlx::query("SELECT 1").execute(&mut *conn).await {
+                Ok(_) => {
+                    self.lease_checked_at = Some(tokio::time::Instant::now());
+                    return Ok(true);
+                }
+                Err(e) => {
+                    warn!(projector = self.projector.name(), shard = %self.shard, error = %e, "projector lost its lease session");
+                    self.lease = None;
+                    self.consumer = None;
+                }
+            }
+        }
+        let mut conn = self.pool.acquire().await?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+            .bind(format!("wxcm_projector/{}", self.consumer_name()))
+            .fetch_one(&mut *conn)
+            .await?;
+        if !got {
+            return Ok(false);
+        }
+        tracing::info!(projector = self.projector.name(), shard = %self.shard, "projector is leader");
+        // Detached: the session must never go back to the pool holding the lock;
+        // closing it releases the lock.
+        self.lease = Some(conn.detach());
+        self.lease_checked_at = Some(tokio::time::Instant::now());
+        Ok(true)
+    }
+
+    /// Gives up the lease (closing the session releases the lock).
+    async fn resign(&mut self) {
+        if let Some(conn) = self.lease.take() {
+            use sqlx::Connection;
+            let _ = conn.close().await;
         }
     }
 }

@@ -86,7 +86,7 @@ pub async fn login(
             tracing::info!("login refused");
             Err(ApiError::InvalidCredentials)
         }
-        Err(e @ AuthError::Infra(_)) => Err(e.into()),
+        Err(e @ (AuthError::Infra(_) | AuthError::Unavailable(_))) => Err(e.into()),
     }
 }
 

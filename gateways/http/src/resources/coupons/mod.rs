@@ -42,6 +42,7 @@ impl From<CouponOpError> for ApiError {
             CouponOpError::Contention => ApiError::Contention,
             CouponOpError::Route(r) => unknown_tenant(&r),
             CouponOpError::Infra(detail) => ApiError::internal("coupon operation", &detail),
+            CouponOpError::Unavailable(detail) => ApiError::unavailable("coupon operation", &detail),
         }
     }
 }
