@@ -207,7 +207,11 @@ pub enum Stock {
 /// A short product name (the order keeps a copy).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(try_from = "String", into = "String")]
-#[schemars(extend("minLength" = 1, "maxLength" = 64, "pattern" = "^[^\\x00-\\x1F\\x7F-\\x9F]*$"))]
+#[schemars(extend(
+    "minLength" = 1,
+    "maxLength" = 64,
+    "pattern" = "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\s\\x00-\\x1F\\x7F-\\x9F][^\\x00-\\x1F\\x7F-\\x9F]*$"
+))]
 pub struct ProductName(String);
 
 impl ProductName {
