@@ -485,7 +485,8 @@ impl MallOrder {
         if paid_fen != order.totals.cash_due_fen {
             return Err(MallOrderError::AmountMismatch { due_fen: order.totals.cash_due_fen, paid_fen });
         }
-        let same_as = |recorded: Option<&CashPayment>| cash.is_some() && recorded == cash.as_ref();
+        // A retried notification (or a retried points-only payment) changes nothing.
+        let same_as = |recorded: Option<&CashPayment>| recorded == cash.as_ref();
         match status {
             OrderStatus::AwaitingPayment => {
                 let points = Self::points_part(order);

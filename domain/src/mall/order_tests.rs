@@ -366,8 +366,9 @@ fn a_points_only_order_is_paid_by_its_held_points() {
     let order = run(&order, held(30), now()).unwrap();
     let event = only_event(&order, pay.clone(), now());
     assert_eq!(event, MallOrderEvent::MallOrderPaid { points: Some(pts(30)), cash: None, paid_at: now() });
-    let paid = run(&order, pay, now()).unwrap();
+    let paid = run(&order, pay.clone(), now()).unwrap();
     assert_eq!(status(&paid), OrderStatus::Paid);
+    assert_eq!(paid.handle(pay, now()), Ok(Vec::new()), "a retried payment changes nothing");
     assert!(matches!(paid.handle(by_balance(1), now()), Err(MallOrderError::MethodMismatch { .. })));
 }
 

@@ -69,7 +69,7 @@ pub enum ProductError {
     ReturnExceedsSold { sold: u64, requested: u32 },
 }
 
-/// What a product shows: copied into nothing (orders keep the name only).
+/// What a product shows. Orders copy only its name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProductListing {
@@ -469,38 +469,6 @@ impl Product {
             .as_mut()
             .ok_or_else(|| InvariantViolation::new(rules::PRODUCT_EXISTS, "event before the product was created"))
     }
-
-    #[allow(clippy::too_many_arguments)]
-    fn create(
-        &self,
-        product_id: ProductId,
-        tenant_id: TenantId,
-        listing: ProductListing,
-        price: Price,
-        stock: Stock,
-        per_member_limit: Option<u32>,
-        on_sale: bool,
-        actor: Actor,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<ProductEvent>, ProductError> {
-        if self.created.is_some() {
-            return Err(ProductError::AlreadyExists);
-        }
-        listing.check()?;
-        check_stock(stock)?;
-        check_limit(per_member_limit)?;
-        Ok(vec![ProductEvent::ProductCreated {
-            product_id,
-            tenant_id,
-            listing,
-            price,
-            stock,
-            per_member_limit,
-            on_sale,
-            actor,
-            created_at: now,
-        }])
-    }
 }
 
 impl EventSourced for Product {
@@ -521,7 +489,25 @@ impl EventSourced for Product {
                 per_member_limit,
                 on_sale,
                 actor,
-            } => self.create(product_id, tenant_id, listing, price, stock, per_member_limit, on_sale, actor, now),
+            } => {
+                if self.created.is_some() {
+                    return Err(ProductError::AlreadyExists);
+                }
+                listing.check()?;
+                check_stock(stock)?;
+                check_limit(per_member_limit)?;
+                Ok(vec![ProductEvent::ProductCreated {
+                    product_id,
+                    tenant_id,
+                    listing,
+                    price,
+                    stock,
+                    per_member_limit,
+                    on_sale,
+                    actor,
+                    created_at: now,
+                }])
+            }
             ProductCommand::EditListing { listing, actor } => {
                 self.state()?;
                 listing.check()?;
