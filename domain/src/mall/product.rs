@@ -15,6 +15,13 @@
 //! is lifted; it holds at most [`LIMITED_BUYERS_MAX`] members, beyond which
 //! new buyers are refused (`TooManyBuyers`) rather than the state growing
 //! without bound. A refund frees the member's units again.
+//!
+//! The product forgets a reservation once it ends (remembering every order
+//! would grow without bound). So a `Reserve` retried after its order was
+//! cancelled reserves again; that reservation is swept after its own expiry
+//! (`ReleaseReason::NotPlaced`, which a reservation before its expiry
+//! refuses). Returns are one per order because the order stream refunds
+//! once; here they only never take `sold` below zero.
 
 use std::collections::BTreeMap;
 
