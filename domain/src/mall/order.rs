@@ -406,7 +406,11 @@ impl MallOrder {
         match (status, &self.payment, &self.late_payment) {
             (OrderStatus::Paid | OrderStatus::Delivered, Some(payment), _) => Ok(OrderRefund {
                 points_back: payment.points,
-                cash_back: payment.cash.as_ref().map(|c| c.refund(refund_no.clone())).transpose()?,
+                cash_back: match &payment.cash {
+                    Some(cash) => Some(cash.refund(refund_no)?),
+                    None if refund_no.is_some() => return Err(MallOrderError::RefundNo),
+                    None => None,
+                },
                 quantity_back: (status == OrderStatus::Paid).then_some(order.quantity),
                 coupon_back: order.coupon.as_ref().map(|c| c.coupon_id),
             }),

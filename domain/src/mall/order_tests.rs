@@ -369,6 +369,9 @@ fn a_points_only_order_is_paid_by_its_held_points() {
     let paid = run(&order, pay.clone(), now()).unwrap();
     assert_eq!(status(&paid), OrderStatus::Paid);
     assert_eq!(paid.handle(pay, now()), Ok(Vec::new()), "a retried payment changes nothing");
+    assert_eq!(paid.handle(refund(Some("rf-1")), now()), Err(MallOrderError::RefundNo));
+    let MallOrderEvent::MallOrderRefunded { refund: r, .. } = only_event(&paid, refund(None), now()) else { panic!() };
+    assert_eq!((r.points_back, r.cash_back, r.quantity_back), (Some(pts(30)), None, Some(qty(3))));
     assert!(matches!(paid.handle(by_balance(1), now()), Err(MallOrderError::MethodMismatch { .. })));
 }
 
