@@ -65,6 +65,47 @@ macro_rules! string_id {
     };
 }
 
+/// A UUID-backed aggregate id with `from_uuid`, `parse` and `Display`.
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(
+            Debug,
+            Clone,
+            Copy,
+            PartialEq,
+            Eq,
+            Hash,
+            PartialOrd,
+            Ord,
+            serde::Serialize,
+            serde::Deserialize,
+            schemars::JsonSchema,
+        )]
+        #[serde(transparent)]
+        pub struct $name(uuid::Uuid);
+
+        impl $name {
+            pub fn from_uuid(id: uuid::Uuid) -> Self {
+                Self(id)
+            }
+            pub fn parse(s: &str) -> Result<Self, $crate::ids::IdError> {
+                uuid::Uuid::parse_str(s).map(Self).map_err(|_| $crate::ids::IdError::Invalid { what: $what })
+            }
+            pub fn as_uuid(&self) -> uuid::Uuid {
+                self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+pub(crate) use uuid_id;
+
 string_id!(
     /// A merchant: a lowercase slug chosen by the operator (`acme-cinema`).
     TenantId,
@@ -213,6 +254,11 @@ impl Reference {
     pub(crate) fn fixed(s: &'static str) -> Self {
         debug_assert!(Self::parse(s).is_ok(), "invalid fixed reference {s:?}");
         Self(s.to_owned())
+    }
+    /// A reference the domain builds from valid parts (an id with a prefix).
+    pub(crate) fn derived(s: String) -> Self {
+        debug_assert!(Self::parse(&s).is_ok(), "invalid derived reference {s:?}");
+        Self(s)
     }
     pub fn parse(s: &str) -> Result<Self, IdError> {
         check_len("reference", s, 1, Self::LEN_MAX)?;

@@ -10,6 +10,7 @@ pub mod coupon;
 pub mod event_sourced;
 pub mod ids;
 pub mod invariant;
+pub mod mall;
 pub mod member;
 pub mod payment;
 pub mod schema;

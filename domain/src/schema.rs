@@ -14,6 +14,7 @@ use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::Value;
 
 use crate::coupon::{CouponEvent, TemplateEvent};
+use crate::mall::{MallOrderEvent, ProductEvent};
 use crate::member::{MemberEvent, Provenance};
 use crate::payment::PaymentEvent;
 use crate::tenant::TenantEvent;
@@ -28,6 +29,10 @@ pub const PAYMENT_EVENTS: &str = "payment-events";
 pub const COUPON_TEMPLATE_EVENTS: &str = "coupon-template-events";
 /// Name of the issued coupon event schema (file stem under `schemas/events/`).
 pub const COUPON_EVENTS: &str = "coupon-events";
+/// Name of the mall product event schema (file stem under `schemas/events/`).
+pub const MALL_PRODUCT_EVENTS: &str = "mall-product-events";
+/// Name of the mall order event schema (file stem under `schemas/events/`).
+pub const MALL_ORDER_EVENTS: &str = "mall-order-events";
 
 /// Every event schema as (name, JSON Schema draft 2020-12 document).
 pub fn event_schemas() -> Vec<(&'static str, Value)> {
@@ -37,6 +42,8 @@ pub fn event_schemas() -> Vec<(&'static str, Value)> {
         (PAYMENT_EVENTS, event_schema::<PaymentEvent>()),
         (COUPON_TEMPLATE_EVENTS, event_schema::<TemplateEvent>()),
         (COUPON_EVENTS, event_schema::<CouponEvent>()),
+        (MALL_PRODUCT_EVENTS, event_schema::<ProductEvent>()),
+        (MALL_ORDER_EVENTS, event_schema::<MallOrderEvent>()),
     ]
 }
 
@@ -84,7 +91,18 @@ mod tests {
     fn one_schema_per_event_enum_with_every_variant() {
         let schemas = event_schemas();
         let names: Vec<_> = schemas.iter().map(|(n, _)| *n).collect();
-        assert_eq!(names, [MEMBER_EVENTS, TENANT_EVENTS, PAYMENT_EVENTS, COUPON_TEMPLATE_EVENTS, COUPON_EVENTS]);
+        assert_eq!(
+            names,
+            [
+                MEMBER_EVENTS,
+                TENANT_EVENTS,
+                PAYMENT_EVENTS,
+                COUPON_TEMPLATE_EVENTS,
+                COUPON_EVENTS,
+                MALL_PRODUCT_EVENTS,
+                MALL_ORDER_EVENTS
+            ]
+        );
         for (name, schema) in &schemas {
             let variants = schema["oneOf"].as_array().expect("externally tagged enum");
             assert!(!variants.is_empty(), "{name}");

@@ -17,13 +17,19 @@ use wxcm_domain::coupon::{
     Audience, Benefit, CouponEvent, CouponId, CouponTerms, CouponText, IssueChannel, IssueGrant, IssuedCoupon,
     RedemptionCode, Stock, TemplateEvent, TemplateId, Validity,
 };
+use wxcm_domain::mall::{
+    AppliedCoupon, CashPayment, CashRefund, ImageUrl, MallOrderEvent, MallOrderId, OrderEnd, OrderRefund, OrderTotals,
+    PaymentMethod, PlacedOrder, Price, ProductDescription, ProductEvent, ProductId, ProductListing, ProductName,
+    Quantity, ReleaseReason, Stock as ProductStock,
+};
 use wxcm_domain::member::{
     Attribution, CardLevel, ExpiryPolicy, LotTake, MemberEvent, PointsSource, Provenance, RegistrationSource,
     SpendPurpose,
 };
 use wxcm_domain::payment::{CloseReason, PaidVia, PayApiVersion, PaymentEvent, PaymentPurpose};
 use wxcm_domain::schema::{
-    event_schemas, schema_path, COUPON_EVENTS, COUPON_TEMPLATE_EVENTS, MEMBER_EVENTS, PAYMENT_EVENTS, TENANT_EVENTS,
+    event_schemas, schema_path, COUPON_EVENTS, COUPON_TEMPLATE_EVENTS, MALL_ORDER_EVENTS, MALL_PRODUCT_EVENTS,
+    MEMBER_EVENTS, PAYMENT_EVENTS, TENANT_EVENTS,
 };
 use wxcm_domain::tenant::{OfficialAccount, PaySettings, PointsRules, SealedSecret, TenantEvent};
 use wxcm_domain::{
@@ -453,6 +459,262 @@ fn every_coupon_event_variant_validates() {
     check_samples(COUPON_EVENTS, &coupon_events());
 }
 
+fn product_listing() -> ProductListing {
+    ProductListing {
+        name: ProductName::parse("爆米花 popcorn").unwrap(),
+        description: ProductDescription::parse("Large.\nSalted or sweet.").unwrap(),
+        images: vec![ImageUrl::parse("https://img.example.com/p/1.jpg?w=640").unwrap()],
+    }
+}
+
+fn mall_order_id() -> MallOrderId {
+    MallOrderId::from_uuid(uuid::Uuid::from_u128(11))
+}
+
+fn product_events() -> Vec<ProductEvent> {
+    let admin = Actor::Admin { username: "boss".into() };
+    let order_id = mall_order_id();
+    let member_id = MemberId::from_uuid(uuid::Uuid::from_u128(6));
+    let two = Quantity::new(2).unwrap();
+    let price = Price::PointsAndFen { points: pts(200), amount_fen: fen(990) };
+    vec![
+        ProductEvent::ProductCreated {
+            product_id: ProductId::from_uuid(uuid::Uuid::from_u128(10)),
+            tenant_id: TenantId::parse("acme").unwrap(),
+            listing: product_listing(),
+            price: Price::Points { points: pts(500) },
+            stock: ProductStock::Finite { total: 100 },
+            per_member_limit: Some(2),
+            on_sale: true,
+            actor: admin.clone(),
+            created_at: at("2026-12-01T00:00:00Z"),
+        },
+        ProductEvent::ProductListingEdited {
+            listing: ProductListing { images: Vec::new(), ..product_listing() },
+            actor: admin.clone(),
+            edited_at: at("2026-12-01T01:00:00Z"),
+        },
+        ProductEvent::ProductPriceSet { price, actor: admin.clone(), set_at: at("2026-12-01T02:00:00Z") },
+        ProductEvent::ProductPriceSet {
+            price: Price::Fen { amount_fen: fen(1_500) },
+            actor: admin.clone(),
+            set_at: at("2026-12-01T02:00:00Z"),
+        },
+        ProductEvent::ProductStockSet {
+            stock: ProductStock::Unlimited,
+            actor: admin.clone(),
+            set_at: at("2026-12-01T03:00:00Z"),
+        },
+        ProductEvent::ProductMemberLimitSet {
+            per_member_limit: None,
+            actor: admin.clone(),
+            set_at: at("2026-12-01T03:00:00Z"),
+        },
+        ProductEvent::ProductSaleSwitched { on_sale: false, actor: admin, switched_at: at("2026-12-01T04:00:00Z") },
+        ProductEvent::ProductStockReserved {
+            order_id,
+            member_id,
+            quantity: two,
+            unit_price: price,
+            expires_at: at("2026-12-02T00:15:00Z"),
+            reserved_after: 2,
+            member_units_after: Some(2),
+            reserved_at: at("2026-12-02T00:00:00Z"),
+        },
+        ProductEvent::ProductReservationReleased {
+            order_id,
+            quantity: two,
+            reason: ReleaseReason::Expired,
+            reserved_after: 0,
+            member_units_after: None,
+            released_at: at("2026-12-02T00:15:00Z"),
+        },
+        ProductEvent::ProductSaleConfirmed {
+            order_id,
+            quantity: two,
+            reserved_after: 0,
+            sold_after: 2,
+            confirmed_at: at("2026-12-02T00:05:00Z"),
+        },
+        ProductEvent::ProductSaleReturned {
+            order_id,
+            member_id,
+            quantity: two,
+            sold_after: 0,
+            member_units_after: Some(0),
+            returned_at: at("2026-12-03T00:00:00Z"),
+        },
+    ]
+}
+
+fn mall_order_events() -> Vec<MallOrderEvent> {
+    let admin = Actor::Admin { username: "boss".into() };
+    let staff = Actor::Staff { username: "clerk".into() };
+    let member_id = MemberId::from_uuid(uuid::Uuid::from_u128(6));
+    let pay = CashPayment::WechatPay { amount_fen: fen(980), transaction_id: pay_ref("4200001234202612020000000001") };
+    let placed = PlacedOrder {
+        order_id: mall_order_id(),
+        tenant_id: TenantId::parse("acme").unwrap(),
+        member_id,
+        product_id: ProductId::from_uuid(uuid::Uuid::from_u128(10)),
+        product_name: ProductName::parse("爆米花 popcorn").unwrap(),
+        quantity: Quantity::new(2).unwrap(),
+        unit_price: Price::PointsAndFen { points: pts(200), amount_fen: fen(990) },
+        coupon: Some(AppliedCoupon {
+            coupon_id: CouponId::from_uuid(uuid::Uuid::from_u128(5)),
+            benefit: Benefit::Cash { value_fen: fen(1_000), min_spend_fen: None },
+        }),
+        totals: OrderTotals { points_total: 400, cash_fen: 1_980, discount_fen: 1_000, cash_due_fen: 980 },
+        method: PaymentMethod::PointsAndWechatPay,
+        placed_at: at("2026-12-02T00:00:00Z"),
+        expires_at: at("2026-12-02T00:15:00Z"),
+        actor: Actor::Member { member_id },
+        idempotency_key: IdempotencyKey::parse("order-key-0001").unwrap(),
+    };
+    vec![
+        MallOrderEvent::MallOrderPlaced(Box::new(placed)),
+        MallOrderEvent::MallOrderPointsHeld {
+            hold_id: mall_order_id().hold_id(),
+            points: pts(400),
+            held_at: at("2026-12-02T00:00:01Z"),
+        },
+        MallOrderEvent::MallOrderPaid {
+            points: Some(pts(400)),
+            cash: Some(pay.clone()),
+            paid_at: at("2026-12-02T00:03:00Z"),
+        },
+        MallOrderEvent::MallOrderPaid {
+            points: None,
+            cash: Some(CashPayment::Balance { amount_fen: fen(1_500), charge_sequence: 17 }),
+            paid_at: at("2026-12-02T00:03:00Z"),
+        },
+        MallOrderEvent::MallOrderExpired { expired_at: at("2026-12-02T00:15:00Z") },
+        MallOrderEvent::MallOrderCancelled {
+            actor: Actor::Member { member_id },
+            reason: reference("changed my mind"),
+            cancelled_at: at("2026-12-02T00:05:00Z"),
+        },
+        MallOrderEvent::MallOrderDelivered {
+            actor: staff,
+            store: reference("store 1"),
+            delivered_at: at("2026-12-03T00:00:00Z"),
+        },
+        MallOrderEvent::MallOrderPaymentArrivedLate {
+            cash: pay,
+            after: OrderEnd::Expired,
+            arrived_at: at("2026-12-02T00:15:03Z"),
+        },
+        MallOrderEvent::MallOrderRefunded {
+            refund: OrderRefund {
+                points_back: Some(pts(400)),
+                cash_back: Some(CashRefund::WechatPay {
+                    amount_fen: fen(980),
+                    transaction_id: pay_ref("4200001234202612020000000001"),
+                    refund_no: pay_ref("rf-0001"),
+                }),
+                quantity_back: Some(Quantity::new(2).unwrap()),
+                coupon_back: Some(CouponId::from_uuid(uuid::Uuid::from_u128(5))),
+            },
+            actor: admin.clone(),
+            reason: reference("customer request"),
+            refunded_at: at("2026-12-04T00:00:00Z"),
+        },
+        MallOrderEvent::MallOrderRefunded {
+            refund: OrderRefund {
+                points_back: None,
+                cash_back: Some(CashRefund::Balance { amount_fen: fen(1_500), charge_sequence: 17 }),
+                quantity_back: None,
+                coupon_back: None,
+            },
+            actor: admin,
+            reason: reference("paid after expiry"),
+            refunded_at: at("2026-12-04T00:00:00Z"),
+        },
+    ]
+}
+
+#[test]
+fn every_mall_product_event_variant_validates() {
+    check_samples(MALL_PRODUCT_EVENTS, &product_events());
+}
+
+#[test]
+fn every_mall_order_event_variant_validates() {
+    check_samples(MALL_ORDER_EVENTS, &mall_order_events());
+}
+
+#[test]
+fn invalid_mall_events_are_rejected() {
+    let reject = |what: &str, doc: Value| assert_rejected::<ProductEvent>(MALL_PRODUCT_EVENTS, what, doc);
+    let created = serde_json::to_value(&product_events()[0]).unwrap();
+    let reserved = serde_json::to_value(&product_events()[7]).unwrap();
+    for (what, quantity) in [("a zero quantity", 0), ("a negative quantity", -3), ("a huge quantity", 1_000)] {
+        let mut doc = reserved.clone();
+        doc["ProductStockReserved"]["quantity"] = json!(quantity);
+        reject(what, doc);
+    }
+    let mut doc = created.clone();
+    doc["ProductCreated"]["listing"]["images"][0] = json!("javascript:alert(1)");
+    reject("a script URL as an image", doc);
+    let mut doc = created.clone();
+    doc["ProductCreated"]["price"] = json!({ "kind": "points", "points": 0 });
+    reject("a free product", doc);
+    let mut doc = created.clone();
+    doc["ProductCreated"]["stock"] = json!({ "kind": "finite", "total": -1 });
+    reject("stock -1 as unlimited", doc);
+    let mut doc = created;
+    doc["ProductCreated"]["listing"]["name"] = json!("");
+    reject("an empty name", doc);
+
+    // Amounts the schema bounds even where serde reads an i64 (apply refuses them).
+    let validator = validator(&schema(MALL_ORDER_EVENTS));
+    let mut doc = serde_json::to_value(&mall_order_events()[0]).unwrap();
+    doc["MallOrderPlaced"]["totals"]["cash_due_fen"] = json!(-20);
+    assert!(!validator.is_valid(&doc), "a negative amount to pay");
+    let mut doc = serde_json::to_value(&mall_order_events()[0]).unwrap();
+    doc["MallOrderPlaced"]["quantity"] = json!(-1);
+    assert_rejected::<MallOrderEvent>(MALL_ORDER_EVENTS, "a negative quantity", doc);
+    let mut doc = serde_json::to_value(&mall_order_events()[0]).unwrap();
+    doc["MallOrderPlaced"]["method"] = json!("credit");
+    assert_rejected::<MallOrderEvent>(MALL_ORDER_EVENTS, "an unknown payment method", doc);
+}
+
+#[test]
+fn mall_text_and_url_rules_match_the_parsers() {
+    let def = |name| def_validator_in(MALL_PRODUCT_EVENTS, name);
+    let (name, description, image, quantity) =
+        (def("ProductName"), def("ProductDescription"), def("ImageUrl"), def("Quantity"));
+    let texts = ["", " ", "popcorn", "爆米花", "line\nbreak", "tab\there", "cr\r\n", "del\u{7f}", "nel\u{85}"];
+    for s in texts.iter().map(|s| s.to_string()).chain([64, 65, 2_000, 2_001].map(|n| "x".repeat(n))) {
+        agree::<ProductName>(&name, &json!(s), true);
+        agree::<ProductDescription>(&description, &json!(s), true);
+    }
+    let urls = [
+        "https://img.example.com/a.jpg",
+        "http://img.example.com",
+        "https://h",
+        "https://",
+        "https:///path",
+        "https://?q",
+        "ftp://img.example.com/a.jpg",
+        "javascript:alert(1)",
+        "https://img.example.com/a b.jpg",
+        "https://img.example.com/\"onerror=x",
+        "https://img.example.com/<script>",
+        "https://img.example.com/é.jpg",
+        "HTTPS://img.example.com/a.jpg",
+        "https://img.example.com/a.jpg#frag",
+    ];
+    let long = format!("https://img.example.com/{}", "a".repeat(ImageUrl::LEN_MAX));
+    let at_limit: String = long.chars().take(ImageUrl::LEN_MAX).collect();
+    for s in urls.iter().map(|s| s.to_string()).chain([long, at_limit]) {
+        agree::<ImageUrl>(&image, &json!(s), true);
+    }
+    for n in [i64::MIN, -1, 0, 1, 99, 100, i64::MAX] {
+        agree::<Quantity>(&quantity, &json!(n), true);
+    }
+}
+
 fn variant_names(schema: &Value) -> BTreeSet<String> {
     schema["oneOf"]
         .as_array()
@@ -769,5 +1031,29 @@ proptest! {
             static VALIDATORS: Vec<(&'static str, Validator)> = id_validators();
         }
         VALIDATORS.with(|v| ids_agree(v, &s));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn random_mall_texts_and_urls_get_the_same_verdict_from_schema_and_parsers(
+        text in "[a-zA-Z0-9 _~!\\-\n\r\t\u{0}-\u{1f}\u{7f}-\u{a0}é金]{0,70}",
+        url in "(https?|ftp|HTTP)?(://)?[a-z.]{0,6}[/?#]?[a-zA-Z0-9 \"'<>\\\\/?#é.:_-]{0,20}",
+    ) {
+        thread_local! {
+            static VALIDATORS: [Validator; 3] = [
+                def_validator_in(MALL_PRODUCT_EVENTS, "ProductName"),
+                def_validator_in(MALL_PRODUCT_EVENTS, "ProductDescription"),
+                def_validator_in(MALL_PRODUCT_EVENTS, "ImageUrl"),
+            ];
+        }
+        VALIDATORS.with(|[name, description, image]| {
+            agree::<ProductName>(name, &json!(text), true);
+            agree::<ProductDescription>(description, &json!(text), true);
+            agree::<ImageUrl>(image, &json!(url), true);
+            agree::<ImageUrl>(image, &json!(text), true);
+        });
     }
 }

@@ -32,7 +32,7 @@ pub use template::{
     CouponTemplate, IssueAsk, IssueBatch, IssueGrant, IssueRefusal, TemplateCommand, TemplateError, TemplateEvent,
 };
 
-use crate::ids::IdError;
+use crate::ids::{uuid_id, IdError};
 use crate::member::CardLevel;
 use crate::{AmountFen, MemberId, TenantId};
 
@@ -60,33 +60,6 @@ pub const ISSUES_PER_EVENT_MAX: usize = 512;
 pub const VALID_DAYS_MAX: u16 = 3_660;
 /// Card levels one template may name in its audience.
 pub const AUDIENCE_LEVELS_MAX: usize = 32;
-
-macro_rules! uuid_id {
-    ($(#[$doc:meta])* $name:ident, $what:literal) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
-        #[serde(transparent)]
-        pub struct $name(Uuid);
-
-        impl $name {
-            pub fn from_uuid(id: Uuid) -> Self {
-                Self(id)
-            }
-            pub fn parse(s: &str) -> Result<Self, IdError> {
-                Uuid::parse_str(s).map(Self).map_err(|_| IdError::Invalid { what: $what })
-            }
-            pub fn as_uuid(&self) -> Uuid {
-                self.0
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                self.0.fmt(f)
-            }
-        }
-    };
-}
 
 uuid_id!(
     /// A coupon template (one offer).
