@@ -68,8 +68,14 @@ pub struct FaultOutcome {
     pub fault: String,
     /// First success of an operation started after the fault began.
     pub recovery_s: Option<f64>,
-    /// From the end of the fault until every shard's lag was under 1 s.
+    /// From the end of the fault (for a NATS cluster restart: from JetStream
+    /// answering again, see `jetstream_back_s`) until every shard's lag was under 1 s.
     pub catch_up_s: Option<f64>,
+    /// A NATS cluster restart: seconds from the servers' start until JetStream
+    /// answered for the stream and the member consumers again (the cluster's own
+    /// leader elections; nothing wxcm can shorten).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jetstream_back_s: Option<f64>,
     /// What `/readyz` answered while the fault lasted (checked for a NATS outage).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub readyz_while_stuck: Option<String>,
@@ -359,6 +365,7 @@ impl Cluster {
         began: Instant,
         tally: &Tally,
         readyz: Option<String>,
+        jetstream_back_s: Option<f64>,
     ) -> Result<FaultOutcome> {
         let catch_up_s = self.wait_caught_up(self.options.catch_up_wait).await?;
         // The first success may come after the catch-up: wait for it a little.
@@ -368,7 +375,13 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(100)).await;
             recovery_s = tally.first_success_after(began);
         }
-        let outcome = FaultOutcome { fault: fault.to_owned(), recovery_s, catch_up_s, readyz_while_stuck: readyz };
+        let outcome = FaultOutcome {
+            fault: fault.to_owned(),
+            recovery_s,
+            catch_up_s,
+            jetstream_back_s,
+            readyz_while_stuck: readyz,
+        };
         tracing::info!(?outcome, "fault done");
         Ok(outcome)
     }
@@ -379,13 +392,13 @@ impl Cluster {
         tokio::time::sleep(self.options.outage).await;
         self.nodes[i].restart().await?;
         self.wait_ready(&self.nodes[i], Duration::from_secs(60)).await?;
-        self.outcome(&format!("kill -9 node {i}"), began, tally, None).await
+        self.outcome(&format!("kill -9 node {i}"), began, tally, None, None).await
     }
 
     async fn restart_postgres(&self, shard: usize, tally: &Tally) -> Result<FaultOutcome> {
         let began = Instant::now();
         self.pg[shard].restart().await?;
-        self.outcome(&format!("restart postgres of shard {}", SHARDS[shard].0), began, tally, None).await
+        self.outcome(&format!("restart postgres of shard {}", SHARDS[shard].0), began, tally, None, None).await
     }
 
     async fn restart_one_nats(&mut self, i: usize, tally: &Tally) -> Result<FaultOutcome> {
@@ -393,7 +406,7 @@ impl Cluster {
         self.nats.stop_node(i)?;
         tokio::time::sleep(self.options.outage).await;
         self.nats.restart_node(i).await?;
-        self.outcome(&format!("restart nats server {i}"), began, tally, None).await
+        self.outcome(&format!("restart nats server {i}"), began, tally, None, None).await
     }
 
     async fn restart_all_nats(&mut self, tally: &Tally) -> Result<FaultOutcome> {
@@ -411,8 +424,42 @@ impl Cluster {
             readyz = self.readyz(&self.nodes[0]).await;
         }
         tokio::time::sleep(outage_ends.saturating_duration_since(Instant::now())).await;
+        let restarted = Instant::now();
         self.nats.start_stopped().await?;
-        self.outcome("restart every nats server", began, tally, Some(readyz)).await
+        let back = self.wait_jetstream(Duration::from_secs(120)).await;
+        let jetstream_back_s = back.then(|| restarted.elapsed().as_secs_f64());
+        self.outcome("restart every nats server", began, tally, Some(readyz), jetstream_back_s).await
+    }
+
+    /// Whether JetStream answers for the events stream and every member
+    /// consumer within `wait` (what the relay and the projectors need).
+    async fn wait_jetstream(&self, wait: Duration) -> bool {
+        let until = Instant::now() + wait;
+        let stream = wxcm_server::relay::stream_name(&self.settings.nats.stream_prefix);
+        let Ok(client) =
+            wxcm_server::nats::connect_bounded(&self.settings.nats, "wxcm-faults-probe", Duration::from_secs(30)).await
+        else {
+            return false;
+        };
+        let js = async_nats::jetstream::ContextBuilder::new().timeout(Duration::from_secs(1)).build(client);
+        while Instant::now() < until {
+            let answered = async {
+                let mut stream = js.get_stream(&stream).await?;
+                stream.info().await?;
+                for (shard, _) in SHARDS {
+                    let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+                        stream.get_consumer(&format!("members_{shard}")).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                    consumer.info().await?;
+                }
+                anyhow::Ok(())
+            }
+            .await;
+            if answered.is_ok() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
     }
 
     async fn delete_consumer(&self, shard: usize, tally: &Tally) -> Result<FaultOutcome> {
@@ -440,7 +487,7 @@ impl Cluster {
                 Err(e) => return Err(e.context(format!("deleting consumer {consumer}"))),
             }
         }
-        self.outcome(&format!("delete consumer {consumer}"), began, tally, None).await
+        self.outcome(&format!("delete consumer {consumer}"), began, tally, None, None).await
     }
 
     async fn burst(&self, load: &Load, rate_per_s: u64, length: Duration) -> Result<FaultOutcome> {
@@ -455,6 +502,7 @@ impl Cluster {
             &format!("burst of {rate_per_s} writes/s ({achieved:.0} achieved)"),
             began,
             load.tally.as_ref(),
+            None,
             None,
         )
         .await
@@ -649,6 +697,7 @@ pub async fn bench_faults(args: FaultsBenchArgs) -> Result<()> {
     table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED).set_header(vec![
         "FAULT",
         "FIRST SUCCESS S",
+        "JETSTREAM BACK S",
         "CATCH-UP S",
         "READYZ",
     ]);
@@ -657,6 +706,7 @@ pub async fn bench_faults(args: FaultsBenchArgs) -> Result<()> {
         table.add_row(vec![
             f.fault.clone(),
             secs(f.recovery_s),
+            f.jetstream_back_s.map_or_else(String::new, |s| format!("{s:.2}")),
             secs(f.catch_up_s),
             f.readyz_while_stuck.clone().unwrap_or_default(),
         ]);
