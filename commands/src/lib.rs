@@ -20,6 +20,7 @@ pub mod failure;
 pub mod health;
 pub mod ledger_requests;
 pub mod members;
+pub mod oplog;
 pub mod pay_flows;
 pub mod pay_port;
 pub mod payments;

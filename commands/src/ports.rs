@@ -328,6 +328,8 @@ pub struct ShardServices {
     pub wechat: Arc<dyn crate::wechat::WechatStore>,
     /// Payment tables (notifications, platform keys, order index, member sessions).
     pub pay: Arc<dyn crate::pay_flows::PayStore>,
+    /// The operation log of admin and staff writes.
+    pub oplog: Arc<dyn crate::oplog::OperationLog>,
 }
 
 /// Members per page of a member search.

@@ -12,7 +12,9 @@ use axum::Router;
 
 use crate::permissions::Permission;
 use crate::resources::wechat::{authorization, menus, points_rules, qr_codes, reply_rules};
-use crate::resources::{admin_users, coupons, ledger, members, payments, referral, reports, session, tenant};
+use crate::resources::{
+    admin_users, coupons, ledger, members, operation_log, payments, referral, reports, session, tenant,
+};
 use crate::state::AppState;
 
 /// Who may call a route.
@@ -116,6 +118,7 @@ pub(crate) fn admin_routes() -> AdminRoutes {
         .get("/members/{member_id}/referral-link", Needs(P::WechatRead), referral::referral_link)
         .get("/members/{member_id}/coupons", Needs(P::CouponRead), coupons::member_coupons)
         .get("/reports/daily-ops", Needs(P::ReportRead), reports::daily_ops)
+        .get("/operation-log", Needs(P::OperationLogRead), operation_log::list_operations)
         .get("/payments", Needs(P::PaymentRead), payments::list_payments)
         .get("/payments/{order_id}", Needs(P::PaymentRead), payments::get_payment)
         .get("/tenant", Needs(P::TenantRead), tenant::get_tenant)

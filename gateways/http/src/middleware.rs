@@ -11,7 +11,13 @@ use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
 use crate::error::ApiError;
-use crate::extract::{bearer_token, parse_correlation_id, Correlation, Session, CORRELATION_ID_HEADER};
+use axum::extract::{MatchedPath, OriginalUri};
+use axum::http::Method;
+use wxcm_commands::oplog::{EventLink, OperationOutcome, OperationRecord};
+
+use crate::extract::{
+    bearer_token, parse_correlation_id, ClientIp, Correlation, Session, CORRELATION_ID_HEADER, IDEMPOTENCY_KEY_HEADER,
+};
 use crate::state::AppState;
 
 /// Reads (or makes) the correlation id, puts it in the request's extensions
@@ -48,7 +54,12 @@ pub async fn timeout(State(limit): State<Duration>, req: Request, next: Next) ->
 /// handler runs for an anonymous caller even if it forgot its `Authorized<P>`.
 /// The session goes into the request's extensions, where `Authorized<P>` takes
 /// it to check the route's permission.
-pub async fn require_session(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn require_session(
+    State(state): State<AppState>,
+    ClientIp(client_ip): ClientIp,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let Some(token) = bearer_token(req.headers()).map(str::to_owned) else {
         return ApiError::Unauthenticated.into_response();
     };
@@ -63,8 +74,63 @@ pub async fn require_session(State(state): State<AppState>, mut req: Request, ne
     if session.expires_at <= chrono::Utc::now() {
         return ApiError::Unauthenticated.into_response();
     }
+    // Writes are recorded in the operation log after the handler answered.
+    let write = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let pending = write.then(|| PendingOperation {
+        session: session.clone(),
+        client_ip: client_ip.map(|ip| ip.to_string()),
+        method: req.method().to_string(),
+        route: req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_default(),
+        // Inside the nested admin router the URI lost its prefix; the original has it.
+        target: req.extensions().get::<OriginalUri>().map_or_else(|| req.uri().path(), |u| u.path()).to_owned(),
+        idempotency_key: req.headers().get(IDEMPOTENCY_KEY_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned),
+        correlation_id: req.extensions().get::<Correlation>().map(|c| c.0.to_string()),
+    });
     req.extensions_mut().insert(Session { session, token });
-    next.run(req).await
+    let response = next.run(req).await;
+    if let Some(pending) = pending {
+        // Read before awaiting: a response (its body) is not `Sync`.
+        let status = response.status().as_u16();
+        let events = response.extensions().get::<EventLink>().cloned();
+        pending.record(&state, status, events).await;
+    }
+    response
+}
+
+/// A write on its way through, to be recorded with its answer.
+struct PendingOperation {
+    session: wxcm_commands::ports::AdminSession,
+    client_ip: Option<String>,
+    method: String,
+    route: String,
+    target: String,
+    idempotency_key: Option<String>,
+    correlation_id: Option<String>,
+}
+
+impl PendingOperation {
+    /// Awaited before the answer leaves, so an acknowledged write is in the
+    /// log; a failure to record is logged (the write itself stands).
+    async fn record(self, state: &AppState, status: u16, events: Option<EventLink>) {
+        let record = OperationRecord {
+            tenant_id: self.session.tenant_id,
+            at: state.app.clock.now(),
+            username: self.session.username,
+            role: self.session.role,
+            client_ip: self.client_ip,
+            method: self.method,
+            route: self.route,
+            target: self.target,
+            status,
+            outcome: OperationOutcome::of_status(status),
+            idempotency_key: self.idempotency_key,
+            correlation_id: self.correlation_id,
+            events,
+        };
+        if let Err(e) = wxcm_commands::oplog::record(&state.app, record).await {
+            tracing::error!(error = %e, "the operation could not be recorded in the operation log");
+        }
+    }
 }
 
 pub async fn route_not_found() -> ApiError {

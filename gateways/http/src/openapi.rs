@@ -10,7 +10,8 @@ use utoipa::{Modify, OpenApi};
 use crate::error::{ErrorBody, ErrorDetail};
 use crate::resources::wechat::{authorization, menus, points_rules, qr_codes, reply_rules};
 use crate::resources::{
-    admin_users, coupons, health, ledger, member_api, members, pay_notify, payments, referral, reports, session, tenant,
+    admin_users, coupons, health, ledger, member_api, members, operation_log, pay_notify, payments, referral, reports,
+    session, tenant,
 };
 
 const DESCRIPTION: &str = "\
@@ -105,6 +106,7 @@ v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with
         ledger::set_card_level,
         ledger::ledger,
         reports::daily_ops,
+        operation_log::list_operations,
         tenant::get_tenant,
         tenant::bind_official_account,
         reply_rules::get_reply_rules,
@@ -158,6 +160,7 @@ v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with
         (name = "members", description = "Look up and register members"),
         (name = "ledger", description = "Points and cash operations, the member ledger"),
         (name = "reports", description = "Reports over the read models"),
+        (name = "operation-log", description = "Every admin and staff write, for owners and auditors"),
         (name = "tenant", description = "The session's tenant"),
         (name = "wechat", description = "WeChat settings: reply rules, points rules, scene QR codes, menus, \
 referral links, third-party authorization"),

@@ -43,11 +43,13 @@ pub enum Permission {
     CouponVoid,
     /// Manage the tenant's admin users (list, create, role, disable, password reset).
     AdminUsers,
+    /// Read the operation log (every admin and staff write).
+    OperationLogRead,
 }
 
 impl Permission {
     #[cfg(test)]
-    pub const ALL: [Permission; 21] = [
+    pub const ALL: [Permission; 22] = [
         Permission::MemberRead,
         Permission::MemberRegister,
         Permission::PointsGrant,
@@ -69,6 +71,7 @@ impl Permission {
         Permission::CouponRedeem,
         Permission::CouponVoid,
         Permission::AdminUsers,
+        Permission::OperationLogRead,
     ];
 
     /// What the permission lets one do, for error messages.
@@ -95,6 +98,7 @@ impl Permission {
             Permission::CouponRedeem => "write coupons off",
             Permission::CouponVoid => "void coupons",
             Permission::AdminUsers => "manage admin users",
+            Permission::OperationLogRead => "read the operation log",
         }
     }
 }
@@ -105,7 +109,8 @@ pub fn allowed(role: Role, permission: Permission) -> bool {
     use Permission as P;
     match role {
         Role::Owner => true,
-        Role::Manager => !matches!(permission, P::TenantSettings | P::AdminUsers),
+        // The log is for the owner and the auditor: those it records do not read it.
+        Role::Manager => !matches!(permission, P::TenantSettings | P::AdminUsers | P::OperationLogRead),
         Role::Staff => {
             matches!(
                 permission,
@@ -128,6 +133,7 @@ pub fn allowed(role: Role, permission: Permission) -> bool {
                     | P::WechatRead
                     | P::PaymentRead
                     | P::CouponRead
+                    | P::OperationLogRead
             )
         }
     }
@@ -181,6 +187,7 @@ pub mod perm {
         CouponRedeem,
         CouponVoid,
         AdminUsers,
+        OperationLogRead,
     );
 }
 
@@ -192,7 +199,7 @@ mod tests {
     fn the_whole_matrix() {
         use Permission as P;
         // Columns: owner, manager, staff, auditor.
-        let table: [(Permission, [bool; 4]); 21] = [
+        let table: [(Permission, [bool; 4]); 22] = [
             (P::MemberRead, [true, true, true, true]),
             (P::MemberRegister, [true, true, true, false]),
             (P::PointsGrant, [true, true, false, false]),
@@ -214,6 +221,7 @@ mod tests {
             (P::CouponRedeem, [true, true, true, false]),
             (P::CouponVoid, [true, true, false, false]),
             (P::AdminUsers, [true, false, false, false]),
+            (P::OperationLogRead, [true, false, false, true]),
         ];
         let roles = [Role::Owner, Role::Manager, Role::Staff, Role::Auditor];
         for (permission, expected) in table {
@@ -238,6 +246,7 @@ mod tests {
                     | Permission::WechatRead
                     | Permission::PaymentRead
                     | Permission::CouponRead
+                    | Permission::OperationLogRead
             )
         });
         for p in writes {

@@ -254,7 +254,7 @@ impl Application {
                 tasks.push(tokio::spawn(scheduler.with_health(part).run(interval, shutdown.clone())));
             }
             let retention_days = i64::from(self.settings.wechat.messages_retention_days);
-            tasks.push(tokio::spawn(prune_wechat_records(self.app.clone(), retention_days, shutdown.clone())));
+            tasks.push(tokio::spawn(prune_old_records(self.app.clone(), retention_days, shutdown.clone())));
         }
         if let Some(client) = self.nats.clone() {
             let js = async_nats::jetstream::ContextBuilder::new()
@@ -352,7 +352,9 @@ const CALLBACK_CLAIMS_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 const MESSAGES_PRUNE_BATCH: u32 = 5_000;
 const MESSAGES_PRUNE_BATCHES_MAX: u32 = 100;
 
-async fn prune_wechat_records(app: Arc<App>, messages_retention_days: i64, mut shutdown: watch::Receiver<bool>) {
+/// Hourly: WeChat callback claims and stored messages past their retention,
+/// and operation log entries past `oplog::OPLOG_RETENTION_DAYS`, in bounded batches.
+async fn prune_old_records(app: Arc<App>, messages_retention_days: i64, mut shutdown: watch::Receiver<bool>) {
     loop {
         let before = app.clock.now() - chrono::Duration::hours(CALLBACK_CLAIMS_RETENTION_HOURS);
         let messages_before = app.clock.now() - chrono::Duration::days(messages_retention_days);
@@ -361,6 +363,16 @@ async fn prune_wechat_records(app: Arc<App>, messages_retention_days: i64, mut s
                 Ok(0) => {}
                 Ok(n) => info!(shard = %shard.name, pruned = n, "old wechat callback claims pruned"),
                 Err(e) => tracing::warn!(shard = %shard.name, error = %e, "pruning callback claims failed"),
+            }
+            let oplog_before = app.clock.now() - chrono::Duration::days(wxcm_commands::oplog::OPLOG_RETENTION_DAYS);
+            for _ in 0..MESSAGES_PRUNE_BATCHES_MAX {
+                match shard.oplog.prune(oplog_before, MESSAGES_PRUNE_BATCH).await {
+                    Ok(n) if n == u64::from(MESSAGES_PRUNE_BATCH) => continue,
+                    Ok(0) => {}
+                    Ok(n) => info!(shard = %shard.name, pruned = n, "old operation log entries pruned"),
+                    Err(e) => tracing::warn!(shard = %shard.name, error = %e, "pruning the operation log failed"),
+                }
+                break;
             }
             for _ in 0..MESSAGES_PRUNE_BATCHES_MAX {
                 match shard.wechat.prune_messages(messages_before, MESSAGES_PRUNE_BATCH).await {

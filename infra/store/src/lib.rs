@@ -17,6 +17,7 @@ pub mod dispatch_store;
 pub mod group_commit;
 pub mod hashchain;
 pub mod migrate;
+pub mod oplog_store;
 pub mod pay_store;
 pub mod pg_ports;
 pub mod store;

@@ -16,7 +16,8 @@
 //! - [`referral`]: members' referral links and the public pages they open;
 //! - [`payments`]: WeChat Pay orders and their notifications;
 //! - [`coupons`]: coupon templates, grants, write-off and void (and the
-//!   member API's claims and coupon list).
+//!   member API's claims and coupon list);
+//! - [`operation_log`]: every admin and staff write, for owners and auditors.
 //!
 //! Other surfaces: [`health`] (liveness, readiness, the document),
 //! [`member_api`] (`/m/api/v1`, member sessions from WeChat OAuth),
@@ -29,6 +30,7 @@ pub mod health;
 pub mod ledger;
 pub mod member_api;
 pub mod members;
+pub mod operation_log;
 pub mod pay_notify;
 pub mod payments;
 pub mod referral;

@@ -38,8 +38,21 @@ async fn run<P: Requires>(
     let member = members::get(&state.app, tenant, member_id).await?;
     tracing::info!(replayed = outcome.replayed, events = outcome.events.len(), "ledger operation");
     let replayed = outcome.replayed;
+    // The operation log links this write to its events.
+    let link = match (outcome.events.first(), outcome.events.last()) {
+        (Some(first), Some(last)) => Some(wxcm_commands::oplog::EventLink {
+            aggregate_type: <wxcm_domain::member::Member as wxcm_domain::EventSourced>::TYPE.into(),
+            aggregate_id: outcome.aggregate_id.clone(),
+            first_sequence: i64::try_from(first.sequence).unwrap_or(i64::MAX),
+            last_sequence: i64::try_from(last.sequence).unwrap_or(i64::MAX),
+        }),
+        _ => None,
+    };
     let entries = outcome.events.into_iter().map(LedgerEntryDto::from).collect();
     let mut response = Json(OperationResponse { entries, member: member.into() }).into_response();
+    if let Some(link) = link {
+        response.extensions_mut().insert(link);
+    }
     if replayed {
         response.headers_mut().insert(IDEMPOTENT_REPLAYED_HEADER, HeaderValue::from_static("true"));
     }
