@@ -134,13 +134,36 @@ where
         Self { repository, log, clock, locks }
     }
 
-    pub async fn load(&self, aggregate_id: &str) -> Result<(T, u64), PortError> {
+    /// The aggregate's state and version as `tenant` may see it: another
+    /// tenant's aggregate loads as one that does not exist (the default
+    /// state, version 0), so a use case cannot forget the tenant check.
+    pub async fn load(&self, tenant: &TenantId, aggregate_id: &str) -> Result<(T, u64), PortError> {
+        Ok(Self::scoped(tenant, self.repository.load_state(aggregate_id).await?))
+    }
+
+    /// [`Self::load`] from state at most `max_age` old (see
+    /// [`AggregateRepository::load_recent`]), scoped to `tenant` the same way.
+    pub async fn load_recent(
+        &self,
+        tenant: &TenantId,
+        aggregate_id: &str,
+        max_age: Duration,
+    ) -> Result<(T, u64), PortError> {
+        Ok(Self::scoped(tenant, self.repository.load_recent(aggregate_id, max_age).await?))
+    }
+
+    /// The state whatever its tenant: only for processes that compare the
+    /// tenant themselves (the coupon issue lanes decide batches of several
+    /// tenants' claims and refuse those of another tenant than the template's).
+    pub async fn load_any_tenant(&self, aggregate_id: &str) -> Result<(T, u64), PortError> {
         self.repository.load_state(aggregate_id).await
     }
 
-    /// See [`AggregateRepository::load_recent`].
-    pub async fn load_recent(&self, aggregate_id: &str, max_age: Duration) -> Result<(T, u64), PortError> {
-        self.repository.load_recent(aggregate_id, max_age).await
+    fn scoped(tenant: &TenantId, (state, version): (T, u64)) -> (T, u64) {
+        match state.tenant() {
+            Some(owner) if owner != tenant => (T::default(), 0),
+            _ => (state, version),
+        }
     }
 
     /// Drops this node's cached state of the aggregate (written elsewhere).
@@ -427,5 +450,62 @@ mod tests {
             detail.starts_with(&format!("member/{ID} seq 7: CashDeposited breaks member.balance_after")),
             "{detail}"
         );
+    }
+
+    /// Loads one fixed tenant state, whatever the id.
+    struct OneTenant(wxcm_domain::tenant::Tenant);
+
+    #[async_trait]
+    impl AggregateRepository<wxcm_domain::tenant::Tenant> for OneTenant {
+        async fn execute_once(
+            &self,
+            _: &str,
+            _: wxcm_domain::tenant::TenantCommand,
+            _: DateTime<Utc>,
+            _: HashMap<String, String>,
+        ) -> Result<
+            Vec<EventEnvelope<Agg<wxcm_domain::tenant::Tenant>>>,
+            AggregateError<HandleError<wxcm_domain::tenant::TenantError>>,
+        > {
+            Err(AggregateError::AggregateConflict)
+        }
+        async fn load_state(&self, _: &str) -> Result<(wxcm_domain::tenant::Tenant, u64), PortError> {
+            Ok((self.0.clone(), 3))
+        }
+        async fn load_recent(&self, _: &str, _: Duration) -> Result<(wxcm_domain::tenant::Tenant, u64), PortError> {
+            Ok((self.0.clone(), 3))
+        }
+        fn invalidate(&self, _: &str) {}
+    }
+
+    #[tokio::test]
+    async fn another_tenants_aggregate_loads_as_one_that_does_not_exist() {
+        let acme = TenantId::parse("acme").unwrap();
+        let other = TenantId::parse("other").unwrap();
+        let state =
+            wxcm_domain::tenant::Tenant { tenant_id: Some(acme.clone()), name: "Acme".into(), ..Default::default() };
+        let executor = Executor::new(Arc::new(OneTenant(state)), Arc::new(EmptyLog), Arc::new(FixedClock));
+        let (own, version) = executor.load(&acme, "acme").await.unwrap();
+        assert_eq!((own.tenant_id.as_ref(), version), (Some(&acme), 3));
+        let (foreign, version) = executor.load(&other, "acme").await.unwrap();
+        assert_eq!((foreign.tenant_id, foreign.name.as_str(), version), (None, "", 0));
+        let (foreign, _) = executor.load_recent(&other, "acme", Duration::from_secs(1)).await.unwrap();
+        assert!(foreign.tenant_id.is_none());
+        assert!(executor.load_any_tenant("acme").await.unwrap().0.tenant_id.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_lost_connection_is_unavailable_not_a_store_failure() {
+        let (error, _) = execute(|| {
+            AggregateError::DatabaseConnectionError(Box::new(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "reset",
+            )))
+        })
+        .await;
+        assert!(matches!(error, ExecuteError::Unavailable(_)), "{error:?}");
+        assert!(matches!(MemberOpError::from(error), MemberOpError::Unavailable(_)));
+        let (error, _) = execute(|| AggregateError::UnexpectedError(Box::new(std::fmt::Error))).await;
+        assert!(matches!(error, ExecuteError::Store(_)), "{error:?}");
     }
 }

@@ -132,7 +132,7 @@ pub async fn register_attributed(
     let shard = app.router.route(tenant)?;
     let member_id = member_id_for(tenant, &request, ctx);
     let id = member_id.to_string();
-    let (state, _) = shard.members.load(&id).await?;
+    let (state, _) = shard.members.load(tenant, &id).await?;
     let outcome = if state.registration.is_some() {
         if state.tenant() != Some(tenant) {
             return Err(MemberOpError::NotFound);
@@ -212,7 +212,7 @@ pub async fn execute(
 
 pub async fn get(app: &App, tenant: &TenantId, member_id: MemberId) -> Result<MemberView, MemberOpError> {
     let shard = app.router.route(tenant)?;
-    let (state, _) = shard.members.load(&member_id.to_string()).await?;
+    let (state, _) = shard.members.load(tenant, &member_id.to_string()).await?;
     if state.tenant() != Some(tenant) {
         return Err(MemberOpError::NotFound);
     }
@@ -284,7 +284,7 @@ pub async fn ledger(
     limit: u32,
 ) -> Result<LedgerLinePage, MemberOpError> {
     let shard = app.router.route(tenant)?;
-    let (state, _) = shard.members.load(&member_id.to_string()).await?;
+    let (state, _) = shard.members.load(tenant, &member_id.to_string()).await?;
     if state.tenant() != Some(tenant) {
         return Err(MemberOpError::NotFound);
     }

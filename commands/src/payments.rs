@@ -131,7 +131,7 @@ pub async fn execute(
 
 pub async fn get(app: &App, tenant: &TenantId, order_id: &OutTradeNo) -> Result<PaymentView, PaymentOpError> {
     let shard = app.router.route(tenant)?;
-    let (state, _) = shard.payments.load(order_id.as_str()).await?;
+    let (state, _) = shard.payments.load(tenant, order_id.as_str()).await?;
     if state.tenant() != Some(tenant) {
         return Err(PaymentOpError::NotFound);
     }

@@ -162,7 +162,7 @@ pub async fn create(
 
 pub async fn get(app: &App, tenant: &TenantId) -> Result<TenantView, TenantOpError> {
     let shard = app.router.route(tenant)?;
-    let (state, _) = shard.tenants.load(tenant.as_str()).await?;
+    let (state, _) = shard.tenants.load(tenant, tenant.as_str()).await?;
     TenantView::from_state(&state).ok_or(TenantOpError::NotFound)
 }
 
@@ -172,7 +172,9 @@ pub async fn list(app: &App) -> Result<Vec<(String, TenantView)>, TenantOpError>
     for shard in app.router.shards() {
         let ids = shard.event_log.all_stream_ids(Tenant::TYPE, None, TENANTS_PAGE_MAX).await?;
         for id in ids {
-            let (state, _) = shard.tenants.load(&id).await?;
+            // A tenant's stream id is the tenant id: it loads as itself.
+            let Ok(tenant) = TenantId::parse(&id) else { continue };
+            let (state, _) = shard.tenants.load(&tenant, &id).await?;
             if let Some(view) = TenantView::from_state(&state) {
                 out.push((shard.name.clone(), view));
             }

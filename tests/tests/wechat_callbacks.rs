@@ -128,7 +128,7 @@ impl Fixture {
     async fn state(&self, openid: &str) -> wxcm_domain::member::Member {
         let member_id = MemberId::for_openid(&self.tenant, &OpenId::parse(openid).unwrap());
         let shard = self.t.app.router.route(&self.tenant).unwrap();
-        shard.members.load(&member_id.to_string()).await.unwrap().0
+        shard.members.load(&self.tenant, &member_id.to_string()).await.unwrap().0
     }
 
     async fn events(&self) -> i64 {

@@ -184,8 +184,11 @@ impl Lane {
         if let Some(hit) = self.states.get(&template_id) {
             return Ok(hit.clone());
         }
-        let loaded =
-            self.templates.load(&template_id.to_string()).await.map_err(|e| IssueError::Store(e.to_string()))?;
+        let loaded = self
+            .templates
+            .load_any_tenant(&template_id.to_string())
+            .await
+            .map_err(|e| IssueError::Store(e.to_string()))?;
         if self.states.len() >= TEMPLATE_STATES_MAX {
             self.states.clear();
         }

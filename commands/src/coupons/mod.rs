@@ -259,7 +259,7 @@ pub async fn get_template(
     template_id: TemplateId,
 ) -> Result<TemplateView, CouponOpError> {
     let shard = app.router.route(tenant)?;
-    let (state, _) = shard.coupon_templates.load(&template_id.to_string()).await?;
+    let (state, _) = shard.coupon_templates.load(tenant, &template_id.to_string()).await?;
     TemplateView::of(&state, tenant).ok_or(CouponOpError::NotFound("coupon template"))
 }
 
@@ -280,7 +280,7 @@ pub async fn list_templates(
     for id in ids {
         // A list (the member's claimable list too) may be a moment old: a fresh
         // read per template per request would be a query each.
-        let (state, _) = shard.coupon_templates.load_recent(&id, TEMPLATE_STATE_AGE_MAX).await?;
+        let (state, _) = shard.coupon_templates.load_recent(tenant, &id, TEMPLATE_STATE_AGE_MAX).await?;
         views.extend(TemplateView::of(&state, tenant));
     }
     Ok(views)
@@ -324,7 +324,7 @@ pub async fn issue(
         }
     };
     let hash = request_hash(Coupon::TYPE, "issue", &request)?;
-    let (member, _) = shard.members.load_recent(&member_id.to_string(), MEMBER_STATE_AGE_MAX).await?;
+    let (member, _) = shard.members.load_recent(tenant, &member_id.to_string(), MEMBER_STATE_AGE_MAX).await?;
     let registration = member
         .registration
         .as_ref()
@@ -335,7 +335,8 @@ pub async fn issue(
     for attempt in 0..ISSUE_ATTEMPTS_MAX {
         // Terms read here only choose the claim slot; the lane decides with the
         // template's current state and refuses a slot beyond its limit.
-        let (state, _) = shard.coupon_templates.load_recent(&template_id.to_string(), TEMPLATE_STATE_AGE_MAX).await?;
+        let (state, _) =
+            shard.coupon_templates.load_recent(tenant, &template_id.to_string(), TEMPLATE_STATE_AGE_MAX).await?;
         let template = TemplateView::of(&state, tenant).ok_or(CouponOpError::NotFound("coupon template"))?;
         let (coupon_id, channel, level) = match &recipient {
             Recipient::Claim { member_id } => {
@@ -450,7 +451,7 @@ async fn previous_issue(app: &App, ctx: &CommandContext, hash: &str) -> Result<O
 
 pub async fn get_coupon(app: &App, tenant: &TenantId, coupon_id: CouponId) -> Result<CouponView, CouponOpError> {
     let shard = app.router.route(tenant)?;
-    let (coupon, _) = shard.coupons.load(&coupon_id.to_string()).await?;
+    let (coupon, _) = shard.coupons.load(tenant, &coupon_id.to_string()).await?;
     view(&coupon, tenant).ok_or(CouponOpError::NotFound("coupon"))
 }
 
@@ -470,7 +471,7 @@ pub async fn member_coupons(
     let ids = shard.coupon_store.member_coupons(tenant, member_id, MEMBER_COUPONS_MAX).await?;
     let mut views = Vec::with_capacity(ids.len());
     for id in ids {
-        let (coupon, _) = shard.coupons.load(&id.to_string()).await?;
+        let (coupon, _) = shard.coupons.load(tenant, &id.to_string()).await?;
         views.extend(view(&coupon, tenant));
     }
     Ok(views)

@@ -240,7 +240,7 @@ pub(super) async fn load_order(
     order_id: &OutTradeNo,
 ) -> Result<PaymentOrder, PayFlowError> {
     let shard = app.router.route(tenant).map_err(|e| PayFlowError::Retry(e.to_string()))?;
-    let (state, _) = shard.payments.load(order_id.as_str()).await?;
+    let (state, _) = shard.payments.load(tenant, order_id.as_str()).await?;
     if state.tenant() != Some(tenant) {
         return Err(PayFlowError::Refused(format!("order {order_id} not found in this tenant")));
     }

@@ -38,7 +38,7 @@ pub async fn put_platform_key(
     // Only for a merchant the tenant has bound: a key decides which notifications
     // verify, so it must never be registered for another tenant's merchant.
     let shard = app.router.route(tenant).map_err(|e| PayFlowError::Retry(e.to_string()))?;
-    let (state, _): (Tenant, u64) = shard.tenants.load(tenant.as_str()).await?;
+    let (state, _): (Tenant, u64) = shard.tenants.load(tenant, tenant.as_str()).await?;
     let owns_merchant = state.accounts.values().any(|a| a.pay.as_ref().is_some_and(|p| p.mch_id == mch_id));
     if !owns_merchant {
         return Err(PayFlowError::Refused(format!("tenant {tenant} has no account bound to merchant {mch_id}")));

@@ -15,7 +15,7 @@ use super::*;
 /// The tenant's merchant settings for `appid`, secrets opened.
 pub async fn merchant_for(app: &App, tenant: &TenantId, appid: &str) -> Result<MerchantCredentials, PayFlowError> {
     let shard = app.router.route(tenant).map_err(|e| PayFlowError::Retry(e.to_string()))?;
-    let (state, _): (Tenant, u64) = shard.tenants.load(tenant.as_str()).await?;
+    let (state, _): (Tenant, u64) = shard.tenants.load(tenant, tenant.as_str()).await?;
     let account = state
         .accounts
         .get(appid)

@@ -275,7 +275,7 @@ async fn record_delivery(
 async fn tenant_settings(app: &App, tenant: &TenantId) -> Result<Tenant, WechatOpError> {
     let shard = app.router.route(tenant)?;
     let max_age = Duration::from_millis(TENANT_SETTINGS_MAX_AGE_MS);
-    let (state, _): (Tenant, u64) = shard.tenants.load_recent(tenant.as_str(), max_age).await?;
+    let (state, _): (Tenant, u64) = shard.tenants.load_recent(tenant, tenant.as_str(), max_age).await?;
     Ok(state)
 }
 
@@ -293,7 +293,7 @@ async fn attribution(
     let shard = app.router.route(&cb.tenant)?;
     let since = app.clock.now() - chrono::Duration::days(REFERRAL_WINDOW_DAYS);
     if let Some(referrer) = shard.wechat.referral_visit(&cb.tenant, &cb.openid, since).await? {
-        let (state, _) = shard.members.load(&referrer.to_string()).await?;
+        let (state, _) = shard.members.load(&cb.tenant, &referrer.to_string()).await?;
         if referrer != member_id && state.registration.is_some() && state.tenant() == Some(&cb.tenant) {
             return Ok(Attribution::Referral { referrer });
         }
@@ -309,7 +309,7 @@ struct FollowRequest<'a> {
 async fn subscribe(app: &App, cb: &InboundCallback, scene: Option<&SceneKey>) -> Result<(), WechatOpError> {
     let shard = app.router.route(&cb.tenant)?;
     let member_id = MemberId::for_openid(&cb.tenant, &cb.openid);
-    let (state, _) = shard.members.load(&member_id.to_string()).await?;
+    let (state, _) = shard.members.load(&cb.tenant, &member_id.to_string()).await?;
     let now = app.clock.now();
     let Some(registration) = &state.registration else {
         // A new follower: registered with its initial points in one command.
@@ -384,7 +384,7 @@ async fn referral_rewards(
 ) -> Result<(), WechatOpError> {
     let shard = app.router.route(&cb.tenant)?;
     grant_welcome(app, cb, member_id, level1, Welcome::ReferralLevel1, rules).await?;
-    let (referrer, _) = shard.members.load(&level1.to_string()).await?;
+    let (referrer, _) = shard.members.load(&cb.tenant, &level1.to_string()).await?;
     if let Some(level2) = referrer.referrer.filter(|level2| *level2 != member_id) {
         grant_welcome(app, cb, member_id, level2, Welcome::ReferralLevel2, rules).await?;
     }
@@ -453,7 +453,7 @@ async fn grant_welcome(
 async fn unsubscribe(app: &App, cb: &InboundCallback) -> Result<(), WechatOpError> {
     let shard = app.router.route(&cb.tenant)?;
     let member_id = MemberId::for_openid(&cb.tenant, &cb.openid);
-    let (state, _) = shard.members.load(&member_id.to_string()).await?;
+    let (state, _) = shard.members.load(&cb.tenant, &member_id.to_string()).await?;
     if state.registration.is_none() || !state.followed {
         return Ok(());
     }
@@ -478,7 +478,7 @@ pub async fn record_referral_visit(
     referrer: MemberId,
 ) -> Result<(), WechatOpError> {
     let shard = app.router.route(tenant)?;
-    let (state, _) = shard.members.load(&referrer.to_string()).await?;
+    let (state, _) = shard.members.load(tenant, &referrer.to_string()).await?;
     if state.registration.is_none() || state.tenant() != Some(tenant) {
         return Err(WechatOpError::Invalid("unknown referrer".into()));
     }
@@ -639,7 +639,7 @@ pub async fn authorize_component_account(
 
 pub async fn deauthorize_component_account(app: &App, tenant: &TenantId, appid: &AppId) -> Result<(), WechatOpError> {
     let shard = app.router.route(tenant)?;
-    let (state, version): (Tenant, u64) = shard.tenants.load(tenant.as_str()).await?;
+    let (state, version): (Tenant, u64) = shard.tenants.load(tenant, tenant.as_str()).await?;
     if !state.component_accounts.contains_key(appid.as_str()) {
         return Ok(());
     }

@@ -53,7 +53,7 @@ impl TokenSources for TenantTokenSources {
             return Ok(None);
         };
         let shard = self.app.router.route(&tenant).map_err(store_error)?;
-        let (state, _): (Tenant, u64) = shard.tenants.load(tenant.as_str()).await.map_err(store_error)?;
+        let (state, _): (Tenant, u64) = shard.tenants.load(&tenant, tenant.as_str()).await.map_err(store_error)?;
         match state.accounts.get(appid.as_str()) {
             Some(account) => Ok(Some(self.app.sealer.open(&account.app_secret).map_err(store_error)?)),
             None => Ok(None),
@@ -127,7 +127,8 @@ impl OauthExchange for OauthAdapter {
         let secret = match mode {
             AccountMode::Direct => {
                 let shard = self.app.router.route(&tenant).map_err(|e| retry(&e))?;
-                let (state, _): (Tenant, u64) = shard.tenants.load(tenant.as_str()).await.map_err(|e| retry(&e))?;
+                let (state, _): (Tenant, u64) =
+                    shard.tenants.load(&tenant, tenant.as_str()).await.map_err(|e| retry(&e))?;
                 match state.accounts.get(appid.as_str()) {
                     Some(account) => Some(self.app.sealer.open(&account.app_secret).map_err(|e| retry(&e))?),
                     None => None,

@@ -47,7 +47,7 @@ pub(crate) fn public_base_url(outbound: &dyn WechatOutbound) -> Result<String, A
 }
 
 pub(crate) async fn tenant_state(shard: &ShardServices, tenant: &TenantId) -> Result<Tenant, ApiError> {
-    let (state, _): (Tenant, u64) = shard.tenants.load(tenant.as_str()).await?;
+    let (state, _): (Tenant, u64) = shard.tenants.load(tenant, tenant.as_str()).await?;
     if state.tenant_id.is_none() {
         return Err(ApiError::not_found("tenant_not_found", "tenant not found"));
     }
