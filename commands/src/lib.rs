@@ -18,6 +18,7 @@ pub mod coupons;
 pub mod executor;
 pub mod failure;
 pub mod health;
+pub mod keyed_requests;
 pub mod ledger_requests;
 pub mod members;
 pub mod oplog;

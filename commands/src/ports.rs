@@ -330,6 +330,8 @@ pub struct ShardServices {
     pub pay: Arc<dyn crate::pay_flows::PayStore>,
     /// The operation log of admin and staff writes.
     pub oplog: Arc<dyn crate::oplog::OperationLog>,
+    /// Answers of writes idempotent by key that are not events.
+    pub keyed_requests: Arc<dyn crate::keyed_requests::KeyedRequests>,
 }
 
 /// Members per page of a member search.

@@ -136,3 +136,43 @@ async fn every_write_is_recorded_and_owners_and_auditors_read_it() {
     assert_eq!(theirs.len(), 1);
     assert_eq!(theirs[0]["username"], "otto");
 }
+
+/// Writes that are not events are idempotent by key too: the same key and
+/// request replay the first answer (the rules are not saved twice), another
+/// request with the key is refused, and the key is required.
+#[tokio::test]
+async fn reply_rules_are_idempotent_by_key() {
+    let mut settings = fresh_settings(1).await;
+    settings.http.login_attempts_per_minute = 1_000;
+    let t = spawn_app_on(settings).await;
+    tenant(&t, "keyed-a").await;
+    let owner = user(&t, "keyed-a", "olga", Role::Owner).await;
+    let path = "/admin/api/v1/wechat/reply-rules";
+    let put = |key: Option<&'static str>, body: Value| {
+        let mut req = t.http.put(t.url(path)).bearer_auth(&owner).json(&body);
+        if let Some(key) = key {
+            req = req.header("Idempotency-Key", key);
+        }
+        async move {
+            let res = req.send().await.unwrap();
+            let replayed = res.headers().get("idempotent-replayed").is_some();
+            (res.status(), replayed, res.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let rules = json!({"subscribe": {"type": "text", "content": "Welcome!"}, "keywords": []});
+    let other = json!({"subscribe": {"type": "text", "content": "Hello!"}, "keywords": []});
+    let (status, replayed, first) = put(Some("rules-key-0001"), rules.clone()).await;
+    assert_eq!((status, replayed), (StatusCode::OK, false), "{first}");
+    let (status, replayed, again) = put(Some("rules-key-0001"), rules.clone()).await;
+    assert_eq!((status, replayed), (StatusCode::OK, true));
+    assert_eq!(again, first, "the first answer, revision included");
+    let (_, current) = get(&t, &owner, path).await;
+    assert_eq!(current["revision"], first["revision"], "saved once");
+    let (status, _, body) = put(Some("rules-key-0001"), other.clone()).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("idempotency_key_reused")));
+    let (status, _, body) = put(None, other).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("idempotency_key_missing")));
+    // Both writes are in the operation log; the replay too (as a request that answered 200).
+    let (_, log) = get(&t, &owner, "/admin/api/v1/operation-log").await;
+    assert_eq!(log["entries"].as_array().unwrap().len(), 4);
+}

@@ -34,6 +34,9 @@ pub(crate) struct AdminRoute {
     pub method: Method,
     pub path: &'static str,
     pub access: Access,
+    /// Idempotent by key through [`crate::middleware::replay_by_key`] (writes
+    /// that are not events); event writes are idempotent in their use cases.
+    pub keyed_by_layer: bool,
 }
 
 /// Builds the admin router and its table together.
@@ -59,7 +62,15 @@ impl AdminRoutes {
             Access::Public => self.public = self.public.route(path, route),
             Access::AnySession | Access::Needs(_) => self.protected = self.protected.route(path, route),
         }
-        self.table.push(AdminRoute { method, path, access });
+        self.table.push(AdminRoute { method, path, access, keyed_by_layer: false });
+        self
+    }
+
+    /// Makes the route just added idempotent by key in the replay layer.
+    fn keyed(mut self) -> Self {
+        if let Some(route) = self.table.last_mut() {
+            route.keyed_by_layer = true;
+        }
         self
     }
 
@@ -77,9 +88,26 @@ impl AdminRoutes {
 
     /// The router: protected routes behind the session layer, public ones beside them.
     pub(crate) fn into_router(self, state: AppState) -> Router<AppState> {
-        let layer = axum::middleware::from_fn_with_state(state, crate::middleware::require_session);
+        let keyed: std::collections::HashMap<(Method, String), Option<Permission>> = self
+            .table
+            .iter()
+            .filter(|r| r.keyed_by_layer)
+            .map(|r| {
+                let permission = match r.access {
+                    Access::Needs(p) => Some(p),
+                    Access::Public | Access::AnySession => None,
+                };
+                ((r.method.clone(), format!("{}{}", crate::ADMIN_API_PREFIX, r.path)), permission)
+            })
+            .collect();
+        let replay = axum::middleware::from_fn_with_state(
+            (state.clone(), std::sync::Arc::new(keyed)),
+            crate::middleware::replay_by_key,
+        );
+        let session = axum::middleware::from_fn_with_state(state, crate::middleware::require_session);
         // `route_layer`: only matched routes are guarded, so an unknown path is still 404.
-        self.protected.route_layer(layer).merge(self.public)
+        // The last layer added runs first: the session (401) before the key (400).
+        self.protected.route_layer(replay).route_layer(session).merge(self.public)
     }
 
     #[cfg(test)]
@@ -127,12 +155,17 @@ pub(crate) fn admin_routes() -> AdminRoutes {
         .put("/tenant/points-rules", Needs(P::WechatSettings), points_rules::put_points_rules)
         .get("/wechat/reply-rules", Needs(P::WechatRead), reply_rules::get_reply_rules)
         .put("/wechat/reply-rules", Needs(P::WechatSettings), reply_rules::put_reply_rules)
+        .keyed()
         .get("/wechat/qrcodes", Needs(P::WechatRead), qr_codes::list_qr_codes)
         .post("/wechat/qrcodes", Needs(P::WechatSettings), qr_codes::create_qr_code)
+        .keyed()
         .get("/wechat/menus/{appid}", Needs(P::WechatRead), menus::get_menu)
         .put("/wechat/menus/{appid}", Needs(P::WechatSettings), menus::put_menu)
+        .keyed()
         .post("/wechat/menus/{appid}/publish", Needs(P::WechatSettings), menus::publish_menu)
+        .keyed()
         .post("/wechat/component/authorizations", Needs(P::TenantSettings), authorization::start_authorization)
+        .keyed()
         .get("/coupon-templates", Needs(P::CouponRead), coupons::list_templates)
         .post("/coupon-templates", Needs(P::CouponSettings), coupons::create_template)
         .get("/coupon-templates/{template_id}", Needs(P::CouponRead), coupons::get_template)

@@ -189,6 +189,7 @@ fn build_with(
         openapi_json: openapi_json().into(),
         wechat: wechat.clone(),
         member,
+        body_bytes_max: settings.body_bytes_max,
     };
     let admin = admin_routes::admin_routes().into_router(state.clone());
     let timeout = Duration::from_millis(settings.request_timeout_ms);

@@ -13,6 +13,7 @@ use tracing::Instrument;
 use crate::error::ApiError;
 use axum::extract::{MatchedPath, OriginalUri};
 use axum::http::Method;
+use wxcm_commands::keyed_requests::{Claim, KEYED_ANSWER_BYTES_MAX};
 use wxcm_commands::oplog::{EventLink, OperationOutcome, OperationRecord};
 
 use crate::extract::{
@@ -154,4 +155,105 @@ pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "non-string panic payload".into());
     ApiError::internal("handler panicked", &detail).into_response()
+}
+
+/// Routes made idempotent by [`replay_by_key`]: (method, full route template)
+/// → the permission the route needs (checked before a key is claimed).
+pub(crate) type KeyedRoutes =
+    std::sync::Arc<std::collections::HashMap<(Method, String), Option<crate::permissions::Permission>>>;
+
+/// Idempotency by key for the admin routes whose writes are not events
+/// (`admin_routes` marks them `keyed`): the `Idempotency-Key` header is
+/// required; the first request with a key runs and its answer (2xx or 4xx)
+/// is kept; the same key with the same request (method, path, body) replays
+/// it with `Idempotent-Replayed: true`; with another request it answers 409
+/// `idempotency_key_reused`; while the first still runs, 409
+/// `request_in_progress`. A 5xx answer (outcome unknown) gives the key back,
+/// so a retry runs the request again. Runs after the session layer.
+pub async fn replay_by_key(
+    State((state, keyed)): State<(AppState, KeyedRoutes)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_default();
+    let Some(permission) = keyed.get(&(req.method().clone(), route.clone())).copied() else {
+        return next.run(req).await;
+    };
+    let Some(session) = req.extensions().get::<Session>().map(|s| s.session.clone()) else {
+        return ApiError::Unauthenticated.into_response();
+    };
+    // As the handler's `Authorized<P>` would: a caller without the permission
+    // never claims a key.
+    if let Some(permission) = permission {
+        if !crate::permissions::allowed(session.role, permission) {
+            return ApiError::Forbidden { role: session.role, permission }.into_response();
+        }
+    }
+    let key = match crate::extract::parse_idempotency_key(req.headers()) {
+        Ok(key) => key,
+        Err(e) => return e.into_response(),
+    };
+    let tenant = session.tenant_id;
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, state.body_bytes_max).await {
+        Ok(bytes) => bytes,
+        Err(_) => return ApiError::PayloadTooLarge.into_response(),
+    };
+    let target = parts.extensions.get::<OriginalUri>().map_or_else(|| parts.uri.path(), |u| u.path()).to_owned();
+    let request_hash = {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for part in [parts.method.as_str().as_bytes(), route.as_bytes(), target.as_bytes()] {
+            h.update(part);
+            h.update([0x1f]);
+        }
+        h.update(&bytes);
+        hex::encode(h.finalize())
+    };
+    let shard = match state.app.router.route(&tenant) {
+        Ok(shard) => shard,
+        // A tenant without a shard: the handler refuses it the same way, writing nothing.
+        Err(_) => return next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await,
+    };
+    let store = shard.keyed_requests.clone();
+    let claim = match store.claim(&tenant, key.as_str(), &request_hash, state.app.clock.now()).await {
+        Ok(claim) => claim,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    match claim {
+        Claim::Won => {}
+        Claim::Replay { status, body } => return replayed(status, body),
+        Claim::Mismatch => return crate::error::idempotency_key_reused().into_response(),
+        Claim::InFlight => {
+            return ApiError::conflict("request_in_progress", "a request with this idempotency key is still running")
+                .into_response()
+        }
+    }
+    let response = next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await;
+    let status = response.status();
+    if status.is_server_error() {
+        if let Err(e) = store.release(&tenant, key.as_str()).await {
+            tracing::warn!(error = %e, "could not give an idempotency key back");
+        }
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, KEYED_ANSWER_BYTES_MAX).await else {
+        tracing::error!("answer too large to keep for replay");
+        return ApiError::internal("keyed answer", &"answer larger than the replay limit").into_response();
+    };
+    if let Err(e) = store.complete(&tenant, key.as_str(), status.as_u16(), &body).await {
+        // The write happened; its answer is still sent. A retry would run it again.
+        tracing::warn!(error = %e, "could not keep the answer for replay");
+    }
+    Response::from_parts(parts, axum::body::Body::from(body))
+}
+
+fn replayed(status: u16, body: Vec<u8>) -> Response {
+    let status = axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::OK);
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(crate::extract::IDEMPOTENT_REPLAYED_HEADER, HeaderValue::from_static("true"));
+    response
 }

@@ -184,9 +184,17 @@ impl Modify for Common {
         member.description = Some("Member session token from `POST /m/api/v1/sessions`".into());
         components.add_security_scheme("member_bearer", SecurityScheme::Http(member));
         for (path, item) in openapi.paths.paths.iter_mut() {
-            let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
-            for operation in operations.into_iter().flatten() {
-                decorate(operation, path.starts_with("/admin/") || path.starts_with("/m/api/"));
+            let api = path.starts_with("/admin/") || path.starts_with("/m/api/");
+            if let Some(get) = item.get.as_mut() {
+                decorate(get, api);
+            }
+            // Every admin write but signing in and out is idempotent by key.
+            let keyed = path.starts_with("/admin/api/v1/") && !path.ends_with("/login") && !path.ends_with("/logout");
+            for operation in [&mut item.put, &mut item.post, &mut item.delete, &mut item.patch].into_iter().flatten() {
+                decorate(operation, api);
+                if keyed {
+                    require_idempotency_key(operation);
+                }
             }
         }
     }
@@ -195,6 +203,34 @@ impl Modify for Common {
 fn error_response(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
     let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build();
     ResponseBuilder::new().description(description).content("application/json", content).build().into()
+}
+
+/// Declares the `Idempotency-Key` header where the operation does not yet.
+fn require_idempotency_key(operation: &mut Operation) {
+    let parameters = operation.parameters.get_or_insert_with(Vec::new);
+    if parameters.iter().any(|p| p.name.eq_ignore_ascii_case("Idempotency-Key")) {
+        return;
+    }
+    let schema = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(8))
+        .max_length(Some(128))
+        .pattern(Some("^[\\x21-\\x7e]+$"));
+    parameters.push(
+        ParameterBuilder::new()
+            .name("Idempotency-Key")
+            .parameter_in(ParameterIn::Header)
+            .required(utoipa::openapi::Required::True)
+            .description(Some(
+                "8..=128 printable ASCII characters; the same key with the same request replays the first answer \
+(`Idempotent-Replayed: true`), with another request 409 `idempotency_key_reused`, while the first runs 409 \
+`request_in_progress`",
+            ))
+            .schema(Some(schema))
+            .build(),
+    );
+    let responses = &mut operation.responses.responses;
+    responses.entry("409".into()).or_insert_with(|| error_response("`idempotency_key_reused`, `request_in_progress`"));
 }
 
 fn decorate(operation: &mut Operation, api: bool) {
@@ -215,7 +251,13 @@ fn decorate(operation: &mut Operation, api: bool) {
     }
     if api {
         responses.insert("500".into(), error_response("`internal`"));
-        responses.insert("503".into(), error_response("`contention` or `timeout`; see `Retry-After`"));
+        responses.insert(
+            "503".into(),
+            error_response(
+                "`contention`, `timeout` or `unavailable` (the database could not be reached: the outcome is \
+unknown); see `Retry-After` and retry with the same idempotency key",
+            ),
+        );
     }
 }
 

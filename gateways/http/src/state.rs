@@ -41,4 +41,6 @@ pub(crate) struct AppState {
     pub openapi_json: Arc<str>,
     pub wechat: Arc<crate::wechat_edge::WechatEdge>,
     pub member: crate::resources::member_api::MemberPorts,
+    /// `HttpSettings::body_bytes_max`, for layers that read a body themselves.
+    pub body_bytes_max: usize,
 }

@@ -364,6 +364,13 @@ async fn prune_old_records(app: Arc<App>, messages_retention_days: i64, mut shut
                 Ok(n) => info!(shard = %shard.name, pruned = n, "old wechat callback claims pruned"),
                 Err(e) => tracing::warn!(shard = %shard.name, error = %e, "pruning callback claims failed"),
             }
+            let keyed_before = app.clock.now()
+                - chrono::Duration::hours(wxcm_commands::keyed_requests::KEYED_REQUESTS_RETENTION_HOURS);
+            match shard.keyed_requests.prune(keyed_before, MESSAGES_PRUNE_BATCH).await {
+                Ok(0) => {}
+                Ok(n) => info!(shard = %shard.name, pruned = n, "old keyed request answers pruned"),
+                Err(e) => tracing::warn!(shard = %shard.name, error = %e, "pruning keyed request answers failed"),
+            }
             let oplog_before = app.clock.now() - chrono::Duration::days(wxcm_commands::oplog::OPLOG_RETENTION_DAYS);
             for _ in 0..MESSAGES_PRUNE_BATCHES_MAX {
                 match shard.oplog.prune(oplog_before, MESSAGES_PRUNE_BATCH).await {

@@ -141,6 +141,7 @@ fn build_shard(name: &str, config: &ShardConfig, clock: Arc<dyn Clock>) -> Resul
         wechat: Arc::new(wxcm_store::wechat_store::PgWechatStore::new(pool.clone(), relaxed)),
         pay: Arc::new(wxcm_store::pay_store::PgPayStore::new(pool.clone())),
         oplog: Arc::new(wxcm_store::oplog_store::PgOperationLog::new(pool.clone())),
+        keyed_requests: Arc::new(wxcm_store::keyed_store::PgKeyedRequests::new(pool.clone())),
     });
     Ok(Shard { name: name.to_owned(), pool, services, committed: committer.committed() })
 }
