@@ -27,7 +27,7 @@ async fn every_fault_of_the_matrix_loses_nothing_and_recovers() {
         clients: 6,
         // What a debug build's projector keeps up with on a shared 2-core
         // machine; the soak (release) offers more.
-        rate_per_s: 60,
+        rate_per_s: 40,
         members_per_tenant: 10,
         steady: Duration::from_secs(2),
         outage: Duration::from_secs(2),
