@@ -206,11 +206,12 @@ pub async fn ensure_stream(js: &Context, prefix: &str, replicas: usize) -> Resul
     let name = stream_name(prefix);
     // Only a stream known not to exist counts as zero replicas: an unanswered
     // lookup must not let the update below lower an existing stream.
-    let existing_replicas = match js.get_stream(&name).await {
-        Ok(existing) => existing.cached_info().config.num_replicas,
-        Err(e) if is_stream_not_found(&e) => 0,
+    let existing = match js.get_stream(&name).await {
+        Ok(existing) => Some(existing.cached_info().clone()),
+        Err(e) if is_stream_not_found(&e) => None,
         Err(e) => return Err(RelayError::StreamLookup { stream: name, source: e }),
     };
+    let existing_replicas = existing.as_ref().map_or(0, |info| info.config.num_replicas);
     if existing_replicas > replicas {
         info!(stream = %name, configured = replicas, existing = existing_replicas, "keeping the stream's higher replica count");
     }
@@ -230,7 +231,27 @@ pub async fn ensure_stream(js: &Context, prefix: &str, replicas: usize) -> Resul
         num_replicas: replicas.max(existing_replicas).max(1),
         ..Default::default()
     };
+    // A stream already as configured is left alone: an update is a cluster-wide
+    // request that a recovering cluster answers last (after a restart of every
+    // server the relay would otherwise wait on it while lookups already work).
+    if let Some(info) = existing.filter(|info| same_settings(&info.config, &config)) {
+        return Ok(info);
+    }
     js.create_or_update_stream(config).await.map_err(|source| RelayError::Stream { stream: name, source })
+}
+
+/// The settings `ensure_stream` manages, equal in both.
+fn same_settings(existing: &stream::Config, wanted: &stream::Config) -> bool {
+    existing.subjects == wanted.subjects
+        && existing.storage == wanted.storage
+        && existing.retention == wanted.retention
+        && existing.discard == wanted.discard
+        && existing.max_age == wanted.max_age
+        && existing.duplicate_window == wanted.duplicate_window
+        && existing.max_bytes == wanted.max_bytes
+        && existing.max_messages == wanted.max_messages
+        && existing.max_messages_per_subject == wanted.max_messages_per_subject
+        && existing.num_replicas == wanted.num_replicas
 }
 
 fn is_stream_not_found(e: &async_nats::jetstream::context::GetStreamError) -> bool {
