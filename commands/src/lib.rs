@@ -8,6 +8,8 @@
 //!   them (what idempotency hashes);
 //! - [`auth`] signs admins in; [`admin_users`] manages them (sessions end
 //!   with a disable, a role change or a new password);
+//! - [`mall`] runs the points mall: products and orders (processes over the
+//!   product, the member ledger and the order);
 //! - [`ports`] are the traits the infrastructure implements (store, clock, ...).
 
 pub mod adapter;
@@ -19,6 +21,7 @@ pub mod executor;
 pub mod failure;
 pub mod health;
 pub mod ledger_requests;
+pub mod mall;
 pub mod members;
 pub mod pay_flows;
 pub mod pay_port;

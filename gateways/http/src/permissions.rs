@@ -43,11 +43,19 @@ pub enum Permission {
     CouponVoid,
     /// Manage the tenant's admin users (list, create, role, disable, password reset).
     AdminUsers,
+    /// Read mall products and orders.
+    MallRead,
+    /// Create and change mall products (listing, price, stock, limit, on/off sale).
+    MallSettings,
+    /// Hand a paid mall order over at the counter.
+    MallDeliver,
+    /// Refund a paid mall order.
+    MallRefund,
 }
 
 impl Permission {
     #[cfg(test)]
-    pub const ALL: [Permission; 21] = [
+    pub const ALL: [Permission; 25] = [
         Permission::MemberRead,
         Permission::MemberRegister,
         Permission::PointsGrant,
@@ -69,6 +77,10 @@ impl Permission {
         Permission::CouponRedeem,
         Permission::CouponVoid,
         Permission::AdminUsers,
+        Permission::MallRead,
+        Permission::MallSettings,
+        Permission::MallDeliver,
+        Permission::MallRefund,
     ];
 
     /// What the permission lets one do, for error messages.
@@ -95,6 +107,10 @@ impl Permission {
             Permission::CouponRedeem => "write coupons off",
             Permission::CouponVoid => "void coupons",
             Permission::AdminUsers => "manage admin users",
+            Permission::MallRead => "read mall products and orders",
+            Permission::MallSettings => "change mall products",
+            Permission::MallDeliver => "deliver mall orders",
+            Permission::MallRefund => "refund mall orders",
         }
     }
 }
@@ -116,6 +132,8 @@ pub fn allowed(role: Role, permission: Permission) -> bool {
                     | P::LedgerRead
                     | P::CouponRead
                     | P::CouponRedeem
+                    | P::MallRead
+                    | P::MallDeliver
             )
         }
         Role::Auditor => {
@@ -128,6 +146,7 @@ pub fn allowed(role: Role, permission: Permission) -> bool {
                     | P::WechatRead
                     | P::PaymentRead
                     | P::CouponRead
+                    | P::MallRead
             )
         }
     }
@@ -181,6 +200,10 @@ pub mod perm {
         CouponRedeem,
         CouponVoid,
         AdminUsers,
+        MallRead,
+        MallSettings,
+        MallDeliver,
+        MallRefund,
     );
 }
 
@@ -192,7 +215,7 @@ mod tests {
     fn the_whole_matrix() {
         use Permission as P;
         // Columns: owner, manager, staff, auditor.
-        let table: [(Permission, [bool; 4]); 21] = [
+        let table: [(Permission, [bool; 4]); 25] = [
             (P::MemberRead, [true, true, true, true]),
             (P::MemberRegister, [true, true, true, false]),
             (P::PointsGrant, [true, true, false, false]),
@@ -214,6 +237,10 @@ mod tests {
             (P::CouponRedeem, [true, true, true, false]),
             (P::CouponVoid, [true, true, false, false]),
             (P::AdminUsers, [true, false, false, false]),
+            (P::MallRead, [true, true, true, true]),
+            (P::MallSettings, [true, true, false, false]),
+            (P::MallDeliver, [true, true, true, false]),
+            (P::MallRefund, [true, true, false, false]),
         ];
         let roles = [Role::Owner, Role::Manager, Role::Staff, Role::Auditor];
         for (permission, expected) in table {
@@ -238,6 +265,7 @@ mod tests {
                     | Permission::WechatRead
                     | Permission::PaymentRead
                     | Permission::CouponRead
+                    | Permission::MallRead
             )
         });
         for p in writes {

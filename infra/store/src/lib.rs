@@ -16,6 +16,7 @@ pub mod coupon_store;
 pub mod dispatch_store;
 pub mod group_commit;
 pub mod hashchain;
+pub mod mall_store;
 pub mod migrate;
 pub mod pay_store;
 pub mod pg_ports;
