@@ -356,6 +356,11 @@ async fn expiry_releases_points_and_stock_exactly_once() {
     assert_eq!(member_view(&t, &m, member_id).await.held_points, 40);
 
     t.clock.advance(chrono::Duration::minutes(mall::PAY_WINDOW_DEFAULT_MINUTES + 1));
+    // Past the window a payment is refused even before the scheduler ran: the
+    // order expires then and there.
+    let (status, body) = pay(&t, &session, &order_id).await;
+    assert_eq!((status, &body["error"]["code"]), (StatusCode::CONFLICT, &json!("order_ended")));
+    assert_eq!(member_view(&t, &m, member_id).await.held_points, 0);
     step(&t, &m).await;
     step(&t, &m).await;
     let v = member_view(&t, &m, member_id).await;
@@ -482,4 +487,33 @@ async fn bad_quantities_and_bodies_are_refused_and_store_nothing() {
     assert_eq!(events, 0);
     let products = count(&t, &m, "SELECT count(*) FROM events WHERE aggregate_type = 'mall_product'").await;
     assert_eq!(products, 1);
+}
+
+#[tokio::test]
+async fn orders_beyond_the_members_points_place_one_and_hold_no_stock_for_the_other() {
+    let t = spawn_app().await;
+    let m = merchant(&t, "mall-undo").await;
+    let product_id =
+        product(&t, &m, json!({"kind": "points", "points": 60}), json!({"kind": "finite", "total": 1}), None).await;
+    let (member_id, session) = member(&t, &m, 1, 100, 0).await;
+    // Two orders racing for the member's 100 points: the pre-check passes both,
+    // the ledger's hold refuses one, whose reservation is then released.
+    let other_product =
+        product(&t, &m, json!({"kind": "points", "points": 60}), json!({"kind": "finite", "total": 1}), None).await;
+    let results: Vec<(StatusCode, Value)> = stream::iter([product_id.clone(), other_product.clone()])
+        .map(|p| place(&t, &session, json!({"product_id": p, "quantity": 1})))
+        .buffer_unordered(2)
+        .collect()
+        .await;
+    let placed = results.iter().filter(|(s, _)| *s == StatusCode::CREATED).count();
+    let refused = results
+        .iter()
+        .filter(|(s, b)| *s == StatusCode::CONFLICT && b["error"]["code"] == "insufficient_points")
+        .count();
+    assert_eq!((placed, refused), (1, 1), "{results:?}");
+    let v = member_view(&t, &m, member_id).await;
+    assert_eq!((v.points, v.held_points), (40, 60));
+    let available = product_view(&t, &m, &product_id).await["available"].as_u64().unwrap()
+        + product_view(&t, &m, &other_product).await["available"].as_u64().unwrap();
+    assert_eq!(available, 1, "the refused order's unit is back on sale");
 }

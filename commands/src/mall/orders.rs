@@ -431,6 +431,12 @@ pub async fn pay(
     let placed = order.placed.as_deref().ok_or(MallOpError::NotFound("order"))?.clone();
     let mut steps = Steps::new(app, tenant, order_id, ctx.correlation_id)?;
     match order.status {
+        // Past its window the order is over even if the scheduler has not
+        // expired it yet: expire it now rather than take a payment late.
+        Some(OrderStatus::AwaitingPayment) if app.clock.now() >= placed.expires_at => {
+            settle(app, tenant, order_id).await?;
+            return Err(MallOpError::Order(MallOrderError::Ended(OrderStatus::Expired)));
+        }
         Some(OrderStatus::AwaitingPayment) => {}
         Some(OrderStatus::Paid | OrderStatus::Delivered) => {
             settle(app, tenant, order_id).await?;
