@@ -97,3 +97,26 @@ CREATE TRIGGER mall_order_events_index
         'MallOrderPlaced', 'MallOrderPaid', 'MallOrderCancelled', 'MallOrderPaymentArrivedLate',
         'MallOrderRefunded'))
     EXECUTE FUNCTION mall_order_events_index();
+
+-- Read model: one row per placed order with its current status (projector `mall`).
+CREATE TABLE rm_mall_orders (
+    tenant_id    text        NOT NULL,
+    order_id     text        NOT NULL,
+    member_id    text        NOT NULL,
+    product_id   text        NOT NULL,
+    product_name text        NOT NULL,
+    quantity     integer     NOT NULL CHECK (quantity > 0),
+    points_total bigint      NOT NULL CHECK (points_total >= 0),
+    cash_due_fen bigint      NOT NULL CHECK (cash_due_fen >= 0),
+    method       text        NOT NULL,
+    status       text        NOT NULL CHECK (status IN ('awaiting_payment', 'paid', 'delivered', 'expired',
+                                                       'cancelled', 'refund_due', 'refunded')),
+    placed_at    timestamptz NOT NULL,
+    updated_at   timestamptz NOT NULL,
+    -- The order's last applied event.
+    version      bigint      NOT NULL,
+    PRIMARY KEY (tenant_id, order_id)
+);
+CREATE INDEX rm_mall_orders_status ON rm_mall_orders (tenant_id, status, placed_at DESC);
+CREATE INDEX rm_mall_orders_member ON rm_mall_orders (tenant_id, member_id, placed_at DESC);
+GRANT SELECT, INSERT, UPDATE, DELETE ON rm_mall_orders TO wxcm_app;

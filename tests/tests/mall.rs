@@ -517,3 +517,51 @@ async fn orders_beyond_the_members_points_place_one_and_hold_no_stock_for_the_ot
         + product_view(&t, &m, &other_product).await["available"].as_u64().unwrap();
     assert_eq!(available, 1, "the refused order's unit is back on sale");
 }
+
+#[tokio::test]
+async fn the_mall_read_model_and_daily_counters_follow_the_orders() {
+    let t = wxcm_tests::spawn_app_with_projections().await;
+    let m = merchant(&t, "mall-report").await;
+    let product_id = product(
+        &t,
+        &m,
+        json!({"kind": "points_and_fen", "points": 20, "amount_fen": 150}),
+        json!({"kind": "finite", "total": 10}),
+        None,
+    )
+    .await;
+    let (_, session) = member(&t, &m, 1, 1_000, 1_000).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (status, order) =
+            place(&t, &session, json!({"product_id": product_id, "quantity": 1, "pay_with": "balance"})).await;
+        assert_eq!(status, StatusCode::CREATED, "{order}");
+        ids.push(order["order_id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids[..2] {
+        assert_eq!(pay(&t, &session, id).await.0, StatusCode::OK);
+    }
+    let (status, _) =
+        post(&t, &m.staff, "/admin/api/v1/mall/deliveries", json!({"order": ids[0], "store": "front desk"})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) =
+        post(&t, &m.owner, &format!("/admin/api/v1/mall/orders/{}/refund", ids[1]), json!({"reason": "x"})).await;
+    assert_eq!(status, StatusCode::OK);
+    t.catch_up().await;
+
+    let statuses = count(
+        &t,
+        &m,
+        "SELECT count(*) FILTER (WHERE status = 'delivered') * 100 + count(*) FILTER (WHERE status = 'refunded') * 10
+              + count(*) FILTER (WHERE status = 'awaiting_payment') FROM rm_mall_orders",
+    )
+    .await;
+    assert_eq!(statuses, 111);
+    let metric =
+        |name: &str| format!("SELECT coalesce(sum(value), 0)::bigint FROM rm_daily_ops WHERE metric = '{name}'");
+    assert_eq!(count(&t, &m, &metric("mall_orders_paid")).await, 2);
+    assert_eq!(count(&t, &m, &metric("mall_orders_delivered")).await, 1);
+    // Net of the refund: one order's points and fen.
+    assert_eq!(count(&t, &m, &metric("mall_points_spent")).await, 20);
+    assert_eq!(count(&t, &m, &metric("mall_fen_taken")).await, 150);
+}
