@@ -565,3 +565,59 @@ async fn the_mall_read_model_and_daily_counters_follow_the_orders() {
     assert_eq!(count(&t, &m, &metric("mall_points_spent")).await, 20);
     assert_eq!(count(&t, &m, &metric("mall_fen_taken")).await, 150);
 }
+
+#[tokio::test]
+async fn a_placement_that_died_after_reserving_is_swept_and_its_key_stays_refused() {
+    use wxcm_domain::mall::{Price, ProductCommand, ProductId, Quantity};
+    use wxcm_domain::IdempotencyKey;
+
+    let t = spawn_app().await;
+    let m = merchant(&t, "mall-sweep").await;
+    let product_id =
+        product(&t, &m, json!({"kind": "points", "points": 30}), json!({"kind": "finite", "total": 1}), None).await;
+    let (member_id, session) = member(&t, &m, 1, 100, 0).await;
+    // What a placement leaves when its process dies after the first two steps:
+    // the reservation (which writes the order's expiry) and the points hold.
+    let request_key = key();
+    let order_id = MallOrderId::for_request(&m.tenant, member_id, &IdempotencyKey::parse(&request_key).unwrap());
+    let shard = t.app.router.route(&m.tenant).unwrap();
+    let sys = |what: &str| {
+        let k = members::system_key(&["test-died", what]).unwrap();
+        CommandContext::new(m.tenant.clone(), k, "test".into())
+    };
+    let reserve = ProductCommand::Reserve {
+        order_id,
+        member_id,
+        quantity: Quantity::new(1).unwrap(),
+        unit_price: Price::Points { points: PointsAmount::new(30).unwrap() },
+        expires_at: t.app.clock.now() + chrono::Duration::minutes(mall::PAY_WINDOW_DEFAULT_MINUTES),
+    };
+    let product_key = ProductId::parse(&product_id).unwrap().to_string();
+    shard.products.execute(&product_key, reserve.clone(), &reserve, &sys("reserve")).await.unwrap();
+    let hold = MemberCommand::HoldPoints {
+        hold_id: order_id.hold_id(),
+        points: PointsAmount::new(30).unwrap(),
+        provenance: Provenance {
+            actor: Actor::Member { member_id },
+            reason: Reference::parse("mall order").unwrap(),
+            reference: None,
+            idempotency_key: sys("hold").idempotency_key,
+        },
+    };
+    members::execute(&t.app, &m.tenant, member_id, hold.clone(), &hold, &sys("hold")).await.unwrap();
+    assert_eq!(product_view(&t, &m, &product_id).await["available"], 0);
+    assert_eq!(member_view(&t, &m, member_id).await.held_points, 30);
+
+    // Its expiry sweeps both, once.
+    t.clock.advance(chrono::Duration::minutes(mall::PAY_WINDOW_DEFAULT_MINUTES + 1));
+    step(&t, &m).await;
+    step(&t, &m).await;
+    assert_eq!(product_view(&t, &m, &product_id).await["available"], 1);
+    let v = member_view(&t, &m, member_id).await;
+    assert_eq!((v.points, v.held_points), (100, 0));
+    // The request retried with its key is refused, nothing is reserved again.
+    let req = t.http.post(t.url("/m/api/v1/mall/orders")).bearer_auth(&session).header("Idempotency-Key", &request_key);
+    let (status, body) = send(req.json(&json!({"product_id": product_id, "quantity": 1}))).await;
+    assert_eq!((status, &body["error"]["code"]), (StatusCode::CONFLICT, &json!("order_abandoned")), "{body}");
+    assert_eq!(product_view(&t, &m, &product_id).await["available"], 1);
+}
