@@ -8,6 +8,8 @@
 //!   them (what idempotency hashes);
 //! - [`auth`] signs admins in; [`admin_users`] manages them (sessions end
 //!   with a disable, a role change or a new password);
+//! - [`mall`] runs the points mall: products and orders (processes over the
+//!   product, the member ledger and the order);
 //! - [`ports`] are the traits the infrastructure implements (store, clock, ...).
 
 pub mod adapter;
@@ -20,6 +22,7 @@ pub mod failure;
 pub mod health;
 pub mod keyed_requests;
 pub mod ledger_requests;
+pub mod mall;
 pub mod members;
 pub mod oplog;
 pub mod pay_flows;

@@ -319,6 +319,9 @@ pub struct ShardServices {
     pub coupon_store: Arc<dyn crate::coupons::CouponStore>,
     pub coupon_issues: crate::coupons::claims::IssueLanes,
     pub coupon_dispatches: Arc<dyn crate::coupons::dispatch::DispatchStore>,
+    pub products: Executor<wxcm_domain::mall::Product>,
+    pub mall_orders: Executor<wxcm_domain::mall::MallOrder>,
+    pub mall_store: Arc<dyn crate::mall::MallStore>,
     pub event_log: Arc<dyn EventLog>,
     pub directory: Arc<dyn MemberDirectory>,
     pub cards: Arc<dyn CardNumberAllocator>,
@@ -575,11 +578,18 @@ pub trait ShardRouter: Send + Sync {
 pub struct Limits {
     pub amount_fen_max: i64,
     pub points_max: i64,
+    /// Minutes an unpaid mall order holds its stock and points (1..=2880).
+    #[serde(default = "default_pay_window")]
+    pub mall_pay_window_minutes: i64,
+}
+
+fn default_pay_window() -> i64 {
+    crate::mall::PAY_WINDOW_DEFAULT_MINUTES
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { amount_fen_max: 5_000_000, points_max: 10_000_000 }
+        Self { amount_fen_max: 5_000_000, points_max: 10_000_000, mall_pay_window_minutes: default_pay_window() }
     }
 }
 

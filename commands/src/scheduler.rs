@@ -29,6 +29,12 @@ pub const KIND_PAYMENT_CREDIT: &str = "payment_credit";
 pub const KIND_PAYMENT_EXPIRY: &str = "payment_expiry";
 /// Refunds recorded on an order whose ledger reversal may still be due.
 pub const KIND_PAYMENT_REVERSAL: &str = "payment_reversal";
+/// An unpaid mall order (or a reservation never placed) reaching its expiry
+/// (written with `ProductStockReserved`, migration 0020).
+pub const KIND_MALL_ORDER_EXPIRY: &str = "mall_order_expiry";
+/// What a mall order's event asks of the product and the member ledger
+/// (written with `MallOrderPaid`, `…Cancelled`, `…PaymentArrivedLate`, `…Refunded`).
+pub const KIND_MALL_ORDER_SETTLE: &str = "mall_order_settle";
 /// Expiry commands per due item (each expires up to `PointsAmount::MAX`).
 const EXPIRY_ROUNDS_MAX: u32 = 16;
 
@@ -139,6 +145,11 @@ async fn run_item(app: &App, pay: Option<&dyn PayGateway>, item: &DueItem) -> Re
             crate::coupons::issue_welcome(app, &tenant, member_id)
                 .await
                 .map_err(|e| MemberOpError::Infra(e.to_string()))
+        }
+        KIND_MALL_ORDER_EXPIRY | KIND_MALL_ORDER_SETTLE => {
+            let order_id = wxcm_domain::mall::MallOrderId::parse(&item.aggregate_id)
+                .map_err(|e| MemberOpError::Infra(e.to_string()))?;
+            crate::mall::orders::due(app, &tenant, order_id).await.map_err(|e| MemberOpError::Infra(e.to_string()))
         }
         other => {
             warn!(kind = other, "unknown due work kind; leaving it");

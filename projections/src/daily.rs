@@ -44,6 +44,13 @@ pub mod metric {
     pub const COUPONS_REDEEMED: &str = "coupons_redeemed";
     pub const COUPONS_VOIDED: &str = "coupons_voided";
     pub const COUPONS_EXPIRED: &str = "coupons_expired";
+    /// Mall orders paid (fed by `MallProjector`, like the three below).
+    pub const MALL_ORDERS_PAID: &str = "mall_orders_paid";
+    pub const MALL_ORDERS_DELIVERED: &str = "mall_orders_delivered";
+    /// Points spent on mall orders, net of refunds.
+    pub const MALL_POINTS_SPENT: &str = "mall_points_spent";
+    /// Fen paid for mall orders (balance or WeChat Pay), net of refunds.
+    pub const MALL_FEN_TAKEN: &str = "mall_fen_taken";
 }
 
 #[derive(Iden)]

@@ -7,15 +7,18 @@
 //!   dead letters, lag).
 //! - `members`: `MemberProjector` → `rm_members`, `rm_member_ledger`.
 //! - `coupons`: `CouponProjector` → `rm_coupons` and the coupon counters of `rm_daily_ops`.
+//! - `mall`: `MallProjector` → `rm_mall_orders` and the mall counters of `rm_daily_ops`.
 //! - `follows`: follow sources and what an event does to a member's follow columns.
 
 pub mod coupons;
 pub mod envelope;
+pub mod mall;
 pub mod members;
 pub mod runtime;
 
 pub use coupons::CouponProjector;
 pub use envelope::{load_events, RelayedEvent};
+pub use mall::MallProjector;
 pub use members::MemberProjector;
 pub use runtime::{
     stalls_detected, ApplyError, BatchReport, Outcome, ProjectionError, Projector, ProjectorRuntime, ProjectorSettings,

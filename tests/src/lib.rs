@@ -13,7 +13,7 @@ use chrono::{DateTime, Duration, Utc};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
 use wxcm_commands::ports::{App, Clock};
-use wxcm_projections::{CouponProjector, MemberProjector, Projector, ProjectorRuntime};
+use wxcm_projections::{CouponProjector, MallProjector, MemberProjector, Projector, ProjectorRuntime};
 use wxcm_server::app::{Application, BuildOptions, Role, RunningApp};
 use wxcm_server::config::{Settings, ShardConfig};
 use wxcm_server::relay::{self, ShardRelay};
@@ -117,6 +117,7 @@ struct ShardPipeline {
     relay: ShardRelay,
     projector: ProjectorRuntime<MemberProjector>,
     coupons: ProjectorRuntime<CouponProjector>,
+    mall: ProjectorRuntime<MallProjector>,
 }
 
 impl ShardPipeline {
@@ -141,6 +142,7 @@ impl ShardPipeline {
     async fn drain_projector(&mut self, deadline: std::time::Instant) {
         drain(&mut self.projector, deadline).await;
         drain(&mut self.coupons, deadline).await;
+        drain(&mut self.mall, deadline).await;
     }
 }
 
@@ -203,12 +205,14 @@ pub async fn spawn_app_with_projections_on(mut settings: Settings) -> TestApp {
     };
     let projectors = application.shard_projectors(&js, tune);
     let coupon_projectors = application.shard_coupon_projectors(&js, tune);
+    let mall_projectors = application.shard_mall_projectors(&js, tune);
     let mut shards = Vec::new();
-    // Both come from `Shards::all`, in the same order.
-    for (((name, relay), projector), coupons) in names.iter().zip(relays).zip(projectors).zip(coupon_projectors) {
+    // All come from `Shards::all`, in the same order.
+    let pipelines = names.iter().zip(relays).zip(projectors).zip(coupon_projectors).zip(mall_projectors);
+    for ((((name, relay), projector), coupons), mall) in pipelines {
         let url = &settings.shards[name].admin_url;
         let db = PgConnectOptions::from_str(url).expect("url").connect().await.expect("shard connection");
-        shards.push(ShardPipeline { db, relay, projector, coupons });
+        shards.push(ShardPipeline { db, relay, projector, coupons, mall });
     }
     let pipeline = Pipeline { js, prefix, shards: tokio::sync::Mutex::new(shards) };
     start(application, settings, clock, Some(pipeline))

@@ -13,7 +13,7 @@ use axum::Router;
 use crate::permissions::Permission;
 use crate::resources::wechat::{authorization, menus, points_rules, qr_codes, reply_rules};
 use crate::resources::{
-    admin_users, coupons, ledger, members, operation_log, payments, referral, reports, session, tenant,
+    admin_users, coupons, ledger, mall, members, operation_log, payments, referral, reports, session, tenant,
 };
 use crate::state::AppState;
 
@@ -180,4 +180,16 @@ pub(crate) fn admin_routes() -> AdminRoutes {
         .post("/coupons/redemptions", Needs(P::CouponRedeem), coupons::redeem)
         .get("/coupons/{coupon_id}", Needs(P::CouponRead), coupons::get_coupon)
         .post("/coupons/{coupon_id}/void", Needs(P::CouponVoid), coupons::void_coupon)
+        .get("/mall/products", Needs(P::MallRead), mall::list_products)
+        .post("/mall/products", Needs(P::MallSettings), mall::create_product)
+        .get("/mall/products/{product_id}", Needs(P::MallRead), mall::get_product)
+        .put("/mall/products/{product_id}/listing", Needs(P::MallSettings), mall::put_listing)
+        .put("/mall/products/{product_id}/price", Needs(P::MallSettings), mall::put_price)
+        .put("/mall/products/{product_id}/stock", Needs(P::MallSettings), mall::put_stock)
+        .put("/mall/products/{product_id}/member-limit", Needs(P::MallSettings), mall::put_member_limit)
+        .put("/mall/products/{product_id}/on-sale", Needs(P::MallSettings), mall::put_on_sale)
+        .get("/mall/orders", Needs(P::MallRead), mall::list_orders)
+        .get("/mall/orders/{mall_order_id}", Needs(P::MallRead), mall::get_order)
+        .post("/mall/orders/{mall_order_id}/refund", Needs(P::MallRefund), mall::refund_order)
+        .post("/mall/deliveries", Needs(P::MallDeliver), mall::deliver)
 }

@@ -74,7 +74,7 @@ pub mod wechat_outbound;
 
 use ratelimit::LoginLimiter;
 pub use resources::member_api::MemberPorts;
-use resources::{coupons, health, member_api, pay_notify, referral, wechat_callback};
+use resources::{coupons, health, mall, member_api, pay_notify, referral, wechat_callback};
 use state::{AppSessions, AppState, SessionResolver};
 pub use wechat_edge::{ComponentCredentials, WechatEdge, WechatOutbound, WechatSettings};
 pub use wechat_outbound::ClientOutbound;
@@ -218,6 +218,11 @@ fn build_with(
         .route("/coupon-templates", get(coupons::member_claimable))
         .route("/coupons", get(coupons::member_list))
         .route("/coupons/claims", post(coupons::member_claim))
+        .route("/mall/products", get(mall::member_products))
+        .route("/mall/orders", get(mall::member_orders).post(mall::member_place_order))
+        .route("/mall/orders/{order_id}", get(mall::member_order))
+        .route("/mall/orders/{order_id}/payment", post(mall::member_pay))
+        .route("/mall/orders/{order_id}/cancel", post(mall::member_cancel))
         .route("/card-code", get(member_api::card_code));
     Router::new()
         .route("/healthz", get(health::healthz))

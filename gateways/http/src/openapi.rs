@@ -10,8 +10,8 @@ use utoipa::{Modify, OpenApi};
 use crate::error::{ErrorBody, ErrorDetail};
 use crate::resources::wechat::{authorization, menus, points_rules, qr_codes, reply_rules};
 use crate::resources::{
-    admin_users, coupons, health, ledger, member_api, members, operation_log, pay_notify, payments, referral, reports,
-    session, tenant,
+    admin_users, coupons, health, ledger, mall, member_api, members, operation_log, pay_notify, payments, referral,
+    reports, session, tenant,
 };
 
 const DESCRIPTION: &str = "\
@@ -57,6 +57,15 @@ staff write coupons off at the counter (`POST coupons/redemptions` with the scan
 member never claims more than its per-member limit, however many ask at once. Refusals are 409: \
 `sold_out`, `limit_reached`, `not_in_audience`, `template_disabled`, `window_ended`, `already_redeemed`, \
 `coupon_voided`, `coupon_expired`, `coupon_not_yet_valid`, `other_tenant_coupon`.
+
+Points mall (`/admin/api/v1/mall`, `/m/api/v1/mall`): owner and manager create and change products and \
+refund orders; staff deliver paid orders at the counter (`POST mall/deliveries` with the scanned QR payload \
+or the typed order number) and read; auditors read. A member's order reserves the stock and holds the \
+points until it is paid (points, balance, or both) or expires; a product never sells more than its stock, \
+nor a member more than the per-member limit. A payment that arrives after the order ended is refunded, \
+never honoured. Refusals are 409: `sold_out`, `limit_reached`, `not_on_sale`, `price_changed`, \
+`insufficient_points`, `already_paid`, `order_ended`, `order_ended_payment_refunded`, `already_delivered`, \
+`already_refunded`, `not_paid`; a quantity outside 1..=99 is 422 `invalid_quantity`.
 
 Admin users (`/admin/api/v1/admin-users`): only the owner lists, creates, changes roles, disables, enables \
 and resets passwords; every user changes its own password at `PUT me/password` with the current one. \
@@ -147,6 +156,24 @@ v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with
         coupons::member_claimable,
         coupons::member_claim,
         coupons::member_list,
+        mall::create_product,
+        mall::list_products,
+        mall::get_product,
+        mall::put_listing,
+        mall::put_price,
+        mall::put_stock,
+        mall::put_member_limit,
+        mall::put_on_sale,
+        mall::list_orders,
+        mall::get_order,
+        mall::refund_order,
+        mall::deliver,
+        mall::member_products,
+        mall::member_place_order,
+        mall::member_orders,
+        mall::member_order,
+        mall::member_pay,
+        mall::member_cancel,
         pay_notify::notify_v2,
         pay_notify::notify_v3,
         pay_notify::notify_refund_v2,
@@ -166,6 +193,7 @@ v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with
 referral links, third-party authorization"),
         (name = "payments", description = "WeChat Pay orders of the tenant and their notifications"),
         (name = "coupons", description = "Coupon templates, grants, the counter's write-off, void"),
+        (name = "mall", description = "The points mall: products, orders, refunds, delivery at the counter"),
         (name = "member", description = "The member API: OAuth sessions, the member's card, balance recharges"),
         (name = "pay-notify", description = "WeChat Pay's notifications (called by Pay)"),
     ),

@@ -45,11 +45,19 @@ pub enum Permission {
     AdminUsers,
     /// Read the operation log (every admin and staff write).
     OperationLogRead,
+    /// Read mall products and orders.
+    MallRead,
+    /// Create and change mall products (listing, price, stock, limit, on/off sale).
+    MallSettings,
+    /// Hand a paid mall order over at the counter.
+    MallDeliver,
+    /// Refund a paid mall order.
+    MallRefund,
 }
 
 impl Permission {
     #[cfg(test)]
-    pub const ALL: [Permission; 22] = [
+    pub const ALL: [Permission; 26] = [
         Permission::MemberRead,
         Permission::MemberRegister,
         Permission::PointsGrant,
@@ -72,6 +80,10 @@ impl Permission {
         Permission::CouponVoid,
         Permission::AdminUsers,
         Permission::OperationLogRead,
+        Permission::MallRead,
+        Permission::MallSettings,
+        Permission::MallDeliver,
+        Permission::MallRefund,
     ];
 
     /// What the permission lets one do, for error messages.
@@ -99,6 +111,10 @@ impl Permission {
             Permission::CouponVoid => "void coupons",
             Permission::AdminUsers => "manage admin users",
             Permission::OperationLogRead => "read the operation log",
+            Permission::MallRead => "read mall products and orders",
+            Permission::MallSettings => "change mall products",
+            Permission::MallDeliver => "deliver mall orders",
+            Permission::MallRefund => "refund mall orders",
         }
     }
 }
@@ -121,6 +137,8 @@ pub fn allowed(role: Role, permission: Permission) -> bool {
                     | P::LedgerRead
                     | P::CouponRead
                     | P::CouponRedeem
+                    | P::MallRead
+                    | P::MallDeliver
             )
         }
         Role::Auditor => {
@@ -134,6 +152,7 @@ pub fn allowed(role: Role, permission: Permission) -> bool {
                     | P::PaymentRead
                     | P::CouponRead
                     | P::OperationLogRead
+                    | P::MallRead
             )
         }
     }
@@ -188,6 +207,10 @@ pub mod perm {
         CouponVoid,
         AdminUsers,
         OperationLogRead,
+        MallRead,
+        MallSettings,
+        MallDeliver,
+        MallRefund,
     );
 }
 
@@ -199,7 +222,7 @@ mod tests {
     fn the_whole_matrix() {
         use Permission as P;
         // Columns: owner, manager, staff, auditor.
-        let table: [(Permission, [bool; 4]); 22] = [
+        let table: [(Permission, [bool; 4]); 26] = [
             (P::MemberRead, [true, true, true, true]),
             (P::MemberRegister, [true, true, true, false]),
             (P::PointsGrant, [true, true, false, false]),
@@ -222,6 +245,10 @@ mod tests {
             (P::CouponVoid, [true, true, false, false]),
             (P::AdminUsers, [true, false, false, false]),
             (P::OperationLogRead, [true, false, false, true]),
+            (P::MallRead, [true, true, true, true]),
+            (P::MallSettings, [true, true, false, false]),
+            (P::MallDeliver, [true, true, true, false]),
+            (P::MallRefund, [true, true, false, false]),
         ];
         let roles = [Role::Owner, Role::Manager, Role::Staff, Role::Auditor];
         for (permission, expected) in table {
@@ -247,6 +274,7 @@ mod tests {
                     | Permission::PaymentRead
                     | Permission::CouponRead
                     | Permission::OperationLogRead
+                    | Permission::MallRead
             )
         });
         for p in writes {

@@ -28,7 +28,7 @@ use crate::state::SessionResolver;
 use crate::{build, HttpSettings, Readiness};
 
 const RESPONSE_BYTES_MAX: usize = 1 << 20;
-const LIMITS: Limits = Limits { amount_fen_max: 10_000, points_max: 5_000 };
+const LIMITS: Limits = Limits { amount_fen_max: 10_000, points_max: 5_000, mall_pay_window_minutes: 15 };
 
 struct NoShards;
 
@@ -664,6 +664,8 @@ fn concrete(path: &str) -> String {
         ("{username}", "ann".to_owned()),
         ("{template_id}", uuid.clone()),
         ("{coupon_id}", uuid.clone()),
+        ("{product_id}", uuid.clone()),
+        ("{mall_order_id}", uuid.clone()),
         ("{job_id}", uuid),
         ("{order_id}", "rc0000000001".to_owned()),
     ] {

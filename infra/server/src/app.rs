@@ -13,7 +13,9 @@ use tracing::info;
 use wxcm_commands::health::{HealthBoard, PartHealth, PartReport};
 use wxcm_commands::ports::{App, Clock, SecretSealer, SystemClock};
 use wxcm_http::{HttpSettings, Readiness};
-use wxcm_projections::{CouponProjector, MemberProjector, Projector, ProjectorRuntime, ProjectorSettings};
+use wxcm_projections::{
+    CouponProjector, MallProjector, MemberProjector, Projector, ProjectorRuntime, ProjectorSettings,
+};
 
 use crate::config::Settings;
 use crate::relay::{RelaySettings, ShardRelay};
@@ -225,6 +227,15 @@ impl Application {
         self.projectors_of(CouponProjector, js, tune)
     }
 
+    /// The mall projector of every shard (`rm_mall_orders`, mall counters).
+    pub fn shard_mall_projectors(
+        &self,
+        js: &async_nats::jetstream::Context,
+        tune: impl Fn(&mut ProjectorSettings),
+    ) -> Vec<ProjectorRuntime<MallProjector>> {
+        self.projectors_of(MallProjector, js, tune)
+    }
+
     fn projectors_of<P: Projector + Copy>(
         &self,
         projector: P,
@@ -285,6 +296,10 @@ impl Application {
                     tasks.push(tokio::spawn(projector.with_health(part).run(shutdown.clone())));
                 }
                 for projector in self.shard_coupon_projectors(&js, |_| {}) {
+                    let part = self.health.part("projector", projector.shard_name(), projector.projector_name());
+                    tasks.push(tokio::spawn(projector.with_health(part).run(shutdown.clone())));
+                }
+                for projector in self.shard_mall_projectors(&js, |_| {}) {
                     let part = self.health.part("projector", projector.shard_name(), projector.projector_name());
                     tasks.push(tokio::spawn(projector.with_health(part).run(shutdown.clone())));
                 }

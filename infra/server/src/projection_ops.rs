@@ -18,7 +18,9 @@ use wxcm_commands::health::{HealthBoard, PartReport};
 use wxcm_commands::ports::{ShardRouter, SystemClock};
 use wxcm_domain::TenantId;
 use wxcm_projections::rebuild::{self, RebuildReport, RebuildScope};
-use wxcm_projections::{CouponProjector, MemberProjector, Projector, ProjectorRuntime, ProjectorSettings};
+use wxcm_projections::{
+    CouponProjector, MallProjector, MemberProjector, Projector, ProjectorRuntime, ProjectorSettings,
+};
 
 use crate::config::Settings;
 use crate::shards::Shards;
@@ -119,6 +121,7 @@ pub async fn status_of(
     for shard in shards.all() {
         lines.push(projector_line(MemberProjector, settings, shards, shard, js).await);
         lines.push(projector_line(CouponProjector, settings, shards, shard, js).await);
+        lines.push(projector_line(MallProjector, settings, shards, shard, js).await);
     }
     lines
 }

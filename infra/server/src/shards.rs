@@ -14,6 +14,7 @@ use wxcm_commands::ports::{Clock, RouteError, ShardRouter, ShardServices};
 use wxcm_commands::repository::CqrsRepository;
 use wxcm_commands::Executor;
 use wxcm_domain::coupon::{Coupon, CouponTemplate};
+use wxcm_domain::mall::{MallOrder, Product};
 use wxcm_domain::member::Member;
 use wxcm_domain::payment::PaymentOrder;
 use wxcm_domain::tenant::Tenant;
@@ -31,6 +32,8 @@ const ACQUIRE_TIMEOUT_MS: u64 = 5_000;
 const PAYMENT_CACHE_ENTRIES: usize = 1_000;
 /// Templates are few and read on every claim (their limit and audience).
 const COUPON_TEMPLATE_CACHE_ENTRIES: usize = 1_000;
+/// Mall products are few and hot (every order reserves on one).
+const PRODUCT_CACHE_ENTRIES: usize = 1_000;
 
 pub struct Shard {
     pub name: String,
@@ -120,6 +123,24 @@ fn build_shard(name: &str, config: &ShardConfig, clock: Arc<dyn Clock>) -> Resul
         ports.clone(),
         clock.clone(),
     );
+    let products = Executor::<Product>::new(
+        Arc::new(CqrsRepository::new(PgEventStore::<Product>::new(
+            pool.clone(),
+            committer.clone(),
+            PRODUCT_CACHE_ENTRIES,
+        ))),
+        ports.clone(),
+        clock.clone(),
+    );
+    let mall_orders = Executor::<MallOrder>::new(
+        Arc::new(CqrsRepository::new(PgEventStore::<MallOrder>::new(
+            pool.clone(),
+            committer.clone(),
+            config.aggregate_cache_entries,
+        ))),
+        ports.clone(),
+        clock.clone(),
+    );
     let coupon_store: Arc<dyn CouponStore> = Arc::new(PgCouponStore::new(pool.clone(), committer.clone()));
     let coupon_issues = IssueLanes::new(coupon_templates.clone(), coupon_store.clone(), clock);
     let services = Arc::new(ShardServices {
@@ -132,6 +153,9 @@ fn build_shard(name: &str, config: &ShardConfig, clock: Arc<dyn Clock>) -> Resul
         coupon_store,
         coupon_issues,
         coupon_dispatches: Arc::new(wxcm_store::dispatch_store::PgDispatchStore::new(pool.clone())),
+        products,
+        mall_orders,
+        mall_store: Arc::new(wxcm_store::mall_store::PgMallStore::new(pool.clone())),
         event_log: ports.clone(),
         directory: ports.clone(),
         cards: ports.clone(),

@@ -17,6 +17,7 @@ pub mod dispatch_store;
 pub mod group_commit;
 pub mod hashchain;
 pub mod keyed_store;
+pub mod mall_store;
 pub mod migrate;
 pub mod oplog_store;
 pub mod pay_store;

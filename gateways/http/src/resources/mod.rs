@@ -28,6 +28,7 @@ pub mod admin_users;
 pub mod coupons;
 pub mod health;
 pub mod ledger;
+pub mod mall;
 pub mod member_api;
 pub mod members;
 pub mod operation_log;

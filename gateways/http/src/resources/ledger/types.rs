@@ -339,7 +339,7 @@ mod tests {
     use super::*;
 
     fn limits() -> Limits {
-        Limits { amount_fen_max: 1_000, points_max: 500 }
+        Limits { amount_fen_max: 1_000, points_max: 500, mall_pay_window_minutes: 15 }
     }
 
     fn cash(amount_fen: i64) -> CashBody {
@@ -373,7 +373,7 @@ mod tests {
 
     #[test]
     fn the_configured_limit_never_exceeds_the_domain_ceiling() {
-        let generous = Limits { amount_fen_max: i64::MAX, points_max: i64::MAX };
+        let generous = Limits { amount_fen_max: i64::MAX, points_max: i64::MAX, mall_pay_window_minutes: 15 };
         assert!(cash(AmountFen::MAX).validate(CashOp::Deposit, &generous).is_ok());
         assert_eq!(code(cash(AmountFen::MAX + 1).validate(CashOp::Deposit, &generous)), "invalid_amount");
     }

@@ -1,0 +1,793 @@
+//! Mall orders as processes over the product, the member ledger and the order.
+//!
+//! Placement: reserve the stock on the product (which decides sold out and
+//! the per-member limit; the reservation's trigger indexes the order and
+//! writes its expiry as due work, migration 0020), hold the points on the
+//! member ledger (hold id [`MallOrderId::hold_id`]), place the order under the
+//! request's key, record the hold on it. A step refused for good undoes the
+//! earlier ones (release hold, release reservation); a step whose outcome is
+//! unknown (store unavailable) undoes nothing: the expiry due work finds what
+//! is left ([`settle`]).
+//!
+//! After the order decided (paid, expired, cancelled, paid late, refunded)
+//! [`settle`] makes the other streams follow, each step under a key derived
+//! from the order and the step, so it happens once however often settle runs
+//! (inline after the member's call, and again from due work written with the
+//! order's event, so a crash between the two finishes later).
+//!
+//! Policy for a payment that arrives after the order expired or was
+//! cancelled: refunded, never honoured (the domain's `MallOrderPaymentArrivedLate`).
+//! A balance charge is made under a key derived from the order, so an expiry
+//! that finds the charge without a recorded payment records it as late and
+//! refunds it: a crash between charge and record loses no money.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+use tracing::warn;
+use uuid::Uuid;
+use wxcm_domain::mall::{
+    CashPayment, CashRefund, MallOrder, MallOrderCommand, MallOrderError, MallOrderEvent, MallOrderId, OrderRefund,
+    OrderStatus, OrderTotals, PaymentMethod, Price, ProductCommand, ProductError, ProductId, Quantity, ReleaseReason,
+    PAY_WINDOW_MAX_MINUTES,
+};
+use wxcm_domain::member::{ExpiryPolicy, MemberCommand, MemberError, MemberEvent, PointsSource, Provenance};
+use wxcm_domain::{Actor, AmountFen, EventSourced, IdempotencyKey, MemberId, PointsAmount, Reference, TenantId};
+
+use super::{MallOpError, OrderEntry, OrderQuery, ORDER_PAGE_MAX, PAY_WINDOW_DEFAULT_MINUTES};
+use crate::executor::{ExecuteError, Outcome};
+use crate::members;
+use crate::ports::{App, ShardServices};
+use crate::CommandContext;
+
+/// The prefix of an order's QR payload; the tenant is part of it, so an order
+/// scanned at another merchant is refused as theirs.
+pub const QR_PREFIX: &str = "wxcm:order:";
+
+/// How the member pays the cash part (the points part is always the hold).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CashMethod {
+    Balance,
+    WechatPay,
+}
+
+/// What a member asks to buy (hashed for idempotency: no server-made values).
+#[derive(Debug, Clone, Serialize)]
+pub struct PlaceOrder {
+    pub product_id: ProductId,
+    pub quantity: Quantity,
+    /// How the cash part is paid; needed only when the product costs fen.
+    pub pay_with: Option<CashMethod>,
+    /// The unit price the member saw; refused if the product's changed since.
+    pub unit_price: Option<Price>,
+}
+
+/// An order as admins, staff and its member see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrderView {
+    pub order_id: MallOrderId,
+    pub order_no: i64,
+    /// What the member's QR code holds: the tenant and the order.
+    pub qr_payload: String,
+    pub member_id: MemberId,
+    pub product_id: ProductId,
+    pub product_name: String,
+    pub quantity: Quantity,
+    pub unit_price: Price,
+    pub totals: OrderTotals,
+    pub method: PaymentMethod,
+    pub status: OrderStatus,
+    pub placed_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub points_held: bool,
+    pub paid_at: Option<DateTime<Utc>>,
+    pub cash_paid: Option<CashPayment>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub delivered_by: Option<String>,
+    pub store: Option<String>,
+    /// A payment that arrived after the order ended (refunded).
+    pub late_payment: Option<CashPayment>,
+    pub refund: Option<OrderRefund>,
+}
+
+impl OrderView {
+    fn of(order: &MallOrder, tenant: &TenantId, order_no: i64) -> Option<Self> {
+        let placed = order.placed.as_deref().filter(|p| &p.tenant_id == tenant)?;
+        let status = order.status?;
+        Some(Self {
+            order_id: placed.order_id,
+            order_no,
+            qr_payload: format!("{QR_PREFIX}{}:{}", placed.tenant_id, placed.order_id),
+            member_id: placed.member_id,
+            product_id: placed.product_id,
+            product_name: placed.product_name.as_str().to_owned(),
+            quantity: placed.quantity,
+            unit_price: placed.unit_price,
+            totals: placed.totals,
+            method: placed.method,
+            status,
+            placed_at: placed.placed_at,
+            expires_at: placed.expires_at,
+            points_held: order.hold_id.is_some(),
+            paid_at: order.payment.as_ref().map(|p| p.paid_at),
+            cash_paid: order.payment.as_ref().and_then(|p| p.cash.clone()),
+            delivered_at: order.delivery.as_ref().map(|d| d.delivered_at),
+            delivered_by: order.delivery.as_ref().map(|d| d.actor.label()),
+            store: order.delivery.as_ref().map(|d| d.store.as_str().to_owned()),
+            late_payment: order.late_payment.as_ref().map(|l| l.cash.clone()),
+            refund: order.refund.clone(),
+        })
+    }
+}
+
+fn infra(e: impl std::fmt::Display) -> MallOpError {
+    MallOpError::Infra(e.to_string())
+}
+
+fn text(s: &str) -> Result<Reference, MallOpError> {
+    Reference::parse(s).map_err(infra)
+}
+
+/// The key of an order's balance charge: one charge per order, however often
+/// payment is asked (an expiry that finds it unrecorded refunds it).
+pub fn charge_key(order_id: MallOrderId) -> Result<IdempotencyKey, MallOpError> {
+    step_key("charge", order_id)
+}
+
+fn step_key(step: &str, order_id: MallOrderId) -> Result<IdempotencyKey, MallOpError> {
+    Ok(members::system_key(&["mall-order", step, &order_id.to_string()])?)
+}
+
+/// The steps of one order's processes, each under a key derived from the
+/// order and the step (so each happens once), counted when they wrote.
+struct Steps {
+    shard: Arc<ShardServices>,
+    tenant: TenantId,
+    order_id: MallOrderId,
+    correlation: Uuid,
+    written: u32,
+}
+
+impl Steps {
+    fn new(app: &App, tenant: &TenantId, order_id: MallOrderId, correlation: Uuid) -> Result<Self, MallOpError> {
+        Ok(Self { shard: app.router.route(tenant)?, tenant: tenant.clone(), order_id, correlation, written: 0 })
+    }
+
+    fn key(&self, step: &str) -> Result<IdempotencyKey, MallOpError> {
+        step_key(step, self.order_id)
+    }
+
+    fn ctx(&self, step: &str, actor: &Actor) -> Result<CommandContext, MallOpError> {
+        let mut ctx = CommandContext::new(self.tenant.clone(), self.key(step)?, actor.label());
+        ctx.correlation_id = self.correlation;
+        Ok(ctx)
+    }
+
+    fn count<E>(&mut self, outcome: &Outcome<E>) {
+        if !outcome.replayed {
+            self.written += outcome.events.len() as u32;
+        }
+    }
+
+    async fn product(
+        &mut self,
+        step: &str,
+        product_id: ProductId,
+        command: ProductCommand,
+    ) -> Result<Outcome<wxcm_domain::mall::ProductEvent>, ExecuteError<ProductError>> {
+        let ctx = self.ctx(step, &system()).map_err(|e| ExecuteError::Store(e.to_string()))?;
+        let request = serde_json::json!({ "mall_order": self.order_id, "step": step });
+        let outcome = self.shard.products.execute(&product_id.to_string(), command, &request, &ctx).await?;
+        self.count(&outcome);
+        Ok(outcome)
+    }
+
+    async fn member(
+        &mut self,
+        step: &str,
+        member_id: MemberId,
+        actor: Actor,
+        reason: &str,
+        command: impl FnOnce(Provenance) -> MemberCommand,
+    ) -> Result<Outcome<MemberEvent>, MallOpError> {
+        let ctx = self.ctx(step, &actor)?;
+        let provenance = Provenance {
+            actor,
+            reason: text(reason)?,
+            reference: Some(text(&format!("mall-order:{}", self.order_id))?),
+            idempotency_key: ctx.idempotency_key.clone(),
+        };
+        let request = serde_json::json!({ "mall_order": self.order_id, "step": step });
+        let outcome = self.shard.members.execute(&member_id.to_string(), command(provenance), &request, &ctx).await;
+        let outcome = outcome.map_err(crate::members::MemberOpError::from)?;
+        self.count(&outcome);
+        Ok(outcome)
+    }
+
+    async fn order(
+        &mut self,
+        step: &str,
+        command: MallOrderCommand,
+    ) -> Result<Outcome<MallOrderEvent>, ExecuteError<MallOrderError>> {
+        let ctx = self.ctx(step, &system()).map_err(|e| ExecuteError::Store(e.to_string()))?;
+        let request = serde_json::json!({ "mall_order": self.order_id, "step": step, "command": &command });
+        let outcome = self.shard.mall_orders.execute(&self.order_id.to_string(), command, &request, &ctx).await?;
+        self.count(&outcome);
+        Ok(outcome)
+    }
+
+    /// Ends the reservation (once): a reservation already ended is done.
+    async fn release_stock(&mut self, product_id: ProductId, reason: ReleaseReason) -> Result<(), MallOpError> {
+        let command = ProductCommand::Release { order_id: self.order_id, reason };
+        match self.product("release-stock", product_id, command).await {
+            Ok(_) | Err(ExecuteError::Domain(ProductError::ReservationNotOpen(_))) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Gives the held points back (once): a hold already ended is done.
+    async fn release_points(&mut self, member_id: MemberId) -> Result<(), MallOpError> {
+        let hold_id = self.order_id.hold_id();
+        let released = self
+            .member("release-points", member_id, system(), "mall order ended unpaid", |provenance| {
+                MemberCommand::ReleaseHeldPoints { hold_id, provenance }
+            })
+            .await;
+        match released {
+            Ok(_) | Err(MallOpError::Member(MemberError::HoldNotFound(_))) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn system() -> Actor {
+    Actor::System { job: "mall-orders".into() }
+}
+
+fn pay_window(app: &App) -> Duration {
+    let minutes = app.limits.mall_pay_window_minutes;
+    let minutes = if minutes > 0 { minutes.min(PAY_WINDOW_MAX_MINUTES) } else { PAY_WINDOW_DEFAULT_MINUTES };
+    Duration::minutes(minutes)
+}
+
+/// The payment method of an order of `totals` paying its cash part `with`.
+fn method_for(totals: &OrderTotals, with: Option<CashMethod>) -> Result<PaymentMethod, MallOpError> {
+    let points = totals.points_total > 0;
+    match (points, totals.cash_due_fen > 0, with) {
+        (true, false, _) => Ok(PaymentMethod::PointsOnly),
+        (_, true, None) => Err(MallOpError::Unsupported("this product costs fen: say how to pay (pay_with)")),
+        (_, true, Some(CashMethod::WechatPay)) => {
+            Err(MallOpError::Unsupported("WeChat Pay for mall orders is not available yet; pay with the balance"))
+        }
+        (true, true, Some(CashMethod::Balance)) => Ok(PaymentMethod::PointsAndBalance),
+        (false, true, Some(CashMethod::Balance)) => Ok(PaymentMethod::Balance),
+        (false, false, _) => Err(infra("an order with nothing to pay")),
+    }
+}
+
+/// Places an order for `member_id`: the same key and request gives the same
+/// order; never more than the stock nor the member's limit, however many
+/// order at once.
+pub async fn place(
+    app: &App,
+    ctx: &CommandContext,
+    member_id: MemberId,
+    request: PlaceOrder,
+    actor: Actor,
+) -> Result<OrderView, MallOpError> {
+    let tenant = &ctx.tenant_id;
+    let order_id = MallOrderId::for_request(tenant, member_id, &ctx.idempotency_key);
+    let mut steps = Steps::new(app, tenant, order_id, ctx.correlation_id)?;
+    let shard = steps.shard.clone();
+
+    let (order, _) = shard.mall_orders.load(tenant, &order_id.to_string()).await?;
+    if let Some(placed) = &order.placed {
+        if &placed.tenant_id != tenant || placed.product_id != request.product_id || placed.quantity != request.quantity
+        {
+            return Err(MallOpError::IdempotencyMismatch);
+        }
+        // A repeated request: finish what the first may have left.
+        record_hold(&mut steps, &order).await?;
+        return get_order(app, tenant, order_id).await;
+    }
+    if shard.event_log.find_idempotency(tenant, steps.key("release-stock")?.as_str()).await?.is_some() {
+        return Err(MallOpError::Abandoned);
+    }
+
+    let now = app.clock.now();
+    let (member, _) = shard.members.load(tenant, &member_id.to_string()).await.map_err(MallOpError::from)?;
+    if member.tenant() != Some(tenant) {
+        return Err(MallOpError::NotFound("member"));
+    }
+    let (product, _) = shard.products.load(tenant, &request.product_id.to_string()).await?;
+    let state = product.created.as_ref().filter(|s| &s.tenant_id == tenant).ok_or(MallOpError::NotFound("product"))?;
+    let unit_price = request.unit_price.unwrap_or(state.price);
+    let totals = OrderTotals::compute(unit_price, request.quantity, None).map_err(MallOpError::Order)?;
+    let method = method_for(&totals, request.pay_with)?;
+    // Checked again by the hold; refusing here spares the product a
+    // reservation and its release.
+    let spendable = member.spendable_points(now);
+    if totals.points_total > spendable {
+        return Err(MallOpError::InsufficientPoints { spendable, needed: totals.points_total });
+    }
+    let product_name = state.listing.name.clone();
+    let expires_at = now + pay_window(app);
+
+    let reserve = ProductCommand::Reserve { order_id, member_id, quantity: request.quantity, unit_price, expires_at };
+    steps.product("reserve", request.product_id, reserve).await?;
+
+    let points = PointsAmount::new(totals.points_total).ok();
+    if let Some(points) = points {
+        let hold_id = order_id.hold_id();
+        let held = steps
+            .member("hold-points", member_id, actor.clone(), "mall order", |provenance| MemberCommand::HoldPoints {
+                hold_id,
+                points,
+                provenance,
+            })
+            .await;
+        match held {
+            Ok(_) => {}
+            Err(MallOpError::Member(MemberError::InsufficientPoints { available, requested })) => {
+                undo_placement(&mut steps, request.product_id, member_id).await;
+                return Err(MallOpError::InsufficientPoints { spendable: available, needed: requested });
+            }
+            Err(e @ (MallOpError::Member(_) | MallOpError::NotFound(_))) => {
+                undo_placement(&mut steps, request.product_id, member_id).await;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+
+    let place = MallOrderCommand::Place {
+        order_id,
+        tenant_id: tenant.clone(),
+        member_id,
+        product_id: request.product_id,
+        product_name,
+        quantity: request.quantity,
+        unit_price,
+        coupon: None,
+        method,
+        expires_at,
+        actor,
+        idempotency_key: ctx.idempotency_key.clone(),
+    };
+    let hashed = serde_json::json!({ "place": &request, "member": member_id });
+    match shard.mall_orders.execute(&order_id.to_string(), place, &hashed, ctx).await {
+        Ok(_) => {}
+        Err(e @ (ExecuteError::Domain(_) | ExecuteError::IdempotencyMismatch | ExecuteError::ForeignAggregate)) => {
+            undo_placement(&mut steps, request.product_id, member_id).await;
+            return Err(e.into());
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let (order, _) = shard.mall_orders.load(tenant, &order_id.to_string()).await?;
+    record_hold(&mut steps, &order).await?;
+    get_order(app, tenant, order_id).await
+}
+
+/// Records the order's points hold on the order (the ledger holds it since
+/// placement).
+async fn record_hold(steps: &mut Steps, order: &MallOrder) -> Result<(), MallOpError> {
+    let (Some(placed), None) = (order.placed.as_deref(), &order.hold_id) else { return Ok(()) };
+    let Ok(points) = PointsAmount::new(placed.totals.points_total) else { return Ok(()) };
+    if order.status != Some(OrderStatus::AwaitingPayment) {
+        return Ok(());
+    }
+    let command = MallOrderCommand::RecordPointsHeld { hold_id: steps.order_id.hold_id(), points };
+    steps.order("record-hold", command).await?;
+    Ok(())
+}
+
+/// Undoes a placement refused for good after the reservation: best effort;
+/// what it cannot undo now the expiry due work does.
+async fn undo_placement(steps: &mut Steps, product_id: ProductId, member_id: MemberId) {
+    if let Err(e) = steps.release_points(member_id).await {
+        warn!(order_id = %steps.order_id, error = %e, "could not release a failed order's points; expiry will");
+    }
+    if let Err(e) = steps.release_stock(product_id, ReleaseReason::Cancelled).await {
+        warn!(order_id = %steps.order_id, error = %e, "could not release a failed order's stock; expiry will");
+    }
+}
+
+/// The order, if it is `tenant`'s (and `member`'s, when a member asks).
+async fn load_placed(
+    app: &App,
+    tenant: &TenantId,
+    order_id: MallOrderId,
+    member: Option<MemberId>,
+) -> Result<MallOrder, MallOpError> {
+    let shard = app.router.route(tenant)?;
+    let (order, _) = shard.mall_orders.load(tenant, &order_id.to_string()).await?;
+    let placed = order.placed.as_deref().ok_or(MallOpError::NotFound("order"))?;
+    // Another member's order is as unknown as another tenant's.
+    if &placed.tenant_id != tenant || member.is_some_and(|m| m != placed.member_id) {
+        return Err(MallOpError::NotFound("order"));
+    }
+    Ok(order)
+}
+
+fn member_of(actor: &Actor) -> Option<MemberId> {
+    match actor {
+        Actor::Member { member_id } => Some(*member_id),
+        Actor::Staff { .. } | Actor::Admin { .. } | Actor::System { .. } | Actor::Wechat { .. } => None,
+    }
+}
+
+/// Pays an order awaiting payment: the held points, and the cash part from
+/// the member's balance. Paying a paid order again changes nothing.
+pub async fn pay(
+    app: &App,
+    ctx: &CommandContext,
+    order_id: MallOrderId,
+    actor: Actor,
+) -> Result<OrderView, MallOpError> {
+    let tenant = &ctx.tenant_id;
+    let order = load_placed(app, tenant, order_id, member_of(&actor)).await?;
+    let placed = order.placed.as_deref().ok_or(MallOpError::NotFound("order"))?.clone();
+    let mut steps = Steps::new(app, tenant, order_id, ctx.correlation_id)?;
+    match order.status {
+        // Past its window the order is over even if the scheduler has not
+        // expired it yet: expire it now rather than take a payment late.
+        Some(OrderStatus::AwaitingPayment) if app.clock.now() >= placed.expires_at => {
+            settle(app, tenant, order_id).await?;
+            return Err(MallOpError::Order(MallOrderError::Ended(OrderStatus::Expired)));
+        }
+        Some(OrderStatus::AwaitingPayment) => {}
+        Some(OrderStatus::Paid | OrderStatus::Delivered) => {
+            settle(app, tenant, order_id).await?;
+            return get_order(app, tenant, order_id).await;
+        }
+        Some(status) => return Err(MallOpError::Order(MallOrderError::Ended(status))),
+        None => return Err(MallOpError::NotFound("order")),
+    }
+    record_hold(&mut steps, &order).await?;
+    let cash = match placed.method {
+        PaymentMethod::PointsOnly => None,
+        PaymentMethod::Balance | PaymentMethod::PointsAndBalance => {
+            Some(charge_balance(&mut steps, placed.member_id, placed.totals.cash_due_fen, actor.clone()).await?)
+        }
+        PaymentMethod::WechatPay | PaymentMethod::PointsAndWechatPay => {
+            return Err(MallOpError::Unsupported("WeChat Pay for mall orders is not available yet"))
+        }
+    };
+    let outcome = steps.order("pay", MallOrderCommand::RecordPayment { cash }).await?;
+    let late = outcome.events.iter().any(|e| matches!(e.event, MallOrderEvent::MallOrderPaymentArrivedLate { .. }));
+    settle(app, tenant, order_id).await?;
+    if late {
+        return Err(MallOpError::PaidTooLate);
+    }
+    get_order(app, tenant, order_id).await
+}
+
+/// Charges the order's cash part to the balance, once per order.
+async fn charge_balance(
+    steps: &mut Steps,
+    member_id: MemberId,
+    amount_fen: i64,
+    actor: Actor,
+) -> Result<CashPayment, MallOpError> {
+    let amount_fen = AmountFen::new(amount_fen).map_err(infra)?;
+    let outcome = steps
+        .member("charge", member_id, actor, "mall order", |provenance| MemberCommand::ChargeCash {
+            amount_fen,
+            provenance,
+        })
+        .await?;
+    let charge_sequence = outcome
+        .events
+        .iter()
+        .find(|e| matches!(e.event, MemberEvent::CashCharged { .. }))
+        .map(|e| e.sequence)
+        .ok_or_else(|| infra("a balance charge without its event"))?;
+    Ok(CashPayment::Balance { amount_fen, charge_sequence })
+}
+
+/// The member (or an admin) cancels an unpaid order; stock and points go back.
+pub async fn cancel(
+    app: &App,
+    ctx: &CommandContext,
+    order_id: MallOrderId,
+    reason: Reference,
+    actor: Actor,
+) -> Result<OrderView, MallOpError> {
+    let tenant = &ctx.tenant_id;
+    load_placed(app, tenant, order_id, member_of(&actor)).await?;
+    let shard = app.router.route(tenant)?;
+    let command = MallOrderCommand::Cancel { actor, reason };
+    let request = serde_json::json!({ "cancel": order_id });
+    shard.mall_orders.execute(&order_id.to_string(), command, &request, ctx).await?;
+    settle(app, tenant, order_id).await?;
+    get_order(app, tenant, order_id).await
+}
+
+/// The order a counter scanned or typed: its QR payload, its id or its number.
+pub async fn scanned_order(app: &App, tenant: &TenantId, scanned: &str) -> Result<MallOrderId, MallOpError> {
+    let scanned = scanned.trim();
+    let invalid = || MallOpError::InvalidOrderNo(scanned.chars().take(64).collect());
+    if let Some(rest) = scanned.strip_prefix(QR_PREFIX) {
+        let (owner, id) = rest.split_once(':').ok_or_else(invalid)?;
+        if owner != tenant.as_str() {
+            return Err(MallOpError::OtherTenant);
+        }
+        return MallOrderId::parse(id).map_err(|_| invalid());
+    }
+    if !scanned.is_empty() && scanned.len() <= 18 && scanned.bytes().all(|b| b.is_ascii_digit()) {
+        let no: i64 = scanned.parse().map_err(|_| invalid())?;
+        let shard = app.router.route(tenant)?;
+        let entry = shard.mall_store.order_by_no(tenant, no).await?;
+        return entry.map(|e| e.order_id).ok_or(MallOpError::NotFound("order"));
+    }
+    MallOrderId::parse(scanned).map_err(|_| invalid())
+}
+
+/// Staff hand a paid order over at a store: once.
+pub async fn deliver(
+    app: &App,
+    ctx: &CommandContext,
+    scanned: &str,
+    store: Reference,
+    actor: Actor,
+) -> Result<OrderView, MallOpError> {
+    let tenant = &ctx.tenant_id;
+    let order_id = scanned_order(app, tenant, scanned).await?;
+    load_placed(app, tenant, order_id, None).await?;
+    let shard = app.router.route(tenant)?;
+    let request = serde_json::json!({ "deliver": order_id, "store": &store });
+    let command = MallOrderCommand::Deliver { actor, store };
+    shard.mall_orders.execute(&order_id.to_string(), command, &request, ctx).await?;
+    get_order(app, tenant, order_id).await
+}
+
+/// Refunds a paid order (admin): points and balance back, undelivered stock back.
+pub async fn refund(
+    app: &App,
+    ctx: &CommandContext,
+    order_id: MallOrderId,
+    reason: Reference,
+    actor: Actor,
+) -> Result<OrderView, MallOpError> {
+    let tenant = &ctx.tenant_id;
+    let order = load_placed(app, tenant, order_id, None).await?;
+    let by_pay = |cash: Option<&CashPayment>| matches!(cash, Some(CashPayment::WechatPay { .. }));
+    if by_pay(order.payment.as_ref().and_then(|p| p.cash.as_ref())) {
+        return Err(MallOpError::Unsupported("refunds through WeChat Pay are not available for mall orders yet"));
+    }
+    let shard = app.router.route(tenant)?;
+    let request = serde_json::json!({ "refund": order_id, "reason": &reason });
+    let command = MallOrderCommand::Refund { actor, reason, pay_refund_no: None };
+    shard.mall_orders.execute(&order_id.to_string(), command, &request, ctx).await?;
+    settle(app, tenant, order_id).await?;
+    get_order(app, tenant, order_id).await
+}
+
+/// Makes the product and the member ledger follow what the order decided
+/// (and expires it when due). Idempotent: every step is keyed by order and
+/// step, and a step whose effect is already there is done. Returns the
+/// events written.
+pub async fn settle(app: &App, tenant: &TenantId, order_id: MallOrderId) -> Result<u32, MallOpError> {
+    let mut steps = Steps::new(app, tenant, order_id, Uuid::new_v4())?;
+    let shard = steps.shard.clone();
+    let now = app.clock.now();
+    let (mut order, _) = shard.mall_orders.load(tenant, &order_id.to_string()).await?;
+    let Some(placed) = order.placed.clone() else {
+        // Never placed: the reservation (and a hold) may be left from a
+        // placement that died; swept once the reservation expired.
+        let Some(entry) = shard.mall_store.order_entry(tenant, order_id).await? else { return Ok(0) };
+        if now < entry.expires_at {
+            return Err(MallOpError::Order(MallOrderError::NotYetDue(entry.expires_at)));
+        }
+        match steps.product("release-stock", entry.product_id, release(order_id, ReleaseReason::NotPlaced)).await {
+            Ok(_)
+            | Err(ExecuteError::Domain(
+                ProductError::ReservationNotOpen(_) | ProductError::ReservationStillValid(..),
+            )) => {}
+            Err(e) => return Err(e.into()),
+        }
+        steps.release_points(entry.member_id).await?;
+        return Ok(steps.written);
+    };
+    if &placed.tenant_id != tenant {
+        return Err(MallOpError::NotFound("order"));
+    }
+    if order.status == Some(OrderStatus::AwaitingPayment) && now >= placed.expires_at {
+        steps.order("expire", MallOrderCommand::Expire).await?;
+        order = shard.mall_orders.load(tenant, &order_id.to_string()).await?.0;
+    }
+    let status = order.status.ok_or(MallOpError::NotFound("order"))?;
+    let unpaid_end = |o: &MallOrder| o.payment.is_none();
+    match status {
+        OrderStatus::AwaitingPayment => {}
+        OrderStatus::Paid | OrderStatus::Delivered => sold(&mut steps, &placed.product_id, placed.member_id).await?,
+        OrderStatus::Expired | OrderStatus::Cancelled => {
+            let reason = if status == OrderStatus::Expired { ReleaseReason::Expired } else { ReleaseReason::Cancelled };
+            steps.release_stock(placed.product_id, reason).await?;
+            steps.release_points(placed.member_id).await?;
+            // A balance charge made for the order but never recorded on it
+            // (the payer died, or the order ended in between): paid late.
+            let charge_key = steps.key("charge")?;
+            if let Some(record) = shard.event_log.find_idempotency(tenant, charge_key.as_str()).await? {
+                let amount_fen = AmountFen::new(placed.totals.cash_due_fen).map_err(infra)?;
+                let cash = CashPayment::Balance { amount_fen, charge_sequence: record.first_sequence };
+                steps.order("pay", MallOrderCommand::RecordPayment { cash: Some(cash) }).await?;
+                order = shard.mall_orders.load(tenant, &order_id.to_string()).await?.0;
+                refund_late(&mut steps, &mut order).await?;
+            }
+        }
+        OrderStatus::RefundDue => {
+            let reason = if order.late_payment.as_ref().map(|l| l.after) == Some(wxcm_domain::mall::OrderEnd::Expired) {
+                ReleaseReason::Expired
+            } else {
+                ReleaseReason::Cancelled
+            };
+            steps.release_stock(placed.product_id, reason).await?;
+            steps.release_points(placed.member_id).await?;
+            refund_late(&mut steps, &mut order).await?;
+        }
+        OrderStatus::Refunded => {
+            if unpaid_end(&order) {
+                // Refunded late payment: the release happened when it ended.
+                steps.release_stock(placed.product_id, ReleaseReason::Expired).await?;
+                steps.release_points(placed.member_id).await?;
+            } else {
+                sold(&mut steps, &placed.product_id, placed.member_id).await?;
+            }
+            give_back(&mut steps, &order, placed.product_id, placed.member_id).await?;
+        }
+    }
+    Ok(steps.written)
+}
+
+fn release(order_id: MallOrderId, reason: ReleaseReason) -> ProductCommand {
+    ProductCommand::Release { order_id, reason }
+}
+
+/// A paid order's stock is sold and its held points spent (once).
+async fn sold(steps: &mut Steps, product_id: &ProductId, member_id: MemberId) -> Result<(), MallOpError> {
+    let order_id = steps.order_id;
+    match steps.product("confirm-sale", *product_id, ProductCommand::ConfirmSale { order_id }).await {
+        Ok(_) => {}
+        Err(ExecuteError::Domain(ProductError::ReservationNotOpen(_))) => {
+            warn!(%order_id, "a paid order's reservation was not open; nothing to confirm")
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let hold_id = order_id.hold_id();
+    let spent = steps
+        .member("spend-points", member_id, system(), "mall order paid", |provenance| MemberCommand::SpendHeldPoints {
+            hold_id,
+            provenance,
+        })
+        .await;
+    match spent {
+        Ok(_) => Ok(()),
+        // A points-free order has no hold.
+        Err(MallOpError::Member(MemberError::HoldNotFound(_))) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The order refunds a payment that arrived after it ended (in full).
+async fn refund_late(steps: &mut Steps, order: &mut MallOrder) -> Result<(), MallOpError> {
+    if order.status == Some(OrderStatus::RefundDue) {
+        let command = MallOrderCommand::Refund {
+            actor: system(),
+            reason: text("payment arrived after the order ended")?,
+            pay_refund_no: None,
+        };
+        steps.order("refund", command).await?;
+        let shard = steps.shard.clone();
+        *order = shard.mall_orders.load(&steps.tenant, &steps.order_id.to_string()).await?.0;
+    }
+    let (product_id, member_id) = match order.placed.as_deref() {
+        Some(p) => (p.product_id, p.member_id),
+        None => return Ok(()),
+    };
+    give_back(steps, order, product_id, member_id).await
+}
+
+/// What a refund gives back, each once: points, balance, stock.
+async fn give_back(
+    steps: &mut Steps,
+    order: &MallOrder,
+    product_id: ProductId,
+    member_id: MemberId,
+) -> Result<(), MallOpError> {
+    let Some(refund) = &order.refund else { return Ok(()) };
+    if let Some(points) = refund.points_back {
+        // The spent lots are gone; the points come back as a new lot that
+        // does not expire (the member's loss is not theirs to carry).
+        steps
+            .member("refund-points", member_id, system(), "mall order refunded", |provenance| {
+                MemberCommand::GrantPoints {
+                    points,
+                    source: PointsSource::Manual,
+                    expiry: ExpiryPolicy::Never,
+                    provenance,
+                }
+            })
+            .await?;
+    }
+    match &refund.cash_back {
+        Some(CashRefund::Balance { amount_fen, charge_sequence }) => {
+            let (amount_fen, charge_sequence) = (*amount_fen, *charge_sequence);
+            steps
+                .member("refund-cash", member_id, system(), "mall order refunded", |provenance| {
+                    MemberCommand::RefundCharge { charge_sequence, amount_fen, provenance }
+                })
+                .await?;
+        }
+        Some(CashRefund::WechatPay { .. }) => {
+            return Err(MallOpError::Unsupported("refunds through WeChat Pay are not available for mall orders yet"))
+        }
+        None => {}
+    }
+    if let Some(quantity) = refund.quantity_back {
+        let order_id = steps.order_id;
+        steps.product("return-stock", product_id, ProductCommand::ReturnSold { order_id, member_id, quantity }).await?;
+    }
+    Ok(())
+}
+
+pub async fn get_order(app: &App, tenant: &TenantId, order_id: MallOrderId) -> Result<OrderView, MallOpError> {
+    let shard = app.router.route(tenant)?;
+    let entry = shard.mall_store.order_entry(tenant, order_id).await?.ok_or(MallOpError::NotFound("order"))?;
+    let (order, _) = shard.mall_orders.load(tenant, &order_id.to_string()).await?;
+    OrderView::of(&order, tenant, entry.order_no).ok_or(MallOpError::NotFound("order"))
+}
+
+/// A member's own order (another member's is not found).
+pub async fn member_order(
+    app: &App,
+    tenant: &TenantId,
+    member_id: MemberId,
+    order_id: MallOrderId,
+) -> Result<OrderView, MallOpError> {
+    let view = get_order(app, tenant, order_id).await?;
+    if view.member_id != member_id {
+        return Err(MallOpError::NotFound("order"));
+    }
+    Ok(view)
+}
+
+/// A page of placed orders, newest first, read from the event store through
+/// the order index (an order is listed as soon as it is placed).
+pub async fn list_orders(app: &App, tenant: &TenantId, query: &OrderQuery) -> Result<Vec<OrderView>, MallOpError> {
+    let shard = app.router.route(tenant)?;
+    let query = OrderQuery { limit: query.limit.clamp(1, ORDER_PAGE_MAX), ..query.clone() };
+    let entries: Vec<OrderEntry> = shard.mall_store.orders(tenant, &query).await?;
+    let mut views = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let (order, _) = shard.mall_orders.load(tenant, &entry.order_id.to_string()).await?;
+        views.extend(OrderView::of(&order, tenant, entry.order_no));
+    }
+    Ok(views)
+}
+
+/// Due work: an order's expiry or what its last event asks of other streams.
+pub async fn due(app: &App, tenant: &TenantId, order_id: MallOrderId) -> Result<u32, MallOpError> {
+    settle(app, tenant, order_id).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn totals(points_total: i64, cash_due_fen: i64) -> OrderTotals {
+        OrderTotals { points_total, cash_fen: cash_due_fen, discount_fen: 0, cash_due_fen }
+    }
+
+    #[test]
+    fn the_method_follows_the_price_and_the_members_choice() {
+        assert_eq!(method_for(&totals(100, 0), None).unwrap(), PaymentMethod::PointsOnly);
+        assert_eq!(method_for(&totals(100, 0), Some(CashMethod::Balance)).unwrap(), PaymentMethod::PointsOnly);
+        assert_eq!(method_for(&totals(0, 50), Some(CashMethod::Balance)).unwrap(), PaymentMethod::Balance);
+        assert_eq!(method_for(&totals(10, 50), Some(CashMethod::Balance)).unwrap(), PaymentMethod::PointsAndBalance);
+        assert!(matches!(method_for(&totals(0, 50), None), Err(MallOpError::Unsupported(_))));
+        assert!(matches!(method_for(&totals(0, 50), Some(CashMethod::WechatPay)), Err(MallOpError::Unsupported(_))));
+    }
+}

@@ -1,0 +1,565 @@
+//! The points mall (tag `mall`): products and orders for admins
+//! (`/admin/api/v1/mall/…`), delivery at the counter (staff), and the
+//! member's side (`/m/api/v1/mall/…`, tag `member`): products on sale, place,
+//! pay, cancel, my orders. A member session only ever sees its own orders.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use tracing::instrument;
+use wxcm_commands::mall::{self, orders, MallOpError, OrderQuery, ORDER_PAGE_MAX, PRODUCT_PAGE_MAX};
+use wxcm_commands::CommandContext;
+use wxcm_domain::mall::{MallOrderError, MallOrderId, ProductCommand, ProductError, ProductId};
+use wxcm_domain::{Actor, MemberId};
+
+use crate::error::{idempotency_key_reused, member_rejection, unknown_tenant, ApiError, ErrorBody};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Authorized, Correlation, IdempotencyHeader};
+use crate::permissions::perm;
+use crate::resources::member_api::MemberAuth;
+use crate::state::AppState;
+
+mod types;
+pub use types::*;
+
+/// Default entries of one page.
+pub const PAGE_DEFAULT: u32 = 50;
+
+impl From<MallOpError> for ApiError {
+    fn from(e: MallOpError) -> Self {
+        let message = e.to_string();
+        match e {
+            MallOpError::NotFound("member") => ApiError::not_found("member_not_found", message),
+            MallOpError::NotFound("product") => ApiError::not_found("product_not_found", message),
+            MallOpError::NotFound(_) => ApiError::not_found("order_not_found", message),
+            MallOpError::Product(p) => product_rejection(&p),
+            MallOpError::Order(o) => order_rejection(&o),
+            MallOpError::Member(m) => member_rejection(&m),
+            MallOpError::InsufficientPoints { .. } => ApiError::conflict("insufficient_points", message),
+            MallOpError::PaidTooLate => ApiError::conflict("order_ended_payment_refunded", message),
+            MallOpError::Abandoned => ApiError::conflict("order_abandoned", message),
+            MallOpError::Unsupported(_) => ApiError::invalid("payment_method_unsupported", message),
+            MallOpError::InvalidOrderNo(_) => ApiError::invalid("invalid_order_no", message),
+            MallOpError::OtherTenant => ApiError::conflict("other_tenant_order", message),
+            MallOpError::IdempotencyMismatch => idempotency_key_reused(),
+            MallOpError::Contention => ApiError::Contention,
+            MallOpError::Route(r) => unknown_tenant(&r),
+            MallOpError::Infra(detail) => ApiError::internal("mall operation", &detail),
+            MallOpError::Unavailable(detail) => ApiError::unavailable("mall operation", &detail),
+        }
+    }
+}
+
+fn product_rejection(e: &ProductError) -> ApiError {
+    let message = e.to_string();
+    match e {
+        ProductError::NotFound => ApiError::not_found("product_not_found", message),
+        ProductError::AlreadyExists => ApiError::conflict("product_exists", message),
+        ProductError::TooManyImages => ApiError::invalid("invalid_images", message),
+        ProductError::InvalidStock => ApiError::invalid("invalid_stock", message),
+        ProductError::InvalidLimit => ApiError::invalid("invalid_limit", message),
+        ProductError::StockBelowCommitted { .. } => ApiError::conflict("stock_below_committed", message),
+        ProductError::SameSwitch(_) => ApiError::conflict("unchanged", message),
+        ProductError::NotOnSale => ApiError::conflict("not_on_sale", message),
+        ProductError::SoldOut { .. } => ApiError::conflict("sold_out", message),
+        ProductError::LimitReached { .. } => ApiError::conflict("limit_reached", message),
+        ProductError::TooManyBuyers => ApiError::conflict("too_many_buyers", message),
+        ProductError::PriceChanged { .. } => ApiError::conflict("price_changed", message),
+        ProductError::TooManyReservations => ApiError::conflict("too_many_unpaid_orders", message),
+        // The application chooses these; a refusal is ours, not the client's.
+        ProductError::InvalidExpiry
+        | ProductError::ReservationConflict(_)
+        | ProductError::ReservationNotOpen(_)
+        | ProductError::ReservationStillValid(..)
+        | ProductError::ReturnExceedsSold { .. } => ApiError::internal("mall product", &message),
+    }
+}
+
+fn order_rejection(e: &MallOrderError) -> ApiError {
+    let message = e.to_string();
+    match e {
+        MallOrderError::NotFound | MallOrderError::NotYourOrder => ApiError::not_found("order_not_found", message),
+        MallOrderError::TooLarge(_) => ApiError::invalid("order_too_large", message),
+        MallOrderError::AlreadyPaid => ApiError::conflict("already_paid", message),
+        MallOrderError::Ended(_) => ApiError::conflict("order_ended", message),
+        MallOrderError::AlreadyDelivered => ApiError::conflict("already_delivered", message),
+        MallOrderError::AlreadyRefunded => ApiError::conflict("already_refunded", message),
+        MallOrderError::NotPaid => ApiError::conflict("not_paid", message),
+        MallOrderError::PaidByAnother => ApiError::conflict("paid_by_another", message),
+        // Sessions of the admin API act as staff or admin: a refusal is ours.
+        MallOrderError::NotStaff
+        | MallOrderError::AlreadyPlaced
+        | MallOrderError::InvalidExpiry
+        | MallOrderError::CouponNotApplicable
+        | MallOrderError::MethodMismatch { .. }
+        | MallOrderError::NoPointsPart
+        | MallOrderError::HoldMismatch { .. }
+        | MallOrderError::AlreadyHeld
+        | MallOrderError::PointsNotHeld
+        | MallOrderError::AmountMismatch { .. }
+        | MallOrderError::NotYetDue(_)
+        | MallOrderError::RefundNo => ApiError::internal("mall order", &message),
+    }
+}
+
+fn page_limit(limit: Option<u32>, max: u32) -> Result<u32, ApiError> {
+    let limit = limit.unwrap_or(PAGE_DEFAULT);
+    if !(1..=max).contains(&limit) {
+        return Err(ApiError::invalid("invalid_limit", format!("limit must be 1..={max}")));
+    }
+    Ok(limit)
+}
+
+fn order_list(views: Vec<orders::OrderView>, limit: u32) -> OrderList {
+    let full = views.len() == limit as usize;
+    let next_before = if full { views.last().map(|v| v.order_no) } else { None };
+    OrderList { orders: views.into_iter().map(Into::into).collect(), next_before }
+}
+
+// ---------------------------------------------------------------- admin: products
+
+/// Creates a product (on sale unless `on_sale` is false).
+#[utoipa::path(post, path = "/admin/api/v1/mall/products", tag = "mall",
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters; the same key is the same product")),
+    request_body = CreateProductBody,
+    responses(
+        (status = 201, description = "Created (or replayed)", body = ProductDto),
+        (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `malformed_json`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`, `invalid_text`, `invalid_images`, `invalid_price`, `invalid_stock`, `invalid_limit`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, username = %auth.session.username))]
+pub async fn create_product(
+    State(state): State<AppState>,
+    auth: Authorized<perm::MallSettings>,
+    key: IdempotencyHeader,
+    correlation: Correlation,
+    body: ApiJson<CreateProductBody>,
+) -> Result<(StatusCode, Json<ProductDto>), ApiError> {
+    let product = body.0.validate()?;
+    let ctx = auth.context(key.0, correlation);
+    let view = mall::create_product(&state.app, &ctx, product, auth.actor()).await?;
+    Ok((StatusCode::CREATED, Json(view.into())))
+}
+
+/// The tenant's products, in id order (on sale or not).
+#[utoipa::path(get, path = "/admin/api/v1/mall/products", tag = "mall",
+    security(("bearer" = [])),
+    params(ProductPageQuery),
+    responses(
+        (status = 200, description = "One page", body = ProductList),
+        (status = 400, description = "`invalid_query`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 422, description = "`invalid_limit`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id))]
+pub async fn list_products(
+    State(state): State<AppState>,
+    auth: Authorized<perm::MallRead>,
+    query: ApiQuery<ProductPageQuery>,
+) -> Result<Json<ProductList>, ApiError> {
+    let limit = page_limit(query.0.limit, PRODUCT_PAGE_MAX)?;
+    let after = query.0.after.map(ProductId::from_uuid);
+    let views = mall::list_products(&state.app, &auth.session.tenant_id, after, limit, false).await?;
+    Ok(Json(ProductList { products: views.into_iter().map(Into::into).collect() }))
+}
+
+/// One product with its stock figures.
+#[utoipa::path(get, path = "/admin/api/v1/mall/products/{product_id}", tag = "mall",
+    security(("bearer" = [])),
+    params(("product_id" = uuid::Uuid, Path)),
+    responses(
+        (status = 200, description = "The product", body = ProductDto),
+        (status = 400, description = "`invalid_product_id`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`product_not_found`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, product_id = %id.0))]
+pub async fn get_product(
+    State(state): State<AppState>,
+    auth: Authorized<perm::MallRead>,
+    id: ApiPath<ProductId>,
+) -> Result<Json<ProductDto>, ApiError> {
+    Ok(Json(mall::get_product(&state.app, &auth.session.tenant_id, id.0).await?.into()))
+}
+
+async fn change(
+    state: &AppState,
+    ctx: &CommandContext,
+    product_id: ProductId,
+    command: ProductCommand,
+) -> Result<Json<ProductDto>, ApiError> {
+    Ok(Json(mall::change_product(&state.app, ctx, product_id, command).await?.into()))
+}
+
+/// Changes the name, description and images (orders keep the name they were placed with).
+#[utoipa::path(put, path = "/admin/api/v1/mall/products/{product_id}/listing", tag = "mall",
+    security(("bearer" = [])),
+    params(("product_id" = uuid::Uuid, Path), ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters")),
+    request_body = ListingBody,
+    responses(
+        (status = 200, description = "Changed (or replayed)", body = ProductDto),
+        (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `invalid_product_id`, `malformed_json`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`product_not_found`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`, `invalid_text`, `invalid_images`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, product_id = %id.0))]
+pub async fn put_listing(
+    State(state): State<AppState>,
+    auth: Authorized<perm::MallSettings>,
+    key: IdempotencyHeader,
+    correlation: Correlation,
+    id: ApiPath<ProductId>,
+    body: ApiJson<ListingBody>,
+) -> Result<Json<ProductDto>, ApiError> {
+    let command = ProductCommand::EditListing { listing: body.0.validate()?, actor: auth.actor() };
+    let ctx = auth.context(key.0, correlation);
+    change(&state, &ctx, id.0, command).await
+}
+
+/// Sets the price of new orders (orders placed keep theirs).
+#[utoipa::path(put, path = "/admin/api/v1/mall/products/{product_id}/price", tag = "mall",
+    security(("bearer" = [])),
+    params(("product_id" = uuid::Uuid, Path), ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters")),
+    request_body = PriceBody,
+    responses(
+        (status = 200, description = "Changed (or replayed)", body = ProductDto),
+        (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `invalid_product_id`, `malformed_json`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`product_not_found`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`, `invalid_price`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, product_id = %id.0))]
+pub async fn put_price(
+    State(state): State<AppState>,
+    auth: Authorized<perm::MallSettings>,
+    key: IdempotencyHeader,
+    correlation: Correlation,
+    id: ApiPath<ProductId>,
+    body: ApiJson<PriceBody>,
+) -> Result<Json<ProductDto>, ApiError> {
+    let command = ProductCommand::SetPrice { price: body.0.price.validate()?, actor: auth.actor() };
+    let ctx = auth.context(key.0, correlation);
+    change(&state, &ctx, id.0, command).await
+}
+
+/// Sets the stock (never below what is reserved and sold).
+#[utoipa::path(put, path = "/admin/api/v1/mall/products/{product_id}/stock", tag = "mall",
+    security(("bearer" = [])),
+    params(("product_id" = uuid::Uuid, Path), ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters")),
+    request_body = StockBody,
+    responses(
+        (status = 200, description = "Changed (or replayed)", body = ProductDto),
+        (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `invalid_product_id`, `malformed_json`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`product_not_found`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`, `stock_below_committed`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`, `invalid_stock`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, product_id = %id.0))]
+pub async fn put_stock(
+    State(state): State<AppState>,
+    auth: Authorized<perm::MallSettings>,
+    key: IdempotencyHeader,
+    correlation: Correlation,
+    id: ApiPath<ProductId>,
+    body: ApiJson<StockBody>,
+) -> Result<Json<ProductDto>, ApiError> {
+    let command = ProductCommand::SetStock { stock: body.0.stock.validate()?, actor: auth.actor() };
+    let ctx = auth.context(key.0, correlation);
+    change(&state, &ctx, id.0, command).await
+}
+
+/// Sets or lifts the per-member limit.
+#[utoipa::path(put, path = "/admin/api/v1/mall/products/{product_id}/member-limit", tag = "mall",
+    security(("bearer" = [])),
+    params(("product_id" = uuid::Uuid, Path), ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters")),
+    request_body = MemberLimitBody,
+    responses(
+        (status = 200, description = "Changed (or replayed)", body = ProductDto),
+        (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `invalid_product_id`, `malformed_json`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`product_not_found`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`, `invalid_limit`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, product_id = %id.0))]
+pub async fn put_member_limit(
+    State(state): State<AppState>,
+    auth: Authorized<perm::MallSettings>,
+    key: IdempotencyHeader,
+    correlation: Correlation,
+    id: ApiPath<ProductId>,
+    body: ApiJson<MemberLimitBody>,
+) -> Result<Json<ProductDto>, ApiError> {
+    let command = ProductCommand::SetMemberLimit { per_member_limit: body.0.validate()?, actor: auth.actor() };
+    let ctx = auth.context(key.0, correlation);
+    change(&state, &ctx, id.0, command).await
+}
+
+/// Puts the product on sale or takes it off (unpaid orders keep their stock).
+#[utoipa::path(put, path = "/admin/api/v1/mall/products/{product_id}/on-sale", tag = "mall",
+    security(("bearer" = [])),
+    params(("product_id" = uuid::Uuid, Path), ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters")),
+    request_body = OnSaleBody,
+    responses(
+        (status = 200, description = "Changed (or replayed)", body = ProductDto),
+        (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `invalid_product_id`, `malformed_json`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`product_not_found`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`, `unchanged`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, product_id = %id.0))]
+pub async fn put_on_sale(
+    State(state): State<AppState>,
+    auth: Authorized<perm::MallSettings>,
+    key: IdempotencyHeader,
+    correlation: Correlation,
+    id: ApiPath<ProductId>,
+    body: ApiJson<OnSaleBody>,
+) -> Result<Json<ProductDto>, ApiError> {
+    let actor = auth.actor();
+    let command =
+        if body.0.on_sale { ProductCommand::PutOnSale { actor } } else { ProductCommand::TakeOffSale { actor } };
+    let ctx = auth.context(key.0, correlation);
+    change(&state, &ctx, id.0, command).await
+}
+
+// ---------------------------------------------------------------- admin: orders
+
+/// Placed orders, newest first; optionally one member's.
+#[utoipa::path(get, path = "/admin/api/v1/mall/orders", tag = "mall",
+    security(("bearer" = [])),
+    params(OrderPageQuery),
+    responses(
+        (status = 200, description = "One page", body = OrderList),
+        (status = 400, description = "`invalid_query`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 422, description = "`invalid_limit`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id))]
+pub async fn list_orders(
+    State(state): State<AppState>,
+    auth: Authorized<perm::MallRead>,
+    query: ApiQuery<OrderPageQuery>,
+) -> Result<Json<OrderList>, ApiError> {
+    let limit = page_limit(query.0.limit, ORDER_PAGE_MAX)?;
+    let q = OrderQuery { member_id: query.0.member_id.map(MemberId::from_uuid), before_no: query.0.before, limit };
+    let views = orders::list_orders(&state.app, &auth.session.tenant_id, &q).await?;
+    Ok(Json(order_list(views, limit)))
+}
+
+/// One order.
+#[utoipa::path(get, path = "/admin/api/v1/mall/orders/{mall_order_id}", tag = "mall",
+    security(("bearer" = [])),
+    params(("mall_order_id" = uuid::Uuid, Path)),
+    responses(
+        (status = 200, description = "The order", body = OrderDto),
+        (status = 400, description = "`invalid_order_id`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`order_not_found`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, order_id = %id.0))]
+pub async fn get_order(
+    State(state): State<AppState>,
+    auth: Authorized<perm::MallRead>,
+    id: ApiPath<MallOrderId>,
+) -> Result<Json<OrderDto>, ApiError> {
+    Ok(Json(orders::get_order(&state.app, &auth.session.tenant_id, id.0).await?.into()))
+}
+
+/// Refunds a paid order: points and balance back, undelivered stock back.
+/// (Orders paid through WeChat Pay cannot be placed yet.)
+#[utoipa::path(post, path = "/admin/api/v1/mall/orders/{mall_order_id}/refund", tag = "mall",
+    security(("bearer" = [])),
+    params(("mall_order_id" = uuid::Uuid, Path), ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters")),
+    request_body = ReasonBody,
+    responses(
+        (status = 200, description = "Refunded (or replayed)", body = OrderDto),
+        (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `invalid_order_id`, `malformed_json`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`order_not_found`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`, `not_paid`, `already_refunded`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`, `invalid_text`, `payment_method_unsupported`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, order_id = %id.0))]
+pub async fn refund_order(
+    State(state): State<AppState>,
+    auth: Authorized<perm::MallRefund>,
+    key: IdempotencyHeader,
+    correlation: Correlation,
+    id: ApiPath<MallOrderId>,
+    body: ApiJson<ReasonBody>,
+) -> Result<Json<OrderDto>, ApiError> {
+    let reason = body.0.validate()?;
+    let ctx = auth.context(key.0, correlation);
+    Ok(Json(orders::refund(&state.app, &ctx, id.0, reason, auth.actor()).await?.into()))
+}
+
+/// Hands a paid order over at the counter: by its QR payload, its number or its
+/// id. Once: a second delivery is refused.
+#[utoipa::path(post, path = "/admin/api/v1/mall/deliveries", tag = "mall",
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters")),
+    request_body = DeliverBody,
+    responses(
+        (status = 200, description = "Delivered (or replayed)", body = OrderDto),
+        (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `malformed_json`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`order_not_found`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`, `already_delivered`, `already_refunded`, `not_paid`, `order_ended`, `other_tenant_order`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`, `invalid_order_no`, `invalid_text`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, username = %auth.session.username))]
+pub async fn deliver(
+    State(state): State<AppState>,
+    auth: Authorized<perm::MallDeliver>,
+    key: IdempotencyHeader,
+    correlation: Correlation,
+    body: ApiJson<DeliverBody>,
+) -> Result<Json<OrderDto>, ApiError> {
+    let store = body.0.validate()?;
+    let ctx = auth.context(key.0, correlation);
+    Ok(Json(orders::deliver(&state.app, &ctx, &body.0.order, store, auth.actor()).await?.into()))
+}
+
+// ---------------------------------------------------------------- member API
+
+/// Products on sale, in id order.
+#[utoipa::path(get, path = "/m/api/v1/mall/products", tag = "member",
+    security(("member_bearer" = [])),
+    params(ProductPageQuery),
+    responses(
+        (status = 200, description = "Products on sale", body = ProductList),
+        (status = 401, description = "`unauthenticated`", body = ErrorBody),
+        (status = 422, description = "`invalid_limit`", body = ErrorBody),
+    ))]
+pub async fn member_products(
+    State(state): State<AppState>,
+    MemberAuth(session): MemberAuth,
+    query: ApiQuery<ProductPageQuery>,
+) -> Result<Json<ProductList>, ApiError> {
+    let limit = page_limit(query.0.limit, PRODUCT_PAGE_MAX)?;
+    let after = query.0.after.map(ProductId::from_uuid);
+    let views = mall::list_products(&state.app, &session.tenant_id, after, limit, true).await?;
+    Ok(Json(ProductList { products: views.into_iter().map(Into::into).collect() }))
+}
+
+/// Places an order: stock reserved, points held, until it is paid or expires.
+#[utoipa::path(post, path = "/m/api/v1/mall/orders", tag = "member",
+    security(("member_bearer" = [])),
+    params(("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters; the same key is the same order")),
+    request_body = PlaceOrderBody,
+    responses(
+        (status = 201, description = "Placed (or replayed)", body = OrderDto),
+        (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `malformed_json`", body = ErrorBody),
+        (status = 401, description = "`unauthenticated`", body = ErrorBody),
+        (status = 404, description = "`product_not_found`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`, `sold_out`, `limit_reached`, `not_on_sale`, `price_changed`, `insufficient_points`, `order_abandoned`, `too_many_unpaid_orders`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`, `invalid_quantity`, `invalid_price`, `payment_method_unsupported`, `order_too_large`", body = ErrorBody),
+        (status = 503, description = "`contention`", body = ErrorBody),
+    ))]
+pub async fn member_place_order(
+    State(state): State<AppState>,
+    MemberAuth(session): MemberAuth,
+    key: IdempotencyHeader,
+    body: ApiJson<PlaceOrderBody>,
+) -> Result<(StatusCode, Json<OrderDto>), ApiError> {
+    let request = body.0.validate()?;
+    let actor = Actor::Member { member_id: session.member_id };
+    let ctx = CommandContext::new(session.tenant_id.clone(), key.0, actor.label());
+    let view = orders::place(&state.app, &ctx, session.member_id, request, actor).await?;
+    Ok((StatusCode::CREATED, Json(view.into())))
+}
+
+/// The member's own orders, newest first.
+#[utoipa::path(get, path = "/m/api/v1/mall/orders", tag = "member",
+    security(("member_bearer" = [])),
+    params(MemberOrderPageQuery),
+    responses(
+        (status = 200, description = "The member's orders", body = OrderList),
+        (status = 401, description = "`unauthenticated`", body = ErrorBody),
+        (status = 422, description = "`invalid_limit`", body = ErrorBody),
+    ))]
+pub async fn member_orders(
+    State(state): State<AppState>,
+    MemberAuth(session): MemberAuth,
+    query: ApiQuery<MemberOrderPageQuery>,
+) -> Result<Json<OrderList>, ApiError> {
+    let limit = page_limit(query.0.limit, ORDER_PAGE_MAX)?;
+    let q = OrderQuery { member_id: Some(session.member_id), before_no: query.0.before, limit };
+    let views = orders::list_orders(&state.app, &session.tenant_id, &q).await?;
+    Ok(Json(order_list(views, limit)))
+}
+
+/// One of the member's own orders (another member's is not found).
+#[utoipa::path(get, path = "/m/api/v1/mall/orders/{order_id}", tag = "member",
+    security(("member_bearer" = [])),
+    params(("order_id" = uuid::Uuid, Path)),
+    responses(
+        (status = 200, description = "The order", body = OrderDto),
+        (status = 400, description = "`invalid_order_id`", body = ErrorBody),
+        (status = 401, description = "`unauthenticated`", body = ErrorBody),
+        (status = 404, description = "`order_not_found`", body = ErrorBody),
+    ))]
+pub async fn member_order(
+    State(state): State<AppState>,
+    MemberAuth(session): MemberAuth,
+    id: ApiPath<MallOrderId>,
+) -> Result<Json<OrderDto>, ApiError> {
+    Ok(Json(orders::member_order(&state.app, &session.tenant_id, session.member_id, id.0).await?.into()))
+}
+
+/// Pays the member's order: the held points, and the cash part from the
+/// balance. An order that ended before its payment arrived is not honoured:
+/// the payment is refunded (`order_ended_payment_refunded`).
+#[utoipa::path(post, path = "/m/api/v1/mall/orders/{order_id}/payment", tag = "member",
+    security(("member_bearer" = [])),
+    params(("order_id" = uuid::Uuid, Path), ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters")),
+    responses(
+        (status = 200, description = "Paid (or already paid)", body = OrderDto),
+        (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `invalid_order_id`", body = ErrorBody),
+        (status = 401, description = "`unauthenticated`", body = ErrorBody),
+        (status = 404, description = "`order_not_found`", body = ErrorBody),
+        (status = 409, description = "`order_ended`, `order_ended_payment_refunded`, `insufficient_balance`", body = ErrorBody),
+        (status = 422, description = "`payment_method_unsupported`", body = ErrorBody),
+    ))]
+pub async fn member_pay(
+    State(state): State<AppState>,
+    MemberAuth(session): MemberAuth,
+    key: IdempotencyHeader,
+    id: ApiPath<MallOrderId>,
+) -> Result<Json<OrderDto>, ApiError> {
+    let actor = Actor::Member { member_id: session.member_id };
+    let ctx = CommandContext::new(session.tenant_id.clone(), key.0, actor.label());
+    Ok(Json(orders::pay(&state.app, &ctx, id.0, actor).await?.into()))
+}
+
+/// Cancels the member's unpaid order: stock and points go back.
+#[utoipa::path(post, path = "/m/api/v1/mall/orders/{order_id}/cancel", tag = "member",
+    security(("member_bearer" = [])),
+    params(("order_id" = uuid::Uuid, Path), ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters")),
+    responses(
+        (status = 200, description = "Cancelled (or replayed)", body = OrderDto),
+        (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `invalid_order_id`", body = ErrorBody),
+        (status = 401, description = "`unauthenticated`", body = ErrorBody),
+        (status = 404, description = "`order_not_found`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`, `already_paid`, `order_ended`", body = ErrorBody),
+    ))]
+pub async fn member_cancel(
+    State(state): State<AppState>,
+    MemberAuth(session): MemberAuth,
+    key: IdempotencyHeader,
+    id: ApiPath<MallOrderId>,
+) -> Result<Json<OrderDto>, ApiError> {
+    let actor = Actor::Member { member_id: session.member_id };
+    let ctx = CommandContext::new(session.tenant_id.clone(), key.0, actor.label());
+    let reason =
+        wxcm_domain::Reference::parse("cancelled by the member").map_err(|e| ApiError::internal("mall order", &e))?;
+    Ok(Json(orders::cancel(&state.app, &ctx, id.0, reason, actor).await?.into()))
+}

@@ -1,0 +1,474 @@
+//! Bodies and answers of the mall routes, and their validation into the
+//! domain's values (checked once here; the aggregates check them again).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use wxcm_commands::mall::orders::{CashMethod, OrderView};
+use wxcm_commands::mall::{NewProduct, ProductView};
+use wxcm_domain::mall::{
+    CashPayment, CashRefund, ImageUrl, MallOrderId, OrderStatus, PaymentMethod, Price, ProductDescription, ProductId,
+    ProductListing, ProductName, Quantity, Stock, IMAGES_MAX, PER_MEMBER_LIMIT_MAX, QUANTITY_MAX, STOCK_MAX,
+};
+use wxcm_domain::{AmountFen, PointsAmount, Reference};
+
+use crate::error::ApiError;
+use crate::extract::PathValue;
+
+impl PathValue for ProductId {
+    fn parse_segment(s: &str) -> Result<Self, ApiError> {
+        ProductId::parse(s).map_err(|e| ApiError::bad_request("invalid_product_id", e.to_string()))
+    }
+}
+
+impl PathValue for MallOrderId {
+    fn parse_segment(s: &str) -> Result<Self, ApiError> {
+        MallOrderId::parse(s).map_err(|e| ApiError::bad_request("invalid_order_id", e.to_string()))
+    }
+}
+
+fn reference(value: &str) -> Result<Reference, ApiError> {
+    Reference::parse(value).map_err(|e| ApiError::invalid("invalid_text", e.to_string()))
+}
+
+/// What one unit costs: points, fen, or both.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ProductPriceDto {
+    Points {
+        #[schema(minimum = 1)]
+        points: i64,
+    },
+    Fen {
+        #[schema(minimum = 1)]
+        amount_fen: i64,
+    },
+    PointsAndFen {
+        #[schema(minimum = 1)]
+        points: i64,
+        #[schema(minimum = 1)]
+        amount_fen: i64,
+    },
+}
+
+impl ProductPriceDto {
+    pub fn validate(&self) -> Result<Price, ApiError> {
+        let points = |p: i64| PointsAmount::new(p).map_err(|e| ApiError::invalid("invalid_price", e.to_string()));
+        let fen = |f: i64| AmountFen::new(f).map_err(|e| ApiError::invalid("invalid_price", e.to_string()));
+        Ok(match self {
+            ProductPriceDto::Points { points: p } => Price::Points { points: points(*p)? },
+            ProductPriceDto::Fen { amount_fen } => Price::Fen { amount_fen: fen(*amount_fen)? },
+            ProductPriceDto::PointsAndFen { points: p, amount_fen } => {
+                Price::PointsAndFen { points: points(*p)?, amount_fen: fen(*amount_fen)? }
+            }
+        })
+    }
+}
+
+impl From<Price> for ProductPriceDto {
+    fn from(p: Price) -> Self {
+        match p {
+            Price::Points { points } => ProductPriceDto::Points { points: points.get() },
+            Price::Fen { amount_fen } => ProductPriceDto::Fen { amount_fen: amount_fen.get() },
+            Price::PointsAndFen { points, amount_fen } => {
+                ProductPriceDto::PointsAndFen { points: points.get(), amount_fen: amount_fen.get() }
+            }
+        }
+    }
+}
+
+/// Units a product may sell: a finite count or explicitly no limit.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ProductStockDto {
+    Finite {
+        #[schema(minimum = 0, maximum = 1_000_000)]
+        total: i64,
+    },
+    Unlimited,
+}
+
+impl ProductStockDto {
+    pub fn validate(&self) -> Result<Stock, ApiError> {
+        match self {
+            ProductStockDto::Finite { total } => match u32::try_from(*total) {
+                Ok(total) if total <= STOCK_MAX => Ok(Stock::Finite { total }),
+                _ => Err(ApiError::invalid("invalid_stock", format!("stock must be 0..={STOCK_MAX}"))),
+            },
+            ProductStockDto::Unlimited => Ok(Stock::Unlimited),
+        }
+    }
+}
+
+impl From<Stock> for ProductStockDto {
+    fn from(s: Stock) -> Self {
+        match s {
+            Stock::Finite { total } => ProductStockDto::Finite { total: i64::from(total) },
+            Stock::Unlimited => ProductStockDto::Unlimited,
+        }
+    }
+}
+
+fn member_limit(limit: Option<i64>) -> Result<Option<u32>, ApiError> {
+    limit
+        .map(|l| match u32::try_from(l) {
+            Ok(l) if (1..=PER_MEMBER_LIMIT_MAX).contains(&l) => Ok(l),
+            _ => {
+                Err(ApiError::invalid("invalid_limit", format!("per_member_limit must be 1..={PER_MEMBER_LIMIT_MAX}")))
+            }
+        })
+        .transpose()
+}
+
+/// A product's name, description and images.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListingBody {
+    #[schema(min_length = 1, max_length = 64)]
+    pub name: String,
+    #[serde(default)]
+    #[schema(max_length = 2000)]
+    pub description: String,
+    /// http(s) URLs, at most 9.
+    #[serde(default)]
+    pub images: Vec<String>,
+}
+
+impl ListingBody {
+    pub fn validate(&self) -> Result<ProductListing, ApiError> {
+        if self.images.len() > IMAGES_MAX {
+            return Err(ApiError::invalid("invalid_images", format!("at most {IMAGES_MAX} images")));
+        }
+        let text = |e: wxcm_domain::IdError| ApiError::invalid("invalid_text", e.to_string());
+        Ok(ProductListing {
+            name: ProductName::parse(&self.name).map_err(text)?,
+            description: ProductDescription::parse(&self.description).map_err(text)?,
+            images: self
+                .images
+                .iter()
+                .map(|u| ImageUrl::parse(u).map_err(|e| ApiError::invalid("invalid_images", e.to_string())))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProductBody {
+    #[schema(min_length = 1, max_length = 64)]
+    pub name: String,
+    #[serde(default)]
+    #[schema(max_length = 2000)]
+    pub description: String,
+    /// http(s) URLs, at most 9.
+    #[serde(default)]
+    pub images: Vec<String>,
+    pub price: ProductPriceDto,
+    pub stock: ProductStockDto,
+    /// Units one member may hold (unpaid or bought), 1..=99; none: no limit.
+    pub per_member_limit: Option<i64>,
+    /// Default true.
+    pub on_sale: Option<bool>,
+}
+
+impl CreateProductBody {
+    pub fn validate(&self) -> Result<NewProduct, ApiError> {
+        Ok(NewProduct {
+            listing: ListingBody {
+                name: self.name.clone(),
+                description: self.description.clone(),
+                images: self.images.clone(),
+            }
+            .validate()?,
+            price: self.price.validate()?,
+            stock: self.stock.validate()?,
+            per_member_limit: member_limit(self.per_member_limit)?,
+            on_sale: self.on_sale.unwrap_or(true),
+        })
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PriceBody {
+    pub price: ProductPriceDto,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StockBody {
+    pub stock: ProductStockDto,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MemberLimitBody {
+    /// 1..=99, or null to lift the limit.
+    pub per_member_limit: Option<i64>,
+}
+
+impl MemberLimitBody {
+    pub fn validate(&self) -> Result<Option<u32>, ApiError> {
+        member_limit(self.per_member_limit)
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OnSaleBody {
+    pub on_sale: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProductDto {
+    pub product_id: uuid::Uuid,
+    pub name: String,
+    pub description: String,
+    pub images: Vec<String>,
+    pub price: ProductPriceDto,
+    pub stock: ProductStockDto,
+    pub per_member_limit: Option<u32>,
+    pub on_sale: bool,
+    /// Units unpaid orders hold.
+    pub reserved: u64,
+    pub sold: u64,
+    /// Units left to order; null for an unlimited stock.
+    pub available: Option<u64>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<ProductView> for ProductDto {
+    fn from(v: ProductView) -> Self {
+        Self {
+            product_id: v.product_id.as_uuid(),
+            name: v.listing.name.as_str().to_owned(),
+            description: v.listing.description.as_str().to_owned(),
+            images: v.listing.images.iter().map(|i| i.as_str().to_owned()).collect(),
+            price: v.price.into(),
+            stock: v.stock.into(),
+            per_member_limit: v.per_member_limit,
+            on_sale: v.on_sale,
+            reserved: v.reserved,
+            sold: v.sold,
+            available: v.available,
+            created_at: v.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProductList {
+    pub products: Vec<ProductDto>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ProductPageQuery {
+    /// The last product id of the previous page.
+    pub after: Option<uuid::Uuid>,
+    /// 1..=100, default 50.
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+}
+
+/// How the member pays the cash part of an order.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PayWithDto {
+    Balance,
+    /// Not available yet for mall orders (refused with `payment_method_unsupported`).
+    WechatPay,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceOrderBody {
+    pub product_id: uuid::Uuid,
+    /// Units, 1..=99.
+    #[schema(minimum = 1, maximum = 99)]
+    pub quantity: i64,
+    /// How the cash part is paid; needed when the product costs fen.
+    pub pay_with: Option<PayWithDto>,
+    /// The unit price the member saw: refused with `price_changed` if it is no longer the price.
+    pub unit_price: Option<ProductPriceDto>,
+}
+
+impl PlaceOrderBody {
+    pub fn validate(&self) -> Result<wxcm_commands::mall::orders::PlaceOrder, ApiError> {
+        let quantity = Quantity::new(self.quantity)
+            .map_err(|_| ApiError::invalid("invalid_quantity", format!("quantity must be 1..={QUANTITY_MAX}")))?;
+        Ok(wxcm_commands::mall::orders::PlaceOrder {
+            product_id: ProductId::from_uuid(self.product_id),
+            quantity,
+            pay_with: self.pay_with.map(|p| match p {
+                PayWithDto::Balance => CashMethod::Balance,
+                PayWithDto::WechatPay => CashMethod::WechatPay,
+            }),
+            unit_price: self.unit_price.as_ref().map(ProductPriceDto::validate).transpose()?,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonBody {
+    #[schema(min_length = 1, max_length = 200)]
+    pub reason: String,
+}
+
+impl ReasonBody {
+    pub fn validate(&self) -> Result<Reference, ApiError> {
+        reference(&self.reason)
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverBody {
+    /// What the counter scanned or typed: the order's QR payload, its number or its id.
+    #[schema(min_length = 1, max_length = 200)]
+    pub order: String,
+    /// The store handing the goods over.
+    #[schema(min_length = 1, max_length = 200)]
+    pub store: String,
+}
+
+impl DeliverBody {
+    pub fn validate(&self) -> Result<Reference, ApiError> {
+        if self.order.len() > 200 {
+            return Err(ApiError::invalid("invalid_order_no", "at most 200 characters"));
+        }
+        reference(&self.store)
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct OrderPageQuery {
+    /// Only this member's orders.
+    pub member_id: Option<uuid::Uuid>,
+    /// Orders numbered below this one (the last `order_no` of the previous page).
+    pub before: Option<i64>,
+    /// 1..=100, default 50.
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct MemberOrderPageQuery {
+    /// Orders numbered below this one (the last `order_no` of the previous page).
+    pub before: Option<i64>,
+    /// 1..=100, default 50.
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+}
+
+/// The cash part as paid or refunded.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CashDto {
+    /// `balance` or `wechat_pay`.
+    pub kind: String,
+    pub amount_fen: i64,
+}
+
+impl From<&CashPayment> for CashDto {
+    fn from(c: &CashPayment) -> Self {
+        match c {
+            CashPayment::Balance { amount_fen, .. } => CashDto { kind: "balance".into(), amount_fen: amount_fen.get() },
+            CashPayment::WechatPay { amount_fen, .. } => {
+                CashDto { kind: "wechat_pay".into(), amount_fen: amount_fen.get() }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RefundDto {
+    pub points_back: Option<i64>,
+    pub cash_back: Option<CashDto>,
+    pub quantity_back: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderDto {
+    pub order_id: uuid::Uuid,
+    /// What staff type at the counter.
+    pub order_no: i64,
+    /// What the member's QR code holds.
+    pub qr_payload: String,
+    pub member_id: uuid::Uuid,
+    pub product_id: uuid::Uuid,
+    pub product_name: String,
+    pub quantity: u32,
+    /// The price the order was placed at (a later price change does not touch it).
+    pub unit_price: ProductPriceDto,
+    pub points_total: i64,
+    pub cash_due_fen: i64,
+    /// `points_only`, `balance`, `wechat_pay`, `points_and_balance`, `points_and_wechat_pay`.
+    pub method: String,
+    /// `awaiting_payment`, `paid`, `delivered`, `expired`, `cancelled`, `refund_due`, `refunded`.
+    pub status: String,
+    pub placed_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub paid_at: Option<DateTime<Utc>>,
+    pub cash_paid: Option<CashDto>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub delivered_by: Option<String>,
+    pub store: Option<String>,
+    /// A payment that arrived after the order ended (it is refunded).
+    pub late_payment: Option<CashDto>,
+    pub refund: Option<RefundDto>,
+}
+
+fn snake<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+impl From<OrderView> for OrderDto {
+    fn from(v: OrderView) -> Self {
+        let status: OrderStatus = v.status;
+        let method: PaymentMethod = v.method;
+        Self {
+            order_id: v.order_id.as_uuid(),
+            order_no: v.order_no,
+            qr_payload: v.qr_payload,
+            member_id: v.member_id.as_uuid(),
+            product_id: v.product_id.as_uuid(),
+            product_name: v.product_name,
+            quantity: v.quantity.get(),
+            unit_price: v.unit_price.into(),
+            points_total: v.totals.points_total,
+            cash_due_fen: v.totals.cash_due_fen,
+            method: snake(&method),
+            status: snake(&status),
+            placed_at: v.placed_at,
+            expires_at: v.expires_at,
+            paid_at: v.paid_at,
+            cash_paid: v.cash_paid.as_ref().map(Into::into),
+            delivered_at: v.delivered_at,
+            delivered_by: v.delivered_by,
+            store: v.store,
+            late_payment: v.late_payment.as_ref().map(Into::into),
+            refund: v.refund.map(|r| RefundDto {
+                points_back: r.points_back.map(PointsAmount::get),
+                cash_back: r.cash_back.map(|c| match c {
+                    CashRefund::Balance { amount_fen, .. } => {
+                        CashDto { kind: "balance".into(), amount_fen: amount_fen.get() }
+                    }
+                    CashRefund::WechatPay { amount_fen, .. } => {
+                        CashDto { kind: "wechat_pay".into(), amount_fen: amount_fen.get() }
+                    }
+                }),
+                quantity_back: r.quantity_back.map(Quantity::get),
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderList {
+    pub orders: Vec<OrderDto>,
+    /// Pass as `before` for the next page; null when this page was the last.
+    pub next_before: Option<i64>,
+}
