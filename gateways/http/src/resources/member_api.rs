@@ -16,7 +16,7 @@ use wxcm_commands::pay_flows::{self, MemberSession, OauthExchange, RechargeReque
 use wxcm_commands::pay_port::PayGateway;
 use wxcm_commands::CommandContext;
 use wxcm_domain::payment::PayApiVersion;
-use wxcm_domain::{AmountFen, AppId, OutTradeNo};
+use wxcm_domain::{Actor, AmountFen, AppId, OutTradeNo};
 
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ClientIp, IdempotencyHeader};
@@ -40,6 +40,15 @@ fn unavailable() -> ApiError {
 /// idempotency key and the body, so a request without a live session is 401
 /// whatever else is wrong with it.
 pub struct MemberAuth(pub MemberSession);
+
+impl MemberAuth {
+    /// The member acting, and the context of a command it sends under `key`.
+    pub(crate) fn command(&self, key: wxcm_domain::IdempotencyKey) -> (Actor, wxcm_commands::CommandContext) {
+        let actor = Actor::Member { member_id: self.0.member_id };
+        let ctx = wxcm_commands::CommandContext::new(self.0.tenant_id.clone(), key, actor.label());
+        (actor, ctx)
+    }
+}
 
 impl axum::extract::FromRequestParts<AppState> for MemberAuth {
     type Rejection = ApiError;

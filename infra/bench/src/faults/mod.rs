@@ -224,14 +224,7 @@ impl Cluster {
         let settings_path = options.work_dir.join("settings.json");
         std::fs::write(&settings_path, serde_json::to_vec_pretty(&settings)?)?;
         let cli = |args: &[&str]| -> Result<()> {
-            let output = std::process::Command::new(&options.wxcm_bin)
-                .arg("--config")
-                .arg(&settings_path)
-                .args(args)
-                .env("WXCM_SECRET_KEY", DEV_SECRET_KEY)
-                .env("WXCM_ADMIN_PASSWORD", OWNER_PASSWORD)
-                .output()
-                .context("running wxcm")?;
+            let output = run_wxcm(&options.wxcm_bin, &settings_path, args)?;
             if !output.status.success() {
                 bail!("wxcm {args:?}: {}", String::from_utf8_lossy(&output.stderr));
             }
@@ -587,13 +580,7 @@ impl Cluster {
     }
 
     fn audit(&self, args: &[&str]) -> Result<bool> {
-        let output = std::process::Command::new(&self.options.wxcm_bin)
-            .arg("--config")
-            .arg(&self.settings_path)
-            .args(args)
-            .env("WXCM_SECRET_KEY", DEV_SECRET_KEY)
-            .output()
-            .context("running wxcm audit")?;
+        let output = run_wxcm(&self.options.wxcm_bin, &self.settings_path, args)?;
         if !output.status.success() {
             tracing::warn!(?args, stdout = %String::from_utf8_lossy(&output.stdout), stderr = %String::from_utf8_lossy(&output.stderr), "audit failed");
         }
@@ -602,13 +589,11 @@ impl Cluster {
 
     /// Differences `audit reconcile --json` reports (1 when it fails without a report).
     fn reconcile_differences(&self, tenant: &str) -> Result<usize> {
-        let output = std::process::Command::new(&self.options.wxcm_bin)
-            .arg("--config")
-            .arg(&self.settings_path)
-            .args(["audit", "reconcile", "--tenant", tenant, "--json"])
-            .env("WXCM_SECRET_KEY", DEV_SECRET_KEY)
-            .output()
-            .context("running wxcm audit reconcile")?;
+        let output = run_wxcm(
+            &self.options.wxcm_bin,
+            &self.settings_path,
+            &["audit", "reconcile", "--tenant", tenant, "--json"],
+        )?;
         if output.status.success() {
             return Ok(0);
         }
@@ -617,6 +602,19 @@ impl Cluster {
         let counted = report["differences"].as_array().map(Vec::len).unwrap_or(0);
         Ok(counted.max(1))
     }
+}
+
+/// Runs one `wxcm` command of the run's settings (development secret key,
+/// the owner's password for `admin create`) and returns what it printed.
+fn run_wxcm(bin: &Path, settings: &Path, args: &[&str]) -> Result<std::process::Output> {
+    std::process::Command::new(bin)
+        .arg("--config")
+        .arg(settings)
+        .args(args)
+        .env("WXCM_SECRET_KEY", DEV_SECRET_KEY)
+        .env("WXCM_ADMIN_PASSWORD", OWNER_PASSWORD)
+        .output()
+        .with_context(|| format!("running wxcm {args:?}"))
 }
 
 /// The node logs of a run, for a failure message.

@@ -10,7 +10,7 @@ use wxcm_commands::coupons::{self, dispatch, CouponOpError, Recipient};
 use wxcm_commands::ports::CouponSearch;
 use wxcm_commands::CommandContext;
 use wxcm_domain::coupon::{CouponError, CouponId, TemplateCommand, TemplateError, TemplateId};
-use wxcm_domain::{Actor, MemberId};
+use wxcm_domain::MemberId;
 
 use crate::error::{idempotency_key_reused, unknown_tenant, ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Authorized, Correlation, IdempotencyHeader};
@@ -522,14 +522,13 @@ pub async fn member_claimable(
     ))]
 pub async fn member_claim(
     State(state): State<AppState>,
-    MemberAuth(session): MemberAuth,
+    auth: MemberAuth,
     key: IdempotencyHeader,
     body: ApiJson<ClaimBody>,
 ) -> Result<(StatusCode, Json<CouponDto>), ApiError> {
-    let actor = Actor::Member { member_id: session.member_id };
-    let ctx = CommandContext::new(session.tenant_id.clone(), key.0, actor.label());
+    let (actor, ctx) = auth.command(key.0);
     let template_id = TemplateId::from_uuid(body.0.template_id);
-    let recipient = Recipient::Claim { member_id: session.member_id };
+    let recipient = Recipient::Claim { member_id: auth.0.member_id };
     let view = coupons::issue(&state.app, &ctx, template_id, recipient, actor).await?;
     Ok((StatusCode::CREATED, Json(view.into())))
 }

@@ -10,7 +10,7 @@ use tracing::instrument;
 use wxcm_commands::mall::{self, orders, MallOpError, OrderQuery, ORDER_PAGE_MAX, PRODUCT_PAGE_MAX};
 use wxcm_commands::CommandContext;
 use wxcm_domain::mall::{MallOrderError, MallOrderId, ProductCommand, ProductError, ProductId};
-use wxcm_domain::{Actor, MemberId};
+use wxcm_domain::MemberId;
 
 use crate::error::{idempotency_key_reused, member_rejection, unknown_tenant, ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Authorized, Correlation, IdempotencyHeader};
@@ -466,14 +466,13 @@ pub async fn member_products(
     ))]
 pub async fn member_place_order(
     State(state): State<AppState>,
-    MemberAuth(session): MemberAuth,
+    auth: MemberAuth,
     key: IdempotencyHeader,
     body: ApiJson<PlaceOrderBody>,
 ) -> Result<(StatusCode, Json<OrderDto>), ApiError> {
     let request = body.0.validate()?;
-    let actor = Actor::Member { member_id: session.member_id };
-    let ctx = CommandContext::new(session.tenant_id.clone(), key.0, actor.label());
-    let view = orders::place(&state.app, &ctx, session.member_id, request, actor).await?;
+    let (actor, ctx) = auth.command(key.0);
+    let view = orders::place(&state.app, &ctx, auth.0.member_id, request, actor).await?;
     Ok((StatusCode::CREATED, Json(view.into())))
 }
 
@@ -531,12 +530,11 @@ pub async fn member_order(
     ))]
 pub async fn member_pay(
     State(state): State<AppState>,
-    MemberAuth(session): MemberAuth,
+    auth: MemberAuth,
     key: IdempotencyHeader,
     id: ApiPath<MallOrderId>,
 ) -> Result<Json<OrderDto>, ApiError> {
-    let actor = Actor::Member { member_id: session.member_id };
-    let ctx = CommandContext::new(session.tenant_id.clone(), key.0, actor.label());
+    let (actor, ctx) = auth.command(key.0);
     Ok(Json(orders::pay(&state.app, &ctx, id.0, actor).await?.into()))
 }
 
@@ -553,12 +551,11 @@ pub async fn member_pay(
     ))]
 pub async fn member_cancel(
     State(state): State<AppState>,
-    MemberAuth(session): MemberAuth,
+    auth: MemberAuth,
     key: IdempotencyHeader,
     id: ApiPath<MallOrderId>,
 ) -> Result<Json<OrderDto>, ApiError> {
-    let actor = Actor::Member { member_id: session.member_id };
-    let ctx = CommandContext::new(session.tenant_id.clone(), key.0, actor.label());
+    let (actor, ctx) = auth.command(key.0);
     let reason =
         wxcm_domain::Reference::parse("cancelled by the member").map_err(|e| ApiError::internal("mall order", &e))?;
     Ok(Json(orders::cancel(&state.app, &ctx, id.0, reason, actor).await?.into()))
