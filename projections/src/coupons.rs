@@ -8,7 +8,7 @@ use sqlx::PgConnection;
 use wxcm_domain::coupon::{CouponEvent, CouponState};
 use wxcm_domain::DomainEventMeta;
 
-use crate::daily::{self, delta, metric};
+use crate::daily::{delta, metric, Counters};
 use crate::envelope::RelayedEvent;
 use crate::runtime::{ApplyError, Projector};
 
@@ -74,7 +74,12 @@ impl Projector for CouponProjector {
         "coupon"
     }
 
-    async fn apply(&self, conn: &mut PgConnection, event: &RelayedEvent) -> Result<(), ApplyError> {
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        event: &RelayedEvent,
+        counters: &mut Counters,
+    ) -> Result<(), ApplyError> {
         let coupon_event = decode_coupon_event(event)?;
         let recorded_at = event
             .recorded_at_utc()
@@ -120,7 +125,7 @@ impl Projector for CouponProjector {
                     return Err(ApplyError::Invalid("coupon row exists before its issue".into()));
                 }
                 let issued = vec![delta(metric::COUPONS_ISSUED, c.channel.name(), 1)];
-                return daily::add(conn, &event.tenant_id, recorded_at, issued).await;
+                return counters.add(&event.tenant_id, recorded_at, issued);
             }
             CouponEvent::CouponRedeemed { store, actor, redeemed_at } => (
                 CouponState::Redeemed,
@@ -152,6 +157,6 @@ impl Projector for CouponProjector {
         if execute(conn, sql, values).await? != 1 {
             return Err(ApplyError::Invalid(format!("coupon {} is not active in the read model", event.aggregate_id)));
         }
-        daily::add(conn, &event.tenant_id, recorded_at, vec![delta(counter, "", 1)]).await
+        counters.add(&event.tenant_id, recorded_at, vec![delta(counter, "", 1)])
     }
 }

@@ -1,8 +1,10 @@
 //! Daily operations per tenant (`rm_daily_ops`): counters per merchant day
-//! (UTC+8), metric and dimension, moved by member events. Called by
-//! `MemberProjector::apply`, so the counters change in the same transaction as
-//! `rm_members` and the projector's checkpoint covers both: an event is counted
-//! exactly once (duplicates never reach `apply`).
+//! (UTC+8), metric and dimension, moved by member, coupon and mall events.
+//! Projectors add their events' deltas to a [`Counters`] the runtime writes at
+//! the end of the same transaction as the read model and the checkpoint, so an
+//! event is counted exactly once (duplicates never reach `apply`).
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use sea_query::{Expr, ExprTrait, Iden, OnConflict, PostgresQueryBuilder, Query};
@@ -147,71 +149,98 @@ fn money_and_level_deltas(event: &MemberEvent) -> Result<Vec<Delta>, ApplyError>
     })
 }
 
-/// Adds `event`'s deltas to the tenant's counters of the merchant day of `recorded_at`.
-pub async fn apply(
-    conn: &mut PgConnection,
-    tenant_id: &str,
-    recorded_at: DateTime<Utc>,
-    event: &MemberEvent,
-    follow_source: Option<&str>,
-) -> Result<(), ApplyError> {
-    let changes = deltas(event, follow_source)?;
-    add(conn, tenant_id, recorded_at, changes).await
+/// Counter changes gathered over one transaction (one event, or a batch of
+/// them) and written once at its end: summed per tenant, day, metric and
+/// dimension, so a batch of a thousand deposits moves its counter row once.
+#[derive(Debug, Default)]
+pub struct Counters {
+    sums: BTreeMap<(String, NaiveDate, &'static str, String), i64>,
 }
 
-/// Adds `changes` to the tenant's counters of the merchant day of `recorded_at`
-/// (each change its own metric and dimension).
-pub async fn add(
-    conn: &mut PgConnection,
-    tenant_id: &str,
-    recorded_at: DateTime<Utc>,
-    changes: Vec<Delta>,
-) -> Result<(), ApplyError> {
-    if changes.is_empty() {
-        return Ok(());
+/// Rows per upsert statement (5 binds each, well below Postgres' 65,535).
+const COUNTER_ROWS_PER_STATEMENT: usize = 1_000;
+
+impl Counters {
+    /// Adds `event`'s deltas for the merchant day of `recorded_at`.
+    pub fn add_event(
+        &mut self,
+        tenant_id: &str,
+        recorded_at: DateTime<Utc>,
+        event: &MemberEvent,
+        follow_source: Option<&str>,
+    ) -> Result<(), ApplyError> {
+        let changes = deltas(event, follow_source)?;
+        self.add(tenant_id, recorded_at, changes)
     }
-    // A transaction may add several events' counters (a gap fill applies the
-    // missing events first), and transactions of one tenant run concurrently
-    // (one per stream): two of them taking the same counter rows in different
-    // orders deadlock. The tenant's lock, held to the end of the transaction,
-    // orders them; the counter rows would serialize them anyway.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(format!("wxcm_rm_daily_ops/{tenant_id}"))
-        .execute(&mut *conn)
-        .await?;
-    let mut changes = changes;
-    changes.sort_by(|a, b| (a.metric, &a.dimension).cmp(&(b.metric, &b.dimension)));
-    let day = merchant_day(recorded_at);
-    let mut insert = Query::insert();
-    insert.into_table(RmDailyOps::Table).columns([
-        RmDailyOps::TenantId,
-        RmDailyOps::Day,
-        RmDailyOps::Metric,
-        RmDailyOps::Dimension,
-        RmDailyOps::Value,
-    ]);
-    for change in changes {
-        insert.values_panic([
-            tenant_id.to_owned().into(),
-            day.into(),
-            change.metric.into(),
-            change.dimension.into(),
-            change.value.into(),
-        ]);
+
+    /// Adds `changes` for the tenant's merchant day of `recorded_at`.
+    pub fn add(&mut self, tenant_id: &str, recorded_at: DateTime<Utc>, changes: Vec<Delta>) -> Result<(), ApplyError> {
+        let day = merchant_day(recorded_at);
+        for change in changes {
+            let sum = self.sums.entry((tenant_id.to_owned(), day, change.metric, change.dimension)).or_insert(0);
+            *sum = sum
+                .checked_add(change.value)
+                .ok_or_else(|| ApplyError::Invalid(format!("counter {} overflows", change.metric)))?;
+        }
+        Ok(())
     }
-    // Distinct keys per event (each delta has its own metric/dimension pair), so one
-    // statement never touches a row twice.
-    insert.on_conflict(
-        OnConflict::columns([RmDailyOps::TenantId, RmDailyOps::Day, RmDailyOps::Metric, RmDailyOps::Dimension])
-            .value(
+
+    pub fn is_empty(&self) -> bool {
+        self.sums.values().all(|v| *v == 0)
+    }
+
+    /// Adds the gathered sums to `rm_daily_ops` on `conn` (a transaction) and
+    /// empties this.
+    pub async fn write(&mut self, conn: &mut PgConnection) -> Result<(), ApplyError> {
+        let sums = std::mem::take(&mut self.sums);
+        let rows: Vec<_> = sums.into_iter().filter(|(_, v)| *v != 0).collect();
+        if rows.is_empty() {
+            return Ok(());
+        }
+        // Transactions of several projectors (and the operator's retry) add to one
+        // tenant's rows concurrently: each takes the tenants' locks, held to its
+        // end, in tenant order, and then the rows in key order (the map's), so
+        // two of them never wait on each other in a cycle.
+        let mut tenants: Vec<&str> = rows.iter().map(|((tenant, ..), _)| tenant.as_str()).collect();
+        tenants.dedup();
+        for tenant in tenants {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind(format!("wxcm_rm_daily_ops/{tenant}"))
+                .execute(&mut *conn)
+                .await?;
+        }
+        for chunk in rows.chunks(COUNTER_ROWS_PER_STATEMENT) {
+            let mut insert = Query::insert();
+            insert.into_table(RmDailyOps::Table).columns([
+                RmDailyOps::TenantId,
+                RmDailyOps::Day,
+                RmDailyOps::Metric,
+                RmDailyOps::Dimension,
                 RmDailyOps::Value,
-                Expr::col((RmDailyOps::Table, RmDailyOps::Value)).add(Expr::cust("EXCLUDED.value")),
-            )
-            .to_owned(),
-    );
-    let (sql, values) = insert.build_sqlx(PostgresQueryBuilder);
-    sqlx::query_with(&sql, values).execute(conn).await?;
-    Ok(())
+            ]);
+            for ((tenant, day, metric, dimension), value) in chunk {
+                insert.values_panic([
+                    tenant.clone().into(),
+                    (*day).into(),
+                    (*metric).into(),
+                    dimension.clone().into(),
+                    (*value).into(),
+                ]);
+            }
+            // The map's keys are distinct, so one statement never touches a row twice.
+            insert.on_conflict(
+                OnConflict::columns([RmDailyOps::TenantId, RmDailyOps::Day, RmDailyOps::Metric, RmDailyOps::Dimension])
+                    .value(
+                        RmDailyOps::Value,
+                        Expr::col((RmDailyOps::Table, RmDailyOps::Value)).add(Expr::cust("EXCLUDED.value")),
+                    )
+                    .to_owned(),
+            );
+            let (sql, values) = insert.build_sqlx(PostgresQueryBuilder);
+            sqlx::query_with(&sql, values).execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

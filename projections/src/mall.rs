@@ -7,7 +7,7 @@ use sqlx::PgConnection;
 use wxcm_domain::mall::{CashRefund, MallOrderEvent, OrderStatus};
 use wxcm_domain::DomainEventMeta;
 
-use crate::daily::{self, delta, metric};
+use crate::daily::{delta, metric, Counters};
 use crate::envelope::RelayedEvent;
 use crate::runtime::{ApplyError, Projector};
 
@@ -61,7 +61,12 @@ impl Projector for MallProjector {
         "mall_order"
     }
 
-    async fn apply(&self, conn: &mut PgConnection, event: &RelayedEvent) -> Result<(), ApplyError> {
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        event: &RelayedEvent,
+        counters: &mut Counters,
+    ) -> Result<(), ApplyError> {
         let order_event = decode_order_event(event)?;
         let recorded_at = event
             .recorded_at_utc()
@@ -152,9 +157,6 @@ impl Projector for MallProjector {
         if updated.rows_affected() != 1 {
             return Err(ApplyError::Invalid(format!("order {} is not in the read model", event.aggregate_id)));
         }
-        if deltas.is_empty() {
-            return Ok(());
-        }
-        daily::add(conn, &event.tenant_id, recorded_at, deltas).await
+        counters.add(&event.tenant_id, recorded_at, deltas)
     }
 }

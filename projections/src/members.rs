@@ -9,7 +9,7 @@ use sqlx::{PgConnection, Row};
 use wxcm_domain::member::MemberEvent;
 use wxcm_domain::DomainEventMeta;
 
-use crate::daily;
+use crate::daily::Counters;
 use crate::envelope::RelayedEvent;
 use crate::follows::{self, FollowChange};
 use crate::runtime::{ApplyError, Projector};
@@ -117,18 +117,23 @@ impl Projector for MemberProjector {
         "member"
     }
 
-    async fn apply(&self, conn: &mut PgConnection, event: &RelayedEvent) -> Result<(), ApplyError> {
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        event: &RelayedEvent,
+        counters: &mut Counters,
+    ) -> Result<(), ApplyError> {
         let member_event = decode_member_event(event)?;
         let recorded_at = event
             .recorded_at_utc()
             .ok_or_else(|| ApplyError::Invalid(format!("recorded_at {:?} is not a timestamp", event.recorded_at)))?;
         if let MemberEvent::MemberRegistered { .. } = member_event {
             insert_member(conn, event, &member_event).await?;
-            return daily::apply(conn, &event.tenant_id, recorded_at, &member_event, None).await;
+            return counters.add_event(&event.tenant_id, recorded_at, &member_event, None);
         }
         let figures = update_member(conn, event, &member_event).await?;
         // An unfollow keeps the follow source, so the row's is the one it counts under.
-        daily::apply(conn, &event.tenant_id, recorded_at, &member_event, figures.follow_source.as_deref()).await?;
+        counters.add_event(&event.tenant_id, recorded_at, &member_event, figures.follow_source.as_deref())?;
         let line = member_event.ledger_line();
         if line.points_after.is_none() && line.balance_after_fen.is_none() {
             // Neither points nor cash moved (card level change): no ledger line.

@@ -14,7 +14,7 @@ use sqlx::{Connection, PgConnection};
 use crate::coupons::CouponProjector;
 use crate::daily::metric;
 use crate::rebuild::RebuildScope;
-use crate::runtime::Projector;
+use crate::runtime::{ApplyError, Projector};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CouponRebuildReport {
@@ -28,6 +28,8 @@ pub enum CouponRebuildError {
     Sql(#[from] sqlx::Error),
     #[error("coupon/{stream} seq {sequence}: {reason}")]
     Apply { stream: String, sequence: i64, reason: String },
+    #[error("daily counters: {0}")]
+    Counters(String),
 }
 
 const COUPON_METRICS: [&str; 4] =
@@ -66,11 +68,12 @@ pub async fn rebuild_coupons(
     // projector from applying anything meanwhile, and each stream's head is
     // what was replayed.
     let mut heads: Vec<(String, String, i64, uuid::Uuid, String)> = Vec::new();
+    let mut counters = crate::daily::Counters::default();
     {
         let mut rows = sqlx::query(EVENTS_SQL).bind(&tenant).fetch(&mut reader);
         while let Some(row) = rows.try_next().await? {
             let event = crate::envelope::from_row(&row)?;
-            CouponProjector.apply(&mut tx, &event).await.map_err(|e| CouponRebuildError::Apply {
+            CouponProjector.apply(&mut tx, &event, &mut counters).await.map_err(|e| CouponRebuildError::Apply {
                 stream: event.aggregate_id.clone(),
                 sequence: event.sequence,
                 reason: e.to_string(),
@@ -89,6 +92,10 @@ pub async fn rebuild_coupons(
             }
         }
     }
+    counters.write(&mut tx).await.map_err(|e| match e {
+        ApplyError::Database(e) => CouponRebuildError::Sql(e),
+        ApplyError::Invalid(reason) => CouponRebuildError::Counters(reason),
+    })?;
     let name = CouponProjector::NAME;
     sqlx::query(&format!("DELETE FROM projection_checkpoints WHERE projector = $2 AND {in_scope}"))
         .bind(&tenant)

@@ -321,20 +321,33 @@ async fn a_stream_delivered_out_of_order_is_filled_from_the_event_store() {
     deposit(&h, a, 40).await;
     let events = h.stored(a).await;
     assert_eq!(events.iter().map(|e| e.sequence).collect::<Vec<_>>(), vec![1, 2, 3]);
-    // Seq 3 reaches the stream before seq 2.
-    for event in [&events[0], &events[2], &events[1]] {
-        h.publish(event).await;
-    }
+    // Seq 3 reaches the stream before seq 2, which comes in a later batch.
+    h.publish(&events[0]).await;
+    h.publish(&events[2]).await;
     let mut projector = h.projector();
     let report = h.project_all(&mut projector).await;
     assert_eq!(
         (report.received, report.applied, report.filled, report.duplicates),
-        (3, 2, 1, 1),
-        "seq 3 applies seq 2 from the store first; the late seq 2 is a duplicate: {report:?}"
+        (2, 2, 1, 0),
+        "seq 3 applies seq 2 from the store first: {report:?}"
     );
+    h.publish(&events[1]).await;
+    let report = h.project_all(&mut projector).await;
+    assert_eq!((report.received, report.duplicates), (1, 1), "the late seq 2 is a duplicate: {report:?}");
     assert_eq!(h.balance(a).await, Some(140));
     assert_eq!(h.ledger_sequences(a).await, vec![2, 3]);
     assert_eq!(h.checkpoint(&a.to_string()).await, Some(3));
+
+    // Within one batch the stream's events are put in order: nothing to fill.
+    deposit(&h, a, 1).await;
+    deposit(&h, a, 2).await;
+    let events = h.stored(a).await;
+    h.publish(&events[4]).await;
+    h.publish(&events[3]).await;
+    let report = h.project_all(&mut projector).await;
+    assert_eq!((report.received, report.applied, report.filled), (2, 2, 0), "{report:?}");
+    assert_eq!(h.balance(a).await, Some(143));
+    assert_eq!(h.ledger_sequences(a).await, vec![2, 3, 4, 5]);
     h.finish().await;
 }
 
@@ -391,7 +404,8 @@ async fn a_poison_event_is_parked_and_other_streams_go_on() {
     h.publish(&poison_2).await;
     let report = h.project_all(&mut projector).await;
     assert_eq!((report.parked, report.failed, report.applied), (1, 0, 0), "{report:?}");
-    assert_eq!(h.checkpoint(&poison_id).await, None, "nothing of the poisoned stream was applied");
+    // (A batch may have made its checkpoint row, at 0.)
+    assert_eq!(h.checkpoint(&poison_id).await.unwrap_or(0), 0, "nothing of the poisoned stream was applied");
     let status = projector.status().await.expect("status");
     assert_eq!(status.parked, 2);
     h.finish().await;

@@ -4,6 +4,7 @@ use sqlx::PgConnection;
 use tracing::{debug, warn};
 use wxcm_domain::TenantId;
 
+use crate::daily::Counters;
 use crate::envelope::{load_events, RelayedEvent};
 
 use super::consume::stream_key;
@@ -52,8 +53,10 @@ impl<P: Projector> ProjectorRuntime<P> {
             self.record_failure(event, "an earlier event of this stream is parked", 1, true).await?;
             return Ok(Outcome::Parked);
         }
-        let filled = self.fill_gap(&mut tx, event, checkpoint).await?;
-        self.apply_one(&mut tx, event).await?;
+        let mut counters = Counters::default();
+        let filled = self.fill_gap(&mut tx, event, checkpoint, &mut counters).await?;
+        self.apply_one(&mut tx, event, &mut counters).await?;
+        self.write_counters(&mut tx, event, &mut counters).await?;
         sqlx::query(CLEAR_FAILURES)
             .bind(name)
             .bind(&event.aggregate_type)
@@ -80,12 +83,14 @@ impl<P: Projector> ProjectorRuntime<P> {
         conn: &mut PgConnection,
         event: &RelayedEvent,
         checkpoint: i64,
+        counters: &mut Counters,
     ) -> Result<usize, ProjectionError> {
         let (first, last) = (checkpoint + 1, event.sequence - 1);
         if first > last {
             return Ok(0);
         }
-        let last_applied = self.apply_stored(conn, &event.aggregate_type, &event.aggregate_id, first, last).await?;
+        let last_applied =
+            self.apply_stored(conn, &event.aggregate_type, &event.aggregate_id, first, last, counters).await?;
         // One stream, one tenant (the insert trigger refuses a change): a different
         // tenant means the message does not describe this shard's stream.
         if last_applied.is_some_and(|e| e.tenant_id != event.tenant_id) {
@@ -105,6 +110,7 @@ impl<P: Projector> ProjectorRuntime<P> {
         aggregate_id: &str,
         first: i64,
         last: i64,
+        counters: &mut Counters,
     ) -> Result<Option<RelayedEvent>, ProjectionError> {
         let gap = || ProjectionError::Gap { stream: format!("{aggregate_type}/{aggregate_id}"), from: first, to: last };
         if last - first + 1 > GAP_FILL_EVENTS_MAX {
@@ -120,7 +126,7 @@ impl<P: Projector> ProjectorRuntime<P> {
                 if stored.sequence != next {
                     return Err(gap());
                 }
-                self.apply_one(conn, &stored).await?;
+                self.apply_one(conn, &stored, counters).await?;
                 next += 1;
                 last_applied = Some(stored);
             }
@@ -131,10 +137,30 @@ impl<P: Projector> ProjectorRuntime<P> {
         Ok(last_applied)
     }
 
-    pub(super) async fn apply_one(&self, conn: &mut PgConnection, event: &RelayedEvent) -> Result<(), ProjectionError> {
-        self.projector.apply(conn, event).await.map_err(|source| ProjectionError::Apply {
+    pub(super) async fn apply_one(
+        &self,
+        conn: &mut PgConnection,
+        event: &RelayedEvent,
+        counters: &mut Counters,
+    ) -> Result<(), ProjectionError> {
+        self.projector.apply(conn, event, counters).await.map_err(|source| ProjectionError::Apply {
             stream: stream_key(event),
             sequence: event.sequence,
+            source,
+        })
+    }
+
+    /// Writes what the events applied in this transaction counted; `last` is
+    /// the last of them (named in the error).
+    pub(super) async fn write_counters(
+        &self,
+        conn: &mut PgConnection,
+        last: &RelayedEvent,
+        counters: &mut Counters,
+    ) -> Result<(), ProjectionError> {
+        counters.write(conn).await.map_err(|source| ProjectionError::Apply {
+            stream: stream_key(last),
+            sequence: last.sequence,
             source,
         })
     }

@@ -1,5 +1,6 @@
 //! Consuming: the durable pull consumer, bounded pulls, the stall check, and one step over a batch.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::pull::Config as PullConfig;
@@ -134,35 +135,38 @@ impl<P: Projector> ProjectorRuntime<P> {
             }
         }
         let last_pending = fetched_messages.last().and_then(|m| m.info().ok()).map(|info| info.pending);
-        // Streams are independent: their messages are handled concurrently (each
-        // in its own transaction, so Postgres commits them as a group), while the
-        // messages of one stream keep their order.
-        let mut groups: Vec<(String, Vec<Message>)> = Vec::new();
+        let mut report = BatchReport { received: fetched_messages.len(), ..BatchReport::default() };
+        // Messages that are not this shard's events of this projector are acked
+        // (or terminated) at once; the rest is applied as one batch.
+        let mut mine: Vec<(Message, RelayedEvent)> = Vec::with_capacity(fetched_messages.len());
+        let mut others: Vec<(Message, AckKind)> = Vec::new();
         for message in fetched_messages {
-            let key = serde_json::from_slice::<RelayedEvent>(&message.payload)
-                .map(|e| stream_key(&e))
-                .unwrap_or_else(|_| format!("undecodable/{}", groups.len()));
-            match groups.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, group)) => group.push(message),
-                None => groups.push((key, vec![message])),
+            match serde_json::from_slice::<RelayedEvent>(&message.payload) {
+                Ok(event) if event.aggregate_type == self.projector.aggregate_type() && self.owns(&event.tenant_id) => {
+                    mine.push((message, event))
+                }
+                Ok(_) => others.push((message, AckKind::Ack)),
+                Err(e) => {
+                    // Without an envelope there is no stream to park; nothing will change
+                    // on redelivery. Logged and terminated.
+                    warn!(subject = %message.subject, error = %e, "message is not a relayed event; terminated");
+                    others.push((message, AckKind::Term));
+                }
             }
         }
-        let this = &*self;
-        let reports: Vec<Result<BatchReport, ProjectionError>> = futures::stream::iter(groups)
-            .map(|(_, group)| async move {
-                let mut report = BatchReport::default();
-                for message in group {
-                    report.received += 1;
-                    this.handle(&message, &mut report).await?;
+        report.ignored = others.len();
+        ack_all(others.iter().map(|(m, kind)| (m, *kind)).collect()).await?;
+        if !mine.is_empty() {
+            let events: Vec<RelayedEvent> = mine.iter().map(|(_, e)| e.clone()).collect();
+            match self.project_batch(&events).await {
+                Ok(outcomes) => self.settle_batch(&mine, &outcomes, &mut report).await?,
+                Err(error) => {
+                    // One event (or the database) failed: the batch rolled back. One by
+                    // one, the failing event is found and recorded, the others applied.
+                    debug!(error = %error_chain(&error), events = mine.len(), "batch failed; applying one by one");
+                    self.handle_one_by_one(mine, &mut report).await?;
                 }
-                Ok(report)
-            })
-            .buffer_unordered(STREAMS_IN_FLIGHT_MAX)
-            .collect()
-            .await;
-        let mut report = BatchReport::default();
-        for r in reports {
-            report.add(&r?);
+            }
         }
         // JetStream numbers what remains after each delivered message.
         report.pending_after = last_pending;
@@ -172,26 +176,69 @@ impl<P: Projector> ProjectorRuntime<P> {
         Ok(report)
     }
 
-    /// Handles one message and acks or naks it. Errors are JetStream's (the
-    /// ack or nak failed); the message is then redelivered.
-    pub(super) async fn handle(&self, message: &Message, report: &mut BatchReport) -> Result<(), ProjectionError> {
-        let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
-        let event: RelayedEvent = match serde_json::from_slice(&message.payload) {
-            Ok(event) => event,
-            Err(e) => {
-                // Without an envelope there is no stream to park; nothing will change
-                // on redelivery. Logged and terminated.
-                warn!(subject = %message.subject, error = %e, "message is not a relayed event; terminated");
-                message.ack_with(AckKind::Term).await.map_err(nats_error)?;
-                report.ignored += 1;
-                return Ok(());
+    /// After a batch committed: records the parked ones and acks every message.
+    async fn settle_batch(
+        &self,
+        batch: &[(Message, RelayedEvent)],
+        outcomes: &[Outcome],
+        report: &mut BatchReport,
+    ) -> Result<(), ProjectionError> {
+        for ((_, event), outcome) in batch.iter().zip(outcomes) {
+            match outcome {
+                Outcome::Applied { filled } => {
+                    report.applied += 1;
+                    report.filled += filled;
+                }
+                Outcome::Duplicate => report.duplicates += 1,
+                Outcome::Parked => {
+                    // Its ack below ends redelivery: the dead letter is the record.
+                    self.record_failure(event, "an earlier event of this stream is parked", 1, true).await?;
+                    report.parked += 1;
+                }
             }
-        };
-        if event.aggregate_type != self.projector.aggregate_type() || !self.owns(&event.tenant_id) {
-            message.double_ack().await.map_err(nats_error)?;
-            report.ignored += 1;
-            return Ok(());
         }
+        ack_all(batch.iter().map(|(m, _)| (m, AckKind::Ack)).collect()).await
+    }
+
+    /// The single path over a batch: streams concurrently, each stream's
+    /// messages in order, one transaction per message.
+    async fn handle_one_by_one(
+        &self,
+        batch: Vec<(Message, RelayedEvent)>,
+        report: &mut BatchReport,
+    ) -> Result<(), ProjectionError> {
+        let mut groups: BTreeMap<String, Vec<(Message, RelayedEvent)>> = BTreeMap::new();
+        for (message, event) in batch {
+            groups.entry(stream_key(&event)).or_default().push((message, event));
+        }
+        let reports: Vec<Result<BatchReport, ProjectionError>> = futures::stream::iter(groups.into_values())
+            .map(|mut group| async move {
+                group.sort_by_key(|(_, e)| e.sequence);
+                let mut report = BatchReport::default();
+                for (message, event) in group {
+                    self.handle(&message, event, &mut report).await?;
+                }
+                Ok(report)
+            })
+            .buffer_unordered(STREAMS_IN_FLIGHT_MAX)
+            .collect()
+            .await;
+        for r in reports {
+            report.add(&r?);
+        }
+        Ok(())
+    }
+
+    /// Handles one message (an event of this projector and shard) and acks
+    /// or naks it. Errors are JetStream's (the ack or nak failed); the
+    /// message is then redelivered.
+    pub(super) async fn handle(
+        &self,
+        message: &Message,
+        event: RelayedEvent,
+        report: &mut BatchReport,
+    ) -> Result<(), ProjectionError> {
+        let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
         match self.project(&event).await {
             Ok(outcome) => {
                 message.double_ack().await.map_err(nats_error)?;
@@ -230,6 +277,35 @@ impl<P: Projector> ProjectorRuntime<P> {
             }
         }
         Ok(())
+    }
+}
+
+/// Acks messages, [`ACKS_IN_FLIGHT_MAX`] at a time, each waiting for the
+/// server (`double_ack` for plain acks). The first failure is returned; its
+/// message is redelivered and then a duplicate.
+async fn ack_all(acks: Vec<(&Message, AckKind)>) -> Result<(), ProjectionError> {
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    let mut first_error = None;
+    for (message, kind) in acks {
+        if in_flight.len() >= ACKS_IN_FLIGHT_MAX {
+            if let Some(Err(e)) = in_flight.next().await {
+                first_error.get_or_insert(e);
+            }
+        }
+        in_flight.push(ack_one(message, kind));
+    }
+    while let Some(result) = in_flight.next().await {
+        if let Err(e) = result {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+async fn ack_one(message: &Message, kind: AckKind) -> Result<(), ProjectionError> {
+    match kind {
+        AckKind::Ack => message.double_ack().await.map_err(nats_error),
+        kind => message.ack_with(kind).await.map_err(nats_error),
     }
 }
 

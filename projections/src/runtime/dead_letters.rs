@@ -35,9 +35,12 @@ impl<P: Projector> ProjectorRuntime<P> {
             .bind(aggregate_id)
             .fetch_one(&mut *tx)
             .await?;
-        let last_applied =
-            self.apply_stored(&mut tx, aggregate_type, aggregate_id, checkpoint + 1, last_parked).await?;
+        let mut counters = Counters::default();
+        let last_applied = self
+            .apply_stored(&mut tx, aggregate_type, aggregate_id, checkpoint + 1, last_parked, &mut counters)
+            .await?;
         if let Some(last) = &last_applied {
+            self.write_counters(&mut tx, last, &mut counters).await?;
             sqlx::query(SET_CHECKPOINT)
                 .bind(name)
                 .bind(aggregate_type)

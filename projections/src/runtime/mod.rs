@@ -1,5 +1,6 @@
 //! The projector runtime: one durable JetStream pull consumer per (projector,
-//! shard), explicit acks, one Postgres transaction per message.
+//! shard), explicit acks, one Postgres transaction per fetched batch (and per
+//! message when a batch fails, to find and record the failing event).
 //!
 //! Why a read model never applies an event twice or out of order:
 //! - Each projector keeps, per stream, the sequence of the last event applied
@@ -13,6 +14,8 @@
 //!   missing events from the shard's event store, in order.
 //! - The message is acked only after the commit, with `double_ack` (which waits
 //!   for the server); an unacked message is redelivered after `ack_wait`.
+//! - A batch's streams are locked in id order and its counters written in
+//!   key order at its end, so concurrent transactions never deadlock.
 //!
 //! Failures: the transaction rolls back and the message is nak'ed with a delay.
 //! Every failure is recorded in `projection_dead_letters` (attempts, first and
@@ -22,7 +25,8 @@
 //! Other streams go on.
 //!
 //! Code map: `consume` (the pull consumer, bounded pulls, stall check, a
-//! step), `apply` (an event under its checkpoint, gap filling),
+//! step), `batch` (a batch under its streams' checkpoints), `apply` (an event
+//! under its checkpoint, gap filling),
 //! `dead_letters` (failures, parking, retry); this file holds the contract,
 //! the settings and reports, and the run loop.
 
@@ -39,9 +43,11 @@ use tracing::warn;
 use wxcm_commands::health::PartHealth;
 use wxcm_commands::ports::ShardRouter;
 
+use crate::daily::Counters;
 use crate::envelope::RelayedEvent;
 
 mod apply;
+mod batch;
 mod consume;
 mod dead_letters;
 
@@ -62,8 +68,11 @@ pub const GAP_FILL_EVENTS_MAX: i64 = 10_000;
 pub const ERROR_BYTES_MAX: usize = 2_000;
 /// Messages fetched per step, at most.
 pub const BATCH_MAX: usize = 500;
-/// Streams of one fetched batch handled at the same time (each holds a connection).
+/// Streams of one fetched batch handled at the same time when the batch is
+/// handled message by message (each holds a connection).
 pub const STREAMS_IN_FLIGHT_MAX: usize = 8;
+/// Acks awaited at the same time after a batch commits.
+pub const ACKS_IN_FLIGHT_MAX: usize = 64;
 /// Longest pause of `run` after failing steps.
 pub const RETRY_PAUSE_MAX: Duration = Duration::from_secs(1);
 /// Time a pull may take beyond its own wait. A pull the server forgot (it
@@ -105,12 +114,15 @@ pub trait Projector: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// The one aggregate type this projector reads (the consumer filters on it).
     fn aggregate_type(&self) -> &'static str;
-    /// Applies `event` to the read model on `conn` (a transaction). Called at
-    /// most once per event and stream position, in sequence order.
+    /// Applies `event` to the read model on `conn` (a transaction) and adds
+    /// what it counts to `counters` (written by the caller before the
+    /// transaction commits). Called at most once per event and stream
+    /// position, in sequence order.
     fn apply(
         &self,
         conn: &mut PgConnection,
         event: &RelayedEvent,
+        counters: &mut Counters,
     ) -> impl Future<Output = Result<(), ApplyError>> + Send;
 }
 
@@ -137,6 +149,8 @@ pub enum ProjectionError {
     Gap { stream: String, from: i64, to: i64 },
     #[error("jetstream: {0}")]
     Nats(String),
+    #[error("projector invariant broken: {0}")]
+    Invariant(String),
 }
 
 fn nats_error(e: impl std::fmt::Display) -> ProjectionError {
