@@ -286,6 +286,23 @@ async fn commands_through_relay_and_projector_match_the_aggregates() {
         "one line per points or cash event, with the figures after it"
     );
     assert_eq!(h.ledger_sequences(b).await, vec![2]);
+    // The batch's counters, summed over both members' events and written once.
+    let counters: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT metric, dimension, value FROM rm_daily_ops WHERE tenant_id = $1 ORDER BY metric, dimension",
+    )
+    .bind(h.tenant.as_str())
+    .fetch_all(&mut h.db)
+    .await
+    .expect("counters");
+    let counter = |metric: &str, dimension: &str| {
+        counters.iter().find(|(m, d, _)| m == metric && d == dimension).map(|(_, _, v)| *v)
+    };
+    assert_eq!(counter("registrations", "staff"), Some(2), "{counters:?}");
+    assert_eq!(counter("card_level_net", "standard"), Some(2), "{counters:?}");
+    assert_eq!(counter("points_granted", ""), Some(100), "{counters:?}");
+    assert_eq!(counter("cash_credited_fen", "deposit"), Some(507), "{counters:?}");
+    assert_eq!(counter("cash_debited_fen", "charge"), Some(200), "{counters:?}");
+    assert_eq!(counter("points_spent", ""), Some(20), "{counters:?}");
 
     let status = projector.status().await.expect("status");
     assert_eq!((status.num_pending, status.num_ack_pending, status.parked), (0, 0, 0));
