@@ -104,6 +104,15 @@ impl From<PayPortError> for PortError {
     }
 }
 
+/// The WeChat Pay client and where Pay's notifications reach this server
+/// (what refunds and payments started by background work need).
+#[derive(Clone, Copy)]
+pub struct PayAccess<'a> {
+    pub gateway: &'a dyn PayGateway,
+    /// E.g. `https://wxcm.example.com`.
+    pub notify_base_url: &'a str,
+}
+
 #[async_trait]
 pub trait PayGateway: Send + Sync {
     /// Creates the JSAPI order at Pay (v2 unifiedorder or v3 transactions/jsapi) and

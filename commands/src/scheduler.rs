@@ -11,9 +11,10 @@ use wxcm_domain::payment::PaymentStatus;
 use wxcm_domain::{Actor, MemberId, OutTradeNo, Reference, TenantId};
 
 use crate::executor::CommandContext;
+use crate::mall::pay::PayRefunds;
 use crate::members::{self, MemberOpError};
 use crate::pay_flows::{self, Applied, Reconciled};
-use crate::pay_port::PayGateway;
+use crate::pay_port::PayAccess;
 use crate::payments;
 use crate::ports::{App, DueItem, ShardServices};
 
@@ -63,12 +64,13 @@ pub async fn step(app: &App, shard: &ShardServices) -> Result<StepReport, Member
     step_with_pay(app, shard, None).await
 }
 
-/// [`step`] with the WeChat Pay port, which expired payment orders need (without
-/// it they stay due: paid ones are credited, open ones wait for a scheduler with Pay).
+/// [`step`] with WeChat Pay, which expired payment orders and mall order
+/// refunds need (without it they stay due: paid ones are credited, open ones
+/// and refunds wait for a scheduler with Pay).
 pub async fn step_with_pay(
     app: &App,
     shard: &ShardServices,
-    pay: Option<&dyn PayGateway>,
+    pay: Option<PayAccess<'_>>,
 ) -> Result<StepReport, MemberOpError> {
     let now = app.clock.now();
     let due = shard.due_work.due(now, DUE_BATCH_MAX).await?;
@@ -102,11 +104,13 @@ pub async fn step_with_pay(
     Ok(report)
 }
 
-async fn run_item(app: &App, pay: Option<&dyn PayGateway>, item: &DueItem) -> Result<u32, MemberOpError> {
+async fn run_item(app: &App, pay: Option<PayAccess<'_>>, item: &DueItem) -> Result<u32, MemberOpError> {
     let tenant = TenantId::parse(&item.tenant_id).map_err(|e| MemberOpError::Infra(e.to_string()))?;
     match item.kind.as_str() {
         KIND_PAYMENT_CREDIT | KIND_PAYMENT_EXPIRY | KIND_PAYMENT_REVERSAL => {
-            run_payment_item(app, pay, &tenant, item).await.map_err(|e| MemberOpError::Infra(e.to_string()))
+            run_payment_item(app, pay.map(|p| p.gateway), &tenant, item)
+                .await
+                .map_err(|e| MemberOpError::Infra(e.to_string()))
         }
         KIND_POINTS_EXPIRY => {
             let member_id = MemberId::parse(&item.aggregate_id).map_err(|e| MemberOpError::Infra(e.to_string()))?;
@@ -149,7 +153,13 @@ async fn run_item(app: &App, pay: Option<&dyn PayGateway>, item: &DueItem) -> Re
         KIND_MALL_ORDER_EXPIRY | KIND_MALL_ORDER_SETTLE => {
             let order_id = wxcm_domain::mall::MallOrderId::parse(&item.aggregate_id)
                 .map_err(|e| MemberOpError::Infra(e.to_string()))?;
-            crate::mall::orders::due(app, &tenant, order_id).await.map_err(|e| MemberOpError::Infra(e.to_string()))
+            let refunds = match pay {
+                Some(p) => PayRefunds::Now { pay: p.gateway, notify_base_url: p.notify_base_url },
+                None => PayRefunds::Unavailable,
+            };
+            crate::mall::orders::due(app, &tenant, order_id, refunds)
+                .await
+                .map_err(|e| MemberOpError::Infra(e.to_string()))
         }
         other => {
             warn!(kind = other, "unknown due work kind; leaving it");
@@ -160,7 +170,7 @@ async fn run_item(app: &App, pay: Option<&dyn PayGateway>, item: &DueItem) -> Re
 
 async fn run_payment_item(
     app: &App,
-    pay: Option<&dyn PayGateway>,
+    pay: Option<&dyn crate::pay_port::PayGateway>,
     tenant: &TenantId,
     item: &DueItem,
 ) -> Result<u32, pay_flows::PayFlowError> {

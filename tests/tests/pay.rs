@@ -339,7 +339,7 @@ async fn reconciliation_recovers_a_lost_notification_and_closes_expired_orders()
     assert_eq!(balance(&app, &tenant, member).await, AMOUNT_FEN);
     // At expiry the scheduler asks Pay, closes it there, then here.
     clock.advance(Duration::minutes(16));
-    let mut sched = a.shard_schedulers().pop().unwrap().with_pay(pay.clone());
+    let mut sched = a.shard_schedulers().pop().unwrap().with_pay(pay.clone(), "https://example.test");
     let step = sched.tick().await.unwrap().unwrap();
     assert_eq!(step.failed, 0);
     let view = payments::get(&app, &tenant, &unpaid.order.order_id).await.unwrap();

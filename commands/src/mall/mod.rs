@@ -4,6 +4,7 @@
 //! ([`orders`]).
 
 pub mod orders;
+pub mod pay;
 
 use std::time::Duration;
 
@@ -101,6 +102,9 @@ pub enum MallOpError {
     Contention,
     #[error(transparent)]
     Route(#[from] RouteError),
+    /// WeChat Pay refused or could not be reached (`Retry`: try again).
+    #[error("wechat pay: {0}")]
+    Pay(#[from] crate::pay_flows::PayFlowError),
     #[error("infrastructure failure: {0}")]
     Infra(String),
     /// The database or broker is unreachable for now; a write's outcome is unknown.

@@ -35,6 +35,7 @@ use wxcm_domain::mall::{
 use wxcm_domain::member::{ExpiryPolicy, MemberCommand, MemberError, MemberEvent, PointsSource, Provenance};
 use wxcm_domain::{Actor, AmountFen, EventSourced, IdempotencyKey, MemberId, PointsAmount, Reference, TenantId};
 
+use super::pay::{pay_refund_no, request_refund, PayRefunds};
 use super::{MallOpError, OrderEntry, OrderQuery, ORDER_PAGE_MAX, PAY_WINDOW_DEFAULT_MINUTES};
 use crate::executor::{ExecuteError, Outcome};
 use crate::members;
@@ -126,7 +127,7 @@ fn infra(e: impl std::fmt::Display) -> MallOpError {
     MallOpError::Infra(e.to_string())
 }
 
-fn text(s: &str) -> Result<Reference, MallOpError> {
+pub(super) fn text(s: &str) -> Result<Reference, MallOpError> {
     Reference::parse(s).map_err(infra)
 }
 
@@ -136,7 +137,7 @@ pub fn charge_key(order_id: MallOrderId) -> Result<IdempotencyKey, MallOpError> 
     step_key("charge", order_id)
 }
 
-fn step_key(step: &str, order_id: MallOrderId) -> Result<IdempotencyKey, MallOpError> {
+pub(super) fn step_key(step: &str, order_id: MallOrderId) -> Result<IdempotencyKey, MallOpError> {
     Ok(members::system_key(&["mall-order", step, &order_id.to_string()])?)
 }
 
@@ -258,9 +259,8 @@ fn method_for(totals: &OrderTotals, with: Option<CashMethod>) -> Result<PaymentM
     match (points, totals.cash_due_fen > 0, with) {
         (true, false, _) => Ok(PaymentMethod::PointsOnly),
         (_, true, None) => Err(MallOpError::Unsupported("this product costs fen: say how to pay (pay_with)")),
-        (_, true, Some(CashMethod::WechatPay)) => {
-            Err(MallOpError::Unsupported("WeChat Pay for mall orders is not available yet; pay with the balance"))
-        }
+        (true, true, Some(CashMethod::WechatPay)) => Ok(PaymentMethod::PointsAndWechatPay),
+        (false, true, Some(CashMethod::WechatPay)) => Ok(PaymentMethod::WechatPay),
         (true, true, Some(CashMethod::Balance)) => Ok(PaymentMethod::PointsAndBalance),
         (false, true, Some(CashMethod::Balance)) => Ok(PaymentMethod::Balance),
         (false, false, _) => Err(infra("an order with nothing to pay")),
@@ -395,7 +395,7 @@ async fn undo_placement(steps: &mut Steps, product_id: ProductId, member_id: Mem
 }
 
 /// The order, if it is `tenant`'s (and `member`'s, when a member asks).
-async fn load_placed(
+pub(super) async fn load_placed(
     app: &App,
     tenant: &TenantId,
     order_id: MallOrderId,
@@ -409,6 +409,33 @@ async fn load_placed(
         return Err(MallOpError::NotFound("order"));
     }
     Ok(order)
+}
+
+/// Records the points hold on an order awaiting payment, if not yet (a
+/// placement that died after holding).
+pub(super) async fn ensure_hold_recorded(app: &App, tenant: &TenantId, order: &MallOrder) -> Result<(), MallOpError> {
+    let Some(placed) = order.placed.as_deref() else { return Ok(()) };
+    let mut steps = Steps::new(app, tenant, placed.order_id, Uuid::new_v4())?;
+    record_hold(&mut steps, order).await
+}
+
+/// Records the order's cash payment (its `pay` step: once per order) and
+/// returns the events written now (none when it was recorded before).
+pub(super) async fn record_payment(
+    app: &App,
+    tenant: &TenantId,
+    order_id: MallOrderId,
+    cash: CashPayment,
+    correlation: Uuid,
+) -> Result<Vec<MallOrderEvent>, MallOpError> {
+    let mut steps = Steps::new(app, tenant, order_id, correlation)?;
+    let (order, _) = steps.shard.mall_orders.load(tenant, &order_id.to_string()).await?;
+    if order.placed.is_none() {
+        return Err(MallOpError::NotFound("order"));
+    }
+    record_hold(&mut steps, &order).await?;
+    let outcome = steps.order("pay", MallOrderCommand::RecordPayment { cash: Some(cash) }).await?;
+    Ok(if outcome.replayed { Vec::new() } else { outcome.events.into_iter().map(|e| e.event).collect() })
 }
 
 fn member_of(actor: &Actor) -> Option<MemberId> {
@@ -434,12 +461,12 @@ pub async fn pay(
         // Past its window the order is over even if the scheduler has not
         // expired it yet: expire it now rather than take a payment late.
         Some(OrderStatus::AwaitingPayment) if app.clock.now() >= placed.expires_at => {
-            settle(app, tenant, order_id).await?;
+            settle(app, tenant, order_id, PayRefunds::Later).await?;
             return Err(MallOpError::Order(MallOrderError::Ended(OrderStatus::Expired)));
         }
         Some(OrderStatus::AwaitingPayment) => {}
         Some(OrderStatus::Paid | OrderStatus::Delivered) => {
-            settle(app, tenant, order_id).await?;
+            settle(app, tenant, order_id, PayRefunds::Later).await?;
             return get_order(app, tenant, order_id).await;
         }
         Some(status) => return Err(MallOpError::Order(MallOrderError::Ended(status))),
@@ -452,12 +479,12 @@ pub async fn pay(
             Some(charge_balance(&mut steps, placed.member_id, placed.totals.cash_due_fen, actor.clone()).await?)
         }
         PaymentMethod::WechatPay | PaymentMethod::PointsAndWechatPay => {
-            return Err(MallOpError::Unsupported("WeChat Pay for mall orders is not available yet"))
+            return Err(MallOpError::Unsupported("this order is paid with WeChat Pay: start it with POST …/wechat-pay"))
         }
     };
     let outcome = steps.order("pay", MallOrderCommand::RecordPayment { cash }).await?;
     let late = outcome.events.iter().any(|e| matches!(e.event, MallOrderEvent::MallOrderPaymentArrivedLate { .. }));
-    settle(app, tenant, order_id).await?;
+    settle(app, tenant, order_id, PayRefunds::Later).await?;
     if late {
         return Err(MallOpError::PaidTooLate);
     }
@@ -501,7 +528,7 @@ pub async fn cancel(
     let command = MallOrderCommand::Cancel { actor, reason };
     let request = serde_json::json!({ "cancel": order_id });
     shard.mall_orders.execute(&order_id.to_string(), command, &request, ctx).await?;
-    settle(app, tenant, order_id).await?;
+    settle(app, tenant, order_id, PayRefunds::Later).await?;
     get_order(app, tenant, order_id).await
 }
 
@@ -553,15 +580,14 @@ pub async fn refund(
 ) -> Result<OrderView, MallOpError> {
     let tenant = &ctx.tenant_id;
     let order = load_placed(app, tenant, order_id, None).await?;
-    let by_pay = |cash: Option<&CashPayment>| matches!(cash, Some(CashPayment::WechatPay { .. }));
-    if by_pay(order.payment.as_ref().and_then(|p| p.cash.as_ref())) {
-        return Err(MallOpError::Unsupported("refunds through WeChat Pay are not available for mall orders yet"));
-    }
+    // Paid by WeChat Pay: the order names the refund; the settle due work asks Pay.
+    let by_pay = matches!(order.payment.as_ref().and_then(|p| p.cash.as_ref()), Some(CashPayment::WechatPay { .. }));
     let shard = app.router.route(tenant)?;
     let request = serde_json::json!({ "refund": order_id, "reason": &reason });
-    let command = MallOrderCommand::Refund { actor, reason, pay_refund_no: None };
+    let pay_refund_no = if by_pay { Some(pay_refund_no(order_id)?) } else { None };
+    let command = MallOrderCommand::Refund { actor, reason, pay_refund_no };
     shard.mall_orders.execute(&order_id.to_string(), command, &request, ctx).await?;
-    settle(app, tenant, order_id).await?;
+    settle(app, tenant, order_id, PayRefunds::Later).await?;
     get_order(app, tenant, order_id).await
 }
 
@@ -569,7 +595,12 @@ pub async fn refund(
 /// (and expires it when due). Idempotent: every step is keyed by order and
 /// step, and a step whose effect is already there is done. Returns the
 /// events written.
-pub async fn settle(app: &App, tenant: &TenantId, order_id: MallOrderId) -> Result<u32, MallOpError> {
+pub async fn settle(
+    app: &App,
+    tenant: &TenantId,
+    order_id: MallOrderId,
+    refunds: PayRefunds<'_>,
+) -> Result<u32, MallOpError> {
     let mut steps = Steps::new(app, tenant, order_id, Uuid::new_v4())?;
     let shard = steps.shard.clone();
     let now = app.clock.now();
@@ -615,7 +646,7 @@ pub async fn settle(app: &App, tenant: &TenantId, order_id: MallOrderId) -> Resu
                 let cash = CashPayment::Balance { amount_fen, charge_sequence: record.first_sequence };
                 steps.order("pay", MallOrderCommand::RecordPayment { cash: Some(cash) }).await?;
                 order = shard.mall_orders.load(tenant, &order_id.to_string()).await?.0;
-                refund_late(&mut steps, &mut order).await?;
+                refund_late(app, &mut steps, &mut order, refunds).await?;
             }
         }
         OrderStatus::RefundDue => {
@@ -626,7 +657,7 @@ pub async fn settle(app: &App, tenant: &TenantId, order_id: MallOrderId) -> Resu
             };
             steps.release_stock(placed.product_id, reason).await?;
             steps.release_points(placed.member_id).await?;
-            refund_late(&mut steps, &mut order).await?;
+            refund_late(app, &mut steps, &mut order, refunds).await?;
         }
         OrderStatus::Refunded => {
             if unpaid_end(&order) {
@@ -636,7 +667,7 @@ pub async fn settle(app: &App, tenant: &TenantId, order_id: MallOrderId) -> Resu
             } else {
                 sold(&mut steps, &placed.product_id, placed.member_id).await?;
             }
-            give_back(&mut steps, &order, placed.product_id, placed.member_id).await?;
+            give_back(app, &mut steps, &order, placed.product_id, placed.member_id, refunds).await?;
         }
     }
     Ok(steps.written)
@@ -672,12 +703,18 @@ async fn sold(steps: &mut Steps, product_id: &ProductId, member_id: MemberId) ->
 }
 
 /// The order refunds a payment that arrived after it ended (in full).
-async fn refund_late(steps: &mut Steps, order: &mut MallOrder) -> Result<(), MallOpError> {
+async fn refund_late(
+    app: &App,
+    steps: &mut Steps,
+    order: &mut MallOrder,
+    refunds: PayRefunds<'_>,
+) -> Result<(), MallOpError> {
     if order.status == Some(OrderStatus::RefundDue) {
+        let by_pay = order.late_payment.as_ref().is_some_and(|l| matches!(l.cash, CashPayment::WechatPay { .. }));
         let command = MallOrderCommand::Refund {
             actor: system(),
             reason: text("payment arrived after the order ended")?,
-            pay_refund_no: None,
+            pay_refund_no: if by_pay { Some(pay_refund_no(steps.order_id)?) } else { None },
         };
         steps.order("refund", command).await?;
         let shard = steps.shard.clone();
@@ -687,15 +724,17 @@ async fn refund_late(steps: &mut Steps, order: &mut MallOrder) -> Result<(), Mal
         Some(p) => (p.product_id, p.member_id),
         None => return Ok(()),
     };
-    give_back(steps, order, product_id, member_id).await
+    give_back(app, steps, order, product_id, member_id, refunds).await
 }
 
 /// What a refund gives back, each once: points, balance, stock.
 async fn give_back(
+    app: &App,
     steps: &mut Steps,
     order: &MallOrder,
     product_id: ProductId,
     member_id: MemberId,
+    refunds: PayRefunds<'_>,
 ) -> Result<(), MallOpError> {
     let Some(refund) = &order.refund else { return Ok(()) };
     if let Some(points) = refund.points_back {
@@ -721,8 +760,8 @@ async fn give_back(
                 })
                 .await?;
         }
-        Some(CashRefund::WechatPay { .. }) => {
-            return Err(MallOpError::Unsupported("refunds through WeChat Pay are not available for mall orders yet"))
+        Some(CashRefund::WechatPay { amount_fen, refund_no, .. }) => {
+            request_refund(app, &steps.tenant, steps.order_id, refund_no, *amount_fen, refunds).await?;
         }
         None => {}
     }
@@ -769,8 +808,14 @@ pub async fn list_orders(app: &App, tenant: &TenantId, query: &OrderQuery) -> Re
 }
 
 /// Due work: an order's expiry or what its last event asks of other streams.
-pub async fn due(app: &App, tenant: &TenantId, order_id: MallOrderId) -> Result<u32, MallOpError> {
-    settle(app, tenant, order_id).await
+/// A Pay refund the order decided is asked for here (`refunds`).
+pub async fn due(
+    app: &App,
+    tenant: &TenantId,
+    order_id: MallOrderId,
+    refunds: PayRefunds<'_>,
+) -> Result<u32, MallOpError> {
+    settle(app, tenant, order_id, refunds).await
 }
 
 #[cfg(test)]
@@ -788,6 +833,10 @@ mod tests {
         assert_eq!(method_for(&totals(0, 50), Some(CashMethod::Balance)).unwrap(), PaymentMethod::Balance);
         assert_eq!(method_for(&totals(10, 50), Some(CashMethod::Balance)).unwrap(), PaymentMethod::PointsAndBalance);
         assert!(matches!(method_for(&totals(0, 50), None), Err(MallOpError::Unsupported(_))));
-        assert!(matches!(method_for(&totals(0, 50), Some(CashMethod::WechatPay)), Err(MallOpError::Unsupported(_))));
+        assert_eq!(method_for(&totals(0, 50), Some(CashMethod::WechatPay)).unwrap(), PaymentMethod::WechatPay);
+        assert_eq!(
+            method_for(&totals(10, 50), Some(CashMethod::WechatPay)).unwrap(),
+            PaymentMethod::PointsAndWechatPay
+        );
     }
 }

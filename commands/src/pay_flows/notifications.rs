@@ -52,8 +52,11 @@ pub async fn credit_paid_order(app: &App, tenant: &TenantId, order_id: &OutTrade
     let (Some(details), Some(_)) = (order.details(), order.payment()) else {
         return Err(PayFlowError::Refused(format!("order {order_id} is not paid")));
     };
-    if details.purpose != PaymentPurpose::BalanceRecharge {
-        return Ok(Applied::AlreadyApplied);
+    match details.purpose {
+        PaymentPurpose::BalanceRecharge => {}
+        PaymentPurpose::MallOrder => {
+            return crate::mall::pay::record_wechat_payment(app, tenant, &order).await.map_err(mall_error);
+        }
     }
     let key = credit_key(order_id)?;
     let command = MemberCommand::CreditRecharge {
@@ -64,6 +67,17 @@ pub async fn credit_paid_order(app: &App, tenant: &TenantId, order_id: &OutTrade
     let outcome =
         members::execute(app, tenant, details.member_id, command.clone(), &command, &system_ctx(tenant, key)).await?;
     Ok(if outcome.replayed || outcome.events.is_empty() { Applied::AlreadyApplied } else { Applied::Applied })
+}
+
+/// A mall order's refusal is final (the payment order is paid; the mall
+/// order decides late payments itself), anything else is retried.
+fn mall_error(e: crate::mall::MallOpError) -> PayFlowError {
+    use crate::mall::MallOpError as E;
+    match e {
+        E::Pay(e) => e,
+        E::Contention | E::Route(_) | E::Infra(_) | E::Unavailable(_) => PayFlowError::Retry(e.to_string()),
+        other => PayFlowError::Refused(other.to_string()),
+    }
 }
 
 /// Records a successful refund on the order (once) and reverses the credit (once;

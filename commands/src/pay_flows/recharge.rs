@@ -82,17 +82,33 @@ pub async fn create_recharge(
         expires_at: view.expires_at,
         client_ip: request.client_ip.clone(),
     };
-    let pay_params = pay.create_jsapi_order(&merchant, &jsapi).await.map_err(|e| match e {
+    let pay_params = pay.create_jsapi_order(&merchant, &jsapi).await.map_err(pay_port_error)?;
+    Ok(CreatedRecharge { order: view, pay_params })
+}
+
+/// What Pay's answer means for the caller: a refusal or missing settings
+/// never change by retrying; anything else may.
+pub fn pay_port_error(e: crate::pay_port::PayPortError) -> PayFlowError {
+    match e {
         crate::pay_port::PayPortError::Refused { .. } | crate::pay_port::PayPortError::Settings(_) => {
             PayFlowError::Refused(e.to_string())
         }
         other => PayFlowError::Retry(other.to_string()),
-    })?;
-    Ok(CreatedRecharge { order: view, pay_params })
+    }
+}
+
+/// Pay's refund notification endpoint of `api` on this server (v3 refunds
+/// notify the payment endpoint).
+pub fn refund_notify_url(base_url: &str, api: PayApiVersion, appid: &AppId) -> String {
+    let base = base_url.trim_end_matches('/');
+    match api {
+        PayApiVersion::V2 => format!("{base}/pay/notify/refund/{appid}"),
+        PayApiVersion::V3 => format!("{base}/pay/notify/v3/{appid}"),
+    }
 }
 
 /// Pay's notification endpoint of `api` on this server (the routes of `wxcm-http`).
-fn notify_url(base_url: &str, api: PayApiVersion, appid: &AppId) -> String {
+pub fn notify_url(base_url: &str, api: PayApiVersion, appid: &AppId) -> String {
     let path = match api {
         PayApiVersion::V2 => "v2",
         PayApiVersion::V3 => "v3",

@@ -35,7 +35,7 @@ pub async fn merchant_for(app: &App, tenant: &TenantId, appid: &str) -> Result<M
     })
 }
 
-pub(super) fn api_of(v: PayApiVersion) -> PayApi {
+pub fn api_of(v: PayApiVersion) -> PayApi {
     match v {
         PayApiVersion::V2 => PayApi::V2,
         PayApiVersion::V3 => PayApi::V3,

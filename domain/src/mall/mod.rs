@@ -46,7 +46,7 @@ pub use product::{
 };
 
 use crate::ids::{uuid_id, IdError};
-use crate::{AmountFen, IdempotencyKey, MemberId, PointsAmount, Reference, TenantId};
+use crate::{AmountFen, IdempotencyKey, MemberId, OutTradeNo, PointsAmount, Reference, TenantId};
 
 /// Stable names of the mall invariants, as `InvariantViolation::rule`.
 pub mod rules {
@@ -119,7 +119,41 @@ impl MallOrderId {
     pub fn hold_id(&self) -> Reference {
         Reference::derived(format!("mall-order:{}", self.0))
     }
+
+    /// The WeChat Pay order (`out_trade_no`) of this order's cash part:
+    /// `mo` and the id in base 36 (27 characters, within Pay's 32), so one
+    /// mall order has one Pay order and a Pay order names its mall order.
+    pub fn pay_trade_no(&self) -> OutTradeNo {
+        let mut digits = [b'0'; PAY_TRADE_DIGITS];
+        let mut n = self.0.as_u128();
+        for d in digits.iter_mut().rev() {
+            *d = BASE36[(n % 36) as usize];
+            n /= 36;
+        }
+        let text = format!("{PAY_TRADE_PREFIX}{}", String::from_utf8_lossy(&digits));
+        // Prefix and base-36 digits: always a valid out_trade_no.
+        OutTradeNo::parse(&text).unwrap_or_else(|_| OutTradeNo::generate_from(self.0))
+    }
+
+    /// The mall order a Pay order was made for (`None`: not a mall order's).
+    pub fn from_pay_trade_no(trade_no: &OutTradeNo) -> Option<Self> {
+        let digits = trade_no.as_str().strip_prefix(PAY_TRADE_PREFIX)?;
+        if digits.len() != PAY_TRADE_DIGITS {
+            return None;
+        }
+        let mut n: u128 = 0;
+        for b in digits.bytes() {
+            let d = BASE36.iter().position(|c| *c == b)? as u128;
+            n = n.checked_mul(36)?.checked_add(d)?;
+        }
+        Some(Self(Uuid::from_u128(n)))
+    }
 }
+
+const PAY_TRADE_PREFIX: &str = "mo";
+/// 36^25 > 2^128.
+const PAY_TRADE_DIGITS: usize = 25;
+const BASE36: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QuantityError {

@@ -1020,3 +1020,26 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// Every order id has its own Pay order number, which names it back.
+    #[test]
+    fn pay_trade_numbers_round_trip(bits in any::<u128>()) {
+        let id = MallOrderId::from_uuid(Uuid::from_u128(bits));
+        let trade_no = id.pay_trade_no();
+        prop_assert_eq!(trade_no.as_str().len(), 27);
+        prop_assert_eq!(MallOrderId::from_pay_trade_no(&trade_no), Some(id));
+    }
+}
+
+#[test]
+fn other_pay_orders_name_no_mall_order() {
+    for other in ["rc0123456789abcdef0123456789abc", "mo123", "mo0000000000000000000000000!"] {
+        if let Ok(trade_no) = crate::OutTradeNo::parse(other) {
+            assert_eq!(MallOrderId::from_pay_trade_no(&trade_no), None, "{other}");
+        }
+    }
+    // 36^25 - 1 is above u128::MAX: refused, not wrapped.
+    let too_big = crate::OutTradeNo::parse(&format!("mo{}", "z".repeat(25))).unwrap();
+    assert_eq!(MallOrderId::from_pay_trade_no(&too_big), None);
+}

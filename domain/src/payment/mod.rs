@@ -31,13 +31,15 @@ use crate::{
 /// Refunds of one order; WeChat Pay allows 50.
 pub const REFUNDS_MAX: usize = 50;
 
-/// What the money is for. More purposes (mall orders, donations, snatch
-/// games) come later; readers must not assume this list is complete.
+/// What the money is for. More purposes (donations, snatch games) may come:
+/// readers of the events must not assume this list is complete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
-#[non_exhaustive]
 pub enum PaymentPurpose {
     BalanceRecharge,
+    /// The cash part of a points-mall order; the order is the one
+    /// `MallOrderId::from_pay_trade_no` names.
+    MallOrder,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -222,6 +222,7 @@ fn build_with(
         .route("/mall/orders", get(mall::member_orders).post(mall::member_place_order))
         .route("/mall/orders/{order_id}", get(mall::member_order))
         .route("/mall/orders/{order_id}/payment", post(mall::member_pay))
+        .route("/mall/orders/{order_id}/wechat-pay", post(mall::member_wechat_pay))
         .route("/mall/orders/{order_id}/cancel", post(mall::member_cancel))
         .route("/card-code", get(member_api::card_code));
     Router::new()

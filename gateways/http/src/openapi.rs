@@ -173,6 +173,7 @@ v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with
         mall::member_orders,
         mall::member_order,
         mall::member_pay,
+        mall::member_wechat_pay,
         mall::member_cancel,
         pay_notify::notify_v2,
         pay_notify::notify_v3,

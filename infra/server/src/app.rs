@@ -192,7 +192,10 @@ impl Application {
         let pay: Arc<dyn wxcm_commands::pay_port::PayGateway> = self.wechat.pay.clone();
         self.shards
             .all()
-            .map(|s| ShardScheduler::new(self.app.clone(), s.services.clone(), s.pool.clone()).with_pay(pay.clone()))
+            .map(|s| {
+                ShardScheduler::new(self.app.clone(), s.services.clone(), s.pool.clone())
+                    .with_pay(pay.clone(), self.settings.wechat.public_base_url.clone())
+            })
             .collect()
     }
 

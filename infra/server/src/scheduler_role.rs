@@ -8,7 +8,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::watch;
 use tracing::{info, warn};
 use wxcm_commands::health::PartHealth;
-use wxcm_commands::pay_port::PayGateway;
+use wxcm_commands::pay_port::{PayAccess, PayGateway};
 use wxcm_commands::ports::{App, ShardServices};
 use wxcm_commands::scheduler::{self, StepReport};
 
@@ -21,8 +21,9 @@ pub struct ShardScheduler {
     services: Arc<ShardServices>,
     pool: PgPool,
     leader: Option<PgConnection>,
-    /// WeChat Pay, for expired payment orders (queried before they are closed).
-    pay: Option<Arc<dyn PayGateway>>,
+    /// WeChat Pay, for expired payment orders (queried before they are closed)
+    /// and mall order refunds, with where its notifications reach this server.
+    pay: Option<(Arc<dyn PayGateway>, String)>,
     /// Where each tick is reported (`/readyz`, `/metrics`).
     health: Option<PartHealth>,
 }
@@ -32,9 +33,10 @@ impl ShardScheduler {
         Self { app, services, pool, leader: None, pay: None, health: None }
     }
 
-    /// Lets the scheduler query and close expired payment orders at WeChat Pay.
-    pub fn with_pay(mut self, pay: Arc<dyn PayGateway>) -> Self {
-        self.pay = Some(pay);
+    /// Lets the scheduler query and close expired payment orders at WeChat Pay
+    /// and ask it for mall order refunds (notified at `notify_base_url`).
+    pub fn with_pay(mut self, pay: Arc<dyn PayGateway>, notify_base_url: impl Into<String>) -> Self {
+        self.pay = Some((pay, notify_base_url.into()));
         self
     }
 
@@ -76,7 +78,11 @@ impl ShardScheduler {
             // dropping it closes it, which releases the lock.
             self.leader = Some(conn.detach());
         }
-        match scheduler::step_with_pay(&self.app, &self.services, self.pay.as_deref()).await {
+        let pay = self.pay.as_ref().map(|(gateway, notify_base_url)| PayAccess {
+            gateway: gateway.as_ref(),
+            notify_base_url: notify_base_url.as_str(),
+        });
+        match scheduler::step_with_pay(&self.app, &self.services, pay).await {
             Ok(report) => {
                 self.report(|h| h.healthy(Some(true), "leader: running due work"));
                 Ok(Some(report))

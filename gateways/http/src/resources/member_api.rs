@@ -32,7 +32,7 @@ pub struct MemberPorts {
     pub notify_base_url: String,
 }
 
-fn unavailable() -> ApiError {
+pub(crate) fn unavailable() -> ApiError {
     ApiError::conflict("member_api_unavailable", "the member API is not configured on this node")
 }
 

@@ -48,7 +48,7 @@ pub struct PaymentOrderDoc {
     openid: String,
     appid: String,
     mch_id: String,
-    /// `balance_recharge`.
+    /// `balance_recharge` or `mall_order`.
     purpose: String,
     amount_fen: i64,
     /// `v2` or `v3`.

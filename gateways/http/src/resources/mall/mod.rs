@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use tracing::instrument;
 use wxcm_commands::mall::{self, orders, MallOpError, OrderQuery, ORDER_PAGE_MAX, PRODUCT_PAGE_MAX};
+use wxcm_commands::pay_flows::PayFlowError;
 use wxcm_commands::CommandContext;
 use wxcm_domain::mall::{MallOrderError, MallOrderId, ProductCommand, ProductError, ProductId};
 use wxcm_domain::MemberId;
@@ -43,6 +44,8 @@ impl From<MallOpError> for ApiError {
             MallOpError::IdempotencyMismatch => idempotency_key_reused(),
             MallOpError::Contention => ApiError::Contention,
             MallOpError::Route(r) => unknown_tenant(&r),
+            MallOpError::Pay(PayFlowError::Refused(_)) => ApiError::invalid("pay_refused", message),
+            MallOpError::Pay(PayFlowError::Retry(detail)) => ApiError::unavailable("wechat pay", &detail),
             MallOpError::Infra(detail) => ApiError::internal("mall operation", &detail),
             MallOpError::Unavailable(detail) => ApiError::unavailable("mall operation", &detail),
         }
@@ -536,6 +539,52 @@ pub async fn member_pay(
 ) -> Result<Json<OrderDto>, ApiError> {
     let (actor, ctx) = auth.command(key.0);
     Ok(Json(orders::pay(&state.app, &ctx, id.0, actor).await?.into()))
+}
+
+/// Pays the cash part of the member's order with WeChat Pay: creates (or
+/// finds again: one Pay order per order) the JSAPI order at Pay and returns
+/// the parameters for `WeixinJSBridge.invoke('getBrandWCPayRequest')`. The
+/// order is paid when Pay's notification arrives (and its held points are
+/// spent then); a payment arriving after the order ended is refunded.
+#[utoipa::path(post, path = "/m/api/v1/mall/orders/{order_id}/wechat-pay", tag = "member",
+    security(("member_bearer" = [])),
+    params(("order_id" = uuid::Uuid, Path), ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters")),
+    responses(
+        (status = 200, description = "The order, its Pay order and the JSAPI parameters", body = WechatPayStartedDoc),
+        (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `invalid_order_id`", body = ErrorBody),
+        (status = 401, description = "`unauthenticated`", body = ErrorBody),
+        (status = 404, description = "`order_not_found`", body = ErrorBody),
+        (status = 409, description = "`order_ended`, `member_api_unavailable` (no Pay port on this node)", body = ErrorBody),
+        (status = 422, description = "`payment_method_unsupported` (not a WeChat Pay order), `pay_refused`", body = ErrorBody),
+        (status = 503, description = "`unavailable`: WeChat Pay or the store cannot be reached; retry", body = ErrorBody),
+    ))]
+pub async fn member_wechat_pay(
+    State(state): State<AppState>,
+    MemberAuth(session): MemberAuth,
+    _key: IdempotencyHeader,
+    id: ApiPath<MallOrderId>,
+    crate::extract::ClientIp(peer): crate::extract::ClientIp,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let pay = state.member.pay.clone().ok_or_else(crate::resources::member_api::unavailable)?;
+    let request = mall::pay::StartPay {
+        member_id: session.member_id,
+        appid: session.appid.clone(),
+        openid: session.openid.clone(),
+        notify_base_url: state.member.notify_base_url.clone(),
+        client_ip: peer.map_or_else(|| "127.0.0.1".to_owned(), |ip| ip.to_string()),
+    };
+    let started = mall::pay::start_wechat_pay(&state.app, pay.as_ref(), &session.tenant_id, id.0, &request).await?;
+    let order: OrderDto = started.order.into();
+    Ok(Json(serde_json::json!({ "order": order, "payment": started.payment, "pay_params": started.pay_params })))
+}
+
+/// What `POST …/wechat-pay` answers (documentation only).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct WechatPayStartedDoc {
+    order: OrderDto,
+    payment: crate::resources::payments::PaymentOrderDoc,
+    pay_params: crate::resources::member_api::JsapiPayParamsDoc,
 }
 
 /// Cancels the member's unpaid order: stock and points go back.
