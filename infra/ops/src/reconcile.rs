@@ -453,7 +453,7 @@ pub async fn audit_reconcile(settings: &Settings, tenant: &TenantId, json: bool)
     print_coupons(&report.coupons);
     print_mall(&report.mall);
     if report.differences.is_empty() {
-        println!("no differences");
+        println!("no member differences");
         return Ok(report.is_clean());
     }
     let mut table = Table::new();
