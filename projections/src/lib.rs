@@ -33,5 +33,8 @@ pub use queries::PgReadModels;
 
 // Rebuilding the member read models from the event store (`wxcm projections rebuild`).
 pub mod rebuild;
-// Rebuilding the coupon read model (`wxcm projections rebuild coupons`).
+// Rebuilding the coupon and mall read models (`wxcm projections rebuild coupons|mall`)
+// with their projectors' code.
 pub mod rebuild_coupons;
+pub mod rebuild_mall;
+pub mod rebuild_projector;

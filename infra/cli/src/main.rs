@@ -143,7 +143,7 @@ enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Compare the member read models with a fold of the tenant's events; exit 1 on any difference.
+    /// Compare the member, coupon and mall read models with a fold of the tenant's events; exit 1 on any difference.
     Reconcile {
         #[arg(long)]
         tenant: String,
@@ -162,8 +162,8 @@ enum ProjectionsCommand {
     /// Replay the event store into fresh tables and swap them in (or replace one tenant's rows).
     Rebuild {
         /// The read model (`members`: rm_members and rm_member_ledger; `coupons`: rm_coupons and
-        /// the coupon counters of rm_daily_ops).
-        #[arg(value_parser = ["members", "coupons"])]
+        /// the coupon counters of rm_daily_ops; `mall`: rm_mall_orders and the mall counters).
+        #[arg(value_parser = ["members", "coupons", "mall"])]
         name: String,
         #[arg(long)]
         tenant: Option<String>,

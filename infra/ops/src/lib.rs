@@ -2,8 +2,10 @@
 //!
 //! - [`audit`]: a member's history explained, hash chains verified;
 //! - [`reconcile`]: read models against a fold of the events ([`reconcile_coupons`]:
-//!   coupon templates against their coupons, and `rm_coupons`).
+//!   coupon templates against their coupons, and `rm_coupons`; [`reconcile_mall`]:
+//!   `rm_mall_orders` and the mall counters of `rm_daily_ops`).
 
 pub mod audit;
 pub mod reconcile;
 pub mod reconcile_coupons;
+pub mod reconcile_mall;

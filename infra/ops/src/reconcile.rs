@@ -3,7 +3,9 @@
 //! result with `rm_members` (balance, points, held, lifetime, card number,
 //! level, version) and `rm_member_ledger` (number of lines, balance after the
 //! last one, followed state and follow source) and the tenant's daily
-//! `follows` / `unfollows` counters in `rm_daily_ops`. Read-only.
+//! `follows` / `unfollows` counters in `rm_daily_ops`; then coupons
+//! ([`crate::reconcile_coupons`]) and the mall ([`crate::reconcile_mall`]).
+//! Read-only.
 //!
 //! A stream that cannot be folded (an event that does not decode, a gap, an
 //! event the aggregate refuses) is a [`BrokenStream`] finding naming the
@@ -31,6 +33,7 @@ use wxcm_projections::rebuild::{fetch_page, open_cursor, StoredMemberEvent, PAGE
 use wxcm_server::config::Settings;
 
 use crate::reconcile_coupons::{reconcile_coupons, CouponReconcile};
+use crate::reconcile_mall::{reconcile_mall, MallReconcile};
 
 const POOL_CONNECTIONS_MAX: u32 = 2;
 const ACQUIRE_TIMEOUT_MS: u64 = 10_000;
@@ -47,10 +50,10 @@ pub struct Difference {
     pub found: String,
 }
 
-/// A member stream that cannot be folded, at its first failing event.
+/// A stream that cannot be folded, at its first failing event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BrokenStream {
-    /// `member/<id>`.
+    /// `<aggregate type>/<id>`: `member/<id>`, `coupon/<id>`, `mall_order/<id>`, ….
     pub stream: String,
     pub sequence: i64,
     /// A domain rule (`member.balance_after`, …), or [`UNDECODABLE`] / [`NOT_CONTIGUOUS`].
@@ -78,6 +81,8 @@ pub struct ReconcileReport {
     pub differences: Vec<Difference>,
     /// Coupon templates and coupons: against each other and `rm_coupons`.
     pub coupons: CouponReconcile,
+    /// Mall orders: against `rm_mall_orders` and the mall counters of `rm_daily_ops`.
+    pub mall: MallReconcile,
 }
 
 impl ReconcileReport {
@@ -85,6 +90,7 @@ impl ReconcileReport {
         self.broken_streams.is_empty()
             && self.differences.is_empty()
             && self.coupons.is_clean()
+            && self.mall.is_clean()
             && self.only_in_events == 0
             && self.only_in_read_model == 0
     }
@@ -345,6 +351,7 @@ pub async fn reconcile(settings: &Settings, tenant: &TenantId) -> Result<Reconci
     let found = read_model(&mut snapshot, tenant).await?;
     let follows_found = follow_counters(&mut snapshot, tenant).await?;
     let coupons = reconcile_coupons(&mut snapshot, tenant).await?;
+    let mall = reconcile_mall(&mut snapshot, tenant).await?;
     snapshot.rollback().await.context("closing the snapshot")?;
     pool.close().await;
     let mut report = ReconcileReport {
@@ -358,6 +365,7 @@ pub async fn reconcile(settings: &Settings, tenant: &TenantId) -> Result<Reconci
         broken_streams: expected.values().filter_map(|e| e.broken.clone()).collect(),
         differences: Vec::new(),
         coupons,
+        mall,
     };
     let empty = Found::default();
     for (id, e) in &expected {
@@ -384,19 +392,36 @@ pub async fn reconcile(settings: &Settings, tenant: &TenantId) -> Result<Reconci
     Ok(report)
 }
 
-fn print_coupons(coupons: &CouponReconcile) {
-    println!("coupons: {} templates, {} coupons", coupons.templates, coupons.coupons);
-    print_broken_streams(&coupons.broken_streams);
-    if coupons.differences.is_empty() {
+/// A table of (stream, field, expected, found) rows, at most [`DIFFERENCES_PRINTED_MAX`].
+fn print_stream_differences<'a>(what: &str, rows: impl ExactSizeIterator<Item = [&'a str; 4]>) {
+    let total = rows.len();
+    if total == 0 {
         return;
     }
     let mut table = Table::new();
     table.load_preset(presets::UTF8_FULL_CONDENSED).set_header(vec!["STREAM", "FIELD", "EXPECTED", "FOUND"]);
-    for d in coupons.differences.iter().take(DIFFERENCES_PRINTED_MAX) {
-        table.add_row(vec![d.stream.clone(), d.field.to_owned(), d.expected.clone(), d.found.clone()]);
+    for row in rows.take(DIFFERENCES_PRINTED_MAX) {
+        table.add_row(row.to_vec());
     }
     println!("{table}");
-    println!("{} coupon differences", coupons.differences.len());
+    if total > DIFFERENCES_PRINTED_MAX {
+        println!("… and {} more (see --json)", total - DIFFERENCES_PRINTED_MAX);
+    }
+    println!("{total} {what} differences");
+}
+
+fn print_coupons(coupons: &CouponReconcile) {
+    println!("coupons: {} templates, {} coupons", coupons.templates, coupons.coupons);
+    print_broken_streams(&coupons.broken_streams);
+    let rows = coupons.differences.iter().map(|d| [d.stream.as_str(), d.field, &d.expected, &d.found]);
+    print_stream_differences("coupon", rows);
+}
+
+fn print_mall(mall: &MallReconcile) {
+    println!("mall: {} orders, {} events", mall.orders, mall.events);
+    print_broken_streams(&mall.broken_streams);
+    let rows = mall.differences.iter().map(|d| [d.stream.as_str(), d.field, &d.expected, &d.found]);
+    print_stream_differences("mall", rows);
 }
 
 fn print_broken_streams(broken: &[BrokenStream]) {
@@ -426,8 +451,9 @@ pub async fn audit_reconcile(settings: &Settings, tenant: &TenantId, json: bool)
     println!("only in events: {}, only in the read model: {}", report.only_in_events, report.only_in_read_model);
     print_broken_streams(&report.broken_streams);
     print_coupons(&report.coupons);
+    print_mall(&report.mall);
     if report.differences.is_empty() {
-        println!("no differences");
+        println!("no member differences");
         return Ok(report.is_clean());
     }
     let mut table = Table::new();

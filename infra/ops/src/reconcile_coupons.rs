@@ -50,19 +50,20 @@ const EVENTS_SQL: &str = "SELECT aggregate_type, aggregate_id, sequence, payload
   WHERE tenant_id = $1 AND aggregate_type IN ('coupon_template', 'coupon')
   ORDER BY aggregate_type, aggregate_id, sequence";
 
-/// A stream being folded.
-struct Fold<T> {
-    state: T,
-    version: i64,
-    broken: Option<BrokenStream>,
+/// A stream being folded with its domain aggregate (also used by the mall part).
+pub(crate) struct Fold<T> {
+    pub(crate) state: T,
+    pub(crate) version: i64,
+    /// Set at the first event that cannot be folded; later events are ignored.
+    pub(crate) broken: Option<BrokenStream>,
 }
 
 impl<T: EventSourced> Fold<T> {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self { state: T::default(), version: 0, broken: None }
     }
 
-    fn apply(&mut self, id: &str, sequence: i64, payload: serde_json::Value) {
+    pub(crate) fn apply(&mut self, id: &str, sequence: i64, payload: serde_json::Value) {
         if self.broken.is_some() {
             return;
         }

@@ -30,7 +30,7 @@ pub const PARKED_LISTED_MAX: i64 = 50;
 /// How long `status` waits for NATS before showing the database side only.
 pub const NATS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read models `rebuild` knows.
-pub const REBUILDABLE: &[&str] = &["members", "coupons"];
+pub const REBUILDABLE: &[&str] = &["members", "coupons", "mall"];
 const PROGRESS_TICK_MS: u64 = 200;
 
 #[derive(sqlx::FromRow)]
@@ -424,6 +424,19 @@ pub async fn rebuild(
                 "shard {shard}: rebuilt {name}: {} events, {} coupons, {:.2} s",
                 report.events,
                 report.coupons,
+                started.elapsed().as_secs_f64()
+            );
+            continue;
+        }
+        if name == "mall" {
+            let started = Instant::now();
+            let report = wxcm_projections::rebuild_mall::rebuild_mall(&mut writer, reader, &scope)
+                .await
+                .with_context(|| format!("rebuilding {name} on shard {shard}"))?;
+            println!(
+                "shard {shard}: rebuilt {name}: {} events, {} orders, {:.2} s",
+                report.events,
+                report.orders,
                 started.elapsed().as_secs_f64()
             );
             continue;

@@ -4,6 +4,7 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use wxcm_domain::mall::{MallOrder, Product};
 use wxcm_domain::member::{rules, LedgerLine, Member, MemberEvent};
 use wxcm_domain::payment::PaymentOrder;
 use wxcm_domain::tenant::Tenant;
@@ -336,6 +337,10 @@ pub(super) fn check_stream(rows: &[StoredEvent]) -> Vec<Violation> {
         violations.extend(replay_stream::<PaymentOrder>(rows));
     } else if aggregate_type == Tenant::TYPE {
         violations.extend(replay_stream::<Tenant>(rows));
+    } else if aggregate_type == MallOrder::TYPE {
+        violations.extend(replay_stream::<MallOrder>(rows));
+    } else if aggregate_type == Product::TYPE {
+        violations.extend(replay_stream::<Product>(rows));
     }
     sort_violations(&mut violations);
     violations

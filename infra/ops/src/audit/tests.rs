@@ -204,6 +204,24 @@ fn payment_and_tenant_streams_are_replayed_with_their_aggregates() {
 }
 
 #[test]
+fn mall_order_and_product_streams_are_replayed_with_their_aggregates() {
+    use wxcm_domain::mall::{rules as mall_rules, MallOrderEvent, ProductEvent};
+    let at = Utc.with_ymd_and_hms(2025, 3, 1, 8, 0, 0).unwrap();
+    let paid = MallOrderEvent::MallOrderPaid { points: None, cash: None, paid_at: at };
+    let orphan = check_stream(&rows_of("mall_order", "00000000-0000-0000-0000-000000000001", &[paid]));
+    assert_eq!(codes(&orphan), [(Some(1), "replay_failed")]);
+    assert_eq!(orphan[0].rule, Some(mall_rules::ORDER_EXISTS));
+    let switched = ProductEvent::ProductSaleSwitched {
+        on_sale: false,
+        actor: Actor::Admin { username: "a".into() },
+        switched_at: at,
+    };
+    let orphan = check_stream(&rows_of("mall_product", "00000000-0000-0000-0000-000000000002", &[switched]));
+    assert_eq!(codes(&orphan), [(Some(1), "replay_failed")]);
+    assert_eq!(orphan[0].rule, Some(mall_rules::PRODUCT_EXISTS));
+}
+
+#[test]
 fn broken_invariant_stops_replay_without_crashing() {
     // A take from a lot that never existed breaks `Member::apply`'s assertion.
     let spent = MemberEvent::PointsSpent {
