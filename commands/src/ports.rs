@@ -504,6 +504,8 @@ pub struct LedgerLinePage {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct CouponCounts {
     pub active: i64,
+    /// Held by mall orders awaiting payment.
+    pub held: i64,
     pub redeemed: i64,
     pub voided: i64,
     pub expired: i64,

@@ -446,7 +446,15 @@ fn coupon_events() -> Vec<CouponEvent> {
         },
         CouponEvent::CouponVoided { reason: reference("mistake"), actor: staff, voided_at: at("2026-12-04T00:00:00Z") },
         CouponEvent::CouponExpired { expired_at: at("2026-12-10T00:00:00Z") },
+        CouponEvent::CouponHeld { order_id: mall_order(), held_at: at("2026-12-04T00:00:00Z") },
+        CouponEvent::CouponUsed { order_id: mall_order(), used_at: at("2026-12-04T00:05:00Z") },
+        CouponEvent::CouponReleased { order_id: mall_order(), released_at: at("2026-12-04T00:15:00Z") },
+        CouponEvent::CouponReturned { order_id: mall_order(), returned_at: at("2026-12-05T00:00:00Z") },
     ]
+}
+
+fn mall_order() -> wxcm_domain::mall::MallOrderId {
+    wxcm_domain::mall::MallOrderId::parse("6f9619ff-8b86-d011-b42d-00cf4fc964ff").unwrap()
 }
 
 #[test]

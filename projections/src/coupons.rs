@@ -140,6 +140,22 @@ impl Projector for CouponProjector {
             CouponEvent::CouponExpired { expired_at } => {
                 (CouponState::Expired, *expired_at, None, None, metric::COUPONS_EXPIRED)
             }
+            CouponEvent::CouponHeld { .. } => {
+                return move_state(conn, event, CouponState::Active, CouponState::Held, None).await;
+            }
+            CouponEvent::CouponReleased { .. } => {
+                return move_state(conn, event, CouponState::Held, CouponState::Active, None).await;
+            }
+            CouponEvent::CouponUsed { order_id, used_at } => {
+                let ended = (*used_at, format!("mall order {order_id}"));
+                move_state(conn, event, CouponState::Held, CouponState::Redeemed, Some(ended)).await?;
+                return counters.add(&event.tenant_id, recorded_at, vec![delta(metric::COUPONS_REDEEMED, "", 1)]);
+            }
+            CouponEvent::CouponReturned { .. } => {
+                move_state(conn, event, CouponState::Redeemed, CouponState::Active, None).await?;
+                // Counters are net: a coupon given back from a refunded order was not used.
+                return counters.add(&event.tenant_id, recorded_at, vec![delta(metric::COUPONS_REDEEMED, "", -1)]);
+            }
         };
         let (sql, values) = Query::update()
             .table(RmCoupons::Table)
@@ -159,4 +175,37 @@ impl Projector for CouponProjector {
         }
         counters.add(&event.tenant_id, recorded_at, vec![delta(counter, "", 1)])
     }
+}
+
+/// Moves a coupon's row from `from` to `to` (the mall order's hold, use,
+/// release and return); `ended` is when and by what it was used, cleared
+/// otherwise. Pair check: the row is in `from`.
+async fn move_state(
+    conn: &mut PgConnection,
+    event: &RelayedEvent,
+    from: CouponState,
+    to: CouponState,
+    ended: Option<(chrono::DateTime<chrono::Utc>, String)>,
+) -> Result<(), ApplyError> {
+    let (ended_at, ended_by) = ended.map_or((None, None), |(at, by)| (Some(at), Some(by)));
+    let (sql, values) = Query::update()
+        .table(RmCoupons::Table)
+        .values([
+            (RmCoupons::State, to.as_str().into()),
+            (RmCoupons::EndedAt, ended_at.into()),
+            (RmCoupons::EndedBy, ended_by.into()),
+            (RmCoupons::Store, Option::<String>::None.into()),
+        ])
+        .and_where(Expr::col(RmCoupons::TenantId).eq(event.tenant_id.as_str()))
+        .and_where(Expr::col(RmCoupons::CouponId).eq(event.aggregate_id.as_str()))
+        .and_where(Expr::col(RmCoupons::State).eq(from.as_str()))
+        .build_sqlx(PostgresQueryBuilder);
+    if execute(conn, sql, values).await? != 1 {
+        return Err(ApplyError::Invalid(format!(
+            "coupon {} is not {} in the read model",
+            event.aggregate_id,
+            from.as_str()
+        )));
+    }
+    Ok(())
 }

@@ -325,6 +325,7 @@ impl ReadModels for PgReadModels {
             let n: i64 = row.try_get("count").map_err(PortError::new)?;
             match state.as_str() {
                 "active" => counts.active = n,
+                "held" => counts.held = n,
                 "redeemed" => counts.redeemed = n,
                 "voided" => counts.voided = n,
                 "expired" => counts.expired = n,

@@ -412,7 +412,7 @@ async fn the_read_model_counts_coupons_per_template_and_per_day() {
 
     let (status, page) = get(&t, &m.owner, &format!("/admin/api/v1/coupon-templates/{id}/coupons?limit=3")).await;
     assert_eq!(status, StatusCode::OK, "{page}");
-    assert_eq!(page["counts"], json!({"active": 3, "redeemed": 1, "voided": 1, "expired": 0}));
+    assert_eq!(page["counts"], json!({"active": 3, "held": 0, "redeemed": 1, "voided": 1, "expired": 0}));
     assert_eq!(page["coupons"].as_array().unwrap().len(), 3);
     assert_eq!(page["next_after"], 3);
     let (_, rest) = get(&t, &m.owner, &format!("/admin/api/v1/coupon-templates/{id}/coupons?after=3")).await;

@@ -621,3 +621,82 @@ async fn a_placement_that_died_after_reserving_is_swept_and_its_key_stays_refuse
     assert_eq!((status, &body["error"]["code"]), (StatusCode::CONFLICT, &json!("order_abandoned")), "{body}");
     assert_eq!(product_view(&t, &m, &product_id).await["available"], 1);
 }
+
+/// A coupon template of `value_fen` off, and one coupon of it claimed by the session's member.
+async fn coupon(t: &TestApp, m: &Merchant, session: &str, value_fen: i64) -> (String, String) {
+    let terms = json!({
+        "name": "cash off",
+        "benefit": {"kind": "cash", "value_fen": value_fen, "min_spend_fen": null},
+        "validity": {"kind": "days_from_issue", "days": 30},
+        "per_member_limit": null,
+        "audience": {"kind": "all_members"},
+    });
+    let (status, body) =
+        post(t, &m.owner, "/admin/api/v1/coupon-templates", json!({"terms": terms, "stock": {"kind": "unlimited"}}))
+            .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let template_id = body["template_id"].as_str().unwrap().to_owned();
+    let (status, claimed) = post(t, session, "/m/api/v1/coupons/claims", json!({"template_id": template_id})).await;
+    assert_eq!(status, StatusCode::CREATED, "{claimed}");
+    (claimed["coupon_id"].as_str().unwrap().to_owned(), claimed["qr_payload"].as_str().unwrap().to_owned())
+}
+
+async fn coupon_state(t: &TestApp, m: &Merchant, coupon_id: &str) -> String {
+    let id = wxcm_domain::coupon::CouponId::parse(coupon_id).unwrap();
+    let view = wxcm_commands::coupons::get_coupon(&t.app, &m.tenant, id).await.unwrap();
+    view.state.as_str().to_owned()
+}
+
+#[tokio::test]
+async fn a_coupon_takes_off_the_cash_part_is_held_used_and_given_back() {
+    let t = spawn_app().await;
+    let m = merchant(&t, "mall-coupons").await;
+    let (member_id, session) = member(&t, &m, 1, 0, 10_000).await;
+    let product_id =
+        product(&t, &m, json!({"kind": "fen", "amount_fen": 300}), json!({"kind": "finite", "total": 5}), None).await;
+
+    // A coupon larger than the cash part: 1 fen is left to pay, never a negative amount.
+    let (big, _) = coupon(&t, &m, &session, 1_000).await;
+    let body = json!({"product_id": product_id, "quantity": 1, "pay_with": "balance", "coupon_id": big});
+    let (status, order) = place(&t, &session, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    assert_eq!((order["discount_fen"].as_i64(), order["cash_due_fen"].as_i64()), (Some(299), Some(1)), "{order}");
+    assert_eq!(order["coupon_id"].as_str(), Some(big.as_str()));
+    assert_eq!(coupon_state(&t, &m, &big).await, "held");
+    // Held: not usable on a second order, nor at the counter.
+    let body = json!({"product_id": product_id, "quantity": 1, "pay_with": "balance", "coupon_id": big});
+    let (status, refused) = place(&t, &session, body).await;
+    assert_eq!((status, refused["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("coupon_not_usable")));
+    let order_id = order["order_id"].as_str().unwrap().to_owned();
+    let (status, paid) = pay(&t, &session, &order_id).await;
+    assert_eq!(status, StatusCode::OK, "{paid}");
+    assert_eq!(member_view(&t, &m, member_id).await.balance_fen, 10_000 - 1);
+    assert_eq!(coupon_state(&t, &m, &big).await, "redeemed", "used by the paid order");
+    // Refunded: the coupon goes back to the member, with the 1 fen.
+    let (status, refunded) =
+        post(&t, &m.owner, &format!("/admin/api/v1/mall/orders/{order_id}/refund"), json!({"reason": "broken"})).await;
+    assert_eq!(status, StatusCode::OK, "{refunded}");
+    assert_eq!(coupon_state(&t, &m, &big).await, "active");
+    assert_eq!(member_view(&t, &m, member_id).await.balance_fen, 10_000);
+
+    // An order that expires unpaid releases its coupon, once.
+    let (small, qr) = coupon(&t, &m, &session, 100).await;
+    let body = json!({"product_id": product_id, "quantity": 2, "pay_with": "balance", "coupon_id": small});
+    let (status, order) = place(&t, &session, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    assert_eq!(order["cash_due_fen"].as_i64(), Some(500), "{order}");
+    let (status, refused) =
+        post(&t, &m.staff, "/admin/api/v1/coupons/redemptions", json!({"code": qr, "store": "counter 1"})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "a held coupon is not written off at the counter: {refused}");
+    t.clock.advance(chrono::Duration::minutes(mall::PAY_WINDOW_DEFAULT_MINUTES + 1));
+    step(&t, &m).await;
+    step(&t, &m).await;
+    assert_eq!(coupon_state(&t, &m, &small).await, "active");
+    // Another member's coupon is not found; nothing is reserved for the refused order.
+    let (_, other_session) = member(&t, &m, 2, 0, 1_000).await;
+    let body = json!({"product_id": product_id, "quantity": 1, "pay_with": "balance", "coupon_id": small});
+    let (status, refused) = place(&t, &other_session, body).await;
+    assert_eq!((status, refused["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("coupon_not_found")));
+    assert_eq!(product_view(&t, &m, &product_id).await["reserved"], 0);
+    t.stop().await;
+}

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
+use wxcm_domain::coupon::CouponError;
 use wxcm_domain::mall::{
     MallOrderError, Price, Product, ProductCommand, ProductError, ProductId, ProductListing, Stock,
 };
@@ -80,6 +81,9 @@ pub enum MallOpError {
     Order(MallOrderError),
     #[error(transparent)]
     Member(MemberError),
+    /// The coupon applied to an order cannot be used (taken, used, expired).
+    #[error(transparent)]
+    Coupon(CouponError),
     /// The member has fewer spendable points than the order costs.
     #[error("not enough points: {spendable} spendable, {needed} needed")]
     InsufficientPoints { spendable: i64, needed: i64 },
@@ -158,6 +162,23 @@ impl From<ExecuteError<ProductError>> for MallOpError {
                 d => MallOpError::Product(d),
             }),
         }
+    }
+}
+
+impl From<ExecuteError<CouponError>> for MallOpError {
+    fn from(e: ExecuteError<CouponError>) -> Self {
+        match e {
+            ExecuteError::ForeignAggregate => MallOpError::NotFound("coupon"),
+            other => execute_error(other, coupon_error),
+        }
+    }
+}
+
+/// A coupon refusal as the mall answers it (another member's coupon is not found).
+pub(crate) fn coupon_error(e: CouponError) -> MallOpError {
+    match e {
+        CouponError::NotFound => MallOpError::NotFound("coupon"),
+        e => MallOpError::Coupon(e),
     }
 }
 

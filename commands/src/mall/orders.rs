@@ -27,16 +27,17 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use tracing::warn;
 use uuid::Uuid;
+use wxcm_domain::coupon::{CouponCommand, CouponError, CouponEvent, CouponId};
 use wxcm_domain::mall::{
-    CashPayment, CashRefund, MallOrder, MallOrderCommand, MallOrderError, MallOrderEvent, MallOrderId, OrderRefund,
-    OrderStatus, OrderTotals, PaymentMethod, Price, ProductCommand, ProductError, ProductId, Quantity, ReleaseReason,
-    PAY_WINDOW_MAX_MINUTES,
+    AppliedCoupon, CashPayment, CashRefund, MallOrder, MallOrderCommand, MallOrderError, MallOrderEvent, MallOrderId,
+    OrderRefund, OrderStatus, OrderTotals, PaymentMethod, Price, ProductCommand, ProductError, ProductId, Quantity,
+    ReleaseReason, PAY_WINDOW_MAX_MINUTES,
 };
 use wxcm_domain::member::{ExpiryPolicy, MemberCommand, MemberError, MemberEvent, PointsSource, Provenance};
 use wxcm_domain::{Actor, AmountFen, EventSourced, IdempotencyKey, MemberId, PointsAmount, Reference, TenantId};
 
 use super::pay::{pay_refund_no, request_refund, PayRefunds};
-use super::{MallOpError, OrderEntry, OrderQuery, ORDER_PAGE_MAX, PAY_WINDOW_DEFAULT_MINUTES};
+use super::{coupon_error, MallOpError, OrderEntry, OrderQuery, ORDER_PAGE_MAX, PAY_WINDOW_DEFAULT_MINUTES};
 use crate::executor::{ExecuteError, Outcome};
 use crate::members;
 use crate::ports::{App, ShardServices};
@@ -63,6 +64,9 @@ pub struct PlaceOrder {
     pub pay_with: Option<CashMethod>,
     /// The unit price the member saw; refused if the product's changed since.
     pub unit_price: Option<Price>,
+    /// One of the member's coupons, taking its benefit off the cash part
+    /// (held by the order until it is paid or ends).
+    pub coupon_id: Option<CouponId>,
 }
 
 /// An order as admins, staff and its member see it.
@@ -78,6 +82,7 @@ pub struct OrderView {
     pub quantity: Quantity,
     pub unit_price: Price,
     pub totals: OrderTotals,
+    pub coupon_id: Option<CouponId>,
     pub method: PaymentMethod,
     pub status: OrderStatus,
     pub placed_at: DateTime<Utc>,
@@ -107,6 +112,7 @@ impl OrderView {
             quantity: placed.quantity,
             unit_price: placed.unit_price,
             totals: placed.totals,
+            coupon_id: placed.coupon.as_ref().map(|c| c.coupon_id),
             method: placed.method,
             status,
             placed_at: placed.placed_at,
@@ -203,6 +209,19 @@ impl Steps {
         let request = serde_json::json!({ "mall_order": self.order_id, "step": step });
         let outcome = self.shard.members.execute(&member_id.to_string(), command(provenance), &request, &ctx).await;
         let outcome = outcome.map_err(crate::members::MemberOpError::from)?;
+        self.count(&outcome);
+        Ok(outcome)
+    }
+
+    async fn coupon(
+        &mut self,
+        step: &str,
+        coupon_id: CouponId,
+        command: CouponCommand,
+    ) -> Result<Outcome<CouponEvent>, ExecuteError<CouponError>> {
+        let ctx = self.ctx(step, &system()).map_err(|e| ExecuteError::Store(e.to_string()))?;
+        let request = serde_json::json!({ "mall_order": self.order_id, "step": step });
+        let outcome = self.shard.coupons.execute(&coupon_id.to_string(), command, &request, &ctx).await?;
         self.count(&outcome);
         Ok(outcome)
     }
@@ -304,7 +323,12 @@ pub async fn place(
     let (product, _) = shard.products.load(tenant, &request.product_id.to_string()).await?;
     let state = product.created.as_ref().filter(|s| &s.tenant_id == tenant).ok_or(MallOpError::NotFound("product"))?;
     let unit_price = request.unit_price.unwrap_or(state.price);
-    let totals = OrderTotals::compute(unit_price, request.quantity, None).map_err(MallOpError::Order)?;
+    let coupon = match request.coupon_id {
+        Some(coupon_id) => Some(usable_coupon(&shard, tenant, order_id, member_id, coupon_id, now).await?),
+        None => None,
+    };
+    let benefit = coupon.as_ref().map(|c| &c.benefit);
+    let totals = OrderTotals::compute(unit_price, request.quantity, benefit).map_err(MallOpError::Order)?;
     let method = method_for(&totals, request.pay_with)?;
     // Checked again by the hold; refusing here spares the product a
     // reservation and its release.
@@ -350,7 +374,7 @@ pub async fn place(
         product_name,
         quantity: request.quantity,
         unit_price,
-        coupon: None,
+        coupon,
         method,
         expires_at,
         actor,
@@ -367,7 +391,66 @@ pub async fn place(
     }
     let (order, _) = shard.mall_orders.load(tenant, &order_id.to_string()).await?;
     record_hold(&mut steps, &order).await?;
+    hold_coupon_or_cancel(app, &mut steps, &order).await?;
     get_order(app, tenant, order_id).await
+}
+
+/// The coupon `coupon_id` as the order applies it, if the member may use it
+/// on this order now (the coupon's own rules decide; the hold checks again).
+async fn usable_coupon(
+    shard: &ShardServices,
+    tenant: &TenantId,
+    order_id: MallOrderId,
+    member_id: MemberId,
+    coupon_id: CouponId,
+    now: DateTime<Utc>,
+) -> Result<AppliedCoupon, MallOpError> {
+    let (coupon, _) = shard.coupons.load(tenant, &coupon_id.to_string()).await?;
+    coupon.handle(CouponCommand::HoldForOrder { order_id, member_id }, now).map_err(coupon_error)?;
+    let (issued, _) = coupon.issued.as_ref().ok_or(MallOpError::NotFound("coupon"))?;
+    Ok(AppliedCoupon { coupon_id, benefit: issued.benefit.clone() })
+}
+
+/// Holds the order's coupon for it (once). A coupon no longer usable (used
+/// or voided meanwhile) cancels the order, which gives everything back.
+async fn hold_coupon_or_cancel(app: &App, steps: &mut Steps, order: &MallOrder) -> Result<(), MallOpError> {
+    let Some(placed) = order.placed.as_deref() else { return Ok(()) };
+    let Some(applied) = &placed.coupon else { return Ok(()) };
+    if order.status != Some(OrderStatus::AwaitingPayment) {
+        return Ok(());
+    }
+    let command = CouponCommand::HoldForOrder { order_id: placed.order_id, member_id: placed.member_id };
+    match steps.coupon("hold-coupon", applied.coupon_id, command).await {
+        Ok(_) => Ok(()),
+        Err(ExecuteError::Domain(refusal)) => {
+            let cancel = MallOrderCommand::Cancel { actor: system(), reason: text("the coupon is no longer usable")? };
+            steps.order("cancel-coupon", cancel).await?;
+            settle(app, &steps.tenant, placed.order_id, PayRefunds::Later).await?;
+            Err(coupon_error(refusal))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What the order's end or payment does to its coupon (each once).
+async fn follow_coupon(steps: &mut Steps, order: &MallOrder, step: &str) -> Result<(), MallOpError> {
+    let Some(applied) = order.placed.as_deref().and_then(|p| p.coupon.as_ref()) else { return Ok(()) };
+    let order_id = steps.order_id;
+    let command = match step {
+        "use-coupon" => CouponCommand::UseOnOrder { order_id },
+        "release-coupon" => CouponCommand::ReleaseFromOrder { order_id },
+        _ => CouponCommand::ReturnFromOrder { order_id },
+    };
+    match steps.coupon(step, applied.coupon_id, command).await {
+        Ok(_) => Ok(()),
+        // Paid although the hold was lost (a crash between placement and the
+        // hold, then the coupon used elsewhere): the discount stands, logged.
+        Err(ExecuteError::Domain(CouponError::NotHeldByOrder(_))) => {
+            warn!(%order_id, coupon = %applied.coupon_id, "a paid order's coupon was not held by it");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Records the order's points hold on the order (the ledger holds it since
@@ -417,6 +500,14 @@ pub(super) async fn ensure_hold_recorded(app: &App, tenant: &TenantId, order: &M
     let Some(placed) = order.placed.as_deref() else { return Ok(()) };
     let mut steps = Steps::new(app, tenant, placed.order_id, Uuid::new_v4())?;
     record_hold(&mut steps, order).await
+}
+
+/// Holds the order's coupon for it, if not yet; a coupon no longer usable
+/// cancels the order (see `hold_coupon_or_cancel`).
+pub(super) async fn ensure_coupon_held(app: &App, tenant: &TenantId, order: &MallOrder) -> Result<(), MallOpError> {
+    let Some(placed) = order.placed.as_deref() else { return Ok(()) };
+    let mut steps = Steps::new(app, tenant, placed.order_id, Uuid::new_v4())?;
+    hold_coupon_or_cancel(app, &mut steps, order).await
 }
 
 /// Records the order's cash payment (its `pay` step: once per order) and
@@ -473,6 +564,7 @@ pub async fn pay(
         None => return Err(MallOpError::NotFound("order")),
     }
     record_hold(&mut steps, &order).await?;
+    hold_coupon_or_cancel(app, &mut steps, &order).await?;
     let cash = match placed.method {
         PaymentMethod::PointsOnly => None,
         PaymentMethod::Balance | PaymentMethod::PointsAndBalance => {
@@ -633,11 +725,15 @@ pub async fn settle(
     let unpaid_end = |o: &MallOrder| o.payment.is_none();
     match status {
         OrderStatus::AwaitingPayment => {}
-        OrderStatus::Paid | OrderStatus::Delivered => sold(&mut steps, &placed.product_id, placed.member_id).await?,
+        OrderStatus::Paid | OrderStatus::Delivered => {
+            sold(&mut steps, &placed.product_id, placed.member_id).await?;
+            follow_coupon(&mut steps, &order, "use-coupon").await?;
+        }
         OrderStatus::Expired | OrderStatus::Cancelled => {
             let reason = if status == OrderStatus::Expired { ReleaseReason::Expired } else { ReleaseReason::Cancelled };
             steps.release_stock(placed.product_id, reason).await?;
             steps.release_points(placed.member_id).await?;
+            follow_coupon(&mut steps, &order, "release-coupon").await?;
             // A balance charge made for the order but never recorded on it
             // (the payer died, or the order ended in between): paid late.
             let charge_key = steps.key("charge")?;
@@ -657,6 +753,7 @@ pub async fn settle(
             };
             steps.release_stock(placed.product_id, reason).await?;
             steps.release_points(placed.member_id).await?;
+            follow_coupon(&mut steps, &order, "release-coupon").await?;
             refund_late(app, &mut steps, &mut order, refunds).await?;
         }
         OrderStatus::Refunded => {
@@ -664,8 +761,10 @@ pub async fn settle(
                 // Refunded late payment: the release happened when it ended.
                 steps.release_stock(placed.product_id, ReleaseReason::Expired).await?;
                 steps.release_points(placed.member_id).await?;
+                follow_coupon(&mut steps, &order, "release-coupon").await?;
             } else {
                 sold(&mut steps, &placed.product_id, placed.member_id).await?;
+                follow_coupon(&mut steps, &order, "use-coupon").await?;
             }
             give_back(app, &mut steps, &order, placed.product_id, placed.member_id, refunds).await?;
         }
@@ -764,6 +863,9 @@ async fn give_back(
             request_refund(app, &steps.tenant, steps.order_id, refund_no, *amount_fen, refunds).await?;
         }
         None => {}
+    }
+    if refund.coupon_back.is_some() {
+        follow_coupon(steps, order, "return-coupon").await?;
     }
     if let Some(quantity) = refund.quantity_back {
         let order_id = steps.order_id;

@@ -93,6 +93,7 @@ pub async fn start_wechat_pay(
         None => return Err(MallOpError::NotFound("order")),
     }
     orders::ensure_hold_recorded(app, tenant, &order).await?;
+    orders::ensure_coupon_held(app, tenant, &order).await?;
     let amount_fen = AmountFen::new(placed.totals.cash_due_fen).map_err(|e| MallOpError::Infra(e.to_string()))?;
     let merchant = pay_flows::merchant_for(app, tenant, request.appid.as_str()).await?;
     let api = pay_flows::default_api(&merchant);

@@ -48,6 +48,9 @@ pub mod rules {
     pub const COUPON_ENDS_ONCE: &str = "coupon.ends_once";
     pub const REDEEMED_WHILE_VALID: &str = "coupon.redeemed_while_valid";
     pub const VALIDITY_ORDERED: &str = "coupon.validity_ordered";
+    /// Held by an active coupon's order, used or released by that order
+    /// only, returned only from the order it was used on.
+    pub const COUPON_ORDER_STATES: &str = "coupon.order_states";
 }
 
 /// Coupons one template may issue (a finite stock's ceiling).

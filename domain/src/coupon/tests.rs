@@ -312,3 +312,71 @@ fn a_claim_slot_beyond_the_current_limit_is_refused() {
     assert!(outcomes[0].is_ok());
     assert_eq!(outcomes[1..], [Err(IssueRefusal::LimitReached), Err(IssueRefusal::LimitReached)]);
 }
+
+// ------------------------------------------------------------------ coupons on mall orders
+
+fn order(n: u128) -> crate::mall::MallOrderId {
+    crate::mall::MallOrderId::from_uuid(uuid::Uuid::from_u128(n))
+}
+
+fn with(events: &[CouponEvent], command: CouponCommand, at: DateTime<Utc>) -> (Coupon, Vec<CouponEvent>) {
+    let coupon: Coupon = given(events);
+    let new = coupon.handle(command, at).unwrap();
+    let mut all = events.to_vec();
+    all.extend(new.iter().cloned());
+    (given(&all), new)
+}
+
+#[test]
+fn an_order_holds_the_coupon_then_uses_or_releases_it_once() {
+    let member = ask(1).member_id;
+    let hold = |o| CouponCommand::HoldForOrder { order_id: order(o), member_id: member };
+    // Given an issued coupon, when order 1 holds it, then it is held by order 1 only.
+    let (held, events) = with(&[issued_coupon()], hold(1), now());
+    assert_eq!(held.state(), Some(CouponState::Held));
+    let history = [issued_coupon(), events[0].clone()];
+    assert_eq!(held.handle(hold(1), now()), Ok(Vec::new()), "holding again is idempotent");
+    assert_eq!(held.handle(hold(2), now()), Err(CouponError::HeldByOrder(order(1))));
+    assert_eq!(held.handle(redeem(code()), now()), Err(CouponError::HeldByOrder(order(1))));
+    let void = CouponCommand::Void { reason: Reference::parse("x").unwrap(), actor: admin() };
+    assert_eq!(held.handle(void, now()), Err(CouponError::HeldByOrder(order(1))));
+    assert_eq!(held.handle(CouponCommand::Expire, now() + Duration::days(31)), Ok(Vec::new()));
+    assert_eq!(
+        held.handle(CouponCommand::UseOnOrder { order_id: order(2) }, now()),
+        Err(CouponError::NotHeldByOrder(order(2)))
+    );
+    // Another member's order cannot take it.
+    let stranger = CouponCommand::HoldForOrder { order_id: order(3), member_id: ask(2).member_id };
+    assert_eq!(given::<Coupon>(&[issued_coupon()]).handle(stranger, now()), Err(CouponError::NotFound));
+
+    // Paid: used once, then given back by a refund (expired if the window passed).
+    let (used, used_events) = with(&history, CouponCommand::UseOnOrder { order_id: order(1) }, now());
+    assert_eq!(used.state(), Some(CouponState::Redeemed));
+    assert_eq!(used.handle(CouponCommand::UseOnOrder { order_id: order(1) }, now()), Ok(Vec::new()));
+    let paid_history = [history[0].clone(), history[1].clone(), used_events[0].clone()];
+    let (returned, _) = with(&paid_history, CouponCommand::ReturnFromOrder { order_id: order(1) }, now());
+    assert_eq!(returned.state(), Some(CouponState::Active));
+    let late = now() + Duration::days(30);
+    let (returned_late, events) = with(&paid_history, CouponCommand::ReturnFromOrder { order_id: order(1) }, late);
+    assert_eq!(returned_late.state(), Some(CouponState::Expired), "{events:?}");
+    assert_eq!(returned.handle(CouponCommand::ReturnFromOrder { order_id: order(1) }, now()), Ok(Vec::new()));
+
+    // Ended unpaid: released once; a release by another order changes nothing.
+    assert_eq!(held.handle(CouponCommand::ReleaseFromOrder { order_id: order(2) }, now()), Ok(Vec::new()));
+    let (released, _) = with(&history, CouponCommand::ReleaseFromOrder { order_id: order(1) }, now());
+    assert_eq!(released.state(), Some(CouponState::Active));
+    assert_eq!(released.handle(CouponCommand::ReleaseFromOrder { order_id: order(1) }, now()), Ok(Vec::new()));
+    let (released_late, _) = with(&history, CouponCommand::ReleaseFromOrder { order_id: order(1) }, late);
+    assert_eq!(released_late.state(), Some(CouponState::Expired));
+}
+
+#[test]
+fn a_stored_order_move_from_the_wrong_state_or_order_is_an_invariant_violation() {
+    let used = CouponEvent::CouponUsed { order_id: order(1), used_at: now() };
+    let mut coupon: Coupon = given(&[issued_coupon()]);
+    assert_eq!(coupon.apply(&used).unwrap_err().rule, rules::COUPON_ORDER_STATES, "used without a hold");
+    let held = CouponEvent::CouponHeld { order_id: order(1), held_at: now() };
+    let mut coupon: Coupon = given(&[issued_coupon(), held]);
+    let other = CouponEvent::CouponReleased { order_id: order(2), released_at: now() };
+    assert_eq!(coupon.apply(&other).unwrap_err().rule, rules::COUPON_ORDER_STATES, "released by another order");
+}

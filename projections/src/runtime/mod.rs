@@ -80,8 +80,11 @@ pub const RETRY_PAUSE_MAX: Duration = Duration::from_secs(1);
 /// without this bound the step would wait forever.
 pub const PULL_GRACE: Duration = Duration::from_secs(2);
 /// A projector that received nothing for this long is asked whether messages
-/// wait for it; if some do, it is stalled.
-pub const STALL_AFTER: Duration = Duration::from_secs(10);
+/// wait for it; if some do, it is stalled. Short: after a whole JetStream
+/// cluster restarts, a pull may go unanswered while messages wait, and the
+/// lag grows for as long as this (one consumer-info request per projector
+/// and shard this often while idle).
+pub const STALL_AFTER: Duration = Duration::from_secs(3);
 /// Longest a consumer-info request of the stall check may take.
 const STALL_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a leading projector checks that its lease session is alive.

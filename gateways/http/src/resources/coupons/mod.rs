@@ -59,6 +59,9 @@ fn coupon_rejection(e: &CouponError) -> ApiError {
         // The code was looked up, so a mismatch is our index disagreeing with the stream.
         CouponError::WrongCode => ApiError::not_found("coupon_not_found", "coupon not found"),
         CouponError::StillValid(_) => ApiError::conflict("coupon_still_valid", message),
+        CouponError::HeldByOrder(_) => ApiError::conflict("coupon_held_by_order", message),
+        // Only the mall's order steps move a coupon for an order.
+        CouponError::NotHeldByOrder(_) => ApiError::internal("coupon", &message),
     }
 }
 

@@ -401,18 +401,21 @@ pub struct CouponPageQuery {
 impl CouponPageQuery {
     pub fn state(&self) -> Result<Option<CouponState>, ApiError> {
         let Some(state) = self.state.as_deref() else { return Ok(None) };
-        let parsed = [CouponState::Active, CouponState::Redeemed, CouponState::Voided, CouponState::Expired]
-            .into_iter()
-            .find(|s| s.as_str() == state);
+        let parsed =
+            [CouponState::Active, CouponState::Held, CouponState::Redeemed, CouponState::Voided, CouponState::Expired]
+                .into_iter()
+                .find(|s| s.as_str() == state);
         parsed
             .map(Some)
-            .ok_or_else(|| ApiError::invalid("invalid_state", "state is active, redeemed, voided or expired"))
+            .ok_or_else(|| ApiError::invalid("invalid_state", "state is active, held, redeemed, voided or expired"))
     }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CouponCountsDto {
     pub active: i64,
+    /// Held by mall orders awaiting payment.
+    pub held: i64,
     pub redeemed: i64,
     pub voided: i64,
     pub expired: i64,
@@ -448,6 +451,7 @@ impl TemplateCouponsPage {
         Self {
             counts: CouponCountsDto {
                 active: counts.active,
+                held: counts.held,
                 redeemed: counts.redeemed,
                 voided: counts.voided,
                 expired: counts.expired,

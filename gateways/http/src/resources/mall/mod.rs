@@ -31,6 +31,8 @@ impl From<MallOpError> for ApiError {
         match e {
             MallOpError::NotFound("member") => ApiError::not_found("member_not_found", message),
             MallOpError::NotFound("product") => ApiError::not_found("product_not_found", message),
+            MallOpError::NotFound("coupon") => ApiError::not_found("coupon_not_found", message),
+            MallOpError::Coupon(_) => ApiError::conflict("coupon_not_usable", message),
             MallOpError::NotFound(_) => ApiError::not_found("order_not_found", message),
             MallOpError::Product(p) => product_rejection(&p),
             MallOpError::Order(o) => order_rejection(&o),
@@ -88,11 +90,11 @@ fn order_rejection(e: &MallOrderError) -> ApiError {
         MallOrderError::AlreadyRefunded => ApiError::conflict("already_refunded", message),
         MallOrderError::NotPaid => ApiError::conflict("not_paid", message),
         MallOrderError::PaidByAnother => ApiError::conflict("paid_by_another", message),
+        MallOrderError::CouponNotApplicable => ApiError::invalid("coupon_not_applicable", message),
         // Sessions of the admin API act as staff or admin: a refusal is ours.
         MallOrderError::NotStaff
         | MallOrderError::AlreadyPlaced
         | MallOrderError::InvalidExpiry
-        | MallOrderError::CouponNotApplicable
         | MallOrderError::MethodMismatch { .. }
         | MallOrderError::NoPointsPart
         | MallOrderError::HoldMismatch { .. }

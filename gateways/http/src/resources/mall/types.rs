@@ -291,6 +291,11 @@ pub struct PlaceOrderBody {
     pub pay_with: Option<PayWithDto>,
     /// The unit price the member saw: refused with `price_changed` if it is no longer the price.
     pub unit_price: Option<ProductPriceDto>,
+    /// One of the member's active coupons: its benefit comes off the cash part (never below
+    /// 0; at least 1 fen stays when the order has no points part). Held by the order until it
+    /// is paid (used) or ends (given back). `coupon_not_found`, `coupon_not_usable`,
+    /// `coupon_not_applicable`.
+    pub coupon_id: Option<uuid::Uuid>,
 }
 
 impl PlaceOrderBody {
@@ -305,6 +310,7 @@ impl PlaceOrderBody {
                 PayWithDto::WechatPay => CashMethod::WechatPay,
             }),
             unit_price: self.unit_price.as_ref().map(ProductPriceDto::validate).transpose()?,
+            coupon_id: self.coupon_id.map(wxcm_domain::coupon::CouponId::from_uuid),
         })
     }
 }
@@ -404,7 +410,14 @@ pub struct OrderDto {
     /// The price the order was placed at (a later price change does not touch it).
     pub unit_price: ProductPriceDto,
     pub points_total: i64,
+    /// The cash part before the coupon.
+    pub cash_fen: i64,
+    /// What the coupon took off the cash part (0 without one).
+    pub discount_fen: i64,
+    /// What the member pays in cash: `cash_fen - discount_fen`, never negative.
     pub cash_due_fen: i64,
+    /// The coupon applied to the order (held by it until it is paid or ends).
+    pub coupon_id: Option<uuid::Uuid>,
     /// `points_only`, `balance`, `wechat_pay`, `points_and_balance`, `points_and_wechat_pay`.
     pub method: String,
     /// `awaiting_payment`, `paid`, `delivered`, `expired`, `cancelled`, `refund_due`, `refunded`.
@@ -439,7 +452,10 @@ impl From<OrderView> for OrderDto {
             quantity: v.quantity.get(),
             unit_price: v.unit_price.into(),
             points_total: v.totals.points_total,
+            cash_fen: v.totals.cash_fen,
+            discount_fen: v.totals.discount_fen,
             cash_due_fen: v.totals.cash_due_fen,
+            coupon_id: v.coupon_id.map(|c| c.as_uuid()),
             method: snake(&method),
             status: snake(&status),
             placed_at: v.placed_at,
