@@ -468,7 +468,7 @@ async fn the_read_model_counts_coupons_per_template_and_per_day() {
     assert_eq!(claim(&t, &session, &id, key()).await.0, StatusCode::CREATED);
     t.catch_up().await;
     let (_, page) = get(&t, &m.owner, &format!("/admin/api/v1/coupon-templates/{id}/coupons")).await;
-    assert_eq!(page["counts"], json!({"active": 4, "redeemed": 1, "voided": 1, "expired": 0}));
+    assert_eq!(page["counts"], json!({"active": 4, "held": 0, "redeemed": 1, "voided": 1, "expired": 0}));
     t.stop().await;
 }
 
