@@ -303,12 +303,16 @@ pub async fn place(
 
     let (order, _) = shard.mall_orders.load(tenant, &order_id.to_string()).await?;
     if let Some(placed) = &order.placed {
-        if &placed.tenant_id != tenant || placed.product_id != request.product_id || placed.quantity != request.quantity
+        if &placed.tenant_id != tenant
+            || placed.product_id != request.product_id
+            || placed.quantity != request.quantity
+            || placed.coupon.as_ref().map(|c| c.coupon_id) != request.coupon_id
         {
             return Err(MallOpError::IdempotencyMismatch);
         }
         // A repeated request: finish what the first may have left.
         record_hold(&mut steps, &order).await?;
+        hold_coupon_or_cancel(app, &mut steps, &order).await?;
         return get_order(app, tenant, order_id).await;
     }
     if shard.event_log.find_idempotency(tenant, steps.key("release-stock")?.as_str()).await?.is_some() {
