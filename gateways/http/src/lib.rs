@@ -59,6 +59,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 mod admin_routes;
+mod doc;
 mod error;
 mod extract;
 mod middleware;

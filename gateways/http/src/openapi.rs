@@ -4,9 +4,13 @@
 
 use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, ObjectBuilder, Ref, ResponseBuilder, Type};
+use utoipa::openapi::schema::AdditionalProperties;
+use utoipa::openapi::{ContentBuilder, ObjectBuilder, Ref, RefOr, ResponseBuilder, Schema, Type};
 use utoipa::{Modify, OpenApi};
 
+use wxcm_domain::IdempotencyKey;
+
+use crate::doc;
 use crate::error::{ErrorBody, ErrorDetail};
 use crate::resources::wechat::{authorization, menus, points_rules, qr_codes, reply_rules};
 use crate::resources::{
@@ -178,7 +182,28 @@ v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with
         pay_notify::notify_v3,
         pay_notify::notify_refund_v2,
     ),
-    components(schemas(ErrorBody, ErrorDetail, health::HealthBody, health::PartBody)),
+    components(schemas(
+        ErrorBody,
+        ErrorDetail,
+        health::HealthBody,
+        health::PartBody,
+        doc::CardNumber,
+        doc::OpenId,
+        doc::OfficialAccountAppId,
+        doc::PayOrderId,
+        doc::TenantSlug,
+        doc::AdminUsername,
+        doc::MemberCursor,
+        doc::CardLevelName,
+        doc::RegistrationSource,
+        doc::FollowSource,
+        doc::MemberSort,
+        doc::SortOrder,
+        doc::OperationOutcome,
+        doc::PaymentState,
+        doc::CouponState,
+        doc::ReportFormat,
+    )),
     modifiers(&Common),
     tags(
         (name = "health", description = "Liveness, readiness, this document"),
@@ -200,9 +225,17 @@ referral links, third-party authorization"),
 )]
 struct ApiDoc;
 
-/// Adds what every operation shares: the bearer scheme, the correlation
-/// header, 401 on secured routes, 500 and 503 everywhere under the API.
+/// Adds what every operation shares: the bearer schemes, the correlation
+/// header and its 400, the JSON body's 400/413/415/422, 401 on secured
+/// routes, the `Idempotency-Key` header (its real rule) wherever the server
+/// reads one, 500 and 503 everywhere under the APIs; and closes the variants
+/// of tagged enums, whose `deny_unknown_fields` utoipa leaves out.
 struct Common;
+
+/// Admin POSTs that change nothing or are not idempotent by key: signing in
+/// and out, and the card-code lookup (a read with a body).
+const UNKEYED_ADMIN_POSTS: [&str; 3] =
+    ["/admin/api/v1/login", "/admin/api/v1/logout", "/admin/api/v1/members/card-code-lookups"];
 
 impl Modify for Common {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
@@ -211,16 +244,19 @@ impl Modify for Common {
         let mut member = Http::new(HttpAuthScheme::Bearer);
         member.description = Some("Member session token from `POST /m/api/v1/sessions`".into());
         components.add_security_scheme("member_bearer", SecurityScheme::Http(member));
+        for schema in components.schemas.values_mut() {
+            close_tagged_variants(schema);
+        }
         for (path, item) in openapi.paths.paths.iter_mut() {
             let api = path.starts_with("/admin/") || path.starts_with("/m/api/");
             if let Some(get) = item.get.as_mut() {
                 decorate(get, api);
             }
-            // Every admin write but signing in and out is idempotent by key.
-            let keyed = path.starts_with("/admin/api/v1/") && !path.ends_with("/login") && !path.ends_with("/logout");
+            // Every admin write but the unkeyed ones is idempotent by key.
+            let keyed = path.starts_with("/admin/api/v1/") && !UNKEYED_ADMIN_POSTS.contains(&path.as_str());
             for operation in [&mut item.put, &mut item.post, &mut item.delete, &mut item.patch].into_iter().flatten() {
                 decorate(operation, api);
-                if keyed {
+                if keyed || declares_idempotency_key(operation) {
                     require_idempotency_key(operation);
                 }
             }
@@ -228,37 +264,77 @@ impl Modify for Common {
     }
 }
 
-fn error_response(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+/// `deny_unknown_fields` on an internally tagged enum refuses unknown fields
+/// in every variant; utoipa does not say so on the variants' objects.
+fn close_tagged_variants(schema: &mut RefOr<Schema>) {
+    let RefOr::T(Schema::OneOf(one_of)) = schema else {
+        return;
+    };
+    for variant in one_of.items.iter_mut() {
+        if let RefOr::T(Schema::Object(object)) = variant {
+            if object.properties.contains_key("kind") {
+                object.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
+            }
+        }
+    }
+}
+
+fn error_response(description: &str) -> RefOr<utoipa::openapi::Response> {
     let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build();
     ResponseBuilder::new().description(description).content("application/json", content).build().into()
 }
 
-/// Declares the `Idempotency-Key` header where the operation does not yet.
+/// Documents an error answer: a new response, or the codes added to the
+/// description of the one already there.
+fn add_error(operation: &mut Operation, status: &str, codes: &[&str]) {
+    let text = codes.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ");
+    match operation.responses.responses.get_mut(status) {
+        Some(RefOr::T(response)) => {
+            let missing: Vec<String> = codes
+                .iter()
+                .filter(|c| !response.description.contains(&format!("`{c}`")))
+                .map(|c| format!("`{c}`"))
+                .collect();
+            if !missing.is_empty() {
+                response.description = format!("{}; {}", response.description, missing.join(", "));
+            }
+        }
+        Some(RefOr::Ref(_)) => {}
+        None => {
+            operation.responses.responses.insert(status.into(), error_response(&text));
+        }
+    }
+}
+
+fn declares_idempotency_key(operation: &Operation) -> bool {
+    operation.parameters.iter().flatten().any(|p| p.name.eq_ignore_ascii_case("Idempotency-Key"))
+}
+
+/// The `Idempotency-Key` header as the server reads it (`IdempotencyKey::parse`),
+/// replacing whatever the operation declared.
 fn require_idempotency_key(operation: &mut Operation) {
     let parameters = operation.parameters.get_or_insert_with(Vec::new);
-    if parameters.iter().any(|p| p.name.eq_ignore_ascii_case("Idempotency-Key")) {
-        return;
-    }
+    parameters.retain(|p| !p.name.eq_ignore_ascii_case("Idempotency-Key"));
     let schema = ObjectBuilder::new()
         .schema_type(Type::String)
-        .min_length(Some(8))
-        .max_length(Some(128))
-        .pattern(Some("^[\\x21-\\x7e]+$"));
+        .min_length(Some(IdempotencyKey::LEN_MIN))
+        .max_length(Some(IdempotencyKey::LEN_MAX))
+        .pattern(Some("^[!-~]+$"));
     parameters.push(
         ParameterBuilder::new()
             .name("Idempotency-Key")
             .parameter_in(ParameterIn::Header)
             .required(utoipa::openapi::Required::True)
             .description(Some(
-                "8..=128 printable ASCII characters; the same key with the same request replays the first answer \
-(`Idempotent-Replayed: true`), with another request 409 `idempotency_key_reused`, while the first runs 409 \
-`request_in_progress`",
+                "8..=128 printable ASCII characters without spaces; the same key with the same request replays the \
+first answer (`Idempotent-Replayed: true`), with another request 409 `idempotency_key_reused`, while the first runs \
+409 `request_in_progress`",
             ))
             .schema(Some(schema))
             .build(),
     );
-    let responses = &mut operation.responses.responses;
-    responses.entry("409".into()).or_insert_with(|| error_response("`idempotency_key_reused`, `request_in_progress`"));
+    add_error(operation, "400", &["idempotency_key_missing", "idempotency_key_invalid"]);
+    add_error(operation, "409", &["idempotency_key_reused", "request_in_progress"]);
 }
 
 fn decorate(operation: &mut Operation, api: bool) {
@@ -273,13 +349,24 @@ fn decorate(operation: &mut Operation, api: bool) {
         ))
         .build();
     operation.parameters.get_or_insert_with(Vec::new).push(parameter);
-    let responses = &mut operation.responses.responses;
+    // The correlation layer runs before every route.
+    add_error(operation, "400", &["invalid_correlation_id"]);
+    if api && operation.request_body.as_ref().is_some_and(|b| b.content.contains_key("application/json")) {
+        // `extract::ApiJson`: syntax, size, media type, shape.
+        add_error(operation, "400", &["malformed_json"]);
+        add_error(operation, "413", &["payload_too_large"]);
+        add_error(operation, "415", &["unsupported_media_type"]);
+        add_error(operation, "422", &["invalid_body"]);
+    }
     if operation.security.is_some() {
-        responses.insert("401".into(), error_response("`unauthenticated`: missing, invalid or expired token"));
+        operation
+            .responses
+            .responses
+            .insert("401".into(), error_response("`unauthenticated`: missing, invalid or expired token"));
     }
     if api {
-        responses.insert("500".into(), error_response("`internal`"));
-        responses.insert(
+        operation.responses.responses.insert("500".into(), error_response("`internal`"));
+        operation.responses.responses.insert(
             "503".into(),
             error_response(
                 "`contention`, `timeout` or `unavailable` (the database could not be reached: the outcome is \

@@ -179,7 +179,7 @@ pub async fn create_admin_user(
 #[utoipa::path(put, path = "/admin/api/v1/admin-users/{username}/role", tag = "admin-users",
     security(("bearer" = [])),
     params(
-        ("username" = String, Path, description = "1..=64 of `A-Z a-z 0-9 _ - . @`"),
+        ("username" = crate::doc::AdminUsername, Path),
         ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters"),
     ),
     request_body = RoleBody,
@@ -223,7 +223,7 @@ async fn set_disabled(
 #[utoipa::path(post, path = "/admin/api/v1/admin-users/{username}/disable", tag = "admin-users",
     security(("bearer" = [])),
     params(
-        ("username" = String, Path, description = "1..=64 of `A-Z a-z 0-9 _ - . @`"),
+        ("username" = crate::doc::AdminUsername, Path),
         ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters"),
     ),
     responses(
@@ -247,7 +247,7 @@ pub async fn disable_admin_user(
 #[utoipa::path(post, path = "/admin/api/v1/admin-users/{username}/enable", tag = "admin-users",
     security(("bearer" = [])),
     params(
-        ("username" = String, Path, description = "1..=64 of `A-Z a-z 0-9 _ - . @`"),
+        ("username" = crate::doc::AdminUsername, Path),
         ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters"),
     ),
     responses(
@@ -273,7 +273,7 @@ pub async fn enable_admin_user(
 #[utoipa::path(post, path = "/admin/api/v1/admin-users/{username}/password-reset", tag = "admin-users",
     security(("bearer" = [])),
     params(
-        ("username" = String, Path, description = "1..=64 of `A-Z a-z 0-9 _ - . @`"),
+        ("username" = crate::doc::AdminUsername, Path),
         ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters"),
     ),
     request_body = PasswordResetBody,

@@ -235,7 +235,7 @@ pub async fn create_recharge(
 /// `GET /m/api/v1/recharges/{order_id}`: the member's own orders only.
 #[utoipa::path(get, path = "/m/api/v1/recharges/{order_id}", tag = "member",
     security(("member_bearer" = [])),
-    params(("order_id" = String, Path)),
+    params(("order_id" = crate::doc::PayOrderId, Path)),
     responses(
         (status = 200, description = "The order (its status tells whether the payment arrived)", body = crate::resources::payments::PaymentOrderDoc),
         (status = 400, description = "`invalid_order_id`", body = ErrorBody),

@@ -162,7 +162,7 @@ pub async fn get_tenant(
 /// Binds an official account, or replaces its settings (owner only).
 #[utoipa::path(put, path = "/admin/api/v1/tenant/official-accounts/{appid}", tag = "tenant",
     security(("bearer" = [])),
-    params(("appid" = String, Path, description = "`wx` followed by 16 hex digits"),
+    params(("appid" = crate::doc::OfficialAccountAppId, Path),
         ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters")),
     request_body = AccountBody,
     responses(

@@ -388,7 +388,7 @@ pub struct CouponList {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct CouponPageQuery {
-    /// `active`, `redeemed`, `voided` or `expired`.
+    #[param(value_type = Option<crate::doc::CouponState>)]
     pub state: Option<String>,
     /// The last serial of the previous page.
     #[param(minimum = 0)]

@@ -112,8 +112,10 @@ pub struct CardLevelBody {
 #[into_params(parameter_in = Query)]
 pub struct LedgerQuery {
     /// Return entries with a sequence greater than this (default 0: from the start).
+    #[param(minimum = 0)]
     pub after: Option<u64>,
-    /// Entries per page, 1..=200 (default 50).
+    /// Entries per page (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
 }
 

@@ -263,6 +263,7 @@ pub struct ProductList {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ProductPageQuery {
     /// The last product id of the previous page.
     pub after: Option<uuid::Uuid>,
@@ -344,10 +345,12 @@ impl DeliverBody {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct OrderPageQuery {
     /// Only this member's orders.
     pub member_id: Option<uuid::Uuid>,
     /// Orders numbered below this one (the last `order_no` of the previous page).
+    #[param(minimum = 1)]
     pub before: Option<i64>,
     /// 1..=100, default 50.
     #[param(minimum = 1, maximum = 100)]
@@ -356,8 +359,10 @@ pub struct OrderPageQuery {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct MemberOrderPageQuery {
     /// Orders numbered below this one (the last `order_no` of the previous page).
+    #[param(minimum = 1)]
     pub before: Option<i64>,
     /// 1..=100, default 50.
     #[param(minimum = 1, maximum = 100)]

@@ -65,7 +65,7 @@ pub async fn list_members(
 /// A member by card number (10 digits with a Luhn check digit).
 #[utoipa::path(get, path = "/admin/api/v1/members/by-card/{card_no}", tag = "members",
     security(("bearer" = [])),
-    params(("card_no" = String, Path)),
+    params(("card_no" = crate::doc::CardNumber, Path)),
     responses(
         (status = 200, description = "The member", body = MemberDto),
         (status = 400, description = "`invalid_card_no`, `invalid_path`", body = ErrorBody),
@@ -84,7 +84,7 @@ pub async fn get_member_by_card(
 /// A member by WeChat openid.
 #[utoipa::path(get, path = "/admin/api/v1/members/by-openid/{openid}", tag = "members",
     security(("bearer" = [])),
-    params(("openid" = String, Path)),
+    params(("openid" = crate::doc::OpenId, Path)),
     responses(
         (status = 200, description = "The member", body = MemberDto),
         (status = 400, description = "`invalid_openid`, `invalid_path`", body = ErrorBody),

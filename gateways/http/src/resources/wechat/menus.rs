@@ -202,7 +202,7 @@ async fn stored_menu(state: &AppState, tenant: &TenantId, appid: &AppId) -> Resu
 /// The menu saved for an account, and when it was published.
 #[utoipa::path(get, path = "/admin/api/v1/wechat/menus/{appid}", tag = "wechat",
     security(("bearer" = [])),
-    params(("appid" = String, Path, description = "`wx` followed by 16 hex digits")),
+    params(("appid" = crate::doc::OfficialAccountAppId, Path)),
     responses(
         (status = 200, description = "The saved menu", body = MenuDto),
         (status = 400, description = "`invalid_appid`, `invalid_path`", body = ErrorBody),
@@ -221,7 +221,7 @@ pub async fn get_menu(
 /// Saves a menu (checked against WeChat's shape and limits); publish it separately.
 #[utoipa::path(put, path = "/admin/api/v1/wechat/menus/{appid}", tag = "wechat",
     security(("bearer" = [])),
-    params(("appid" = String, Path, description = "`wx` followed by 16 hex digits")),
+    params(("appid" = crate::doc::OfficialAccountAppId, Path)),
     request_body = MenuBody,
     responses(
         (status = 200, description = "Saved (not yet published)", body = MenuDto),
@@ -251,7 +251,7 @@ pub async fn put_menu(
 /// Publishes the saved menu to WeChat (`menu/create`) and records when.
 #[utoipa::path(post, path = "/admin/api/v1/wechat/menus/{appid}/publish", tag = "wechat",
     security(("bearer" = [])),
-    params(("appid" = String, Path, description = "`wx` followed by 16 hex digits")),
+    params(("appid" = crate::doc::OfficialAccountAppId, Path)),
     responses(
         (status = 200, description = "Published", body = MenuDto),
         (status = 400, description = "`invalid_appid`, `invalid_path`", body = ErrorBody),
