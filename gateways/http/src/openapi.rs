@@ -8,6 +8,7 @@ use utoipa::openapi::schema::AdditionalProperties;
 use utoipa::openapi::{ContentBuilder, ObjectBuilder, Ref, RefOr, ResponseBuilder, Schema, Type};
 use utoipa::{Modify, OpenApi};
 
+use wxcm_commands::ports::Limits;
 use wxcm_domain::IdempotencyKey;
 
 use crate::doc;
@@ -376,8 +377,48 @@ unknown); see `Retry-After` and retry with the same idempotency key",
     }
 }
 
+/// Which configured limit bounds a body field.
+#[derive(Clone, Copy)]
+enum Limit {
+    AmountFen,
+    Points,
+}
+
+/// Body fields whose maximum is configuration (`limits.amount_fen_max`,
+/// `limits.points_max`): (schema, property, limit).
+const CONFIGURED_MAXIMA: [(&str, &str, Limit); 5] = [
+    ("GrantPointsBody", "points", Limit::Points),
+    ("DeductPointsBody", "points", Limit::Points),
+    ("CashBody", "amount_fen", Limit::AmountFen),
+    ("RefundBody", "amount_fen", Limit::AmountFen),
+    ("RechargeBody", "amount_fen", Limit::AmountFen),
+];
+
+/// The document of a server with these limits (the committed copy has the defaults).
+pub fn document_for(limits: &Limits) -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    let mut schemas = doc.components.as_mut().map(|c| &mut c.schemas);
+    for (schema, property, limit) in CONFIGURED_MAXIMA {
+        let max = match limit {
+            Limit::AmountFen => limits.amount_fen_max,
+            Limit::Points => limits.points_max,
+        };
+        let field = schemas
+            .as_deref_mut()
+            .and_then(|s| s.get_mut(schema))
+            .and_then(|s| match s {
+                RefOr::T(Schema::Object(o)) => o.properties.get_mut(property),
+                _ => None,
+            });
+        if let Some(RefOr::T(Schema::Object(field))) = field {
+            field.maximum = isize::try_from(max).ok().map(utoipa::Number::Int);
+        }
+    }
+    doc
+}
+
 pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    document_for(&Limits::default())
 }
 
 #[cfg(test)]
@@ -397,6 +438,20 @@ mod tests {
             committed == generated,
             "schemas/openapi.json is stale; run WXCM_WRITE_OPENAPI=1 cargo test -p wxcm-http"
         );
+    }
+
+    #[test]
+    fn configured_maxima_name_existing_fields() {
+        let limits = Limits { amount_fen_max: 123, points_max: 456, ..Limits::default() };
+        let doc = serde_json::to_value(document_for(&limits)).unwrap();
+        for (schema, property, limit) in CONFIGURED_MAXIMA {
+            let want = match limit {
+                Limit::AmountFen => 123,
+                Limit::Points => 456,
+            };
+            let max = &doc["components"]["schemas"][schema]["properties"][property]["maximum"];
+            assert_eq!(max, want, "{schema}.{property}");
+        }
     }
 
     #[test]

@@ -508,7 +508,9 @@ async fn health_readiness_and_the_document() {
     assert_eq!(reply.body["reason"], "database unreachable");
     let reply = send(&router, request(Method::GET, "/openapi.json", None, None, None)).await;
     assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(reply.body, serde_json::from_str::<Value>(&crate::openapi_json()).unwrap());
+    // The served document states this server's limits.
+    assert_eq!(reply.body, serde_json::from_str::<Value>(&crate::openapi_json_for(&app().limits)).unwrap());
+    assert_eq!(reply.body["components"]["schemas"]["CashBody"]["properties"]["amount_fen"]["maximum"], 10_000);
 }
 
 #[tokio::test]

@@ -59,11 +59,9 @@ impl From<Role> for AdminRole {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAdminUserBody {
-    /// 1..=64 of `A-Z a-z 0-9 _ - . @`.
-    #[schema(example = "counter-1")]
+    #[schema(example = "counter-1", min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_.@-]+$")]
     pub username: String,
-    /// 10..=128 characters.
-    #[schema(format = Password)]
+    #[schema(format = Password, min_length = 10, max_length = 128)]
     pub password: String,
     pub role: AdminRole,
 }
@@ -77,8 +75,7 @@ pub struct RoleBody {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordResetBody {
-    /// 10..=128 characters.
-    #[schema(format = Password)]
+    #[schema(format = Password, min_length = 10, max_length = 128)]
     pub new_password: String,
 }
 
@@ -87,8 +84,7 @@ pub struct PasswordResetBody {
 pub struct OwnPasswordBody {
     #[schema(format = Password)]
     pub current_password: String,
-    /// 10..=128 characters.
-    #[schema(format = Password)]
+    #[schema(format = Password, min_length = 10, max_length = 128)]
     pub new_password: String,
 }
 

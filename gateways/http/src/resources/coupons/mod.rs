@@ -162,7 +162,7 @@ pub async fn get_template(
         (status = 400, description = "`invalid_template_id`, `invalid_query`", body = ErrorBody),
         (status = 403, description = "`forbidden`", body = ErrorBody),
         (status = 404, description = "`template_not_found`", body = ErrorBody),
-        (status = 422, description = "`invalid_limit`, `invalid_state`", body = ErrorBody),
+        (status = 422, description = "`invalid_limit`, `invalid_state`, `invalid_after`", body = ErrorBody),
     ))]
 #[instrument(skip_all, fields(tenant = %auth.session.tenant_id, template_id = %id.0))]
 pub async fn template_coupons(
@@ -172,7 +172,14 @@ pub async fn template_coupons(
     query: ApiQuery<CouponPageQuery>,
 ) -> Result<Json<TemplateCouponsPage>, ApiError> {
     let limit = page_limit(query.0.limit)?;
-    let search = CouponSearch { template_id: id.0, state: query.0.state()?, after_serial: query.0.after, limit };
+    // Serials are stored as BIGINT: a larger `after` names no coupon and must not reach the query.
+    let after_serial = match query.0.after {
+        Some(after) if i64::try_from(after).is_err() => {
+            return Err(ApiError::invalid("invalid_after", format!("after must be 0..={}", i64::MAX)))
+        }
+        after => after,
+    };
+    let search = CouponSearch { template_id: id.0, state: query.0.state()?, after_serial, limit };
     let (counts, rows) = coupons::template_coupons(&state.app, &auth.session.tenant_id, &search).await?;
     Ok(Json(TemplateCouponsPage::new(counts, rows, limit)))
 }

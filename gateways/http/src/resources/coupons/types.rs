@@ -240,7 +240,7 @@ fn reason(value: &str) -> Result<Reference, ApiError> {
 #[serde(deny_unknown_fields)]
 pub struct GrantBody {
     pub member_id: uuid::Uuid,
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$")]
     pub reason: String,
 }
 
@@ -253,7 +253,7 @@ impl GrantBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VoidBody {
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$")]
     pub reason: String,
 }
 
@@ -271,7 +271,7 @@ pub struct RedeemBody {
     #[schema(min_length = 1, max_length = 80)]
     pub code: String,
     /// The store or counter (1..=200 characters).
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$")]
     pub store: Option<String>,
 }
 
@@ -391,7 +391,7 @@ pub struct CouponPageQuery {
     #[param(value_type = Option<crate::doc::CouponState>)]
     pub state: Option<String>,
     /// The last serial of the previous page.
-    #[param(minimum = 0)]
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_u64)]
     pub after: Option<u64>,
     /// 1..=200, default 50.
     #[param(minimum = 1, maximum = 200)]

@@ -313,7 +313,7 @@ impl PlaceOrderBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReasonBody {
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$")]
     pub reason: String,
 }
 
@@ -330,7 +330,7 @@ pub struct DeliverBody {
     #[schema(min_length = 1, max_length = 200)]
     pub order: String,
     /// The store handing the goods over.
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$")]
     pub store: String,
 }
 

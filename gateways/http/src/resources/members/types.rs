@@ -33,7 +33,7 @@ pub struct RegisterBody {
     #[schema(min_length = 6, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")]
     pub openid: Option<String>,
     /// Defaults to `standard`.
-    #[schema(min_length = 1, max_length = 32)]
+    #[schema(min_length = 1, max_length = 32, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$")]
     pub card_level: Option<String>,
 }
 
