@@ -620,7 +620,12 @@ mod tests {
         // Only the spelling `encode` makes.
         let id = "0b8e1c2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d";
         assert!(MemberCursor::parse(&format!("p.5.{id}"), MemberSortKey::Points).is_some());
-        for other in [format!("p.+5.{id}"), format!("p.05.{id}"), format!("p.5.{}", id.to_uppercase()), format!("p.5.{}", id.replace('-', ""))] {
+        for other in [
+            format!("p.+5.{id}"),
+            format!("p.05.{id}"),
+            format!("p.5.{}", id.to_uppercase()),
+            format!("p.5.{}", id.replace('-', "")),
+        ] {
             assert_eq!(MemberCursor::parse(&other, MemberSortKey::Points), None, "{other}");
         }
     }

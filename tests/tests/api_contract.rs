@@ -158,10 +158,22 @@ impl World {
 
 /// One schemathesis run over the operations whose path matches `paths`;
 /// returns its report (output) when it found something.
-async fn run(bin: &Path, base_url: &str, name: &str, token: &str, paths: &str, except: Option<&str>) -> Result<(), String> {
+async fn run(
+    bin: &Path,
+    base_url: &str,
+    name: &str,
+    token: &str,
+    paths: &str,
+    except: Option<&str>,
+) -> Result<(), String> {
     let report_dir = std::env::temp_dir().join(format!("wxcm-schemathesis-{}", uuid::Uuid::new_v4().simple()));
+    // Its working directory too: schemathesis keeps a cache of crashes there, which must not land in the clone.
+    std::fs::create_dir_all(&report_dir).expect("report dir");
     let mut cmd = tokio::process::Command::new(bin);
-    cmd.arg("run")
+    cmd.current_dir(&report_dir);
+    cmd.arg("--config-file")
+        .arg(repo_root().join("tests/schemathesis/schemathesis.toml"))
+        .arg("run")
         .arg(format!("{base_url}/openapi.json"))
         .args(["--url", base_url])
         .args(["--checks", "all"])

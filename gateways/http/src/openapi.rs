@@ -3,8 +3,8 @@
 //! step (regenerate with `WXCM_WRITE_OPENAPI=1 cargo test -p wxcm-http`).
 
 use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn};
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::schema::AdditionalProperties;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, ObjectBuilder, Ref, RefOr, ResponseBuilder, Schema, Type};
 use utoipa::{Modify, OpenApi};
 
@@ -403,13 +403,10 @@ pub fn document_for(limits: &Limits) -> utoipa::openapi::OpenApi {
             Limit::AmountFen => limits.amount_fen_max,
             Limit::Points => limits.points_max,
         };
-        let field = schemas
-            .as_deref_mut()
-            .and_then(|s| s.get_mut(schema))
-            .and_then(|s| match s {
-                RefOr::T(Schema::Object(o)) => o.properties.get_mut(property),
-                _ => None,
-            });
+        let field = schemas.as_deref_mut().and_then(|s| s.get_mut(schema)).and_then(|s| match s {
+            RefOr::T(Schema::Object(o)) => o.properties.get_mut(property),
+            _ => None,
+        });
         if let Some(RefOr::T(Schema::Object(field))) = field {
             field.maximum = isize::try_from(max).ok().map(utoipa::Number::Int);
         }
