@@ -414,6 +414,8 @@ pub fn document_for(limits: &Limits) -> utoipa::openapi::OpenApi {
     doc
 }
 
+/// The document with the default limits (what the tests check).
+#[cfg(test)]
 pub fn document() -> utoipa::openapi::OpenApi {
     document_for(&Limits::default())
 }
