@@ -72,6 +72,7 @@ mod state;
 mod tests;
 pub mod wechat_edge;
 pub mod wechat_outbound;
+mod whole_numbers;
 
 use ratelimit::LoginLimiter;
 pub use resources::member_api::MemberPorts;
