@@ -221,7 +221,9 @@ pub fn member_rejection(e: &MemberError) -> ApiError {
         MemberError::HoldExists(_) => ApiError::conflict("hold_exists", message),
         MemberError::Overflow => ApiError::invalid("overflow", message),
         MemberError::InvalidExpiry => ApiError::invalid("invalid_expiry", message),
-        MemberError::ChargeNotFound(_) => ApiError::invalid("charge_not_found", message),
+        // The ledger as it stands has no such charge (a later charge may take the sequence): state, like
+        // `refund_exceeds_charge`, not a malformed request.
+        MemberError::ChargeNotFound(_) => ApiError::conflict("charge_not_found", message),
         MemberError::HoldNotFound(_) => ApiError::invalid("hold_not_found", message),
         MemberError::SelfReferral => ApiError::invalid("self_referral", message),
         MemberError::RechargeNotFound(_) => ApiError::invalid("recharge_not_found", message),
@@ -326,7 +328,9 @@ impl From<AdminUserError> for ApiError {
         match e {
             AdminUserError::InvalidUsername(_) => ApiError::invalid("invalid_username", message),
             AdminUserError::InvalidPassword(_) => ApiError::invalid("invalid_password", message),
-            AdminUserError::WrongPassword => ApiError::invalid("wrong_current_password", message),
+            // The password given is not the user's password now (it may have changed a moment ago): a state
+            // the request does not fit, like every 409; never 401, which tells a client its session is gone.
+            AdminUserError::WrongPassword => ApiError::conflict("wrong_current_password", message),
             AdminUserError::NotFound => ApiError::not_found("admin_user_not_found", message),
             AdminUserError::UsernameTaken => ApiError::conflict("username_taken", message),
             AdminUserError::TooManyUsers => ApiError::conflict("too_many_admin_users", message),
@@ -466,7 +470,7 @@ mod tests {
         assert_eq!(status_code(AdminUserError::UsernameTaken), (409, "username_taken"));
         assert_eq!(status_code(AdminUserError::TooManyUsers), (409, "too_many_admin_users"));
         assert_eq!(status_code(AdminUserError::IdempotencyMismatch), (409, "idempotency_key_reused"));
-        assert_eq!(status_code(AdminUserError::WrongPassword), (422, "wrong_current_password"));
+        assert_eq!(status_code(AdminUserError::WrongPassword), (409, "wrong_current_password"));
         assert_eq!(status_code(AdminUserError::InvalidPassword("too short".into())), (422, "invalid_password"));
         assert_eq!(status_code(AdminUserError::Infra("db down".into())), (500, "internal"));
     }
@@ -494,7 +498,7 @@ mod tests {
             (MemberError::HoldExists("h".into()), 409, "hold_exists"),
             (MemberError::Overflow, 422, "overflow"),
             (MemberError::InvalidExpiry, 422, "invalid_expiry"),
-            (MemberError::ChargeNotFound(7), 422, "charge_not_found"),
+            (MemberError::ChargeNotFound(7), 409, "charge_not_found"),
             (MemberError::HoldNotFound("h".into()), 422, "hold_not_found"),
         ];
         for (error, status, code) in cases {

@@ -46,12 +46,12 @@ Errors are `{\"error\": {\"code\", \"message\"}}`:
 - 403 `forbidden` (role);
 - 404 unknown member (also another tenant's) or tenant;
 - 409 valid request that the current state refuses: `insufficient_balance`, `insufficient_points`, \
-`refund_exceeds_charge`, `same_card_level`, `too_many_lots`, `already_registered`, `too_many_accounts`, \
-`idempotency_key_reused`;
+`refund_exceeds_charge`, `charge_not_found`, `same_card_level`, `too_many_lots`, `already_registered`, `too_many_accounts`, \
+`wrong_current_password`, `idempotency_key_reused`;
 - 413 body over the limit; 415 body without `Content-Type: application/json`;
 - 422 values that can never be accepted: `invalid_body` (wrong types, missing or unknown fields), \
 `invalid_amount` (zero, negative or over the configured limit), `invalid_expiry`, `invalid_text`, \
-`invalid_card_level`, `invalid_openid`, `charge_not_found`, `overflow`, `invalid_account`, `invalid_name`;
+`invalid_card_level`, `invalid_openid`, `overflow`, `invalid_account`, `invalid_name`;
 - 429 `rate_limited` (login) with `Retry-After`;
 - 500 `internal` (details are logged, never sent);
 - 503 `contention` or `timeout` with `Retry-After`: retry with the same idempotency key.
@@ -204,6 +204,23 @@ v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with
         doc::PaymentState,
         doc::CouponState,
         doc::ReportFormat,
+        doc::PayApi,
+        doc::ShortText,
+        doc::Name100,
+        doc::ProductDescription,
+        doc::ImageUrl,
+        doc::CouponCodeInput,
+        doc::CardCodeInput,
+        doc::MallOrderInput,
+        doc::RedirectUri,
+        doc::QrScene,
+        doc::AccountSecret,
+        doc::EncodingAesKey,
+        doc::MchId,
+        doc::PayApiKey,
+        doc::MerchantCertSerial,
+        doc::PrivateKeyPem,
+        doc::Keyword,
     )),
     modifiers(&Common),
     tags(
@@ -245,8 +262,9 @@ impl Modify for Common {
         let mut member = Http::new(HttpAuthScheme::Bearer);
         member.description = Some("Member session token from `POST /m/api/v1/sessions`".into());
         components.add_security_scheme("member_bearer", SecurityScheme::Http(member));
-        for schema in components.schemas.values_mut() {
-            close_tagged_variants(schema);
+        for (name, schema) in components.schemas.iter_mut() {
+            let tag = if TYPE_TAGGED.contains(&name.as_str()) { "type" } else { "kind" };
+            close_tagged_variants(schema, tag);
         }
         for (path, item) in openapi.paths.paths.iter_mut() {
             let api = path.starts_with("/admin/") || path.starts_with("/m/api/");
@@ -267,13 +285,16 @@ impl Modify for Common {
 
 /// `deny_unknown_fields` on an internally tagged enum refuses unknown fields
 /// in every variant; utoipa does not say so on the variants' objects.
-fn close_tagged_variants(schema: &mut RefOr<Schema>) {
+/// Tagged enums whose tag is `type` (the others' is `kind`).
+const TYPE_TAGGED: [&str; 1] = ["ReplyDto"];
+
+fn close_tagged_variants(schema: &mut RefOr<Schema>, tag: &str) {
     let RefOr::T(Schema::OneOf(one_of)) = schema else {
         return;
     };
     for variant in one_of.items.iter_mut() {
         if let RefOr::T(Schema::Object(object)) = variant {
-            if object.properties.contains_key("kind") {
+            if object.properties.contains_key(tag) {
                 object.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
             }
         }

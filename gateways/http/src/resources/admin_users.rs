@@ -308,10 +308,11 @@ pub async fn reset_admin_user_password(
         (status = 204, description = "Password changed, every session of the user ended"),
         (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `malformed_json`", body = ErrorBody),
         (status = 404, description = "`tenant_not_found`", body = ErrorBody),
-        (status = 409, description = "`idempotency_key_reused`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`, `wrong_current_password` (`current_password` is not \
+the user's password)", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
-        (status = 422, description = "`invalid_body`, `invalid_password` (the new one), `wrong_current_password`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`, `invalid_password` (the new one)", body = ErrorBody),
         (status = 429, description = "`rate_limited`: too many attempts for this user (shared with login); see `Retry-After`",
             body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]

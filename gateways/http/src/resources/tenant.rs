@@ -21,13 +21,13 @@ use crate::state::AppState;
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccountBody {
+    #[schema(value_type = crate::doc::Name100)]
     pub name: String,
-    #[schema(format = Password)]
+    #[schema(value_type = crate::doc::AccountSecret)]
     pub token: String,
-    /// 43 letters and digits.
-    #[schema(format = Password)]
+    #[schema(value_type = crate::doc::EncodingAesKey)]
     pub encoding_aes_key: String,
-    #[schema(format = Password)]
+    #[schema(value_type = crate::doc::AccountSecret)]
     pub app_secret: String,
     pub pay: Option<PayBody>,
 }
@@ -35,13 +35,15 @@ pub struct AccountBody {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PayBody {
+    #[schema(value_type = crate::doc::MchId)]
     pub mch_id: String,
-    #[schema(format = Password)]
+    #[schema(value_type = Option<crate::doc::PayApiKey>)]
     pub api_v2_key: Option<String>,
-    #[schema(format = Password)]
+    #[schema(value_type = Option<crate::doc::PayApiKey>)]
     pub api_v3_key: Option<String>,
+    #[schema(value_type = Option<crate::doc::MerchantCertSerial>)]
     pub merchant_cert_serial: Option<String>,
-    #[schema(format = Password)]
+    #[schema(value_type = Option<crate::doc::PrivateKeyPem>)]
     pub merchant_private_key: Option<String>,
 }
 

@@ -27,7 +27,7 @@ pub struct ReportQuery {
     /// First day.
     #[param(format = Date)]
     pub from: String,
-    /// Last day: on or after `from`, at most 366 days after it.
+    /// Last day: on or after `from`, at most 365 days after it (the range covers 1..=366 days).
     #[param(format = Date)]
     pub to: String,
     /// Default `json`.
