@@ -374,3 +374,33 @@ string_schema!(
     /// `wxcm_commands::wechat::rules::ReplyRules::validate`: a keyword.
     Keyword => string("1..=30 characters, no control characters, not only whitespace", 1, 30, VISIBLE_TEXT, None)
 );
+
+string_schema!(
+    /// `resources::wechat::menus::MenuButton::validate`: a button's name (its byte limit depends on the level).
+    MenuName => string(
+        "Not only whitespace, no control characters; at most 16 bytes of UTF-8 at the top level, 60 in a sub-menu",
+        1,
+        crate::resources::wechat::menus::MENU_SUB_NAME_BYTES_MAX,
+        VISIBLE_TEXT,
+        None,
+    )
+);
+
+/// A menu button's `type` (`resources::wechat::menus::MENU_TYPES`).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum MenuButtonType {
+    Click,
+    View,
+    Miniprogram,
+    ScancodePush,
+    ScancodeWaitmsg,
+    PicSysphoto,
+    PicPhotoOrAlbum,
+    PicWeixin,
+    LocationSelect,
+    MediaId,
+    ArticleId,
+    ArticleViewLimited,
+}

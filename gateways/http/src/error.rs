@@ -56,6 +56,9 @@ pub enum ApiError {
     /// 401: login refused; the same answer whether or not the user exists.
     #[error("invalid tenant, username or password")]
     InvalidCredentials,
+    /// 401: a member's sign-in refused: WeChat did not take the OAuth code.
+    #[error("the WeChat sign-in code was refused (used, expired or never issued): sign in again")]
+    InvalidOauthCode,
     /// 403: the session's role does not grant the permission.
     #[error("the {} role may not {}", role.as_str(), permission.describe())]
     Forbidden { role: Role, permission: Permission },
@@ -137,7 +140,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            ApiError::Unauthenticated | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthenticated | ApiError::InvalidCredentials | ApiError::InvalidOauthCode => {
+                StatusCode::UNAUTHORIZED
+            }
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
@@ -164,6 +169,7 @@ impl ApiError {
             | ApiError::NotConfigured { code, .. } => code,
             ApiError::Unauthenticated => "unauthenticated",
             ApiError::InvalidCredentials => "invalid_credentials",
+            ApiError::InvalidOauthCode => "invalid_oauth_code",
             ApiError::Forbidden { .. } => "forbidden",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
@@ -366,6 +372,13 @@ impl From<PayFlowError> for ApiError {
         match e {
             PayFlowError::Refused(m) => ApiError::invalid("refused", m),
             PayFlowError::Retry(m) => ApiError::internal("payment flow", &m),
+            PayFlowError::KeyReused => idempotency_key_reused(),
+            PayFlowError::UnknownAccount(m) => ApiError::not_found("account_not_found", m),
+            // A refused sign-in, as a refused admin login answers: the credential (the code) is not good.
+            PayFlowError::CodeRefused(why) => {
+                tracing::info!(why, "oauth code refused");
+                ApiError::InvalidOauthCode
+            }
         }
     }
 }

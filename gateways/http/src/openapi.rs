@@ -221,6 +221,8 @@ v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with
         doc::MerchantCertSerial,
         doc::PrivateKeyPem,
         doc::Keyword,
+        doc::MenuName,
+        doc::MenuButtonType,
     )),
     modifiers(&Common),
     tags(
@@ -472,6 +474,14 @@ mod tests {
             let max = &doc["components"]["schemas"][schema]["properties"][property]["maximum"];
             assert_eq!(max, want, "{schema}.{property}");
         }
+    }
+
+    #[test]
+    fn menu_button_types_are_the_ones_the_server_takes() {
+        let doc = serde_json::to_value(document()).unwrap();
+        let documented = &doc["components"]["schemas"]["MenuButtonType"]["enum"];
+        let taken: Vec<&str> = crate::resources::wechat::menus::MENU_TYPES.to_vec();
+        assert_eq!(documented, &serde_json::json!(taken));
     }
 
     #[test]

@@ -126,8 +126,10 @@ pub struct RechargeCreatedDoc {
     responses(
         (status = 201, description = "Signed in: the member found or registered for the OAuth openid", body = SessionCreatedDoc),
         (status = 400, description = "`invalid_appid`, `malformed_json`", body = ErrorBody),
+        (status = 401, description = "`invalid_oauth_code`: WeChat refused the code (used, expired or never issued)", body = ErrorBody),
+        (status = 404, description = "`account_not_found`: no tenant has bound this official account", body = ErrorBody),
         (status = 409, description = "`member_api_unavailable` (no OAuth port on this node)", body = ErrorBody),
-        (status = 422, description = "`refused` (bad code, unknown account), `invalid_body`", body = ErrorBody),
+        (status = 422, description = "`refused`, `invalid_body`", body = ErrorBody),
     ))]
 pub async fn create_session(
     State(state): State<AppState>,

@@ -126,6 +126,9 @@ impl From<PayFlowError> for Handled {
     fn from(e: PayFlowError) -> Self {
         match e {
             PayFlowError::Refused(d) => Handled::Refused(d),
+            PayFlowError::KeyReused | PayFlowError::UnknownAccount(_) | PayFlowError::CodeRefused(_) => {
+                Handled::Refused(e.to_string())
+            }
             PayFlowError::Retry(d) => Handled::Retry(d),
         }
     }
