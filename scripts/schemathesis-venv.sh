@@ -8,7 +8,10 @@ SCHEMATHESIS_VERSION=4.32.5
 venv="${WXCM_VENV:-$HOME/.cache/wxcm-venv}"
 bin="$venv/bin/schemathesis"
 
-if [ -x "$bin" ] && "$venv/bin/python" -m pip show schemathesis 2>/dev/null | grep -qx "Version: $SCHEMATHESIS_VERSION"; then
+# `grep -q` would stop reading early and pipefail would then count pip's SIGPIPE as
+# a missing install (a reinstall at random): read the whole answer first.
+installed="$("$venv/bin/python" -m pip show schemathesis 2>/dev/null | sed -n 's/^Version: //p' || true)"
+if [ -x "$bin" ] && [ "$installed" = "$SCHEMATHESIS_VERSION" ]; then
   echo "$bin"
   exit 0
 fi
