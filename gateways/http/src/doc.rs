@@ -404,3 +404,17 @@ pub enum MenuButtonType {
     ArticleId,
     ArticleViewLimited,
 }
+
+/// `wxcm_commands::coupons::dispatch`: a dispatch's list, 1..=`DISPATCH_LIST_MAX` distinct member ids.
+pub fn distinct_member_ids() -> utoipa::openapi::schema::Array {
+    let id = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Uuid)));
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(id)
+        .min_items(Some(1))
+        .max_items(Some(wxcm_commands::coupons::dispatch::DISPATCH_LIST_MAX))
+        .unique_items(true)
+        .description(Some("1..=10000 distinct member ids"))
+        .build()
+}

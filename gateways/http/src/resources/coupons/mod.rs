@@ -13,6 +13,11 @@ use wxcm_domain::coupon::{CouponError, CouponId, TemplateCommand, TemplateError,
 use wxcm_domain::MemberId;
 
 use crate::error::{idempotency_key_reused, unknown_tenant, ApiError, ErrorBody};
+
+/// The body limit of a dispatch: its largest list (`dispatch::DISPATCH_LIST_MAX` ids of 36
+/// characters, quoted, with separators and spaces) fits, whatever `http.body_bytes_max` says.
+pub const DISPATCH_BODY_BYTES_MAX: usize = 1024 * 1024;
+const _: () = assert!(dispatch::DISPATCH_LIST_MAX * 64 + 4096 <= DISPATCH_BODY_BYTES_MAX);
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Authorized, Correlation, IdempotencyHeader};
 use crate::permissions::perm;
 use crate::resources::member_api::MemberAuth;
@@ -346,6 +351,7 @@ pub async fn grant(
         (status = 403, description = "`forbidden`", body = ErrorBody),
         (status = 404, description = "`template_not_found`", body = ErrorBody),
         (status = 409, description = "`idempotency_key_reused`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: this route's limit is 1 MiB (10,000 ids fit)", body = ErrorBody),
         (status = 422, description = "`invalid_body`, `invalid_dispatch`, `invalid_card_level`", body = ErrorBody),
     ))]
 #[instrument(skip_all, fields(tenant = %auth.session.tenant_id, template_id = %id.0))]

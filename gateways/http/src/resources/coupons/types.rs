@@ -478,7 +478,7 @@ impl TemplateCouponsPage {
 pub enum DispatchTargetDto {
     /// These members (1..=10000 distinct ids), in this order.
     Members {
-        #[schema(min_items = 1, max_items = 10000)]
+        #[schema(schema_with = crate::doc::distinct_member_ids)]
         member_ids: Vec<uuid::Uuid>,
     },
     /// The members matching every given condition, in registration order.
