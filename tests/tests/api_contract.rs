@@ -32,6 +32,10 @@ const API_V3_KEY: &str = "0123456789abcdef0123456789abcdef";
 const MERCHANT_SERIAL: &str = "3775B6A45ACD588826D15E583A95F5DD2A9F7FA6";
 const MERCHANT_PRIVATE_PEM: &str = include_str!("../../gateways/testdata/other_private.pem");
 const MERCHANT_PUBLIC_PEM: &str = include_str!("../../gateways/testdata/other_public.pem");
+const COMPONENT: &str = "wxcontractcomponent";
+const COMPONENT_SECRET: &str = "contract-component-secret";
+const COMPONENT_TOKEN: &str = "contract-component-token";
+const COMPONENT_AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 const LOGOUT: &str = "/admin/api/v1/logout";
 const PASSWORD: &str = "contract-password-0001";
 const MEMBER_OPENID: &str = "oContractMember0001";
@@ -78,6 +82,8 @@ async fn world() -> World {
         }
     };
     control("/sandbox/apps", json!({"appid": APPID, "secret": APP_SECRET})).await;
+    // A third-party platform, so its authorization start answers as in production.
+    control("/sandbox/apps", json!({"appid": COMPONENT, "secret": COMPONENT_SECRET})).await;
     control(
         "/sandbox/pay/merchants",
         json!({"mch_id": MCH_ID, "appid": APPID, "api_v2_key": API_V2_KEY, "api_v3_key": API_V3_KEY,
@@ -89,7 +95,21 @@ async fn world() -> World {
     settings.wechat.open_base = sim.base_url.clone();
     settings.wechat.mp_base = sim.base_url.clone();
     settings.wechat.pay_base_url = sim.base_url.clone();
+    settings.wechat.component_appid = COMPONENT.into();
+    settings.wechat.component_token = COMPONENT_TOKEN.into();
+    settings.wechat.component_encoding_aes_key = COMPONENT_AES_KEY.into();
+    settings.wechat.component_app_secret = COMPONENT_SECRET.into();
     let t = spawn_app_on(settings).await;
+    // The verify ticket WeChat pushes every ten minutes, pushed once through the real callback.
+    let ticket = "ticket@@@contract";
+    control("/sandbox/component/ticket", json!({"component_appid": COMPONENT, "ticket": ticket})).await;
+    let pushed = control(
+        "/sandbox/callbacks/component",
+        json!({"target_base_url": t.base_url, "component_appid": COMPONENT, "token": COMPONENT_TOKEN,
+               "encoding_aes_key": COMPONENT_AES_KEY, "info": {"verify_ticket": {"ticket": ticket}}}),
+    )
+    .await;
+    assert_eq!(pushed["response"]["status"], 200, "{pushed}");
     let tenant = TenantId::parse(TENANT).unwrap();
     let admin = Actor::Admin { username: "test".into() };
     tenants::create(&t.app, &tenant, "Contract Cinema", admin.clone(), &ctx(&tenant, "tenant")).await.unwrap();
