@@ -382,13 +382,16 @@ impl MemberCursor {
         format!("{}.{}.{}", self.sort.tag(), self.key, self.member_id)
     }
 
-    /// Parses a cursor made by `encode` for the same sort key.
+    /// Parses a cursor made by `encode` for the same sort key, and only such
+    /// text: other spellings of the same values (`+5`, `007`, an uppercase or
+    /// unhyphenated id) are refused, so the cursor's documented pattern is exact.
     pub fn parse(text: &str, sort: MemberSortKey) -> Option<Self> {
         let mut parts = text.splitn(3, '.');
         let tag = parts.next()?;
         let key = parts.next()?.parse().ok()?;
         let member_id = MemberId::parse(parts.next()?).ok()?;
-        (tag.len() == 1 && tag.starts_with(sort.tag())).then_some(Self { sort, key, member_id })
+        let cursor = (tag.len() == 1 && tag.starts_with(sort.tag())).then_some(Self { sort, key, member_id })?;
+        (cursor.encode() == text).then_some(cursor)
     }
 }
 
@@ -616,5 +619,16 @@ mod tests {
         assert_eq!(MemberCursor::parse("p.x.y", MemberSortKey::Points), None);
         assert_eq!(MemberCursor::parse("pp.1.00000000-0000-0000-0000-000000000000", MemberSortKey::Points), None);
         assert_eq!(MemberCursor::parse("", MemberSortKey::Points), None);
+        // Only the spelling `encode` makes.
+        let id = "0b8e1c2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d";
+        assert!(MemberCursor::parse(&format!("p.5.{id}"), MemberSortKey::Points).is_some());
+        for other in [
+            format!("p.+5.{id}"),
+            format!("p.05.{id}"),
+            format!("p.5.{}", id.to_uppercase()),
+            format!("p.5.{}", id.replace('-', "")),
+        ] {
+            assert_eq!(MemberCursor::parse(&other, MemberSortKey::Points), None, "{other}");
+        }
     }
 }

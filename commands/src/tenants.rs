@@ -269,6 +269,16 @@ fn check_secret(what: &str, s: &str) -> Result<(), TenantOpError> {
     Ok(())
 }
 
+/// The token and app secret WeChat issues are printable ASCII (letters and digits).
+fn check_account_secret(what: &str, s: &str) -> Result<(), TenantOpError> {
+    if s.is_empty() || s.len() > SECRET_LEN_MAX || !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(TenantOpError::Invalid(format!(
+            "{what} must be 1..={SECRET_LEN_MAX} printable ASCII characters without spaces"
+        )));
+    }
+    Ok(())
+}
+
 /// Pay's API keys are 32 characters (v3: exactly 32 bytes, the AES-256-GCM
 /// key); a wrong one would only surface when a notification fails to verify.
 pub const PAY_API_KEY_CHARS: usize = 32;
@@ -297,7 +307,7 @@ fn check_pay_formats(p: &PayInput) -> Result<(), TenantOpError> {
     }
     if let Some(pem) = &p.merchant_private_key {
         let trimmed = pem.trim();
-        if !(trimmed.starts_with("-----BEGIN ") && trimmed.contains("PRIVATE KEY-----")) {
+        if !(pem.is_ascii() && trimmed.starts_with("-----BEGIN ") && trimmed.contains("PRIVATE KEY-----")) {
             return Err(TenantOpError::Invalid("merchant_private_key must be a PEM private key".into()));
         }
     }
@@ -312,11 +322,11 @@ pub async fn bind_account(
     ctx: &CommandContext,
 ) -> Result<TenantView, TenantOpError> {
     let appid = AppId::parse(&input.appid).map_err(|e| TenantOpError::Invalid(e.to_string()))?;
-    check_secret("token", &input.token)?;
+    check_account_secret("token", &input.token)?;
     if input.encoding_aes_key.len() != 43 || !input.encoding_aes_key.chars().all(|c| c.is_ascii_alphanumeric()) {
         return Err(TenantOpError::Invalid("encoding_aes_key must be 43 letters and digits".into()));
     }
-    check_secret("app_secret", &input.app_secret)?;
+    check_account_secret("app_secret", &input.app_secret)?;
     let seal = |s: &str| app.sealer.seal(s).map_err(|e| TenantOpError::Infra(e.to_string()));
     let seal_opt = |s: &Option<String>| -> Result<_, TenantOpError> {
         match s {

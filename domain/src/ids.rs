@@ -223,15 +223,16 @@ string_id!(
     /// The client's idempotency key: same key + same payload = same result.
     IdempotencyKey,
     schema(
-        "minLength" = 8,
+        "minLength" = IdempotencyKey::LEN_MIN,
         "maxLength" = IdempotencyKey::LEN_MAX,
         "pattern" = "^[!-~]+$"
     )
 );
 impl IdempotencyKey {
+    pub const LEN_MIN: usize = 8;
     pub const LEN_MAX: usize = 128;
     pub fn parse(s: &str) -> Result<Self, IdError> {
-        check_len("idempotency key", s, 8, Self::LEN_MAX)?;
+        check_len("idempotency key", s, Self::LEN_MIN, Self::LEN_MAX)?;
         if !s.chars().all(|c| c.is_ascii_graphic()) {
             return Err(IdError::Charset { what: "idempotency key", allowed: "printable ASCII without spaces" });
         }

@@ -252,7 +252,7 @@ async fn own_password_needs_the_current_one() {
     let wrong =
         put(&t, OWN_PASSWORD, &ann, json!({"current_password": "not-the-password", "new_password": NEW_PASSWORD}))
             .await;
-    assert_eq!((wrong.status, wrong.code()), (StatusCode::UNPROCESSABLE_ENTITY, "wrong_current_password"));
+    assert_eq!((wrong.status, wrong.code()), (StatusCode::CONFLICT, "wrong_current_password"));
     let short = put(&t, OWN_PASSWORD, &ann, json!({"current_password": PASSWORD, "new_password": "short"})).await;
     assert_eq!((short.status, short.code()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_password"));
     let unknown_field = put(&t, OWN_PASSWORD, &ann, json!({"password": NEW_PASSWORD})).await;

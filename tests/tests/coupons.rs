@@ -630,10 +630,10 @@ async fn a_member_card_code_finds_the_member_and_is_refused_forged_late_or_elsew
     let mut forged = payload.clone();
     let last = forged.pop().unwrap();
     forged.push(if last == '0' { '1' } else { '0' });
-    assert_eq!(lookup(a.staff.clone(), forged).await.1["error"]["code"], "invalid_card_code");
+    assert_eq!(lookup(a.staff.clone(), forged).await.1["error"]["code"], "card_code_not_found");
     let (other, _) = member_with_session(&t, &a, 2).await;
     let swapped = payload.replace(&member_id.to_string(), &other.to_string());
-    assert_eq!(lookup(a.staff.clone(), swapped).await.1["error"]["code"], "invalid_card_code");
+    assert_eq!(lookup(a.staff.clone(), swapped).await.1["error"]["code"], "card_code_not_found");
     assert_eq!(lookup(b.staff.clone(), payload.clone()).await.1["error"]["code"], "other_tenant_card");
     assert_eq!(lookup(a.staff.clone(), "not a card".into()).await.1["error"]["code"], "invalid_card_code");
     // Five minutes later the code is stale.

@@ -639,6 +639,6 @@ async fn member_api_refuses_without_a_session_and_for_an_unbound_account() {
         .await
         .unwrap();
     // The node has its OAuth port; the appid is bound to no tenant, so the code is never exchanged.
-    assert_eq!(res.status().as_u16(), 422, "unbound account");
+    assert_eq!(res.status().as_u16(), 404, "unbound account");
     t.stop().await;
 }

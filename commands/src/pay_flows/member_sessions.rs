@@ -39,7 +39,7 @@ pub async fn member_login(
         .lookup(app, appid)
         .await
         .map_err(|e| PayFlowError::Retry(e.to_string()))?
-        .ok_or_else(|| PayFlowError::Refused("unknown appid".into()))?;
+        .ok_or_else(|| PayFlowError::UnknownAccount(appid.as_str().to_owned()))?;
     let openid = oauth.openid_for_code(appid, code).await?;
     let key = system_key(&["oauth-register", tenant.as_str(), openid.as_str()]).map_err(infra)?;
     let request = members::RegisterRequest {

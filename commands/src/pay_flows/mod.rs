@@ -61,21 +61,30 @@ pub enum PayFlowError {
     /// Something on our side or at Pay failed; the same input may succeed later.
     #[error("temporarily failed: {0}")]
     Retry(String),
+    /// The idempotency key was used with another request: nothing was done (permanent).
+    #[error("idempotency key was already used with a different request")]
+    KeyReused,
+    /// No tenant has bound this official account (permanent).
+    #[error("unknown official account: {0}")]
+    UnknownAccount(String),
+    /// WeChat refused the OAuth code (used, expired or never issued): the member signs in again.
+    #[error("oauth code refused: {0}")]
+    CodeRefused(String),
 }
 
 impl PayFlowError {
     pub fn is_permanent(&self) -> bool {
-        matches!(self, PayFlowError::Refused(_))
+        !matches!(self, PayFlowError::Retry(_))
     }
 }
 
 impl From<PaymentOpError> for PayFlowError {
     fn from(e: PaymentOpError) -> Self {
         match e {
-            PaymentOpError::NotFound
-            | PaymentOpError::Rejected(_)
-            | PaymentOpError::Invalid(_)
-            | PaymentOpError::IdempotencyMismatch => PayFlowError::Refused(e.to_string()),
+            PaymentOpError::IdempotencyMismatch => PayFlowError::KeyReused,
+            PaymentOpError::NotFound | PaymentOpError::Rejected(_) | PaymentOpError::Invalid(_) => {
+                PayFlowError::Refused(e.to_string())
+            }
             PaymentOpError::Contention
             | PaymentOpError::Route(_)
             | PaymentOpError::Infra(_)
@@ -87,9 +96,8 @@ impl From<PaymentOpError> for PayFlowError {
 impl From<MemberOpError> for PayFlowError {
     fn from(e: MemberOpError) -> Self {
         match e {
-            MemberOpError::NotFound | MemberOpError::Rejected(_) | MemberOpError::IdempotencyMismatch => {
-                PayFlowError::Refused(e.to_string())
-            }
+            MemberOpError::IdempotencyMismatch => PayFlowError::KeyReused,
+            MemberOpError::NotFound | MemberOpError::Rejected(_) => PayFlowError::Refused(e.to_string()),
             other => PayFlowError::Retry(other.to_string()),
         }
     }

@@ -77,12 +77,13 @@ impl ReplyContent {
     fn validate(&self, at: &str) -> Result<(), RulesError> {
         match self {
             ReplyContent::Text { content } => {
-                if content.trim().is_empty() || content.len() > REPLY_TEXT_BYTES_MAX {
+                // NUL: PostgreSQL's jsonb cannot hold it, and no WeChat client shows it.
+                if content.trim().is_empty() || content.len() > REPLY_TEXT_BYTES_MAX || content.contains('\0') {
                     return Err(RulesError::BadText(at.to_owned()));
                 }
             }
             ReplyContent::News { articles } => {
-                let field_ok = |s: &str| s.chars().count() <= ARTICLE_FIELD_LEN_MAX;
+                let field_ok = |s: &str| s.chars().count() <= ARTICLE_FIELD_LEN_MAX && !s.contains('\0');
                 let ok = (1..=NEWS_ARTICLES_MAX).contains(&articles.len())
                     && articles.iter().all(|a| {
                         !a.title.trim().is_empty()

@@ -82,6 +82,24 @@ impl AdminRoutes {
         self.add(Method::POST, MethodFilter::POST, path, access, handler)
     }
 
+    /// A POST whose body may be larger than the configured limit, up to `bytes_max`: a body
+    /// whose every part is bounded by its own rule (the dispatch's 10,000 member ids).
+    fn post_large<H: Handler<T, AppState>, T: 'static>(
+        mut self,
+        path: &'static str,
+        access: Access,
+        bytes_max: usize,
+        handler: H,
+    ) -> Self {
+        let route = on(MethodFilter::POST, handler).layer(axum::extract::DefaultBodyLimit::max(bytes_max));
+        match access {
+            Access::Public => self.public = self.public.route(path, route),
+            Access::AnySession | Access::Needs(_) => self.protected = self.protected.route(path, route),
+        }
+        self.table.push(AdminRoute { method: Method::POST, path, access, keyed_by_layer: false });
+        self
+    }
+
     fn put<H: Handler<T, AppState>, T: 'static>(self, path: &'static str, access: Access, handler: H) -> Self {
         self.add(Method::PUT, MethodFilter::PUT, path, access, handler)
     }
@@ -175,7 +193,12 @@ pub(crate) fn admin_routes() -> AdminRoutes {
         .put("/coupon-templates/{template_id}/enabled", Needs(P::CouponSettings), coupons::put_enabled)
         .put("/coupon-templates/{template_id}/welcome", Needs(P::CouponSettings), coupons::put_welcome)
         .post("/coupon-templates/{template_id}/grants", Needs(P::CouponGrant), coupons::grant)
-        .post("/coupon-templates/{template_id}/dispatches", Needs(P::CouponGrant), coupons::start_dispatch)
+        .post_large(
+            "/coupon-templates/{template_id}/dispatches",
+            Needs(P::CouponGrant),
+            coupons::DISPATCH_BODY_BYTES_MAX,
+            coupons::start_dispatch,
+        )
         .get("/coupon-dispatches/{job_id}", Needs(P::CouponRead), coupons::get_dispatch)
         .post("/coupons/redemptions", Needs(P::CouponRedeem), coupons::redeem)
         .get("/coupons/{coupon_id}", Needs(P::CouponRead), coupons::get_coupon)

@@ -56,6 +56,9 @@ pub enum ApiError {
     /// 401: login refused; the same answer whether or not the user exists.
     #[error("invalid tenant, username or password")]
     InvalidCredentials,
+    /// 401: a member's sign-in refused: WeChat did not take the OAuth code.
+    #[error("the WeChat sign-in code was refused (used, expired or never issued): sign in again")]
+    InvalidOauthCode,
     /// 403: the session's role does not grant the permission.
     #[error("the {} role may not {}", role.as_str(), permission.describe())]
     Forbidden { role: Role, permission: Permission },
@@ -137,7 +140,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            ApiError::Unauthenticated | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthenticated | ApiError::InvalidCredentials | ApiError::InvalidOauthCode => {
+                StatusCode::UNAUTHORIZED
+            }
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
@@ -164,6 +169,7 @@ impl ApiError {
             | ApiError::NotConfigured { code, .. } => code,
             ApiError::Unauthenticated => "unauthenticated",
             ApiError::InvalidCredentials => "invalid_credentials",
+            ApiError::InvalidOauthCode => "invalid_oauth_code",
             ApiError::Forbidden { .. } => "forbidden",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
@@ -221,7 +227,9 @@ pub fn member_rejection(e: &MemberError) -> ApiError {
         MemberError::HoldExists(_) => ApiError::conflict("hold_exists", message),
         MemberError::Overflow => ApiError::invalid("overflow", message),
         MemberError::InvalidExpiry => ApiError::invalid("invalid_expiry", message),
-        MemberError::ChargeNotFound(_) => ApiError::invalid("charge_not_found", message),
+        // The ledger as it stands has no such charge (a later charge may take the sequence): state, like
+        // `refund_exceeds_charge`, not a malformed request.
+        MemberError::ChargeNotFound(_) => ApiError::conflict("charge_not_found", message),
         MemberError::HoldNotFound(_) => ApiError::invalid("hold_not_found", message),
         MemberError::SelfReferral => ApiError::invalid("self_referral", message),
         MemberError::RechargeNotFound(_) => ApiError::invalid("recharge_not_found", message),
@@ -326,7 +334,9 @@ impl From<AdminUserError> for ApiError {
         match e {
             AdminUserError::InvalidUsername(_) => ApiError::invalid("invalid_username", message),
             AdminUserError::InvalidPassword(_) => ApiError::invalid("invalid_password", message),
-            AdminUserError::WrongPassword => ApiError::invalid("wrong_current_password", message),
+            // The password given is not the user's password now (it may have changed a moment ago): a state
+            // the request does not fit, like every 409; never 401, which tells a client its session is gone.
+            AdminUserError::WrongPassword => ApiError::conflict("wrong_current_password", message),
             AdminUserError::NotFound => ApiError::not_found("admin_user_not_found", message),
             AdminUserError::UsernameTaken => ApiError::conflict("username_taken", message),
             AdminUserError::TooManyUsers => ApiError::conflict("too_many_admin_users", message),
@@ -362,6 +372,13 @@ impl From<PayFlowError> for ApiError {
         match e {
             PayFlowError::Refused(m) => ApiError::invalid("refused", m),
             PayFlowError::Retry(m) => ApiError::internal("payment flow", &m),
+            PayFlowError::KeyReused => idempotency_key_reused(),
+            PayFlowError::UnknownAccount(m) => ApiError::not_found("account_not_found", m),
+            // A refused sign-in, as a refused admin login answers: the credential (the code) is not good.
+            PayFlowError::CodeRefused(why) => {
+                tracing::info!(why, "oauth code refused");
+                ApiError::InvalidOauthCode
+            }
         }
     }
 }
@@ -466,7 +483,7 @@ mod tests {
         assert_eq!(status_code(AdminUserError::UsernameTaken), (409, "username_taken"));
         assert_eq!(status_code(AdminUserError::TooManyUsers), (409, "too_many_admin_users"));
         assert_eq!(status_code(AdminUserError::IdempotencyMismatch), (409, "idempotency_key_reused"));
-        assert_eq!(status_code(AdminUserError::WrongPassword), (422, "wrong_current_password"));
+        assert_eq!(status_code(AdminUserError::WrongPassword), (409, "wrong_current_password"));
         assert_eq!(status_code(AdminUserError::InvalidPassword("too short".into())), (422, "invalid_password"));
         assert_eq!(status_code(AdminUserError::Infra("db down".into())), (500, "internal"));
     }
@@ -494,7 +511,7 @@ mod tests {
             (MemberError::HoldExists("h".into()), 409, "hold_exists"),
             (MemberError::Overflow, 422, "overflow"),
             (MemberError::InvalidExpiry, 422, "invalid_expiry"),
-            (MemberError::ChargeNotFound(7), 422, "charge_not_found"),
+            (MemberError::ChargeNotFound(7), 409, "charge_not_found"),
             (MemberError::HoldNotFound("h".into()), 422, "hold_not_found"),
         ];
         for (error, status, code) in cases {

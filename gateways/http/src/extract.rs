@@ -49,7 +49,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Err(ApiError::invalid("invalid_body", "the body must be a JSON object"));
         }
-        let Json(value) = Json::<T>::from_bytes(&bytes)?;
+        // `595.0` is the integer 595 to the document's JSON Schema; serde's integers take only `595`.
+        let Json(value) = Json::<T>::from_bytes(&crate::whole_numbers::integers_spelled_plainly(&bytes))?;
         Ok(ApiJson(value))
     }
 }

@@ -59,6 +59,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 mod admin_routes;
+mod doc;
 mod error;
 mod extract;
 mod middleware;
@@ -71,6 +72,7 @@ mod state;
 mod tests;
 pub mod wechat_edge;
 pub mod wechat_outbound;
+mod whole_numbers;
 
 use ratelimit::LoginLimiter;
 pub use resources::member_api::MemberPorts;
@@ -153,9 +155,15 @@ pub fn router_with_member(
     build_with(app, readiness, settings, sessions, wechat, member)
 }
 
-/// The pretty-printed OpenAPI document (also served at `/openapi.json`).
+/// The pretty-printed OpenAPI document with the default limits (the committed
+/// `schemas/openapi.json`).
 pub fn openapi_json() -> String {
-    openapi::document().to_pretty_json().expect("the OpenAPI document serializes")
+    openapi_json_for(&wxcm_commands::ports::Limits::default())
+}
+
+/// The document of a server with these limits (served at `/openapi.json`).
+fn openapi_json_for(limits: &wxcm_commands::ports::Limits) -> String {
+    openapi::document_for(limits).to_pretty_json().expect("the OpenAPI document serializes")
 }
 
 #[cfg(test)]
@@ -181,12 +189,13 @@ fn build_with(
         tracing::warn!("login_attempts_per_minute is 0; using 1");
         NonZeroU32::MIN
     });
+    let openapi_json = openapi_json_for(&app.limits).into();
     let state = AppState {
         app,
         sessions,
         readiness,
         login_limits: Arc::new(LoginLimiter::new(attempts)),
-        openapi_json: openapi_json().into(),
+        openapi_json,
         wechat: wechat.clone(),
         member,
         body_bytes_max: settings.body_bytes_max,

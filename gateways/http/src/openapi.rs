@@ -3,10 +3,15 @@
 //! step (regenerate with `WXCM_WRITE_OPENAPI=1 cargo test -p wxcm-http`).
 
 use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::AdditionalProperties;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, ObjectBuilder, Ref, ResponseBuilder, Type};
+use utoipa::openapi::{ContentBuilder, ObjectBuilder, Ref, RefOr, ResponseBuilder, Schema, Type};
 use utoipa::{Modify, OpenApi};
 
+use wxcm_commands::ports::Limits;
+use wxcm_domain::IdempotencyKey;
+
+use crate::doc;
 use crate::error::{ErrorBody, ErrorDetail};
 use crate::resources::wechat::{authorization, menus, points_rules, qr_codes, reply_rules};
 use crate::resources::{
@@ -41,12 +46,12 @@ Errors are `{\"error\": {\"code\", \"message\"}}`:
 - 403 `forbidden` (role);
 - 404 unknown member (also another tenant's) or tenant;
 - 409 valid request that the current state refuses: `insufficient_balance`, `insufficient_points`, \
-`refund_exceeds_charge`, `same_card_level`, `too_many_lots`, `already_registered`, `too_many_accounts`, \
-`idempotency_key_reused`;
+`refund_exceeds_charge`, `charge_not_found`, `same_card_level`, `too_many_lots`, `already_registered`, `too_many_accounts`, \
+`wrong_current_password`, `idempotency_key_reused`;
 - 413 body over the limit; 415 body without `Content-Type: application/json`;
 - 422 values that can never be accepted: `invalid_body` (wrong types, missing or unknown fields), \
 `invalid_amount` (zero, negative or over the configured limit), `invalid_expiry`, `invalid_text`, \
-`invalid_card_level`, `invalid_openid`, `charge_not_found`, `overflow`, `invalid_account`, `invalid_name`;
+`invalid_card_level`, `invalid_openid`, `overflow`, `invalid_account`, `invalid_name`;
 - 429 `rate_limited` (login) with `Retry-After`;
 - 500 `internal` (details are logged, never sent);
 - 503 `contention` or `timeout` with `Retry-After`: retry with the same idempotency key.
@@ -179,7 +184,47 @@ v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with
         pay_notify::notify_v3,
         pay_notify::notify_refund_v2,
     ),
-    components(schemas(ErrorBody, ErrorDetail, health::HealthBody, health::PartBody)),
+    components(schemas(
+        ErrorBody,
+        ErrorDetail,
+        health::HealthBody,
+        health::PartBody,
+        doc::CardNumber,
+        doc::OpenId,
+        doc::OfficialAccountAppId,
+        doc::PayOrderId,
+        doc::TenantSlug,
+        doc::AdminUsername,
+        doc::MemberCursor,
+        doc::CardLevelName,
+        doc::RegistrationSource,
+        doc::FollowSource,
+        doc::MemberSort,
+        doc::SortOrder,
+        doc::OperationOutcome,
+        doc::PaymentState,
+        doc::CouponState,
+        doc::ReportFormat,
+        doc::PayApi,
+        doc::ShortText,
+        doc::Name100,
+        doc::ProductDescription,
+        doc::ImageUrl,
+        doc::CouponCodeInput,
+        doc::CardCodeInput,
+        doc::MallOrderInput,
+        doc::RedirectUri,
+        doc::QrScene,
+        doc::AccountSecret,
+        doc::EncodingAesKey,
+        doc::MchId,
+        doc::PayApiKey,
+        doc::MerchantCertSerial,
+        doc::PrivateKeyPem,
+        doc::Keyword,
+        doc::MenuName,
+        doc::MenuButtonType,
+    )),
     modifiers(&Common),
     tags(
         (name = "health", description = "Liveness, readiness, this document"),
@@ -201,9 +246,17 @@ referral links, third-party authorization"),
 )]
 struct ApiDoc;
 
-/// Adds what every operation shares: the bearer scheme, the correlation
-/// header, 401 on secured routes, 500 and 503 everywhere under the API.
+/// Adds what every operation shares: the bearer schemes, the correlation
+/// header and its 400, the JSON body's 400/413/415/422, 401 on secured
+/// routes, the `Idempotency-Key` header (its real rule) wherever the server
+/// reads one, 500 and 503 everywhere under the APIs; and closes the variants
+/// of tagged enums, whose `deny_unknown_fields` utoipa leaves out.
 struct Common;
+
+/// Admin POSTs that change nothing or are not idempotent by key: signing in
+/// and out, and the card-code lookup (a read with a body).
+const UNKEYED_ADMIN_POSTS: [&str; 3] =
+    ["/admin/api/v1/login", "/admin/api/v1/logout", "/admin/api/v1/members/card-code-lookups"];
 
 impl Modify for Common {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
@@ -212,16 +265,20 @@ impl Modify for Common {
         let mut member = Http::new(HttpAuthScheme::Bearer);
         member.description = Some("Member session token from `POST /m/api/v1/sessions`".into());
         components.add_security_scheme("member_bearer", SecurityScheme::Http(member));
+        for (name, schema) in components.schemas.iter_mut() {
+            let tag = if TYPE_TAGGED.contains(&name.as_str()) { "type" } else { "kind" };
+            close_tagged_variants(schema, tag);
+        }
         for (path, item) in openapi.paths.paths.iter_mut() {
             let api = path.starts_with("/admin/") || path.starts_with("/m/api/");
             if let Some(get) = item.get.as_mut() {
                 decorate(get, api);
             }
-            // Every admin write but signing in and out is idempotent by key.
-            let keyed = path.starts_with("/admin/api/v1/") && !path.ends_with("/login") && !path.ends_with("/logout");
+            // Every admin write but the unkeyed ones is idempotent by key.
+            let keyed = path.starts_with("/admin/api/v1/") && !UNKEYED_ADMIN_POSTS.contains(&path.as_str());
             for operation in [&mut item.put, &mut item.post, &mut item.delete, &mut item.patch].into_iter().flatten() {
                 decorate(operation, api);
-                if keyed {
+                if keyed || declares_idempotency_key(operation) {
                     require_idempotency_key(operation);
                 }
             }
@@ -229,37 +286,80 @@ impl Modify for Common {
     }
 }
 
-fn error_response(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+/// `deny_unknown_fields` on an internally tagged enum refuses unknown fields
+/// in every variant; utoipa does not say so on the variants' objects.
+/// Tagged enums whose tag is `type` (the others' is `kind`).
+const TYPE_TAGGED: [&str; 1] = ["ReplyDto"];
+
+fn close_tagged_variants(schema: &mut RefOr<Schema>, tag: &str) {
+    let RefOr::T(Schema::OneOf(one_of)) = schema else {
+        return;
+    };
+    for variant in one_of.items.iter_mut() {
+        if let RefOr::T(Schema::Object(object)) = variant {
+            if object.properties.contains_key(tag) {
+                object.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
+            }
+        }
+    }
+}
+
+fn error_response(description: &str) -> RefOr<utoipa::openapi::Response> {
     let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build();
     ResponseBuilder::new().description(description).content("application/json", content).build().into()
 }
 
-/// Declares the `Idempotency-Key` header where the operation does not yet.
+/// Documents an error answer: a new response, or the codes added to the
+/// description of the one already there.
+fn add_error(operation: &mut Operation, status: &str, codes: &[&str]) {
+    let text = codes.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ");
+    match operation.responses.responses.get_mut(status) {
+        Some(RefOr::T(response)) => {
+            let missing: Vec<String> = codes
+                .iter()
+                .filter(|c| !response.description.contains(&format!("`{c}`")))
+                .map(|c| format!("`{c}`"))
+                .collect();
+            if !missing.is_empty() {
+                response.description = format!("{}; {}", response.description, missing.join(", "));
+            }
+        }
+        Some(RefOr::Ref(_)) => {}
+        None => {
+            operation.responses.responses.insert(status.into(), error_response(&text));
+        }
+    }
+}
+
+fn declares_idempotency_key(operation: &Operation) -> bool {
+    operation.parameters.iter().flatten().any(|p| p.name.eq_ignore_ascii_case("Idempotency-Key"))
+}
+
+/// The `Idempotency-Key` header as the server reads it (`IdempotencyKey::parse`),
+/// replacing whatever the operation declared.
 fn require_idempotency_key(operation: &mut Operation) {
     let parameters = operation.parameters.get_or_insert_with(Vec::new);
-    if parameters.iter().any(|p| p.name.eq_ignore_ascii_case("Idempotency-Key")) {
-        return;
-    }
+    parameters.retain(|p| !p.name.eq_ignore_ascii_case("Idempotency-Key"));
     let schema = ObjectBuilder::new()
         .schema_type(Type::String)
-        .min_length(Some(8))
-        .max_length(Some(128))
-        .pattern(Some("^[\\x21-\\x7e]+$"));
+        .min_length(Some(IdempotencyKey::LEN_MIN))
+        .max_length(Some(IdempotencyKey::LEN_MAX))
+        .pattern(Some("^[!-~]+$"));
     parameters.push(
         ParameterBuilder::new()
             .name("Idempotency-Key")
             .parameter_in(ParameterIn::Header)
             .required(utoipa::openapi::Required::True)
             .description(Some(
-                "8..=128 printable ASCII characters; the same key with the same request replays the first answer \
-(`Idempotent-Replayed: true`), with another request 409 `idempotency_key_reused`, while the first runs 409 \
-`request_in_progress`",
+                "8..=128 printable ASCII characters without spaces; the same key with the same request replays the \
+first answer (`Idempotent-Replayed: true`), with another request 409 `idempotency_key_reused`, while the first runs \
+409 `request_in_progress`",
             ))
             .schema(Some(schema))
             .build(),
     );
-    let responses = &mut operation.responses.responses;
-    responses.entry("409".into()).or_insert_with(|| error_response("`idempotency_key_reused`, `request_in_progress`"));
+    add_error(operation, "400", &["idempotency_key_missing", "idempotency_key_invalid"]);
+    add_error(operation, "409", &["idempotency_key_reused", "request_in_progress"]);
 }
 
 fn decorate(operation: &mut Operation, api: bool) {
@@ -274,13 +374,24 @@ fn decorate(operation: &mut Operation, api: bool) {
         ))
         .build();
     operation.parameters.get_or_insert_with(Vec::new).push(parameter);
-    let responses = &mut operation.responses.responses;
+    // The correlation layer runs before every route.
+    add_error(operation, "400", &["invalid_correlation_id"]);
+    if api && operation.request_body.as_ref().is_some_and(|b| b.content.contains_key("application/json")) {
+        // `extract::ApiJson`: syntax, size, media type, shape.
+        add_error(operation, "400", &["malformed_json"]);
+        add_error(operation, "413", &["payload_too_large"]);
+        add_error(operation, "415", &["unsupported_media_type"]);
+        add_error(operation, "422", &["invalid_body"]);
+    }
     if operation.security.is_some() {
-        responses.insert("401".into(), error_response("`unauthenticated`: missing, invalid or expired token"));
+        operation
+            .responses
+            .responses
+            .insert("401".into(), error_response("`unauthenticated`: missing, invalid or expired token"));
     }
     if api {
-        responses.insert("500".into(), error_response("`internal`"));
-        responses.insert(
+        operation.responses.responses.insert("500".into(), error_response("`internal`"));
+        operation.responses.responses.insert(
             "503".into(),
             error_response(
                 "`contention`, `timeout` or `unavailable` (the database could not be reached: the outcome is \
@@ -290,8 +401,47 @@ unknown); see `Retry-After` and retry with the same idempotency key",
     }
 }
 
+/// Which configured limit bounds a body field.
+#[derive(Clone, Copy)]
+enum Limit {
+    AmountFen,
+    Points,
+}
+
+/// Body fields whose maximum is configuration (`limits.amount_fen_max`,
+/// `limits.points_max`): (schema, property, limit).
+const CONFIGURED_MAXIMA: [(&str, &str, Limit); 5] = [
+    ("GrantPointsBody", "points", Limit::Points),
+    ("DeductPointsBody", "points", Limit::Points),
+    ("CashBody", "amount_fen", Limit::AmountFen),
+    ("RefundBody", "amount_fen", Limit::AmountFen),
+    ("RechargeBody", "amount_fen", Limit::AmountFen),
+];
+
+/// The document of a server with these limits (the committed copy has the defaults).
+pub fn document_for(limits: &Limits) -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    let mut schemas = doc.components.as_mut().map(|c| &mut c.schemas);
+    for (schema, property, limit) in CONFIGURED_MAXIMA {
+        let max = match limit {
+            Limit::AmountFen => limits.amount_fen_max,
+            Limit::Points => limits.points_max,
+        };
+        let field = schemas.as_deref_mut().and_then(|s| s.get_mut(schema)).and_then(|s| match s {
+            RefOr::T(Schema::Object(o)) => o.properties.get_mut(property),
+            _ => None,
+        });
+        if let Some(RefOr::T(Schema::Object(field))) = field {
+            field.maximum = isize::try_from(max).ok().map(utoipa::Number::Int);
+        }
+    }
+    doc
+}
+
+/// The document with the default limits (what the tests check).
+#[cfg(test)]
 pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    document_for(&Limits::default())
 }
 
 #[cfg(test)]
@@ -311,6 +461,28 @@ mod tests {
             committed == generated,
             "schemas/openapi.json is stale; run WXCM_WRITE_OPENAPI=1 cargo test -p wxcm-http"
         );
+    }
+
+    #[test]
+    fn configured_maxima_name_existing_fields() {
+        let limits = Limits { amount_fen_max: 123, points_max: 456, ..Limits::default() };
+        let doc = serde_json::to_value(document_for(&limits)).unwrap();
+        for (schema, property, limit) in CONFIGURED_MAXIMA {
+            let want = match limit {
+                Limit::AmountFen => 123,
+                Limit::Points => 456,
+            };
+            let max = &doc["components"]["schemas"][schema]["properties"][property]["maximum"];
+            assert_eq!(max, want, "{schema}.{property}");
+        }
+    }
+
+    #[test]
+    fn menu_button_types_are_the_ones_the_server_takes() {
+        let doc = serde_json::to_value(document()).unwrap();
+        let documented = &doc["components"]["schemas"]["MenuButtonType"]["enum"];
+        let taken: Vec<&str> = crate::resources::wechat::menus::MENU_TYPES.to_vec();
+        assert_eq!(documented, &serde_json::json!(taken));
     }
 
     #[test]

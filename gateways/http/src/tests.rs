@@ -452,6 +452,22 @@ async fn bodies_are_limited() {
 }
 
 #[tokio::test]
+async fn a_dispatch_takes_a_body_up_to_its_own_limit() {
+    let router = edge(HttpSettings::default());
+    let max = crate::resources::coupons::DISPATCH_BODY_BYTES_MAX;
+    let uri = format!("/admin/api/v1/coupon-templates/{}/dispatches", uuid::Uuid::nil());
+    let ids: Vec<String> = (0..wxcm_commands::coupons::dispatch::DISPATCH_LIST_MAX)
+        .map(|n| uuid::Uuid::from_u128(n as u128 + 1).to_string())
+        .collect();
+    let body = json!({"target": {"kind": "members", "member_ids": ids}}).to_string();
+    let padded = |len: usize| format!("{body}{}", " ".repeat(len - body.len()));
+    let at_limit = send(&router, request(Method::POST, &uri, Some("owner"), KEY, Some(padded(max)))).await;
+    assert_ne!(at_limit.status, StatusCode::PAYLOAD_TOO_LARGE, "{:?}", at_limit.code());
+    let past_limit = send(&router, request(Method::POST, &uri, Some("owner"), KEY, Some(padded(max + 1)))).await;
+    assert_eq!((past_limit.status, past_limit.code()), (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"));
+}
+
+#[tokio::test]
 async fn path_and_query_parameters_are_bounded() {
     let router = edge(HttpSettings::default());
     let get = |uri: String| request(Method::GET, &uri, Some("auditor"), None, None);
@@ -508,7 +524,9 @@ async fn health_readiness_and_the_document() {
     assert_eq!(reply.body["reason"], "database unreachable");
     let reply = send(&router, request(Method::GET, "/openapi.json", None, None, None)).await;
     assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(reply.body, serde_json::from_str::<Value>(&crate::openapi_json()).unwrap());
+    // The served document states this server's limits.
+    assert_eq!(reply.body, serde_json::from_str::<Value>(&crate::openapi_json_for(&app().limits)).unwrap());
+    assert_eq!(reply.body["components"]["schemas"]["CashBody"]["properties"]["amount_fen"]["maximum"], 10_000);
 }
 
 #[tokio::test]

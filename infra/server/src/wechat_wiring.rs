@@ -122,7 +122,7 @@ impl OauthExchange for OauthAdapter {
     async fn openid_for_code(&self, appid: &AppId, code: &str) -> Result<OpenId, PayFlowError> {
         let retry = |e: &dyn std::fmt::Display| PayFlowError::Retry(e.to_string());
         let Some((tenant, mode)) = self.directory.lookup(&self.app, appid).await.map_err(|e| retry(&e))? else {
-            return Err(PayFlowError::Refused(format!("appid {} is not bound", appid.as_str())));
+            return Err(PayFlowError::UnknownAccount(appid.as_str().to_owned()));
         };
         let secret = match mode {
             AccountMode::Direct => {
@@ -137,7 +137,7 @@ impl OauthExchange for OauthAdapter {
             AccountMode::Component => None,
         };
         let openid = self.outbound.oauth_openid(appid, mode, secret.as_deref(), code).await.map_err(|e| match e {
-            OutboundError::Rejected(why) => PayFlowError::Refused(why),
+            OutboundError::Rejected(why) => PayFlowError::CodeRefused(why),
             other => PayFlowError::Retry(other.to_string()),
         })?;
         OpenId::parse(&openid).map_err(|e| PayFlowError::Refused(format!("WeChat returned a bad openid: {e}")))

@@ -59,11 +59,9 @@ impl From<Role> for AdminRole {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAdminUserBody {
-    /// 1..=64 of `A-Z a-z 0-9 _ - . @`.
-    #[schema(example = "counter-1")]
+    #[schema(example = "counter-1", min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_.@-]+$")]
     pub username: String,
-    /// 10..=128 characters.
-    #[schema(format = Password)]
+    #[schema(format = Password, min_length = 10, max_length = 128)]
     pub password: String,
     pub role: AdminRole,
 }
@@ -77,8 +75,7 @@ pub struct RoleBody {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordResetBody {
-    /// 10..=128 characters.
-    #[schema(format = Password)]
+    #[schema(format = Password, min_length = 10, max_length = 128)]
     pub new_password: String,
 }
 
@@ -87,8 +84,7 @@ pub struct PasswordResetBody {
 pub struct OwnPasswordBody {
     #[schema(format = Password)]
     pub current_password: String,
-    /// 10..=128 characters.
-    #[schema(format = Password)]
+    #[schema(format = Password, min_length = 10, max_length = 128)]
     pub new_password: String,
 }
 
@@ -179,7 +175,7 @@ pub async fn create_admin_user(
 #[utoipa::path(put, path = "/admin/api/v1/admin-users/{username}/role", tag = "admin-users",
     security(("bearer" = [])),
     params(
-        ("username" = String, Path, description = "1..=64 of `A-Z a-z 0-9 _ - . @`"),
+        ("username" = crate::doc::AdminUsername, Path),
         ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters"),
     ),
     request_body = RoleBody,
@@ -223,7 +219,7 @@ async fn set_disabled(
 #[utoipa::path(post, path = "/admin/api/v1/admin-users/{username}/disable", tag = "admin-users",
     security(("bearer" = [])),
     params(
-        ("username" = String, Path, description = "1..=64 of `A-Z a-z 0-9 _ - . @`"),
+        ("username" = crate::doc::AdminUsername, Path),
         ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters"),
     ),
     responses(
@@ -247,7 +243,7 @@ pub async fn disable_admin_user(
 #[utoipa::path(post, path = "/admin/api/v1/admin-users/{username}/enable", tag = "admin-users",
     security(("bearer" = [])),
     params(
-        ("username" = String, Path, description = "1..=64 of `A-Z a-z 0-9 _ - . @`"),
+        ("username" = crate::doc::AdminUsername, Path),
         ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters"),
     ),
     responses(
@@ -273,7 +269,7 @@ pub async fn enable_admin_user(
 #[utoipa::path(post, path = "/admin/api/v1/admin-users/{username}/password-reset", tag = "admin-users",
     security(("bearer" = [])),
     params(
-        ("username" = String, Path, description = "1..=64 of `A-Z a-z 0-9 _ - . @`"),
+        ("username" = crate::doc::AdminUsername, Path),
         ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters"),
     ),
     request_body = PasswordResetBody,
@@ -312,10 +308,11 @@ pub async fn reset_admin_user_password(
         (status = 204, description = "Password changed, every session of the user ended"),
         (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `malformed_json`", body = ErrorBody),
         (status = 404, description = "`tenant_not_found`", body = ErrorBody),
-        (status = 409, description = "`idempotency_key_reused`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`, `wrong_current_password` (`current_password` is not \
+the user's password)", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
-        (status = 422, description = "`invalid_body`, `invalid_password` (the new one), `wrong_current_password`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`, `invalid_password` (the new one)", body = ErrorBody),
         (status = 429, description = "`rate_limited`: too many attempts for this user (shared with login); see `Retry-After`",
             body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]

@@ -71,8 +71,10 @@ async fn member(state: &AppState, headers: &HeaderMap) -> Result<MemberSession, 
 #[derive(Deserialize, ToSchema)]
 pub struct SessionRequest {
     /// The official account the page runs in.
+    #[schema(value_type = crate::doc::OfficialAccountAppId)]
     appid: String,
-    /// The WeChat OAuth `code` the page was given.
+    /// The WeChat OAuth `code` the page was given: 1..=128 printable ASCII characters without spaces.
+    #[schema(min_length = 1, max_length = 128, pattern = "^[!-~]+$")]
     code: String,
 }
 
@@ -124,8 +126,10 @@ pub struct RechargeCreatedDoc {
     responses(
         (status = 201, description = "Signed in: the member found or registered for the OAuth openid", body = SessionCreatedDoc),
         (status = 400, description = "`invalid_appid`, `malformed_json`", body = ErrorBody),
+        (status = 401, description = "`invalid_oauth_code`: WeChat refused the code (used, expired or never issued)", body = ErrorBody),
+        (status = 404, description = "`account_not_found`: no tenant has bound this official account", body = ErrorBody),
         (status = 409, description = "`member_api_unavailable` (no OAuth port on this node)", body = ErrorBody),
-        (status = 422, description = "`refused` (bad code, unknown account), `invalid_body`", body = ErrorBody),
+        (status = 422, description = "`refused`, `invalid_body`", body = ErrorBody),
     ))]
 pub async fn create_session(
     State(state): State<AppState>,
@@ -179,8 +183,11 @@ pub async fn card_code(
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RechargeBody {
+    /// Fen, > 0 and at most the configured limit.
+    #[schema(minimum = 1)]
     amount_fen: i64,
     /// `v2` or `v3`; by default v3 when the merchant's v3 settings are complete, else v2.
+    #[schema(value_type = Option<crate::doc::PayApi>)]
     api: Option<String>,
 }
 
@@ -191,9 +198,10 @@ pub struct RechargeBody {
     request_body = RechargeBody,
     responses(
         (status = 201, description = "The order, created at Pay, and the JSAPI parameters to pay it", body = RechargeCreatedDoc),
-        (status = 400, description = "`invalid_amount`, `invalid_api`, `idempotency_key_missing`, `idempotency_key_invalid`, `malformed_json`", body = ErrorBody),
+        (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `malformed_json`", body = ErrorBody),
         (status = 409, description = "`member_api_unavailable` (no Pay port on this node)", body = ErrorBody),
-        (status = 422, description = "`refused` (Pay refused the order), `invalid_body`", body = ErrorBody),
+        (status = 422, description = "`invalid_amount` (not 1..=the configured limit), `invalid_api`, `refused` (Pay \
+refused the order), `invalid_body`", body = ErrorBody),
     ))]
 pub async fn create_recharge(
     State(state): State<AppState>,
@@ -204,11 +212,11 @@ pub async fn create_recharge(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let pay = state.member.pay.clone().ok_or_else(unavailable)?;
     let amount_fen = AmountFen::new_with_limit(body.amount_fen, state.app.limits.amount_fen_max)
-        .map_err(|e| ApiError::bad_request("invalid_amount", e.to_string()))?;
+        .map_err(|e| ApiError::invalid("invalid_amount", e.to_string()))?;
     let api = match body.api.as_deref() {
         Some("v3") => Some(PayApiVersion::V3),
         Some("v2") => Some(PayApiVersion::V2),
-        Some(_) => return Err(ApiError::bad_request("invalid_api", "api must be v2 or v3")),
+        Some(_) => return Err(ApiError::invalid("invalid_api", "api must be v2 or v3")),
         // Not asked: what the merchant has settings for (v2-only merchants get v2).
         None => None,
     };
@@ -235,7 +243,7 @@ pub async fn create_recharge(
 /// `GET /m/api/v1/recharges/{order_id}`: the member's own orders only.
 #[utoipa::path(get, path = "/m/api/v1/recharges/{order_id}", tag = "member",
     security(("member_bearer" = [])),
-    params(("order_id" = String, Path)),
+    params(("order_id" = crate::doc::PayOrderId, Path)),
     responses(
         (status = 200, description = "The order (its status tells whether the payment arrived)", body = crate::resources::payments::PaymentOrderDoc),
         (status = 400, description = "`invalid_order_id`", body = ErrorBody),

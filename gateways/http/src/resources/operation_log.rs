@@ -21,18 +21,24 @@ pub const OPLOG_PAGE_DEFAULT: u32 = 50;
 #[into_params(parameter_in = Query)]
 pub struct OperationLogQuery {
     /// Only this user's writes.
+    #[param(min_length = 1, max_length = 256)]
     pub username: Option<String>,
     /// Only this route template, e.g. `/admin/api/v1/members/{member_id}/cash/deposits`.
+    #[param(min_length = 1, max_length = 256)]
     pub route: Option<String>,
-    /// `succeeded`, `refused` or `failed`.
+    #[param(value_type = Option<crate::doc::OperationOutcome>)]
     pub outcome: Option<String>,
     /// Recorded at or after (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
     pub from: Option<String>,
     /// Recorded at or before (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
     pub to: Option<String>,
     /// The previous page's `next_before`.
+    #[param(minimum = 1)]
     pub before: Option<i64>,
-    /// 1..=100, default 50.
+    /// Default 50.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
 }
 
@@ -65,7 +71,8 @@ impl OperationLogQuery {
             ),
         };
         let bounded = |field: &str, value: Option<String>| match value {
-            Some(v) if v.is_empty() || v.len() > oplog::OPLOG_TEXT_MAX => {
+            // Characters, as the message and the document say.
+            Some(v) if v.is_empty() || v.chars().count() > oplog::OPLOG_TEXT_MAX => {
                 Err(bad("invalid_query", format!("{field} must be 1..={} characters", oplog::OPLOG_TEXT_MAX)))
             }
             other => Ok(other),

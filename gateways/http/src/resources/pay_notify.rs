@@ -126,6 +126,9 @@ impl From<PayFlowError> for Handled {
     fn from(e: PayFlowError) -> Self {
         match e {
             PayFlowError::Refused(d) => Handled::Refused(d),
+            PayFlowError::KeyReused | PayFlowError::UnknownAccount(_) | PayFlowError::CodeRefused(_) => {
+                Handled::Refused(e.to_string())
+            }
             PayFlowError::Retry(d) => Handled::Retry(d),
         }
     }
@@ -245,7 +248,7 @@ fn field<'a>(fields: &'a BTreeMap<String, String>, name: &str) -> Result<&'a str
 
 /// `POST /pay/notify/v2/{appid}`
 #[utoipa::path(post, path = "/pay/notify/v2/{appid}", tag = "pay-notify",
-    params(("appid" = String, Path, description = "The official account the order was paid on")),
+    params(("appid" = crate::doc::OfficialAccountAppId, Path, description = "The official account the order was paid on")),
     request_body(content = String, content_type = "text/xml",
         description = "Pay's v2 payment result: `<xml>` fields, signed (`sign`, MD5 or HMAC-SHA256) with the API v2 key"),
     responses(
@@ -324,7 +327,7 @@ async fn apply_v2(
 
 /// `POST /pay/notify/refund/{appid}`
 #[utoipa::path(post, path = "/pay/notify/refund/{appid}", tag = "pay-notify",
-    params(("appid" = String, Path, description = "The official account the order was paid on")),
+    params(("appid" = crate::doc::OfficialAccountAppId, Path, description = "The official account the order was paid on")),
     request_body(content = String, content_type = "text/xml",
         description = "Pay's v2 refund result: `<xml>` with `req_info` (AES-256-ECB under the MD5 of the API v2 key)"),
     responses(
@@ -429,7 +432,7 @@ fn header_text(headers: &HeaderMap, name: &str) -> Result<String, Handled> {
 /// `POST /pay/notify/v3/{appid}`
 #[utoipa::path(post, path = "/pay/notify/v3/{appid}", tag = "pay-notify",
     params(
-        ("appid" = String, Path, description = "The official account the order was paid on"),
+        ("appid" = crate::doc::OfficialAccountAppId, Path, description = "The official account the order was paid on"),
         ("Wechatpay-Timestamp" = String, Header, description = "Unix seconds; refused when more than 300 s away"),
         ("Wechatpay-Nonce" = String, Header),
         ("Wechatpay-Signature" = String, Header, description = "RSA-SHA256 by the platform key over timestamp, nonce and the raw body"),

@@ -21,11 +21,13 @@ use crate::state::AppState;
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PaymentListQuery {
-    /// `created`, `paid` or `closed`.
+    #[param(value_type = Option<crate::doc::PaymentState>)]
     state: Option<String>,
     /// The page starts after this order id (the previous page's last).
+    #[param(value_type = Option<crate::doc::PayOrderId>)]
     after: Option<String>,
-    /// 1..=200, default 50.
+    /// Default 50.
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
 }
 
@@ -146,7 +148,7 @@ pub async fn list_payments(
 
 #[utoipa::path(get, path = "/admin/api/v1/payments/{order_id}", tag = "payments",
     security(("bearer" = [])),
-    params(("order_id" = String, Path, description = "Our `out_trade_no`")),
+    params(("order_id" = crate::doc::PayOrderId, Path, description = "Our `out_trade_no`")),
     responses(
         (status = 200, description = "The order and its notifications", body = PaymentDetailDoc),
         (status = 400, description = "`invalid_order_id`, `invalid_path`", body = ErrorBody),

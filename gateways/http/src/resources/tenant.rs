@@ -21,13 +21,13 @@ use crate::state::AppState;
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccountBody {
+    #[schema(value_type = crate::doc::Name100)]
     pub name: String,
-    #[schema(format = Password)]
+    #[schema(value_type = crate::doc::AccountSecret)]
     pub token: String,
-    /// 43 letters and digits.
-    #[schema(format = Password)]
+    #[schema(value_type = crate::doc::EncodingAesKey)]
     pub encoding_aes_key: String,
-    #[schema(format = Password)]
+    #[schema(value_type = crate::doc::AccountSecret)]
     pub app_secret: String,
     pub pay: Option<PayBody>,
 }
@@ -35,13 +35,15 @@ pub struct AccountBody {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PayBody {
+    #[schema(value_type = crate::doc::MchId)]
     pub mch_id: String,
-    #[schema(format = Password)]
+    #[schema(value_type = Option<crate::doc::PayApiKey>)]
     pub api_v2_key: Option<String>,
-    #[schema(format = Password)]
+    #[schema(value_type = Option<crate::doc::PayApiKey>)]
     pub api_v3_key: Option<String>,
+    #[schema(value_type = Option<crate::doc::MerchantCertSerial>)]
     pub merchant_cert_serial: Option<String>,
-    #[schema(format = Password)]
+    #[schema(value_type = Option<crate::doc::PrivateKeyPem>)]
     pub merchant_private_key: Option<String>,
 }
 
@@ -162,7 +164,7 @@ pub async fn get_tenant(
 /// Binds an official account, or replaces its settings (owner only).
 #[utoipa::path(put, path = "/admin/api/v1/tenant/official-accounts/{appid}", tag = "tenant",
     security(("bearer" = [])),
-    params(("appid" = String, Path, description = "`wx` followed by 16 hex digits"),
+    params(("appid" = crate::doc::OfficialAccountAppId, Path),
         ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters")),
     request_body = AccountBody,
     responses(

@@ -13,6 +13,11 @@ use wxcm_domain::coupon::{CouponError, CouponId, TemplateCommand, TemplateError,
 use wxcm_domain::MemberId;
 
 use crate::error::{idempotency_key_reused, unknown_tenant, ApiError, ErrorBody};
+
+/// The body limit of a dispatch: its largest list (`dispatch::DISPATCH_LIST_MAX` ids of 36
+/// characters, quoted, with separators and spaces) fits, whatever `http.body_bytes_max` says.
+pub const DISPATCH_BODY_BYTES_MAX: usize = 1024 * 1024;
+const _: () = assert!(dispatch::DISPATCH_LIST_MAX * 64 + 4096 <= DISPATCH_BODY_BYTES_MAX);
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Authorized, Correlation, IdempotencyHeader};
 use crate::permissions::perm;
 use crate::resources::member_api::MemberAuth;
@@ -165,7 +170,7 @@ pub async fn get_template(
         (status = 400, description = "`invalid_template_id`, `invalid_query`", body = ErrorBody),
         (status = 403, description = "`forbidden`", body = ErrorBody),
         (status = 404, description = "`template_not_found`", body = ErrorBody),
-        (status = 422, description = "`invalid_limit`, `invalid_state`", body = ErrorBody),
+        (status = 422, description = "`invalid_limit`, `invalid_state`, `invalid_after`", body = ErrorBody),
     ))]
 #[instrument(skip_all, fields(tenant = %auth.session.tenant_id, template_id = %id.0))]
 pub async fn template_coupons(
@@ -175,7 +180,14 @@ pub async fn template_coupons(
     query: ApiQuery<CouponPageQuery>,
 ) -> Result<Json<TemplateCouponsPage>, ApiError> {
     let limit = page_limit(query.0.limit)?;
-    let search = CouponSearch { template_id: id.0, state: query.0.state()?, after_serial: query.0.after, limit };
+    // Serials are stored as BIGINT: a larger `after` names no coupon and must not reach the query.
+    let after_serial = match query.0.after {
+        Some(after) if i64::try_from(after).is_err() => {
+            return Err(ApiError::invalid("invalid_after", format!("after must be 0..={}", i64::MAX)))
+        }
+        after => after,
+    };
+    let search = CouponSearch { template_id: id.0, state: query.0.state()?, after_serial, limit };
     let (counts, rows) = coupons::template_coupons(&state.app, &auth.session.tenant_id, &search).await?;
     Ok(Json(TemplateCouponsPage::new(counts, rows, limit)))
 }
@@ -342,6 +354,7 @@ pub async fn grant(
         (status = 403, description = "`forbidden`", body = ErrorBody),
         (status = 404, description = "`template_not_found`", body = ErrorBody),
         (status = 409, description = "`idempotency_key_reused`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: this route's limit is 1 MiB (10,000 ids fit)", body = ErrorBody),
         (status = 422, description = "`invalid_body`, `invalid_dispatch`, `invalid_card_level`", body = ErrorBody),
     ))]
 #[instrument(skip_all, fields(tenant = %auth.session.tenant_id, template_id = %id.0))]

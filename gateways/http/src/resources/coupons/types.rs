@@ -33,21 +33,22 @@ fn text(value: &str) -> Result<CouponText, ApiError> {
 pub enum BenefitDto {
     /// Money off, in fen; on a spend of at least `min_spend_fen` when set.
     Cash {
-        #[schema(minimum = 1)]
+        #[schema(minimum = 1, maximum = 100_000_000)]
         value_fen: i64,
-        #[schema(minimum = 1)]
+        /// At least `value_fen`.
+        #[schema(minimum = 1, maximum = 100_000_000)]
         min_spend_fen: Option<i64>,
     },
     /// A percentage off (1..=99), at most `cap_fen` when set.
     Discount {
         #[schema(minimum = 1, maximum = 99)]
         percent_off: u8,
-        #[schema(minimum = 1)]
+        #[schema(minimum = 1, maximum = 100_000_000)]
         cap_fen: Option<i64>,
     },
     /// A named item handed over at the counter.
     Gift {
-        #[schema(min_length = 1, max_length = 64)]
+        #[schema(value_type = crate::doc::ShortText)]
         item: String,
     },
 }
@@ -109,7 +110,7 @@ pub enum AudienceDto {
     AllMembers {},
     /// Members of these card levels (1..=32 levels).
     CardLevels {
-        #[schema(min_items = 1, max_items = 32)]
+        #[schema(min_items = 1, max_items = 32, value_type = Vec<crate::doc::CardLevelName>)]
         levels: Vec<String>,
     },
 }
@@ -147,7 +148,7 @@ impl From<Stock> for StockDto {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TermsDto {
-    #[schema(min_length = 1, max_length = 64)]
+    #[schema(value_type = crate::doc::ShortText)]
     pub name: String,
     pub benefit: BenefitDto,
     pub validity: ValidityDto,
@@ -240,7 +241,7 @@ fn reason(value: &str) -> Result<Reference, ApiError> {
 #[serde(deny_unknown_fields)]
 pub struct GrantBody {
     pub member_id: uuid::Uuid,
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$")]
     pub reason: String,
 }
 
@@ -253,7 +254,7 @@ impl GrantBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VoidBody {
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$")]
     pub reason: String,
 }
 
@@ -267,11 +268,10 @@ impl VoidBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedeemBody {
-    /// What was scanned (the QR payload `wxcm:coupon:<tenant>:<code>`) or typed (the 16-character code).
-    #[schema(min_length = 1, max_length = 80)]
+    #[schema(value_type = crate::doc::CouponCodeInput)]
     pub code: String,
     /// The store or counter (1..=200 characters).
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$")]
     pub store: Option<String>,
 }
 
@@ -388,10 +388,10 @@ pub struct CouponList {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct CouponPageQuery {
-    /// `active`, `redeemed`, `voided` or `expired`.
+    #[param(value_type = Option<crate::doc::CouponState>)]
     pub state: Option<String>,
     /// The last serial of the previous page.
-    #[param(minimum = 0)]
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_u64)]
     pub after: Option<u64>,
     /// 1..=200, default 50.
     #[param(minimum = 1, maximum = 200)]
@@ -482,7 +482,7 @@ impl TemplateCouponsPage {
 pub enum DispatchTargetDto {
     /// These members (1..=10000 distinct ids), in this order.
     Members {
-        #[schema(min_items = 1, max_items = 10000)]
+        #[schema(schema_with = crate::doc::distinct_member_ids)]
         member_ids: Vec<uuid::Uuid>,
     },
     /// The members matching every given condition, in registration order.
@@ -492,11 +492,12 @@ pub enum DispatchTargetDto {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DispatchFilterDto {
+    #[schema(value_type = Option<crate::doc::CardLevelName>)]
     pub card_level: Option<String>,
-    /// `subscribe`, `oauth` or `staff`.
+    #[schema(value_type = Option<crate::doc::RegistrationSource>)]
     pub source: Option<String>,
     pub followed: Option<bool>,
-    /// `scene_qr`, `referral` or `other`.
+    #[schema(value_type = Option<crate::doc::FollowSource>)]
     pub follow_source: Option<String>,
     pub points_min: Option<i64>,
     pub points_max: Option<i64>,

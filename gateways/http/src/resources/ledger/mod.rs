@@ -182,10 +182,11 @@ pub async fn charge_cash(
         (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `invalid_member_id`, `malformed_json`", body = ErrorBody),
         (status = 403, description = "`forbidden`", body = ErrorBody),
         (status = 404, description = "`member_not_found`", body = ErrorBody),
-        (status = 409, description = "`idempotency_key_reused`, `refund_exceeds_charge`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`, `refund_exceeds_charge`, `charge_not_found` (no \
+charge of this member at `charge_sequence`)", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
-        (status = 422, description = "`invalid_body`, `invalid_amount`, `invalid_text`, `charge_not_found`, `overflow`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`, `invalid_amount`, `invalid_text`, `overflow`", body = ErrorBody),
     ))]
 #[instrument(skip_all, fields(tenant = %auth.session.tenant_id, username = %auth.session.username, member_id = %id.0))]
 pub async fn refund_charge(

@@ -31,10 +31,10 @@ pub struct GrantPointsBody {
     pub points: i64,
     pub expiry: ExpiryBody,
     /// Why (1..=200 characters, no control characters).
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$")]
     pub reason: String,
     /// A business reference such as a receipt number (1..=200 characters).
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$")]
     pub reference: Option<String>,
 }
 
@@ -59,10 +59,10 @@ pub struct DeductPointsBody {
     #[schema(minimum = 1)]
     pub points: i64,
     /// Why (1..=200 characters, no control characters).
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$")]
     pub reason: String,
     /// A business reference such as a receipt number (1..=200 characters).
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$")]
     pub reference: Option<String>,
 }
 
@@ -74,10 +74,10 @@ pub struct CashBody {
     #[schema(minimum = 1)]
     pub amount_fen: i64,
     /// Why (1..=200 characters, no control characters).
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$")]
     pub reason: String,
     /// A business reference such as a receipt number (1..=200 characters).
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$")]
     pub reference: Option<String>,
 }
 
@@ -90,20 +90,20 @@ pub struct RefundBody {
     #[schema(minimum = 1)]
     pub amount_fen: i64,
     /// Why (1..=200 characters, no control characters).
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$")]
     pub reason: String,
     /// A business reference such as a receipt number (1..=200 characters).
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$")]
     pub reference: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CardLevelBody {
-    #[schema(min_length = 1, max_length = 32)]
+    #[schema(min_length = 1, max_length = 32, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$")]
     pub card_level: String,
     /// Why (1..=200 characters, no control characters).
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$")]
     pub reason: String,
 }
 
@@ -112,8 +112,10 @@ pub struct CardLevelBody {
 #[into_params(parameter_in = Query)]
 pub struct LedgerQuery {
     /// Return entries with a sequence greater than this (default 0: from the start).
+    #[param(minimum = 0)]
     pub after: Option<u64>,
-    /// Entries per page, 1..=200 (default 50).
+    /// Entries per page (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
 }
 
@@ -241,10 +243,10 @@ pub struct LedgerEntryDto {
     /// `staff:<username>`, `admin:<username>`, `system:<job>`, ...
     pub actor: String,
     /// Why (1..=200 characters, no control characters).
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$")]
     pub reason: String,
     /// A business reference such as a receipt number (1..=200 characters).
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$")]
     pub reference: Option<String>,
     pub idempotency_key: String,
 }

@@ -114,6 +114,14 @@ fn page_limit(limit: Option<u32>, max: u32) -> Result<u32, ApiError> {
     Ok(limit)
 }
 
+/// Order numbers start at 1: a page ends below one of them.
+fn page_before(before: Option<i64>) -> Result<Option<i64>, ApiError> {
+    match before {
+        Some(b) if b < 1 => Err(ApiError::invalid("invalid_before", "before must be an order number (>= 1)")),
+        other => Ok(other),
+    }
+}
+
 fn order_list(views: Vec<orders::OrderView>, limit: u32) -> OrderList {
     let full = views.len() == limit as usize;
     let next_before = if full { views.last().map(|v| v.order_no) } else { None };
@@ -345,7 +353,7 @@ pub async fn put_on_sale(
         (status = 200, description = "One page", body = OrderList),
         (status = 400, description = "`invalid_query`", body = ErrorBody),
         (status = 403, description = "`forbidden`", body = ErrorBody),
-        (status = 422, description = "`invalid_limit`", body = ErrorBody),
+        (status = 422, description = "`invalid_limit`, `invalid_before`", body = ErrorBody),
     ))]
 #[instrument(skip_all, fields(tenant = %auth.session.tenant_id))]
 pub async fn list_orders(
@@ -354,7 +362,8 @@ pub async fn list_orders(
     query: ApiQuery<OrderPageQuery>,
 ) -> Result<Json<OrderList>, ApiError> {
     let limit = page_limit(query.0.limit, ORDER_PAGE_MAX)?;
-    let q = OrderQuery { member_id: query.0.member_id.map(MemberId::from_uuid), before_no: query.0.before, limit };
+    let before_no = page_before(query.0.before)?;
+    let q = OrderQuery { member_id: query.0.member_id.map(MemberId::from_uuid), before_no, limit };
     let views = orders::list_orders(&state.app, &auth.session.tenant_id, &q).await?;
     Ok(Json(order_list(views, limit)))
 }
@@ -488,7 +497,7 @@ pub async fn member_place_order(
     responses(
         (status = 200, description = "The member's orders", body = OrderList),
         (status = 401, description = "`unauthenticated`", body = ErrorBody),
-        (status = 422, description = "`invalid_limit`", body = ErrorBody),
+        (status = 422, description = "`invalid_limit`, `invalid_before`", body = ErrorBody),
     ))]
 pub async fn member_orders(
     State(state): State<AppState>,
@@ -496,7 +505,8 @@ pub async fn member_orders(
     query: ApiQuery<MemberOrderPageQuery>,
 ) -> Result<Json<OrderList>, ApiError> {
     let limit = page_limit(query.0.limit, ORDER_PAGE_MAX)?;
-    let q = OrderQuery { member_id: Some(session.member_id), before_no: query.0.before, limit };
+    let before_no = page_before(query.0.before)?;
+    let q = OrderQuery { member_id: Some(session.member_id), before_no, limit };
     let views = orders::list_orders(&state.app, &session.tenant_id, &q).await?;
     Ok(Json(order_list(views, limit)))
 }

@@ -36,17 +36,17 @@ fn reference(value: &str) -> Result<Reference, ApiError> {
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ProductPriceDto {
     Points {
-        #[schema(minimum = 1)]
+        #[schema(minimum = 1, maximum = 100_000_000)]
         points: i64,
     },
     Fen {
-        #[schema(minimum = 1)]
+        #[schema(minimum = 1, maximum = 100_000_000)]
         amount_fen: i64,
     },
     PointsAndFen {
-        #[schema(minimum = 1)]
+        #[schema(minimum = 1, maximum = 100_000_000)]
         points: i64,
-        #[schema(minimum = 1)]
+        #[schema(minimum = 1, maximum = 100_000_000)]
         amount_fen: i64,
     },
 }
@@ -124,13 +124,14 @@ fn member_limit(limit: Option<i64>) -> Result<Option<u32>, ApiError> {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListingBody {
-    #[schema(min_length = 1, max_length = 64)]
+    #[schema(value_type = crate::doc::ShortText)]
     pub name: String,
     #[serde(default)]
-    #[schema(max_length = 2000)]
+    #[schema(value_type = crate::doc::ProductDescription)]
     pub description: String,
-    /// http(s) URLs, at most 9.
+    /// At most 9.
     #[serde(default)]
+    #[schema(value_type = Vec<crate::doc::ImageUrl>, max_items = 9)]
     pub images: Vec<String>,
 }
 
@@ -155,17 +156,19 @@ impl ListingBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProductBody {
-    #[schema(min_length = 1, max_length = 64)]
+    #[schema(value_type = crate::doc::ShortText)]
     pub name: String,
     #[serde(default)]
-    #[schema(max_length = 2000)]
+    #[schema(value_type = crate::doc::ProductDescription)]
     pub description: String,
-    /// http(s) URLs, at most 9.
+    /// At most 9.
     #[serde(default)]
+    #[schema(value_type = Vec<crate::doc::ImageUrl>, max_items = 9)]
     pub images: Vec<String>,
     pub price: ProductPriceDto,
     pub stock: ProductStockDto,
     /// Units one member may hold (unpaid or bought), 1..=99; none: no limit.
+    #[schema(minimum = 1, maximum = 99)]
     pub per_member_limit: Option<i64>,
     /// Default true.
     pub on_sale: Option<bool>,
@@ -204,6 +207,7 @@ pub struct StockBody {
 #[serde(deny_unknown_fields)]
 pub struct MemberLimitBody {
     /// 1..=99, or null to lift the limit.
+    #[schema(minimum = 1, maximum = 99)]
     pub per_member_limit: Option<i64>,
 }
 
@@ -263,6 +267,7 @@ pub struct ProductList {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ProductPageQuery {
     /// The last product id of the previous page.
     pub after: Option<uuid::Uuid>,
@@ -318,7 +323,7 @@ impl PlaceOrderBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReasonBody {
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$")]
     pub reason: String,
 }
 
@@ -331,11 +336,10 @@ impl ReasonBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeliverBody {
-    /// What the counter scanned or typed: the order's QR payload, its number or its id.
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(value_type = crate::doc::MallOrderInput)]
     pub order: String,
     /// The store handing the goods over.
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$")]
     pub store: String,
 }
 
@@ -350,10 +354,12 @@ impl DeliverBody {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct OrderPageQuery {
     /// Only this member's orders.
     pub member_id: Option<uuid::Uuid>,
     /// Orders numbered below this one (the last `order_no` of the previous page).
+    #[param(minimum = 1)]
     pub before: Option<i64>,
     /// 1..=100, default 50.
     #[param(minimum = 1, maximum = 100)]
@@ -362,8 +368,10 @@ pub struct OrderPageQuery {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct MemberOrderPageQuery {
     /// Orders numbered below this one (the last `order_no` of the previous page).
+    #[param(minimum = 1)]
     pub before: Option<i64>,
     /// 1..=100, default 50.
     #[param(minimum = 1, maximum = 100)]

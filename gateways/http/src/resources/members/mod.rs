@@ -65,7 +65,7 @@ pub async fn list_members(
 /// A member by card number (10 digits with a Luhn check digit).
 #[utoipa::path(get, path = "/admin/api/v1/members/by-card/{card_no}", tag = "members",
     security(("bearer" = [])),
-    params(("card_no" = String, Path)),
+    params(("card_no" = crate::doc::CardNumber, Path)),
     responses(
         (status = 200, description = "The member", body = MemberDto),
         (status = 400, description = "`invalid_card_no`, `invalid_path`", body = ErrorBody),
@@ -84,7 +84,7 @@ pub async fn get_member_by_card(
 /// A member by WeChat openid.
 #[utoipa::path(get, path = "/admin/api/v1/members/by-openid/{openid}", tag = "members",
     security(("bearer" = [])),
-    params(("openid" = String, Path)),
+    params(("openid" = crate::doc::OpenId, Path)),
     responses(
         (status = 200, description = "The member", body = MemberDto),
         (status = 400, description = "`invalid_openid`, `invalid_path`", body = ErrorBody),
@@ -136,8 +136,8 @@ pub async fn register_member(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CardCodeLookup {
-    /// What the member's card QR holds (`wxcm:card:…`, from `GET /m/api/v1/card-code`).
-    #[schema(min_length = 1, max_length = 160)]
+    /// What the member's card QR holds (from `GET /m/api/v1/card-code`).
+    #[schema(value_type = crate::doc::CardCodeInput)]
     pub code: String,
 }
 
@@ -151,9 +151,10 @@ pub struct CardCodeLookup {
         (status = 200, description = "The member", body = MemberDto),
         (status = 400, description = "`malformed_json`", body = ErrorBody),
         (status = 403, description = "`forbidden`", body = ErrorBody),
-        (status = 404, description = "`member_not_found`", body = ErrorBody),
+        (status = 404, description = "`member_not_found`, `card_code_not_found` (well formed, but not a code this \
+server issued: its MAC does not verify)", body = ErrorBody),
         (status = 409, description = "`card_code_expired`, `other_tenant_card`", body = ErrorBody),
-        (status = 422, description = "`invalid_body`, `invalid_card_code` (malformed or not genuine)", body = ErrorBody),
+        (status = 422, description = "`invalid_body`, `invalid_card_code` (malformed)", body = ErrorBody),
     ))]
 #[instrument(skip_all, fields(tenant = %auth.session.tenant_id, username = %auth.session.username))]
 pub async fn lookup_card_code(
@@ -165,7 +166,9 @@ pub async fn lookup_card_code(
     match lookup(&state.app, &auth.session.tenant_id, &body.0.code).await {
         Ok(view) => Ok(Json(view.into())),
         Err(e) => Err(match e {
-            CardCodeError::Malformed | CardCodeError::Forged => ApiError::invalid("invalid_card_code", e.to_string()),
+            CardCodeError::Malformed => ApiError::invalid("invalid_card_code", e.to_string()),
+            // Like an unknown coupon code: no code of ours has this MAC.
+            CardCodeError::Forged => ApiError::not_found("card_code_not_found", e.to_string()),
             CardCodeError::Expired => ApiError::conflict("card_code_expired", e.to_string()),
             CardCodeError::OtherTenant => ApiError::conflict("other_tenant_card", e.to_string()),
             CardCodeError::Member(m) => m.into(),

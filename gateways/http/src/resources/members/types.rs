@@ -33,7 +33,7 @@ pub struct RegisterBody {
     #[schema(min_length = 6, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")]
     pub openid: Option<String>,
     /// Defaults to `standard`.
-    #[schema(min_length = 1, max_length = 32)]
+    #[schema(min_length = 1, max_length = 32, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$")]
     pub card_level: Option<String>,
 }
 
@@ -103,27 +103,41 @@ impl From<MemberView> for MemberDto {
 #[into_params(parameter_in = Query)]
 pub struct MemberListQuery {
     /// Exact card number.
+    #[param(value_type = Option<crate::doc::CardNumber>)]
     pub card_no: Option<String>,
     /// Exact WeChat openid.
+    #[param(value_type = Option<crate::doc::OpenId>)]
     pub openid: Option<String>,
+    #[param(value_type = Option<crate::doc::CardLevelName>)]
     pub card_level: Option<String>,
-    /// Registration source: `subscribe`, `oauth` or `staff`.
+    /// Registration source.
+    #[param(value_type = Option<crate::doc::RegistrationSource>)]
     pub source: Option<String>,
     /// Following the official account now: `true` or `false`.
     pub followed: Option<bool>,
-    /// Source of the latest follow: `scene_qr`, `referral` or `other`.
+    /// Source of the latest follow.
+    #[param(value_type = Option<crate::doc::FollowSource>)]
     pub follow_source: Option<String>,
+    /// At least this many points (`points_min` <= `points_max` when both are given).
+    #[param(minimum = 0)]
     pub points_min: Option<i64>,
+    #[param(minimum = 0)]
     pub points_max: Option<i64>,
+    /// At least this balance in fen (`balance_min` <= `balance_max` when both are given).
+    #[param(minimum = 0)]
     pub balance_min: Option<i64>,
+    #[param(minimum = 0)]
     pub balance_max: Option<i64>,
-    /// `registered_at` (default), `points` or `balance`.
+    /// Default `registered_at`.
+    #[param(value_type = Option<crate::doc::MemberSort>)]
     pub sort: Option<String>,
-    /// `desc` (default) or `asc`.
+    /// Default `desc`.
+    #[param(value_type = Option<crate::doc::SortOrder>)]
     pub order: Option<String>,
-    /// Members per page, 1..=200 (default 50).
+    /// Members per page (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
-    /// `next_after` of the previous page (same sort).
+    #[param(value_type = Option<crate::doc::MemberCursor>)]
     pub after: Option<String>,
 }
 

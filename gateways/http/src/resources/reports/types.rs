@@ -24,11 +24,14 @@ pub enum ReportFormat {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ReportQuery {
-    /// First day, `YYYY-MM-DD`.
+    /// First day.
+    #[param(format = Date)]
     pub from: String,
-    /// Last day, `YYYY-MM-DD`, on or after `from`.
+    /// Last day: on or after `from`, at most 365 days after it (the range covers 1..=366 days).
+    #[param(format = Date)]
     pub to: String,
-    /// `json` (default) or `csv`.
+    /// Default `json`.
+    #[param(value_type = Option<crate::doc::ReportFormat>)]
     pub format: Option<String>,
 }
 

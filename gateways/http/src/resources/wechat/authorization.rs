@@ -21,21 +21,22 @@ pub const REDIRECT_URI_BYTES_MAX: usize = 1024;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthorizationBody {
-    /// An http(s) URL of at most 1024 bytes.
+    #[schema(value_type = crate::doc::RedirectUri)]
     pub redirect_uri: String,
 }
 
 impl AuthorizationBody {
     pub fn validate(&self) -> Result<&str, ApiError> {
         let uri = self.redirect_uri.as_str();
+        // Printable ASCII only (WeChat takes it percent-encoded), so bytes are characters, as documented.
+        let rest = uri.strip_prefix("https://").or_else(|| uri.strip_prefix("http://"));
         let ok = uri.len() <= REDIRECT_URI_BYTES_MAX
-            && (uri.starts_with("https://") || uri.starts_with("http://"))
-            && uri.len() > "https://".len()
-            && !uri.chars().any(|c| c.is_control() || c.is_whitespace());
+            && rest.is_some_and(|r| !r.is_empty())
+            && uri.bytes().all(|b| b.is_ascii_graphic());
         if !ok {
             return Err(ApiError::invalid(
                 "invalid_redirect_uri",
-                "redirect_uri must be an http(s) URL of ≤ 1024 bytes",
+                "redirect_uri must be an http(s) URL of at most 1024 printable ASCII characters",
             ));
         }
         Ok(uri)

@@ -43,32 +43,46 @@ pub const MENU_TYPES: [&str; 12] = [
     "article_view_limited",
 ];
 
-/// One button: a leaf with a `type`, or a parent with `sub_button` (top level only).
+/// One button: a leaf with a `type`, or a parent with `sub_button` (top level only; a parent has no
+/// `type`). A leaf's `type` says which field it needs: `view` a `url`; `miniprogram` `url`, `appid`
+/// and `pagepath`; `media_id` a `media_id`; `article_id` and `article_view_limited` an `article_id`;
+/// the others a `key`. Lengths are in bytes of UTF-8 (characters of ASCII).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MenuButton {
-    /// ≤ 16 bytes at the top level, ≤ 60 in a sub-menu.
+    /// Not only whitespace, no control characters; ≤ 16 bytes at the top level, ≤ 60 in a sub-menu.
+    #[schema(value_type = crate::doc::MenuName)]
     pub name: String,
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::doc::MenuButtonType>)]
     pub kind: Option<String>,
     /// click and the event types: ≤ 128 bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 128, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$")]
     pub key: Option<String>,
     /// view and miniprogram (fallback page): http(s), ≤ 1024 bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 1024, pattern = "^https?://[^\\x00-\\x1F\\x7F-\\x9F]*$")]
     pub url: Option<String>,
-    /// miniprogram.
+    /// miniprogram: ≤ 256 bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 256, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$")]
     pub appid: Option<String>,
-    /// miniprogram.
+    /// miniprogram: ≤ 256 bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 256, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$")]
     pub pagepath: Option<String>,
+    /// ≤ 256 bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 256, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$")]
     pub media_id: Option<String>,
+    /// ≤ 256 bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 256, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$")]
     pub article_id: Option<String>,
+    /// 1..=5 buttons.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(no_recursion)]
+    #[schema(no_recursion, min_items = 1, max_items = 5)]
     pub sub_button: Option<Vec<MenuButton>>,
 }
 
@@ -76,6 +90,7 @@ pub struct MenuButton {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MenuBody {
+    #[schema(min_items = 1, max_items = 3)]
     pub button: Vec<MenuButton>,
 }
 
@@ -202,7 +217,7 @@ async fn stored_menu(state: &AppState, tenant: &TenantId, appid: &AppId) -> Resu
 /// The menu saved for an account, and when it was published.
 #[utoipa::path(get, path = "/admin/api/v1/wechat/menus/{appid}", tag = "wechat",
     security(("bearer" = [])),
-    params(("appid" = String, Path, description = "`wx` followed by 16 hex digits")),
+    params(("appid" = crate::doc::OfficialAccountAppId, Path)),
     responses(
         (status = 200, description = "The saved menu", body = MenuDto),
         (status = 400, description = "`invalid_appid`, `invalid_path`", body = ErrorBody),
@@ -221,7 +236,7 @@ pub async fn get_menu(
 /// Saves a menu (checked against WeChat's shape and limits); publish it separately.
 #[utoipa::path(put, path = "/admin/api/v1/wechat/menus/{appid}", tag = "wechat",
     security(("bearer" = [])),
-    params(("appid" = String, Path, description = "`wx` followed by 16 hex digits")),
+    params(("appid" = crate::doc::OfficialAccountAppId, Path)),
     request_body = MenuBody,
     responses(
         (status = 200, description = "Saved (not yet published)", body = MenuDto),
@@ -251,7 +266,7 @@ pub async fn put_menu(
 /// Publishes the saved menu to WeChat (`menu/create`) and records when.
 #[utoipa::path(post, path = "/admin/api/v1/wechat/menus/{appid}/publish", tag = "wechat",
     security(("bearer" = [])),
-    params(("appid" = String, Path, description = "`wx` followed by 16 hex digits")),
+    params(("appid" = crate::doc::OfficialAccountAppId, Path)),
     responses(
         (status = 200, description = "Published", body = MenuDto),
         (status = 400, description = "`invalid_appid`, `invalid_path`", body = ErrorBody),

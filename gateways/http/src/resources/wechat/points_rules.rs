@@ -22,13 +22,13 @@ use crate::state::AppState;
 #[serde(deny_unknown_fields)]
 pub struct PointsRulesBody {
     /// Granted to a new member at registration.
-    #[schema(minimum = 0)]
+    #[schema(minimum = 0, maximum = 1_000_000)]
     pub initial_points: i64,
     /// Granted to the referrer of a new member.
-    #[schema(minimum = 0)]
+    #[schema(minimum = 0, maximum = 1_000_000)]
     pub referral_level1_points: i64,
     /// Granted to the referrer's referrer.
-    #[schema(minimum = 0)]
+    #[schema(minimum = 0, maximum = 1_000_000)]
     pub referral_level2_points: i64,
     pub expiry: ExpiryBody,
 }

@@ -27,12 +27,14 @@ pub const QR_EXPIRE_SECONDS_MAX: u32 = 2_592_000;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QrCodeBody {
-    /// The official account (`wx` + 16 hex digits) bound to the tenant.
+    /// The official account bound to the tenant.
+    #[schema(value_type = crate::doc::OfficialAccountAppId)]
     pub appid: String,
-    /// 1..=64 printable ASCII characters; reported back in `qrscene_<scene>`.
-    #[schema(min_length = 1, max_length = 64)]
+    /// Reported back in `qrscene_<scene>`.
+    #[schema(value_type = crate::doc::QrScene)]
     pub scene: String,
-    /// A label for the admin (≤ 100 characters).
+    /// A label for the admin.
+    #[schema(value_type = Option<crate::doc::Name100>)]
     pub name: Option<String>,
     /// Permanent codes never expire (WeChat caps their number per account).
     #[serde(default)]

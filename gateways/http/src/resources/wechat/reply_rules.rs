@@ -16,13 +16,24 @@ use crate::state::AppState;
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ArticleDto {
-    #[schema(min_length = 1, max_length = 512)]
+    /// 1..=512 characters, not only whitespace, no NUL.
+    #[schema(
+        min_length = 1,
+        max_length = 512,
+        pattern = "^[^\\x00]*[^\\x00\\t\\n\\x0B\\x0C\\r \\x85\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000][^\\x00]*$"
+    )]
     pub title: String,
+    /// At most 512 characters, no NUL.
     #[serde(default)]
+    #[schema(max_length = 512, pattern = "^[^\\x00]*$")]
     pub description: String,
+    /// At most 512 characters, no NUL.
     #[serde(default)]
+    #[schema(max_length = 512, pattern = "^[^\\x00]*$")]
     pub pic_url: String,
+    /// At most 512 characters, no NUL.
     #[serde(default)]
+    #[schema(max_length = 512, pattern = "^[^\\x00]*$")]
     pub url: String,
 }
 
@@ -30,8 +41,19 @@ pub struct ArticleDto {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ReplyDto {
-    Text { content: String },
-    News { articles: Vec<ArticleDto> },
+    Text {
+        /// Not only whitespace, no NUL, at most 2048 bytes of UTF-8 (2048 ASCII characters, fewer others).
+        #[schema(
+            min_length = 1,
+            max_length = 2048,
+            pattern = "^[^\\x00]*[^\\x00\\t\\n\\x0B\\x0C\\r \\x85\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000][^\\x00]*$"
+        )]
+        content: String,
+    },
+    News {
+        #[schema(min_items = 1, max_items = 8)]
+        articles: Vec<ArticleDto>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
@@ -46,7 +68,8 @@ pub enum MatchDto {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeywordRuleDto {
-    /// 1..=10 keywords of 1..=30 characters.
+    /// 1..=10 keywords of 1..=30 characters (no control characters, not only whitespace).
+    #[schema(min_items = 1, max_items = 10, value_type = Vec<crate::doc::Keyword>)]
     pub keywords: Vec<String>,
     #[serde(rename = "match")]
     pub mode: MatchDto,
@@ -63,6 +86,7 @@ pub struct ReplyRulesBody {
     #[serde(default)]
     pub default: Option<ReplyDto>,
     #[serde(default)]
+    #[schema(max_items = 200)]
     pub keywords: Vec<KeywordRuleDto>,
 }
 

@@ -1,0 +1,221 @@
+"""Schemathesis hooks for wxcm's document (loaded through SCHEMATHESIS_HOOKS by
+tests/tests/api_contract.rs).
+
+Formats the document names whose rule JSON Schema cannot state get a
+generator here, so the fuzzer's valid values are valid for the server too.
+"""
+
+import schemathesis
+from hypothesis import strategies as st
+
+
+def _luhn_check_digit(body: str) -> str:
+    total = 0
+    for i, ch in enumerate(reversed(body)):
+        d = int(ch)
+        if i % 2 == 0:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return str((10 - total % 10) % 10)
+
+
+# `card-number`: 10 digits, the last a Luhn check digit over the first nine.
+schemathesis.openapi.format(
+    "card-number",
+    st.from_regex(r"\A[0-9]{9}\Z").map(lambda body: body + _luhn_check_digit(body)),
+)
+
+
+# Rules between fields, which JSON Schema cannot state: each is written in the
+# operation's description in the document, and here the fuzzer's valid
+# requests are made to follow it. Only positive cases are touched: a negative
+# one must stay as invalid as the fuzzer made it.
+import datetime as _dt
+
+
+def _positive(case) -> bool:
+    meta = getattr(case, "meta", None)
+    return meta is None or meta.generation.mode.is_positive
+
+
+def _date(text):
+    try:
+        return _dt.date.fromisoformat(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def _instant(text):
+    try:
+        return _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _ordered_instants(values: dict, low: str, high: str, strict: bool) -> None:
+    """`values[low]` before `values[high]` (or equal when not `strict`)."""
+    a, b = _instant(values.get(low)), _instant(values.get(high))
+    if values.get(low) is None or values.get(high) is None:
+        return
+    if a is None or b is None:
+        # A spelling Python cannot read (a leap second, year 0): one instant, spelled twice.
+        values[high] = values[low]
+        if not strict:
+            return
+        b = a = _instant(values[low])
+        if a is None:
+            values[low], values[high] = "2000-01-01T00:00:00Z", "2000-01-02T00:00:00Z"
+            return
+    if a > b:
+        values[low], values[high] = values[high], values[low]
+        a, b = b, a
+    if strict and a == b:
+        try:
+            values[high] = (a + _dt.timedelta(seconds=1)).isoformat()
+        except OverflowError:
+            values[low] = (a - _dt.timedelta(seconds=1)).isoformat()
+
+
+def _number(value):
+    # Numbers may come as text (query values) or as whole floats (`595.0`).
+    if isinstance(value, bool):
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if number == value or isinstance(value, str) else None
+
+
+def _ordered_numbers(values: dict, low: str, high: str) -> None:
+    a, b = _number(values.get(low)), _number(values.get(high))
+    if a is not None and b is not None and a > b:
+        values[low], values[high] = values[high], values[low]
+
+
+def _report_range(query: dict) -> None:
+    """`GET reports/daily-ops`: `from` <= `to`, at most 366 days together."""
+    a, b = _date(query.get("from")), _date(query.get("to"))
+    if a is None or b is None:
+        if isinstance(query.get("from"), str):
+            query["to"] = query["from"]
+        return
+    if a > b:
+        a, b = b, a
+    if (b - a).days > 365:
+        b = a + _dt.timedelta(days=365)
+    query["from"], query["to"] = a.isoformat(), b.isoformat()
+
+
+_SORT_TAGS = {"registered_at": "r", "points": "p", "balance": "b"}
+
+
+def _member_list(query: dict) -> None:
+    """`GET members`: the cursor is of the asked sort; ranges are min <= max."""
+    after = query.get("after")
+    if isinstance(after, str) and after:
+        tag = _SORT_TAGS.get(query.get("sort") or "registered_at")
+        if tag is not None:
+            query["after"] = tag + after[1:]
+    _ordered_numbers(query, "points_min", "points_max")
+    _ordered_numbers(query, "balance_min", "balance_max")
+
+
+def _coupon_terms(terms) -> None:
+    """Coupon terms: a window ends after it starts; a minimum spend is at least the value."""
+    if not isinstance(terms, dict):
+        return
+    validity = terms.get("validity")
+    if isinstance(validity, dict) and validity.get("kind") == "window":
+        _ordered_instants(validity, "from", "until", strict=True)
+    benefit = terms.get("benefit")
+    if isinstance(benefit, dict) and benefit.get("kind") == "cash":
+        value, minimum = _number(benefit.get("value_fen")), _number(benefit.get("min_spend_fen"))
+        if value is not None and minimum is not None and minimum < value:
+            benefit["min_spend_fen"] = value
+
+
+def _qr_code(body) -> None:
+    """`POST wechat/qrcodes`: a permanent code has no `expire_seconds`, a temporary one needs it."""
+    if not isinstance(body, dict):
+        return
+    if body.get("permanent") is True:
+        body.pop("expire_seconds", None)
+    elif body.get("expire_seconds") is None:
+        body["expire_seconds"] = 604800
+
+
+def _bytes_at_most(text, limit: int, filler: str):
+    """`text` cut to `limit` bytes of UTF-8 on a character boundary; `filler` if nothing visible is left."""
+    if not isinstance(text, str):
+        return text
+    cut = text.encode("utf-8")[:limit].decode("utf-8", "ignore")
+    return cut if cut.strip() else filler
+
+
+# What each leaf type of a menu button needs (`resources::wechat::menus::MenuButton::validate`).
+_MENU_NEEDS = {
+    "view": {"url": "https://example.com/"},
+    "miniprogram": {"url": "https://example.com/", "appid": "wx0123456789abcdef", "pagepath": "pages/index"},
+    "media_id": {"media_id": "media"},
+    "article_id": {"article_id": "article"},
+    "article_view_limited": {"article_id": "article"},
+}
+_MENU_BYTES = {"key": 128, "url": 1024, "appid": 256, "pagepath": 256, "media_id": 256, "article_id": 256}
+
+
+def _menu_button(button, top_level: bool) -> None:
+    if not isinstance(button, dict):
+        return
+    button["name"] = _bytes_at_most(button.get("name"), 16 if top_level else 60, "m")
+    for field, limit in _MENU_BYTES.items():
+        if isinstance(button.get(field), str):
+            button[field] = _bytes_at_most(button[field], limit, "x")
+            if field == "url" and not button[field].startswith(("http://", "https://")):
+                button[field] = "https://example.com/"
+    subs = button.get("sub_button")
+    if top_level and isinstance(subs, list) and subs:
+        button.pop("type", None)
+        for sub in subs:
+            if isinstance(sub, dict):
+                sub.pop("sub_button", None)
+            _menu_button(sub, top_level=False)
+        return
+    button.pop("sub_button", None)
+    kind = button.get("type") or "click"
+    button["type"] = kind
+    for field, value in _MENU_NEEDS.get(kind, {"key": "key"}).items():
+        if button.get(field) is None:
+            button[field] = value
+
+
+def _menu(body) -> None:
+    """`PUT wechat/menus/{appid}`: each leaf has what its type needs, a parent no type, byte limits."""
+    for button in body.get("button") or []:
+        _menu_button(button, top_level=True)
+
+
+@schemathesis.hook
+def map_case(context, case):
+    if not _positive(case):
+        return case
+    route = (case.operation.method.upper(), case.operation.path)
+    query = case.query if isinstance(case.query, dict) else None
+    body = case.body if isinstance(case.body, dict) else None
+    if route == ("GET", "/admin/api/v1/reports/daily-ops") and query is not None:
+        _report_range(query)
+    elif route == ("GET", "/admin/api/v1/operation-log") and query is not None:
+        _ordered_instants(query, "from", "to", strict=False)
+    elif route == ("GET", "/admin/api/v1/members") and query is not None:
+        _member_list(query)
+    elif route == ("POST", "/admin/api/v1/coupon-templates") and body is not None:
+        _coupon_terms(body.get("terms"))
+    elif route == ("PUT", "/admin/api/v1/coupon-templates/{template_id}/terms") and body is not None:
+        _coupon_terms(body)
+    elif route == ("POST", "/admin/api/v1/wechat/qrcodes") and body is not None:
+        _qr_code(body)
+    elif route == ("PUT", "/admin/api/v1/wechat/menus/{appid}") and body is not None:
+        _menu(body)
+    return case
