@@ -48,6 +48,10 @@ impl From<MallOpError> for ApiError {
             MallOpError::Route(r) => unknown_tenant(&r),
             MallOpError::Pay(PayFlowError::Refused(_)) => ApiError::invalid("pay_refused", message),
             MallOpError::Pay(PayFlowError::Retry(detail)) => ApiError::unavailable("wechat pay", &detail),
+            MallOpError::Pay(PayFlowError::KeyReused) => idempotency_key_reused(),
+            MallOpError::Pay(PayFlowError::UnknownAccount(_) | PayFlowError::CodeRefused(_)) => {
+                ApiError::invalid("pay_refused", message)
+            }
             MallOpError::Infra(detail) => ApiError::internal("mall operation", &detail),
             MallOpError::Unavailable(detail) => ApiError::unavailable("mall operation", &detail),
         }
