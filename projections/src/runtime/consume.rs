@@ -52,38 +52,48 @@ impl<P: Projector> ProjectorRuntime<P> {
         let mut messages = match tokio::time::timeout_at(deadline, request).await {
             Ok(Ok(messages)) => messages,
             Ok(Err(e)) => {
-                // The consumer or stream may be gone: look it up again next time.
-                self.consumer = None;
-                return Err(nats_error(e));
+                let error = nats_error(e);
+                self.forget_consumer_if_gone(&error);
+                return Err(error);
             }
-            Err(_) => {
-                self.consumer = None;
-                return Err(ProjectionError::Nats("pull request not answered in time".into()));
-            }
+            // The handle stays: the next pull is a new request to the consumer, which
+            // needs only its leader, while looking the consumer up again needs the
+            // cluster's meta leader (the last thing a restarted cluster elects).
+            Err(_) => return Err(ProjectionError::Nats("pull request not answered in time".into())),
         };
         let mut out = Vec::new();
         loop {
             match tokio::time::timeout_at(deadline, messages.next()).await {
                 Ok(Some(Ok(message))) => out.push(message),
                 Ok(Some(Err(e))) => {
-                    self.consumer = None;
+                    let error = nats_error(e);
+                    self.forget_consumer_if_gone(&error);
                     if out.is_empty() {
-                        return Err(nats_error(e));
+                        return Err(error);
                     }
-                    warn!(projector = self.projector.name(), shard = %self.shard, error = %e, "pull ended early");
+                    warn!(projector = self.projector.name(), shard = %self.shard, error = %error, "pull ended early");
                     break;
                 }
                 Ok(None) => break,
                 Err(_) => {
                     // The server never ended this pull: it forgot it. Keep what came.
                     warn!(projector = self.projector.name(), shard = %self.shard, received = out.len(),
-                        "pull not ended by the server in time; re-creating the consumer handle");
-                    self.consumer = None;
+                        "pull not ended by the server in time; pulling anew");
                     break;
                 }
             }
         }
         Ok(out)
+    }
+
+    /// Drops the consumer handle when `error` says the consumer (or its
+    /// stream) is gone, so the next step looks it up or creates it again.
+    fn forget_consumer_if_gone(&mut self, error: &ProjectionError) {
+        let text = error.to_string().to_ascii_lowercase();
+        let gone = ["not found", "deleted", "no responders", "10014", "10059"].iter().any(|m| text.contains(m));
+        if gone {
+            self.consumer = None;
+        }
     }
 
     /// True when messages wait for this consumer (pending or unacked) although
@@ -101,13 +111,10 @@ impl<P: Projector> ProjectorRuntime<P> {
             Ok(Ok(info)) => info.num_pending > 0 || info.num_ack_pending > 0,
             Ok(Err(e)) => {
                 debug!(error = %e, "stall check: consumer info failed");
-                self.consumer = None;
+                self.forget_consumer_if_gone(&nats_error(e));
                 return false;
             }
-            Err(_) => {
-                self.consumer = None;
-                return false;
-            }
+            Err(_) => return false,
         };
         if waiting {
             let name = self.consumer_name();
