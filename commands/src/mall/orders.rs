@@ -436,14 +436,21 @@ async fn hold_coupon_or_cancel(app: &App, steps: &mut Steps, order: &MallOrder) 
     }
 }
 
-/// What the order's end or payment does to its coupon (each once).
-async fn follow_coupon(steps: &mut Steps, order: &MallOrder, step: &str) -> Result<(), MallOpError> {
+/// What the order's payment or end does to its coupon (each once).
+#[derive(Clone, Copy)]
+enum CouponStep {
+    Use,
+    Release,
+    Return,
+}
+
+async fn follow_coupon(steps: &mut Steps, order: &MallOrder, what: CouponStep) -> Result<(), MallOpError> {
     let Some(applied) = order.placed.as_deref().and_then(|p| p.coupon.as_ref()) else { return Ok(()) };
     let order_id = steps.order_id;
-    let command = match step {
-        "use-coupon" => CouponCommand::UseOnOrder { order_id },
-        "release-coupon" => CouponCommand::ReleaseFromOrder { order_id },
-        _ => CouponCommand::ReturnFromOrder { order_id },
+    let (step, command) = match what {
+        CouponStep::Use => ("use-coupon", CouponCommand::UseOnOrder { order_id }),
+        CouponStep::Release => ("release-coupon", CouponCommand::ReleaseFromOrder { order_id }),
+        CouponStep::Return => ("return-coupon", CouponCommand::ReturnFromOrder { order_id }),
     };
     match steps.coupon(step, applied.coupon_id, command).await {
         Ok(_) => Ok(()),
@@ -731,13 +738,13 @@ pub async fn settle(
         OrderStatus::AwaitingPayment => {}
         OrderStatus::Paid | OrderStatus::Delivered => {
             sold(&mut steps, &placed.product_id, placed.member_id).await?;
-            follow_coupon(&mut steps, &order, "use-coupon").await?;
+            follow_coupon(&mut steps, &order, CouponStep::Use).await?;
         }
         OrderStatus::Expired | OrderStatus::Cancelled => {
             let reason = if status == OrderStatus::Expired { ReleaseReason::Expired } else { ReleaseReason::Cancelled };
             steps.release_stock(placed.product_id, reason).await?;
             steps.release_points(placed.member_id).await?;
-            follow_coupon(&mut steps, &order, "release-coupon").await?;
+            follow_coupon(&mut steps, &order, CouponStep::Release).await?;
             // A balance charge made for the order but never recorded on it
             // (the payer died, or the order ended in between): paid late.
             let charge_key = steps.key("charge")?;
@@ -757,7 +764,7 @@ pub async fn settle(
             };
             steps.release_stock(placed.product_id, reason).await?;
             steps.release_points(placed.member_id).await?;
-            follow_coupon(&mut steps, &order, "release-coupon").await?;
+            follow_coupon(&mut steps, &order, CouponStep::Release).await?;
             refund_late(app, &mut steps, &mut order, refunds).await?;
         }
         OrderStatus::Refunded => {
@@ -765,10 +772,10 @@ pub async fn settle(
                 // Refunded late payment: the release happened when it ended.
                 steps.release_stock(placed.product_id, ReleaseReason::Expired).await?;
                 steps.release_points(placed.member_id).await?;
-                follow_coupon(&mut steps, &order, "release-coupon").await?;
+                follow_coupon(&mut steps, &order, CouponStep::Release).await?;
             } else {
                 sold(&mut steps, &placed.product_id, placed.member_id).await?;
-                follow_coupon(&mut steps, &order, "use-coupon").await?;
+                follow_coupon(&mut steps, &order, CouponStep::Use).await?;
             }
             give_back(app, &mut steps, &order, placed.product_id, placed.member_id, refunds).await?;
         }
@@ -869,7 +876,7 @@ async fn give_back(
         None => {}
     }
     if refund.coupon_back.is_some() {
-        follow_coupon(steps, order, "return-coupon").await?;
+        follow_coupon(steps, order, CouponStep::Return).await?;
     }
     if let Some(quantity) = refund.quantity_back {
         let order_id = steps.order_id;

@@ -64,7 +64,9 @@ pub struct StartPay {
 /// The refund number of a mall order's Pay refund (one refund per order).
 pub fn pay_refund_no(order_id: MallOrderId) -> Result<PayRef, MallOpError> {
     let trade_no = order_id.pay_trade_no();
-    let refund_no = format!("rf{}", trade_no.as_str().trim_start_matches("mo"));
+    let digits =
+        trade_no.as_str().strip_prefix("mo").ok_or_else(|| MallOpError::Infra("not a mall Pay order".into()))?;
+    let refund_no = format!("rf{digits}");
     PayRef::parse(&refund_no).map_err(|e| MallOpError::Infra(e.to_string()))
 }
 
