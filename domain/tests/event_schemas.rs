@@ -435,10 +435,20 @@ fn coupon_events() -> Vec<CouponEvent> {
         IssuedCoupon { channel: IssueChannel::OperatorGrant { reason: reference("apology") }, ..issued.clone() };
     let dispatched =
         IssuedCoupon { channel: IssueChannel::Dispatch { job_id: uuid::Uuid::from_u128(9) }, ..issued.clone() };
+    let with_purchase = IssuedCoupon {
+        channel: IssueChannel::MallPurchase { order_id: MallOrderId::from_uuid(uuid::Uuid::from_u128(11)) },
+        ..issued.clone()
+    };
+    let prize = IssuedCoupon {
+        channel: IssueChannel::CampaignPrize { campaign_id: uuid::Uuid::from_u128(12), award: reference("draw 1/3") },
+        ..issued.clone()
+    };
     vec![
         CouponEvent::CouponIssued(Box::new(issued)),
         CouponEvent::CouponIssued(Box::new(granted)),
         CouponEvent::CouponIssued(Box::new(dispatched)),
+        CouponEvent::CouponIssued(Box::new(with_purchase)),
+        CouponEvent::CouponIssued(Box::new(prize)),
         CouponEvent::CouponRedeemed {
             store: Some(reference("store 1")),
             actor: staff.clone(),
@@ -518,6 +528,11 @@ fn product_events() -> Vec<ProductEvent> {
             actor: admin.clone(),
             set_at: at("2026-12-01T03:00:00Z"),
         },
+        ProductEvent::ProductGiftCouponSet {
+            gift_coupon: Some(TemplateId::from_uuid(uuid::Uuid::from_u128(13))),
+            actor: admin.clone(),
+            set_at: at("2026-12-01T03:30:00Z"),
+        },
         ProductEvent::ProductSaleSwitched { on_sale: false, actor: admin, switched_at: at("2026-12-01T04:00:00Z") },
         ProductEvent::ProductStockReserved {
             order_id,
@@ -572,6 +587,7 @@ fn mall_order_events() -> Vec<MallOrderEvent> {
             coupon_id: CouponId::from_uuid(uuid::Uuid::from_u128(5)),
             benefit: Benefit::Cash { value_fen: fen(1_000), min_spend_fen: None },
         }),
+        gift_coupon: Some(TemplateId::from_uuid(uuid::Uuid::from_u128(13))),
         totals: OrderTotals { points_total: 400, cash_fen: 1_980, discount_fen: 1_000, cash_due_fen: 980 },
         method: PaymentMethod::PointsAndWechatPay,
         placed_at: at("2026-12-02T00:00:00Z"),

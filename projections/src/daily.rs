@@ -41,7 +41,7 @@ pub mod metric {
     pub const FOLLOWS: &str = "follows";
     /// Dimension: the follow source of the member when it unfollowed.
     pub const UNFOLLOWS: &str = "unfollows";
-    /// Dimension: how (`member_claim`, `operator_grant`). Fed by `CouponProjector`.
+    /// Dimension: the issue channel (`IssueChannel::name`). Fed by `CouponProjector`.
     pub const COUPONS_ISSUED: &str = "coupons_issued";
     pub const COUPONS_REDEEMED: &str = "coupons_redeemed";
     pub const COUPONS_VOIDED: &str = "coupons_voided";

@@ -197,6 +197,33 @@ def _menu(body) -> None:
         _menu_button(button, top_level=True)
 
 
+import os as _os
+import zlib as _zlib
+
+# The world's products (`id:kind`, kind `points`, `fen` or `points_and_fen`),
+# set for the member run by api_contract.rs.
+_PRODUCTS = [
+    tuple(item.split(":", 1))
+    for item in _os.environ.get("WXCM_CONTRACT_PRODUCTS", "").split(",")
+    if ":" in item
+]
+
+
+def _product_for(seed) -> tuple:
+    """One of the world's products, chosen by the generated value (so a run reproduces)."""
+    return _PRODUCTS[_zlib.crc32(str(seed).encode("utf-8")) % len(_PRODUCTS)]
+
+
+def _member_order(body: dict) -> None:
+    """`POST /m/api/v1/mall/orders`: a real product; one priced in fen says how its cash part is paid."""
+    if not _PRODUCTS:
+        return
+    product_id, kind = _product_for(body.get("product_id"))
+    body["product_id"] = product_id
+    if kind != "points" and body.get("pay_with") is None:
+        body["pay_with"] = "balance"
+
+
 @schemathesis.hook
 def map_case(context, case):
     if not _positive(case):
@@ -218,4 +245,9 @@ def map_case(context, case):
         _qr_code(body)
     elif route == ("PUT", "/admin/api/v1/wechat/menus/{appid}") and body is not None:
         _menu(body)
+    elif route == ("POST", "/m/api/v1/mall/orders") and body is not None:
+        _member_order(body)
+    path = case.path_parameters if isinstance(case.path_parameters, dict) else None
+    if _PRODUCTS and path is not None and "product_id" in path and case.operation.path.startswith("/m/api/v1/"):
+        path["product_id"] = _product_for(path["product_id"])[0]
     return case

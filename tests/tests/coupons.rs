@@ -658,3 +658,61 @@ async fn the_member_api_answers_401_without_a_session_whatever_else_is_wrong() {
     }
     t.stop().await;
 }
+
+/// The channel campaign work issues prizes through: one coupon per campaign
+/// and award however often it is asked (concurrently too), the stock counts
+/// it, a sold-out template refuses (the campaign records that), and the
+/// coupon says where it came from.
+#[tokio::test]
+async fn a_campaign_prize_is_issued_once_per_award_and_counts_against_the_stock() {
+    use wxcm_commands::coupons::{self, CouponOpError};
+    use wxcm_domain::coupon::{IssueChannel, IssueRefusal, TemplateId};
+    use wxcm_domain::Reference;
+
+    let t = spawn_app().await;
+    let m = merchant(&t, "coupon-prizes").await;
+    let template_id = template(&t, &m, cash_terms(Some(1)), json!({"kind": "finite", "total": 2})).await;
+    let template = TemplateId::parse(&template_id).unwrap();
+    let (winner, _) = member_with_session(&t, &m, 1).await;
+    let (second, _) = member_with_session(&t, &m, 2).await;
+    let campaign = uuid::Uuid::new_v4();
+    let actor = Actor::System { job: "campaigns".into() };
+    let award = |s: &str| Reference::parse(s).unwrap();
+
+    // Ten concurrent asks for the same award: one coupon.
+    let asks = (0..10).map(|_| {
+        coupons::issue_prize(&t.app, &m.tenant, template, winner, campaign, award("draw 1 winner 1"), actor.clone())
+    });
+    let issued: Vec<_> = futures::future::join_all(asks).await.into_iter().map(Result::unwrap).collect();
+    assert!(issued.iter().all(|c| c.coupon_id == issued[0].coupon_id), "one coupon for one award");
+    assert_eq!(
+        issued[0].channel,
+        IssueChannel::CampaignPrize { campaign_id: campaign, award: award("draw 1 winner 1") }
+    );
+    assert_eq!(
+        issued[0].coupon_id,
+        coupons::prize_coupon_id(&m.tenant, template, winner, campaign, &award("draw 1 winner 1"))
+    );
+    // A prize is a grant: the template's per-member limit of 1 does not stop a second award.
+    let again =
+        coupons::issue_prize(&t.app, &m.tenant, template, winner, campaign, award("draw 2 winner 1"), actor.clone())
+            .await
+            .unwrap();
+    assert_ne!(again.coupon_id, issued[0].coupon_id);
+    // The stock of 2 is gone: a third award is refused as sold out, and nothing is written.
+    let refused =
+        coupons::issue_prize(&t.app, &m.tenant, template, second, campaign, award("draw 3 winner 1"), actor.clone())
+            .await;
+    assert!(matches!(refused, Err(CouponOpError::Refused(IssueRefusal::SoldOut))), "{refused:?}");
+    let (status, body) = get(&t, &m.owner, &format!("/admin/api/v1/coupon-templates/{template_id}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!((body["issued"].as_u64(), body["stock_left"].as_u64()), (Some(2), Some(0)), "{body}");
+    // Another tenant's template is not found.
+    let other = merchant(&t, "coupon-prizes-b").await;
+    let (member_b, _) = member_with_session(&t, &other, 4).await;
+    let foreign =
+        coupons::issue_prize(&t.app, &other.tenant, template, member_b, campaign, award("draw 1 winner 1"), actor)
+            .await;
+    assert!(matches!(foreign, Err(CouponOpError::NotFound(_))), "{foreign:?}");
+    t.stop().await;
+}

@@ -700,3 +700,100 @@ async fn a_coupon_takes_off_the_cash_part_is_held_used_and_given_back() {
     assert_eq!(product_view(&t, &m, &product_id).await["reserved"], 0);
     t.stop().await;
 }
+
+/// A coupon template with a finite `stock` (for a product's gift).
+async fn gift_template(t: &TestApp, m: &Merchant, stock: i64) -> String {
+    let terms = json!({
+        "name": "gift: 5 yuan off",
+        "benefit": {"kind": "cash", "value_fen": 500, "min_spend_fen": null},
+        "validity": {"kind": "days_from_issue", "days": 30},
+        "per_member_limit": 1,
+        "audience": {"kind": "all_members"},
+    });
+    let body = json!({"terms": terms, "stock": {"kind": "finite", "total": stock}});
+    let (status, body) = post(t, &m.owner, "/admin/api/v1/coupon-templates", body).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["template_id"].as_str().unwrap().to_owned()
+}
+
+/// "Issued with a mall purchase": the product's gift template is copied onto
+/// the order when placed; a paid order issues one coupon of it (once, however
+/// often settlement runs); a refund voids it unless used; a sold-out gift
+/// leaves the order paid without one; a template of another tenant is refused.
+#[tokio::test]
+async fn a_paid_order_comes_with_the_products_gift_coupon_once_and_a_refund_voids_it() {
+    let t = spawn_app().await;
+    let m = merchant(&t, "mall-gifts").await;
+    let other = merchant(&t, "mall-gifts-b").await;
+    let product_id =
+        product(&t, &m, json!({"kind": "points", "points": 10}), json!({"kind": "finite", "total": 10}), None).await;
+    let gift_path = format!("/admin/api/v1/mall/products/{product_id}/gift-coupon");
+
+    // Only a template of this tenant.
+    let foreign = gift_template(&t, &other, 5).await;
+    let (status, body) = put(&t, &m.owner, &gift_path, json!({"template_id": foreign})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("coupon_template_not_found")));
+    let (status, body) = put(&t, &m.owner, &gift_path, json!({"template_id": "not-a-uuid"})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(product_view(&t, &m, &product_id).await["gift_coupon_template_id"].is_null());
+
+    // A gift template with a stock of 2 (the first gift is voided by a refund, which keeps it counted).
+    let template_id = gift_template(&t, &m, 2).await;
+    let (status, body) = put(&t, &m.owner, &gift_path, json!({"template_id": template_id})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["gift_coupon_template_id"].as_str(), Some(template_id.as_str()));
+
+    let (member_id, session) = member(&t, &m, 1, 1_000, 0).await;
+    let (status, first) = place(&t, &session, json!({"product_id": product_id, "quantity": 1})).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    assert_eq!(first["gift_coupon_template_id"].as_str(), Some(template_id.as_str()));
+    let first_id = first["order_id"].as_str().unwrap().to_owned();
+    let first_gift = first["gift_coupon_id"].as_str().unwrap().to_owned();
+    // Not before payment.
+    let gift_id = wxcm_domain::coupon::CouponId::parse(&first_gift).unwrap();
+    assert!(wxcm_commands::coupons::get_coupon(&t.app, &m.tenant, gift_id).await.is_err());
+
+    // The product's gift changes after this order was placed: the order keeps its own.
+    let (status, second) = place(&t, &session, json!({"product_id": product_id, "quantity": 1})).await;
+    assert_eq!(status, StatusCode::CREATED, "{second}");
+    let second_id = second["order_id"].as_str().unwrap().to_owned();
+    let (status, _) = put(&t, &m.owner, &gift_path, json!({"template_id": null})).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, paid) = pay(&t, &session, &first_id).await;
+    assert_eq!(status, StatusCode::OK, "{paid}");
+    assert_eq!(coupon_state(&t, &m, &first_gift).await, "active");
+    let gift = wxcm_commands::coupons::get_coupon(&t.app, &m.tenant, gift_id).await.unwrap();
+    assert_eq!(gift.member_id, member_id);
+    assert_eq!(gift.channel.name(), "mall_purchase");
+    // Settlement again (due work, repeated): still one coupon.
+    step(&t, &m).await;
+    step(&t, &m).await;
+    let (status, mine) = get(&t, &session, "/m/api/v1/coupons").await;
+    assert_eq!(status, StatusCode::OK, "{mine}");
+    assert_eq!(mine["coupons"].as_array().map(Vec::len), Some(1), "{mine}");
+
+    // The refund voids the unused gift.
+    let (status, refunded) =
+        post(&t, &m.owner, &format!("/admin/api/v1/mall/orders/{first_id}/refund"), json!({"reason": "broken"})).await;
+    assert_eq!(status, StatusCode::OK, "{refunded}");
+    assert_eq!(coupon_state(&t, &m, &first_gift).await, "voided");
+
+    // The second order (placed while the gift was set) gets its gift too.
+    let (status, paid) = pay(&t, &session, &second_id).await;
+    assert_eq!(status, StatusCode::OK, "{paid}");
+    let second_gift = second["gift_coupon_id"].as_str().unwrap().to_owned();
+    assert_eq!(coupon_state(&t, &m, &second_gift).await, "active");
+
+    // Sold out: an order placed with the gift set once more is paid without a gift.
+    let (status, _) = put(&t, &m.owner, &gift_path, json!({"template_id": template_id})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, third) = place(&t, &session, json!({"product_id": product_id, "quantity": 1})).await;
+    assert_eq!(status, StatusCode::CREATED, "{third}");
+    let (status, paid) = pay(&t, &session, third["order_id"].as_str().unwrap()).await;
+    assert_eq!((status, paid["status"].as_str()), (StatusCode::OK, Some("paid")), "{paid}");
+    let third_gift = wxcm_domain::coupon::CouponId::parse(third["gift_coupon_id"].as_str().unwrap()).unwrap();
+    assert!(wxcm_commands::coupons::get_coupon(&t.app, &m.tenant, third_gift).await.is_err());
+    assert_eq!(member_view(&t, &m, member_id).await.points, 1_000 - 20);
+    t.stop().await;
+}

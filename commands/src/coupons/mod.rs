@@ -18,6 +18,7 @@ use wxcm_domain::coupon::{
     IssueAsk, IssueChannel, IssueRefusal, IssuedCoupon, RedemptionCode, Stock, TemplateCommand, TemplateError,
     TemplateId,
 };
+use wxcm_domain::mall::MallOrderId;
 use wxcm_domain::{Actor, EventSourced, IdempotencyKey, MemberId, Reference, TenantId};
 
 use crate::executor::request_hash;
@@ -297,6 +298,26 @@ pub enum Recipient {
     Grant { member_id: MemberId, reason: Reference },
     /// A dispatch job gives it (as a grant; at most one per member and job).
     Dispatch { member_id: MemberId, job_id: Uuid },
+    /// It comes with a paid mall order (as a grant; at most one per order).
+    MallPurchase { member_id: MemberId, order_id: MallOrderId },
+    /// A campaign awards it (as a grant; at most one per campaign and award).
+    CampaignPrize { member_id: MemberId, campaign_id: Uuid, award: Reference },
+}
+
+/// The coupon a paid mall order's gift becomes (one per order).
+pub fn gift_coupon_id(tenant: &TenantId, template_id: TemplateId, member_id: MemberId, order: MallOrderId) -> CouponId {
+    CouponId::for_grant(tenant, template_id, member_id, &format!("mall-order:{order}"))
+}
+
+/// The coupon a campaign's award becomes (one per campaign and award).
+pub fn prize_coupon_id(
+    tenant: &TenantId,
+    template_id: TemplateId,
+    member_id: MemberId,
+    campaign_id: Uuid,
+    award: &Reference,
+) -> CouponId {
+    CouponId::for_grant(tenant, template_id, member_id, &format!("campaign:{campaign_id}:{award}"))
 }
 
 /// Issues one coupon of `template_id`. The same key and request returns the
@@ -322,6 +343,13 @@ pub async fn issue(
         Recipient::Dispatch { member_id, job_id } => {
             (*member_id, serde_json::json!({ "dispatch": job_id, "template": template_id, "member": member_id }))
         }
+        Recipient::MallPurchase { member_id, order_id } => {
+            (*member_id, serde_json::json!({ "mall_order": order_id, "template": template_id, "member": member_id }))
+        }
+        Recipient::CampaignPrize { member_id, campaign_id, award } => (
+            *member_id,
+            serde_json::json!({ "campaign": campaign_id, "award": award, "template": template_id, "member": member_id }),
+        ),
     };
     let hash = request_hash(Coupon::TYPE, "issue", &request)?;
     let (member, _) = shard.members.load_recent(tenant, &member_id.to_string(), MEMBER_STATE_AGE_MAX).await?;
@@ -359,10 +387,23 @@ pub async fn issue(
                 IssueChannel::Dispatch { job_id: *job_id },
                 None,
             ),
+            Recipient::MallPurchase { member_id, order_id } => (
+                gift_coupon_id(tenant, template_id, *member_id, *order_id),
+                IssueChannel::MallPurchase { order_id: *order_id },
+                None,
+            ),
+            Recipient::CampaignPrize { member_id, campaign_id, award } => (
+                prize_coupon_id(tenant, template_id, *member_id, *campaign_id, award),
+                IssueChannel::CampaignPrize { campaign_id: *campaign_id, award: award.clone() },
+                None,
+            ),
         };
         let claim_ordinal = match &channel {
             IssueChannel::MemberClaim { ordinal } => *ordinal,
-            IssueChannel::OperatorGrant { .. } | IssueChannel::Dispatch { .. } => None,
+            IssueChannel::OperatorGrant { .. }
+            | IssueChannel::Dispatch { .. }
+            | IssueChannel::MallPurchase { .. }
+            | IssueChannel::CampaignPrize { .. } => None,
         };
         let mut random = [0u8; RedemptionCode::BYTES];
         rand::fill(&mut random);
@@ -556,6 +597,50 @@ pub async fn template_coupons(
     let counts = shard.read_models.coupon_counts(tenant, search.template_id).await?;
     let rows = shard.read_models.search_coupons(tenant, search).await?;
     Ok((counts, rows))
+}
+
+/// A campaign's coupon prize for `member_id`: at most one coupon per campaign
+/// and `award` (a draw's or a shake's name for this win), however often it is
+/// asked. Campaign work calls this; a refusal (sold out, disabled) is returned
+/// for the campaign to record, never turned into another prize here.
+pub async fn issue_prize(
+    app: &App,
+    tenant: &TenantId,
+    template_id: TemplateId,
+    member_id: MemberId,
+    campaign_id: Uuid,
+    award: Reference,
+    actor: Actor,
+) -> Result<CouponView, CouponOpError> {
+    let key = crate::members::system_key(&["campaign-prize", &campaign_id.to_string(), award.as_str()])
+        .map_err(|e| CouponOpError::Infra(e.to_string()))?;
+    let ctx = CommandContext::new(tenant.clone(), key, "system:campaign-prizes".into());
+    issue(app, &ctx, template_id, Recipient::CampaignPrize { member_id, campaign_id, award }, actor).await
+}
+
+/// The gift coupon of a paid mall order (once per order, however often asked).
+/// A template that is sold out, disabled or gone gives nothing: logged, and
+/// `None` (the order stands; the product's gift is a bonus, not a price).
+pub async fn issue_with_order(
+    app: &App,
+    tenant: &TenantId,
+    template_id: TemplateId,
+    member_id: MemberId,
+    order_id: MallOrderId,
+) -> Result<Option<CouponView>, CouponOpError> {
+    let key = crate::members::system_key(&["mall-gift-coupon", &order_id.to_string()])
+        .map_err(|e| CouponOpError::Infra(e.to_string()))?;
+    let ctx = CommandContext::new(tenant.clone(), key, "system:mall-gift-coupons".into());
+    let actor = Actor::System { job: "mall-gift-coupons".into() };
+    match issue(app, &ctx, template_id, Recipient::MallPurchase { member_id, order_id }, actor).await {
+        Ok(view) => Ok(Some(view)),
+        Err(CouponOpError::Refused(why)) => {
+            tracing::info!(%template_id, %member_id, %order_id, refusal = why.code(), "gift coupon not issued");
+            Ok(None)
+        }
+        Err(CouponOpError::NotFound("coupon template")) => Ok(None),
+        Err(other) => Err(other),
+    }
 }
 
 /// Due work after a registration: one coupon of each welcome template, keyed by

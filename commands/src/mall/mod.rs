@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
-use wxcm_domain::coupon::CouponError;
+use wxcm_domain::coupon::{CouponError, TemplateId};
 use wxcm_domain::mall::{
     MallOrderError, Price, Product, ProductCommand, ProductError, ProductId, ProductListing, Stock,
 };
@@ -199,6 +199,8 @@ pub struct ProductView {
     pub price: Price,
     pub stock: Stock,
     pub per_member_limit: Option<u32>,
+    /// One coupon of this template comes with every paid order.
+    pub gift_coupon: Option<TemplateId>,
     pub on_sale: bool,
     /// Units unpaid orders hold.
     pub reserved: u64,
@@ -217,6 +219,7 @@ impl ProductView {
             price: state.price,
             stock: state.stock,
             per_member_limit: state.per_member_limit,
+            gift_coupon: state.gift_coupon,
             on_sale: state.on_sale,
             reserved: state.reserved,
             sold: state.sold,
@@ -280,6 +283,7 @@ pub async fn change_product(
             | ProductCommand::SetPrice { .. }
             | ProductCommand::SetStock { .. }
             | ProductCommand::SetMemberLimit { .. }
+            | ProductCommand::SetGiftCoupon { .. }
             | ProductCommand::PutOnSale { .. }
             | ProductCommand::TakeOffSale { .. }
     );
@@ -288,6 +292,15 @@ pub async fn change_product(
     }
     // The product must be this tenant's before anything is written to it.
     get_product(app, &ctx.tenant_id, product_id).await?;
+    if let ProductCommand::SetGiftCoupon { gift_coupon: Some(template_id), .. } = &command {
+        // Only a template of this tenant; a template switched off or sold out
+        // later simply gives nothing with an order.
+        let shard = app.router.route(&ctx.tenant_id)?;
+        let (template, _) = shard.coupon_templates.load(&ctx.tenant_id, &template_id.to_string()).await?;
+        if template.tenant() != Some(&ctx.tenant_id) {
+            return Err(MallOpError::NotFound("coupon template"));
+        }
+    }
     let request = command.clone();
     run_product(app, ctx, product_id, command, &request).await
 }

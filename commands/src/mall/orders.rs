@@ -25,12 +25,12 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
-use tracing::warn;
+use tracing::{info, warn};
 use uuid::Uuid;
-use wxcm_domain::coupon::{CouponCommand, CouponError, CouponEvent, CouponId};
+use wxcm_domain::coupon::{CouponCommand, CouponError, CouponEvent, CouponId, TemplateId};
 use wxcm_domain::mall::{
     AppliedCoupon, CashPayment, CashRefund, MallOrder, MallOrderCommand, MallOrderError, MallOrderEvent, MallOrderId,
-    OrderRefund, OrderStatus, OrderTotals, PaymentMethod, Price, ProductCommand, ProductError, ProductId, Quantity,
+    OrderRefund, OrderStatus, OrderTotals, PaymentMethod, PlacedOrder, Price, ProductCommand, ProductError, ProductId, Quantity,
     ReleaseReason, PAY_WINDOW_MAX_MINUTES,
 };
 use wxcm_domain::member::{ExpiryPolicy, MemberCommand, MemberError, MemberEvent, PointsSource, Provenance};
@@ -83,6 +83,10 @@ pub struct OrderView {
     pub unit_price: Price,
     pub totals: OrderTotals,
     pub coupon_id: Option<CouponId>,
+    /// The coupon template the order comes with once paid, and the coupon it
+    /// becomes (issued when the payment is settled; see the member's coupons).
+    pub gift_coupon_template_id: Option<TemplateId>,
+    pub gift_coupon_id: Option<CouponId>,
     pub method: PaymentMethod,
     pub status: OrderStatus,
     pub placed_at: DateTime<Utc>,
@@ -113,6 +117,10 @@ impl OrderView {
             unit_price: placed.unit_price,
             totals: placed.totals,
             coupon_id: placed.coupon.as_ref().map(|c| c.coupon_id),
+            gift_coupon_template_id: placed.gift_coupon,
+            gift_coupon_id: placed
+                .gift_coupon
+                .map(|t| crate::coupons::gift_coupon_id(tenant, t, placed.member_id, placed.order_id)),
             method: placed.method,
             status,
             placed_at: placed.placed_at,
@@ -341,6 +349,7 @@ pub async fn place(
         return Err(MallOpError::InsufficientPoints { spendable, needed: totals.points_total });
     }
     let product_name = state.listing.name.clone();
+    let gift_coupon = state.gift_coupon;
     let expires_at = now + pay_window(app);
 
     let reserve = ProductCommand::Reserve { order_id, member_id, quantity: request.quantity, unit_price, expires_at };
@@ -379,6 +388,7 @@ pub async fn place(
         quantity: request.quantity,
         unit_price,
         coupon,
+        gift_coupon,
         method,
         expires_at,
         actor,
@@ -739,6 +749,7 @@ pub async fn settle(
         OrderStatus::Paid | OrderStatus::Delivered => {
             sold(&mut steps, &placed.product_id, placed.member_id).await?;
             follow_coupon(&mut steps, &order, CouponStep::Use).await?;
+            give_gift(app, &mut steps, &placed).await?;
         }
         OrderStatus::Expired | OrderStatus::Cancelled => {
             let reason = if status == OrderStatus::Expired { ReleaseReason::Expired } else { ReleaseReason::Cancelled };
@@ -776,11 +787,54 @@ pub async fn settle(
             } else {
                 sold(&mut steps, &placed.product_id, placed.member_id).await?;
                 follow_coupon(&mut steps, &order, CouponStep::Use).await?;
+                take_back_gift(&mut steps, &placed).await?;
             }
             give_back(app, &mut steps, &order, placed.product_id, placed.member_id, refunds).await?;
         }
     }
     Ok(steps.written)
+}
+
+/// A paid order's gift coupon (once per order). A template sold out or
+/// switched off meanwhile gives nothing: the order stands without it.
+async fn give_gift(app: &App, steps: &mut Steps, placed: &PlacedOrder) -> Result<(), MallOpError> {
+    let Some(template_id) = placed.gift_coupon else { return Ok(()) };
+    crate::coupons::issue_with_order(app, &steps.tenant, template_id, placed.member_id, placed.order_id)
+        .await
+        .map_err(gift_error)?;
+    Ok(())
+}
+
+/// A refunded order's gift coupon is voided while the member has not used
+/// it; one already redeemed (or ended) stays as it is: the refund does not
+/// claw back what the member consumed. Never issued after the refund: the
+/// gift follows only a paid order's settlement.
+async fn take_back_gift(steps: &mut Steps, placed: &PlacedOrder) -> Result<(), MallOpError> {
+    let Some(template_id) = placed.gift_coupon else { return Ok(()) };
+    let coupon_id = crate::coupons::gift_coupon_id(&steps.tenant, template_id, placed.member_id, placed.order_id);
+    let shard = steps.shard.clone();
+    let (coupon, _) = shard.coupons.load(&steps.tenant, &coupon_id.to_string()).await?;
+    if coupon.issued.is_none() {
+        return Ok(());
+    }
+    let void = CouponCommand::Void { reason: text("mall order refunded")?, actor: system() };
+    match steps.coupon("void-gift-coupon", coupon_id, void).await {
+        Ok(_) => Ok(()),
+        Err(ExecuteError::Domain(
+            CouponError::AlreadyRedeemed | CouponError::Voided | CouponError::Expired | CouponError::HeldByOrder(_),
+        )) => {
+            info!(order_id = %placed.order_id, %coupon_id, "a refunded order's gift coupon is used or ended; left as it is");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn gift_error(e: crate::coupons::CouponOpError) -> MallOpError {
+    match e {
+        crate::coupons::CouponOpError::Unavailable(why) => MallOpError::Unavailable(why),
+        other => MallOpError::Infra(format!("gift coupon: {other}")),
+    }
 }
 
 fn release(order_id: MallOrderId, reason: ReleaseReason) -> ProductCommand {

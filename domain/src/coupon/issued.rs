@@ -47,15 +47,24 @@ pub enum IssueChannel {
     /// A dispatch job gave it to each member of a list or filter (at most one
     /// per member and job: the stream derives from both).
     Dispatch { job_id: uuid::Uuid },
+    /// It came with a paid mall order (the product's gift coupon): at most one
+    /// per order (the stream derives from the order).
+    MallPurchase { order_id: MallOrderId },
+    /// A campaign awarded it: at most one per campaign and award (the stream
+    /// derives from both).
+    CampaignPrize { campaign_id: uuid::Uuid, award: Reference },
 }
 
 impl IssueChannel {
-    /// The channel's name in reports (`member_claim`, `operator_grant`, `dispatch`).
+    /// The channel's name in reports (`member_claim`, `operator_grant`,
+    /// `dispatch`, `mall_purchase`, `campaign_prize`).
     pub fn name(&self) -> &'static str {
         match self {
             IssueChannel::MemberClaim { .. } => "member_claim",
             IssueChannel::OperatorGrant { .. } => "operator_grant",
             IssueChannel::Dispatch { .. } => "dispatch",
+            IssueChannel::MallPurchase { .. } => "mall_purchase",
+            IssueChannel::CampaignPrize { .. } => "campaign_prize",
         }
     }
 }

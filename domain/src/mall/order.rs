@@ -23,7 +23,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{rules, MallOrderId, Price, ProductId, ProductName, Quantity, PAY_WINDOW_MAX_MINUTES};
-use crate::coupon::{Benefit, CouponId};
+use crate::coupon::{Benefit, CouponId, TemplateId};
 use crate::invariant::{ensure, ensure_figure};
 use crate::{
     Actor, AmountFen, DomainEventMeta, EventSourced, IdempotencyKey, InvariantViolation, MemberId, PayRef,
@@ -178,6 +178,10 @@ pub struct PlacedOrder {
     pub quantity: Quantity,
     pub unit_price: Price,
     pub coupon: Option<AppliedCoupon>,
+    /// The coupon template the product gave with a paid order when this one
+    /// was placed: one coupon of it is issued once the order is paid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gift_coupon: Option<TemplateId>,
     pub totals: OrderTotals,
     pub method: PaymentMethod,
     pub placed_at: DateTime<Utc>,
@@ -305,6 +309,7 @@ pub enum MallOrderCommand {
         quantity: Quantity,
         unit_price: Price,
         coupon: Option<AppliedCoupon>,
+        gift_coupon: Option<TemplateId>,
         method: PaymentMethod,
         expires_at: DateTime<Utc>,
         actor: Actor,
@@ -662,6 +667,7 @@ impl EventSourced for MallOrder {
                 quantity,
                 unit_price,
                 coupon,
+                gift_coupon,
                 method,
                 expires_at,
                 actor,
@@ -677,6 +683,7 @@ impl EventSourced for MallOrder {
                     quantity,
                     unit_price,
                     coupon,
+                    gift_coupon,
                     totals,
                     method,
                     placed_at: now,

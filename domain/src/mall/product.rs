@@ -33,6 +33,7 @@ use super::{
     rules, ImageUrl, MallOrderId, Price, ProductDescription, ProductId, ProductName, Quantity, Stock, IMAGES_MAX,
     LIMITED_BUYERS_MAX, OPEN_RESERVATIONS_MAX, PAY_WINDOW_MAX_MINUTES, PER_MEMBER_LIMIT_MAX, STOCK_MAX,
 };
+use crate::coupon::TemplateId;
 use crate::invariant::{ensure, ensure_figure};
 use crate::{Actor, DomainEventMeta, EventSourced, InvariantViolation, MemberId, TenantId};
 
@@ -137,6 +138,12 @@ pub enum ProductCommand {
         per_member_limit: Option<u32>,
         actor: Actor,
     },
+    /// One coupon of this template comes with every paid order of the
+    /// product (`None`: none). Orders placed before keep what they placed with.
+    SetGiftCoupon {
+        gift_coupon: Option<TemplateId>,
+        actor: Actor,
+    },
     PutOnSale {
         actor: Actor,
     },
@@ -202,6 +209,11 @@ pub enum ProductEvent {
         actor: Actor,
         set_at: DateTime<Utc>,
     },
+    ProductGiftCouponSet {
+        gift_coupon: Option<TemplateId>,
+        actor: Actor,
+        set_at: DateTime<Utc>,
+    },
     ProductSaleSwitched {
         on_sale: bool,
         actor: Actor,
@@ -252,6 +264,7 @@ impl DomainEventMeta for ProductEvent {
             ProductEvent::ProductPriceSet { .. } => "ProductPriceSet",
             ProductEvent::ProductStockSet { .. } => "ProductStockSet",
             ProductEvent::ProductMemberLimitSet { .. } => "ProductMemberLimitSet",
+            ProductEvent::ProductGiftCouponSet { .. } => "ProductGiftCouponSet",
             ProductEvent::ProductSaleSwitched { .. } => "ProductSaleSwitched",
             ProductEvent::ProductStockReserved { .. } => "ProductStockReserved",
             ProductEvent::ProductReservationReleased { .. } => "ProductReservationReleased",
@@ -287,6 +300,9 @@ pub struct ProductState {
     pub price: Price,
     pub stock: Stock,
     pub per_member_limit: Option<u32>,
+    /// The coupon template a paid order of the product comes with.
+    #[serde(default)]
+    pub gift_coupon: Option<TemplateId>,
     pub on_sale: bool,
     pub created_at: DateTime<Utc>,
     /// Units open reservations hold (the sum of `reservations`).
@@ -480,7 +496,7 @@ impl Product {
 
 impl EventSourced for Product {
     const TYPE: &'static str = "mall_product";
-    const STATE_VERSION: i32 = 1;
+    const STATE_VERSION: i32 = 2;
     type Command = ProductCommand;
     type Event = ProductEvent;
     type Error = ProductError;
@@ -540,6 +556,10 @@ impl EventSourced for Product {
                 check_limit(per_member_limit)?;
                 Ok(vec![ProductEvent::ProductMemberLimitSet { per_member_limit, actor, set_at: now }])
             }
+            ProductCommand::SetGiftCoupon { gift_coupon, actor } => {
+                self.state()?;
+                Ok(vec![ProductEvent::ProductGiftCouponSet { gift_coupon, actor, set_at: now }])
+            }
             ProductCommand::PutOnSale { actor } => switch(self.state()?, true, actor, now),
             ProductCommand::TakeOffSale { actor } => switch(self.state()?, false, actor, now),
             ProductCommand::Reserve { order_id, member_id, quantity, unit_price, expires_at } => {
@@ -574,6 +594,7 @@ impl EventSourced for Product {
                     price: *price,
                     stock: *stock,
                     per_member_limit: *per_member_limit,
+                    gift_coupon: None,
                     on_sale: *on_sale,
                     created_at: *created_at,
                     reserved: 0,
@@ -598,6 +619,7 @@ impl EventSourced for Product {
                 }
                 state.per_member_limit = *per_member_limit;
             }
+            ProductEvent::ProductGiftCouponSet { gift_coupon, .. } => self.existing()?.gift_coupon = *gift_coupon,
             ProductEvent::ProductSaleSwitched { on_sale, .. } => self.existing()?.on_sale = *on_sale,
             ProductEvent::ProductStockReserved {
                 order_id,

@@ -210,6 +210,7 @@ pub(crate) fn admin_routes() -> AdminRoutes {
         .put("/mall/products/{product_id}/price", Needs(P::MallSettings), mall::put_price)
         .put("/mall/products/{product_id}/stock", Needs(P::MallSettings), mall::put_stock)
         .put("/mall/products/{product_id}/member-limit", Needs(P::MallSettings), mall::put_member_limit)
+        .put("/mall/products/{product_id}/gift-coupon", Needs(P::MallSettings), mall::put_gift_coupon)
         .put("/mall/products/{product_id}/on-sale", Needs(P::MallSettings), mall::put_on_sale)
         .get("/mall/orders", Needs(P::MallRead), mall::list_orders)
         .get("/mall/orders/{mall_order_id}", Needs(P::MallRead), mall::get_order)

@@ -168,6 +168,7 @@ v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with
         mall::put_price,
         mall::put_stock,
         mall::put_member_limit,
+        mall::put_gift_coupon,
         mall::put_on_sale,
         mall::list_orders,
         mall::get_order,

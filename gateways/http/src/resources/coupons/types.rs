@@ -349,7 +349,7 @@ pub struct CouponDto {
     pub state: String,
     pub valid_from: DateTime<Utc>,
     pub valid_until: DateTime<Utc>,
-    /// `member_claim`, `operator_grant` or `dispatch`.
+    /// `member_claim`, `operator_grant`, `dispatch`, `mall_purchase` or `campaign_prize`.
     pub channel: String,
     pub issued_at: DateTime<Utc>,
     /// The 16-character code to type at the counter.
@@ -427,6 +427,7 @@ pub struct CouponRowDto {
     pub member_id: String,
     pub serial: i64,
     pub state: String,
+    /// `member_claim`, `operator_grant`, `dispatch`, `mall_purchase` or `campaign_prize`.
     pub channel: String,
     pub issued_at: DateTime<Utc>,
     pub valid_until: DateTime<Utc>,

@@ -11,6 +11,7 @@ use wxcm_commands::mall::{self, orders, MallOpError, OrderQuery, ORDER_PAGE_MAX,
 use wxcm_commands::pay_flows::PayFlowError;
 use wxcm_commands::CommandContext;
 use wxcm_domain::mall::{MallOrderError, MallOrderId, ProductCommand, ProductError, ProductId};
+use wxcm_domain::coupon::TemplateId;
 use wxcm_domain::MemberId;
 
 use crate::error::{idempotency_key_reused, member_rejection, unknown_tenant, ApiError, ErrorBody};
@@ -32,6 +33,7 @@ impl From<MallOpError> for ApiError {
             MallOpError::NotFound("member") => ApiError::not_found("member_not_found", message),
             MallOpError::NotFound("product") => ApiError::not_found("product_not_found", message),
             MallOpError::NotFound("coupon") => ApiError::not_found("coupon_not_found", message),
+            MallOpError::NotFound("coupon template") => ApiError::not_found("coupon_template_not_found", message),
             MallOpError::Coupon(_) => ApiError::conflict("coupon_not_usable", message),
             MallOpError::NotFound(_) => ApiError::not_found("order_not_found", message),
             MallOpError::Product(p) => product_rejection(&p),
@@ -314,6 +316,35 @@ pub async fn put_member_limit(
     body: ApiJson<MemberLimitBody>,
 ) -> Result<Json<ProductDto>, ApiError> {
     let command = ProductCommand::SetMemberLimit { per_member_limit: body.0.validate()?, actor: auth.actor() };
+    let ctx = auth.context(key.0, correlation);
+    change(&state, &ctx, id.0, command).await
+}
+
+/// Sets the coupon template one coupon of which comes with every paid order
+/// of the product, or none (null). Orders placed before keep their gift.
+#[utoipa::path(put, path = "/admin/api/v1/mall/products/{product_id}/gift-coupon", tag = "mall",
+    security(("bearer" = [])),
+    params(("product_id" = uuid::Uuid, Path), ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters")),
+    request_body = GiftCouponBody,
+    responses(
+        (status = 200, description = "Changed (or replayed)", body = ProductDto),
+        (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `invalid_product_id`, `malformed_json`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`product_not_found`, `coupon_template_not_found`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, product_id = %id.0))]
+pub async fn put_gift_coupon(
+    State(state): State<AppState>,
+    auth: Authorized<perm::MallSettings>,
+    key: IdempotencyHeader,
+    correlation: Correlation,
+    id: ApiPath<ProductId>,
+    body: ApiJson<GiftCouponBody>,
+) -> Result<Json<ProductDto>, ApiError> {
+    let gift_coupon = body.0.template_id.map(TemplateId::from_uuid);
+    let command = ProductCommand::SetGiftCoupon { gift_coupon, actor: auth.actor() };
     let ctx = auth.context(key.0, correlation);
     change(&state, &ctx, id.0, command).await
 }

@@ -219,6 +219,14 @@ impl MemberLimitBody {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+pub struct GiftCouponBody {
+    /// A coupon template of this tenant, or null for no gift. Orders placed
+    /// before keep the gift they were placed with.
+    pub template_id: Option<uuid::Uuid>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct OnSaleBody {
     pub on_sale: bool,
 }
@@ -232,6 +240,8 @@ pub struct ProductDto {
     pub price: ProductPriceDto,
     pub stock: ProductStockDto,
     pub per_member_limit: Option<u32>,
+    /// One coupon of this template comes with every paid order; null: none.
+    pub gift_coupon_template_id: Option<uuid::Uuid>,
     pub on_sale: bool,
     /// Units unpaid orders hold.
     pub reserved: u64,
@@ -251,6 +261,7 @@ impl From<ProductView> for ProductDto {
             price: v.price.into(),
             stock: v.stock.into(),
             per_member_limit: v.per_member_limit,
+            gift_coupon_template_id: v.gift_coupon.map(|t| t.as_uuid()),
             on_sale: v.on_sale,
             reserved: v.reserved,
             sold: v.sold,
@@ -281,7 +292,8 @@ pub struct ProductPageQuery {
 #[serde(rename_all = "snake_case")]
 pub enum PayWithDto {
     Balance,
-    /// Not available yet for mall orders (refused with `payment_method_unsupported`).
+    /// Paid through WeChat Pay (JSAPI): `POST /m/api/v1/mall/orders/{order_id}/wechat-pay`
+    /// gives the parameters for the member page.
     WechatPay,
 }
 
@@ -292,7 +304,8 @@ pub struct PlaceOrderBody {
     /// Units, 1..=99.
     #[schema(minimum = 1, maximum = 99)]
     pub quantity: i64,
-    /// How the cash part is paid; needed when the product costs fen.
+    /// How the cash part is paid: required when the product costs fen (without it the order is
+    /// refused with 422 `payment_method_unsupported`); ignored for a product priced in points only.
     pub pay_with: Option<PayWithDto>,
     /// The unit price the member saw: refused with `price_changed` if it is no longer the price.
     pub unit_price: Option<ProductPriceDto>,
@@ -426,6 +439,11 @@ pub struct OrderDto {
     pub cash_due_fen: i64,
     /// The coupon applied to the order (held by it until it is paid or ends).
     pub coupon_id: Option<uuid::Uuid>,
+    /// The coupon template the order comes with once paid (the product's gift
+    /// when the order was placed), and the coupon that gift is or will be:
+    /// issued when the payment is settled, voided by a refund unless used.
+    pub gift_coupon_template_id: Option<uuid::Uuid>,
+    pub gift_coupon_id: Option<uuid::Uuid>,
     /// `points_only`, `balance`, `wechat_pay`, `points_and_balance`, `points_and_wechat_pay`.
     pub method: String,
     /// `awaiting_payment`, `paid`, `delivered`, `expired`, `cancelled`, `refund_due`, `refunded`.
@@ -464,6 +482,8 @@ impl From<OrderView> for OrderDto {
             discount_fen: v.totals.discount_fen,
             cash_due_fen: v.totals.cash_due_fen,
             coupon_id: v.coupon_id.map(|c| c.as_uuid()),
+            gift_coupon_template_id: v.gift_coupon_template_id.map(|t| t.as_uuid()),
+            gift_coupon_id: v.gift_coupon_id.map(|c| c.as_uuid()),
             method: snake(&method),
             status: snake(&status),
             placed_at: v.placed_at,

@@ -62,7 +62,8 @@ pub struct DailyOpsRowDto {
     pub day: NaiveDate,
     /// `registrations`, `points_granted`, `points_spent`, `points_deducted`, `points_expired`,
     /// `cash_credited_fen`, `cash_debited_fen`, `card_level_net`, `follows`, `unfollows`,
-    /// `coupons_issued` (by `member_claim` or `operator_grant`), `coupons_redeemed`,
+    /// `coupons_issued` (by channel: `member_claim`, `operator_grant`, `dispatch`, `mall_purchase`,
+    /// `campaign_prize`), `coupons_redeemed`,
     /// `coupons_voided`, `coupons_expired`.
     pub metric: String,
     /// Registration source, cash kind (`deposit`, `recharge`, `refund`, `charge`,
