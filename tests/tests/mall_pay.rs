@@ -249,7 +249,11 @@ async fn a_mall_order_paid_with_wechat_pay_is_paid_once_and_refunded_through_pay
 
     // The balance endpoint refuses a WeChat Pay order.
     let (status, body) = w.post(&w.session, &format!("/m/api/v1/mall/orders/{order_id}/payment"), json!({})).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("payment_method_mismatch")),
+        "{body}"
+    );
 
     let (status, started) = w.start_pay(&order_id).await;
     assert_eq!(status, StatusCode::OK, "{started}");

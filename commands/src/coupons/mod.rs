@@ -509,6 +509,11 @@ pub async fn member_coupons(
     member_id: MemberId,
 ) -> Result<Vec<CouponView>, CouponOpError> {
     let shard = app.router.route(tenant)?;
+    // A member of another tenant (or none) is not found, never an empty list.
+    let (member, _) = shard.members.load_recent(tenant, &member_id.to_string(), MEMBER_STATE_AGE_MAX).await?;
+    if member.tenant() != Some(tenant) {
+        return Err(CouponOpError::NotFound("member"));
+    }
     let ids = shard.coupon_store.member_coupons(tenant, member_id, MEMBER_COUPONS_MAX).await?;
     let mut views = Vec::with_capacity(ids.len());
     for id in ids {

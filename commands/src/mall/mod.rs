@@ -96,6 +96,10 @@ pub enum MallOpError {
     Abandoned,
     #[error("{0}")]
     Unsupported(&'static str),
+    /// The order is paid another way than the one asked (balance vs WeChat
+    /// Pay): a conflict with the order's state, not a malformed request.
+    #[error("{0}")]
+    PaymentMethodMismatch(&'static str),
     #[error("not an order number: {0}")]
     InvalidOrderNo(String),
     #[error("this order belongs to another merchant")]

@@ -30,8 +30,8 @@ use uuid::Uuid;
 use wxcm_domain::coupon::{CouponCommand, CouponError, CouponEvent, CouponId, TemplateId};
 use wxcm_domain::mall::{
     AppliedCoupon, CashPayment, CashRefund, MallOrder, MallOrderCommand, MallOrderError, MallOrderEvent, MallOrderId,
-    OrderRefund, OrderStatus, OrderTotals, PaymentMethod, PlacedOrder, Price, ProductCommand, ProductError, ProductId, Quantity,
-    ReleaseReason, PAY_WINDOW_MAX_MINUTES,
+    OrderRefund, OrderStatus, OrderTotals, PaymentMethod, PlacedOrder, Price, ProductCommand, ProductError, ProductId,
+    Quantity, ReleaseReason, PAY_WINDOW_MAX_MINUTES,
 };
 use wxcm_domain::member::{ExpiryPolicy, MemberCommand, MemberError, MemberEvent, PointsSource, Provenance};
 use wxcm_domain::{Actor, AmountFen, EventSourced, IdempotencyKey, MemberId, PointsAmount, Reference, TenantId};
@@ -592,7 +592,9 @@ pub async fn pay(
             Some(charge_balance(&mut steps, placed.member_id, placed.totals.cash_due_fen, actor.clone()).await?)
         }
         PaymentMethod::WechatPay | PaymentMethod::PointsAndWechatPay => {
-            return Err(MallOpError::Unsupported("this order is paid with WeChat Pay: start it with POST …/wechat-pay"))
+            return Err(MallOpError::PaymentMethodMismatch(
+                "this order is paid with WeChat Pay: start it with POST …/wechat-pay",
+            ))
         }
     };
     let outcome = steps.order("pay", MallOrderCommand::RecordPayment { cash }).await?;

@@ -83,7 +83,7 @@ pub async fn start_wechat_pay(
     let order = orders::load_placed(app, tenant, order_id, Some(request.member_id)).await?;
     let placed = order.placed.as_deref().ok_or(MallOpError::NotFound("order"))?.clone();
     if !matches!(placed.method, PaymentMethod::WechatPay | PaymentMethod::PointsAndWechatPay) {
-        return Err(MallOpError::Unsupported("this order is not paid with WeChat Pay"));
+        return Err(MallOpError::PaymentMethodMismatch("this order is not paid with WeChat Pay"));
     }
     match order.status {
         Some(OrderStatus::AwaitingPayment) if app.clock.now() >= placed.expires_at => {

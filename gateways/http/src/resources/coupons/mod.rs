@@ -481,6 +481,7 @@ pub async fn redeem(
         (status = 200, description = "The member's coupons", body = CouponList),
         (status = 400, description = "`invalid_member_id`", body = ErrorBody),
         (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`member_not_found`", body = ErrorBody),
     ))]
 #[instrument(skip_all, fields(tenant = %auth.session.tenant_id, member_id = %id.0))]
 pub async fn member_coupons(

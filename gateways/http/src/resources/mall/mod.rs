@@ -10,8 +10,8 @@ use tracing::instrument;
 use wxcm_commands::mall::{self, orders, MallOpError, OrderQuery, ORDER_PAGE_MAX, PRODUCT_PAGE_MAX};
 use wxcm_commands::pay_flows::PayFlowError;
 use wxcm_commands::CommandContext;
-use wxcm_domain::mall::{MallOrderError, MallOrderId, ProductCommand, ProductError, ProductId};
 use wxcm_domain::coupon::TemplateId;
+use wxcm_domain::mall::{MallOrderError, MallOrderId, ProductCommand, ProductError, ProductId};
 use wxcm_domain::MemberId;
 
 use crate::error::{idempotency_key_reused, member_rejection, unknown_tenant, ApiError, ErrorBody};
@@ -33,7 +33,7 @@ impl From<MallOpError> for ApiError {
             MallOpError::NotFound("member") => ApiError::not_found("member_not_found", message),
             MallOpError::NotFound("product") => ApiError::not_found("product_not_found", message),
             MallOpError::NotFound("coupon") => ApiError::not_found("coupon_not_found", message),
-            MallOpError::NotFound("coupon template") => ApiError::not_found("coupon_template_not_found", message),
+            MallOpError::NotFound("coupon template") => ApiError::not_found("template_not_found", message),
             MallOpError::Coupon(_) => ApiError::conflict("coupon_not_usable", message),
             MallOpError::NotFound(_) => ApiError::not_found("order_not_found", message),
             MallOpError::Product(p) => product_rejection(&p),
@@ -43,6 +43,7 @@ impl From<MallOpError> for ApiError {
             MallOpError::PaidTooLate => ApiError::conflict("order_ended_payment_refunded", message),
             MallOpError::Abandoned => ApiError::conflict("order_abandoned", message),
             MallOpError::Unsupported(_) => ApiError::invalid("payment_method_unsupported", message),
+            MallOpError::PaymentMethodMismatch(_) => ApiError::conflict("payment_method_mismatch", message),
             MallOpError::InvalidOrderNo(_) => ApiError::invalid("invalid_order_no", message),
             MallOpError::OtherTenant => ApiError::conflict("other_tenant_order", message),
             MallOpError::IdempotencyMismatch => idempotency_key_reused(),
@@ -330,7 +331,7 @@ pub async fn put_member_limit(
         (status = 200, description = "Changed (or replayed)", body = ProductDto),
         (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `invalid_product_id`, `malformed_json`", body = ErrorBody),
         (status = 403, description = "`forbidden`", body = ErrorBody),
-        (status = 404, description = "`product_not_found`, `coupon_template_not_found`", body = ErrorBody),
+        (status = 404, description = "`product_not_found`, `template_not_found`", body = ErrorBody),
         (status = 409, description = "`idempotency_key_reused`", body = ErrorBody),
         (status = 422, description = "`invalid_body`", body = ErrorBody),
     ))]
@@ -575,8 +576,7 @@ pub async fn member_order(
         (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `invalid_order_id`", body = ErrorBody),
         (status = 401, description = "`unauthenticated`", body = ErrorBody),
         (status = 404, description = "`order_not_found`", body = ErrorBody),
-        (status = 409, description = "`order_ended`, `order_ended_payment_refunded`, `insufficient_balance`", body = ErrorBody),
-        (status = 422, description = "`payment_method_unsupported`", body = ErrorBody),
+        (status = 409, description = "`order_ended`, `order_ended_payment_refunded`, `insufficient_balance`, `payment_method_mismatch` (a WeChat Pay order)", body = ErrorBody),
     ))]
 pub async fn member_pay(
     State(state): State<AppState>,
@@ -601,8 +601,8 @@ pub async fn member_pay(
         (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `invalid_order_id`", body = ErrorBody),
         (status = 401, description = "`unauthenticated`", body = ErrorBody),
         (status = 404, description = "`order_not_found`", body = ErrorBody),
-        (status = 409, description = "`order_ended`, `member_api_unavailable` (no Pay port on this node)", body = ErrorBody),
-        (status = 422, description = "`payment_method_unsupported` (not a WeChat Pay order), `pay_refused`", body = ErrorBody),
+        (status = 409, description = "`order_ended`, `member_api_unavailable` (no Pay port on this node), `payment_method_mismatch` (not a WeChat Pay order)", body = ErrorBody),
+        (status = 422, description = "`pay_refused`", body = ErrorBody),
         (status = 503, description = "`unavailable`: WeChat Pay or the store cannot be reached; retry", body = ErrorBody),
     ))]
 pub async fn member_wechat_pay(
