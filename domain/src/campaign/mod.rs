@@ -1,0 +1,3 @@
+//! Campaigns: lotteries whose draws anyone can recompute from the events.
+
+pub mod draw;
