@@ -42,6 +42,8 @@ mod aggregate;
 pub mod draw;
 mod periodic;
 mod shake;
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
 

@@ -302,7 +302,7 @@ impl Campaign {
             outcomes.push(state.decide_one(terms, &mut work, seed, ask, now)?);
         }
         let draws: Vec<ShakeDraw> = outcomes.iter().filter_map(|o| o.as_ref().ok().cloned()).collect();
-        let event = (!draws.is_empty()).then(|| CampaignEvent::CampaignShakesDrawn { draws, drawn_at: now });
+        let event = (!draws.is_empty()).then_some(CampaignEvent::CampaignShakesDrawn { draws, drawn_at: now });
         Ok(ShakeBatch { event, outcomes })
     }
 }
