@@ -738,7 +738,7 @@ fn shaking_stops_when_every_prize_is_given_and_never_gives_past_stock() {
     let batch = c.decide_shakes(&seed(9), &asks, now()).unwrap();
     let won = batch.outcomes.iter().filter(|o| o.as_ref().is_ok_and(|d| !d.prize.is_thanks())).count();
     assert_eq!(won, 3, "one poster and two coupons, however many shake at once");
-    assert!(batch.outcomes.iter().any(|o| *o == Err(Refusal::PrizesExhausted)));
+    assert!(batch.outcomes.contains(&Err(Refusal::PrizesExhausted)));
     c.apply(&batch.event.unwrap()).unwrap();
     assert_eq!(state(&c).stock_left, vec![Some(0), Some(0), None]);
     assert_eq!(state(&c).table_version, 3);
