@@ -6,6 +6,7 @@
 
 pub mod actor;
 pub mod amounts;
+pub mod campaign;
 pub mod coupon;
 pub mod event_sourced;
 pub mod ids;

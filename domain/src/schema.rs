@@ -13,6 +13,7 @@
 use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::Value;
 
+use crate::campaign::CampaignEvent;
 use crate::coupon::{CouponEvent, TemplateEvent};
 use crate::mall::{MallOrderEvent, ProductEvent};
 use crate::member::{MemberEvent, Provenance};
@@ -33,6 +34,8 @@ pub const COUPON_EVENTS: &str = "coupon-events";
 pub const MALL_PRODUCT_EVENTS: &str = "mall-product-events";
 /// Name of the mall order event schema (file stem under `schemas/events/`).
 pub const MALL_ORDER_EVENTS: &str = "mall-order-events";
+/// Name of the campaign event schema (file stem under `schemas/events/`).
+pub const CAMPAIGN_EVENTS: &str = "campaign-events";
 
 /// Every event schema as (name, JSON Schema draft 2020-12 document).
 pub fn event_schemas() -> Vec<(&'static str, Value)> {
@@ -44,6 +47,7 @@ pub fn event_schemas() -> Vec<(&'static str, Value)> {
         (COUPON_EVENTS, event_schema::<CouponEvent>()),
         (MALL_PRODUCT_EVENTS, event_schema::<ProductEvent>()),
         (MALL_ORDER_EVENTS, event_schema::<MallOrderEvent>()),
+        (CAMPAIGN_EVENTS, event_schema::<CampaignEvent>()),
     ]
 }
 
@@ -100,7 +104,8 @@ mod tests {
                 COUPON_TEMPLATE_EVENTS,
                 COUPON_EVENTS,
                 MALL_PRODUCT_EVENTS,
-                MALL_ORDER_EVENTS
+                MALL_ORDER_EVENTS,
+                CAMPAIGN_EVENTS
             ]
         );
         for (name, schema) in &schemas {

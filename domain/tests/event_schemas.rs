@@ -13,6 +13,11 @@ use jsonschema::Validator;
 use proptest::prelude::*;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
+use wxcm_domain::campaign::{
+    AwardRef, BeaconRound, BeaconValue, CampaignEvent, CampaignId, CampaignKind, CampaignTerms, CampaignText, Cycle,
+    DrawSeed, EntrantsHash, EntryId, EntryRefund, Limits, PeriodWinner, PeriodicTerms, Prize, PrizeTier, ShakeDraw,
+    ShakeSlot, ShakeTerms,
+};
 use wxcm_domain::coupon::{
     Audience, Benefit, CouponEvent, CouponId, CouponTerms, CouponText, IssueChannel, IssueGrant, IssuedCoupon,
     RedemptionCode, Stock, TemplateEvent, TemplateId, Validity,
@@ -28,8 +33,8 @@ use wxcm_domain::member::{
 };
 use wxcm_domain::payment::{CloseReason, PaidVia, PayApiVersion, PaymentEvent, PaymentPurpose};
 use wxcm_domain::schema::{
-    event_schemas, schema_path, COUPON_EVENTS, COUPON_TEMPLATE_EVENTS, MALL_ORDER_EVENTS, MALL_PRODUCT_EVENTS,
-    MEMBER_EVENTS, PAYMENT_EVENTS, TENANT_EVENTS,
+    event_schemas, schema_path, CAMPAIGN_EVENTS, COUPON_EVENTS, COUPON_TEMPLATE_EVENTS, MALL_ORDER_EVENTS,
+    MALL_PRODUCT_EVENTS, MEMBER_EVENTS, PAYMENT_EVENTS, TENANT_EVENTS,
 };
 use wxcm_domain::tenant::{OfficialAccount, PaySettings, PointsRules, SealedSecret, TenantEvent};
 use wxcm_domain::{
@@ -655,6 +660,227 @@ fn mall_order_events() -> Vec<MallOrderEvent> {
             refunded_at: at("2026-12-04T00:00:00Z"),
         },
     ]
+}
+
+fn campaign_text(s: &str) -> CampaignText {
+    CampaignText::parse(s).unwrap()
+}
+
+fn campaign_terms(kind: CampaignKind) -> CampaignTerms {
+    CampaignTerms {
+        name: campaign_text("周末抽奖 weekend draw"),
+        starts_at: at("2026-12-04T16:00:00Z"),
+        ends_at: at("2026-12-11T16:00:00Z"),
+        members_only: true,
+        limits: Limits { lifetime: Some(10), per_day: Some(2), per_period: None },
+        kind,
+    }
+}
+
+fn campaign_events() -> Vec<CampaignEvent> {
+    let admin = Actor::Admin { username: "boss".into() };
+    let scheduler = Actor::System { job: "scheduler".into() };
+    let seed = DrawSeed::from_bytes([7; 32]);
+    let member = MemberId::from_uuid(uuid::Uuid::from_u128(42));
+    let coupon = Prize::Coupon { template_id: TemplateId::from_uuid(uuid::Uuid::from_u128(9)) };
+    let periodic = CampaignKind::PeriodicLottery(PeriodicTerms {
+        cycle: Cycle::Daily,
+        entry_cost: Some(pts(10)),
+        entrants_max: 1_000,
+        tiers: vec![
+            PrizeTier { prize: Prize::Physical { item: campaign_text("popcorn") }, count: 1 },
+            PrizeTier { prize: Prize::Points { points: pts(100) }, count: 2 },
+            PrizeTier { prize: coupon.clone(), count: 5 },
+        ],
+    });
+    let shake = CampaignKind::ShakeLottery(ShakeTerms {
+        slots: vec![
+            ShakeSlot { prize: coupon.clone(), weight: 30, stock: Some(100) },
+            ShakeSlot { prize: Prize::Thanks, weight: 70, stock: None },
+        ],
+        prizes_per_member_max: 1,
+    });
+    vec![
+        CampaignEvent::CampaignCreated {
+            campaign_id: CampaignId::from_uuid(uuid::Uuid::from_u128(500)),
+            tenant_id: TenantId::parse("acme-cinema").unwrap(),
+            terms: campaign_terms(periodic),
+            actor: admin.clone(),
+            created_at: at("2026-12-01T02:00:00Z"),
+        },
+        CampaignEvent::CampaignEdited {
+            terms: campaign_terms(shake),
+            actor: admin.clone(),
+            edited_at: at("2026-12-01T03:00:00Z"),
+        },
+        CampaignEvent::CampaignScheduled {
+            commitment: Some(seed.commitment()),
+            actor: admin.clone(),
+            scheduled_at: at("2026-12-02T02:00:00Z"),
+        },
+        CampaignEvent::CampaignScheduled {
+            commitment: None,
+            actor: admin.clone(),
+            scheduled_at: at("2026-12-02T02:00:00Z"),
+        },
+        CampaignEvent::CampaignStarted { actor: scheduler.clone(), started_at: at("2026-12-04T16:00:00Z") },
+        CampaignEvent::CampaignEnded { actor: admin.clone(), ended_at: at("2026-12-11T16:00:00Z") },
+        CampaignEvent::CampaignPeriodOpened {
+            period_no: 1,
+            starts_at: at("2026-12-04T16:00:00Z"),
+            ends_at: at("2026-12-05T16:00:00Z"),
+            commitment: seed.commitment(),
+            beacon: Some(BeaconRound { source: campaign_text("drand-quicknet"), round: 12_345_678 }),
+            actor: scheduler.clone(),
+            opened_at: at("2026-12-04T15:59:00Z"),
+        },
+        CampaignEvent::CampaignEntryRecorded {
+            entry_id: EntryId::from_uuid(uuid::Uuid::from_u128(1)),
+            member_id: member,
+            period_no: 1,
+            cost_points: Some(pts(10)),
+            merchant_day: chrono::NaiveDate::from_ymd_opt(2026, 12, 5).unwrap(),
+            member_total_after: 1,
+            member_day_after: 1,
+            member_period_after: 1,
+            period_entries_after: 1,
+            period_entrants_after: 1,
+            entered_at: at("2026-12-05T02:00:00Z"),
+        },
+        CampaignEvent::CampaignPeriodDrawn {
+            period_no: 1,
+            algorithm: "wxcm-draw-v1".into(),
+            seed,
+            beacon: Some(BeaconRound { source: campaign_text("drand-quicknet"), round: 12_345_678 }),
+            beacon_value: Some(BeaconValue::parse(&"ab".repeat(32)).unwrap()),
+            entrants_hash: EntrantsHash::from_bytes([3; 32]),
+            entrants: 1,
+            total_tickets: 1,
+            winners: vec![PeriodWinner {
+                rank: 1,
+                member_id: member,
+                prize: Prize::Physical { item: campaign_text("popcorn") },
+            }],
+            actor: scheduler.clone(),
+            drawn_at: at("2026-12-05T16:00:00Z"),
+        },
+        CampaignEvent::CampaignPeriodCancelled {
+            period_no: 2,
+            refunds: vec![EntryRefund {
+                entry_id: EntryId::from_uuid(uuid::Uuid::from_u128(2)),
+                member_id: member,
+                points: pts(10),
+            }],
+            actor: admin.clone(),
+            cancelled_at: at("2026-12-06T02:00:00Z"),
+        },
+        CampaignEvent::CampaignShakesDrawn {
+            draws: vec![
+                ShakeDraw {
+                    member_id: member,
+                    nonce: 1,
+                    merchant_day: chrono::NaiveDate::from_ymd_opt(2026, 12, 5).unwrap(),
+                    member_day_after: 1,
+                    table_version: 1,
+                    total_weight: 100,
+                    roll: 12,
+                    slot: 0,
+                    prize: coupon,
+                    stock_left_after: Some(99),
+                    member_prizes_after: 1,
+                },
+                ShakeDraw {
+                    member_id: MemberId::from_uuid(uuid::Uuid::from_u128(43)),
+                    nonce: 1,
+                    merchant_day: chrono::NaiveDate::from_ymd_opt(2026, 12, 5).unwrap(),
+                    member_day_after: 1,
+                    table_version: 1,
+                    total_weight: 100,
+                    roll: 99,
+                    slot: 1,
+                    prize: Prize::Thanks,
+                    stock_left_after: None,
+                    member_prizes_after: 0,
+                },
+            ],
+            drawn_at: at("2026-12-05T02:00:00Z"),
+        },
+        CampaignEvent::CampaignShakeSeedRevealed {
+            algorithm: "wxcm-draw-v1".into(),
+            seed,
+            actor: scheduler,
+            revealed_at: at("2026-12-11T16:00:00Z"),
+        },
+        CampaignEvent::CampaignPrizeHandedOver {
+            award: AwardRef::Period { period_no: 1, rank: 1 },
+            member_id: member,
+            item: campaign_text("popcorn"),
+            actor: Actor::Staff { username: "clerk".into() },
+            handed_over_at: at("2026-12-06T02:00:00Z"),
+        },
+        CampaignEvent::CampaignPrizeHandedOver {
+            award: AwardRef::Shake { member_id: member, nonce: 3 },
+            member_id: member,
+            item: campaign_text("poster"),
+            actor: Actor::Staff { username: "clerk".into() },
+            handed_over_at: at("2026-12-06T02:00:00Z"),
+        },
+    ]
+}
+
+#[test]
+fn every_campaign_event_variant_validates() {
+    check_samples(CAMPAIGN_EVENTS, &campaign_events());
+}
+
+#[test]
+fn invalid_campaign_events_are_rejected() {
+    let reject = |what: &str, doc: Value| assert_rejected::<CampaignEvent>(CAMPAIGN_EVENTS, what, doc);
+    let doc_of = |event_type: &str| {
+        serde_json::to_value(campaign_events().into_iter().find(|e| e.event_type() == event_type).unwrap()).unwrap()
+    };
+    let mut doc = doc_of("CampaignPeriodDrawn");
+    doc["CampaignPeriodDrawn"]["seed"] = json!("AB".repeat(32));
+    reject("an uppercase seed", doc);
+    let mut doc = doc_of("CampaignPeriodDrawn");
+    doc["CampaignPeriodDrawn"]["entrants_hash"] = json!("ab");
+    reject("a short hash", doc);
+    let mut doc = doc_of("CampaignPeriodDrawn");
+    doc["CampaignPeriodDrawn"]["beacon_value"] = json!("ab".repeat(65));
+    reject("a beacon value past 64 bytes", doc);
+    let mut doc = doc_of("CampaignPeriodOpened");
+    doc["CampaignPeriodOpened"]["commitment"] = json!("x".repeat(64));
+    reject("a commitment that is not hex", doc);
+    let mut doc = doc_of("CampaignCreated");
+    doc["CampaignCreated"]["terms"]["kind"]["kind"] = json!("snatch");
+    reject("a kind not built yet", doc);
+    let mut doc = doc_of("CampaignCreated");
+    doc["CampaignCreated"]["terms"]["kind"]["tiers"][1]["prize"] = json!({"kind": "points", "points": 0});
+    reject("a prize of zero points", doc);
+    let mut doc = doc_of("CampaignCreated");
+    doc["CampaignCreated"]["terms"]["name"] = json!(" ");
+    reject("a blank name", doc);
+    let mut doc = doc_of("CampaignShakesDrawn");
+    doc["CampaignShakesDrawn"]["draws"][0]["nonce"] = json!(-1);
+    reject("a negative nonce", doc);
+}
+
+#[test]
+fn campaign_text_and_hex_rules_match_the_parsers() {
+    let def = |name| def_validator_in(CAMPAIGN_EVENTS, name);
+    let (text, seed, beacon) = (def("CampaignText"), def("DrawSeed"), def("BeaconValue"));
+    let texts = ["", " ", "popcorn", "爆米花", "line\nbreak", "del\u{7f}", "nel\u{85}", " x "];
+    for s in texts.iter().map(|s| s.to_string()).chain([64, 65].map(|n| "x".repeat(n))) {
+        agree::<CampaignText>(&text, &json!(s), true);
+    }
+    for s in ["", "ab", "AB", "abc", "zz"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([31, 32, 33, 64, 65].into_iter().flat_map(|n| ["ab".repeat(n), "0f".repeat(n), "AB".repeat(n)]))
+    {
+        agree::<DrawSeed>(&seed, &json!(s), true);
+        agree::<BeaconValue>(&beacon, &json!(s), true);
+    }
 }
 
 #[test]
