@@ -30,7 +30,18 @@ impl<P: Projector> ProjectorRuntime<P> {
                 filter_subject: self.settings.filter_subject.clone(),
                 ..Default::default()
             };
-            let consumer: PullConsumer = stream.get_or_create_consumer(&name, config).await.map_err(nats_error)?;
+            let ack_wait = config.ack_wait;
+            let mut consumer: PullConsumer =
+                stream.get_or_create_consumer(&name, config.clone()).await.map_err(nats_error)?;
+            if consumer.cached_info().config.ack_wait != ack_wait {
+                // A consumer made by an earlier release keeps its old ack wait (30 s)
+                // until updated: once, when found so; a failed update is retried at
+                // the next lookup and never stops consuming.
+                match stream.update_consumer(config).await {
+                    Ok(updated) => consumer = updated,
+                    Err(e) => warn!(consumer = %name, error = %e, "could not update the consumer's ack wait"),
+                }
+            }
             self.consumer = Some(consumer);
         }
         self.consumer.as_mut().ok_or_else(|| ProjectionError::Nats("no consumer".into()))
