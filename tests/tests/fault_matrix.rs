@@ -16,14 +16,6 @@ use wxcm_tests::built_bin;
 /// Generous for a loaded CI machine; the soak reports the real figure against 2 s.
 const RECOVERY_MAX_S: f64 = 10.0;
 const CATCH_UP_MAX_S: f64 = 10.0;
-/// After every NATS server restarted, measured from JetStream answering again:
-/// the cluster goes on electing consumer and meta leaders for seconds after
-/// that, and on this 2-core VM the projectors' first answered pull came
-/// 0.7–15 s later in debug runs (5.6 s in the release soak). Issue 17's 10 s
-/// is not reliably met there yet; this bound still fails a projector that
-/// never recovers by itself (the stall this matrix was built to catch).
-const FULL_NATS_RESTART_CATCH_UP_MAX_S: f64 = 30.0;
-const FULL_NATS_RESTART: &str = "restart every nats server";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_fault_of_the_matrix_loses_nothing_and_recovers() {
@@ -48,14 +40,10 @@ async fn every_fault_of_the_matrix_loses_nothing_and_recovers() {
         Err(e) => panic!("fault run failed: {e:#}\n{}", faults::log_tail(&work_dir, 40)),
     };
     println!("{}", serde_json::to_string_pretty(&report).unwrap());
-    let mut failures = report.failures(CATCH_UP_MAX_S, RECOVERY_MAX_S);
-    failures.retain(|f| !f.starts_with(&format!("{FULL_NATS_RESTART}: projector catch-up")));
-    for fault in report.faults.iter().filter(|f| f.fault == FULL_NATS_RESTART) {
-        match fault.catch_up_s {
-            Some(s) if s <= FULL_NATS_RESTART_CATCH_UP_MAX_S => {}
-            other => failures.push(format!("{FULL_NATS_RESTART}: projector catch-up {other:?} s")),
-        }
-    }
+    // Every fault, the restart of every NATS server included (catch-up measured from JetStream
+    // answering again): 10 s. That one needed a 30 s allowance while the consumers' ack wait was
+    // 30 s (a delivery lost in flight waited for it: 0.7–15 s); with 5 s it measured 1.6–3.2 s.
+    let failures = report.failures(CATCH_UP_MAX_S, RECOVERY_MAX_S);
     assert!(failures.is_empty(), "{failures:#?}\n{}", faults::log_tail(&work_dir, 40));
     let _ = std::fs::remove_dir_all(&work_dir);
 }
