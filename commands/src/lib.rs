@@ -10,11 +10,14 @@
 //!   with a disable, a role change or a new password);
 //! - [`mall`] runs the points mall: products and orders (processes over the
 //!   product, the member ledger and the order);
+//! - [`campaigns`]: campaign lifecycle, sealed seeds, member shakes and
+//!   their prizes issued once;
 //! - [`ports`] are the traits the infrastructure implements (store, clock, ...).
 
 pub mod adapter;
 pub mod admin_users;
 pub mod auth;
+pub mod campaigns;
 pub mod card_codes;
 pub mod coupons;
 pub mod executor;

@@ -322,6 +322,9 @@ pub struct ShardServices {
     pub products: Executor<wxcm_domain::mall::Product>,
     pub mall_orders: Executor<wxcm_domain::mall::MallOrder>,
     pub mall_store: Arc<dyn crate::mall::MallStore>,
+    /// Campaigns (one stream each) and their sealed seeds and shake index.
+    pub campaigns: Executor<wxcm_domain::campaign::Campaign>,
+    pub campaign_store: Arc<dyn crate::campaigns::CampaignStore>,
     pub event_log: Arc<dyn EventLog>,
     pub directory: Arc<dyn MemberDirectory>,
     pub cards: Arc<dyn CardNumberAllocator>,

@@ -36,6 +36,12 @@ pub const KIND_MALL_ORDER_EXPIRY: &str = "mall_order_expiry";
 /// What a mall order's event asks of the product and the member ledger
 /// (written with `MallOrderPaid`, `…Cancelled`, `…PaymentArrivedLate`, `…Refunded`).
 pub const KIND_MALL_ORDER_SETTLE: &str = "mall_order_settle";
+/// A campaign reaching its start or end (written with `CampaignScheduled`, migration 0024).
+pub const KIND_CAMPAIGN_START: &str = "campaign_start";
+pub const KIND_CAMPAIGN_END: &str = "campaign_end";
+/// A shake's points or coupon prize, issued (again) under its award's key
+/// (written with `CampaignShakesDrawn`, migration 0024).
+pub const KIND_CAMPAIGN_PRIZE: &str = "campaign_prize";
 /// Expiry commands per due item (each expires up to `PointsAmount::MAX`).
 const EXPIRY_ROUNDS_MAX: u32 = 16;
 
@@ -161,6 +167,18 @@ async fn run_item(app: &App, pay: Option<PayAccess<'_>>, item: &DueItem) -> Resu
                 .await
                 .map_err(|e| MemberOpError::Infra(e.to_string()))
         }
+        KIND_CAMPAIGN_START | KIND_CAMPAIGN_END => {
+            let campaign_id = wxcm_domain::campaign::CampaignId::parse(&item.aggregate_id)
+                .map_err(|e| MemberOpError::Infra(e.to_string()))?;
+            let run = match item.kind.as_str() {
+                KIND_CAMPAIGN_START => crate::campaigns::due_start(app, &tenant, campaign_id).await,
+                _ => crate::campaigns::due_end(app, &tenant, campaign_id).await,
+            };
+            run.map_err(|e| MemberOpError::Infra(e.to_string()))
+        }
+        KIND_CAMPAIGN_PRIZE => crate::campaigns::shakes::due_prize(app, &tenant, &item.aggregate_id)
+            .await
+            .map_err(|e| MemberOpError::Infra(e.to_string())),
         other => {
             warn!(kind = other, "unknown due work kind; leaving it");
             Err(MemberOpError::Infra(format!("unknown due work kind {other}")))

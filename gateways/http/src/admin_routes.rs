@@ -13,7 +13,7 @@ use axum::Router;
 use crate::permissions::Permission;
 use crate::resources::wechat::{authorization, menus, points_rules, qr_codes, reply_rules};
 use crate::resources::{
-    admin_users, coupons, ledger, mall, members, operation_log, payments, referral, reports, session, tenant,
+    admin_users, campaigns, coupons, ledger, mall, members, operation_log, payments, referral, reports, session, tenant,
 };
 use crate::state::AppState;
 
@@ -216,4 +216,10 @@ pub(crate) fn admin_routes() -> AdminRoutes {
         .get("/mall/orders/{mall_order_id}", Needs(P::MallRead), mall::get_order)
         .post("/mall/orders/{mall_order_id}/refund", Needs(P::MallRefund), mall::refund_order)
         .post("/mall/deliveries", Needs(P::MallDeliver), mall::deliver)
+        .post("/campaigns", Needs(P::CampaignManage), campaigns::create_campaign)
+        .get("/campaigns/{campaign_id}", Needs(P::CampaignRead), campaigns::get_campaign)
+        .put("/campaigns/{campaign_id}/terms", Needs(P::CampaignManage), campaigns::put_terms)
+        .post("/campaigns/{campaign_id}/schedule", Needs(P::CampaignManage), campaigns::schedule_campaign)
+        .post("/campaigns/{campaign_id}/start", Needs(P::CampaignManage), campaigns::start_campaign)
+        .post("/campaigns/{campaign_id}/end", Needs(P::CampaignManage), campaigns::end_campaign)
 }

@@ -15,8 +15,8 @@ use crate::doc;
 use crate::error::{ErrorBody, ErrorDetail};
 use crate::resources::wechat::{authorization, menus, points_rules, qr_codes, reply_rules};
 use crate::resources::{
-    admin_users, coupons, health, ledger, mall, member_api, members, operation_log, pay_notify, payments, referral,
-    reports, session, tenant,
+    admin_users, campaigns, coupons, health, ledger, mall, member_api, members, operation_log, pay_notify, payments,
+    referral, reports, session, tenant,
 };
 
 const DESCRIPTION: &str = "\
@@ -85,6 +85,14 @@ session token (the member is found or registered by openid); the other routes ne
 `Authorization: Bearer <member token>` (scheme `member_bearer`) and reach only that member and its own orders. \
 Recharges are balance top-ups paid with WeChat Pay (JSAPI); the balance is credited when Pay's notification \
 arrives (or reconciliation finds the payment), exactly once.
+
+Campaigns (`/admin/api/v1/campaigns`, `/m/api/v1/campaigns`): owner and manager create, edit (while draft), \
+schedule, start and end shake lotteries; everyone else reads them (`CampaignRead`). Scheduling commits to a \
+secret seed (its SHA-256 `commitment`); each shake's roll is HMAC-SHA256(seed, member, chance) over the prize \
+table in force, and ending reveals the seed, so every shake can be recomputed (`schemas/draws/SPEC.md`). A prize \
+never gives more than its stock, a member never shakes more than the chances nor wins more than \
+`prizes_per_member_max`. Refusals are 409: `not_ongoing`, `members_only`, `lifetime_limit_reached`, \
+`daily_limit_reached`, `prize_limit_reached`, `prizes_exhausted`, `not_draft`, `already_ended`.
 
 Pay notifications (`/pay/notify`) are called by WeChat Pay, not by clients: v2 XML signed with the API v2 key, \
 v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with an encrypted `req_info`. The \
@@ -181,6 +189,15 @@ v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with
         mall::member_pay,
         mall::member_wechat_pay,
         mall::member_cancel,
+        campaigns::create_campaign,
+        campaigns::get_campaign,
+        campaigns::put_terms,
+        campaigns::schedule_campaign,
+        campaigns::start_campaign,
+        campaigns::end_campaign,
+        campaigns::member_campaigns,
+        campaigns::member_shake,
+        campaigns::member_shakes,
         pay_notify::notify_v2,
         pay_notify::notify_v3,
         pay_notify::notify_refund_v2,
@@ -241,6 +258,7 @@ referral links, third-party authorization"),
         (name = "payments", description = "WeChat Pay orders of the tenant and their notifications"),
         (name = "coupons", description = "Coupon templates, grants, the counter's write-off, void"),
         (name = "mall", description = "The points mall: products, orders, refunds, delivery at the counter"),
+        (name = "campaigns", description = "Shake lotteries: terms, scheduling with a seed commitment, end with its reveal"),
         (name = "member", description = "The member API: OAuth sessions, the member's card, balance recharges"),
         (name = "pay-notify", description = "WeChat Pay's notifications (called by Pay)"),
     ),

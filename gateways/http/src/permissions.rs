@@ -53,11 +53,15 @@ pub enum Permission {
     MallDeliver,
     /// Refund a paid mall order.
     MallRefund,
+    /// Read campaigns (terms, odds, counts, commitments).
+    CampaignRead,
+    /// Create, edit, schedule, start and end campaigns.
+    CampaignManage,
 }
 
 impl Permission {
     #[cfg(test)]
-    pub const ALL: [Permission; 26] = [
+    pub const ALL: [Permission; 28] = [
         Permission::MemberRead,
         Permission::MemberRegister,
         Permission::PointsGrant,
@@ -84,6 +88,8 @@ impl Permission {
         Permission::MallSettings,
         Permission::MallDeliver,
         Permission::MallRefund,
+        Permission::CampaignRead,
+        Permission::CampaignManage,
     ];
 
     /// What the permission lets one do, for error messages.
@@ -115,6 +121,8 @@ impl Permission {
             Permission::MallSettings => "change mall products",
             Permission::MallDeliver => "deliver mall orders",
             Permission::MallRefund => "refund mall orders",
+            Permission::CampaignRead => "read campaigns",
+            Permission::CampaignManage => "manage campaigns",
         }
     }
 }
@@ -139,6 +147,7 @@ pub fn allowed(role: Role, permission: Permission) -> bool {
                     | P::CouponRedeem
                     | P::MallRead
                     | P::MallDeliver
+                    | P::CampaignRead
             )
         }
         Role::Auditor => {
@@ -153,6 +162,7 @@ pub fn allowed(role: Role, permission: Permission) -> bool {
                     | P::CouponRead
                     | P::OperationLogRead
                     | P::MallRead
+                    | P::CampaignRead
             )
         }
     }
@@ -211,6 +221,8 @@ pub mod perm {
         MallSettings,
         MallDeliver,
         MallRefund,
+        CampaignRead,
+        CampaignManage,
     );
 }
 
@@ -222,7 +234,7 @@ mod tests {
     fn the_whole_matrix() {
         use Permission as P;
         // Columns: owner, manager, staff, auditor.
-        let table: [(Permission, [bool; 4]); 26] = [
+        let table: [(Permission, [bool; 4]); 28] = [
             (P::MemberRead, [true, true, true, true]),
             (P::MemberRegister, [true, true, true, false]),
             (P::PointsGrant, [true, true, false, false]),
@@ -249,6 +261,8 @@ mod tests {
             (P::MallSettings, [true, true, false, false]),
             (P::MallDeliver, [true, true, true, false]),
             (P::MallRefund, [true, true, false, false]),
+            (P::CampaignRead, [true, true, true, true]),
+            (P::CampaignManage, [true, true, false, false]),
         ];
         let roles = [Role::Owner, Role::Manager, Role::Staff, Role::Auditor];
         for (permission, expected) in table {
@@ -275,6 +289,7 @@ mod tests {
                     | Permission::CouponRead
                     | Permission::OperationLogRead
                     | Permission::MallRead
+                    | Permission::CampaignRead
             )
         });
         for p in writes {

@@ -684,6 +684,7 @@ fn concrete(path: &str) -> String {
         ("{coupon_id}", uuid.clone()),
         ("{product_id}", uuid.clone()),
         ("{mall_order_id}", uuid.clone()),
+        ("{campaign_id}", uuid.clone()),
         ("{job_id}", uuid),
         ("{order_id}", "rc0000000001".to_owned()),
     ] {

@@ -143,6 +143,15 @@ enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Recompute every draw of a campaign from its events and revealed seed; exit 1 on any difference.
+    Draw {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        campaign: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Compare the member, coupon and mall read models with a fold of the tenant's events; exit 1 on any difference.
     Reconcile {
         #[arg(long)]
@@ -344,6 +353,11 @@ async fn main() -> Result<()> {
                 AuditCommand::Verify { tenant, json } => {
                     let tenant = TenantId::parse(&tenant)?;
                     wxcm_ops::audit::audit_verify(&settings, &tenant, json).await?
+                }
+                AuditCommand::Draw { tenant, campaign, json } => {
+                    let tenant = TenantId::parse(&tenant)?;
+                    let campaign = wxcm_domain::campaign::CampaignId::parse(&campaign)?;
+                    wxcm_ops::draw_audit::audit_draw(&settings, &tenant, campaign, json).await?
                 }
                 AuditCommand::Reconcile { tenant, json } => {
                     let tenant = TenantId::parse(&tenant)?;

@@ -13,6 +13,7 @@ use wxcm_commands::coupons::CouponStore;
 use wxcm_commands::ports::{Clock, RouteError, ShardRouter, ShardServices};
 use wxcm_commands::repository::CqrsRepository;
 use wxcm_commands::Executor;
+use wxcm_domain::campaign::Campaign;
 use wxcm_domain::coupon::{Coupon, CouponTemplate};
 use wxcm_domain::mall::{MallOrder, Product};
 use wxcm_domain::member::Member;
@@ -32,6 +33,8 @@ const ACQUIRE_TIMEOUT_MS: u64 = 5_000;
 const PAYMENT_CACHE_ENTRIES: usize = 1_000;
 /// Templates are few and read on every claim (their limit and audience).
 const COUPON_TEMPLATE_CACHE_ENTRIES: usize = 1_000;
+/// Campaigns are few and hot (every shake of one meets on its stream).
+const CAMPAIGN_CACHE_ENTRIES: usize = 1_000;
 /// Mall products are few and hot (every order reserves on one).
 const PRODUCT_CACHE_ENTRIES: usize = 1_000;
 
@@ -141,6 +144,15 @@ fn build_shard(name: &str, config: &ShardConfig, clock: Arc<dyn Clock>) -> Resul
         ports.clone(),
         clock.clone(),
     );
+    let campaigns = Executor::<Campaign>::new(
+        Arc::new(CqrsRepository::new(PgEventStore::<Campaign>::new(
+            pool.clone(),
+            committer.clone(),
+            CAMPAIGN_CACHE_ENTRIES,
+        ))),
+        ports.clone(),
+        clock.clone(),
+    );
     let coupon_store: Arc<dyn CouponStore> = Arc::new(PgCouponStore::new(pool.clone(), committer.clone()));
     let coupon_issues = IssueLanes::new(coupon_templates.clone(), coupon_store.clone(), clock);
     let services = Arc::new(ShardServices {
@@ -156,6 +168,8 @@ fn build_shard(name: &str, config: &ShardConfig, clock: Arc<dyn Clock>) -> Resul
         products,
         mall_orders,
         mall_store: Arc::new(wxcm_store::mall_store::PgMallStore::new(pool.clone())),
+        campaigns,
+        campaign_store: Arc::new(wxcm_store::campaign_store::PgCampaignStore::new(pool.clone())),
         event_log: ports.clone(),
         directory: ports.clone(),
         cards: ports.clone(),

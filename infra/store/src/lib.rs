@@ -12,6 +12,7 @@
 //!   `wxcm-commands` and the token store of `wxcm-outbound`, over Postgres.
 
 pub mod batcher;
+pub mod campaign_store;
 pub mod coupon_store;
 pub mod dispatch_store;
 pub mod group_commit;

@@ -17,6 +17,7 @@
 //! - [`payments`]: WeChat Pay orders and their notifications;
 //! - [`coupons`]: coupon templates, grants, write-off and void (and the
 //!   member API's claims and coupon list);
+//! - [`campaigns`]: shake lotteries (and the member API's campaigns and shakes);
 //! - [`operation_log`]: every admin and staff write, for owners and auditors.
 //!
 //! Other surfaces: [`health`] (liveness, readiness, the document),
@@ -25,6 +26,7 @@
 //! notifications); the last two answer in their callers' protocols.
 
 pub mod admin_users;
+pub mod campaigns;
 pub mod coupons;
 pub mod health;
 pub mod ledger;

@@ -1,0 +1,390 @@
+//! Campaign use cases (issue 14): the lifecycle by hand and by the scheduler,
+//! the shake lottery's sealed seed, member shakes ([`shakes`]) and their
+//! prizes issued once.
+//!
+//! **Seed.** When a shake lottery is scheduled, 32 bytes from the OS CSPRNG
+//! are sealed ([`crate::ports::SecretSealer`]) into `campaign_seeds`
+//! (migration 0024, first writer wins, so a retried schedule commits to the
+//! same seed) and only their SHA-256 goes into `CampaignScheduled`. Each shake
+//! unseals it for the command (whose `Debug` redacts it); the end reveals it in
+//! `CampaignShakeSeedRevealed`, after which anyone can recompute every shake
+//! (`wxcm audit draw`). The seed is never logged and never in an answer
+//! before the reveal.
+
+pub mod shakes;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rand::TryRngCore;
+use serde::Serialize;
+use tracing::{info, instrument};
+use uuid::Uuid;
+use wxcm_domain::campaign::{
+    Campaign, CampaignCommand, CampaignError, CampaignId, CampaignKind, CampaignState, CampaignTerms, DrawSeed,
+    SeedCommitment, ShakeDraw, ShakeOdds, Status,
+};
+use wxcm_domain::tenant::SealedSecret;
+use wxcm_domain::{Actor, EventSourced, IdempotencyKey, MemberId, TenantId};
+
+use crate::ports::{PortError, RouteError, ShardServices};
+use crate::{App, CommandContext, ExecuteError, Outcome};
+
+/// Campaign streams the member's list of ongoing campaigns looks at (in id order).
+pub const CAMPAIGNS_SCAN_MAX: u32 = 200;
+/// Shakes a member's list returns (their first, in chance order).
+pub const MEMBER_SHAKES_MAX: u32 = 1_000;
+
+/// What the campaign use cases need from the shard's database besides events.
+#[async_trait]
+pub trait CampaignStore: Send + Sync {
+    /// Stores the campaign's sealed seed unless one is stored; returns the stored one.
+    async fn put_seed(
+        &self,
+        tenant: &TenantId,
+        campaign: CampaignId,
+        sealed: &SealedSecret,
+    ) -> Result<SealedSecret, PortError>;
+    async fn seed(&self, tenant: &TenantId, campaign: CampaignId) -> Result<Option<SealedSecret>, PortError>;
+    /// The member's shakes in the campaign, in chance order, at most `limit`.
+    async fn member_shakes(
+        &self,
+        tenant: &TenantId,
+        campaign: CampaignId,
+        member: MemberId,
+        limit: u32,
+    ) -> Result<Vec<ShakeDraw>, PortError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CampaignOpError {
+    #[error("campaign not found")]
+    NotFound,
+    #[error(transparent)]
+    Campaign(CampaignError),
+    #[error("idempotency key was already used with a different request")]
+    IdempotencyMismatch,
+    #[error("too much contention, try again")]
+    Contention,
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    #[error("infrastructure failure: {0}")]
+    Infra(String),
+    /// The database is unreachable for now; a write's outcome is unknown.
+    #[error("infrastructure unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<PortError> for CampaignOpError {
+    fn from(e: PortError) -> Self {
+        if e.is_transient() {
+            CampaignOpError::Unavailable(e.to_string())
+        } else {
+            CampaignOpError::Infra(e.to_string())
+        }
+    }
+}
+
+impl From<ExecuteError<CampaignError>> for CampaignOpError {
+    fn from(e: ExecuteError<CampaignError>) -> Self {
+        match e {
+            ExecuteError::Domain(CampaignError::NotFound) | ExecuteError::ForeignAggregate => CampaignOpError::NotFound,
+            ExecuteError::Domain(d) => CampaignOpError::Campaign(d),
+            ExecuteError::IdempotencyMismatch => CampaignOpError::IdempotencyMismatch,
+            ExecuteError::Contention => CampaignOpError::Contention,
+            ExecuteError::Invariant(b) => CampaignOpError::Infra(b.to_string()),
+            ExecuteError::Store(s) => CampaignOpError::Infra(s),
+            ExecuteError::Unavailable(s) => CampaignOpError::Unavailable(s),
+        }
+    }
+}
+
+/// A campaign as its operators see it (the seed only once revealed).
+#[derive(Debug, Clone, Serialize)]
+pub struct CampaignView {
+    pub campaign_id: CampaignId,
+    pub terms: CampaignTerms,
+    /// The recorded step.
+    pub status: Status,
+    /// The step a participation meets now (the clock moves a scheduled
+    /// campaign on before the scheduler records it).
+    pub phase: Status,
+    pub commitment: Option<SeedCommitment>,
+    pub revealed_seed: Option<DrawSeed>,
+    pub odds: Option<ShakeOdds>,
+    pub participants: u64,
+    pub shakes: u64,
+    pub winners: u64,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+impl CampaignView {
+    pub fn of(state: &CampaignState, now: DateTime<Utc>) -> Self {
+        Self {
+            campaign_id: state.campaign_id,
+            terms: state.terms.clone(),
+            status: state.status,
+            phase: state.phase_at(now),
+            commitment: state.commitment,
+            revealed_seed: state.revealed_seed,
+            odds: state.shake_odds().filter(|_| state.status != Status::Draft),
+            participants: state.participants() as u64,
+            shakes: state.participations_total,
+            winners: state.winners_total,
+            created_at: state.created_at,
+            started_at: state.started_at,
+            ended_at: state.ended_at,
+        }
+    }
+}
+
+fn campaign_id_for(tenant: &TenantId, key: &IdempotencyKey) -> CampaignId {
+    const NAMESPACE: Uuid = Uuid::from_u128(0x6b1e_90d4_2f7a_4c55_9e03_c4a8_17d2_5f3b);
+    let name = format!("{}\u{1f}{}", tenant.as_str(), key.as_str());
+    CampaignId::from_uuid(Uuid::new_v5(&NAMESPACE, name.as_bytes()))
+}
+
+fn infra(e: impl std::fmt::Display) -> CampaignOpError {
+    CampaignOpError::Infra(e.to_string())
+}
+
+/// The campaign as `tenant` sees it (another tenant's is not found).
+pub(crate) async fn state_of(
+    shard: &ShardServices,
+    tenant: &TenantId,
+    campaign_id: CampaignId,
+) -> Result<CampaignState, CampaignOpError> {
+    let (campaign, _) = shard.campaigns.load(tenant, &campaign_id.to_string()).await?;
+    campaign.created.ok_or(CampaignOpError::NotFound)
+}
+
+async fn run(
+    app: &App,
+    ctx: &CommandContext,
+    campaign_id: CampaignId,
+    command: CampaignCommand,
+    request: &(impl Serialize + Sync),
+) -> Result<Outcome<wxcm_domain::campaign::CampaignEvent>, CampaignOpError> {
+    let shard = app.router.route(&ctx.tenant_id)?;
+    Ok(shard.campaigns.execute(&campaign_id.to_string(), command, request, ctx).await?)
+}
+
+/// Creates a draft; its id derives from the key, so a retried request creates nothing new.
+#[instrument(skip_all, fields(tenant = %ctx.tenant_id))]
+pub async fn create(
+    app: &App,
+    ctx: &CommandContext,
+    terms: CampaignTerms,
+    actor: Actor,
+) -> Result<CampaignView, CampaignOpError> {
+    let campaign_id = campaign_id_for(&ctx.tenant_id, &ctx.idempotency_key);
+    let request = serde_json::json!({ "create_campaign": &terms });
+    let command = CampaignCommand::Create { campaign_id, tenant_id: ctx.tenant_id.clone(), terms, actor };
+    run(app, ctx, campaign_id, command, &request).await?;
+    get(app, &ctx.tenant_id, campaign_id).await
+}
+
+/// Replaces a draft's terms.
+pub async fn edit(
+    app: &App,
+    ctx: &CommandContext,
+    campaign_id: CampaignId,
+    terms: CampaignTerms,
+    actor: Actor,
+) -> Result<CampaignView, CampaignOpError> {
+    let request = serde_json::json!({ "edit_campaign": campaign_id, "terms": &terms });
+    run(app, ctx, campaign_id, CampaignCommand::Edit { terms, actor }, &request).await?;
+    get(app, &ctx.tenant_id, campaign_id).await
+}
+
+pub async fn get(app: &App, tenant: &TenantId, campaign_id: CampaignId) -> Result<CampaignView, CampaignOpError> {
+    let shard = app.router.route(tenant)?;
+    let state = state_of(&shard, tenant, campaign_id).await?;
+    Ok(CampaignView::of(&state, app.clock.now()))
+}
+
+/// The shake lottery's seed, created and sealed on first use (first writer wins).
+async fn seed_for_schedule(
+    app: &App,
+    shard: &ShardServices,
+    tenant: &TenantId,
+    campaign_id: CampaignId,
+) -> Result<DrawSeed, CampaignOpError> {
+    if let Some(sealed) = shard.campaign_store.seed(tenant, campaign_id).await? {
+        return unseal(app, &sealed);
+    }
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.try_fill_bytes(&mut bytes).map_err(|e| infra(format!("OS randomness: {e}")))?;
+    let fresh = DrawSeed::from_bytes(bytes);
+    let sealed = app.sealer.seal(&fresh.to_hex())?;
+    let stored = shard.campaign_store.put_seed(tenant, campaign_id, &sealed).await?;
+    unseal(app, &stored)
+}
+
+fn unseal(app: &App, sealed: &SealedSecret) -> Result<DrawSeed, CampaignOpError> {
+    let hex = app.sealer.open(sealed)?;
+    DrawSeed::parse(&hex).map_err(|_| infra("a stored campaign seed is not 32 bytes of hex"))
+}
+
+/// The campaign's unsealed seed (`None` before it was scheduled).
+pub(crate) async fn stored_seed(
+    app: &App,
+    shard: &ShardServices,
+    tenant: &TenantId,
+    campaign_id: CampaignId,
+) -> Result<Option<DrawSeed>, CampaignOpError> {
+    match shard.campaign_store.seed(tenant, campaign_id).await? {
+        Some(sealed) => unseal(app, &sealed).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Fixes the terms; a shake lottery commits to its sealed seed here.
+#[instrument(skip_all, fields(tenant = %ctx.tenant_id, %campaign_id))]
+pub async fn schedule(
+    app: &App,
+    ctx: &CommandContext,
+    campaign_id: CampaignId,
+    actor: Actor,
+) -> Result<CampaignView, CampaignOpError> {
+    let shard = app.router.route(&ctx.tenant_id)?;
+    let state = state_of(&shard, &ctx.tenant_id, campaign_id).await?;
+    let commitment = match (&state.terms.kind, state.status) {
+        (CampaignKind::ShakeLottery(_), Status::Draft) => {
+            Some(seed_for_schedule(app, &shard, &ctx.tenant_id, campaign_id).await?.commitment())
+        }
+        // Not a draft: the domain refuses (or the key replays the first answer).
+        (CampaignKind::ShakeLottery(_), _) => state.commitment,
+        (CampaignKind::PeriodicLottery(_), _) => None,
+    };
+    let request = serde_json::json!({ "schedule_campaign": campaign_id });
+    run(app, ctx, campaign_id, CampaignCommand::Schedule { commitment, actor }, &request).await?;
+    get(app, &ctx.tenant_id, campaign_id).await
+}
+
+/// Starts a scheduled campaign before its time.
+pub async fn start(
+    app: &App,
+    ctx: &CommandContext,
+    campaign_id: CampaignId,
+    actor: Actor,
+) -> Result<CampaignView, CampaignOpError> {
+    let request = serde_json::json!({ "start_campaign": campaign_id });
+    run(app, ctx, campaign_id, CampaignCommand::Start { actor }, &request).await?;
+    get(app, &ctx.tenant_id, campaign_id).await
+}
+
+/// Ends the campaign by hand, then reveals a shake lottery's seed. An end
+/// already recorded still gets its reveal (a crash between the two).
+#[instrument(skip_all, fields(tenant = %ctx.tenant_id, %campaign_id))]
+pub async fn end(
+    app: &App,
+    ctx: &CommandContext,
+    campaign_id: CampaignId,
+    actor: Actor,
+) -> Result<CampaignView, CampaignOpError> {
+    let request = serde_json::json!({ "end_campaign": campaign_id });
+    let ended = run(app, ctx, campaign_id, CampaignCommand::End { actor }, &request).await;
+    match ended {
+        Ok(_) | Err(CampaignOpError::Campaign(CampaignError::AlreadyEnded)) => {
+            reveal(app, &ctx.tenant_id, campaign_id).await?;
+        }
+        Err(_) => {}
+    }
+    ended?;
+    get(app, &ctx.tenant_id, campaign_id).await
+}
+
+/// Reveals an ended shake lottery's seed (once; again is a no-op). Returns
+/// the events written.
+pub async fn reveal(app: &App, tenant: &TenantId, campaign_id: CampaignId) -> Result<u32, CampaignOpError> {
+    let shard = app.router.route(tenant)?;
+    let state = state_of(&shard, tenant, campaign_id).await?;
+    if !matches!(state.terms.kind, CampaignKind::ShakeLottery(_)) || state.revealed_seed.is_some() {
+        return Ok(0);
+    }
+    let Some(seed) = stored_seed(app, &shard, tenant, campaign_id).await? else {
+        // Ended before it was ever scheduled: there is nothing to reveal.
+        return Ok(0);
+    };
+    let key = system_key(&["campaign-reveal", &campaign_id.to_string()])?;
+    let ctx = CommandContext::new(tenant.clone(), key, "system:campaigns".into());
+    let actor = Actor::System { job: "campaigns".into() };
+    let request = serde_json::json!({ "reveal_seed": campaign_id });
+    let outcome = run(app, &ctx, campaign_id, CampaignCommand::RevealShakeSeed { seed, actor }, &request).await?;
+    info!(%campaign_id, "shake lottery seed revealed");
+    Ok(outcome_written(&outcome))
+}
+
+fn outcome_written<E>(outcome: &Outcome<E>) -> u32 {
+    if outcome.replayed {
+        0
+    } else {
+        u32::try_from(outcome.events.len()).unwrap_or(u32::MAX)
+    }
+}
+
+pub(crate) fn system_key(parts: &[&str]) -> Result<IdempotencyKey, CampaignOpError> {
+    crate::members::system_key(parts).map_err(infra)
+}
+
+/// Due work `campaign_start` (migration 0024): starts a scheduled campaign at
+/// its time; anything else (already started, ended) writes nothing.
+pub async fn due_start(app: &App, tenant: &TenantId, campaign_id: CampaignId) -> Result<u32, CampaignOpError> {
+    let shard = app.router.route(tenant)?;
+    let state = state_of(&shard, tenant, campaign_id).await?;
+    if state.status != Status::Scheduled || app.clock.now() >= state.terms.ends_at {
+        return Ok(0);
+    }
+    let key = system_key(&["campaign-start", &campaign_id.to_string()])?;
+    let ctx = CommandContext::new(tenant.clone(), key, "system:scheduler".into());
+    let actor = Actor::System { job: "scheduler".into() };
+    let request = serde_json::json!({ "start_campaign": campaign_id });
+    match run(app, &ctx, campaign_id, CampaignCommand::Start { actor }, &request).await {
+        Ok(outcome) => Ok(outcome_written(&outcome)),
+        Err(CampaignOpError::Campaign(CampaignError::AlreadyEnded | CampaignError::WrongStatus(_))) => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// Due work `campaign_end`: ends the campaign at its time and reveals a shake
+/// lottery's seed.
+pub async fn due_end(app: &App, tenant: &TenantId, campaign_id: CampaignId) -> Result<u32, CampaignOpError> {
+    let shard = app.router.route(tenant)?;
+    let state = state_of(&shard, tenant, campaign_id).await?;
+    let mut written = 0;
+    if matches!(state.status, Status::Scheduled | Status::Ongoing) {
+        let key = system_key(&["campaign-end", &campaign_id.to_string()])?;
+        let ctx = CommandContext::new(tenant.clone(), key, "system:scheduler".into());
+        let actor = Actor::System { job: "scheduler".into() };
+        let request = serde_json::json!({ "end_campaign": campaign_id });
+        match run(app, &ctx, campaign_id, CampaignCommand::End { actor }, &request).await {
+            Ok(outcome) => written += outcome_written(&outcome),
+            Err(CampaignOpError::Campaign(CampaignError::AlreadyEnded)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written + reveal(app, tenant, campaign_id).await?)
+}
+
+/// Ongoing campaigns a member may see (of the first [`CAMPAIGNS_SCAN_MAX`]
+/// campaign streams of the tenant).
+pub async fn ongoing(app: &App, tenant: &TenantId) -> Result<Vec<CampaignView>, CampaignOpError> {
+    let shard = app.router.route(tenant)?;
+    let ids = shard.event_log.stream_ids(tenant, Campaign::TYPE, None, CAMPAIGNS_SCAN_MAX).await?;
+    let now = app.clock.now();
+    let mut views = Vec::new();
+    for id in ids {
+        let campaign_id = CampaignId::parse(&id).map_err(infra)?;
+        let state = match state_of(&shard, tenant, campaign_id).await {
+            Ok(state) => state,
+            Err(CampaignOpError::NotFound) => continue,
+            Err(e) => return Err(e),
+        };
+        if state.phase_at(now) == Status::Ongoing {
+            views.push(CampaignView::of(&state, now));
+        }
+    }
+    Ok(views)
+}

@@ -1,0 +1,278 @@
+//! Campaigns (tag `campaigns`): shake lotteries for admins
+//! (`/admin/api/v1/campaigns/…`: create, edit while draft, schedule, start,
+//! end) and members (`/m/api/v1/campaigns/…`, tag `member`: ongoing
+//! campaigns, shake, my shakes). Another tenant's campaign is 404.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use tracing::instrument;
+use wxcm_commands::campaigns::{self, shakes, CampaignOpError};
+use wxcm_domain::campaign::{CampaignError, CampaignId};
+
+use crate::error::{idempotency_key_reused, unknown_tenant, ApiError, ErrorBody};
+use crate::extract::{ApiJson, ApiPath, Authorized, Correlation, IdempotencyHeader};
+use crate::permissions::perm;
+use crate::resources::member_api::MemberAuth;
+use crate::state::AppState;
+
+mod types;
+pub use types::*;
+
+impl From<CampaignOpError> for ApiError {
+    fn from(e: CampaignOpError) -> Self {
+        let message = e.to_string();
+        match e {
+            CampaignOpError::NotFound => ApiError::not_found("campaign_not_found", message),
+            CampaignOpError::Campaign(c) => campaign_rejection(&c),
+            CampaignOpError::IdempotencyMismatch => idempotency_key_reused(),
+            CampaignOpError::Contention => ApiError::Contention,
+            CampaignOpError::Route(r) => unknown_tenant(&r),
+            CampaignOpError::Infra(detail) => ApiError::internal("campaign operation", &detail),
+            CampaignOpError::Unavailable(detail) => ApiError::unavailable("campaign operation", &detail),
+        }
+    }
+}
+
+fn campaign_rejection(e: &CampaignError) -> ApiError {
+    let message = e.to_string();
+    match e {
+        CampaignError::NotFound => ApiError::not_found("campaign_not_found", message),
+        CampaignError::AwardNotFound(_) => ApiError::not_found("award_not_found", message),
+        CampaignError::AlreadyExists => ApiError::conflict("campaign_exists", message),
+        CampaignError::InvalidTerms(_) => ApiError::invalid("invalid_terms", message),
+        CampaignError::NotDraft(_) => ApiError::conflict("not_draft", message),
+        CampaignError::WrongStatus(_) => ApiError::conflict("wrong_status", message),
+        CampaignError::WrongKind(_) => ApiError::conflict("wrong_kind", message),
+        CampaignError::AlreadyEnded => ApiError::conflict("already_ended", message),
+        CampaignError::AlreadyHandedOver(_) => ApiError::conflict("already_handed_over", message),
+        CampaignError::Refused(r) => ApiError::conflict(r.code(), message),
+        // The application chooses these values; a refusal is ours, not the client's.
+        CampaignError::CommitmentRequired
+        | CampaignError::CommitmentPerPeriod
+        | CampaignError::SeedMismatch
+        | CampaignError::PeriodNotFound(_)
+        | CampaignError::PeriodOutOfOrder { .. }
+        | CampaignError::PeriodConflict(_)
+        | CampaignError::InvalidPeriod(_)
+        | CampaignError::PeriodNotOpen(_)
+        | CampaignError::PeriodStillOpen(..)
+        | CampaignError::PeriodClosed(_)
+        | CampaignError::BeaconValueRequired(_)
+        | CampaignError::UnexpectedBeacon(_)
+        | CampaignError::EntryConflict(_)
+        | CampaignError::BatchSize
+        | CampaignError::NotEnded
+        | CampaignError::AlreadyRevealed
+        | CampaignError::Draw(_) => ApiError::internal("campaign", &message),
+    }
+}
+
+// ---------------------------------------------------------------- admin
+
+/// Creates a shake lottery as a draft (its terms can change until it is scheduled).
+#[utoipa::path(post, path = "/admin/api/v1/campaigns", tag = "campaigns",
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters; the same key is the same campaign")),
+    request_body = ShakeLotteryBody,
+    responses(
+        (status = 201, description = "Created (or replayed)", body = CampaignDto),
+        (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `malformed_json`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`, `invalid_text`, `invalid_prize`, `invalid_slots`, `invalid_weight`, `invalid_stock`, `invalid_chances`, `invalid_prizes_per_member_max`, `invalid_terms`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, username = %auth.session.username))]
+pub async fn create_campaign(
+    State(state): State<AppState>,
+    auth: Authorized<perm::CampaignManage>,
+    key: IdempotencyHeader,
+    correlation: Correlation,
+    body: ApiJson<ShakeLotteryBody>,
+) -> Result<(StatusCode, Json<CampaignDto>), ApiError> {
+    let terms = body.0.validate()?;
+    let ctx = auth.context(key.0, correlation);
+    let view = campaigns::create(&state.app, &ctx, terms, auth.actor()).await?;
+    Ok((StatusCode::CREATED, Json(view.into())))
+}
+
+/// One campaign with its odds in force, counts and seed commitment.
+#[utoipa::path(get, path = "/admin/api/v1/campaigns/{campaign_id}", tag = "campaigns",
+    security(("bearer" = [])),
+    params(("campaign_id" = uuid::Uuid, Path)),
+    responses(
+        (status = 200, description = "The campaign", body = CampaignDto),
+        (status = 400, description = "`invalid_campaign_id`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`campaign_not_found`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, campaign_id = %id.0))]
+pub async fn get_campaign(
+    State(state): State<AppState>,
+    auth: Authorized<perm::CampaignRead>,
+    id: ApiPath<CampaignId>,
+) -> Result<Json<CampaignDto>, ApiError> {
+    Ok(Json(campaigns::get(&state.app, &auth.session.tenant_id, id.0).await?.into()))
+}
+
+/// Replaces a draft's terms.
+#[utoipa::path(put, path = "/admin/api/v1/campaigns/{campaign_id}/terms", tag = "campaigns",
+    security(("bearer" = [])),
+    params(("campaign_id" = uuid::Uuid, Path)),
+    request_body = ShakeLotteryBody,
+    responses(
+        (status = 200, description = "Changed (or replayed)", body = CampaignDto),
+        (status = 400, description = "`invalid_campaign_id`, `idempotency_key_missing`, `idempotency_key_invalid`, `malformed_json`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`campaign_not_found`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`, `not_draft`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`, `invalid_text`, `invalid_prize`, `invalid_slots`, `invalid_weight`, `invalid_stock`, `invalid_chances`, `invalid_prizes_per_member_max`, `invalid_terms`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, campaign_id = %id.0))]
+pub async fn put_terms(
+    State(state): State<AppState>,
+    auth: Authorized<perm::CampaignManage>,
+    key: IdempotencyHeader,
+    correlation: Correlation,
+    id: ApiPath<CampaignId>,
+    body: ApiJson<ShakeLotteryBody>,
+) -> Result<Json<CampaignDto>, ApiError> {
+    let terms = body.0.validate()?;
+    let ctx = auth.context(key.0, correlation);
+    Ok(Json(campaigns::edit(&state.app, &ctx, id.0, terms, auth.actor()).await?.into()))
+}
+
+/// Fixes the terms and commits to the draw seed (its SHA-256 is published now,
+/// the seed itself when the campaign ends). The campaign starts at `starts_at`.
+#[utoipa::path(post, path = "/admin/api/v1/campaigns/{campaign_id}/schedule", tag = "campaigns",
+    security(("bearer" = [])),
+    params(("campaign_id" = uuid::Uuid, Path)),
+    responses(
+        (status = 200, description = "Scheduled (or replayed)", body = CampaignDto),
+        (status = 400, description = "`invalid_campaign_id`, `idempotency_key_missing`, `idempotency_key_invalid`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`campaign_not_found`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`, `not_draft`", body = ErrorBody),
+        (status = 422, description = "`invalid_terms` (it would end before it is scheduled)", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, campaign_id = %id.0))]
+pub async fn schedule_campaign(
+    State(state): State<AppState>,
+    auth: Authorized<perm::CampaignManage>,
+    key: IdempotencyHeader,
+    correlation: Correlation,
+    id: ApiPath<CampaignId>,
+) -> Result<Json<CampaignDto>, ApiError> {
+    let ctx = auth.context(key.0, correlation);
+    Ok(Json(campaigns::schedule(&state.app, &ctx, id.0, auth.actor()).await?.into()))
+}
+
+/// Starts a scheduled campaign before its `starts_at`.
+#[utoipa::path(post, path = "/admin/api/v1/campaigns/{campaign_id}/start", tag = "campaigns",
+    security(("bearer" = [])),
+    params(("campaign_id" = uuid::Uuid, Path)),
+    responses(
+        (status = 200, description = "Started (or replayed)", body = CampaignDto),
+        (status = 400, description = "`invalid_campaign_id`, `idempotency_key_missing`, `idempotency_key_invalid`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`campaign_not_found`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`, `wrong_status`, `already_ended`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, campaign_id = %id.0))]
+pub async fn start_campaign(
+    State(state): State<AppState>,
+    auth: Authorized<perm::CampaignManage>,
+    key: IdempotencyHeader,
+    correlation: Correlation,
+    id: ApiPath<CampaignId>,
+) -> Result<Json<CampaignDto>, ApiError> {
+    let ctx = auth.context(key.0, correlation);
+    Ok(Json(campaigns::start(&state.app, &ctx, id.0, auth.actor()).await?.into()))
+}
+
+/// Ends the campaign now and reveals a shake lottery's seed, with which anyone
+/// can recompute every shake (`wxcm audit draw`).
+#[utoipa::path(post, path = "/admin/api/v1/campaigns/{campaign_id}/end", tag = "campaigns",
+    security(("bearer" = [])),
+    params(("campaign_id" = uuid::Uuid, Path)),
+    responses(
+        (status = 200, description = "Ended (or replayed)", body = CampaignDto),
+        (status = 400, description = "`invalid_campaign_id`, `idempotency_key_missing`, `idempotency_key_invalid`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`campaign_not_found`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`, `wrong_status` (a draft), `already_ended`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, campaign_id = %id.0))]
+pub async fn end_campaign(
+    State(state): State<AppState>,
+    auth: Authorized<perm::CampaignManage>,
+    key: IdempotencyHeader,
+    correlation: Correlation,
+    id: ApiPath<CampaignId>,
+) -> Result<Json<CampaignDto>, ApiError> {
+    let ctx = auth.context(key.0, correlation);
+    Ok(Json(campaigns::end(&state.app, &ctx, id.0, auth.actor()).await?.into()))
+}
+
+// ---------------------------------------------------------------- member API
+
+/// Campaigns the member can take part in now, with the odds in force.
+#[utoipa::path(get, path = "/m/api/v1/campaigns", tag = "member",
+    security(("member_bearer" = [])),
+    responses(
+        (status = 200, description = "Ongoing campaigns", body = CampaignList),
+        (status = 401, description = "`unauthenticated`", body = ErrorBody),
+    ))]
+pub async fn member_campaigns(
+    State(state): State<AppState>,
+    MemberAuth(session): MemberAuth,
+) -> Result<Json<CampaignList>, ApiError> {
+    let views = campaigns::ongoing(&state.app, &session.tenant_id).await?;
+    Ok(Json(CampaignList { campaigns: views.into_iter().map(Into::into).collect() }))
+}
+
+/// Shakes once: the member's next chance, drawn at once against the table in
+/// force; a prize of points or a coupon is issued with it.
+#[utoipa::path(post, path = "/m/api/v1/campaigns/{campaign_id}/shakes", tag = "member",
+    security(("member_bearer" = [])),
+    params(
+        ("campaign_id" = uuid::Uuid, Path),
+        ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters; the same key is the same shake"),
+    ),
+    responses(
+        (status = 201, description = "Drawn (or replayed)", body = ShakeResultDto),
+        (status = 400, description = "`invalid_campaign_id`, `idempotency_key_missing`, `idempotency_key_invalid`", body = ErrorBody),
+        (status = 401, description = "`unauthenticated`", body = ErrorBody),
+        (status = 404, description = "`campaign_not_found`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`, `not_ongoing`, `members_only`, `lifetime_limit_reached`, `daily_limit_reached`, `prize_limit_reached`, `prizes_exhausted`, `too_many_participants`, `wrong_kind`", body = ErrorBody),
+        (status = 503, description = "`contention`", body = ErrorBody),
+    ))]
+pub async fn member_shake(
+    State(state): State<AppState>,
+    auth: MemberAuth,
+    key: IdempotencyHeader,
+    id: ApiPath<CampaignId>,
+) -> Result<(StatusCode, Json<ShakeResultDto>), ApiError> {
+    let (_, ctx) = auth.command(key.0);
+    let result = shakes::shake(&state.app, &ctx, id.0, auth.0.member_id).await?;
+    Ok((StatusCode::CREATED, Json(result.into())))
+}
+
+/// The member's own shakes in the campaign, in chance order.
+#[utoipa::path(get, path = "/m/api/v1/campaigns/{campaign_id}/shakes", tag = "member",
+    security(("member_bearer" = [])),
+    params(("campaign_id" = uuid::Uuid, Path)),
+    responses(
+        (status = 200, description = "The member's shakes", body = ShakeList),
+        (status = 400, description = "`invalid_campaign_id`", body = ErrorBody),
+        (status = 401, description = "`unauthenticated`", body = ErrorBody),
+        (status = 404, description = "`campaign_not_found`", body = ErrorBody),
+    ))]
+pub async fn member_shakes(
+    State(state): State<AppState>,
+    MemberAuth(session): MemberAuth,
+    id: ApiPath<CampaignId>,
+) -> Result<Json<ShakeList>, ApiError> {
+    let draws = shakes::member_shakes(&state.app, &session.tenant_id, id.0, session.member_id).await?;
+    Ok(Json(ShakeList { shakes: draws.iter().map(Into::into).collect() }))
+}

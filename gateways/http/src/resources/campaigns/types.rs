@@ -1,0 +1,364 @@
+//! Bodies and answers of the campaign routes, and their validation into the
+//! domain's terms (checked once here; the aggregate checks them again).
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use wxcm_commands::campaigns::shakes::{PrizeStatus, ShakeResult};
+use wxcm_commands::campaigns::CampaignView;
+use wxcm_domain::campaign::{
+    CampaignId, CampaignKind, CampaignTerms, CampaignText, Limits, Prize, ShakeDraw, ShakeSlot, ShakeTerms, Status,
+    PARTICIPATIONS_MAX, PRIZES_PER_MEMBER_MAX, SLOTS_MAX, STOCK_MAX, WEIGHT_MAX,
+};
+use wxcm_domain::coupon::TemplateId;
+use wxcm_domain::PointsAmount;
+
+use crate::error::ApiError;
+use crate::extract::PathValue;
+
+impl PathValue for CampaignId {
+    fn parse_segment(s: &str) -> Result<Self, ApiError> {
+        CampaignId::parse(s).map_err(|e| ApiError::bad_request("invalid_campaign_id", e.to_string()))
+    }
+}
+
+/// What a slot gives.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PrizeDto {
+    /// Points granted on the member ledger (never expiring).
+    Points {
+        #[schema(minimum = 1, maximum = 100_000_000)]
+        points: i64,
+    },
+    /// One coupon of this template (one per campaign and award).
+    Coupon { template_id: uuid::Uuid },
+    /// An item handed over once at the store.
+    Physical {
+        #[schema(value_type = crate::doc::ShortText)]
+        item: String,
+    },
+    /// No prize ("thank you for taking part").
+    Thanks,
+}
+
+impl PrizeDto {
+    fn validate(&self) -> Result<Prize, ApiError> {
+        Ok(match self {
+            PrizeDto::Points { points } => Prize::Points {
+                points: PointsAmount::new(*points).map_err(|e| ApiError::invalid("invalid_prize", e.to_string()))?,
+            },
+            PrizeDto::Coupon { template_id } => Prize::Coupon { template_id: TemplateId::from_uuid(*template_id) },
+            PrizeDto::Physical { item } => Prize::Physical {
+                item: CampaignText::parse(item).map_err(|e| ApiError::invalid("invalid_text", e.to_string()))?,
+            },
+            PrizeDto::Thanks => Prize::Thanks,
+        })
+    }
+}
+
+impl From<&Prize> for PrizeDto {
+    fn from(p: &Prize) -> Self {
+        match p {
+            Prize::Points { points } => PrizeDto::Points { points: points.get() },
+            Prize::Coupon { template_id } => PrizeDto::Coupon { template_id: template_id.as_uuid() },
+            Prize::Physical { item } => PrizeDto::Physical { item: item.as_str().to_owned() },
+            Prize::Thanks => PrizeDto::Thanks,
+        }
+    }
+}
+
+/// One slot of the prize table: its chance is `weight / total weight in force`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SlotBody {
+    pub prize: PrizeDto,
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    pub weight: i64,
+    /// Units to give: required for a prize (1..=1,000,000), absent for thanks.
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    pub stock: Option<i64>,
+}
+
+/// How often a member may shake; absent: no limit of that kind.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChancesBody {
+    /// Shakes over the whole campaign.
+    #[schema(minimum = 1, maximum = 1_000)]
+    pub lifetime: Option<i64>,
+    /// Shakes per merchant day (UTC+8).
+    #[schema(minimum = 1, maximum = 1_000)]
+    pub per_day: Option<i64>,
+}
+
+/// A shake lottery: each shake draws at once from the prize table in force.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShakeLotteryBody {
+    #[schema(value_type = crate::doc::ShortText)]
+    pub name: String,
+    pub starts_at: DateTime<Utc>,
+    /// After `starts_at`, at most 366 days later.
+    pub ends_at: DateTime<Utc>,
+    /// Only card-holding members may shake.
+    #[serde(default)]
+    pub members_only: bool,
+    #[serde(default)]
+    pub chances: ChancesBody,
+    /// K: prizes (not thanks) one member may win.
+    #[schema(minimum = 1, maximum = 100)]
+    pub prizes_per_member_max: i64,
+    /// The table in order; at least one prize slot.
+    #[schema(min_items = 1, max_items = 32)]
+    pub slots: Vec<SlotBody>,
+}
+
+fn bounded(value: i64, max: u32, code: &'static str, what: &str) -> Result<u32, ApiError> {
+    match u32::try_from(value) {
+        Ok(v) if (1..=max).contains(&v) => Ok(v),
+        _ => Err(ApiError::invalid(code, format!("{what} must be 1..={max}"))),
+    }
+}
+
+impl ShakeLotteryBody {
+    pub fn validate(&self) -> Result<CampaignTerms, ApiError> {
+        if self.slots.is_empty() || self.slots.len() > SLOTS_MAX {
+            return Err(ApiError::invalid("invalid_slots", format!("a prize table has 1..={SLOTS_MAX} slots")));
+        }
+        let mut slots = Vec::with_capacity(self.slots.len());
+        for slot in &self.slots {
+            let prize = slot.prize.validate()?;
+            let weight = bounded(slot.weight, WEIGHT_MAX, "invalid_weight", "a slot's weight")?;
+            let stock = match (&prize, slot.stock) {
+                (Prize::Thanks, None) => None,
+                (Prize::Thanks, Some(_)) => {
+                    return Err(ApiError::invalid("invalid_stock", "a thanks slot has no stock"));
+                }
+                (_, Some(stock)) => Some(bounded(stock, STOCK_MAX, "invalid_stock", "a prize slot's stock")?),
+                (_, None) => return Err(ApiError::invalid("invalid_stock", "a prize slot needs a stock")),
+            };
+            slots.push(ShakeSlot { prize, weight, stock });
+        }
+        let limit =
+            |v: Option<i64>, what| v.map(|v| bounded(v, PARTICIPATIONS_MAX, "invalid_chances", what)).transpose();
+        let terms = CampaignTerms {
+            name: CampaignText::parse(&self.name).map_err(|e| ApiError::invalid("invalid_text", e.to_string()))?,
+            starts_at: self.starts_at,
+            ends_at: self.ends_at,
+            members_only: self.members_only,
+            limits: Limits {
+                lifetime: limit(self.chances.lifetime, "chances.lifetime")?,
+                per_day: limit(self.chances.per_day, "chances.per_day")?,
+                per_period: None,
+            },
+            kind: CampaignKind::ShakeLottery(ShakeTerms {
+                slots,
+                prizes_per_member_max: bounded(
+                    self.prizes_per_member_max,
+                    PRIZES_PER_MEMBER_MAX,
+                    "invalid_prizes_per_member_max",
+                    "prizes_per_member_max",
+                )?,
+            }),
+        };
+        terms.check().map_err(|e| ApiError::invalid("invalid_terms", e.to_string()))?;
+        Ok(terms)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CampaignStatusDto {
+    Draft,
+    Scheduled,
+    Ongoing,
+    Ended,
+}
+
+impl From<Status> for CampaignStatusDto {
+    fn from(s: Status) -> Self {
+        match s {
+            Status::Draft => CampaignStatusDto::Draft,
+            Status::Scheduled => CampaignStatusDto::Scheduled,
+            Status::Ongoing => CampaignStatusDto::Ongoing,
+            Status::Ended => CampaignStatusDto::Ended,
+        }
+    }
+}
+
+/// A slot with the stock it has left and its weight in force (0 once its stock is gone).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SlotDto {
+    pub slot: u16,
+    pub prize: PrizeDto,
+    pub weight: u32,
+    pub stock: Option<u32>,
+    pub stock_left: Option<u32>,
+    pub weight_in_force: u32,
+}
+
+/// A campaign: terms, the step it is at, the odds in force and counts.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CampaignDto {
+    pub campaign_id: uuid::Uuid,
+    /// `shake_lottery` or `periodic_lottery`.
+    pub kind: String,
+    pub name: String,
+    /// The recorded step.
+    pub status: CampaignStatusDto,
+    /// The step a shake meets now (the clock moves a campaign on before the scheduler records it).
+    pub phase: CampaignStatusDto,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub members_only: bool,
+    pub chances: ChancesBody,
+    pub prizes_per_member_max: Option<u32>,
+    pub slots: Vec<SlotDto>,
+    /// The prize table version in force (1 when scheduled, +1 per depleted prize).
+    pub table_version: u32,
+    pub total_weight: u64,
+    /// SHA-256 of the seed (64 hex digits), from scheduling on.
+    pub commitment: Option<String>,
+    /// The seed, only once the campaign ended and revealed it.
+    pub revealed_seed: Option<String>,
+    pub participants: u64,
+    pub shakes: u64,
+    pub winners: u64,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+impl From<CampaignView> for CampaignDto {
+    fn from(v: CampaignView) -> Self {
+        let (slots, k) = match &v.terms.kind {
+            CampaignKind::ShakeLottery(terms) => {
+                let odds = v.odds.as_ref();
+                let slots = (0u16..)
+                    .zip(&terms.slots)
+                    .map(|(i, s)| {
+                        let in_force = odds.and_then(|o| o.slots.get(usize::from(i)));
+                        SlotDto {
+                            slot: i,
+                            prize: (&s.prize).into(),
+                            weight: s.weight,
+                            stock: s.stock,
+                            stock_left: in_force.map_or(s.stock, |o| o.stock_left),
+                            weight_in_force: in_force.map_or(s.weight, |o| o.weight),
+                        }
+                    })
+                    .collect();
+                (slots, Some(terms.prizes_per_member_max))
+            }
+            CampaignKind::PeriodicLottery(_) => (Vec::new(), None),
+        };
+        let limits = v.terms.limits;
+        Self {
+            campaign_id: v.campaign_id.as_uuid(),
+            kind: v.terms.kind.name().to_owned(),
+            name: v.terms.name.as_str().to_owned(),
+            status: v.status.into(),
+            phase: v.phase.into(),
+            starts_at: v.terms.starts_at,
+            ends_at: v.terms.ends_at,
+            members_only: v.terms.members_only,
+            chances: ChancesBody { lifetime: limits.lifetime.map(i64::from), per_day: limits.per_day.map(i64::from) },
+            prizes_per_member_max: k,
+            table_version: v.odds.as_ref().map_or(0, |o| o.table_version),
+            total_weight: v.odds.as_ref().map_or(0, |o| o.total_weight),
+            slots,
+            commitment: v.commitment.map(|c| c.to_hex()),
+            revealed_seed: v.revealed_seed.map(|s| s.to_hex()),
+            participants: v.participants,
+            shakes: v.shakes,
+            winners: v.winners,
+            created_at: v.created_at,
+            started_at: v.started_at,
+            ended_at: v.ended_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CampaignList {
+    pub campaigns: Vec<CampaignDto>,
+}
+
+/// One recorded shake: everything an auditor needs to recompute it once the seed is revealed.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ShakeDto {
+    /// The member's n-th shake (the chance it used).
+    pub nonce: u32,
+    pub merchant_day: NaiveDate,
+    pub table_version: u32,
+    pub total_weight: u64,
+    /// `0..total_weight`, HMAC-SHA256(seed, member ‖ nonce ‖ counter).
+    pub roll: u64,
+    pub slot: u16,
+    pub prize: PrizeDto,
+    /// Not thanks.
+    pub won: bool,
+    pub stock_left_after: Option<u32>,
+    pub member_prizes_after: u32,
+}
+
+impl From<&ShakeDraw> for ShakeDto {
+    fn from(d: &ShakeDraw) -> Self {
+        Self {
+            nonce: d.nonce,
+            merchant_day: d.merchant_day,
+            table_version: d.table_version,
+            total_weight: d.total_weight,
+            roll: d.roll,
+            slot: d.slot,
+            prize: (&d.prize).into(),
+            won: !d.prize.is_thanks(),
+            stock_left_after: d.stock_left_after,
+            member_prizes_after: d.member_prizes_after,
+        }
+    }
+}
+
+/// What became of the prize: `none` (thanks), `issued`, `pending` (the
+/// scheduler issues it shortly), `at_store` (physical), `not_issued` (the
+/// coupon template refused).
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PrizeStatusDto {
+    None,
+    Issued,
+    Pending,
+    AtStore,
+    NotIssued,
+}
+
+impl From<PrizeStatus> for PrizeStatusDto {
+    fn from(s: PrizeStatus) -> Self {
+        match s {
+            PrizeStatus::None => PrizeStatusDto::None,
+            PrizeStatus::Issued => PrizeStatusDto::Issued,
+            PrizeStatus::Pending => PrizeStatusDto::Pending,
+            PrizeStatus::AtStore => PrizeStatusDto::AtStore,
+            PrizeStatus::NotIssued => PrizeStatusDto::NotIssued,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ShakeResultDto {
+    pub campaign_id: uuid::Uuid,
+    pub shake: ShakeDto,
+    pub prize_status: PrizeStatusDto,
+}
+
+impl From<ShakeResult> for ShakeResultDto {
+    fn from(r: ShakeResult) -> Self {
+        Self { campaign_id: r.campaign_id.as_uuid(), shake: (&r.draw).into(), prize_status: r.prize_status.into() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ShakeList {
+    pub shakes: Vec<ShakeDto>,
+}

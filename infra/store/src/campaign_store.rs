@@ -1,0 +1,76 @@
+//! Postgres side of the campaign use cases (migration 0024): the sealed
+//! seeds (`campaign_seeds`, first writer wins) and the shake index
+//! (`campaign_shakes`, written by a trigger with each `CampaignShakesDrawn`).
+
+use async_trait::async_trait;
+use sqlx::PgPool;
+use wxcm_commands::campaigns::{CampaignStore, MEMBER_SHAKES_MAX};
+use wxcm_commands::ports::PortError;
+use wxcm_domain::campaign::{CampaignId, ShakeDraw};
+use wxcm_domain::tenant::SealedSecret;
+use wxcm_domain::{MemberId, TenantId};
+
+pub struct PgCampaignStore {
+    pool: PgPool,
+}
+
+impl PgCampaignStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+#[async_trait]
+impl CampaignStore for PgCampaignStore {
+    async fn put_seed(
+        &self,
+        tenant: &TenantId,
+        campaign: CampaignId,
+        sealed: &SealedSecret,
+    ) -> Result<SealedSecret, PortError> {
+        // Two schedules racing: the first seed stays, both commit to it.
+        sqlx::query(
+            "INSERT INTO campaign_seeds (tenant_id, campaign_id, sealed) VALUES ($1, $2, $3)
+             ON CONFLICT (tenant_id, campaign_id) DO NOTHING",
+        )
+        .bind(tenant.as_str())
+        .bind(campaign.to_string())
+        .bind(sealed.ciphertext())
+        .execute(&self.pool)
+        .await
+        .map_err(PortError::new)?;
+        self.seed(tenant, campaign).await?.ok_or_else(|| PortError::msg("campaign seed vanished after its insert"))
+    }
+
+    async fn seed(&self, tenant: &TenantId, campaign: CampaignId) -> Result<Option<SealedSecret>, PortError> {
+        let sealed: Option<String> =
+            sqlx::query_scalar("SELECT sealed FROM campaign_seeds WHERE tenant_id = $1 AND campaign_id = $2")
+                .bind(tenant.as_str())
+                .bind(campaign.to_string())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(PortError::new)?;
+        Ok(sealed.map(SealedSecret::from_ciphertext))
+    }
+
+    async fn member_shakes(
+        &self,
+        tenant: &TenantId,
+        campaign: CampaignId,
+        member: MemberId,
+        limit: u32,
+    ) -> Result<Vec<ShakeDraw>, PortError> {
+        let rows: Vec<serde_json::Value> = sqlx::query_scalar(
+            "SELECT draw FROM campaign_shakes WHERE tenant_id = $1 AND campaign_id = $2 AND member_id = $3
+              ORDER BY nonce LIMIT $4",
+        )
+        .bind(tenant.as_str())
+        .bind(campaign.to_string())
+        .bind(member.to_string())
+        .bind(i64::from(limit.clamp(1, MEMBER_SHAKES_MAX)))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(PortError::new)?;
+        rows.into_iter().map(|v| serde_json::from_value(v).map_err(PortError::new)).collect()
+    }
+}

@@ -1,0 +1,420 @@
+//! Shake lotteries end to end through the HTTP API, against the real
+//! Postgres, two shards: never more prizes than stock under 500 concurrent
+//! shakes, one member's concurrent shakes within their chances, prizes issued
+//! once, bad input that changes nothing, the scheduler's start and end with
+//! the seed's reveal, and `audit draw` clean on a finished campaign but not on
+//! a tampered one.
+
+use std::collections::HashMap;
+
+use futures::stream::{self, StreamExt};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use wxcm_commands::pay_flows::MemberSession;
+use wxcm_commands::ports::Role;
+use wxcm_commands::{auth, members, scheduler, tenants, CommandContext};
+use wxcm_domain::campaign::{CampaignId, DrawSeed};
+use wxcm_domain::member::{CardLevel, RegistrationSource};
+use wxcm_domain::{Actor, AppId, MemberId, OpenId, TenantId};
+use wxcm_tests::{spawn_app, TestApp};
+
+const PASSWORD: &str = "a-long-enough-password";
+const POINTS_PRIZE: i64 = 5;
+
+struct Merchant {
+    tenant: TenantId,
+    owner: String,
+}
+
+async fn merchant(t: &TestApp, tenant: &str) -> Merchant {
+    let tenant_id = TenantId::parse(tenant).unwrap();
+    let key = members::system_key(&["test-tenant", tenant]).unwrap();
+    let ctx = CommandContext::new(tenant_id.clone(), key, "test".into());
+    tenants::create(&t.app, &tenant_id, "Test Shop", Actor::Admin { username: "test".into() }, &ctx).await.unwrap();
+    auth::create_admin(&t.app, &tenant_id, "owner", PASSWORD, Role::Owner).await.unwrap();
+    let body = json!({"tenant_id": tenant, "username": "owner", "password": PASSWORD});
+    let res = t.http.post(t.url("/admin/api/v1/login")).json(&body).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let owner = res.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned();
+    Merchant { tenant: tenant_id, owner }
+}
+
+fn key() -> String {
+    format!("test-{}", uuid::Uuid::new_v4())
+}
+
+async fn send(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let res = req.send().await.unwrap();
+    let status = res.status();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+async fn post(t: &TestApp, token: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let req = t.http.post(t.url(path)).bearer_auth(token).header("Idempotency-Key", key());
+    send(match body {
+        Some(body) => req.json(&body),
+        None => req,
+    })
+    .await
+}
+
+async fn get(t: &TestApp, token: &str, path: &str) -> (StatusCode, Value) {
+    send(t.http.get(t.url(path)).bearer_auth(token)).await
+}
+
+/// A registered member with a member-API session.
+async fn member(t: &TestApp, m: &Merchant, n: usize) -> (MemberId, String) {
+    let openid = OpenId::parse(&format!("oShake_{n:08}")).unwrap();
+    let request = members::RegisterRequest {
+        openid: Some(openid.clone()),
+        source: RegistrationSource::Staff,
+        card_level: CardLevel::standard(),
+    };
+    let key = members::system_key(&["test-member", m.tenant.as_str(), &n.to_string()]).unwrap();
+    let ctx = CommandContext::new(m.tenant.clone(), key, "test".into());
+    let admin = Actor::Admin { username: "t".into() };
+    let (view, _) = members::register(&t.app, &m.tenant, request, admin, &ctx).await.unwrap();
+    let token = format!("{}.{}", m.tenant, uuid::Uuid::new_v4().simple());
+    let session = MemberSession {
+        tenant_id: m.tenant.clone(),
+        member_id: view.member_id,
+        appid: AppId::parse("wx00000000000c0ffe").unwrap(),
+        openid,
+        expires_at: t.app.clock.now() + chrono::Duration::days(30),
+    };
+    let shard = t.app.router.route(&m.tenant).unwrap();
+    shard.pay.create_member_session(&auth::token_hash(&token), &session).await.unwrap();
+    (view.member_id, token)
+}
+
+/// A shake lottery body: one points prize with `stock`, and thanks.
+fn lottery(t: &TestApp, stock: i64, lifetime: i64, k: i64) -> Value {
+    let now = t.app.clock.now();
+    json!({
+        "name": "Spring shake",
+        "starts_at": now + chrono::Duration::hours(1),
+        "ends_at": now + chrono::Duration::days(2),
+        "chances": {"lifetime": lifetime},
+        "prizes_per_member_max": k,
+        "slots": [
+            {"prize": {"kind": "points", "points": POINTS_PRIZE}, "weight": 50, "stock": stock},
+            {"prize": {"kind": "thanks"}, "weight": 50},
+        ],
+    })
+}
+
+/// Creates and schedules a lottery, then lets the scheduler start it an hour later.
+async fn ongoing_lottery(t: &TestApp, m: &Merchant, body: Value) -> String {
+    let (status, created) = post(t, &m.owner, "/admin/api/v1/campaigns", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["status"], "draft");
+    let id = created["campaign_id"].as_str().unwrap().to_owned();
+    let (status, scheduled) = post(t, &m.owner, &format!("/admin/api/v1/campaigns/{id}/schedule"), None).await;
+    assert_eq!(status, StatusCode::OK, "{scheduled}");
+    assert_eq!(scheduled["status"], "scheduled");
+    assert_eq!(scheduled["commitment"].as_str().unwrap().len(), 64);
+    assert!(scheduled["revealed_seed"].is_null());
+    t.clock.advance(chrono::Duration::minutes(61));
+    step(t, m).await;
+    let (_, view) = get(t, &m.owner, &format!("/admin/api/v1/campaigns/{id}")).await;
+    assert_eq!(view["status"], "ongoing", "{view}");
+    id
+}
+
+async fn step(t: &TestApp, m: &Merchant) -> scheduler::StepReport {
+    let shard = t.app.router.route(&m.tenant).unwrap();
+    let report = scheduler::step(&t.app, &shard).await.unwrap();
+    assert_eq!(report.failed, 0, "{report:?}");
+    report
+}
+
+async fn shake(t: &TestApp, session: &str, id: &str) -> (StatusCode, Value) {
+    post(t, session, &format!("/m/api/v1/campaigns/{id}/shakes"), None).await
+}
+
+async fn count(t: &TestApp, m: &Merchant, sql: &str) -> i64 {
+    let shard = t.app.router.route(&m.tenant).unwrap().name.clone();
+    let mut db = t.shard_db(&shard).await;
+    sqlx::query_scalar(sql).bind(m.tenant.as_str()).fetch_one(&mut db).await.unwrap()
+}
+
+async fn campaign_events(t: &TestApp, m: &Merchant) -> i64 {
+    count(t, m, "SELECT count(*) FROM events WHERE tenant_id = $1 AND aggregate_type = 'campaign'").await
+}
+
+async fn points(t: &TestApp, m: &Merchant, member_id: MemberId) -> i64 {
+    members::get(&t.app, &m.tenant, member_id).await.unwrap().points
+}
+
+#[tokio::test]
+async fn five_hundred_concurrent_shakes_never_give_more_prizes_than_the_stock() {
+    let t = spawn_app().await;
+    let m = merchant(&t, "shake-crowd").await;
+    let id = ongoing_lottery(&t, &m, lottery(&t, 10, 3, 1)).await;
+    let mut shakers = Vec::new();
+    for n in 0..125 {
+        shakers.push(member(&t, &m, n).await);
+    }
+    // Four shakes per member (one past their three chances), all at once.
+    let asks: Vec<(MemberId, String)> = shakers.iter().flat_map(|s| std::iter::repeat_n(s.clone(), 4)).collect();
+    assert_eq!(asks.len(), 500);
+    let results: Vec<(MemberId, StatusCode, Value)> = stream::iter(asks)
+        .map(|(member_id, session)| {
+            let t = &t;
+            let id = &id;
+            async move {
+                let (status, body) = shake(t, &session, id).await;
+                (member_id, status, body)
+            }
+        })
+        .buffer_unordered(500)
+        .collect()
+        .await;
+    let mut per_member: HashMap<MemberId, (u32, u32)> = HashMap::new();
+    let mut won = 0;
+    for (member_id, status, body) in &results {
+        match *status {
+            StatusCode::CREATED => {
+                let entry = per_member.entry(*member_id).or_default();
+                entry.0 += 1;
+                if body["shake"]["won"] == true {
+                    won += 1;
+                    entry.1 += 1;
+                    assert_eq!(body["prize_status"], "issued", "{body}");
+                }
+            }
+            StatusCode::CONFLICT => {
+                let code = body["error"]["code"].as_str().unwrap();
+                assert!(
+                    ["lifetime_limit_reached", "prize_limit_reached", "prizes_exhausted"].contains(&code),
+                    "{body}"
+                );
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(won <= 10, "{won} prizes from a stock of 10");
+    let (_, view) = get(&t, &m.owner, &format!("/admin/api/v1/campaigns/{id}")).await;
+    assert_eq!(view["slots"][0]["stock_left"], 10 - won, "{view}");
+    assert_eq!(view["winners"], won);
+    let shakes: u32 = per_member.values().map(|(s, _)| s).sum();
+    assert_eq!(view["shakes"], shakes);
+    for (member_id, session) in &shakers {
+        let (shaken, prizes) = per_member.get(member_id).copied().unwrap_or_default();
+        assert!(shaken <= 3 && prizes <= 1, "{member_id}: {shaken} shakes, {prizes} prizes");
+        let (status, mine) = get(&t, session, &format!("/m/api/v1/campaigns/{id}/shakes")).await;
+        assert_eq!(status, StatusCode::OK);
+        let nonces: Vec<u64> =
+            mine["shakes"].as_array().unwrap().iter().map(|s| s["nonce"].as_u64().unwrap()).collect();
+        assert_eq!(nonces, (1..=u64::from(shaken)).collect::<Vec<_>>());
+        assert_eq!(points(&t, &m, *member_id).await, i64::from(prizes) * POINTS_PRIZE);
+    }
+    // The prizes' due work runs again later under the same keys: nothing doubles.
+    t.clock.advance(chrono::Duration::minutes(1));
+    step(&t, &m).await;
+    for (member_id, _) in &shakers {
+        let prizes = per_member.get(member_id).map_or(0, |p| p.1);
+        assert_eq!(points(&t, &m, *member_id).await, i64::from(prizes) * POINTS_PRIZE);
+    }
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn one_member_shaking_twenty_times_at_once_gets_exactly_their_three_chances() {
+    let t = spawn_app().await;
+    let m = merchant(&t, "shake-eager").await;
+    let id = ongoing_lottery(&t, &m, lottery(&t, 1_000, 3, 100)).await;
+    let (_, session) = member(&t, &m, 1).await;
+    let results: Vec<(StatusCode, Value)> =
+        stream::iter(0..20).map(|_| shake(&t, &session, &id)).buffer_unordered(20).collect().await;
+    let drawn: Vec<&Value> = results.iter().filter(|(s, _)| *s == StatusCode::CREATED).map(|(_, b)| b).collect();
+    assert_eq!(drawn.len(), 3, "{results:?}");
+    for (status, body) in &results {
+        if *status != StatusCode::CREATED {
+            assert_eq!(
+                (*status, body["error"]["code"].as_str()),
+                (StatusCode::CONFLICT, Some("lifetime_limit_reached"))
+            );
+        }
+    }
+    let mut nonces: Vec<u64> = drawn.iter().map(|b| b["shake"]["nonce"].as_u64().unwrap()).collect();
+    nonces.sort_unstable();
+    assert_eq!(nonces, [1, 2, 3]);
+    let (_, mine) = get(&t, &session, &format!("/m/api/v1/campaigns/{id}/shakes")).await;
+    assert_eq!(mine["shakes"].as_array().unwrap().len(), 3);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_replayed_shake_answers_the_same_draw() {
+    let t = spawn_app().await;
+    let m = merchant(&t, "shake-replay").await;
+    let id = ongoing_lottery(&t, &m, lottery(&t, 1_000, 5, 100)).await;
+    let (member_id, session) = member(&t, &m, 1).await;
+    let path = format!("/m/api/v1/campaigns/{id}/shakes");
+    let again = || send(t.http.post(t.url(&path)).bearer_auth(&session).header("Idempotency-Key", "shake-key-0001"));
+    let (s1, b1) = again().await;
+    let (s2, b2) = again().await;
+    assert_eq!((s1, s2), (StatusCode::CREATED, StatusCode::CREATED), "{b1} {b2}");
+    assert_eq!(b1["shake"], b2["shake"]);
+    let (_, mine) = get(&t, &session, &path).await;
+    assert_eq!(mine["shakes"].as_array().unwrap().len(), 1);
+    let won = i64::from(b1["shake"]["won"] == true);
+    assert_eq!(points(&t, &m, member_id).await, won * POINTS_PRIZE);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_changes_nothing() {
+    let t = spawn_app().await;
+    let m = merchant(&t, "shake-strict").await;
+    let other = merchant(&t, "shake-other").await;
+    let (_, session) = member(&t, &m, 1).await;
+    let base = lottery(&t, 10, 3, 1);
+    let mut bad_bodies = Vec::new();
+    for (pointer, value) in [
+        ("/slots/0/stock", json!(-1)),
+        ("/slots/0/stock", json!(0)),
+        ("/slots/0/weight", json!(0)),
+        ("/slots/0/weight", json!(-5)),
+        ("/slots/0/weight", json!(1_000_001)),
+        ("/prizes_per_member_max", json!(0)),
+        ("/chances/lifetime", json!(0)),
+        ("/name", json!("")),
+        ("/slots", json!([])),
+        ("/ends_at", base["starts_at"].clone()),
+    ] {
+        let mut body = base.clone();
+        *body.pointer_mut(pointer).unwrap() = value;
+        bad_bodies.push(body);
+    }
+    let mut thanks_only = base.clone();
+    thanks_only["slots"] = json!([{"prize": {"kind": "thanks"}, "weight": 1}]);
+    bad_bodies.push(thanks_only);
+    let mut negative_points = base.clone();
+    negative_points["slots"][0]["prize"]["points"] = json!(-5);
+    bad_bodies.push(negative_points);
+    for body in bad_bodies {
+        let (status, answer) = post(&t, &m.owner, "/admin/api/v1/campaigns", Some(body.clone())).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body} → {answer}");
+    }
+    assert_eq!(campaign_events(&t, &m).await, 0);
+
+    // Unknown and another tenant's campaigns are not found, for admins and members alike.
+    let unknown = uuid::Uuid::new_v4();
+    let (status, _) = get(&t, &m.owner, &format!("/admin/api/v1/campaigns/{unknown}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = shake(&t, &session, &unknown.to_string()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = shake(&t, &session, "not-a-uuid").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, theirs) = post(&t, &other.owner, "/admin/api/v1/campaigns", Some(base.clone())).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let theirs = theirs["campaign_id"].as_str().unwrap().to_owned();
+    let (status, _) = get(&t, &m.owner, &format!("/admin/api/v1/campaigns/{theirs}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    for action in ["schedule", "end"] {
+        let (status, _) = post(&t, &m.owner, &format!("/admin/api/v1/campaigns/{theirs}/{action}"), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{action}");
+    }
+    let (status, _) = shake(&t, &session, &theirs).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = get(&t, &session, &format!("/m/api/v1/campaigns/{theirs}/shakes")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // A draft, then a scheduled campaign before its start: no shake.
+    let (_, draft) = post(&t, &m.owner, "/admin/api/v1/campaigns", Some(base.clone())).await;
+    let id = draft["campaign_id"].as_str().unwrap().to_owned();
+    let before = campaign_events(&t, &m).await;
+    let (status, body) = shake(&t, &session, &id).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("not_ongoing")));
+    post(&t, &m.owner, &format!("/admin/api/v1/campaigns/{id}/schedule"), None).await;
+    let before_start = campaign_events(&t, &m).await;
+    assert_eq!(before_start, before + 1);
+    let (status, body) = shake(&t, &session, &id).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("not_ongoing")));
+    let (status, body) = post(&t, &m.owner, &format!("/admin/api/v1/campaigns/{id}/schedule"), None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("not_draft")));
+    let mut edited = base.clone();
+    edited["name"] = json!("Changed");
+    let path = format!("/admin/api/v1/campaigns/{id}/terms");
+    let put = t.http.put(t.url(&path)).bearer_auth(&m.owner).header("Idempotency-Key", key()).json(&edited);
+    let (status, body) = send(put).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("not_draft")));
+    assert_eq!(campaign_events(&t, &m).await, before_start);
+
+    // After its end (by the clock, before the scheduler records it): no shake.
+    t.clock.advance(chrono::Duration::days(3));
+    let (status, body) = shake(&t, &session, &id).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("not_ongoing")));
+    assert_eq!(campaign_events(&t, &m).await, before_start);
+    let (_, list) = get(&t, &session, "/m/api/v1/campaigns").await;
+    assert_eq!(list["campaigns"], json!([]));
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_finished_campaign_audits_clean_and_a_tampered_shake_does_not() {
+    let t = spawn_app().await;
+    let m = merchant(&t, "shake-audit").await;
+    let id = ongoing_lottery(&t, &m, lottery(&t, 3, 10, 2)).await;
+    let mut sessions = Vec::new();
+    for n in 0..4 {
+        sessions.push(member(&t, &m, n).await.1);
+    }
+    let (_, list) = get(&t, &sessions[0], "/m/api/v1/campaigns").await;
+    assert_eq!(list["campaigns"][0]["campaign_id"], id.as_str(), "{list}");
+    for _ in 0..5 {
+        for session in &sessions {
+            shake(&t, session, &id).await;
+        }
+    }
+    let campaign = CampaignId::parse(&id).unwrap();
+    // Before the end the seed is secret: nothing to recompute with.
+    let early = wxcm_ops::draw_audit::draw_report(&t.settings, &m.tenant, campaign).await.unwrap();
+    assert!(!early.ok && !early.revealed, "{early:?}");
+    // The seed is stored sealed, never in the clear.
+    let shard = t.app.router.route(&m.tenant).unwrap().name.clone();
+    let mut db = t.shard_db(&shard).await;
+    let sealed: String = sqlx::query_scalar("SELECT sealed FROM campaign_seeds WHERE campaign_id = $1")
+        .bind(&id)
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+
+    // The scheduler ends it at its time and reveals the seed.
+    t.clock.advance(chrono::Duration::days(2));
+    step(&t, &m).await;
+    let (_, view) = get(&t, &m.owner, &format!("/admin/api/v1/campaigns/{id}")).await;
+    assert_eq!(view["status"], "ended", "{view}");
+    let seed = view["revealed_seed"].as_str().unwrap().to_owned();
+    let commitment = DrawSeed::parse(&seed).unwrap().commitment().to_hex();
+    assert_eq!(view["commitment"], commitment.as_str());
+    assert!(!sealed.contains(&seed));
+    let (status, body) = post(&t, &m.owner, &format!("/admin/api/v1/campaigns/{id}/end"), None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("already_ended")));
+
+    let report = wxcm_ops::draw_audit::draw_report(&t.settings, &m.tenant, campaign).await.unwrap();
+    assert!(report.ok && report.revealed, "{report:?}");
+    assert_eq!(report.shakes_checked, view["shakes"].as_u64().unwrap());
+    assert!(report.shakes_checked >= 4);
+
+    // A roll rewritten in the stored event (triggers off, as only a superuser can).
+    sqlx::query("SET session_replication_role = replica").execute(&mut db).await.unwrap();
+    let tampered = sqlx::query(
+        "UPDATE events SET payload = jsonb_set(payload, '{CampaignShakesDrawn,draws,0,roll}',
+                to_jsonb(((payload #>> '{CampaignShakesDrawn,draws,0,roll}')::bigint + 1) % 100))
+          WHERE aggregate_type = 'campaign' AND aggregate_id = $1 AND event_type = 'CampaignShakesDrawn'
+            AND sequence = (SELECT min(sequence) FROM events WHERE aggregate_type = 'campaign'
+                              AND aggregate_id = $1 AND event_type = 'CampaignShakesDrawn')",
+    )
+    .bind(&id)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(tampered.rows_affected(), 1);
+    let report = wxcm_ops::draw_audit::draw_report(&t.settings, &m.tenant, campaign).await.unwrap();
+    assert!(!report.ok, "{report:?}");
+    assert!(report.differences.iter().any(|d| d.detail.contains("roll")), "{report:?}");
+    t.stop().await;
+}
