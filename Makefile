@@ -56,6 +56,8 @@ bench: services
 	$(CARGO_TARGET_DIR)/release/wxcm bench pay
 	@# Coupons' target is also a ratio to the ledger's a.
 	$(CARGO_TARGET_DIR)/release/wxcm bench coupons --ledger-rate $(call ledger_field,a_commands_per_s)
+	@# One hot shake lottery, as a ratio to the ledger's a too.
+	$(CARGO_TARGET_DIR)/release/wxcm bench shake --ledger-rate $(call ledger_field,a_commands_per_s)
 	@# Its own PostgreSQL servers, NATS cluster and wxcm nodes (ports chosen free): disturbs nothing else.
 	$(CARGO_TARGET_DIR)/release/wxcm bench faults
 

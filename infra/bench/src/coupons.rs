@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use comfy_table::{presets, Table};
-use futures::StreamExt;
 use serde_json::{json, Value};
 use wxcm_commands::pay_flows::MemberSession;
 use wxcm_commands::ports::Role as AdminRole;
@@ -95,43 +94,6 @@ impl CouponsBenchArgs {
 
 /// Write-offs of phase (c) at most.
 const WRITEOFFS_MAX: u64 = 20_000;
-
-/// `count` operations run by `clients` at a time; the window is their
-/// elapsed time. `Ok(_)` is a success whatever it holds.
-async fn fixed_count<F, Fut>(count: u64, clients: u32, op: F) -> Outcome
-where
-    F: Fn(u64) -> Fut,
-    Fut: std::future::Future<Output = Result<bool>>,
-{
-    let started = std::time::Instant::now();
-    let results: Vec<(Result<bool>, Duration)> = futures::stream::iter(0..count)
-        .map(|n| {
-            let op = &op;
-            async move {
-                let at = std::time::Instant::now();
-                let result = op(n).await;
-                (result, at.elapsed())
-            }
-        })
-        .buffer_unordered(clients as usize)
-        .collect()
-        .await;
-    let mut outcome = Outcome::new(started.elapsed().max(Duration::from_millis(1)));
-    for (result, latency) in results {
-        match result {
-            Ok(_) => {
-                outcome.ok += 1;
-                outcome.units += 1;
-                let _ = outcome.latency_us.record(driver::micros(latency).max(1));
-            }
-            Err(e) => {
-                outcome.errors += 1;
-                outcome.first_error.get_or_insert_with(|| format!("{e:#}"));
-            }
-        }
-    }
-    outcome
-}
 
 /// What the clients share: the server, the member sessions, the codes claimed.
 struct Shared {
@@ -351,7 +313,7 @@ async fn run_phases(base: &Settings, target: &Target, args: &CouponsBenchArgs) -
         tracing::info!(clients = args.clients, count = writeoff_count, "phase c: write-offs of claimed coupons");
         let writeoffs = {
             let shared = shared.clone();
-            fixed_count(writeoff_count, args.clients, move |n| {
+            driver::fixed_count(writeoff_count, args.clients, move |n| {
                 let shared = shared.clone();
                 async move { redeem(&shared, format!("bench-c-{n}")).await.map(|_| true) }
             })
@@ -364,7 +326,7 @@ async fn run_phases(base: &Settings, target: &Target, args: &CouponsBenchArgs) -
             let (shared, t) = (shared.clone(), sellout_template.clone());
             let issued = Arc::new(std::sync::atomic::AtomicU64::new(0));
             let counter = issued.clone();
-            let outcome = fixed_count(attempts, args.clients, move |n| {
+            let outcome = driver::fixed_count(attempts, args.clients, move |n| {
                 let (shared, t, counter) = (shared.clone(), t.clone(), counter.clone());
                 async move {
                     let session = shared.sessions[n as usize % shared.sessions.len()].clone();

@@ -4,6 +4,8 @@
 //! - [`pipeline`]: commit → read model lag, and rebuild throughput;
 //! - [`gateway`]: WeChat subscribe callbacks at a fixed rate and at saturation;
 //! - [`pay`]: WeChat Pay paid notifications through the full path;
+//! - [`coupons`] and [`shake`]: one hot coupon template / shake lottery through
+//!   the member API, with an exact sell-out;
 //! - [`faults`]: the fault matrix (nodes killed, PostgreSQL and NATS restarted,
 //!   a consumer deleted, a burst) over its own servers, as a soak.
 //!
@@ -22,4 +24,5 @@ pub mod ledger;
 pub mod pay;
 pub mod pipeline;
 pub mod setup;
+pub mod shake;
 pub mod workload;

@@ -36,6 +36,8 @@ enum BenchCommand {
     Pay(wxcm_bench::pay::PayBenchArgs),
     /// Claims of one hot coupon template through the member API, write-offs, and an exact sell-out.
     Coupons(wxcm_bench::coupons::CouponsBenchArgs),
+    /// Shakes of one hot shake lottery through the member API, and an exact sell-out.
+    Shake(wxcm_bench::shake::ShakeBenchArgs),
     /// Two nodes, two PostgreSQL servers and a 3-node NATS cluster of its own under writes,
     /// with nodes killed, servers restarted, a consumer deleted and a burst; checks every write.
     Faults(wxcm_bench::faults::FaultsBenchArgs),
@@ -59,6 +61,7 @@ async fn main() -> Result<()> {
         BenchCommand::Gateway(args) => wxcm_bench::gateway::bench_gateway(&settings, args).await,
         BenchCommand::Pay(args) => wxcm_bench::pay::bench_pay(&settings, args).await,
         BenchCommand::Coupons(args) => wxcm_bench::coupons::bench_coupons(&settings, args).await,
+        BenchCommand::Shake(args) => wxcm_bench::shake::bench_shake(&settings, args).await,
         BenchCommand::Faults(args) => wxcm_bench::faults::bench_faults(args).await,
     }
 }
