@@ -92,7 +92,7 @@ secret seed (its SHA-256 `commitment`); each shake's roll is HMAC-SHA256(seed, m
 table in force, and ending reveals the seed, so every shake can be recomputed (`schemas/draws/SPEC.md`). A prize \
 never gives more than its stock, a member never shakes more than the chances nor wins more than \
 `prizes_per_member_max`. Refusals are 409: `not_ongoing`, `members_only`, `lifetime_limit_reached`, \
-`daily_limit_reached`, `prize_limit_reached`, `prizes_exhausted`, `not_draft`, `already_ended`.
+`daily_limit_reached`, `prize_limit_reached`, `prizes_exhausted`, `not_draft`, `already_ended`, `window_ended`.
 
 Pay notifications (`/pay/notify`) are called by WeChat Pay, not by clients: v2 XML signed with the API v2 key, \
 v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with an encrypted `req_info`. The \

@@ -27,6 +27,7 @@ impl From<CampaignOpError> for ApiError {
             CampaignOpError::Campaign(c) => campaign_rejection(&c),
             CampaignOpError::IdempotencyMismatch => idempotency_key_reused(),
             CampaignOpError::Contention => ApiError::Contention,
+            CampaignOpError::Unsupported(_) => ApiError::conflict("unsupported", message),
             CampaignOpError::Route(r) => unknown_tenant(&r),
             CampaignOpError::Infra(detail) => ApiError::internal("campaign operation", &detail),
             CampaignOpError::Unavailable(detail) => ApiError::unavailable("campaign operation", &detail),
@@ -40,7 +41,9 @@ fn campaign_rejection(e: &CampaignError) -> ApiError {
         CampaignError::NotFound => ApiError::not_found("campaign_not_found", message),
         CampaignError::AwardNotFound(_) => ApiError::not_found("award_not_found", message),
         CampaignError::AlreadyExists => ApiError::conflict("campaign_exists", message),
-        CampaignError::InvalidTerms(_) => ApiError::invalid("invalid_terms", message),
+        // Bodies are checked at the edge (422): the domain's refusal is the clock's, at
+        // scheduling (the window has passed), a state that refuses a valid request.
+        CampaignError::InvalidTerms(_) => ApiError::conflict("window_ended", message),
         CampaignError::NotDraft(_) => ApiError::conflict("not_draft", message),
         CampaignError::WrongStatus(_) => ApiError::conflict("wrong_status", message),
         CampaignError::WrongKind(_) => ApiError::conflict("wrong_kind", message),
@@ -71,6 +74,10 @@ fn campaign_rejection(e: &CampaignError) -> ApiError {
 // ---------------------------------------------------------------- admin
 
 /// Creates a shake lottery as a draft (its terms can change until it is scheduled).
+///
+/// Rules between fields (422 `invalid_terms` or `invalid_stock` otherwise): `ends_at` is after
+/// `starts_at` and at most 366 days later; a prize slot has a `stock`, a thanks slot none; at
+/// least one slot is a prize.
 #[utoipa::path(post, path = "/admin/api/v1/campaigns", tag = "campaigns",
     security(("bearer" = [])),
     params(("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters; the same key is the same campaign")),
@@ -115,7 +122,7 @@ pub async fn get_campaign(
     Ok(Json(campaigns::get(&state.app, &auth.session.tenant_id, id.0).await?.into()))
 }
 
-/// Replaces a draft's terms.
+/// Replaces a draft's terms (the same rules between fields as at creation).
 #[utoipa::path(put, path = "/admin/api/v1/campaigns/{campaign_id}/terms", tag = "campaigns",
     security(("bearer" = [])),
     params(("campaign_id" = uuid::Uuid, Path)),
@@ -152,8 +159,7 @@ pub async fn put_terms(
         (status = 400, description = "`invalid_campaign_id`, `idempotency_key_missing`, `idempotency_key_invalid`", body = ErrorBody),
         (status = 403, description = "`forbidden`", body = ErrorBody),
         (status = 404, description = "`campaign_not_found`", body = ErrorBody),
-        (status = 409, description = "`idempotency_key_reused`, `not_draft`", body = ErrorBody),
-        (status = 422, description = "`invalid_terms` (it would end before it is scheduled)", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`, `not_draft`, `window_ended` (it would end before it is scheduled)", body = ErrorBody),
     ))]
 #[instrument(skip_all, fields(tenant = %auth.session.tenant_id, campaign_id = %id.0))]
 pub async fn schedule_campaign(
