@@ -16,7 +16,7 @@ use wxcm_commands::{auth, members, scheduler, tenants, CommandContext};
 use wxcm_domain::campaign::{CampaignId, DrawSeed};
 use wxcm_domain::member::{CardLevel, RegistrationSource};
 use wxcm_domain::{Actor, AppId, MemberId, OpenId, TenantId};
-use wxcm_tests::{spawn_app, TestApp};
+use wxcm_tests::{settings_file, spawn_app, wxcm_bin, TestApp};
 
 const PASSWORD: &str = "a-long-enough-password";
 const POINTS_PRIZE: i64 = 5;
@@ -140,6 +140,23 @@ async fn count(t: &TestApp, m: &Merchant, sql: &str) -> i64 {
 
 async fn campaign_events(t: &TestApp, m: &Merchant) -> i64 {
     count(t, m, "SELECT count(*) FROM events WHERE tenant_id = $1 AND aggregate_type = 'campaign'").await
+}
+
+/// `wxcm --config <file> audit draw --tenant T --campaign C --json`: its exit code and report.
+async fn audit_draw_cli(t: &TestApp, m: &Merchant, campaign: &str) -> (Option<i32>, Value) {
+    let file = settings_file(&t.settings);
+    let output = tokio::process::Command::new(wxcm_bin())
+        .arg("--config")
+        .arg(file.path())
+        .args(["audit", "draw", "--tenant", m.tenant.as_str(), "--campaign", campaign, "--json"])
+        .env_remove("WXCM_SECRET_KEY")
+        .env_remove("WXCM_CONFIG")
+        .output()
+        .await
+        .expect("wxcm runs");
+    drop(file);
+    let report = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    (output.status.code(), report)
 }
 
 async fn points(t: &TestApp, m: &Merchant, member_id: MemberId) -> i64 {
@@ -400,6 +417,8 @@ async fn a_finished_campaign_audits_clean_and_a_tampered_shake_does_not() {
     assert!(report.ok && report.revealed, "{report:?}");
     assert_eq!(report.shakes_checked, view["shakes"].as_u64().unwrap());
     assert!(report.shakes_checked >= 3, "three prizes are won before the stock runs out");
+    let (code, cli) = audit_draw_cli(&t, &m, &id).await;
+    assert_eq!((code, &cli["ok"]), (Some(0), &json!(true)), "{cli}");
 
     // A roll rewritten in the stored event (triggers off, as only a superuser can).
     sqlx::query("SET session_replication_role = replica").execute(&mut db).await.unwrap();
@@ -418,6 +437,8 @@ async fn a_finished_campaign_audits_clean_and_a_tampered_shake_does_not() {
     let report = wxcm_ops::draw_audit::draw_report(&t.settings, &m.tenant, campaign).await.unwrap();
     assert!(!report.ok, "{report:?}");
     assert!(report.differences.iter().any(|d| d.detail.contains("roll")), "{report:?}");
+    let (code, cli) = audit_draw_cli(&t, &m, &id).await;
+    assert_eq!((code, &cli["ok"]), (Some(1), &json!(false)), "{cli}");
     t.stop().await;
 }
 
