@@ -551,9 +551,12 @@ async fn the_scheduler_draws_each_period_of_a_daily_lottery_and_gives_the_prizes
     let refused = periods::enter(&t.app, &ctx("enter-2-3"), id, entrants[2]).await.unwrap_err();
     assert!(matches!(refused, campaigns::CampaignOpError::Campaign(_)), "{refused:?}");
 
-    // The period's end: the scheduler draws it, gives the prizes and opens the next period.
+    // The period's end: two schedulers at once draw it once, give the prizes and open the next period.
     t.clock.advance(period_end - t.app.clock.now() + chrono::Duration::minutes(1));
-    step(&t, &m).await;
+    let (a, b) = tokio::join!(scheduler::step(&t.app, &shard), scheduler::step(&t.app, &shard));
+    assert_eq!((a.unwrap().failed, b.unwrap().failed), (0, 0));
+    let draws = "SELECT count(*) FROM events WHERE tenant_id = $1 AND event_type = 'CampaignPeriodDrawn'";
+    assert_eq!(count(&t, &m, draws).await, 1);
     let drawn = state().await;
     let Some(PeriodEnd::Drawn { winners, .. }) = &drawn.periods[&1].end else { panic!("{drawn:?}") };
     assert_eq!(winners.len(), 2);
@@ -571,5 +574,31 @@ async fn the_scheduler_draws_each_period_of_a_daily_lottery_and_gives_the_prizes
     }
     let report = wxcm_ops::draw_audit::draw_report(&t.settings, &m.tenant, id).await.unwrap();
     assert!(report.ok && report.periods_checked == 1, "{report:?}");
+    let one = wxcm_ops::draw_audit::draw_report_of(&t.settings, &m.tenant, id, Some(1)).await.unwrap();
+    assert!(one.ok && one.periods_checked == 1, "{one:?}");
+    let two = wxcm_ops::draw_audit::draw_report_of(&t.settings, &m.tenant, id, Some(2)).await.unwrap();
+    assert!(!two.ok, "period 2 is not drawn yet: {two:?}");
+
+    // An entry moved to another member in the stored events: the entrant list no longer
+    // hashes to the drawn one.
+    let mut db = t.shard_db(&shard.name).await;
+    sqlx::query("SET session_replication_role = replica").execute(&mut db).await.unwrap();
+    let outsider = MemberId::new_random().to_string();
+    let changed = sqlx::query(
+        "UPDATE events SET payload = jsonb_set(payload, '{CampaignEntryRecorded,member_id}', to_jsonb($2::text))
+          WHERE aggregate_id = $1 AND event_type = 'CampaignEntryRecorded'
+            AND sequence = (SELECT min(sequence) FROM events WHERE aggregate_id = $1
+                              AND event_type = 'CampaignEntryRecorded')",
+    )
+    .bind(id.to_string())
+    .bind(&outsider)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(changed.rows_affected(), 1);
+    let (code, cli) = audit_draw_cli(&t, &m, &id.to_string()).await;
+    assert_eq!((code, &cli["ok"]), (Some(1), &json!(false)), "{cli}");
+    let report = wxcm_ops::draw_audit::draw_report_of(&t.settings, &m.tenant, id, Some(1)).await.unwrap();
+    assert!(report.differences.iter().any(|d| d.detail.contains("hash")), "{report:?}");
     t.stop().await;
 }
