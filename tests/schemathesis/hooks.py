@@ -234,6 +234,28 @@ def _campaign(body: dict) -> None:
         slots[0]["stock"] = 1
 
 
+def _periodic_campaign(body: dict) -> None:
+    """Periodic lottery terms: the window as a shake lottery's; tiers are prizes, 1,000 winners at most."""
+    _ordered_instants(body, "starts_at", "ends_at", strict=True)
+    a, b = _instant(body.get("starts_at")), _instant(body.get("ends_at"))
+    if a is not None and b is not None and b - a > _dt.timedelta(days=366):
+        body["ends_at"] = (a + _dt.timedelta(days=366)).isoformat()
+    tiers = body.get("tiers")
+    if not isinstance(tiers, list):
+        return
+    used = 0
+    for i, tier in enumerate(tiers):
+        if not isinstance(tier, dict):
+            continue
+        if isinstance(tier.get("prize"), dict) and tier["prize"].get("kind") == "thanks":
+            tier["prize"] = {"kind": "points", "points": 1}
+        count = _number(tier.get("count"))
+        if count is not None and count >= 1:
+            # Leave one winner for each tier after this one.
+            tier["count"] = max(1, min(count, 1000 - used - (len(tiers) - i - 1)))
+            used += tier["count"]
+
+
 def _product_for(seed) -> tuple:
     """One of the world's products, chosen by the generated value (so a run reproduces)."""
     return _PRODUCTS[_zlib.crc32(str(seed).encode("utf-8")) % len(_PRODUCTS)]
@@ -281,6 +303,8 @@ def map_case(context, case):
         _campaign(body)
     elif route == ("PUT", "/admin/api/v1/campaigns/{campaign_id}/terms") and body is not None:
         _campaign(body)
+    elif route == ("POST", "/admin/api/v1/periodic-campaigns") and body is not None:
+        _periodic_campaign(body)
     elif route == ("POST", "/m/api/v1/mall/orders") and body is not None:
         _member_order(body)
     path = case.path_parameters if isinstance(case.path_parameters, dict) else None

@@ -602,3 +602,54 @@ async fn the_scheduler_draws_each_period_of_a_daily_lottery_and_gives_the_prizes
     assert!(report.differences.iter().any(|d| d.detail.contains("hash")), "{report:?}");
     t.stop().await;
 }
+
+#[tokio::test]
+async fn a_periodic_lottery_through_the_api_takes_entries_into_its_open_period() {
+    let t = spawn_app().await;
+    let m = merchant(&t, "daily-api").await;
+    let now = t.app.clock.now();
+    let body = json!({
+        "name": "Daily draw",
+        "starts_at": now + chrono::Duration::hours(1),
+        "ends_at": now + chrono::Duration::days(3),
+        "limits": {"per_period": 2},
+        "cycle": "daily",
+        "entrants_max": 50,
+        "tiers": [{"prize": {"kind": "points", "points": 3}, "count": 1}],
+    });
+    let mut thanks = body.clone();
+    thanks["tiers"][0]["prize"] = json!({"kind": "thanks"});
+    let mut zero = body.clone();
+    zero["tiers"][0]["count"] = json!(0);
+    for bad in [thanks, zero] {
+        let (status, answer) = post(&t, &m.owner, "/admin/api/v1/periodic-campaigns", Some(bad)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    }
+    assert_eq!(campaign_events(&t, &m).await, 0);
+    let (status, created) = post(&t, &m.owner, "/admin/api/v1/periodic-campaigns", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["campaign_id"].as_str().unwrap().to_owned();
+    let (_, session) = member(&t, &m, 1).await;
+    let entries = format!("/m/api/v1/campaigns/{id}/entries");
+    let (status, body) = post(&t, &session, &entries, None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("not_ongoing")));
+    let (status, scheduled) = post(&t, &m.owner, &format!("/admin/api/v1/campaigns/{id}/schedule"), None).await;
+    assert_eq!(status, StatusCode::OK, "{scheduled}");
+    assert!(scheduled["commitment"].is_null());
+    t.clock.advance(chrono::Duration::minutes(61));
+    step(&t, &m).await;
+    for _ in 0..2 {
+        let (status, entry) = post(&t, &session, &entries, None).await;
+        assert_eq!((status, entry["period_no"].as_u64()), (StatusCode::CREATED, Some(1)), "{entry}");
+    }
+    let (status, body) = post(&t, &session, &entries, None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("period_limit_reached")));
+    let (status, body) = shake(&t, &session, &id).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("wrong_kind")));
+    let (_, view) = get(&t, &m.owner, &format!("/admin/api/v1/campaigns/{id}")).await;
+    let period = &view["periodic"]["periods"][0];
+    assert_eq!((period["entries"].as_u64(), period["state"].as_str()), (Some(2), Some("open")), "{view}");
+    assert_eq!(period["commitment"].as_str().map(str::len), Some(64));
+    assert!(period["seed"].is_null());
+    t.stop().await;
+}

@@ -22,7 +22,7 @@ use tracing::{info, instrument};
 use uuid::Uuid;
 use wxcm_domain::campaign::{
     Campaign, CampaignCommand, CampaignError, CampaignId, CampaignKind, CampaignState, CampaignTerms, DrawSeed,
-    SeedCommitment, ShakeDraw, ShakeOdds, Status,
+    PeriodEnd, SeedCommitment, ShakeDraw, ShakeOdds, Status,
 };
 use wxcm_domain::tenant::SealedSecret;
 use wxcm_domain::{Actor, EventSourced, IdempotencyKey, MemberId, TenantId};
@@ -109,6 +109,21 @@ impl From<ExecuteError<CampaignError>> for CampaignOpError {
     }
 }
 
+/// One period of a periodic lottery (its seed only once drawn).
+#[derive(Debug, Clone, Serialize)]
+pub struct PeriodView {
+    pub period_no: u32,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub commitment: SeedCommitment,
+    pub entries: u32,
+    pub entrants: u32,
+    /// `open`, `drawn` or `cancelled`.
+    pub state: &'static str,
+    pub seed: Option<DrawSeed>,
+    pub winners: u32,
+}
+
 /// A campaign as its operators see it (the seed only once revealed).
 #[derive(Debug, Clone, Serialize)]
 pub struct CampaignView {
@@ -128,6 +143,7 @@ pub struct CampaignView {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
+    pub periods: Vec<PeriodView>,
 }
 
 impl CampaignView {
@@ -146,6 +162,30 @@ impl CampaignView {
             created_at: state.created_at,
             started_at: state.started_at,
             ended_at: state.ended_at,
+            periods: state
+                .periods
+                .iter()
+                .map(|(n, p)| {
+                    let (state, seed, winners) = match &p.end {
+                        None => ("open", None, 0),
+                        Some(PeriodEnd::Drawn { seed, winners, .. }) => {
+                            ("drawn", Some(*seed), u32::try_from(winners.len()).unwrap_or(u32::MAX))
+                        }
+                        Some(PeriodEnd::Cancelled { .. }) => ("cancelled", None, 0),
+                    };
+                    PeriodView {
+                        period_no: *n,
+                        starts_at: p.starts_at,
+                        ends_at: p.ends_at,
+                        commitment: p.commitment,
+                        entries: p.entries_total,
+                        entrants: p.entrants,
+                        state,
+                        seed,
+                        winners,
+                    }
+                })
+                .collect(),
         }
     }
 }

@@ -50,6 +50,7 @@ fn campaign_rejection(e: &CampaignError) -> ApiError {
         CampaignError::AlreadyEnded => ApiError::conflict("already_ended", message),
         CampaignError::AlreadyHandedOver(_) => ApiError::conflict("already_handed_over", message),
         CampaignError::Refused(r) => ApiError::conflict(r.code(), message),
+        CampaignError::PeriodNotOpen(_) => ApiError::conflict("not_ongoing", message),
         // The application chooses these values; a refusal is ours, not the client's.
         CampaignError::CommitmentRequired
         | CampaignError::CommitmentPerPeriod
@@ -58,7 +59,6 @@ fn campaign_rejection(e: &CampaignError) -> ApiError {
         | CampaignError::PeriodOutOfOrder { .. }
         | CampaignError::PeriodConflict(_)
         | CampaignError::InvalidPeriod(_)
-        | CampaignError::PeriodNotOpen(_)
         | CampaignError::PeriodStillOpen(..)
         | CampaignError::PeriodClosed(_)
         | CampaignError::BeaconValueRequired(_)
@@ -96,6 +96,37 @@ pub async fn create_campaign(
     key: IdempotencyHeader,
     correlation: Correlation,
     body: ApiJson<ShakeLotteryBody>,
+) -> Result<(StatusCode, Json<CampaignDto>), ApiError> {
+    let terms = body.0.validate()?;
+    let ctx = auth.context(key.0, correlation);
+    let view = campaigns::create(&state.app, &ctx, terms, auth.actor()).await?;
+    Ok((StatusCode::CREATED, Json(view.into())))
+}
+
+/// Creates a periodic lottery with free entries as a draft: once scheduled, the
+/// scheduler opens a period per merchant day or week (each committing to its own
+/// seed), draws it at its end and gives the winners their prizes.
+///
+/// Rules between fields (422 `invalid_terms` otherwise): `ends_at` is after `starts_at` and at
+/// most 366 days later; the tiers give at most 1,000 winners in all.
+#[utoipa::path(post, path = "/admin/api/v1/periodic-campaigns", tag = "campaigns",
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters; the same key is the same campaign")),
+    request_body = PeriodicLotteryBody,
+    responses(
+        (status = 201, description = "Created (or replayed)", body = CampaignDto),
+        (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `malformed_json`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`, `invalid_text`, `invalid_prize`, `invalid_tiers`, `invalid_chances`, `invalid_entrants_max`, `invalid_terms`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, username = %auth.session.username))]
+pub async fn create_periodic_campaign(
+    State(state): State<AppState>,
+    auth: Authorized<perm::CampaignManage>,
+    key: IdempotencyHeader,
+    correlation: Correlation,
+    body: ApiJson<PeriodicLotteryBody>,
 ) -> Result<(StatusCode, Json<CampaignDto>), ApiError> {
     let terms = body.0.validate()?;
     let ctx = auth.context(key.0, correlation);
@@ -262,6 +293,32 @@ pub async fn member_shake(
     let (_, ctx) = auth.command(key.0);
     let result = shakes::shake(&state.app, &ctx, id.0, auth.0.member_id).await?;
     Ok((StatusCode::CREATED, Json(result.into())))
+}
+
+/// Enters the open period of a periodic lottery once (one more ticket).
+#[utoipa::path(post, path = "/m/api/v1/campaigns/{campaign_id}/entries", tag = "member",
+    security(("member_bearer" = [])),
+    params(
+        ("campaign_id" = uuid::Uuid, Path),
+        ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters; the same key is the same entry"),
+    ),
+    responses(
+        (status = 201, description = "Entered (or replayed)", body = EntryDto),
+        (status = 400, description = "`invalid_campaign_id`, `idempotency_key_missing`, `idempotency_key_invalid`", body = ErrorBody),
+        (status = 401, description = "`unauthenticated`", body = ErrorBody),
+        (status = 404, description = "`campaign_not_found`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`, `not_ongoing`, `members_only`, `lifetime_limit_reached`, `daily_limit_reached`, `period_limit_reached`, `period_full`, `too_many_participants`, `wrong_kind`, `unsupported`", body = ErrorBody),
+        (status = 503, description = "`contention`", body = ErrorBody),
+    ))]
+pub async fn member_enter(
+    State(state): State<AppState>,
+    auth: MemberAuth,
+    key: IdempotencyHeader,
+    id: ApiPath<CampaignId>,
+) -> Result<(StatusCode, Json<EntryDto>), ApiError> {
+    let (_, ctx) = auth.command(key.0);
+    let period_no = campaigns::periods::enter(&state.app, &ctx, id.0, auth.0.member_id).await?;
+    Ok((StatusCode::CREATED, Json(EntryDto { campaign_id: id.0.as_uuid(), period_no })))
 }
 
 /// The member's own shakes in the campaign, in chance order.
