@@ -42,6 +42,8 @@ pub const KIND_CAMPAIGN_END: &str = "campaign_end";
 /// A shake's points or coupon prize, issued (again) under its award's key
 /// (written with `CampaignShakesDrawn`, migration 0024).
 pub const KIND_CAMPAIGN_PRIZE: &str = "campaign_prize";
+/// A periodic lottery's period reaching its end (written with `CampaignPeriodOpened`, migration 0024).
+pub const KIND_CAMPAIGN_PERIOD_DRAW: &str = "campaign_period_draw";
 /// Expiry commands per due item (each expires up to `PointsAmount::MAX`).
 const EXPIRY_ROUNDS_MAX: u32 = 16;
 
@@ -176,6 +178,9 @@ async fn run_item(app: &App, pay: Option<PayAccess<'_>>, item: &DueItem) -> Resu
             };
             run.map_err(|e| MemberOpError::Infra(e.to_string()))
         }
+        KIND_CAMPAIGN_PERIOD_DRAW => crate::campaigns::periods::due_period_draw(app, &tenant, &item.aggregate_id)
+            .await
+            .map_err(|e| MemberOpError::Infra(e.to_string())),
         KIND_CAMPAIGN_PRIZE => crate::campaigns::shakes::due_prize(app, &tenant, &item.aggregate_id)
             .await
             .map_err(|e| MemberOpError::Infra(e.to_string())),

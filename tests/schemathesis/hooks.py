@@ -209,6 +209,53 @@ _PRODUCTS = [
 ]
 
 
+def _campaign(body: dict) -> None:
+    """Shake lottery terms: it ends after it starts, within 366 days; a prize slot has a
+    stock, a thanks slot none; at least one slot is a prize."""
+    _ordered_instants(body, "starts_at", "ends_at", strict=True)
+    a, b = _instant(body.get("starts_at")), _instant(body.get("ends_at"))
+    if a is not None and b is not None and b - a > _dt.timedelta(days=366):
+        body["ends_at"] = (a + _dt.timedelta(days=366)).isoformat()
+    slots = body.get("slots")
+    if not isinstance(slots, list):
+        return
+    prizes = 0
+    for slot in slots:
+        if not isinstance(slot, dict) or not isinstance(slot.get("prize"), dict):
+            continue
+        if slot["prize"].get("kind") == "thanks":
+            slot.pop("stock", None)
+        else:
+            prizes += 1
+            if slot.get("stock") is None:
+                slot["stock"] = 1
+    if prizes == 0 and slots and isinstance(slots[0], dict):
+        slots[0]["prize"] = {"kind": "points", "points": 1}
+        slots[0]["stock"] = 1
+
+
+def _periodic_campaign(body: dict) -> None:
+    """Periodic lottery terms: the window as a shake lottery's; tiers are prizes, 1,000 winners at most."""
+    _ordered_instants(body, "starts_at", "ends_at", strict=True)
+    a, b = _instant(body.get("starts_at")), _instant(body.get("ends_at"))
+    if a is not None and b is not None and b - a > _dt.timedelta(days=366):
+        body["ends_at"] = (a + _dt.timedelta(days=366)).isoformat()
+    tiers = body.get("tiers")
+    if not isinstance(tiers, list):
+        return
+    used = 0
+    for i, tier in enumerate(tiers):
+        if not isinstance(tier, dict):
+            continue
+        if isinstance(tier.get("prize"), dict) and tier["prize"].get("kind") == "thanks":
+            tier["prize"] = {"kind": "points", "points": 1}
+        count = _number(tier.get("count"))
+        if count is not None and count >= 1:
+            # Leave one winner for each tier after this one.
+            tier["count"] = max(1, min(count, 1000 - used - (len(tiers) - i - 1)))
+            used += tier["count"]
+
+
 def _product_for(seed) -> tuple:
     """One of the world's products, chosen by the generated value (so a run reproduces)."""
     return _PRODUCTS[_zlib.crc32(str(seed).encode("utf-8")) % len(_PRODUCTS)]
@@ -222,6 +269,13 @@ def _member_order(body: dict) -> None:
     body["product_id"] = product_id
     if kind != "points" and body.get("pay_with") is None:
         body["pay_with"] = "balance"
+    # The quoted unit price times the quantity stays within what one order carries
+    # (100,000,000 points and fen; 422 `order_too_large` otherwise).
+    price, quantity = body.get("unit_price"), _number(body.get("quantity"))
+    if isinstance(price, dict) and quantity is not None and quantity >= 1:
+        largest = max([_number(price.get(k)) or 0 for k in ("points", "amount_fen")] + [1])
+        if largest * quantity > 100_000_000:
+            body["quantity"] = max(1, 100_000_000 // largest)
 
 
 @schemathesis.hook
@@ -245,9 +299,21 @@ def map_case(context, case):
         _qr_code(body)
     elif route == ("PUT", "/admin/api/v1/wechat/menus/{appid}") and body is not None:
         _menu(body)
+    elif route == ("POST", "/admin/api/v1/campaigns") and body is not None:
+        _campaign(body)
+    elif route == ("PUT", "/admin/api/v1/campaigns/{campaign_id}/terms") and body is not None:
+        _campaign(body)
+    elif route == ("POST", "/admin/api/v1/periodic-campaigns") and body is not None:
+        _periodic_campaign(body)
     elif route == ("POST", "/m/api/v1/mall/orders") and body is not None:
         _member_order(body)
     path = case.path_parameters if isinstance(case.path_parameters, dict) else None
+    # Links inferred by name hand a mall order's id (a UUID) to the recharge route,
+    # whose `order_id` is an `out_trade_no` (6..=32 characters): keep it one.
+    if route == ("GET", "/m/api/v1/recharges/{order_id}") and path is not None:
+        order_id = path.get("order_id")
+        if isinstance(order_id, str) and len(order_id) > 32:
+            path["order_id"] = order_id.replace("-", "")[:32]
     if _PRODUCTS and path is not None and "product_id" in path and case.operation.path.startswith("/m/api/v1/"):
         path["product_id"] = _product_for(path["product_id"])[0]
     return case

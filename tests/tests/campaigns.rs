@@ -16,7 +16,7 @@ use wxcm_commands::{auth, members, scheduler, tenants, CommandContext};
 use wxcm_domain::campaign::{CampaignId, DrawSeed};
 use wxcm_domain::member::{CardLevel, RegistrationSource};
 use wxcm_domain::{Actor, AppId, MemberId, OpenId, TenantId};
-use wxcm_tests::{spawn_app, TestApp};
+use wxcm_tests::{settings_file, spawn_app, wxcm_bin, TestApp};
 
 const PASSWORD: &str = "a-long-enough-password";
 const POINTS_PRIZE: i64 = 5;
@@ -142,6 +142,23 @@ async fn campaign_events(t: &TestApp, m: &Merchant) -> i64 {
     count(t, m, "SELECT count(*) FROM events WHERE tenant_id = $1 AND aggregate_type = 'campaign'").await
 }
 
+/// `wxcm --config <file> audit draw --tenant T --campaign C --json`: its exit code and report.
+async fn audit_draw_cli(t: &TestApp, m: &Merchant, campaign: &str) -> (Option<i32>, Value) {
+    let file = settings_file(&t.settings);
+    let output = tokio::process::Command::new(wxcm_bin())
+        .arg("--config")
+        .arg(file.path())
+        .args(["audit", "draw", "--tenant", m.tenant.as_str(), "--campaign", campaign, "--json"])
+        .env_remove("WXCM_SECRET_KEY")
+        .env_remove("WXCM_CONFIG")
+        .output()
+        .await
+        .expect("wxcm runs");
+    drop(file);
+    let report = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    (output.status.code(), report)
+}
+
 async fn points(t: &TestApp, m: &Merchant, member_id: MemberId) -> i64 {
     members::get(&t.app, &m.tenant, member_id).await.unwrap().points
 }
@@ -194,6 +211,8 @@ async fn five_hundred_concurrent_shakes_never_give_more_prizes_than_the_stock() 
         }
     }
     assert!(won <= 10, "{won} prizes from a stock of 10");
+    // ~375 shakes at even odds: the stock runs out (a miss has a chance far below 2^-100).
+    assert_eq!(won, 10, "{results:?}");
     let (_, view) = get(&t, &m.owner, &format!("/admin/api/v1/campaigns/{id}")).await;
     assert_eq!(view["slots"][0]["stock_left"], 10 - won, "{view}");
     assert_eq!(view["winners"], won);
@@ -397,7 +416,9 @@ async fn a_finished_campaign_audits_clean_and_a_tampered_shake_does_not() {
     let report = wxcm_ops::draw_audit::draw_report(&t.settings, &m.tenant, campaign).await.unwrap();
     assert!(report.ok && report.revealed, "{report:?}");
     assert_eq!(report.shakes_checked, view["shakes"].as_u64().unwrap());
-    assert!(report.shakes_checked >= 4);
+    assert!(report.shakes_checked >= 3, "three prizes are won before the stock runs out");
+    let (code, cli) = audit_draw_cli(&t, &m, &id).await;
+    assert_eq!((code, &cli["ok"]), (Some(0), &json!(true)), "{cli}");
 
     // A roll rewritten in the stored event (triggers off, as only a superuser can).
     sqlx::query("SET session_replication_role = replica").execute(&mut db).await.unwrap();
@@ -416,5 +437,219 @@ async fn a_finished_campaign_audits_clean_and_a_tampered_shake_does_not() {
     let report = wxcm_ops::draw_audit::draw_report(&t.settings, &m.tenant, campaign).await.unwrap();
     assert!(!report.ok, "{report:?}");
     assert!(report.differences.iter().any(|d| d.detail.contains("roll")), "{report:?}");
+    let (code, cli) = audit_draw_cli(&t, &m, &id).await;
+    assert_eq!((code, &cli["ok"]), (Some(1), &json!(false)), "{cli}");
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn coupon_and_store_prizes_are_given_once_per_award() {
+    let t = spawn_app().await;
+    let m = merchant(&t, "shake-coupons").await;
+    let terms = json!({"name": "Prize coupon", "benefit": {"kind": "cash", "value_fen": 100, "min_spend_fen": null},
+        "validity": {"kind": "days_from_issue", "days": 30}, "per_member_limit": null,
+        "audience": {"kind": "all_members"}});
+    let body = json!({"terms": terms, "stock": {"kind": "finite", "total": 50}});
+    let (status, template) = post(&t, &m.owner, "/admin/api/v1/coupon-templates", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{template}");
+    let template_id = template["template_id"].as_str().unwrap().to_owned();
+    let now = t.app.clock.now();
+    // Every shake wins: the coupon until its stock of 3 is gone, then the mug.
+    let body = json!({
+        "name": "Coupon shake",
+        "starts_at": now + chrono::Duration::hours(1),
+        "ends_at": now + chrono::Duration::days(2),
+        "chances": {"lifetime": 4},
+        "prizes_per_member_max": 4,
+        "slots": [
+            {"prize": {"kind": "coupon", "template_id": template_id}, "weight": 1_000_000, "stock": 3},
+            {"prize": {"kind": "physical", "item": "A mug"}, "weight": 1, "stock": 1},
+        ],
+    });
+    let id = ongoing_lottery(&t, &m, body).await;
+    let (_, session) = member(&t, &m, 1).await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let (status, body) = shake(&t, &session, &id).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        statuses.push((body["shake"]["slot"].as_u64().unwrap(), body["prize_status"].as_str().unwrap().to_owned()));
+    }
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [(0, "issued".to_owned()), (0, "issued".to_owned()), (0, "issued".to_owned()), (1, "at_store".to_owned())]
+    );
+    let coupons = || async {
+        let (_, mine) = get(&t, &session, "/m/api/v1/coupons").await;
+        mine["coupons"].as_array().unwrap().len()
+    };
+    assert_eq!(coupons().await, 3);
+    // The prizes' due work issues again under the same keys: still three.
+    t.clock.advance(chrono::Duration::minutes(1));
+    step(&t, &m).await;
+    assert_eq!(coupons().await, 3);
+    let (status, body) = shake(&t, &session, &id).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("lifetime_limit_reached")));
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn the_scheduler_draws_each_period_of_a_daily_lottery_and_gives_the_prizes_once() {
+    use wxcm_domain::campaign::{
+        CampaignKind, CampaignTerms, CampaignText, Cycle, Limits, PeriodEnd, PeriodicTerms, Prize, PrizeTier,
+    };
+    use wxcm_domain::PointsAmount;
+
+    let t = spawn_app().await;
+    let m = merchant(&t, "daily-draw").await;
+    let now = t.app.clock.now();
+    let terms = CampaignTerms {
+        name: CampaignText::parse("Daily draw").unwrap(),
+        starts_at: now + chrono::Duration::hours(1),
+        ends_at: now + chrono::Duration::days(5),
+        members_only: false,
+        limits: Limits { lifetime: None, per_day: None, per_period: Some(3) },
+        kind: CampaignKind::PeriodicLottery(PeriodicTerms {
+            cycle: Cycle::Daily,
+            entry_cost: None,
+            entrants_max: 100,
+            tiers: vec![PrizeTier { prize: Prize::Points { points: PointsAmount::new(7).unwrap() }, count: 2 }],
+        }),
+    };
+    let admin = Actor::Admin { username: "owner".into() };
+    let ctx = |what: &str| {
+        let key = members::system_key(&["daily-draw", what]).unwrap();
+        CommandContext::new(m.tenant.clone(), key, "test".into())
+    };
+    use wxcm_commands::campaigns::{self, periods};
+    let view = campaigns::create(&t.app, &ctx("create"), terms, admin.clone()).await.unwrap();
+    let id = view.campaign_id;
+    campaigns::schedule(&t.app, &ctx("schedule"), id, admin).await.unwrap();
+    t.clock.advance(chrono::Duration::minutes(61));
+    step(&t, &m).await;
+    let shard = t.app.router.route(&m.tenant).unwrap();
+    let state = || async {
+        let (campaign, _) = shard.campaigns.load(&m.tenant, &id.to_string()).await.unwrap();
+        campaign.created.unwrap()
+    };
+    let first = state().await;
+    assert_eq!(first.periods.len(), 1, "{first:?}");
+    let period_end = first.periods[&1].ends_at;
+
+    let mut entrants = Vec::new();
+    for n in 0..5 {
+        let (member_id, _) = member(&t, &m, n).await;
+        for e in 0..(n % 3 + 1) {
+            let entered = periods::enter(&t.app, &ctx(&format!("enter-{n}-{e}")), id, member_id).await.unwrap();
+            assert_eq!(entered, 1);
+        }
+        entrants.push(member_id);
+    }
+    // A repeated request is the same entry; a fourth entry passes the period's limit.
+    periods::enter(&t.app, &ctx("enter-2-0"), id, entrants[2]).await.unwrap();
+    assert_eq!(state().await.periods[&1].entries_total, 1 + 2 + 3 + 1 + 2);
+    let refused = periods::enter(&t.app, &ctx("enter-2-3"), id, entrants[2]).await.unwrap_err();
+    assert!(matches!(refused, campaigns::CampaignOpError::Campaign(_)), "{refused:?}");
+
+    // The period's end: two schedulers at once draw it once, give the prizes and open the next period.
+    t.clock.advance(period_end - t.app.clock.now() + chrono::Duration::minutes(1));
+    let (a, b) = tokio::join!(scheduler::step(&t.app, &shard), scheduler::step(&t.app, &shard));
+    assert_eq!((a.unwrap().failed, b.unwrap().failed), (0, 0));
+    let draws = "SELECT count(*) FROM events WHERE tenant_id = $1 AND event_type = 'CampaignPeriodDrawn'";
+    assert_eq!(count(&t, &m, draws).await, 1);
+    let drawn = state().await;
+    let Some(PeriodEnd::Drawn { winners, .. }) = &drawn.periods[&1].end else { panic!("{drawn:?}") };
+    assert_eq!(winners.len(), 2);
+    assert!(drawn.periods[&2].end.is_none());
+    for member_id in &entrants {
+        let expected = if winners.contains(member_id) { 7 } else { 0 };
+        assert_eq!(points(&t, &m, *member_id).await, expected);
+    }
+    // The prizes' due work issues again under the same keys: nothing doubles.
+    t.clock.advance(chrono::Duration::minutes(1));
+    step(&t, &m).await;
+    for member_id in &entrants {
+        let expected = if winners.contains(member_id) { 7 } else { 0 };
+        assert_eq!(points(&t, &m, *member_id).await, expected);
+    }
+    let report = wxcm_ops::draw_audit::draw_report(&t.settings, &m.tenant, id).await.unwrap();
+    assert!(report.ok && report.periods_checked == 1, "{report:?}");
+    let one = wxcm_ops::draw_audit::draw_report_of(&t.settings, &m.tenant, id, Some(1)).await.unwrap();
+    assert!(one.ok && one.periods_checked == 1, "{one:?}");
+    let two = wxcm_ops::draw_audit::draw_report_of(&t.settings, &m.tenant, id, Some(2)).await.unwrap();
+    assert!(!two.ok, "period 2 is not drawn yet: {two:?}");
+
+    // An entry moved to another member in the stored events: the entrant list no longer
+    // hashes to the drawn one.
+    let mut db = t.shard_db(&shard.name).await;
+    sqlx::query("SET session_replication_role = replica").execute(&mut db).await.unwrap();
+    let outsider = MemberId::new_random().to_string();
+    let changed = sqlx::query(
+        "UPDATE events SET payload = jsonb_set(payload, '{CampaignEntryRecorded,member_id}', to_jsonb($2::text))
+          WHERE aggregate_id = $1 AND event_type = 'CampaignEntryRecorded'
+            AND sequence = (SELECT min(sequence) FROM events WHERE aggregate_id = $1
+                              AND event_type = 'CampaignEntryRecorded')",
+    )
+    .bind(id.to_string())
+    .bind(&outsider)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(changed.rows_affected(), 1);
+    let (code, cli) = audit_draw_cli(&t, &m, &id.to_string()).await;
+    assert_eq!((code, &cli["ok"]), (Some(1), &json!(false)), "{cli}");
+    let report = wxcm_ops::draw_audit::draw_report_of(&t.settings, &m.tenant, id, Some(1)).await.unwrap();
+    assert!(report.differences.iter().any(|d| d.detail.contains("hash")), "{report:?}");
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_periodic_lottery_through_the_api_takes_entries_into_its_open_period() {
+    let t = spawn_app().await;
+    let m = merchant(&t, "daily-api").await;
+    let now = t.app.clock.now();
+    let body = json!({
+        "name": "Daily draw",
+        "starts_at": now + chrono::Duration::hours(1),
+        "ends_at": now + chrono::Duration::days(3),
+        "limits": {"per_period": 2},
+        "cycle": "daily",
+        "entrants_max": 50,
+        "tiers": [{"prize": {"kind": "points", "points": 3}, "count": 1}],
+    });
+    let mut thanks = body.clone();
+    thanks["tiers"][0]["prize"] = json!({"kind": "thanks"});
+    let mut zero = body.clone();
+    zero["tiers"][0]["count"] = json!(0);
+    for bad in [thanks, zero] {
+        let (status, answer) = post(&t, &m.owner, "/admin/api/v1/periodic-campaigns", Some(bad)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    }
+    assert_eq!(campaign_events(&t, &m).await, 0);
+    let (status, created) = post(&t, &m.owner, "/admin/api/v1/periodic-campaigns", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["campaign_id"].as_str().unwrap().to_owned();
+    let (_, session) = member(&t, &m, 1).await;
+    let entries = format!("/m/api/v1/campaigns/{id}/entries");
+    let (status, body) = post(&t, &session, &entries, None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("not_ongoing")));
+    let (status, scheduled) = post(&t, &m.owner, &format!("/admin/api/v1/campaigns/{id}/schedule"), None).await;
+    assert_eq!(status, StatusCode::OK, "{scheduled}");
+    assert!(scheduled["commitment"].is_null());
+    t.clock.advance(chrono::Duration::minutes(61));
+    step(&t, &m).await;
+    for _ in 0..2 {
+        let (status, entry) = post(&t, &session, &entries, None).await;
+        assert_eq!((status, entry["period_no"].as_u64()), (StatusCode::CREATED, Some(1)), "{entry}");
+    }
+    let (status, body) = post(&t, &session, &entries, None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("period_limit_reached")));
+    let (status, body) = shake(&t, &session, &id).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("wrong_kind")));
+    let (_, view) = get(&t, &m.owner, &format!("/admin/api/v1/campaigns/{id}")).await;
+    let period = &view["periodic"]["periods"][0];
+    assert_eq!((period["entries"].as_u64(), period["state"].as_str()), (Some(2), Some("open")), "{view}");
+    assert_eq!(period["commitment"].as_str().map(str::len), Some(64));
+    assert!(period["seed"].is_null());
     t.stop().await;
 }

@@ -147,6 +147,14 @@ async fn another_tenants_owner_reaches_nothing_of_a_tenant_by_its_real_ids() {
     let (order_id, order_qr) =
         (order["order_id"].as_str().unwrap().to_owned(), order["qr_payload"].as_str().unwrap().to_owned());
     let order_no = order["order_no"].as_i64().unwrap().to_string();
+    let now = t.app.clock.now();
+    let lottery = json!({"name": "A's shake", "starts_at": now, "ends_at": now + chrono::Duration::days(1),
+        "chances": {"lifetime": 3}, "prizes_per_member_max": 1,
+        "slots": [{"prize": {"kind": "points", "points": 5}, "weight": 1, "stock": 10},
+                  {"prize": {"kind": "thanks"}, "weight": 1}]});
+    let campaign = ok(&t, &a_owner, Method::POST, "/admin/api/v1/campaigns", lottery.clone()).await;
+    let campaign_id = campaign["campaign_id"].as_str().unwrap().to_owned();
+    ok(&t, &a_owner, Method::POST, &format!("/admin/api/v1/campaigns/{campaign_id}/schedule"), json!({})).await;
     let card_no = member.card_no.to_string();
     let member_id = member.member_id.to_string();
     let before = footprint(&t, &a).await;
@@ -161,6 +169,7 @@ async fn another_tenants_owner_reaches_nothing_of_a_tenant_by_its_real_ids() {
         product_id.clone(),
         order_id.clone(),
         job_id.clone(),
+        campaign_id.clone(),
     ];
     if !coupon_code.is_empty() {
         secrets.push(coupon_code);
@@ -177,6 +186,7 @@ async fn another_tenants_owner_reaches_nothing_of_a_tenant_by_its_real_ids() {
             .replace("{product_id}", &product_id)
             .replace("{mall_order_id}", &order_id)
             .replace("{job_id}", &job_id)
+            .replace("{campaign_id}", &campaign_id)
             .replace("{username}", "ann")
             .replace("{appid}", "wx00000000000c0ffe")
             .replace("{order_id}", "rc0000000001")
@@ -259,6 +269,9 @@ async fn another_tenants_owner_reaches_nothing_of_a_tenant_by_its_real_ids() {
             format!("/admin/api/v1/mall/products/{product_id}/gift-coupon"),
             json!({"template_id": template_id}),
         ),
+        (Method::PUT, format!("/admin/api/v1/campaigns/{campaign_id}/terms"), lottery),
+        (Method::POST, format!("/admin/api/v1/campaigns/{campaign_id}/start"), json!({})),
+        (Method::POST, format!("/admin/api/v1/campaigns/{campaign_id}/end"), json!({})),
         (Method::POST, "/admin/api/v1/admin-users/ann/disable".to_owned(), json!({})),
         (Method::PUT, "/admin/api/v1/admin-users/ann/role".to_owned(), json!({"role": "owner"})),
         (

@@ -73,7 +73,8 @@ pub async fn shake(
     if !matches!(state.terms.kind, CampaignKind::ShakeLottery(_)) {
         return Err(CampaignOpError::Campaign(CampaignError::WrongKind("shake_lottery")));
     }
-    let Some(seed) = stored_seed(app, &shard, tenant, campaign_id).await?.filter(|_| state.commitment.is_some()) else {
+    let Some(seed) = stored_seed(app, &shard, tenant, campaign_id, 0).await?.filter(|_| state.commitment.is_some())
+    else {
         return Err(CampaignOpError::Campaign(CampaignError::Refused(Refusal::NotOngoing)));
     };
     let (member, _) = shard.members.load(tenant, &member_id.to_string()).await?;
@@ -141,9 +142,24 @@ pub async fn issue_prize(
     campaign_id: CampaignId,
     draw: &ShakeDraw,
 ) -> Result<PrizeStatus, CampaignOpError> {
-    let award = AwardRef::Shake { member_id: draw.member_id, nonce: draw.nonce }.key();
+    let award = AwardRef::Shake { member_id: draw.member_id, nonce: draw.nonce };
+    issue_award(app, tenant, campaign_id, draw.member_id, &draw.prize, award).await
+}
+
+/// Gives `member_id` the prize of `award` (a shake or a period's rank):
+/// points through the member ledger, a coupon through
+/// [`crate::coupons::issue_prize`], both under a key of campaign and award.
+pub async fn issue_award(
+    app: &App,
+    tenant: &TenantId,
+    campaign_id: CampaignId,
+    member_id: MemberId,
+    prize: &Prize,
+    award: AwardRef,
+) -> Result<PrizeStatus, CampaignOpError> {
+    let award = award.key();
     let actor = Actor::System { job: "campaign-prizes".into() };
-    match &draw.prize {
+    match prize {
         Prize::Thanks => Ok(PrizeStatus::None),
         Prize::Physical { .. } => Ok(PrizeStatus::AtStore),
         Prize::Points { points } => {
@@ -161,7 +177,7 @@ pub async fn issue_prize(
                 },
             };
             let request = serde_json::json!({ "campaign_prize": campaign_id, "award": award, "points": points });
-            crate::members::execute(app, tenant, draw.member_id, command, &request, &ctx).await.map_err(infra)?;
+            crate::members::execute(app, tenant, member_id, command, &request, &ctx).await.map_err(infra)?;
             Ok(PrizeStatus::Issued)
         }
         Prize::Coupon { template_id } => {
@@ -170,7 +186,7 @@ pub async fn issue_prize(
                 app,
                 tenant,
                 *template_id,
-                draw.member_id,
+                member_id,
                 campaign_id.as_uuid(),
                 award_ref,
                 actor,
@@ -189,9 +205,13 @@ pub async fn issue_prize(
     }
 }
 
-/// Due work `campaign_prize`, aggregate id `<campaign>/<member>/<nonce>`
-/// (migration 0024): issues that draw's prize (again).
+/// Due work `campaign_prize` (migration 0024): issues a shake's prize
+/// (aggregate id `<campaign>/<member>/<nonce>`) or a period winner's
+/// (`<campaign>/period/<period>/<rank>`), again.
 pub async fn due_prize(app: &App, tenant: &TenantId, aggregate_id: &str) -> Result<u32, CampaignOpError> {
+    if aggregate_id.contains("/period/") {
+        return super::periods::due_prize(app, tenant, aggregate_id).await;
+    }
     let mut parts = aggregate_id.split('/');
     let (Some(campaign), Some(member), Some(nonce), None) = (parts.next(), parts.next(), parts.next(), parts.next())
     else {

@@ -217,6 +217,7 @@ pub(crate) fn admin_routes() -> AdminRoutes {
         .post("/mall/orders/{mall_order_id}/refund", Needs(P::MallRefund), mall::refund_order)
         .post("/mall/deliveries", Needs(P::MallDeliver), mall::deliver)
         .post("/campaigns", Needs(P::CampaignManage), campaigns::create_campaign)
+        .post("/periodic-campaigns", Needs(P::CampaignManage), campaigns::create_periodic_campaign)
         .get("/campaigns/{campaign_id}", Needs(P::CampaignRead), campaigns::get_campaign)
         .put("/campaigns/{campaign_id}/terms", Needs(P::CampaignManage), campaigns::put_terms)
         .post("/campaigns/{campaign_id}/schedule", Needs(P::CampaignManage), campaigns::schedule_campaign)

@@ -235,7 +235,8 @@ fn build_with(
         .route("/mall/orders/{order_id}/cancel", post(mall::member_cancel))
         .route("/card-code", get(member_api::card_code))
         .route("/campaigns", get(campaigns::member_campaigns))
-        .route("/campaigns/{campaign_id}/shakes", get(campaigns::member_shakes).post(campaigns::member_shake));
+        .route("/campaigns/{campaign_id}/shakes", get(campaigns::member_shakes).post(campaigns::member_shake))
+        .route("/campaigns/{campaign_id}/entries", post(campaigns::member_enter));
     Router::new()
         .route("/healthz", get(health::healthz))
         .nest("/m/api/v1", member_api)

@@ -87,12 +87,13 @@ Recharges are balance top-ups paid with WeChat Pay (JSAPI); the balance is credi
 arrives (or reconciliation finds the payment), exactly once.
 
 Campaigns (`/admin/api/v1/campaigns`, `/m/api/v1/campaigns`): owner and manager create, edit (while draft), \
-schedule, start and end shake lotteries; everyone else reads them (`CampaignRead`). Scheduling commits to a \
+schedule, start and end shake lotteries and periodic lotteries (`periodic-campaigns`: free entries, a period \
+per merchant day or week, each committing to its own seed and drawn by the scheduler at its end); everyone else reads them (`CampaignRead`). Scheduling commits to a \
 secret seed (its SHA-256 `commitment`); each shake's roll is HMAC-SHA256(seed, member, chance) over the prize \
 table in force, and ending reveals the seed, so every shake can be recomputed (`schemas/draws/SPEC.md`). A prize \
 never gives more than its stock, a member never shakes more than the chances nor wins more than \
 `prizes_per_member_max`. Refusals are 409: `not_ongoing`, `members_only`, `lifetime_limit_reached`, \
-`daily_limit_reached`, `prize_limit_reached`, `prizes_exhausted`, `not_draft`, `already_ended`.
+`daily_limit_reached`, `prize_limit_reached`, `prizes_exhausted`, `not_draft`, `already_ended`, `window_ended`.
 
 Pay notifications (`/pay/notify`) are called by WeChat Pay, not by clients: v2 XML signed with the API v2 key, \
 v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with an encrypted `req_info`. The \
@@ -190,6 +191,7 @@ v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with
         mall::member_wechat_pay,
         mall::member_cancel,
         campaigns::create_campaign,
+        campaigns::create_periodic_campaign,
         campaigns::get_campaign,
         campaigns::put_terms,
         campaigns::schedule_campaign,
@@ -198,6 +200,7 @@ v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with
         campaigns::member_campaigns,
         campaigns::member_shake,
         campaigns::member_shakes,
+        campaigns::member_enter,
         pay_notify::notify_v2,
         pay_notify::notify_v3,
         pay_notify::notify_refund_v2,

@@ -149,6 +149,9 @@ enum AuditCommand {
         tenant: String,
         #[arg(long)]
         campaign: String,
+        /// Only this period's draw (a periodic lottery).
+        #[arg(long)]
+        period: Option<u32>,
         #[arg(long)]
         json: bool,
     },
@@ -354,10 +357,10 @@ async fn main() -> Result<()> {
                     let tenant = TenantId::parse(&tenant)?;
                     wxcm_ops::audit::audit_verify(&settings, &tenant, json).await?
                 }
-                AuditCommand::Draw { tenant, campaign, json } => {
+                AuditCommand::Draw { tenant, campaign, period, json } => {
                     let tenant = TenantId::parse(&tenant)?;
                     let campaign = wxcm_domain::campaign::CampaignId::parse(&campaign)?;
-                    wxcm_ops::draw_audit::audit_draw(&settings, &tenant, campaign, json).await?
+                    wxcm_ops::draw_audit::audit_draw(&settings, &tenant, campaign, period, json).await?
                 }
                 AuditCommand::Reconcile { tenant, json } => {
                     let tenant = TenantId::parse(&tenant)?;

@@ -26,30 +26,41 @@ impl CampaignStore for PgCampaignStore {
         &self,
         tenant: &TenantId,
         campaign: CampaignId,
+        period_no: u32,
         sealed: &SealedSecret,
     ) -> Result<SealedSecret, PortError> {
         // Two schedules racing: the first seed stays, both commit to it.
         sqlx::query(
-            "INSERT INTO campaign_seeds (tenant_id, campaign_id, sealed) VALUES ($1, $2, $3)
-             ON CONFLICT (tenant_id, campaign_id) DO NOTHING",
+            "INSERT INTO campaign_seeds (tenant_id, campaign_id, period_no, sealed) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (tenant_id, campaign_id, period_no) DO NOTHING",
         )
         .bind(tenant.as_str())
         .bind(campaign.to_string())
+        .bind(i32::try_from(period_no).map_err(PortError::new)?)
         .bind(sealed.ciphertext())
         .execute(&self.pool)
         .await
         .map_err(PortError::new)?;
-        self.seed(tenant, campaign).await?.ok_or_else(|| PortError::msg("campaign seed vanished after its insert"))
+        self.seed(tenant, campaign, period_no)
+            .await?
+            .ok_or_else(|| PortError::msg("campaign seed vanished after its insert"))
     }
 
-    async fn seed(&self, tenant: &TenantId, campaign: CampaignId) -> Result<Option<SealedSecret>, PortError> {
-        let sealed: Option<String> =
-            sqlx::query_scalar("SELECT sealed FROM campaign_seeds WHERE tenant_id = $1 AND campaign_id = $2")
-                .bind(tenant.as_str())
-                .bind(campaign.to_string())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(PortError::new)?;
+    async fn seed(
+        &self,
+        tenant: &TenantId,
+        campaign: CampaignId,
+        period_no: u32,
+    ) -> Result<Option<SealedSecret>, PortError> {
+        let sealed: Option<String> = sqlx::query_scalar(
+            "SELECT sealed FROM campaign_seeds WHERE tenant_id = $1 AND campaign_id = $2 AND period_no = $3",
+        )
+        .bind(tenant.as_str())
+        .bind(campaign.to_string())
+        .bind(i32::try_from(period_no).map_err(PortError::new)?)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(PortError::new)?;
         Ok(sealed.map(SealedSecret::from_ciphertext))
     }
 

@@ -4,6 +4,7 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use wxcm_domain::campaign::Campaign;
 use wxcm_domain::mall::{MallOrder, Product};
 use wxcm_domain::member::{rules, LedgerLine, Member, MemberEvent};
 use wxcm_domain::payment::PaymentOrder;
@@ -341,6 +342,8 @@ pub(super) fn check_stream(rows: &[StoredEvent]) -> Vec<Violation> {
         violations.extend(replay_stream::<MallOrder>(rows));
     } else if aggregate_type == Product::TYPE {
         violations.extend(replay_stream::<Product>(rows));
+    } else if aggregate_type == Campaign::TYPE {
+        violations.extend(replay_stream::<Campaign>(rows));
     }
     sort_violations(&mut violations);
     violations

@@ -27,6 +27,7 @@ impl From<CampaignOpError> for ApiError {
             CampaignOpError::Campaign(c) => campaign_rejection(&c),
             CampaignOpError::IdempotencyMismatch => idempotency_key_reused(),
             CampaignOpError::Contention => ApiError::Contention,
+            CampaignOpError::Unsupported(_) => ApiError::conflict("unsupported", message),
             CampaignOpError::Route(r) => unknown_tenant(&r),
             CampaignOpError::Infra(detail) => ApiError::internal("campaign operation", &detail),
             CampaignOpError::Unavailable(detail) => ApiError::unavailable("campaign operation", &detail),
@@ -40,13 +41,16 @@ fn campaign_rejection(e: &CampaignError) -> ApiError {
         CampaignError::NotFound => ApiError::not_found("campaign_not_found", message),
         CampaignError::AwardNotFound(_) => ApiError::not_found("award_not_found", message),
         CampaignError::AlreadyExists => ApiError::conflict("campaign_exists", message),
-        CampaignError::InvalidTerms(_) => ApiError::invalid("invalid_terms", message),
+        // Bodies are checked at the edge (422): the domain's refusal is the clock's, at
+        // scheduling (the window has passed), a state that refuses a valid request.
+        CampaignError::InvalidTerms(_) => ApiError::conflict("window_ended", message),
         CampaignError::NotDraft(_) => ApiError::conflict("not_draft", message),
         CampaignError::WrongStatus(_) => ApiError::conflict("wrong_status", message),
         CampaignError::WrongKind(_) => ApiError::conflict("wrong_kind", message),
         CampaignError::AlreadyEnded => ApiError::conflict("already_ended", message),
         CampaignError::AlreadyHandedOver(_) => ApiError::conflict("already_handed_over", message),
         CampaignError::Refused(r) => ApiError::conflict(r.code(), message),
+        CampaignError::PeriodNotOpen(_) => ApiError::conflict("not_ongoing", message),
         // The application chooses these values; a refusal is ours, not the client's.
         CampaignError::CommitmentRequired
         | CampaignError::CommitmentPerPeriod
@@ -55,7 +59,6 @@ fn campaign_rejection(e: &CampaignError) -> ApiError {
         | CampaignError::PeriodOutOfOrder { .. }
         | CampaignError::PeriodConflict(_)
         | CampaignError::InvalidPeriod(_)
-        | CampaignError::PeriodNotOpen(_)
         | CampaignError::PeriodStillOpen(..)
         | CampaignError::PeriodClosed(_)
         | CampaignError::BeaconValueRequired(_)
@@ -71,6 +74,10 @@ fn campaign_rejection(e: &CampaignError) -> ApiError {
 // ---------------------------------------------------------------- admin
 
 /// Creates a shake lottery as a draft (its terms can change until it is scheduled).
+///
+/// Rules between fields (422 `invalid_terms` or `invalid_stock` otherwise): `ends_at` is after
+/// `starts_at` and at most 366 days later; a prize slot has a `stock`, a thanks slot none; at
+/// least one slot is a prize.
 #[utoipa::path(post, path = "/admin/api/v1/campaigns", tag = "campaigns",
     security(("bearer" = [])),
     params(("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters; the same key is the same campaign")),
@@ -89,6 +96,37 @@ pub async fn create_campaign(
     key: IdempotencyHeader,
     correlation: Correlation,
     body: ApiJson<ShakeLotteryBody>,
+) -> Result<(StatusCode, Json<CampaignDto>), ApiError> {
+    let terms = body.0.validate()?;
+    let ctx = auth.context(key.0, correlation);
+    let view = campaigns::create(&state.app, &ctx, terms, auth.actor()).await?;
+    Ok((StatusCode::CREATED, Json(view.into())))
+}
+
+/// Creates a periodic lottery with free entries as a draft: once scheduled, the
+/// scheduler opens a period per merchant day or week (each committing to its own
+/// seed), draws it at its end and gives the winners their prizes.
+///
+/// Rules between fields (422 `invalid_terms` otherwise): `ends_at` is after `starts_at` and at
+/// most 366 days later; the tiers give at most 1,000 winners in all.
+#[utoipa::path(post, path = "/admin/api/v1/periodic-campaigns", tag = "campaigns",
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters; the same key is the same campaign")),
+    request_body = PeriodicLotteryBody,
+    responses(
+        (status = 201, description = "Created (or replayed)", body = CampaignDto),
+        (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `malformed_json`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`, `invalid_text`, `invalid_prize`, `invalid_tiers`, `invalid_chances`, `invalid_entrants_max`, `invalid_terms`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, username = %auth.session.username))]
+pub async fn create_periodic_campaign(
+    State(state): State<AppState>,
+    auth: Authorized<perm::CampaignManage>,
+    key: IdempotencyHeader,
+    correlation: Correlation,
+    body: ApiJson<PeriodicLotteryBody>,
 ) -> Result<(StatusCode, Json<CampaignDto>), ApiError> {
     let terms = body.0.validate()?;
     let ctx = auth.context(key.0, correlation);
@@ -115,7 +153,7 @@ pub async fn get_campaign(
     Ok(Json(campaigns::get(&state.app, &auth.session.tenant_id, id.0).await?.into()))
 }
 
-/// Replaces a draft's terms.
+/// Replaces a draft's terms (the same rules between fields as at creation).
 #[utoipa::path(put, path = "/admin/api/v1/campaigns/{campaign_id}/terms", tag = "campaigns",
     security(("bearer" = [])),
     params(("campaign_id" = uuid::Uuid, Path)),
@@ -152,8 +190,7 @@ pub async fn put_terms(
         (status = 400, description = "`invalid_campaign_id`, `idempotency_key_missing`, `idempotency_key_invalid`", body = ErrorBody),
         (status = 403, description = "`forbidden`", body = ErrorBody),
         (status = 404, description = "`campaign_not_found`", body = ErrorBody),
-        (status = 409, description = "`idempotency_key_reused`, `not_draft`", body = ErrorBody),
-        (status = 422, description = "`invalid_terms` (it would end before it is scheduled)", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`, `not_draft`, `window_ended` (it would end before it is scheduled)", body = ErrorBody),
     ))]
 #[instrument(skip_all, fields(tenant = %auth.session.tenant_id, campaign_id = %id.0))]
 pub async fn schedule_campaign(
@@ -256,6 +293,32 @@ pub async fn member_shake(
     let (_, ctx) = auth.command(key.0);
     let result = shakes::shake(&state.app, &ctx, id.0, auth.0.member_id).await?;
     Ok((StatusCode::CREATED, Json(result.into())))
+}
+
+/// Enters the open period of a periodic lottery once (one more ticket).
+#[utoipa::path(post, path = "/m/api/v1/campaigns/{campaign_id}/entries", tag = "member",
+    security(("member_bearer" = [])),
+    params(
+        ("campaign_id" = uuid::Uuid, Path),
+        ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters; the same key is the same entry"),
+    ),
+    responses(
+        (status = 201, description = "Entered (or replayed)", body = EntryDto),
+        (status = 400, description = "`invalid_campaign_id`, `idempotency_key_missing`, `idempotency_key_invalid`", body = ErrorBody),
+        (status = 401, description = "`unauthenticated`", body = ErrorBody),
+        (status = 404, description = "`campaign_not_found`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`, `not_ongoing`, `members_only`, `lifetime_limit_reached`, `daily_limit_reached`, `period_limit_reached`, `period_full`, `too_many_participants`, `wrong_kind`, `unsupported`", body = ErrorBody),
+        (status = 503, description = "`contention`", body = ErrorBody),
+    ))]
+pub async fn member_enter(
+    State(state): State<AppState>,
+    auth: MemberAuth,
+    key: IdempotencyHeader,
+    id: ApiPath<CampaignId>,
+) -> Result<(StatusCode, Json<EntryDto>), ApiError> {
+    let (_, ctx) = auth.command(key.0);
+    let period_no = campaigns::periods::enter(&state.app, &ctx, id.0, auth.0.member_id).await?;
+    Ok((StatusCode::CREATED, Json(EntryDto { campaign_id: id.0.as_uuid(), period_no })))
 }
 
 /// The member's own shakes in the campaign, in chance order.

@@ -7,8 +7,9 @@ use utoipa::ToSchema;
 use wxcm_commands::campaigns::shakes::{PrizeStatus, ShakeResult};
 use wxcm_commands::campaigns::CampaignView;
 use wxcm_domain::campaign::{
-    CampaignId, CampaignKind, CampaignTerms, CampaignText, Limits, Prize, ShakeDraw, ShakeSlot, ShakeTerms, Status,
-    PARTICIPATIONS_MAX, PRIZES_PER_MEMBER_MAX, SLOTS_MAX, STOCK_MAX, WEIGHT_MAX,
+    CampaignId, CampaignKind, CampaignTerms, CampaignText, Cycle, Limits, PeriodicTerms, Prize, PrizeTier, ShakeDraw,
+    ShakeSlot, ShakeTerms, Status, PARTICIPATIONS_MAX, PRIZES_PER_MEMBER_MAX, SLOTS_MAX, STOCK_MAX, TIERS_MAX,
+    WEIGHT_MAX,
 };
 use wxcm_domain::coupon::TemplateId;
 use wxcm_domain::PointsAmount;
@@ -167,6 +168,114 @@ impl ShakeLotteryBody {
     }
 }
 
+/// How a periodic lottery's periods are cut (merchant days and weeks, UTC+8).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CycleDto {
+    Daily,
+    Weekly,
+}
+
+/// `count` winners get `prize`; tiers go by rank in order.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TierBody {
+    /// A prize (not thanks).
+    pub prize: PrizeDto,
+    #[schema(minimum = 1, maximum = 1_000)]
+    pub count: i64,
+}
+
+/// How often a member may enter; absent: no limit of that kind.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EntryLimitsBody {
+    #[schema(minimum = 1, maximum = 1_000)]
+    pub lifetime: Option<i64>,
+    #[schema(minimum = 1, maximum = 1_000)]
+    pub per_day: Option<i64>,
+    /// Entries (tickets) per period.
+    #[schema(minimum = 1, maximum = 1_000)]
+    pub per_period: Option<i64>,
+}
+
+/// A periodic lottery with free entries: one period per merchant day or week,
+/// drawn by the scheduler at its end.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PeriodicLotteryBody {
+    #[schema(value_type = crate::doc::ShortText)]
+    pub name: String,
+    pub starts_at: DateTime<Utc>,
+    /// After `starts_at`, at most 366 days later.
+    pub ends_at: DateTime<Utc>,
+    #[serde(default)]
+    pub members_only: bool,
+    #[serde(default)]
+    pub limits: EntryLimitsBody,
+    pub cycle: CycleDto,
+    /// Distinct members one period accepts.
+    #[schema(minimum = 1, maximum = 100_000)]
+    pub entrants_max: i64,
+    /// At most 1,000 winners in all.
+    #[schema(min_items = 1, max_items = 10)]
+    pub tiers: Vec<TierBody>,
+}
+
+impl PeriodicLotteryBody {
+    pub fn validate(&self) -> Result<CampaignTerms, ApiError> {
+        if self.tiers.is_empty() || self.tiers.len() > TIERS_MAX {
+            return Err(ApiError::invalid("invalid_tiers", format!("a periodic lottery has 1..={TIERS_MAX} tiers")));
+        }
+        let mut tiers = Vec::with_capacity(self.tiers.len());
+        for tier in &self.tiers {
+            let prize = tier.prize.validate()?;
+            if prize.is_thanks() {
+                return Err(ApiError::invalid("invalid_prize", "a tier's prize is not thanks"));
+            }
+            let count = bounded(tier.count, draw_winners_max(), "invalid_tiers", "a tier's count")?;
+            tiers.push(PrizeTier { prize, count });
+        }
+        let limit =
+            |v: Option<i64>, what| v.map(|v| bounded(v, PARTICIPATIONS_MAX, "invalid_chances", what)).transpose();
+        let terms = CampaignTerms {
+            name: CampaignText::parse(&self.name).map_err(|e| ApiError::invalid("invalid_text", e.to_string()))?,
+            starts_at: self.starts_at,
+            ends_at: self.ends_at,
+            members_only: self.members_only,
+            limits: Limits {
+                lifetime: limit(self.limits.lifetime, "limits.lifetime")?,
+                per_day: limit(self.limits.per_day, "limits.per_day")?,
+                per_period: limit(self.limits.per_period, "limits.per_period")?,
+            },
+            kind: CampaignKind::PeriodicLottery(PeriodicTerms {
+                cycle: match self.cycle {
+                    CycleDto::Daily => Cycle::Daily,
+                    CycleDto::Weekly => Cycle::Weekly,
+                },
+                entry_cost: None,
+                entrants_max: bounded(self.entrants_max, ENTRANTS_MAX, "invalid_entrants_max", "entrants_max")?,
+                tiers,
+            }),
+        };
+        terms.check().map_err(|e| ApiError::invalid("invalid_terms", e.to_string()))?;
+        Ok(terms)
+    }
+}
+
+const ENTRANTS_MAX: u32 = 100_000;
+
+fn draw_winners_max() -> u32 {
+    wxcm_domain::campaign::draw::WINNERS_MAX
+}
+
+/// The member's entry: the period it went into.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EntryDto {
+    pub campaign_id: uuid::Uuid,
+    pub period_no: u32,
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CampaignStatusDto {
@@ -228,6 +337,8 @@ pub struct CampaignDto {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
+    /// A periodic lottery's cycle, tiers and periods (absent for a shake lottery).
+    pub periodic: Option<PeriodicDto>,
 }
 
 impl From<CampaignView> for CampaignDto {
@@ -254,7 +365,37 @@ impl From<CampaignView> for CampaignDto {
             CampaignKind::PeriodicLottery(_) => (Vec::new(), None),
         };
         let limits = v.terms.limits;
+        let periodic = match &v.terms.kind {
+            CampaignKind::PeriodicLottery(terms) => Some(PeriodicDto {
+                cycle: match terms.cycle {
+                    Cycle::Daily => "daily",
+                    Cycle::Weekly => "weekly",
+                    Cycle::Manual => "manual",
+                }
+                .to_owned(),
+                entrants_max: terms.entrants_max,
+                per_period: limits.per_period,
+                tiers: terms.tiers.iter().map(|t| TierDto { prize: (&t.prize).into(), count: t.count }).collect(),
+                periods: v
+                    .periods
+                    .iter()
+                    .map(|p| PeriodDto {
+                        period_no: p.period_no,
+                        starts_at: p.starts_at,
+                        ends_at: p.ends_at,
+                        commitment: p.commitment.to_hex(),
+                        entries: p.entries,
+                        entrants: p.entrants,
+                        state: p.state.to_owned(),
+                        seed: p.seed.map(|s| s.to_hex()),
+                        winners: p.winners,
+                    })
+                    .collect(),
+            }),
+            CampaignKind::ShakeLottery(_) => None,
+        };
         Self {
+            periodic,
             campaign_id: v.campaign_id.as_uuid(),
             kind: v.terms.kind.name().to_owned(),
             name: v.terms.name.as_str().to_owned(),
@@ -278,6 +419,39 @@ impl From<CampaignView> for CampaignDto {
             ended_at: v.ended_at,
         }
     }
+}
+
+/// One period of a periodic lottery.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PeriodDto {
+    pub period_no: u32,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    /// SHA-256 of the period's seed (64 hex digits), from its opening on.
+    pub commitment: String,
+    pub entries: u32,
+    pub entrants: u32,
+    /// `open`, `drawn` or `cancelled`.
+    pub state: String,
+    /// The seed, once the period is drawn.
+    pub seed: Option<String>,
+    pub winners: u32,
+}
+
+/// A periodic lottery's terms and periods.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PeriodicDto {
+    pub cycle: String,
+    pub entrants_max: u32,
+    pub per_period: Option<u32>,
+    pub tiers: Vec<TierDto>,
+    pub periods: Vec<PeriodDto>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TierDto {
+    pub prize: PrizeDto,
+    pub count: u32,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]

@@ -501,6 +501,9 @@ pub async fn member_products(
 }
 
 /// Places an order: stock reserved, points held, until it is paid or expires.
+///
+/// The quoted unit price times the quantity is at most 100,000,000 points and fen
+/// (422 `order_too_large` otherwise).
 #[utoipa::path(post, path = "/m/api/v1/mall/orders", tag = "member",
     security(("member_bearer" = [])),
     params(("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters; the same key is the same order")),
