@@ -261,6 +261,43 @@ where
     Ok(outcome)
 }
 
+/// `count` operations run by `clients` at a time; the window is their
+/// elapsed time. `Ok(_)` is a success whatever it holds.
+pub async fn fixed_count<F, Fut>(count: u64, clients: u32, op: F) -> Outcome
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let started = std::time::Instant::now();
+    let results: Vec<(Result<bool>, Duration)> = futures::stream::iter(0..count)
+        .map(|n| {
+            let op = &op;
+            async move {
+                let at = std::time::Instant::now();
+                let result = op(n).await;
+                (result, at.elapsed())
+            }
+        })
+        .buffer_unordered(clients as usize)
+        .collect()
+        .await;
+    let mut outcome = Outcome::new(started.elapsed().max(Duration::from_millis(1)));
+    for (result, latency) in results {
+        match result {
+            Ok(_) => {
+                outcome.ok += 1;
+                outcome.units += 1;
+                let _ = outcome.latency_us.record(micros(latency).max(1));
+            }
+            Err(e) => {
+                outcome.errors += 1;
+                outcome.first_error.get_or_insert_with(|| format!("{e:#}"));
+            }
+        }
+    }
+    outcome
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -349,41 +386,4 @@ mod tests {
         assert!(!total.is_clean());
         assert!(Counts::default().is_clean());
     }
-}
-
-/// `count` operations run by `clients` at a time; the window is their
-/// elapsed time. `Ok(_)` is a success whatever it holds.
-pub async fn fixed_count<F, Fut>(count: u64, clients: u32, op: F) -> Outcome
-where
-    F: Fn(u64) -> Fut,
-    Fut: std::future::Future<Output = Result<bool>>,
-{
-    let started = std::time::Instant::now();
-    let results: Vec<(Result<bool>, Duration)> = futures::stream::iter(0..count)
-        .map(|n| {
-            let op = &op;
-            async move {
-                let at = std::time::Instant::now();
-                let result = op(n).await;
-                (result, at.elapsed())
-            }
-        })
-        .buffer_unordered(clients as usize)
-        .collect()
-        .await;
-    let mut outcome = Outcome::new(started.elapsed().max(Duration::from_millis(1)));
-    for (result, latency) in results {
-        match result {
-            Ok(_) => {
-                outcome.ok += 1;
-                outcome.units += 1;
-                let _ = outcome.latency_us.record(micros(latency).max(1));
-            }
-            Err(e) => {
-                outcome.errors += 1;
-                outcome.first_error.get_or_insert_with(|| format!("{e:#}"));
-            }
-        }
-    }
-    outcome
 }
