@@ -8,6 +8,7 @@ pub mod actor;
 pub mod amounts;
 pub mod campaign;
 pub mod coupon;
+pub mod distribution;
 pub mod event_sourced;
 pub mod ids;
 pub mod invariant;
