@@ -44,6 +44,9 @@
 mod account;
 #[cfg(test)]
 mod account_tests;
+pub mod binding;
+#[cfg(test)]
+mod binding_tests;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
