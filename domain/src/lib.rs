@@ -7,6 +7,7 @@
 pub mod actor;
 pub mod amounts;
 pub mod campaign;
+pub mod card_levels;
 pub mod coupon;
 pub mod distribution;
 pub mod event_sourced;
