@@ -131,6 +131,26 @@ fn level_rates_sum_to_at_most_one_hundred_percent() {
 }
 
 #[test]
+fn a_product_override_wins_over_the_distributor_level_and_the_tenant_default() {
+    let r = |b| RateBps::new(b).unwrap();
+    let tenant = LevelRates::new(r(1_000), r(500)).unwrap();
+    let gold = LevelRates::new(r(1_500), r(700)).unwrap();
+    let first = CommissionLevel::First;
+    let second = CommissionLevel::Second;
+    assert_eq!(resolve_rule(first, tenant, None, None), Some(rate(1_000)));
+    assert_eq!(resolve_rule(second, tenant, Some(gold), None), Some(rate(700)));
+    let own = ProductCommission::Rates { rates: LevelRates::new(r(2_000), r(0)).unwrap() };
+    assert_eq!(resolve_rule(first, tenant, Some(gold), Some(own)), Some(rate(2_000)));
+    assert_eq!(resolve_rule(second, tenant, Some(gold), Some(own)), None, "a 0% level earns nothing");
+    let fixed = ProductCommission::FixedPerUnit { first_fen: fen(300), second_fen: None };
+    assert_eq!(resolve_rule(first, tenant, None, Some(fixed)), Some(CommissionRule::FixedPerUnit { fen: fen(300) }));
+    assert_eq!(resolve_rule(second, tenant, None, Some(fixed)), None);
+    assert_eq!(resolve_rule(first, tenant, Some(gold), Some(ProductCommission::Excluded)), None);
+    let bad = serde_json::json!({ "first": 6_000, "second": 4_001 });
+    assert!(serde_json::from_value::<LevelRates>(bad).is_err(), "the sum is checked when read back");
+}
+
+#[test]
 fn the_first_accrual_opens_the_account_and_a_duplicate_pays_once() {
     let account = CommissionAccount::default();
     let events = when(&account, accrue(1, 10_000, rate(1_000))).unwrap();

@@ -177,10 +177,30 @@ impl From<RateBps> for u32 {
 /// A tenant's default rates (or a distributor level's): level 1 and level 2
 /// sum to at most 100%.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "LevelRatesShape", into = "LevelRatesShape")]
 pub struct LevelRates {
     first: RateBps,
     second: RateBps,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LevelRatesShape {
+    pub first: RateBps,
+    pub second: RateBps,
+}
+
+impl TryFrom<LevelRatesShape> for LevelRates {
+    type Error = RateError;
+    fn try_from(s: LevelRatesShape) -> Result<Self, RateError> {
+        Self::new(s.first, s.second)
+    }
+}
+
+impl From<LevelRates> for LevelRatesShape {
+    fn from(r: LevelRates) -> Self {
+        LevelRatesShape { first: r.first, second: r.second }
+    }
 }
 
 impl LevelRates {
@@ -229,6 +249,43 @@ impl CommissionRule {
             }
         }
     }
+}
+
+/// A product's own commission terms, overriding the rates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ProductCommission {
+    /// Rates of its own for levels 1 and 2.
+    Rates { rates: LevelRates },
+    /// A fixed amount per unit for level 1, and optionally level 2.
+    FixedPerUnit { first_fen: crate::AmountFen, second_fen: Option<crate::AmountFen> },
+    /// The product earns no commission.
+    Excluded,
+}
+
+/// The rule for one level of one order line: the product's override first,
+/// then the rates of the distributor's level, then the tenant's defaults.
+/// `None` when the level earns nothing on this product.
+pub fn resolve_rule(
+    level: CommissionLevel,
+    tenant_rates: LevelRates,
+    distributor_level_rates: Option<LevelRates>,
+    product: Option<ProductCommission>,
+) -> Option<CommissionRule> {
+    let rates = match product {
+        Some(ProductCommission::Excluded) => return None,
+        Some(ProductCommission::FixedPerUnit { first_fen, second_fen }) => {
+            let fen = match level {
+                CommissionLevel::First => Some(first_fen),
+                CommissionLevel::Second => second_fen,
+            };
+            return fen.map(|fen| CommissionRule::FixedPerUnit { fen });
+        }
+        Some(ProductCommission::Rates { rates }) => rates,
+        None => distributor_level_rates.unwrap_or(tenant_rates),
+    };
+    let bps = rates.rate(level);
+    (bps.get() > 0).then_some(CommissionRule::Rate { bps })
 }
 
 /// A tenant's withdrawal settings: the minimum amount and the fee.
