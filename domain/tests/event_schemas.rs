@@ -23,7 +23,8 @@ use wxcm_domain::coupon::{
     RedemptionCode, Stock, TemplateEvent, TemplateId, Validity,
 };
 use wxcm_domain::distribution::{
-    CommissionAccountEvent, CommissionKey, CommissionLevel, CommissionRule, RateBps, WithdrawalId,
+    CommissionAccountEvent, CommissionKey, CommissionLevel, CommissionRule, DistributorEvent, EnrolmentRoute, RateBps,
+    WithdrawalId,
 };
 use wxcm_domain::mall::{
     AppliedCoupon, CashPayment, CashRefund, ImageUrl, MallOrderEvent, MallOrderId, OrderEnd, OrderRefund, OrderTotals,
@@ -37,7 +38,7 @@ use wxcm_domain::member::{
 use wxcm_domain::payment::{CloseReason, PaidVia, PayApiVersion, PaymentEvent, PaymentPurpose};
 use wxcm_domain::schema::{
     event_schemas, schema_path, CAMPAIGN_EVENTS, COMMISSION_ACCOUNT_EVENTS, COUPON_EVENTS, COUPON_TEMPLATE_EVENTS,
-    MALL_ORDER_EVENTS, MALL_PRODUCT_EVENTS, MEMBER_EVENTS, PAYMENT_EVENTS, TENANT_EVENTS,
+    DISTRIBUTOR_EVENTS, MALL_ORDER_EVENTS, MALL_PRODUCT_EVENTS, MEMBER_EVENTS, PAYMENT_EVENTS, TENANT_EVENTS,
 };
 use wxcm_domain::tenant::{OfficialAccount, PaySettings, PointsRules, SealedSecret, TenantEvent};
 use wxcm_domain::{
@@ -961,6 +962,52 @@ fn invalid_commission_account_events_are_rejected() {
     let mut doc = doc_of("WithdrawalRequested");
     doc["WithdrawalRequested"]["withdrawable_after_fen"] = json!(-5);
     reject("a negative balance", doc);
+}
+
+fn distributor_events() -> Vec<DistributorEvent> {
+    use DistributorEvent as E;
+    let member = MemberId::from_uuid(uuid::Uuid::from_u128(1));
+    let tenant_id = TenantId::parse("acme").unwrap();
+    let admin = Actor::Admin { username: "boss".into() };
+    vec![
+        E::DistributorApplied {
+            tenant_id: tenant_id.clone(),
+            member_id: member,
+            actor: Actor::Member { member_id: member },
+            applied_at: at("2026-12-01T10:00:00Z"),
+        },
+        E::DistributorRejected {
+            reason: reference("profile incomplete"),
+            actor: admin.clone(),
+            rejected_at: at("2026-12-01T11:00:00Z"),
+        },
+        E::DistributorApproved { actor: admin.clone(), approved_at: at("2026-12-02T11:00:00Z") },
+        E::DistributorEnrolled {
+            tenant_id: tenant_id.clone(),
+            member_id: member,
+            route: EnrolmentRoute::SpendingThreshold { threshold_fen: fen(10_000), paid_net_fen: 12_000 },
+            actor: Actor::Member { member_id: member },
+            enrolled_at: at("2026-12-01T10:00:00Z"),
+        },
+        E::DistributorEnrolled {
+            tenant_id,
+            member_id: member,
+            route: EnrolmentRoute::Designated,
+            actor: admin.clone(),
+            enrolled_at: at("2026-12-01T10:00:00Z"),
+        },
+        E::DistributorSuspended {
+            reason: reference("fraud review"),
+            actor: admin.clone(),
+            suspended_at: at("2026-12-03T10:00:00Z"),
+        },
+        E::DistributorReinstated { actor: admin, reinstated_at: at("2026-12-04T10:00:00Z") },
+    ]
+}
+
+#[test]
+fn every_distributor_event_variant_validates() {
+    check_samples(DISTRIBUTOR_EVENTS, &distributor_events());
 }
 
 #[test]

@@ -47,6 +47,7 @@ mod account_tests;
 pub mod binding;
 #[cfg(test)]
 mod binding_tests;
+mod distributor;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -56,6 +57,8 @@ pub use account::{
     CommissionAccount, CommissionAccountCommand, CommissionAccountError, CommissionAccountEvent, CommissionFigures,
     CommissionKey, CommissionState, Withdrawal, WithdrawalState,
 };
+
+pub use distributor::{Distributor, DistributorCommand, DistributorError, DistributorEvent, EnrolmentRoute};
 
 use crate::ids::uuid_id;
 use crate::mall::Quantity;
@@ -80,6 +83,9 @@ pub mod rules {
     pub const FIGURES: &str = "commission_account.figures";
     /// Sums stay within i64 (they never come near it in practice).
     pub const FIGURES_FIT: &str = "commission_account.figures_fit";
+    /// Applied → approved | rejected; enrolled or designated; active ⇄
+    /// suspended; one member per stream.
+    pub const DISTRIBUTOR_STANDING: &str = "distributor.standing";
 }
 
 /// Longest holding period after delivery before a commission settles.
@@ -98,6 +104,12 @@ uuid_id!(
     "withdrawal id"
 );
 
+uuid_id!(
+    /// A member's distributor stream (standing and its history).
+    DistributorId,
+    "distributor id"
+);
+
 const DISTRIBUTION_NAMESPACE: Uuid = Uuid::from_u128(0x5d1e_7a20_93c4_4b6e_8f01_2c7d_a4b9_e613);
 
 impl CommissionAccountId {
@@ -105,6 +117,14 @@ impl CommissionAccountId {
     /// command for the distributor names the same stream.
     pub fn for_distributor(tenant: &TenantId, distributor: MemberId) -> Self {
         let name = format!("account\u{1f}{}\u{1f}{}", tenant.as_str(), distributor);
+        Self(Uuid::new_v5(&DISTRIBUTION_NAMESPACE, name.as_bytes()))
+    }
+}
+
+impl DistributorId {
+    /// The one distributor stream of `member` in `tenant`.
+    pub fn for_member(tenant: &TenantId, member: MemberId) -> Self {
+        let name = format!("distributor\u{1f}{}\u{1f}{}", tenant.as_str(), member);
         Self(Uuid::new_v5(&DISTRIBUTION_NAMESPACE, name.as_bytes()))
     }
 }
