@@ -50,6 +50,8 @@ pub enum CommissionAccountError {
     WithdrawalState(&'static str),
     #[error("the withdrawal was paid with another reference")]
     OtherPayout,
+    #[error("nearer levels cannot take {0} fen of the basis")]
+    NearerLevels(i64),
     #[error("figures overflow")]
     Overflow,
 }
@@ -212,6 +214,9 @@ pub enum CommissionAccountCommand {
         basis_fen: AmountFen,
         quantity: Quantity,
         rule: CommissionRule,
+        /// What nearer levels of the order earn (level 1's commission, for
+        /// level 2; 0 for level 1): see [`super::split_order`].
+        nearer_levels_fen: i64,
     },
     /// The scheduler (or an admin): settle once the order was delivered
     /// `hold_days` ago and no refund is open. The application passes what it
@@ -283,6 +288,8 @@ pub enum CommissionAccountEvent {
         basis_fen: AmountFen,
         quantity: Quantity,
         rule: CommissionRule,
+        #[schemars(range(min = 0, max = AmountFen::MAX))]
+        nearer_levels_fen: i64,
         amount_fen: AmountFen,
         pending_after_fen: BalanceFen,
         accrued_at: DateTime<Utc>,
@@ -427,6 +434,7 @@ impl CommissionAccount {
         basis_fen: AmountFen,
         quantity: Quantity,
         rule: CommissionRule,
+        nearer_levels_fen: i64,
         now: DateTime<Utc>,
     ) -> Result<Vec<CommissionAccountEvent>, CommissionAccountError> {
         if buyer_id == distributor_id {
@@ -447,7 +455,9 @@ impl CommissionAccount {
         if self.commissions.contains_key(&key) {
             return Ok(vec![]);
         }
-        let fen = rule.commission_fen(basis_fen.get(), quantity).ok_or(CommissionAccountError::Overflow)?;
+        let fen = rule
+            .commission_fen_after(basis_fen.get(), quantity, nearer_levels_fen)
+            .ok_or(CommissionAccountError::NearerLevels(nearer_levels_fen))?;
         if fen == 0 {
             // Nothing earned: no commission (and no account opened for it).
             return Ok(vec![]);
@@ -460,6 +470,7 @@ impl CommissionAccount {
             basis_fen,
             quantity,
             rule,
+            nearer_levels_fen,
             amount_fen,
             pending_after_fen: balance(pending)?,
             accrued_at: now,
@@ -727,9 +738,7 @@ impl CommissionAccount {
     fn apply_accrued(
         &mut self,
         key: &CommissionKey,
-        basis_fen: AmountFen,
-        quantity: Quantity,
-        rule: CommissionRule,
+        (basis_fen, quantity, rule, nearer_levels_fen): (AmountFen, Quantity, CommissionRule, i64),
         amount_fen: AmountFen,
         pending_after: BalanceFen,
     ) -> Result<(), InvariantViolation> {
@@ -737,7 +746,7 @@ impl CommissionAccount {
         ensure(!self.commissions.contains_key(key), rules::ACCRUED_ONCE, || {
             format!("order {} level {} accrued twice", key.order_id, key.level.number())
         })?;
-        let recomputed = rule.commission_fen(basis_fen.get(), quantity).unwrap_or(-1);
+        let recomputed = rule.commission_fen_after(basis_fen.get(), quantity, nearer_levels_fen).unwrap_or(-1);
         ensure_figure(rules::FIGURES, "amount_fen", amount_fen.get(), recomputed)?;
         let fen = amount_fen.get();
         let f = &mut self.figures;
@@ -783,8 +792,8 @@ impl EventSourced for CommissionAccount {
     fn handle(&self, command: Self::Command, now: DateTime<Utc>) -> Result<Vec<Self::Event>, Self::Error> {
         use CommissionAccountCommand as C;
         match command {
-            C::Accrue { tenant_id, distributor_id, buyer_id, key, basis_fen, quantity, rule } => {
-                self.accrue(tenant_id, distributor_id, buyer_id, key, basis_fen, quantity, rule, now)
+            C::Accrue { tenant_id, distributor_id, buyer_id, key, basis_fen, quantity, rule, nearer_levels_fen } => {
+                self.accrue(tenant_id, distributor_id, buyer_id, key, basis_fen, quantity, rule, nearer_levels_fen, now)
             }
             C::Settle { key, delivered_at, hold_days, refund_open } => {
                 self.settle(key, delivered_at, hold_days, refund_open, now)
@@ -806,8 +815,18 @@ impl EventSourced for CommissionAccount {
                 ensure(self.owner.is_none(), rules::ACCOUNT_OPENED_ONCE, || "opened twice".into())?;
                 self.owner = Some(Owner { tenant_id: tenant_id.clone(), distributor_id: *distributor_id });
             }
-            E::CommissionAccrued { key, basis_fen, quantity, rule, amount_fen, pending_after_fen, .. } => {
-                self.apply_accrued(key, *basis_fen, *quantity, *rule, *amount_fen, *pending_after_fen)?;
+            E::CommissionAccrued {
+                key,
+                basis_fen,
+                quantity,
+                rule,
+                nearer_levels_fen,
+                amount_fen,
+                pending_after_fen,
+                ..
+            } => {
+                let accrued = (*basis_fen, *quantity, *rule, *nearer_levels_fen);
+                self.apply_accrued(key, accrued, *amount_fen, *pending_after_fen)?;
             }
             E::CommissionSettled { key, amount_fen, withdrawable_after_fen, debt_after_fen, .. } => {
                 let fen = self.move_commission(key, *amount_fen, CS::Pending, CS::Settled)?;

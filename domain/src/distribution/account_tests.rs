@@ -70,6 +70,7 @@ fn accrue(order: u128, basis: i64, rule: CommissionRule) -> C {
         basis_fen: fen(basis),
         quantity: qty(1),
         rule,
+        nearer_levels_fen: 0,
     }
 }
 
@@ -117,6 +118,30 @@ fn the_rate_is_floored_on_the_cash_basis_and_a_fixed_amount_counts_every_unit() 
     assert_eq!(fixed.commission_fen(10_000, qty(3)), Some(900), "fixed × quantity, not once per order");
     assert_eq!(fixed.commission_fen(500, qty(3)), Some(500), "capped at the cash paid for the goods");
     assert_eq!(fixed.commission_fen(-1, qty(1)), None);
+}
+
+#[test]
+fn level_two_earns_at_most_what_level_one_leaves_of_the_basis() {
+    let fixed = |f| Some(CommissionRule::FixedPerUnit { fen: fen(f) });
+    // 2 units at 400 + 300 fixed on 1,000 paid: 800, then 200 (not 600).
+    assert_eq!(split_order(1_000, qty(2), fixed(400), fixed(300)), Some((800, 200)));
+    assert_eq!(split_order(1_000, qty(2), Some(rate(6_000)), Some(rate(4_000))), Some((600, 400)));
+    assert_eq!(split_order(1_000, qty(1), None, Some(rate(1_000))), Some((0, 100)));
+    assert_eq!(split_order(-1, qty(1), Some(rate(1_000)), None), None);
+    assert_eq!(rate(1_000).commission_fen_after(1_000, qty(1), 1_001), None);
+
+    let mut level_two = accrue(1, 1_000, CommissionRule::FixedPerUnit { fen: fen(300) });
+    if let C::Accrue { key, nearer_levels_fen, .. } = &mut level_two {
+        key.level = CommissionLevel::Second;
+        *nearer_levels_fen = 800;
+    }
+    let events = when(&CommissionAccount::default(), level_two.clone()).unwrap();
+    let E::CommissionAccrued { amount_fen, .. } = &events[1] else { panic!() };
+    assert_eq!(amount_fen.get(), 200);
+    if let C::Accrue { nearer_levels_fen, .. } = &mut level_two {
+        *nearer_levels_fen = 1_001;
+    }
+    assert_eq!(when(&CommissionAccount::default(), level_two), Err(Err::NearerLevels(1_001)));
 }
 
 #[test]
@@ -461,6 +486,7 @@ fn command(op: &Op) -> C {
             basis_fen: fen(*basis),
             quantity: qty(*quantity),
             rule: fixed.map_or(rate(*bps), |f| CommissionRule::FixedPerUnit { fen: fen(f) }),
+            nearer_levels_fen: 0,
         },
         Op::Settle { order, second, refund_open, days_ago } => C::Settle {
             key: key(u128::from(*order), level(*second)),

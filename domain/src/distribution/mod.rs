@@ -14,7 +14,9 @@
 //! integer arithmetic (i128 for the product). A fixed amount is
 //! `fixed_fen × quantity`, capped at the basis: a commission never exceeds the
 //! cash the order paid for the goods. A commission that rounds to 0 fen is not
-//! recorded. See [`CommissionRule::commission_fen`].
+//! recorded. Level 2 earns at most what level 1 leaves of the basis, so the
+//! levels of an order together never exceed it. See
+//! [`CommissionRule::commission_fen_after`] and [`split_order`].
 //!
 //! **Accounting** (every figure in fen, each a sum over the account's events):
 //! - `earned` = every accrued commission;
@@ -269,6 +271,18 @@ impl CommissionRule {
             }
         }
     }
+
+    /// The commission of a level when the nearer levels of the same order
+    /// (level 1, for level 2) already take `nearer_levels_fen`: never more
+    /// than what they leave of the basis, so an order's levels together never
+    /// exceed it (fixed amounts could otherwise pay twice the basis). `None`
+    /// when `nearer_levels_fen` is not within `0..=basis_fen`.
+    pub fn commission_fen_after(self, basis_fen: i64, quantity: Quantity, nearer_levels_fen: i64) -> Option<i64> {
+        if !(0..=basis_fen).contains(&nearer_levels_fen) {
+            return None;
+        }
+        Some(self.commission_fen(basis_fen, quantity)?.min(basis_fen - nearer_levels_fen))
+    }
 }
 
 /// A product's own commission terms, overriding the rates.
@@ -306,6 +320,26 @@ pub fn resolve_rule(
     };
     let bps = rates.rate(level);
     (bps.get() > 0).then_some(CommissionRule::Rate { bps })
+}
+
+/// The commissions of an order's levels 1 and 2 (0 when a level earns
+/// nothing), as the two accruals state them: level 1 first, level 2 on what
+/// level 1 leaves. `None` on a negative basis.
+pub fn split_order(
+    basis_fen: i64,
+    quantity: Quantity,
+    first: Option<CommissionRule>,
+    second: Option<CommissionRule>,
+) -> Option<(i64, i64)> {
+    let first_fen = match first {
+        Some(rule) => rule.commission_fen_after(basis_fen, quantity, 0)?,
+        None => 0,
+    };
+    let second_fen = match second {
+        Some(rule) => rule.commission_fen_after(basis_fen, quantity, first_fen)?,
+        None => 0,
+    };
+    Some((first_fen, second_fen))
 }
 
 /// A tenant's withdrawal settings: the minimum amount and the fee.
