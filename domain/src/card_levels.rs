@@ -255,6 +255,8 @@ pub fn decide_level(
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn level(name: &str, threshold: Option<LevelThreshold>) -> CardLevelDef {
@@ -360,5 +362,38 @@ mod tests {
             "nothing reached: back to the staff-only entry level"
         );
         assert_eq!(decide_level(&always, &name("standard"), LevelSource::Manual, progress(0, 0)), None);
+    }
+
+    fn policy() -> impl Strategy<Value = DowngradePolicy> {
+        prop_oneof![Just(DowngradePolicy::Never), Just(DowngradePolicy::RuleLevelsOnly), Just(DowngradePolicy::Always)]
+    }
+
+    proptest! {
+        /// Whatever the figures: a decision is final (deciding again on the
+        /// level it gives changes nothing, so concurrent grants move a member
+        /// once), the rule never moves down under `Never`, and never moves a
+        /// staff-set level down unless the policy is `Always`.
+        #[test]
+        fn a_level_decision_is_final_and_downgrades_only_as_allowed(
+            downgrade in policy(),
+            start in 0usize..4,
+            manual in any::<bool>(),
+            points in 0i64..8_000,
+            paid in 0i64..2_000_000,
+        ) {
+            let c = catalog(downgrade);
+            let current = c.levels()[start].name.clone();
+            let source = if manual { LevelSource::Manual } else { LevelSource::Rule };
+            let figures = progress(points, paid);
+            if let Some(to) = decide_level(&c, &current, source, figures) {
+                prop_assert_ne!(&to, &current);
+                prop_assert_eq!(decide_level(&c, &to, LevelSource::Rule, figures), None);
+                let rank = |l: &CardLevel| c.levels().iter().position(|d| d.name == *l);
+                if rank(&to) < rank(&current) {
+                    prop_assert!(downgrade == DowngradePolicy::Always
+                        || (downgrade == DowngradePolicy::RuleLevelsOnly && !manual));
+                }
+            }
+        }
     }
 }
