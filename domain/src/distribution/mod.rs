@@ -1,6 +1,7 @@
-//! Distribution (微分销): commissions on a per-distributor account stream,
-//! who may become a distributor, how members bind to one, and card levels by
-//! rule.
+//! Distribution (微分销): commissions on a per-distributor account stream
+//! ([`CommissionAccount`]), a member's standing as a distributor
+//! ([`Distributor`]), and the pure rules of enrolment, binding and who earns
+//! ([`binding`]). Card levels by rule live in [`crate::card_levels`].
 //!
 //! ## Commission account ([`CommissionAccount`], one stream per distributor)
 //! Each commission is keyed by (order, level) and keeps its history as events:
@@ -42,6 +43,12 @@
 //! commits, so the account never pays out more than it has. A claw-back is
 //! never refused and never clamped: what the balance cannot cover is recorded
 //! as `debt` and repaid by later settlements before anything is withdrawable.
+//!
+//! Mall refunds are whole (the order gives back everything it took), so a
+//! refund reverses or claws back the whole commission. A refund of an order
+//! that earned nothing (no accrual, e.g. a commission that rounded to 0) is
+//! refused as `UnknownCommission`: the application treats that as nothing to
+//! do.
 
 mod account;
 #[cfg(test)]
@@ -56,8 +63,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use account::{
-    CommissionAccount, CommissionAccountCommand, CommissionAccountError, CommissionAccountEvent, CommissionFigures,
-    CommissionKey, CommissionState, Withdrawal, WithdrawalState,
+    Commission, CommissionAccount, CommissionAccountCommand, CommissionAccountError, CommissionAccountEvent,
+    CommissionFigures, CommissionKey, CommissionState, Owner, Withdrawal, WithdrawalState,
 };
 
 pub use distributor::{Distributor, DistributorCommand, DistributorError, DistributorEvent, EnrolmentRoute};
