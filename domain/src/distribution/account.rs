@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -497,7 +497,7 @@ impl CommissionAccount {
             return Err(CommissionAccountError::HoldDays(hold_days));
         }
         let delivered_at = delivered_at.ok_or(CommissionAccountError::NotDelivered)?;
-        let until = delivered_at + Duration::days(i64::from(hold_days));
+        let until = super::settles_at(delivered_at, hold_days);
         if now < until {
             return Err(CommissionAccountError::Holding(until));
         }

@@ -239,6 +239,15 @@ fn settlement_waits_for_delivery_the_holding_period_and_no_open_refund() {
 }
 
 #[test]
+fn the_scheduler_knows_when_to_settle_and_the_payout_reference_is_fixed() {
+    assert_eq!(settles_at(now(), 7), now() + Duration::days(7));
+    assert_eq!(settles_at(now(), 0), now());
+    assert_eq!(wid(1).payout_reference(), wid(1).payout_reference());
+    assert_ne!(wid(1).payout_reference(), wid(2).payout_reference());
+    assert!(Reference::parse(wid(1).payout_reference().as_str()).is_ok());
+}
+
+#[test]
 fn a_refund_before_settlement_reverses_and_the_commission_never_settles() {
     let account = given(vec![accrue(1, 10_000, rate(1_000)), reverse(1)]);
     assert_eq!(account.figures.pending, 0);

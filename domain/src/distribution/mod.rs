@@ -99,6 +99,13 @@ pub mod rules {
 
 /// Longest holding period after delivery before a commission settles.
 pub const HOLD_DAYS_MAX: u16 = 365;
+/// When a commission of an order delivered at `delivered_at` may settle,
+/// `hold_days` later (what the scheduler waits for; the account refuses
+/// earlier settlements).
+pub fn settles_at(delivered_at: chrono::DateTime<chrono::Utc>, hold_days: u16) -> chrono::DateTime<chrono::Utc> {
+    delivered_at + chrono::Duration::days(i64::from(hold_days.min(HOLD_DAYS_MAX)))
+}
+
 /// A rate of 100% in basis points.
 pub const RATE_BPS_FULL: u16 = 10_000;
 
@@ -139,6 +146,13 @@ impl DistributorId {
 }
 
 impl WithdrawalId {
+    /// The reference of the payout to the member's cash balance (the member
+    /// ledger credit names it, so a withdrawal is credited once): fixed by the
+    /// withdrawal, the same on every retry.
+    pub fn payout_reference(&self) -> crate::Reference {
+        crate::Reference::derived(format!("commission-withdrawal:{}", self.0))
+    }
+
     /// Derived from the request's idempotency key, so a repeated request names
     /// the same withdrawal (and is refused as a duplicate).
     pub fn for_request(tenant: &TenantId, distributor: MemberId, key: &str) -> Self {
