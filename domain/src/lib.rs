@@ -7,7 +7,9 @@
 pub mod actor;
 pub mod amounts;
 pub mod campaign;
+pub mod card_levels;
 pub mod coupon;
+pub mod distribution;
 pub mod event_sourced;
 pub mod ids;
 pub mod invariant;

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::campaign::CampaignEvent;
 use crate::coupon::{CouponEvent, TemplateEvent};
+use crate::distribution::{CommissionAccountEvent, DistributorEvent};
 use crate::mall::{MallOrderEvent, ProductEvent};
 use crate::member::{MemberEvent, Provenance};
 use crate::payment::PaymentEvent;
@@ -36,6 +37,10 @@ pub const MALL_PRODUCT_EVENTS: &str = "mall-product-events";
 pub const MALL_ORDER_EVENTS: &str = "mall-order-events";
 /// Name of the campaign event schema (file stem under `schemas/events/`).
 pub const CAMPAIGN_EVENTS: &str = "campaign-events";
+/// Name of the commission account event schema (file stem under `schemas/events/`).
+pub const COMMISSION_ACCOUNT_EVENTS: &str = "commission-account-events";
+/// Name of the distributor event schema (file stem under `schemas/events/`).
+pub const DISTRIBUTOR_EVENTS: &str = "distributor-events";
 
 /// Every event schema as (name, JSON Schema draft 2020-12 document).
 pub fn event_schemas() -> Vec<(&'static str, Value)> {
@@ -48,6 +53,8 @@ pub fn event_schemas() -> Vec<(&'static str, Value)> {
         (MALL_PRODUCT_EVENTS, event_schema::<ProductEvent>()),
         (MALL_ORDER_EVENTS, event_schema::<MallOrderEvent>()),
         (CAMPAIGN_EVENTS, event_schema::<CampaignEvent>()),
+        (COMMISSION_ACCOUNT_EVENTS, event_schema::<CommissionAccountEvent>()),
+        (DISTRIBUTOR_EVENTS, event_schema::<DistributorEvent>()),
     ]
 }
 
@@ -105,7 +112,9 @@ mod tests {
                 COUPON_EVENTS,
                 MALL_PRODUCT_EVENTS,
                 MALL_ORDER_EVENTS,
-                CAMPAIGN_EVENTS
+                CAMPAIGN_EVENTS,
+                COMMISSION_ACCOUNT_EVENTS,
+                DISTRIBUTOR_EVENTS
             ]
         );
         for (name, schema) in &schemas {

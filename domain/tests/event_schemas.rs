@@ -22,6 +22,10 @@ use wxcm_domain::coupon::{
     Audience, Benefit, CouponEvent, CouponId, CouponTerms, CouponText, IssueChannel, IssueGrant, IssuedCoupon,
     RedemptionCode, Stock, TemplateEvent, TemplateId, Validity,
 };
+use wxcm_domain::distribution::{
+    CommissionAccountEvent, CommissionKey, CommissionLevel, CommissionRule, DistributorEvent, EnrolmentRoute, RateBps,
+    WithdrawalId,
+};
 use wxcm_domain::mall::{
     AppliedCoupon, CashPayment, CashRefund, ImageUrl, MallOrderEvent, MallOrderId, OrderEnd, OrderRefund, OrderTotals,
     PaymentMethod, PlacedOrder, Price, ProductDescription, ProductEvent, ProductId, ProductListing, ProductName,
@@ -33,8 +37,8 @@ use wxcm_domain::member::{
 };
 use wxcm_domain::payment::{CloseReason, PaidVia, PayApiVersion, PaymentEvent, PaymentPurpose};
 use wxcm_domain::schema::{
-    event_schemas, schema_path, CAMPAIGN_EVENTS, COUPON_EVENTS, COUPON_TEMPLATE_EVENTS, MALL_ORDER_EVENTS,
-    MALL_PRODUCT_EVENTS, MEMBER_EVENTS, PAYMENT_EVENTS, TENANT_EVENTS,
+    event_schemas, schema_path, CAMPAIGN_EVENTS, COMMISSION_ACCOUNT_EVENTS, COUPON_EVENTS, COUPON_TEMPLATE_EVENTS,
+    DISTRIBUTOR_EVENTS, MALL_ORDER_EVENTS, MALL_PRODUCT_EVENTS, MEMBER_EVENTS, PAYMENT_EVENTS, TENANT_EVENTS,
 };
 use wxcm_domain::tenant::{OfficialAccount, PaySettings, PointsRules, SealedSecret, TenantEvent};
 use wxcm_domain::{
@@ -831,6 +835,181 @@ fn campaign_events() -> Vec<CampaignEvent> {
 #[test]
 fn every_campaign_event_variant_validates() {
     check_samples(CAMPAIGN_EVENTS, &campaign_events());
+}
+
+fn commission_account_events() -> Vec<CommissionAccountEvent> {
+    use CommissionAccountEvent as E;
+    let member = MemberId::from_uuid(uuid::Uuid::from_u128(1));
+    let buyer = MemberId::from_uuid(uuid::Uuid::from_u128(2));
+    let key = CommissionKey { order_id: mall_order_id(), level: CommissionLevel::First };
+    let second = CommissionKey { order_id: mall_order_id(), level: CommissionLevel::Second };
+    let withdrawal_id = WithdrawalId::from_uuid(uuid::Uuid::from_u128(900));
+    let balance = |n| BalanceFen::new(n).unwrap();
+    let admin = Actor::Admin { username: "boss".into() };
+    vec![
+        E::CommissionAccountOpened {
+            tenant_id: TenantId::parse("acme").unwrap(),
+            distributor_id: member,
+            opened_at: at("2026-12-01T10:00:00Z"),
+        },
+        E::CommissionAccrued {
+            key,
+            buyer_id: buyer,
+            basis_fen: fen(9_990),
+            quantity: Quantity::new(1).unwrap(),
+            rule: CommissionRule::Rate { bps: RateBps::new(1_000).unwrap() },
+            nearer_levels_fen: 0,
+            amount_fen: fen(999),
+            pending_after_fen: balance(999),
+            accrued_at: at("2026-12-01T10:00:00Z"),
+        },
+        E::CommissionAccrued {
+            key: second,
+            buyer_id: buyer,
+            basis_fen: fen(9_990),
+            quantity: Quantity::new(3).unwrap(),
+            rule: CommissionRule::FixedPerUnit { fen: fen(100) },
+            nearer_levels_fen: 999,
+            amount_fen: fen(300),
+            pending_after_fen: balance(1_299),
+            accrued_at: at("2026-12-01T10:00:00Z"),
+        },
+        E::CommissionSettled {
+            key,
+            amount_fen: fen(999),
+            delivered_at: at("2026-12-02T10:00:00Z"),
+            withdrawable_after_fen: balance(999),
+            debt_after_fen: balance(0),
+            settled_at: at("2026-12-09T10:00:00Z"),
+        },
+        E::CommissionReversed {
+            key: second,
+            amount_fen: fen(300),
+            refund: reference("refund RF1"),
+            pending_after_fen: balance(0),
+            reversed_at: at("2026-12-03T10:00:00Z"),
+        },
+        E::WithdrawalRequested {
+            withdrawal_id,
+            amount_fen: fen(999),
+            fee_fen: 5,
+            payout_fen: fen(994),
+            withdrawable_after_fen: balance(0),
+            actor: Actor::Member { member_id: member },
+            requested_at: at("2026-12-09T11:00:00Z"),
+        },
+        E::WithdrawalApproved { withdrawal_id, actor: admin.clone(), approved_at: at("2026-12-09T12:00:00Z") },
+        E::WithdrawalFailed {
+            withdrawal_id,
+            reason: reference("NAME_MISMATCH"),
+            failed_at: at("2026-12-09T12:01:00Z"),
+        },
+        E::WithdrawalRetried { withdrawal_id, actor: admin.clone(), retried_at: at("2026-12-09T13:00:00Z") },
+        E::WithdrawalPaid {
+            withdrawal_id,
+            payout_ref: reference("ledger credit 42"),
+            paid_at: at("2026-12-09T13:01:00Z"),
+        },
+        E::CommissionClawedBack {
+            key,
+            amount_fen: fen(999),
+            refund: reference("refund RF2"),
+            withdrawable_after_fen: balance(0),
+            debt_after_fen: balance(999),
+            clawed_back_at: at("2026-12-10T10:00:00Z"),
+        },
+        E::WithdrawalRejected {
+            withdrawal_id: WithdrawalId::from_uuid(uuid::Uuid::from_u128(901)),
+            reason: reference("bank details wrong"),
+            actor: admin.clone(),
+            withdrawable_after_fen: balance(500),
+            debt_after_fen: balance(0),
+            rejected_at: at("2026-12-11T10:00:00Z"),
+        },
+        E::WithdrawalReturned {
+            withdrawal_id: WithdrawalId::from_uuid(uuid::Uuid::from_u128(902)),
+            actor: admin,
+            withdrawable_after_fen: balance(800),
+            debt_after_fen: balance(0),
+            returned_at: at("2026-12-12T10:00:00Z"),
+        },
+    ]
+}
+
+#[test]
+fn every_commission_account_event_variant_validates() {
+    check_samples(COMMISSION_ACCOUNT_EVENTS, &commission_account_events());
+}
+
+#[test]
+fn invalid_commission_account_events_are_rejected() {
+    let reject =
+        |what: &str, doc: Value| assert_rejected::<CommissionAccountEvent>(COMMISSION_ACCOUNT_EVENTS, what, doc);
+    let doc_of = |event_type: &str| {
+        serde_json::to_value(commission_account_events().into_iter().find(|e| e.event_type() == event_type).unwrap())
+            .unwrap()
+    };
+    let mut doc = doc_of("CommissionAccrued");
+    doc["CommissionAccrued"]["rule"]["bps"] = json!(10_001);
+    reject("a rate above 100%", doc);
+    let mut doc = doc_of("CommissionAccrued");
+    doc["CommissionAccrued"]["amount_fen"] = json!(0);
+    reject("a zero commission", doc);
+    let mut doc = doc_of("CommissionAccrued");
+    doc["CommissionAccrued"]["key"]["level"] = json!("third");
+    reject("a third level", doc);
+    let mut doc = doc_of("CommissionClawedBack");
+    doc["CommissionClawedBack"]["debt_after_fen"] = json!(-1);
+    reject("a negative debt (debt is its own figure)", doc);
+    let mut doc = doc_of("WithdrawalRequested");
+    doc["WithdrawalRequested"]["withdrawable_after_fen"] = json!(-5);
+    reject("a negative balance", doc);
+}
+
+fn distributor_events() -> Vec<DistributorEvent> {
+    use DistributorEvent as E;
+    let member = MemberId::from_uuid(uuid::Uuid::from_u128(1));
+    let tenant_id = TenantId::parse("acme").unwrap();
+    let admin = Actor::Admin { username: "boss".into() };
+    vec![
+        E::DistributorApplied {
+            tenant_id: tenant_id.clone(),
+            member_id: member,
+            actor: Actor::Member { member_id: member },
+            applied_at: at("2026-12-01T10:00:00Z"),
+        },
+        E::DistributorRejected {
+            reason: reference("profile incomplete"),
+            actor: admin.clone(),
+            rejected_at: at("2026-12-01T11:00:00Z"),
+        },
+        E::DistributorApproved { actor: admin.clone(), approved_at: at("2026-12-02T11:00:00Z") },
+        E::DistributorEnrolled {
+            tenant_id: tenant_id.clone(),
+            member_id: member,
+            route: EnrolmentRoute::SpendingThreshold { threshold_fen: fen(10_000), paid_net_fen: 12_000 },
+            actor: Actor::Member { member_id: member },
+            enrolled_at: at("2026-12-01T10:00:00Z"),
+        },
+        E::DistributorEnrolled {
+            tenant_id,
+            member_id: member,
+            route: EnrolmentRoute::Designated,
+            actor: admin.clone(),
+            enrolled_at: at("2026-12-01T10:00:00Z"),
+        },
+        E::DistributorSuspended {
+            reason: reference("fraud review"),
+            actor: admin.clone(),
+            suspended_at: at("2026-12-03T10:00:00Z"),
+        },
+        E::DistributorReinstated { actor: admin, reinstated_at: at("2026-12-04T10:00:00Z") },
+    ]
+}
+
+#[test]
+fn every_distributor_event_variant_validates() {
+    check_samples(DISTRIBUTOR_EVENTS, &distributor_events());
 }
 
 #[test]
