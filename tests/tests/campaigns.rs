@@ -467,7 +467,7 @@ async fn coupon_and_store_prizes_are_given_once_per_award() {
         ],
     });
     let id = ongoing_lottery(&t, &m, body).await;
-    let (_, session) = member(&t, &m, 1).await;
+    let (member_id, session) = member(&t, &m, 1).await;
     let mut statuses = Vec::new();
     for _ in 0..4 {
         let (status, body) = shake(&t, &session, &id).await;
@@ -490,6 +490,20 @@ async fn coupon_and_store_prizes_are_given_once_per_award() {
     assert_eq!(coupons().await, 3);
     let (status, body) = shake(&t, &session, &id).await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("lifetime_limit_reached")));
+
+    // The mug is handed over at the store once; a win that was not the mug is not found.
+    let (_, mine) = get(&t, &session, &format!("/m/api/v1/campaigns/{id}/shakes")).await;
+    let shakes = mine["shakes"].as_array().unwrap();
+    let mug = shakes.iter().find(|s| s["slot"] == 1).unwrap()["nonce"].clone();
+    let coupon = shakes.iter().find(|s| s["slot"] == 0).unwrap()["nonce"].clone();
+    let path = format!("/admin/api/v1/campaigns/{id}/hand-overs");
+    let award = |nonce: &Value| json!({"award": {"kind": "shake", "member_id": member_id, "nonce": nonce}});
+    let (status, body) = post(&t, &m.owner, &path, Some(award(&mug))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = post(&t, &m.owner, &path, Some(award(&mug))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("already_handed_over")));
+    let (status, body) = post(&t, &m.owner, &path, Some(award(&coupon))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("award_not_found")));
     t.stop().await;
 }
 

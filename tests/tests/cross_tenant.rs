@@ -272,6 +272,11 @@ async fn another_tenants_owner_reaches_nothing_of_a_tenant_by_its_real_ids() {
         (Method::PUT, format!("/admin/api/v1/campaigns/{campaign_id}/terms"), lottery),
         (Method::POST, format!("/admin/api/v1/campaigns/{campaign_id}/start"), json!({})),
         (Method::POST, format!("/admin/api/v1/campaigns/{campaign_id}/end"), json!({})),
+        (
+            Method::POST,
+            format!("/admin/api/v1/campaigns/{campaign_id}/hand-overs"),
+            json!({"award": {"kind": "shake", "member_id": member_id, "nonce": 1}}),
+        ),
         (Method::POST, "/admin/api/v1/admin-users/ann/disable".to_owned(), json!({})),
         (Method::PUT, "/admin/api/v1/admin-users/ann/role".to_owned(), json!({"role": "owner"})),
         (

@@ -351,6 +351,20 @@ pub async fn end(
     get(app, &ctx.tenant_id, campaign_id).await
 }
 
+/// Hands a won physical prize over at the store (once; the award names the
+/// shake or the period's rank it was won by).
+pub async fn hand_over(
+    app: &App,
+    ctx: &CommandContext,
+    campaign_id: CampaignId,
+    award: wxcm_domain::campaign::AwardRef,
+    actor: Actor,
+) -> Result<CampaignView, CampaignOpError> {
+    let request = serde_json::json!({ "hand_over": campaign_id, "award": award });
+    run(app, ctx, campaign_id, CampaignCommand::HandOverPrize { award, actor }, &request).await?;
+    get(app, &ctx.tenant_id, campaign_id).await
+}
+
 /// Reveals an ended shake lottery's seed (once; again is a no-op). Returns
 /// the events written.
 pub async fn reveal(app: &App, tenant: &TenantId, campaign_id: CampaignId) -> Result<u32, CampaignOpError> {

@@ -88,7 +88,8 @@ arrives (or reconciliation finds the payment), exactly once.
 
 Campaigns (`/admin/api/v1/campaigns`, `/m/api/v1/campaigns`): owner and manager create, edit (while draft), \
 schedule, start and end shake lotteries and periodic lotteries (`periodic-campaigns`: free entries, a period \
-per merchant day or week, each committing to its own seed and drawn by the scheduler at its end); everyone else reads them (`CampaignRead`). Scheduling commits to a \
+per merchant day or week, each committing to its own seed and drawn by the scheduler at its end); staff also hand \
+physical prizes over at the store (`hand-overs`, once); every role reads them (`CampaignRead`). Scheduling commits to a \
 secret seed (its SHA-256 `commitment`); each shake's roll is HMAC-SHA256(seed, member, chance) over the prize \
 table in force, and ending reveals the seed, so every shake can be recomputed (`schemas/draws/SPEC.md`). A prize \
 never gives more than its stock, a member never shakes more than the chances nor wins more than \
@@ -197,6 +198,7 @@ v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with
         campaigns::schedule_campaign,
         campaigns::start_campaign,
         campaigns::end_campaign,
+        campaigns::hand_over,
         campaigns::member_campaigns,
         campaigns::member_shake,
         campaigns::member_shakes,

@@ -57,11 +57,13 @@ pub enum Permission {
     CampaignRead,
     /// Create, edit, schedule, start and end campaigns.
     CampaignManage,
+    /// Hand a won physical prize over at the store (once).
+    CampaignHandOver,
 }
 
 impl Permission {
     #[cfg(test)]
-    pub const ALL: [Permission; 28] = [
+    pub const ALL: [Permission; 29] = [
         Permission::MemberRead,
         Permission::MemberRegister,
         Permission::PointsGrant,
@@ -90,6 +92,7 @@ impl Permission {
         Permission::MallRefund,
         Permission::CampaignRead,
         Permission::CampaignManage,
+        Permission::CampaignHandOver,
     ];
 
     /// What the permission lets one do, for error messages.
@@ -123,6 +126,7 @@ impl Permission {
             Permission::MallRefund => "refund mall orders",
             Permission::CampaignRead => "read campaigns",
             Permission::CampaignManage => "manage campaigns",
+            Permission::CampaignHandOver => "hand campaign prizes over",
         }
     }
 }
@@ -148,6 +152,7 @@ pub fn allowed(role: Role, permission: Permission) -> bool {
                     | P::MallRead
                     | P::MallDeliver
                     | P::CampaignRead
+                    | P::CampaignHandOver
             )
         }
         Role::Auditor => {
@@ -223,6 +228,7 @@ pub mod perm {
         MallRefund,
         CampaignRead,
         CampaignManage,
+        CampaignHandOver,
     );
 }
 
@@ -234,7 +240,7 @@ mod tests {
     fn the_whole_matrix() {
         use Permission as P;
         // Columns: owner, manager, staff, auditor.
-        let table: [(Permission, [bool; 4]); 28] = [
+        let table: [(Permission, [bool; 4]); 29] = [
             (P::MemberRead, [true, true, true, true]),
             (P::MemberRegister, [true, true, true, false]),
             (P::PointsGrant, [true, true, false, false]),
@@ -263,6 +269,7 @@ mod tests {
             (P::MallRefund, [true, true, false, false]),
             (P::CampaignRead, [true, true, true, true]),
             (P::CampaignManage, [true, true, false, false]),
+            (P::CampaignHandOver, [true, true, true, false]),
         ];
         let roles = [Role::Owner, Role::Manager, Role::Staff, Role::Auditor];
         for (permission, expected) in table {

@@ -251,6 +251,33 @@ pub async fn end_campaign(
     Ok(Json(campaigns::end(&state.app, &ctx, id.0, auth.actor()).await?.into()))
 }
 
+/// Hands a won physical prize over at the store (once).
+#[utoipa::path(post, path = "/admin/api/v1/campaigns/{campaign_id}/hand-overs", tag = "campaigns",
+    security(("bearer" = [])),
+    params(("campaign_id" = uuid::Uuid, Path)),
+    request_body = HandOverBody,
+    responses(
+        (status = 200, description = "Handed over (or replayed)", body = CampaignDto),
+        (status = 400, description = "`invalid_campaign_id`, `idempotency_key_missing`, `idempotency_key_invalid`, `malformed_json`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`campaign_not_found`, `award_not_found` (no physical prize was won so)", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`, `already_handed_over`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`, `invalid_award`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, campaign_id = %id.0))]
+pub async fn hand_over(
+    State(state): State<AppState>,
+    auth: Authorized<perm::CampaignHandOver>,
+    key: IdempotencyHeader,
+    correlation: Correlation,
+    id: ApiPath<CampaignId>,
+    body: ApiJson<HandOverBody>,
+) -> Result<Json<CampaignDto>, ApiError> {
+    let award = body.0.validate()?;
+    let ctx = auth.context(key.0, correlation);
+    Ok(Json(campaigns::hand_over(&state.app, &ctx, id.0, award, auth.actor()).await?.into()))
+}
+
 // ---------------------------------------------------------------- member API
 
 /// Campaigns the member can take part in now, with the odds in force.

@@ -269,6 +269,50 @@ fn draw_winners_max() -> u32 {
     wxcm_domain::campaign::draw::WINNERS_MAX
 }
 
+/// Which win a physical prize was won by: a member's shake (its chance number)
+/// or a period's rank.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AwardBody {
+    Shake {
+        member_id: uuid::Uuid,
+        #[schema(minimum = 1, maximum = 4_294_967_295_i64)]
+        nonce: i64,
+    },
+    Period {
+        #[schema(minimum = 1, maximum = 4_294_967_295_i64)]
+        period_no: i64,
+        #[schema(minimum = 1, maximum = 4_294_967_295_i64)]
+        rank: i64,
+    },
+}
+
+/// A physical prize handed over at the store.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HandOverBody {
+    pub award: AwardBody,
+}
+
+impl HandOverBody {
+    pub fn validate(&self) -> Result<wxcm_domain::campaign::AwardRef, ApiError> {
+        use wxcm_domain::campaign::AwardRef;
+        let positive = |v: i64, what: &str| match u32::try_from(v) {
+            Ok(v) if v >= 1 => Ok(v),
+            _ => Err(ApiError::invalid("invalid_award", format!("{what} must be 1..=4294967295"))),
+        };
+        Ok(match &self.award {
+            AwardBody::Shake { member_id, nonce } => AwardRef::Shake {
+                member_id: wxcm_domain::MemberId::from_uuid(*member_id),
+                nonce: positive(*nonce, "nonce")?,
+            },
+            AwardBody::Period { period_no, rank } => {
+                AwardRef::Period { period_no: positive(*period_no, "period_no")?, rank: positive(*rank, "rank")? }
+            }
+        })
+    }
+}
+
 /// The member's entry: the period it went into.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct EntryDto {
