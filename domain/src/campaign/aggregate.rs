@@ -635,6 +635,11 @@ impl EventSourced for Campaign {
                 if state.status != Status::Draft {
                     return Err(CampaignError::NotDraft(state.status));
                 }
+                // The kind is fixed at creation: an edit of another kind's terms would
+                // turn a periodic draft into a shake lottery (or back).
+                if terms.kind.name() != state.terms.kind.name() {
+                    return Err(CampaignError::WrongKind(terms.kind.name()));
+                }
                 terms.check().map_err(CampaignError::InvalidTerms)?;
                 Ok(vec![CampaignEvent::CampaignEdited { terms, actor, edited_at: now }])
             }

@@ -280,7 +280,13 @@ fn a_campaign_is_created_once_with_checked_terms() {
 fn terms_are_edited_only_while_draft() {
     let draft = given(&[created(periodic_terms(Limits::default(), 10))]);
     let edit = || CampaignCommand::Edit { terms: shake_terms(3, 1, Limits::default()), actor: admin() };
-    let (edited, _) = then_events(&draft, edit(), now());
+    // The kind is fixed at creation.
+    assert_eq!(refused(&draft, edit(), now()), CampaignError::WrongKind("shake_lottery"));
+    let periodic_edit = CampaignCommand::Edit { terms: periodic_terms(Limits::default(), 20), actor: admin() };
+    let (edited, _) = then_events(&draft, periodic_edit, now());
+    assert_eq!(state(&edited).terms.kind.name(), "periodic_lottery");
+    let shake_draft = given(&[created(shake_terms(5, 1, Limits::default()))]);
+    let (edited, _) = then_events(&shake_draft, edit(), now());
     assert_eq!(state(&edited).terms.kind.name(), "shake_lottery");
     let scheduled_campaign = given(&[created(periodic_terms(Limits::default(), 10)), scheduled(None)]);
     assert_eq!(refused(&scheduled_campaign, edit(), now()), CampaignError::NotDraft(Status::Scheduled));

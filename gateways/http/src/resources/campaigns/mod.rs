@@ -153,7 +153,7 @@ pub async fn get_campaign(
     Ok(Json(campaigns::get(&state.app, &auth.session.tenant_id, id.0).await?.into()))
 }
 
-/// Replaces a draft's terms (the same rules between fields as at creation).
+/// Replaces a shake lottery draft's terms (the same rules between fields as at creation).
 #[utoipa::path(put, path = "/admin/api/v1/campaigns/{campaign_id}/terms", tag = "campaigns",
     security(("bearer" = [])),
     params(("campaign_id" = uuid::Uuid, Path)),
@@ -163,7 +163,7 @@ pub async fn get_campaign(
         (status = 400, description = "`invalid_campaign_id`, `idempotency_key_missing`, `idempotency_key_invalid`, `malformed_json`", body = ErrorBody),
         (status = 403, description = "`forbidden`", body = ErrorBody),
         (status = 404, description = "`campaign_not_found`", body = ErrorBody),
-        (status = 409, description = "`idempotency_key_reused`, `not_draft`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`, `not_draft`, `wrong_kind` (a shake lottery's terms for a periodic draft: the kind is fixed at creation)", body = ErrorBody),
         (status = 422, description = "`invalid_body`, `invalid_text`, `invalid_prize`, `invalid_slots`, `invalid_weight`, `invalid_stock`, `invalid_chances`, `invalid_prizes_per_member_max`, `invalid_terms`", body = ErrorBody),
     ))]
 #[instrument(skip_all, fields(tenant = %auth.session.tenant_id, campaign_id = %id.0))]
