@@ -667,3 +667,34 @@ async fn a_periodic_lottery_through_the_api_takes_entries_into_its_open_period()
     assert!(period["seed"].is_null());
     t.stop().await;
 }
+
+#[tokio::test]
+async fn the_admin_list_pages_the_tenants_campaigns_and_no_one_elses() {
+    let t = spawn_app().await;
+    let m = merchant(&t, "campaign-list").await;
+    let other = merchant(&t, "campaign-list-b").await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (status, created) = post(&t, &m.owner, "/admin/api/v1/campaigns", Some(lottery(&t, 5, 3, 1))).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        ids.push(created["campaign_id"].as_str().unwrap().to_owned());
+    }
+    ids.sort();
+    let (status, page) = get(&t, &m.owner, "/admin/api/v1/campaigns").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let listed: Vec<&str> =
+        page["campaigns"].as_array().unwrap().iter().map(|c| c["campaign_id"].as_str().unwrap()).collect();
+    assert_eq!(listed, ids.iter().map(String::as_str).collect::<Vec<_>>());
+    // Paged in id order.
+    let (_, first) = get(&t, &m.owner, "/admin/api/v1/campaigns?limit=2").await;
+    assert_eq!(first["campaigns"].as_array().unwrap().len(), 2);
+    let (_, rest) = get(&t, &m.owner, &format!("/admin/api/v1/campaigns?limit=2&after={}", ids[1])).await;
+    assert_eq!(rest["campaigns"][0]["campaign_id"], ids[2].as_str());
+    let (status, body) = get(&t, &m.owner, "/admin/api/v1/campaigns?limit=0").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_limit")));
+    // Another tenant sees none of them.
+    let (status, theirs) = get(&t, &other.owner, "/admin/api/v1/campaigns").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(theirs["campaigns"].as_array().map(Vec::len), Some(0), "{theirs}");
+    t.stop().await;
+}

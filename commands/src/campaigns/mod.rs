@@ -438,6 +438,33 @@ pub async fn due_end(app: &App, tenant: &TenantId, campaign_id: CampaignId) -> R
     Ok(written + reveal(app, tenant, campaign_id).await?)
 }
 
+/// Campaigns per page of the admin list.
+pub const CAMPAIGN_PAGE_MAX: u32 = 100;
+
+/// A page of the tenant's campaigns in id order, after `after` (any status).
+pub async fn list(
+    app: &App,
+    tenant: &TenantId,
+    after: Option<CampaignId>,
+    limit: u32,
+) -> Result<Vec<CampaignView>, CampaignOpError> {
+    let shard = app.router.route(tenant)?;
+    let after = after.map(|a| a.to_string());
+    let limit = limit.clamp(1, CAMPAIGN_PAGE_MAX);
+    let ids = shard.event_log.stream_ids(tenant, Campaign::TYPE, after.as_deref(), limit).await?;
+    let now = app.clock.now();
+    let mut views = Vec::with_capacity(ids.len());
+    for id in ids {
+        let campaign_id = CampaignId::parse(&id).map_err(infra)?;
+        match state_of(&shard, tenant, campaign_id).await {
+            Ok(state) => views.push(CampaignView::of(&state, now)),
+            Err(CampaignOpError::NotFound) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(views)
+}
+
 /// Ongoing campaigns a member may see (of the first [`CAMPAIGNS_SCAN_MAX`]
 /// campaign streams of the tenant).
 pub async fn ongoing(app: &App, tenant: &TenantId) -> Result<Vec<CampaignView>, CampaignOpError> {

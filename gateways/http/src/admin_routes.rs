@@ -216,6 +216,7 @@ pub(crate) fn admin_routes() -> AdminRoutes {
         .get("/mall/orders/{mall_order_id}", Needs(P::MallRead), mall::get_order)
         .post("/mall/orders/{mall_order_id}/refund", Needs(P::MallRefund), mall::refund_order)
         .post("/mall/deliveries", Needs(P::MallDeliver), mall::deliver)
+        .get("/campaigns", Needs(P::CampaignRead), campaigns::list_campaigns)
         .post("/campaigns", Needs(P::CampaignManage), campaigns::create_campaign)
         .post("/periodic-campaigns", Needs(P::CampaignManage), campaigns::create_periodic_campaign)
         .get("/campaigns/{campaign_id}", Needs(P::CampaignRead), campaigns::get_campaign)

@@ -193,6 +193,7 @@ v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with
         mall::member_cancel,
         campaigns::create_campaign,
         campaigns::create_periodic_campaign,
+        campaigns::list_campaigns,
         campaigns::get_campaign,
         campaigns::put_terms,
         campaigns::schedule_campaign,

@@ -11,7 +11,7 @@ use wxcm_commands::campaigns::{self, shakes, CampaignOpError};
 use wxcm_domain::campaign::{CampaignError, CampaignId};
 
 use crate::error::{idempotency_key_reused, unknown_tenant, ApiError, ErrorBody};
-use crate::extract::{ApiJson, ApiPath, Authorized, Correlation, IdempotencyHeader};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Authorized, Correlation, IdempotencyHeader};
 use crate::permissions::perm;
 use crate::resources::member_api::MemberAuth;
 use crate::state::AppState;
@@ -151,6 +151,32 @@ pub async fn get_campaign(
     id: ApiPath<CampaignId>,
 ) -> Result<Json<CampaignDto>, ApiError> {
     Ok(Json(campaigns::get(&state.app, &auth.session.tenant_id, id.0).await?.into()))
+}
+
+/// The tenant's campaigns in id order, every kind and status.
+#[utoipa::path(get, path = "/admin/api/v1/campaigns", tag = "campaigns",
+    security(("bearer" = [])),
+    params(CampaignPageQuery),
+    responses(
+        (status = 200, description = "One page", body = CampaignList),
+        (status = 400, description = "`invalid_query`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 422, description = "`invalid_limit`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id))]
+pub async fn list_campaigns(
+    State(state): State<AppState>,
+    auth: Authorized<perm::CampaignRead>,
+    query: ApiQuery<CampaignPageQuery>,
+) -> Result<Json<CampaignList>, ApiError> {
+    let limit = query.0.limit.unwrap_or(50);
+    if !(1..=campaigns::CAMPAIGN_PAGE_MAX).contains(&limit) {
+        let message = format!("limit must be 1..={}", campaigns::CAMPAIGN_PAGE_MAX);
+        return Err(ApiError::invalid("invalid_limit", message));
+    }
+    let after = query.0.after.map(CampaignId::from_uuid);
+    let views = campaigns::list(&state.app, &auth.session.tenant_id, after, limit).await?;
+    Ok(Json(CampaignList { campaigns: views.into_iter().map(Into::into).collect() }))
 }
 
 /// Replaces a shake lottery draft's terms (the same rules between fields as at creation).

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use wxcm_commands::campaigns::shakes::{PrizeStatus, ShakeResult};
 use wxcm_commands::campaigns::CampaignView;
 use wxcm_domain::campaign::{
@@ -579,4 +579,16 @@ impl From<ShakeResult> for ShakeResultDto {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ShakeList {
     pub shakes: Vec<ShakeDto>,
+}
+
+/// A page of campaigns.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CampaignPageQuery {
+    /// The last campaign id of the previous page.
+    pub after: Option<uuid::Uuid>,
+    /// 1..=100, default 50.
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
 }
