@@ -30,7 +30,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use comfy_table::{presets, Cell, Table};
+use comfy_table::{Cell, Table};
 use serde_json::json;
 use wxcm_commands::tenants::AccountInput;
 use wxcm_domain::member::ExpiryPolicy;
@@ -321,15 +321,7 @@ fn ratio_cell(ratio: Option<f64>) -> String {
 }
 
 fn report_table(f: &Figures, args: &GatewayBenchArgs) -> Table {
-    let mut table = Table::new();
-    table.load_preset(presets::UTF8_FULL_CONDENSED).set_header(vec![
-        "figure",
-        "value",
-        "unit",
-        "target",
-        "latency p50 / p99 / max ms",
-        "ok / errors / skipped",
-    ]);
+    let mut table = setup::phase_table();
     let c = args.concurrency;
     setup::phase_row(&mut table, format!("(a) /healthz, {c} clients"), &f.healthz, "requests/s", String::new());
     setup::phase_row(

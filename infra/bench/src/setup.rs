@@ -245,6 +245,20 @@ fn report_line(bench: &str, mut report: serde_json::Value, counts: Counts) -> se
     report
 }
 
+/// An empty table of driven phases, with the columns [`phase_row`] fills.
+pub fn phase_table() -> Table {
+    let mut table = Table::new();
+    table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED).set_header(vec![
+        "figure",
+        "value",
+        "unit",
+        "target",
+        "latency p50 / p99 / max ms",
+        "ok / errors / skipped",
+    ]);
+    table
+}
+
 /// One driven phase as a table row: rate, target, latencies, ok / errors / skipped.
 pub fn phase_row(table: &mut Table, figure: String, p: &crate::driver::Outcome, unit: &str, target: String) {
     table.add_row(vec![

@@ -25,11 +25,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use comfy_table::{presets, Table};
+use comfy_table::Table;
 use serde_json::{json, Value};
-use wxcm_commands::pay_flows::MemberSession;
 use wxcm_commands::ports::Role as AdminRole;
-use wxcm_domain::{AppId, MemberId, OpenId, TenantId};
 use wxcm_server::app::Role;
 use wxcm_server::config::Settings;
 
@@ -208,25 +206,6 @@ async fn ongoing_campaign(shared: &Shared, name: &str, stock: u32, thanks_weight
     Ok(id)
 }
 
-async fn sessions(app: &wxcm_commands::App, tenant: &TenantId, members: &[MemberId]) -> Result<Vec<String>> {
-    let shard = app.router.route(tenant)?;
-    let appid = AppId::parse("wx00000000000be4c3")?;
-    let mut tokens = Vec::with_capacity(members.len());
-    for (i, member) in members.iter().enumerate() {
-        let token = format!("{tenant}.bench{i:08}{}", uuid::Uuid::new_v4().simple());
-        let session = MemberSession {
-            tenant_id: tenant.clone(),
-            member_id: *member,
-            appid: appid.clone(),
-            openid: OpenId::parse(&format!("oBenchShake{i:08}"))?,
-            expires_at: app.clock.now() + chrono::Duration::hours(4),
-        };
-        shard.pay.create_member_session(&wxcm_commands::auth::token_hash(&token), &session).await?;
-        tokens.push(token);
-    }
-    Ok(tokens)
-}
-
 /// A campaign's own figures (`GET /admin/api/v1/campaigns/{id}`).
 #[derive(Debug, Clone, Copy, Default)]
 struct Tally {
@@ -315,7 +294,7 @@ async fn run_phases(base: &Settings, target: &Target, args: &ShakeBenchArgs) -> 
     wxcm_commands::auth::create_admin(&app, &tenant, "bench-owner", ADMIN_PASSWORD, AdminRole::Owner).await?;
     tracing::info!(members = args.members, "registering members");
     let members = crate::workload::register_members(&app, &tenant, "bench-shake-member", args.members, 32).await?;
-    let tokens = sessions(&app, &tenant, &members).await?;
+    let tokens = crate::workload::member_sessions(&app, &tenant, &members, "wx00000000000be4c3", "oBenchShake").await?;
     let running = application.spawn();
     let addr = running.addr.context("the API role listens")?;
     let base_url = format!("http://{addr}");
@@ -417,15 +396,7 @@ pub async fn bench_shake(base: &Settings, args: ShakeBenchArgs) -> Result<()> {
 }
 
 fn report_table(f: &Figures, args: &ShakeBenchArgs) -> Table {
-    let mut table = Table::new();
-    table.load_preset(presets::UTF8_FULL_CONDENSED).set_header(vec![
-        "figure",
-        "value",
-        "unit",
-        "target",
-        "latency p50 / p99 / max ms",
-        "ok / errors / skipped",
-    ]);
+    let mut table = setup::phase_table();
     setup::phase_row(&mut table, format!("warm-up, {} clients", args.clients), &f.warmup, "draws/s", String::new());
     let ratio = args.ledger_rate.map(|a| f.draws.per_second() / a);
     setup::phase_row(

@@ -117,6 +117,33 @@ pub async fn seed_deposits(admin: &PgPool, tenant: &TenantId, members: &[MemberI
     Ok(())
 }
 
+/// A member-API session token for each member (4 hours), as a member page
+/// gets one through OAuth; openids are `{openid_prefix}{i:08}`.
+pub async fn member_sessions(
+    app: &App,
+    tenant: &TenantId,
+    members: &[MemberId],
+    appid: &str,
+    openid_prefix: &str,
+) -> Result<Vec<String>> {
+    let shard = app.router.route(tenant)?;
+    let appid = wxcm_domain::AppId::parse(appid)?;
+    let mut tokens = Vec::with_capacity(members.len());
+    for (i, member) in members.iter().enumerate() {
+        let token = format!("{tenant}.bench{i:08}{}", uuid::Uuid::new_v4().simple());
+        let session = wxcm_commands::pay_flows::MemberSession {
+            tenant_id: tenant.clone(),
+            member_id: *member,
+            appid: appid.clone(),
+            openid: wxcm_domain::OpenId::parse(&format!("{openid_prefix}{i:08}"))?,
+            expires_at: app.clock.now() + chrono::Duration::hours(4),
+        };
+        shard.pay.create_member_session(&wxcm_commands::auth::token_hash(&token), &session).await?;
+        tokens.push(token);
+    }
+    Ok(tokens)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
