@@ -637,10 +637,22 @@ pub async fn issue_with_order(
         .map_err(|e| CouponOpError::Infra(e.to_string()))?;
     let ctx = CommandContext::new(tenant.clone(), key, "system:mall-gift-coupons".into());
     let actor = Actor::System { job: "mall-gift-coupons".into() };
-    match issue(app, &ctx, template_id, Recipient::MallPurchase { member_id, order_id }, actor).await {
+    let issued = issue(app, &ctx, template_id, Recipient::MallPurchase { member_id, order_id }, actor).await;
+    unless_refused(issued, template_id, member_id, "gift coupon not issued")
+}
+
+/// A system issue's outcome where the template's refusal (sold out, disabled,
+/// gone) is its state, not a failure: logged, and `None`.
+fn unless_refused(
+    issued: Result<CouponView, CouponOpError>,
+    template_id: TemplateId,
+    member_id: MemberId,
+    what: &'static str,
+) -> Result<Option<CouponView>, CouponOpError> {
+    match issued {
         Ok(view) => Ok(Some(view)),
         Err(CouponOpError::Refused(why)) => {
-            tracing::info!(%template_id, %member_id, %order_id, refusal = why.code(), "gift coupon not issued");
+            tracing::info!(%template_id, %member_id, refusal = why.code(), "{what}");
             Ok(None)
         }
         Err(CouponOpError::NotFound("coupon template")) => Ok(None),
@@ -660,13 +672,9 @@ pub async fn issue_welcome(app: &App, tenant: &TenantId, member_id: MemberId) ->
         let ctx = CommandContext::new(tenant.clone(), key, "system:welcome-coupons".into());
         let reason = Reference::parse("welcome").map_err(|e| CouponOpError::Infra(e.to_string()))?;
         let actor = Actor::System { job: "welcome-coupons".into() };
-        match issue(app, &ctx, template_id, Recipient::Grant { member_id, reason }, actor).await {
-            Ok(_) => issued += 1,
-            Err(CouponOpError::Refused(why)) => {
-                tracing::info!(%template_id, %member_id, refusal = why.code(), "welcome coupon not issued")
-            }
-            Err(CouponOpError::NotFound("coupon template")) => {}
-            Err(other) => return Err(other),
+        let outcome = issue(app, &ctx, template_id, Recipient::Grant { member_id, reason }, actor).await;
+        if unless_refused(outcome, template_id, member_id, "welcome coupon not issued")?.is_some() {
+            issued += 1;
         }
     }
     Ok(issued)

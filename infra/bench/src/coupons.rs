@@ -145,12 +145,6 @@ async fn redeem(shared: &Shared, key: String) -> Result<()> {
     Ok(())
 }
 
-fn session_for(shared: &Shared, client: u32, n: u64) -> &str {
-    // Spread over the members; consecutive claims of one client change member.
-    let i = (u64::from(client).wrapping_mul(7919) + n) as usize % shared.sessions.len();
-    &shared.sessions[i]
-}
-
 async fn create_template(shared: &Shared, name: &str, stock: u32) -> Result<String> {
     let body = json!({
         "terms": {
@@ -267,7 +261,7 @@ async fn run_phases(base: &Settings, target: &Target, args: &CouponsBenchArgs) -
             closed_loop(args.clients, Duration::ZERO, secs, move |client, n| {
                 let (shared, hot) = (shared.clone(), hot.clone());
                 async move {
-                    let session = session_for(&shared, client, n).to_owned();
+                    let session = crate::workload::session_of(&shared.sessions, client, n).to_owned();
                     claim_ok(&shared, &hot, &session, format!("bench-{phase}-{client}-{n}")).await
                 }
             })

@@ -158,12 +158,6 @@ async fn hot_shake(shared: &Shared, campaign: &str, session: &str, key: String) 
     }
 }
 
-fn session_for(shared: &Shared, client: u32, n: u64) -> &str {
-    // Spread over the members; consecutive shakes of one client change member.
-    let i = (u64::from(client).wrapping_mul(7919) + n) as usize % shared.sessions.len();
-    &shared.sessions[i]
-}
-
 async fn admin(shared: &Shared, method: reqwest::Method, path: &str, key: &str, body: Option<Value>) -> Result<Value> {
     let mut req = shared
         .http
@@ -316,7 +310,7 @@ async fn run_phases(base: &Settings, target: &Target, args: &ShakeBenchArgs) -> 
             closed_loop(args.clients, Duration::ZERO, secs, move |client, n| {
                 let (shared, hot) = (shared.clone(), hot.clone());
                 async move {
-                    let session = session_for(&shared, client, n).to_owned();
+                    let session = crate::workload::session_of(&shared.sessions, client, n).to_owned();
                     hot_shake(&shared, &hot, &session, format!("bench-{phase}-{client}-{n}")).await
                 }
             })

@@ -117,6 +117,13 @@ pub async fn seed_deposits(admin: &PgPool, tenant: &TenantId, members: &[MemberI
     Ok(())
 }
 
+/// Client `client`'s `n`-th session of `sessions`: spread over the members, so
+/// one client's consecutive requests change member.
+pub fn session_of(sessions: &[String], client: u32, n: u64) -> &str {
+    let i = (u64::from(client).wrapping_mul(7919) + n) as usize % sessions.len().max(1);
+    sessions.get(i).map_or("", String::as_str)
+}
+
 /// A member-API session token for each member (4 hours), as a member page
 /// gets one through OAuth; openids are `{openid_prefix}{i:08}`.
 pub async fn member_sessions(
