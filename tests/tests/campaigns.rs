@@ -698,3 +698,16 @@ async fn the_admin_list_pages_the_tenants_campaigns_and_no_one_elses() {
     assert_eq!(theirs["campaigns"].as_array().map(Vec::len), Some(0), "{theirs}");
     t.stop().await;
 }
+
+#[tokio::test]
+async fn a_coupon_prize_must_name_one_of_the_tenants_templates() {
+    let t = spawn_app().await;
+    let m = merchant(&t, "prize-templates").await;
+    let before = campaign_events(&t, &m).await;
+    let mut body = lottery(&t, 5, 3, 1);
+    body["slots"][0]["prize"] = json!({"kind": "coupon", "template_id": uuid::Uuid::new_v4()});
+    let (status, refused) = post(&t, &m.owner, "/admin/api/v1/campaigns", Some(body)).await;
+    assert_eq!((status, refused["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("template_not_found")));
+    assert_eq!(campaign_events(&t, &m).await, before, "nothing written");
+    t.stop().await;
+}

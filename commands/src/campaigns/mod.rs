@@ -22,7 +22,7 @@ use tracing::{info, instrument};
 use uuid::Uuid;
 use wxcm_domain::campaign::{
     Campaign, CampaignCommand, CampaignError, CampaignId, CampaignKind, CampaignState, CampaignTerms, DrawSeed,
-    PeriodEnd, SeedCommitment, ShakeDraw, ShakeOdds, Status,
+    PeriodEnd, Prize, SeedCommitment, ShakeDraw, ShakeOdds, Status,
 };
 use wxcm_domain::tenant::SealedSecret;
 use wxcm_domain::{Actor, EventSourced, IdempotencyKey, MemberId, TenantId};
@@ -67,6 +67,9 @@ pub trait CampaignStore: Send + Sync {
 pub enum CampaignOpError {
     #[error("campaign not found")]
     NotFound,
+    /// A coupon prize names a template this tenant does not have.
+    #[error("coupon template {0} not found")]
+    TemplateNotFound(wxcm_domain::coupon::TemplateId),
     #[error(transparent)]
     Campaign(CampaignError),
     #[error("idempotency key was already used with a different request")]
@@ -229,11 +232,32 @@ pub async fn create(
     terms: CampaignTerms,
     actor: Actor,
 ) -> Result<CampaignView, CampaignOpError> {
+    check_prize_templates(app, &ctx.tenant_id, &terms).await?;
     let campaign_id = campaign_id_for(&ctx.tenant_id, &ctx.idempotency_key);
     let request = serde_json::json!({ "create_campaign": &terms });
     let command = CampaignCommand::Create { campaign_id, tenant_id: ctx.tenant_id.clone(), terms, actor };
     run(app, ctx, campaign_id, command, &request).await?;
     get(app, &ctx.tenant_id, campaign_id).await
+}
+
+/// Every coupon prize must name one of the tenant's templates: a winner would
+/// otherwise get nothing (issuing is tenant-scoped). A template switched off or
+/// sold out later gives `not_issued`, as the coupon's own rules say.
+async fn check_prize_templates(app: &App, tenant: &TenantId, terms: &CampaignTerms) -> Result<(), CampaignOpError> {
+    let prizes: Vec<&Prize> = match &terms.kind {
+        CampaignKind::ShakeLottery(shake) => shake.slots.iter().map(|s| &s.prize).collect(),
+        CampaignKind::PeriodicLottery(periodic) => periodic.tiers.iter().map(|t| &t.prize).collect(),
+    };
+    let shard = app.router.route(tenant)?;
+    for prize in prizes {
+        if let Prize::Coupon { template_id } = prize {
+            let (template, _) = shard.coupon_templates.load(tenant, &template_id.to_string()).await.map_err(infra)?;
+            if template.tenant() != Some(tenant) {
+                return Err(CampaignOpError::TemplateNotFound(*template_id));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Replaces a draft's terms.
@@ -244,6 +268,7 @@ pub async fn edit(
     terms: CampaignTerms,
     actor: Actor,
 ) -> Result<CampaignView, CampaignOpError> {
+    check_prize_templates(app, &ctx.tenant_id, &terms).await?;
     let request = serde_json::json!({ "edit_campaign": campaign_id, "terms": &terms });
     run(app, ctx, campaign_id, CampaignCommand::Edit { terms, actor }, &request).await?;
     get(app, &ctx.tenant_id, campaign_id).await

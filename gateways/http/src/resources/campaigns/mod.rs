@@ -24,6 +24,7 @@ impl From<CampaignOpError> for ApiError {
         let message = e.to_string();
         match e {
             CampaignOpError::NotFound => ApiError::not_found("campaign_not_found", message),
+            CampaignOpError::TemplateNotFound(_) => ApiError::not_found("template_not_found", message),
             CampaignOpError::Campaign(c) => campaign_rejection(&c),
             CampaignOpError::IdempotencyMismatch => idempotency_key_reused(),
             CampaignOpError::Contention => ApiError::Contention,
@@ -86,6 +87,7 @@ fn campaign_rejection(e: &CampaignError) -> ApiError {
         (status = 201, description = "Created (or replayed)", body = CampaignDto),
         (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `malformed_json`", body = ErrorBody),
         (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`template_not_found` (a coupon prize names no template of this tenant)", body = ErrorBody),
         (status = 409, description = "`idempotency_key_reused`", body = ErrorBody),
         (status = 422, description = "`invalid_body`, `invalid_text`, `invalid_prize`, `invalid_slots`, `invalid_weight`, `invalid_stock`, `invalid_chances`, `invalid_prizes_per_member_max`, `invalid_terms`", body = ErrorBody),
     ))]
@@ -117,6 +119,7 @@ pub async fn create_campaign(
         (status = 201, description = "Created (or replayed)", body = CampaignDto),
         (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `malformed_json`", body = ErrorBody),
         (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`template_not_found` (a coupon prize names no template of this tenant)", body = ErrorBody),
         (status = 409, description = "`idempotency_key_reused`", body = ErrorBody),
         (status = 422, description = "`invalid_body`, `invalid_text`, `invalid_prize`, `invalid_tiers`, `invalid_chances`, `invalid_entrants_max`, `invalid_terms`", body = ErrorBody),
     ))]
@@ -188,7 +191,7 @@ pub async fn list_campaigns(
         (status = 200, description = "Changed (or replayed)", body = CampaignDto),
         (status = 400, description = "`invalid_campaign_id`, `idempotency_key_missing`, `idempotency_key_invalid`, `malformed_json`", body = ErrorBody),
         (status = 403, description = "`forbidden`", body = ErrorBody),
-        (status = 404, description = "`campaign_not_found`", body = ErrorBody),
+        (status = 404, description = "`campaign_not_found`, `template_not_found` (a coupon prize names no template of this tenant)", body = ErrorBody),
         (status = 409, description = "`idempotency_key_reused`, `not_draft`, `wrong_kind` (a shake lottery's terms for a periodic draft: the kind is fixed at creation)", body = ErrorBody),
         (status = 422, description = "`invalid_body`, `invalid_text`, `invalid_prize`, `invalid_slots`, `invalid_weight`, `invalid_stock`, `invalid_chances`, `invalid_prizes_per_member_max`, `invalid_terms`", body = ErrorBody),
     ))]
