@@ -9,10 +9,14 @@ WXCM_SIM := $(CARGO_TARGET_DIR)/debug/wxcm-sim
 DEMO_PASSWORD ?= demo-password-123
 SANDBOX_LISTEN ?= 127.0.0.1:9100
 
-.PHONY: run test bench services build lint fmt fuzz
+.PHONY: run test bench services browser build lint fmt fuzz
 
 services:
 	@scripts/services.sh
+
+## Chromium and chromedriver for the console's browser tests.
+browser:
+	@scripts/browser.sh
 
 build:
 	cargo build -p wxcm -p wxcm-simulator
@@ -36,7 +40,7 @@ lint:
 	scripts/check-domain-purity.sh
 	scripts/check-server-deps.sh
 
-test: services lint
+test: services browser lint
 	cargo build --workspace --all-targets
 	cargo test --workspace -- --test-threads=4
 

@@ -219,6 +219,17 @@ pub async fn get(app: &App, tenant: &TenantId, member_id: MemberId) -> Result<Me
     MemberView::from_state(&state, app.clock.now()).ok_or(MemberOpError::NotFound)
 }
 
+/// The member's stream audited as `wxcm audit member` does (chain, replay,
+/// stated balances); a member of another tenant is not found.
+pub async fn audit(
+    app: &App,
+    tenant: &TenantId,
+    member_id: &MemberId,
+) -> Result<crate::ports::MemberAuditVerdict, crate::ports::MemberAuditError> {
+    let shard = app.router.route(tenant)?;
+    shard.member_audit.audit_member(tenant, member_id).await
+}
+
 pub async fn find_by_card(app: &App, tenant: &TenantId, card: &CardNumber) -> Result<MemberView, MemberOpError> {
     let shard = app.router.route(tenant)?;
     let id = shard.directory.by_card(tenant, card).await?.ok_or(MemberOpError::NotFound)?;

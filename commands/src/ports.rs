@@ -331,6 +331,8 @@ pub struct ShardServices {
     pub admins: Arc<dyn AdminDirectory>,
     pub due_work: Arc<dyn DueWork>,
     pub read_models: Arc<dyn ReadModels>,
+    /// Checks one member's stream (hash chain, replay, stated balances) for the console.
+    pub member_audit: Arc<dyn MemberAudit>,
     pub wechat: Arc<dyn crate::wechat::WechatStore>,
     /// Payment tables (notifications, platform keys, order index, member sessions).
     pub pay: Arc<dyn crate::pay_flows::PayStore>,
@@ -338,6 +340,51 @@ pub struct ShardServices {
     pub oplog: Arc<dyn crate::oplog::OperationLog>,
     /// Answers of writes idempotent by key that are not events.
     pub keyed_requests: Arc<dyn crate::keyed_requests::KeyedRequests>,
+}
+
+/// Events of a member stream the console's audit reads at most; longer streams
+/// are audited with `wxcm audit member`, which has no such bound.
+pub const MEMBER_AUDIT_EVENTS_MAX: usize = 100_000;
+
+/// One finding of a stream audit: the row it concerns, a stable code, the
+/// domain rule an event breaks when replay refuses it, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditFinding {
+    pub sequence: Option<i64>,
+    pub code: String,
+    pub rule: Option<String>,
+    pub message: String,
+}
+
+/// A member stream audited: `ok` when the hash chain is intact, every event
+/// replays into the member and every balance it states adds up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberAuditVerdict {
+    pub ok: bool,
+    pub events: u64,
+    pub head_sequence: Option<i64>,
+    /// Hex of the last event's hash.
+    pub head_hash: Option<String>,
+    pub findings: Vec<AuditFinding>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MemberAuditError {
+    /// No event of the member in the tenant.
+    #[error("member not found")]
+    NotFound,
+    #[error("the member has more than {MEMBER_AUDIT_EVENTS_MAX} events: use `wxcm audit member`")]
+    TooLong,
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+/// The same checks as `wxcm audit member`, for one member of one tenant.
+#[async_trait]
+pub trait MemberAudit: Send + Sync {
+    async fn audit_member(&self, tenant: &TenantId, member: &MemberId) -> Result<MemberAuditVerdict, MemberAuditError>;
 }
 
 /// Members per page of a member search.

@@ -19,6 +19,8 @@ use wxcm_server::config::{Settings, ShardConfig};
 use wxcm_server::relay::{self, ShardRelay};
 use wxcm_server::sealer::AesGcmSealer;
 
+pub mod admin;
+pub mod browser;
 pub mod simulator;
 pub use simulator::{SimOptions, Simulator};
 

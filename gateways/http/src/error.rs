@@ -282,6 +282,19 @@ impl From<MemberOpError> for ApiError {
     }
 }
 
+impl From<wxcm_commands::ports::MemberAuditError> for ApiError {
+    fn from(e: wxcm_commands::ports::MemberAuditError) -> Self {
+        use wxcm_commands::ports::MemberAuditError as E;
+        match e {
+            E::NotFound => ApiError::not_found("member_not_found", "member not found"),
+            E::TooLong => ApiError::conflict("stream_too_long", e.to_string()),
+            E::Route(r) => unknown_tenant(&r),
+            E::Port(p) if p.is_transient() => ApiError::unavailable("member audit", &p),
+            E::Port(p) => ApiError::internal("member audit", &p),
+        }
+    }
+}
+
 impl From<TenantOpError> for ApiError {
     fn from(e: TenantOpError) -> Self {
         match e {

@@ -247,6 +247,7 @@ fn build_with(
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(health::openapi))
         .nest(ADMIN_API_PREFIX, admin)
+        .merge(wxcm_console::router())
         .fallback(middleware::route_not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)
         .layer(DefaultBodyLimit::max(settings.body_bytes_max))

@@ -62,7 +62,6 @@ pub enum Permission {
 }
 
 impl Permission {
-    #[cfg(test)]
     pub const ALL: [Permission; 29] = [
         Permission::MemberRead,
         Permission::MemberRegister,
@@ -94,6 +93,41 @@ impl Permission {
         Permission::CampaignManage,
         Permission::CampaignHandOver,
     ];
+
+    /// The permission's name in the API (`GET /session`), snake case.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::MemberRead => "member_read",
+            Permission::MemberRegister => "member_register",
+            Permission::PointsGrant => "points_grant",
+            Permission::PointsDeduct => "points_deduct",
+            Permission::CashDeposit => "cash_deposit",
+            Permission::CashCharge => "cash_charge",
+            Permission::CashRefund => "cash_refund",
+            Permission::CardLevelSet => "card_level_set",
+            Permission::LedgerRead => "ledger_read",
+            Permission::TenantRead => "tenant_read",
+            Permission::TenantSettings => "tenant_settings",
+            Permission::ReportRead => "report_read",
+            Permission::WechatRead => "wechat_read",
+            Permission::WechatSettings => "wechat_settings",
+            Permission::PaymentRead => "payment_read",
+            Permission::CouponRead => "coupon_read",
+            Permission::CouponSettings => "coupon_settings",
+            Permission::CouponGrant => "coupon_grant",
+            Permission::CouponRedeem => "coupon_redeem",
+            Permission::CouponVoid => "coupon_void",
+            Permission::AdminUsers => "admin_users",
+            Permission::OperationLogRead => "operation_log_read",
+            Permission::MallRead => "mall_read",
+            Permission::MallSettings => "mall_settings",
+            Permission::MallDeliver => "mall_deliver",
+            Permission::MallRefund => "mall_refund",
+            Permission::CampaignRead => "campaign_read",
+            Permission::CampaignManage => "campaign_manage",
+            Permission::CampaignHandOver => "campaign_hand_over",
+        }
+    }
 
     /// What the permission lets one do, for error messages.
     pub fn describe(self) -> &'static str {

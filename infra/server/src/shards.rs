@@ -176,6 +176,7 @@ fn build_shard(name: &str, config: &ShardConfig, clock: Arc<dyn Clock>) -> Resul
         admins: ports.clone(),
         due_work: ports,
         read_models: Arc::new(PgReadModels::new(pool.clone())),
+        member_audit: Arc::new(wxcm_store::audit::PgMemberAudit::new(pool.clone())),
         wechat: Arc::new(wxcm_store::wechat_store::PgWechatStore::new(pool.clone(), relaxed)),
         pay: Arc::new(wxcm_store::pay_store::PgPayStore::new(pool.clone())),
         oplog: Arc::new(wxcm_store::oplog_store::PgOperationLog::new(pool.clone())),

@@ -11,6 +11,7 @@
 //! - [`pg_ports`], [`pay_store`], [`tokens`], [`wechat_store`]: the ports of
 //!   `wxcm-commands` and the token store of `wxcm-outbound`, over Postgres.
 
+pub mod audit;
 pub mod batcher;
 pub mod campaign_store;
 pub mod coupon_store;

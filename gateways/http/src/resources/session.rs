@@ -99,3 +99,47 @@ pub async fn logout(State(state): State<AppState>, auth: Authorized<perm::AnyRol
     state.sessions.revoke(auth.token()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// The signed-in user as the consoles need it: who, which tenant, and what the
+/// role may do (the same table every route checks).
+#[derive(Serialize, ToSchema)]
+pub struct SessionView {
+    pub tenant_id: String,
+    pub tenant_name: String,
+    pub username: String,
+    /// `owner`, `manager`, `staff` or `auditor`.
+    pub role: String,
+    pub expires_at: DateTime<Utc>,
+    /// The permissions of the role, e.g. `report_read`, `cash_deposit`.
+    pub permissions: Vec<&'static str>,
+}
+
+/// The signed-in user, the tenant's name and the role's permissions.
+#[utoipa::path(get, path = "/admin/api/v1/session", tag = "session",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The session", body = SessionView),
+        (status = 401, description = "`unauthorized`: no live session", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, username = %auth.session.username))]
+pub async fn current_session(
+    State(state): State<AppState>,
+    auth: Authorized<perm::AnyRole>,
+) -> Result<impl IntoResponse, ApiError> {
+    let session = &auth.session;
+    let tenant = wxcm_commands::tenants::get(&state.app, &session.tenant_id).await?;
+    let permissions = crate::permissions::Permission::ALL
+        .into_iter()
+        .filter(|p| crate::permissions::allowed(session.role, *p))
+        .map(|p| p.as_str())
+        .collect();
+    let view = SessionView {
+        tenant_id: session.tenant_id.to_string(),
+        tenant_name: tenant.name,
+        username: session.username.clone(),
+        role: session.role.as_str().to_owned(),
+        expires_at: session.expires_at,
+        permissions,
+    };
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(view)))
+}

@@ -17,9 +17,9 @@
 //! Nothing here writes: the connection runs with `default_transaction_read_only`
 //! and needs no secret key, only the shard's URL.
 //!
-//! Code map: `findings` (what a violation says), `replay` (chain, aggregate
-//! rules, balances), `digest` (the tenant digest), `member` and `verify` (the
-//! two commands), `print` (text output); this file holds the limits and the
+//! Code map: the checks (findings, replay, digest, the member report) are in
+//! `wxcm_store::audit`, re-exported here; `member` and `verify` (the two
+//! commands), `print` (text output); this file holds the limits and the
 //! read-only connection.
 
 use std::str::FromStr;
@@ -33,21 +33,17 @@ use wxcm_domain::TenantId;
 use wxcm_server::config::Settings;
 use wxcm_store::hashchain::{self, StoredEvent};
 
-mod digest;
-mod findings;
 mod member;
 mod print;
-mod replay;
 #[cfg(test)]
 mod tests;
 mod verify;
 
-pub use digest::*;
-pub use findings::*;
 pub use member::*;
 use print::*;
-pub use replay::*;
 pub use verify::*;
+// The checks themselves are pure code in the store, shared with the admin API.
+pub use wxcm_store::audit::*;
 
 /// The audit reads one stream at a time: one connection, plus one spare.
 pub(super) const AUDIT_POOL_CONNECTIONS_MAX: u32 = 2;

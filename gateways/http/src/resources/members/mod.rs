@@ -39,6 +39,29 @@ pub async fn get_member(
     Ok(Json(members::get(&state.app, &auth.session.tenant_id, id.0).await?.into()))
 }
 
+/// The member's events audited as `wxcm audit member` does: the hash chain,
+/// a replay into the member (every rule of the domain) and every balance an
+/// event states recomputed from the deltas before it. Reads the event store
+/// (not the read model); streams of more than 100,000 events are left to the CLI.
+#[utoipa::path(get, path = "/admin/api/v1/members/{member_id}/audit", tag = "members",
+    security(("bearer" = [])),
+    params(("member_id" = uuid::Uuid, Path)),
+    responses(
+        (status = 200, description = "The verdict (`ok` false with the findings when anything is wrong)", body = MemberAuditDto),
+        (status = 400, description = "`invalid_member_id`, `invalid_path`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`member_not_found` (also for members of other tenants)", body = ErrorBody),
+        (status = 409, description = "`stream_too_long`: audit it with `wxcm audit member`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, username = %auth.session.username, member_id = %id.0))]
+pub async fn audit_member(
+    State(state): State<AppState>,
+    auth: Authorized<perm::LedgerRead>,
+    id: ApiPath<MemberId>,
+) -> Result<Json<MemberAuditDto>, ApiError> {
+    Ok(Json(members::audit(&state.app, &auth.session.tenant_id, &id.0).await?.into()))
+}
+
 /// Members from the read model (a moment behind the event store): filters,
 /// sort and keyset pages. Card number and openid match exactly.
 #[utoipa::path(get, path = "/admin/api/v1/members", tag = "members",

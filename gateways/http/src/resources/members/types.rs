@@ -95,6 +95,48 @@ impl From<MemberView> for MemberDto {
     }
 }
 
+// ---------- the audit of a member's events ----------
+
+/// One finding (mirrors `commands::ports::AuditFinding`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditFindingDto {
+    /// The event it concerns, when it concerns one.
+    pub sequence: Option<i64>,
+    /// `hash_mismatch`, `prev_hash_mismatch`, `sequence_gap`, `balance_after_mismatch`, ...
+    pub code: String,
+    /// The domain rule an event breaks (e.g. `member.balance_after`) when replay refuses it.
+    pub rule: Option<String>,
+    pub message: String,
+}
+
+/// A member's events audited.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MemberAuditDto {
+    /// The hash chain is intact, every event replays and every stated balance adds up.
+    pub ok: bool,
+    pub events: u64,
+    pub head_sequence: Option<i64>,
+    /// Hex SHA-256 of the last event (compare with `wxcm audit member`).
+    pub head_hash: Option<String>,
+    pub violations: Vec<AuditFindingDto>,
+}
+
+impl From<wxcm_commands::ports::MemberAuditVerdict> for MemberAuditDto {
+    fn from(v: wxcm_commands::ports::MemberAuditVerdict) -> Self {
+        Self {
+            ok: v.ok,
+            events: v.events,
+            head_sequence: v.head_sequence,
+            head_hash: v.head_hash,
+            violations: v
+                .findings
+                .into_iter()
+                .map(|f| AuditFindingDto { sequence: f.sequence, code: f.code, rule: f.rule, message: f.message })
+                .collect(),
+        }
+    }
+}
+
 // ---------- the member list ----------
 
 /// Filters (all optional, combined with AND; ranges inclusive), sort and page.

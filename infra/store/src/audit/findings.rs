@@ -5,7 +5,7 @@ use std::fmt;
 use serde::Serialize;
 use wxcm_domain::InvariantViolation;
 
-use wxcm_store::hashchain::{ChainViolation, StoredEvent};
+use crate::hashchain::{ChainViolation, StoredEvent};
 
 /// One finding, named by stream and (when it concerns one row) sequence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -23,12 +23,12 @@ pub struct Violation {
 }
 
 impl Violation {
-    pub(super) fn at(event: &StoredEvent, code: &'static str, message: String) -> Self {
+    pub fn at(event: &StoredEvent, code: &'static str, message: String) -> Self {
         Violation { stream: stream_name(event), sequence: Some(event.sequence), code, rule: None, message }
     }
 
     /// An event the aggregate refuses.
-    pub(super) fn refused(event: &StoredEvent, code: &'static str, broken: &InvariantViolation) -> Self {
+    pub fn refused(event: &StoredEvent, code: &'static str, broken: &InvariantViolation) -> Self {
         let message = format!("replay failed at seq {}: {broken}; later events not replayed", event.sequence);
         Violation { rule: Some(broken.rule), ..Violation::at(event, code, message) }
     }
@@ -55,6 +55,6 @@ impl fmt::Display for Violation {
     }
 }
 
-pub(super) fn stream_name(event: &StoredEvent) -> String {
+pub fn stream_name(event: &StoredEvent) -> String {
     format!("{}/{}", event.aggregate_type, event.aggregate_id)
 }

@@ -3,7 +3,7 @@
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use wxcm_store::hashchain::StoredEvent;
+use crate::hashchain::StoredEvent;
 
 /// The head of a stream: its last sequence and that row's hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -15,7 +15,7 @@ pub struct StreamHead {
 }
 
 impl StreamHead {
-    pub(super) fn of(rows: &[StoredEvent]) -> Option<Self> {
+    pub fn of(rows: &[StoredEvent]) -> Option<Self> {
         rows.last().map(|last| StreamHead {
             aggregate_type: last.aggregate_type.clone(),
             aggregate_id: last.aggregate_id.clone(),

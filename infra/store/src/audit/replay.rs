@@ -11,7 +11,7 @@ use wxcm_domain::payment::PaymentOrder;
 use wxcm_domain::tenant::Tenant;
 use wxcm_domain::{DomainEventMeta, EventSourced, InvariantViolation};
 
-use wxcm_store::hashchain::{self, StoredEvent};
+use crate::hashchain::{self, StoredEvent};
 
 use super::*;
 
@@ -35,7 +35,7 @@ pub struct LedgerEntry {
 }
 
 impl LedgerEntry {
-    pub(super) fn new(event: &StoredEvent, line: Option<&LedgerLine>) -> Self {
+    pub fn new(event: &StoredEvent, line: Option<&LedgerLine>) -> Self {
         let cash_delta_fen = line.map_or(0, |l| l.cash_delta_fen);
         LedgerEntry {
             sequence: event.sequence,
@@ -72,7 +72,7 @@ pub struct Balances {
 }
 
 impl Balances {
-    pub(super) fn of(member: &Member, complete: bool) -> Self {
+    pub fn of(member: &Member, complete: bool) -> Self {
         let registration = member.registration.as_ref();
         Balances {
             replayed_through_sequence: member.version,
@@ -116,7 +116,7 @@ pub fn format_yuan_signed(fen: i64) -> String {
     }
 }
 
-pub(super) fn format_signed(value: i64) -> String {
+pub fn format_signed(value: i64) -> String {
     if value > 0 {
         format!("+{value}")
     } else {
@@ -162,7 +162,7 @@ impl RunningTotals {
     }
 }
 
-pub(super) fn follow(
+pub fn follow(
     total: i64,
     delta: i64,
     stated: Option<i64>,
@@ -181,7 +181,7 @@ pub(super) fn follow(
 
 /// The audit code of an event the aggregate refuses: a stated figure that the
 /// state does not give keeps the code the running totals use for it.
-pub(super) fn refusal_code(rule: &str) -> &'static str {
+pub fn refusal_code(rule: &str) -> &'static str {
     match rule {
         rules::POINTS_AFTER => "points_after_mismatch",
         rules::BALANCE_AFTER => "balance_after_mismatch",
@@ -193,7 +193,7 @@ pub(super) fn refusal_code(rule: &str) -> &'static str {
 /// Records that the aggregate refuses `row`'s event. When the running totals
 /// already reported the same figure at this row, that finding gets the rule
 /// (one altered figure, one finding); otherwise the refusal is a finding of its own.
-pub(super) fn report_refusal(row: &StoredEvent, broken: &InvariantViolation, violations: &mut Vec<Violation>) {
+pub fn report_refusal(row: &StoredEvent, broken: &InvariantViolation, violations: &mut Vec<Violation>) {
     let code = refusal_code(broken.rule);
     let reported = violations.iter_mut().find(|v| v.sequence == Some(row.sequence) && v.code == code);
     match reported {
@@ -208,7 +208,7 @@ pub(super) fn report_refusal(row: &StoredEvent, broken: &InvariantViolation, vio
 
 /// Checks what a decoded event says about its own row: its type and, for the
 /// registration, the stream and tenant it names.
-pub(super) fn check_event_matches_row(row: &StoredEvent, event: &MemberEvent, violations: &mut Vec<Violation>) {
+pub fn check_event_matches_row(row: &StoredEvent, event: &MemberEvent, violations: &mut Vec<Violation>) {
     if event.event_type() != row.event_type {
         let message = format!("event_type column says {} but the payload is {}", row.event_type, event.event_type());
         violations.push(Violation::at(row, "event_type_mismatch", message));
@@ -274,7 +274,7 @@ pub fn replay_member(rows: &[StoredEvent]) -> MemberReplay {
     MemberReplay { entries, balances: Balances::of(&member, !stopped), violations }
 }
 
-pub(super) fn balance_code(field: &str) -> &'static str {
+pub fn balance_code(field: &str) -> &'static str {
     if field == "points_after" {
         "points_after_mismatch"
     } else {
@@ -285,7 +285,7 @@ pub(super) fn balance_code(field: &str) -> &'static str {
 /// The state before a refused event (a refused `apply` leaves the state
 /// unusable): replaying again is cheaper than cloning the state before every
 /// event, and it only happens once per broken stream.
-pub(super) fn rebuild(applied: &[MemberEvent]) -> Member {
+pub fn rebuild(applied: &[MemberEvent]) -> Member {
     let mut member = Member::default();
     for event in applied {
         // Each of them was applied once already, and applying is deterministic.
@@ -324,12 +324,12 @@ pub fn replay_stream<T: EventSourced>(rows: &[StoredEvent]) -> Vec<Violation> {
     violations
 }
 
-pub(super) fn chain_violations(rows: &[StoredEvent]) -> Vec<Violation> {
+pub fn chain_violations(rows: &[StoredEvent]) -> Vec<Violation> {
     hashchain::verify_stream(rows).into_iter().map(Violation::from).collect()
 }
 
 /// Chain violations and replay findings of one stream of any type.
-pub(super) fn check_stream(rows: &[StoredEvent]) -> Vec<Violation> {
+pub fn check_stream(rows: &[StoredEvent]) -> Vec<Violation> {
     let mut violations = chain_violations(rows);
     let aggregate_type = rows.first().map_or("", |first| first.aggregate_type.as_str());
     if aggregate_type == Member::TYPE {
@@ -350,6 +350,6 @@ pub(super) fn check_stream(rows: &[StoredEvent]) -> Vec<Violation> {
 }
 
 /// By sequence (stable: chain findings first within a row), stream-level last.
-pub(super) fn sort_violations(violations: &mut [Violation]) {
+pub fn sort_violations(violations: &mut [Violation]) {
     violations.sort_by_key(|v| v.sequence.unwrap_or(i64::MAX));
 }
