@@ -34,6 +34,10 @@ pub enum AppendError {
     Conflict,
     #[error("store failure: {0}")]
     Store(String),
+    /// The store could not be reached or stopped answering: whether the rows
+    /// were written is unknown (the caller's key tells, once it is back).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Appends events the application decided outside the executor (the lanes):

@@ -345,6 +345,7 @@ impl Lane {
             }
             Err(AppendError::Conflict) => Err(ShakeLaneError::Conflict),
             Err(AppendError::Store(e)) => Err(ShakeLaneError::Store(e)),
+            Err(AppendError::Unavailable(e)) => Err(ShakeLaneError::Unavailable(e)),
         }
     }
 }

@@ -269,7 +269,8 @@ impl Lane {
                 self.states.remove(&template_id);
                 Err(IssueError::Conflict)
             }
-            Err(AppendError::Store(e)) => {
+            // Coupon issues keep answering a store failure as internal (unchanged).
+            Err(AppendError::Store(e) | AppendError::Unavailable(e)) => {
                 self.states.remove(&template_id);
                 Err(IssueError::Store(e))
             }

@@ -188,6 +188,10 @@ impl EventAppender for GroupCommitter {
     async fn append(&self, rows: Vec<SerializedEvent>) -> Result<(), AppendError> {
         self.commit(rows).await.map_err(|e| match e {
             CommitError::Conflict => AppendError::Conflict,
+            CommitError::Sql(ref sql) if wxcm_commands::failure::is_transient(sql) => {
+                AppendError::Unavailable(e.to_string())
+            }
+            CommitError::Stopped => AppendError::Unavailable(e.to_string()),
             other => AppendError::Store(other.to_string()),
         })
     }
