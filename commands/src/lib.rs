@@ -24,6 +24,7 @@ pub mod executor;
 pub mod failure;
 pub mod health;
 pub mod keyed_requests;
+pub mod lanes;
 pub mod ledger_requests;
 pub mod mall;
 pub mod members;

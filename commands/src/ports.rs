@@ -323,8 +323,10 @@ pub struct ShardServices {
     pub mall_orders: Executor<wxcm_domain::mall::MallOrder>,
     pub mall_store: Arc<dyn crate::mall::MallStore>,
     /// Campaigns (one stream each) and their sealed seeds and shake index.
-    pub campaigns: Executor<wxcm_domain::campaign::Campaign>,
+    pub campaigns: Arc<Executor<wxcm_domain::campaign::Campaign>>,
     pub campaign_store: Arc<dyn crate::campaigns::CampaignStore>,
+    /// Member shakes, batched per campaign (shares `campaigns`).
+    pub shake_lanes: crate::campaigns::lanes::ShakeLanes,
     pub event_log: Arc<dyn EventLog>,
     pub directory: Arc<dyn MemberDirectory>,
     pub cards: Arc<dyn CardNumberAllocator>,

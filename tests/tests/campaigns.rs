@@ -16,7 +16,7 @@ use wxcm_commands::{auth, members, scheduler, tenants, CommandContext};
 use wxcm_domain::campaign::{CampaignId, DrawSeed};
 use wxcm_domain::member::{CardLevel, RegistrationSource};
 use wxcm_domain::{Actor, AppId, MemberId, OpenId, TenantId};
-use wxcm_tests::{settings_file, spawn_app, wxcm_bin, TestApp};
+use wxcm_tests::{fresh_settings, settings_file, spawn_app, spawn_app_on, wxcm_bin, TestApp};
 
 const PASSWORD: &str = "a-long-enough-password";
 const POINTS_PRIZE: i64 = 5;
@@ -281,6 +281,121 @@ async fn a_replayed_shake_answers_the_same_draw() {
     let won = i64::from(b1["shake"]["won"] == true);
     assert_eq!(points(&t, &m, member_id).await, won * POINTS_PRIZE);
     t.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_retries_of_one_shake_draw_once_and_its_key_elsewhere_is_refused() {
+    let t = spawn_app().await;
+    let m = merchant(&t, "shake-retries").await;
+    let id = ongoing_lottery(&t, &m, lottery(&t, 1_000, 5, 100)).await;
+    let other = ongoing_lottery(&t, &m, lottery(&t, 1_000, 5, 100)).await;
+    let (member_id, session) = member(&t, &m, 1).await;
+    let path = format!("/m/api/v1/campaigns/{id}/shakes");
+    let again = || send(t.http.post(t.url(&path)).bearer_auth(&session).header("Idempotency-Key", "shake-key-0002"));
+    // The lane takes one request per key a round: the others meet the used key and replay.
+    let results: Vec<(StatusCode, Value)> = stream::iter(0..10).map(|_| again()).buffer_unordered(10).collect().await;
+    for (status, body) in &results {
+        assert_eq!(*status, StatusCode::CREATED, "{body}");
+        assert_eq!(body["shake"], results[0].1["shake"]);
+    }
+    let (_, mine) = get(&t, &session, &path).await;
+    assert_eq!(mine["shakes"].as_array().unwrap().len(), 1);
+    let won = i64::from(results[0].1["shake"]["won"] == true);
+    assert_eq!(points(&t, &m, member_id).await, won * POINTS_PRIZE);
+    // The same key for a shake of another campaign is another request.
+    let elsewhere = t
+        .http
+        .post(t.url(&format!("/m/api/v1/campaigns/{other}/shakes")))
+        .bearer_auth(&session)
+        .header("Idempotency-Key", "shake-key-0002");
+    let (status, body) = send(elsewhere).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("idempotency_key_reused")));
+    let (_, theirs) = get(&t, &session, &format!("/m/api/v1/campaigns/{other}/shakes")).await;
+    assert_eq!(theirs["shakes"].as_array().unwrap().len(), 0);
+    t.stop().await;
+}
+
+/// Two nodes on the same shards: each decides shakes in its own lanes on its
+/// own cached state; the append's optimistic check on the campaign's stream
+/// keeps the stock and every member's chances exact. A node whose cached
+/// state another node moved on decides again on the stream's latest event.
+#[tokio::test]
+async fn two_nodes_shaking_one_campaign_keep_the_stock_and_each_members_chances() {
+    let settings = fresh_settings(2).await;
+    let a = spawn_app_on(settings.clone()).await;
+    let b = spawn_app_on(settings).await;
+    let m = merchant(&a, "shake-nodes").await;
+    let id = ongoing_lottery(&a, &m, lottery(&a, 10, 3, 1)).await;
+    b.clock.advance(chrono::Duration::minutes(61));
+    // b caches the campaign, a moves it on, b shakes again on its stale copy.
+    let mut warm_won = 0;
+    for (n, t) in [(100, &b), (101, &a), (102, &b)] {
+        let (_, session) = member(&a, &m, n).await;
+        let (status, body) = shake(t, &session, &id).await;
+        assert_eq!((status, &body["shake"]["nonce"]), (StatusCode::CREATED, &json!(1)), "{body}");
+        warm_won += u32::from(body["shake"]["won"] == true);
+    }
+    let (_, view) = get(&a, &m.owner, &format!("/admin/api/v1/campaigns/{id}")).await;
+    assert_eq!((&view["shakes"], &view["winners"]), (&json!(3), &json!(warm_won)), "{view}");
+    let mut shakers = Vec::new();
+    for n in 0..60 {
+        shakers.push(member(&a, &m, n).await);
+    }
+    // Four shakes per member (one past their chances), alternating nodes, all at once.
+    let asks: Vec<(usize, MemberId, String)> = shakers
+        .iter()
+        .flat_map(|s| std::iter::repeat_n(s.clone(), 4))
+        .enumerate()
+        .map(|(i, (member_id, session))| (i % 2, member_id, session))
+        .collect();
+    let results: Vec<(usize, MemberId, StatusCode, Value)> = stream::iter(asks)
+        .map(|(node, member_id, session)| {
+            let (t, id) = (if node == 0 { &a } else { &b }, &id);
+            async move {
+                let (status, body) = shake(t, &session, id).await;
+                (node, member_id, status, body)
+            }
+        })
+        .buffer_unordered(240)
+        .collect()
+        .await;
+    let mut per_member: HashMap<MemberId, (u32, u32)> = HashMap::new();
+    for (_, member_id, status, body) in &results {
+        match *status {
+            StatusCode::CREATED => {
+                let entry = per_member.entry(*member_id).or_default();
+                entry.0 += 1;
+                entry.1 += u32::from(body["shake"]["won"] == true);
+            }
+            StatusCode::CONFLICT => {
+                let code = body["error"]["code"].as_str().unwrap();
+                assert!(
+                    ["lifetime_limit_reached", "prize_limit_reached", "prizes_exhausted"].contains(&code),
+                    "{body}"
+                );
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    let won: u32 = warm_won + per_member.values().map(|(_, w)| w).sum::<u32>();
+    assert!(won <= 10, "{won} prizes from a stock of 10");
+    // ~180 shakes at even odds: the stock runs out (a miss has a chance far below 2^-100).
+    assert_eq!(won, 10, "{results:?}");
+    let (_, view) = get(&b, &m.owner, &format!("/admin/api/v1/campaigns/{id}")).await;
+    assert_eq!(view["slots"][0]["stock_left"], 0, "{view}");
+    assert_eq!(view["winners"], won);
+    let shakes: u32 = per_member.values().map(|(s, _)| s).sum();
+    assert_eq!(view["shakes"], 3 + shakes);
+    for (member_id, session) in &shakers {
+        let (shaken, prizes) = per_member.get(member_id).copied().unwrap_or_default();
+        assert!(shaken <= 3 && prizes <= 1, "{member_id}: {shaken} shakes, {prizes} prizes");
+        let (_, mine) = get(&a, session, &format!("/m/api/v1/campaigns/{id}/shakes")).await;
+        let nonces: Vec<u64> =
+            mine["shakes"].as_array().unwrap().iter().map(|s| s["nonce"].as_u64().unwrap()).collect();
+        assert_eq!(nonces, (1..=u64::from(shaken)).collect::<Vec<_>>());
+    }
+    b.stop().await;
+    a.stop().await;
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@
 //! (`wxcm audit draw`). The seed is never logged and never in an answer
 //! before the reveal.
 
+pub mod lanes;
 pub mod periods;
 pub mod shakes;
 
@@ -27,7 +28,7 @@ use wxcm_domain::campaign::{
 use wxcm_domain::tenant::SealedSecret;
 use wxcm_domain::{Actor, EventSourced, IdempotencyKey, MemberId, TenantId};
 
-use crate::ports::{PortError, RouteError, ShardServices};
+use crate::ports::{PortError, RouteError, SecretSealer, ShardServices};
 use crate::{App, CommandContext, ExecuteError, Outcome};
 
 /// Campaign streams the member's list of ongoing campaigns looks at (in id order).
@@ -301,8 +302,13 @@ pub(crate) async fn seed_for(
 }
 
 fn unseal(app: &App, sealed: &SealedSecret) -> Result<DrawSeed, CampaignOpError> {
-    let hex = app.sealer.open(sealed)?;
-    DrawSeed::parse(&hex).map_err(|_| infra("a stored campaign seed is not 32 bytes of hex"))
+    unseal_with(&*app.sealer, sealed).map_err(CampaignOpError::from)
+}
+
+/// Opens a sealed seed (the shake lanes hold the sealer, not the app).
+pub(crate) fn unseal_with(sealer: &dyn SecretSealer, sealed: &SealedSecret) -> Result<DrawSeed, PortError> {
+    let hex = sealer.open(sealed)?;
+    DrawSeed::parse(&hex).map_err(|_| PortError::msg("a stored campaign seed is not 32 bytes of hex"))
 }
 
 /// An unsealed seed (`None` before it was made): the shake lottery's

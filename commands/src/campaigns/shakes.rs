@@ -1,13 +1,16 @@
 //! A member's shake and its prize.
 //!
-//! **Deciding.** A shake loads the campaign, unseals its seed and asks the
-//! domain for the member's next chance (`nonce` = their shakes so far + 1,
-//! [`wxcm_domain::campaign::ShakeAsk`]): the roll is HMAC(seed, member ‖
-//! nonce), so a chance's result is fixed and a retry cannot re-roll it. The
-//! executor runs the `Shake` command idempotent by the request's key. Two
-//! shakes of one member racing for the same chance meet on the campaign's
-//! stream: one commits, the other is refused `ChanceUsed` and decides again
-//! with the next chance (at most [`SHAKE_ATTEMPTS_MAX`] times).
+//! **Deciding.** A shake goes to its campaign's lane
+//! ([`super::lanes::ShakeLanes`]), which decides it with the campaign's other
+//! waiting shakes in one `Shake` command and one commit: the member's next
+//! chance (`nonce` = their shakes so far + 1,
+//! [`wxcm_domain::campaign::ShakeAsk`]), rolled as HMAC(seed, member ‖ nonce),
+//! so a chance's result is fixed and a retry cannot re-roll it. The request's
+//! Idempotency-Key is claimed with the event: a key already used makes the
+//! lane answer a conflict, and the request then answers the first result
+//! (same request) or `IdempotencyMismatch` (another request). A conflict
+//! with another node's commit is decided again (at most
+//! [`SHAKE_ATTEMPTS_MAX`] times).
 //!
 //! **Prize, once.** After the shake committed, its points or coupon prize is
 //! issued under a key of campaign and award (`shake:<member>:<nonce>`): the
@@ -18,20 +21,21 @@
 //! replay when the request did it, the issue when it died in between. A
 //! physical prize waits at the store (`HandOverPrize`).
 
+use std::time::Duration;
+
 use serde::Serialize;
 use tracing::{info, instrument, warn};
-use wxcm_domain::campaign::{
-    AwardRef, CampaignCommand, CampaignError, CampaignEvent, CampaignId, CampaignKind, Prize, Refusal, ShakeAsk,
-    ShakeDraw,
-};
+use wxcm_domain::campaign::{AwardRef, Campaign, CampaignEvent, CampaignId, Prize, ShakeDraw};
 use wxcm_domain::member::{ExpiryPolicy, MemberCommand, PointsSource, Provenance};
-use wxcm_domain::{Actor, MemberId, Reference, TenantId};
+use wxcm_domain::{Actor, EventSourced, MemberId, Reference, TenantId};
 
-use super::{infra, state_of, stored_seed, system_key, CampaignOpError, MEMBER_SHAKES_MAX};
-use crate::coupons::CouponOpError;
-use crate::{App, CommandContext, ExecuteError};
+use super::lanes::{requested_nonce, ShakeJob, ShakeLaneError};
+use super::{infra, state_of, system_key, CampaignOpError, MEMBER_SHAKES_MAX};
+use crate::coupons::{CouponOpError, MEMBER_STATE_AGE_MAX};
+use crate::executor::request_hash;
+use crate::{App, CommandContext};
 
-/// Decisions of one shake request when the member's other shakes keep taking its chance.
+/// Decisions of one shake request when other writers keep moving the campaign.
 pub const SHAKE_ATTEMPTS_MAX: u32 = 16;
 
 /// What became of a shake's prize.
@@ -69,57 +73,101 @@ pub async fn shake(
 ) -> Result<ShakeResult, CampaignOpError> {
     let tenant = &ctx.tenant_id;
     let shard = app.router.route(tenant)?;
-    let mut state = state_of(&shard, tenant, campaign_id).await?;
-    if !matches!(state.terms.kind, CampaignKind::ShakeLottery(_)) {
-        return Err(CampaignOpError::Campaign(CampaignError::WrongKind("shake_lottery")));
-    }
-    let Some(seed) = stored_seed(app, &shard, tenant, campaign_id, 0).await?.filter(|_| state.commitment.is_some())
-    else {
-        return Err(CampaignOpError::Campaign(CampaignError::Refused(Refusal::NotOngoing)));
-    };
-    let (member, _) = shard.members.load(tenant, &member_id.to_string()).await?;
-    let card_member = member.registration.is_some();
+    // The hash an executor-run shake had: a key used before the lanes still replays.
     let request = serde_json::json!({ "shake": campaign_id, "member": member_id });
-    let id = campaign_id.to_string();
+    let hash = request_hash(Campaign::TYPE, &campaign_id.to_string(), &request)?;
+    // A card is never taken back: a state a few seconds old is as good.
+    let (member, _) = shard.members.load_recent(tenant, &member_id.to_string(), MEMBER_STATE_AGE_MAX).await?;
+    let card_member = member.registration.is_some();
     for attempt in 0..SHAKE_ATTEMPTS_MAX {
-        if attempt > 0 {
-            state = state_of(&shard, tenant, campaign_id).await?;
-        }
-        let used = state.participations.get(&member_id).map_or(0, |p| p.total);
-        let nonce = used.checked_add(1).ok_or(CampaignOpError::Campaign(Refusal::LifetimeLimitReached.into()))?;
-        let command = CampaignCommand::Shake { seed, asks: vec![ShakeAsk { member_id, nonce, card_member }] };
-        match shard.campaigns.execute(&id, command, &request, ctx).await {
-            Ok(outcome) => {
-                let draw = outcome
-                    .events
-                    .iter()
-                    .find_map(|c| match &c.event {
-                        CampaignEvent::CampaignShakesDrawn { draws, .. } => {
-                            draws.iter().find(|d| d.member_id == member_id).cloned()
-                        }
-                        _ => None,
-                    })
-                    .ok_or_else(|| infra("a shake committed without the member's draw"))?;
-                let prize_status = match issue_prize(app, tenant, campaign_id, &draw).await {
-                    Ok(status) => status,
-                    Err(e) => {
-                        warn!(nonce = draw.nonce, error = %e, "shake prize not issued now; due work will");
-                        PrizeStatus::Pending
-                    }
-                };
-                return Ok(ShakeResult { campaign_id, draw, prize_status, replayed: outcome.replayed });
-            }
-            Err(ExecuteError::Domain(CampaignError::Refused(Refusal::ChanceUsed | Refusal::ChanceOutOfOrder))) => {
-                // Another shake of this member took the chance: decide the next one.
-                if attempt > 0 {
-                    shard.campaigns.invalidate(&id);
+        let job = ShakeJob {
+            tenant_id: tenant.clone(),
+            campaign_id,
+            member_id,
+            card_member,
+            idempotency_key: ctx.idempotency_key.to_string(),
+            request_hash: hash.clone(),
+            correlation_id: ctx.correlation_id,
+        };
+        match shard.shake_lanes.shake(job).await {
+            Ok(drawn) => return answer(app, tenant, campaign_id, drawn.draw, false).await,
+            Err(ShakeLaneError::Conflict) => {
+                // A used key, or another node moved the campaign.
+                if let Some(first) = previous_shake(app, ctx, campaign_id, member_id, &hash).await? {
+                    return Ok(first);
                 }
+                let backoff_ms = 1 + u64::from(attempt) * 2 + rand::random::<u64>() % 5;
+                tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
             }
-            Err(e) => return Err(e.into()),
+            Err(ShakeLaneError::Campaign(e)) => {
+                // A repeated key whose first run drew gets that draw, never a
+                // refusal the state only gives because of that first run.
+                return match previous_shake(app, ctx, campaign_id, member_id, &hash).await? {
+                    Some(first) => Ok(first),
+                    None => Err(CampaignOpError::Campaign(e)),
+                };
+            }
+            Err(ShakeLaneError::NotFound) => return Err(CampaignOpError::NotFound),
+            Err(ShakeLaneError::Busy) => return Err(CampaignOpError::Contention),
+            Err(ShakeLaneError::Store(e)) => return Err(CampaignOpError::Infra(e)),
+            Err(ShakeLaneError::Unavailable(e)) => return Err(CampaignOpError::Unavailable(e)),
         }
     }
     warn!("shake attempts exhausted");
     Err(CampaignOpError::Contention)
+}
+
+/// Issues a committed draw's prize now (the due work does it later if this fails).
+async fn answer(
+    app: &App,
+    tenant: &TenantId,
+    campaign_id: CampaignId,
+    draw: ShakeDraw,
+    replayed: bool,
+) -> Result<ShakeResult, CampaignOpError> {
+    let prize_status = match issue_prize(app, tenant, campaign_id, &draw).await {
+        Ok(status) => status,
+        Err(e) => {
+            warn!(nonce = draw.nonce, error = %e, "shake prize not issued now; due work will");
+            PrizeStatus::Pending
+        }
+    };
+    Ok(ShakeResult { campaign_id, draw, prize_status, replayed })
+}
+
+/// The draw this request's key already made, if it made one for this request
+/// (another request with the key: `IdempotencyMismatch`).
+async fn previous_shake(
+    app: &App,
+    ctx: &CommandContext,
+    campaign_id: CampaignId,
+    member_id: MemberId,
+    hash: &str,
+) -> Result<Option<ShakeResult>, CampaignOpError> {
+    let shard = app.router.route(&ctx.tenant_id)?;
+    let key = ctx.idempotency_key.as_str();
+    let Some(record) = shard.event_log.find_idempotency(&ctx.tenant_id, key).await? else {
+        return Ok(None);
+    };
+    if record.request_hash != hash || record.aggregate_type != Campaign::TYPE {
+        return Err(CampaignOpError::IdempotencyMismatch);
+    }
+    let logged = shard
+        .event_log
+        .read_range(Campaign::TYPE, &record.aggregate_id, record.first_sequence, record.first_sequence, 1)
+        .await?;
+    let event = logged.first().ok_or_else(|| infra("an idempotency key names a missing campaign event"))?;
+    let draws = match serde_json::from_value(event.payload.clone()).map_err(infra)? {
+        CampaignEvent::CampaignShakesDrawn { draws, .. } => draws,
+        _ => return Err(infra("an idempotency key of a shake names another campaign event")),
+    };
+    // A batch names each key's chance; a shake from before the lanes was alone in its event.
+    let nonce = requested_nonce(&event.metadata, key);
+    let draw = draws
+        .into_iter()
+        .find(|d| d.member_id == member_id && nonce.is_none_or(|n| d.nonce == n))
+        .ok_or_else(|| infra("a shake's event lacks the member's draw"))?;
+    answer(app, &ctx.tenant_id, campaign_id, draw, true).await.map(Some)
 }
 
 /// The member's shakes in chance order (another tenant's campaign is not found).

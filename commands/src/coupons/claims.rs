@@ -2,22 +2,22 @@
 //!
 //! A template is one stream, and every issue must take from its stock in
 //! order. One command per issue would serialize all claims of a hot template
-//! behind one commit each. Instead each template is served by one lane (a
-//! task; templates are hashed onto [`LANES`] lanes): it takes every issue
-//! queued when it is free, decides them in one [`CouponTemplate::decide_issues`]
-//! and commits, in one transaction, the template's `CouponsIssued` and every
-//! granted coupon's `CouponIssued` (first sequence of its own stream). The
-//! optimistic check of each stream holds across nodes: a stale template or a
-//! coupon stream someone else created fails the whole transaction, which is
-//! then retried issue by issue, so one conflict stays its own issue's.
+//! behind one commit each. Instead each template is served by one lane
+//! ([`crate::lanes`]; templates are hashed onto [`LANES`] lanes): it takes
+//! every issue queued when it is free, decides them in one
+//! [`CouponTemplate::decide_issues`] and commits, in one transaction, the
+//! template's `CouponsIssued` and every granted coupon's `CouponIssued` (first
+//! sequence of its own stream). The optimistic check of each stream holds
+//! across nodes: a stale template or a coupon stream someone else created
+//! fails the whole transaction, which is then retried issue by issue, so one
+//! conflict stays its own issue's.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
+use async_trait::async_trait;
 use cqrs_es::persist::SerializedEvent;
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 use uuid::Uuid;
 use wxcm_domain::coupon::{
@@ -27,6 +27,7 @@ use wxcm_domain::coupon::{
 use wxcm_domain::{Actor, DomainEventMeta, EventSourced, TenantId};
 
 use super::{AppendError, CouponStore};
+use crate::lanes::{event_row, LaneBounds, LaneError, LaneWorker, Lanes, Queued};
 use crate::ports::Clock;
 use crate::Executor;
 
@@ -71,54 +72,31 @@ pub enum IssueError {
     Store(String),
 }
 
-struct Queued {
-    job: IssueJob,
-    reply: oneshot::Sender<Result<IssuedCoupon, IssueError>>,
-}
+type Answer = Result<IssuedCoupon, IssueError>;
+type QueuedIssue = Queued<IssueJob, Answer>;
 
 pub struct IssueLanes {
-    templates: Arc<Executor<CouponTemplate>>,
-    store: Arc<dyn CouponStore>,
-    clock: Arc<dyn Clock>,
-    /// Started on first use, inside the runtime that uses them.
-    senders: OnceLock<Vec<mpsc::Sender<Queued>>>,
+    lanes: Lanes<Lane>,
 }
 
 impl IssueLanes {
     pub fn new(templates: Arc<Executor<CouponTemplate>>, store: Arc<dyn CouponStore>, clock: Arc<dyn Clock>) -> Self {
-        Self { templates, store, clock, senders: OnceLock::new() }
-    }
-
-    fn senders(&self) -> &[mpsc::Sender<Queued>] {
-        self.senders.get_or_init(|| {
-            (0..LANES)
-                .map(|_| {
-                    let (sender, receiver) = mpsc::channel(LANE_QUEUE_MAX);
-                    let lane = Lane {
-                        templates: self.templates.clone(),
-                        store: self.store.clone(),
-                        clock: self.clock.clone(),
-                        states: HashMap::new(),
-                    };
-                    tokio::spawn(lane.run(receiver));
-                    sender
-                })
-                .collect()
-        })
+        let bounds = LaneBounds { lanes: LANES, queue_max: LANE_QUEUE_MAX, batch_max: ISSUES_PER_BATCH_MAX };
+        let lanes = Lanes::new(bounds, move || Lane {
+            templates: templates.clone(),
+            store: store.clone(),
+            clock: clock.clone(),
+            states: HashMap::new(),
+        });
+        Self { lanes }
     }
 
     /// Issues one coupon, decided together with whatever else waits for its template.
     pub async fn issue(&self, job: IssueJob) -> Result<IssuedCoupon, IssueError> {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        job.template_id.hash(&mut h);
-        let senders = self.senders();
-        let sender = &senders[(h.finish() as usize) % senders.len()];
-        let (reply, answer) = oneshot::channel();
-        sender.try_send(Queued { job, reply }).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => IssueError::Busy,
-            mpsc::error::TrySendError::Closed(_) => IssueError::Store("coupon issue lane stopped".into()),
-        })?;
-        answer.await.unwrap_or_else(|_| Err(IssueError::Store("coupon issue lane dropped the issue".into())))
+        self.lanes.submit(job).await.unwrap_or_else(|e| match e {
+            LaneError::Busy => Err(IssueError::Busy),
+            LaneError::Stopped => Err(IssueError::Store("coupon issue lane stopped".into())),
+        })
     }
 }
 
@@ -130,28 +108,25 @@ struct Lane {
     states: HashMap<TemplateId, (CouponTemplate, u64)>,
 }
 
-impl Lane {
-    async fn run(mut self, mut receiver: mpsc::Receiver<Queued>) {
-        while let Some(first) = receiver.recv().await {
-            let mut queued = vec![first];
-            while queued.len() < ISSUES_PER_BATCH_MAX {
-                match receiver.try_recv() {
-                    Ok(q) => queued.push(q),
-                    Err(_) => break,
-                }
-            }
-            let mut by_template: HashMap<TemplateId, Vec<Queued>> = HashMap::new();
-            for q in queued {
-                by_template.entry(q.job.template_id).or_default().push(q);
-            }
-            for (template_id, group) in by_template {
-                self.serve(template_id, group).await;
-            }
-        }
+#[async_trait]
+impl LaneWorker for Lane {
+    type Key = TemplateId;
+    type Job = IssueJob;
+    type Answer = Answer;
+
+    fn key(job: &IssueJob) -> TemplateId {
+        job.template_id
     }
 
+    async fn serve(&mut self, template_id: TemplateId, group: Vec<QueuedIssue>) -> Vec<QueuedIssue> {
+        self.serve_template(template_id, group).await;
+        Vec::new()
+    }
+}
+
+impl Lane {
     /// Decides and commits one template's issues; answers every one of them.
-    async fn serve(&mut self, template_id: TemplateId, group: Vec<Queued>) {
+    async fn serve_template(&mut self, template_id: TemplateId, group: Vec<QueuedIssue>) {
         // Two issues for one coupon stream (a member's concurrent claims of
         // the same slot): the first goes on, the others decide again later.
         let mut streams = HashSet::new();
@@ -160,7 +135,7 @@ impl Lane {
             if streams.insert(q.job.ask.coupon_id) {
                 batch.push(q);
             } else {
-                let _ = q.reply.send(Err(IssueError::Conflict));
+                q.answer(Err(IssueError::Conflict));
             }
         }
         match self.attempt(template_id, &batch).await {
@@ -169,12 +144,12 @@ impl Lane {
                 debug!(%template_id, issues = batch.len(), "issue batch conflicted; deciding one by one");
                 for q in batch {
                     let outcome = self.attempt(template_id, std::slice::from_ref(&q)).await;
-                    let _ = q.reply.send(outcome.and_then(|mut o| o.pop().unwrap_or(Err(IssueError::Conflict))));
+                    q.answer(outcome.and_then(|mut o| o.pop().unwrap_or(Err(IssueError::Conflict))));
                 }
             }
             Err(e) => {
                 for q in batch {
-                    let _ = q.reply.send(Err(e.clone()));
+                    q.answer(Err(e.clone()));
                 }
             }
         }
@@ -200,7 +175,7 @@ impl Lane {
     async fn attempt(
         &mut self,
         template_id: TemplateId,
-        batch: &[Queued],
+        batch: &[QueuedIssue],
     ) -> Result<Vec<Result<IssuedCoupon, IssueError>>, IssueError> {
         let (mut template, version) = self.state(template_id).await?;
         let Some(tenant) = template.tenant().cloned() else { return Err(IssueError::TemplateNotFound) };
@@ -294,7 +269,8 @@ impl Lane {
                 self.states.remove(&template_id);
                 Err(IssueError::Conflict)
             }
-            Err(AppendError::Store(e)) => {
+            // Coupon issues keep answering a store failure as internal (unchanged).
+            Err(AppendError::Store(e) | AppendError::Unavailable(e)) => {
                 self.states.remove(&template_id);
                 Err(IssueError::Store(e))
             }
@@ -302,14 +278,14 @@ impl Lane {
     }
 }
 
-fn answer(batch: Vec<Queued>, outcomes: Vec<Result<IssuedCoupon, IssueError>>) {
+fn answer(batch: Vec<QueuedIssue>, outcomes: Vec<Result<IssuedCoupon, IssueError>>) {
     let mut outcomes = outcomes.into_iter();
     for q in batch {
-        let _ = q.reply.send(outcomes.next().unwrap_or(Err(IssueError::Conflict)));
+        q.answer(outcomes.next().unwrap_or(Err(IssueError::Conflict)));
     }
 }
 
-fn template_meta(tenant: &TenantId, batch: &[Queued]) -> Value {
+fn template_meta(tenant: &TenantId, batch: &[QueuedIssue]) -> Value {
     let correlation = batch.first().map(|q| q.job.correlation_id).unwrap_or_else(Uuid::new_v4);
     json!({ "tenant_id": tenant.as_str(), "correlation_id": correlation.to_string(), "actor": "system:coupon-issue" })
 }
@@ -331,13 +307,5 @@ fn row<E: DomainEventMeta + serde::Serialize>(
     event: &E,
     metadata: Value,
 ) -> Result<SerializedEvent, IssueError> {
-    Ok(SerializedEvent {
-        aggregate_id: aggregate_id.to_owned(),
-        sequence: usize::try_from(sequence).map_err(|e| IssueError::Store(e.to_string()))?,
-        aggregate_type: aggregate_type.to_owned(),
-        event_type: event.event_type().to_owned(),
-        event_version: event.event_version().to_owned(),
-        payload: serde_json::to_value(event).map_err(|e| IssueError::Store(e.to_string()))?,
-        metadata,
-    })
+    event_row(aggregate_type, aggregate_id, sequence, event, metadata).map_err(IssueError::Store)
 }

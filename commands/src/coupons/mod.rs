@@ -35,20 +35,12 @@ pub const MEMBER_COUPONS_MAX: u32 = 200;
 /// How old the cached template may be when a claim chooses its slot.
 const TEMPLATE_STATE_AGE_MAX: Duration = Duration::from_secs(2);
 /// How old a member's cached state may be when a claim checks their card level.
-const MEMBER_STATE_AGE_MAX: Duration = Duration::from_secs(5);
+pub(crate) const MEMBER_STATE_AGE_MAX: Duration = Duration::from_secs(5);
 /// The prefix of the QR payload a member shows; the tenant is part of it, so
 /// a code scanned at another merchant is refused as theirs, not looked up.
 pub const QR_PREFIX: &str = "wxcm:coupon:";
 
-/// Several streams in one transaction, each at its next sequence.
-#[derive(Debug, thiserror::Error)]
-pub enum AppendError {
-    /// A sequence was taken or an idempotency key was used: nothing was written.
-    #[error("optimistic concurrency conflict")]
-    Conflict,
-    #[error("store failure: {0}")]
-    Store(String),
-}
+pub use crate::lanes::AppendError;
 
 /// What the coupon use cases need from the shard's database.
 #[async_trait]

@@ -146,7 +146,7 @@ impl Application {
             Some(s) => s,
             None => Arc::new(AesGcmSealer::from_env(&settings.secret_key_env)?),
         };
-        let shards = Arc::new(Shards::build(&settings, clock.clone())?);
+        let shards = Arc::new(Shards::build(&settings, clock.clone(), sealer.clone())?);
         let app = Arc::new(App { router: shards.clone(), clock, sealer, limits: settings.limits });
         let listener = if role.serves_http() {
             let addr = settings.http.listen.clone();

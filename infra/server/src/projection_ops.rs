@@ -106,7 +106,9 @@ async fn connect_nats(settings: &Settings, name: &str) -> Result<async_nats::Cli
 /// Lag and dead letters of every projector on every shard (`wxcm projections
 /// status`: its own pools and NATS connection, for the life of the command).
 pub async fn status(settings: &Settings) -> Result<Vec<ProjectorLine>> {
-    let shards = Arc::new(Shards::build(settings, Arc::new(SystemClock)).context("shard map")?);
+    // Reads projector state only: no shake is decided, no seed opened.
+    let sealer = Arc::new(crate::sealer::MissingKeySealer::new(&settings.secret_key_env));
+    let shards = Arc::new(Shards::build(settings, Arc::new(SystemClock), sealer).context("shard map")?);
     let js = connect_nats(settings, "wxcm-status").await.map(async_nats::jetstream::new);
     Ok(status_of(settings, &shards, js.as_ref()).await)
 }

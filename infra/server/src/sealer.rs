@@ -91,6 +91,11 @@ pub struct MissingKeySealer {
 }
 
 impl MissingKeySealer {
+    /// A stand-in that names `var` in its errors.
+    pub fn new(var: &str) -> Self {
+        Self { var: var.to_owned() }
+    }
+
     fn error(&self) -> PortError {
         PortError::msg(format!("{} is not set: it is needed to seal or open tenant secrets", self.var))
     }

@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
+use wxcm_commands::campaigns::lanes::{ShakeLaneDeps, ShakeLanes};
+use wxcm_commands::campaigns::CampaignStore;
 use wxcm_commands::coupons::claims::IssueLanes;
 use wxcm_commands::coupons::CouponStore;
-use wxcm_commands::ports::{Clock, RouteError, ShardRouter, ShardServices};
+use wxcm_commands::ports::{Clock, RouteError, SecretSealer, ShardRouter, ShardServices};
 use wxcm_commands::repository::CqrsRepository;
 use wxcm_commands::Executor;
 use wxcm_domain::campaign::Campaign;
@@ -80,7 +82,12 @@ pub fn relaxed_pool_for(url: &str, pool_max: u32) -> Result<PgPool, sqlx::Error>
         .connect_lazy_with(options))
 }
 
-fn build_shard(name: &str, config: &ShardConfig, clock: Arc<dyn Clock>) -> Result<Shard, sqlx::Error> {
+fn build_shard(
+    name: &str,
+    config: &ShardConfig,
+    clock: Arc<dyn Clock>,
+    sealer: Arc<dyn SecretSealer>,
+) -> Result<Shard, sqlx::Error> {
     let pool = pool_for(&config.url, config.pool_max)?;
     let relaxed = relaxed_pool_for(&config.url, RELAXED_POOL_MAX.min(config.pool_max))?;
     let ports = Arc::new(PgShardPorts::new(pool.clone()));
@@ -144,7 +151,7 @@ fn build_shard(name: &str, config: &ShardConfig, clock: Arc<dyn Clock>) -> Resul
         ports.clone(),
         clock.clone(),
     );
-    let campaigns = Executor::<Campaign>::new(
+    let campaigns = Arc::new(Executor::<Campaign>::new(
         Arc::new(CqrsRepository::new(PgEventStore::<Campaign>::new(
             pool.clone(),
             committer.clone(),
@@ -152,7 +159,16 @@ fn build_shard(name: &str, config: &ShardConfig, clock: Arc<dyn Clock>) -> Resul
         ))),
         ports.clone(),
         clock.clone(),
-    );
+    ));
+    let campaign_store: Arc<dyn CampaignStore> =
+        Arc::new(wxcm_store::campaign_store::PgCampaignStore::new(pool.clone()));
+    let shake_lanes = ShakeLanes::new(ShakeLaneDeps {
+        campaigns: campaigns.clone(),
+        appender: committer.clone(),
+        store: campaign_store.clone(),
+        sealer,
+        clock: clock.clone(),
+    });
     let coupon_store: Arc<dyn CouponStore> = Arc::new(PgCouponStore::new(pool.clone(), committer.clone()));
     let coupon_issues = IssueLanes::new(coupon_templates.clone(), coupon_store.clone(), clock);
     let services = Arc::new(ShardServices {
@@ -169,7 +185,8 @@ fn build_shard(name: &str, config: &ShardConfig, clock: Arc<dyn Clock>) -> Resul
         mall_orders,
         mall_store: Arc::new(wxcm_store::mall_store::PgMallStore::new(pool.clone())),
         campaigns,
-        campaign_store: Arc::new(wxcm_store::campaign_store::PgCampaignStore::new(pool.clone())),
+        campaign_store,
+        shake_lanes,
         event_log: ports.clone(),
         directory: ports.clone(),
         cards: ports.clone(),
@@ -186,10 +203,15 @@ fn build_shard(name: &str, config: &ShardConfig, clock: Arc<dyn Clock>) -> Resul
 }
 
 impl Shards {
-    pub fn build(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Self, sqlx::Error> {
+    /// `sealer` opens the shake lotteries' seeds for the shake lanes.
+    pub fn build(
+        settings: &Settings,
+        clock: Arc<dyn Clock>,
+        sealer: Arc<dyn SecretSealer>,
+    ) -> Result<Self, sqlx::Error> {
         let mut shards = BTreeMap::new();
         for (name, config) in &settings.shards {
-            shards.insert(name.clone(), build_shard(name, config, clock.clone())?);
+            shards.insert(name.clone(), build_shard(name, config, clock.clone(), sealer.clone())?);
         }
         Ok(Self {
             shards,

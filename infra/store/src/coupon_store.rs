@@ -12,7 +12,9 @@ use wxcm_commands::ports::PortError;
 use wxcm_domain::coupon::{CouponId, RedemptionCode, TemplateId};
 use wxcm_domain::{MemberId, TenantId};
 
-use crate::group_commit::{CommitError, GroupCommitter};
+use wxcm_commands::lanes::EventAppender;
+
+use crate::group_commit::GroupCommitter;
 
 pub struct PgCouponStore {
     pool: PgPool,
@@ -33,13 +35,7 @@ fn coupon_id(text: &str) -> Result<CouponId, PortError> {
 #[async_trait]
 impl CouponStore for PgCouponStore {
     async fn append(&self, rows: Vec<SerializedEvent>) -> Result<(), AppendError> {
-        // The rows of every stream are one "command" of the group committer:
-        // one statement, one transaction, each row's primary key the
-        // optimistic check of its stream.
-        self.committer.commit(rows).await.map_err(|e| match e {
-            CommitError::Conflict => AppendError::Conflict,
-            other => AppendError::Store(other.to_string()),
-        })
+        self.committer.append(rows).await
     }
 
     async fn existing_coupons(&self, ids: &[CouponId]) -> Result<HashSet<CouponId>, PortError> {

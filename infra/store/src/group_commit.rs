@@ -29,6 +29,7 @@ use cqrs_es::persist::SerializedEvent;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 use tracing::debug;
+use wxcm_commands::lanes::{AppendError, EventAppender};
 
 /// Batches in flight at once per shard: one fills while the other waits for its
 /// flush. Measured on 2 cores (`wxcm bench ledger`): 2 beat 1, 3 and 4; more
@@ -176,6 +177,23 @@ impl GroupCommitter {
         let (reply, answer) = oneshot::channel();
         self.sender().send(Job { rows, reply }).await.map_err(|_| CommitError::Stopped)?;
         answer.await.unwrap_or(Err(CommitError::Stopped))
+    }
+}
+
+/// The lanes' appends (coupon issues, shakes): the rows of every stream are
+/// one "command" of the group committer: one statement, one transaction, each
+/// row's primary key the optimistic check of its stream.
+#[async_trait::async_trait]
+impl EventAppender for GroupCommitter {
+    async fn append(&self, rows: Vec<SerializedEvent>) -> Result<(), AppendError> {
+        self.commit(rows).await.map_err(|e| match e {
+            CommitError::Conflict => AppendError::Conflict,
+            CommitError::Sql(ref sql) if wxcm_commands::failure::is_transient(sql) => {
+                AppendError::Unavailable(e.to_string())
+            }
+            CommitError::Stopped => AppendError::Unavailable(e.to_string()),
+            other => AppendError::Store(other.to_string()),
+        })
     }
 }
 
