@@ -19,20 +19,12 @@ browser:
 	@scripts/browser.sh
 
 build:
-	cargo build -p wxcm -p wxcm-simulator
+	cargo build -p wxcm -p wxcm-simulator -p wxcm-demo
 
-## The server, ready to use: migrations, a demo tenant with an owner, all roles.
+## The server, ready to use: migrations, a demo tenant with an owner and a day of
+## demo activity, all roles, the simulator; prints the console URL and the login.
 run: services build
-	$(WXCM) migrate
-	$(WXCM) tenant create --id demo --name "Demo Cinema"
-	-@WXCM_ADMIN_PASSWORD=$(DEMO_PASSWORD) $(WXCM) admin create --tenant demo --username owner --role owner 2>/dev/null \
-	  && echo "demo login: tenant demo, user owner, password $(DEMO_PASSWORD)" \
-	  || echo "demo owner already exists"
-	@# WeChat cannot be reached from here: the simulator stands in for it, and every base URL points at it.
-	@$(WXCM_SIM) --listen $(SANDBOX_LISTEN) & sandbox=$$!; trap 'kill $$sandbox 2>/dev/null' EXIT INT TERM; \
-	  echo "wechat simulator on http://$(SANDBOX_LISTEN)"; \
-	  WXCM_WECHAT__API_BASE=http://$(SANDBOX_LISTEN) WXCM_WECHAT__OPEN_BASE=http://$(SANDBOX_LISTEN) \
-	  WXCM_WECHAT__MP_BASE=http://$(SANDBOX_LISTEN) WXCM_WECHAT__PAY_BASE_URL=http://$(SANDBOX_LISTEN) $(WXCM) serve
+	@WXCM=$(WXCM) WXCM_SIM=$(WXCM_SIM) DEMO_PASSWORD=$(DEMO_PASSWORD) SANDBOX_LISTEN=$(SANDBOX_LISTEN) scripts/run.sh
 
 lint:
 	cargo fmt --all -- --check

@@ -69,6 +69,12 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+    /// Demo data through the real paths of a running wxcm (`wxcm demo seed --help`).
+    /// Runs the `wxcm-demo` binary found beside this one, which the server never links.
+    Demo {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -243,16 +249,26 @@ fn no_secret_options(settings: &Settings) -> Result<BuildOptions> {
     Ok(BuildOptions { sealer: Some(sealer), ..BuildOptions::default() })
 }
 
-/// Replaces this process with `wxcm-bench` (the benchmark drivers, a separate
-/// binary so that the server never links them), passing the arguments on.
-fn run_bench(config: Option<&std::path::Path>, args: Vec<std::ffi::OsString>) -> Result<()> {
+/// The dev-only binaries `wxcm` runs for a subcommand (separate so that the
+/// server never links them).
+#[derive(Clone, Copy)]
+enum DevTool {
+    /// `wxcm bench …`: the benchmark drivers.
+    Bench,
+    /// `wxcm demo …`: demo data through a running server.
+    Demo,
+}
+
+/// Replaces this process with the dev tool's binary beside this one, passing the arguments on.
+fn run_dev_tool(tool: DevTool, config: Option<&std::path::Path>, args: Vec<std::ffi::OsString>) -> Result<()> {
+    let (name, build) = match tool {
+        DevTool::Bench => ("wxcm-bench", "cargo build --release -p wxcm-bench` (make bench does)"),
+        DevTool::Demo => ("wxcm-demo", "cargo build -p wxcm-demo` (make run does)"),
+    };
     let exe = std::env::current_exe().context("locating the wxcm binary")?;
-    let bench = exe.with_file_name(format!("wxcm-bench{}", std::env::consts::EXE_SUFFIX));
+    let bench = exe.with_file_name(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     if !bench.is_file() {
-        anyhow::bail!(
-            "{} not found: build it with `cargo build --release -p wxcm-bench` (make bench does)",
-            bench.display()
-        );
+        anyhow::bail!("{} not found: build it with `{build}", bench.display());
     }
     let mut command = std::process::Command::new(&bench);
     if let Some(config) = config {
@@ -281,14 +297,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> Result<()> {
     install_crypto_provider();
     let cli = Cli::parse();
-    if let Command::Bench { args } = &cli.command {
-        return run_bench(cli.config.as_deref(), args.clone());
+    match &cli.command {
+        Command::Bench { args } => return run_dev_tool(DevTool::Bench, cli.config.as_deref(), args.clone()),
+        Command::Demo { args } => return run_dev_tool(DevTool::Demo, None, args.clone()),
+        _ => {}
     }
     let settings = Settings::load(cli.config.as_deref()).context("loading settings")?;
     init_tracing(settings.log_format);
     match cli.command {
         // Taken before the settings load, above; kept so the match stays exhaustive.
-        Command::Bench { args } => run_bench(cli.config.as_deref(), args),
+        Command::Bench { args } => run_dev_tool(DevTool::Bench, cli.config.as_deref(), args),
+        Command::Demo { args } => run_dev_tool(DevTool::Demo, None, args),
         Command::Migrate => migrate_all(&settings).await,
         Command::Serve { role, listen, migrate } => {
             let mut settings = settings;
