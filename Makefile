@@ -54,6 +54,9 @@ bench: services
 	$(CARGO_TARGET_DIR)/release/wxcm bench coupons --ledger-rate $(call ledger_field,a_commands_per_s)
 	@# One hot shake lottery, as a ratio to the ledger's a too.
 	$(CARGO_TARGET_DIR)/release/wxcm bench shake --ledger-rate $(call ledger_field,a_commands_per_s)
+	@# The dashboard of 100,000 members and 366 days, measured in headless Chromium.
+	@scripts/browser.sh
+	$(CARGO_TARGET_DIR)/release/wxcm bench console
 	@# Its own PostgreSQL servers, NATS cluster and wxcm nodes (ports chosen free): disturbs nothing else.
 	$(CARGO_TARGET_DIR)/release/wxcm bench faults
 

@@ -1,24 +1,20 @@
-//! A real headless Chromium for the console tests, driven over WebDriver
-//! (`chromedriver` from Debian's `chromium-driver`, which `make test` installs
-//! with `scripts/browser.sh`). Each [`Browser`] runs its own chromedriver on a
-//! free port, so tests in parallel never share a browser.
+//! A real headless Chromium for the console tests ([`wxcm_bench::browser`]:
+//! its own chromedriver per browser, so tests in parallel never share one),
+//! with the waits and helpers the tests use.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::{json, Value};
-use tokio::process::{Child, Command};
+use fantoccini::{Client, Locator};
+use serde_json::Value;
+use wxcm_bench::browser::Chromium;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// How long [`Browser::wait_for`] and friends wait for the page.
 pub const PAGE_DEADLINE: Duration = Duration::from_secs(20);
 
 pub struct Browser {
     pub client: Client,
-    driver: Child,
+    chromium: Chromium,
     /// Where downloads land (one directory per browser).
     pub downloads: PathBuf,
 }
@@ -33,58 +29,13 @@ pub fn artifacts_dir() -> PathBuf {
     dir
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
-}
-
 impl Browser {
-    /// Starts chromedriver and a headless Chromium window `width`×`height`.
+    /// A headless Chromium window `width`×`height` (scripts/browser.sh installs it; make test does).
     pub async fn start(width: u32, height: u32) -> Self {
-        assert!(
-            Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists(),
-            "Chromium and chromedriver are needed: run scripts/browser.sh (make test does)"
-        );
-        let port = free_port();
-        let driver = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("chromedriver starts");
-        let url = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + PAGE_DEADLINE;
-        loop {
-            let ready = http.get(format!("{url}/status")).send().await.ok();
-            if ready.is_some_and(|r| r.status().is_success()) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "chromedriver did not answer on {url}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
         let downloads = std::env::temp_dir().join(format!("wxcm-downloads-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&downloads).expect("downloads dir");
-        let capabilities = json!({
-            "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": CHROMIUM,
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                         "--no-first-run", "--lang=en-US", format!("--window-size={width},{height}")],
-                "prefs": {
-                    "download.default_directory": downloads.to_string_lossy(),
-                    "download.prompt_for_download": false,
-                },
-            },
-        });
-        let capabilities = match capabilities {
-            Value::Object(map) => map,
-            _ => unreachable!("an object"),
-        };
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        let client =
-            ClientBuilder::new(connector).capabilities(capabilities).connect(&url).await.expect("a Chromium session");
-        Self { client, driver, downloads }
+        let chromium = Chromium::start(width, height, Some(&downloads)).await.expect("a headless Chromium");
+        Self { client: chromium.client.clone(), chromium, downloads }
     }
 
     /// Sets the viewport's CSS width (the window is resized to match).
@@ -178,9 +129,8 @@ impl Browser {
         }
     }
 
-    pub async fn close(mut self) {
-        let _ = self.client.clone().close().await;
-        let _ = self.driver.kill().await;
+    pub async fn close(self) {
+        self.chromium.close().await;
         let _ = std::fs::remove_dir_all(&self.downloads);
     }
 }

@@ -16,6 +16,8 @@
 //!
 //! Dev-only: nothing here is linked into the `wxcm` server.
 
+pub mod browser;
+pub mod console;
 pub mod coupons;
 pub mod driver;
 pub mod faults;

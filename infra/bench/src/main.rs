@@ -38,6 +38,8 @@ enum BenchCommand {
     Coupons(wxcm_bench::coupons::CouponsBenchArgs),
     /// Shakes of one hot shake lottery through the member API, and an exact sell-out.
     Shake(wxcm_bench::shake::ShakeBenchArgs),
+    /// The reporting dashboard of a tenant with 100,000 members and 366 days, in headless Chromium.
+    Console(wxcm_bench::console::ConsoleBenchArgs),
     /// Two nodes, two PostgreSQL servers and a 3-node NATS cluster of its own under writes,
     /// with nodes killed, servers restarted, a consumer deleted and a burst; checks every write.
     Faults(wxcm_bench::faults::FaultsBenchArgs),
@@ -57,6 +59,7 @@ async fn main() -> Result<()> {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     match cli.command {
         BenchCommand::Ledger(args) => wxcm_bench::ledger::bench_ledger(&settings, args).await,
+        BenchCommand::Console(args) => wxcm_bench::console::bench_console(&settings, args).await,
         BenchCommand::Pipeline(args) => wxcm_bench::pipeline::bench_pipeline(&settings, args).await,
         BenchCommand::Gateway(args) => wxcm_bench::gateway::bench_gateway(&settings, args).await,
         BenchCommand::Pay(args) => wxcm_bench::pay::bench_pay(&settings, args).await,

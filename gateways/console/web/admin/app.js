@@ -14,7 +14,7 @@ let session = null;
 
 /** The sections, in menu order, with the permission each needs. */
 const SECTIONS = [
-  { path: 'dashboard', label: 'Dashboard', needs: 'report_read', render: (el) => renderDashboard(el, api) },
+  { path: 'dashboard', label: 'Dashboard', needs: 'report_read', render: (el, rest) => renderDashboard(el, api, rest) },
   { path: 'members', label: 'Members', needs: 'member_read', render: (el, rest) => (rest ? renderMember(el, api, session, rest) : renderMembers(el, api)) },
   { path: 'wechat', label: 'WeChat', needs: 'wechat_read', render: (el) => renderWechat(el, api, session) },
   { path: 'operation-log', label: 'Operation log', needs: 'operation_log_read', render: (el) => renderOperationLog(el, api) },
