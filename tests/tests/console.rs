@@ -274,6 +274,33 @@ async fn staff_deposit_and_charge_an_auditor_cannot_write_and_another_tenant_see
         .wait_until("the charge", "return document.querySelector('#member-balance')?.textContent === '¥10.00'")
         .await;
     assert_eq!(balance(&get(&t, &owner, &member_path).await.1), 1_000);
+
+    // A coupon the member holds, written off by its typed code at the counter.
+    let terms = json!({"name": "10 yuan off", "benefit": {"kind": "cash", "value_fen": 1000, "min_spend_fen": 5000},
+                       "validity": {"kind": "days_from_issue", "days": 30}, "per_member_limit": 1,
+                       "audience": {"kind": "all_members"}});
+    let (status, template) = post(
+        &t,
+        &owner,
+        "/admin/api/v1/coupon-templates",
+        json!({"terms": terms, "stock": {"kind": "finite", "total": 10}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{template}");
+    let grants = format!("/admin/api/v1/coupon-templates/{}/grants", template["template_id"].as_str().unwrap());
+    let (status, coupon) =
+        post(&t, &owner, &grants, json!({"member_id": member["member_id"], "reason": "welcome"})).await;
+    assert!(status.is_success(), "{coupon}");
+    browser.fill("input[name=coupon]", coupon["code"].as_str().unwrap()).await;
+    browser.fill("input[name=store]", "Counter 1").await;
+    browser.click_button("Write off").await;
+    let written = browser
+        .wait_until("the write-off", "return document.querySelector('#coupon-title').parentElement.querySelector('.notice-ok')?.textContent ?? null")
+        .await;
+    assert!(written.as_str().unwrap().starts_with("Written off: 10 yuan off"), "{written}");
+    let (_, coupon) =
+        get(&t, &owner, &format!("/admin/api/v1/coupons/{}", coupon["coupon_id"].as_str().unwrap())).await;
+    assert_eq!(coupon["state"], "redeemed", "{coupon}");
     browser.close().await;
 
     // The auditor: every read section, no write action; the API refuses writes anyway.
