@@ -421,3 +421,32 @@ async fn member_of_another_tenant_is_not_found() {
     assert!(!unknown.status.success());
     assert!(all_output(&unknown).contains("not found"));
 }
+
+/// The admin API's audit (`GET /members/{id}/audit`, `members::audit`) gives the CLI's verdict:
+/// clean → ok, tampered → the same findings at the same sequences; another tenant's member is not found.
+#[tokio::test]
+async fn the_apis_member_audit_agrees_with_the_cli() {
+    let f = Fixture::new(&[TENANT, "other"]).await;
+    let tenant = TenantId::parse(TENANT).unwrap();
+    let member = member_with_history(f.app(), TENANT).await;
+    let verdict = members::audit(f.app(), &tenant, &member).await.unwrap();
+    assert!(verdict.ok && verdict.findings.is_empty(), "{verdict:?}");
+    assert_eq!((verdict.events, verdict.head_sequence), (5, Some(5)));
+    let cli = json(&f.audit_member(TENANT, member, true).await);
+    assert_eq!(verdict.head_hash.as_deref(), cli["head"]["hash"].as_str());
+    let other = members::audit(f.app(), &TenantId::parse("other").unwrap(), &member).await;
+    assert!(matches!(other, Err(wxcm_commands::ports::MemberAuditError::NotFound)), "{other:?}");
+
+    let mut db = f.superuser().await;
+    tamper(
+        &mut db,
+        "UPDATE events SET payload = jsonb_set(payload, '{CashDeposited,amount_fen}', '100000')
+          WHERE aggregate_type = 'member' AND aggregate_id = $1 AND sequence = 2",
+        member,
+    )
+    .await;
+    let verdict = members::audit(f.app(), &tenant, &member).await.unwrap();
+    assert!(!verdict.ok);
+    let found: Vec<(Option<i64>, String)> = verdict.findings.iter().map(|v| (v.sequence, v.code.clone())).collect();
+    assert_eq!(found, violations(&json(&f.audit_member(TENANT, member, true).await)));
+}
