@@ -1,4 +1,6 @@
--- Paid entries of a periodic lottery (issue 14, `commands::campaigns::periods`):
+-- Paid entries of a periodic lottery (issue 14, `commands::campaigns::periods`).
+--
+-- Cancels:
 -- a cancelled period refunds every paid entry once. In the same transaction
 -- as `CampaignPeriodCancelled`, this trigger writes one due item
 -- `campaign_entry_refund` per refund the event lists (aggregate id
@@ -34,3 +36,32 @@ CREATE TRIGGER campaign_refunds_due
     AFTER INSERT ON events
     FOR EACH ROW WHEN (NEW.aggregate_type = 'campaign' AND NEW.event_type = 'CampaignPeriodCancelled')
     EXECUTE FUNCTION campaign_refunds_due();
+
+-- A paid entry holds its cost on the member's ledger (hold id
+-- `campaign-entry:<entry>`), records the entry, then spends the hold. In the
+-- same transaction as that `PointsHeld`, due work `campaign_entry_hold`
+-- (aggregate id `<member>/<the hold's reference>`, the reference naming
+-- campaign, period and entry) 10 minutes later settles a hold the request
+-- left behind: spent when the entry was recorded, released when it never was,
+-- nothing when the hold is gone already.
+
+CREATE FUNCTION campaign_entry_hold_due() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+DECLARE
+    body jsonb;
+BEGIN
+    body := NEW.payload -> 'PointsHeld';
+    IF body ->> 'hold_id' LIKE 'campaign-entry:%' AND body ->> 'reference' IS NOT NULL THEN
+        INSERT INTO due_work (tenant_id, aggregate_type, aggregate_id, kind, due_at, source_event_id)
+        VALUES (NEW.tenant_id, NEW.aggregate_type,
+                NEW.aggregate_id || '/' || (body ->> 'reference'),
+                'campaign_entry_hold', NEW.recorded_at + interval '10 minutes', NEW.event_id);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER campaign_entry_hold_due
+    AFTER INSERT ON events
+    FOR EACH ROW WHEN (NEW.aggregate_type = 'member' AND NEW.event_type = 'PointsHeld')
+    EXECUTE FUNCTION campaign_entry_hold_due();

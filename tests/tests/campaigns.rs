@@ -947,6 +947,21 @@ async fn a_paid_entry_spends_its_points_once_and_a_cancelled_period_refunds_ever
         Some(2)
     );
 
+    // A request that died after holding the cost and before recording its entry: the hold's
+    // due work releases the points 10 minutes later, and the key then answers `entry_abandoned`.
+    let (stalled, stalled_session) = member(&t, &m, 4).await;
+    grant(&t, &m, stalled, 100).await;
+    let stalled_key = key();
+    hold_as_a_dead_request(&t, &m, &id, stalled, &stalled_key).await;
+    assert_eq!(points(&t, &m, stalled).await, 70);
+    t.clock.advance(chrono::Duration::minutes(11));
+    step(&t, &m).await;
+    assert_eq!(points(&t, &m, stalled).await, 100);
+    let retry = t.http.post(t.url(&entries)).bearer_auth(&stalled_session).header("Idempotency-Key", &stalled_key);
+    let (status, abandoned) = send(retry).await;
+    assert_eq!((status, abandoned["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("entry_abandoned")));
+    assert_eq!(points(&t, &m, stalled).await, 100);
+
     // Cancel, twice: every entrant is refunded once, by the request and again (a replay) by due work.
     let cancel = format!("/admin/api/v1/campaigns/{id}/periods/1/cancel");
     for _ in 0..2 {
@@ -984,4 +999,29 @@ async fn a_paid_entry_spends_its_points_once_and_a_cancelled_period_refunds_ever
     let (status, drawn) = post(&t, &m.owner, &format!("/admin/api/v1/campaigns/{id}/periods/2/cancel"), None).await;
     assert_eq!((status, drawn["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("period_drawn")));
     t.stop().await;
+}
+
+/// The first step of a paid entry as its request runs it (same key, hold and
+/// reference), and nothing after: a request that died there.
+async fn hold_as_a_dead_request(t: &TestApp, m: &Merchant, campaign: &str, member_id: MemberId, request_key: &str) {
+    use wxcm_domain::campaign::EntryId;
+    use wxcm_domain::member::{MemberCommand, Provenance};
+    use wxcm_domain::{IdempotencyKey, PointsAmount, Reference};
+    let campaign_id = CampaignId::parse(campaign).unwrap();
+    let entry_id =
+        EntryId::for_request(&m.tenant, campaign_id, member_id, &IdempotencyKey::parse(request_key).unwrap());
+    let key = members::system_key(&["campaign-entry", "hold", campaign, &entry_id.to_string()]).unwrap();
+    let ctx = CommandContext::new(m.tenant.clone(), key.clone(), "test".into());
+    let command = MemberCommand::HoldPoints {
+        hold_id: Reference::parse(&format!("campaign-entry:{entry_id}")).unwrap(),
+        points: PointsAmount::new(30).unwrap(),
+        provenance: Provenance {
+            actor: Actor::Member { member_id },
+            reason: Reference::parse("campaign entry").unwrap(),
+            reference: Some(Reference::parse(&format!("campaign:{campaign}:period:1:entry:{entry_id}")).unwrap()),
+            idempotency_key: key,
+        },
+    };
+    let request = json!({ "campaign_entry": entry_id, "step": "hold" });
+    members::execute(&t.app, &m.tenant, member_id, command, &request, &ctx).await.unwrap();
 }

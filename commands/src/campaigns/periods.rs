@@ -113,7 +113,11 @@ pub async fn enter(
     let hold_id = paid.hold_id()?;
     paid.ledger("hold", |provenance| MemberCommand::HoldPoints { hold_id: hold_id.clone(), points: cost, provenance })
         .await?;
-    match run(app, ctx, campaign_id, command, &request).await {
+    // Under a key of the entry (not the request's): the hold's due work finds
+    // by this key whether the entry was recorded.
+    let mut enter_ctx = CommandContext::new(tenant.clone(), paid.key("enter")?, ctx.actor.clone());
+    enter_ctx.correlation_id = ctx.correlation_id;
+    match run(app, &enter_ctx, campaign_id, command, &request).await {
         Ok(_) => {}
         Err(e @ (CampaignOpError::Campaign(_) | CampaignOpError::NotFound | CampaignOpError::IdempotencyMismatch)) => {
             // Refused for good: the entry is not recorded, so the points go back.
@@ -127,7 +131,13 @@ pub async fn enter(
         // Unknown outcome: the hold stays for the retry with the same key to settle.
         Err(e) => return Err(e),
     }
-    paid.ledger("spend", |provenance| MemberCommand::SpendHeldPoints { hold_id: hold_id.clone(), provenance }).await?;
+    paid.ledger("spend", |provenance| MemberCommand::SpendHeldPoints { hold_id: hold_id.clone(), provenance })
+        .await
+        .map_err(|e| match e {
+            // Released by the hold's due work while this request stalled: logged, the entry stands.
+            HoldStep::HoldNotFound => infra(format!("entry {entry_id} recorded after its hold was released")),
+            HoldStep::Failed(e) => e,
+        })?;
     info!(entry_id = %entry_id, period_no, points = cost.get(), "paid campaign entry recorded");
     Ok(period_no)
 }
@@ -151,11 +161,7 @@ impl PaidEntry<'_> {
         Reference::parse(&format!("campaign-entry:{}", self.entry_id)).map_err(infra)
     }
 
-    async fn ledger(
-        &self,
-        step: &str,
-        command: impl FnOnce(Provenance) -> MemberCommand,
-    ) -> Result<(), CampaignOpError> {
+    async fn ledger(&self, step: &str, command: impl FnOnce(Provenance) -> MemberCommand) -> Result<(), HoldStep> {
         let key = self.key(step)?;
         let actor = Actor::Member { member_id: self.member_id };
         let ctx = CommandContext::new(self.tenant.clone(), key.clone(), actor.label());
@@ -170,13 +176,76 @@ impl PaidEntry<'_> {
         match crate::members::execute(self.app, self.tenant, self.member_id, command(provenance), &request, &ctx).await
         {
             Ok(_) => Ok(()),
+            Err(MemberOpError::Rejected(MemberError::HoldNotFound(_))) => Err(HoldStep::HoldNotFound),
             Err(MemberOpError::Rejected(MemberError::InsufficientPoints { available, requested })) => {
-                Err(CampaignOpError::InsufficientPoints { spendable: available, needed: requested })
+                Err(HoldStep::Failed(CampaignOpError::InsufficientPoints { spendable: available, needed: requested }))
             }
-            Err(MemberOpError::Unavailable(e)) => Err(CampaignOpError::Unavailable(e)),
-            Err(MemberOpError::Contention) => Err(CampaignOpError::Contention),
-            Err(e) => Err(infra(e)),
+            Err(MemberOpError::Unavailable(e)) => Err(HoldStep::Failed(CampaignOpError::Unavailable(e))),
+            Err(MemberOpError::Contention) => Err(HoldStep::Failed(CampaignOpError::Contention)),
+            Err(e) => Err(HoldStep::Failed(infra(e))),
         }
+    }
+}
+
+/// How a ledger step of a paid entry failed: the hold is gone (spent or
+/// released already), or anything else.
+enum HoldStep {
+    HoldNotFound,
+    Failed(CampaignOpError),
+}
+
+impl From<CampaignOpError> for HoldStep {
+    fn from(e: CampaignOpError) -> Self {
+        HoldStep::Failed(e)
+    }
+}
+
+impl From<HoldStep> for CampaignOpError {
+    fn from(e: HoldStep) -> Self {
+        match e {
+            HoldStep::HoldNotFound => infra("the entry's hold is gone"),
+            HoldStep::Failed(e) => e,
+        }
+    }
+}
+
+/// Due work `campaign_entry_hold`, aggregate id `<member>/<reference>` with
+/// the hold's reference `campaign:<c>:period:<n>:entry:<e>` (written with the
+/// hold of a paid entry, migration 0026, 10 minutes later): settles a hold
+/// its request left (a crash between the steps, no retry). The entry
+/// recorded (its key exists) → spend the hold; never recorded → release it
+/// (the request's key then answers `entry_abandoned`). A hold already spent
+/// or released is done.
+pub async fn due_entry_hold(app: &App, tenant: &TenantId, aggregate_id: &str) -> Result<u32, CampaignOpError> {
+    let bad = || {
+        infra(format!("campaign_entry_hold item {aggregate_id:?} is not <member>/campaign:<c>:period:<n>:entry:<e>"))
+    };
+    let (member, reference) = aggregate_id.split_once('/').ok_or_else(bad)?;
+    let parts: Vec<&str> = reference.split(':').collect();
+    let ["campaign", campaign, "period", period, "entry", entry] = parts.as_slice() else { return Err(bad()) };
+    let paid = PaidEntry {
+        app,
+        tenant,
+        campaign_id: CampaignId::parse(campaign).map_err(|_| bad())?,
+        member_id: MemberId::parse(member).map_err(|_| bad())?,
+        entry_id: EntryId::parse(entry).map_err(|_| bad())?,
+        period_no: period.parse().map_err(|_| bad())?,
+    };
+    let shard = app.router.route(tenant)?;
+    let recorded = shard.event_log.find_idempotency(tenant, paid.key("enter")?.as_str()).await?.is_some();
+    let hold_id = paid.hold_id()?;
+    let settled = if recorded {
+        paid.ledger("spend", |provenance| MemberCommand::SpendHeldPoints { hold_id, provenance }).await
+    } else {
+        paid.ledger("release", |provenance| MemberCommand::ReleaseHeldPoints { hold_id, provenance }).await
+    };
+    match settled {
+        Ok(()) => {
+            info!(entry_id = %paid.entry_id, recorded, "a paid entry's hold settled by due work");
+            Ok(1)
+        }
+        Err(HoldStep::HoldNotFound) => Ok(0),
+        Err(HoldStep::Failed(e)) => Err(e),
     }
 }
 
