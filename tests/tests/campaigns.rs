@@ -998,6 +998,10 @@ async fn a_paid_entry_spends_its_points_once_and_a_cancelled_period_refunds_ever
     // A drawn period is not cancelled.
     let (status, drawn) = post(&t, &m.owner, &format!("/admin/api/v1/campaigns/{id}/periods/2/cancel"), None).await;
     assert_eq!((status, drawn["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("period_drawn")));
+    // The audit recomputes the drawn period and passes over the cancelled one.
+    let campaign_id = CampaignId::parse(&id).unwrap();
+    let report = wxcm_ops::draw_audit::draw_report(&t.settings, &m.tenant, campaign_id).await.unwrap();
+    assert!(report.ok && report.periods_checked == 1, "{report:?}");
     t.stop().await;
 }
 
