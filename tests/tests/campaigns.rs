@@ -830,7 +830,7 @@ async fn a_coupon_prize_must_name_one_of_the_tenants_templates() {
 /// Gives `member_id` points (an admin's manual grant).
 async fn grant(t: &TestApp, m: &Merchant, member_id: MemberId, points: i64) {
     use wxcm_domain::member::{ExpiryPolicy, MemberCommand, PointsSource, Provenance};
-    let key = members::system_key(&["test-grant", &member_id.to_string()]).unwrap();
+    let key = members::system_key(&["test-grant", &member_id.to_string(), &points.to_string()]).unwrap();
     let ctx = CommandContext::new(m.tenant.clone(), key.clone(), "test".into());
     let command = MemberCommand::GrantPoints {
         points: wxcm_domain::PointsAmount::new(points).unwrap(),
@@ -992,6 +992,16 @@ async fn a_paid_entry_spends_its_points_once_and_a_cancelled_period_refunds_ever
     assert_eq!(second["periodic"]["periods"][1]["state"].as_str(), Some("open"), "{second}");
     let (status, _) = post(&t, &rich_session, &entries, None).await;
     assert_eq!(status, StatusCode::CREATED);
+    // An entry refused after its hold (past the period's limit of 3) gives the points back at once.
+    grant(&t, &m, rich, 200).await;
+    for _ in 0..2 {
+        assert_eq!(post(&t, &rich_session, &entries, None).await.0, StatusCode::CREATED);
+    }
+    assert_eq!(points(&t, &m, rich).await, 100 - 30 + 200 - 60);
+    let (status, over) = post(&t, &rich_session, &entries, None).await;
+    assert_eq!((status, over["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("period_limit_reached")));
+    assert_eq!(points(&t, &m, rich).await, 210);
+    assert_eq!(ledger_lines(&t, &m, "PointsHoldReleased", &id).await, 2, "the dead request's and this one");
     t.clock.advance(ends(&second, 1) - t.app.clock.now() + chrono::Duration::minutes(1));
     step(&t, &m).await;
     assert_eq!(count(&t, &m, draws).await, 1);
