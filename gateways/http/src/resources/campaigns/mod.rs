@@ -109,7 +109,7 @@ pub async fn create_campaign(
     Ok((StatusCode::CREATED, Json(view.into())))
 }
 
-/// Creates a periodic lottery with free entries as a draft: once scheduled, the
+/// Creates a periodic lottery as a draft (entries free, or `entry_cost_points` each): once scheduled, the
 /// scheduler opens a period per merchant day or week (each committing to its own
 /// seed), draws it at its end and gives the winners their prizes.
 ///
@@ -125,7 +125,7 @@ pub async fn create_campaign(
         (status = 403, description = "`forbidden`", body = ErrorBody),
         (status = 404, description = "`template_not_found` (a coupon prize names no template of this tenant)", body = ErrorBody),
         (status = 409, description = "`idempotency_key_reused`", body = ErrorBody),
-        (status = 422, description = "`invalid_body`, `invalid_text`, `invalid_prize`, `invalid_tiers`, `invalid_chances`, `invalid_entrants_max`, `invalid_terms`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`, `invalid_text`, `invalid_prize`, `invalid_tiers`, `invalid_chances`, `invalid_entrants_max`, `invalid_entry_cost`, `invalid_terms`", body = ErrorBody),
     ))]
 #[instrument(skip_all, fields(tenant = %auth.session.tenant_id, username = %auth.session.username))]
 pub async fn create_periodic_campaign(
