@@ -44,6 +44,10 @@ pub const KIND_CAMPAIGN_END: &str = "campaign_end";
 pub const KIND_CAMPAIGN_PRIZE: &str = "campaign_prize";
 /// A periodic lottery's period reaching its end (written with `CampaignPeriodOpened`, migration 0024).
 pub const KIND_CAMPAIGN_PERIOD_DRAW: &str = "campaign_period_draw";
+/// One paid entry of a cancelled period to refund (written with `CampaignPeriodCancelled`, migration 0026).
+pub const KIND_CAMPAIGN_ENTRY_REFUND: &str = "campaign_entry_refund";
+/// A paid entry's hold its request may have left (written with `PointsHeld`, migration 0026).
+pub const KIND_CAMPAIGN_ENTRY_HOLD: &str = "campaign_entry_hold";
 /// Expiry commands per due item (each expires up to `PointsAmount::MAX`).
 const EXPIRY_ROUNDS_MAX: u32 = 16;
 
@@ -179,6 +183,12 @@ async fn run_item(app: &App, pay: Option<PayAccess<'_>>, item: &DueItem) -> Resu
             run.map_err(|e| MemberOpError::Infra(e.to_string()))
         }
         KIND_CAMPAIGN_PERIOD_DRAW => crate::campaigns::periods::due_period_draw(app, &tenant, &item.aggregate_id)
+            .await
+            .map_err(|e| MemberOpError::Infra(e.to_string())),
+        KIND_CAMPAIGN_ENTRY_REFUND => crate::campaigns::periods::due_entry_refund(app, &tenant, &item.aggregate_id)
+            .await
+            .map_err(|e| MemberOpError::Infra(e.to_string())),
+        KIND_CAMPAIGN_ENTRY_HOLD => crate::campaigns::periods::due_entry_hold(app, &tenant, &item.aggregate_id)
             .await
             .map_err(|e| MemberOpError::Infra(e.to_string())),
         KIND_CAMPAIGN_PRIZE => crate::campaigns::shakes::due_prize(app, &tenant, &item.aggregate_id)

@@ -826,3 +826,216 @@ async fn a_coupon_prize_must_name_one_of_the_tenants_templates() {
     assert_eq!(campaign_events(&t, &m).await, before, "nothing written");
     t.stop().await;
 }
+
+/// Gives `member_id` points (an admin's manual grant).
+async fn grant(t: &TestApp, m: &Merchant, member_id: MemberId, points: i64) {
+    use wxcm_domain::member::{ExpiryPolicy, MemberCommand, PointsSource, Provenance};
+    let key = members::system_key(&["test-grant", &member_id.to_string(), &points.to_string()]).unwrap();
+    let ctx = CommandContext::new(m.tenant.clone(), key.clone(), "test".into());
+    let command = MemberCommand::GrantPoints {
+        points: wxcm_domain::PointsAmount::new(points).unwrap(),
+        source: PointsSource::Manual,
+        expiry: ExpiryPolicy::Never,
+        provenance: Provenance {
+            actor: Actor::Admin { username: "t".into() },
+            reason: wxcm_domain::Reference::parse("test").unwrap(),
+            reference: None,
+            idempotency_key: key,
+        },
+    };
+    members::execute(&t.app, &m.tenant, member_id, command.clone(), &command, &ctx).await.unwrap();
+}
+
+/// Member events of `event_type` whose text names `campaign` (its ledger lines).
+async fn ledger_lines(t: &TestApp, m: &Merchant, event_type: &str, campaign: &str) -> i64 {
+    let shard = t.app.router.route(&m.tenant).unwrap().name.clone();
+    let mut db = t.shard_db(&shard).await;
+    sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE tenant_id = $1 AND aggregate_type = 'member'
+            AND event_type = $2 AND payload::text LIKE '%campaign:' || $3 || '%'",
+    )
+    .bind(m.tenant.as_str())
+    .bind(event_type)
+    .bind(campaign)
+    .fetch_one(&mut db)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_paid_entry_spends_its_points_once_and_a_cancelled_period_refunds_every_entrant_once() {
+    let t = spawn_app().await;
+    let m = merchant(&t, "paid-entries").await;
+    let now = t.app.clock.now();
+    let body = json!({
+        "name": "Paid draw",
+        "starts_at": now + chrono::Duration::hours(1),
+        "ends_at": now + chrono::Duration::days(3),
+        "limits": {"per_period": 3},
+        "cycle": "daily",
+        "entrants_max": 50,
+        "entry_cost_points": 30,
+        "tiers": [{"prize": {"kind": "points", "points": 3}, "count": 1}],
+    });
+    // The cost is 1..=1,000,000: one past either end is refused, nothing written.
+    for bad in [0, 1_000_001] {
+        let mut body = body.clone();
+        body["entry_cost_points"] = json!(bad);
+        let (status, answer) = post(&t, &m.owner, "/admin/api/v1/periodic-campaigns", Some(body)).await;
+        let code = answer["error"]["code"].as_str();
+        assert_eq!((status, code), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_entry_cost")), "{answer}");
+    }
+    let mut most = body.clone();
+    most["entry_cost_points"] = json!(1_000_000);
+    let (status, answer) = post(&t, &m.owner, "/admin/api/v1/periodic-campaigns", Some(most)).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let (status, created) = post(&t, &m.owner, "/admin/api/v1/periodic-campaigns", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["periodic"]["entry_cost_points"].as_i64(), Some(30), "{created}");
+    let id = created["campaign_id"].as_str().unwrap().to_owned();
+    let (status, scheduled) = post(&t, &m.owner, &format!("/admin/api/v1/campaigns/{id}/schedule"), None).await;
+    assert_eq!(status, StatusCode::OK, "{scheduled}");
+    t.clock.advance(chrono::Duration::minutes(61));
+    step(&t, &m).await;
+
+    let (rich, rich_session) = member(&t, &m, 1).await;
+    let (poor, poor_session) = member(&t, &m, 2).await;
+    let (eager, eager_session) = member(&t, &m, 3).await;
+    grant(&t, &m, rich, 100).await;
+    grant(&t, &m, poor, 20).await;
+    grant(&t, &m, eager, 100).await;
+    let entries = format!("/m/api/v1/campaigns/{id}/entries");
+
+    // An entry costs its points: the balance goes down by the cost, one ledger line names the campaign.
+    let (status, entry) = post(&t, &rich_session, &entries, None).await;
+    assert_eq!((status, entry["period_no"].as_u64()), (StatusCode::CREATED, Some(1)), "{entry}");
+    assert_eq!(points(&t, &m, rich).await, 70);
+    assert_eq!(ledger_lines(&t, &m, "HeldPointsSpent", &id).await, 1);
+
+    // Insufficient points: 409, and nothing changes (no entry, no hold, same balance).
+    let (status, refused) = post(&t, &poor_session, &entries, None).await;
+    assert_eq!((status, refused["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("insufficient_points")));
+    assert_eq!(points(&t, &m, poor).await, 20);
+    assert_eq!(ledger_lines(&t, &m, "PointsHeld", &id).await, 1);
+    assert_eq!(
+        get(&t, &m.owner, &format!("/admin/api/v1/campaigns/{id}")).await.1["periodic"]["periods"][0]["entries"]
+            .as_u64(),
+        Some(1)
+    );
+
+    // Ten concurrent entries with one key: one entry, one spend.
+    let one_key = key();
+    let statuses: Vec<StatusCode> = stream::iter(0..10)
+        .map(|_| {
+            let req = t.http.post(t.url(&entries)).bearer_auth(&eager_session).header("Idempotency-Key", &one_key);
+            async move { send(req).await.0 }
+        })
+        .buffer_unordered(10)
+        .collect()
+        .await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::CREATED || *s == StatusCode::SERVICE_UNAVAILABLE),
+        "{statuses:?}"
+    );
+    let again = t.http.post(t.url(&entries)).bearer_auth(&eager_session).header("Idempotency-Key", &one_key);
+    assert_eq!(send(again).await.0, StatusCode::CREATED);
+    assert_eq!(points(&t, &m, eager).await, 70);
+    assert_eq!(ledger_lines(&t, &m, "HeldPointsSpent", &id).await, 2);
+    assert_eq!(
+        get(&t, &m.owner, &format!("/admin/api/v1/campaigns/{id}")).await.1["periodic"]["periods"][0]["entries"]
+            .as_u64(),
+        Some(2)
+    );
+
+    // A request that died after holding the cost and before recording its entry: the hold's
+    // due work releases the points 10 minutes later, and the key then answers `entry_abandoned`.
+    let (stalled, stalled_session) = member(&t, &m, 4).await;
+    grant(&t, &m, stalled, 100).await;
+    let stalled_key = key();
+    hold_as_a_dead_request(&t, &m, &id, stalled, &stalled_key).await;
+    assert_eq!(points(&t, &m, stalled).await, 70);
+    t.clock.advance(chrono::Duration::minutes(11));
+    step(&t, &m).await;
+    assert_eq!(points(&t, &m, stalled).await, 100);
+    let retry = t.http.post(t.url(&entries)).bearer_auth(&stalled_session).header("Idempotency-Key", &stalled_key);
+    let (status, abandoned) = send(retry).await;
+    assert_eq!((status, abandoned["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("entry_abandoned")));
+    assert_eq!(points(&t, &m, stalled).await, 100);
+
+    // Cancel, twice: every entrant is refunded once, by the request and again (a replay) by due work.
+    let cancel = format!("/admin/api/v1/campaigns/{id}/periods/1/cancel");
+    for _ in 0..2 {
+        let (status, cancelled) = post(&t, &m.owner, &cancel, None).await;
+        assert_eq!(status, StatusCode::OK, "{cancelled}");
+        assert_eq!(cancelled["periodic"]["periods"][0]["state"].as_str(), Some("cancelled"), "{cancelled}");
+    }
+    step(&t, &m).await;
+    t.clock.advance(chrono::Duration::minutes(1));
+    step(&t, &m).await;
+    assert_eq!((points(&t, &m, rich).await, points(&t, &m, eager).await, points(&t, &m, poor).await), (100, 100, 20));
+    assert_eq!(ledger_lines(&t, &m, "PointsGranted", &id).await, 2);
+    let (status, late) = post(&t, &rich_session, &entries, None).await;
+    assert_eq!((status, late["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("not_ongoing")));
+    let (status, missing) = post(&t, &m.owner, &format!("/admin/api/v1/campaigns/{id}/periods/9/cancel"), None).await;
+    assert_eq!((status, missing["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("period_not_found")));
+
+    // The draw skips the cancelled period; the cycle's next period opens and is drawn.
+    let ends = |v: &Value, n: usize| {
+        v["periodic"]["periods"][n]["ends_at"].as_str().unwrap().parse::<chrono::DateTime<chrono::Utc>>().unwrap()
+    };
+    let first_end = ends(&get(&t, &m.owner, &format!("/admin/api/v1/campaigns/{id}")).await.1, 0);
+    t.clock.advance(first_end - t.app.clock.now() + chrono::Duration::minutes(1));
+    step(&t, &m).await;
+    let draws = "SELECT count(*) FROM events WHERE tenant_id = $1 AND event_type = 'CampaignPeriodDrawn'";
+    assert_eq!(count(&t, &m, draws).await, 0);
+    let second = get(&t, &m.owner, &format!("/admin/api/v1/campaigns/{id}")).await.1;
+    assert_eq!(second["periodic"]["periods"][1]["state"].as_str(), Some("open"), "{second}");
+    let (status, _) = post(&t, &rich_session, &entries, None).await;
+    assert_eq!(status, StatusCode::CREATED);
+    // An entry refused after its hold (past the period's limit of 3) gives the points back at once.
+    grant(&t, &m, rich, 200).await;
+    for _ in 0..2 {
+        assert_eq!(post(&t, &rich_session, &entries, None).await.0, StatusCode::CREATED);
+    }
+    assert_eq!(points(&t, &m, rich).await, 100 - 30 + 200 - 60);
+    let (status, over) = post(&t, &rich_session, &entries, None).await;
+    assert_eq!((status, over["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("period_limit_reached")));
+    assert_eq!(points(&t, &m, rich).await, 210);
+    assert_eq!(ledger_lines(&t, &m, "PointsHoldReleased", &id).await, 2, "the dead request's and this one");
+    t.clock.advance(ends(&second, 1) - t.app.clock.now() + chrono::Duration::minutes(1));
+    step(&t, &m).await;
+    assert_eq!(count(&t, &m, draws).await, 1);
+    // A drawn period is not cancelled.
+    let (status, drawn) = post(&t, &m.owner, &format!("/admin/api/v1/campaigns/{id}/periods/2/cancel"), None).await;
+    assert_eq!((status, drawn["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("period_drawn")));
+    // The audit recomputes the drawn period and passes over the cancelled one.
+    let campaign_id = CampaignId::parse(&id).unwrap();
+    let report = wxcm_ops::draw_audit::draw_report(&t.settings, &m.tenant, campaign_id).await.unwrap();
+    assert!(report.ok && report.periods_checked == 1, "{report:?}");
+    t.stop().await;
+}
+
+/// The first step of a paid entry as its request runs it (same key, hold and
+/// reference), and nothing after: a request that died there.
+async fn hold_as_a_dead_request(t: &TestApp, m: &Merchant, campaign: &str, member_id: MemberId, request_key: &str) {
+    use wxcm_domain::campaign::EntryId;
+    use wxcm_domain::member::{MemberCommand, Provenance};
+    use wxcm_domain::{IdempotencyKey, PointsAmount, Reference};
+    let campaign_id = CampaignId::parse(campaign).unwrap();
+    let entry_id =
+        EntryId::for_request(&m.tenant, campaign_id, member_id, &IdempotencyKey::parse(request_key).unwrap());
+    let key = members::system_key(&["campaign-entry", "hold", campaign, &entry_id.to_string()]).unwrap();
+    let ctx = CommandContext::new(m.tenant.clone(), key.clone(), "test".into());
+    let command = MemberCommand::HoldPoints {
+        hold_id: Reference::parse(&format!("campaign-entry:{entry_id}")).unwrap(),
+        points: PointsAmount::new(30).unwrap(),
+        provenance: Provenance {
+            actor: Actor::Member { member_id },
+            reason: Reference::parse("campaign entry").unwrap(),
+            reference: Some(Reference::parse(&format!("campaign:{campaign}:period:1:entry:{entry_id}")).unwrap()),
+            idempotency_key: key,
+        },
+    };
+    let request = json!({ "campaign_entry": entry_id, "step": "hold" });
+    members::execute(&t.app, &m.tenant, member_id, command, &request, &ctx).await.unwrap();
+}

@@ -81,9 +81,16 @@ pub enum CampaignOpError {
     Route(#[from] RouteError),
     #[error("infrastructure failure: {0}")]
     Infra(String),
-    /// What this slice does not run yet (a periodic lottery's entry cost).
+    /// What this slice does not run yet.
     #[error("not supported yet: {0}")]
     Unsupported(&'static str),
+    /// A paid entry the member's spendable points do not cover.
+    #[error("insufficient points: {spendable} spendable, {needed} needed")]
+    InsufficientPoints { spendable: i64, needed: i64 },
+    /// A paid entry whose request was refused and its hold released: the
+    /// same key never enters afterwards.
+    #[error("this request's entry was refused and its points released; use a new key")]
+    EntryAbandoned,
     /// The database is unreachable for now; a write's outcome is unknown.
     #[error("infrastructure unavailable: {0}")]
     Unavailable(String),

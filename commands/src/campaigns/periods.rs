@@ -1,5 +1,5 @@
 //! Periodic lotteries: periods opened by the scheduler with a sealed seed
-//! each, free entries, and the draw at each period's end.
+//! each, entries (free or paid in points), and the draw at each period's end.
 //!
 //! **Open.** A cycle's period (daily or weekly, `CampaignState::next_period_window`)
 //! is opened when the campaign starts and after each draw: a fresh seed from
@@ -16,19 +16,26 @@
 //! from the `campaign_prize` due work the draw wrote; then the next period
 //! opens.
 //!
-//! Not yet: entries that cost points (refused as unsupported), beacons,
+//! **Paid entries and cancels.** An entry that costs points holds them,
+//! records the entry and spends the hold (see `enter`); a cancelled period
+//! is never drawn and every paid entry is refunded once (`cancel_period`,
+//! due work `campaign_entry_refund`).
+//!
+//! Not yet: beacons,
 //! periods opened by hand, and a period whose whole window passed while no
 //! scheduler ran (the cycle then stops: logged).
 
-use tracing::{info, warn};
+use tracing::{info, instrument, warn};
 use wxcm_domain::campaign::{
-    AwardRef, CampaignCommand, CampaignError, CampaignEvent, CampaignId, CampaignKind, Cycle, EntryId, PeriodEnd,
-    Refusal, Status,
+    AwardRef, CampaignCommand, CampaignError, CampaignEvent, CampaignId, CampaignKind, Cycle, EntryId, EntryRefund,
+    PeriodEnd, Refusal, Status,
 };
-use wxcm_domain::{Actor, MemberId, TenantId};
+use wxcm_domain::member::{ExpiryPolicy, MemberCommand, MemberError, PointsSource, Provenance};
+use wxcm_domain::{Actor, IdempotencyKey, MemberId, PointsAmount, Reference, TenantId};
 
 use super::shakes::issue_award;
 use super::{infra, outcome_written, run, seed_for, state_of, stored_seed, system_key, CampaignOpError};
+use crate::members::MemberOpError;
 use crate::{App, CommandContext};
 
 /// The next period of a daily or weekly cycle, when the campaign runs, no
@@ -68,6 +75,14 @@ pub async fn open_next_period(app: &App, tenant: &TenantId, campaign_id: Campaig
 
 /// One entry of `member_id` into the open period (idempotent by the request's
 /// key: a repeated request names the same entry). Returns the period's number.
+///
+/// A paid entry (`entry_cost`) runs three steps, each under a key derived
+/// from the entry (so a retry, or ten concurrent requests with one key, find
+/// the same hold, entry and spend): hold the cost on the member's ledger,
+/// record the entry (the request's own key), spend the hold. Insufficient
+/// points refuse at the hold, before anything is recorded; an entry refused
+/// for good releases the hold, and the key then answers `EntryAbandoned`.
+#[instrument(skip_all, fields(tenant = %ctx.tenant_id, %campaign_id, %member_id))]
 pub async fn enter(
     app: &App,
     ctx: &CommandContext,
@@ -80,9 +95,6 @@ pub async fn enter(
     let CampaignKind::PeriodicLottery(terms) = &state.terms.kind else {
         return Err(CampaignOpError::Campaign(CampaignError::WrongKind("periodic_lottery")));
     };
-    if terms.entry_cost.is_some() {
-        return Err(CampaignOpError::Unsupported("entries that cost points"));
-    }
     let Some(period_no) = state.periods.iter().next_back().filter(|(_, p)| p.end.is_none()).map(|(n, _)| *n) else {
         return Err(CampaignOpError::Campaign(CampaignError::Refused(Refusal::NotOngoing)));
     };
@@ -90,8 +102,233 @@ pub async fn enter(
     let entry_id = EntryId::for_request(tenant, campaign_id, member_id, &ctx.idempotency_key);
     let command = CampaignCommand::Enter { entry_id, member_id, period_no, card_member: member.registration.is_some() };
     let request = serde_json::json!({ "enter": campaign_id, "member": member_id });
-    run(app, ctx, campaign_id, command, &request).await?;
+    let Some(cost) = terms.entry_cost else {
+        run(app, ctx, campaign_id, command, &request).await?;
+        return Ok(period_no);
+    };
+    let paid = PaidEntry { app, tenant, campaign_id, member_id, entry_id, period_no };
+    if shard.event_log.find_idempotency(tenant, paid.key("release")?.as_str()).await?.is_some() {
+        return Err(CampaignOpError::EntryAbandoned);
+    }
+    let hold_id = paid.hold_id()?;
+    paid.ledger("hold", |provenance| MemberCommand::HoldPoints { hold_id: hold_id.clone(), points: cost, provenance })
+        .await?;
+    // Under a key of the entry (not the request's): the hold's due work finds
+    // by this key whether the entry was recorded.
+    let mut enter_ctx = CommandContext::new(tenant.clone(), paid.key("enter")?, ctx.actor.clone());
+    enter_ctx.correlation_id = ctx.correlation_id;
+    match run(app, &enter_ctx, campaign_id, command, &request).await {
+        Ok(_) => {}
+        Err(e @ (CampaignOpError::Campaign(_) | CampaignOpError::NotFound | CampaignOpError::IdempotencyMismatch)) => {
+            // Refused for good: the entry is not recorded, so the points go back.
+            paid.ledger("release", |provenance| MemberCommand::ReleaseHeldPoints {
+                hold_id: hold_id.clone(),
+                provenance,
+            })
+            .await?;
+            return Err(e);
+        }
+        // Unknown outcome: the hold stays for the retry with the same key to settle.
+        Err(e) => return Err(e),
+    }
+    paid.ledger("spend", |provenance| MemberCommand::SpendHeldPoints { hold_id: hold_id.clone(), provenance })
+        .await
+        .map_err(|e| match e {
+            // Released by the hold's due work while this request stalled: logged, the entry stands.
+            HoldStep::HoldNotFound => infra(format!("entry {entry_id} recorded after its hold was released")),
+            HoldStep::Failed(e) => e,
+        })?;
+    info!(entry_id = %entry_id, period_no, points = cost.get(), "paid campaign entry recorded");
     Ok(period_no)
+}
+
+/// The ledger steps of one paid entry, each under a key of entry and step.
+struct PaidEntry<'a> {
+    app: &'a App,
+    tenant: &'a TenantId,
+    campaign_id: CampaignId,
+    member_id: MemberId,
+    entry_id: EntryId,
+    period_no: u32,
+}
+
+impl PaidEntry<'_> {
+    fn key(&self, step: &str) -> Result<IdempotencyKey, CampaignOpError> {
+        system_key(&["campaign-entry", step, &self.campaign_id.to_string(), &self.entry_id.to_string()])
+    }
+
+    fn hold_id(&self) -> Result<Reference, CampaignOpError> {
+        Reference::parse(&format!("campaign-entry:{}", self.entry_id)).map_err(infra)
+    }
+
+    async fn ledger(&self, step: &str, command: impl FnOnce(Provenance) -> MemberCommand) -> Result<(), HoldStep> {
+        let key = self.key(step)?;
+        let actor = Actor::Member { member_id: self.member_id };
+        let ctx = CommandContext::new(self.tenant.clone(), key.clone(), actor.label());
+        let reference = format!("campaign:{}:period:{}:entry:{}", self.campaign_id, self.period_no, self.entry_id);
+        let provenance = Provenance {
+            actor,
+            reason: Reference::parse("campaign entry").map_err(infra)?,
+            reference: Some(Reference::parse(&reference).map_err(infra)?),
+            idempotency_key: key,
+        };
+        let request = serde_json::json!({ "campaign_entry": self.entry_id, "step": step });
+        match crate::members::execute(self.app, self.tenant, self.member_id, command(provenance), &request, &ctx).await
+        {
+            Ok(_) => Ok(()),
+            Err(MemberOpError::Rejected(MemberError::HoldNotFound(_))) => Err(HoldStep::HoldNotFound),
+            Err(MemberOpError::Rejected(MemberError::InsufficientPoints { available, requested })) => {
+                Err(HoldStep::Failed(CampaignOpError::InsufficientPoints { spendable: available, needed: requested }))
+            }
+            Err(MemberOpError::Unavailable(e)) => Err(HoldStep::Failed(CampaignOpError::Unavailable(e))),
+            Err(MemberOpError::Contention) => Err(HoldStep::Failed(CampaignOpError::Contention)),
+            Err(e) => Err(HoldStep::Failed(infra(e))),
+        }
+    }
+}
+
+/// How a ledger step of a paid entry failed: the hold is gone (spent or
+/// released already), or anything else.
+enum HoldStep {
+    HoldNotFound,
+    Failed(CampaignOpError),
+}
+
+impl From<CampaignOpError> for HoldStep {
+    fn from(e: CampaignOpError) -> Self {
+        HoldStep::Failed(e)
+    }
+}
+
+impl From<HoldStep> for CampaignOpError {
+    fn from(e: HoldStep) -> Self {
+        match e {
+            HoldStep::HoldNotFound => infra("the entry's hold is gone"),
+            HoldStep::Failed(e) => e,
+        }
+    }
+}
+
+/// Due work `campaign_entry_hold`, aggregate id `<member>/<reference>` with
+/// the hold's reference `campaign:<c>:period:<n>:entry:<e>` (written with the
+/// hold of a paid entry, migration 0026, 10 minutes later): settles a hold
+/// its request left (a crash between the steps, no retry). The entry
+/// recorded (its key exists) → spend the hold; never recorded → release it
+/// (the request's key then answers `entry_abandoned`). A hold already spent
+/// or released is done.
+pub async fn due_entry_hold(app: &App, tenant: &TenantId, aggregate_id: &str) -> Result<u32, CampaignOpError> {
+    let bad = || {
+        infra(format!("campaign_entry_hold item {aggregate_id:?} is not <member>/campaign:<c>:period:<n>:entry:<e>"))
+    };
+    let (member, reference) = aggregate_id.split_once('/').ok_or_else(bad)?;
+    let parts: Vec<&str> = reference.split(':').collect();
+    let ["campaign", campaign, "period", period, "entry", entry] = parts.as_slice() else { return Err(bad()) };
+    let paid = PaidEntry {
+        app,
+        tenant,
+        campaign_id: CampaignId::parse(campaign).map_err(|_| bad())?,
+        member_id: MemberId::parse(member).map_err(|_| bad())?,
+        entry_id: EntryId::parse(entry).map_err(|_| bad())?,
+        period_no: period.parse().map_err(|_| bad())?,
+    };
+    let shard = app.router.route(tenant)?;
+    let recorded = shard.event_log.find_idempotency(tenant, paid.key("enter")?.as_str()).await?.is_some();
+    let hold_id = paid.hold_id()?;
+    let settled = if recorded {
+        paid.ledger("spend", |provenance| MemberCommand::SpendHeldPoints { hold_id, provenance }).await
+    } else {
+        paid.ledger("release", |provenance| MemberCommand::ReleaseHeldPoints { hold_id, provenance }).await
+    };
+    match settled {
+        Ok(()) => {
+            info!(entry_id = %paid.entry_id, recorded, "a paid entry's hold settled by due work");
+            Ok(1)
+        }
+        Err(HoldStep::HoldNotFound) => Ok(0),
+        Err(HoldStep::Failed(e)) => Err(e),
+    }
+}
+
+/// Cancels a period before its draw (an admin's request). The event lists
+/// every paid entry's refund; its trigger writes one `campaign_entry_refund`
+/// due item per refund (migration 0026), which grants the points back once.
+/// The refunds also run inline here; the due items then replay them.
+#[instrument(skip_all, fields(tenant = %ctx.tenant_id, %campaign_id, period_no))]
+pub async fn cancel_period(
+    app: &App,
+    ctx: &CommandContext,
+    campaign_id: CampaignId,
+    period_no: u32,
+    actor: Actor,
+) -> Result<(), CampaignOpError> {
+    let command = CampaignCommand::CancelPeriod { period_no, actor };
+    let request = serde_json::json!({ "cancel_period": campaign_id, "period_no": period_no });
+    let outcome = run(app, ctx, campaign_id, command, &request).await?;
+    for committed in &outcome.events {
+        if let CampaignEvent::CampaignPeriodCancelled { refunds, .. } = &committed.event {
+            info!(refunds = refunds.len(), "campaign period cancelled");
+            for refund in refunds {
+                refund_entry(app, &ctx.tenant_id, campaign_id, period_no, refund).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Grants one cancelled entry's points back (an ordinary ledger credit that
+/// never expires, referencing the entry), under a key of campaign and entry.
+async fn refund_entry(
+    app: &App,
+    tenant: &TenantId,
+    campaign_id: CampaignId,
+    period_no: u32,
+    refund: &EntryRefund,
+) -> Result<(), CampaignOpError> {
+    let key = system_key(&["campaign-entry-refund", &campaign_id.to_string(), &refund.entry_id.to_string()])?;
+    let actor = Actor::System { job: "campaign-refunds".into() };
+    let ctx = CommandContext::new(tenant.clone(), key.clone(), actor.label());
+    let reference = format!("campaign:{campaign_id}:period:{period_no}:entry:{}", refund.entry_id);
+    let command = MemberCommand::GrantPoints {
+        points: refund.points,
+        source: PointsSource::Campaign,
+        expiry: ExpiryPolicy::Never,
+        provenance: Provenance {
+            actor,
+            reason: Reference::parse("campaign entry refund").map_err(infra)?,
+            reference: Some(Reference::parse(&reference).map_err(infra)?),
+            idempotency_key: key,
+        },
+    };
+    let request = serde_json::json!({ "refund_entry": refund.entry_id, "points": refund.points });
+    crate::members::execute(app, tenant, refund.member_id, command, &request, &ctx).await.map_err(infra)?;
+    Ok(())
+}
+
+/// Due work `campaign_entry_refund`, aggregate id
+/// `<campaign>/<period>/<entry>/<member>/<points>` (written with
+/// `CampaignPeriodCancelled`, migration 0026): the refund, again or for the
+/// first time when the cancelling request died before it.
+pub async fn due_entry_refund(app: &App, tenant: &TenantId, aggregate_id: &str) -> Result<u32, CampaignOpError> {
+    let bad = || {
+        infra(format!(
+            "campaign_entry_refund item {aggregate_id:?} is not <campaign>/<period>/<entry>/<member>/<points>"
+        ))
+    };
+    let parts: Vec<&str> = aggregate_id.split('/').collect();
+    let [campaign, period, entry, member, points] = parts.as_slice() else { return Err(bad()) };
+    let campaign_id = CampaignId::parse(campaign).map_err(|_| bad())?;
+    let period_no: u32 = period.parse().map_err(|_| bad())?;
+    let entry_id = EntryId::parse(entry).map_err(|_| bad())?;
+    let member_id = MemberId::parse(member).map_err(|_| bad())?;
+    let points = PointsAmount::new(points.parse().map_err(|_| bad())?).map_err(|_| bad())?;
+    let shard = app.router.route(tenant)?;
+    let state = state_of(&shard, tenant, campaign_id).await?;
+    let cancelled = state.periods.get(&period_no).is_some_and(|p| matches!(p.end, Some(PeriodEnd::Cancelled { .. })));
+    if !cancelled {
+        return Err(infra(format!("period {period_no} of {campaign_id} is not cancelled")));
+    }
+    refund_entry(app, tenant, campaign_id, period_no, &EntryRefund { entry_id, member_id, points }).await?;
+    Ok(0)
 }
 
 fn parse_period_item(aggregate_id: &str) -> Result<(CampaignId, u32), CampaignOpError> {
@@ -110,7 +347,8 @@ pub async fn due_period_draw(app: &App, tenant: &TenantId, aggregate_id: &str) -
     let period = state.periods.get(&period_no).ok_or_else(|| infra(format!("no period {period_no}")))?;
     let mut written = 0;
     match &period.end {
-        Some(PeriodEnd::Cancelled { .. }) => return Ok(0),
+        // Never drawn; the cycle goes on with its next period.
+        Some(PeriodEnd::Cancelled { .. }) => return open_next_period(app, tenant, campaign_id).await,
         Some(PeriodEnd::Drawn { .. }) => {}
         None => {
             let seed = stored_seed(app, &shard, tenant, campaign_id, period_no)

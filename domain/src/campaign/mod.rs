@@ -116,6 +116,8 @@ pub const PRIZES_PER_MEMBER_MAX: u32 = 100;
 pub const SHAKES_PER_EVENT_MAX: usize = 256;
 /// Longest campaign.
 pub const CAMPAIGN_DAYS_MAX: i64 = 366;
+/// Highest points one entry of a periodic lottery may cost.
+pub const ENTRY_COST_POINTS_MAX: i64 = 1_000_000;
 
 /// Merchants run on China Standard Time (UTC+8, no daylight saving): a
 /// "day" is a merchant day.
@@ -383,6 +385,9 @@ fn check_periodic(terms: &PeriodicTerms) -> Result<(), InvalidTerms> {
     }
     if terms.entrants_max == 0 || terms.entrants_max as usize > draw::ENTRANTS_MAX {
         return Err(InvalidTerms("entrants_max must be 1..=100000"));
+    }
+    if terms.entry_cost.is_some_and(|c| c.get() > ENTRY_COST_POINTS_MAX) {
+        return Err(InvalidTerms("an entry costs at most 1000000 points"));
     }
     Ok(())
 }

@@ -637,6 +637,36 @@ fn a_cancelled_period_lists_every_paid_entry_to_refund_and_is_never_drawn() {
 }
 
 #[test]
+fn an_entry_states_the_cost_in_force_and_a_cancelled_period_takes_no_more_entries() {
+    // given a periodic lottery whose entries cost 10 points, with six entries in period 1
+    let c = entered_period();
+    // when a member enters
+    let (_, events) = then_events(&c, enter(7, 6, 1), now());
+    // then the entry records the terms' cost (what the member's ledger is charged)
+    let CampaignEvent::CampaignEntryRecorded { cost_points, .. } = &events[0] else { panic!() };
+    assert_eq!(*cost_points, Some(pts(10)));
+    // and once the period is cancelled, it is neither entered nor drawn
+    let (cancelled, _) = then_events(&c, CampaignCommand::CancelPeriod { period_no: 1, actor: admin() }, now());
+    assert_eq!(refused(&cancelled, enter(7, 6, 1), now()), CampaignError::PeriodNotOpen(1));
+    assert_eq!(refused(&cancelled, draw_cmd(1), day(1).1), CampaignError::PeriodClosed(1));
+}
+
+#[test]
+fn an_entry_cost_is_bounded() {
+    // given terms whose entry costs the most allowed, then one point more
+    let with_cost = |points: i64| {
+        let mut terms = periodic_terms(Limits::default(), 10);
+        if let CampaignKind::PeriodicLottery(p) = &mut terms.kind {
+            p.entry_cost = Some(pts(points));
+        }
+        terms
+    };
+    // then the limit passes and one past it is refused
+    assert_eq!(with_cost(ENTRY_COST_POINTS_MAX).check(), Ok(()));
+    assert!(with_cost(ENTRY_COST_POINTS_MAX + 1).check().is_err());
+}
+
+#[test]
 fn a_physical_prize_is_handed_over_once() {
     let (drawn, events) = then_events(&entered_period(), draw_cmd(1), day(1).1);
     let CampaignEvent::CampaignPeriodDrawn { winners, .. } = &events[0] else { panic!() };

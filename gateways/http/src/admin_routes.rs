@@ -226,5 +226,6 @@ pub(crate) fn admin_routes() -> AdminRoutes {
         .post("/campaigns/{campaign_id}/schedule", Needs(P::CampaignManage), campaigns::schedule_campaign)
         .post("/campaigns/{campaign_id}/start", Needs(P::CampaignManage), campaigns::start_campaign)
         .post("/campaigns/{campaign_id}/end", Needs(P::CampaignManage), campaigns::end_campaign)
+        .post("/campaigns/{campaign_id}/periods/{period_no}/cancel", Needs(P::CampaignManage), campaigns::cancel_period)
         .post("/campaigns/{campaign_id}/hand-overs", Needs(P::CampaignHandOver), campaigns::hand_over)
 }

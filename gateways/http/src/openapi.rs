@@ -201,6 +201,7 @@ v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with
         campaigns::schedule_campaign,
         campaigns::start_campaign,
         campaigns::end_campaign,
+        campaigns::cancel_period,
         campaigns::hand_over,
         campaigns::member_campaigns,
         campaigns::member_shake,

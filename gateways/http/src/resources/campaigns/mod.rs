@@ -3,7 +3,8 @@
 //! end) and members (`/m/api/v1/campaigns/…`, tag `member`: ongoing
 //! campaigns, shake, my shakes). Another tenant's campaign is 404.
 
-use axum::extract::State;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use tracing::instrument;
@@ -11,7 +12,7 @@ use wxcm_commands::campaigns::{self, shakes, CampaignOpError};
 use wxcm_domain::campaign::{CampaignError, CampaignId};
 
 use crate::error::{idempotency_key_reused, unknown_tenant, ApiError, ErrorBody};
-use crate::extract::{ApiJson, ApiPath, ApiQuery, Authorized, Correlation, IdempotencyHeader};
+use crate::extract::{parse_path_segment, ApiJson, ApiPath, ApiQuery, Authorized, Correlation, IdempotencyHeader};
 use crate::permissions::perm;
 use crate::resources::member_api::MemberAuth;
 use crate::state::AppState;
@@ -29,6 +30,8 @@ impl From<CampaignOpError> for ApiError {
             CampaignOpError::IdempotencyMismatch => idempotency_key_reused(),
             CampaignOpError::Contention => ApiError::Contention,
             CampaignOpError::Unsupported(_) => ApiError::conflict("unsupported", message),
+            CampaignOpError::InsufficientPoints { .. } => ApiError::conflict("insufficient_points", message),
+            CampaignOpError::EntryAbandoned => ApiError::conflict("entry_abandoned", message),
             CampaignOpError::Route(r) => unknown_tenant(&r),
             CampaignOpError::Infra(detail) => ApiError::internal("campaign operation", &detail),
             CampaignOpError::Unavailable(detail) => ApiError::unavailable("campaign operation", &detail),
@@ -52,16 +55,17 @@ fn campaign_rejection(e: &CampaignError) -> ApiError {
         CampaignError::AlreadyHandedOver(_) => ApiError::conflict("already_handed_over", message),
         CampaignError::Refused(r) => ApiError::conflict(r.code(), message),
         CampaignError::PeriodNotOpen(_) => ApiError::conflict("not_ongoing", message),
+        // An admin names the period to cancel.
+        CampaignError::PeriodNotFound(_) => ApiError::not_found("period_not_found", message),
+        CampaignError::PeriodClosed(_) => ApiError::conflict("period_drawn", message),
         // The application chooses these values; a refusal is ours, not the client's.
         CampaignError::CommitmentRequired
         | CampaignError::CommitmentPerPeriod
         | CampaignError::SeedMismatch
-        | CampaignError::PeriodNotFound(_)
         | CampaignError::PeriodOutOfOrder { .. }
         | CampaignError::PeriodConflict(_)
         | CampaignError::InvalidPeriod(_)
         | CampaignError::PeriodStillOpen(..)
-        | CampaignError::PeriodClosed(_)
         | CampaignError::BeaconValueRequired(_)
         | CampaignError::UnexpectedBeacon(_)
         | CampaignError::EntryConflict(_)
@@ -105,7 +109,7 @@ pub async fn create_campaign(
     Ok((StatusCode::CREATED, Json(view.into())))
 }
 
-/// Creates a periodic lottery with free entries as a draft: once scheduled, the
+/// Creates a periodic lottery as a draft (entries free, or `entry_cost_points` each): once scheduled, the
 /// scheduler opens a period per merchant day or week (each committing to its own
 /// seed), draws it at its end and gives the winners their prizes.
 ///
@@ -121,7 +125,7 @@ pub async fn create_campaign(
         (status = 403, description = "`forbidden`", body = ErrorBody),
         (status = 404, description = "`template_not_found` (a coupon prize names no template of this tenant)", body = ErrorBody),
         (status = 409, description = "`idempotency_key_reused`", body = ErrorBody),
-        (status = 422, description = "`invalid_body`, `invalid_text`, `invalid_prize`, `invalid_tiers`, `invalid_chances`, `invalid_entrants_max`, `invalid_terms`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`, `invalid_text`, `invalid_prize`, `invalid_tiers`, `invalid_chances`, `invalid_entrants_max`, `invalid_entry_cost`, `invalid_terms`", body = ErrorBody),
     ))]
 #[instrument(skip_all, fields(tenant = %auth.session.tenant_id, username = %auth.session.username))]
 pub async fn create_periodic_campaign(
@@ -280,6 +284,49 @@ pub async fn end_campaign(
     Ok(Json(campaigns::end(&state.app, &ctx, id.0, auth.actor()).await?.into()))
 }
 
+/// Cancels a period of a periodic lottery before its draw: it is never drawn
+/// nor entered again, and every paid entry gets its points back once (an
+/// ordinary ledger credit referencing the entry, issued by due work that
+/// survives restarts). Cancelling again changes nothing.
+#[utoipa::path(post, path = "/admin/api/v1/campaigns/{campaign_id}/periods/{period_no}/cancel", tag = "campaigns",
+    security(("bearer" = [])),
+    params(
+        ("campaign_id" = uuid::Uuid, Path),
+        ("period_no" = u32, Path, minimum = 1, maximum = 400),
+        ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters"),
+    ),
+    responses(
+        (status = 200, description = "Cancelled (or already cancelled)", body = CampaignDto),
+        (status = 400, description = "`invalid_campaign_id`, `invalid_period_no`, `idempotency_key_missing`, `idempotency_key_invalid`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`campaign_not_found`, `period_not_found`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`, `period_drawn`, `wrong_kind`", body = ErrorBody),
+        (status = 503, description = "`contention`, `unavailable`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id))]
+pub async fn cancel_period(
+    State(state): State<AppState>,
+    auth: Authorized<perm::CampaignManage>,
+    key: IdempotencyHeader,
+    correlation: Correlation,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<CampaignDto>, ApiError> {
+    let Path((campaign, period)) = path?;
+    let campaign_id: CampaignId = parse_path_segment(&campaign)?;
+    let period_no = parse_period_no(&period)?;
+    let ctx = auth.context(key.0, correlation);
+    campaigns::periods::cancel_period(&state.app, &ctx, campaign_id, period_no, auth.actor()).await?;
+    Ok(Json(campaigns::get(&state.app, &ctx.tenant_id, campaign_id).await?.into()))
+}
+
+fn parse_period_no(raw: &str) -> Result<u32, ApiError> {
+    let max = wxcm_domain::campaign::PERIODS_MAX;
+    match raw.parse::<u32>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(ApiError::bad_request("invalid_period_no", format!("a period number is 1..={max}"))),
+    }
+}
+
 /// Hands a won physical prize over at the store (once).
 #[utoipa::path(post, path = "/admin/api/v1/campaigns/{campaign_id}/hand-overs", tag = "campaigns",
     security(("bearer" = [])),
@@ -363,7 +410,7 @@ pub async fn member_shake(
         (status = 400, description = "`invalid_campaign_id`, `idempotency_key_missing`, `idempotency_key_invalid`", body = ErrorBody),
         (status = 401, description = "`unauthenticated`", body = ErrorBody),
         (status = 404, description = "`campaign_not_found`", body = ErrorBody),
-        (status = 409, description = "`idempotency_key_reused`, `not_ongoing`, `members_only`, `lifetime_limit_reached`, `daily_limit_reached`, `period_limit_reached`, `period_full`, `too_many_participants`, `wrong_kind`, `unsupported`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`, `not_ongoing`, `members_only`, `lifetime_limit_reached`, `daily_limit_reached`, `period_limit_reached`, `period_full`, `too_many_participants`, `wrong_kind`, `insufficient_points` (nothing recorded), `entry_abandoned` (this key's entry was refused and its points released)", body = ErrorBody),
         (status = 503, description = "`contention`", body = ErrorBody),
     ))]
 pub async fn member_enter(

@@ -199,8 +199,8 @@ pub struct EntryLimitsBody {
     pub per_period: Option<i64>,
 }
 
-/// A periodic lottery with free entries: one period per merchant day or week,
-/// drawn by the scheduler at its end.
+/// A periodic lottery: one period per merchant day or week, drawn by the
+/// scheduler at its end; entries are free or cost `entry_cost_points`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PeriodicLotteryBody {
@@ -217,6 +217,11 @@ pub struct PeriodicLotteryBody {
     /// Distinct members one period accepts.
     #[schema(minimum = 1, maximum = 100_000)]
     pub entrants_max: i64,
+    /// Points one entry costs, spent from the member's ledger (absent: free);
+    /// refunded when the period is cancelled.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    pub entry_cost_points: Option<i64>,
     /// At most 1,000 winners in all.
     #[schema(min_items = 1, max_items = 10)]
     pub tiers: Vec<TierBody>,
@@ -253,7 +258,7 @@ impl PeriodicLotteryBody {
                     CycleDto::Daily => Cycle::Daily,
                     CycleDto::Weekly => Cycle::Weekly,
                 },
-                entry_cost: None,
+                entry_cost: self.entry_cost_points.map(entry_cost).transpose()?,
                 entrants_max: bounded(self.entrants_max, ENTRANTS_MAX, "invalid_entrants_max", "entrants_max")?,
                 tiers,
             }),
@@ -264,6 +269,14 @@ impl PeriodicLotteryBody {
 }
 
 const ENTRANTS_MAX: u32 = 100_000;
+
+fn entry_cost(points: i64) -> Result<PointsAmount, ApiError> {
+    let max = wxcm_domain::campaign::ENTRY_COST_POINTS_MAX;
+    if !(1..=max).contains(&points) {
+        return Err(ApiError::invalid("invalid_entry_cost", format!("entry_cost_points must be 1..={max}")));
+    }
+    PointsAmount::new(points).map_err(|e| ApiError::invalid("invalid_entry_cost", e.to_string()))
+}
 
 fn draw_winners_max() -> u32 {
     wxcm_domain::campaign::draw::WINNERS_MAX
@@ -418,6 +431,7 @@ impl From<CampaignView> for CampaignDto {
                 }
                 .to_owned(),
                 entrants_max: terms.entrants_max,
+                entry_cost_points: terms.entry_cost.map(|c| c.get()),
                 per_period: limits.per_period,
                 tiers: terms.tiers.iter().map(|t| TierDto { prize: (&t.prize).into(), count: t.count }).collect(),
                 periods: v
@@ -487,6 +501,8 @@ pub struct PeriodDto {
 pub struct PeriodicDto {
     pub cycle: String,
     pub entrants_max: u32,
+    /// Points one entry costs (absent: free).
+    pub entry_cost_points: Option<i64>,
     pub per_period: Option<u32>,
     pub tiers: Vec<TierDto>,
     pub periods: Vec<PeriodDto>,
