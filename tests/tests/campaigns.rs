@@ -889,7 +889,7 @@ async fn a_paid_entry_spends_its_points_once_and_a_cancelled_period_refunds_ever
     most["entry_cost_points"] = json!(1_000_000);
     let (status, answer) = post(&t, &m.owner, "/admin/api/v1/periodic-campaigns", Some(most)).await;
     assert_eq!(status, StatusCode::CREATED, "{answer}");
-    let (status, created) = post(&t, &m.owner, "/admin/api/v1/periodic-campaigns", Some(body)).await;
+    let (status, created) = post(&t, &m.owner, "/admin/api/v1/periodic-campaigns", Some(body.clone())).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     assert_eq!(created["periodic"]["entry_cost_points"].as_i64(), Some(30), "{created}");
     let id = created["campaign_id"].as_str().unwrap().to_owned();
@@ -947,6 +947,28 @@ async fn a_paid_entry_spends_its_points_once_and_a_cancelled_period_refunds_ever
         Some(2)
     );
 
+    // The same key for another paid campaign is a reused key: 409, no second hold or spend.
+    let now = t.app.clock.now();
+    let mut second = body.clone();
+    second["name"] = json!("Paid draw 2");
+    second["starts_at"] = json!(now + chrono::Duration::minutes(1));
+    let (status, created) = post(&t, &m.owner, "/admin/api/v1/periodic-campaigns", Some(second)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let second_id = created["campaign_id"].as_str().unwrap().to_owned();
+    let (status, _) = post(&t, &m.owner, &format!("/admin/api/v1/campaigns/{second_id}/schedule"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    t.clock.advance(chrono::Duration::minutes(2));
+    step(&t, &m).await;
+    let reuse = t
+        .http
+        .post(t.url(&format!("/m/api/v1/campaigns/{second_id}/entries")))
+        .bearer_auth(&eager_session)
+        .header("Idempotency-Key", &one_key);
+    let (status, answer) = send(reuse).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("idempotency_key_reused")));
+    assert_eq!(points(&t, &m, eager).await, 70);
+    assert_eq!(ledger_lines(&t, &m, "PointsHeld", &second_id).await, 0);
+
     // A request that died after holding the cost and before recording its entry: the hold's
     // due work releases the points 10 minutes later, and the key then answers `entry_abandoned`.
     let (stalled, stalled_session) = member(&t, &m, 4).await;
@@ -986,7 +1008,12 @@ async fn a_paid_entry_spends_its_points_once_and_a_cancelled_period_refunds_ever
     let first_end = ends(&get(&t, &m.owner, &format!("/admin/api/v1/campaigns/{id}")).await.1, 0);
     t.clock.advance(first_end - t.app.clock.now() + chrono::Duration::minutes(1));
     step(&t, &m).await;
-    let draws = "SELECT count(*) FROM events WHERE tenant_id = $1 AND event_type = 'CampaignPeriodDrawn'";
+    // This campaign's draws (the second paid campaign above is drawn on its own schedule).
+    let draws = format!(
+        "SELECT count(*) FROM events WHERE tenant_id = $1 AND event_type = 'CampaignPeriodDrawn' \
+         AND aggregate_id = '{id}'"
+    );
+    let draws = draws.as_str();
     assert_eq!(count(&t, &m, draws).await, 0);
     let second = get(&t, &m.owner, &format!("/admin/api/v1/campaigns/{id}")).await.1;
     assert_eq!(second["periodic"]["periods"][1]["state"].as_str(), Some("open"), "{second}");

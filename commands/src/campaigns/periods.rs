@@ -111,8 +111,14 @@ pub async fn enter(
         return Err(CampaignOpError::EntryAbandoned);
     }
     let hold_id = paid.hold_id()?;
-    paid.ledger("hold", |provenance| MemberCommand::HoldPoints { hold_id: hold_id.clone(), points: cost, provenance })
-        .await?;
+    // The hold runs under the request's own key and request, so that key used
+    // again for another campaign (or anything else) is refused as reused.
+    paid.ledger_keyed(ctx.idempotency_key.clone(), &request, |provenance| MemberCommand::HoldPoints {
+        hold_id: hold_id.clone(),
+        points: cost,
+        provenance,
+    })
+    .await?;
     // Under a key of the entry (not the request's): the hold's due work finds
     // by this key whether the entry was recorded.
     let mut enter_ctx = CommandContext::new(tenant.clone(), paid.key("enter")?, ctx.actor.clone());
@@ -162,7 +168,16 @@ impl PaidEntry<'_> {
     }
 
     async fn ledger(&self, step: &str, command: impl FnOnce(Provenance) -> MemberCommand) -> Result<(), HoldStep> {
-        let key = self.key(step)?;
+        let request = serde_json::json!({ "campaign_entry": self.entry_id, "step": step });
+        self.ledger_keyed(self.key(step)?, &request, command).await
+    }
+
+    async fn ledger_keyed(
+        &self,
+        key: IdempotencyKey,
+        request: &serde_json::Value,
+        command: impl FnOnce(Provenance) -> MemberCommand,
+    ) -> Result<(), HoldStep> {
         let actor = Actor::Member { member_id: self.member_id };
         let ctx = CommandContext::new(self.tenant.clone(), key.clone(), actor.label());
         let reference = format!("campaign:{}:period:{}:entry:{}", self.campaign_id, self.period_no, self.entry_id);
@@ -172,10 +187,9 @@ impl PaidEntry<'_> {
             reference: Some(Reference::parse(&reference).map_err(infra)?),
             idempotency_key: key,
         };
-        let request = serde_json::json!({ "campaign_entry": self.entry_id, "step": step });
-        match crate::members::execute(self.app, self.tenant, self.member_id, command(provenance), &request, &ctx).await
-        {
+        match crate::members::execute(self.app, self.tenant, self.member_id, command(provenance), request, &ctx).await {
             Ok(_) => Ok(()),
+            Err(MemberOpError::IdempotencyMismatch) => Err(HoldStep::Failed(CampaignOpError::IdempotencyMismatch)),
             Err(MemberOpError::Rejected(MemberError::HoldNotFound(_))) => Err(HoldStep::HoldNotFound),
             Err(MemberOpError::Rejected(MemberError::InsufficientPoints { available, requested })) => {
                 Err(HoldStep::Failed(CampaignOpError::InsufficientPoints { spendable: available, needed: requested }))
