@@ -187,6 +187,7 @@ async fn another_tenants_owner_reaches_nothing_of_a_tenant_by_its_real_ids() {
             .replace("{mall_order_id}", &order_id)
             .replace("{job_id}", &job_id)
             .replace("{campaign_id}", &campaign_id)
+            .replace("{period_no}", "1")
             .replace("{username}", "ann")
             .replace("{appid}", "wx00000000000c0ffe")
             .replace("{order_id}", "rc0000000001")
