@@ -54,6 +54,7 @@ static ASSETS: &[Asset] = assets![
     "shared/api.js" => JS,
     "shared/money.js" => JS,
     "shared/dom.js" => JS,
+    "shared/session.js" => JS,
     "shared/style.css" => CSS,
     "vendor/chart.umd.min.js" => JS,
 ];
@@ -124,11 +125,6 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/staff", get(|| async { Redirect::permanent("/staff/") }))
         .route("/staff/", get(staff_page))
         .route("/console/assets/{*name}", get(asset))
-}
-
-/// Names of the compiled-in files (for tests and the README).
-pub fn asset_names() -> impl Iterator<Item = &'static str> {
-    ASSETS.iter().map(|a| a.name)
 }
 
 #[cfg(test)]

@@ -3,10 +3,11 @@
 // whatever this page shows.
 
 import { Api } from '../shared/api.js';
-import { h, replace, notice, field } from '../shared/dom.js';
+import { h, replace, notice } from '../shared/dom.js';
 import { renderDashboard } from './dashboard.js';
 import { renderMembers, renderMember } from './members.js';
 import { renderOperationLog, renderWechat } from './settings.js';
+import { consoleSession } from '../shared/session.js';
 
 const api = new Api('wxcm.console.token');
 const content = document.getElementById('content');
@@ -24,33 +25,6 @@ function allowed(section) {
   return session && session.permissions.includes(section.needs);
 }
 
-function showLogin(message) {
-  session = null;
-  document.getElementById('who').hidden = true;
-  document.getElementById('nav').hidden = true;
-  const [tenantField, tenant] = field('Tenant', { name: 'tenant', autocomplete: 'organization', required: true, value: localStorage.getItem('wxcm.console.tenant') ?? '' });
-  const [userField, user] = field('Username', { name: 'username', autocomplete: 'username', required: true });
-  const [passwordField, password] = field('Password', { name: 'password', type: 'password', autocomplete: 'current-password', required: true });
-  const status = h('div', { 'aria-live': 'polite' }, message ? notice('error', message) : null);
-  const submit = h('button', { type: 'submit' }, 'Sign in');
-  const form = h('form', { class: 'panel login', 'aria-labelledby': 'login-title' },
-    h('h2', { id: 'login-title' }, 'Sign in'), tenantField, userField, passwordField, submit, status);
-  form.addEventListener('submit', async (event) => {
-    event.preventDefault();
-    submit.disabled = true;
-    replace(status, notice('loading', 'Signing in…'));
-    try {
-      await api.login(tenant.value.trim(), user.value.trim(), password.value);
-      localStorage.setItem('wxcm.console.tenant', tenant.value.trim());
-      await start();
-    } catch (error) {
-      replace(status, notice('error', error.status === 401 ? 'Wrong tenant, username or password.' : error.message));
-      submit.disabled = false;
-    }
-  });
-  replace(content, form);
-  (tenant.value ? user : tenant).focus();
-}
 
 function renderNav(current) {
   const nav = document.getElementById('nav');
@@ -79,26 +53,18 @@ async function route() {
   await section.render(content, rest.join('/'));
 }
 
-async function start() {
-  if (!api.token) return showLogin();
-  try {
-    session = await api.get('/session');
-  } catch (error) {
-    return showLogin(error.status === 401 ? 'Your session ended; please sign in again.' : error.message);
-  }
-  document.getElementById('tenant-name').textContent = session.tenant_name;
-  document.getElementById('user-name').textContent = `${session.username} (${session.role})`;
-  document.getElementById('who').hidden = false;
-  await route();
-}
-
-document.getElementById('logout').addEventListener('click', async () => {
-  try {
-    await api.logout();
-  } finally {
-    showLogin();
-  }
+const start = consoleSession({
+  api,
+  tenantKey: 'wxcm.console.tenant',
+  content,
+  onSession: async (s) => {
+    session = s;
+    await route();
+  },
+  onSignedOut: () => {
+    session = null;
+    document.getElementById('nav').hidden = true;
+  },
 });
 window.addEventListener('hashchange', route);
-window.addEventListener('wxcm:signed-out', () => showLogin('Your session ended; please sign in again.'));
 start();

@@ -6,6 +6,7 @@
 import { Api, newKey } from '../shared/api.js';
 import { h, replace, notice, field } from '../shared/dom.js';
 import { formatCount, formatFen, parseYuan } from '../shared/money.js';
+import { consoleSession } from '../shared/session.js';
 
 const api = new Api('wxcm.staff.token');
 const content = document.getElementById('content');
@@ -15,32 +16,6 @@ let member = null;
 const can = (permission) => session?.permissions.includes(permission);
 const STORE_KEY = 'wxcm.staff.store';
 
-function showLogin(message) {
-  session = null;
-  member = null;
-  document.getElementById('who').hidden = true;
-  const [tenantField, tenant] = field('Tenant', { name: 'tenant', required: true, autocomplete: 'organization', value: localStorage.getItem('wxcm.staff.tenant') ?? '' });
-  const [userField, user] = field('Username', { name: 'username', required: true, autocomplete: 'username' });
-  const [passwordField, password] = field('Password', { name: 'password', type: 'password', required: true, autocomplete: 'current-password' });
-  const status = h('div', { 'aria-live': 'polite' }, message ? notice('error', message) : null);
-  const submit = h('button', { type: 'submit' }, 'Sign in');
-  const form = h('form', { class: 'panel login', 'aria-labelledby': 'login-title' }, h('h2', { id: 'login-title' }, 'Sign in'), tenantField, userField, passwordField, submit, status);
-  form.addEventListener('submit', async (event) => {
-    event.preventDefault();
-    submit.disabled = true;
-    replace(status, notice('loading', 'Signing in…'));
-    try {
-      await api.login(tenant.value.trim(), user.value.trim(), password.value);
-      localStorage.setItem('wxcm.staff.tenant', tenant.value.trim());
-      await start();
-    } catch (error) {
-      replace(status, notice('error', error.status === 401 ? 'Wrong tenant, username or password.' : error.message));
-      submit.disabled = false;
-    }
-  });
-  replace(content, form);
-  (tenant.value ? user : tenant).focus();
-}
 
 function memberCard() {
   if (!member) return notice('empty', 'No member selected.');
@@ -263,25 +238,17 @@ function render() {
   refresh();
 }
 
-async function start() {
-  if (!api.token) return showLogin();
-  try {
-    session = await api.get('/session');
-  } catch (error) {
-    return showLogin(error.status === 401 ? 'Your session ended; please sign in again.' : error.message);
-  }
-  document.getElementById('tenant-name').textContent = session.tenant_name;
-  document.getElementById('user-name').textContent = `${session.username} (${session.role})`;
-  document.getElementById('who').hidden = false;
-  render();
-}
-
-document.getElementById('logout').addEventListener('click', async () => {
-  try {
-    await api.logout();
-  } finally {
-    showLogin();
-  }
+const start = consoleSession({
+  api,
+  tenantKey: 'wxcm.staff.tenant',
+  content,
+  onSession: (s) => {
+    session = s;
+    render();
+  },
+  onSignedOut: () => {
+    session = null;
+    member = null;
+  },
 });
-window.addEventListener('wxcm:signed-out', () => showLogin('Your session ended; please sign in again.'));
 start();
