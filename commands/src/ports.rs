@@ -607,6 +607,12 @@ pub trait ReadModels: Send + Sync {
     ) -> Result<LedgerLinePage, PortError>;
     /// Counters of `from..=to` (the caller bounds the range by `REPORT_DAYS_MAX`).
     async fn daily_ops(&self, tenant: &TenantId, from: NaiveDate, to: NaiveDate) -> Result<DailyOpsReport, PortError>;
+    /// One campaign's daily counters (`campaign_*` metrics, dimension the campaign), by day.
+    async fn campaign_days(
+        &self,
+        tenant: &TenantId,
+        campaign: wxcm_domain::campaign::CampaignId,
+    ) -> Result<Vec<DailyOpsRow>, PortError>;
     async fn coupon_counts(
         &self,
         tenant: &TenantId,

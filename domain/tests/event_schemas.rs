@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use wxcm_domain::campaign::{
     AwardRef, BeaconRound, BeaconValue, CampaignEvent, CampaignId, CampaignKind, CampaignTerms, CampaignText, Cycle,
     DrawSeed, EntrantsHash, EntryId, EntryRefund, Limits, PeriodWinner, PeriodicTerms, Prize, PrizeTier, ShakeDraw,
-    ShakeSlot, ShakeTerms,
+    ShakeSlot, ShakeTerms, TicketSource,
 };
 use wxcm_domain::coupon::{
     Audience, Benefit, CouponEvent, CouponId, CouponTerms, CouponText, IssueChannel, IssueGrant, IssuedCoupon,
@@ -689,6 +689,7 @@ fn campaign_events() -> Vec<CampaignEvent> {
     let coupon = Prize::Coupon { template_id: TemplateId::from_uuid(uuid::Uuid::from_u128(9)) };
     let periodic = CampaignKind::PeriodicLottery(PeriodicTerms {
         cycle: Cycle::Daily,
+        tickets: TicketSource::Entries,
         entry_cost: Some(pts(10)),
         entrants_max: 1_000,
         tiers: vec![
@@ -750,6 +751,7 @@ fn campaign_events() -> Vec<CampaignEvent> {
             period_entries_after: 1,
             period_entrants_after: 1,
             entered_at: at("2026-12-05T02:00:00Z"),
+            visitor_openid: None,
         },
         CampaignEvent::CampaignPeriodDrawn {
             period_no: 1,

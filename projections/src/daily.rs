@@ -53,6 +53,13 @@ pub mod metric {
     pub const MALL_POINTS_SPENT: &str = "mall_points_spent";
     /// Fen paid for mall orders (balance or WeChat Pay), net of refunds.
     pub const MALL_FEN_TAKEN: &str = "mall_fen_taken";
+    /// Dimension: the campaign id. Entries, popularity tickets and shakes (fed
+    /// by `CampaignProjector`, like the two below).
+    pub const CAMPAIGN_PARTICIPATIONS: &str = "campaign_participations";
+    /// Members taking part in the campaign for the first time.
+    pub const CAMPAIGN_PARTICIPANTS_NEW: &str = "campaign_participants_new";
+    /// Prizes won (shakes that were not "thanks", period draws' winners).
+    pub const CAMPAIGN_WINNERS: &str = "campaign_winners";
 }
 
 #[derive(Iden)]

@@ -8,14 +8,17 @@
 //! - `members`: `MemberProjector` → `rm_members`, `rm_member_ledger`.
 //! - `coupons`: `CouponProjector` → `rm_coupons` and the coupon counters of `rm_daily_ops`.
 //! - `mall`: `MallProjector` → `rm_mall_orders` and the mall counters of `rm_daily_ops`.
+//! - `campaigns`: `CampaignProjector` → `rm_campaigns` and the per-campaign counters of `rm_daily_ops`.
 //! - `follows`: follow sources and what an event does to a member's follow columns.
 
+pub mod campaigns;
 pub mod coupons;
 pub mod envelope;
 pub mod mall;
 pub mod members;
 pub mod runtime;
 
+pub use campaigns::CampaignProjector;
 pub use coupons::CouponProjector;
 pub use envelope::{load_events, RelayedEvent};
 pub use mall::MallProjector;
@@ -35,6 +38,7 @@ pub use queries::PgReadModels;
 pub mod rebuild;
 // Rebuilding the coupon and mall read models (`wxcm projections rebuild coupons|mall`)
 // with their projectors' code.
+pub mod rebuild_campaigns;
 pub mod rebuild_coupons;
 pub mod rebuild_mall;
 pub mod rebuild_projector;

@@ -13,15 +13,19 @@ use wxcm_commands::ports::{
     MemberPage, MemberRow, MemberSearch, MemberSortKey, PortError, ReadModels, SortOrder, COUPON_PAGE_MAX,
     LEDGER_PAGE_MAX, MEMBER_PAGE_MAX, REPORT_DAYS_MAX,
 };
+use wxcm_domain::campaign::CampaignId;
 use wxcm_domain::coupon::TemplateId;
 use wxcm_domain::{MemberId, TenantId};
 
+use crate::campaigns::CAMPAIGN_METRICS;
 use crate::coupons::RmCoupons;
 use crate::daily::{metric, RmDailyOps};
 use crate::members::{RmMemberLedger, RmMembers, LEDGER_LINE_COLUMNS};
 
 /// Rows a daily-operations report may return (its range is bounded too).
 pub const DAILY_OPS_ROWS_MAX: u64 = 50_000;
+/// Rows of one campaign's report: its three counters over more days than a campaign lasts.
+pub const CAMPAIGN_REPORT_ROWS_MAX: u64 = 3 * 800;
 
 /// The read models of one shard.
 #[derive(Debug, Clone)]
@@ -269,12 +273,30 @@ impl ReadModels for PgReadModels {
             .and_where(Expr::col(RmDailyOps::TenantId).eq(tenant.as_str()))
             .and_where(Expr::col(RmDailyOps::Day).between(from, to))
             .and_where(Expr::col(RmDailyOps::Value).ne(0))
+            .and_where(Expr::col(RmDailyOps::Metric).is_not_in(CAMPAIGN_METRICS))
             .order_by(RmDailyOps::Day, Order::Asc)
             .order_by(RmDailyOps::Metric, Order::Asc)
             .order_by(RmDailyOps::Dimension, Order::Asc)
             .limit(DAILY_OPS_ROWS_MAX)
             .build_sqlx(PostgresQueryBuilder);
-        let rows = sqlx::query_with(&sql, values).fetch_all(&self.pool).await.map_err(PortError::new)?;
+        let mut rows = sqlx::query_with(&sql, values).fetch_all(&self.pool).await.map_err(PortError::new)?;
+        // Per-campaign counters (dimension: the campaign) summed over the
+        // tenant's campaigns, one row per day and metric with dimension "".
+        let (sql, values) = Query::select()
+            .columns([RmDailyOps::Day, RmDailyOps::Metric])
+            .expr_as(Expr::val(""), Alias::new("dimension"))
+            .expr_as(Func::sum(Expr::col(RmDailyOps::Value)).cast_as(Alias::new("bigint")), Alias::new("value"))
+            .from(RmDailyOps::Table)
+            .and_where(Expr::col(RmDailyOps::TenantId).eq(tenant.as_str()))
+            .and_where(Expr::col(RmDailyOps::Day).between(from, to))
+            .and_where(Expr::col(RmDailyOps::Metric).is_in(CAMPAIGN_METRICS))
+            .group_by_col(RmDailyOps::Day)
+            .group_by_col(RmDailyOps::Metric)
+            .and_having(Func::sum(Expr::col(RmDailyOps::Value)).ne(0))
+            .order_by(RmDailyOps::Day, Order::Asc)
+            .order_by(RmDailyOps::Metric, Order::Asc)
+            .build_sqlx(PostgresQueryBuilder);
+        rows.extend(sqlx::query_with(&sql, values).fetch_all(&self.pool).await.map_err(PortError::new)?);
         let rows = rows
             .iter()
             .map(|r| {
@@ -306,6 +328,32 @@ impl ReadModels for PgReadModels {
             .collect::<Result<Vec<(String, i64)>, sqlx::Error>>()
             .map_err(PortError::new)?;
         Ok(DailyOpsReport { rows, members_by_card_level })
+    }
+
+    async fn campaign_days(&self, tenant: &TenantId, campaign: CampaignId) -> Result<Vec<DailyOpsRow>, PortError> {
+        let (sql, values) = Query::select()
+            .columns([RmDailyOps::Day, RmDailyOps::Metric, RmDailyOps::Dimension, RmDailyOps::Value])
+            .from(RmDailyOps::Table)
+            .and_where(Expr::col(RmDailyOps::TenantId).eq(tenant.as_str()))
+            .and_where(Expr::col(RmDailyOps::Dimension).eq(campaign.to_string()))
+            .and_where(Expr::col(RmDailyOps::Metric).is_in(CAMPAIGN_METRICS))
+            .and_where(Expr::col(RmDailyOps::Value).ne(0))
+            .order_by(RmDailyOps::Day, Order::Asc)
+            .order_by(RmDailyOps::Metric, Order::Asc)
+            .limit(CAMPAIGN_REPORT_ROWS_MAX)
+            .build_sqlx(PostgresQueryBuilder);
+        let rows = sqlx::query_with(&sql, values).fetch_all(&self.pool).await.map_err(PortError::new)?;
+        rows.iter()
+            .map(|r| {
+                Ok(DailyOpsRow {
+                    day: r.try_get("day")?,
+                    metric: r.try_get("metric")?,
+                    dimension: r.try_get("dimension")?,
+                    value: r.try_get("value")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(PortError::new)
     }
 
     async fn coupon_counts(&self, tenant: &TenantId, template: TemplateId) -> Result<CouponCounts, PortError> {

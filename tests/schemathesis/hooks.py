@@ -303,8 +303,11 @@ def map_case(context, case):
         _campaign(body)
     elif route == ("PUT", "/admin/api/v1/campaigns/{campaign_id}/terms") and body is not None:
         _campaign(body)
-    elif route == ("POST", "/admin/api/v1/periodic-campaigns") and body is not None:
+    elif route in (("POST", "/admin/api/v1/periodic-campaigns"), ("POST", "/admin/api/v1/popularity-campaigns")) \
+            and body is not None:
         _periodic_campaign(body)
+    elif route == ("POST", "/admin/api/v1/campaigns/{campaign_id}/periods") and body is not None:
+        _ordered_instants(body, "starts_at", "ends_at", strict=True)
     elif route == ("POST", "/m/api/v1/mall/orders") and body is not None:
         _member_order(body)
     path = case.path_parameters if isinstance(case.path_parameters, dict) else None

@@ -13,7 +13,9 @@ use chrono::{DateTime, Duration, Utc};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
 use wxcm_commands::ports::{App, Clock};
-use wxcm_projections::{CouponProjector, MallProjector, MemberProjector, Projector, ProjectorRuntime};
+use wxcm_projections::{
+    CampaignProjector, CouponProjector, MallProjector, MemberProjector, Projector, ProjectorRuntime,
+};
 use wxcm_server::app::{Application, BuildOptions, Role, RunningApp};
 use wxcm_server::config::{Settings, ShardConfig};
 use wxcm_server::relay::{self, ShardRelay};
@@ -22,6 +24,7 @@ use wxcm_server::sealer::AesGcmSealer;
 pub mod admin;
 pub mod browser;
 pub mod simulator;
+pub mod wechat_world;
 pub use simulator::{SimOptions, Simulator};
 
 pub const SUPERUSER_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -120,6 +123,7 @@ struct ShardPipeline {
     projector: ProjectorRuntime<MemberProjector>,
     coupons: ProjectorRuntime<CouponProjector>,
     mall: ProjectorRuntime<MallProjector>,
+    campaigns: ProjectorRuntime<CampaignProjector>,
 }
 
 impl ShardPipeline {
@@ -145,6 +149,7 @@ impl ShardPipeline {
         drain(&mut self.projector, deadline).await;
         drain(&mut self.coupons, deadline).await;
         drain(&mut self.mall, deadline).await;
+        drain(&mut self.campaigns, deadline).await;
     }
 }
 
@@ -208,13 +213,15 @@ pub async fn spawn_app_with_projections_on(mut settings: Settings) -> TestApp {
     let projectors = application.shard_projectors(&js, tune);
     let coupon_projectors = application.shard_coupon_projectors(&js, tune);
     let mall_projectors = application.shard_mall_projectors(&js, tune);
+    let campaign_projectors = application.shard_campaign_projectors(&js, tune);
     let mut shards = Vec::new();
     // All come from `Shards::all`, in the same order.
-    let pipelines = names.iter().zip(relays).zip(projectors).zip(coupon_projectors).zip(mall_projectors);
-    for ((((name, relay), projector), coupons), mall) in pipelines {
+    let pipelines =
+        names.iter().zip(relays).zip(projectors).zip(coupon_projectors).zip(mall_projectors).zip(campaign_projectors);
+    for (((((name, relay), projector), coupons), mall), campaigns) in pipelines {
         let url = &settings.shards[name].admin_url;
         let db = PgConnectOptions::from_str(url).expect("url").connect().await.expect("shard connection");
-        shards.push(ShardPipeline { db, relay, projector, coupons, mall });
+        shards.push(ShardPipeline { db, relay, projector, coupons, mall, campaigns });
     }
     let pipeline = Pipeline { js, prefix, shards: tokio::sync::Mutex::new(shards) };
     start(application, settings, clock, Some(pipeline))

@@ -626,6 +626,7 @@ async fn coupon_and_store_prizes_are_given_once_per_award() {
 async fn the_scheduler_draws_each_period_of_a_daily_lottery_and_gives_the_prizes_once() {
     use wxcm_domain::campaign::{
         CampaignKind, CampaignTerms, CampaignText, Cycle, Limits, PeriodEnd, PeriodicTerms, Prize, PrizeTier,
+        TicketSource,
     };
     use wxcm_domain::PointsAmount;
 
@@ -640,6 +641,7 @@ async fn the_scheduler_draws_each_period_of_a_daily_lottery_and_gives_the_prizes
         limits: Limits { lifetime: None, per_day: None, per_period: Some(3) },
         kind: CampaignKind::PeriodicLottery(PeriodicTerms {
             cycle: Cycle::Daily,
+            tickets: TicketSource::Entries,
             entry_cost: None,
             entrants_max: 100,
             tiers: vec![PrizeTier { prize: Prize::Points { points: PointsAmount::new(7).unwrap() }, count: 2 }],
@@ -1065,4 +1067,186 @@ async fn hold_as_a_dead_request(t: &TestApp, m: &Merchant, campaign: &str, membe
     };
     let request = json!({ "campaign_entry": entry_id, "step": "hold" });
     members::execute(&t.app, &m.tenant, member_id, command, &request, &ctx).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_manual_period_names_a_beacon_round_and_is_drawn_once_its_value_is_recorded() {
+    let t = spawn_app().await;
+    let m = merchant(&t, "manual-beacon").await;
+    let now = t.app.clock.now();
+    let body = json!({
+        "name": "Draw by hand",
+        "starts_at": now + chrono::Duration::hours(1),
+        "ends_at": now + chrono::Duration::days(5),
+        "cycle": "manual",
+        "entrants_max": 50,
+        "tiers": [{"prize": {"kind": "points", "points": 3}, "count": 1}],
+    });
+    let (status, created) = post(&t, &m.owner, "/admin/api/v1/periodic-campaigns", Some(body.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["campaign_id"].as_str().unwrap().to_owned();
+    let periods = format!("/admin/api/v1/campaigns/{id}/periods");
+    let window = |from_h: i64, to_h: i64| {
+        json!({"starts_at": now + chrono::Duration::hours(from_h), "ends_at": now + chrono::Duration::hours(to_h),
+               "beacon": {"source": "drand-quicknet", "round": 12_345_678}})
+    };
+    // A draft takes no period.
+    let (status, reply) = post(&t, &m.owner, &periods, Some(window(2, 30))).await;
+    assert_eq!((status, reply["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("wrong_status")), "{reply}");
+    post(&t, &m.owner, &format!("/admin/api/v1/campaigns/{id}/schedule"), None).await;
+    let events_before = campaign_events(&t, &m).await;
+    // Bad windows and beacons change nothing.
+    let mut bad_round = window(2, 30);
+    bad_round["beacon"]["round"] = json!(0);
+    let (status, reply) = post(&t, &m.owner, &periods, Some(window(2, 200))).await;
+    assert_eq!((status, reply["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("period_window_conflict")));
+    for (bad, code) in
+        [(window(30, 2), "invalid_period"), (bad_round, "invalid_beacon"), (json!({"starts_at": now}), "invalid_body")]
+    {
+        let (status, reply) = post(&t, &m.owner, &periods, Some(bad)).await;
+        assert_eq!(
+            (status, reply["error"]["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some(code)),
+            "{reply}"
+        );
+    }
+    assert_eq!(campaign_events(&t, &m).await, events_before);
+    // Opened once; the same request again replays it.
+    let open = |key: &'static str| {
+        t.http.post(t.url(&periods)).bearer_auth(&m.owner).header("Idempotency-Key", key).json(&window(2, 30))
+    };
+    let (status, opened) = send(open("open-period-1")).await;
+    assert_eq!(status, StatusCode::CREATED, "{opened}");
+    let (status, again) = send(open("open-period-1")).await;
+    assert_eq!(status, StatusCode::CREATED, "{again}");
+    assert_eq!(again["periodic"]["periods"].as_array().map(Vec::len), Some(1), "{again}");
+    let period = &opened["periodic"]["periods"][0];
+    assert_eq!(period["beacon"], json!({"source": "drand-quicknet", "round": 12_345_678}));
+    assert_eq!(period["commitment"].as_str().map(str::len), Some(64));
+    // An overlapping second period is refused.
+    let (status, _) = post(&t, &m.owner, &periods, Some(window(20, 40))).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    t.clock.advance(chrono::Duration::hours(2));
+    step(&t, &m).await;
+    for n in 1..=2 {
+        let (_, session) = member(&t, &m, n).await;
+        let (status, entry) = post(&t, &session, &format!("/m/api/v1/campaigns/{id}/entries"), None).await;
+        assert_eq!(status, StatusCode::CREATED, "{entry}");
+    }
+    // Past the period's end the draw waits for the beacon's value (the scheduler retries).
+    t.clock.advance(chrono::Duration::hours(29));
+    let shard = t.app.router.route(&m.tenant).unwrap();
+    let report = scheduler::step(&t.app, &shard).await.unwrap();
+    assert_eq!(report.failed, 1, "{report:?}");
+    let (_, view) = get(&t, &m.owner, &format!("/admin/api/v1/campaigns/{id}")).await;
+    assert_eq!(view["periodic"]["periods"][0]["state"], "open", "{view}");
+
+    let value_path = format!("/admin/api/v1/campaigns/{id}/periods/1/beacon-value");
+    let put = |value: &str| {
+        t.http
+            .put(t.url(&value_path))
+            .bearer_auth(&m.owner)
+            .header("Idempotency-Key", key())
+            .json(&json!({"value": value}))
+    };
+    let (status, reply) = send(put("XYZ")).await;
+    assert_eq!(
+        (status, reply["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_beacon_value"))
+    );
+    let value = "ab".repeat(32);
+    let (status, drawn) = send(put(&value)).await;
+    assert_eq!(status, StatusCode::OK, "{drawn}");
+    let period = &drawn["periodic"]["periods"][0];
+    assert_eq!((period["state"].as_str(), period["winners"].as_u64()), (Some("drawn"), Some(1)), "{drawn}");
+    let (status, reply) = send(put(&"cd".repeat(32))).await;
+    assert_eq!((status, reply["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("beacon_value_conflict")));
+    let (status, _) = send(put(&value)).await;
+    assert_eq!(status, StatusCode::OK, "the same value again");
+    let (status, reply) = send(
+        t.http
+            .put(t.url(&format!("/admin/api/v1/campaigns/{id}/periods/7/beacon-value")))
+            .bearer_auth(&m.owner)
+            .header("Idempotency-Key", key())
+            .json(&json!({"value": value})),
+    )
+    .await;
+    assert_eq!((status, reply["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("period_not_found")));
+    // The draw event states the value; the audit recomputes the draw with it.
+    let stated: String = {
+        let mut db = t.shard_db(&shard.name).await;
+        sqlx::query_scalar(
+            "SELECT payload #>> '{CampaignPeriodDrawn,beacon_value}' FROM events WHERE tenant_id = $1 AND event_type = 'CampaignPeriodDrawn'",
+        )
+        .bind(m.tenant.as_str())
+        .fetch_one(&mut db)
+        .await
+        .unwrap()
+    };
+    assert_eq!(stated, value);
+    let (code, report) = audit_draw_cli(&t, &m, &id).await;
+    assert_eq!((code, report["ok"].as_bool()), (Some(0), Some(true)), "{report}");
+
+    // A cycle's periods are the scheduler's.
+    let mut daily = body;
+    daily["cycle"] = json!("daily");
+    let (_, created) = post(&t, &m.owner, "/admin/api/v1/periodic-campaigns", Some(daily)).await;
+    let daily_id = created["campaign_id"].as_str().unwrap();
+    post(&t, &m.owner, &format!("/admin/api/v1/campaigns/{daily_id}/schedule"), None).await;
+    let (status, reply) =
+        post(&t, &m.owner, &format!("/admin/api/v1/campaigns/{daily_id}/periods"), Some(window(40, 50))).await;
+    assert_eq!((status, reply["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("periods_by_cycle")));
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn the_campaign_report_counts_participations_newcomers_and_winners_per_day() {
+    let t = wxcm_tests::spawn_app_with_projections().await;
+    let m = merchant(&t, "campaign-report").await;
+    let id = ongoing_lottery(&t, &m, lottery(&t, 100, 2, 5)).await;
+    let mut shakes = 0;
+    for n in 1..=4 {
+        let (_, session) = member(&t, &m, n).await;
+        for _ in 0..2 {
+            let (status, draw) = shake(&t, &session, &id).await;
+            assert_eq!(status, StatusCode::CREATED, "{draw}");
+            shakes += 1;
+        }
+    }
+    t.catch_up().await;
+    let (status, report) = get(&t, &m.owner, &format!("/admin/api/v1/campaigns/{id}/report")).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    // The prizes the events gave (the stock taken), against the read model's days.
+    let won = 100 - report["campaign"]["slots"][0]["stock_left"].as_i64().unwrap();
+    let days = report["days"].as_array().unwrap();
+    let sum = |field: &str| days.iter().map(|d| d[field].as_i64().unwrap()).sum::<i64>();
+    assert_eq!((sum("participations"), sum("participants_new"), sum("winners")), (shakes, 4, won), "{report}");
+    assert_eq!(
+        (report["campaign"]["participants"].as_i64(), report["campaign"]["winners"].as_i64()),
+        (Some(4), Some(won))
+    );
+    let res = t
+        .http
+        .get(t.url(&format!("/admin/api/v1/campaigns/{id}/report?format=csv")))
+        .bearer_auth(&m.owner)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["content-type"], "text/csv; charset=utf-8");
+    let csv = res.text().await.unwrap();
+    assert!(csv.starts_with("day,visits,shares,participations,participants_new,winners\r\n"), "{csv}");
+    assert_eq!(csv.lines().count(), days.len() + 1, "{csv}");
+    let (status, reply) = get(&t, &m.owner, &format!("/admin/api/v1/campaigns/{id}/report?format=xml")).await;
+    assert_eq!((status, reply["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_format")));
+    // The tenant's daily report sums the campaign counters over its campaigns.
+    let day = days[0]["day"].as_str().unwrap();
+    let (_, ops) = get(&t, &m.owner, &format!("/admin/api/v1/reports/daily-ops?from={day}&to={day}")).await;
+    let row = ops["rows"].as_array().unwrap().iter().find(|r| r["metric"] == "campaign_participations").cloned();
+    assert_eq!(row.map(|r| (r["dimension"].clone(), r["value"].clone())), Some((json!(""), json!(shakes))), "{ops}");
+    // Another tenant sees no report of it.
+    let other = merchant(&t, "campaign-report-b").await;
+    let (status, _) = get(&t, &other.owner, &format!("/admin/api/v1/campaigns/{id}/report")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    t.stop().await;
 }

@@ -2,155 +2,18 @@
 //! router built here with a `ClientOutbound` talking to the simulator
 //! (served in-process), because the app harness wires no outbound client.
 
-use std::sync::Arc;
-
-use async_trait::async_trait;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use wxcm_commands::ports::Role;
-use wxcm_commands::{auth, tenants, CommandContext};
-use wxcm_domain::{Actor, MemberId, OpenId, TenantId};
-use wxcm_http::{ClientOutbound, HttpSettings, Readiness, WechatEdge, WechatSettings};
-use wxcm_outbound::wechat::tokens::{MemoryTokenStore, StaticTokenSources, TokenCenter, TokenCenterConfig};
-use wxcm_outbound::wechat::{ClientConfig, WechatClient, WechatHttp};
-use wxcm_tests::{spawn_app, Simulator, TestApp};
+use wxcm_domain::{MemberId, OpenId, TenantId};
+use wxcm_tests::wechat_world::{location, query_param, World, APPID, APP_SECRET, COMPONENT, FOLLOW_URL};
 
 const TENANT: &str = "qr-cinema";
-const APPID: &str = "wx00112233aabbccdd";
-const APP_SECRET: &str = "app-secret-for-the-sandbox";
-const COMPONENT: &str = "wxcomponent0admin";
-const COMPONENT_SECRET: &str = "component-secret-admin";
-const PASSWORD: &str = "a-long-enough-password";
-const FOLLOW_URL: &str = "https://mp.example.com/follow?appid={appid}";
-
-struct Ready;
-
-#[async_trait]
-impl Readiness for Ready {
-    async fn check(&self) -> Result<(), String> {
-        Ok(())
-    }
-}
-
-struct World {
-    t: TestApp,
-    sandbox: Simulator,
-    base: String,
-    http: reqwest::Client,
-    center: Arc<TokenCenter>,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl World {
-    async fn new() -> World {
-        let t = spawn_app().await;
-        let sandbox = Simulator::start().await;
-        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        for (appid, secret) in [(APPID, APP_SECRET), (COMPONENT, COMPONENT_SECRET)] {
-            let r = http
-                .post(format!("{}/sandbox/apps", sandbox.base_url))
-                .json(&json!({"appid": appid, "secret": secret}))
-                .send()
-                .await
-                .unwrap();
-            assert!(r.status().is_success());
-        }
-        let config = ClientConfig {
-            api_base: sandbox.base_url.clone(),
-            open_base: sandbox.base_url.clone(),
-            mp_base: sandbox.base_url.clone(),
-            backoff_base_ms: 5,
-            backoff_max_ms: 20,
-            ..ClientConfig::default()
-        };
-        let transport = Arc::new(WechatHttp::new(config).unwrap());
-        let sources = StaticTokenSources {
-            app_secrets: [(APPID.to_owned(), APP_SECRET.to_owned())].into(),
-            component_secrets: [(COMPONENT.to_owned(), COMPONENT_SECRET.to_owned())].into(),
-        };
-        let center = Arc::new(TokenCenter::new(
-            Arc::new(MemoryTokenStore::default()),
-            Arc::new(sources),
-            transport.clone(),
-            wxcm_tests::sealer(),
-            TokenCenterConfig::default(),
-        ));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let mut outbound =
-            ClientOutbound::new(WechatClient::new(transport, center.clone()), Some(COMPONENT.into()), &base);
-        outbound.follow_url_template = Some(FOLLOW_URL.into());
-        let edge = Arc::new(WechatEdge::new(WechatSettings::default(), Some(Arc::new(outbound)), t.app.clock.clone()));
-        let router = wxcm_http::router_with(t.app.clone(), Arc::new(Ready), HttpSettings::default(), edge);
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
-        World { t, sandbox, base, http, center, server }
-    }
-
-    async fn stop(self) {
-        self.server.abort();
-        self.sandbox.stop().await;
-        self.t.stop().await;
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn token(&self, role: Role) -> String {
-        let tenant_id = TenantId::parse(TENANT).unwrap();
-        if tenants::get(&self.t.app, &tenant_id).await.is_err() {
-            let key = wxcm_commands::members::system_key(&["test-tenant", TENANT]).unwrap();
-            let ctx = CommandContext::new(tenant_id.clone(), key, "test".into());
-            tenants::create(&self.t.app, &tenant_id, "QR Cinema", Actor::Admin { username: "t".into() }, &ctx)
-                .await
-                .unwrap();
-        }
-        let username = format!("user-{}", role.as_str());
-        auth::create_admin(&self.t.app, &tenant_id, &username, PASSWORD, role).await.unwrap();
-        let res = self
-            .http
-            .post(self.url("/admin/api/v1/login"))
-            .json(&json!({"tenant_id": TENANT, "username": username, "password": PASSWORD}))
-            .send()
-            .await
-            .unwrap();
-        res.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned()
-    }
-
-    async fn send(&self, method: reqwest::Method, path: &str, token: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, self.url(path)).bearer_auth(token);
-        req = req.header("Idempotency-Key", format!("key-{}", uuid::Uuid::new_v4().simple()));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let res = req.send().await.unwrap();
-        let status = res.status();
-        (status, res.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn sandbox_post(&self, path: &str, body: Value) -> Value {
-        let res = self.http.post(format!("{}{path}", self.sandbox.base_url)).json(&body).send().await.unwrap();
-        assert!(res.status().is_success(), "{path}: {}", res.status());
-        res.json().await.unwrap()
-    }
-}
-
-fn location(res: &reqwest::Response) -> String {
-    res.headers()["location"].to_str().unwrap().to_owned()
-}
-
-fn query_param(url: &str, name: &str) -> String {
-    let url = reqwest::Url::parse(url).unwrap_or_else(|e| panic!("{url}: {e}"));
-    let value = url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
-    value.unwrap_or_else(|| panic!("no {name} in {url}"))
-}
 
 #[tokio::test]
 async fn wechat_settings_qr_codes_menus_and_referrals_through_the_simulator() {
     use reqwest::Method;
-    let w = World::new().await;
+    let w = World::new(TENANT).await;
     let owner = w.token(Role::Owner).await;
     let auditor = w.token(Role::Auditor).await;
     let staff = w.token(Role::Staff).await;

@@ -13,6 +13,8 @@
 
 pub mod lanes;
 pub mod periods;
+pub mod popularity;
+pub mod report;
 pub mod shakes;
 
 use async_trait::async_trait;
@@ -22,8 +24,8 @@ use serde::Serialize;
 use tracing::{info, instrument};
 use uuid::Uuid;
 use wxcm_domain::campaign::{
-    Campaign, CampaignCommand, CampaignError, CampaignId, CampaignKind, CampaignState, CampaignTerms, DrawSeed,
-    PeriodEnd, Prize, SeedCommitment, ShakeDraw, ShakeOdds, Status,
+    BeaconRound, BeaconValue, Campaign, CampaignCommand, CampaignError, CampaignId, CampaignKind, CampaignState,
+    CampaignTerms, DrawSeed, PeriodEnd, Prize, SeedCommitment, ShakeDraw, ShakeOdds, Status,
 };
 use wxcm_domain::tenant::SealedSecret;
 use wxcm_domain::{Actor, EventSourced, IdempotencyKey, MemberId, TenantId};
@@ -54,6 +56,38 @@ pub trait CampaignStore: Send + Sync {
         campaign: CampaignId,
         period_no: u32,
     ) -> Result<Option<SealedSecret>, PortError>;
+    /// Records the beacon value of a period unless one is recorded; returns
+    /// the recorded one (first writer wins).
+    async fn put_beacon_value(
+        &self,
+        tenant: &TenantId,
+        campaign: CampaignId,
+        period_no: u32,
+        value: &BeaconValue,
+        recorded_by: &str,
+    ) -> Result<BeaconValue, PortError>;
+    async fn beacon_value(
+        &self,
+        tenant: &TenantId,
+        campaign: CampaignId,
+        period_no: u32,
+    ) -> Result<Option<BeaconValue>, PortError>;
+    /// Adds page visits and share-link requests to the campaign's merchant day.
+    async fn count_traffic(
+        &self,
+        tenant: &TenantId,
+        campaign: CampaignId,
+        day: chrono::NaiveDate,
+        visits: i64,
+        shares: i64,
+    ) -> Result<(), PortError>;
+    /// The campaign's traffic by merchant day (at most `limit` days, oldest first).
+    async fn traffic(
+        &self,
+        tenant: &TenantId,
+        campaign: CampaignId,
+        limit: u32,
+    ) -> Result<Vec<(chrono::NaiveDate, i64, i64)>, PortError>;
     /// The member's shakes in the campaign, in chance order, at most `limit`.
     async fn member_shakes(
         &self,
@@ -68,6 +102,9 @@ pub trait CampaignStore: Send + Sync {
 pub enum CampaignOpError {
     #[error("campaign not found")]
     NotFound,
+    /// A share link names a member the tenant does not have.
+    #[error("member not found")]
+    MemberNotFound,
     /// A coupon prize names a template this tenant does not have.
     #[error("coupon template {0} not found")]
     TemplateNotFound(wxcm_domain::coupon::TemplateId),
@@ -91,6 +128,19 @@ pub enum CampaignOpError {
     /// same key never enters afterwards.
     #[error("this request's entry was refused and its points released; use a new key")]
     EntryAbandoned,
+    /// Periods of a daily, weekly or whole-campaign cycle are opened by the scheduler.
+    #[error("this campaign's periods follow its cycle; only a manual campaign's are opened by hand")]
+    PeriodsByCycle,
+    #[error("period {0} does not exist")]
+    PeriodNotFound(u32),
+    #[error("period {0} names no beacon round")]
+    NoBeacon(u32),
+    /// A beacon value is recorded once; another value for the round is refused.
+    #[error("period {0} already has another beacon value")]
+    BeaconValueConflict(u32),
+    /// The draw waits for the beacon value of the round its period named.
+    #[error("period {0} waits for the value of its beacon round")]
+    BeaconPending(u32),
     /// The database is unreachable for now; a write's outcome is unknown.
     #[error("infrastructure unavailable: {0}")]
     Unavailable(String),
@@ -133,6 +183,7 @@ pub struct PeriodView {
     pub state: &'static str,
     pub seed: Option<DrawSeed>,
     pub winners: u32,
+    pub beacon: Option<BeaconRound>,
 }
 
 /// A campaign as its operators see it (the seed only once revealed).
@@ -194,6 +245,7 @@ impl CampaignView {
                         state,
                         seed,
                         winners,
+                        beacon: p.beacon.clone(),
                     }
                 })
                 .collect(),

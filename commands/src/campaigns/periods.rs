@@ -21,20 +21,32 @@
 //! is never drawn and every paid entry is refunded once (`cancel_period`,
 //! due work `campaign_entry_refund`).
 //!
-//! Not yet: beacons,
-//! periods opened by hand, and a period whose whole window passed while no
-//! scheduler ran (the cycle then stops: logged).
+//! **By hand and beacons.** A manual campaign's periods are opened by an
+//! operator ([`open_period_by_hand`]) with any window inside the campaign, and
+//! may name an external beacon round (e.g. drand) fixed before entries close;
+//! its value, once the beacon has published it, is recorded by an operator
+//! ([`record_beacon_value`], first writer wins; an auditor checks it against
+//! the beacon) and the draw mixes it into the seed. A draw due before the value
+//! is recorded fails and is retried by the scheduler; recording the value of an
+//! ended period draws it at once.
+//!
+//! Not yet: fetching beacon values (no beacon is reachable here), and a
+//! period whose whole window passed while no scheduler ran (the cycle then
+//! stops: logged).
 
+use chrono::{DateTime, Utc};
 use tracing::{info, instrument, warn};
 use wxcm_domain::campaign::{
-    AwardRef, CampaignCommand, CampaignError, CampaignEvent, CampaignId, CampaignKind, Cycle, EntryId, EntryRefund,
-    PeriodEnd, Refusal, Status,
+    AwardRef, BeaconRound, BeaconValue, CampaignCommand, CampaignError, CampaignEvent, CampaignId, CampaignKind, Cycle,
+    EntryId, EntryRefund, PeriodEnd, Refusal, Status,
 };
 use wxcm_domain::member::{ExpiryPolicy, MemberCommand, MemberError, PointsSource, Provenance};
 use wxcm_domain::{Actor, IdempotencyKey, MemberId, PointsAmount, Reference, TenantId};
 
 use super::shakes::issue_award;
-use super::{infra, outcome_written, run, seed_for, state_of, stored_seed, system_key, CampaignOpError};
+use super::{
+    get, infra, outcome_written, run, seed_for, state_of, stored_seed, system_key, CampaignOpError, CampaignView,
+};
 use crate::members::MemberOpError;
 use crate::{App, CommandContext};
 
@@ -368,10 +380,20 @@ pub async fn due_period_draw(app: &App, tenant: &TenantId, aggregate_id: &str) -
             let seed = stored_seed(app, &shard, tenant, campaign_id, period_no)
                 .await?
                 .ok_or_else(|| infra(format!("period {period_no} has no stored seed")))?;
+            let beacon_value = match &period.beacon {
+                None => None,
+                Some(_) => Some(
+                    shard
+                        .campaign_store
+                        .beacon_value(tenant, campaign_id, period_no)
+                        .await?
+                        .ok_or(CampaignOpError::BeaconPending(period_no))?,
+                ),
+            };
             let key = system_key(&["campaign-draw", &campaign_id.to_string(), &period_no.to_string()])?;
             let ctx = CommandContext::new(tenant.clone(), key, "system:scheduler".into());
             let actor = Actor::System { job: "scheduler".into() };
-            let command = CampaignCommand::DrawPeriod { period_no, seed, beacon_value: None, actor };
+            let command = CampaignCommand::DrawPeriod { period_no, seed, beacon_value, actor };
             let request = serde_json::json!({ "draw_period": campaign_id, "period_no": period_no });
             let outcome = run(app, &ctx, campaign_id, command, &request).await?;
             written += outcome_written(&outcome);
@@ -384,6 +406,80 @@ pub async fn due_period_draw(app: &App, tenant: &TenantId, aggregate_id: &str) -
     }
     issue_period_prizes(app, tenant, campaign_id, period_no).await?;
     Ok(written + open_next_period(app, tenant, campaign_id).await?)
+}
+
+/// Opens the next period of a manual campaign with the operator's window
+/// (inside the campaign, after the last period) and optional beacon round;
+/// a fresh seed is sealed for it and only its commitment recorded. Idempotent
+/// by the request's key: a retry answers the period it opened.
+#[instrument(skip_all, fields(tenant = %ctx.tenant_id, %campaign_id))]
+pub async fn open_period_by_hand(
+    app: &App,
+    ctx: &CommandContext,
+    campaign_id: CampaignId,
+    window: (DateTime<Utc>, DateTime<Utc>),
+    beacon: Option<BeaconRound>,
+    actor: Actor,
+) -> Result<CampaignView, CampaignOpError> {
+    let tenant = &ctx.tenant_id;
+    let shard = app.router.route(tenant)?;
+    let state = state_of(&shard, tenant, campaign_id).await?;
+    let CampaignKind::PeriodicLottery(terms) = &state.terms.kind else {
+        return Err(CampaignOpError::Campaign(CampaignError::WrongKind("periodic_lottery")));
+    };
+    if terms.cycle != Cycle::Manual {
+        return Err(CampaignOpError::PeriodsByCycle);
+    }
+    // The period number is not part of the request: a retry after success
+    // (the next number then being one more) must still replay this opening
+    // (the executor answers it before deciding; the seed it may seal for the
+    // next number stays sealed and serves that period when it opens).
+    let request = serde_json::json!({
+        "open_period": campaign_id, "starts_at": window.0, "ends_at": window.1, "beacon": &beacon,
+    });
+    let period_no = state.periods.keys().next_back().map_or(1, |n| n + 1);
+    let seed = seed_for(app, &shard, tenant, campaign_id, period_no).await?;
+    let command = CampaignCommand::OpenPeriod {
+        period_no,
+        starts_at: window.0,
+        ends_at: window.1,
+        commitment: seed.commitment(),
+        beacon,
+        actor,
+    };
+    run(app, ctx, campaign_id, command, &request).await?;
+    info!(%campaign_id, period_no, "campaign period opened by hand");
+    get(app, tenant, campaign_id).await
+}
+
+/// Records the value the beacon published for the round period `period_no`
+/// named (first writer wins: the same value again changes nothing, another
+/// is refused). An ended period waiting for it is drawn at once.
+#[instrument(skip_all, fields(%tenant, %campaign_id, period_no))]
+pub async fn record_beacon_value(
+    app: &App,
+    tenant: &TenantId,
+    campaign_id: CampaignId,
+    period_no: u32,
+    value: &BeaconValue,
+    recorded_by: &str,
+) -> Result<CampaignView, CampaignOpError> {
+    let shard = app.router.route(tenant)?;
+    let state = state_of(&shard, tenant, campaign_id).await?;
+    let period = state.periods.get(&period_no).ok_or(CampaignOpError::PeriodNotFound(period_no))?;
+    if period.beacon.is_none() {
+        return Err(CampaignOpError::NoBeacon(period_no));
+    }
+    let stored = shard.campaign_store.put_beacon_value(tenant, campaign_id, period_no, value, recorded_by).await?;
+    if stored != *value {
+        return Err(CampaignOpError::BeaconValueConflict(period_no));
+    }
+    info!("beacon value recorded");
+    let ended = app.clock.now() >= period.ends_at || state.phase_at(app.clock.now()) == Status::Ended;
+    if period.end.is_none() && ended {
+        due_period_draw(app, tenant, &format!("{campaign_id}/{period_no}")).await?;
+    }
+    get(app, tenant, campaign_id).await
 }
 
 /// Issues every winner's prize of a drawn period (each once, by its award's key).

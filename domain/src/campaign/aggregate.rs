@@ -15,7 +15,7 @@ use super::{
     PARTICIPANTS_MAX, SHAKES_PER_EVENT_MAX,
 };
 use crate::invariant::{ensure, ensure_figure};
-use crate::{Actor, DomainEventMeta, EventSourced, InvariantViolation, MemberId, PointsAmount, TenantId};
+use crate::{Actor, DomainEventMeta, EventSourced, InvariantViolation, MemberId, OpenId, PointsAmount, TenantId};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CampaignError {
@@ -102,6 +102,8 @@ pub enum Refusal {
     PrizeLimitReached,
     #[error("every prize has been given")]
     PrizesExhausted,
+    #[error("a member's own visit gives no ticket")]
+    SelfVisit,
 }
 
 impl Refusal {
@@ -119,6 +121,7 @@ impl Refusal {
             Refusal::ChanceOutOfOrder => "chance_out_of_order",
             Refusal::PrizeLimitReached => "prize_limit_reached",
             Refusal::PrizesExhausted => "prizes_exhausted",
+            Refusal::SelfVisit => "self_visit",
         }
     }
 }
@@ -223,6 +226,17 @@ pub enum CampaignCommand {
         /// The member holds a card (read from the member stream by the caller).
         card_member: bool,
     },
+    /// A friend's visit through `member_id`'s share link (popularity
+    /// lotteries): one ticket per distinct visitor and period.
+    GrantTicket {
+        member_id: MemberId,
+        period_no: u32,
+        visitor_openid: OpenId,
+        /// The member's own openids (read from the member stream by the
+        /// caller): a visit by one of them is the member's own.
+        member_openids: Vec<OpenId>,
+        card_member: bool,
+    },
     /// The seed is unsealed by the caller; checked against the commitment.
     DrawPeriod {
         period_no: u32,
@@ -305,6 +319,9 @@ pub enum CampaignEvent {
         period_entries_after: u32,
         period_entrants_after: u32,
         entered_at: DateTime<Utc>,
+        /// A popularity ticket's friend (absent for a periodic lottery's entry).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        visitor_openid: Option<OpenId>,
     },
     CampaignPeriodDrawn {
         period_no: u32,
@@ -651,6 +668,9 @@ impl EventSourced for Campaign {
             }
             CampaignCommand::Enter { entry_id, member_id, period_no, card_member } => {
                 self.state()?.enter(entry_id, member_id, period_no, card_member, now)
+            }
+            CampaignCommand::GrantTicket { member_id, period_no, visitor_openid, member_openids, card_member } => {
+                self.state()?.grant_ticket(member_id, period_no, visitor_openid, &member_openids, card_member, now)
             }
             CampaignCommand::DrawPeriod { period_no, seed, beacon_value, actor } => {
                 self.state()?.draw_period(period_no, &seed, beacon_value, actor, now)

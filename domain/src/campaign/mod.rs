@@ -9,12 +9,11 @@
 //! prizes: points, a coupon template, a physical item handed over once at
 //! the store, or "thanks".
 //!
-//! Kinds implemented: [`CampaignKind::PeriodicLottery`] and
-//! [`CampaignKind::ShakeLottery`]. Popularity lotteries, 1-yuan snatch and
-//! voting are not variants yet: an uninhabited variant would put commands
-//! and schemas in front of behaviour that does not exist. Adding a variant
-//! later is additive (old events still read). A popularity lottery reuses
-//! the periodic draw as is: the draw already weights by tickets.
+//! Kinds implemented: [`CampaignKind::PeriodicLottery`] — which is also the
+//! popularity lottery: periods, commitments and the ticket-weighted draw are
+//! the same, only where tickets come from differs ([`TicketSource`]: a
+//! member's own entries, or one per distinct friend who opens the member's
+//! share link) — and [`CampaignKind::ShakeLottery`].
 //!
 //! Commit–reveal: the domain never generates a seed and never stores one
 //! before its reveal. The application seals a CSPRNG seed at rest and records
@@ -89,6 +88,10 @@ pub mod rules {
     pub const WITHIN_STOCK: &str = "campaign.within_stock";
     /// A shake uses the member's next nonce and the table in force.
     pub const SHAKE_IN_ORDER: &str = "campaign.shake_in_order";
+    /// A popularity ticket names its visitor and is the one ticket
+    /// ([`EntryId::for_visit`]) of that visitor for that member and period;
+    /// an entry of a periodic lottery names none.
+    pub const TICKET_PER_VISITOR: &str = "campaign.ticket_per_visitor";
     /// A physical prize is handed over once, to an award that exists.
     pub const HANDED_OVER_ONCE: &str = "campaign.handed_over_once";
 }
@@ -152,6 +155,28 @@ impl EntryId {
     /// to record twice).
     pub fn for_request(tenant: &TenantId, campaign: CampaignId, member: MemberId, key: &IdempotencyKey) -> Self {
         let name = format!("entry\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}", tenant.as_str(), campaign, member, key.as_str());
+        Self(Uuid::new_v5(&ENTRY_NAMESPACE, name.as_bytes()))
+    }
+
+    /// The ticket a friend's visit gives a member in a popularity lottery:
+    /// one per (period, member, visitor), so a repeated visit names the same
+    /// ticket, which the period records once. Auditors recompute it
+    /// (`schemas/draws/SPEC.md` §3, "Popularity lotteries").
+    pub fn for_visit(
+        tenant: &TenantId,
+        campaign: CampaignId,
+        period_no: u32,
+        member: MemberId,
+        visitor: &crate::OpenId,
+    ) -> Self {
+        let name = format!(
+            "visit\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}",
+            tenant.as_str(),
+            campaign,
+            period_no,
+            member,
+            visitor.as_str()
+        );
         Self(Uuid::new_v5(&ENTRY_NAMESPACE, name.as_bytes()))
     }
 }
@@ -245,6 +270,8 @@ pub enum Cycle {
     Weekly,
     /// Periods opened by hand with any window inside the campaign.
     Manual,
+    /// One period spanning the whole campaign, drawn at its end.
+    WholeCampaign,
 }
 
 /// `count` winners of a periodic draw get `prize`; tiers go by rank in order.
@@ -255,10 +282,26 @@ pub struct PrizeTier {
     pub count: u32,
 }
 
+/// Where a periodic lottery's tickets come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TicketSource {
+    /// The member enters (a periodic lottery); each entry is a ticket.
+    #[default]
+    Entries,
+    /// Each distinct friend (openid) who opens the member's share link gives
+    /// the member one ticket per period (a popularity lottery); the member's
+    /// own visits and repeated visits never count.
+    FriendVisits,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PeriodicTerms {
     pub cycle: Cycle,
+    /// Absent in campaigns created before popularity lotteries: entries.
+    #[serde(default)]
+    pub tickets: TicketSource,
     /// Points one entry costs (`None`: free).
     pub entry_cost: Option<PointsAmount>,
     /// Distinct members one period accepts.
@@ -315,7 +358,10 @@ pub enum CampaignKind {
 impl CampaignKind {
     pub fn name(&self) -> &'static str {
         match self {
-            CampaignKind::PeriodicLottery(_) => "periodic_lottery",
+            CampaignKind::PeriodicLottery(PeriodicTerms { tickets: TicketSource::Entries, .. }) => "periodic_lottery",
+            CampaignKind::PeriodicLottery(PeriodicTerms { tickets: TicketSource::FriendVisits, .. }) => {
+                "popularity_lottery"
+            }
             CampaignKind::ShakeLottery(_) => "shake_lottery",
         }
     }
@@ -385,6 +431,9 @@ fn check_periodic(terms: &PeriodicTerms) -> Result<(), InvalidTerms> {
     }
     if terms.entrants_max == 0 || terms.entrants_max as usize > draw::ENTRANTS_MAX {
         return Err(InvalidTerms("entrants_max must be 1..=100000"));
+    }
+    if terms.tickets == TicketSource::FriendVisits && terms.entry_cost.is_some() {
+        return Err(InvalidTerms("a popularity lottery's tickets come from friends' visits: no entry cost"));
     }
     if terms.entry_cost.is_some_and(|c| c.get() > ENTRY_COST_POINTS_MAX) {
         return Err(InvalidTerms("an entry costs at most 1000000 points"));

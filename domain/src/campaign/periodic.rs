@@ -15,10 +15,10 @@ use super::aggregate::{CampaignError, CampaignEvent, CampaignState, Decision, Re
 use super::draw::{self, BeaconValue, DrawSeed, Entrant, EntrantList, EntrantsHash, SeedCommitment};
 use super::{
     merchant_day, merchant_midnight, rules, AwardRef, BeaconRound, Cycle, EntryId, EntryRefund, PeriodWinner,
-    PeriodicTerms, ENTRIES_PER_PERIOD_MAX, PERIODS_MAX,
+    PeriodicTerms, TicketSource, ENTRIES_PER_PERIOD_MAX, PERIODS_MAX,
 };
 use crate::invariant::{ensure, ensure_figure};
-use crate::{Actor, InvariantViolation, MemberId};
+use crate::{Actor, InvariantViolation, MemberId, OpenId};
 
 /// One period of a periodic lottery.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +65,7 @@ pub(super) fn cycle_window(
     let day = merchant_day(at);
     let (first, days) = match cycle {
         Cycle::Manual => return None,
+        Cycle::WholeCampaign => return Some(campaign),
         Cycle::Daily => (day, 1),
         Cycle::Weekly => (day - Duration::days(i64::from(day.weekday().num_days_from_monday())), 7),
     };
@@ -164,6 +165,43 @@ impl CampaignState {
         card_member: bool,
         now: DateTime<Utc>,
     ) -> Decision {
+        if self.periodic()?.tickets != TicketSource::Entries {
+            return Err(CampaignError::WrongKind("periodic_lottery"));
+        }
+        self.record_ticket(entry_id, member_id, period_no, card_member, None, now)
+    }
+
+    /// A friend's visit through the member's share link: the visitor's one
+    /// ticket for the member in the period. A repeated visit changes nothing;
+    /// the member's own visit is refused.
+    pub(super) fn grant_ticket(
+        &self,
+        member_id: MemberId,
+        period_no: u32,
+        visitor: OpenId,
+        member_openids: &[OpenId],
+        card_member: bool,
+        now: DateTime<Utc>,
+    ) -> Decision {
+        if self.periodic()?.tickets != TicketSource::FriendVisits {
+            return Err(CampaignError::WrongKind("popularity_lottery"));
+        }
+        if member_openids.contains(&visitor) {
+            return Err(Refusal::SelfVisit.into());
+        }
+        let entry_id = EntryId::for_visit(&self.tenant_id, self.campaign_id, period_no, member_id, &visitor);
+        self.record_ticket(entry_id, member_id, period_no, card_member, Some(visitor), now)
+    }
+
+    fn record_ticket(
+        &self,
+        entry_id: EntryId,
+        member_id: MemberId,
+        period_no: u32,
+        card_member: bool,
+        visitor_openid: Option<OpenId>,
+        now: DateTime<Utc>,
+    ) -> Decision {
         let terms = self.periodic()?;
         let period = self.period(period_no)?;
         if let Some(member) = period.entries.get(&entry_id) {
@@ -193,6 +231,7 @@ impl CampaignState {
             period_entries_after: period.entries_total + 1,
             period_entrants_after: period.entrants + u32::from(new_entrant),
             entered_at: now,
+            visitor_openid,
         }])
     }
 
@@ -317,12 +356,23 @@ impl CampaignState {
             period_entries_after,
             period_entrants_after,
             entered_at,
+            visitor_openid,
         } = event
         else {
             return Ok(());
         };
         let terms = self.periodic().map_err(|e| InvariantViolation::new(rules::TRANSITION, e.to_string()))?.clone();
         ensure(*cost_points == terms.entry_cost, rules::COUNTS_AFTER, || "the entry's cost is not the terms'".into())?;
+        let ticket_ok = match (terms.tickets, visitor_openid) {
+            (TicketSource::Entries, None) => true,
+            (TicketSource::FriendVisits, Some(visitor)) => {
+                *entry_id == EntryId::for_visit(&self.tenant_id, self.campaign_id, *period_no, *member_id, visitor)
+            }
+            (TicketSource::Entries, Some(_)) | (TicketSource::FriendVisits, None) => false,
+        };
+        ensure(ticket_ok, rules::TICKET_PER_VISITOR, || {
+            format!("entry {entry_id} is not the one ticket of its visitor (or names one it may not)")
+        })?;
         let per_period = self.terms.limits.per_period;
         let period = open_period_mut(&mut self.periods, *period_no)?;
         ensure(period.starts_at <= *entered_at && *entered_at < period.ends_at, rules::ENTRY_OPEN_PERIOD, || {

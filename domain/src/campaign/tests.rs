@@ -71,6 +71,7 @@ fn periodic_terms(limits: Limits, entrants_max: u32) -> CampaignTerms {
         limits,
         kind: CampaignKind::PeriodicLottery(PeriodicTerms {
             cycle: Cycle::Daily,
+            tickets: TicketSource::Entries,
             entry_cost: Some(pts(10)),
             entrants_max,
             tiers: vec![
@@ -426,6 +427,7 @@ fn an_entry_records_its_cost_and_counts_and_a_retry_changes_nothing() {
         period_entries_after: 1,
         period_entrants_after: 1,
         entered_at: now(),
+        visitor_openid: None,
     };
     assert_eq!(events, vec![recorded.clone()]);
     assert_eq!(c.handle(enter(1, 1, 1), now()), Ok(vec![]), "the same entry retried");
@@ -462,6 +464,7 @@ fn entries_are_refused_outside_the_open_period_and_to_other_kinds() {
         period_entries_after: 1,
         period_entrants_after: 1,
         entered_at: day(1).1,
+        visitor_openid: None,
     };
     assert_eq!(broken_rule(&c, entered), rules::ENTRY_OPEN_PERIOD);
 }
@@ -937,4 +940,120 @@ proptest! {
         }
         prop_assert_eq!(given(&log), live);
     }
+}
+
+// ---------------------------------------------------------------- popularity
+
+fn openid(s: &str) -> crate::OpenId {
+    crate::OpenId::parse(&format!("o{s:_<27}")).unwrap()
+}
+
+fn popularity(limits: Limits) -> Campaign {
+    let mut terms = periodic_terms(limits, 10);
+    if let CampaignKind::PeriodicLottery(p) = &mut terms.kind {
+        p.tickets = TicketSource::FriendVisits;
+        p.entry_cost = None;
+    }
+    given(&[created(terms), scheduled(None), started(), period_opened(1, 1)])
+}
+
+fn visit(m: u128, visitor: &str) -> CampaignCommand {
+    CampaignCommand::GrantTicket {
+        member_id: member(m),
+        period_no: 1,
+        visitor_openid: openid(visitor),
+        member_openids: vec![openid(&format!("member{m}"))],
+        card_member: true,
+    }
+}
+
+#[test]
+fn a_popularity_lottery_is_a_periodic_lottery_whose_tickets_are_friends_visits() {
+    let mut terms = periodic_terms(Limits::default(), 10);
+    if let CampaignKind::PeriodicLottery(p) = &mut terms.kind {
+        p.tickets = TicketSource::FriendVisits;
+        assert_eq!(
+            terms.check(),
+            Err(InvalidTerms("a popularity lottery's tickets come from friends' visits: no entry cost"))
+        );
+        if let CampaignKind::PeriodicLottery(p) = &mut terms.kind {
+            p.entry_cost = None;
+        }
+    }
+    assert_eq!(terms.check(), Ok(()));
+    assert_eq!(terms.kind.name(), "popularity_lottery");
+    // Old campaigns' terms have no `tickets`: they are periodic lotteries.
+    let mut json = serde_json::to_value(periodic_terms(Limits::default(), 10)).unwrap();
+    json["kind"].as_object_mut().unwrap().remove("tickets");
+    let old: CampaignTerms = serde_json::from_value(json).unwrap();
+    assert_eq!(old.kind.name(), "periodic_lottery");
+}
+
+#[test]
+fn each_distinct_friend_gives_one_ticket_and_repeats_and_self_visits_give_none() {
+    let c = popularity(Limits::default());
+    // Given a friend's first visit, then: one ticket naming the visitor.
+    let (c, events) = then_events(&c, visit(1, "alice"), now());
+    let expected_id = EntryId::for_visit(&tenant(), campaign_id(), 1, member(1), &openid("alice"));
+    let CampaignEvent::CampaignEntryRecorded { entry_id, visitor_openid, cost_points, member_period_after, .. } =
+        &events[0]
+    else {
+        panic!("{events:?}")
+    };
+    assert_eq!(
+        (*entry_id, visitor_openid.clone(), *cost_points, *member_period_after),
+        (expected_id, Some(openid("alice")), None, 1)
+    );
+    // The same friend again: nothing; the member's own visit: refused.
+    assert_eq!(c.handle(visit(1, "alice"), now() + Duration::minutes(5)), Ok(vec![]));
+    assert_eq!(refused(&c, visit(1, "member1"), now()), CampaignError::Refused(Refusal::SelfVisit));
+    // Another friend, and the same friend for another member: tickets.
+    let (c, _) = then_events(&c, visit(1, "bob"), now());
+    let (c, _) = then_events(&c, visit(2, "alice"), now());
+    let p = &state(&c).periods[&1];
+    assert_eq!((p.tickets[&member(1)], p.tickets[&member(2)], p.entrants, p.entries_total), (2, 1, 2, 3));
+    // Members do not enter a popularity lottery themselves.
+    assert_eq!(refused(&c, enter(1, 1, 1), now()), CampaignError::WrongKind("periodic_lottery"));
+    // Nor do visits give tickets in a periodic lottery.
+    let periodic = periodic(Limits::default(), 10);
+    assert_eq!(refused(&periodic, visit(1, "alice"), now()), CampaignError::WrongKind("popularity_lottery"));
+}
+
+#[test]
+fn a_ticket_event_must_be_its_visitors_one_ticket() {
+    let c = popularity(Limits::default());
+    let (_, events) = then_events(&c, visit(1, "alice"), now());
+    let mut forged = events[0].clone();
+    if let CampaignEvent::CampaignEntryRecorded { entry_id, .. } = &mut forged {
+        *entry_id = entry(77);
+    }
+    assert_eq!(broken_rule(&c, forged), rules::TICKET_PER_VISITOR);
+    let mut anonymous = events[0].clone();
+    if let CampaignEvent::CampaignEntryRecorded { visitor_openid, .. } = &mut anonymous {
+        *visitor_openid = None;
+    }
+    assert_eq!(broken_rule(&c, anonymous), rules::TICKET_PER_VISITOR);
+    // A periodic lottery's entry never names a visitor.
+    let p = periodic(Limits::default(), 10);
+    let (_, entered) = then_events(&p, enter(1, 1, 1), now());
+    let mut with_visitor = entered[0].clone();
+    if let CampaignEvent::CampaignEntryRecorded { visitor_openid, .. } = &mut with_visitor {
+        *visitor_openid = Some(openid("alice"));
+    }
+    assert_eq!(broken_rule(&p, with_visitor), rules::TICKET_PER_VISITOR);
+}
+
+#[test]
+fn the_popularity_draw_weights_by_tickets_and_limits_count_tickets() {
+    let c = popularity(Limits { lifetime: None, per_day: None, per_period: Some(3) });
+    let mut c = c;
+    for friend in ["a", "b", "c"] {
+        c = then_events(&c, visit(1, friend), now()).0;
+    }
+    assert_eq!(refused(&c, visit(1, "d"), now()), CampaignError::Refused(Refusal::PeriodLimitReached));
+    c = then_events(&c, visit(2, "a"), now()).0;
+    let (c, events) = then_events(&c, draw_cmd(1), day(1).1);
+    let CampaignEvent::CampaignPeriodDrawn { total_tickets, entrants, winners, .. } = &events[0] else { panic!() };
+    assert_eq!((*total_tickets, *entrants, winners.len()), (4, 2, 2));
+    assert!(state(&c).periods[&1].end.is_some());
 }

@@ -221,11 +221,20 @@ pub(crate) fn admin_routes() -> AdminRoutes {
         .get("/campaigns", Needs(P::CampaignRead), campaigns::list_campaigns)
         .post("/campaigns", Needs(P::CampaignManage), campaigns::create_campaign)
         .post("/periodic-campaigns", Needs(P::CampaignManage), campaigns::create_periodic_campaign)
+        .post("/popularity-campaigns", Needs(P::CampaignManage), campaigns::create_popularity_campaign)
         .get("/campaigns/{campaign_id}", Needs(P::CampaignRead), campaigns::get_campaign)
+        .get("/campaigns/{campaign_id}/report", Needs(P::CampaignRead), campaigns::campaign_report)
         .put("/campaigns/{campaign_id}/terms", Needs(P::CampaignManage), campaigns::put_terms)
         .post("/campaigns/{campaign_id}/schedule", Needs(P::CampaignManage), campaigns::schedule_campaign)
         .post("/campaigns/{campaign_id}/start", Needs(P::CampaignManage), campaigns::start_campaign)
         .post("/campaigns/{campaign_id}/end", Needs(P::CampaignManage), campaigns::end_campaign)
         .post("/campaigns/{campaign_id}/periods/{period_no}/cancel", Needs(P::CampaignManage), campaigns::cancel_period)
+        .post("/campaigns/{campaign_id}/periods", Needs(P::CampaignManage), campaigns::open_period)
+        .put(
+            "/campaigns/{campaign_id}/periods/{period_no}/beacon-value",
+            Needs(P::CampaignManage),
+            campaigns::put_beacon_value,
+        )
+        .keyed()
         .post("/campaigns/{campaign_id}/hand-overs", Needs(P::CampaignHandOver), campaigns::hand_over)
 }

@@ -236,13 +236,16 @@ fn build_with(
         .route("/card-code", get(member_api::card_code))
         .route("/campaigns", get(campaigns::member_campaigns))
         .route("/campaigns/{campaign_id}/shakes", get(campaigns::member_shakes).post(campaigns::member_shake))
-        .route("/campaigns/{campaign_id}/entries", post(campaigns::member_enter));
+        .route("/campaigns/{campaign_id}/entries", post(campaigns::member_enter))
+        .route("/campaigns/{campaign_id}/share-link", get(campaigns::member_share_link));
     Router::new()
         .route("/healthz", get(health::healthz))
         .nest("/m/api/v1", member_api)
         .nest("/wechat", callbacks)
         .route(referral::REFERRAL_CALLBACK_PATH, get(referral::referral_callback))
         .route("/m/referral/{tenant}/{member_id}", get(referral::referral_start))
+        .route(campaigns::SHARE_CALLBACK_PATH, get(campaigns::share_callback))
+        .route("/m/campaigns/{tenant}/{campaign_id}/share/{member_id}", get(campaigns::share_start))
         .nest("/pay/notify", pay_notifications)
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(health::openapi))

@@ -15,13 +15,15 @@
 //! lands on but cannot check the roll before the seed is revealed): it is a
 //! second, independent reading of the events with the domain's draw functions.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use anyhow::Result;
 use serde::Serialize;
 use wxcm_domain::campaign::draw::{self, DrawSeed, Entrant, EntrantList};
-use wxcm_domain::campaign::{CampaignEvent, CampaignId, CampaignKind, CampaignTerms, SeedCommitment, ShakeDraw};
-use wxcm_domain::{MemberId, TenantId};
+use wxcm_domain::campaign::{
+    CampaignEvent, CampaignId, CampaignKind, CampaignTerms, EntryId, SeedCommitment, ShakeDraw, TicketSource,
+};
+use wxcm_domain::{MemberId, OpenId, TenantId};
 use wxcm_server::config::Settings;
 use wxcm_store::hashchain::StoredEvent;
 
@@ -109,9 +111,13 @@ struct Shaking {
 struct PeriodEntries {
     commitment: Option<SeedCommitment>,
     tickets: BTreeMap<MemberId, u32>,
+    /// A popularity period's (member, visitor) pairs that gave a ticket.
+    visits: HashSet<(MemberId, OpenId)>,
 }
 
 struct Audit {
+    tenant: TenantId,
+    campaign: CampaignId,
     report: DrawReport,
     terms: Option<CampaignTerms>,
     commitment: Option<SeedCommitment>,
@@ -129,6 +135,8 @@ impl Audit {
 /// Checks the rows of one campaign stream (in sequence order).
 pub fn check_draws(tenant: &TenantId, campaign: CampaignId, rows: &[StoredEvent]) -> DrawReport {
     let mut audit = Audit {
+        tenant: tenant.clone(),
+        campaign,
         report: DrawReport {
             ok: false,
             tenant_id: tenant.to_string(),
@@ -229,8 +237,8 @@ impl Audit {
             CampaignEvent::CampaignPeriodOpened { period_no, commitment, .. } => {
                 self.periods.entry(*period_no).or_default().commitment = Some(*commitment);
             }
-            CampaignEvent::CampaignEntryRecorded { member_id, period_no, .. } => {
-                *self.periods.entry(*period_no).or_default().tickets.entry(*member_id).or_default() += 1;
+            CampaignEvent::CampaignEntryRecorded { entry_id, member_id, period_no, visitor_openid, .. } => {
+                self.ticket(sequence, *entry_id, *member_id, *period_no, visitor_openid.as_ref());
             }
             CampaignEvent::CampaignPeriodDrawn { .. } => {
                 self.period_draw(sequence, event);
@@ -241,6 +249,33 @@ impl Audit {
             | CampaignEvent::CampaignPeriodCancelled { .. }
             | CampaignEvent::CampaignPrizeHandedOver { .. } => {}
         }
+    }
+
+    /// One ticket: an entry, or a friend's visit, which must be that
+    /// friend's only ticket for the member in the period, under the id
+    /// derived from them (`schemas/draws/SPEC.md` §3, "Popularity lotteries").
+    fn ticket(&mut self, sequence: i64, entry_id: EntryId, member: MemberId, period_no: u32, visitor: Option<&OpenId>) {
+        let popularity = matches!(
+            self.terms.as_ref().map(|t| &t.kind),
+            Some(CampaignKind::PeriodicLottery(p)) if p.tickets == TicketSource::FriendVisits
+        );
+        match (popularity, visitor) {
+            (true, Some(visitor)) => {
+                if entry_id != EntryId::for_visit(&self.tenant, self.campaign, period_no, member, visitor) {
+                    self.differ(Some(sequence), format!("period {period_no}: a ticket's id is not its visitor's"));
+                }
+                let fresh = self.periods.entry(period_no).or_default().visits.insert((member, visitor.clone()));
+                if !fresh {
+                    self.differ(Some(sequence), format!("period {period_no}: one friend gave a member two tickets"));
+                }
+            }
+            (true, None) => self.differ(Some(sequence), format!("period {period_no}: a ticket names no visitor")),
+            (false, Some(_)) => {
+                self.differ(Some(sequence), format!("period {period_no}: an entry names a visitor"));
+            }
+            (false, None) => {}
+        }
+        *self.periods.entry(period_no).or_default().tickets.entry(member).or_default() += 1;
     }
 
     fn shake(&mut self, sequence: i64, d: &ShakeDraw) {

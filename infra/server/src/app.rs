@@ -14,7 +14,7 @@ use wxcm_commands::health::{HealthBoard, PartHealth, PartReport};
 use wxcm_commands::ports::{App, Clock, SecretSealer, SystemClock};
 use wxcm_http::{HttpSettings, Readiness};
 use wxcm_projections::{
-    CouponProjector, MallProjector, MemberProjector, Projector, ProjectorRuntime, ProjectorSettings,
+    CampaignProjector, CouponProjector, MallProjector, MemberProjector, Projector, ProjectorRuntime, ProjectorSettings,
 };
 
 use crate::config::Settings;
@@ -239,6 +239,15 @@ impl Application {
         self.projectors_of(MallProjector, js, tune)
     }
 
+    /// The campaign projector of every shard (`rm_campaigns`, per-campaign counters).
+    pub fn shard_campaign_projectors(
+        &self,
+        js: &async_nats::jetstream::Context,
+        tune: impl Fn(&mut ProjectorSettings),
+    ) -> Vec<ProjectorRuntime<CampaignProjector>> {
+        self.projectors_of(CampaignProjector, js, tune)
+    }
+
     fn projectors_of<P: Projector + Copy>(
         &self,
         projector: P,
@@ -303,6 +312,10 @@ impl Application {
                     tasks.push(tokio::spawn(projector.with_health(part).run(shutdown.clone())));
                 }
                 for projector in self.shard_mall_projectors(&js, |_| {}) {
+                    let part = self.health.part("projector", projector.shard_name(), projector.projector_name());
+                    tasks.push(tokio::spawn(projector.with_health(part).run(shutdown.clone())));
+                }
+                for projector in self.shard_campaign_projectors(&js, |_| {}) {
                     let part = self.health.part("projector", projector.shard_name(), projector.projector_name());
                     tasks.push(tokio::spawn(projector.with_health(part).run(shutdown.clone())));
                 }

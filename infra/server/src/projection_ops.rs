@@ -19,7 +19,7 @@ use wxcm_commands::ports::{ShardRouter, SystemClock};
 use wxcm_domain::TenantId;
 use wxcm_projections::rebuild::{self, RebuildReport, RebuildScope};
 use wxcm_projections::{
-    CouponProjector, MallProjector, MemberProjector, Projector, ProjectorRuntime, ProjectorSettings,
+    CampaignProjector, CouponProjector, MallProjector, MemberProjector, Projector, ProjectorRuntime, ProjectorSettings,
 };
 
 use crate::config::Settings;
@@ -30,7 +30,7 @@ pub const PARKED_LISTED_MAX: i64 = 50;
 /// How long `status` waits for NATS before showing the database side only.
 pub const NATS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read models `rebuild` knows.
-pub const REBUILDABLE: &[&str] = &["members", "coupons", "mall"];
+pub const REBUILDABLE: &[&str] = &["members", "coupons", "mall", "campaigns"];
 const PROGRESS_TICK_MS: u64 = 200;
 
 #[derive(sqlx::FromRow)]
@@ -124,6 +124,7 @@ pub async fn status_of(
         lines.push(projector_line(MemberProjector, settings, shards, shard, js).await);
         lines.push(projector_line(CouponProjector, settings, shards, shard, js).await);
         lines.push(projector_line(MallProjector, settings, shards, shard, js).await);
+        lines.push(projector_line(CampaignProjector, settings, shards, shard, js).await);
     }
     lines
 }
@@ -426,6 +427,19 @@ pub async fn rebuild(
                 "shard {shard}: rebuilt {name}: {} events, {} coupons, {:.2} s",
                 report.events,
                 report.coupons,
+                started.elapsed().as_secs_f64()
+            );
+            continue;
+        }
+        if name == "campaigns" {
+            let started = Instant::now();
+            let report = wxcm_projections::rebuild_campaigns::rebuild_campaigns(&mut writer, reader, &scope)
+                .await
+                .with_context(|| format!("rebuilding {name} on shard {shard}"))?;
+            println!(
+                "shard {shard}: rebuilt {name}: {} events, {} campaigns, {:.2} s",
+                report.events,
+                report.campaigns,
                 started.elapsed().as_secs_f64()
             );
             continue;

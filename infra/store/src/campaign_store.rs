@@ -1,12 +1,13 @@
 //! Postgres side of the campaign use cases (migration 0024): the sealed
-//! seeds (`campaign_seeds`, first writer wins) and the shake index
+//! seeds (`campaign_seeds`, first writer wins), beacon values
+//! (`campaign_beacon_values`, 0031, first writer wins) and the shake index
 //! (`campaign_shakes`, written by a trigger with each `CampaignShakesDrawn`).
 
 use async_trait::async_trait;
 use sqlx::PgPool;
 use wxcm_commands::campaigns::{CampaignStore, MEMBER_SHAKES_MAX};
 use wxcm_commands::ports::PortError;
-use wxcm_domain::campaign::{CampaignId, ShakeDraw};
+use wxcm_domain::campaign::{BeaconValue, CampaignId, ShakeDraw};
 use wxcm_domain::tenant::SealedSecret;
 use wxcm_domain::{MemberId, TenantId};
 
@@ -62,6 +63,91 @@ impl CampaignStore for PgCampaignStore {
         .await
         .map_err(PortError::new)?;
         Ok(sealed.map(SealedSecret::from_ciphertext))
+    }
+
+    async fn put_beacon_value(
+        &self,
+        tenant: &TenantId,
+        campaign: CampaignId,
+        period_no: u32,
+        value: &BeaconValue,
+        recorded_by: &str,
+    ) -> Result<BeaconValue, PortError> {
+        sqlx::query(
+            "INSERT INTO campaign_beacon_values (tenant_id, campaign_id, period_no, value_hex, recorded_by)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, campaign_id, period_no) DO NOTHING",
+        )
+        .bind(tenant.as_str())
+        .bind(campaign.to_string())
+        .bind(i32::try_from(period_no).map_err(PortError::new)?)
+        .bind(String::from(value.clone()))
+        .bind(recorded_by)
+        .execute(&self.pool)
+        .await
+        .map_err(PortError::new)?;
+        self.beacon_value(tenant, campaign, period_no)
+            .await?
+            .ok_or_else(|| PortError::msg("beacon value vanished after its insert"))
+    }
+
+    async fn beacon_value(
+        &self,
+        tenant: &TenantId,
+        campaign: CampaignId,
+        period_no: u32,
+    ) -> Result<Option<BeaconValue>, PortError> {
+        let hex: Option<String> = sqlx::query_scalar(
+            "SELECT value_hex FROM campaign_beacon_values WHERE tenant_id = $1 AND campaign_id = $2 AND period_no = $3",
+        )
+        .bind(tenant.as_str())
+        .bind(campaign.to_string())
+        .bind(i32::try_from(period_no).map_err(PortError::new)?)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(PortError::new)?;
+        hex.map(|h| BeaconValue::parse(&h).map_err(PortError::new)).transpose()
+    }
+
+    async fn count_traffic(
+        &self,
+        tenant: &TenantId,
+        campaign: CampaignId,
+        day: chrono::NaiveDate,
+        visits: i64,
+        shares: i64,
+    ) -> Result<(), PortError> {
+        sqlx::query(
+            "INSERT INTO campaign_traffic (tenant_id, campaign_id, day, visits, shares) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (tenant_id, campaign_id, day)
+             DO UPDATE SET visits = campaign_traffic.visits + $4, shares = campaign_traffic.shares + $5",
+        )
+        .bind(tenant.as_str())
+        .bind(campaign.to_string())
+        .bind(day)
+        .bind(visits)
+        .bind(shares)
+        .execute(&self.pool)
+        .await
+        .map_err(PortError::new)?;
+        Ok(())
+    }
+
+    async fn traffic(
+        &self,
+        tenant: &TenantId,
+        campaign: CampaignId,
+        limit: u32,
+    ) -> Result<Vec<(chrono::NaiveDate, i64, i64)>, PortError> {
+        sqlx::query_as(
+            "SELECT day, visits, shares FROM campaign_traffic WHERE tenant_id = $1 AND campaign_id = $2
+              ORDER BY day LIMIT $3",
+        )
+        .bind(tenant.as_str())
+        .bind(campaign.to_string())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(PortError::new)
     }
 
     async fn member_shakes(

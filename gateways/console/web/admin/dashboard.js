@@ -30,6 +30,8 @@ const METRICS = [
   { key: 'coupons_issued', label: 'Coupons issued', pick: sumOf('coupons_issued') },
   { key: 'coupons_redeemed', label: 'Coupons redeemed', pick: sumOf('coupons_redeemed') },
   { key: 'mall_orders_paid', label: 'Mall orders paid', pick: sumOf('mall_orders_paid') },
+  { key: 'campaign_participations', label: 'Campaign entries and shakes', pick: sumOf('campaign_participations') },
+  { key: 'campaign_winners', label: 'Campaign prizes won', pick: sumOf('campaign_winners') },
 ];
 const BY_KEY = Object.fromEntries(METRICS.map((m) => [m.key, m]));
 
@@ -160,6 +162,9 @@ function renderCharts(container, shown) {
   const sales = ['coupons_issued', 'coupons_redeemed', 'mall_orders_paid'];
   add('coupons', 'Coupons and mall', lineConfig(days, sales.map((k) => ({ label: BY_KEY[k].label, data: series[k] })), false),
     sales.map((k) => ({ label: BY_KEY[k].label, values: series[k], format: count })));
+  const campaigns = ['campaign_participations', 'campaign_winners'];
+  add('campaigns', 'Campaigns', lineConfig(days, campaigns.map((k) => ({ label: BY_KEY[k].label, data: series[k] })), false),
+    campaigns.map((k) => ({ label: BY_KEY[k].label, values: series[k], format: count })));
   for (const [canvas, config] of charts) draw(canvas, config);
 }
 

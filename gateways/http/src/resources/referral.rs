@@ -87,7 +87,7 @@ pub fn parse_referral_state(state: &str) -> Option<(TenantId, MemberId, AppId)> 
 
 /// The account a referral goes through: the one asked for, else the first
 /// developer-mode account, else the first authorized one.
-fn referral_account(state: &Tenant, asked: Option<&str>) -> Result<(AppId, AccountMode), ApiError> {
+pub(crate) fn referral_account(state: &Tenant, asked: Option<&str>) -> Result<(AppId, AccountMode), ApiError> {
     if let Some(asked) = asked {
         let appid = AppId::parse(asked).map_err(|e| ApiError::bad_request("invalid_appid", e.to_string()))?;
         let mode = account_mode(state, &appid)?;
@@ -102,9 +102,29 @@ fn referral_account(state: &Tenant, asked: Option<&str>) -> Result<(AppId, Accou
     Err(ApiError::not_found("account_not_bound", "the tenant has no official account"))
 }
 
-fn redirect(location: &str) -> Result<Response, ApiError> {
+pub(crate) fn redirect(location: &str) -> Result<Response, ApiError> {
     let value = HeaderValue::from_str(location).map_err(|e| ApiError::internal("redirect location", &e))?;
     Ok((StatusCode::FOUND, [(header::LOCATION, value)]).into_response())
+}
+
+/// The visitor's openid for an OAuth `code` WeChat sent back through `appid`
+/// (from WeChat's code exchange: never from anything the browser says).
+pub(crate) async fn oauth_visitor(
+    state: &AppState,
+    tenant: &TenantId,
+    appid: &AppId,
+    code: &str,
+) -> Result<OpenId, ApiError> {
+    let shard = state.app.router.route(tenant)?;
+    let tenant_state = tenant_state(&shard, tenant).await?;
+    let mode = account_mode(&tenant_state, appid)?;
+    let app_secret = match (mode, tenant_state.accounts.get(appid.as_str())) {
+        (AccountMode::Direct, Some(account)) => Some(state.app.sealer.open(&account.app_secret)?),
+        _ => None,
+    };
+    let openid = outbound(state)?.oauth_openid(appid, mode, app_secret.as_deref(), code).await?;
+    OpenId::parse(&openid)
+        .map_err(|e| ApiError::from(OutboundError::Failed(format!("WeChat returned a bad openid: {e}"))))
 }
 
 /// Public: a referral link. Sends the browser to WeChat OAuth (`snsapi_base`), which comes back to the callback.
@@ -159,20 +179,10 @@ pub async fn referral_callback(
         .get("state")
         .and_then(|s| parse_referral_state(s))
         .ok_or_else(|| ApiError::bad_request("invalid_state", "state is not a referral state"))?;
-    let shard = state.app.router.route(&tenant)?;
-    let tenant_state = tenant_state(&shard, &tenant).await?;
-    let mode = account_mode(&tenant_state, &appid)?;
-    let app_secret = match (mode, tenant_state.accounts.get(appid.as_str())) {
-        (AccountMode::Direct, Some(account)) => Some(state.app.sealer.open(&account.app_secret)?),
-        _ => None,
-    };
-    let outbound = outbound(&state)?;
-    let openid = outbound.oauth_openid(&appid, mode, app_secret.as_deref(), code).await?;
-    let openid = OpenId::parse(&openid)
-        .map_err(|e| ApiError::from(OutboundError::Failed(format!("WeChat returned a bad openid: {e}"))))?;
+    let openid = oauth_visitor(&state, &tenant, &appid, code).await?;
     uc::record_referral_visit(&state.app, &tenant, &openid, referrer).await?;
     tracing::info!(%tenant, %referrer, "referral visit recorded");
-    match outbound.follow_page_url(&appid) {
+    match outbound(&state)?.follow_page_url(&appid) {
         Some(url) => redirect(&url),
         None => Ok(Html(
             "<!doctype html><meta charset=utf-8><title>Follow</title>\

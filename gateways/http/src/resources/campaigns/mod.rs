@@ -17,7 +17,13 @@ use crate::permissions::perm;
 use crate::resources::member_api::MemberAuth;
 use crate::state::AppState;
 
+mod periods;
+mod popularity;
+mod report;
 mod types;
+pub use periods::*;
+pub use popularity::*;
+pub use report::*;
 pub use types::*;
 
 impl From<CampaignOpError> for ApiError {
@@ -25,6 +31,13 @@ impl From<CampaignOpError> for ApiError {
         let message = e.to_string();
         match e {
             CampaignOpError::NotFound => ApiError::not_found("campaign_not_found", message),
+            CampaignOpError::MemberNotFound => ApiError::not_found("member_not_found", message),
+            CampaignOpError::PeriodNotFound(_) => ApiError::not_found("period_not_found", message),
+            CampaignOpError::PeriodsByCycle => ApiError::conflict("periods_by_cycle", message),
+            CampaignOpError::NoBeacon(_) => ApiError::conflict("no_beacon", message),
+            CampaignOpError::BeaconValueConflict(_) => ApiError::conflict("beacon_value_conflict", message),
+            // The scheduler retries a draw waiting for its beacon; no request waits for one.
+            CampaignOpError::BeaconPending(_) => ApiError::conflict("beacon_pending", message),
             CampaignOpError::TemplateNotFound(_) => ApiError::not_found("template_not_found", message),
             CampaignOpError::Campaign(c) => campaign_rejection(&c),
             CampaignOpError::IdempotencyMismatch => idempotency_key_reused(),
@@ -58,13 +71,15 @@ fn campaign_rejection(e: &CampaignError) -> ApiError {
         // An admin names the period to cancel.
         CampaignError::PeriodNotFound(_) => ApiError::not_found("period_not_found", message),
         CampaignError::PeriodClosed(_) => ApiError::conflict("period_drawn", message),
+        // An operator's window that the campaign's own window or periods leave no room for
+        // (the body's order is checked at the edge, 422 `invalid_period`).
+        CampaignError::InvalidPeriod(_) => ApiError::conflict("period_window_conflict", message),
         // The application chooses these values; a refusal is ours, not the client's.
         CampaignError::CommitmentRequired
         | CampaignError::CommitmentPerPeriod
         | CampaignError::SeedMismatch
         | CampaignError::PeriodOutOfOrder { .. }
         | CampaignError::PeriodConflict(_)
-        | CampaignError::InvalidPeriod(_)
         | CampaignError::PeriodStillOpen(..)
         | CampaignError::BeaconValueRequired(_)
         | CampaignError::UnexpectedBeacon(_)
@@ -319,7 +334,7 @@ pub async fn cancel_period(
     Ok(Json(campaigns::get(&state.app, &ctx.tenant_id, campaign_id).await?.into()))
 }
 
-fn parse_period_no(raw: &str) -> Result<u32, ApiError> {
+pub(crate) fn parse_period_no(raw: &str) -> Result<u32, ApiError> {
     let max = wxcm_domain::campaign::PERIODS_MAX;
     match raw.parse::<u32>() {
         Ok(n) if (1..=max).contains(&n) => Ok(n),

@@ -8,8 +8,8 @@ use wxcm_commands::campaigns::shakes::{PrizeStatus, ShakeResult};
 use wxcm_commands::campaigns::CampaignView;
 use wxcm_domain::campaign::{
     CampaignId, CampaignKind, CampaignTerms, CampaignText, Cycle, Limits, PeriodicTerms, Prize, PrizeTier, ShakeDraw,
-    ShakeSlot, ShakeTerms, Status, PARTICIPATIONS_MAX, PRIZES_PER_MEMBER_MAX, SLOTS_MAX, STOCK_MAX, TIERS_MAX,
-    WEIGHT_MAX,
+    ShakeSlot, ShakeTerms, Status, TicketSource, PARTICIPATIONS_MAX, PRIZES_PER_MEMBER_MAX, SLOTS_MAX, STOCK_MAX,
+    TIERS_MAX, WEIGHT_MAX,
 };
 use wxcm_domain::coupon::TemplateId;
 use wxcm_domain::PointsAmount;
@@ -174,6 +174,11 @@ impl ShakeLotteryBody {
 pub enum CycleDto {
     Daily,
     Weekly,
+    /// Periods opened by an operator (`POST …/campaigns/{id}/periods`), each with any window
+    /// inside the campaign and optionally a beacon round.
+    Manual,
+    /// One period from `starts_at` to `ends_at`, drawn when the campaign ends.
+    WholeCampaign,
 }
 
 /// `count` winners get `prize`; tiers go by rank in order.
@@ -257,7 +262,10 @@ impl PeriodicLotteryBody {
                 cycle: match self.cycle {
                     CycleDto::Daily => Cycle::Daily,
                     CycleDto::Weekly => Cycle::Weekly,
+                    CycleDto::Manual => Cycle::Manual,
+                    CycleDto::WholeCampaign => Cycle::WholeCampaign,
                 },
+                tickets: TicketSource::Entries,
                 entry_cost: self.entry_cost_points.map(entry_cost).transpose()?,
                 entrants_max: bounded(self.entrants_max, ENTRANTS_MAX, "invalid_entrants_max", "entrants_max")?,
                 tiers,
@@ -266,6 +274,62 @@ impl PeriodicLotteryBody {
         terms.check().map_err(|e| ApiError::invalid("invalid_terms", e.to_string()))?;
         Ok(terms)
     }
+}
+
+/// A popularity lottery: each distinct friend who opens a member's share link
+/// gives the member one ticket in the open period; the scheduler draws each
+/// period at its end (weighted by tickets) and gives the winners their prizes.
+/// `limits` count a member's tickets.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PopularityLotteryBody {
+    #[schema(value_type = crate::doc::ShortText)]
+    pub name: String,
+    pub starts_at: DateTime<Utc>,
+    /// After `starts_at`, at most 366 days later.
+    pub ends_at: DateTime<Utc>,
+    /// Only card-holding members collect tickets (friends need not be members).
+    #[serde(default)]
+    pub members_only: bool,
+    #[serde(default)]
+    pub limits: EntryLimitsBody,
+    pub cycle: CycleDto,
+    /// Distinct members (ticket holders) one period accepts.
+    #[schema(minimum = 1, maximum = 100_000)]
+    pub entrants_max: i64,
+    /// At most 1,000 winners in all.
+    #[schema(min_items = 1, max_items = 10)]
+    pub tiers: Vec<TierBody>,
+}
+
+impl PopularityLotteryBody {
+    pub fn validate(&self) -> Result<CampaignTerms, ApiError> {
+        let as_periodic = PeriodicLotteryBody {
+            name: self.name.clone(),
+            starts_at: self.starts_at,
+            ends_at: self.ends_at,
+            members_only: self.members_only,
+            limits: self.limits.clone(),
+            cycle: self.cycle,
+            entrants_max: self.entrants_max,
+            entry_cost_points: None,
+            tiers: self.tiers.clone(),
+        };
+        let mut terms = as_periodic.validate()?;
+        if let CampaignKind::PeriodicLottery(periodic) = &mut terms.kind {
+            periodic.tickets = TicketSource::FriendVisits;
+        }
+        terms.check().map_err(|e| ApiError::invalid("invalid_terms", e.to_string()))?;
+        Ok(terms)
+    }
+}
+
+/// A member's share link of a popularity lottery.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ShareLinkDto {
+    /// `{public_base_url}/m/campaigns/{tenant}/{campaign_id}/share/{member_id}`: opens WeChat OAuth
+    /// (`snsapi_base`); each distinct friend who comes back through it gives the member one ticket.
+    pub url: String,
 }
 
 const ENTRANTS_MAX: u32 = 100_000;
@@ -428,6 +492,7 @@ impl From<CampaignView> for CampaignDto {
                     Cycle::Daily => "daily",
                     Cycle::Weekly => "weekly",
                     Cycle::Manual => "manual",
+                    Cycle::WholeCampaign => "whole_campaign",
                 }
                 .to_owned(),
                 entrants_max: terms.entrants_max,
@@ -447,6 +512,10 @@ impl From<CampaignView> for CampaignDto {
                         state: p.state.to_owned(),
                         seed: p.seed.map(|s| s.to_hex()),
                         winners: p.winners,
+                        beacon: p
+                            .beacon
+                            .as_ref()
+                            .map(|b| BeaconRoundDto { source: b.source.as_str().to_owned(), round: b.round }),
                     })
                     .collect(),
             }),
@@ -494,6 +563,14 @@ pub struct PeriodDto {
     /// The seed, once the period is drawn.
     pub seed: Option<String>,
     pub winners: u32,
+    /// The beacon round named when the period opened (`source`, `round`).
+    pub beacon: Option<BeaconRoundDto>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BeaconRoundDto {
+    pub source: String,
+    pub round: u64,
 }
 
 /// A periodic lottery's terms and periods.
