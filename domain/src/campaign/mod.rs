@@ -9,8 +9,9 @@
 //! prizes: points, a coupon template, a physical item handed over once at
 //! the store, or "thanks".
 //!
-//! Kinds implemented: [`CampaignKind::PeriodicLottery`] and
-//! [`CampaignKind::ShakeLottery`]. Popularity lotteries, 1-yuan snatch and
+//! Kinds implemented: [`CampaignKind::PeriodicLottery`],
+//! [`CampaignKind::ShakeLottery`] and [`CampaignKind::Snatch`] (1-yuan
+//! snatch, `snatch.rs`). Popularity lotteries and
 //! voting are not variants yet: an uninhabited variant would put commands
 //! and schemas in front of behaviour that does not exist. Adding a variant
 //! later is additive (old events still read). A popularity lottery reuses
@@ -42,6 +43,9 @@ mod aggregate;
 pub mod draw;
 mod periodic;
 mod shake;
+mod snatch;
+#[cfg(test)]
+mod snatch_tests;
 #[cfg(test)]
 mod tests;
 
@@ -59,6 +63,10 @@ pub use aggregate::{
 pub use draw::{BeaconValue, DrawSeed, EntrantsHash, SeedCommitment};
 pub use periodic::{Period, PeriodEnd};
 pub use shake::{ShakeAsk, ShakeBatch, ShakeDraw, ShakeOdds, SlotOdds};
+pub use snatch::{
+    Purchase, PurchaseId, PurchaseStatus, SharePayMethod, SharePayment, SnatchBook, SnatchTerms, LATE_PAYMENTS_MAX,
+    RESERVATION_MINUTES, SHARES_PER_PERIOD_MAX, SHARES_PER_PURCHASE_MAX, SHARE_PRICE_FEN,
+};
 
 use crate::coupon::TemplateId;
 use crate::ids::{uuid_id, IdError};
@@ -91,6 +99,11 @@ pub mod rules {
     pub const SHAKE_IN_ORDER: &str = "campaign.shake_in_order";
     /// A physical prize is handed over once, to an award that exists.
     pub const HANDED_OVER_ONCE: &str = "campaign.handed_over_once";
+    /// A snatch's shares: reserved, then confirmed or released, once each;
+    /// a late payment recorded once and only when no reservation stands.
+    pub const SHARES_ONCE: &str = "campaign.shares_once";
+    /// Never more shares reserved and sold than N, or held by a member than allowed.
+    pub const WITHIN_SHARES: &str = "campaign.within_shares";
 }
 
 /// Ceiling of every participation limit (lifetime, per day, per period).
@@ -310,6 +323,8 @@ pub struct ShakeTerms {
 pub enum CampaignKind {
     PeriodicLottery(PeriodicTerms),
     ShakeLottery(ShakeTerms),
+    /// 1-yuan snatch (`snatch.rs`).
+    Snatch(SnatchTerms),
 }
 
 impl CampaignKind {
@@ -317,6 +332,7 @@ impl CampaignKind {
         match self {
             CampaignKind::PeriodicLottery(_) => "periodic_lottery",
             CampaignKind::ShakeLottery(_) => "shake_lottery",
+            CampaignKind::Snatch(_) => "snatch",
         }
     }
 }
@@ -362,6 +378,12 @@ impl CampaignTerms {
                     return Err(InvalidTerms("a shake lottery has no periods: use lifetime or per_day"));
                 }
                 check_shake(terms)
+            }
+            CampaignKind::Snatch(terms) => {
+                if lifetime.is_some() || per_day.is_some() || per_period.is_some() {
+                    return Err(InvalidTerms("a snatch limits shares with shares_per_member_max, not limits"));
+                }
+                snatch::check_snatch(terms)
             }
         }
     }

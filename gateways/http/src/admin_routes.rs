@@ -221,6 +221,7 @@ pub(crate) fn admin_routes() -> AdminRoutes {
         .get("/campaigns", Needs(P::CampaignRead), campaigns::list_campaigns)
         .post("/campaigns", Needs(P::CampaignManage), campaigns::create_campaign)
         .post("/periodic-campaigns", Needs(P::CampaignManage), campaigns::create_periodic_campaign)
+        .post("/snatch-campaigns", Needs(P::CampaignManage), campaigns::create_snatch_campaign)
         .get("/campaigns/{campaign_id}", Needs(P::CampaignRead), campaigns::get_campaign)
         .put("/campaigns/{campaign_id}/terms", Needs(P::CampaignManage), campaigns::put_terms)
         .post("/campaigns/{campaign_id}/schedule", Needs(P::CampaignManage), campaigns::schedule_campaign)

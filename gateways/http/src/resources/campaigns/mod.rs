@@ -17,7 +17,9 @@ use crate::permissions::perm;
 use crate::resources::member_api::MemberAuth;
 use crate::state::AppState;
 
+mod snatch;
 mod types;
+pub use snatch::*;
 pub use types::*;
 
 impl From<CampaignOpError> for ApiError {
@@ -35,6 +37,10 @@ impl From<CampaignOpError> for ApiError {
             CampaignOpError::Route(r) => unknown_tenant(&r),
             CampaignOpError::Infra(detail) => ApiError::internal("campaign operation", &detail),
             CampaignOpError::Unavailable(detail) => ApiError::unavailable("campaign operation", &detail),
+            CampaignOpError::InsufficientBalance { .. } => ApiError::conflict("insufficient_balance", message),
+            CampaignOpError::PurchaseAbandoned => ApiError::conflict("purchase_abandoned", message),
+            CampaignOpError::PaidTooLate => ApiError::conflict("paid_too_late", message),
+            CampaignOpError::Pay(_) => ApiError::invalid("pay_refused", message),
         }
     }
 }
@@ -58,6 +64,9 @@ fn campaign_rejection(e: &CampaignError) -> ApiError {
         // An admin names the period to cancel.
         CampaignError::PeriodNotFound(_) => ApiError::not_found("period_not_found", message),
         CampaignError::PeriodClosed(_) => ApiError::conflict("period_drawn", message),
+        CampaignError::InvalidQuantity(_) => ApiError::invalid("invalid_quantity", message),
+        CampaignError::SharesLeft(_) => ApiError::conflict("shares_left", message),
+        CampaignError::PurchaseConflict(_) => idempotency_key_reused(),
         // The application chooses these values; a refusal is ours, not the client's.
         CampaignError::CommitmentRequired
         | CampaignError::CommitmentPerPeriod
@@ -72,6 +81,7 @@ fn campaign_rejection(e: &CampaignError) -> ApiError {
         | CampaignError::BatchSize
         | CampaignError::NotEnded
         | CampaignError::AlreadyRevealed
+        | CampaignError::PaymentMismatch(_)
         | CampaignError::Draw(_) => ApiError::internal("campaign", &message),
     }
 }
