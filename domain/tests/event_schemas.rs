@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use wxcm_domain::campaign::{
     AwardRef, BeaconRound, BeaconValue, CampaignEvent, CampaignId, CampaignKind, CampaignTerms, CampaignText, Cycle,
     DrawSeed, EntrantsHash, EntryId, EntryRefund, Limits, PeriodWinner, PeriodicTerms, Prize, PrizeTier, PurchaseId,
-    ShakeDraw, ShakeSlot, ShakeTerms, SharePayMethod, SharePayment, SnatchTerms,
+    ShakeDraw, ShakeSlot, ShakeTerms, SharePayMethod, SharePayment, ShareRefund, SnatchTerms,
 };
 use wxcm_domain::coupon::{
     Audience, Benefit, CouponEvent, CouponId, CouponTerms, CouponText, IssueChannel, IssueGrant, IssuedCoupon,
@@ -875,6 +875,15 @@ fn campaign_events() -> Vec<CampaignEvent> {
             payment: SharePayment::WechatPay { amount_fen: fen(300), transaction_id: pay_ref("4200000001") },
             released_shares: 0,
             recorded_at: at("2026-12-05T02:06:00Z"),
+        },
+        CampaignEvent::SnatchPeriodCancelled {
+            period_no: 2,
+            refunds: vec![ShareRefund {
+                purchase_id: PurchaseId::from_uuid(uuid::Uuid::from_u128(79)),
+                member_id: member,
+                payment: SharePayment::Balance { amount_fen: fen(100), charge_sequence: 14 },
+            }],
+            cancelled_at: at("2026-12-11T16:00:00Z"),
         },
     ]
 }

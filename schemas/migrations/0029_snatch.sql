@@ -16,6 +16,10 @@
 --   purchase; the due item refunds again under the same key (a replay), or
 --   asks WeChat Pay for the refund of the purchase's Pay order (one refund
 --   number per purchase, so Pay refunds once however often asked).
+-- - `SnatchPeriodCancelled` (a period not sold out when the campaign ended)
+--   → each paid purchase it lists: status `refunded` and due work
+--   `snatch_refund` as above (a purchase is refunded either as late or as
+--   cancelled, never both: a late one was never paid into the period).
 -- A payment for a purchase of another campaign's stream is impossible: the
 -- purchase id derives from tenant, campaign, member and request key.
 
@@ -43,6 +47,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
 DECLARE
     body jsonb;
     pay  jsonb;
+    r    jsonb;
 BEGIN
     body := NEW.payload -> NEW.event_type;
     IF body IS NULL THEN
@@ -68,6 +73,19 @@ BEGIN
             RAISE EXCEPTION USING ERRCODE = 'check_violation',
                 MESSAGE = NEW.event_type || ' without its reservation';
         END IF;
+    ELSIF NEW.event_type = 'SnatchPeriodCancelled' THEN
+        FOR r IN SELECT * FROM jsonb_array_elements(body -> 'refunds') LOOP
+            pay := r -> 'payment';
+            UPDATE snatch_purchases SET status = 'refunded'
+             WHERE tenant_id = NEW.tenant_id AND purchase_id = r ->> 'purchase_id'
+               AND campaign_id = NEW.aggregate_id;
+            INSERT INTO due_work (tenant_id, aggregate_type, aggregate_id, kind, due_at, source_event_id)
+            VALUES (NEW.tenant_id, NEW.aggregate_type,
+                    NEW.aggregate_id || '/' || (r ->> 'purchase_id') || '/' || (r ->> 'member_id') || '/'
+                        || (pay ->> 'kind') || '/' || (pay ->> 'amount_fen') || '/'
+                        || coalesce(pay ->> 'charge_sequence', '0'),
+                    'snatch_refund', NEW.recorded_at, NEW.event_id);
+        END LOOP;
     ELSE
         pay := body -> 'payment';
         UPDATE snatch_purchases SET status = 'refunded'
@@ -88,5 +106,6 @@ CREATE TRIGGER snatch_events_index
     AFTER INSERT ON events
     FOR EACH ROW WHEN (NEW.aggregate_type = 'campaign'
                        AND NEW.event_type IN ('SnatchSharesReserved', 'SnatchSharesConfirmed',
-                                              'SnatchSharesReleased', 'SnatchPaymentArrivedLate'))
+                                              'SnatchSharesReleased', 'SnatchPaymentArrivedLate',
+                                              'SnatchPeriodCancelled'))
     EXECUTE FUNCTION snatch_events_index();

@@ -16,7 +16,7 @@ use wxcm_commands::{auth, campaigns, members, scheduler, tenants, CommandContext
 use wxcm_domain::campaign::{CampaignId, DrawSeed, PurchaseId};
 use wxcm_domain::member::{CardLevel, RegistrationSource};
 use wxcm_domain::{Actor, AmountFen, AppId, MemberId, OpenId, Reference, TenantId};
-use wxcm_tests::{fresh_settings, spawn_app, spawn_app_on, Simulator, TestApp};
+use wxcm_tests::{fresh_settings, settings_file, spawn_app, spawn_app_on, wxcm_bin, Simulator, TestApp};
 
 const PASSWORD: &str = "a-long-enough-password";
 const APPID: &str = "wx0123456789abcdef";
@@ -152,6 +152,23 @@ async fn campaign_events(t: &TestApp, m: &Merchant) -> i64 {
     count(t, m, "SELECT count(*) FROM events WHERE tenant_id = $1 AND aggregate_type = 'campaign'").await
 }
 
+/// `wxcm --config <file> audit draw --tenant T --campaign C --json`: its exit code and report.
+async fn audit_draw_cli(t: &TestApp, m: &Merchant, campaign: &str) -> (Option<i32>, Value) {
+    let file = settings_file(&t.settings);
+    let output = tokio::process::Command::new(wxcm_bin())
+        .arg("--config")
+        .arg(file.path())
+        .args(["audit", "draw", "--tenant", m.tenant.as_str(), "--campaign", campaign, "--json"])
+        .env_remove("WXCM_SECRET_KEY")
+        .env_remove("WXCM_CONFIG")
+        .output()
+        .await
+        .expect("wxcm runs");
+    drop(file);
+    let report = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    (output.status.code(), report)
+}
+
 /// Buys with the balance, retrying the same key while the server says 503 (contention).
 async fn buy(t: &TestApp, session: &str, id: &str, quantity: i64) -> (StatusCode, Value) {
     let key = key();
@@ -237,6 +254,8 @@ async fn n_shares_and_concurrent_buyers_sell_exactly_n_draw_one_winner_and_open_
     let report = wxcm_ops::draw_audit::draw_report(&t.settings, &m.tenant, campaign).await.unwrap();
     assert!(report.ok, "{report:?}");
     assert_eq!(report.periods_checked, 1);
+    let (code, cli) = audit_draw_cli(&t, &m, &id).await;
+    assert_eq!((code, cli["ok"].as_bool(), cli["periods_checked"].as_u64()), (Some(0), Some(true), Some(1)), "{cli}");
     t.stop().await;
 }
 
@@ -309,6 +328,16 @@ async fn bad_input_is_refused_and_changes_nothing() {
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("not_ongoing")), "{body}");
     assert_eq!(campaign_events(&t, &m).await, before);
     assert_eq!(balance(&t, &m, other_member).await, 1_000);
+
+    // The period never sold out: at the end it is cancelled, undrawn, and the paid shares refunded once.
+    assert_eq!(balance(&t, &m, member_id).await, 700);
+    step(&t, &m).await;
+    step(&t, &m).await;
+    assert_eq!(balance(&t, &m, member_id).await, 1_000);
+    let (_, snatch) = get(&t, &m.owner, &format!("/admin/api/v1/campaigns/{id}")).await;
+    assert_eq!(snatch["snatch"]["periods"][0]["state"], "cancelled", "{snatch}");
+    let (_, mine) = get(&t, &session, &path).await;
+    assert!(mine["purchases"].as_array().unwrap().iter().all(|p| p["status"] == "refunded"), "{mine}");
     t.stop().await;
 }
 

@@ -432,7 +432,7 @@ async fn refund_balance(
         amount_fen,
         provenance: Provenance {
             actor,
-            reason: text("snatch payment late")?,
+            reason: text("snatch refund")?,
             reference: Some(text(&format!("campaign:{campaign_id}:purchase:{purchase_id}"))?),
             idempotency_key: key,
         },
@@ -594,8 +594,10 @@ pub async fn due_refund(
 }
 
 /// Due work `campaign_period_draw` of a snatch (the trigger writes it at each
-/// period's end, the campaign's end): a drawn period's prizes again; an
-/// unsold period at the campaign's end stays undrawn (logged).
+/// period's end, the campaign's end): a drawn period's prizes again; a period
+/// not sold out by the campaign's end is cancelled (`SnatchPeriodCancelled`)
+/// and every paid purchase refunded once (balance inline and by the
+/// `snatch_refund` due work, Pay by the due work).
 pub(super) async fn due_period_end(
     app: &App,
     tenant: &TenantId,
@@ -615,7 +617,33 @@ pub(super) async fn due_period_end(
         }
         Some(wxcm_domain::campaign::PeriodEnd::Cancelled { .. }) => {}
         None => {
-            warn!(%campaign_id, period_no, sold = state.snatch.sold, "a snatch period was not sold out when the campaign ended");
+            // Not sold out by the campaign's end: never drawn, every paid share refunded.
+            let key = system_key(&["snatch-cancel", &campaign_id.to_string(), &period_no.to_string()])?;
+            let ctx = CommandContext::new(tenant.clone(), key, "system:scheduler".into());
+            let actor = Actor::System { job: "scheduler".into() };
+            let request = serde_json::json!({ "cancel_snatch_period": campaign_id, "period_no": period_no });
+            let outcome =
+                run(app, &ctx, campaign_id, CampaignCommand::CancelPeriod { period_no, actor }, &request).await?;
+            for committed in &outcome.events {
+                if let CampaignEvent::SnatchPeriodCancelled { refunds, .. } = &committed.event {
+                    warn!(%campaign_id, period_no, refunds = refunds.len(), "a snatch period not sold out at the campaign's end is cancelled");
+                    for r in refunds {
+                        if let SharePayment::Balance { amount_fen, charge_sequence } = &r.payment {
+                            refund_balance(
+                                app,
+                                tenant,
+                                campaign_id,
+                                r.purchase_id,
+                                r.member_id,
+                                *amount_fen,
+                                *charge_sequence,
+                            )
+                            .await?;
+                        }
+                    }
+                }
+            }
+            return Ok(super::outcome_written(&outcome));
         }
     }
     Ok(0)

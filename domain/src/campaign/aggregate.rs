@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::draw::{BeaconValue, DrawError, DrawSeed, EntrantsHash, SeedCommitment};
 use super::periodic::Period;
 use super::shake::{ShakeAsk, ShakeDraw};
-use super::snatch::{PurchaseId, SharePayMethod, SharePayment, SnatchBook};
+use super::snatch::{PurchaseId, SharePayMethod, SharePayment, ShareRefund, SnatchBook};
 use super::{
     rules, BeaconRound, CampaignId, CampaignKind, CampaignTerms, EntryId, InvalidTerms, Limits, Prize,
     PARTICIPANTS_MAX, SHAKES_PER_EVENT_MAX,
@@ -423,6 +423,13 @@ pub enum CampaignEvent {
         released_shares: u32,
         recorded_at: DateTime<Utc>,
     },
+    /// A snatch period not sold out when the campaign ended: never drawn,
+    /// every paid purchase refunded.
+    SnatchPeriodCancelled {
+        period_no: u32,
+        refunds: Vec<ShareRefund>,
+        cancelled_at: DateTime<Utc>,
+    },
 }
 
 impl DomainEventMeta for CampaignEvent {
@@ -444,6 +451,7 @@ impl DomainEventMeta for CampaignEvent {
             CampaignEvent::SnatchSharesReleased { .. } => "SnatchSharesReleased",
             CampaignEvent::SnatchSharesConfirmed { .. } => "SnatchSharesConfirmed",
             CampaignEvent::SnatchPaymentArrivedLate { .. } => "SnatchPaymentArrivedLate",
+            CampaignEvent::SnatchPeriodCancelled { .. } => "SnatchPeriodCancelled",
         }
     }
     fn event_version(&self) -> &'static str {
@@ -748,7 +756,13 @@ impl EventSourced for Campaign {
             CampaignCommand::DrawPeriod { period_no, seed, beacon_value, actor } => {
                 self.state()?.draw_period(period_no, &seed, beacon_value, actor, now)
             }
-            CampaignCommand::CancelPeriod { period_no, actor } => self.state()?.cancel_period(period_no, actor, now),
+            CampaignCommand::CancelPeriod { period_no, actor } => {
+                let state = self.state()?;
+                if state.is_snatch() {
+                    return state.cancel_snatch_period(period_no, now);
+                }
+                state.cancel_period(period_no, actor, now)
+            }
             CampaignCommand::Shake { seed, asks } => {
                 let batch = self.decide_shakes(&seed, &asks, now)?;
                 match batch.event {
@@ -834,7 +848,8 @@ impl EventSourced for Campaign {
             CampaignEvent::SnatchSharesReserved { .. }
             | CampaignEvent::SnatchSharesReleased { .. }
             | CampaignEvent::SnatchSharesConfirmed { .. }
-            | CampaignEvent::SnatchPaymentArrivedLate { .. } => self.existing()?.apply_snatch(event)?,
+            | CampaignEvent::SnatchPaymentArrivedLate { .. }
+            | CampaignEvent::SnatchPeriodCancelled { .. } => self.existing()?.apply_snatch(event)?,
             CampaignEvent::CampaignPeriodOpened { .. }
             | CampaignEvent::CampaignEntryRecorded { .. }
             | CampaignEvent::CampaignPeriodDrawn { .. }

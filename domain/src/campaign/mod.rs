@@ -64,8 +64,8 @@ pub use draw::{BeaconValue, DrawSeed, EntrantsHash, SeedCommitment};
 pub use periodic::{Period, PeriodEnd};
 pub use shake::{ShakeAsk, ShakeBatch, ShakeDraw, ShakeOdds, SlotOdds};
 pub use snatch::{
-    Purchase, PurchaseId, PurchaseStatus, SharePayMethod, SharePayment, SnatchBook, SnatchTerms, LATE_PAYMENTS_MAX,
-    RESERVATION_MINUTES, SHARES_PER_PERIOD_MAX, SHARES_PER_PURCHASE_MAX, SHARE_PRICE_FEN,
+    Purchase, PurchaseId, PurchaseStatus, SharePayMethod, SharePayment, ShareRefund, SnatchBook, SnatchTerms,
+    LATE_PAYMENTS_MAX, RESERVATION_MINUTES, SHARES_PER_PERIOD_MAX, SHARES_PER_PURCHASE_MAX, SHARE_PRICE_FEN,
 };
 
 use crate::coupon::TemplateId;

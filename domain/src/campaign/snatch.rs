@@ -182,6 +182,18 @@ pub struct Purchase {
     pub method: SharePayMethod,
     pub expires_at: DateTime<Utc>,
     pub status: PurchaseStatus,
+    /// The payment that confirmed it (what a cancelled period refunds).
+    #[serde(default)]
+    pub payment: Option<SharePayment>,
+}
+
+/// A paid purchase of a period cancelled undrawn, to refund.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShareRefund {
+    pub purchase_id: PurchaseId,
+    pub member_id: MemberId,
+    pub payment: SharePayment,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -443,6 +455,33 @@ impl CampaignState {
         Ok(events)
     }
 
+    /// Cancels the open period undrawn once the campaign is over (it did not
+    /// sell out): every paid purchase is refunded; a payment arriving after is late.
+    pub(super) fn cancel_snatch_period(&self, period_no: u32, now: DateTime<Utc>) -> Decision {
+        self.snatch_terms()?;
+        let period = self.periods.get(&period_no).ok_or(CampaignError::PeriodNotFound(period_no))?;
+        match &period.end {
+            Some(PeriodEnd::Cancelled { .. }) => return Ok(Vec::new()),
+            Some(PeriodEnd::Drawn { .. }) => return Err(CampaignError::PeriodClosed(period_no)),
+            None => {}
+        }
+        if self.phase_at(now) != Status::Ended {
+            return Err(CampaignError::PeriodStillOpen(period_no, self.terms.ends_at));
+        }
+        Ok(vec![CampaignEvent::SnatchPeriodCancelled { period_no, refunds: self.share_refunds(), cancelled_at: now }])
+    }
+
+    fn share_refunds(&self) -> Vec<ShareRefund> {
+        self.snatch
+            .purchases
+            .iter()
+            .filter_map(|(id, p)| {
+                let payment = p.payment.clone().filter(|_| p.status == PurchaseStatus::Confirmed)?;
+                Some(ShareRefund { purchase_id: *id, member_id: p.member_id, payment })
+            })
+            .collect()
+    }
+
     fn late(
         &self,
         purchase_id: PurchaseId,
@@ -536,6 +575,7 @@ impl CampaignState {
                         method: *method,
                         expires_at: *expires_at,
                         status: PurchaseStatus::Reserved,
+                        payment: None,
                     },
                 );
                 self.snatch.held.insert(*member_id, held);
@@ -588,6 +628,9 @@ impl CampaignState {
                 ensure_figure(rules::COUNTS_AFTER, "period_sold_after", *period_sold_after, sold)?;
                 ensure(sold <= terms.shares_per_period, rules::WITHIN_SHARES, || format!("{sold} shares sold"))?;
                 self.set_status(purchase_id, PurchaseStatus::Confirmed);
+                if let Some(p) = self.snatch.purchases.get_mut(purchase_id) {
+                    p.payment = Some(payment.clone());
+                }
                 self.snatch.reserved -= quantity;
                 self.snatch.sold = sold;
                 let period = self.periods.get_mut(period_no).ok_or_else(|| {
@@ -688,6 +731,27 @@ impl CampaignState {
                 for w in winners {
                     self.award(AwardRef::Period { period_no: *period_no, rank: w.rank }, w.member_id, &w.prize)?;
                 }
+            }
+            CampaignEvent::SnatchPeriodCancelled { period_no, refunds, cancelled_at } => {
+                ensure(
+                    self.open_snatch_period().is_some_and(|(n, _)| n == *period_no),
+                    rules::PERIOD_ENDS_ONCE,
+                    || format!("snatch period {period_no} cancelled while not open"),
+                )?;
+                ensure(self.status == Status::Ended || *cancelled_at >= self.terms.ends_at, rules::TRANSITION, || {
+                    format!("snatch period {period_no} cancelled before the campaign ended")
+                })?;
+                let recomputed = self.share_refunds();
+                ensure(*refunds == recomputed, rules::COUNTS_AFTER, || {
+                    format!("{} refunds stated, {} paid purchases to refund", refunds.len(), recomputed.len())
+                })?;
+                if let Some(period) = self.periods.get_mut(period_no) {
+                    period.tickets.clear();
+                    period.entries.clear();
+                    period.end = Some(PeriodEnd::Cancelled { cancelled_at: *cancelled_at });
+                }
+                let late = std::mem::take(&mut self.snatch.late);
+                self.snatch = SnatchBook { late, ..SnatchBook::default() };
             }
             CampaignEvent::CampaignCreated { .. }
             | CampaignEvent::CampaignEdited { .. }

@@ -341,3 +341,26 @@ fn pay_trade_numbers_name_their_purchase() {
     assert_eq!(PurchaseId::from_pay_trade_no(&id.pay_trade_no()), Some(id));
     assert!(id.pay_refund_no().is_some());
 }
+
+#[test]
+fn a_period_not_sold_out_is_cancelled_only_after_the_end_and_refunds_every_paid_purchase() {
+    let c = snatch(5, 5);
+    let (c, _) = decide(&c, reserve(1, 1, 2, SharePayMethod::Balance), now());
+    let (c, _) = decide(&c, reserve(2, 2, 1, SharePayMethod::Balance), now());
+    let (c, _) = decide(&c, confirm(1, 1, balance(2, 7)), now());
+    let cancel = CampaignCommand::CancelPeriod { period_no: 1, actor: admin() };
+    assert!(matches!(refused(&c, cancel.clone(), now()), CampaignError::PeriodStillOpen(1, _)));
+    let (after, events) = decide(&c, cancel.clone(), closes());
+    let [CampaignEvent::SnatchPeriodCancelled { refunds, .. }] = events.as_slice() else { panic!("{events:?}") };
+    // The paid purchase only: the unpaid reservation had nothing to refund.
+    assert_eq!(refunds.len(), 1);
+    assert_eq!((refunds[0].purchase_id, refunds[0].payment.clone()), (purchase(1), balance(2, 7)));
+    assert!(matches!(state(&after).periods[&1].end, Some(PeriodEnd::Cancelled { .. })));
+    assert!(after.handle(cancel, closes()).unwrap().is_empty(), "cancelling again writes nothing");
+    // A payment for the unpaid reservation after that is late.
+    let (_, events) = decide(&after, confirm(2, 2, balance(1, 9)), closes());
+    assert!(matches!(events.as_slice(), [CampaignEvent::SnatchPaymentArrivedLate { .. }]));
+    // A forged refund list does not apply.
+    let forged = CampaignEvent::SnatchPeriodCancelled { period_no: 1, refunds: Vec::new(), cancelled_at: closes() };
+    assert_eq!(violated(&c, forged), rules::COUNTS_AFTER);
+}

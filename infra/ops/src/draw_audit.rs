@@ -249,7 +249,8 @@ impl Audit {
             | CampaignEvent::CampaignPrizeHandedOver { .. }
             | CampaignEvent::SnatchSharesReserved { .. }
             | CampaignEvent::SnatchSharesReleased { .. }
-            | CampaignEvent::SnatchPaymentArrivedLate { .. } => {}
+            | CampaignEvent::SnatchPaymentArrivedLate { .. }
+            | CampaignEvent::SnatchPeriodCancelled { .. } => {}
         }
     }
 
