@@ -48,6 +48,10 @@ pub const KIND_CAMPAIGN_PERIOD_DRAW: &str = "campaign_period_draw";
 pub const KIND_CAMPAIGN_ENTRY_REFUND: &str = "campaign_entry_refund";
 /// A paid entry's hold its request may have left (written with `PointsHeld`, migration 0026).
 pub const KIND_CAMPAIGN_ENTRY_HOLD: &str = "campaign_entry_hold";
+/// A snatch reservation reaching its expiry (written with `SnatchSharesReserved`, migration 0029).
+pub const KIND_SNATCH_RESERVATION_EXPIRY: &str = "snatch_reservation_expiry";
+/// A snatch payment that arrived late, to refund (written with `SnatchPaymentArrivedLate`, migration 0029).
+pub const KIND_SNATCH_REFUND: &str = "snatch_refund";
 /// Expiry commands per due item (each expires up to `PointsAmount::MAX`).
 const EXPIRY_ROUNDS_MAX: u32 = 16;
 
@@ -194,6 +198,17 @@ async fn run_item(app: &App, pay: Option<PayAccess<'_>>, item: &DueItem) -> Resu
         KIND_CAMPAIGN_PRIZE => crate::campaigns::shakes::due_prize(app, &tenant, &item.aggregate_id)
             .await
             .map_err(|e| MemberOpError::Infra(e.to_string())),
+        KIND_SNATCH_RESERVATION_EXPIRY => {
+            crate::campaigns::snatch::due_reservation_expiry(app, &tenant, &item.aggregate_id)
+                .await
+                .map_err(|e| MemberOpError::Infra(e.to_string()))
+        }
+        KIND_SNATCH_REFUND => {
+            let pay = pay.map(|p| (p.gateway, p.notify_base_url));
+            crate::campaigns::snatch::due_refund(app, &tenant, &item.aggregate_id, pay)
+                .await
+                .map_err(|e| MemberOpError::Infra(e.to_string()))
+        }
         other => {
             warn!(kind = other, "unknown due work kind; leaving it");
             Err(MemberOpError::Infra(format!("unknown due work kind {other}")))

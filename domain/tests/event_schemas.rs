@@ -15,8 +15,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use wxcm_domain::campaign::{
     AwardRef, BeaconRound, BeaconValue, CampaignEvent, CampaignId, CampaignKind, CampaignTerms, CampaignText, Cycle,
-    DrawSeed, EntrantsHash, EntryId, EntryRefund, Limits, PeriodWinner, PeriodicTerms, Prize, PrizeTier, ShakeDraw,
-    ShakeSlot, ShakeTerms, TicketSource,
+    DrawSeed, EntrantsHash, EntryId, EntryRefund, Limits, PeriodWinner, PeriodicTerms, Prize, PrizeTier, PurchaseId,
+    ShakeDraw, ShakeSlot, ShakeTerms, SharePayMethod, SharePayment, ShareRefund, SnatchTerms, TicketSource,
 };
 use wxcm_domain::coupon::{
     Audience, Benefit, CouponEvent, CouponId, CouponTerms, CouponText, IssueChannel, IssueGrant, IssuedCoupon,
@@ -830,6 +830,62 @@ fn campaign_events() -> Vec<CampaignEvent> {
             item: campaign_text("poster"),
             actor: Actor::Staff { username: "clerk".into() },
             handed_over_at: at("2026-12-06T02:00:00Z"),
+        },
+        CampaignEvent::CampaignEdited {
+            terms: campaign_terms(CampaignKind::Snatch(SnatchTerms {
+                prize: Prize::Physical { item: campaign_text("phone") },
+                shares_per_period: 100,
+                shares_per_member_max: 10,
+                shares_per_purchase_max: 5,
+            })),
+            actor: admin.clone(),
+            edited_at: at("2026-12-01T03:00:00Z"),
+        },
+        CampaignEvent::SnatchSharesReserved {
+            purchase_id: PurchaseId::from_uuid(uuid::Uuid::from_u128(77)),
+            member_id: member,
+            period_no: 1,
+            quantity: 3,
+            amount_fen: fen(300),
+            method: SharePayMethod::WechatPay,
+            member_held_after: 3,
+            period_taken_after: 40,
+            expires_at: at("2026-12-05T02:05:00Z"),
+            reserved_at: at("2026-12-05T02:00:00Z"),
+        },
+        CampaignEvent::SnatchSharesReleased {
+            purchase_id: PurchaseId::from_uuid(uuid::Uuid::from_u128(77)),
+            member_id: member,
+            period_no: 1,
+            quantity: 3,
+            period_taken_after: 37,
+            released_at: at("2026-12-05T02:05:00Z"),
+        },
+        CampaignEvent::SnatchSharesConfirmed {
+            purchase_id: PurchaseId::from_uuid(uuid::Uuid::from_u128(78)),
+            member_id: member,
+            period_no: 1,
+            quantity: 2,
+            payment: SharePayment::Balance { amount_fen: fen(200), charge_sequence: 12 },
+            member_shares_after: 2,
+            period_sold_after: 30,
+            confirmed_at: at("2026-12-05T02:01:00Z"),
+        },
+        CampaignEvent::SnatchPaymentArrivedLate {
+            purchase_id: PurchaseId::from_uuid(uuid::Uuid::from_u128(77)),
+            member_id: member,
+            payment: SharePayment::WechatPay { amount_fen: fen(300), transaction_id: pay_ref("4200000001") },
+            released_shares: 0,
+            recorded_at: at("2026-12-05T02:06:00Z"),
+        },
+        CampaignEvent::SnatchPeriodCancelled {
+            period_no: 2,
+            refunds: vec![ShareRefund {
+                purchase_id: PurchaseId::from_uuid(uuid::Uuid::from_u128(79)),
+                member_id: member,
+                payment: SharePayment::Balance { amount_fen: fen(100), charge_sequence: 14 },
+            }],
+            cancelled_at: at("2026-12-11T16:00:00Z"),
         },
     ]
 }

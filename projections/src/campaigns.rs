@@ -3,10 +3,11 @@
 //! `rm_daily_ops` (dimension: the campaign id), in the same transaction, so
 //! the checkpoint covers both. The per-campaign report reads them.
 //!
-//! What counts: a participation is an entry, a popularity ticket or a shake;
-//! a new participant is a member's first participation in the campaign (the
-//! event states the member's count after it); a winner is a prize that is not
-//! "thanks" (a shake's) or a period draw's winner.
+//! What counts: a participation is an entry, a popularity ticket, a shake or
+//! a paid snatch purchase; a new participant is a member's first
+//! participation in the campaign (the event states the member's count after
+//! it; a snatch's buyer counts as new in each period); a winner is a prize
+//! that is not "thanks" (a shake's) or a period draw's winner.
 
 use sqlx::PgConnection;
 use wxcm_domain::campaign::{CampaignEvent, Status};
@@ -63,6 +64,11 @@ fn totals(event: &CampaignEvent) -> (i64, i64, i64) {
             (n(&|_| true), n(&|d| d.nonce == 1), n(&|d| !d.prize.is_thanks()))
         }
         CampaignEvent::CampaignPeriodDrawn { winners, .. } => (0, 0, i64::try_from(winners.len()).unwrap_or(i64::MAX)),
+        // A paid purchase of snatch shares; its buyer is new to the period
+        // when these are their first shares in it (a snatch counts per period).
+        CampaignEvent::SnatchSharesConfirmed { quantity, member_shares_after, .. } => {
+            (1, i64::from(member_shares_after == quantity), 0)
+        }
         CampaignEvent::CampaignCreated { .. }
         | CampaignEvent::CampaignEdited { .. }
         | CampaignEvent::CampaignScheduled { .. }
@@ -71,7 +77,11 @@ fn totals(event: &CampaignEvent) -> (i64, i64, i64) {
         | CampaignEvent::CampaignPeriodOpened { .. }
         | CampaignEvent::CampaignPeriodCancelled { .. }
         | CampaignEvent::CampaignShakeSeedRevealed { .. }
-        | CampaignEvent::CampaignPrizeHandedOver { .. } => (0, 0, 0),
+        | CampaignEvent::CampaignPrizeHandedOver { .. }
+        | CampaignEvent::SnatchSharesReserved { .. }
+        | CampaignEvent::SnatchSharesReleased { .. }
+        | CampaignEvent::SnatchPaymentArrivedLate { .. }
+        | CampaignEvent::SnatchPeriodCancelled { .. } => (0, 0, 0),
     }
 }
 

@@ -256,6 +256,19 @@ def _periodic_campaign(body: dict) -> None:
             used += tier["count"]
 
 
+def _snatch_campaign(body: dict) -> None:
+    """1-yuan snatch terms: the window as a shake lottery's; a member holds at most the period's shares."""
+    _ordered_instants(body, "starts_at", "ends_at", strict=True)
+    a, b = _instant(body.get("starts_at")), _instant(body.get("ends_at"))
+    if a is not None and b is not None and b - a > _dt.timedelta(days=366):
+        body["ends_at"] = (a + _dt.timedelta(days=366)).isoformat()
+    if isinstance(body.get("prize"), dict) and body["prize"].get("kind") == "thanks":
+        body["prize"] = {"kind": "points", "points": 1}
+    shares, per_member = _number(body.get("shares_per_period")), _number(body.get("shares_per_member_max"))
+    if shares is not None and per_member is not None and shares >= 1 and per_member > shares:
+        body["shares_per_member_max"] = shares
+
+
 def _product_for(seed) -> tuple:
     """One of the world's products, chosen by the generated value (so a run reproduces)."""
     return _PRODUCTS[_zlib.crc32(str(seed).encode("utf-8")) % len(_PRODUCTS)]
@@ -308,6 +321,8 @@ def map_case(context, case):
         _periodic_campaign(body)
     elif route == ("POST", "/admin/api/v1/campaigns/{campaign_id}/periods") and body is not None:
         _ordered_instants(body, "starts_at", "ends_at", strict=True)
+    elif route == ("POST", "/admin/api/v1/snatch-campaigns") and body is not None:
+        _snatch_campaign(body)
     elif route == ("POST", "/m/api/v1/mall/orders") and body is not None:
         _member_order(body)
     path = case.path_parameters if isinstance(case.path_parameters, dict) else None

@@ -16,6 +16,7 @@ pub mod periods;
 pub mod popularity;
 pub mod report;
 pub mod shakes;
+pub mod snatch;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -96,6 +97,20 @@ pub trait CampaignStore: Send + Sync {
         member: MemberId,
         limit: u32,
     ) -> Result<Vec<ShakeDraw>, PortError>;
+    /// A snatch purchase (`snatch_purchases`, migration 0029).
+    async fn purchase(
+        &self,
+        tenant: &TenantId,
+        purchase: wxcm_domain::campaign::PurchaseId,
+    ) -> Result<Option<snatch::PurchaseRecord>, PortError>;
+    /// The member's purchases in a snatch, newest first, at most `limit`.
+    async fn member_purchases(
+        &self,
+        tenant: &TenantId,
+        campaign: CampaignId,
+        member: MemberId,
+        limit: u32,
+    ) -> Result<Vec<snatch::PurchaseRecord>, PortError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +159,19 @@ pub enum CampaignOpError {
     /// The database is unreachable for now; a write's outcome is unknown.
     #[error("infrastructure unavailable: {0}")]
     Unavailable(String),
+    /// A snatch purchase the member's balance does not cover (its shares went back).
+    #[error("insufficient balance: {balance_fen} fen, {needed_fen} fen needed")]
+    InsufficientBalance { balance_fen: i64, needed_fen: i64 },
+    /// A snatch purchase whose payment was refused and its shares released:
+    /// the same key never buys afterwards.
+    #[error("this request's purchase was refused and its shares released; use a new key")]
+    PurchaseAbandoned,
+    /// The payment arrived after the reservation ended: refunded, no shares.
+    #[error("the payment arrived after the reservation ended; it is refunded")]
+    PaidTooLate,
+    /// WeChat Pay refused (settings, the merchant).
+    #[error("wechat pay: {0}")]
+    Pay(String),
 }
 
 impl From<PortError> for CampaignOpError {
@@ -206,6 +234,8 @@ pub struct CampaignView {
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
     pub periods: Vec<PeriodView>,
+    /// A 1-yuan snatch's shares and periods.
+    pub snatch: Option<snatch::SnatchView>,
 }
 
 impl CampaignView {
@@ -224,6 +254,7 @@ impl CampaignView {
             created_at: state.created_at,
             started_at: state.started_at,
             ended_at: state.ended_at,
+            snatch: snatch::SnatchView::of(state),
             periods: state
                 .periods
                 .iter()
@@ -307,6 +338,7 @@ async fn check_prize_templates(app: &App, tenant: &TenantId, terms: &CampaignTer
     let prizes: Vec<&Prize> = match &terms.kind {
         CampaignKind::ShakeLottery(shake) => shake.slots.iter().map(|s| &s.prize).collect(),
         CampaignKind::PeriodicLottery(periodic) => periodic.tiers.iter().map(|t| &t.prize).collect(),
+        CampaignKind::Snatch(snatch) => vec![&snatch.prize],
     };
     let shard = app.router.route(tenant)?;
     for prize in prizes {
@@ -401,7 +433,7 @@ pub async fn schedule(
         }
         // Not a draft: the domain refuses (or the key replays the first answer).
         (CampaignKind::ShakeLottery(_), _) => state.commitment,
-        (CampaignKind::PeriodicLottery(_), _) => None,
+        (CampaignKind::PeriodicLottery(_) | CampaignKind::Snatch(_), _) => None,
     };
     let request = serde_json::json!({ "schedule_campaign": campaign_id });
     run(app, ctx, campaign_id, CampaignCommand::Schedule { commitment, actor }, &request).await?;
@@ -505,7 +537,8 @@ pub async fn due_start(app: &App, tenant: &TenantId, campaign_id: CampaignId) ->
         Err(CampaignOpError::Campaign(CampaignError::AlreadyEnded | CampaignError::WrongStatus(_))) => 0,
         Err(e) => return Err(e),
     };
-    Ok(written + periods::open_next_period(app, tenant, campaign_id).await?)
+    let opened = periods::open_next_period(app, tenant, campaign_id).await?;
+    Ok(written + opened + snatch::open_first_period(app, tenant, campaign_id).await?)
 }
 
 /// Due work `campaign_end`: ends the campaign at its time and reveals a shake

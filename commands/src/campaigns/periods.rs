@@ -370,6 +370,9 @@ pub async fn due_period_draw(app: &App, tenant: &TenantId, aggregate_id: &str) -
     let (campaign_id, period_no) = parse_period_item(aggregate_id)?;
     let shard = app.router.route(tenant)?;
     let state = state_of(&shard, tenant, campaign_id).await?;
+    if state.is_snatch() {
+        return super::snatch::due_period_end(app, tenant, campaign_id, period_no).await;
+    }
     let period = state.periods.get(&period_no).ok_or_else(|| infra(format!("no period {period_no}")))?;
     let mut written = 0;
     match &period.end {
@@ -512,12 +515,16 @@ pub(super) async fn due_prize(app: &App, tenant: &TenantId, aggregate_id: &str) 
     let rank: u32 = rank.parse().map_err(|_| bad())?;
     let shard = app.router.route(tenant)?;
     let state = state_of(&shard, tenant, campaign_id).await?;
-    let CampaignKind::PeriodicLottery(terms) = &state.terms.kind else { return Err(bad()) };
     let Some(PeriodEnd::Drawn { winners, .. }) = state.periods.get(&period_no).and_then(|p| p.end.as_ref()) else {
         return Err(bad());
     };
     let member_id = rank.checked_sub(1).and_then(|i| winners.get(i as usize)).ok_or_else(bad)?;
-    let prize = terms.prize_of_rank(rank).ok_or_else(bad)?;
+    // A snatch's winner gets its one prize; a periodic lottery's, its tier's.
+    let prize = match &state.terms.kind {
+        CampaignKind::PeriodicLottery(terms) => terms.prize_of_rank(rank).ok_or_else(bad)?,
+        CampaignKind::Snatch(terms) if rank == 1 => &terms.prize,
+        CampaignKind::Snatch(_) | CampaignKind::ShakeLottery(_) => return Err(bad()),
+    };
     issue_award(app, tenant, campaign_id, *member_id, prize, AwardRef::Period { period_no, rank }).await?;
     Ok(0)
 }

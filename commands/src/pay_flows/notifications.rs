@@ -57,6 +57,9 @@ pub async fn credit_paid_order(app: &App, tenant: &TenantId, order_id: &OutTrade
         PaymentPurpose::MallOrder => {
             return crate::mall::pay::record_wechat_payment(app, tenant, &order).await.map_err(mall_error);
         }
+        PaymentPurpose::SnatchPurchase => {
+            return crate::campaigns::snatch::record_wechat_payment(app, tenant, &order).await.map_err(snatch_error);
+        }
     }
     let key = credit_key(order_id)?;
     let command = MemberCommand::CreditRecharge {
@@ -75,6 +78,16 @@ fn mall_error(e: crate::mall::MallOpError) -> PayFlowError {
     use crate::mall::MallOpError as E;
     match e {
         E::Pay(e) => e,
+        E::Contention | E::Route(_) | E::Infra(_) | E::Unavailable(_) => PayFlowError::Retry(e.to_string()),
+        other => PayFlowError::Refused(other.to_string()),
+    }
+}
+
+/// A snatch's refusal is final (the campaign decides late payments itself),
+/// anything else is retried.
+fn snatch_error(e: crate::campaigns::CampaignOpError) -> PayFlowError {
+    use crate::campaigns::CampaignOpError as E;
+    match e {
         E::Contention | E::Route(_) | E::Infra(_) | E::Unavailable(_) => PayFlowError::Retry(e.to_string()),
         other => PayFlowError::Refused(other.to_string()),
     }

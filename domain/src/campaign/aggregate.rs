@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::draw::{BeaconValue, DrawError, DrawSeed, EntrantsHash, SeedCommitment};
 use super::periodic::Period;
 use super::shake::{ShakeAsk, ShakeDraw};
+use super::snatch::{PurchaseId, SharePayMethod, SharePayment, ShareRefund, SnatchBook};
 use super::{
     rules, BeaconRound, CampaignId, CampaignKind, CampaignTerms, EntryId, InvalidTerms, Limits, Prize,
     PARTICIPANTS_MAX, SHAKES_PER_EVENT_MAX,
@@ -73,6 +74,14 @@ pub enum CampaignError {
     AlreadyHandedOver(String),
     #[error("draw: {0}")]
     Draw(DrawError),
+    #[error("a purchase asks for 1 to the campaign's maximum of shares, not {0}")]
+    InvalidQuantity(u32),
+    #[error("purchase {0} was already made differently")]
+    PurchaseConflict(PurchaseId),
+    #[error("only {0} shares are left in this period")]
+    SharesLeft(u32),
+    #[error("the payment for purchase {0} is not its price or method")]
+    PaymentMismatch(PurchaseId),
 }
 
 /// Why one participation (an entry or a shake) is refused; the rest of a
@@ -261,6 +270,28 @@ pub enum CampaignCommand {
         award: AwardRef,
         actor: Actor,
     },
+    /// A snatch purchase reserves shares of the open period.
+    ReserveShares {
+        purchase_id: PurchaseId,
+        member_id: MemberId,
+        quantity: u32,
+        method: SharePayMethod,
+        card_member: bool,
+    },
+    /// A reservation past its expiry gives its shares back.
+    ReleaseShares {
+        purchase_id: PurchaseId,
+    },
+    /// A purchase's payment: confirms the shares (late: to be refunded).
+    /// `seed` (the open period's, unsealed) and `next_commitment` are used
+    /// when this sells the period out: the draw and the next period.
+    ConfirmShares {
+        purchase_id: PurchaseId,
+        member_id: MemberId,
+        payment: SharePayment,
+        seed: DrawSeed,
+        next_commitment: SeedCommitment,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -365,6 +396,57 @@ pub enum CampaignEvent {
         actor: Actor,
         handed_over_at: DateTime<Utc>,
     },
+    SnatchSharesReserved {
+        purchase_id: PurchaseId,
+        member_id: MemberId,
+        period_no: u32,
+        quantity: u32,
+        /// The shares' price (1 yuan each), to pay before `expires_at`.
+        amount_fen: crate::AmountFen,
+        method: SharePayMethod,
+        /// The member's shares in the period, reserved or paid, this purchase included.
+        member_held_after: u32,
+        /// The period's shares reserved or sold, this purchase included (≤ N).
+        period_taken_after: u32,
+        expires_at: DateTime<Utc>,
+        reserved_at: DateTime<Utc>,
+    },
+    SnatchSharesReleased {
+        purchase_id: PurchaseId,
+        member_id: MemberId,
+        period_no: u32,
+        quantity: u32,
+        period_taken_after: u32,
+        released_at: DateTime<Utc>,
+    },
+    SnatchSharesConfirmed {
+        purchase_id: PurchaseId,
+        member_id: MemberId,
+        period_no: u32,
+        quantity: u32,
+        payment: SharePayment,
+        /// The member's paid shares (tickets) in the period, these included.
+        member_shares_after: u32,
+        /// The period's paid shares, these included (N: sold out, drawn in the same append).
+        period_sold_after: u32,
+        confirmed_at: DateTime<Utc>,
+    },
+    /// A payment for a purchase whose reservation was gone: refunded, never honoured.
+    SnatchPaymentArrivedLate {
+        purchase_id: PurchaseId,
+        member_id: MemberId,
+        payment: SharePayment,
+        /// Shares of a reservation still counted that this gives back (0 when released before).
+        released_shares: u32,
+        recorded_at: DateTime<Utc>,
+    },
+    /// A snatch period not sold out when the campaign ended: never drawn,
+    /// every paid purchase refunded.
+    SnatchPeriodCancelled {
+        period_no: u32,
+        refunds: Vec<ShareRefund>,
+        cancelled_at: DateTime<Utc>,
+    },
 }
 
 impl DomainEventMeta for CampaignEvent {
@@ -382,6 +464,11 @@ impl DomainEventMeta for CampaignEvent {
             CampaignEvent::CampaignShakesDrawn { .. } => "CampaignShakesDrawn",
             CampaignEvent::CampaignShakeSeedRevealed { .. } => "CampaignShakeSeedRevealed",
             CampaignEvent::CampaignPrizeHandedOver { .. } => "CampaignPrizeHandedOver",
+            CampaignEvent::SnatchSharesReserved { .. } => "SnatchSharesReserved",
+            CampaignEvent::SnatchSharesReleased { .. } => "SnatchSharesReleased",
+            CampaignEvent::SnatchSharesConfirmed { .. } => "SnatchSharesConfirmed",
+            CampaignEvent::SnatchPaymentArrivedLate { .. } => "SnatchPaymentArrivedLate",
+            CampaignEvent::SnatchPeriodCancelled { .. } => "SnatchPeriodCancelled",
         }
     }
     fn event_version(&self) -> &'static str {
@@ -467,6 +554,9 @@ pub struct CampaignState {
     pub table_version: u32,
     /// Physical prizes by [`AwardRef::key`].
     pub awards: BTreeMap<String, PhysicalAward>,
+    /// A snatch's open period: purchases and counts.
+    #[serde(default)]
+    pub snatch: SnatchBook,
 }
 
 impl CampaignState {
@@ -541,14 +631,18 @@ impl CampaignState {
     pub(super) fn periodic(&self) -> Result<&super::PeriodicTerms, CampaignError> {
         match &self.terms.kind {
             CampaignKind::PeriodicLottery(terms) => Ok(terms),
-            CampaignKind::ShakeLottery(_) => Err(CampaignError::WrongKind("periodic_lottery")),
+            CampaignKind::ShakeLottery(_) | CampaignKind::Snatch(_) => {
+                Err(CampaignError::WrongKind("periodic_lottery"))
+            }
         }
     }
 
     pub(super) fn shake_terms(&self) -> Result<&super::ShakeTerms, CampaignError> {
         match &self.terms.kind {
             CampaignKind::ShakeLottery(terms) => Ok(terms),
-            CampaignKind::PeriodicLottery(_) => Err(CampaignError::WrongKind("shake_lottery")),
+            CampaignKind::PeriodicLottery(_) | CampaignKind::Snatch(_) => {
+                Err(CampaignError::WrongKind("shake_lottery"))
+            }
         }
     }
 
@@ -561,7 +655,9 @@ impl CampaignState {
         }
         match (&self.terms.kind, commitment) {
             (CampaignKind::ShakeLottery(_), None) => Err(CampaignError::CommitmentRequired),
-            (CampaignKind::PeriodicLottery(_), Some(_)) => Err(CampaignError::CommitmentPerPeriod),
+            (CampaignKind::PeriodicLottery(_) | CampaignKind::Snatch(_), Some(_)) => {
+                Err(CampaignError::CommitmentPerPeriod)
+            }
             (_, commitment) => Ok(vec![CampaignEvent::CampaignScheduled { commitment, actor, scheduled_at: now }]),
         }
     }
@@ -664,7 +760,12 @@ impl EventSourced for Campaign {
             CampaignCommand::Start { actor } => self.state()?.start(actor, now),
             CampaignCommand::End { actor } => self.state()?.end(actor, now),
             CampaignCommand::OpenPeriod { period_no, starts_at, ends_at, commitment, beacon, actor } => {
-                self.state()?.open_period(period_no, starts_at, ends_at, commitment, beacon, actor, now)
+                let state = self.state()?;
+                if state.is_snatch() {
+                    // A snatch's window is the campaign's; later periods open at each sell-out.
+                    return state.open_first_snatch_period(period_no, commitment, actor, now);
+                }
+                state.open_period(period_no, starts_at, ends_at, commitment, beacon, actor, now)
             }
             CampaignCommand::Enter { entry_id, member_id, period_no, card_member } => {
                 self.state()?.enter(entry_id, member_id, period_no, card_member, now)
@@ -675,7 +776,13 @@ impl EventSourced for Campaign {
             CampaignCommand::DrawPeriod { period_no, seed, beacon_value, actor } => {
                 self.state()?.draw_period(period_no, &seed, beacon_value, actor, now)
             }
-            CampaignCommand::CancelPeriod { period_no, actor } => self.state()?.cancel_period(period_no, actor, now),
+            CampaignCommand::CancelPeriod { period_no, actor } => {
+                let state = self.state()?;
+                if state.is_snatch() {
+                    return state.cancel_snatch_period(period_no, now);
+                }
+                state.cancel_period(period_no, actor, now)
+            }
             CampaignCommand::Shake { seed, asks } => {
                 let batch = self.decide_shakes(&seed, &asks, now)?;
                 match batch.event {
@@ -688,6 +795,13 @@ impl EventSourced for Campaign {
             }
             CampaignCommand::RevealShakeSeed { seed, actor } => self.state()?.reveal(seed, actor, now),
             CampaignCommand::HandOverPrize { award, actor } => self.state()?.hand_over(award, actor, now),
+            CampaignCommand::ReserveShares { purchase_id, member_id, quantity, method, card_member } => {
+                self.state()?.reserve_shares(purchase_id, member_id, quantity, method, card_member, now)
+            }
+            CampaignCommand::ReleaseShares { purchase_id } => self.state()?.release_shares(purchase_id, now),
+            CampaignCommand::ConfirmShares { purchase_id, member_id, payment, seed, next_commitment } => {
+                self.state()?.confirm_shares(purchase_id, member_id, payment, &seed, next_commitment, now)
+            }
         }
     }
 
@@ -712,6 +826,7 @@ impl EventSourced for Campaign {
                     stock_left: Vec::new(),
                     table_version: 0,
                     awards: BTreeMap::new(),
+                    snatch: SnatchBook::default(),
                 });
             }
             CampaignEvent::CampaignEdited { terms, .. } => {
@@ -745,6 +860,16 @@ impl EventSourced for Campaign {
                 state.status = Status::Ended;
                 state.ended_at = Some(*ended_at);
             }
+            CampaignEvent::CampaignPeriodOpened { .. } | CampaignEvent::CampaignPeriodDrawn { .. }
+                if self.created.as_ref().is_some_and(CampaignState::is_snatch) =>
+            {
+                self.existing()?.apply_snatch(event)?
+            }
+            CampaignEvent::SnatchSharesReserved { .. }
+            | CampaignEvent::SnatchSharesReleased { .. }
+            | CampaignEvent::SnatchSharesConfirmed { .. }
+            | CampaignEvent::SnatchPaymentArrivedLate { .. }
+            | CampaignEvent::SnatchPeriodCancelled { .. } => self.existing()?.apply_snatch(event)?,
             CampaignEvent::CampaignPeriodOpened { .. }
             | CampaignEvent::CampaignEntryRecorded { .. }
             | CampaignEvent::CampaignPeriodDrawn { .. }

@@ -13,7 +13,8 @@
 //! popularity lottery: periods, commitments and the ticket-weighted draw are
 //! the same, only where tickets come from differs ([`TicketSource`]: a
 //! member's own entries, or one per distinct friend who opens the member's
-//! share link) — and [`CampaignKind::ShakeLottery`].
+//! share link) — [`CampaignKind::ShakeLottery`] and [`CampaignKind::Snatch`]
+//! (1-yuan snatch, `snatch.rs`).
 //!
 //! Commit–reveal: the domain never generates a seed and never stores one
 //! before its reveal. The application seals a CSPRNG seed at rest and records
@@ -41,6 +42,9 @@ mod aggregate;
 pub mod draw;
 mod periodic;
 mod shake;
+mod snatch;
+#[cfg(test)]
+mod snatch_tests;
 #[cfg(test)]
 mod tests;
 
@@ -58,6 +62,10 @@ pub use aggregate::{
 pub use draw::{BeaconValue, DrawSeed, EntrantsHash, SeedCommitment};
 pub use periodic::{Period, PeriodEnd};
 pub use shake::{ShakeAsk, ShakeBatch, ShakeDraw, ShakeOdds, SlotOdds};
+pub use snatch::{
+    Purchase, PurchaseId, PurchaseStatus, SharePayMethod, SharePayment, ShareRefund, SnatchBook, SnatchTerms,
+    LATE_PAYMENTS_MAX, RESERVATION_MINUTES, SHARES_PER_PERIOD_MAX, SHARES_PER_PURCHASE_MAX, SHARE_PRICE_FEN,
+};
 
 use crate::coupon::TemplateId;
 use crate::ids::{uuid_id, IdError};
@@ -94,6 +102,11 @@ pub mod rules {
     pub const TICKET_PER_VISITOR: &str = "campaign.ticket_per_visitor";
     /// A physical prize is handed over once, to an award that exists.
     pub const HANDED_OVER_ONCE: &str = "campaign.handed_over_once";
+    /// A snatch's shares: reserved, then confirmed or released, once each;
+    /// a late payment recorded once and only when no reservation stands.
+    pub const SHARES_ONCE: &str = "campaign.shares_once";
+    /// Never more shares reserved and sold than N, or held by a member than allowed.
+    pub const WITHIN_SHARES: &str = "campaign.within_shares";
 }
 
 /// Ceiling of every participation limit (lifetime, per day, per period).
@@ -353,6 +366,8 @@ pub struct ShakeTerms {
 pub enum CampaignKind {
     PeriodicLottery(PeriodicTerms),
     ShakeLottery(ShakeTerms),
+    /// 1-yuan snatch (`snatch.rs`).
+    Snatch(SnatchTerms),
 }
 
 impl CampaignKind {
@@ -363,6 +378,7 @@ impl CampaignKind {
                 "popularity_lottery"
             }
             CampaignKind::ShakeLottery(_) => "shake_lottery",
+            CampaignKind::Snatch(_) => "snatch",
         }
     }
 }
@@ -408,6 +424,12 @@ impl CampaignTerms {
                     return Err(InvalidTerms("a shake lottery has no periods: use lifetime or per_day"));
                 }
                 check_shake(terms)
+            }
+            CampaignKind::Snatch(terms) => {
+                if lifetime.is_some() || per_day.is_some() || per_period.is_some() {
+                    return Err(InvalidTerms("a snatch limits shares with shares_per_member_max, not limits"));
+                }
+                snatch::check_snatch(terms)
             }
         }
     }

@@ -40,6 +40,9 @@ pub enum PaymentPurpose {
     /// The cash part of a points-mall order; the order is the one
     /// `MallOrderId::from_pay_trade_no` names.
     MallOrder,
+    /// Shares of a 1-yuan snatch; the purchase is the one
+    /// `campaign::PurchaseId::from_pay_trade_no` names.
+    SnatchPurchase,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -222,6 +222,7 @@ pub(crate) fn admin_routes() -> AdminRoutes {
         .post("/campaigns", Needs(P::CampaignManage), campaigns::create_campaign)
         .post("/periodic-campaigns", Needs(P::CampaignManage), campaigns::create_periodic_campaign)
         .post("/popularity-campaigns", Needs(P::CampaignManage), campaigns::create_popularity_campaign)
+        .post("/snatch-campaigns", Needs(P::CampaignManage), campaigns::create_snatch_campaign)
         .get("/campaigns/{campaign_id}", Needs(P::CampaignRead), campaigns::get_campaign)
         .get("/campaigns/{campaign_id}/report", Needs(P::CampaignRead), campaigns::campaign_report)
         .put("/campaigns/{campaign_id}/terms", Needs(P::CampaignManage), campaigns::put_terms)

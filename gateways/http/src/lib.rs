@@ -237,7 +237,12 @@ fn build_with(
         .route("/campaigns", get(campaigns::member_campaigns))
         .route("/campaigns/{campaign_id}/shakes", get(campaigns::member_shakes).post(campaigns::member_shake))
         .route("/campaigns/{campaign_id}/entries", post(campaigns::member_enter))
-        .route("/campaigns/{campaign_id}/share-link", get(campaigns::member_share_link));
+        .route("/campaigns/{campaign_id}/share-link", get(campaigns::member_share_link))
+        .route(
+            "/campaigns/{campaign_id}/share-purchases",
+            get(campaigns::member_purchases).post(campaigns::member_purchase),
+        )
+        .route("/campaigns/{campaign_id}/snatch", get(campaigns::member_snatch));
     Router::new()
         .route("/healthz", get(health::healthz))
         .nest("/m/api/v1", member_api)

@@ -88,7 +88,10 @@ arrives (or reconciliation finds the payment), exactly once.
 
 Campaigns (`/admin/api/v1/campaigns`, `/m/api/v1/campaigns`): owner and manager create, edit (while draft), \
 schedule, start and end shake lotteries and periodic lotteries (`periodic-campaigns`: free entries, a period \
-per merchant day or week, each committing to its own seed and drawn by the scheduler at its end); staff also hand \
+per merchant day or week, each committing to its own seed and drawn by the scheduler at its end) and 1-yuan \
+snatches (`snatch-campaigns`: N shares of 1 yuan per period bought with the balance or WeChat Pay through \
+`share-purchases`; the last share paid draws one winner by shares held, with the period's revealed seed, and opens \
+the next period; a payment arriving after its reservation ended is refunded); staff also hand \
 physical prizes over at the store (`hand-overs`, once); every role reads them (`CampaignRead`). Scheduling commits to a \
 secret seed (its SHA-256 `commitment`); each shake's roll is HMAC-SHA256(seed, member, chance) over the prize \
 table in force, and ending reveals the seed, so every shake can be recomputed (`schemas/draws/SPEC.md`). A prize \
@@ -195,6 +198,7 @@ v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with
         mall::member_cancel,
         campaigns::create_campaign,
         campaigns::create_periodic_campaign,
+        campaigns::create_snatch_campaign,
         campaigns::list_campaigns,
         campaigns::get_campaign,
         campaigns::put_terms,
@@ -214,6 +218,9 @@ v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with
         campaigns::open_period,
         campaigns::put_beacon_value,
         campaigns::campaign_report,
+        campaigns::member_purchase,
+        campaigns::member_purchases,
+        campaigns::member_snatch,
         pay_notify::notify_v2,
         pay_notify::notify_v3,
         pay_notify::notify_refund_v2,

@@ -9,7 +9,10 @@
 //! count must all be what the event states. Periodic lottery: each drawn
 //! period's seed must open that period's commitment, the entrant list rebuilt
 //! from its entries must hash to the recorded hash, and the ChaCha20 draw must
-//! give the recorded winners in rank order with their tiers' prizes.
+//! give the recorded winners in rank order with their tiers' prizes. A 1-yuan
+//! snatch's periods are checked the same way, the entrant list rebuilt from
+//! the paid shares (`SnatchSharesConfirmed`, tickets = shares), after exactly
+//! N shares sold, with one winner of the snatch's prize.
 //!
 //! This does not reuse the aggregate's `apply` (which checks the slot a roll
 //! lands on but cannot check the roll before the seed is revealed): it is a
@@ -21,7 +24,7 @@ use anyhow::Result;
 use serde::Serialize;
 use wxcm_domain::campaign::draw::{self, DrawSeed, Entrant, EntrantList};
 use wxcm_domain::campaign::{
-    CampaignEvent, CampaignId, CampaignKind, CampaignTerms, EntryId, SeedCommitment, ShakeDraw, TicketSource,
+    CampaignEvent, CampaignId, CampaignKind, CampaignTerms, EntryId, Prize, SeedCommitment, ShakeDraw, TicketSource,
 };
 use wxcm_domain::{MemberId, OpenId, TenantId};
 use wxcm_server::config::Settings;
@@ -240,6 +243,10 @@ impl Audit {
             CampaignEvent::CampaignEntryRecorded { entry_id, member_id, period_no, visitor_openid, .. } => {
                 self.ticket(sequence, *entry_id, *member_id, *period_no, visitor_openid.as_ref());
             }
+            // A snatch's tickets are its paid shares.
+            CampaignEvent::SnatchSharesConfirmed { member_id, period_no, quantity, .. } => {
+                *self.periods.entry(*period_no).or_default().tickets.entry(*member_id).or_default() += quantity;
+            }
             CampaignEvent::CampaignPeriodDrawn { .. } => {
                 self.period_draw(sequence, event);
                 self.report.periods_checked += 1;
@@ -247,7 +254,11 @@ impl Audit {
             CampaignEvent::CampaignStarted { .. }
             | CampaignEvent::CampaignEnded { .. }
             | CampaignEvent::CampaignPeriodCancelled { .. }
-            | CampaignEvent::CampaignPrizeHandedOver { .. } => {}
+            | CampaignEvent::CampaignPrizeHandedOver { .. }
+            | CampaignEvent::SnatchSharesReserved { .. }
+            | CampaignEvent::SnatchSharesReleased { .. }
+            | CampaignEvent::SnatchPaymentArrivedLate { .. }
+            | CampaignEvent::SnatchPeriodCancelled { .. } => {}
         }
     }
 
@@ -351,10 +362,29 @@ impl Audit {
         else {
             return;
         };
-        let Some(CampaignKind::PeriodicLottery(terms)) = self.terms.as_ref().map(|t| t.kind.clone()) else {
-            self.differ(at, "a period draw in a campaign that is not a periodic lottery");
-            return;
-        };
+        // Winners per draw and the prize of each rank: a periodic lottery's
+        // tiers, or a snatch's one winner of its prize after N shares sold.
+        let (count, prizes): (u32, Box<dyn Fn(u32) -> Option<Prize>>) =
+            match self.terms.as_ref().map(|t| t.kind.clone()) {
+                Some(CampaignKind::PeriodicLottery(terms)) => {
+                    (terms.winners(), Box::new(move |rank| terms.prize_of_rank(rank).cloned()))
+                }
+                Some(CampaignKind::Snatch(terms)) => {
+                    let sold: u64 =
+                        self.periods.get(period_no).map_or(0, |p| p.tickets.values().map(|t| u64::from(*t)).sum());
+                    if sold != u64::from(terms.shares_per_period) {
+                        self.differ(
+                            at,
+                            format!("period {period_no}: drawn with {sold} of {} shares sold", terms.shares_per_period),
+                        );
+                    }
+                    (1, Box::new(move |rank| (rank == 1).then(|| terms.prize.clone())))
+                }
+                Some(CampaignKind::ShakeLottery(_)) | None => {
+                    self.differ(at, "a period draw in a campaign that is not a periodic lottery or a snatch");
+                    return;
+                }
+            };
         let period = self.periods.remove(period_no).unwrap_or_default();
         if !period.commitment.is_some_and(|c| c.opens_to(seed)) {
             self.differ(at, format!("period {period_no}: the seed does not open the period's commitment"));
@@ -367,14 +397,14 @@ impl Audit {
         if &list.hash() != entrants_hash {
             self.differ(at, format!("period {period_no}: the entries hash to another entrant list"));
         }
-        match draw::draw_winners(seed, beacon_value.as_ref(), &list, terms.winners()) {
+        match draw::draw_winners(seed, beacon_value.as_ref(), &list, count) {
             Ok(drawn) => {
                 let recorded: Vec<MemberId> = winners.iter().map(|w| w.member_id).collect();
                 if recorded != drawn {
                     self.differ(at, format!("period {period_no}: winners differ from the recomputed draw"));
                 }
                 for w in winners {
-                    if terms.prize_of_rank(w.rank) != Some(&w.prize) {
+                    if prizes(w.rank).as_ref() != Some(&w.prize) {
                         self.differ(at, format!("period {period_no}: rank {} has another prize", w.rank));
                     }
                 }

@@ -5,9 +5,10 @@
 
 use async_trait::async_trait;
 use sqlx::PgPool;
+use wxcm_commands::campaigns::snatch::{PurchaseRecord, MEMBER_PURCHASES_MAX};
 use wxcm_commands::campaigns::{CampaignStore, MEMBER_SHAKES_MAX};
 use wxcm_commands::ports::PortError;
-use wxcm_domain::campaign::{BeaconValue, CampaignId, ShakeDraw};
+use wxcm_domain::campaign::{BeaconValue, CampaignId, PurchaseId, ShakeDraw, SharePayMethod};
 use wxcm_domain::tenant::SealedSecret;
 use wxcm_domain::{MemberId, TenantId};
 
@@ -169,5 +170,77 @@ impl CampaignStore for PgCampaignStore {
         .await
         .map_err(PortError::new)?;
         rows.into_iter().map(|v| serde_json::from_value(v).map_err(PortError::new)).collect()
+    }
+
+    async fn purchase(&self, tenant: &TenantId, purchase: PurchaseId) -> Result<Option<PurchaseRecord>, PortError> {
+        let row: Option<PurchaseRow> = sqlx::query_as(&format!(
+            "SELECT {PURCHASE_COLUMNS} FROM snatch_purchases WHERE tenant_id = $1 AND purchase_id = $2"
+        ))
+        .bind(tenant.as_str())
+        .bind(purchase.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(PortError::new)?;
+        row.map(PurchaseRow::record).transpose()
+    }
+
+    async fn member_purchases(
+        &self,
+        tenant: &TenantId,
+        campaign: CampaignId,
+        member: MemberId,
+        limit: u32,
+    ) -> Result<Vec<PurchaseRecord>, PortError> {
+        let rows: Vec<PurchaseRow> = sqlx::query_as(&format!(
+            "SELECT {PURCHASE_COLUMNS} FROM snatch_purchases
+              WHERE tenant_id = $1 AND campaign_id = $2 AND member_id = $3 ORDER BY sequence DESC LIMIT $4"
+        ))
+        .bind(tenant.as_str())
+        .bind(campaign.to_string())
+        .bind(member.to_string())
+        .bind(i64::from(limit.clamp(1, MEMBER_PURCHASES_MAX)))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(PortError::new)?;
+        rows.into_iter().map(PurchaseRow::record).collect()
+    }
+}
+
+const PURCHASE_COLUMNS: &str =
+    "purchase_id, campaign_id, member_id, period_no, quantity, amount_fen, method, status, expires_at, reserved_at";
+
+#[derive(sqlx::FromRow)]
+struct PurchaseRow {
+    purchase_id: String,
+    campaign_id: String,
+    member_id: String,
+    period_no: i32,
+    quantity: i32,
+    amount_fen: i64,
+    method: String,
+    status: String,
+    expires_at: chrono::DateTime<chrono::Utc>,
+    reserved_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl PurchaseRow {
+    fn record(self) -> Result<PurchaseRecord, PortError> {
+        let method = match self.method.as_str() {
+            "balance" => SharePayMethod::Balance,
+            "wechat_pay" => SharePayMethod::WechatPay,
+            other => return Err(PortError::msg(format!("snatch purchase method {other:?}"))),
+        };
+        Ok(PurchaseRecord {
+            purchase_id: PurchaseId::parse(&self.purchase_id).map_err(PortError::new)?,
+            campaign_id: CampaignId::parse(&self.campaign_id).map_err(PortError::new)?,
+            member_id: MemberId::parse(&self.member_id).map_err(PortError::new)?,
+            period_no: u32::try_from(self.period_no).map_err(PortError::new)?,
+            quantity: u32::try_from(self.quantity).map_err(PortError::new)?,
+            amount_fen: self.amount_fen,
+            method,
+            status: self.status,
+            expires_at: self.expires_at,
+            reserved_at: self.reserved_at,
+        })
     }
 }

@@ -50,7 +50,7 @@ pub struct PaymentOrderDoc {
     openid: String,
     appid: String,
     mch_id: String,
-    /// `balance_recharge` or `mall_order`.
+    /// `balance_recharge`, `mall_order` or `snatch_purchase`.
     purpose: String,
     amount_fen: i64,
     /// `v2` or `v3`.

@@ -20,10 +20,12 @@ use crate::state::AppState;
 mod periods;
 mod popularity;
 mod report;
+mod snatch;
 mod types;
 pub use periods::*;
 pub use popularity::*;
 pub use report::*;
+pub use snatch::*;
 pub use types::*;
 
 impl From<CampaignOpError> for ApiError {
@@ -48,6 +50,10 @@ impl From<CampaignOpError> for ApiError {
             CampaignOpError::Route(r) => unknown_tenant(&r),
             CampaignOpError::Infra(detail) => ApiError::internal("campaign operation", &detail),
             CampaignOpError::Unavailable(detail) => ApiError::unavailable("campaign operation", &detail),
+            CampaignOpError::InsufficientBalance { .. } => ApiError::conflict("insufficient_balance", message),
+            CampaignOpError::PurchaseAbandoned => ApiError::conflict("purchase_abandoned", message),
+            CampaignOpError::PaidTooLate => ApiError::conflict("paid_too_late", message),
+            CampaignOpError::Pay(_) => ApiError::invalid("pay_refused", message),
         }
     }
 }
@@ -74,6 +80,9 @@ fn campaign_rejection(e: &CampaignError) -> ApiError {
         // An operator's window that the campaign's own window or periods leave no room for
         // (the body's order is checked at the edge, 422 `invalid_period`).
         CampaignError::InvalidPeriod(_) => ApiError::conflict("period_window_conflict", message),
+        CampaignError::InvalidQuantity(_) => ApiError::invalid("invalid_quantity", message),
+        CampaignError::SharesLeft(_) => ApiError::conflict("shares_left", message),
+        CampaignError::PurchaseConflict(_) => idempotency_key_reused(),
         // The application chooses these values; a refusal is ours, not the client's.
         CampaignError::CommitmentRequired
         | CampaignError::CommitmentPerPeriod
@@ -87,6 +96,7 @@ fn campaign_rejection(e: &CampaignError) -> ApiError {
         | CampaignError::BatchSize
         | CampaignError::NotEnded
         | CampaignError::AlreadyRevealed
+        | CampaignError::PaymentMismatch(_)
         | CampaignError::Draw(_) => ApiError::internal("campaign", &message),
     }
 }

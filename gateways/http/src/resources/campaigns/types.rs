@@ -44,7 +44,7 @@ pub enum PrizeDto {
 }
 
 impl PrizeDto {
-    fn validate(&self) -> Result<Prize, ApiError> {
+    pub(super) fn validate(&self) -> Result<Prize, ApiError> {
         Ok(match self {
             PrizeDto::Points { points } => Prize::Points {
                 points: PointsAmount::new(*points).map_err(|e| ApiError::invalid("invalid_prize", e.to_string()))?,
@@ -432,7 +432,7 @@ pub struct SlotDto {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CampaignDto {
     pub campaign_id: uuid::Uuid,
-    /// `shake_lottery` or `periodic_lottery`.
+    /// `shake_lottery`, `periodic_lottery` or `snatch`.
     pub kind: String,
     pub name: String,
     /// The recorded step.
@@ -460,6 +460,8 @@ pub struct CampaignDto {
     pub ended_at: Option<DateTime<Utc>>,
     /// A periodic lottery's cycle, tiers and periods (absent for a shake lottery).
     pub periodic: Option<PeriodicDto>,
+    /// A 1-yuan snatch's shares and periods (absent for the other kinds).
+    pub snatch: Option<super::SnatchDto>,
 }
 
 impl From<CampaignView> for CampaignDto {
@@ -483,7 +485,7 @@ impl From<CampaignView> for CampaignDto {
                     .collect();
                 (slots, Some(terms.prizes_per_member_max))
             }
-            CampaignKind::PeriodicLottery(_) => (Vec::new(), None),
+            CampaignKind::PeriodicLottery(_) | CampaignKind::Snatch(_) => (Vec::new(), None),
         };
         let limits = v.terms.limits;
         let periodic = match &v.terms.kind {
@@ -519,10 +521,11 @@ impl From<CampaignView> for CampaignDto {
                     })
                     .collect(),
             }),
-            CampaignKind::ShakeLottery(_) => None,
+            CampaignKind::ShakeLottery(_) | CampaignKind::Snatch(_) => None,
         };
         Self {
             periodic,
+            snatch: v.snatch.map(Into::into),
             campaign_id: v.campaign_id.as_uuid(),
             kind: v.terms.kind.name().to_owned(),
             name: v.terms.name.as_str().to_owned(),
