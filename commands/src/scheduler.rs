@@ -48,6 +48,9 @@ pub const KIND_CAMPAIGN_PERIOD_DRAW: &str = "campaign_period_draw";
 pub const KIND_CAMPAIGN_ENTRY_REFUND: &str = "campaign_entry_refund";
 /// A paid entry's hold its request may have left (written with `PointsHeld`, migration 0026).
 pub const KIND_CAMPAIGN_ENTRY_HOLD: &str = "campaign_entry_hold";
+/// A voting item's approval reward, granted (again) under its key (written with
+/// `CampaignVoteItemApproved`, migration 0027).
+pub const KIND_CAMPAIGN_VOTE_REWARD: &str = "campaign_vote_reward";
 /// Expiry commands per due item (each expires up to `PointsAmount::MAX`).
 const EXPIRY_ROUNDS_MAX: u32 = 16;
 
@@ -192,6 +195,9 @@ async fn run_item(app: &App, pay: Option<PayAccess<'_>>, item: &DueItem) -> Resu
             .await
             .map_err(|e| MemberOpError::Infra(e.to_string())),
         KIND_CAMPAIGN_PRIZE => crate::campaigns::shakes::due_prize(app, &tenant, &item.aggregate_id)
+            .await
+            .map_err(|e| MemberOpError::Infra(e.to_string())),
+        KIND_CAMPAIGN_VOTE_REWARD => crate::campaigns::voting::due_reward(app, &tenant, &item.aggregate_id)
             .await
             .map_err(|e| MemberOpError::Infra(e.to_string())),
         other => {

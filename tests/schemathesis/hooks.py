@@ -214,8 +214,10 @@ def _campaign(body: dict) -> None:
     stock, a thanks slot none; at least one slot is a prize."""
     _ordered_instants(body, "starts_at", "ends_at", strict=True)
     a, b = _instant(body.get("starts_at")), _instant(body.get("ends_at"))
-    if a is not None and b is not None and b - a > _dt.timedelta(days=366):
-        body["ends_at"] = (a + _dt.timedelta(days=366)).isoformat()
+    if a is not None and b is not None and b - a > _dt.timedelta(days=365):
+        # A day under the limit: a stateful link may later replace `starts_at` with an
+        # earlier instant from a response (minutes earlier), which must stay within 366 days.
+        body["ends_at"] = (a + _dt.timedelta(days=365)).isoformat()
     slots = body.get("slots")
     if not isinstance(slots, list):
         return
@@ -238,8 +240,10 @@ def _periodic_campaign(body: dict) -> None:
     """Periodic lottery terms: the window as a shake lottery's; tiers are prizes, 1,000 winners at most."""
     _ordered_instants(body, "starts_at", "ends_at", strict=True)
     a, b = _instant(body.get("starts_at")), _instant(body.get("ends_at"))
-    if a is not None and b is not None and b - a > _dt.timedelta(days=366):
-        body["ends_at"] = (a + _dt.timedelta(days=366)).isoformat()
+    if a is not None and b is not None and b - a > _dt.timedelta(days=365):
+        # A day under the limit: a stateful link may later replace `starts_at` with an
+        # earlier instant from a response (minutes earlier), which must stay within 366 days.
+        body["ends_at"] = (a + _dt.timedelta(days=365)).isoformat()
     tiers = body.get("tiers")
     if not isinstance(tiers, list):
         return
@@ -254,6 +258,18 @@ def _periodic_campaign(body: dict) -> None:
             # Leave one winner for each tier after this one.
             tier["count"] = max(1, min(count, 1000 - used - (len(tiers) - i - 1)))
             used += tier["count"]
+
+
+def _voting_campaign(body: dict) -> None:
+    """Voting terms: the window as a shake lottery's; an approval reward needs members among the submitters."""
+    _ordered_instants(body, "starts_at", "ends_at", strict=True)
+    a, b = _instant(body.get("starts_at")), _instant(body.get("ends_at"))
+    if a is not None and b is not None and b - a > _dt.timedelta(days=365):
+        # A day under the limit: a stateful link may later replace `starts_at` with an
+        # earlier instant from a response (minutes earlier), which must stay within 366 days.
+        body["ends_at"] = (a + _dt.timedelta(days=365)).isoformat()
+    if body.get("approval_reward_points") is not None and body.get("submitters") == "operators":
+        body["submitters"] = "anyone"
 
 
 def _product_for(seed) -> tuple:
@@ -305,6 +321,10 @@ def map_case(context, case):
         _campaign(body)
     elif route == ("POST", "/admin/api/v1/periodic-campaigns") and body is not None:
         _periodic_campaign(body)
+    elif route == ("POST", "/admin/api/v1/voting-campaigns") and body is not None:
+        _voting_campaign(body)
+    elif route == ("PUT", "/admin/api/v1/campaigns/{campaign_id}/voting-terms") and body is not None:
+        _voting_campaign(body)
     elif route == ("POST", "/m/api/v1/mall/orders") and body is not None:
         _member_order(body)
     path = case.path_parameters if isinstance(case.path_parameters, dict) else None

@@ -120,6 +120,7 @@ struct ShardPipeline {
     projector: ProjectorRuntime<MemberProjector>,
     coupons: ProjectorRuntime<CouponProjector>,
     mall: ProjectorRuntime<MallProjector>,
+    votes: ProjectorRuntime<wxcm_projections::VoteProjector>,
 }
 
 impl ShardPipeline {
@@ -145,6 +146,7 @@ impl ShardPipeline {
         drain(&mut self.projector, deadline).await;
         drain(&mut self.coupons, deadline).await;
         drain(&mut self.mall, deadline).await;
+        drain(&mut self.votes, deadline).await;
     }
 }
 
@@ -208,13 +210,15 @@ pub async fn spawn_app_with_projections_on(mut settings: Settings) -> TestApp {
     let projectors = application.shard_projectors(&js, tune);
     let coupon_projectors = application.shard_coupon_projectors(&js, tune);
     let mall_projectors = application.shard_mall_projectors(&js, tune);
+    let vote_projectors = application.shard_vote_projectors(&js, tune);
     let mut shards = Vec::new();
     // All come from `Shards::all`, in the same order.
-    let pipelines = names.iter().zip(relays).zip(projectors).zip(coupon_projectors).zip(mall_projectors);
-    for ((((name, relay), projector), coupons), mall) in pipelines {
+    let pipelines =
+        names.iter().zip(relays).zip(projectors).zip(coupon_projectors).zip(mall_projectors).zip(vote_projectors);
+    for (((((name, relay), projector), coupons), mall), votes) in pipelines {
         let url = &settings.shards[name].admin_url;
         let db = PgConnectOptions::from_str(url).expect("url").connect().await.expect("shard connection");
-        shards.push(ShardPipeline { db, relay, projector, coupons, mall });
+        shards.push(ShardPipeline { db, relay, projector, coupons, mall, votes });
     }
     let pipeline = Pipeline { js, prefix, shards: tokio::sync::Mutex::new(shards) };
     start(application, settings, clock, Some(pipeline))

@@ -14,6 +14,7 @@
 pub mod lanes;
 pub mod periods;
 pub mod shakes;
+pub mod voting;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -155,6 +156,8 @@ pub struct CampaignView {
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
     pub periods: Vec<PeriodView>,
+    /// A voting campaign's items (every status).
+    pub vote_items: u32,
 }
 
 impl CampaignView {
@@ -173,6 +176,7 @@ impl CampaignView {
             created_at: state.created_at,
             started_at: state.started_at,
             ended_at: state.ended_at,
+            vote_items: u32::try_from(state.voting.items.len()).unwrap_or(u32::MAX),
             periods: state
                 .periods
                 .iter()
@@ -255,6 +259,7 @@ async fn check_prize_templates(app: &App, tenant: &TenantId, terms: &CampaignTer
     let prizes: Vec<&Prize> = match &terms.kind {
         CampaignKind::ShakeLottery(shake) => shake.slots.iter().map(|s| &s.prize).collect(),
         CampaignKind::PeriodicLottery(periodic) => periodic.tiers.iter().map(|t| &t.prize).collect(),
+        CampaignKind::Voting(_) => Vec::new(),
     };
     let shard = app.router.route(tenant)?;
     for prize in prizes {
@@ -349,7 +354,7 @@ pub async fn schedule(
         }
         // Not a draft: the domain refuses (or the key replays the first answer).
         (CampaignKind::ShakeLottery(_), _) => state.commitment,
-        (CampaignKind::PeriodicLottery(_), _) => None,
+        (CampaignKind::PeriodicLottery(_) | CampaignKind::Voting(_), _) => None,
     };
     let request = serde_json::json!({ "schedule_campaign": campaign_id });
     run(app, ctx, campaign_id, CampaignCommand::Schedule { commitment, actor }, &request).await?;

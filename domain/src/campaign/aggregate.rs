@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::draw::{BeaconValue, DrawError, DrawSeed, EntrantsHash, SeedCommitment};
 use super::periodic::Period;
 use super::shake::{ShakeAsk, ShakeDraw};
+use super::voting::{VoteError, VoteItemId, VoteItemText, VotingBoard};
 use super::{
     rules, BeaconRound, CampaignId, CampaignKind, CampaignTerms, EntryId, InvalidTerms, Limits, Prize,
     PARTICIPANTS_MAX, SHAKES_PER_EVENT_MAX,
@@ -73,6 +74,8 @@ pub enum CampaignError {
     AlreadyHandedOver(String),
     #[error("draw: {0}")]
     Draw(DrawError),
+    #[error("{0}")]
+    Vote(VoteError),
 }
 
 /// Why one participation (an entry or a shake) is refused; the rest of a
@@ -247,6 +250,31 @@ pub enum CampaignCommand {
         award: AwardRef,
         actor: Actor,
     },
+    /// An item of a voting campaign, by an operator (`member_id` absent) or a member.
+    SubmitVoteItem {
+        item_id: VoteItemId,
+        title: super::CampaignText,
+        description: Option<VoteItemText>,
+        member_id: Option<MemberId>,
+        /// The member holds a card (read from the member stream by the caller).
+        card_member: bool,
+        actor: Actor,
+    },
+    ApproveVoteItem {
+        item_id: VoteItemId,
+        actor: Actor,
+    },
+    RejectVoteItem {
+        item_id: VoteItemId,
+        reason: super::CampaignText,
+        actor: Actor,
+    },
+    CastVote {
+        member_id: MemberId,
+        item_id: VoteItemId,
+        /// The member holds a card (read from the member stream by the caller).
+        card_member: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -348,6 +376,45 @@ pub enum CampaignEvent {
         actor: Actor,
         handed_over_at: DateTime<Utc>,
     },
+    CampaignVoteItemSubmitted {
+        item_id: VoteItemId,
+        title: super::CampaignText,
+        description: Option<VoteItemText>,
+        /// The member who submitted it (absent: an operator).
+        member_id: Option<MemberId>,
+        /// An operator's item is approved as it is submitted.
+        approved: bool,
+        /// Items of the campaign, this one included.
+        items_after: u32,
+        actor: Actor,
+        submitted_at: DateTime<Utc>,
+    },
+    CampaignVoteItemApproved {
+        item_id: VoteItemId,
+        member_id: Option<MemberId>,
+        /// Points the member earns (the terms' reward; granted once by the application).
+        reward: Option<PointsAmount>,
+        actor: Actor,
+        approved_at: DateTime<Utc>,
+    },
+    CampaignVoteItemRejected {
+        item_id: VoteItemId,
+        reason: super::CampaignText,
+        actor: Actor,
+        rejected_at: DateTime<Utc>,
+    },
+    CampaignVoteCast {
+        item_id: VoteItemId,
+        member_id: MemberId,
+        /// The merchant day (UTC+8) the per-day limit and a daily vote period count in.
+        merchant_day: NaiveDate,
+        /// The member's votes in the campaign and on the day, this one included.
+        member_total_after: u32,
+        member_day_after: u32,
+        /// The item's votes, this one included.
+        item_votes_after: u32,
+        voted_at: DateTime<Utc>,
+    },
 }
 
 impl DomainEventMeta for CampaignEvent {
@@ -365,6 +432,10 @@ impl DomainEventMeta for CampaignEvent {
             CampaignEvent::CampaignShakesDrawn { .. } => "CampaignShakesDrawn",
             CampaignEvent::CampaignShakeSeedRevealed { .. } => "CampaignShakeSeedRevealed",
             CampaignEvent::CampaignPrizeHandedOver { .. } => "CampaignPrizeHandedOver",
+            CampaignEvent::CampaignVoteItemSubmitted { .. } => "CampaignVoteItemSubmitted",
+            CampaignEvent::CampaignVoteItemApproved { .. } => "CampaignVoteItemApproved",
+            CampaignEvent::CampaignVoteItemRejected { .. } => "CampaignVoteItemRejected",
+            CampaignEvent::CampaignVoteCast { .. } => "CampaignVoteCast",
         }
     }
     fn event_version(&self) -> &'static str {
@@ -450,6 +521,9 @@ pub struct CampaignState {
     pub table_version: u32,
     /// Physical prizes by [`AwardRef::key`].
     pub awards: BTreeMap<String, PhysicalAward>,
+    /// A voting campaign's items and ballots.
+    #[serde(default)]
+    pub voting: VotingBoard,
 }
 
 impl CampaignState {
@@ -524,14 +598,18 @@ impl CampaignState {
     pub(super) fn periodic(&self) -> Result<&super::PeriodicTerms, CampaignError> {
         match &self.terms.kind {
             CampaignKind::PeriodicLottery(terms) => Ok(terms),
-            CampaignKind::ShakeLottery(_) => Err(CampaignError::WrongKind("periodic_lottery")),
+            CampaignKind::ShakeLottery(_) | CampaignKind::Voting(_) => {
+                Err(CampaignError::WrongKind("periodic_lottery"))
+            }
         }
     }
 
     pub(super) fn shake_terms(&self) -> Result<&super::ShakeTerms, CampaignError> {
         match &self.terms.kind {
             CampaignKind::ShakeLottery(terms) => Ok(terms),
-            CampaignKind::PeriodicLottery(_) => Err(CampaignError::WrongKind("shake_lottery")),
+            CampaignKind::PeriodicLottery(_) | CampaignKind::Voting(_) => {
+                Err(CampaignError::WrongKind("shake_lottery"))
+            }
         }
     }
 
@@ -545,6 +623,7 @@ impl CampaignState {
         match (&self.terms.kind, commitment) {
             (CampaignKind::ShakeLottery(_), None) => Err(CampaignError::CommitmentRequired),
             (CampaignKind::PeriodicLottery(_), Some(_)) => Err(CampaignError::CommitmentPerPeriod),
+            (CampaignKind::Voting(_), Some(_)) => Err(CampaignError::WrongKind("shake_lottery")),
             (_, commitment) => Ok(vec![CampaignEvent::CampaignScheduled { commitment, actor, scheduled_at: now }]),
         }
     }
@@ -641,6 +720,7 @@ impl EventSourced for Campaign {
                     return Err(CampaignError::WrongKind(terms.kind.name()));
                 }
                 terms.check().map_err(CampaignError::InvalidTerms)?;
+                state.check_voting_edit(&terms)?;
                 Ok(vec![CampaignEvent::CampaignEdited { terms, actor, edited_at: now }])
             }
             CampaignCommand::Schedule { commitment, actor } => self.state()?.schedule(commitment, actor, now),
@@ -668,6 +748,16 @@ impl EventSourced for Campaign {
             }
             CampaignCommand::RevealShakeSeed { seed, actor } => self.state()?.reveal(seed, actor, now),
             CampaignCommand::HandOverPrize { award, actor } => self.state()?.hand_over(award, actor, now),
+            CampaignCommand::SubmitVoteItem { item_id, title, description, member_id, card_member, actor } => {
+                self.state()?.submit_vote_item(item_id, title, description, member_id, card_member, actor, now)
+            }
+            CampaignCommand::ApproveVoteItem { item_id, actor } => self.state()?.approve_vote_item(item_id, actor, now),
+            CampaignCommand::RejectVoteItem { item_id, reason, actor } => {
+                self.state()?.reject_vote_item(item_id, reason, actor, now)
+            }
+            CampaignCommand::CastVote { member_id, item_id, card_member } => {
+                self.state()?.cast_vote(member_id, item_id, card_member, now)
+            }
         }
     }
 
@@ -692,6 +782,7 @@ impl EventSourced for Campaign {
                     stock_left: Vec::new(),
                     table_version: 0,
                     awards: BTreeMap::new(),
+                    voting: VotingBoard::default(),
                 });
             }
             CampaignEvent::CampaignEdited { terms, .. } => {
@@ -755,6 +846,10 @@ impl EventSourced for Campaign {
                 })?;
                 won.handed_over_at = Some(*handed_over_at);
             }
+            CampaignEvent::CampaignVoteItemSubmitted { .. }
+            | CampaignEvent::CampaignVoteItemApproved { .. }
+            | CampaignEvent::CampaignVoteItemRejected { .. }
+            | CampaignEvent::CampaignVoteCast { .. } => self.existing()?.apply_voting(event)?,
         }
         Ok(())
     }

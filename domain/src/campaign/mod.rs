@@ -9,9 +9,9 @@
 //! prizes: points, a coupon template, a physical item handed over once at
 //! the store, or "thanks".
 //!
-//! Kinds implemented: [`CampaignKind::PeriodicLottery`] and
-//! [`CampaignKind::ShakeLottery`]. Popularity lotteries, 1-yuan snatch and
-//! voting are not variants yet: an uninhabited variant would put commands
+//! Kinds implemented: [`CampaignKind::PeriodicLottery`],
+//! [`CampaignKind::ShakeLottery`] and [`CampaignKind::Voting`] (`voting`).
+//! Popularity lotteries and 1-yuan snatch are not variants yet: an uninhabited variant would put commands
 //! and schemas in front of behaviour that does not exist. Adding a variant
 //! later is additive (old events still read). A popularity lottery reuses
 //! the periodic draw as is: the draw already weights by tickets.
@@ -44,6 +44,9 @@ mod periodic;
 mod shake;
 #[cfg(test)]
 mod tests;
+mod voting;
+#[cfg(test)]
+mod voting_tests;
 
 use std::fmt;
 
@@ -59,6 +62,10 @@ pub use aggregate::{
 pub use draw::{BeaconValue, DrawSeed, EntrantsHash, SeedCommitment};
 pub use periodic::{Period, PeriodEnd};
 pub use shake::{ShakeAsk, ShakeBatch, ShakeDraw, ShakeOdds, SlotOdds};
+pub use voting::{
+    vote_rules, Ballot, ItemSubmitters, VoteError, VoteItem, VoteItemId, VoteItemStatus, VoteItemText, VotePeriod,
+    VotingBoard, VotingTerms, APPROVAL_REWARD_POINTS_MAX, ITEMS_PER_MEMBER_MAX, VOTE_ITEMS_MAX,
+};
 
 use crate::coupon::TemplateId;
 use crate::ids::{uuid_id, IdError};
@@ -310,6 +317,7 @@ pub struct ShakeTerms {
 pub enum CampaignKind {
     PeriodicLottery(PeriodicTerms),
     ShakeLottery(ShakeTerms),
+    Voting(VotingTerms),
 }
 
 impl CampaignKind {
@@ -317,6 +325,7 @@ impl CampaignKind {
         match self {
             CampaignKind::PeriodicLottery(_) => "periodic_lottery",
             CampaignKind::ShakeLottery(_) => "shake_lottery",
+            CampaignKind::Voting(_) => "voting",
         }
     }
 }
@@ -363,6 +372,7 @@ impl CampaignTerms {
                 }
                 check_shake(terms)
             }
+            CampaignKind::Voting(terms) => voting::check_voting(terms, &self.limits),
         }
     }
 }

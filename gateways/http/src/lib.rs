@@ -236,7 +236,10 @@ fn build_with(
         .route("/card-code", get(member_api::card_code))
         .route("/campaigns", get(campaigns::member_campaigns))
         .route("/campaigns/{campaign_id}/shakes", get(campaigns::member_shakes).post(campaigns::member_shake))
-        .route("/campaigns/{campaign_id}/entries", post(campaigns::member_enter));
+        .route("/campaigns/{campaign_id}/entries", post(campaigns::member_enter))
+        .route("/campaigns/{campaign_id}/vote-items", get(campaigns::member_items).post(campaigns::member_submit_item))
+        .route("/campaigns/{campaign_id}/vote-items/{item_id}/votes", post(campaigns::member_vote))
+        .route("/campaigns/{campaign_id}/ranking", get(campaigns::member_ranking));
     Router::new()
         .route("/healthz", get(health::healthz))
         .nest("/m/api/v1", member_api)

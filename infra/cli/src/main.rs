@@ -180,8 +180,9 @@ enum ProjectionsCommand {
     /// Replay the event store into fresh tables and swap them in (or replace one tenant's rows).
     Rebuild {
         /// The read model (`members`: rm_members and rm_member_ledger; `coupons`: rm_coupons and
-        /// the coupon counters of rm_daily_ops; `mall`: rm_mall_orders and the mall counters).
-        #[arg(value_parser = ["members", "coupons", "mall"])]
+        /// the coupon counters of rm_daily_ops; `mall`: rm_mall_orders and the mall counters;
+        /// `votes`: rm_vote_items, the voting campaigns' ranking).
+        #[arg(value_parser = ["members", "coupons", "mall", "votes"])]
         name: String,
         #[arg(long)]
         tenant: Option<String>,

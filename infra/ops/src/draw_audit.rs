@@ -239,7 +239,11 @@ impl Audit {
             CampaignEvent::CampaignStarted { .. }
             | CampaignEvent::CampaignEnded { .. }
             | CampaignEvent::CampaignPeriodCancelled { .. }
-            | CampaignEvent::CampaignPrizeHandedOver { .. } => {}
+            | CampaignEvent::CampaignPrizeHandedOver { .. }
+            | CampaignEvent::CampaignVoteItemSubmitted { .. }
+            | CampaignEvent::CampaignVoteItemApproved { .. }
+            | CampaignEvent::CampaignVoteItemRejected { .. }
+            | CampaignEvent::CampaignVoteCast { .. } => {}
         }
     }
 

@@ -18,7 +18,9 @@ use crate::resources::member_api::MemberAuth;
 use crate::state::AppState;
 
 mod types;
+mod voting;
 pub use types::*;
+pub use voting::*;
 
 impl From<CampaignOpError> for ApiError {
     fn from(e: CampaignOpError) -> Self {
@@ -58,6 +60,7 @@ fn campaign_rejection(e: &CampaignError) -> ApiError {
         // An admin names the period to cancel.
         CampaignError::PeriodNotFound(_) => ApiError::not_found("period_not_found", message),
         CampaignError::PeriodClosed(_) => ApiError::conflict("period_drawn", message),
+        CampaignError::Vote(v) => voting::vote_rejection(v),
         // The application chooses these values; a refusal is ours, not the client's.
         CampaignError::CommitmentRequired
         | CampaignError::CommitmentPerPeriod

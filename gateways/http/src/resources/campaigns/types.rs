@@ -368,7 +368,7 @@ pub struct SlotDto {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CampaignDto {
     pub campaign_id: uuid::Uuid,
-    /// `shake_lottery` or `periodic_lottery`.
+    /// `shake_lottery`, `periodic_lottery` or `voting`.
     pub kind: String,
     pub name: String,
     /// The recorded step.
@@ -396,6 +396,8 @@ pub struct CampaignDto {
     pub ended_at: Option<DateTime<Utc>>,
     /// A periodic lottery's cycle, tiers and periods (absent for a shake lottery).
     pub periodic: Option<PeriodicDto>,
+    /// A voting campaign's terms and item count (absent for the lotteries).
+    pub voting: Option<super::voting::VotingDto>,
 }
 
 impl From<CampaignView> for CampaignDto {
@@ -419,7 +421,7 @@ impl From<CampaignView> for CampaignDto {
                     .collect();
                 (slots, Some(terms.prizes_per_member_max))
             }
-            CampaignKind::PeriodicLottery(_) => (Vec::new(), None),
+            CampaignKind::PeriodicLottery(_) | CampaignKind::Voting(_) => (Vec::new(), None),
         };
         let limits = v.terms.limits;
         let periodic = match &v.terms.kind {
@@ -450,10 +452,12 @@ impl From<CampaignView> for CampaignDto {
                     })
                     .collect(),
             }),
-            CampaignKind::ShakeLottery(_) => None,
+            CampaignKind::ShakeLottery(_) | CampaignKind::Voting(_) => None,
         };
+        let voting = super::voting::VotingDto::of(&v);
         Self {
             periodic,
+            voting,
             campaign_id: v.campaign_id.as_uuid(),
             kind: v.terms.kind.name().to_owned(),
             name: v.terms.name.as_str().to_owned(),
