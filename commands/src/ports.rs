@@ -327,6 +327,8 @@ pub struct ShardServices {
     pub campaign_store: Arc<dyn crate::campaigns::CampaignStore>,
     /// Member shakes, batched per campaign (shares `campaigns`).
     pub shake_lanes: crate::campaigns::lanes::ShakeLanes,
+    /// The voting campaigns' ranking read model (`rm_vote_items`).
+    pub vote_ranking: Arc<dyn crate::campaigns::voting::VoteRanking>,
     pub event_log: Arc<dyn EventLog>,
     pub directory: Arc<dyn MemberDirectory>,
     pub cards: Arc<dyn CardNumberAllocator>,

@@ -52,6 +52,9 @@ pub const KIND_CAMPAIGN_ENTRY_HOLD: &str = "campaign_entry_hold";
 pub const KIND_SNATCH_RESERVATION_EXPIRY: &str = "snatch_reservation_expiry";
 /// A snatch payment that arrived late, to refund (written with `SnatchPaymentArrivedLate`, migration 0029).
 pub const KIND_SNATCH_REFUND: &str = "snatch_refund";
+/// A voting item's approval reward, granted (again) under its key (written with
+/// `CampaignVoteItemApproved`, migration 0027).
+pub const KIND_CAMPAIGN_VOTE_REWARD: &str = "campaign_vote_reward";
 /// Expiry commands per due item (each expires up to `PointsAmount::MAX`).
 const EXPIRY_ROUNDS_MAX: u32 = 16;
 
@@ -209,6 +212,9 @@ async fn run_item(app: &App, pay: Option<PayAccess<'_>>, item: &DueItem) -> Resu
                 .await
                 .map_err(|e| MemberOpError::Infra(e.to_string()))
         }
+        KIND_CAMPAIGN_VOTE_REWARD => crate::campaigns::voting::due_reward(app, &tenant, &item.aggregate_id)
+            .await
+            .map_err(|e| MemberOpError::Infra(e.to_string())),
         other => {
             warn!(kind = other, "unknown due work kind; leaving it");
             Err(MemberOpError::Infra(format!("unknown due work kind {other}")))

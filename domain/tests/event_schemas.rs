@@ -15,8 +15,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use wxcm_domain::campaign::{
     AwardRef, BeaconRound, BeaconValue, CampaignEvent, CampaignId, CampaignKind, CampaignTerms, CampaignText, Cycle,
-    DrawSeed, EntrantsHash, EntryId, EntryRefund, Limits, PeriodWinner, PeriodicTerms, Prize, PrizeTier, PurchaseId,
-    ShakeDraw, ShakeSlot, ShakeTerms, SharePayMethod, SharePayment, ShareRefund, SnatchTerms, TicketSource,
+    DrawSeed, EntrantsHash, EntryId, EntryRefund, ItemSubmitters, Limits, PeriodWinner, PeriodicTerms, Prize,
+    PrizeTier, PurchaseId, ShakeDraw, ShakeSlot, ShakeTerms, SharePayMethod, SharePayment, ShareRefund, SnatchTerms,
+    TicketSource, VoteItemId, VoteItemText, VotePeriod, VotingTerms,
 };
 use wxcm_domain::coupon::{
     Audience, Benefit, CouponEvent, CouponId, CouponTerms, CouponText, IssueChannel, IssueGrant, IssuedCoupon,
@@ -886,6 +887,62 @@ fn campaign_events() -> Vec<CampaignEvent> {
                 payment: SharePayment::Balance { amount_fen: fen(100), charge_sequence: 14 },
             }],
             cancelled_at: at("2026-12-11T16:00:00Z"),
+        },
+        CampaignEvent::CampaignEdited {
+            terms: CampaignTerms {
+                limits: Limits { lifetime: None, per_day: Some(3), per_period: None },
+                ..campaign_terms(CampaignKind::Voting(VotingTerms {
+                    submitters: ItemSubmitters::Anyone,
+                    approval_reward: Some(pts(50)),
+                    vote_period: VotePeriod::Day,
+                    items_max: 200,
+                    items_per_member_max: 2,
+                }))
+            },
+            actor: admin.clone(),
+            edited_at: at("2026-12-01T03:00:00Z"),
+        },
+        CampaignEvent::CampaignVoteItemSubmitted {
+            item_id: VoteItemId::from_uuid(uuid::Uuid::from_u128(70)),
+            title: campaign_text("海报 poster"),
+            description: Some(VoteItemText::parse("two\nlines").unwrap()),
+            member_id: Some(member),
+            approved: false,
+            items_after: 1,
+            actor: Actor::Member { member_id: member },
+            submitted_at: at("2026-12-05T02:00:00Z"),
+        },
+        CampaignEvent::CampaignVoteItemSubmitted {
+            item_id: VoteItemId::from_uuid(uuid::Uuid::from_u128(71)),
+            title: campaign_text("operator's item"),
+            description: None,
+            member_id: None,
+            approved: true,
+            items_after: 2,
+            actor: admin.clone(),
+            submitted_at: at("2026-12-05T02:00:00Z"),
+        },
+        CampaignEvent::CampaignVoteItemApproved {
+            item_id: VoteItemId::from_uuid(uuid::Uuid::from_u128(70)),
+            member_id: Some(member),
+            reward: Some(pts(50)),
+            actor: admin.clone(),
+            approved_at: at("2026-12-05T03:00:00Z"),
+        },
+        CampaignEvent::CampaignVoteItemRejected {
+            item_id: VoteItemId::from_uuid(uuid::Uuid::from_u128(72)),
+            reason: campaign_text("off topic"),
+            actor: admin.clone(),
+            rejected_at: at("2026-12-05T03:00:00Z"),
+        },
+        CampaignEvent::CampaignVoteCast {
+            item_id: VoteItemId::from_uuid(uuid::Uuid::from_u128(70)),
+            member_id: member,
+            merchant_day: chrono::NaiveDate::from_ymd_opt(2026, 12, 5).unwrap(),
+            member_total_after: 1,
+            member_day_after: 1,
+            item_votes_after: 1,
+            voted_at: at("2026-12-05T04:00:00Z"),
         },
     ]
 }

@@ -3,8 +3,8 @@
 //! `rm_daily_ops` (dimension: the campaign id), in the same transaction, so
 //! the checkpoint covers both. The per-campaign report reads them.
 //!
-//! What counts: a participation is an entry, a popularity ticket, a shake or
-//! a paid snatch purchase; a new participant is a member's first
+//! What counts: a participation is an entry, a popularity ticket, a shake, a
+//! vote or a paid snatch purchase; a new participant is a member's first
 //! participation in the campaign (the event states the member's count after
 //! it; a snatch's buyer counts as new in each period); a winner is a prize
 //! that is not "thanks" (a shake's) or a period draw's winner.
@@ -64,6 +64,7 @@ fn totals(event: &CampaignEvent) -> (i64, i64, i64) {
             (n(&|_| true), n(&|d| d.nonce == 1), n(&|d| !d.prize.is_thanks()))
         }
         CampaignEvent::CampaignPeriodDrawn { winners, .. } => (0, 0, i64::try_from(winners.len()).unwrap_or(i64::MAX)),
+        CampaignEvent::CampaignVoteCast { member_total_after, .. } => (1, i64::from(*member_total_after == 1), 0),
         // A paid purchase of snatch shares; its buyer is new to the period
         // when these are their first shares in it (a snatch counts per period).
         CampaignEvent::SnatchSharesConfirmed { quantity, member_shares_after, .. } => {
@@ -77,6 +78,9 @@ fn totals(event: &CampaignEvent) -> (i64, i64, i64) {
         | CampaignEvent::CampaignPeriodOpened { .. }
         | CampaignEvent::CampaignPeriodCancelled { .. }
         | CampaignEvent::CampaignShakeSeedRevealed { .. }
+        | CampaignEvent::CampaignVoteItemSubmitted { .. }
+        | CampaignEvent::CampaignVoteItemApproved { .. }
+        | CampaignEvent::CampaignVoteItemRejected { .. }
         | CampaignEvent::CampaignPrizeHandedOver { .. }
         | CampaignEvent::SnatchSharesReserved { .. }
         | CampaignEvent::SnatchSharesReleased { .. }

@@ -9,6 +9,7 @@
 //! - `coupons`: `CouponProjector` → `rm_coupons` and the coupon counters of `rm_daily_ops`.
 //! - `mall`: `MallProjector` → `rm_mall_orders` and the mall counters of `rm_daily_ops`.
 //! - `campaigns`: `CampaignProjector` → `rm_campaigns` and the per-campaign counters of `rm_daily_ops`.
+//! - `votes`: `VoteProjector` → `rm_vote_items` (voting campaigns' items and votes), `PgVoteRanking`.
 //! - `follows`: follow sources and what an event does to a member's follow columns.
 
 pub mod campaigns;
@@ -17,6 +18,7 @@ pub mod envelope;
 pub mod mall;
 pub mod members;
 pub mod runtime;
+pub mod votes;
 
 pub use campaigns::CampaignProjector;
 pub use coupons::CouponProjector;
@@ -27,6 +29,7 @@ pub use runtime::{
     stalls_detected, ApplyError, BatchReport, Outcome, ProjectionError, Projector, ProjectorRuntime, ProjectorSettings,
     ProjectorStatus,
 };
+pub use votes::{PgVoteRanking, VoteProjector};
 
 // Daily operations (`rm_daily_ops`, fed by `MemberProjector`) and the read-model queries.
 pub mod daily;

@@ -214,8 +214,10 @@ def _campaign(body: dict) -> None:
     stock, a thanks slot none; at least one slot is a prize."""
     _ordered_instants(body, "starts_at", "ends_at", strict=True)
     a, b = _instant(body.get("starts_at")), _instant(body.get("ends_at"))
-    if a is not None and b is not None and b - a > _dt.timedelta(days=366):
-        body["ends_at"] = (a + _dt.timedelta(days=366)).isoformat()
+    if a is not None and b is not None and b - a > _dt.timedelta(days=365):
+        # A day under the limit: a stateful link may later replace `starts_at` with an
+        # earlier instant from a response (minutes earlier), which must stay within 366 days.
+        body["ends_at"] = (a + _dt.timedelta(days=365)).isoformat()
     slots = body.get("slots")
     if not isinstance(slots, list):
         return
@@ -238,8 +240,10 @@ def _periodic_campaign(body: dict) -> None:
     """Periodic lottery terms: the window as a shake lottery's; tiers are prizes, 1,000 winners at most."""
     _ordered_instants(body, "starts_at", "ends_at", strict=True)
     a, b = _instant(body.get("starts_at")), _instant(body.get("ends_at"))
-    if a is not None and b is not None and b - a > _dt.timedelta(days=366):
-        body["ends_at"] = (a + _dt.timedelta(days=366)).isoformat()
+    if a is not None and b is not None and b - a > _dt.timedelta(days=365):
+        # A day under the limit: a stateful link may later replace `starts_at` with an
+        # earlier instant from a response (minutes earlier), which must stay within 366 days.
+        body["ends_at"] = (a + _dt.timedelta(days=365)).isoformat()
     tiers = body.get("tiers")
     if not isinstance(tiers, list):
         return
@@ -267,6 +271,18 @@ def _snatch_campaign(body: dict) -> None:
     shares, per_member = _number(body.get("shares_per_period")), _number(body.get("shares_per_member_max"))
     if shares is not None and per_member is not None and shares >= 1 and per_member > shares:
         body["shares_per_member_max"] = shares
+
+
+def _voting_campaign(body: dict) -> None:
+    """Voting terms: the window as a shake lottery's; an approval reward needs members among the submitters."""
+    _ordered_instants(body, "starts_at", "ends_at", strict=True)
+    a, b = _instant(body.get("starts_at")), _instant(body.get("ends_at"))
+    if a is not None and b is not None and b - a > _dt.timedelta(days=365):
+        # A day under the limit: a stateful link may later replace `starts_at` with an
+        # earlier instant from a response (minutes earlier), which must stay within 366 days.
+        body["ends_at"] = (a + _dt.timedelta(days=365)).isoformat()
+    if body.get("approval_reward_points") is not None and body.get("submitters") == "operators":
+        body["submitters"] = "anyone"
 
 
 def _product_for(seed) -> tuple:
@@ -323,6 +339,10 @@ def map_case(context, case):
         _ordered_instants(body, "starts_at", "ends_at", strict=True)
     elif route == ("POST", "/admin/api/v1/snatch-campaigns") and body is not None:
         _snatch_campaign(body)
+    elif route == ("POST", "/admin/api/v1/voting-campaigns") and body is not None:
+        _voting_campaign(body)
+    elif route == ("PUT", "/admin/api/v1/campaigns/{campaign_id}/voting-terms") and body is not None:
+        _voting_campaign(body)
     elif route == ("POST", "/m/api/v1/mall/orders") and body is not None:
         _member_order(body)
     path = case.path_parameters if isinstance(case.path_parameters, dict) else None

@@ -124,6 +124,7 @@ struct ShardPipeline {
     coupons: ProjectorRuntime<CouponProjector>,
     mall: ProjectorRuntime<MallProjector>,
     campaigns: ProjectorRuntime<CampaignProjector>,
+    votes: ProjectorRuntime<wxcm_projections::VoteProjector>,
 }
 
 impl ShardPipeline {
@@ -150,6 +151,7 @@ impl ShardPipeline {
         drain(&mut self.coupons, deadline).await;
         drain(&mut self.mall, deadline).await;
         drain(&mut self.campaigns, deadline).await;
+        drain(&mut self.votes, deadline).await;
     }
 }
 
@@ -214,14 +216,21 @@ pub async fn spawn_app_with_projections_on(mut settings: Settings) -> TestApp {
     let coupon_projectors = application.shard_coupon_projectors(&js, tune);
     let mall_projectors = application.shard_mall_projectors(&js, tune);
     let campaign_projectors = application.shard_campaign_projectors(&js, tune);
+    let vote_projectors = application.shard_vote_projectors(&js, tune);
     let mut shards = Vec::new();
     // All come from `Shards::all`, in the same order.
-    let pipelines =
-        names.iter().zip(relays).zip(projectors).zip(coupon_projectors).zip(mall_projectors).zip(campaign_projectors);
-    for (((((name, relay), projector), coupons), mall), campaigns) in pipelines {
+    let pipelines = names
+        .iter()
+        .zip(relays)
+        .zip(projectors)
+        .zip(coupon_projectors)
+        .zip(mall_projectors)
+        .zip(campaign_projectors)
+        .zip(vote_projectors);
+    for ((((((name, relay), projector), coupons), mall), campaigns), votes) in pipelines {
         let url = &settings.shards[name].admin_url;
         let db = PgConnectOptions::from_str(url).expect("url").connect().await.expect("shard connection");
-        shards.push(ShardPipeline { db, relay, projector, coupons, mall, campaigns });
+        shards.push(ShardPipeline { db, relay, projector, coupons, mall, campaigns, votes });
     }
     let pipeline = Pipeline { js, prefix, shards: tokio::sync::Mutex::new(shards) };
     start(application, settings, clock, Some(pipeline))

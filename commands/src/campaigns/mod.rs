@@ -17,6 +17,7 @@ pub mod popularity;
 pub mod report;
 pub mod shakes;
 pub mod snatch;
+pub mod voting;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -236,6 +237,8 @@ pub struct CampaignView {
     pub periods: Vec<PeriodView>,
     /// A 1-yuan snatch's shares and periods.
     pub snatch: Option<snatch::SnatchView>,
+    /// A voting campaign's items (every status).
+    pub vote_items: u32,
 }
 
 impl CampaignView {
@@ -255,6 +258,7 @@ impl CampaignView {
             started_at: state.started_at,
             ended_at: state.ended_at,
             snatch: snatch::SnatchView::of(state),
+            vote_items: u32::try_from(state.voting.items.len()).unwrap_or(u32::MAX),
             periods: state
                 .periods
                 .iter()
@@ -339,6 +343,7 @@ async fn check_prize_templates(app: &App, tenant: &TenantId, terms: &CampaignTer
         CampaignKind::ShakeLottery(shake) => shake.slots.iter().map(|s| &s.prize).collect(),
         CampaignKind::PeriodicLottery(periodic) => periodic.tiers.iter().map(|t| &t.prize).collect(),
         CampaignKind::Snatch(snatch) => vec![&snatch.prize],
+        CampaignKind::Voting(_) => Vec::new(),
     };
     let shard = app.router.route(tenant)?;
     for prize in prizes {
@@ -433,7 +438,7 @@ pub async fn schedule(
         }
         // Not a draft: the domain refuses (or the key replays the first answer).
         (CampaignKind::ShakeLottery(_), _) => state.commitment,
-        (CampaignKind::PeriodicLottery(_) | CampaignKind::Snatch(_), _) => None,
+        (CampaignKind::PeriodicLottery(_) | CampaignKind::Snatch(_) | CampaignKind::Voting(_), _) => None,
     };
     let request = serde_json::json!({ "schedule_campaign": campaign_id });
     run(app, ctx, campaign_id, CampaignCommand::Schedule { commitment, actor }, &request).await?;

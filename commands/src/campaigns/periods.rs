@@ -523,7 +523,7 @@ pub(super) async fn due_prize(app: &App, tenant: &TenantId, aggregate_id: &str) 
     let prize = match &state.terms.kind {
         CampaignKind::PeriodicLottery(terms) => terms.prize_of_rank(rank).ok_or_else(bad)?,
         CampaignKind::Snatch(terms) if rank == 1 => &terms.prize,
-        CampaignKind::Snatch(_) | CampaignKind::ShakeLottery(_) => return Err(bad()),
+        CampaignKind::Snatch(_) | CampaignKind::ShakeLottery(_) | CampaignKind::Voting(_) => return Err(bad()),
     };
     issue_award(app, tenant, campaign_id, *member_id, prize, AwardRef::Period { period_no, rank }).await?;
     Ok(0)

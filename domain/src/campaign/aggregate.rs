@@ -11,6 +11,7 @@ use super::draw::{BeaconValue, DrawError, DrawSeed, EntrantsHash, SeedCommitment
 use super::periodic::Period;
 use super::shake::{ShakeAsk, ShakeDraw};
 use super::snatch::{PurchaseId, SharePayMethod, SharePayment, ShareRefund, SnatchBook};
+use super::voting::{VoteError, VoteItemId, VoteItemText, VotingBoard};
 use super::{
     rules, BeaconRound, CampaignId, CampaignKind, CampaignTerms, EntryId, InvalidTerms, Limits, Prize,
     PARTICIPANTS_MAX, SHAKES_PER_EVENT_MAX,
@@ -82,6 +83,8 @@ pub enum CampaignError {
     SharesLeft(u32),
     #[error("the payment for purchase {0} is not its price or method")]
     PaymentMismatch(PurchaseId),
+    #[error("{0}")]
+    Vote(VoteError),
 }
 
 /// Why one participation (an entry or a shake) is refused; the rest of a
@@ -292,6 +295,31 @@ pub enum CampaignCommand {
         seed: DrawSeed,
         next_commitment: SeedCommitment,
     },
+    /// An item of a voting campaign, by an operator (`member_id` absent) or a member.
+    SubmitVoteItem {
+        item_id: VoteItemId,
+        title: super::CampaignText,
+        description: Option<VoteItemText>,
+        member_id: Option<MemberId>,
+        /// The member holds a card (read from the member stream by the caller).
+        card_member: bool,
+        actor: Actor,
+    },
+    ApproveVoteItem {
+        item_id: VoteItemId,
+        actor: Actor,
+    },
+    RejectVoteItem {
+        item_id: VoteItemId,
+        reason: super::CampaignText,
+        actor: Actor,
+    },
+    CastVote {
+        member_id: MemberId,
+        item_id: VoteItemId,
+        /// The member holds a card (read from the member stream by the caller).
+        card_member: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -447,6 +475,45 @@ pub enum CampaignEvent {
         refunds: Vec<ShareRefund>,
         cancelled_at: DateTime<Utc>,
     },
+    CampaignVoteItemSubmitted {
+        item_id: VoteItemId,
+        title: super::CampaignText,
+        description: Option<VoteItemText>,
+        /// The member who submitted it (absent: an operator).
+        member_id: Option<MemberId>,
+        /// An operator's item is approved as it is submitted.
+        approved: bool,
+        /// Items of the campaign, this one included.
+        items_after: u32,
+        actor: Actor,
+        submitted_at: DateTime<Utc>,
+    },
+    CampaignVoteItemApproved {
+        item_id: VoteItemId,
+        member_id: Option<MemberId>,
+        /// Points the member earns (the terms' reward; granted once by the application).
+        reward: Option<PointsAmount>,
+        actor: Actor,
+        approved_at: DateTime<Utc>,
+    },
+    CampaignVoteItemRejected {
+        item_id: VoteItemId,
+        reason: super::CampaignText,
+        actor: Actor,
+        rejected_at: DateTime<Utc>,
+    },
+    CampaignVoteCast {
+        item_id: VoteItemId,
+        member_id: MemberId,
+        /// The merchant day (UTC+8) the per-day limit and a daily vote period count in.
+        merchant_day: NaiveDate,
+        /// The member's votes in the campaign and on the day, this one included.
+        member_total_after: u32,
+        member_day_after: u32,
+        /// The item's votes, this one included.
+        item_votes_after: u32,
+        voted_at: DateTime<Utc>,
+    },
 }
 
 impl DomainEventMeta for CampaignEvent {
@@ -469,6 +536,10 @@ impl DomainEventMeta for CampaignEvent {
             CampaignEvent::SnatchSharesConfirmed { .. } => "SnatchSharesConfirmed",
             CampaignEvent::SnatchPaymentArrivedLate { .. } => "SnatchPaymentArrivedLate",
             CampaignEvent::SnatchPeriodCancelled { .. } => "SnatchPeriodCancelled",
+            CampaignEvent::CampaignVoteItemSubmitted { .. } => "CampaignVoteItemSubmitted",
+            CampaignEvent::CampaignVoteItemApproved { .. } => "CampaignVoteItemApproved",
+            CampaignEvent::CampaignVoteItemRejected { .. } => "CampaignVoteItemRejected",
+            CampaignEvent::CampaignVoteCast { .. } => "CampaignVoteCast",
         }
     }
     fn event_version(&self) -> &'static str {
@@ -557,6 +628,9 @@ pub struct CampaignState {
     /// A snatch's open period: purchases and counts.
     #[serde(default)]
     pub snatch: SnatchBook,
+    /// A voting campaign's items and ballots.
+    #[serde(default)]
+    pub voting: VotingBoard,
 }
 
 impl CampaignState {
@@ -631,7 +705,7 @@ impl CampaignState {
     pub(super) fn periodic(&self) -> Result<&super::PeriodicTerms, CampaignError> {
         match &self.terms.kind {
             CampaignKind::PeriodicLottery(terms) => Ok(terms),
-            CampaignKind::ShakeLottery(_) | CampaignKind::Snatch(_) => {
+            CampaignKind::ShakeLottery(_) | CampaignKind::Snatch(_) | CampaignKind::Voting(_) => {
                 Err(CampaignError::WrongKind("periodic_lottery"))
             }
         }
@@ -640,7 +714,7 @@ impl CampaignState {
     pub(super) fn shake_terms(&self) -> Result<&super::ShakeTerms, CampaignError> {
         match &self.terms.kind {
             CampaignKind::ShakeLottery(terms) => Ok(terms),
-            CampaignKind::PeriodicLottery(_) | CampaignKind::Snatch(_) => {
+            CampaignKind::PeriodicLottery(_) | CampaignKind::Snatch(_) | CampaignKind::Voting(_) => {
                 Err(CampaignError::WrongKind("shake_lottery"))
             }
         }
@@ -658,6 +732,7 @@ impl CampaignState {
             (CampaignKind::PeriodicLottery(_) | CampaignKind::Snatch(_), Some(_)) => {
                 Err(CampaignError::CommitmentPerPeriod)
             }
+            (CampaignKind::Voting(_), Some(_)) => Err(CampaignError::WrongKind("shake_lottery")),
             (_, commitment) => Ok(vec![CampaignEvent::CampaignScheduled { commitment, actor, scheduled_at: now }]),
         }
     }
@@ -754,6 +829,7 @@ impl EventSourced for Campaign {
                     return Err(CampaignError::WrongKind(terms.kind.name()));
                 }
                 terms.check().map_err(CampaignError::InvalidTerms)?;
+                state.check_voting_edit(&terms)?;
                 Ok(vec![CampaignEvent::CampaignEdited { terms, actor, edited_at: now }])
             }
             CampaignCommand::Schedule { commitment, actor } => self.state()?.schedule(commitment, actor, now),
@@ -802,6 +878,16 @@ impl EventSourced for Campaign {
             CampaignCommand::ConfirmShares { purchase_id, member_id, payment, seed, next_commitment } => {
                 self.state()?.confirm_shares(purchase_id, member_id, payment, &seed, next_commitment, now)
             }
+            CampaignCommand::SubmitVoteItem { item_id, title, description, member_id, card_member, actor } => {
+                self.state()?.submit_vote_item(item_id, title, description, member_id, card_member, actor, now)
+            }
+            CampaignCommand::ApproveVoteItem { item_id, actor } => self.state()?.approve_vote_item(item_id, actor, now),
+            CampaignCommand::RejectVoteItem { item_id, reason, actor } => {
+                self.state()?.reject_vote_item(item_id, reason, actor, now)
+            }
+            CampaignCommand::CastVote { member_id, item_id, card_member } => {
+                self.state()?.cast_vote(member_id, item_id, card_member, now)
+            }
         }
     }
 
@@ -827,6 +913,7 @@ impl EventSourced for Campaign {
                     table_version: 0,
                     awards: BTreeMap::new(),
                     snatch: SnatchBook::default(),
+                    voting: VotingBoard::default(),
                 });
             }
             CampaignEvent::CampaignEdited { terms, .. } => {
@@ -900,6 +987,10 @@ impl EventSourced for Campaign {
                 })?;
                 won.handed_over_at = Some(*handed_over_at);
             }
+            CampaignEvent::CampaignVoteItemSubmitted { .. }
+            | CampaignEvent::CampaignVoteItemApproved { .. }
+            | CampaignEvent::CampaignVoteItemRejected { .. }
+            | CampaignEvent::CampaignVoteCast { .. } => self.existing()?.apply_voting(event)?,
         }
         Ok(())
     }

@@ -13,8 +13,8 @@
 //! popularity lottery: periods, commitments and the ticket-weighted draw are
 //! the same, only where tickets come from differs ([`TicketSource`]: a
 //! member's own entries, or one per distinct friend who opens the member's
-//! share link) — [`CampaignKind::ShakeLottery`] and [`CampaignKind::Snatch`]
-//! (1-yuan snatch, `snatch.rs`).
+//! share link) — [`CampaignKind::ShakeLottery`], [`CampaignKind::Snatch`]
+//! (1-yuan snatch, `snatch.rs`) and [`CampaignKind::Voting`] (`voting.rs`).
 //!
 //! Commit–reveal: the domain never generates a seed and never stores one
 //! before its reveal. The application seals a CSPRNG seed at rest and records
@@ -47,6 +47,9 @@ mod snatch;
 mod snatch_tests;
 #[cfg(test)]
 mod tests;
+mod voting;
+#[cfg(test)]
+mod voting_tests;
 
 use std::fmt;
 
@@ -65,6 +68,10 @@ pub use shake::{ShakeAsk, ShakeBatch, ShakeDraw, ShakeOdds, SlotOdds};
 pub use snatch::{
     Purchase, PurchaseId, PurchaseStatus, SharePayMethod, SharePayment, ShareRefund, SnatchBook, SnatchTerms,
     LATE_PAYMENTS_MAX, RESERVATION_MINUTES, SHARES_PER_PERIOD_MAX, SHARES_PER_PURCHASE_MAX, SHARE_PRICE_FEN,
+};
+pub use voting::{
+    vote_rules, Ballot, ItemSubmitters, VoteError, VoteItem, VoteItemId, VoteItemStatus, VoteItemText, VotePeriod,
+    VotingBoard, VotingTerms, APPROVAL_REWARD_POINTS_MAX, ITEMS_PER_MEMBER_MAX, VOTE_ITEMS_MAX,
 };
 
 use crate::coupon::TemplateId;
@@ -368,6 +375,7 @@ pub enum CampaignKind {
     ShakeLottery(ShakeTerms),
     /// 1-yuan snatch (`snatch.rs`).
     Snatch(SnatchTerms),
+    Voting(VotingTerms),
 }
 
 impl CampaignKind {
@@ -379,6 +387,7 @@ impl CampaignKind {
             }
             CampaignKind::ShakeLottery(_) => "shake_lottery",
             CampaignKind::Snatch(_) => "snatch",
+            CampaignKind::Voting(_) => "voting",
         }
     }
 }
@@ -431,6 +440,7 @@ impl CampaignTerms {
                 }
                 snatch::check_snatch(terms)
             }
+            CampaignKind::Voting(terms) => voting::check_voting(terms, &self.limits),
         }
     }
 }

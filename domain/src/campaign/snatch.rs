@@ -230,7 +230,9 @@ impl CampaignState {
     pub(super) fn snatch_terms(&self) -> Result<&SnatchTerms, CampaignError> {
         match &self.terms.kind {
             CampaignKind::Snatch(terms) => Ok(terms),
-            CampaignKind::PeriodicLottery(_) | CampaignKind::ShakeLottery(_) => Err(CampaignError::WrongKind("snatch")),
+            CampaignKind::PeriodicLottery(_) | CampaignKind::ShakeLottery(_) | CampaignKind::Voting(_) => {
+                Err(CampaignError::WrongKind("snatch"))
+            }
         }
     }
 
@@ -762,6 +764,10 @@ impl CampaignState {
             | CampaignEvent::CampaignPeriodCancelled { .. }
             | CampaignEvent::CampaignShakesDrawn { .. }
             | CampaignEvent::CampaignShakeSeedRevealed { .. }
+            | CampaignEvent::CampaignVoteItemSubmitted { .. }
+            | CampaignEvent::CampaignVoteItemApproved { .. }
+            | CampaignEvent::CampaignVoteItemRejected { .. }
+            | CampaignEvent::CampaignVoteCast { .. }
             | CampaignEvent::CampaignPrizeHandedOver { .. } => {
                 return Err(InvariantViolation::new(rules::TRANSITION, format!("{} in a snatch", event.event_type())));
             }

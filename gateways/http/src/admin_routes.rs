@@ -238,4 +238,14 @@ pub(crate) fn admin_routes() -> AdminRoutes {
         )
         .keyed()
         .post("/campaigns/{campaign_id}/hand-overs", Needs(P::CampaignHandOver), campaigns::hand_over)
+        .post("/voting-campaigns", Needs(P::CampaignManage), campaigns::create_voting_campaign)
+        .put("/campaigns/{campaign_id}/voting-terms", Needs(P::CampaignManage), campaigns::put_voting_terms)
+        .get("/campaigns/{campaign_id}/vote-items", Needs(P::CampaignRead), campaigns::admin_vote_items)
+        .post("/campaigns/{campaign_id}/vote-items", Needs(P::CampaignManage), campaigns::admin_submit_item)
+        .post(
+            "/campaigns/{campaign_id}/vote-items/{item_id}/approve",
+            Needs(P::CampaignManage),
+            campaigns::approve_item,
+        )
+        .post("/campaigns/{campaign_id}/vote-items/{item_id}/reject", Needs(P::CampaignManage), campaigns::reject_item)
 }

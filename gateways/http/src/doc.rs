@@ -238,6 +238,19 @@ string_schema!(
 );
 
 string_schema!(
+    /// `wxcm_domain::campaign::VoteItemText`.
+    VoteItemDescription => string(
+        "Visible text of 1..=500 characters; line breaks allowed, other control characters not; not only spaces",
+        1,
+        wxcm_domain::campaign::VoteItemText::LEN_MAX,
+        "^[^\\x00-\\x09\\x0B-\\x1F\\x7F-\\x9F]*\
+[^\\x00-\\x20\\x7F-\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]\
+[^\\x00-\\x09\\x0B-\\x1F\\x7F-\\x9F]*$",
+        None,
+    )
+);
+
+string_schema!(
     /// `wxcm_domain::mall::ImageUrl`.
     ImageUrl => string(
         "An http(s) URL with a host: printable ASCII without spaces, quotes, angle brackets or backslashes",

@@ -242,7 +242,10 @@ fn build_with(
             "/campaigns/{campaign_id}/share-purchases",
             get(campaigns::member_purchases).post(campaigns::member_purchase),
         )
-        .route("/campaigns/{campaign_id}/snatch", get(campaigns::member_snatch));
+        .route("/campaigns/{campaign_id}/snatch", get(campaigns::member_snatch))
+        .route("/campaigns/{campaign_id}/vote-items", get(campaigns::member_items).post(campaigns::member_submit_item))
+        .route("/campaigns/{campaign_id}/vote-items/{item_id}/votes", post(campaigns::member_vote))
+        .route("/campaigns/{campaign_id}/ranking", get(campaigns::member_ranking));
     Router::new()
         .route("/healthz", get(health::healthz))
         .nest("/m/api/v1", member_api)

@@ -97,7 +97,11 @@ secret seed (its SHA-256 `commitment`); each shake's roll is HMAC-SHA256(seed, m
 table in force, and ending reveals the seed, so every shake can be recomputed (`schemas/draws/SPEC.md`). A prize \
 never gives more than its stock, a member never shakes more than the chances nor wins more than \
 `prizes_per_member_max`. Refusals are 409: `not_ongoing`, `members_only`, `lifetime_limit_reached`, \
-`daily_limit_reached`, `prize_limit_reached`, `prizes_exhausted`, `not_draft`, `already_ended`, `window_ended`.
+`daily_limit_reached`, `prize_limit_reached`, `prizes_exhausted`, `not_draft`, `already_ended`, `window_ended`. \
+Voting campaigns (`voting-campaigns`): items by operators (approved at once) or members (approved or rejected \
+once by an operator; an approval may earn the member points, granted once); members vote within the lifetime and \
+daily limits, one vote per item per vote period (`already_voted`, `vote_item_not_approved`); the ranking \
+(`vote-items`, member `ranking`) is a read model.
 
 Pay notifications (`/pay/notify`) are called by WeChat Pay, not by clients: v2 XML signed with the API v2 key, \
 v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with an encrypted `req_info`. The \
@@ -221,6 +225,16 @@ v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with
         campaigns::member_purchase,
         campaigns::member_purchases,
         campaigns::member_snatch,
+        campaigns::create_voting_campaign,
+        campaigns::put_voting_terms,
+        campaigns::admin_submit_item,
+        campaigns::approve_item,
+        campaigns::reject_item,
+        campaigns::admin_vote_items,
+        campaigns::member_submit_item,
+        campaigns::member_items,
+        campaigns::member_vote,
+        campaigns::member_ranking,
         pay_notify::notify_v2,
         pay_notify::notify_v3,
         pay_notify::notify_refund_v2,
@@ -250,6 +264,7 @@ v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with
         doc::ShortText,
         doc::Name100,
         doc::ProductDescription,
+        doc::VoteItemDescription,
         doc::ImageUrl,
         doc::CouponCodeInput,
         doc::CardCodeInput,

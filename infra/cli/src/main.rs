@@ -181,8 +181,9 @@ enum ProjectionsCommand {
     Rebuild {
         /// The read model (`members`: rm_members and rm_member_ledger; `coupons`: rm_coupons and
         /// the coupon counters of rm_daily_ops; `mall`: rm_mall_orders and the mall counters;
-        /// `campaigns`: rm_campaigns and the per-campaign counters).
-        #[arg(value_parser = ["members", "coupons", "mall", "campaigns"])]
+        /// `campaigns`: rm_campaigns and the per-campaign counters;
+        /// `votes`: rm_vote_items, the voting campaigns' ranking).
+        #[arg(value_parser = ["members", "coupons", "mall", "campaigns", "votes"])]
         name: String,
         #[arg(long)]
         tenant: Option<String>,

@@ -258,7 +258,11 @@ impl Audit {
             | CampaignEvent::SnatchSharesReserved { .. }
             | CampaignEvent::SnatchSharesReleased { .. }
             | CampaignEvent::SnatchPaymentArrivedLate { .. }
-            | CampaignEvent::SnatchPeriodCancelled { .. } => {}
+            | CampaignEvent::SnatchPeriodCancelled { .. }
+            | CampaignEvent::CampaignVoteItemSubmitted { .. }
+            | CampaignEvent::CampaignVoteItemApproved { .. }
+            | CampaignEvent::CampaignVoteItemRejected { .. }
+            | CampaignEvent::CampaignVoteCast { .. } => {}
         }
     }
 
@@ -380,7 +384,7 @@ impl Audit {
                     }
                     (1, Box::new(move |rank| (rank == 1).then(|| terms.prize.clone())))
                 }
-                Some(CampaignKind::ShakeLottery(_)) | None => {
+                Some(CampaignKind::ShakeLottery(_) | CampaignKind::Voting(_)) | None => {
                     self.differ(at, "a period draw in a campaign that is not a periodic lottery or a snatch");
                     return;
                 }

@@ -248,6 +248,15 @@ impl Application {
         self.projectors_of(CampaignProjector, js, tune)
     }
 
+    /// The votes projector of every shard (`rm_vote_items`, the voting campaigns' ranking).
+    pub fn shard_vote_projectors(
+        &self,
+        js: &async_nats::jetstream::Context,
+        tune: impl Fn(&mut ProjectorSettings),
+    ) -> Vec<ProjectorRuntime<wxcm_projections::VoteProjector>> {
+        self.projectors_of(wxcm_projections::VoteProjector, js, tune)
+    }
+
     fn projectors_of<P: Projector + Copy>(
         &self,
         projector: P,
@@ -316,6 +325,10 @@ impl Application {
                     tasks.push(tokio::spawn(projector.with_health(part).run(shutdown.clone())));
                 }
                 for projector in self.shard_campaign_projectors(&js, |_| {}) {
+                    let part = self.health.part("projector", projector.shard_name(), projector.projector_name());
+                    tasks.push(tokio::spawn(projector.with_health(part).run(shutdown.clone())));
+                }
+                for projector in self.shard_vote_projectors(&js, |_| {}) {
                     let part = self.health.part("projector", projector.shard_name(), projector.projector_name());
                     tasks.push(tokio::spawn(projector.with_health(part).run(shutdown.clone())));
                 }

@@ -30,7 +30,7 @@ pub const PARKED_LISTED_MAX: i64 = 50;
 /// How long `status` waits for NATS before showing the database side only.
 pub const NATS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read models `rebuild` knows.
-pub const REBUILDABLE: &[&str] = &["members", "coupons", "mall", "campaigns"];
+pub const REBUILDABLE: &[&str] = &["members", "coupons", "mall", "campaigns", "votes"];
 const PROGRESS_TICK_MS: u64 = 200;
 
 #[derive(sqlx::FromRow)]
@@ -125,6 +125,7 @@ pub async fn status_of(
         lines.push(projector_line(CouponProjector, settings, shards, shard, js).await);
         lines.push(projector_line(MallProjector, settings, shards, shard, js).await);
         lines.push(projector_line(CampaignProjector, settings, shards, shard, js).await);
+        lines.push(projector_line(wxcm_projections::VoteProjector, settings, shards, shard, js).await);
     }
     lines
 }
@@ -440,6 +441,19 @@ pub async fn rebuild(
                 "shard {shard}: rebuilt {name}: {} events, {} campaigns, {:.2} s",
                 report.events,
                 report.campaigns,
+                started.elapsed().as_secs_f64()
+            );
+            continue;
+        }
+        if name == "votes" {
+            let started = Instant::now();
+            let report = wxcm_projections::votes::rebuild_votes(&mut writer, reader, &scope)
+                .await
+                .with_context(|| format!("rebuilding {name} on shard {shard}"))?;
+            println!(
+                "shard {shard}: rebuilt {name}: {} events, {} campaigns, {:.2} s",
+                report.events,
+                report.streams,
                 started.elapsed().as_secs_f64()
             );
             continue;

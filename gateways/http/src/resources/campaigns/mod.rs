@@ -22,11 +22,13 @@ mod popularity;
 mod report;
 mod snatch;
 mod types;
+mod voting;
 pub use periods::*;
 pub use popularity::*;
 pub use report::*;
 pub use snatch::*;
 pub use types::*;
+pub use voting::*;
 
 impl From<CampaignOpError> for ApiError {
     fn from(e: CampaignOpError) -> Self {
@@ -83,6 +85,7 @@ fn campaign_rejection(e: &CampaignError) -> ApiError {
         CampaignError::InvalidQuantity(_) => ApiError::invalid("invalid_quantity", message),
         CampaignError::SharesLeft(_) => ApiError::conflict("shares_left", message),
         CampaignError::PurchaseConflict(_) => idempotency_key_reused(),
+        CampaignError::Vote(v) => voting::vote_rejection(v),
         // The application chooses these values; a refusal is ours, not the client's.
         CampaignError::CommitmentRequired
         | CampaignError::CommitmentPerPeriod

@@ -432,7 +432,7 @@ pub struct SlotDto {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CampaignDto {
     pub campaign_id: uuid::Uuid,
-    /// `shake_lottery`, `periodic_lottery` or `snatch`.
+    /// `shake_lottery`, `periodic_lottery`, `popularity_lottery`, `snatch` or `voting`.
     pub kind: String,
     pub name: String,
     /// The recorded step.
@@ -462,6 +462,8 @@ pub struct CampaignDto {
     pub periodic: Option<PeriodicDto>,
     /// A 1-yuan snatch's shares and periods (absent for the other kinds).
     pub snatch: Option<super::SnatchDto>,
+    /// A voting campaign's terms and item count (absent for the lotteries).
+    pub voting: Option<super::voting::VotingDto>,
 }
 
 impl From<CampaignView> for CampaignDto {
@@ -485,7 +487,7 @@ impl From<CampaignView> for CampaignDto {
                     .collect();
                 (slots, Some(terms.prizes_per_member_max))
             }
-            CampaignKind::PeriodicLottery(_) | CampaignKind::Snatch(_) => (Vec::new(), None),
+            CampaignKind::PeriodicLottery(_) | CampaignKind::Snatch(_) | CampaignKind::Voting(_) => (Vec::new(), None),
         };
         let limits = v.terms.limits;
         let periodic = match &v.terms.kind {
@@ -521,11 +523,13 @@ impl From<CampaignView> for CampaignDto {
                     })
                     .collect(),
             }),
-            CampaignKind::ShakeLottery(_) | CampaignKind::Snatch(_) => None,
+            CampaignKind::ShakeLottery(_) | CampaignKind::Snatch(_) | CampaignKind::Voting(_) => None,
         };
+        let voting = super::voting::VotingDto::of(&v);
         Self {
             periodic,
             snatch: v.snatch.map(Into::into),
+            voting,
             campaign_id: v.campaign_id.as_uuid(),
             kind: v.terms.kind.name().to_owned(),
             name: v.terms.name.as_str().to_owned(),
