@@ -11,11 +11,11 @@
 
 use sqlx::PgConnection;
 use wxcm_domain::campaign::{CampaignEvent, Status};
-use wxcm_domain::DomainEventMeta;
 
 use crate::daily::{delta, metric, Counters, Delta};
 use crate::envelope::RelayedEvent;
 use crate::runtime::{ApplyError, Projector};
+use crate::votes::decode_campaign_event;
 
 /// Projects `campaign` streams into `rm_campaigns` and the daily campaign counters.
 #[derive(Debug, Clone, Copy, Default)]
@@ -28,21 +28,6 @@ impl CampaignProjector {
 /// The metrics of `rm_daily_ops` only [`CampaignProjector`] feeds.
 pub const CAMPAIGN_METRICS: [&str; 3] =
     [metric::CAMPAIGN_PARTICIPATIONS, metric::CAMPAIGN_PARTICIPANTS_NEW, metric::CAMPAIGN_WINNERS];
-
-fn decode(event: &RelayedEvent) -> Result<CampaignEvent, ApplyError> {
-    let decoded: CampaignEvent = serde_json::from_value(event.payload.clone())
-        .map_err(|e| ApplyError::Invalid(format!("payload is not a campaign event: {e}")))?;
-    if decoded.event_type() != event.event_type || decoded.event_version() != event.event_version {
-        return Err(ApplyError::Invalid(format!(
-            "payload is {} v{}, envelope says {} v{}",
-            decoded.event_type(),
-            decoded.event_version(),
-            event.event_type,
-            event.event_version
-        )));
-    }
-    Ok(decoded)
-}
 
 fn status_name(status: Status) -> &'static str {
     match status {
@@ -104,7 +89,7 @@ impl Projector for CampaignProjector {
         event: &RelayedEvent,
         counters: &mut Counters,
     ) -> Result<(), ApplyError> {
-        let campaign_event = decode(event)?;
+        let campaign_event = decode_campaign_event(event)?;
         let recorded_at = event
             .recorded_at_utc()
             .ok_or_else(|| ApplyError::Invalid(format!("recorded_at {:?} is not a timestamp", event.recorded_at)))?;
