@@ -105,11 +105,20 @@ impl<E: std::error::Error> ExecuteError<E> {
     }
 }
 
+/// Completes a command with what its aggregate decides with but does not
+/// keep: a tenant's settings (the card level catalog for member commands).
+/// Runs once per [`Executor::execute`], before its attempts.
+#[async_trait::async_trait]
+pub trait CommandRules<T: EventSourced>: Send + Sync {
+    async fn prepare(&self, tenant: &TenantId, command: T::Command) -> Result<T::Command, PortError>;
+}
+
 pub struct Executor<T: EventSourced> {
     repository: Arc<dyn AggregateRepository<T>>,
     log: Arc<dyn EventLog>,
     clock: Arc<dyn Clock>,
     locks: Vec<tokio::sync::Mutex<()>>,
+    rules: Option<Arc<dyn CommandRules<T>>>,
 }
 
 /// SHA-256 over what the client asked for, bound to the aggregate type and id.
@@ -131,7 +140,14 @@ where
 {
     pub fn new(repository: Arc<dyn AggregateRepository<T>>, log: Arc<dyn EventLog>, clock: Arc<dyn Clock>) -> Self {
         let locks = (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect();
-        Self { repository, log, clock, locks }
+        Self { repository, log, clock, locks, rules: None }
+    }
+
+    /// Every command goes through `rules` first (never part of the request's
+    /// fingerprint: idempotency hashes what the caller asked for).
+    pub fn with_rules(mut self, rules: Arc<dyn CommandRules<T>>) -> Self {
+        self.rules = Some(rules);
+        self
     }
 
     /// The aggregate's state and version as `tenant` may see it: another
@@ -197,6 +213,10 @@ where
         }
         metadata.insert("actor".to_owned(), ctx.actor.clone());
 
+        let command = match &self.rules {
+            Some(rules) => rules.prepare(&ctx.tenant_id, command).await.map_err(ExecuteError::from_port)?,
+            None => command,
+        };
         let _serial = self.lock_for(aggregate_id).lock().await;
         for attempt in 0..CONFLICT_ATTEMPTS_MAX {
             let now = self.clock.now();

@@ -12,6 +12,8 @@
 //!   product, the member ledger and the order);
 //! - [`campaigns`]: campaign lifecycle, sealed seeds, member shakes and
 //!   their prizes issued once;
+//! - [`card_levels`]: the tenant's card level catalog and the rule's hook on
+//!   member commands (upgrades decided with the grant that earns them);
 //! - [`ports`] are the traits the infrastructure implements (store, clock, ...).
 
 pub mod adapter;
@@ -19,6 +21,7 @@ pub mod admin_users;
 pub mod auth;
 pub mod campaigns;
 pub mod card_codes;
+pub mod card_levels;
 pub mod coupons;
 pub mod executor;
 pub mod failure;

@@ -190,6 +190,31 @@ impl CardLevelCatalog {
         &self.levels
     }
 
+    pub fn downgrade(&self) -> DowngradePolicy {
+        self.downgrade
+    }
+
+    /// The level named `name`, if the catalog has it.
+    pub fn level(&self, name: &CardLevel) -> Option<&CardLevelDef> {
+        self.levels.iter().find(|l| l.name == *name)
+    }
+
+    /// The first level above `current` that a threshold earns (the lowest
+    /// such level when `current` is not in the catalog), and what the member
+    /// still lacks for it (0 when reached but not yet applied).
+    pub fn next_level(&self, current: &CardLevel, progress: Progress) -> Option<(&CardLevelDef, Missing)> {
+        let from = self.rank(current).map_or(0, |r| r + 1);
+        self.levels.iter().skip(from).find_map(|l| {
+            let missing = match l.threshold? {
+                LevelThreshold::LifetimePoints { points } => {
+                    Missing::Points((points.get() - progress.lifetime_points).max(0))
+                }
+                LevelThreshold::TotalPaid { fen } => Missing::Fen((fen.get() - progress.total_paid_fen).max(0)),
+            };
+            Some((l, missing))
+        })
+    }
+
     fn rank(&self, name: &CardLevel) -> Option<usize> {
         self.levels.iter().position(|l| l.name == *name)
     }
@@ -204,6 +229,13 @@ impl CardLevelCatalog {
     }
 }
 
+/// What a member lacks for a level: points or fen, never negative.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    Points(i64),
+    Fen(i64),
+}
+
 /// A member's figures the rule reads.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Progress {
@@ -213,11 +245,19 @@ pub struct Progress {
 }
 
 /// How the member's current level was set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LevelSource {
     Rule,
+    /// By staff, or at registration (events written before the rule existed too).
+    #[default]
     Manual,
+}
+
+impl LevelSource {
+    pub fn is_manual(&self) -> bool {
+        *self == LevelSource::Manual
+    }
 }
 
 /// The level the rule moves a member to, if any.
@@ -362,6 +402,20 @@ mod tests {
             "nothing reached: back to the staff-only entry level"
         );
         assert_eq!(decide_level(&always, &name("standard"), LevelSource::Manual, progress(0, 0)), None);
+    }
+
+    #[test]
+    fn the_next_level_is_the_first_earnable_one_above() {
+        let c = catalog(DowngradePolicy::Never);
+        let (next, missing) = c.next_level(&name("standard"), progress(400, 0)).unwrap();
+        assert_eq!((next.name.as_str(), missing), ("silver", Missing::Points(600)));
+        let (next, missing) = c.next_level(&name("gold"), progress(6_000, 250)).unwrap();
+        assert_eq!((next.name.as_str(), missing), ("black", Missing::Fen(999_750)));
+        assert_eq!(c.next_level(&name("silver"), progress(9_000, 0)).unwrap().1, Missing::Points(0));
+        assert!(c.next_level(&name("black"), progress(0, 0)).is_none());
+        assert_eq!(c.next_level(&name("retired"), progress(0, 0)).unwrap().0.name.as_str(), "silver");
+        assert_eq!(c.level(&name("gold")).map(|l| l.name.as_str()), Some("gold"));
+        assert!(c.level(&name("retired")).is_none());
     }
 
     fn policy() -> impl Strategy<Value = DowngradePolicy> {

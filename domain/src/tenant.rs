@@ -1,5 +1,6 @@
 //! The tenant (merchant) aggregate: name, bound official accounts (directly
-//! or through the third-party platform) and the points rules.
+//! or through the third-party platform), the points rules and the card level
+//! catalog (with a revision, so concurrent edits cannot overwrite each other).
 //!
 //! `apply` checks that every event follows the creation, that the tenant is
 //! created once and that an appid is bound directly or as a component account,
@@ -15,6 +16,7 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::card_levels::CardLevelCatalog;
 use crate::invariant::ensure;
 use crate::member::ExpiryPolicy;
 use crate::{Actor, AppId, DomainEventMeta, EventSourced, InvariantViolation, TenantId};
@@ -140,6 +142,13 @@ pub enum TenantCommand {
         appid: AppId,
         actor: Actor,
     },
+    /// Replaces the card level catalog, if it is still at `expected_revision`
+    /// (0: no catalog yet) — the edit was made on what is in force.
+    SetCardLevels {
+        catalog: CardLevelCatalog,
+        expected_revision: u64,
+        actor: Actor,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -179,6 +188,12 @@ pub enum TenantEvent {
         appid: AppId,
         actor: Actor,
     },
+    /// The catalog in force from now on; `revision` counts catalogs set (1 for the first).
+    CardLevelsSet {
+        catalog: CardLevelCatalog,
+        revision: u64,
+        actor: Actor,
+    },
 }
 
 impl DomainEventMeta for TenantEvent {
@@ -191,6 +206,7 @@ impl DomainEventMeta for TenantEvent {
             TenantEvent::PointsRulesSet { .. } => "PointsRulesSet",
             TenantEvent::ComponentAccountAuthorized { .. } => "ComponentAccountAuthorized",
             TenantEvent::ComponentAccountDeauthorized { .. } => "ComponentAccountDeauthorized",
+            TenantEvent::CardLevelsSet { .. } => "CardLevelsSet",
         }
     }
     fn event_version(&self) -> &'static str {
@@ -205,6 +221,8 @@ pub mod rules {
     pub const CREATED_ONCE: &str = "tenant.created_once";
     /// An appid is bound directly or as a component account, never both.
     pub const APPID_BOUND_ONCE: &str = "tenant.appid_bound_once";
+    /// Each catalog's revision follows the one before.
+    pub const CARD_LEVELS_REVISION_NEXT: &str = "tenant.card_levels_revision_next";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -227,6 +245,8 @@ pub enum TenantError {
     BoundAsComponent(String),
     #[error("component account {0} is not authorized")]
     ComponentAccountNotBound(String),
+    #[error("the card levels were changed meanwhile: revision {current} is in force")]
+    CardLevelsRevision { current: u64 },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -241,6 +261,10 @@ pub struct Tenant {
     pub component_accounts: BTreeMap<String, ComponentAccount>,
     /// The current rules (the default, granting nothing, until set).
     pub points_rules: PointsRules,
+    /// The card level catalog (none: levels are set by staff only, any name).
+    pub card_levels: Option<CardLevelCatalog>,
+    /// Catalogs set so far: the catalog's version for edits (`If-Match`-like).
+    pub card_levels_revision: u64,
 }
 
 impl Tenant {
@@ -263,7 +287,8 @@ fn valid_name(name: &str) -> bool {
 impl EventSourced for Tenant {
     const TYPE: &'static str = "tenant";
     // 2: component accounts and points rules.
-    const STATE_VERSION: i32 = 2;
+    /// 3: card levels and their revision.
+    const STATE_VERSION: i32 = 3;
     type Command = TenantCommand;
     type Event = TenantEvent;
     type Error = TenantError;
@@ -350,6 +375,16 @@ impl EventSourced for Tenant {
                 }
                 TenantEvent::ComponentAccountDeauthorized { appid, actor }
             }
+            TenantCommand::SetCardLevels { catalog, expected_revision, actor } => {
+                self.existing()?;
+                if expected_revision != self.card_levels_revision {
+                    return Err(TenantError::CardLevelsRevision { current: self.card_levels_revision });
+                }
+                if self.card_levels.as_ref() == Some(&catalog) {
+                    return Ok(Vec::new());
+                }
+                TenantEvent::CardLevelsSet { catalog, revision: self.card_levels_revision + 1, actor }
+            }
         };
         Ok(vec![event])
     }
@@ -392,6 +427,14 @@ impl EventSourced for Tenant {
             }
             TenantEvent::ComponentAccountDeauthorized { appid, .. } => {
                 self.component_accounts.remove(appid.as_str());
+            }
+            TenantEvent::CardLevelsSet { catalog, revision, .. } => {
+                let next = self.card_levels_revision + 1;
+                ensure(*revision == next, rules::CARD_LEVELS_REVISION_NEXT, || {
+                    format!("catalog revision {revision} after {}", self.card_levels_revision)
+                })?;
+                self.card_levels = Some(catalog.clone());
+                self.card_levels_revision = next;
             }
         }
         Ok(())
@@ -511,6 +554,40 @@ mod tests {
             refresh_token: SealedSecret::from_ciphertext("sealed:refresh".into()),
             actor: admin(),
         }
+    }
+
+    fn levels(names: &[&str]) -> CardLevelCatalog {
+        use crate::card_levels::{CardLevelDef, Colour, DowngradePolicy, PrivilegesText};
+        let defs = names
+            .iter()
+            .map(|n| CardLevelDef {
+                name: crate::member::CardLevel::parse(n).unwrap(),
+                image_url: crate::mall::ImageUrl::parse("https://img.example.com/c.png").unwrap(),
+                colour: Colour::parse("#112233").unwrap(),
+                privileges: PrivilegesText::parse("").unwrap(),
+                threshold: None,
+            })
+            .collect();
+        CardLevelCatalog::new(defs, DowngradePolicy::Never).unwrap()
+    }
+
+    #[test]
+    fn card_levels_are_set_on_the_revision_in_force_only() {
+        let mut t = created();
+        let set =
+            |catalog, expected_revision| TenantCommand::SetCardLevels { catalog, expected_revision, actor: admin() };
+        assert_eq!(t.handle(set(levels(&["a"]), 1), Utc::now()), Err(TenantError::CardLevelsRevision { current: 0 }));
+        let events = t.handle(set(levels(&["a"]), 0), Utc::now()).unwrap();
+        apply_all(&mut t, events);
+        assert_eq!((t.card_levels_revision, t.card_levels.clone()), (1, Some(levels(&["a"]))));
+        // The same catalog again writes nothing; an edit of revision 0 is stale.
+        assert_eq!(t.handle(set(levels(&["a"]), 1), Utc::now()), Ok(Vec::new()));
+        assert_eq!(t.handle(set(levels(&["b"]), 0), Utc::now()), Err(TenantError::CardLevelsRevision { current: 1 }));
+        let events = t.handle(set(levels(&["a", "b"]), 1), Utc::now()).unwrap();
+        apply_all(&mut t, events);
+        assert_eq!(t.card_levels_revision, 2);
+        let skipped = TenantEvent::CardLevelsSet { catalog: levels(&["c"]), revision: 4, actor: admin() };
+        assert_eq!(t.apply(&skipped).unwrap_err().rule, rules::CARD_LEVELS_REVISION_NEXT);
     }
 
     #[test]

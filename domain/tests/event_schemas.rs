@@ -177,7 +177,14 @@ fn member_events() -> Vec<MemberEvent> {
         MemberEvent::CardLevelChanged {
             from: CardLevel::standard(),
             to: CardLevel::parse("金卡 gold").unwrap(),
+            source: wxcm_domain::card_levels::LevelSource::Manual,
             provenance: Provenance { actor: Actor::Admin { username: "boss".into() }, ..p(true) },
+        },
+        MemberEvent::CardLevelChanged {
+            from: CardLevel::parse("金卡 gold").unwrap(),
+            to: CardLevel::parse("black").unwrap(),
+            source: wxcm_domain::card_levels::LevelSource::Rule,
+            provenance: Provenance { actor: Actor::System { job: "card_level_rule".into() }, ..p(false) },
         },
         MemberEvent::PointsGranted {
             lot_no: 1,
@@ -319,7 +326,26 @@ fn tenant_events() -> Vec<TenantEvent> {
             authorized_at: Some(at("2026-01-02T00:00:00Z")),
             actor: Actor::Wechat { source: "component".into() },
         },
-        TenantEvent::ComponentAccountDeauthorized { appid: AppId::parse("wx00000000000000aa").unwrap(), actor: admin },
+        TenantEvent::ComponentAccountDeauthorized {
+            appid: AppId::parse("wx00000000000000aa").unwrap(),
+            actor: admin.clone(),
+        },
+        TenantEvent::CardLevelsSet {
+            catalog: serde_json::from_value(serde_json::json!({
+                "levels": [
+                    { "name": "普卡", "image_url": "https://img.example.com/a.png", "colour": "#C0C0C0",
+                      "privileges": "", "threshold": null },
+                    { "name": "银卡", "image_url": "https://img.example.com/b.png", "colour": "#A0A0A0",
+                      "privileges": "9.5 折", "threshold": { "kind": "lifetime_points", "points": 1000 } },
+                    { "name": "金卡", "image_url": "https://img.example.com/c.png", "colour": "#C0A060",
+                      "privileges": "9 折\n生日双倍积分", "threshold": { "kind": "total_paid", "fen": 100000 } }
+                ],
+                "downgrade": "rule_levels_only"
+            }))
+            .unwrap(),
+            revision: 1,
+            actor: admin,
+        },
     ]
 }
 

@@ -273,8 +273,12 @@ mod tests {
     #[test]
     fn events_move_their_counters() {
         let level = |s: &str| CardLevel::parse(s).unwrap();
-        let changed =
-            MemberEvent::CardLevelChanged { from: level("standard"), to: level("gold"), provenance: provenance() };
+        let changed = MemberEvent::CardLevelChanged {
+            from: level("standard"),
+            to: level("gold"),
+            source: Default::default(),
+            provenance: provenance(),
+        };
         assert_eq!(
             deltas(&changed, None).unwrap(),
             vec![delta(metric::CARD_LEVEL_NET, "standard", -1), delta(metric::CARD_LEVEL_NET, "gold", 1)]

@@ -4,6 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::policy::ExpiryPolicy;
+use crate::card_levels::CardLevelCatalog;
 use crate::{
     Actor, AmountFen, CardNumber, IdempotencyKey, MemberId, OpenId, PointsAmount, Reference, SceneKey, TenantId,
 };
@@ -205,6 +206,17 @@ pub enum MemberCommand {
         amount_fen: AmountFen,
         provenance: Provenance,
     },
+    /// `command` decided with the tenant's card level catalog: when its
+    /// events move the member's lifetime points or total paid, the rule
+    /// (`card_levels::decide_level`) runs on the figures they leave and its
+    /// `CardLevelChanged` joins them in the same decision; a level set by
+    /// hand must be one of the catalog's. The application wraps commands of
+    /// tenants that have a catalog; it is never nested (an inner wrap is
+    /// unwrapped, the outer catalog wins).
+    WithLevelRule {
+        inner: Box<MemberCommand>,
+        catalog: CardLevelCatalog,
+    },
 }
 
 impl MemberCommand {
@@ -226,6 +238,7 @@ impl MemberCommand {
             | MemberCommand::Follow { provenance, .. }
             | MemberCommand::Unfollow { provenance }
             | MemberCommand::ReverseRecharge { provenance, .. } => provenance,
+            MemberCommand::WithLevelRule { inner, .. } => inner.provenance(),
         }
     }
 }

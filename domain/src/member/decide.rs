@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::card_levels::{decide_level, CardLevelCatalog, LevelSource, Progress};
 use crate::{AmountFen, BalanceFen, PointsAmount, PointsBalance, Reference};
 
 use super::*;
@@ -154,7 +155,94 @@ impl Member {
         if *current == card_level {
             return Err(MemberError::SameCardLevel(card_level.as_str().to_owned()));
         }
-        Ok(vec![MemberEvent::CardLevelChanged { from: current.clone(), to: card_level, provenance }])
+        Ok(vec![MemberEvent::CardLevelChanged {
+            from: current.clone(),
+            to: card_level,
+            source: LevelSource::Manual,
+            provenance,
+        }])
+    }
+
+    /// The figures the card level rule reads.
+    pub fn progress(&self) -> Progress {
+        Progress { lifetime_points: self.lifetime_points.get(), total_paid_fen: self.total_paid.get() }
+    }
+
+    /// `command`, then the card level rule on what its events leave (see
+    /// `MemberCommand::WithLevelRule`). The rule's figures are folded from
+    /// the events here, not by applying them to a copy (a member holds up to
+    /// `LOTS_MAX` lots); `apply` recomputes them from the same events.
+    pub(super) fn with_level_rule(
+        &self,
+        command: MemberCommand,
+        catalog: &CardLevelCatalog,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<MemberEvent>, MemberError> {
+        let mut command = command;
+        while let MemberCommand::WithLevelRule { inner, .. } = command {
+            command = *inner;
+        }
+        if let MemberCommand::SetCardLevel { card_level, .. } = &command {
+            if catalog.level(card_level).is_none() {
+                return Err(MemberError::UnknownCardLevel(card_level.as_str().to_owned()));
+            }
+        }
+        let idempotency_key = command.provenance().idempotency_key.clone();
+        let mut events = self.handle(command, now)?;
+        if let Some(change) = self.level_rule_after(&events, catalog, idempotency_key) {
+            events.push(change);
+        }
+        Ok(events)
+    }
+
+    /// The rule's level change after `events`, if they moved a figure it reads.
+    fn level_rule_after(
+        &self,
+        events: &[MemberEvent],
+        catalog: &CardLevelCatalog,
+        idempotency_key: crate::IdempotencyKey,
+    ) -> Option<MemberEvent> {
+        let mut progress = self.progress();
+        let mut level = self.registration.as_ref().map(|r| (r.card_level.clone(), self.card_level_source));
+        let mut moved = false;
+        for event in events {
+            match event {
+                MemberEvent::MemberRegistered { card_level, .. } => {
+                    level = Some((card_level.clone(), LevelSource::Manual));
+                }
+                // The command set a level itself: the rule waits for the next figure.
+                MemberEvent::CardLevelChanged { .. } => return None,
+                MemberEvent::PointsGranted { points, .. } => {
+                    progress.lifetime_points = progress.lifetime_points.saturating_add(points.get());
+                    moved = true;
+                }
+                MemberEvent::CashCharged { amount_fen, .. } => {
+                    progress.total_paid_fen = progress.total_paid_fen.saturating_add(amount_fen.get());
+                    moved = true;
+                }
+                MemberEvent::ChargeRefunded { amount_fen, .. } => {
+                    progress.total_paid_fen = progress.total_paid_fen.saturating_sub(amount_fen.get()).max(0);
+                    moved = true;
+                }
+                _ => {}
+            }
+        }
+        let (current, source) = level?;
+        if !moved {
+            return None;
+        }
+        let to = decide_level(catalog, &current, source, progress)?;
+        Some(MemberEvent::CardLevelChanged {
+            from: current,
+            to,
+            source: LevelSource::Rule,
+            provenance: Provenance {
+                actor: crate::Actor::System { job: "card_level_rule".to_owned() },
+                reason: Reference::fixed("card_level_rule"),
+                reference: None,
+                idempotency_key,
+            },
+        })
     }
 
     pub(super) fn grant_points(

@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::commands::{Attribution, CardLevel, PointsSource, Provenance, RegistrationSource, SpendPurpose};
+use crate::card_levels::LevelSource;
 use crate::{
     Actor, AmountFen, BalanceFen, CardNumber, DomainEventMeta, IdempotencyKey, MemberId, OpenId, PointsAmount,
     PointsBalance, Reference, TenantId,
@@ -48,6 +49,10 @@ pub enum MemberEvent {
     CardLevelChanged {
         from: CardLevel,
         to: CardLevel,
+        /// `rule` when the card level rule moved the member; absent (manual)
+        /// for staff and for every event written before the rule existed.
+        #[serde(default, skip_serializing_if = "LevelSource::is_manual")]
+        source: LevelSource,
         #[serde(flatten)]
         provenance: Provenance,
     },

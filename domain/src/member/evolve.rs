@@ -9,6 +9,7 @@ use crate::{AmountFen, BalanceFen, InvariantViolation, PointsAmount, PointsBalan
 
 use super::decide::points_plus;
 use super::*;
+use crate::card_levels::LevelSource;
 
 pub(super) fn violation(rule: &'static str, detail: impl Into<String>) -> InvariantViolation {
     InvariantViolation::new(rule, detail)
@@ -47,7 +48,12 @@ impl Member {
         Ok(())
     }
 
-    pub(super) fn apply_card_level(&mut self, from: &CardLevel, to: &CardLevel) -> Result<(), InvariantViolation> {
+    pub(super) fn apply_card_level(
+        &mut self,
+        from: &CardLevel,
+        to: &CardLevel,
+        source: LevelSource,
+    ) -> Result<(), InvariantViolation> {
         let registration =
             self.registration.as_mut().ok_or_else(|| violation(rules::REGISTERED_FIRST, "no registration"))?;
         let current = &registration.card_level;
@@ -55,6 +61,7 @@ impl Member {
             format!("from is {} but the level is {}", from.as_str(), current.as_str())
         })?;
         registration.card_level = to.clone();
+        self.card_level_source = source;
         Ok(())
     }
 
@@ -390,7 +397,7 @@ impl Member {
                 };
                 self.apply_registered(registration, *source, attribution.as_ref())
             }
-            MemberEvent::CardLevelChanged { from, to, .. } => self.apply_card_level(from, to),
+            MemberEvent::CardLevelChanged { from, to, source, .. } => self.apply_card_level(from, to, *source),
             MemberEvent::MemberFollowed { followed_at, .. } => self.apply_follow(true, *followed_at),
             MemberEvent::MemberUnfollowed { unfollowed_at, .. } => self.apply_follow(false, *unfollowed_at),
             MemberEvent::PointsGranted { lot_no, points, source, granted_at, expires_at, points_after, .. } => {
@@ -426,11 +433,19 @@ impl Member {
             MemberEvent::CashCharged { amount_fen, balance_after_fen, .. } => {
                 self.apply_debit(*amount_fen, *balance_after_fen)?;
                 self.remember_charge(*amount_fen);
+                self.total_paid = self.total_paid.checked_add(*amount_fen).ok_or_else(|| overflow("total paid"))?;
                 Ok(())
             }
             MemberEvent::ChargeRefunded { amount_fen, reverses_sequence, balance_after_fen, .. } => {
                 self.apply_charge_refund(*reverses_sequence, *amount_fen)?;
-                self.apply_credit(*amount_fen, *balance_after_fen)
+                self.apply_credit(*amount_fen, *balance_after_fen)?;
+                self.total_paid = self.total_paid.checked_sub(*amount_fen).ok_or_else(|| {
+                    violation(
+                        rules::TOTAL_PAID_COVERS_REFUND,
+                        format!("a refund of {amount_fen} fen with {} fen paid in total", self.total_paid),
+                    )
+                })?;
+                Ok(())
             }
             MemberEvent::RechargeReversed { amount_fen, order_id, refund_no, balance_after_fen, .. } => {
                 self.apply_reversal(order_id, refund_no, *amount_fen, false)?;

@@ -9,6 +9,7 @@
 //! - every event after registration belongs to a registered member;
 //! - one command produces at most one event, except a registration with
 //!   welcome points (`MemberRegistered`, then `PointsGranted`);
+//! - `total_paid` (cash charged net of refunds) is never negative;
 //! - initial points are granted once per member (a decision rule newer than
 //!   some streams: `handle` refuses a second grant, `apply` does not).
 
@@ -31,6 +32,7 @@ pub use commands::{
 pub use events::{LedgerLine, LotTake, MemberEvent};
 pub use policy::{ExpiryPolicy, EXPIRY_DAYS_MAX};
 
+use crate::card_levels::LevelSource;
 use crate::invariant::ensure;
 use crate::{
     AmountFen, BalanceFen, CardNumber, DomainEventMeta, EventSourced, InvariantViolation, MemberId, OpenId,
@@ -88,6 +90,8 @@ pub enum MemberError {
     RefundNoConflict(String),
     #[error("too many reversals of one recharge (max {REVERSALS_PER_RECHARGE_MAX})")]
     TooManyReversals,
+    #[error("card level {0} is not in the tenant's catalog")]
+    UnknownCardLevel(String),
 }
 
 /// Names of the rules [`Member::apply`] checks. Stable: reports and tests match on them.
@@ -124,6 +128,8 @@ pub mod rules {
     pub const FLAG_ONLY_WHEN_SHORT: &str = "member.flag_only_when_short";
     /// A figure past what its type holds.
     pub const NO_OVERFLOW: &str = "member.no_overflow";
+    /// Refunds never give back more than was charged: the total paid stays ≥ 0.
+    pub const TOTAL_PAID_COVERS_REFUND: &str = "member.total_paid_covers_refund";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,6 +224,12 @@ pub struct Member {
     pub referrer: Option<MemberId>,
     /// A lot of source `initial` was granted: initial points come once per member.
     pub initial_points_granted: bool,
+    /// Cash charged from the balance (counter, mall, snatch), net of refunds:
+    /// what the card level rule's `total_paid` thresholds read.
+    pub total_paid: BalanceFen,
+    /// How the current card level was set (the rule may downgrade only as the
+    /// tenant's policy allows for this source).
+    pub card_level_source: LevelSource,
 }
 
 /// A registration as asked for (the fields of `MemberCommand::Register`
@@ -250,7 +262,8 @@ impl EventSourced for Member {
     const TYPE: &'static str = "member";
     // 2: follow state, attribution and credited recharges.
     /// 3: `initial_points_granted`.
-    const STATE_VERSION: i32 = 3;
+    /// 4: `total_paid`, `card_level_source`.
+    const STATE_VERSION: i32 = 4;
     type Command = MemberCommand;
     type Event = MemberEvent;
     type Error = MemberError;
@@ -313,6 +326,7 @@ impl EventSourced for Member {
             MemberCommand::ReverseRecharge { order_id, refund_no, amount_fen, provenance } => {
                 self.reverse_recharge(order_id, refund_no, amount_fen, provenance)
             }
+            MemberCommand::WithLevelRule { inner, catalog } => self.with_level_rule(*inner, &catalog, now),
         }
     }
 

@@ -347,6 +347,144 @@ fn set_level(name: &str) -> MemberCommand {
     MemberCommand::SetCardLevel { card_level: CardLevel::parse(name).unwrap(), provenance: prov() }
 }
 
+// ---------------------------------------------------------------- card level rule
+
+mod level_rule {
+    use super::*;
+    use crate::card_levels::{CardLevelCatalog, CardLevelDef, Colour, DowngradePolicy, LevelThreshold, PrivilegesText};
+    use crate::mall::ImageUrl;
+
+    fn def(name: &str, threshold: Option<LevelThreshold>) -> CardLevelDef {
+        CardLevelDef {
+            name: CardLevel::parse(name).unwrap(),
+            image_url: ImageUrl::parse("https://img.example.com/card.png").unwrap(),
+            colour: Colour::parse("#C0A060").unwrap(),
+            privileges: PrivilegesText::parse("").unwrap(),
+            threshold,
+        }
+    }
+
+    /// standard (staff only), silver at 100 points, gold at 500 fen paid.
+    fn catalog(downgrade: DowngradePolicy) -> CardLevelCatalog {
+        CardLevelCatalog::new(
+            vec![
+                def("standard", None),
+                def("silver", Some(LevelThreshold::LifetimePoints { points: pts(100) })),
+                def("gold", Some(LevelThreshold::TotalPaid { fen: fen(500) })),
+            ],
+            downgrade,
+        )
+        .unwrap()
+    }
+
+    fn ruled(command: MemberCommand, downgrade: DowngradePolicy) -> MemberCommand {
+        MemberCommand::WithLevelRule { inner: Box::new(command), catalog: catalog(downgrade) }
+    }
+
+    fn by_rule(from: &str, to: &str) -> MemberEvent {
+        MemberEvent::CardLevelChanged {
+            from: CardLevel::parse(from).unwrap(),
+            to: CardLevel::parse(to).unwrap(),
+            source: LevelSource::Rule,
+            provenance: Provenance {
+                actor: Actor::System { job: "card_level_rule".into() },
+                reason: Reference::fixed("card_level_rule"),
+                reference: None,
+                idempotency_key: prov().idempotency_key,
+            },
+        }
+    }
+
+    #[test]
+    fn a_grant_that_crosses_a_threshold_upgrades_in_the_same_decision_once() {
+        let never = DowngradePolicy::Never;
+        let member = given(vec![registered(), granted(1, 60, 60, None)])
+            .when(ruled(grant(40, ExpiryPolicy::Never), never), t0())
+            .then_events(vec![granted(2, 40, 100, None), by_rule("standard", "silver")]);
+        assert_eq!(member.card_level_source, LevelSource::Rule);
+        // A concurrent grant decided after it finds nothing more to change.
+        Given { member }
+            .when(ruled(grant(40, ExpiryPolicy::Never), never), t0())
+            .then_events(vec![granted(3, 40, 140, None)]);
+    }
+
+    #[test]
+    fn charges_count_as_paid_and_refunds_take_it_back() {
+        let history = vec![registered(), deposited(1_000, 1_000)];
+        let never = DowngradePolicy::Never;
+        let member = given(history)
+            .when(ruled(charge(500), never), t0())
+            .then_events(vec![charged(500, 500), by_rule("standard", "gold")]);
+        assert_eq!(member.total_paid.get(), 500);
+        // Sequence 3 is the charge; the refund lowers the total, the level stays.
+        let member = Given { member }.when(ruled(refund(3, 200), never), t0()).then_events(vec![refunded(3, 200, 700)]);
+        assert_eq!(member.total_paid.get(), 300);
+        let member = Given { member }
+            .when(ruled(refund(3, 300), DowngradePolicy::RuleLevelsOnly), t0())
+            .then_events(vec![refunded(3, 300, 1_000), by_rule("gold", "standard")]);
+        assert_eq!(member.total_paid.get(), 0);
+    }
+
+    #[test]
+    fn a_level_set_by_hand_is_kept_unless_the_policy_says_so() {
+        let manual = given(vec![registered()])
+            .when(ruled(set_level("gold"), DowngradePolicy::RuleLevelsOnly), t0())
+            .then_events(vec![MemberEvent::CardLevelChanged {
+                from: CardLevel::standard(),
+                to: CardLevel::parse("gold").unwrap(),
+                source: LevelSource::Manual,
+                provenance: prov(),
+            }]);
+        assert_eq!(manual.card_level_source, LevelSource::Manual);
+        Given { member: manual.clone() }
+            .when(ruled(grant(150, ExpiryPolicy::Never), DowngradePolicy::RuleLevelsOnly), t0())
+            .then_events(vec![granted(1, 150, 150, None)]);
+        Given { member: manual }
+            .when(ruled(grant(150, ExpiryPolicy::Never), DowngradePolicy::Always), t0())
+            .then_events(vec![granted(1, 150, 150, None), by_rule("gold", "silver")]);
+    }
+
+    #[test]
+    fn a_level_by_hand_must_be_in_the_catalog_and_other_commands_leave_the_level() {
+        given(vec![registered()])
+            .when(ruled(set_level("platinum"), DowngradePolicy::Never), t0())
+            .then_error(MemberError::UnknownCardLevel("platinum".into()));
+        given(vec![registered()])
+            .when(ruled(deposit(10_000), DowngradePolicy::Never), t0())
+            .then_events(vec![deposited(10_000, 10_000)]);
+        // Nested wraps are unwrapped; the outer catalog decides.
+        let nested = ruled(ruled(grant(100, ExpiryPolicy::Never), DowngradePolicy::Never), DowngradePolicy::Never);
+        given(vec![registered()])
+            .when(nested, t0())
+            .then_events(vec![granted(1, 100, 100, None), by_rule("standard", "silver")]);
+    }
+
+    #[test]
+    fn welcome_points_at_registration_may_earn_a_level_at_once() {
+        let MemberCommand::Register { .. } = register() else { unreachable!() };
+        let mut command = register();
+        if let MemberCommand::Register { welcome, .. } = &mut command {
+            *welcome = Some(WelcomePoints { points: pts(100), expiry: ExpiryPolicy::Never });
+        }
+        let events = Member::default().handle(ruled(command, DowngradePolicy::Never), t0()).unwrap();
+        let types: Vec<_> = events.iter().map(|e| e.event_type()).collect();
+        assert_eq!(types, ["MemberRegistered", "PointsGranted", "CardLevelChanged"]);
+        let mut member = Member::default();
+        for e in &events {
+            member.apply(e).unwrap();
+        }
+        assert_eq!(member.registration.unwrap().card_level.as_str(), "silver");
+    }
+
+    #[test]
+    fn a_refund_beyond_the_total_paid_is_refused_when_applied() {
+        let mut member = given(vec![registered(), deposited(1_000, 1_000), charged(100, 900)]).member;
+        member.total_paid = BalanceFen::ZERO;
+        let refund = refunded(3, 100, 1_000);
+        assert_eq!(member.apply(&refund).unwrap_err().rule, rules::TOTAL_PAID_COVERS_REFUND);
+    }
+}
+
 // ---------------------------------------------------------------- registration
 
 #[test]
@@ -994,6 +1132,7 @@ fn set_card_level_records_the_change() {
         given(vec![registered()]).when(set_level("gold"), t0()).then_events(vec![MemberEvent::CardLevelChanged {
             from: CardLevel::standard(),
             to: CardLevel::parse("gold").unwrap(),
+            source: LevelSource::Manual,
             provenance: prov(),
         }]);
     assert_eq!(member.registration.unwrap().card_level.as_str(), "gold");
@@ -1295,6 +1434,7 @@ fn a_card_level_change_must_start_from_the_current_level() {
     let change = MemberEvent::CardLevelChanged {
         from: CardLevel::parse("gold").unwrap(),
         to: CardLevel::parse("silver").unwrap(),
+        source: LevelSource::Manual,
         provenance: prov(),
     };
     assert_eq!(broken_rule(vec![registered()], change), rules::CARD_LEVEL_FROM);
@@ -1320,6 +1460,7 @@ fn with_provenance(mut command: MemberCommand, p: &Provenance) -> MemberCommand 
         | MemberCommand::Follow { provenance, .. }
         | MemberCommand::Unfollow { provenance }
         | MemberCommand::ReverseRecharge { provenance, .. } => *provenance = p.clone(),
+        MemberCommand::WithLevelRule { inner, .. } => **inner = with_provenance((**inner).clone(), p),
     }
     command
 }
@@ -1456,6 +1597,7 @@ fn ledger_lines_sign_deltas_by_event_kind() {
             MemberEvent::CardLevelChanged {
                 from: CardLevel::standard(),
                 to: CardLevel::parse("gold").unwrap(),
+                source: LevelSource::Manual,
                 provenance: prov(),
             },
             (0, 0, 0),

@@ -13,7 +13,8 @@ use axum::Router;
 use crate::permissions::Permission;
 use crate::resources::wechat::{authorization, menus, points_rules, qr_codes, reply_rules};
 use crate::resources::{
-    admin_users, campaigns, coupons, ledger, mall, members, operation_log, payments, referral, reports, session, tenant,
+    admin_users, campaigns, card_levels, coupons, ledger, mall, members, operation_log, payments, referral, reports,
+    session, tenant,
 };
 use crate::state::AppState;
 
@@ -165,6 +166,8 @@ pub(crate) fn admin_routes() -> AdminRoutes {
         .get("/members/{member_id}/ledger", Needs(P::LedgerRead), ledger::ledger)
         .get("/members/{member_id}/referral-link", Needs(P::WechatRead), referral::referral_link)
         .get("/members/{member_id}/coupons", Needs(P::CouponRead), coupons::member_coupons)
+        .get("/card-levels", Needs(P::MemberRead), card_levels::get_card_levels)
+        .put("/card-levels", Needs(P::CardLevelSettings), card_levels::put_card_levels)
         .get("/reports/daily-ops", Needs(P::ReportRead), reports::daily_ops)
         .get("/operation-log", Needs(P::OperationLogRead), operation_log::list_operations)
         .get("/payments", Needs(P::PaymentRead), payments::list_payments)

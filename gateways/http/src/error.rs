@@ -237,6 +237,8 @@ pub fn member_rejection(e: &MemberError) -> ApiError {
         MemberError::RefundNoConflict(_) => ApiError::conflict("refund_no_reused", message),
         MemberError::TooManyReversals => ApiError::conflict("too_many_reversals", message),
         MemberError::InitialPointsGranted => ApiError::conflict("initial_points_granted", message),
+        // The tenant's catalog as it stands has no such level (an edit may add it).
+        MemberError::UnknownCardLevel(_) => ApiError::conflict("unknown_card_level", message),
     }
 }
 
@@ -314,6 +316,7 @@ impl From<TenantOpError> for ApiError {
                     TenantError::ComponentAccountNotBound(_) => {
                         ApiError::not_found("component_account_not_bound", message)
                     }
+                    TenantError::CardLevelsRevision { .. } => ApiError::conflict("card_levels_changed", message),
                 }
             }
             // Messages of `Invalid` name the field and its rule, never its value.

@@ -76,7 +76,7 @@ mod whole_numbers;
 
 use ratelimit::LoginLimiter;
 pub use resources::member_api::MemberPorts;
-use resources::{campaigns, coupons, health, mall, member_api, pay_notify, referral, wechat_callback};
+use resources::{campaigns, card_levels, coupons, health, mall, member_api, pay_notify, referral, wechat_callback};
 use state::{AppSessions, AppState, SessionResolver};
 pub use wechat_edge::{ComponentCredentials, WechatEdge, WechatOutbound, WechatSettings};
 pub use wechat_outbound::ClientOutbound;
@@ -234,6 +234,7 @@ fn build_with(
         .route("/mall/orders/{order_id}/wechat-pay", post(mall::member_wechat_pay))
         .route("/mall/orders/{order_id}/cancel", post(mall::member_cancel))
         .route("/card-code", get(member_api::card_code))
+        .route("/card-level", get(card_levels::member_card_level))
         .route("/campaigns", get(campaigns::member_campaigns))
         .route("/campaigns/{campaign_id}/shakes", get(campaigns::member_shakes).post(campaigns::member_shake))
         .route("/campaigns/{campaign_id}/entries", post(campaigns::member_enter))

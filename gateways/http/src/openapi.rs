@@ -15,8 +15,8 @@ use crate::doc;
 use crate::error::{ErrorBody, ErrorDetail};
 use crate::resources::wechat::{authorization, menus, points_rules, qr_codes, reply_rules};
 use crate::resources::{
-    admin_users, campaigns, coupons, health, ledger, mall, member_api, members, operation_log, pay_notify, payments,
-    referral, reports, session, tenant,
+    admin_users, campaigns, card_levels, coupons, health, ledger, mall, member_api, members, operation_log, pay_notify,
+    payments, referral, reports, session, tenant,
 };
 
 const DESCRIPTION: &str = "\
@@ -162,6 +162,9 @@ v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with
         member_api::create_recharge,
         member_api::get_recharge,
         member_api::card_code,
+        card_levels::get_card_levels,
+        card_levels::put_card_levels,
+        card_levels::member_card_level,
         coupons::create_template,
         coupons::list_templates,
         coupons::get_template,
@@ -297,6 +300,8 @@ referral links, third-party authorization"),
         (name = "coupons", description = "Coupon templates, grants, the counter's write-off, void"),
         (name = "mall", description = "The points mall: products, orders, refunds, delivery at the counter"),
         (name = "campaigns", description = "Shake lotteries: terms, scheduling with a seed commitment, end with its reveal"),
+        (name = "card-levels", description = "The card level catalog: names, images, colours, privileges, \
+thresholds on lifetime points or total paid"),
         (name = "member", description = "The member API: OAuth sessions, the member's card, balance recharges"),
         (name = "pay-notify", description = "WeChat Pay's notifications (called by Pay)"),
     ),

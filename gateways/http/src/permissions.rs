@@ -59,10 +59,12 @@ pub enum Permission {
     CampaignManage,
     /// Hand a won physical prize over at the store (once).
     CampaignHandOver,
+    /// Change the card level catalog (levels, thresholds, downgrade policy).
+    CardLevelSettings,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 29] = [
+    pub const ALL: [Permission; 30] = [
         Permission::MemberRead,
         Permission::MemberRegister,
         Permission::PointsGrant,
@@ -92,6 +94,7 @@ impl Permission {
         Permission::CampaignRead,
         Permission::CampaignManage,
         Permission::CampaignHandOver,
+        Permission::CardLevelSettings,
     ];
 
     /// The permission's name in the API (`GET /session`), snake case.
@@ -126,6 +129,7 @@ impl Permission {
             Permission::CampaignRead => "campaign_read",
             Permission::CampaignManage => "campaign_manage",
             Permission::CampaignHandOver => "campaign_hand_over",
+            Permission::CardLevelSettings => "card_level_settings",
         }
     }
 
@@ -161,6 +165,7 @@ impl Permission {
             Permission::CampaignRead => "read campaigns",
             Permission::CampaignManage => "manage campaigns",
             Permission::CampaignHandOver => "hand campaign prizes over",
+            Permission::CardLevelSettings => "change the card level catalog",
         }
     }
 }
@@ -263,6 +268,7 @@ pub mod perm {
         CampaignRead,
         CampaignManage,
         CampaignHandOver,
+        CardLevelSettings,
     );
 }
 
@@ -274,7 +280,7 @@ mod tests {
     fn the_whole_matrix() {
         use Permission as P;
         // Columns: owner, manager, staff, auditor.
-        let table: [(Permission, [bool; 4]); 29] = [
+        let table: [(Permission, [bool; 4]); 30] = [
             (P::MemberRead, [true, true, true, true]),
             (P::MemberRegister, [true, true, true, false]),
             (P::PointsGrant, [true, true, false, false]),
@@ -304,6 +310,7 @@ mod tests {
             (P::CampaignRead, [true, true, true, true]),
             (P::CampaignManage, [true, true, false, false]),
             (P::CampaignHandOver, [true, true, true, false]),
+            (P::CardLevelSettings, [true, true, false, false]),
         ];
         let roles = [Role::Owner, Role::Manager, Role::Staff, Role::Auditor];
         for (permission, expected) in table {

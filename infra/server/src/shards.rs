@@ -10,9 +10,10 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use wxcm_commands::campaigns::lanes::{ShakeLaneDeps, ShakeLanes};
 use wxcm_commands::campaigns::CampaignStore;
+use wxcm_commands::card_levels::LevelRules;
 use wxcm_commands::coupons::claims::IssueLanes;
 use wxcm_commands::coupons::CouponStore;
-use wxcm_commands::ports::{Clock, RouteError, SecretSealer, ShardRouter, ShardServices};
+use wxcm_commands::ports::{AggregateRepository, Clock, RouteError, SecretSealer, ShardRouter, ShardServices};
 use wxcm_commands::repository::CqrsRepository;
 use wxcm_commands::Executor;
 use wxcm_domain::campaign::Campaign;
@@ -92,6 +93,10 @@ fn build_shard(
     let relaxed = relaxed_pool_for(&config.url, RELAXED_POOL_MAX.min(config.pool_max))?;
     let ports = Arc::new(PgShardPorts::new(pool.clone()));
     let committer = Arc::new(GroupCommitter::new(pool.clone()));
+    // One tenant repository (one cache) for the tenants' executor and the
+    // card level rule, which reads the catalog on member commands.
+    let tenant_repository: Arc<dyn AggregateRepository<Tenant>> =
+        Arc::new(CqrsRepository::new(PgEventStore::<Tenant>::new(pool.clone(), committer.clone(), 1_000)));
     let members = Executor::<Member>::new(
         Arc::new(CqrsRepository::new(PgEventStore::<Member>::new(
             pool.clone(),
@@ -100,12 +105,9 @@ fn build_shard(
         ))),
         ports.clone(),
         clock.clone(),
-    );
-    let tenants = Executor::<Tenant>::new(
-        Arc::new(CqrsRepository::new(PgEventStore::<Tenant>::new(pool.clone(), committer.clone(), 1_000))),
-        ports.clone(),
-        clock.clone(),
-    );
+    )
+    .with_rules(Arc::new(LevelRules::new(tenant_repository.clone())));
+    let tenants = Executor::<Tenant>::new(tenant_repository, ports.clone(), clock.clone());
     let payments = Executor::<PaymentOrder>::new(
         Arc::new(CqrsRepository::new(PgEventStore::<PaymentOrder>::new(
             pool.clone(),

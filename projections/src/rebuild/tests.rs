@@ -40,6 +40,7 @@ fn an_update_before_the_registration_is_refused() {
     let event = MemberEvent::CardLevelChanged {
         from: wxcm_domain::member::CardLevel::standard(),
         to: wxcm_domain::member::CardLevel::standard(),
+        source: Default::default(),
         provenance: wxcm_domain::member::Provenance {
             actor: wxcm_domain::Actor::Admin { username: "a".into() },
             reason: wxcm_domain::Reference::parse("r").expect("reason"),

@@ -18,7 +18,8 @@
 //! - [`coupons`]: coupon templates, grants, write-off and void (and the
 //!   member API's claims and coupon list);
 //! - [`campaigns`]: shake lotteries (and the member API's campaigns and shakes);
-//! - [`operation_log`]: every admin and staff write, for owners and auditors.
+//! - [`operation_log`]: every admin and staff write, for owners and auditors;
+//! - [`card_levels`]: the card level catalog (and the member API's own level).
 //!
 //! Other surfaces: [`health`] (liveness, readiness, the document),
 //! [`member_api`] (`/m/api/v1`, member sessions from WeChat OAuth),
@@ -27,6 +28,7 @@
 
 pub mod admin_users;
 pub mod campaigns;
+pub mod card_levels;
 pub mod coupons;
 pub mod health;
 pub mod ledger;
