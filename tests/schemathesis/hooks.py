@@ -307,6 +307,33 @@ def _member_order(body: dict) -> None:
             body["quantity"] = max(1, 100_000_000 // largest)
 
 
+def _card_levels(body: dict) -> None:
+    """`PUT card-levels`: names unique, each threshold above every lower level's of its kind
+    (422 `invalid_card_levels` otherwise). The revision may still be stale: that is 409."""
+    levels = body.get("levels")
+    if not isinstance(levels, list):
+        return
+    seen, highest = set(), {}
+    for index, level in enumerate(levels):
+        if not isinstance(level, dict):
+            continue
+        name = level.get("name")
+        if isinstance(name, str) and name in seen:
+            level["name"] = (f"{index}-{name}")[:32]
+        seen.add(level.get("name"))
+        threshold = level.get("threshold")
+        if isinstance(threshold, dict):
+            field = {"lifetime_points": "points", "total_paid": "fen"}.get(threshold.get("kind"))
+            value = _number(threshold.get(field)) if field else None
+            if value is not None:
+                value = max(value, highest.get(field, 0) + 1)
+                if value > 100_000_000:
+                    level["threshold"] = None
+                    continue
+                threshold[field] = value
+                highest[field] = value
+
+
 @schemathesis.hook
 def map_case(context, case):
     if not _positive(case):
@@ -345,6 +372,8 @@ def map_case(context, case):
         _voting_campaign(body)
     elif route == ("POST", "/m/api/v1/mall/orders") and body is not None:
         _member_order(body)
+    elif route == ("PUT", "/admin/api/v1/card-levels") and body is not None:
+        _card_levels(body)
     path = case.path_parameters if isinstance(case.path_parameters, dict) else None
     # Links inferred by name hand a mall order's id (a UUID) to the recharge route,
     # whose `order_id` is an `out_trade_no` (6..=32 characters): keep it one.

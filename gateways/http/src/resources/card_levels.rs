@@ -12,7 +12,6 @@ use serde::{Deserialize, Serialize};
 use tracing::instrument;
 use utoipa::ToSchema;
 use wxcm_commands::card_levels::{self, CatalogView, MemberLevelView};
-use wxcm_commands::ports::Limits;
 use wxcm_domain::card_levels::{
     CardLevelCatalog, CardLevelDef, Colour, DowngradePolicy, LevelSource, LevelThreshold, PrivilegesText, LEVELS_MAX,
 };
@@ -35,14 +34,15 @@ pub const REVISION_MAX: u64 = u32::MAX as u64;
 pub enum ThresholdBody {
     /// Points ever granted reach `points` (spending and expiry do not lower them).
     LifetimePoints {
-        /// Whole points, > 0 and at most the configured limit.
-        #[schema(minimum = 1)]
+        /// Whole points, 1..=100,000,000 (a threshold, not an amount moved: the
+        /// per-operation limits do not apply).
+        #[schema(minimum = 1, maximum = 100_000_000)]
         points: i64,
     },
     /// Cash charged from the balance (counter, mall, snatch), net of refunds, reaches `fen`.
     TotalPaid {
-        /// Fen, > 0 and at most the configured limit.
-        #[schema(minimum = 1)]
+        /// Fen, 1..=100,000,000.
+        #[schema(minimum = 1, maximum = 100_000_000)]
         fen: i64,
     },
 }
@@ -107,26 +107,26 @@ fn invalid(e: impl std::fmt::Display) -> ApiError {
 }
 
 impl ThresholdBody {
-    fn validate(self, limits: &Limits) -> Result<LevelThreshold, ApiError> {
+    fn validate(self) -> Result<LevelThreshold, ApiError> {
         Ok(match self {
-            ThresholdBody::LifetimePoints { points } => LevelThreshold::LifetimePoints {
-                points: PointsAmount::new_with_limit(points, limits.points_max).map_err(invalid)?,
-            },
-            ThresholdBody::TotalPaid { fen } => LevelThreshold::TotalPaid {
-                fen: AmountFen::new_with_limit(fen, limits.amount_fen_max).map_err(invalid)?,
-            },
+            ThresholdBody::LifetimePoints { points } => {
+                LevelThreshold::LifetimePoints { points: PointsAmount::new(points).map_err(invalid)? }
+            }
+            ThresholdBody::TotalPaid { fen } => {
+                LevelThreshold::TotalPaid { fen: AmountFen::new(fen).map_err(invalid)? }
+            }
         })
     }
 }
 
 impl CardLevelBody {
-    fn validate(&self, limits: &Limits) -> Result<CardLevelDef, ApiError> {
+    fn validate(&self) -> Result<CardLevelDef, ApiError> {
         Ok(CardLevelDef {
             name: card_level(&self.name)?,
             image_url: ImageUrl::parse(&self.image_url).map_err(invalid)?,
             colour: Colour::parse(&self.colour).map_err(invalid)?,
             privileges: PrivilegesText::parse(&self.privileges).map_err(invalid)?,
-            threshold: self.threshold.map(|t| t.validate(limits)).transpose()?,
+            threshold: self.threshold.map(ThresholdBody::validate).transpose()?,
         })
     }
 
@@ -147,14 +147,14 @@ impl CardLevelBody {
 impl CardLevelsBody {
     /// The catalog and the revision it replaces; shape, limits and the
     /// catalog's own rules (unique names, rising thresholds) are all 422.
-    pub fn validate(&self, limits: &Limits) -> Result<(CardLevelCatalog, u64), ApiError> {
+    pub fn validate(&self) -> Result<(CardLevelCatalog, u64), ApiError> {
         if self.levels.is_empty() || self.levels.len() > LEVELS_MAX {
             return Err(invalid(format!("a catalog has 1..={LEVELS_MAX} levels")));
         }
         if self.revision > REVISION_MAX {
             return Err(invalid(format!("revision must be 0..={REVISION_MAX}")));
         }
-        let levels = self.levels.iter().map(|l| l.validate(limits)).collect::<Result<Vec<_>, _>>()?;
+        let levels = self.levels.iter().map(CardLevelBody::validate).collect::<Result<Vec<_>, _>>()?;
         let downgrade = match self.downgrade {
             DowngradeBody::Never => DowngradePolicy::Never,
             DowngradeBody::RuleLevelsOnly => DowngradePolicy::RuleLevelsOnly,
@@ -221,7 +221,7 @@ pub async fn put_card_levels(
     correlation: Correlation,
     body: ApiJson<CardLevelsBody>,
 ) -> Result<Json<CardLevelsDto>, ApiError> {
-    let (catalog, revision) = body.0.validate(&state.app.limits)?;
+    let (catalog, revision) = body.0.validate()?;
     let tenant = &auth.session.tenant_id;
     let ctx = auth.context(key.0, correlation);
     let view = card_levels::set_catalog(&state.app, tenant, catalog, revision, auth.actor(), &ctx).await?;
@@ -314,7 +314,7 @@ mod tests {
     }
 
     fn code(b: CardLevelsBody) -> &'static str {
-        b.validate(&Limits::default()).err().map_or("ok", |e| e.code())
+        b.validate().err().map_or("ok", |e| e.code())
     }
 
     #[test]
@@ -329,7 +329,7 @@ mod tests {
         assert_eq!(code(body(vec![level("a", None), level("a", None)])), "invalid_card_levels");
         assert_eq!(code(body(vec![level("a", points(10)), level("b", points(10))])), "invalid_card_levels");
         assert_eq!(code(body(vec![level("a", points(0))])), "invalid_card_levels");
-        let over = Limits::default().points_max + 1;
+        let over = PointsAmount::MAX + 1;
         assert_eq!(code(body(vec![level("a", points(over))])), "invalid_card_levels");
         assert_eq!(code(body(vec![level("", None)])), "invalid_card_level");
         let mut bad = level("a", None);
