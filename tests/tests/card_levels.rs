@@ -339,3 +339,43 @@ async fn tenants_keep_their_catalogs_and_members_apart() {
     assert_eq!(level_changes(&t, &a, &member).await, vec![("standard".into(), "silver".into(), true)]);
     t.stop().await;
 }
+
+#[tokio::test]
+async fn rule_changes_reach_the_read_models_and_reconcile() {
+    let t = wxcm_tests::spawn_app_with_projections().await;
+    let m = merchant(&t, "levels-report").await;
+    let catalog = vec![level("standard", Value::Null), level("silver", points(50)), level("gold", paid(1_000))];
+    set_catalog(&t, &m, catalog, "rule_levels_only").await;
+    let first = register(&t, &m, "oLevelsReport01").await;
+    let second = register(&t, &m, "oLevelsReport02").await;
+    register(&t, &m, "oLevelsReport03").await;
+    assert_eq!(grant(&t, &m.owner, &first, 60).await.0, StatusCode::OK);
+    cash(&t, &m, &second, "deposits", json!({"amount_fen": 5_000, "reason": "deposit"})).await;
+    let charge = cash(&t, &m, &second, "charges", json!({"amount_fen": 1_000, "reason": "dinner"})).await;
+    let sequence = charge["entries"][0]["sequence"].as_u64().unwrap();
+    // The rule gave gold; a refund below its threshold takes it back (rule_levels_only).
+    let refund = json!({"charge_sequence": sequence, "amount_fen": 500, "reason": "returned"});
+    cash(&t, &m, &second, "refunds", refund).await;
+    assert_eq!(card_level(&t, &m, &second).await, "standard");
+    t.catch_up().await;
+
+    let day = t.app.clock.now().date_naive();
+    let (from, to) = (day.pred_opt().unwrap(), day.succ_opt().unwrap());
+    let (status, report) = get(&t, &m.owner, &format!("/admin/api/v1/reports/daily-ops?from={from}&to={to}")).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let mut by_level: Vec<(String, i64)> = report["members_by_card_level"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["card_level"].as_str().unwrap().to_owned(), c["members"].as_i64().unwrap()))
+        .filter(|(_, n)| *n != 0)
+        .collect();
+    by_level.sort();
+    assert_eq!(by_level, vec![("silver".to_owned(), 1), ("standard".to_owned(), 2)]);
+    let report = wxcm_ops::reconcile::reconcile(&t.settings, &m.tenant).await.unwrap();
+    assert!(report.is_clean(), "{report:#?}");
+    wxcm_server::projection_ops::rebuild(&t.settings, "members", None).await.unwrap();
+    let report = wxcm_ops::reconcile::reconcile(&t.settings, &m.tenant).await.unwrap();
+    assert!(report.is_clean(), "after a rebuild: {report:#?}");
+    t.stop().await;
+}
