@@ -3,7 +3,8 @@
 //!
 //! Why the rule runs inside the member's own decision: every command of a
 //! tenant with a catalog that can move the figures the rule reads (points
-//! granted, cash charged or refunded, a registration with welcome points) is
+//! granted, cash charged or refunded, a purchase paid or refunded by WeChat
+//! Pay, a registration with welcome points) is
 //! wrapped in `MemberCommand::WithLevelRule`, so the grant and its
 //! `CardLevelChanged` are decided on the same state and appended together.
 //! Concurrent grants meet at the member stream's next sequence: the one that
@@ -50,6 +51,8 @@ fn concerns_levels(command: &MemberCommand) -> bool {
         MemberCommand::GrantPoints { .. }
         | MemberCommand::ChargeCash { .. }
         | MemberCommand::RefundCharge { .. }
+        | MemberCommand::RecordPurchasePaid { .. }
+        | MemberCommand::RecordPurchaseRefunded { .. }
         | MemberCommand::SetCardLevel { .. } => true,
         MemberCommand::Follow { .. }
         | MemberCommand::Unfollow { .. }

@@ -186,6 +186,18 @@ fn member_events() -> Vec<MemberEvent> {
             source: wxcm_domain::card_levels::LevelSource::Rule,
             provenance: Provenance { actor: Actor::System { job: "card_level_rule".into() }, ..p(false) },
         },
+        MemberEvent::PurchasePaid {
+            amount_fen: AmountFen::new(2_500).unwrap(),
+            payment: Reference::parse("mall-order:6f1c1a52").unwrap(),
+            provenance: p(false),
+            total_paid_after_fen: BalanceFen::new(2_500).unwrap(),
+        },
+        MemberEvent::PurchaseRefunded {
+            amount_fen: AmountFen::new(500).unwrap(),
+            payment: Reference::parse("mall-order:6f1c1a52").unwrap(),
+            provenance: p(false),
+            total_paid_after_fen: BalanceFen::new(2_000).unwrap(),
+        },
         MemberEvent::PointsGranted {
             lot_no: 1,
             points: pts(PointsAmount::MAX),

@@ -149,10 +149,13 @@ fn money_and_level_deltas(event: &MemberEvent) -> Result<Vec<Delta>, ApplyError>
         MemberEvent::RechargeReversed { amount_fen, .. } => {
             vec![delta(metric::CASH_DEBITED_FEN, "recharge_reversal", amount_fen.get())]
         }
-        // Follows (counted by `deltas`) and flagged reversals move no money or points.
+        // Follows (counted by `deltas`) and flagged reversals move no money or points; purchases
+        // paid by WeChat Pay are counted by the mall's own counters (`mall_fen_taken`).
         MemberEvent::MemberFollowed { .. }
         | MemberEvent::MemberUnfollowed { .. }
-        | MemberEvent::RechargeReversalFlagged { .. } => Vec::new(),
+        | MemberEvent::RechargeReversalFlagged { .. }
+        | MemberEvent::PurchasePaid { .. }
+        | MemberEvent::PurchaseRefunded { .. } => Vec::new(),
     })
 }
 

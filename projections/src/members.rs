@@ -320,7 +320,10 @@ async fn update_member(
             set_follow(&mut update, follows::change_of(member_event))?;
         }
         // No figure moves (a flagged reversal leaves the balance for an operator); only the version does.
-        MemberEvent::RechargeReversalFlagged { .. } => {}
+        // A purchase paid (or refunded) by WeChat Pay moves the total paid, not the balance.
+        MemberEvent::RechargeReversalFlagged { .. }
+        | MemberEvent::PurchasePaid { .. }
+        | MemberEvent::PurchaseRefunded { .. } => {}
     }
     let (sql, values) = update.build_sqlx(PostgresQueryBuilder);
     let row = sqlx::query_with(&sql, values).fetch_optional(conn).await?.ok_or_else(|| {

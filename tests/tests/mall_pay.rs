@@ -236,6 +236,12 @@ impl World {
     }
 }
 
+/// The member's total paid (what the card level rule reads): a Pay payment counts once.
+async fn total_paid(w: &World) -> i64 {
+    let shard = w.t.app.router.route(&w.tenant).unwrap();
+    shard.members.load(&w.tenant, &w.member.to_string()).await.unwrap().0.total_paid.get()
+}
+
 fn accepted(delivery: &Value) -> bool {
     matches!(delivery["status"].as_u64(), Some(200 | 204))
 }
@@ -274,6 +280,7 @@ async fn a_mall_order_paid_with_wechat_pay_is_paid_once_and_refunded_through_pay
     assert!(matches!(view.cash_paid, Some(wxcm_domain::mall::CashPayment::WechatPay { .. })), "{view:?}");
     assert_eq!(w.points().await, (900, 0), "the held points are spent");
     assert_eq!(w.product_stock(&product_id).await["sold"], 1);
+    assert_eq!(total_paid(&w).await, CASH_FEN);
     // Paid: starting Pay again is refused.
     assert_eq!(w.start_pay(&order_id).await.0, StatusCode::CONFLICT);
 
@@ -295,6 +302,7 @@ async fn a_mall_order_paid_with_wechat_pay_is_paid_once_and_refunded_through_pay
     assert_eq!(w.points().await, (1_000, 0));
     assert_eq!(w.product_stock(&product_id).await["sold"], 0);
     assert_eq!(members::get(&w.t.app, &w.tenant, w.member).await.unwrap().balance_fen, 0);
+    assert_eq!(total_paid(&w).await, 0, "the refund is taken off the total paid");
     // Scheduling again asks nothing more of Pay and changes nothing.
     assert_eq!(w.scheduler_step().await.failed, 0);
     assert_eq!(payments::get(&w.t.app, &w.tenant, &trade).await.unwrap().status, PaymentStatus::Paid);
@@ -338,6 +346,7 @@ async fn a_wechat_pay_payment_after_expiry_is_refunded_through_pay_never_honoure
     let refund_no = mall::pay::pay_refund_no(MallOrderId::parse(&order_id).unwrap()).unwrap();
     let report = w.refund_notify(refund_no.as_str()).await;
     assert!(report["deliveries"].as_array().unwrap().iter().all(accepted), "{report}");
+    assert_eq!(total_paid(&w).await, 0, "a payment never honoured is not counted");
     let trade = wxcm_domain::OutTradeNo::parse(&trade_no).unwrap();
     assert_eq!(pay_flows::order_detail(&w.t.app, &w.tenant, &trade).await.unwrap().order.refunded_total_fen, CASH_FEN);
     // Nothing honoured: points untouched, the unit back on sale, nothing sold.

@@ -750,6 +750,7 @@ pub async fn settle(
         OrderStatus::AwaitingPayment => {}
         OrderStatus::Paid | OrderStatus::Delivered => {
             sold(&mut steps, &placed.product_id, placed.member_id).await?;
+            count_paid(&mut steps, &order, placed.member_id).await?;
             follow_coupon(&mut steps, &order, CouponStep::Use).await?;
             give_gift(app, &mut steps, &placed).await?;
         }
@@ -790,6 +791,8 @@ pub async fn settle(
                 sold(&mut steps, &placed.product_id, placed.member_id).await?;
                 follow_coupon(&mut steps, &order, CouponStep::Use).await?;
                 take_back_gift(&mut steps, &placed).await?;
+                count_paid(&mut steps, &order, placed.member_id).await?;
+                count_refunded(&mut steps, &order, placed.member_id).await?;
             }
             give_back(app, &mut steps, &order, placed.product_id, placed.member_id, refunds).await?;
         }
@@ -891,6 +894,40 @@ async fn refund_late(
         None => return Ok(()),
     };
     give_back(app, steps, order, product_id, member_id, refunds).await
+}
+
+/// Cash paid for the order by WeChat Pay, counted once in the member's total
+/// paid (which the card level rule reads; a balance payment is counted by its
+/// charge). A late payment, refunded and never honoured, is not counted.
+async fn count_paid(steps: &mut Steps, order: &MallOrder, member_id: MemberId) -> Result<(), MallOpError> {
+    let Some(CashPayment::WechatPay { amount_fen, .. }) = order.payment.as_ref().and_then(|p| p.cash.as_ref()) else {
+        return Ok(());
+    };
+    let (amount_fen, payment) = (*amount_fen, text(&format!("mall-order:{}", steps.order_id))?);
+    steps
+        .member("paid-total", member_id, system(), "mall order paid", |provenance| MemberCommand::RecordPurchasePaid {
+            amount_fen,
+            payment,
+            provenance,
+        })
+        .await?;
+    Ok(())
+}
+
+/// A Pay refund of a paid order, taken off the member's total paid once
+/// (after `count_paid`, so never more than was counted).
+async fn count_refunded(steps: &mut Steps, order: &MallOrder, member_id: MemberId) -> Result<(), MallOpError> {
+    let Some(CashRefund::WechatPay { amount_fen, .. }) = order.refund.as_ref().and_then(|r| r.cash_back.as_ref())
+    else {
+        return Ok(());
+    };
+    let (amount_fen, payment) = (*amount_fen, text(&format!("mall-order:{}", steps.order_id))?);
+    steps
+        .member("refund-total", member_id, system(), "mall order refunded", |provenance| {
+            MemberCommand::RecordPurchaseRefunded { amount_fen, payment, provenance }
+        })
+        .await?;
+    Ok(())
 }
 
 /// What a refund gives back, each once: points, balance, stock.

@@ -206,6 +206,20 @@ pub enum MemberCommand {
         amount_fen: AmountFen,
         provenance: Provenance,
     },
+    /// Cash the member paid for a purchase by WeChat Pay (a mall order):
+    /// counted in the total paid the card level rule reads; the balance is
+    /// not touched. `payment` names what was paid (the order).
+    RecordPurchasePaid {
+        amount_fen: AmountFen,
+        payment: Reference,
+        provenance: Provenance,
+    },
+    /// A Pay refund of such a purchase: taken off the total paid.
+    RecordPurchaseRefunded {
+        amount_fen: AmountFen,
+        payment: Reference,
+        provenance: Provenance,
+    },
     /// `command` decided with the tenant's card level catalog: when its
     /// events move the member's lifetime points or total paid, the rule
     /// (`card_levels::decide_level`) runs on the figures they leave and its
@@ -237,7 +251,9 @@ impl MemberCommand {
             | MemberCommand::RefundCharge { provenance, .. }
             | MemberCommand::Follow { provenance, .. }
             | MemberCommand::Unfollow { provenance }
-            | MemberCommand::ReverseRecharge { provenance, .. } => provenance,
+            | MemberCommand::ReverseRecharge { provenance, .. }
+            | MemberCommand::RecordPurchasePaid { provenance, .. }
+            | MemberCommand::RecordPurchaseRefunded { provenance, .. } => provenance,
             MemberCommand::WithLevelRule { inner, .. } => inner.provenance(),
         }
     }

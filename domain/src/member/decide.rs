@@ -220,6 +220,11 @@ impl Member {
                     progress.total_paid_fen = progress.total_paid_fen.saturating_add(amount_fen.get());
                     moved = true;
                 }
+                MemberEvent::PurchasePaid { total_paid_after_fen, .. }
+                | MemberEvent::PurchaseRefunded { total_paid_after_fen, .. } => {
+                    progress.total_paid_fen = total_paid_after_fen.get();
+                    moved = true;
+                }
                 MemberEvent::ChargeRefunded { amount_fen, .. } => {
                     progress.total_paid_fen = progress.total_paid_fen.saturating_sub(amount_fen.get()).max(0);
                     moved = true;

@@ -167,6 +167,23 @@ pub enum MemberEvent {
         #[serde(flatten)]
         provenance: Provenance,
     },
+    /// A purchase paid by WeChat Pay (not from the balance), counted in the
+    /// total paid; `total_paid_after_fen` is the total with it.
+    PurchasePaid {
+        amount_fen: AmountFen,
+        payment: Reference,
+        #[serde(flatten)]
+        provenance: Provenance,
+        total_paid_after_fen: BalanceFen,
+    },
+    /// A Pay refund of such a purchase, taken off the total paid.
+    PurchaseRefunded {
+        amount_fen: AmountFen,
+        payment: Reference,
+        #[serde(flatten)]
+        provenance: Provenance,
+        total_paid_after_fen: BalanceFen,
+    },
 }
 
 /// One ledger line as an auditor reads it: signed deltas derived from the
@@ -203,7 +220,9 @@ impl MemberEvent {
             | MemberEvent::MemberFollowed { provenance, .. }
             | MemberEvent::MemberUnfollowed { provenance, .. }
             | MemberEvent::RechargeReversed { provenance, .. }
-            | MemberEvent::RechargeReversalFlagged { provenance, .. } => Some(provenance),
+            | MemberEvent::RechargeReversalFlagged { provenance, .. }
+            | MemberEvent::PurchasePaid { provenance, .. }
+            | MemberEvent::PurchaseRefunded { provenance, .. } => Some(provenance),
         }
     }
 
@@ -212,7 +231,10 @@ impl MemberEvent {
             MemberEvent::MemberRegistered { .. }
             | MemberEvent::CardLevelChanged { .. }
             | MemberEvent::MemberFollowed { .. }
-            | MemberEvent::MemberUnfollowed { .. } => (0, 0, 0, None, None),
+            | MemberEvent::MemberUnfollowed { .. }
+            // Paid outside the balance: neither points nor the balance move.
+            | MemberEvent::PurchasePaid { .. }
+            | MemberEvent::PurchaseRefunded { .. } => (0, 0, 0, None, None),
             MemberEvent::PointsGranted { points, points_after, .. } => (points.get(), 0, 0, Some(*points_after), None),
             MemberEvent::PointsDeducted { points, points_after, .. }
             | MemberEvent::PointsSpent { points, points_after, .. }
@@ -289,6 +311,8 @@ impl DomainEventMeta for MemberEvent {
             MemberEvent::MemberUnfollowed { .. } => "MemberUnfollowed",
             MemberEvent::RechargeReversed { .. } => "RechargeReversed",
             MemberEvent::RechargeReversalFlagged { .. } => "RechargeReversalFlagged",
+            MemberEvent::PurchasePaid { .. } => "PurchasePaid",
+            MemberEvent::PurchaseRefunded { .. } => "PurchaseRefunded",
         }
     }
     fn event_version(&self) -> &'static str {

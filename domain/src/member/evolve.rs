@@ -454,6 +454,23 @@ impl Member {
             MemberEvent::RechargeReversalFlagged { amount_fen, order_id, refund_no, balance_fen, .. } => {
                 self.apply_flagged(order_id, refund_no, *amount_fen, *balance_fen)
             }
+            MemberEvent::PurchasePaid { amount_fen, total_paid_after_fen, .. } => {
+                let total = self.total_paid.checked_add(*amount_fen).ok_or_else(|| overflow("total paid"))?;
+                ensure_figure(rules::TOTAL_PAID_AFTER, "total_paid_after_fen", *total_paid_after_fen, total)?;
+                self.total_paid = total;
+                Ok(())
+            }
+            MemberEvent::PurchaseRefunded { amount_fen, total_paid_after_fen, .. } => {
+                let total = self.total_paid.checked_sub(*amount_fen).ok_or_else(|| {
+                    violation(
+                        rules::TOTAL_PAID_COVERS_REFUND,
+                        format!("a refund of {amount_fen} fen with {} fen paid in total", self.total_paid),
+                    )
+                })?;
+                ensure_figure(rules::TOTAL_PAID_AFTER, "total_paid_after_fen", *total_paid_after_fen, total)?;
+                self.total_paid = total;
+                Ok(())
+            }
         }
     }
 }

@@ -9,7 +9,8 @@
 //! - every event after registration belongs to a registered member;
 //! - one command produces at most one event, except a registration with
 //!   welcome points (`MemberRegistered`, then `PointsGranted`);
-//! - `total_paid` (cash charged net of refunds) is never negative;
+//! - `total_paid` (cash paid net of refunds) is never negative and is what
+//!   `PurchasePaid`/`PurchaseRefunded` state;
 //! - initial points are granted once per member (a decision rule newer than
 //!   some streams: `handle` refuses a second grant, `apply` does not).
 
@@ -92,6 +93,8 @@ pub enum MemberError {
     TooManyReversals,
     #[error("card level {0} is not in the tenant's catalog")]
     UnknownCardLevel(String),
+    #[error("a purchase refund of {requested_fen} fen exceeds the {paid_fen} fen paid in total")]
+    PurchaseRefundExceedsPaid { paid_fen: i64, requested_fen: i64 },
 }
 
 /// Names of the rules [`Member::apply`] checks. Stable: reports and tests match on them.
@@ -130,6 +133,8 @@ pub mod rules {
     pub const NO_OVERFLOW: &str = "member.no_overflow";
     /// Refunds never give back more than was charged: the total paid stays ≥ 0.
     pub const TOTAL_PAID_COVERS_REFUND: &str = "member.total_paid_covers_refund";
+    /// `total_paid_after_fen` is what the state gives.
+    pub const TOTAL_PAID_AFTER: &str = "member.total_paid_after";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,8 +229,9 @@ pub struct Member {
     pub referrer: Option<MemberId>,
     /// A lot of source `initial` was granted: initial points come once per member.
     pub initial_points_granted: bool,
-    /// Cash charged from the balance (counter, mall, snatch), net of refunds:
-    /// what the card level rule's `total_paid` thresholds read.
+    /// Cash charged from the balance (counter, mall, snatch) and purchases
+    /// paid by WeChat Pay (`PurchasePaid`), net of refunds: what the card
+    /// level rule's `total_paid` thresholds read.
     pub total_paid: BalanceFen,
     /// How the current card level was set (the rule may downgrade only as the
     /// tenant's policy allows for this source).
@@ -325,6 +331,20 @@ impl EventSourced for Member {
             }
             MemberCommand::ReverseRecharge { order_id, refund_no, amount_fen, provenance } => {
                 self.reverse_recharge(order_id, refund_no, amount_fen, provenance)
+            }
+            MemberCommand::RecordPurchasePaid { amount_fen, payment, provenance } => {
+                self.registered()?;
+                let total_paid_after_fen = self.total_paid.checked_add(amount_fen).ok_or(MemberError::Overflow)?;
+                Ok(vec![MemberEvent::PurchasePaid { amount_fen, payment, provenance, total_paid_after_fen }])
+            }
+            MemberCommand::RecordPurchaseRefunded { amount_fen, payment, provenance } => {
+                self.registered()?;
+                let total_paid_after_fen =
+                    self.total_paid.checked_sub(amount_fen).ok_or(MemberError::PurchaseRefundExceedsPaid {
+                        paid_fen: self.total_paid.get(),
+                        requested_fen: amount_fen.get(),
+                    })?;
+                Ok(vec![MemberEvent::PurchaseRefunded { amount_fen, payment, provenance, total_paid_after_fen }])
             }
             MemberCommand::WithLevelRule { inner, catalog } => self.with_level_rule(*inner, &catalog, now),
         }

@@ -477,6 +477,41 @@ mod level_rule {
     }
 
     #[test]
+    fn purchases_paid_by_wechat_pay_count_as_paid() {
+        let paid = |amount: i64| MemberCommand::RecordPurchasePaid {
+            amount_fen: fen(amount),
+            payment: reference("mall-order-1"),
+            provenance: prov(),
+        };
+        let refunded = |amount: i64| MemberCommand::RecordPurchaseRefunded {
+            amount_fen: fen(amount),
+            payment: reference("mall-order-1"),
+            provenance: prov(),
+        };
+        let event = |paid: bool, amount: i64, after: i64| {
+            let (amount_fen, payment, provenance, total_paid_after_fen) =
+                (fen(amount), reference("mall-order-1"), prov(), fen_bal(after));
+            if paid {
+                MemberEvent::PurchasePaid { amount_fen, payment, provenance, total_paid_after_fen }
+            } else {
+                MemberEvent::PurchaseRefunded { amount_fen, payment, provenance, total_paid_after_fen }
+            }
+        };
+        let never = DowngradePolicy::Never;
+        let member = given(vec![registered()])
+            .when(ruled(paid(600), never), t0())
+            .then_events(vec![event(true, 600, 600), by_rule("standard", "gold")]);
+        assert_eq!((member.total_paid.get(), member.balance.get()), (600, 0));
+        Given { member: member.clone() }
+            .when(refunded(601), t0())
+            .then_error(MemberError::PurchaseRefundExceedsPaid { paid_fen: 600, requested_fen: 601 });
+        let member = Given { member }.when(ruled(refunded(600), never), t0()).then_events(vec![event(false, 600, 0)]);
+        assert_eq!(member.total_paid.get(), 0);
+        assert_eq!(broken_rule(vec![registered()], event(true, 5, 6)), rules::TOTAL_PAID_AFTER);
+        assert_eq!(broken_rule(vec![registered()], event(false, 5, 0)), rules::TOTAL_PAID_COVERS_REFUND);
+    }
+
+    #[test]
     fn a_refund_beyond_the_total_paid_is_refused_when_applied() {
         let mut member = given(vec![registered(), deposited(1_000, 1_000), charged(100, 900)]).member;
         member.total_paid = BalanceFen::ZERO;
@@ -1459,7 +1494,9 @@ fn with_provenance(mut command: MemberCommand, p: &Provenance) -> MemberCommand 
         | MemberCommand::RefundCharge { provenance, .. }
         | MemberCommand::Follow { provenance, .. }
         | MemberCommand::Unfollow { provenance }
-        | MemberCommand::ReverseRecharge { provenance, .. } => *provenance = p.clone(),
+        | MemberCommand::ReverseRecharge { provenance, .. }
+        | MemberCommand::RecordPurchasePaid { provenance, .. }
+        | MemberCommand::RecordPurchaseRefunded { provenance, .. } => *provenance = p.clone(),
         MemberCommand::WithLevelRule { inner, .. } => **inner = with_provenance((**inner).clone(), p),
     }
     command

@@ -239,6 +239,7 @@ pub fn member_rejection(e: &MemberError) -> ApiError {
         MemberError::InitialPointsGranted => ApiError::conflict("initial_points_granted", message),
         // The tenant's catalog as it stands has no such level (an edit may add it).
         MemberError::UnknownCardLevel(_) => ApiError::conflict("unknown_card_level", message),
+        MemberError::PurchaseRefundExceedsPaid { .. } => ApiError::conflict("refund_exceeds_paid", message),
     }
 }
 

@@ -137,7 +137,9 @@ pub fn fold_event(
             }
             FollowChange::None => return Err("a follow event that changes nothing".into()),
         },
-        MemberEvent::RechargeReversalFlagged { .. } => {}
+        MemberEvent::RechargeReversalFlagged { .. }
+        | MemberEvent::PurchasePaid { .. }
+        | MemberEvent::PurchaseRefunded { .. } => {}
     }
     if member.points < 0 || member.held_points < 0 || member.balance_fen < 0 {
         return Err("negative figure after the event".into());

@@ -39,7 +39,8 @@ pub enum ThresholdBody {
         #[schema(minimum = 1, maximum = 100_000_000)]
         points: i64,
     },
-    /// Cash charged from the balance (counter, mall, snatch), net of refunds, reaches `fen`.
+    /// Cash paid (balance charges at the counter, in the mall and for snatch shares, and mall
+    /// orders paid by WeChat Pay), net of refunds, reaches `fen`.
     TotalPaid {
         /// Fen, 1..=100,000,000.
         #[schema(minimum = 1, maximum = 100_000_000)]
@@ -255,7 +256,7 @@ pub struct MemberLevelDto {
     /// The catalog's entry (null: no catalog, or a level it no longer lists).
     pub level: Option<CardLevelBody>,
     pub lifetime_points: i64,
-    /// Cash charged from the balance, net of refunds.
+    /// Cash paid (balance charges and mall orders paid by WeChat Pay), net of refunds.
     pub total_paid_fen: i64,
     /// Null: no level above is earned by a threshold.
     pub next: Option<NextLevelDto>,
