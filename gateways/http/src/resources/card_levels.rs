@@ -31,7 +31,7 @@ pub const REVISION_MAX: u64 = u32::MAX as u64;
 /// What earns a level; absent (`null`): staff set it by hand only.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ThresholdBody {
+pub enum LevelThresholdBody {
     /// Points ever granted reach `points` (spending and expiry do not lower them).
     LifetimePoints {
         /// Whole points, 1..=100,000,000 (a threshold, not an amount moved: the
@@ -51,7 +51,7 @@ pub enum ThresholdBody {
 /// One level of the catalog.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CardLevelBody {
+pub struct LevelEntryBody {
     /// Unique in the catalog.
     #[schema(value_type = crate::doc::CardLevelName)]
     pub name: String,
@@ -63,13 +63,13 @@ pub struct CardLevelBody {
     /// What the level gives, as members read it: at most 1000 characters, line breaks allowed.
     #[schema(max_length = 1000, pattern = "^[^\\x00-\\x09\\x0B-\\x1F\\x7F-\\x9F]*$")]
     pub privileges: String,
-    pub threshold: Option<ThresholdBody>,
+    pub threshold: Option<LevelThresholdBody>,
 }
 
 /// Whether the rule may move a member down (refunds lowering the total paid, thresholds raised).
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum DowngradeBody {
+pub enum LevelDowngradeBody {
     /// The rule only ever upgrades.
     #[default]
     Never,
@@ -88,9 +88,9 @@ pub struct CardLevelsBody {
     #[schema(minimum = 0, maximum = 4294967295_u64)]
     pub revision: u64,
     #[schema(min_items = 1, max_items = 32)]
-    pub levels: Vec<CardLevelBody>,
+    pub levels: Vec<LevelEntryBody>,
     #[serde(default)]
-    pub downgrade: DowngradeBody,
+    pub downgrade: LevelDowngradeBody,
 }
 
 /// The catalog in force.
@@ -99,35 +99,35 @@ pub struct CardLevelsDto {
     /// Catalogs set so far (0: none yet); name it when replacing this one.
     pub revision: u64,
     /// Lowest first; empty when there is no catalog (levels are then free names set by staff).
-    pub levels: Vec<CardLevelBody>,
-    pub downgrade: DowngradeBody,
+    pub levels: Vec<LevelEntryBody>,
+    pub downgrade: LevelDowngradeBody,
 }
 
 fn invalid(e: impl std::fmt::Display) -> ApiError {
     ApiError::invalid("invalid_card_levels", e.to_string())
 }
 
-impl ThresholdBody {
+impl LevelThresholdBody {
     fn validate(self) -> Result<LevelThreshold, ApiError> {
         Ok(match self {
-            ThresholdBody::LifetimePoints { points } => {
+            LevelThresholdBody::LifetimePoints { points } => {
                 LevelThreshold::LifetimePoints { points: PointsAmount::new(points).map_err(invalid)? }
             }
-            ThresholdBody::TotalPaid { fen } => {
+            LevelThresholdBody::TotalPaid { fen } => {
                 LevelThreshold::TotalPaid { fen: AmountFen::new(fen).map_err(invalid)? }
             }
         })
     }
 }
 
-impl CardLevelBody {
+impl LevelEntryBody {
     fn validate(&self) -> Result<CardLevelDef, ApiError> {
         Ok(CardLevelDef {
             name: card_level(&self.name)?,
             image_url: ImageUrl::parse(&self.image_url).map_err(invalid)?,
             colour: Colour::parse(&self.colour).map_err(invalid)?,
             privileges: PrivilegesText::parse(&self.privileges).map_err(invalid)?,
-            threshold: self.threshold.map(ThresholdBody::validate).transpose()?,
+            threshold: self.threshold.map(LevelThresholdBody::validate).transpose()?,
         })
     }
 
@@ -138,8 +138,10 @@ impl CardLevelBody {
             colour: def.colour.as_str().to_owned(),
             privileges: def.privileges.as_str().to_owned(),
             threshold: def.threshold.map(|t| match t {
-                LevelThreshold::LifetimePoints { points } => ThresholdBody::LifetimePoints { points: points.get() },
-                LevelThreshold::TotalPaid { fen } => ThresholdBody::TotalPaid { fen: fen.get() },
+                LevelThreshold::LifetimePoints { points } => {
+                    LevelThresholdBody::LifetimePoints { points: points.get() }
+                }
+                LevelThreshold::TotalPaid { fen } => LevelThresholdBody::TotalPaid { fen: fen.get() },
             }),
         }
     }
@@ -155,11 +157,11 @@ impl CardLevelsBody {
         if self.revision > REVISION_MAX {
             return Err(invalid(format!("revision must be 0..={REVISION_MAX}")));
         }
-        let levels = self.levels.iter().map(CardLevelBody::validate).collect::<Result<Vec<_>, _>>()?;
+        let levels = self.levels.iter().map(LevelEntryBody::validate).collect::<Result<Vec<_>, _>>()?;
         let downgrade = match self.downgrade {
-            DowngradeBody::Never => DowngradePolicy::Never,
-            DowngradeBody::RuleLevelsOnly => DowngradePolicy::RuleLevelsOnly,
-            DowngradeBody::Always => DowngradePolicy::Always,
+            LevelDowngradeBody::Never => DowngradePolicy::Never,
+            LevelDowngradeBody::RuleLevelsOnly => DowngradePolicy::RuleLevelsOnly,
+            LevelDowngradeBody::Always => DowngradePolicy::Always,
         };
         Ok((CardLevelCatalog::new(levels, downgrade).map_err(invalid)?, self.revision))
     }
@@ -169,14 +171,14 @@ impl From<CatalogView> for CardLevelsDto {
     fn from(v: CatalogView) -> Self {
         let (levels, downgrade) = match &v.catalog {
             Some(c) => (
-                c.levels().iter().map(CardLevelBody::from_def).collect(),
+                c.levels().iter().map(LevelEntryBody::from_def).collect(),
                 match c.downgrade() {
-                    DowngradePolicy::Never => DowngradeBody::Never,
-                    DowngradePolicy::RuleLevelsOnly => DowngradeBody::RuleLevelsOnly,
-                    DowngradePolicy::Always => DowngradeBody::Always,
+                    DowngradePolicy::Never => LevelDowngradeBody::Never,
+                    DowngradePolicy::RuleLevelsOnly => LevelDowngradeBody::RuleLevelsOnly,
+                    DowngradePolicy::Always => LevelDowngradeBody::Always,
                 },
             ),
-            None => (Vec::new(), DowngradeBody::Never),
+            None => (Vec::new(), LevelDowngradeBody::Never),
         };
         Self { revision: v.revision, levels, downgrade }
     }
@@ -242,7 +244,7 @@ pub enum LevelSourceDto {
 /// The next level and what the member lacks for it (one of the two figures).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct NextLevelDto {
-    pub level: CardLevelBody,
+    pub level: LevelEntryBody,
     pub missing_points: Option<i64>,
     pub missing_fen: Option<i64>,
 }
@@ -254,7 +256,7 @@ pub struct MemberLevelDto {
     pub card_level: String,
     pub source: LevelSourceDto,
     /// The catalog's entry (null: no catalog, or a level it no longer lists).
-    pub level: Option<CardLevelBody>,
+    pub level: Option<LevelEntryBody>,
     pub lifetime_points: i64,
     /// Cash paid (balance charges and mall orders paid by WeChat Pay), net of refunds.
     pub total_paid_fen: i64,
@@ -270,11 +272,11 @@ impl From<MemberLevelView> for MemberLevelDto {
                 LevelSource::Rule => LevelSourceDto::Rule,
                 LevelSource::Manual => LevelSourceDto::Manual,
             },
-            level: v.level.as_ref().map(CardLevelBody::from_def),
+            level: v.level.as_ref().map(LevelEntryBody::from_def),
             lifetime_points: v.lifetime_points,
             total_paid_fen: v.total_paid_fen,
             next: v.next.map(|n| NextLevelDto {
-                level: CardLevelBody::from_def(&n.level),
+                level: LevelEntryBody::from_def(&n.level),
                 missing_points: n.missing_points,
                 missing_fen: n.missing_fen,
             }),
@@ -300,8 +302,8 @@ pub async fn member_card_level(
 mod tests {
     use super::*;
 
-    fn level(name: &str, threshold: Option<ThresholdBody>) -> CardLevelBody {
-        CardLevelBody {
+    fn level(name: &str, threshold: Option<LevelThresholdBody>) -> LevelEntryBody {
+        LevelEntryBody {
             name: name.into(),
             image_url: "https://img.example.com/a.png".into(),
             colour: "#AABBCC".into(),
@@ -310,8 +312,8 @@ mod tests {
         }
     }
 
-    fn body(levels: Vec<CardLevelBody>) -> CardLevelsBody {
-        CardLevelsBody { revision: 0, levels, downgrade: DowngradeBody::Never }
+    fn body(levels: Vec<LevelEntryBody>) -> CardLevelsBody {
+        CardLevelsBody { revision: 0, levels, downgrade: LevelDowngradeBody::Never }
     }
 
     fn code(b: CardLevelsBody) -> &'static str {
@@ -320,7 +322,7 @@ mod tests {
 
     #[test]
     fn catalogs_are_checked_whole() {
-        let points = |points| Some(ThresholdBody::LifetimePoints { points });
+        let points = |points| Some(LevelThresholdBody::LifetimePoints { points });
         assert_eq!(code(body(vec![level("a", None), level("b", points(10))])), "ok");
         assert_eq!(code(body(vec![])), "invalid_card_levels");
         let many = (0..=LEVELS_MAX).map(|i| level(&format!("l{i}"), None)).collect();
