@@ -236,7 +236,7 @@ fn build_with(
         .route("/card-code", get(member_api::card_code))
         .route("/campaigns", get(campaigns::member_campaigns))
         .route("/campaigns/{campaign_id}/shakes", get(campaigns::member_shakes).post(campaigns::member_shake))
-        .route("/campaigns/{campaign_id}/entries", post(campaigns::member_enter))
+        .route("/campaigns/{campaign_id}/entries", get(campaigns::member_entries).post(campaigns::member_enter))
         .route("/campaigns/{campaign_id}/share-link", get(campaigns::member_share_link))
         .route(
             "/campaigns/{campaign_id}/share-purchases",

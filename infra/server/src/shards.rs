@@ -195,6 +195,7 @@ fn build_shard(
         read_models: Arc::new(PgReadModels::new(pool.clone())),
         vote_ranking: Arc::new(wxcm_projections::PgVoteRanking::new(pool.clone())),
         member_audit: Arc::new(wxcm_store::audit::PgMemberAudit::new(pool.clone())),
+        draw_audit: Arc::new(wxcm_store::audit::PgDrawAudit::new(pool.clone())),
         wechat: Arc::new(wxcm_store::wechat_store::PgWechatStore::new(pool.clone(), relaxed)),
         pay: Arc::new(wxcm_store::pay_store::PgPayStore::new(pool.clone())),
         oplog: Arc::new(wxcm_store::oplog_store::PgOperationLog::new(pool.clone())),
