@@ -113,6 +113,7 @@ async fn staff_hand_a_won_physical_prize_over_once_at_the_counter() {
         .wait_until("the prize", "return document.querySelector('#prizes-list button.hand-over')?.dataset.item ?? null")
         .await;
     assert_eq!(shown, json!("Cinema mug"));
+    browser.eval("document.getElementById('prizes-title').scrollIntoView(); return true").await;
     let path = browser.screenshot("staff-prizes-375").await;
     assert!(std::fs::metadata(&path).map(|m| m.len() > 1000).unwrap_or(false), "{path:?}");
     // A double tap hands it over once.

@@ -273,8 +273,8 @@ function render() {
   const memberTools = h('div', {});
   const showMemberTools = () => {
     refresh();
-    replace(memberTools, member && can('cash_deposit') ? cashPanel('deposit', refresh) : null, member && can('cash_charge') ? cashPanel('charge', refresh) : null,
-      member && can('campaign_read') && can('campaign_hand_over') ? prizesPanel() : null);
+    replace(memberTools, member && can('campaign_read') && can('campaign_hand_over') ? prizesPanel() : null,
+      member && can('cash_deposit') ? cashPanel('deposit', refresh) : null, member && can('cash_charge') ? cashPanel('charge', refresh) : null);
   };
   replace(content,
     can('member_read') ? lookupPanel(showMemberTools) : notice('error', 'Your role cannot look members up.'),

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::Serialize;
 use wxcm_domain::campaign::draw::{self, DrawSeed, Entrant, EntrantList};
 use wxcm_domain::campaign::{
-    CampaignEvent, CampaignId, CampaignKind, CampaignTerms, EntryId, Prize, SeedCommitment, ShakeDraw, TicketSource,
+    CampaignEvent, CampaignId, CampaignKind, CampaignTerms, EntryId, Prize, SeedCommitment, ShakeDraw,
 };
 use wxcm_domain::{MemberId, OpenId, TenantId};
 
@@ -218,10 +218,7 @@ impl Audit {
     /// friend's only ticket for the member in the period, under the id
     /// derived from them (`schemas/draws/SPEC.md` §3, "Popularity lotteries").
     fn ticket(&mut self, sequence: i64, entry_id: EntryId, member: MemberId, period_no: u32, visitor: Option<&OpenId>) {
-        let popularity = matches!(
-            self.terms.as_ref().map(|t| &t.kind),
-            Some(CampaignKind::PeriodicLottery(p)) if p.tickets == TicketSource::FriendVisits
-        );
+        let popularity = self.terms.as_ref().is_some_and(|t| t.kind.is_popularity());
         match (popularity, visitor) {
             (true, Some(visitor)) => {
                 if entry_id != EntryId::for_visit(&self.tenant, self.campaign, period_no, member, visitor) {
