@@ -355,3 +355,28 @@ def map_case(context, case):
     if _PRODUCTS and path is not None and "product_id" in path and case.operation.path.startswith("/m/api/v1/"):
         path["product_id"] = _product_for(path["product_id"])[0]
     return case
+
+
+# Campaign windows, checked again right before the call: the stateful phase
+# fills fields from earlier responses after `map_case` (e.g. a `starts_at` of
+# another campaign), which can put the start after the end.
+_WINDOWED_BODIES = {
+    ("POST", "/admin/api/v1/campaigns"): _campaign,
+    ("PUT", "/admin/api/v1/campaigns/{campaign_id}/terms"): _campaign,
+    ("POST", "/admin/api/v1/periodic-campaigns"): _periodic_campaign,
+    ("POST", "/admin/api/v1/popularity-campaigns"): _periodic_campaign,
+    ("POST", "/admin/api/v1/snatch-campaigns"): _snatch_campaign,
+    ("POST", "/admin/api/v1/voting-campaigns"): _voting_campaign,
+    ("PUT", "/admin/api/v1/campaigns/{campaign_id}/voting-terms"): _voting_campaign,
+}
+
+
+@schemathesis.hook
+def before_call(context, case, kwargs):
+    if not _positive(case) or not isinstance(case.body, dict):
+        return
+    normalise = _WINDOWED_BODIES.get((case.operation.method.upper(), case.operation.path))
+    if normalise is not None:
+        normalise(case.body)
+    elif (case.operation.method.upper(), case.operation.path) == ("POST", "/admin/api/v1/campaigns/{campaign_id}/periods"):
+        _ordered_instants(case.body, "starts_at", "ends_at", strict=True)

@@ -1294,5 +1294,39 @@ async fn the_campaign_report_counts_participations_newcomers_and_winners_per_day
     let other = merchant(&t, "campaign-report-b").await;
     let (status, _) = get(&t, &other.owner, &format!("/admin/api/v1/campaigns/{id}/report")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // `wxcm audit reconcile`: the campaign row and its counters agree with a fold of the events;
+    // a winner added to the row or a participation lost from a day is found.
+    let report = wxcm_ops::reconcile::reconcile(&t.settings, &m.tenant).await.unwrap();
+    assert!(report.campaigns.is_clean() && report.is_clean(), "{:?}", report.campaigns);
+    assert_eq!(report.campaigns.campaigns, 1);
+    let shard = t.app.router.route(&m.tenant).unwrap().name.clone();
+    let mut db = t.shard_db(&shard).await;
+    sqlx::query("UPDATE rm_campaigns SET winners = winners + 1 WHERE campaign_id = $1")
+        .bind(&id)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE rm_daily_ops SET value = value - 1
+          WHERE tenant_id = $1 AND metric = 'campaign_participations' AND dimension = $2 AND day = $3::date",
+    )
+    .bind(m.tenant.as_str())
+    .bind(&id)
+    .bind(day)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let report = wxcm_ops::reconcile::reconcile(&t.settings, &m.tenant).await.unwrap();
+    let found: Vec<(&str, &str)> = report.campaigns.differences.iter().map(|d| (d.stream.as_str(), d.field)).collect();
+    assert_eq!(
+        found,
+        [
+            (format!("campaign/{id}").as_str(), "winners"),
+            (format!("daily:{day}:{id}").as_str(), "campaign_participations"),
+        ],
+        "{:?}",
+        report.campaigns
+    );
     t.stop().await;
 }

@@ -263,6 +263,7 @@ v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with
         doc::PaymentState,
         doc::CouponState,
         doc::ReportFormat,
+        campaigns::PrizeFilter,
         doc::PayApi,
         doc::ShortText,
         doc::Name100,
