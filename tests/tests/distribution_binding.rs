@@ -371,6 +371,20 @@ async fn binding_modes_routes_self_cycles_and_duplicates() {
             .unwrap();
     assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
 
+    // The scene QR: a follow through `dist_<code>` binds the new follower (once, however often pushed).
+    let pusher = Pusher::new().unwrap();
+    let mut message = PushMessage::new(MessageKind::Subscribe, "o_bind_follower");
+    message.scene = Some(format!("dist_{b_code}"));
+    let request = PushRequest::safe(&s.w.base, APPID, TOKEN, AES_KEY, message);
+    for _ in 0..2 {
+        let replies = pusher.push(&request).await.unwrap();
+        assert_eq!(replies[0].status, Some(200), "{replies:?}");
+    }
+    let tenant = TenantId::parse(TENANT).unwrap();
+    let follower = MemberId::for_openid(&tenant, &OpenId::parse("o_bind_follower").unwrap());
+    let h = binding(&s, follower).await;
+    assert_eq!((bound_to(&h), h["current"]["route"].as_str()), (Some(b.to_string()), Some("qr")), "{h}");
+    assert_eq!(h["history"].as_array().unwrap().len(), 1, "{h}");
     // Validity window: refused within 30 days, replaces after.
     settings(&s, settings_body(json!({"kind": "designation"}), json!({"kind": "valid_for", "days": 30}), None)).await;
     let (m2, m2_s) = member(&s, "o_bind_m2_00001").await;
@@ -414,19 +428,6 @@ async fn binding_modes_routes_self_cycles_and_duplicates() {
     let res = s.w.http.get(s.w.url("/m/distribution/callback?code=x&state=forged")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
 
-    // The scene QR: a follow through `dist_<code>` binds the new follower (once, however often pushed).
-    let pusher = Pusher::new().unwrap();
-    let mut message = PushMessage::new(MessageKind::Subscribe, "o_bind_follower");
-    message.scene = Some(format!("dist_{b_code}"));
-    let request = PushRequest::safe(&s.w.base, APPID, TOKEN, AES_KEY, message);
-    for _ in 0..2 {
-        let replies = pusher.push(&request).await.unwrap();
-        assert_eq!(replies[0].status, Some(200), "{replies:?}");
-    }
-    let follower = MemberId::for_openid(&tenant, &OpenId::parse("o_bind_follower").unwrap());
-    let h = binding(&s, follower).await;
-    assert_eq!((bound_to(&h), h["current"]["route"].as_str()), (Some(b.to_string()), Some("qr")), "{h}");
-    assert_eq!(h["history"].as_array().unwrap().len(), 1, "{h}");
     s.w.stop().await;
 }
 

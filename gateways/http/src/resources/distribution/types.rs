@@ -239,7 +239,6 @@ pub struct DistributorList {
 #[into_params(parameter_in = Query)]
 pub struct DistributorPageQuery {
     /// Only distributors of this standing.
-    #[param(value_type = Option<StandingDto>)]
     pub standing: Option<StandingDto>,
     /// The last member id of the previous page.
     pub after: Option<uuid::Uuid>,
