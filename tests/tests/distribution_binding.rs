@@ -433,7 +433,7 @@ async fn binding_modes_routes_self_cycles_and_duplicates() {
 
 #[tokio::test]
 async fn racing_bindings_never_close_a_cycle() {
-    const ROUNDS: usize = 12;
+    const ROUNDS: usize = 20;
     let s = shop(TENANT).await;
     settings(&s, settings_body(json!({"kind": "designation"}), json!({"kind": "first_wins"}), None)).await;
     let round = |i: usize| {
