@@ -396,6 +396,8 @@ async fn binding_modes_routes_self_cycles_and_duplicates() {
     let reply = bind(&s, &m2_s, &b_code).await;
     assert_eq!((reply.0, reply.1["outcome"].as_str()), (StatusCode::OK, Some("bound")), "{}", reply.1);
     assert_eq!(reply.1["binding"]["replaces"], a.to_string());
+    let h = binding(&s, m2).await;
+    assert_eq!((bound_to(&h), h["history"].as_array().map(Vec::len)), (Some(b.to_string()), Some(2)), "{h}");
 
     // Last wins: every arrival through another distributor rebinds; the history keeps all.
     settings(&s, settings_body(json!({"kind": "designation"}), json!({"kind": "last_wins"}), None)).await;

@@ -146,13 +146,11 @@ async fn current_in(
     tenant: &str,
     member_id: &str,
 ) -> Result<Option<BindingRecord>, PortError> {
-    let sql = format!(
-        "SELECT b.binding_id, b.member_id, b.distributor_id, b.replaces, b.route, b.bound_at
-           FROM distribution_current_bindings c JOIN distribution_bindings b ON b.binding_id = c.binding_id
-          WHERE c.tenant_id = $1 AND c.member_id = $2"
-    );
+    let sql = "SELECT b.binding_id, b.member_id, b.distributor_id, b.replaces, b.route, b.bound_at
+                 FROM distribution_current_bindings c JOIN distribution_bindings b ON b.binding_id = c.binding_id
+                WHERE c.tenant_id = $1 AND c.member_id = $2";
     let row: Option<BindingRow> =
-        sqlx::query_as(&sql).bind(tenant).bind(member_id).fetch_optional(&mut **tx).await.map_err(PortError::new)?;
+        sqlx::query_as(sql).bind(tenant).bind(member_id).fetch_optional(&mut **tx).await.map_err(PortError::new)?;
     row.map(binding_record).transpose()
 }
 
