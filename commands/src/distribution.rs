@@ -635,6 +635,8 @@ pub async fn subordinates(
     after: Option<MemberId>,
     limit: u32,
 ) -> Result<Vec<Subordinate>, DistributionError> {
+    // Another tenant's member is no member here.
+    members::get(app, tenant, distributor).await?;
     let shard = app.router.route(tenant)?;
     let limit = limit.clamp(1, SUBORDINATE_PAGE_MAX);
     Ok(shard.distribution.subordinates(tenant, distributor, level, after, limit).await?)

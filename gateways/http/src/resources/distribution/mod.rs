@@ -370,6 +370,7 @@ pub async fn reinstate(
         (status = 200, description = "One page", body = SubordinateList),
         (status = 400, description = "`invalid_member_id`, `invalid_query`", body = ErrorBody),
         (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`member_not_found`", body = ErrorBody),
         (status = 422, description = "`invalid_level`, `invalid_limit`", body = ErrorBody),
     ))]
 #[instrument(skip_all, fields(tenant = %auth.session.tenant_id, member_id = %id.0))]
