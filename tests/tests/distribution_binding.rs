@@ -162,9 +162,26 @@ async fn each_enrolment_policy_and_the_admins_decisions() {
     let reply = bind(&s, &carol_s, &alice_code).await;
     assert_eq!((reply.0, code_of(&reply)), (StatusCode::NOT_FOUND, Some("distributor_code_not_found")));
 
-    let (status, approved) =
-        admin(&s, Method::POST, &format!("/admin/api/v1/distributors/{alice}/approve"), None).await;
+    // Approving is idempotent by key: the same key replays the first answer; another key finds
+    // nothing to approve.
+    let approve = |key: &'static str| {
+        let s = &s;
+        async move {
+            let res =
+                s.w.http
+                    .post(s.w.url(&format!("/admin/api/v1/distributors/{alice}/approve")))
+                    .bearer_auth(&s.owner)
+                    .header("Idempotency-Key", key)
+                    .send()
+                    .await
+                    .unwrap();
+            (res.status(), res.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, approved) = approve("approve-alice-1").await;
     assert_eq!((status, approved["standing"].as_str()), (StatusCode::OK, Some("active")), "{approved}");
+    let (status, replayed) = approve("approve-alice-1").await;
+    assert_eq!((status, replayed["standing"].as_str()), (StatusCode::OK, Some("active")), "{replayed}");
     let (status, twice) = admin(&s, Method::POST, &format!("/admin/api/v1/distributors/{alice}/approve"), None).await;
     assert_eq!((status, twice["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("wrong_standing")));
     let reject = format!("/admin/api/v1/distributors/{bob}/reject");
