@@ -12,6 +12,8 @@
 //!   product, the member ledger and the order);
 //! - [`campaigns`]: campaign lifecycle, sealed seeds, member shakes and
 //!   their prizes issued once;
+//! - [`distribution`]: distribution settings, distributors, bindings under
+//!   a per-tenant lock;
 //! - [`ports`] are the traits the infrastructure implements (store, clock, ...).
 
 pub mod adapter;
@@ -20,6 +22,7 @@ pub mod auth;
 pub mod campaigns;
 pub mod card_codes;
 pub mod coupons;
+pub mod distribution;
 pub mod executor;
 pub mod failure;
 pub mod health;

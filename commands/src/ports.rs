@@ -329,6 +329,9 @@ pub struct ShardServices {
     pub shake_lanes: crate::campaigns::lanes::ShakeLanes,
     /// The voting campaigns' ranking read model (`rm_vote_items`).
     pub vote_ranking: Arc<dyn crate::campaigns::voting::VoteRanking>,
+    /// One stream per distributor (`DistributorId::for_member`).
+    pub distributors: Executor<wxcm_domain::distribution::Distributor>,
+    pub distribution: Arc<dyn crate::distribution::DistributionStore>,
     pub event_log: Arc<dyn EventLog>,
     pub directory: Arc<dyn MemberDirectory>,
     pub cards: Arc<dyn CardNumberAllocator>,

@@ -147,6 +147,16 @@ def _qr_code(body) -> None:
         body["expire_seconds"] = 604800
 
 
+def _distribution_settings(body) -> None:
+    """`PUT distribution/settings`: the level 1 and level 2 default rates sum to at most 10000."""
+    rates = body.get("default_rates")
+    if not isinstance(rates, dict):
+        return
+    first, second = _number(rates.get("first_bps")), _number(rates.get("second_bps"))
+    if first is not None and second is not None and first + second > 10000 and 0 <= first <= 10000:
+        rates["second_bps"] = 10000 - first
+
+
 def _bytes_at_most(text, limit: int, filler: str):
     """`text` cut to `limit` bytes of UTF-8 on a character boundary; `filler` if nothing visible is left."""
     if not isinstance(text, str):
@@ -328,6 +338,8 @@ def map_case(context, case):
         _qr_code(body)
     elif route == ("PUT", "/admin/api/v1/wechat/menus/{appid}") and body is not None:
         _menu(body)
+    elif route == ("PUT", "/admin/api/v1/distribution/settings") and body is not None:
+        _distribution_settings(body)
     elif route == ("POST", "/admin/api/v1/campaigns") and body is not None:
         _campaign(body)
     elif route == ("PUT", "/admin/api/v1/campaigns/{campaign_id}/terms") and body is not None:

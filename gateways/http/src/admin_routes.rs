@@ -13,7 +13,8 @@ use axum::Router;
 use crate::permissions::Permission;
 use crate::resources::wechat::{authorization, menus, points_rules, qr_codes, reply_rules};
 use crate::resources::{
-    admin_users, campaigns, coupons, ledger, mall, members, operation_log, payments, referral, reports, session, tenant,
+    admin_users, campaigns, coupons, distribution, ledger, mall, members, operation_log, payments, referral, reports,
+    session, tenant,
 };
 use crate::state::AppState;
 
@@ -250,4 +251,17 @@ pub(crate) fn admin_routes() -> AdminRoutes {
             campaigns::approve_item,
         )
         .post("/campaigns/{campaign_id}/vote-items/{item_id}/reject", Needs(P::CampaignManage), campaigns::reject_item)
+        .get("/distribution/settings", Needs(P::DistributionRead), distribution::get_settings)
+        .put("/distribution/settings", Needs(P::DistributionManage), distribution::put_settings)
+        .keyed()
+        .get("/distributors", Needs(P::DistributionRead), distribution::list_distributors)
+        .get("/distributor-applications", Needs(P::DistributionRead), distribution::list_applications)
+        .get("/distributors/{member_id}", Needs(P::DistributionRead), distribution::get_distributor)
+        .post("/distributors/{member_id}/approve", Needs(P::DistributionManage), distribution::approve)
+        .post("/distributors/{member_id}/reject", Needs(P::DistributionManage), distribution::reject)
+        .post("/distributors/{member_id}/designate", Needs(P::DistributionManage), distribution::designate)
+        .post("/distributors/{member_id}/suspend", Needs(P::DistributionManage), distribution::suspend)
+        .post("/distributors/{member_id}/reinstate", Needs(P::DistributionManage), distribution::reinstate)
+        .get("/distributors/{member_id}/subordinates", Needs(P::DistributionRead), distribution::admin_subordinates)
+        .get("/members/{member_id}/distribution-binding", Needs(P::DistributionRead), distribution::member_binding)
 }

@@ -59,10 +59,14 @@ pub enum Permission {
     CampaignManage,
     /// Hand a won physical prize over at the store (once).
     CampaignHandOver,
+    /// Read distribution settings, distributors, the audit queue, bindings and subordinates.
+    DistributionRead,
+    /// Change distribution settings; approve, reject, designate, suspend, reinstate distributors.
+    DistributionManage,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 29] = [
+    pub const ALL: [Permission; 31] = [
         Permission::MemberRead,
         Permission::MemberRegister,
         Permission::PointsGrant,
@@ -92,6 +96,8 @@ impl Permission {
         Permission::CampaignRead,
         Permission::CampaignManage,
         Permission::CampaignHandOver,
+        Permission::DistributionRead,
+        Permission::DistributionManage,
     ];
 
     /// The permission's name in the API (`GET /session`), snake case.
@@ -126,6 +132,8 @@ impl Permission {
             Permission::CampaignRead => "campaign_read",
             Permission::CampaignManage => "campaign_manage",
             Permission::CampaignHandOver => "campaign_hand_over",
+            Permission::DistributionRead => "distribution_read",
+            Permission::DistributionManage => "distribution_manage",
         }
     }
 
@@ -161,6 +169,8 @@ impl Permission {
             Permission::CampaignRead => "read campaigns",
             Permission::CampaignManage => "manage campaigns",
             Permission::CampaignHandOver => "hand campaign prizes over",
+            Permission::DistributionRead => "read distribution",
+            Permission::DistributionManage => "manage distribution",
         }
     }
 }
@@ -202,6 +212,7 @@ pub fn allowed(role: Role, permission: Permission) -> bool {
                     | P::OperationLogRead
                     | P::MallRead
                     | P::CampaignRead
+                    | P::DistributionRead
             )
         }
     }
@@ -263,6 +274,8 @@ pub mod perm {
         CampaignRead,
         CampaignManage,
         CampaignHandOver,
+        DistributionRead,
+        DistributionManage,
     );
 }
 
@@ -274,7 +287,7 @@ mod tests {
     fn the_whole_matrix() {
         use Permission as P;
         // Columns: owner, manager, staff, auditor.
-        let table: [(Permission, [bool; 4]); 29] = [
+        let table: [(Permission, [bool; 4]); 31] = [
             (P::MemberRead, [true, true, true, true]),
             (P::MemberRegister, [true, true, true, false]),
             (P::PointsGrant, [true, true, false, false]),
@@ -304,6 +317,8 @@ mod tests {
             (P::CampaignRead, [true, true, true, true]),
             (P::CampaignManage, [true, true, false, false]),
             (P::CampaignHandOver, [true, true, true, false]),
+            (P::DistributionRead, [true, true, false, true]),
+            (P::DistributionManage, [true, true, false, false]),
         ];
         let roles = [Role::Owner, Role::Manager, Role::Staff, Role::Auditor];
         for (permission, expected) in table {
@@ -331,6 +346,7 @@ mod tests {
                     | Permission::OperationLogRead
                     | Permission::MallRead
                     | Permission::CampaignRead
+                    | Permission::DistributionRead
             )
         });
         for p in writes {
