@@ -14,6 +14,8 @@
 //!   their prizes issued once;
 //! - [`card_levels`]: the tenant's card level catalog and the rule's hook on
 //!   member commands (upgrades decided with the grant that earns them);
+//! - [`distribution`]: distribution settings, distributors, bindings under
+//!   a per-tenant lock;
 //! - [`ports`] are the traits the infrastructure implements (store, clock, ...).
 
 pub mod adapter;
@@ -23,6 +25,7 @@ pub mod campaigns;
 pub mod card_codes;
 pub mod card_levels;
 pub mod coupons;
+pub mod distribution;
 pub mod executor;
 pub mod failure;
 pub mod health;

@@ -329,6 +329,9 @@ pub struct ShardServices {
     pub shake_lanes: crate::campaigns::lanes::ShakeLanes,
     /// The voting campaigns' ranking read model (`rm_vote_items`).
     pub vote_ranking: Arc<dyn crate::campaigns::voting::VoteRanking>,
+    /// One stream per distributor (`DistributorId::for_member`).
+    pub distributors: Executor<wxcm_domain::distribution::Distributor>,
+    pub distribution: Arc<dyn crate::distribution::DistributionStore>,
     pub event_log: Arc<dyn EventLog>,
     pub directory: Arc<dyn MemberDirectory>,
     pub cards: Arc<dyn CardNumberAllocator>,
@@ -337,6 +340,8 @@ pub struct ShardServices {
     pub read_models: Arc<dyn ReadModels>,
     /// Checks one member's stream (hash chain, replay, stated balances) for the console.
     pub member_audit: Arc<dyn MemberAudit>,
+    /// Recomputes one campaign's draws as `wxcm audit draw` does, for the console.
+    pub draw_audit: Arc<dyn DrawAudit>,
     pub wechat: Arc<dyn crate::wechat::WechatStore>,
     /// Payment tables (notifications, platform keys, order index, member sessions).
     pub pay: Arc<dyn crate::pay_flows::PayStore>,
@@ -389,6 +394,58 @@ pub enum MemberAuditError {
 #[async_trait]
 pub trait MemberAudit: Send + Sync {
     async fn audit_member(&self, tenant: &TenantId, member: &MemberId) -> Result<MemberAuditVerdict, MemberAuditError>;
+}
+
+/// Events of a campaign stream the console's draw audit reads at most; longer
+/// streams are audited with `wxcm audit draw`, which has no such bound.
+pub const DRAW_AUDIT_EVENTS_MAX: usize = 200_000;
+
+/// One disagreement between a campaign event and its recomputation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrawDifference {
+    /// The event's sequence (`None`: the campaign as a whole).
+    pub sequence: Option<i64>,
+    pub detail: String,
+}
+
+/// A campaign's draws recomputed from its events (`schemas/draws/SPEC.md`):
+/// `ok` when every shake and period draw gives what its event states.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrawAuditVerdict {
+    pub ok: bool,
+    /// A shake lottery's seed is revealed when it ends: before that its
+    /// shakes cannot be recomputed (`ok` is false with a difference saying so).
+    pub revealed: bool,
+    pub shakes_checked: u64,
+    pub periods_checked: u64,
+    pub differences: Vec<DrawDifference>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DrawAuditError {
+    /// No event of the campaign in the tenant.
+    #[error("campaign not found")]
+    NotFound,
+    /// `period` was given and the campaign has no draw of that period.
+    #[error("period {0} was not drawn")]
+    PeriodNotDrawn(u32),
+    #[error("the campaign has more than {DRAW_AUDIT_EVENTS_MAX} events: use `wxcm audit draw`")]
+    TooLong,
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+/// The same checks as `wxcm audit draw [--period P]`, for one campaign of one tenant.
+#[async_trait]
+pub trait DrawAudit: Send + Sync {
+    async fn audit_draws(
+        &self,
+        tenant: &TenantId,
+        campaign: wxcm_domain::campaign::CampaignId,
+        period: Option<u32>,
+    ) -> Result<DrawAuditVerdict, DrawAuditError>;
 }
 
 /// Members per page of a member search.

@@ -147,6 +147,16 @@ def _qr_code(body) -> None:
         body["expire_seconds"] = 604800
 
 
+def _distribution_settings(body) -> None:
+    """`PUT distribution/settings`: the level 1 and level 2 default rates sum to at most 10000."""
+    rates = body.get("default_rates")
+    if not isinstance(rates, dict):
+        return
+    first, second = _number(rates.get("first_bps")), _number(rates.get("second_bps"))
+    if first is not None and second is not None and first + second > 10000 and 0 <= first <= 10000:
+        rates["second_bps"] = 10000 - first
+
+
 def _bytes_at_most(text, limit: int, filler: str):
     """`text` cut to `limit` bytes of UTF-8 on a character boundary; `filler` if nothing visible is left."""
     if not isinstance(text, str):
@@ -355,6 +365,8 @@ def map_case(context, case):
         _qr_code(body)
     elif route == ("PUT", "/admin/api/v1/wechat/menus/{appid}") and body is not None:
         _menu(body)
+    elif route == ("PUT", "/admin/api/v1/distribution/settings") and body is not None:
+        _distribution_settings(body)
     elif route == ("POST", "/admin/api/v1/campaigns") and body is not None:
         _campaign(body)
     elif route == ("PUT", "/admin/api/v1/campaigns/{campaign_id}/terms") and body is not None:
@@ -384,3 +396,28 @@ def map_case(context, case):
     if _PRODUCTS and path is not None and "product_id" in path and case.operation.path.startswith("/m/api/v1/"):
         path["product_id"] = _product_for(path["product_id"])[0]
     return case
+
+
+# Campaign windows, checked again right before the call: the stateful phase
+# fills fields from earlier responses after `map_case` (e.g. a `starts_at` of
+# another campaign), which can put the start after the end.
+_WINDOWED_BODIES = {
+    ("POST", "/admin/api/v1/campaigns"): _campaign,
+    ("PUT", "/admin/api/v1/campaigns/{campaign_id}/terms"): _campaign,
+    ("POST", "/admin/api/v1/periodic-campaigns"): _periodic_campaign,
+    ("POST", "/admin/api/v1/popularity-campaigns"): _periodic_campaign,
+    ("POST", "/admin/api/v1/snatch-campaigns"): _snatch_campaign,
+    ("POST", "/admin/api/v1/voting-campaigns"): _voting_campaign,
+    ("PUT", "/admin/api/v1/campaigns/{campaign_id}/voting-terms"): _voting_campaign,
+}
+
+
+@schemathesis.hook
+def before_call(context, case, kwargs):
+    if not _positive(case) or not isinstance(case.body, dict):
+        return
+    normalise = _WINDOWED_BODIES.get((case.operation.method.upper(), case.operation.path))
+    if normalise is not None:
+        normalise(case.body)
+    elif (case.operation.method.upper(), case.operation.path) == ("POST", "/admin/api/v1/campaigns/{campaign_id}/periods"):
+        _ordered_instants(case.body, "starts_at", "ends_at", strict=True)

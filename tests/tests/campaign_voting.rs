@@ -452,5 +452,20 @@ async fn the_live_ranking_equals_the_votes_cast() {
     assert_eq!(report.streams, 1, "{report:?}");
     let (_, rebuilt) = get(&t, &submitter, &format!("/m/api/v1/campaigns/{id}/ranking")).await;
     assert_eq!(rebuilt, ranking);
+
+    // `wxcm audit reconcile` checks every item against the aggregate: clean, then a vote added
+    // to one row is found.
+    let clean = wxcm_ops::reconcile::reconcile(&t.settings, &m.tenant).await.unwrap();
+    assert!(clean.campaigns.is_clean(), "{:?}", clean.campaigns);
+    assert_eq!(clean.campaigns.vote_items, 4);
+    sqlx::query("UPDATE rm_vote_items SET votes = votes + 1 WHERE item_id = $1")
+        .bind(&items[0])
+        .execute(&mut writer)
+        .await
+        .unwrap();
+    let tampered = wxcm_ops::reconcile::reconcile(&t.settings, &m.tenant).await.unwrap();
+    let found: Vec<(&str, &str)> =
+        tampered.campaigns.differences.iter().map(|d| (d.stream.as_str(), d.field)).collect();
+    assert_eq!(found, [(format!("campaign/{id}/item/{}", items[0]).as_str(), "votes")], "{:?}", tampered.campaigns);
     t.stop().await;
 }

@@ -709,6 +709,20 @@ async fn the_scheduler_draws_each_period_of_a_daily_lottery_and_gives_the_prizes
     assert!(one.ok && one.periods_checked == 1, "{one:?}");
     let two = wxcm_ops::draw_audit::draw_report_of(&t.settings, &m.tenant, id, Some(2)).await.unwrap();
     assert!(!two.ok, "period 2 is not drawn yet: {two:?}");
+    // The console's draw audit view gives the same verdicts.
+    let audit_path = format!("/admin/api/v1/campaigns/{id}/draw-audit");
+    let (status, view) = get(&t, &m.owner, &audit_path).await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!((&view["ok"], &view["periods_checked"]), (&json!(true), &json!(1)), "{view}");
+    let (status, view) = get(&t, &m.owner, &format!("{audit_path}?period=1")).await;
+    assert_eq!((status, &view["ok"]), (StatusCode::OK, &json!(true)), "{view}");
+    let (status, view) = get(&t, &m.owner, &format!("{audit_path}?period=2")).await;
+    assert_eq!((status, view["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("period_not_drawn")));
+    let (status, view) = get(&t, &m.owner, &format!("{audit_path}?period=x")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{view}");
+    let other = merchant(&t, "daily-draw-other").await;
+    let (status, view) = get(&t, &other.owner, &audit_path).await;
+    assert_eq!((status, view["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("campaign_not_found")));
 
     // An entry moved to another member in the stored events: the entrant list no longer
     // hashes to the drawn one.
@@ -731,6 +745,10 @@ async fn the_scheduler_draws_each_period_of_a_daily_lottery_and_gives_the_prizes
     assert_eq!((code, &cli["ok"]), (Some(1), &json!(false)), "{cli}");
     let report = wxcm_ops::draw_audit::draw_report_of(&t.settings, &m.tenant, id, Some(1)).await.unwrap();
     assert!(report.differences.iter().any(|d| d.detail.contains("hash")), "{report:?}");
+    let (status, view) = get(&t, &m.owner, &audit_path).await;
+    assert_eq!((status, &view["ok"]), (StatusCode::OK, &json!(false)), "{view}");
+    let differences = view["differences"].as_array().unwrap();
+    assert!(differences.iter().any(|d| d["detail"].as_str().unwrap().contains("hash") && d["sequence"].is_i64()));
     t.stop().await;
 }
 
@@ -782,6 +800,34 @@ async fn a_periodic_lottery_through_the_api_takes_entries_into_its_open_period()
     assert_eq!((period["entries"].as_u64(), period["state"].as_str()), (Some(2), Some("open")), "{view}");
     assert_eq!(period["commitment"].as_str().map(str::len), Some(64));
     assert!(period["seed"].is_null());
+
+    // The member's entries and prizes: the open period with their two tickets; after the draw,
+    // what they won (the only entrant takes the one prize).
+    let (status, mine) = get(&t, &session, &entries).await;
+    assert_eq!(status, StatusCode::OK, "{mine}");
+    let open = &mine["periods"][0];
+    assert_eq!((open["period_no"].as_u64(), open["tickets"].as_u64()), (Some(1), Some(2)), "{mine}");
+    assert_eq!((open["state"].as_str(), open["won"].is_null()), (Some("open"), true), "{mine}");
+    let (_, stranger) = member(&t, &m, 2).await;
+    let (status, none) = get(&t, &stranger, &entries).await;
+    assert_eq!((status, none["periods"].as_array().map(Vec::len)), (StatusCode::OK, Some(0)), "{none}");
+    t.clock.advance(chrono::Duration::days(1));
+    step(&t, &m).await;
+    let (_, mine) = get(&t, &session, &entries).await;
+    let drawn = mine["periods"].as_array().unwrap().iter().find(|p| p["period_no"] == 1).unwrap();
+    assert_eq!((drawn["state"].as_str(), drawn["tickets"].as_u64()), (Some("drawn"), Some(2)), "{mine}");
+    assert_eq!(drawn["won"]["rank"], 1, "{mine}");
+    assert_eq!(drawn["won"]["prize"], json!({"kind": "points", "points": 3}), "{mine}");
+    // Not for a shake lottery, nor another tenant's member.
+    let (status, shake_lottery) = post(&t, &m.owner, "/admin/api/v1/campaigns", Some(lottery(&t, 5, 3, 1))).await;
+    assert_eq!(status, StatusCode::CREATED, "{shake_lottery}");
+    let shake_entries = format!("/m/api/v1/campaigns/{}/entries", shake_lottery["campaign_id"].as_str().unwrap());
+    let (status, body) = get(&t, &session, &shake_entries).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("wrong_kind")));
+    let other = merchant(&t, "daily-api-other").await;
+    let (_, outsider) = member(&t, &other, 1).await;
+    let (status, body) = get(&t, &outsider, &entries).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("campaign_not_found")));
     t.stop().await;
 }
 
@@ -1248,5 +1294,39 @@ async fn the_campaign_report_counts_participations_newcomers_and_winners_per_day
     let other = merchant(&t, "campaign-report-b").await;
     let (status, _) = get(&t, &other.owner, &format!("/admin/api/v1/campaigns/{id}/report")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // `wxcm audit reconcile`: the campaign row and its counters agree with a fold of the events;
+    // a winner added to the row or a participation lost from a day is found.
+    let report = wxcm_ops::reconcile::reconcile(&t.settings, &m.tenant).await.unwrap();
+    assert!(report.campaigns.is_clean() && report.is_clean(), "{:?}", report.campaigns);
+    assert_eq!(report.campaigns.campaigns, 1);
+    let shard = t.app.router.route(&m.tenant).unwrap().name.clone();
+    let mut db = t.shard_db(&shard).await;
+    sqlx::query("UPDATE rm_campaigns SET winners = winners + 1 WHERE campaign_id = $1")
+        .bind(&id)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE rm_daily_ops SET value = value - 1
+          WHERE tenant_id = $1 AND metric = 'campaign_participations' AND dimension = $2 AND day = $3::date",
+    )
+    .bind(m.tenant.as_str())
+    .bind(&id)
+    .bind(day)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let report = wxcm_ops::reconcile::reconcile(&t.settings, &m.tenant).await.unwrap();
+    let found: Vec<(&str, &str)> = report.campaigns.differences.iter().map(|d| (d.stream.as_str(), d.field)).collect();
+    assert_eq!(
+        found,
+        [
+            (format!("campaign/{id}").as_str(), "winners"),
+            (format!("daily:{day}:{id}").as_str(), "campaign_participations"),
+        ],
+        "{:?}",
+        report.campaigns
+    );
     t.stop().await;
 }

@@ -26,8 +26,8 @@ use serde::Serialize;
 use tracing::{info, instrument};
 use uuid::Uuid;
 use wxcm_domain::campaign::{
-    BeaconRound, BeaconValue, Campaign, CampaignCommand, CampaignError, CampaignId, CampaignKind, CampaignState,
-    CampaignTerms, DrawSeed, PeriodEnd, Prize, SeedCommitment, ShakeDraw, ShakeOdds, Status,
+    AwardRef, BeaconRound, BeaconValue, Campaign, CampaignCommand, CampaignError, CampaignId, CampaignKind,
+    CampaignState, CampaignTerms, DrawSeed, PeriodEnd, Prize, SeedCommitment, ShakeDraw, ShakeOdds, Status,
 };
 use wxcm_domain::tenant::SealedSecret;
 use wxcm_domain::{Actor, EventSourced, IdempotencyKey, MemberId, TenantId};
@@ -39,6 +39,23 @@ use crate::{App, CommandContext, ExecuteError, Outcome};
 pub const CAMPAIGNS_SCAN_MAX: u32 = 200;
 /// Shakes a member's list returns (their first, in chance order).
 pub const MEMBER_SHAKES_MAX: u32 = 1_000;
+/// Periods a member's "my entries and prizes" lists (their newest).
+pub const MEMBER_PERIODS_MAX: u32 = 400;
+
+/// Physical prizes a member's list returns (their newest).
+pub const MEMBER_AWARDS_MAX: u32 = 200;
+
+/// A physical prize a member won, as the staff console lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PhysicalAwardRecord {
+    pub campaign_id: CampaignId,
+    /// The campaign's name when the prize was won.
+    pub campaign_name: String,
+    pub award: AwardRef,
+    pub item: String,
+    pub won_at: DateTime<Utc>,
+    pub handed_over_at: Option<DateTime<Utc>>,
+}
 
 /// What the campaign use cases need from the shard's database besides events.
 #[async_trait]
@@ -98,6 +115,25 @@ pub trait CampaignStore: Send + Sync {
         member: MemberId,
         limit: u32,
     ) -> Result<Vec<ShakeDraw>, PortError>;
+    /// The member's tickets per period (`campaign_member_periods`, migration
+    /// 0040): `(period_no, tickets)`, newest period first, at most `limit`.
+    async fn member_periods(
+        &self,
+        tenant: &TenantId,
+        campaign: CampaignId,
+        member: MemberId,
+        limit: u32,
+    ) -> Result<Vec<(u32, u32)>, PortError>;
+    /// The member's physical prizes across the tenant's campaigns
+    /// (`campaign_physical_awards`, migration 0040), newest first, at most
+    /// `limit`; only those not handed over yet when `waiting_only`.
+    async fn member_awards(
+        &self,
+        tenant: &TenantId,
+        member: MemberId,
+        waiting_only: bool,
+        limit: u32,
+    ) -> Result<Vec<PhysicalAwardRecord>, PortError>;
     /// A snatch purchase (`snatch_purchases`, migration 0029).
     async fn purchase(
         &self,
@@ -490,6 +526,35 @@ pub async fn hand_over(
     let request = serde_json::json!({ "hand_over": campaign_id, "award": award });
     run(app, ctx, campaign_id, CampaignCommand::HandOverPrize { award, actor }, &request).await?;
     get(app, &ctx.tenant_id, campaign_id).await
+}
+
+/// A member's physical prizes across the tenant's campaigns, newest first
+/// (only those waiting at the store when `waiting_only`); a member the tenant
+/// does not have is not found.
+pub async fn member_awards(
+    app: &App,
+    tenant: &TenantId,
+    member_id: MemberId,
+    waiting_only: bool,
+) -> Result<Vec<PhysicalAwardRecord>, CampaignOpError> {
+    let shard = app.router.route(tenant)?;
+    let (member, _) = shard.members.load(tenant, &member_id.to_string()).await?;
+    if member.registration.is_none() {
+        return Err(CampaignOpError::MemberNotFound);
+    }
+    Ok(shard.campaign_store.member_awards(tenant, member_id, waiting_only, MEMBER_AWARDS_MAX).await?)
+}
+
+/// The campaign's draws recomputed from its events as `wxcm audit draw` does
+/// (only period `period`'s draw when given); another tenant's campaign is not found.
+pub async fn audit_draws(
+    app: &App,
+    tenant: &TenantId,
+    campaign_id: CampaignId,
+    period: Option<u32>,
+) -> Result<crate::ports::DrawAuditVerdict, crate::ports::DrawAuditError> {
+    let shard = app.router.route(tenant)?;
+    shard.draw_audit.audit_draws(tenant, campaign_id, period).await
 }
 
 /// Reveals an ended shake lottery's seed (once; again is a no-op). Returns

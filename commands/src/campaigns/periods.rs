@@ -38,7 +38,7 @@ use chrono::{DateTime, Utc};
 use tracing::{info, instrument, warn};
 use wxcm_domain::campaign::{
     AwardRef, BeaconRound, BeaconValue, CampaignCommand, CampaignError, CampaignEvent, CampaignId, CampaignKind, Cycle,
-    EntryId, EntryRefund, PeriodEnd, Refusal, Status,
+    EntryId, EntryRefund, PeriodEnd, Prize, Refusal, Status,
 };
 use wxcm_domain::member::{ExpiryPolicy, MemberCommand, MemberError, PointsSource, Provenance};
 use wxcm_domain::{Actor, IdempotencyKey, MemberId, PointsAmount, Reference, TenantId};
@@ -46,6 +46,7 @@ use wxcm_domain::{Actor, IdempotencyKey, MemberId, PointsAmount, Reference, Tena
 use super::shakes::issue_award;
 use super::{
     get, infra, outcome_written, run, seed_for, state_of, stored_seed, system_key, CampaignOpError, CampaignView,
+    MEMBER_PERIODS_MAX,
 };
 use crate::members::MemberOpError;
 use crate::{App, CommandContext};
@@ -527,4 +528,84 @@ pub(super) async fn due_prize(app: &App, tenant: &TenantId, aggregate_id: &str) 
     };
     issue_award(app, tenant, campaign_id, *member_id, prize, AwardRef::Period { period_no, rank }).await?;
     Ok(0)
+}
+
+/// A period a member took part in: their tickets (entries, friends' visits or
+/// paid snatch shares) and, once drawn, what they won.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MemberPeriod {
+    pub period_no: u32,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    /// `open`, `drawn` or `cancelled` (a cancelled period's paid entries are refunded).
+    pub state: &'static str,
+    pub tickets: u32,
+    /// Tickets of everyone in the period (while open: so far).
+    pub period_tickets: u32,
+    pub won: Option<MemberPrize>,
+}
+
+/// A prize a member won in a period's draw.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MemberPrize {
+    pub rank: u32,
+    pub prize: Prize,
+    /// A physical prize: when staff handed it over (`None`: waiting at the store).
+    pub handed_over_at: Option<DateTime<Utc>>,
+}
+
+/// The member's entries and prizes in a periodic lottery, a popularity
+/// lottery or a 1-yuan snatch, newest period first: tickets from the entries
+/// index (`campaign_member_periods`), periods, winners and hand-overs from the
+/// campaign itself. Another tenant's campaign is not found.
+pub async fn member_entries(
+    app: &App,
+    tenant: &TenantId,
+    campaign_id: CampaignId,
+    member_id: MemberId,
+) -> Result<Vec<MemberPeriod>, CampaignOpError> {
+    let shard = app.router.route(tenant)?;
+    let state = state_of(&shard, tenant, campaign_id).await?;
+    let prize_of_rank = |rank: u32| -> Option<Prize> {
+        match &state.terms.kind {
+            CampaignKind::PeriodicLottery(terms) => terms.prize_of_rank(rank).cloned(),
+            CampaignKind::Snatch(terms) => (rank == 1).then(|| terms.prize.clone()),
+            CampaignKind::ShakeLottery(_) | CampaignKind::Voting(_) => None,
+        }
+    };
+    if matches!(state.terms.kind, CampaignKind::ShakeLottery(_) | CampaignKind::Voting(_)) {
+        return Err(CampaignOpError::Campaign(CampaignError::WrongKind("periodic_lottery")));
+    }
+    let tickets = shard.campaign_store.member_periods(tenant, campaign_id, member_id, MEMBER_PERIODS_MAX).await?;
+    let mut periods = Vec::with_capacity(tickets.len());
+    for (period_no, tickets) in tickets {
+        let Some(period) = state.periods.get(&period_no) else {
+            warn!(%campaign_id, period_no, "an indexed entry names a period the campaign does not have");
+            continue;
+        };
+        let (state_name, won) = match &period.end {
+            None => ("open", None),
+            Some(PeriodEnd::Cancelled { .. }) => ("cancelled", None),
+            Some(PeriodEnd::Drawn { winners, .. }) => {
+                let rank = winners.iter().position(|w| *w == member_id).and_then(|i| u32::try_from(i + 1).ok());
+                let won = rank.and_then(|rank| {
+                    let prize = prize_of_rank(rank)?;
+                    let award = AwardRef::Period { period_no, rank }.key();
+                    let handed_over_at = state.awards.get(&award).and_then(|a| a.handed_over_at);
+                    Some(MemberPrize { rank, prize, handed_over_at })
+                });
+                ("drawn", won)
+            }
+        };
+        periods.push(MemberPeriod {
+            period_no,
+            starts_at: period.starts_at,
+            ends_at: period.ends_at,
+            state: state_name,
+            tickets,
+            period_tickets: period.entries_total,
+            won,
+        });
+    }
+    Ok(periods)
 }

@@ -9,7 +9,7 @@
 
 use serde::Serialize;
 use tracing::{info, instrument};
-use wxcm_domain::campaign::{CampaignCommand, CampaignError, CampaignEvent, CampaignId, Refusal, TicketSource};
+use wxcm_domain::campaign::{CampaignCommand, CampaignError, CampaignEvent, CampaignId, Refusal};
 use wxcm_domain::{MemberId, OpenId, TenantId};
 
 use super::{run, state_of, system_key, CampaignOpError};
@@ -36,11 +36,7 @@ pub async fn record_visit(
 ) -> Result<VisitOutcome, CampaignOpError> {
     let shard = app.router.route(tenant)?;
     let state = state_of(&shard, tenant, campaign_id).await?;
-    let is_popularity = matches!(
-        &state.terms.kind,
-        wxcm_domain::campaign::CampaignKind::PeriodicLottery(t) if t.tickets == TicketSource::FriendVisits
-    );
-    if !is_popularity {
+    if !state.terms.kind.is_popularity() {
         return Err(CampaignOpError::Campaign(CampaignError::WrongKind("popularity_lottery")));
     }
     let Some(period_no) = state.periods.iter().next_back().filter(|(_, p)| p.end.is_none()).map(|(n, _)| *n) else {

@@ -219,6 +219,7 @@ pub async fn process(app: &App, cb: &InboundCallback) -> Result<Option<ReplyCont
             subscribe(app, cb, scene.as_ref()).await?;
             if let Some(scene) = scene {
                 shard.wechat.count_scene(&cb.tenant, &cb.appid, scene.as_str(), SceneHit::Follow, now).await?;
+                distribution_arrival(app, cb, scene).await?;
             }
             Ok(rules().await?.and_then(|r| r.subscribe))
         }
@@ -229,6 +230,7 @@ pub async fn process(app: &App, cb: &InboundCallback) -> Result<Option<ReplyCont
         InboundKind::Scan { scene } => {
             if let Some(scene) = scene {
                 shard.wechat.count_scene(&cb.tenant, &cb.appid, scene.as_str(), SceneHit::Landing, now).await?;
+                distribution_arrival(app, cb, scene).await?;
             }
             Ok(None)
         }
@@ -243,6 +245,29 @@ pub async fn process(app: &App, cb: &InboundCallback) -> Result<Option<ReplyCont
             Ok(None)
         }
         InboundKind::Other => Ok(None),
+    }
+}
+
+/// A follow or scan through a distributor's scene QR (`dist_<code>`) binds
+/// the member to the distributor under the tenant's binding mode, keyed by
+/// the callback (a retried callback binds once). A refusal (self, cycle,
+/// bound elsewhere, unknown or suspended distributor) is the answer, not a
+/// failure: logged, and the callback stands.
+async fn distribution_arrival(app: &App, cb: &InboundCallback, scene: &SceneKey) -> Result<(), WechatOpError> {
+    use crate::distribution::{self as distribution, DistributionError};
+    let Some(code) = distribution::code_in_scene(scene.as_str()) else { return Ok(()) };
+    let member = MemberId::for_openid(&cb.tenant, &cb.openid);
+    let key = format!("qr:{}:{}", cb.appid.as_str(), cb.dedup_key);
+    let route = wxcm_domain::distribution::binding::BindingRoute::Qr;
+    match distribution::bind_by_code(app, &cb.tenant, member, &code, route, &key).await {
+        Ok(_) => Ok(()),
+        Err(DistributionError::Unavailable(detail)) => Err(WechatOpError::Unavailable(detail)),
+        Err(DistributionError::Infra(detail)) => Err(WechatOpError::Infra(detail)),
+        Err(DistributionError::Route(e)) => Err(e.into()),
+        Err(refused) => {
+            tracing::info!(tenant = %cb.tenant, %member, reason = %refused, "qr arrival not bound");
+            Ok(())
+        }
     }
 }
 

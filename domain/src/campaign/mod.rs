@@ -390,6 +390,11 @@ impl CampaignKind {
             CampaignKind::Voting(_) => "voting",
         }
     }
+
+    /// A periodic lottery whose tickets are friends' visits to members' share links.
+    pub fn is_popularity(&self) -> bool {
+        matches!(self, CampaignKind::PeriodicLottery(t) if t.tickets == TicketSource::FriendVisits)
+    }
 }
 
 /// Everything an operator sets while the campaign is a draft.

@@ -153,6 +153,37 @@ pub enum BindingMode {
     LastWins,
 }
 
+/// How a member arrived through a distributor (kept with every binding, for
+/// the auditor).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BindingRoute {
+    /// The distributor's promotion link (opened through WeChat OAuth).
+    Link,
+    /// The distributor's scene QR code (subscribe or scan callback).
+    Qr,
+    /// The distributor's short code, typed by the member.
+    Code,
+}
+
+impl BindingRoute {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BindingRoute::Link => "link",
+            BindingRoute::Qr => "qr",
+            BindingRoute::Code => "code",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "link" => Some(BindingRoute::Link),
+            "qr" => Some(BindingRoute::Qr),
+            "code" => Some(BindingRoute::Code),
+            _ => None,
+        }
+    }
+}
+
 /// A member's current binding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -57,6 +57,7 @@ pub mod binding;
 #[cfg(test)]
 mod binding_tests;
 mod distributor;
+pub mod settings;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -68,6 +69,7 @@ pub use account::{
 };
 
 pub use distributor::{Distributor, DistributorCommand, DistributorError, DistributorEvent, EnrolmentRoute};
+pub use settings::{DistributionSettings, DistributionSettingsShape, SettingsError};
 
 use crate::ids::uuid_id;
 use crate::mall::Quantity;

@@ -13,8 +13,8 @@ use axum::Router;
 use crate::permissions::Permission;
 use crate::resources::wechat::{authorization, menus, points_rules, qr_codes, reply_rules};
 use crate::resources::{
-    admin_users, campaigns, card_levels, coupons, ledger, mall, members, operation_log, payments, referral, reports,
-    session, tenant,
+    admin_users, campaigns, card_levels, coupons, distribution, ledger, mall, members, operation_log, payments,
+    referral, reports, session, tenant,
 };
 use crate::state::AppState;
 
@@ -228,6 +228,7 @@ pub(crate) fn admin_routes() -> AdminRoutes {
         .post("/snatch-campaigns", Needs(P::CampaignManage), campaigns::create_snatch_campaign)
         .get("/campaigns/{campaign_id}", Needs(P::CampaignRead), campaigns::get_campaign)
         .get("/campaigns/{campaign_id}/report", Needs(P::CampaignRead), campaigns::campaign_report)
+        .get("/campaigns/{campaign_id}/draw-audit", Needs(P::CampaignRead), campaigns::draw_audit)
         .put("/campaigns/{campaign_id}/terms", Needs(P::CampaignManage), campaigns::put_terms)
         .post("/campaigns/{campaign_id}/schedule", Needs(P::CampaignManage), campaigns::schedule_campaign)
         .post("/campaigns/{campaign_id}/start", Needs(P::CampaignManage), campaigns::start_campaign)
@@ -241,6 +242,7 @@ pub(crate) fn admin_routes() -> AdminRoutes {
         )
         .keyed()
         .post("/campaigns/{campaign_id}/hand-overs", Needs(P::CampaignHandOver), campaigns::hand_over)
+        .get("/members/{member_id}/campaign-prizes", Needs(P::CampaignRead), campaigns::member_campaign_prizes)
         .post("/voting-campaigns", Needs(P::CampaignManage), campaigns::create_voting_campaign)
         .put("/campaigns/{campaign_id}/voting-terms", Needs(P::CampaignManage), campaigns::put_voting_terms)
         .get("/campaigns/{campaign_id}/vote-items", Needs(P::CampaignRead), campaigns::admin_vote_items)
@@ -251,4 +253,17 @@ pub(crate) fn admin_routes() -> AdminRoutes {
             campaigns::approve_item,
         )
         .post("/campaigns/{campaign_id}/vote-items/{item_id}/reject", Needs(P::CampaignManage), campaigns::reject_item)
+        .get("/distribution/settings", Needs(P::DistributionRead), distribution::get_settings)
+        .put("/distribution/settings", Needs(P::DistributionManage), distribution::put_settings)
+        .keyed()
+        .get("/distributors", Needs(P::DistributionRead), distribution::list_distributors)
+        .get("/distributor-applications", Needs(P::DistributionRead), distribution::list_applications)
+        .get("/distributors/{member_id}", Needs(P::DistributionRead), distribution::get_distributor)
+        .post("/distributors/{member_id}/approve", Needs(P::DistributionManage), distribution::approve)
+        .post("/distributors/{member_id}/reject", Needs(P::DistributionManage), distribution::reject)
+        .post("/distributors/{member_id}/designate", Needs(P::DistributionManage), distribution::designate)
+        .post("/distributors/{member_id}/suspend", Needs(P::DistributionManage), distribution::suspend)
+        .post("/distributors/{member_id}/reinstate", Needs(P::DistributionManage), distribution::reinstate)
+        .get("/distributors/{member_id}/subordinates", Needs(P::DistributionRead), distribution::admin_subordinates)
+        .get("/members/{member_id}/distribution-binding", Needs(P::DistributionRead), distribution::member_binding)
 }

@@ -298,6 +298,20 @@ impl From<wxcm_commands::ports::MemberAuditError> for ApiError {
     }
 }
 
+impl From<wxcm_commands::ports::DrawAuditError> for ApiError {
+    fn from(e: wxcm_commands::ports::DrawAuditError) -> Self {
+        use wxcm_commands::ports::DrawAuditError as E;
+        match e {
+            E::NotFound => ApiError::not_found("campaign_not_found", "campaign not found"),
+            E::PeriodNotDrawn(_) => ApiError::conflict("period_not_drawn", e.to_string()),
+            E::TooLong => ApiError::conflict("stream_too_long", e.to_string()),
+            E::Route(r) => unknown_tenant(&r),
+            E::Port(p) if p.is_transient() => ApiError::unavailable("draw audit", &p),
+            E::Port(p) => ApiError::internal("draw audit", &p),
+        }
+    }
+}
+
 impl From<TenantOpError> for ApiError {
     fn from(e: TenantOpError) -> Self {
         match e {

@@ -76,7 +76,9 @@ mod whole_numbers;
 
 use ratelimit::LoginLimiter;
 pub use resources::member_api::MemberPorts;
-use resources::{campaigns, card_levels, coupons, health, mall, member_api, pay_notify, referral, wechat_callback};
+use resources::{
+    campaigns, card_levels, coupons, distribution, health, mall, member_api, pay_notify, referral, wechat_callback,
+};
 use state::{AppSessions, AppState, SessionResolver};
 pub use wechat_edge::{ComponentCredentials, WechatEdge, WechatOutbound, WechatSettings};
 pub use wechat_outbound::ClientOutbound;
@@ -237,7 +239,7 @@ fn build_with(
         .route("/card-level", get(card_levels::member_card_level))
         .route("/campaigns", get(campaigns::member_campaigns))
         .route("/campaigns/{campaign_id}/shakes", get(campaigns::member_shakes).post(campaigns::member_shake))
-        .route("/campaigns/{campaign_id}/entries", post(campaigns::member_enter))
+        .route("/campaigns/{campaign_id}/entries", get(campaigns::member_entries).post(campaigns::member_enter))
         .route("/campaigns/{campaign_id}/share-link", get(campaigns::member_share_link))
         .route(
             "/campaigns/{campaign_id}/share-purchases",
@@ -246,7 +248,12 @@ fn build_with(
         .route("/campaigns/{campaign_id}/snatch", get(campaigns::member_snatch))
         .route("/campaigns/{campaign_id}/vote-items", get(campaigns::member_items).post(campaigns::member_submit_item))
         .route("/campaigns/{campaign_id}/vote-items/{item_id}/votes", post(campaigns::member_vote))
-        .route("/campaigns/{campaign_id}/ranking", get(campaigns::member_ranking));
+        .route("/campaigns/{campaign_id}/ranking", get(campaigns::member_ranking))
+        .route("/distribution/application", post(distribution::member_apply))
+        .route("/distribution/me", get(distribution::member_status))
+        .route("/distribution/promotion", get(distribution::member_promotion))
+        .route("/distribution/bindings", post(distribution::member_bind))
+        .route("/distribution/subordinates", get(distribution::member_subordinates));
     Router::new()
         .route("/healthz", get(health::healthz))
         .nest("/m/api/v1", member_api)
@@ -254,6 +261,8 @@ fn build_with(
         .route(referral::REFERRAL_CALLBACK_PATH, get(referral::referral_callback))
         .route("/m/referral/{tenant}/{member_id}", get(referral::referral_start))
         .route(campaigns::SHARE_CALLBACK_PATH, get(campaigns::share_callback))
+        .route(distribution::LINK_CALLBACK_PATH, get(distribution::link_callback))
+        .route("/m/distribution/{tenant}/{code}", get(distribution::link_start))
         .route("/m/campaigns/{tenant}/{campaign_id}/share/{member_id}", get(campaigns::share_start))
         .nest("/pay/notify", pay_notifications)
         .route("/readyz", get(health::readyz))

@@ -61,10 +61,14 @@ pub enum Permission {
     CampaignHandOver,
     /// Change the card level catalog (levels, thresholds, downgrade policy).
     CardLevelSettings,
+    /// Read distribution settings, distributors, the audit queue, bindings and subordinates.
+    DistributionRead,
+    /// Change distribution settings; approve, reject, designate, suspend, reinstate distributors.
+    DistributionManage,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 30] = [
+    pub const ALL: [Permission; 32] = [
         Permission::MemberRead,
         Permission::MemberRegister,
         Permission::PointsGrant,
@@ -95,6 +99,8 @@ impl Permission {
         Permission::CampaignManage,
         Permission::CampaignHandOver,
         Permission::CardLevelSettings,
+        Permission::DistributionRead,
+        Permission::DistributionManage,
     ];
 
     /// The permission's name in the API (`GET /session`), snake case.
@@ -130,6 +136,8 @@ impl Permission {
             Permission::CampaignManage => "campaign_manage",
             Permission::CampaignHandOver => "campaign_hand_over",
             Permission::CardLevelSettings => "card_level_settings",
+            Permission::DistributionRead => "distribution_read",
+            Permission::DistributionManage => "distribution_manage",
         }
     }
 
@@ -166,6 +174,8 @@ impl Permission {
             Permission::CampaignManage => "manage campaigns",
             Permission::CampaignHandOver => "hand campaign prizes over",
             Permission::CardLevelSettings => "change the card level catalog",
+            Permission::DistributionRead => "read distribution",
+            Permission::DistributionManage => "manage distribution",
         }
     }
 }
@@ -207,6 +217,7 @@ pub fn allowed(role: Role, permission: Permission) -> bool {
                     | P::OperationLogRead
                     | P::MallRead
                     | P::CampaignRead
+                    | P::DistributionRead
             )
         }
     }
@@ -269,6 +280,8 @@ pub mod perm {
         CampaignManage,
         CampaignHandOver,
         CardLevelSettings,
+        DistributionRead,
+        DistributionManage,
     );
 }
 
@@ -280,7 +293,7 @@ mod tests {
     fn the_whole_matrix() {
         use Permission as P;
         // Columns: owner, manager, staff, auditor.
-        let table: [(Permission, [bool; 4]); 30] = [
+        let table: [(Permission, [bool; 4]); 32] = [
             (P::MemberRead, [true, true, true, true]),
             (P::MemberRegister, [true, true, true, false]),
             (P::PointsGrant, [true, true, false, false]),
@@ -311,6 +324,8 @@ mod tests {
             (P::CampaignManage, [true, true, false, false]),
             (P::CampaignHandOver, [true, true, true, false]),
             (P::CardLevelSettings, [true, true, false, false]),
+            (P::DistributionRead, [true, true, false, true]),
+            (P::DistributionManage, [true, true, false, false]),
         ];
         let roles = [Role::Owner, Role::Manager, Role::Staff, Role::Auditor];
         for (permission, expected) in table {
@@ -338,6 +353,7 @@ mod tests {
                     | Permission::OperationLogRead
                     | Permission::MallRead
                     | Permission::CampaignRead
+                    | Permission::DistributionRead
             )
         });
         for p in writes {

@@ -4,7 +4,8 @@
 //! level, version) and `rm_member_ledger` (number of lines, balance after the
 //! last one, followed state and follow source) and the tenant's daily
 //! `follows` / `unfollows` counters in `rm_daily_ops`; then coupons
-//! ([`crate::reconcile_coupons`]) and the mall ([`crate::reconcile_mall`]).
+//! ([`crate::reconcile_coupons`]), the mall ([`crate::reconcile_mall`]) and campaigns
+//! ([`crate::reconcile_campaigns`]).
 //! Read-only.
 //!
 //! A stream that cannot be folded (an event that does not decode, a gap, an
@@ -32,6 +33,7 @@ use wxcm_projections::rebuild::{fetch_page, open_cursor, StoredMemberEvent, PAGE
 
 use wxcm_server::config::Settings;
 
+use crate::reconcile_campaigns::{reconcile_campaigns, CampaignReconcile};
 use crate::reconcile_coupons::{reconcile_coupons, CouponReconcile};
 use crate::reconcile_mall::{reconcile_mall, MallReconcile};
 
@@ -83,6 +85,8 @@ pub struct ReconcileReport {
     pub coupons: CouponReconcile,
     /// Mall orders: against `rm_mall_orders` and the mall counters of `rm_daily_ops`.
     pub mall: MallReconcile,
+    /// Campaigns: against `rm_campaigns`, `rm_vote_items` and the campaign counters of `rm_daily_ops`.
+    pub campaigns: CampaignReconcile,
 }
 
 impl ReconcileReport {
@@ -91,6 +95,7 @@ impl ReconcileReport {
             && self.differences.is_empty()
             && self.coupons.is_clean()
             && self.mall.is_clean()
+            && self.campaigns.is_clean()
             && self.only_in_events == 0
             && self.only_in_read_model == 0
     }
@@ -352,6 +357,7 @@ pub async fn reconcile(settings: &Settings, tenant: &TenantId) -> Result<Reconci
     let follows_found = follow_counters(&mut snapshot, tenant).await?;
     let coupons = reconcile_coupons(&mut snapshot, tenant).await?;
     let mall = reconcile_mall(&mut snapshot, tenant).await?;
+    let campaigns = reconcile_campaigns(&mut snapshot, tenant).await?;
     snapshot.rollback().await.context("closing the snapshot")?;
     pool.close().await;
     let mut report = ReconcileReport {
@@ -366,6 +372,7 @@ pub async fn reconcile(settings: &Settings, tenant: &TenantId) -> Result<Reconci
         differences: Vec::new(),
         coupons,
         mall,
+        campaigns,
     };
     let empty = Found::default();
     for (id, e) in &expected {
@@ -424,6 +431,16 @@ fn print_mall(mall: &MallReconcile) {
     print_stream_differences("mall", rows);
 }
 
+fn print_campaigns(campaigns: &CampaignReconcile) {
+    println!(
+        "campaigns: {} campaigns, {} voting items, {} events",
+        campaigns.campaigns, campaigns.vote_items, campaigns.events
+    );
+    print_broken_streams(&campaigns.broken_streams);
+    let rows = campaigns.differences.iter().map(|d| [d.stream.as_str(), d.field, &d.expected, &d.found]);
+    print_stream_differences("campaign", rows);
+}
+
 fn print_broken_streams(broken: &[BrokenStream]) {
     if broken.is_empty() {
         return;
@@ -452,6 +469,7 @@ pub async fn audit_reconcile(settings: &Settings, tenant: &TenantId, json: bool)
     print_broken_streams(&report.broken_streams);
     print_coupons(&report.coupons);
     print_mall(&report.mall);
+    print_campaigns(&report.campaigns);
     if report.differences.is_empty() {
         println!("no member differences");
         return Ok(report.is_clean());

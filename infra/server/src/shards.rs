@@ -171,6 +171,15 @@ fn build_shard(
         sealer,
         clock: clock.clone(),
     });
+    let distributors = Executor::<wxcm_domain::distribution::Distributor>::new(
+        Arc::new(CqrsRepository::new(PgEventStore::<wxcm_domain::distribution::Distributor>::new(
+            pool.clone(),
+            committer.clone(),
+            config.aggregate_cache_entries,
+        ))),
+        ports.clone(),
+        clock.clone(),
+    );
     let coupon_store: Arc<dyn CouponStore> = Arc::new(PgCouponStore::new(pool.clone(), committer.clone()));
     let coupon_issues = IssueLanes::new(coupon_templates.clone(), coupon_store.clone(), clock);
     let services = Arc::new(ShardServices {
@@ -196,7 +205,10 @@ fn build_shard(
         due_work: ports,
         read_models: Arc::new(PgReadModels::new(pool.clone())),
         vote_ranking: Arc::new(wxcm_projections::PgVoteRanking::new(pool.clone())),
+        distributors,
+        distribution: Arc::new(wxcm_store::distribution_store::PgDistributionStore::new(pool.clone())),
         member_audit: Arc::new(wxcm_store::audit::PgMemberAudit::new(pool.clone())),
+        draw_audit: Arc::new(wxcm_store::audit::PgDrawAudit::new(pool.clone())),
         wechat: Arc::new(wxcm_store::wechat_store::PgWechatStore::new(pool.clone(), relaxed)),
         pay: Arc::new(wxcm_store::pay_store::PgPayStore::new(pool.clone())),
         oplog: Arc::new(wxcm_store::oplog_store::PgOperationLog::new(pool.clone())),

@@ -1,12 +1,16 @@
 //! Postgres side of the campaign use cases (migration 0024): the sealed
 //! seeds (`campaign_seeds`, first writer wins), beacon values
 //! (`campaign_beacon_values`, 0031, first writer wins) and the shake index
-//! (`campaign_shakes`, written by a trigger with each `CampaignShakesDrawn`).
+//! (`campaign_shakes`, written by a trigger with each `CampaignShakesDrawn`);
+//! a member's tickets per period and physical prizes (`campaign_member_periods`,
+//! `campaign_physical_awards`, 0040, both written by triggers).
 
 use async_trait::async_trait;
 use sqlx::PgPool;
 use wxcm_commands::campaigns::snatch::{PurchaseRecord, MEMBER_PURCHASES_MAX};
-use wxcm_commands::campaigns::{CampaignStore, MEMBER_SHAKES_MAX};
+use wxcm_commands::campaigns::{
+    CampaignStore, PhysicalAwardRecord, MEMBER_AWARDS_MAX, MEMBER_PERIODS_MAX, MEMBER_SHAKES_MAX,
+};
 use wxcm_commands::ports::PortError;
 use wxcm_domain::campaign::{BeaconValue, CampaignId, PurchaseId, ShakeDraw, SharePayMethod};
 use wxcm_domain::tenant::SealedSecret;
@@ -172,6 +176,66 @@ impl CampaignStore for PgCampaignStore {
         rows.into_iter().map(|v| serde_json::from_value(v).map_err(PortError::new)).collect()
     }
 
+    async fn member_periods(
+        &self,
+        tenant: &TenantId,
+        campaign: CampaignId,
+        member: MemberId,
+        limit: u32,
+    ) -> Result<Vec<(u32, u32)>, PortError> {
+        let rows: Vec<(i32, i32)> = sqlx::query_as(
+            "SELECT period_no, tickets FROM campaign_member_periods
+              WHERE tenant_id = $1 AND campaign_id = $2 AND member_id = $3
+              ORDER BY period_no DESC LIMIT $4",
+        )
+        .bind(tenant.as_str())
+        .bind(campaign.to_string())
+        .bind(member.to_string())
+        .bind(i64::from(limit.clamp(1, MEMBER_PERIODS_MAX)))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(PortError::new)?;
+        rows.into_iter()
+            .map(|(period, tickets)| {
+                let period = u32::try_from(period).map_err(PortError::new)?;
+                Ok((period, u32::try_from(tickets).map_err(PortError::new)?))
+            })
+            .collect()
+    }
+
+    async fn member_awards(
+        &self,
+        tenant: &TenantId,
+        member: MemberId,
+        waiting_only: bool,
+        limit: u32,
+    ) -> Result<Vec<PhysicalAwardRecord>, PortError> {
+        let rows: Vec<AwardRow> = sqlx::query_as(
+            "SELECT campaign_id, campaign_name, award, item, won_at, handed_over_at FROM campaign_physical_awards
+              WHERE tenant_id = $1 AND member_id = $2 AND (NOT $3 OR handed_over_at IS NULL)
+              ORDER BY won_at DESC, campaign_id, award_key LIMIT $4",
+        )
+        .bind(tenant.as_str())
+        .bind(member.to_string())
+        .bind(waiting_only)
+        .bind(i64::from(limit.clamp(1, MEMBER_AWARDS_MAX)))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(PortError::new)?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(PhysicalAwardRecord {
+                    campaign_id: CampaignId::parse(&r.campaign_id).map_err(PortError::new)?,
+                    campaign_name: r.campaign_name,
+                    award: serde_json::from_value(r.award).map_err(PortError::new)?,
+                    item: r.item,
+                    won_at: r.won_at,
+                    handed_over_at: r.handed_over_at,
+                })
+            })
+            .collect()
+    }
+
     async fn purchase(&self, tenant: &TenantId, purchase: PurchaseId) -> Result<Option<PurchaseRecord>, PortError> {
         let row: Option<PurchaseRow> = sqlx::query_as(&format!(
             "SELECT {PURCHASE_COLUMNS} FROM snatch_purchases WHERE tenant_id = $1 AND purchase_id = $2"
@@ -208,6 +272,16 @@ impl CampaignStore for PgCampaignStore {
 
 const PURCHASE_COLUMNS: &str =
     "purchase_id, campaign_id, member_id, period_no, quantity, amount_fen, method, status, expires_at, reserved_at";
+
+#[derive(sqlx::FromRow)]
+struct AwardRow {
+    campaign_id: String,
+    campaign_name: String,
+    award: serde_json::Value,
+    item: String,
+    won_at: chrono::DateTime<chrono::Utc>,
+    handed_over_at: Option<chrono::DateTime<chrono::Utc>>,
+}
 
 #[derive(sqlx::FromRow)]
 struct PurchaseRow {

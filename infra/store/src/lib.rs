@@ -16,6 +16,7 @@ pub mod batcher;
 pub mod campaign_store;
 pub mod coupon_store;
 pub mod dispatch_store;
+pub mod distribution_store;
 pub mod group_commit;
 pub mod hashchain;
 pub mod keyed_store;

@@ -1,10 +1,11 @@
 // The staff console (phone width): find a member by card number or card QR,
 // deposit and charge cash after a confirmation showing the balance after,
-// write a coupon off, hand a mall order over. Every write carries one
+// hand over the member's physical campaign prizes, write a coupon off, hand
+// a mall order over. Every write carries one
 // Idempotency-Key per intent, so a double tap or a retry never books twice.
 
 import { Api, newKey } from '../shared/api.js';
-import { h, replace, notice, field } from '../shared/dom.js';
+import { h, replace, notice, field, when } from '../shared/dom.js';
 import { formatCount, formatFen, parseYuan } from '../shared/money.js';
 import { consoleSession } from '../shared/session.js';
 
@@ -161,6 +162,50 @@ function cashPanel(kind, refresh) {
   return form;
 }
 
+/** One key per award for the whole visit: a double tap or a retry hands over once. */
+const handOverKeys = new Map();
+
+/**
+ * The member's physical campaign prizes waiting at the store, each with a
+ * hand-over button; a handed-over prize leaves the list.
+ */
+function prizesPanel() {
+  const list = h('div', { id: 'prizes-list', 'aria-live': 'polite' });
+  const status = h('div', { 'aria-live': 'polite' });
+  const panel = h('section', { class: 'panel', 'aria-labelledby': 'prizes-title' }, h('h2', { id: 'prizes-title' }, 'Campaign prizes'), list, status);
+  const forMember = member.member_id;
+  const show = async () => {
+    replace(list, notice('loading', 'Loading prizes…'));
+    try {
+      const answer = await api.get(`/members/${forMember}/campaign-prizes`, { state: 'waiting' });
+      if (member?.member_id !== forMember) return;
+      if (answer.prizes.length === 0) return replace(list, notice('empty', 'No prize waiting for this member.'));
+      replace(list, h('ul', { class: 'prizes' }, answer.prizes.map((prize) => {
+        const id = `${prize.campaign_id}/${JSON.stringify(prize.award)}`;
+        const button = h('button', { type: 'button', class: 'hand-over', dataset: { item: prize.item } }, 'Hand over');
+        button.addEventListener('click', async () => {
+          if (!handOverKeys.has(id)) handOverKeys.set(id, newKey());
+          button.disabled = true;
+          replace(status, notice('loading', 'Handing over…'));
+          try {
+            await api.write('POST', `/campaigns/${prize.campaign_id}/hand-overs`, { award: prize.award }, handOverKeys.get(id));
+            replace(status, notice('ok', `Handed over: ${prize.item} (${prize.campaign_name}).`));
+            show();
+          } catch (error) {
+            button.disabled = false;
+            replace(status, notice('error', `Not handed over: ${error.message}`));
+          }
+        });
+        return h('li', { class: 'prize' }, h('span', {}, h('strong', {}, prize.item), ` — ${prize.campaign_name}, won ${when(prize.won_at)}`), ' ', button);
+      })));
+    } catch (error) {
+      replace(list, notice('error', `Could not load prizes: ${error.message}`));
+    }
+  };
+  show();
+  return panel;
+}
+
 function storeField() {
   const [storeField, store] = field('Store', { name: 'store', maxlength: 200, value: localStorage.getItem(STORE_KEY) ?? '' });
   store.addEventListener('change', () => localStorage.setItem(STORE_KEY, store.value.trim()));
@@ -228,7 +273,8 @@ function render() {
   const memberTools = h('div', {});
   const showMemberTools = () => {
     refresh();
-    replace(memberTools, member && can('cash_deposit') ? cashPanel('deposit', refresh) : null, member && can('cash_charge') ? cashPanel('charge', refresh) : null);
+    replace(memberTools, member && can('campaign_read') && can('campaign_hand_over') ? prizesPanel() : null,
+      member && can('cash_deposit') ? cashPanel('deposit', refresh) : null, member && can('cash_charge') ? cashPanel('charge', refresh) : null);
   };
   replace(content,
     can('member_read') ? lookupPanel(showMemberTools) : notice('error', 'Your role cannot look members up.'),

@@ -18,6 +18,9 @@
 //! - [`coupons`]: coupon templates, grants, write-off and void (and the
 //!   member API's claims and coupon list);
 //! - [`campaigns`]: shake lotteries (and the member API's campaigns and shakes);
+//! - [`distribution`]: distribution settings, distributors and their audit
+//!   queue, bindings and subordinates (and the member API's apply, promotion,
+//!   bind by code; the public promotion link);
 //! - [`operation_log`]: every admin and staff write, for owners and auditors;
 //! - [`card_levels`]: the card level catalog (and the member API's own level).
 //!
@@ -30,6 +33,7 @@ pub mod admin_users;
 pub mod campaigns;
 pub mod card_levels;
 pub mod coupons;
+pub mod distribution;
 pub mod health;
 pub mod ledger;
 pub mod mall;

@@ -2,13 +2,15 @@
 //! ([`crate::hashchain::verify_stream`]), a replay into the domain aggregate
 //! (every rule it checks) and, for members, every stated after-balance
 //! recomputed from the deltas before it. `wxcm audit` (crate `wxcm-ops`) runs
-//! them over a tenant; [`PgMemberAudit`] gives the admin API one member's verdict.
+//! them over a tenant; [`PgMemberAudit`] gives the admin API one member's verdict,
+//! [`PgDrawAudit`] one campaign's draws recomputed ([`draws`]).
 //!
 //! Code map: `findings` (what a violation says), `replay` (chain, aggregate
 //! rules, balances), `digest` (stream heads and the tenant digest); this file
 //! holds the member report and the port.
 
 mod digest;
+pub mod draws;
 mod findings;
 mod replay;
 
@@ -20,8 +22,10 @@ use async_trait::async_trait;
 use serde::Serialize;
 use sqlx::PgPool;
 use wxcm_commands::ports::{
-    AuditFinding, MemberAudit, MemberAuditError, MemberAuditVerdict, PortError, MEMBER_AUDIT_EVENTS_MAX,
+    AuditFinding, DrawAudit, DrawAuditError, DrawAuditVerdict, MemberAudit, MemberAuditError, MemberAuditVerdict,
+    PortError, DRAW_AUDIT_EVENTS_MAX, MEMBER_AUDIT_EVENTS_MAX,
 };
+use wxcm_domain::campaign::{Campaign, CampaignId};
 use wxcm_domain::member::Member;
 use wxcm_domain::{EventSourced, MemberId, TenantId};
 
@@ -123,6 +127,67 @@ impl MemberAudit for PgMemberAudit {
                     rule: v.rule.map(str::to_owned),
                     message: v.message,
                 })
+                .collect(),
+        })
+    }
+}
+
+/// The admin API's draw audit of one campaign (`GET /campaigns/{id}/draw-audit`):
+/// the same checks as `wxcm audit draw`, read from the shard's pool.
+pub struct PgDrawAudit {
+    pool: PgPool,
+}
+
+impl PgDrawAudit {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+#[async_trait]
+impl DrawAudit for PgDrawAudit {
+    async fn audit_draws(
+        &self,
+        tenant: &TenantId,
+        campaign: CampaignId,
+        period: Option<u32>,
+    ) -> Result<DrawAuditVerdict, DrawAuditError> {
+        let id = campaign.to_string();
+        let bound = i64::try_from(DRAW_AUDIT_EVENTS_MAX).unwrap_or(i64::MAX);
+        let events: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2")
+                .bind(Campaign::TYPE)
+                .bind(&id)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(PortError::new)?;
+        if events > bound {
+            return Err(DrawAuditError::TooLong);
+        }
+        let rows = hashchain::load_stream(&self.pool, Campaign::TYPE, &id).await.map_err(PortError::new)?;
+        // Another tenant's campaign is one that does not exist.
+        if rows.is_empty() || rows.iter().any(|r| r.tenant_id != tenant.as_str()) {
+            return Err(DrawAuditError::NotFound);
+        }
+        let report = match period {
+            None => draws::check_draws(tenant, campaign, &rows),
+            Some(p) => {
+                let report = draws::check_period(tenant, campaign, &rows, p);
+                if report.periods_checked == 0 {
+                    return Err(DrawAuditError::PeriodNotDrawn(p));
+                }
+                report
+            }
+        };
+        Ok(DrawAuditVerdict {
+            ok: report.ok,
+            revealed: report.revealed,
+            shakes_checked: report.shakes_checked,
+            periods_checked: report.periods_checked,
+            differences: report
+                .differences
+                .into_iter()
+                .map(|d| wxcm_commands::ports::DrawDifference { sequence: d.sequence, detail: d.detail })
                 .collect(),
         })
     }

@@ -17,14 +17,18 @@ use crate::permissions::perm;
 use crate::resources::member_api::MemberAuth;
 use crate::state::AppState;
 
+mod draw_audit;
 mod periods;
 mod popularity;
+mod prizes;
 mod report;
 mod snatch;
 mod types;
 mod voting;
+pub use draw_audit::*;
 pub use periods::*;
 pub use popularity::*;
+pub use prizes::*;
 pub use report::*;
 pub use snatch::*;
 pub use types::*;
@@ -450,6 +454,28 @@ pub async fn member_enter(
     let (_, ctx) = auth.command(key.0);
     let period_no = campaigns::periods::enter(&state.app, &ctx, id.0, auth.0.member_id).await?;
     Ok((StatusCode::CREATED, Json(EntryDto { campaign_id: id.0.as_uuid(), period_no })))
+}
+
+/// The member's entries and prizes in a periodic lottery, a popularity lottery or a 1-yuan snatch:
+/// per period (newest first, at most 400) their tickets and, once drawn, what they won (a physical
+/// prize with its hand-over).
+#[utoipa::path(get, path = "/m/api/v1/campaigns/{campaign_id}/entries", tag = "member",
+    security(("member_bearer" = [])),
+    params(("campaign_id" = uuid::Uuid, Path)),
+    responses(
+        (status = 200, description = "The member's periods", body = MemberEntriesDto),
+        (status = 400, description = "`invalid_campaign_id`", body = ErrorBody),
+        (status = 401, description = "`unauthenticated`", body = ErrorBody),
+        (status = 404, description = "`campaign_not_found`", body = ErrorBody),
+        (status = 409, description = "`wrong_kind`: a shake lottery (see its shakes) or a vote", body = ErrorBody),
+    ))]
+pub async fn member_entries(
+    State(state): State<AppState>,
+    MemberAuth(session): MemberAuth,
+    id: ApiPath<CampaignId>,
+) -> Result<Json<MemberEntriesDto>, ApiError> {
+    let periods = campaigns::periods::member_entries(&state.app, &session.tenant_id, id.0, session.member_id).await?;
+    Ok(Json(MemberEntriesDto { periods: periods.iter().map(Into::into).collect() }))
 }
 
 /// The member's own shakes in the campaign, in chance order.

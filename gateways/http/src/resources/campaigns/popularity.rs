@@ -17,7 +17,7 @@ use tracing::instrument;
 use wxcm_commands::campaigns::popularity::{self, VisitOutcome};
 use wxcm_commands::campaigns::{self, CampaignOpError};
 use wxcm_commands::members;
-use wxcm_domain::campaign::{CampaignError, CampaignId, CampaignKind, TicketSource};
+use wxcm_domain::campaign::{CampaignError, CampaignId};
 use wxcm_domain::{AppId, MemberId, TenantId};
 
 use super::{CampaignDto, PopularityLotteryBody, ShareLinkDto};
@@ -86,9 +86,7 @@ pub async fn member_share_link(
 ) -> Result<Json<ShareLinkDto>, ApiError> {
     let tenant = &session.tenant_id;
     let view = campaigns::get(&state.app, tenant, id.0).await?;
-    let is_popularity =
-        matches!(&view.terms.kind, CampaignKind::PeriodicLottery(t) if t.tickets == TicketSource::FriendVisits);
-    if !is_popularity {
+    if !view.terms.kind.is_popularity() {
         return Err(CampaignOpError::Campaign(CampaignError::WrongKind("popularity_lottery")).into());
     }
     let base = public_base_url(outbound(&state)?.as_ref())?;

@@ -4,6 +4,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use wxcm_commands::campaigns::periods::MemberPeriod;
 use wxcm_commands::campaigns::shakes::{PrizeStatus, ShakeResult};
 use wxcm_commands::campaigns::CampaignView;
 use wxcm_domain::campaign::{
@@ -679,6 +680,56 @@ impl From<ShakeResult> for ShakeResultDto {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ShakeList {
     pub shakes: Vec<ShakeDto>,
+}
+
+/// A prize the member won in a period's draw.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MemberPrizeDto {
+    /// 1 for the first winner drawn.
+    pub rank: u32,
+    pub prize: PrizeDto,
+    /// A physical prize: when staff handed it over; absent while it waits at the store.
+    pub handed_over_at: Option<DateTime<Utc>>,
+}
+
+/// A period the member took part in.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MemberPeriodDto {
+    pub period_no: u32,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    /// `open`, `drawn` or `cancelled` (paid entries of a cancelled period are refunded).
+    pub state: String,
+    /// The member's tickets: entries, friends' visits (popularity) or paid shares (snatch).
+    pub tickets: u32,
+    /// Everyone's tickets in the period (while open: so far).
+    pub period_tickets: u32,
+    /// What the member won, once drawn; absent when they did not win.
+    pub won: Option<MemberPrizeDto>,
+}
+
+impl From<&MemberPeriod> for MemberPeriodDto {
+    fn from(p: &MemberPeriod) -> Self {
+        Self {
+            period_no: p.period_no,
+            starts_at: p.starts_at,
+            ends_at: p.ends_at,
+            state: p.state.to_owned(),
+            tickets: p.tickets,
+            period_tickets: p.period_tickets,
+            won: p.won.as_ref().map(|w| MemberPrizeDto {
+                rank: w.rank,
+                prize: (&w.prize).into(),
+                handed_over_at: w.handed_over_at,
+            }),
+        }
+    }
+}
+
+/// The member's entries and prizes, newest period first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MemberEntriesDto {
+    pub periods: Vec<MemberPeriodDto>,
 }
 
 /// A page of campaigns.
