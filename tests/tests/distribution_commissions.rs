@@ -16,7 +16,7 @@ use wxcm_commands::{auth, commissions, members, scheduler, tenants, CommandConte
 use wxcm_domain::mall::MallOrderId;
 use wxcm_domain::member::{CardLevel, RegistrationSource};
 use wxcm_domain::{Actor, AppId, MemberId, OpenId, TenantId};
-use wxcm_tests::{spawn_app, TestApp};
+use wxcm_tests::{settings_file, spawn_app, wxcm_bin, TestApp};
 
 const PASSWORD: &str = "a-long-enough-password";
 /// Price of the test product, in fen: level 1 earns 10%, level 2 5%.
@@ -227,6 +227,21 @@ async fn withdraw(t: &TestApp, session: &str, amount: Value) -> (StatusCode, Val
     send(t, Method::POST, session, "/m/api/v1/distribution/withdrawals", Some(json!({"amount_fen": amount}))).await
 }
 
+async fn wxcm(t: &TestApp, args: &[&str]) -> std::process::Output {
+    let file = settings_file(&t.settings);
+    let output = tokio::process::Command::new(wxcm_bin())
+        .arg("--config")
+        .arg(file.path())
+        .args(args)
+        .env_remove("WXCM_SECRET_KEY")
+        .env_remove("WXCM_CONFIG")
+        .output()
+        .await
+        .unwrap();
+    drop(file);
+    output
+}
+
 #[tokio::test]
 async fn paid_orders_earn_two_levels_once_settle_after_the_hold_and_refunds_reverse_or_leave_debt() {
     let t = spawn_app().await;
@@ -331,6 +346,33 @@ async fn paid_orders_earn_two_levels_once_settle_after_the_hold_and_refunds_reve
     assert_eq!((fig(&b, "settled"), fig(&b, "debt"), fig(&b, "withdrawable")), (2_000, 0, 0), "{b}");
     assert_accounted(&b);
     assert_accounted(&account(&t, &s, c.a).await);
+
+    // `wxcm audit commissions` explains the account from its events.
+    let out =
+        wxcm(&t, &["audit", "commissions", "--tenant", s.tenant.as_str(), "--distributor", &c.b.to_string()]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    for needed in [
+        "CommissionAccrued",
+        "CommissionSettled",
+        "CommissionReversed",
+        "CommissionClawedBack",
+        "WithdrawalPaid",
+        "verdict: OK",
+    ] {
+        assert!(text.contains(needed), "{needed} missing: {text}");
+    }
+    let out =
+        wxcm(&t, &["audit", "commissions", "--tenant", s.tenant.as_str(), "--distributor", &c.b.to_string(), "--json"])
+            .await;
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let last = report["lines"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!((last["debt_fen"].as_i64(), last["figures"]["settled"].as_i64()), (Some(0), Some(2_000)), "{last}");
+    let stranger = MemberId::new_random().to_string();
+    let out = wxcm(&t, &["audit", "commissions", "--tenant", s.tenant.as_str(), "--distributor", &stranger]).await;
+    assert!(!out.status.success());
+    let out = wxcm(&t, &["audit", "verify", "--tenant", s.tenant.as_str()]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     t.stop().await;
 }
 
