@@ -302,10 +302,17 @@ pub async fn request_withdrawal(
 #[serde(tag = "decision", rename_all = "snake_case")]
 pub enum WithdrawalDecision {
     Approve,
-    Reject { reason: Reference },
+    Reject {
+        reason: Reference,
+    },
+    /// A failed payout tried again (approved again, paid out at once).
+    Retry,
+    /// A failed payout given back to the withdrawable balance.
+    Return,
 }
 
-/// Approves (then pays out at once) or rejects a requested withdrawal.
+/// Approves (then pays out at once) or rejects a requested withdrawal;
+/// retries (paying out at once) or returns a failed one.
 pub async fn decide_withdrawal(
     app: &App,
     ctx: &CommandContext,
@@ -323,6 +330,8 @@ pub async fn decide_withdrawal(
         WithdrawalDecision::Reject { reason } => {
             CommissionAccountCommand::RejectWithdrawal { withdrawal_id: id, reason, actor }
         }
+        WithdrawalDecision::Retry => CommissionAccountCommand::RetryWithdrawal { withdrawal_id: id, actor },
+        WithdrawalDecision::Return => CommissionAccountCommand::ReturnWithdrawal { withdrawal_id: id, actor },
     };
     shard.commission_accounts.execute(&stream, command, &request, ctx).await?;
     let account_id = CommissionAccountId::for_distributor(tenant, record.distributor_id);

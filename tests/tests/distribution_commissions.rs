@@ -450,6 +450,12 @@ async fn withdrawals_race_each_other_and_reversals_bad_input_changes_nothing_and
     assert_eq!(fig(&account(&t, &s, c.b).await, "withdrawable"), 1_700);
     let (status, r) = send(&t, Method::POST, &s.owner, &reject, Some(json!({"reason": "bank details"}))).await;
     assert_eq!((status, r["state"].as_str()), (StatusCode::OK, Some("rejected")), "{r}");
+    // Only a failed payout is retried or returned.
+    for action in ["retry", "return"] {
+        let path = reject.replace("/reject", &format!("/{action}"));
+        let (status, reply) = send(&t, Method::POST, &s.owner, &path, None).await;
+        assert_eq!((status, reply["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("wrong_withdrawal_state")));
+    }
     assert_eq!(fig(&account(&t, &s, c.b).await, "withdrawable"), 2_000);
 
     // The same request key replays the same withdrawal; another body with it is refused.

@@ -269,4 +269,6 @@ pub(crate) fn admin_routes() -> AdminRoutes {
         .get("/commission-withdrawals", Needs(P::DistributionRead), commissions::admin_withdrawals)
         .post("/commission-withdrawals/{withdrawal_id}/approve", Needs(P::DistributionManage), commissions::approve)
         .post("/commission-withdrawals/{withdrawal_id}/reject", Needs(P::DistributionManage), commissions::reject)
+        .post("/commission-withdrawals/{withdrawal_id}/retry", Needs(P::DistributionManage), commissions::retry)
+        .post("/commission-withdrawals/{withdrawal_id}/return", Needs(P::DistributionManage), commissions::give_back)
 }

@@ -260,6 +260,8 @@ v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with
         commissions::admin_withdrawals,
         commissions::approve,
         commissions::reject,
+        commissions::retry,
+        commissions::give_back,
         commissions::member_centre,
         commissions::member_commissions,
         commissions::member_withdraw,

@@ -476,6 +476,50 @@ pub async fn reject(
     decide(&state, &auth, key, correlation, id.0, WithdrawalDecision::Reject { reason }).await
 }
 
+/// Tries a failed payout again: approved again and paid out at once.
+#[utoipa::path(post, path = "/admin/api/v1/commission-withdrawals/{withdrawal_id}/retry", tag = "distribution",
+    security(("bearer" = [])),
+    params(("withdrawal_id" = uuid::Uuid, Path), ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters")),
+    responses(
+        (status = 200, description = "Retried (or replayed)", body = WithdrawalDto),
+        (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `invalid_withdrawal_id`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`withdrawal_not_found`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`, `wrong_withdrawal_state` (not failed)", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, withdrawal_id = %id.0))]
+pub async fn retry(
+    State(state): State<AppState>,
+    auth: Authorized<perm::DistributionManage>,
+    key: IdempotencyHeader,
+    correlation: Correlation,
+    id: ApiPath<WithdrawalId>,
+) -> Result<Json<WithdrawalDto>, ApiError> {
+    decide(&state, &auth, key, correlation, id.0, WithdrawalDecision::Retry).await
+}
+
+/// Gives a failed withdrawal back to the member's withdrawable balance.
+#[utoipa::path(post, path = "/admin/api/v1/commission-withdrawals/{withdrawal_id}/return", tag = "distribution",
+    security(("bearer" = [])),
+    params(("withdrawal_id" = uuid::Uuid, Path), ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters")),
+    responses(
+        (status = 200, description = "Returned (or replayed)", body = WithdrawalDto),
+        (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `invalid_withdrawal_id`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`withdrawal_not_found`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`, `wrong_withdrawal_state` (not failed)", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, withdrawal_id = %id.0))]
+pub async fn give_back(
+    State(state): State<AppState>,
+    auth: Authorized<perm::DistributionManage>,
+    key: IdempotencyHeader,
+    correlation: Correlation,
+    id: ApiPath<WithdrawalId>,
+) -> Result<Json<WithdrawalDto>, ApiError> {
+    decide(&state, &auth, key, correlation, id.0, WithdrawalDecision::Return).await
+}
+
 // ---------------------------------------------------------------- member
 
 /// My distribution centre: pending, settled, withdrawable and debt (fen).
