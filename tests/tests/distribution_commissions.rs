@@ -29,6 +29,8 @@ struct Shop {
     staff: String,
     auditor: String,
     product: String,
+    /// The official account of member sessions.
+    appid: &'static str,
 }
 
 async fn login(t: &TestApp, tenant: &str, username: &str) -> String {
@@ -91,6 +93,7 @@ async fn shop(t: &TestApp, tenant: &str) -> Shop {
         auditor: login(t, tenant, "eye").await,
         owner,
         tenant: tenant_id,
+        appid: "wx00000000000c0ffe",
     }
 }
 
@@ -120,7 +123,7 @@ async fn member(t: &TestApp, s: &Shop, openid: &str, balance_fen: i64) -> (Membe
     let session = MemberSession {
         tenant_id: s.tenant.clone(),
         member_id: view.member_id,
-        appid: AppId::parse("wx00000000000c0ffe").unwrap(),
+        appid: AppId::parse(s.appid).unwrap(),
         openid: OpenId::parse(openid).unwrap(),
         expires_at: t.app.clock.now() + chrono::Duration::days(400),
     };
@@ -572,4 +575,121 @@ async fn withdrawals_race_each_other_and_reversals_bad_input_changes_nothing_and
         assert_eq!((fig(&b, "withdrawing"), fig(&b, "withdrawable"), fig(&b, "debt")), (0, 1_000, 0), "{b}");
     }
     t.stop().await;
+}
+
+// ---------------------------------------------------------------- WeChat Pay, duplicated notifications
+
+const PAY_APPID: &str = "wx0123456789abcdef";
+const MCH_ID: &str = "1900000109";
+const API_V2_KEY: &str = "192006250b4c09247ec02edce69f6a2d";
+const API_V3_KEY: &str = "0123456789abcdef0123456789abcdef";
+const MERCHANT_SERIAL: &str = "3775B6A45ACD588826D15E583A95F5DD2A9F7FA6";
+const MERCHANT_PRIVATE_PEM: &str = include_str!("../../gateways/testdata/other_private.pem");
+const MERCHANT_PUBLIC_PEM: &str = include_str!("../../gateways/testdata/other_public.pem");
+
+/// A tenant paying through the Pay simulator, set up as [`shop`] is; the
+/// product costs 100 points and 1,500 fen (the points part never earns).
+async fn pay_shop(tenant: &str) -> (TestApp, Shop, wxcm_tests::Simulator) {
+    use wxcm_commands::pay_flows;
+    use wxcm_commands::tenants::{AccountInput, PayInput};
+    let simulator = wxcm_tests::Simulator::start().await;
+    let sandbox_url = simulator.base_url.clone();
+    let http = reqwest::Client::new();
+    let res = http
+        .post(format!("{sandbox_url}/sandbox/pay/merchants"))
+        .json(&json!({
+            "mch_id": MCH_ID, "appid": PAY_APPID, "api_v2_key": API_V2_KEY, "api_v3_key": API_V3_KEY,
+            "merchant_public_key_pem": MERCHANT_PUBLIC_PEM,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success());
+    let platform: Value =
+        http.get(format!("{sandbox_url}/sandbox/pay/platform")).send().await.unwrap().json().await.unwrap();
+    let mut settings = wxcm_tests::fresh_settings(1).await;
+    settings.wechat.pay_base_url = sandbox_url.clone();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    settings.http.listen = format!("127.0.0.1:{port}");
+    settings.wechat.public_base_url = format!("http://127.0.0.1:{port}");
+    let t = wxcm_tests::spawn_app_on(settings).await;
+    let mut s = shop(&t, tenant).await;
+    let admin = Actor::Admin { username: "t".into() };
+    let key = members::system_key(&["test-account", tenant]).unwrap();
+    let account = AccountInput {
+        appid: PAY_APPID.into(),
+        name: "Mall".into(),
+        token: "token123".into(),
+        encoding_aes_key: "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG".into(),
+        app_secret: "secret".into(),
+        pay: Some(PayInput {
+            mch_id: MCH_ID.into(),
+            api_v2_key: Some(API_V2_KEY.into()),
+            api_v3_key: Some(API_V3_KEY.into()),
+            merchant_cert_serial: Some(MERCHANT_SERIAL.into()),
+            merchant_private_key: Some(MERCHANT_PRIVATE_PEM.into()),
+        }),
+    };
+    let ctx = CommandContext::new(s.tenant.clone(), key, "test".into());
+    tenants::bind_account(&t.app, &s.tenant, account, admin, &ctx).await.unwrap();
+    let (serial, pem) = (platform["serial"].as_str().unwrap(), platform["public_key_pem"].as_str().unwrap());
+    pay_flows::put_platform_key(&t.app, &s.tenant, MCH_ID, serial, pem).await.unwrap();
+    let product = json!({"name": "Mug", "price": {"kind": "points_and_fen", "points": 100, "amount_fen": 1_500},
+        "stock": {"kind": "unlimited"}});
+    let (status, body) = send(&t, Method::POST, &s.owner, "/admin/api/v1/mall/products", Some(product)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    s.product = body["product_id"].as_str().unwrap().to_owned();
+    s.appid = PAY_APPID;
+    (t, s, simulator)
+}
+
+#[tokio::test]
+async fn duplicated_pay_notifications_accrue_each_level_once_on_the_cash_part() {
+    let (t, s, simulator) = pay_shop("comm-pay").await;
+    let c = chain(&t, &s, "payx").await;
+    // The buyer needs points for the points part.
+    let buyer = {
+        let (status, me) = send(&t, Method::GET, &c.c_session, "/m/api/v1/me", None).await;
+        assert_eq!(status, StatusCode::OK, "{me}");
+        me["member_id"].as_str().unwrap().to_owned()
+    };
+    let grant = json!({"points": 1_000, "expiry": {"kind": "never"}, "reason": "test"});
+    let (status, body) =
+        send(&t, Method::POST, &s.owner, &format!("/admin/api/v1/members/{buyer}/points/grants"), Some(grant)).await;
+    assert!(status.is_success(), "{body}");
+    let body = json!({"product_id": s.product, "quantity": 1, "pay_with": "wechat_pay"});
+    let (status, order) = send(&t, Method::POST, &c.c_session, "/m/api/v1/mall/orders", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    let order_id = order["order_id"].as_str().unwrap().to_owned();
+    let path = format!("/m/api/v1/mall/orders/{order_id}/wechat-pay");
+    let (status, started) = send(&t, Method::POST, &c.c_session, &path, Some(json!({}))).await;
+    assert_eq!(status, StatusCode::OK, "{started}");
+    let trade_no = started["payment"]["order_id"].as_str().unwrap().to_owned();
+
+    // 10 concurrent copies of Pay's notification, then 3 more later.
+    for copies in [10, 3] {
+        let res = t
+            .http
+            .post(format!("{}/sandbox/pay/orders/{trade_no}/pay", simulator.base_url))
+            .json(&json!({"copies": copies, "concurrent": true}))
+            .send()
+            .await
+            .unwrap();
+        if copies == 10 {
+            assert!(res.status().is_success(), "sandbox pay: {}", res.status());
+        }
+        step(&t, &s).await;
+    }
+    let b = account(&t, &s, c.b).await;
+    let a = account(&t, &s, c.a).await;
+    // 10% and 5% of the 1,500 fen cash part; the 100 points earn nothing.
+    assert_eq!((fig(&b, "earned"), fig(&b, "pending")), (150, 150), "{b}");
+    assert_eq!((fig(&a, "earned"), fig(&a, "pending")), (75, 75), "{a}");
+    assert_eq!(b["commissions"].as_array().unwrap().len(), 1, "{b}");
+    assert_eq!(b["commissions"][0]["commission"]["basis_fen"], 1_500, "{b}");
+    let (status, mine) = send(&t, Method::GET, &c.b_session, "/m/api/v1/distribution/commissions", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(mine["commissions"].as_array().unwrap().len(), 1, "{mine}");
+    t.stop().await;
+    simulator.stop().await;
 }
