@@ -64,6 +64,14 @@ fn account_refusal(e: &CommissionAccountError) -> ApiError {
     }
 }
 
+/// A cursor of a page: `next_before` of the previous one (≥ 1).
+fn cursor(before: Option<i64>) -> Result<Option<i64>, ApiError> {
+    match before {
+        Some(b) if b < 1 => Err(ApiError::invalid("invalid_before", "before must be at least 1")),
+        other => Ok(other),
+    }
+}
+
 fn page_limit(limit: Option<u32>, max: u32) -> Result<u32, ApiError> {
     let limit = limit.unwrap_or(PAGE_DEFAULT);
     if !(1..=max).contains(&limit) {
@@ -114,7 +122,7 @@ impl From<CommissionSettings> for CommissionSettingsDto {
 /// A distributor's commission account, in fen. `withdrawable = settled − clawed_back − withdrawn`
 /// when positive; `debt` is what claw-backs took beyond the balance (repaid by later settlements).
 #[derive(Debug, Serialize, ToSchema)]
-pub struct AccountDto {
+pub struct CommissionAccountDto {
     pub earned_fen: i64,
     pub pending_fen: i64,
     pub settled_fen: i64,
@@ -127,9 +135,9 @@ pub struct AccountDto {
     pub debt_fen: i64,
 }
 
-impl From<CommissionFigures> for AccountDto {
+impl From<CommissionFigures> for CommissionAccountDto {
     fn from(f: CommissionFigures) -> Self {
-        AccountDto {
+        CommissionAccountDto {
             earned_fen: f.earned,
             pending_fen: f.pending,
             settled_fen: f.settled,
@@ -193,7 +201,7 @@ impl From<CommissionWithSplit> for CommissionLineDto {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CommissionList {
-    pub account: AccountDto,
+    pub account: CommissionAccountDto,
     /// Newest first.
     pub commissions: Vec<CommissionLineDto>,
     /// `before` of the next page; null on the last page.
@@ -311,8 +319,9 @@ async fn commission_page(
     query: CursorQuery,
 ) -> Result<CommissionList, ApiError> {
     let limit = page_limit(query.limit, COMMISSION_PAGE_MAX)?;
+    let before = cursor(query.before)?;
     let account = uc::figures(&state.app, tenant, member).await?;
-    let rows = uc::commissions_of(&state.app, tenant, member, query.before, limit).await?;
+    let rows = uc::commissions_of(&state.app, tenant, member, before, limit).await?;
     let next_before = if rows.len() == limit as usize { rows.last().map(|r| r.commission.cursor) } else { None };
     Ok(CommissionList { account: account.into(), commissions: rows.into_iter().map(Into::into).collect(), next_before })
 }
@@ -377,7 +386,7 @@ pub async fn put_settings(
         (status = 400, description = "`invalid_member_id`, `invalid_query`", body = ErrorBody),
         (status = 403, description = "`forbidden`", body = ErrorBody),
         (status = 404, description = "`member_not_found`", body = ErrorBody),
-        (status = 422, description = "`invalid_limit`", body = ErrorBody),
+        (status = 422, description = "`invalid_limit`, `invalid_before`", body = ErrorBody),
     ))]
 #[instrument(skip_all, fields(tenant = %auth.session.tenant_id, member_id = %id.0))]
 pub async fn admin_commissions(
@@ -397,7 +406,7 @@ pub async fn admin_commissions(
         (status = 200, description = "One page", body = WithdrawalList),
         (status = 400, description = "`invalid_query`", body = ErrorBody),
         (status = 403, description = "`forbidden`", body = ErrorBody),
-        (status = 422, description = "`invalid_limit`", body = ErrorBody),
+        (status = 422, description = "`invalid_limit`, `invalid_before`", body = ErrorBody),
     ))]
 #[instrument(skip_all, fields(tenant = %auth.session.tenant_id))]
 pub async fn admin_withdrawals(
@@ -409,7 +418,7 @@ pub async fn admin_withdrawals(
     let query = WithdrawalQuery {
         state: q.state.map(WithdrawalStateDto::state),
         distributor: q.distributor_id.map(MemberId::from_uuid),
-        before: q.before,
+        before: cursor(q.before)?,
         limit: page_limit(q.limit, WITHDRAWAL_PAGE_MAX)?,
     };
     Ok(Json(withdrawal_page(&state, &auth.session.tenant_id, query).await?))
@@ -526,11 +535,14 @@ pub async fn give_back(
 #[utoipa::path(get, path = "/m/api/v1/distribution/centre", tag = "member",
     security(("member_bearer" = [])),
     responses(
-        (status = 200, description = "The member's commission account", body = AccountDto),
+        (status = 200, description = "The member's commission account", body = CommissionAccountDto),
         (status = 401, description = "`unauthenticated`", body = ErrorBody),
     ))]
 #[instrument(skip_all, fields(tenant = %auth.0.tenant_id, member_id = %auth.0.member_id))]
-pub async fn member_centre(State(state): State<AppState>, auth: MemberAuth) -> Result<Json<AccountDto>, ApiError> {
+pub async fn member_centre(
+    State(state): State<AppState>,
+    auth: MemberAuth,
+) -> Result<Json<CommissionAccountDto>, ApiError> {
     Ok(Json(uc::figures(&state.app, &auth.0.tenant_id, auth.0.member_id).await?.into()))
 }
 
@@ -542,7 +554,7 @@ pub async fn member_centre(State(state): State<AppState>, auth: MemberAuth) -> R
         (status = 200, description = "The account and one page of commissions", body = CommissionList),
         (status = 400, description = "`invalid_query`", body = ErrorBody),
         (status = 401, description = "`unauthenticated`", body = ErrorBody),
-        (status = 422, description = "`invalid_limit`", body = ErrorBody),
+        (status = 422, description = "`invalid_limit`, `invalid_before`", body = ErrorBody),
     ))]
 #[instrument(skip_all, fields(tenant = %auth.0.tenant_id, member_id = %auth.0.member_id))]
 pub async fn member_commissions(
@@ -587,7 +599,7 @@ pub async fn member_withdraw(
         (status = 200, description = "One page", body = WithdrawalList),
         (status = 400, description = "`invalid_query`", body = ErrorBody),
         (status = 401, description = "`unauthenticated`", body = ErrorBody),
-        (status = 422, description = "`invalid_limit`", body = ErrorBody),
+        (status = 422, description = "`invalid_limit`, `invalid_before`", body = ErrorBody),
     ))]
 #[instrument(skip_all, fields(tenant = %auth.0.tenant_id, member_id = %auth.0.member_id))]
 pub async fn member_withdrawals(
@@ -598,7 +610,7 @@ pub async fn member_withdrawals(
     let query = WithdrawalQuery {
         state: None,
         distributor: Some(auth.0.member_id),
-        before: query.0.before,
+        before: cursor(query.0.before)?,
         limit: page_limit(query.0.limit, WITHDRAWAL_PAGE_MAX)?,
     };
     Ok(Json(withdrawal_page(&state, &auth.0.tenant_id, query).await?))
