@@ -21,6 +21,7 @@ pub mod admin_users;
 pub mod auth;
 pub mod campaigns;
 pub mod card_codes;
+pub mod commissions;
 pub mod coupons;
 pub mod distribution;
 pub mod executor;

@@ -76,7 +76,9 @@ mod whole_numbers;
 
 use ratelimit::LoginLimiter;
 pub use resources::member_api::MemberPorts;
-use resources::{campaigns, coupons, distribution, health, mall, member_api, pay_notify, referral, wechat_callback};
+use resources::{
+    campaigns, commissions, coupons, distribution, health, mall, member_api, pay_notify, referral, wechat_callback,
+};
 use state::{AppSessions, AppState, SessionResolver};
 pub use wechat_edge::{ComponentCredentials, WechatEdge, WechatOutbound, WechatSettings};
 pub use wechat_outbound::ClientOutbound;
@@ -250,7 +252,10 @@ fn build_with(
         .route("/distribution/me", get(distribution::member_status))
         .route("/distribution/promotion", get(distribution::member_promotion))
         .route("/distribution/bindings", post(distribution::member_bind))
-        .route("/distribution/subordinates", get(distribution::member_subordinates));
+        .route("/distribution/subordinates", get(distribution::member_subordinates))
+        .route("/distribution/centre", get(commissions::member_centre))
+        .route("/distribution/commissions", get(commissions::member_commissions))
+        .route("/distribution/withdrawals", get(commissions::member_withdrawals).post(commissions::member_withdraw));
     Router::new()
         .route("/healthz", get(health::healthz))
         .nest("/m/api/v1", member_api)

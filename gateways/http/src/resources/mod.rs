@@ -21,6 +21,9 @@
 //! - [`distribution`]: distribution settings, distributors and their audit
 //!   queue, bindings and subordinates (and the member API's apply, promotion,
 //!   bind by code; the public promotion link);
+//! - [`commissions`]: commission settings, a distributor's commissions with
+//!   each order's split, withdrawals to approve (and the member API's
+//!   distribution centre, commissions and withdrawals);
 //! - [`operation_log`]: every admin and staff write, for owners and auditors.
 //!
 //! Other surfaces: [`health`] (liveness, readiness, the document),
@@ -30,6 +33,7 @@
 
 pub mod admin_users;
 pub mod campaigns;
+pub mod commissions;
 pub mod coupons;
 pub mod distribution;
 pub mod health;
