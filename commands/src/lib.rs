@@ -24,6 +24,7 @@ pub mod auth;
 pub mod campaigns;
 pub mod card_codes;
 pub mod card_levels;
+pub mod commissions;
 pub mod coupons;
 pub mod distribution;
 pub mod executor;

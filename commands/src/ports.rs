@@ -332,6 +332,10 @@ pub struct ShardServices {
     /// One stream per distributor (`DistributorId::for_member`).
     pub distributors: Executor<wxcm_domain::distribution::Distributor>,
     pub distribution: Arc<dyn crate::distribution::DistributionStore>,
+    /// One commission account stream per distributor (`CommissionAccountId::for_distributor`).
+    pub commission_accounts: Executor<wxcm_domain::distribution::CommissionAccount>,
+    /// Commission settings and the `commissions` / `commission_withdrawals` read models.
+    pub commissions: Arc<dyn crate::commissions::CommissionStore>,
     pub event_log: Arc<dyn EventLog>,
     pub directory: Arc<dyn MemberDirectory>,
     pub cards: Arc<dyn CardNumberAllocator>,

@@ -55,6 +55,14 @@ pub const KIND_SNATCH_REFUND: &str = "snatch_refund";
 /// A voting item's approval reward, granted (again) under its key (written with
 /// `CampaignVoteItemApproved`, migration 0027).
 pub const KIND_CAMPAIGN_VOTE_REWARD: &str = "campaign_vote_reward";
+/// A paid mall order's commissions to accrue (written with `MallOrderPaid`, migration 0041).
+pub const KIND_COMMISSION_ACCRUE: &str = "commission_accrue";
+/// A delivered order's commissions to settle after the holding period (`MallOrderDelivered`, migration 0041).
+pub const KIND_COMMISSION_SETTLE: &str = "commission_settle";
+/// A refunded order's commissions to reverse or claw back (`MallOrderRefunded`, migration 0041).
+pub const KIND_COMMISSION_REVERSE: &str = "commission_reverse";
+/// An approved withdrawal to pay out (`WithdrawalApproved` / `…Retried`, migration 0041).
+pub const KIND_COMMISSION_PAYOUT: &str = "commission_payout";
 /// Expiry commands per due item (each expires up to `PointsAmount::MAX`).
 const EXPIRY_ROUNDS_MAX: u32 = 16;
 
@@ -213,6 +221,19 @@ async fn run_item(app: &App, pay: Option<PayAccess<'_>>, item: &DueItem) -> Resu
                 .map_err(|e| MemberOpError::Infra(e.to_string()))
         }
         KIND_CAMPAIGN_VOTE_REWARD => crate::campaigns::voting::due_reward(app, &tenant, &item.aggregate_id)
+            .await
+            .map_err(|e| MemberOpError::Infra(e.to_string())),
+        KIND_COMMISSION_ACCRUE | KIND_COMMISSION_SETTLE | KIND_COMMISSION_REVERSE => {
+            let order_id = wxcm_domain::mall::MallOrderId::parse(&item.aggregate_id)
+                .map_err(|e| MemberOpError::Infra(e.to_string()))?;
+            let run = match item.kind.as_str() {
+                KIND_COMMISSION_ACCRUE => crate::commissions::due_accrue(app, &tenant, order_id).await,
+                KIND_COMMISSION_SETTLE => crate::commissions::due_settle(app, &tenant, order_id).await,
+                _ => crate::commissions::due_reverse(app, &tenant, order_id).await,
+            };
+            run.map_err(|e| MemberOpError::Infra(e.to_string()))
+        }
+        KIND_COMMISSION_PAYOUT => crate::commissions::due_payout(app, &tenant, &item.aggregate_id)
             .await
             .map_err(|e| MemberOpError::Infra(e.to_string())),
         other => {

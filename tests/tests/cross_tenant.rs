@@ -189,6 +189,7 @@ async fn another_tenants_owner_reaches_nothing_of_a_tenant_by_its_real_ids() {
             .replace("{campaign_id}", &campaign_id)
             .replace("{period_no}", "1")
             .replace("{item_id}", "00000000-0000-4000-8000-000000000001")
+            .replace("{withdrawal_id}", "00000000-0000-4000-8000-000000000002")
             .replace("{username}", "ann")
             .replace("{appid}", "wx00000000000c0ffe")
             .replace("{order_id}", "rc0000000001")

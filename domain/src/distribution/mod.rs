@@ -56,6 +56,7 @@ mod account_tests;
 pub mod binding;
 #[cfg(test)]
 mod binding_tests;
+pub mod commission_settings;
 mod distributor;
 pub mod settings;
 
@@ -68,6 +69,7 @@ pub use account::{
     CommissionFigures, CommissionKey, CommissionState, Owner, Withdrawal, WithdrawalState,
 };
 
+pub use commission_settings::{CommissionSettings, CommissionSettingsError, CommissionSettingsShape};
 pub use distributor::{Distributor, DistributorCommand, DistributorError, DistributorEvent, EnrolmentRoute};
 pub use settings::{DistributionSettings, DistributionSettingsShape, SettingsError};
 

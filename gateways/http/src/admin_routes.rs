@@ -13,8 +13,8 @@ use axum::Router;
 use crate::permissions::Permission;
 use crate::resources::wechat::{authorization, menus, points_rules, qr_codes, reply_rules};
 use crate::resources::{
-    admin_users, campaigns, card_levels, coupons, distribution, ledger, mall, members, operation_log, payments,
-    referral, reports, session, tenant,
+    admin_users, campaigns, card_levels, commissions, coupons, distribution, ledger, mall, members, operation_log,
+    payments, referral, reports, session, tenant,
 };
 use crate::state::AppState;
 
@@ -266,4 +266,13 @@ pub(crate) fn admin_routes() -> AdminRoutes {
         .post("/distributors/{member_id}/reinstate", Needs(P::DistributionManage), distribution::reinstate)
         .get("/distributors/{member_id}/subordinates", Needs(P::DistributionRead), distribution::admin_subordinates)
         .get("/members/{member_id}/distribution-binding", Needs(P::DistributionRead), distribution::member_binding)
+        .get("/distribution/commission-settings", Needs(P::DistributionRead), commissions::get_settings)
+        .put("/distribution/commission-settings", Needs(P::DistributionManage), commissions::put_settings)
+        .keyed()
+        .get("/distributors/{member_id}/commissions", Needs(P::DistributionRead), commissions::admin_commissions)
+        .get("/commission-withdrawals", Needs(P::DistributionRead), commissions::admin_withdrawals)
+        .post("/commission-withdrawals/{withdrawal_id}/approve", Needs(P::DistributionManage), commissions::approve)
+        .post("/commission-withdrawals/{withdrawal_id}/reject", Needs(P::DistributionManage), commissions::reject)
+        .post("/commission-withdrawals/{withdrawal_id}/retry", Needs(P::DistributionManage), commissions::retry)
+        .post("/commission-withdrawals/{withdrawal_id}/return", Needs(P::DistributionManage), commissions::give_back)
 }

@@ -101,6 +101,7 @@ path_value!(AppId, "invalid_appid");
 path_value!(wxcm_domain::coupon::TemplateId, "invalid_template_id");
 path_value!(wxcm_domain::coupon::CouponId, "invalid_coupon_id");
 path_value!(wxcm_commands::admin_users::Username, "invalid_username");
+path_value!(wxcm_domain::distribution::WithdrawalId, "invalid_withdrawal_id");
 
 /// The route's single path parameter, bounded then parsed.
 pub struct ApiPath<T>(pub T);

@@ -77,7 +77,8 @@ mod whole_numbers;
 use ratelimit::LoginLimiter;
 pub use resources::member_api::MemberPorts;
 use resources::{
-    campaigns, card_levels, coupons, distribution, health, mall, member_api, pay_notify, referral, wechat_callback,
+    campaigns, card_levels, commissions, coupons, distribution, health, mall, member_api, pay_notify, referral,
+    wechat_callback,
 };
 use state::{AppSessions, AppState, SessionResolver};
 pub use wechat_edge::{ComponentCredentials, WechatEdge, WechatOutbound, WechatSettings};
@@ -253,7 +254,10 @@ fn build_with(
         .route("/distribution/me", get(distribution::member_status))
         .route("/distribution/promotion", get(distribution::member_promotion))
         .route("/distribution/bindings", post(distribution::member_bind))
-        .route("/distribution/subordinates", get(distribution::member_subordinates));
+        .route("/distribution/subordinates", get(distribution::member_subordinates))
+        .route("/distribution/centre", get(commissions::member_centre))
+        .route("/distribution/commissions", get(commissions::member_commissions))
+        .route("/distribution/withdrawals", get(commissions::member_withdrawals).post(commissions::member_withdraw));
     Router::new()
         .route("/healthz", get(health::healthz))
         .nest("/m/api/v1", member_api)

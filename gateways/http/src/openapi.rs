@@ -15,7 +15,7 @@ use crate::doc;
 use crate::error::{ErrorBody, ErrorDetail};
 use crate::resources::wechat::{authorization, menus, points_rules, qr_codes, reply_rules};
 use crate::resources::{
-    admin_users, campaigns, card_levels, coupons, distribution, health, ledger, mall, member_api, members,
+    admin_users, campaigns, card_levels, commissions, coupons, distribution, health, ledger, mall, member_api, members,
     operation_log, pay_notify, payments, referral, reports, session, tenant,
 };
 
@@ -260,6 +260,18 @@ v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with
         distribution::member_subordinates,
         distribution::link_start,
         distribution::link_callback,
+        commissions::get_settings,
+        commissions::put_settings,
+        commissions::admin_commissions,
+        commissions::admin_withdrawals,
+        commissions::approve,
+        commissions::reject,
+        commissions::retry,
+        commissions::give_back,
+        commissions::member_centre,
+        commissions::member_commissions,
+        commissions::member_withdraw,
+        commissions::member_withdrawals,
         pay_notify::notify_v2,
         pay_notify::notify_v3,
         pay_notify::notify_refund_v2,
@@ -325,7 +337,7 @@ referral links, third-party authorization"),
         (name = "campaigns", description = "Shake lotteries: terms, scheduling with a seed commitment, end with its reveal"),
         (name = "card-levels", description = "The card level catalog: names, images, colours, privileges, \
 thresholds on lifetime points or total paid"),
-        (name = "distribution", description = "Distribution: settings, distributors and their audit queue, bindings and subordinates"),
+        (name = "distribution", description = "Distribution: settings, distributors and their audit queue, bindings and subordinates, commissions and withdrawals"),
         (name = "member", description = "The member API: OAuth sessions, the member's card, balance recharges"),
         (name = "pay-notify", description = "WeChat Pay's notifications (called by Pay)"),
     ),

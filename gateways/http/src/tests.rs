@@ -686,6 +686,7 @@ fn concrete(path: &str) -> String {
         ("{mall_order_id}", uuid.clone()),
         ("{campaign_id}", uuid.clone()),
         ("{item_id}", uuid.clone()),
+        ("{withdrawal_id}", uuid.clone()),
         ("{job_id}", uuid),
         ("{period_no}", "1".to_owned()),
         ("{order_id}", "rc0000000001".to_owned()),

@@ -142,6 +142,15 @@ enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Explain a distributor's commission account from its events; exit 1 on any violation.
+    Commissions {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        distributor: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Verify every stream of a tenant.
     Verify {
         #[arg(long)]
@@ -373,6 +382,11 @@ async fn main() -> Result<()> {
                     let tenant = TenantId::parse(&tenant)?;
                     let member = MemberId::parse(&member)?;
                     wxcm_ops::audit::audit_member(&settings, &tenant, &member, json).await?
+                }
+                AuditCommand::Commissions { tenant, distributor, json } => {
+                    let tenant = TenantId::parse(&tenant)?;
+                    let distributor = MemberId::parse(&distributor)?;
+                    wxcm_ops::audit::audit_commissions(&settings, &tenant, distributor, json).await?
                 }
                 AuditCommand::Verify { tenant, json } => {
                     let tenant = TenantId::parse(&tenant)?;

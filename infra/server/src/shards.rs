@@ -180,6 +180,15 @@ fn build_shard(
         ports.clone(),
         clock.clone(),
     );
+    let commission_accounts = Executor::<wxcm_domain::distribution::CommissionAccount>::new(
+        Arc::new(CqrsRepository::new(PgEventStore::<wxcm_domain::distribution::CommissionAccount>::new(
+            pool.clone(),
+            committer.clone(),
+            config.aggregate_cache_entries,
+        ))),
+        ports.clone(),
+        clock.clone(),
+    );
     let coupon_store: Arc<dyn CouponStore> = Arc::new(PgCouponStore::new(pool.clone(), committer.clone()));
     let coupon_issues = IssueLanes::new(coupon_templates.clone(), coupon_store.clone(), clock);
     let services = Arc::new(ShardServices {
@@ -207,6 +216,8 @@ fn build_shard(
         vote_ranking: Arc::new(wxcm_projections::PgVoteRanking::new(pool.clone())),
         distributors,
         distribution: Arc::new(wxcm_store::distribution_store::PgDistributionStore::new(pool.clone())),
+        commission_accounts,
+        commissions: Arc::new(wxcm_store::commission_store::PgCommissionStore::new(pool.clone())),
         member_audit: Arc::new(wxcm_store::audit::PgMemberAudit::new(pool.clone())),
         draw_audit: Arc::new(wxcm_store::audit::PgDrawAudit::new(pool.clone())),
         wechat: Arc::new(wxcm_store::wechat_store::PgWechatStore::new(pool.clone(), relaxed)),

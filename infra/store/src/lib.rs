@@ -14,6 +14,7 @@
 pub mod audit;
 pub mod batcher;
 pub mod campaign_store;
+pub mod commission_store;
 pub mod coupon_store;
 pub mod dispatch_store;
 pub mod distribution_store;

@@ -21,6 +21,9 @@
 //! - [`distribution`]: distribution settings, distributors and their audit
 //!   queue, bindings and subordinates (and the member API's apply, promotion,
 //!   bind by code; the public promotion link);
+//! - [`commissions`]: commission settings, a distributor's commissions with
+//!   each order's split, withdrawals to approve (and the member API's
+//!   distribution centre, commissions and withdrawals);
 //! - [`operation_log`]: every admin and staff write, for owners and auditors;
 //! - [`card_levels`]: the card level catalog (and the member API's own level).
 //!
@@ -32,6 +35,7 @@
 pub mod admin_users;
 pub mod campaigns;
 pub mod card_levels;
+pub mod commissions;
 pub mod coupons;
 pub mod distribution;
 pub mod health;

@@ -4,6 +4,8 @@
 //!   ([`wxcm_store::hashchain::verify_stream`]), replays it into the domain's
 //!   [`Member`] and recomputes every stated after-balance from the deltas before
 //!   it, then prints the ledger and the balances.
+//! - `audit commissions` explains one distributor's commission account
+//!   event by event (figures after each, the accounting identities checked).
 //! - `audit verify` does the same for every stream of a tenant and prints a
 //!   tenant digest that auditors can compare between runs (and recompute with
 //!   `psql`, see [`TENANT_DIGEST_SQL`]).
@@ -33,12 +35,14 @@ use wxcm_domain::TenantId;
 use wxcm_server::config::Settings;
 use wxcm_store::hashchain::{self, StoredEvent};
 
+mod commissions;
 mod member;
 mod print;
 #[cfg(test)]
 mod tests;
 mod verify;
 
+pub use commissions::*;
 pub use member::*;
 use print::*;
 pub use verify::*;

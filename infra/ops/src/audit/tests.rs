@@ -300,3 +300,73 @@ fn digest_orders_streams_bytewise_and_covers_heads() {
     assert_ne!(tenant_digest(&a[..2]), expected);
     assert_eq!(tenant_digest(&[]), hex::encode(Sha256::digest(b"")));
 }
+
+// ---------- audit commissions
+
+fn commission_events() -> Vec<wxcm_domain::distribution::CommissionAccountEvent> {
+    use wxcm_domain::distribution::{
+        CommissionAccount, CommissionAccountCommand as C, CommissionKey, CommissionLevel, CommissionRule, RateBps,
+        WithdrawalId, WithdrawalPolicy,
+    };
+    use wxcm_domain::mall::{MallOrderId, Quantity};
+    use wxcm_domain::EventSourced;
+    let t0 = Utc.with_ymd_and_hms(2025, 3, 1, 9, 0, 0).unwrap();
+    let key = CommissionKey { order_id: MallOrderId::from_uuid(Uuid::from_u128(7)), level: CommissionLevel::First };
+    let withdrawal_id = WithdrawalId::from_uuid(Uuid::from_u128(9));
+    let policy = WithdrawalPolicy { min_amount_fen: AmountFen::new(1).unwrap(), fee: RateBps::new(0).unwrap() };
+    let commands = [
+        C::Accrue {
+            tenant_id: tenant(),
+            distributor_id: member(),
+            buyer_id: MemberId::from_uuid(Uuid::from_u128(43)),
+            key,
+            basis_fen: AmountFen::new(10_000).unwrap(),
+            quantity: Quantity::new(1).unwrap(),
+            rule: CommissionRule::Rate { bps: RateBps::new(1_000).unwrap() },
+            nearer_levels_fen: 0,
+        },
+        C::Settle { key, delivered_at: Some(t0), hold_days: 0, refund_open: false },
+        C::RequestWithdrawal {
+            withdrawal_id,
+            amount_fen: AmountFen::new(1_000).unwrap(),
+            policy,
+            actor: Actor::Member { member_id: member() },
+        },
+        C::Reverse { key, refund: Reference::parse("refund").unwrap() },
+    ];
+    let mut account = CommissionAccount::default();
+    let mut events = Vec::new();
+    for command in commands {
+        for event in account.handle(command, t0).unwrap() {
+            account.apply(&event).unwrap();
+            events.push(event);
+        }
+    }
+    events
+}
+
+#[test]
+fn a_commission_account_is_explained_event_by_event_and_tampering_is_found() {
+    let distributor = member();
+    let id = wxcm_domain::distribution::CommissionAccountId::for_distributor(&tenant(), distributor).to_string();
+    let events = commission_events();
+    let report = commission_report(&tenant(), distributor, &rows_of("commission_account", &id, &events));
+    assert!(report.ok, "{:?}", report.violations);
+    assert_eq!(report.lines.len(), 5);
+    let last = report.lines.last().unwrap();
+    // Withdrawn before the claw-back: the shortfall is recorded debt.
+    assert_eq!((last.event_type.as_str(), last.withdrawable_fen, last.debt_fen), ("CommissionClawedBack", 0, 1_000));
+    assert_eq!((last.figures.settled, last.figures.in_flight, last.figures.clawed_back), (1_000, 1_000, 1_000));
+
+    // A settlement that states another balance is refused at replay.
+    let mut tampered = rows_of("commission_account", &id, &events);
+    tampered[2].payload_text =
+        tampered[2].payload_text.replace("\"withdrawable_after_fen\":1000", "\"withdrawable_after_fen\":5000");
+    let report = commission_report(&tenant(), distributor, &tampered);
+    assert!(!report.ok);
+    assert!(report.violations.iter().any(|v| v.sequence == Some(3)), "{:?}", report.violations);
+
+    // Another tenant's distributor has no account here.
+    let other = TenantId::parse("other").unwrap();
+    assert!(!commission_report(&other, distributor, &[]).ok);
+}

@@ -1,0 +1,566 @@
+//! Commissions (issue 15, items 3-5): who earns on a paid mall order, the
+//! commission lifecycle on each distributor's `commission_account` stream,
+//! and withdrawals paid out to the member's cash balance.
+//!
+//! **Process managers** (migration 0041). Triggers write due work in the
+//! same transaction as the mall order's event; the scheduler runs it as
+//! commands keyed by order and level, so a repeat (a duplicated Pay
+//! notification, a scheduler restart) changes nothing:
+//! - `MallOrderPaid` → [`due_accrue`]: level 1 is the buyer's distributor,
+//!   level 2 theirs (depth 2), each as bound when the order was paid and
+//!   active now. Basis: the cash paid for the goods after coupons (points
+//!   never earn). Rule: the tenant's default rates ([`resolve_rule`]; the mall
+//!   has no per-product commission terms and the settings no per-level
+//!   rates yet), split by [`split_order`].
+//! - `MallOrderDelivered` → [`due_settle`] at delivered_at + hold days; the
+//!   account refuses an early settlement (retried later). The mall records a
+//!   refund in one event (no refund stays open), so `refund_open` is false.
+//! - `MallOrderRefunded` → [`due_reverse`]: reversed while pending, clawed
+//!   back (into recorded debt if need be) once settled.
+//!
+//! A refund racing the accrual is closed by [`due_accrue`] reading the order
+//! again after accruing: a refund committed before that read is reversed
+//! here, one committed after it finds the accrual in the read model.
+//!
+//! **Withdrawals** are decided on the account stream (money leaves the
+//! withdrawable balance when requested; two requests, or a request and a
+//! claw-back, meet at the same stream version and one is decided on the
+//! other's result). An approved withdrawal is paid out as a `DepositCash` on
+//! the member's ledger naming [`WithdrawalId::payout_reference`], under a key
+//! of the withdrawal (at most once), then `RecordWithdrawalPaid`: at once by
+//! the approving request, and by due work `commission_payout` when that
+//! request died in between.
+//!
+//! Read models: `commissions` and `commission_withdrawals`, kept by a
+//! trigger on the account streams (same transaction as the events).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use wxcm_domain::distribution::binding::{CommissionDepth, DistributorStanding};
+use wxcm_domain::distribution::{
+    resolve_rule, split_order, CommissionAccount, CommissionAccountCommand, CommissionAccountError,
+    CommissionAccountId, CommissionFigures, CommissionKey, CommissionLevel, CommissionRule, CommissionSettings,
+    WithdrawalId, WithdrawalState,
+};
+use wxcm_domain::mall::{MallOrderId, OrderStatus};
+use wxcm_domain::member::{MemberCommand, Provenance};
+use wxcm_domain::{Actor, AmountFen, MemberId, Reference, TenantId};
+
+use crate::executor::ExecuteError;
+use crate::members::{self, system_key, MemberOpError};
+use crate::ports::{PortError, RouteError, ShardServices};
+use crate::{App, CommandContext};
+
+/// Commissions per page.
+pub const COMMISSION_PAGE_MAX: u32 = 100;
+/// Withdrawals per page.
+pub const WITHDRAWAL_PAGE_MAX: u32 = 100;
+/// Bindings of a buyer read to find the one current when the order was paid.
+const BINDINGS_READ_MAX: u32 = 100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommissionError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error(transparent)]
+    Account(CommissionAccountError),
+    #[error("idempotency key was already used with a different request")]
+    IdempotencyMismatch,
+    #[error("too much contention, try again")]
+    Contention,
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    #[error("infrastructure failure: {0}")]
+    Infra(String),
+    #[error("infrastructure unavailable: {0}")]
+    Unavailable(String),
+    /// Not yet (a holding period, a payout the ledger could not take now).
+    #[error("not yet: {0}")]
+    Retry(String),
+}
+
+impl From<PortError> for CommissionError {
+    fn from(e: PortError) -> Self {
+        if e.is_transient() {
+            CommissionError::Unavailable(e.to_string())
+        } else {
+            CommissionError::Infra(e.to_string())
+        }
+    }
+}
+
+impl From<MemberOpError> for CommissionError {
+    fn from(e: MemberOpError) -> Self {
+        match e {
+            MemberOpError::NotFound => CommissionError::NotFound("member"),
+            MemberOpError::IdempotencyMismatch => CommissionError::IdempotencyMismatch,
+            MemberOpError::Contention => CommissionError::Contention,
+            MemberOpError::Route(r) => CommissionError::Route(r),
+            MemberOpError::Unavailable(s) => CommissionError::Unavailable(s),
+            other => CommissionError::Infra(other.to_string()),
+        }
+    }
+}
+
+impl From<ExecuteError<CommissionAccountError>> for CommissionError {
+    fn from(e: ExecuteError<CommissionAccountError>) -> Self {
+        match e {
+            ExecuteError::Domain(d) => CommissionError::Account(d),
+            ExecuteError::ForeignAggregate => CommissionError::NotFound("commission account"),
+            ExecuteError::IdempotencyMismatch => CommissionError::IdempotencyMismatch,
+            ExecuteError::Contention => CommissionError::Contention,
+            ExecuteError::Invariant(b) => CommissionError::Infra(b.to_string()),
+            ExecuteError::Store(s) => CommissionError::Infra(s),
+            ExecuteError::Unavailable(s) => CommissionError::Unavailable(s),
+        }
+    }
+}
+
+fn infra(e: impl std::fmt::Display) -> CommissionError {
+    CommissionError::Infra(e.to_string())
+}
+
+/// One commission as the `commissions` read model keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CommissionRecord {
+    /// Paging cursor (newest first).
+    pub cursor: i64,
+    pub order_id: MallOrderId,
+    pub level: u8,
+    pub distributor_id: MemberId,
+    pub buyer_id: MemberId,
+    pub basis_fen: i64,
+    pub amount_fen: i64,
+    /// `pending`, `settled`, `reversed` or `clawed_back`.
+    pub state: String,
+    pub accrued_at: DateTime<Utc>,
+    pub settled_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+/// A commission and every level of its order.
+#[derive(Debug, Clone, Serialize)]
+pub struct CommissionWithSplit {
+    pub commission: CommissionRecord,
+    pub split: Vec<CommissionRecord>,
+}
+
+/// One withdrawal as the `commission_withdrawals` read model keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WithdrawalRecord {
+    pub cursor: i64,
+    pub withdrawal_id: WithdrawalId,
+    pub distributor_id: MemberId,
+    pub amount_fen: i64,
+    pub fee_fen: i64,
+    pub payout_fen: i64,
+    /// `requested`, `approved`, `paid`, `rejected`, `failed` or `returned`.
+    pub state: String,
+    pub reason: Option<String>,
+    pub payout_ref: Option<String>,
+    pub requested_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WithdrawalQuery {
+    pub state: Option<WithdrawalState>,
+    pub distributor: Option<MemberId>,
+    /// Older than this cursor.
+    pub before: Option<i64>,
+    /// 1..=[`WITHDRAWAL_PAGE_MAX`].
+    pub limit: u32,
+}
+
+/// What commissions need from the shard's database beside the events.
+#[async_trait]
+pub trait CommissionStore: Send + Sync {
+    async fn settings(&self, tenant: &TenantId) -> Result<Option<CommissionSettings>, PortError>;
+    async fn save_settings(
+        &self,
+        tenant: &TenantId,
+        settings: &CommissionSettings,
+        at: DateTime<Utc>,
+        by: &str,
+    ) -> Result<(), PortError>;
+    async fn of_order(&self, tenant: &TenantId, order: MallOrderId) -> Result<Vec<CommissionRecord>, PortError>;
+    /// A distributor's commissions, newest first, older than `before`.
+    async fn of_distributor(
+        &self,
+        tenant: &TenantId,
+        distributor: MemberId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<CommissionRecord>, PortError>;
+    async fn withdrawal(&self, tenant: &TenantId, id: WithdrawalId) -> Result<Option<WithdrawalRecord>, PortError>;
+    /// Newest first.
+    async fn withdrawals(&self, tenant: &TenantId, query: &WithdrawalQuery)
+        -> Result<Vec<WithdrawalRecord>, PortError>;
+}
+
+// ---------------------------------------------------------------- settings and views
+
+pub async fn settings(app: &App, tenant: &TenantId) -> Result<CommissionSettings, CommissionError> {
+    let shard = app.router.route(tenant)?;
+    Ok(shard.commissions.settings(tenant).await?.unwrap_or_default())
+}
+
+pub async fn put_settings(
+    app: &App,
+    tenant: &TenantId,
+    settings: &CommissionSettings,
+    actor: &Actor,
+) -> Result<CommissionSettings, CommissionError> {
+    let shard = app.router.route(tenant)?;
+    shard.commissions.save_settings(tenant, settings, app.clock.now(), &actor.label()).await?;
+    tracing::info!(%tenant, "commission settings saved");
+    Ok(*settings)
+}
+
+fn account_stream(tenant: &TenantId, distributor: MemberId) -> String {
+    CommissionAccountId::for_distributor(tenant, distributor).to_string()
+}
+
+/// A distributor's account figures (all zero before the first commission).
+pub async fn figures(app: &App, tenant: &TenantId, member: MemberId) -> Result<CommissionFigures, CommissionError> {
+    members::get(app, tenant, member).await?;
+    let shard = app.router.route(tenant)?;
+    let (account, _): (CommissionAccount, u64) =
+        shard.commission_accounts.load(tenant, &account_stream(tenant, member)).await?;
+    Ok(account.figures)
+}
+
+/// A distributor's commissions, newest first, each with its order's split.
+pub async fn commissions_of(
+    app: &App,
+    tenant: &TenantId,
+    distributor: MemberId,
+    before: Option<i64>,
+    limit: u32,
+) -> Result<Vec<CommissionWithSplit>, CommissionError> {
+    members::get(app, tenant, distributor).await?;
+    let shard = app.router.route(tenant)?;
+    let limit = limit.clamp(1, COMMISSION_PAGE_MAX);
+    let mut out = Vec::new();
+    for commission in shard.commissions.of_distributor(tenant, distributor, before, limit).await? {
+        let split = shard.commissions.of_order(tenant, commission.order_id).await?;
+        out.push(CommissionWithSplit { commission, split });
+    }
+    Ok(out)
+}
+
+pub async fn withdrawals(
+    app: &App,
+    tenant: &TenantId,
+    query: &WithdrawalQuery,
+) -> Result<Vec<WithdrawalRecord>, CommissionError> {
+    let shard = app.router.route(tenant)?;
+    Ok(shard.commissions.withdrawals(tenant, query).await?)
+}
+
+pub async fn withdrawal(app: &App, tenant: &TenantId, id: WithdrawalId) -> Result<WithdrawalRecord, CommissionError> {
+    let shard = app.router.route(tenant)?;
+    shard.commissions.withdrawal(tenant, id).await?.ok_or(CommissionError::NotFound("withdrawal"))
+}
+
+// ---------------------------------------------------------------- withdrawals
+
+#[derive(Serialize)]
+struct WithdrawRequest {
+    member: MemberId,
+    amount_fen: i64,
+}
+
+/// The member asks for `amount_fen` of their withdrawable balance (the
+/// tenant's minimum and fee apply). The request's key names the withdrawal.
+pub async fn request_withdrawal(
+    app: &App,
+    ctx: &CommandContext,
+    member: MemberId,
+    amount_fen: AmountFen,
+) -> Result<WithdrawalRecord, CommissionError> {
+    let tenant = &ctx.tenant_id;
+    members::get(app, tenant, member).await?;
+    let shard = app.router.route(tenant)?;
+    let policy = settings(app, tenant).await?.withdrawal();
+    let withdrawal_id = WithdrawalId::for_request(tenant, member, ctx.idempotency_key.as_str());
+    let command = CommissionAccountCommand::RequestWithdrawal {
+        withdrawal_id,
+        amount_fen,
+        policy,
+        actor: Actor::Member { member_id: member },
+    };
+    let request = WithdrawRequest { member, amount_fen: amount_fen.get() };
+    shard.commission_accounts.execute(&account_stream(tenant, member), command, &request, ctx).await?;
+    tracing::info!(%tenant, %member, %withdrawal_id, amount_fen = amount_fen.get(), "withdrawal requested");
+    withdrawal(app, tenant, withdrawal_id).await
+}
+
+/// An admin's decision on a requested withdrawal.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum WithdrawalDecision {
+    Approve,
+    Reject {
+        reason: Reference,
+    },
+    /// A failed payout tried again (approved again, paid out at once).
+    Retry,
+    /// A failed payout given back to the withdrawable balance.
+    Return,
+}
+
+/// Approves (then pays out at once) or rejects a requested withdrawal;
+/// retries (paying out at once) or returns a failed one.
+pub async fn decide_withdrawal(
+    app: &App,
+    ctx: &CommandContext,
+    id: WithdrawalId,
+    decision: WithdrawalDecision,
+    actor: Actor,
+) -> Result<WithdrawalRecord, CommissionError> {
+    let tenant = &ctx.tenant_id;
+    let record = withdrawal(app, tenant, id).await?;
+    let shard = app.router.route(tenant)?;
+    let stream = account_stream(tenant, record.distributor_id);
+    let request = (id, decision.clone());
+    let command = match decision {
+        WithdrawalDecision::Approve => CommissionAccountCommand::ApproveWithdrawal { withdrawal_id: id, actor },
+        WithdrawalDecision::Reject { reason } => {
+            CommissionAccountCommand::RejectWithdrawal { withdrawal_id: id, reason, actor }
+        }
+        WithdrawalDecision::Retry => CommissionAccountCommand::RetryWithdrawal { withdrawal_id: id, actor },
+        WithdrawalDecision::Return => CommissionAccountCommand::ReturnWithdrawal { withdrawal_id: id, actor },
+    };
+    shard.commission_accounts.execute(&stream, command, &request, ctx).await?;
+    let account_id = CommissionAccountId::for_distributor(tenant, record.distributor_id);
+    if let Err(e) = pay_out(app, tenant, account_id, id).await {
+        // The due work `commission_payout` finishes it.
+        tracing::warn!(%tenant, withdrawal = %id, error = %e, "payout left to the scheduler");
+    }
+    withdrawal(app, tenant, id).await
+}
+
+/// Pays an approved withdrawal out to the member's cash balance, once (the
+/// credit's key and reference are the withdrawal's), then records it paid.
+/// Nothing to do for a withdrawal in any other state.
+pub async fn pay_out(
+    app: &App,
+    tenant: &TenantId,
+    account_id: CommissionAccountId,
+    id: WithdrawalId,
+) -> Result<u32, CommissionError> {
+    let shard = app.router.route(tenant)?;
+    let stream = account_id.to_string();
+    let (account, _): (CommissionAccount, u64) = shard.commission_accounts.load(tenant, &stream).await?;
+    let owner = account.owner.as_ref().ok_or(CommissionError::NotFound("commission account"))?;
+    let distributor = owner.distributor_id;
+    let w = account.withdrawals.get(&id).ok_or(CommissionError::NotFound("withdrawal"))?;
+    if w.state != WithdrawalState::Approved {
+        return Ok(0);
+    }
+    let payout = AmountFen::new(w.amount_fen - w.fee_fen).map_err(infra)?;
+    let payout_ref = id.payout_reference();
+    let key = system_key(&["commission-payout", tenant.as_str(), &id.to_string()])?;
+    let credit = MemberCommand::DepositCash {
+        amount_fen: payout,
+        provenance: Provenance {
+            actor: Actor::System { job: "commissions".into() },
+            reason: Reference::parse("commission withdrawal").map_err(infra)?,
+            reference: Some(payout_ref.clone()),
+            idempotency_key: key.clone(),
+        },
+    };
+    let ctx = CommandContext::new(tenant.clone(), key, "system:commissions".into());
+    let record = match members::execute(app, tenant, distributor, credit.clone(), &credit, &ctx).await {
+        Ok(_) => CommissionAccountCommand::RecordWithdrawalPaid { withdrawal_id: id, payout_ref },
+        Err(MemberOpError::Rejected(e)) => CommissionAccountCommand::RecordWithdrawalFailed {
+            withdrawal_id: id,
+            reason: Reference::parse(&format!("ledger refused: {e}").chars().take(200).collect::<String>())
+                .map_err(infra)?,
+        },
+        Err(MemberOpError::NotFound) => CommissionAccountCommand::RecordWithdrawalFailed {
+            withdrawal_id: id,
+            reason: Reference::parse("member not found").map_err(infra)?,
+        },
+        Err(e) => return Err(e.into()),
+    };
+    let key = system_key(&["commission-payout-recorded", tenant.as_str(), &id.to_string()])?;
+    let ctx = CommandContext::new(tenant.clone(), key, "system:commissions".into());
+    let outcome = shard.commission_accounts.execute(&stream, record.clone(), &record, &ctx).await?;
+    tracing::info!(%tenant, withdrawal = %id, %distributor, "withdrawal payout recorded");
+    Ok(if outcome.replayed { 0 } else { outcome.events.len() as u32 })
+}
+
+/// Due work `commission_payout` (aggregate id `<account>/<withdrawal>`).
+pub async fn due_payout(app: &App, tenant: &TenantId, aggregate_id: &str) -> Result<u32, CommissionError> {
+    let (account, withdrawal) = aggregate_id.split_once('/').ok_or_else(|| infra("bad payout due item"))?;
+    let account = CommissionAccountId::parse(account).map_err(infra)?;
+    let withdrawal = WithdrawalId::parse(withdrawal).map_err(infra)?;
+    pay_out(app, tenant, account, withdrawal).await
+}
+
+// ---------------------------------------------------------------- process managers
+
+/// The distributor `member` was bound to at `at`, if they are an active
+/// distributor now.
+async fn earner(
+    shard: &ShardServices,
+    tenant: &TenantId,
+    member: MemberId,
+    at: DateTime<Utc>,
+) -> Result<Option<MemberId>, CommissionError> {
+    let history = shard.distribution.binding_history(tenant, member, BINDINGS_READ_MAX).await?;
+    let Some(binding) = history.into_iter().find(|b| b.bound_at <= at) else {
+        return Ok(None);
+    };
+    let distributor = binding.distributor_id;
+    let view = shard.distribution.distributor(tenant, distributor).await?;
+    let active = view.is_some_and(|v| v.standing == DistributorStanding::Active);
+    Ok((active && distributor != member).then_some(distributor))
+}
+
+/// Runs one command on a distributor's account under a key of `parts`.
+async fn run(
+    shard: &ShardServices,
+    tenant: &TenantId,
+    distributor: MemberId,
+    command: CommissionAccountCommand,
+    parts: &[&str],
+) -> Result<u32, CommissionError> {
+    let key = system_key(parts)?;
+    let ctx = CommandContext::new(tenant.clone(), key, "system:commissions".into());
+    let outcome =
+        shard.commission_accounts.execute(&account_stream(tenant, distributor), command.clone(), &command, &ctx).await;
+    match outcome {
+        Ok(o) => Ok(if o.replayed { 0 } else { o.events.len() as u32 }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn level_name(level: CommissionLevel) -> &'static str {
+    match level {
+        CommissionLevel::First => "1",
+        CommissionLevel::Second => "2",
+    }
+}
+
+/// Due work `commission_accrue`: the order's levels 1 and 2 earn once.
+pub async fn due_accrue(app: &App, tenant: &TenantId, order_id: MallOrderId) -> Result<u32, CommissionError> {
+    let shard = app.router.route(tenant)?;
+    let order_stream = order_id.to_string();
+    let (order, _) = shard.mall_orders.load(tenant, &order_stream).await?;
+    let (Some(placed), Some(payment)) = (&order.placed, &order.payment) else {
+        return Ok(0);
+    };
+    // Refunded before anything accrued: nothing was earned. Points never earn.
+    let Some(cash) = payment.cash.as_ref().filter(|_| order.status != Some(OrderStatus::Refunded)) else {
+        return Ok(0);
+    };
+    let settings = shard.distribution.settings(tenant).await?.unwrap_or_default();
+    let Some(rates) = settings.default_rates() else {
+        return Ok(0);
+    };
+    let buyer = placed.member_id;
+    let Some(first) = earner(&shard, tenant, buyer, payment.paid_at).await? else {
+        return Ok(0);
+    };
+    let second = match settings.depth() {
+        CommissionDepth::Two => earner(&shard, tenant, first, payment.paid_at).await?.filter(|d| *d != buyer),
+        CommissionDepth::One => None,
+    };
+    let rules: [(CommissionLevel, Option<MemberId>, Option<CommissionRule>); 2] = [
+        (CommissionLevel::First, Some(first), resolve_rule(CommissionLevel::First, rates, None, None)),
+        (CommissionLevel::Second, second, second.and(resolve_rule(CommissionLevel::Second, rates, None, None))),
+    ];
+    let basis = cash.amount_fen();
+    let (first_fen, _) =
+        split_order(basis.get(), placed.quantity, rules[0].2, rules[1].2).ok_or_else(|| infra("negative basis"))?;
+    let mut written = 0;
+    for (level, distributor, rule) in rules {
+        let (Some(distributor), Some(rule)) = (distributor, rule) else { continue };
+        let command = CommissionAccountCommand::Accrue {
+            tenant_id: tenant.clone(),
+            distributor_id: distributor,
+            buyer_id: buyer,
+            key: CommissionKey { order_id, level },
+            basis_fen: basis,
+            quantity: placed.quantity,
+            rule,
+            nearer_levels_fen: if level == CommissionLevel::First { 0 } else { first_fen },
+        };
+        let parts = ["commission-accrue", tenant.as_str(), &order_stream, level_name(level)];
+        match run(&shard, tenant, distributor, command, &parts).await {
+            Ok(n) => written += n,
+            // A retry whose facts changed (a setting, a standing): the first run stands.
+            Err(CommissionError::IdempotencyMismatch) => {}
+            Err(CommissionError::Account(CommissionAccountError::OwnOrder)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if written > 0 {
+        tracing::info!(%tenant, order = %order_id, %first, ?second, "commissions accrued");
+    }
+    // A refund recorded while we accrued: reverse what we just accrued.
+    let (order, _) = shard.mall_orders.load(tenant, &order_stream).await?;
+    if order.status == Some(OrderStatus::Refunded) {
+        written += due_reverse(app, tenant, order_id).await?;
+    }
+    Ok(written)
+}
+
+/// Due work `commission_settle`: the order's pending commissions settle once
+/// the holding period after delivery passed (the account refuses earlier:
+/// the item is retried).
+pub async fn due_settle(app: &App, tenant: &TenantId, order_id: MallOrderId) -> Result<u32, CommissionError> {
+    // An accrual still due (or lost) first: settlement must find it.
+    let mut written = due_accrue(app, tenant, order_id).await?;
+    let shard = app.router.route(tenant)?;
+    let order_stream = order_id.to_string();
+    let (order, _) = shard.mall_orders.load(tenant, &order_stream).await?;
+    if order.status == Some(OrderStatus::Refunded) {
+        return Ok(written);
+    }
+    let delivered_at = order.delivery.as_ref().map(|d| d.delivered_at);
+    let hold_days = settings(app, tenant).await?.hold_days();
+    for c in shard.commissions.of_order(tenant, order_id).await? {
+        if c.state != "pending" {
+            continue;
+        }
+        let level = if c.level == 1 { CommissionLevel::First } else { CommissionLevel::Second };
+        let key = CommissionKey { order_id, level };
+        let command = CommissionAccountCommand::Settle { key, delivered_at, hold_days, refund_open: false };
+        let parts = ["commission-settle", tenant.as_str(), &order_stream, level_name(level)];
+        match run(&shard, tenant, c.distributor_id, command, &parts).await {
+            Ok(n) => written += n,
+            Err(CommissionError::Account(CommissionAccountError::Reversed | CommissionAccountError::ClawedBack)) => {}
+            Err(CommissionError::Account(e)) => return Err(CommissionError::Retry(e.to_string())),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
+}
+
+/// Due work `commission_reverse`: the refunded order's commissions are
+/// reversed (pending) or clawed back (settled; the shortfall is debt).
+pub async fn due_reverse(app: &App, tenant: &TenantId, order_id: MallOrderId) -> Result<u32, CommissionError> {
+    let shard = app.router.route(tenant)?;
+    let order_stream = order_id.to_string();
+    let refund = Reference::parse(&format!("mall-order-refund:{order_id}")).map_err(infra)?;
+    let mut written = 0;
+    for c in shard.commissions.of_order(tenant, order_id).await? {
+        if c.state != "pending" && c.state != "settled" {
+            continue;
+        }
+        let level = if c.level == 1 { CommissionLevel::First } else { CommissionLevel::Second };
+        let command =
+            CommissionAccountCommand::Reverse { key: CommissionKey { order_id, level }, refund: refund.clone() };
+        let parts = ["commission-reverse", tenant.as_str(), &order_stream, level_name(level)];
+        written += run(&shard, tenant, c.distributor_id, command, &parts).await?;
+    }
+    if written > 0 {
+        tracing::info!(%tenant, order = %order_id, "commissions reversed");
+    }
+    Ok(written)
+}

@@ -1,0 +1,135 @@
+//! A tenant's commission settings: how long a delivered order's commissions
+//! are held before they settle, and the withdrawal policy (minimum amount and
+//! fee). Kept apart from [`super::DistributionSettings`] (enrolment, binding,
+//! depth and rates) so each is saved on its own. Parsed once
+//! ([`CommissionSettings::new`]); a value of this type is valid.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{RateBps, WithdrawalPolicy, HOLD_DAYS_MAX, RATE_BPS_FULL};
+use crate::AmountFen;
+
+/// Holding days a tenant has until it chooses (a week: the usual return window).
+pub const HOLD_DAYS_DEFAULT: u16 = 7;
+/// Smallest withdrawal a tenant has until it chooses: 1 yuan.
+pub const WITHDRAWAL_MIN_DEFAULT_FEN: i64 = 100;
+/// The fee never takes more than half of a withdrawal.
+pub const WITHDRAWAL_FEE_BPS_MAX: u16 = RATE_BPS_FULL / 2;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommissionSettingsError {
+    #[error("the holding period must be 0..={HOLD_DAYS_MAX} days, got {0}")]
+    HoldDays(u16),
+    #[error("the withdrawal fee must be 0..={WITHDRAWAL_FEE_BPS_MAX} basis points, got {0}")]
+    Fee(u16),
+}
+
+/// A tenant's commission settings (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "CommissionSettingsShape", into = "CommissionSettingsShape")]
+pub struct CommissionSettings {
+    hold_days: u16,
+    withdrawal: WithdrawalPolicy,
+}
+
+/// The stored and wire shape of [`CommissionSettings`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommissionSettingsShape {
+    /// Days after delivery before a commission settles (0..=365).
+    pub hold_days: u16,
+    pub withdrawal_min_fen: AmountFen,
+    /// Fee on a withdrawal in basis points (0..=5,000), rounded down.
+    pub withdrawal_fee_bps: RateBps,
+}
+
+impl TryFrom<CommissionSettingsShape> for CommissionSettings {
+    type Error = CommissionSettingsError;
+    fn try_from(s: CommissionSettingsShape) -> Result<Self, CommissionSettingsError> {
+        Self::new(s)
+    }
+}
+
+impl From<CommissionSettings> for CommissionSettingsShape {
+    fn from(s: CommissionSettings) -> Self {
+        CommissionSettingsShape {
+            hold_days: s.hold_days,
+            withdrawal_min_fen: s.withdrawal.min_amount_fen,
+            withdrawal_fee_bps: s.withdrawal.fee,
+        }
+    }
+}
+
+impl Default for CommissionSettings {
+    /// A week's hold, withdrawals from 1 yuan, no fee.
+    fn default() -> Self {
+        // Both constants are in range (the tests build them): no fallback needed.
+        let (Ok(min_amount_fen), Ok(fee)) = (AmountFen::new(WITHDRAWAL_MIN_DEFAULT_FEN), RateBps::new(0)) else {
+            unreachable!("the default withdrawal minimum and fee are valid constants")
+        };
+        Self { hold_days: HOLD_DAYS_DEFAULT, withdrawal: WithdrawalPolicy { min_amount_fen, fee } }
+    }
+}
+
+impl CommissionSettings {
+    pub fn new(shape: CommissionSettingsShape) -> Result<Self, CommissionSettingsError> {
+        if shape.hold_days > HOLD_DAYS_MAX {
+            return Err(CommissionSettingsError::HoldDays(shape.hold_days));
+        }
+        if shape.withdrawal_fee_bps.get() > WITHDRAWAL_FEE_BPS_MAX {
+            return Err(CommissionSettingsError::Fee(shape.withdrawal_fee_bps.get()));
+        }
+        Ok(Self {
+            hold_days: shape.hold_days,
+            withdrawal: WithdrawalPolicy { min_amount_fen: shape.withdrawal_min_fen, fee: shape.withdrawal_fee_bps },
+        })
+    }
+    pub fn hold_days(&self) -> u16 {
+        self.hold_days
+    }
+    pub fn withdrawal(&self) -> WithdrawalPolicy {
+        self.withdrawal
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(hold_days: u16, fee: u32) -> CommissionSettingsShape {
+        CommissionSettingsShape {
+            hold_days,
+            withdrawal_min_fen: AmountFen::new(100).unwrap(),
+            withdrawal_fee_bps: RateBps::new(fee).unwrap(),
+        }
+    }
+
+    #[test]
+    fn hold_days_and_fee_are_bounded_at_the_limit_and_one_past() {
+        assert!(CommissionSettings::new(shape(HOLD_DAYS_MAX, 0)).is_ok());
+        assert_eq!(
+            CommissionSettings::new(shape(HOLD_DAYS_MAX + 1, 0)),
+            Err(CommissionSettingsError::HoldDays(HOLD_DAYS_MAX + 1))
+        );
+        assert!(CommissionSettings::new(shape(0, u32::from(WITHDRAWAL_FEE_BPS_MAX))).is_ok());
+        assert!(CommissionSettings::new(shape(0, u32::from(WITHDRAWAL_FEE_BPS_MAX) + 1)).is_err());
+    }
+
+    #[test]
+    fn the_shape_round_trips_and_bad_shapes_are_refused() {
+        let settings = CommissionSettings::new(shape(3, 250)).unwrap();
+        let json = serde_json::to_value(settings).unwrap();
+        assert_eq!(json, serde_json::json!({"hold_days": 3, "withdrawal_min_fen": 100, "withdrawal_fee_bps": 250}));
+        assert_eq!(serde_json::from_value::<CommissionSettings>(json).unwrap(), settings);
+        for bad in [
+            serde_json::json!({"hold_days": 3, "withdrawal_min_fen": 0, "withdrawal_fee_bps": 0}),
+            serde_json::json!({"hold_days": 366, "withdrawal_min_fen": 1, "withdrawal_fee_bps": 0}),
+            serde_json::json!({"hold_days": 3, "withdrawal_min_fen": 1, "withdrawal_fee_bps": 5001}),
+            serde_json::json!({"hold_days": 3, "withdrawal_min_fen": 1, "withdrawal_fee_bps": 0, "x": 1}),
+        ] {
+            assert!(serde_json::from_value::<CommissionSettings>(bad.clone()).is_err(), "{bad}");
+        }
+        assert_eq!(CommissionSettings::default().withdrawal().min_amount_fen.get(), WITHDRAWAL_MIN_DEFAULT_FEN);
+    }
+}
