@@ -197,6 +197,97 @@ pub trait CommissionStore: Send + Sync {
     /// Newest first.
     async fn withdrawals(&self, tenant: &TenantId, query: &WithdrawalQuery)
         -> Result<Vec<WithdrawalRecord>, PortError>;
+    /// Distributors by `by` over `[from, to)`, highest first (ties by id), at most `limit`:
+    /// `(distributor, value)`.
+    async fn ranks(
+        &self,
+        tenant: &TenantId,
+        by: RankBy,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<(MemberId, i64)>, PortError>;
+}
+
+// ---------------------------------------------------------------- ranks
+
+/// Distributors a rank lists at most.
+pub const RANK_LIMIT_MAX: u32 = 100;
+
+/// What distributors are ranked by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RankBy {
+    /// Fen of commissions settled in the window and not clawed back since.
+    SettledCommission,
+    /// Members bound to the distributor in the window (each member once).
+    NewSubordinates,
+}
+
+/// A calendar window of merchant days (UTC+8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RankPeriod {
+    /// Monday to Sunday.
+    Week,
+    Month,
+}
+
+/// A rank: its window (merchant days, `to` inclusive) and the distributors in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ranking {
+    pub by: RankBy,
+    pub period: RankPeriod,
+    pub from: chrono::NaiveDate,
+    pub to: chrono::NaiveDate,
+    /// `(rank, distributor, value)`; equal values share no rank (ties by id).
+    pub rows: Vec<(u32, MemberId, i64)>,
+}
+
+/// The merchant days of the week or month containing `day`.
+pub fn rank_window(period: RankPeriod, day: chrono::NaiveDate) -> Option<(chrono::NaiveDate, chrono::NaiveDate)> {
+    use chrono::Datelike;
+    match period {
+        RankPeriod::Week => {
+            let from = day - chrono::Duration::days(i64::from(day.weekday().num_days_from_monday()));
+            Some((from, from + chrono::Duration::days(6)))
+        }
+        RankPeriod::Month => {
+            let from = day.with_day(1)?;
+            let next = if from.month() == 12 {
+                chrono::NaiveDate::from_ymd_opt(from.year() + 1, 1, 1)?
+            } else {
+                chrono::NaiveDate::from_ymd_opt(from.year(), from.month() + 1, 1)?
+            };
+            Some((from, next - chrono::Duration::days(1)))
+        }
+    }
+}
+
+/// Distributors ranked by settled commission or new subordinates over the
+/// week or month (merchant days) containing `day` (default: today).
+pub async fn ranking(
+    app: &App,
+    tenant: &TenantId,
+    by: RankBy,
+    period: RankPeriod,
+    day: Option<chrono::NaiveDate>,
+    limit: u32,
+) -> Result<Ranking, CommissionError> {
+    let shard = app.router.route(tenant)?;
+    let day = day.unwrap_or_else(|| wxcm_domain::campaign::merchant_day(app.clock.now()));
+    let window = rank_window(period, day);
+    let instants = window.and_then(|(from, to)| {
+        let start = wxcm_domain::campaign::merchant_midnight(from)?;
+        let end = wxcm_domain::campaign::merchant_midnight(to.succ_opt()?)?;
+        Some((from, to, start, end))
+    });
+    let Some((from, to, start, end)) = instants else {
+        return Err(CommissionError::Infra(format!("no {period:?} window around {day}")));
+    };
+    let rows = shard.commissions.ranks(tenant, by, start, end, limit.clamp(1, RANK_LIMIT_MAX)).await?;
+    let rows = (1u32..).zip(rows).map(|(rank, (member, value))| (rank, member, value)).collect();
+    Ok(Ranking { by, period, from, to, rows })
 }
 
 // ---------------------------------------------------------------- settings and views
@@ -563,4 +654,24 @@ pub async fn due_reverse(app: &App, tenant: &TenantId, order_id: MallOrderId) ->
         tracing::info!(%tenant, order = %order_id, "commissions reversed");
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::NaiveDate;
+
+    use super::{rank_window, RankPeriod};
+
+    fn day(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).unwrap()
+    }
+
+    #[test]
+    fn a_rank_window_is_the_monday_to_sunday_week_or_the_calendar_month() {
+        // 2026-12-06 is a Sunday.
+        assert_eq!(rank_window(RankPeriod::Week, day(2026, 12, 6)), Some((day(2026, 11, 30), day(2026, 12, 6))));
+        assert_eq!(rank_window(RankPeriod::Week, day(2026, 12, 7)), Some((day(2026, 12, 7), day(2026, 12, 13))));
+        assert_eq!(rank_window(RankPeriod::Month, day(2026, 12, 31)), Some((day(2026, 12, 1), day(2026, 12, 31))));
+        assert_eq!(rank_window(RankPeriod::Month, day(2028, 2, 10)), Some((day(2028, 2, 1), day(2028, 2, 29))));
+    }
 }

@@ -249,6 +249,7 @@ async fn wxcm(t: &TestApp, args: &[&str]) -> std::process::Output {
 async fn paid_orders_earn_two_levels_once_settle_after_the_hold_and_refunds_reverse_or_leave_debt() {
     let t = spawn_app().await;
     let s = shop(&t, "comm-lifecycle").await;
+    let bound_day = wxcm_domain::campaign::merchant_day(t.app.clock.now());
     let c = chain(&t, &s, "life").await;
 
     // Paid: level 1 earns 10%, level 2 5%, pending; handling the payment again adds nothing.
@@ -292,6 +293,44 @@ async fn paid_orders_earn_two_levels_once_settle_after_the_hold_and_refunds_reve
     let (status, centre) = send(&t, Method::GET, &c.b_session, "/m/api/v1/distribution/centre", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!((centre["pending_fen"].as_i64(), centre["withdrawable_fen"].as_i64()), (Some(0), Some(1_000)));
+
+    // Ranks: B (level 1) before A (level 2) by commission settled this week; by new subordinates
+    // in the week of the bindings, one each (B bound C, A bound B).
+    let settled_day = wxcm_domain::campaign::merchant_day(t.app.clock.now());
+    let rank =
+        |by: &str, day: chrono::NaiveDate| format!("/admin/api/v1/distribution/ranks?by={by}&period=week&date={day}");
+    let (status, ranked) = send(&t, Method::GET, &s.auditor, &rank("settled_commission", settled_day), None).await;
+    assert_eq!(status, StatusCode::OK, "{ranked}");
+    let rows: Vec<(i64, String, i64)> = ranked["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["rank"].as_i64().unwrap(),
+                r["distributor_id"].as_str().unwrap().to_owned(),
+                r["value"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(rows, vec![(1, c.b.to_string(), 1_000), (2, c.a.to_string(), 500)], "{ranked}");
+    let (_, ranked) = send(&t, Method::GET, &s.owner, &rank("new_subordinates", bound_day), None).await;
+    let values: Vec<i64> = ranked["rows"].as_array().unwrap().iter().map(|r| r["value"].as_i64().unwrap()).collect();
+    assert_eq!(values, vec![1, 1], "{ranked}");
+    let (status, _) = send(&t, Method::GET, &s.staff, &rank("new_subordinates", bound_day), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) =
+        send(&t, Method::GET, &s.owner, "/admin/api/v1/distribution/ranks?by=fame&period=week", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = send(
+        &t,
+        Method::GET,
+        &s.owner,
+        "/admin/api/v1/distribution/ranks?by=new_subordinates&period=month&limit=0",
+        None,
+    )
+    .await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_limit")));
 
     // Refunded before settlement: reversed, nothing withdrawable from it.
     let second = buy(&t, &s, &c.c_session).await;

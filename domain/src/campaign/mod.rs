@@ -152,7 +152,7 @@ pub fn merchant_day(at: DateTime<Utc>) -> NaiveDate {
 }
 
 /// Midnight (UTC+8) starting `day`, as an instant.
-fn merchant_midnight(day: NaiveDate) -> Option<DateTime<Utc>> {
+pub fn merchant_midnight(day: NaiveDate) -> Option<DateTime<Utc>> {
     Some(day.and_hms_opt(0, 0, 0)?.and_utc() - Duration::hours(MERCHANT_UTC_OFFSET_HOURS))
 }
 

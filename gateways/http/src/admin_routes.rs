@@ -271,6 +271,7 @@ pub(crate) fn admin_routes() -> AdminRoutes {
         .keyed()
         .get("/distributors/{member_id}/commissions", Needs(P::DistributionRead), commissions::admin_commissions)
         .get("/commission-withdrawals", Needs(P::DistributionRead), commissions::admin_withdrawals)
+        .get("/distribution/ranks", Needs(P::DistributionRead), distribution::ranks)
         .post("/commission-withdrawals/{withdrawal_id}/approve", Needs(P::DistributionManage), commissions::approve)
         .post("/commission-withdrawals/{withdrawal_id}/reject", Needs(P::DistributionManage), commissions::reject)
         .post("/commission-withdrawals/{withdrawal_id}/retry", Needs(P::DistributionManage), commissions::retry)

@@ -264,6 +264,7 @@ v3 JSON signed by the platform key with an AES-256-GCM resource, v2 refunds with
         commissions::put_settings,
         commissions::admin_commissions,
         commissions::admin_withdrawals,
+        distribution::ranks,
         commissions::approve,
         commissions::reject,
         commissions::retry,

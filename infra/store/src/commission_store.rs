@@ -6,7 +6,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use wxcm_commands::commissions::{
-    CommissionRecord, CommissionStore, WithdrawalQuery, WithdrawalRecord, COMMISSION_PAGE_MAX, WITHDRAWAL_PAGE_MAX,
+    CommissionRecord, CommissionStore, RankBy, WithdrawalQuery, WithdrawalRecord, COMMISSION_PAGE_MAX, RANK_LIMIT_MAX,
+    WITHDRAWAL_PAGE_MAX,
 };
 use wxcm_commands::ports::PortError;
 use wxcm_domain::distribution::{CommissionSettings, WithdrawalId};
@@ -95,6 +96,38 @@ fn withdrawal(row: WithdrawalRow) -> Result<WithdrawalRecord, PortError> {
 
 #[async_trait]
 impl CommissionStore for PgCommissionStore {
+    async fn ranks(
+        &self,
+        tenant: &TenantId,
+        by: RankBy,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<(MemberId, i64)>, PortError> {
+        let sql = match by {
+            // Settled in the window and still settled (a claw-back takes it out again).
+            RankBy::SettledCommission => {
+                "SELECT distributor_id, sum(amount_fen)::bigint AS value FROM commissions
+                  WHERE tenant_id = $1 AND state = 'settled' AND settled_at >= $2 AND settled_at < $3
+                  GROUP BY distributor_id ORDER BY value DESC, distributor_id LIMIT $4"
+            }
+            RankBy::NewSubordinates => {
+                "SELECT distributor_id, count(DISTINCT member_id)::bigint AS value FROM distribution_bindings
+                  WHERE tenant_id = $1 AND bound_at >= $2 AND bound_at < $3
+                  GROUP BY distributor_id ORDER BY value DESC, distributor_id LIMIT $4"
+            }
+        };
+        let rows: Vec<(String, i64)> = sqlx::query_as(sql)
+            .bind(tenant.as_str())
+            .bind(from)
+            .bind(to)
+            .bind(i64::from(limit.clamp(1, RANK_LIMIT_MAX)))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(PortError::new)?;
+        rows.into_iter().map(|(id, value)| Ok((MemberId::parse(&id).map_err(PortError::new)?, value))).collect()
+    }
+
     async fn settings(&self, tenant: &TenantId) -> Result<Option<CommissionSettings>, PortError> {
         let row: Option<serde_json::Value> =
             sqlx::query_scalar("SELECT settings FROM commission_settings WHERE tenant_id = $1")

@@ -30,7 +30,9 @@ use crate::resources::referral::{
 use crate::resources::wechat::{account_mode, outbound, public_base_url, tenant_state};
 use crate::state::AppState;
 
+mod ranks;
 mod types;
+pub use ranks::*;
 pub use types::*;
 
 /// Default entries of one page.
