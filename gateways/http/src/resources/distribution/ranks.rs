@@ -17,7 +17,7 @@ use crate::state::AppState;
 /// What distributors are ranked by.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum RankByDto {
+pub enum DistributorRankBy {
     /// Fen of commissions settled in the window (and not clawed back since).
     SettledCommission,
     /// Members bound to the distributor in the window, each once.
@@ -27,7 +27,7 @@ pub enum RankByDto {
 /// The window: the week (Monday to Sunday) or the month containing `date`.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum RankPeriodDto {
+pub enum DistributorRankPeriod {
     Week,
     Month,
 }
@@ -35,9 +35,9 @@ pub enum RankPeriodDto {
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct RankQuery {
-    pub by: RankByDto,
-    pub period: RankPeriodDto,
+pub struct DistributorRankQuery {
+    pub by: DistributorRankBy,
+    pub period: DistributorRankPeriod,
     /// A merchant day (UTC+8) in the window; default today.
     pub date: Option<NaiveDate>,
     /// 1..=100, default 20.
@@ -46,7 +46,7 @@ pub struct RankQuery {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct RankRowDto {
+pub struct DistributorRankRowDto {
     /// 1 for the highest value; equal values are ordered by distributor id.
     pub rank: u32,
     pub distributor_id: uuid::Uuid,
@@ -55,32 +55,36 @@ pub struct RankRowDto {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct RankingDto {
-    pub by: RankByDto,
-    pub period: RankPeriodDto,
+pub struct DistributorRankingDto {
+    pub by: DistributorRankBy,
+    pub period: DistributorRankPeriod,
     /// First and last merchant day of the window.
     pub from: NaiveDate,
     pub to: NaiveDate,
-    pub rows: Vec<RankRowDto>,
+    pub rows: Vec<DistributorRankRowDto>,
 }
 
-impl From<Ranking> for RankingDto {
+impl From<Ranking> for DistributorRankingDto {
     fn from(r: Ranking) -> Self {
         Self {
             by: match r.by {
-                RankBy::SettledCommission => RankByDto::SettledCommission,
-                RankBy::NewSubordinates => RankByDto::NewSubordinates,
+                RankBy::SettledCommission => DistributorRankBy::SettledCommission,
+                RankBy::NewSubordinates => DistributorRankBy::NewSubordinates,
             },
             period: match r.period {
-                RankPeriod::Week => RankPeriodDto::Week,
-                RankPeriod::Month => RankPeriodDto::Month,
+                RankPeriod::Week => DistributorRankPeriod::Week,
+                RankPeriod::Month => DistributorRankPeriod::Month,
             },
             from: r.from,
             to: r.to,
             rows: r
                 .rows
                 .into_iter()
-                .map(|(rank, distributor, value)| RankRowDto { rank, distributor_id: distributor.as_uuid(), value })
+                .map(|(rank, distributor, value)| DistributorRankRowDto {
+                    rank,
+                    distributor_id: distributor.as_uuid(),
+                    value,
+                })
                 .collect(),
         }
     }
@@ -89,9 +93,9 @@ impl From<Ranking> for RankingDto {
 /// Distributors ranked by settled commission or by new subordinates over a week or a month.
 #[utoipa::path(get, path = "/admin/api/v1/distribution/ranks", tag = "distribution",
     security(("bearer" = [])),
-    params(RankQuery),
+    params(DistributorRankQuery),
     responses(
-        (status = 200, description = "The ranking, highest first", body = RankingDto),
+        (status = 200, description = "The ranking, highest first", body = DistributorRankingDto),
         (status = 400, description = "`invalid_query`", body = ErrorBody),
         (status = 403, description = "`forbidden`", body = ErrorBody),
         (status = 422, description = "`invalid_limit`", body = ErrorBody),
@@ -100,20 +104,20 @@ impl From<Ranking> for RankingDto {
 pub async fn ranks(
     State(state): State<AppState>,
     auth: Authorized<perm::DistributionRead>,
-    query: ApiQuery<RankQuery>,
-) -> Result<Json<RankingDto>, ApiError> {
+    query: ApiQuery<DistributorRankQuery>,
+) -> Result<Json<DistributorRankingDto>, ApiError> {
     let q = query.0;
     let limit = q.limit.unwrap_or(20);
     if !(1..=RANK_LIMIT_MAX).contains(&limit) {
         return Err(ApiError::invalid("invalid_limit", format!("limit must be 1..={RANK_LIMIT_MAX}")));
     }
     let by = match q.by {
-        RankByDto::SettledCommission => RankBy::SettledCommission,
-        RankByDto::NewSubordinates => RankBy::NewSubordinates,
+        DistributorRankBy::SettledCommission => RankBy::SettledCommission,
+        DistributorRankBy::NewSubordinates => RankBy::NewSubordinates,
     };
     let period = match q.period {
-        RankPeriodDto::Week => RankPeriod::Week,
-        RankPeriodDto::Month => RankPeriod::Month,
+        DistributorRankPeriod::Week => RankPeriod::Week,
+        DistributorRankPeriod::Month => RankPeriod::Month,
     };
     let ranking = uc::ranking(&state.app, &auth.session.tenant_id, by, period, q.date, limit).await?;
     Ok(Json(ranking.into()))
