@@ -576,6 +576,53 @@ mod tests {
         }
     }
 
+    /// utoipa names a component after its type and silently keeps one of two
+    /// types of the same name (in two modules), so a route would document the
+    /// other's body. Every type deriving `ToSchema` here has a name of its own.
+    #[test]
+    fn schema_types_have_names_of_their_own() {
+        fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).expect("source dir").flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    rust_files(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    out.push(path);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        rust_files(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/src")), &mut files);
+        let mut seen: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+        let mut clashes = Vec::new();
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("read source");
+            let mut deriving = false;
+            for line in text.lines().map(str::trim) {
+                if line.starts_with("#[derive(") && line.contains("ToSchema") {
+                    deriving = true;
+                    continue;
+                }
+                if deriving && !line.starts_with("#[") && !line.starts_with("///") {
+                    deriving = false;
+                    let name = line
+                        .strip_prefix("pub ")
+                        .unwrap_or(line)
+                        .split_whitespace()
+                        .skip_while(|w| *w != "struct" && *w != "enum")
+                        .nth(1)
+                        .map(|n| n.trim_end_matches(['{', '(', ';', '<']).to_owned());
+                    let Some(name) = name else { continue };
+                    let here = file.display().to_string();
+                    if let Some(first) = seen.insert(name.clone(), here.clone()) {
+                        clashes.push(format!("{name}: {first} and {here}"));
+                    }
+                }
+            }
+        }
+        assert!(clashes.is_empty(), "schema types named twice: {clashes:#?}");
+    }
+
     #[test]
     fn menu_button_types_are_the_ones_the_server_takes() {
         let doc = serde_json::to_value(document()).unwrap();

@@ -23,7 +23,7 @@ use wxcm_domain::{AmountFen, MemberId, TenantId};
 use crate::error::{idempotency_key_reused, unknown_tenant, ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Authorized, Correlation, IdempotencyHeader};
 use crate::permissions::perm;
-use crate::resources::distribution::ReasonBody;
+use crate::resources::distribution::DecisionReasonBody;
 use crate::resources::member_api::MemberAuth;
 use crate::state::AppState;
 
@@ -463,7 +463,7 @@ pub async fn approve(
 #[utoipa::path(post, path = "/admin/api/v1/commission-withdrawals/{withdrawal_id}/reject", tag = "distribution",
     security(("bearer" = [])),
     params(("withdrawal_id" = uuid::Uuid, Path), ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters")),
-    request_body = ReasonBody,
+    request_body = DecisionReasonBody,
     responses(
         (status = 200, description = "Rejected (or replayed)", body = WithdrawalDto),
         (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `invalid_withdrawal_id`, `malformed_json`", body = ErrorBody),
@@ -479,7 +479,7 @@ pub async fn reject(
     key: IdempotencyHeader,
     correlation: Correlation,
     id: ApiPath<WithdrawalId>,
-    body: ApiJson<ReasonBody>,
+    body: ApiJson<DecisionReasonBody>,
 ) -> Result<Json<WithdrawalDto>, ApiError> {
     let reason = body.0.validate()?;
     decide(&state, &auth, key, correlation, id.0, WithdrawalDecision::Reject { reason }).await

@@ -128,7 +128,7 @@ pub async fn create_snatch_campaign(
 /// How a purchase is paid.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum PayWithDto {
+pub enum SharePayWithDto {
     Balance,
     WechatPay,
 }
@@ -140,7 +140,7 @@ pub struct SharePurchaseBody {
     /// Shares to buy: 1..=the campaign's `shares_per_purchase_max` (at most 10,000).
     #[schema(minimum = 1, maximum = 10_000)]
     pub quantity: i64,
-    pub pay_with: PayWithDto,
+    pub pay_with: SharePayWithDto,
 }
 
 /// One purchase of shares.
@@ -311,10 +311,10 @@ pub async fn member_purchase(
     let (_, ctx) = auth.command(key.0);
     let session = &auth.0;
     let outcome = match body.0.pay_with {
-        PayWithDto::Balance => {
+        SharePayWithDto::Balance => {
             snatch::purchase(&state.app, &ctx, id.0, session.member_id, quantity, PayWith::Balance).await?
         }
-        PayWithDto::WechatPay => {
+        SharePayWithDto::WechatPay => {
             let pay = state.member.pay.clone().ok_or_else(crate::resources::member_api::unavailable)?;
             let start = wxcm_commands::mall::pay::StartPay {
                 member_id: session.member_id,

@@ -232,7 +232,7 @@ pub async fn put_terms(
 #[utoipa::path(put, path = "/admin/api/v1/coupon-templates/{template_id}/stock", tag = "coupons",
     security(("bearer" = [])),
     params(("template_id" = uuid::Uuid, Path), ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters")),
-    request_body = StockBody,
+    request_body = TemplateStockBody,
     responses(
         (status = 200, description = "Changed (or replayed)", body = TemplateDto),
         (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `invalid_template_id`, `malformed_json`", body = ErrorBody),
@@ -248,7 +248,7 @@ pub async fn put_stock(
     key: IdempotencyHeader,
     correlation: Correlation,
     id: ApiPath<TemplateId>,
-    body: ApiJson<StockBody>,
+    body: ApiJson<TemplateStockBody>,
 ) -> Result<Json<TemplateDto>, ApiError> {
     let stock = body.0.stock.validate();
     let ctx = auth.context(key.0, correlation);

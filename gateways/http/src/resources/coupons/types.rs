@@ -215,7 +215,7 @@ pub struct CreateTemplateBody {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct StockBody {
+pub struct TemplateStockBody {
     pub stock: StockDto,
 }
 

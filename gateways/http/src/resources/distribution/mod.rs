@@ -271,7 +271,7 @@ pub async fn approve(
 #[utoipa::path(post, path = "/admin/api/v1/distributors/{member_id}/reject", tag = "distribution",
     security(("bearer" = [])),
     params(("member_id" = uuid::Uuid, Path), ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters")),
-    request_body = ReasonBody,
+    request_body = DecisionReasonBody,
     responses(
         (status = 200, description = "Rejected (or replayed)", body = DistributorDto),
         (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `invalid_member_id`, `malformed_json`", body = ErrorBody),
@@ -287,7 +287,7 @@ pub async fn reject(
     key: IdempotencyHeader,
     correlation: Correlation,
     id: ApiPath<MemberId>,
-    body: ApiJson<ReasonBody>,
+    body: ApiJson<DecisionReasonBody>,
 ) -> Result<Json<DistributorDto>, ApiError> {
     let reason = body.0.validate()?;
     change(&state, &auth, key, correlation, id.0, AdminChange::Reject { reason }).await
@@ -320,7 +320,7 @@ pub async fn designate(
 #[utoipa::path(post, path = "/admin/api/v1/distributors/{member_id}/suspend", tag = "distribution",
     security(("bearer" = [])),
     params(("member_id" = uuid::Uuid, Path), ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters")),
-    request_body = ReasonBody,
+    request_body = DecisionReasonBody,
     responses(
         (status = 200, description = "Suspended (or replayed)", body = DistributorDto),
         (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `invalid_member_id`, `malformed_json`", body = ErrorBody),
@@ -336,7 +336,7 @@ pub async fn suspend(
     key: IdempotencyHeader,
     correlation: Correlation,
     id: ApiPath<MemberId>,
-    body: ApiJson<ReasonBody>,
+    body: ApiJson<DecisionReasonBody>,
 ) -> Result<Json<DistributorDto>, ApiError> {
     let reason = body.0.validate()?;
     change(&state, &auth, key, correlation, id.0, AdminChange::Suspend { reason }).await

@@ -275,7 +275,7 @@ pub struct SubordinateQuery {
 /// Why (recorded with the event).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ReasonBody {
+pub struct DecisionReasonBody {
     #[schema(value_type = crate::doc::ShortText)]
     pub reason: String,
 }
@@ -283,7 +283,7 @@ pub struct ReasonBody {
 /// Longest reason, in characters.
 pub const REASON_CHARS_MAX: usize = 64;
 
-impl ReasonBody {
+impl DecisionReasonBody {
     pub fn validate(&self) -> Result<Reference, ApiError> {
         let text = &self.reason;
         if text.trim().is_empty() || text.chars().count() > REASON_CHARS_MAX {

@@ -271,7 +271,7 @@ pub async fn put_price(
 #[utoipa::path(put, path = "/admin/api/v1/mall/products/{product_id}/stock", tag = "mall",
     security(("bearer" = [])),
     params(("product_id" = uuid::Uuid, Path), ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters")),
-    request_body = StockBody,
+    request_body = ProductStockBody,
     responses(
         (status = 200, description = "Changed (or replayed)", body = ProductDto),
         (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `invalid_product_id`, `malformed_json`", body = ErrorBody),
@@ -287,7 +287,7 @@ pub async fn put_stock(
     key: IdempotencyHeader,
     correlation: Correlation,
     id: ApiPath<ProductId>,
-    body: ApiJson<StockBody>,
+    body: ApiJson<ProductStockBody>,
 ) -> Result<Json<ProductDto>, ApiError> {
     let command = ProductCommand::SetStock { stock: body.0.stock.validate()?, actor: auth.actor() };
     let ctx = auth.context(key.0, correlation);

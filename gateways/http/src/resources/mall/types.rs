@@ -199,7 +199,7 @@ pub struct PriceBody {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct StockBody {
+pub struct ProductStockBody {
     pub stock: ProductStockDto,
 }
 
