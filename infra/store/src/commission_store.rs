@@ -14,6 +14,8 @@ use wxcm_domain::distribution::{CommissionSettings, WithdrawalId};
 use wxcm_domain::mall::MallOrderId;
 use wxcm_domain::{MemberId, TenantId};
 
+use crate::tenant_settings::{self, SettingsTable};
+
 pub struct PgCommissionStore {
     pool: PgPool,
 }
@@ -129,13 +131,7 @@ impl CommissionStore for PgCommissionStore {
     }
 
     async fn settings(&self, tenant: &TenantId) -> Result<Option<CommissionSettings>, PortError> {
-        let row: Option<serde_json::Value> =
-            sqlx::query_scalar("SELECT settings FROM commission_settings WHERE tenant_id = $1")
-                .bind(tenant.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(PortError::new)?;
-        row.map(|v| serde_json::from_value(v).map_err(PortError::new)).transpose()
+        tenant_settings::load(&self.pool, SettingsTable::Commission, tenant).await
     }
 
     async fn save_settings(
@@ -145,20 +141,7 @@ impl CommissionStore for PgCommissionStore {
         at: DateTime<Utc>,
         by: &str,
     ) -> Result<(), PortError> {
-        let json = serde_json::to_value(settings).map_err(PortError::new)?;
-        sqlx::query(
-            "INSERT INTO commission_settings (tenant_id, settings, updated_at, updated_by) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (tenant_id) DO UPDATE
-                SET settings = EXCLUDED.settings, updated_at = EXCLUDED.updated_at, updated_by = EXCLUDED.updated_by",
-        )
-        .bind(tenant.as_str())
-        .bind(json)
-        .bind(at)
-        .bind(by)
-        .execute(&self.pool)
-        .await
-        .map_err(PortError::new)?;
-        Ok(())
+        tenant_settings::save(&self.pool, SettingsTable::Commission, tenant, settings, at, by).await
     }
 
     async fn of_order(&self, tenant: &TenantId, order: MallOrderId) -> Result<Vec<CommissionRecord>, PortError> {

@@ -16,6 +16,8 @@ use wxcm_domain::distribution::binding::{
 use wxcm_domain::distribution::DistributionSettings;
 use wxcm_domain::{AppId, MemberId, PointsAmount, TenantId};
 
+use crate::tenant_settings::{self, SettingsTable};
+
 pub struct PgDistributionStore {
     pool: PgPool,
 }
@@ -157,13 +159,7 @@ async fn current_in(
 #[async_trait]
 impl DistributionStore for PgDistributionStore {
     async fn settings(&self, tenant: &TenantId) -> Result<Option<DistributionSettings>, PortError> {
-        let row: Option<serde_json::Value> =
-            sqlx::query_scalar("SELECT settings FROM distribution_settings WHERE tenant_id = $1")
-                .bind(tenant.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(PortError::new)?;
-        row.map(|v| serde_json::from_value(v).map_err(PortError::new)).transpose()
+        tenant_settings::load(&self.pool, SettingsTable::Distribution, tenant).await
     }
 
     async fn save_settings(
@@ -173,20 +169,7 @@ impl DistributionStore for PgDistributionStore {
         at: DateTime<Utc>,
         by: &str,
     ) -> Result<(), PortError> {
-        let json = serde_json::to_value(settings).map_err(PortError::new)?;
-        sqlx::query(
-            "INSERT INTO distribution_settings (tenant_id, settings, updated_at, updated_by) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (tenant_id) DO UPDATE
-                SET settings = EXCLUDED.settings, updated_at = EXCLUDED.updated_at, updated_by = EXCLUDED.updated_by",
-        )
-        .bind(tenant.as_str())
-        .bind(json)
-        .bind(at)
-        .bind(by)
-        .execute(&self.pool)
-        .await
-        .map_err(PortError::new)?;
-        Ok(())
+        tenant_settings::save(&self.pool, SettingsTable::Distribution, tenant, settings, at, by).await
     }
 
     async fn distributor(&self, tenant: &TenantId, member_id: MemberId) -> Result<Option<DistributorView>, PortError> {

@@ -27,6 +27,7 @@ pub mod oplog_store;
 pub mod pay_store;
 pub mod pg_ports;
 pub mod store;
+pub mod tenant_settings;
 pub mod tokens;
 pub mod transient;
 pub mod wechat_store;
