@@ -479,5 +479,33 @@ async fn a_wechat_pay_notification_after_the_period_sold_out_is_refunded_once_ne
     let campaign = CampaignId::parse(&id).unwrap();
     let report = wxcm_ops::draw_audit::draw_report(&t.settings, &m.tenant, campaign).await.unwrap();
     assert!(report.ok, "{report:?}");
+
+    // Total paid (what card levels read): the late payment never counted; a share paid by Pay
+    // and honoured counts once however often Pay says so; its period cancelled at the
+    // campaign's end takes it off again, once.
+    let total_paid = |session: String| async move {
+        let (status, level) = get(t, &session, "/m/api/v1/card-level").await;
+        assert_eq!(status, StatusCode::OK, "{level}");
+        level["total_paid_fen"].as_i64().unwrap()
+    };
+    assert_eq!(total_paid(late_session.clone()).await, 0);
+    let (status, started) = post(t, &late_session, &path, Some(json!({"quantity": 1, "pay_with": "wechat_pay"}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{started}");
+    let trade_no = started["payment"]["order_id"].as_str().unwrap().to_owned();
+    let report =
+        w.sandbox(&format!("/sandbox/pay/orders/{trade_no}/pay"), json!({"copies": 3, "concurrent": true})).await;
+    assert!(report["deliveries"].as_array().unwrap().iter().all(accepted), "{report}");
+    let (_, mine) = get(t, &late_session, &path).await;
+    assert_eq!(mine["purchases"][0]["status"], "paid", "{mine}");
+    assert_eq!(total_paid(late_session.clone()).await, 100);
+    t.clock.advance(chrono::Duration::days(2));
+    assert_eq!(w.scheduler_step().await.failed, 0);
+    assert_eq!(w.scheduler_step().await.failed, 0);
+    let (_, mine) = get(t, &late_session, &path).await;
+    assert_eq!(mine["purchases"][0]["status"], "refunded", "{mine}");
+    assert_eq!(total_paid(late_session.clone()).await, 0);
+    let counted =
+        "SELECT count(*) FROM events WHERE tenant_id = $1 AND event_type IN ('PurchasePaid', 'PurchaseRefunded')";
+    assert_eq!(count(t, m, counted).await, 2, "one count each way");
     w.t.stop().await;
 }

@@ -402,6 +402,9 @@ async fn confirm(
                 }
                 drew = Some(*period_no);
             }
+            CampaignEvent::SnatchSharesConfirmed { payment: SharePayment::WechatPay { amount_fen, .. }, .. } => {
+                count_paid(app, tenant, campaign_id, purchase_id, member_id, *amount_fen).await?;
+            }
             CampaignEvent::SnatchPaymentArrivedLate { payment, .. } => {
                 warn!(%campaign_id, %purchase_id, "a snatch payment arrived after its reservation ended; it is refunded");
                 if let SharePayment::Balance { amount_fen, charge_sequence } = payment {
@@ -509,13 +512,96 @@ pub async fn record_wechat_payment(
     let purchase = purchase_record(app, tenant, purchase_id).await?;
     let shard = app.router.route(tenant)?;
     let confirm_key = key("confirm", purchase.campaign_id, purchase_id)?;
-    if shard.event_log.find_idempotency(tenant, confirm_key.as_str()).await?.is_some() {
+    if let Some(record) = shard.event_log.find_idempotency(tenant, confirm_key.as_str()).await? {
+        // Applied before; the count in the member's total paid may not have
+        // followed (a crash in between): it is keyed, so counting again is safe.
+        let confirmed = shard
+            .event_log
+            .read_range(
+                &record.aggregate_type,
+                &record.aggregate_id,
+                record.first_sequence,
+                record.last_sequence,
+                CONFIRM_EVENTS_MAX,
+            )
+            .await?
+            .iter()
+            .any(|e| e.event_type == "SnatchSharesConfirmed");
+        if confirmed {
+            count_paid(app, tenant, purchase.campaign_id, purchase_id, details.member_id, details.amount_fen).await?;
+        }
         return Ok(Applied::AlreadyApplied);
     }
     let share_payment =
         SharePayment::WechatPay { amount_fen: details.amount_fen, transaction_id: paid.transaction_id.clone() };
     confirm(app, tenant, purchase.campaign_id, purchase_id, details.member_id, share_payment).await?;
     Ok(Applied::Applied)
+}
+
+/// The events one confirmation appends: the confirmation, a draw and its
+/// winners' records, the next period's opening.
+const CONFIRM_EVENTS_MAX: u32 = 16;
+
+fn purchase_reference(campaign_id: CampaignId, purchase_id: PurchaseId) -> Result<Reference, CampaignOpError> {
+    text(&format!("campaign:{campaign_id}:purchase:{purchase_id}"))
+}
+
+/// Shares paid by WeChat Pay and confirmed, counted once in the member's
+/// total paid (which the card level rule reads; a balance payment is counted
+/// by its charge). A late payment, refunded and never honoured, is not counted.
+async fn count_paid(
+    app: &App,
+    tenant: &TenantId,
+    campaign_id: CampaignId,
+    purchase_id: PurchaseId,
+    member_id: MemberId,
+    amount_fen: AmountFen,
+) -> Result<(), CampaignOpError> {
+    let key = key("paid-total", campaign_id, purchase_id)?;
+    let actor = Actor::System { job: "snatch".into() };
+    let ctx = CommandContext::new(tenant.clone(), key.clone(), actor.label());
+    let command = MemberCommand::RecordPurchasePaid {
+        amount_fen,
+        payment: purchase_reference(campaign_id, purchase_id)?,
+        provenance: Provenance {
+            actor,
+            reason: text("snatch shares paid")?,
+            reference: Some(purchase_reference(campaign_id, purchase_id)?),
+            idempotency_key: key,
+        },
+    };
+    let request = serde_json::json!({ "snatch_paid_total": purchase_id, "amount_fen": amount_fen });
+    crate::members::execute(app, tenant, member_id, command, &request, &ctx).await.map_err(member_error)?;
+    Ok(())
+}
+
+/// A counted Pay payment refunded (its period cancelled): taken off the
+/// member's total paid once, after making sure it was counted.
+async fn count_refunded(
+    app: &App,
+    tenant: &TenantId,
+    campaign_id: CampaignId,
+    purchase_id: PurchaseId,
+    member_id: MemberId,
+    amount_fen: AmountFen,
+) -> Result<(), CampaignOpError> {
+    count_paid(app, tenant, campaign_id, purchase_id, member_id, amount_fen).await?;
+    let key = key("refund-total", campaign_id, purchase_id)?;
+    let actor = Actor::System { job: "snatch".into() };
+    let ctx = CommandContext::new(tenant.clone(), key.clone(), actor.label());
+    let command = MemberCommand::RecordPurchaseRefunded {
+        amount_fen,
+        payment: purchase_reference(campaign_id, purchase_id)?,
+        provenance: Provenance {
+            actor,
+            reason: text("snatch period cancelled")?,
+            reference: Some(purchase_reference(campaign_id, purchase_id)?),
+            idempotency_key: key,
+        },
+    };
+    let request = serde_json::json!({ "snatch_refund_total": purchase_id, "amount_fen": amount_fen });
+    crate::members::execute(app, tenant, member_id, command, &request, &ctx).await.map_err(member_error)?;
+    Ok(())
 }
 
 fn parse_purchase_item(aggregate_id: &str) -> Option<(CampaignId, PurchaseId)> {
@@ -628,17 +714,25 @@ pub(super) async fn due_period_end(
                 if let CampaignEvent::SnatchPeriodCancelled { refunds, .. } = &committed.event {
                     warn!(%campaign_id, period_no, refunds = refunds.len(), "a snatch period not sold out at the campaign's end is cancelled");
                     for r in refunds {
-                        if let SharePayment::Balance { amount_fen, charge_sequence } = &r.payment {
-                            refund_balance(
-                                app,
-                                tenant,
-                                campaign_id,
-                                r.purchase_id,
-                                r.member_id,
-                                *amount_fen,
-                                *charge_sequence,
-                            )
-                            .await?;
+                        match &r.payment {
+                            SharePayment::Balance { amount_fen, charge_sequence } => {
+                                refund_balance(
+                                    app,
+                                    tenant,
+                                    campaign_id,
+                                    r.purchase_id,
+                                    r.member_id,
+                                    *amount_fen,
+                                    *charge_sequence,
+                                )
+                                .await?;
+                            }
+                            // Pay refunds it by the `snatch_refund` due work; the
+                            // member's total paid drops now, once.
+                            SharePayment::WechatPay { amount_fen, .. } => {
+                                count_refunded(app, tenant, campaign_id, r.purchase_id, r.member_id, *amount_fen)
+                                    .await?;
+                            }
                         }
                     }
                 }

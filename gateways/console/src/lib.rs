@@ -49,6 +49,7 @@ static ASSETS: &[Asset] = assets![
     "admin/dashboard.js" => JS,
     "admin/members.js" => JS,
     "admin/settings.js" => JS,
+    "admin/distribution.js" => JS,
     "staff/index.html" => HTML,
     "staff/app.js" => JS,
     "shared/api.js" => JS,

@@ -7,6 +7,7 @@ import { h, replace, notice } from '../shared/dom.js';
 import { renderDashboard } from './dashboard.js';
 import { renderMembers, renderMember } from './members.js';
 import { renderOperationLog, renderWechat } from './settings.js';
+import { renderDistribution } from './distribution.js';
 import { consoleSession } from '../shared/session.js';
 
 const api = new Api('wxcm.console.token');
@@ -17,6 +18,7 @@ let session = null;
 const SECTIONS = [
   { path: 'dashboard', label: 'Dashboard', needs: 'report_read', render: (el, rest) => renderDashboard(el, api, rest) },
   { path: 'members', label: 'Members', needs: 'member_read', render: (el, rest) => (rest ? renderMember(el, api, session, rest) : renderMembers(el, api)) },
+  { path: 'distribution', label: 'Distribution', needs: 'distribution_read', render: (el) => renderDistribution(el, api, session) },
   { path: 'wechat', label: 'WeChat', needs: 'wechat_read', render: (el) => renderWechat(el, api, session) },
   { path: 'operation-log', label: 'Operation log', needs: 'operation_log_read', render: (el) => renderOperationLog(el, api) },
 ];

@@ -258,7 +258,7 @@ pub struct MemberLevelDto {
     /// The catalog's entry (null: no catalog, or a level it no longer lists).
     pub level: Option<LevelEntryBody>,
     pub lifetime_points: i64,
-    /// Cash paid (balance charges and mall orders paid by WeChat Pay), net of refunds.
+    /// Cash paid (balance charges, and mall orders and snatch shares paid by WeChat Pay), net of refunds.
     pub total_paid_fen: i64,
     /// Null: no level above is earned by a threshold.
     pub next: Option<NextLevelDto>,
