@@ -47,23 +47,57 @@ pub struct StoredEvent {
     pub hash: Vec<u8>,
 }
 
+/// The fields of one event that its canonical bytes cover, borrowed: the group
+/// committer computes them before the row exists.
+#[derive(Debug, Clone, Copy)]
+pub struct CanonicalFields<'a> {
+    pub tenant_id: &'a str,
+    pub aggregate_type: &'a str,
+    pub aggregate_id: &'a str,
+    pub sequence: i64,
+    pub event_id: Uuid,
+    /// Whole microseconds (what Postgres stores); finer digits are not printed.
+    pub recorded_at: DateTime<Utc>,
+    pub event_type: &'a str,
+    pub event_version: &'a str,
+    pub payload_text: &'a str,
+    pub metadata_text: &'a str,
+}
+
 /// The bytes hashed for one event: [`CANONICAL_PREFIX`] then every field as `F(s)`,
 /// a 4-byte big-endian length followed by the UTF-8 bytes.
 pub fn canonical_bytes(event: &StoredEvent) -> Vec<u8> {
+    canonical_bytes_of(&CanonicalFields {
+        tenant_id: &event.tenant_id,
+        aggregate_type: &event.aggregate_type,
+        aggregate_id: &event.aggregate_id,
+        sequence: event.sequence,
+        event_id: event.event_id,
+        recorded_at: event.recorded_at,
+        event_type: &event.event_type,
+        event_version: &event.event_version,
+        payload_text: &event.payload_text,
+        metadata_text: &event.metadata_text,
+    })
+}
+
+/// [`canonical_bytes`] of borrowed fields.
+pub fn canonical_bytes_of(event: &CanonicalFields<'_>) -> Vec<u8> {
     let sequence = event.sequence.to_string();
-    let event_id = event.event_id.hyphenated().to_string();
+    let mut uuid_buffer = Uuid::encode_buffer();
+    let event_id: &str = event.event_id.hyphenated().encode_lower(&mut uuid_buffer);
     let recorded_at = event.recorded_at.format(RECORDED_AT_FORMAT).to_string();
     let fields: [&str; 10] = [
-        &event.tenant_id,
-        &event.aggregate_type,
-        &event.aggregate_id,
+        event.tenant_id,
+        event.aggregate_type,
+        event.aggregate_id,
         &sequence,
-        &event_id,
+        event_id,
         &recorded_at,
-        &event.event_type,
-        &event.event_version,
-        &event.payload_text,
-        &event.metadata_text,
+        event.event_type,
+        event.event_version,
+        event.payload_text,
+        event.metadata_text,
     ];
     let length = CANONICAL_PREFIX.len() + fields.iter().map(|f| 4 + f.len()).sum::<usize>();
     let mut canonical = Vec::with_capacity(length);

@@ -5,7 +5,7 @@
 //!   snapshots, cold loads of snapshot + tail);
 //! - [`group_commit`]: concurrent commands' events in one statement;
 //! - [`batcher`]: small statements of concurrent callers as one;
-//! - [`hashchain`]: the canonical bytes and verification of the per-stream
+//! - [`hashchain`], [`jsonb_text`]: the canonical bytes and verification of the per-stream
 //!   SHA-256 chain (`schemas/event-hash-chain.md`);
 //! - [`migrate`]: `schemas/migrations`, embedded;
 //! - [`pg_ports`], [`pay_store`], [`tokens`], [`wechat_store`]: the ports of
@@ -20,6 +20,7 @@ pub mod dispatch_store;
 pub mod distribution_store;
 pub mod group_commit;
 pub mod hashchain;
+pub mod jsonb_text;
 pub mod keyed_store;
 pub mod mall_store;
 pub mod migrate;

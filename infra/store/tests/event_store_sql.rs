@@ -805,6 +805,11 @@ impl Aggregate for Probe {
 // group commit (infra/store/src/group_commit.rs)
 // ---------------------------------------------------------------------------------
 
+/// Held by every test that commits through a group committer, so that the
+/// process-wide counters (`group_commit::stats`) move by one test's statements.
+static GROUP_COMMIT_COUNTERS: std::sync::LazyLock<tokio::sync::Mutex<()>> =
+    std::sync::LazyLock::new(|| tokio::sync::Mutex::new(()));
+
 fn serialized(aggregate_id: &str, sequence: usize, idempotency_key: &str) -> SerializedEvent {
     SerializedEvent::new(
         aggregate_id.to_owned(),
@@ -824,8 +829,8 @@ async fn group_commit_merges_concurrent_commands_and_answers_each_alone() {
         let committer = GroupCommitter::new(db.app.clone());
 
         // Concurrent independent commands share transactions.
-        // (The only test of this binary that commits through a group committer:
-        // the process-wide counters move by this test's statements alone.)
+        // (The process-wide counters move by this test's statements alone.)
+        let _counters = GROUP_COMMIT_COUNTERS.lock().await;
         let before = group_commit::stats();
         let jobs = (0..40).map(|i| committer.commit(vec![serialized(&format!("g-{i}"), 1, &format!("k-{i}"))]));
         let results = futures::future::join_all(jobs).await;
@@ -869,6 +874,158 @@ async fn group_commit_merges_concurrent_commands_and_answers_each_alone() {
         .await
         .unwrap();
         assert_eq!(range, (1, 3));
+        assert_group_committed_rows_are_whole(&db).await;
+    })
+    .await;
+}
+
+/// What the trigger guarantees for every row, also for the rows whose chain
+/// fields and side rows the group committer wrote (migration 0045): every event
+/// has its outbox row (same id, time, tenant, stream, type) and, if keyed, its
+/// key; `canonical` is never stored; every stream verifies, by Rust and by SQL.
+async fn assert_group_committed_rows_are_whole(db: &TestDb) {
+    let (events, with_outbox, keyed, with_key, stored_canonical): (i64, i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*),
+                count(*) FILTER (WHERE EXISTS (
+                    SELECT FROM outbox o
+                     WHERE o.event_id = e.event_id AND o.recorded_at = e.recorded_at AND o.tenant_id = e.tenant_id
+                       AND (o.aggregate_type, o.aggregate_id, o.sequence, o.event_type)
+                         = (e.aggregate_type, e.aggregate_id, e.sequence, e.event_type))),
+                count(*) FILTER (WHERE e.metadata ? 'idempotency_key'),
+                count(*) FILTER (WHERE EXISTS (
+                    SELECT FROM idempotency_keys k
+                     WHERE k.tenant_id = e.tenant_id AND k.idempotency_key = e.metadata->>'idempotency_key'
+                       AND k.request_hash = e.metadata->>'request_hash'
+                       AND (k.aggregate_type, k.aggregate_id) = (e.aggregate_type, e.aggregate_id)
+                       AND e.sequence BETWEEN k.first_sequence AND k.last_sequence)),
+                count(*) FILTER (WHERE e.canonical IS NOT NULL)
+           FROM events e",
+    )
+    .fetch_one(&db.admin)
+    .await
+    .unwrap();
+    assert_eq!((with_outbox, with_key, stored_canonical), (events, keyed, 0));
+    assert_eq!(db.count("outbox").await, events, "one outbox row per event, no more");
+    let streams: Vec<(String, String)> =
+        sqlx::query_as("SELECT DISTINCT aggregate_type, aggregate_id FROM events ORDER BY 1, 2")
+            .fetch_all(&db.admin)
+            .await
+            .unwrap();
+    let streams: Vec<(&str, &str)> = streams.iter().map(|(t, i)| (t.as_str(), i.as_str())).collect();
+    assert_audit_query_agrees(db, &streams).await;
+    let rows = sqlx::query(audit_query()).fetch_all(&db.app).await.unwrap();
+    assert!(rows.is_empty(), "{} violations", rows.len());
+}
+
+#[tokio::test]
+async fn group_commit_prepares_what_it_can_render_and_leaves_the_rest_to_the_trigger() {
+    use wxcm_store::group_commit::{self, GroupCommitter};
+    with_database(|db| async move {
+        let committer = GroupCommitter::new(db.app.clone());
+        let mut float = serialized("float", 1, "k-float");
+        float.payload = json!({"ratio": 0.5, "nested": [1.25e3]});
+        let mut bare = serialized("bare", 1, "unused");
+        bare.metadata = json!({"tenant_id": "t1"});
+        let mut tricky = serialized("tricky", 1, "k-tricky");
+        tricky.payload = tricky_payloads()[0].clone();
+        // (rows, how many of them the committer prepares)
+        let jobs = vec![
+            (vec![serialized("p", 1, "k-p"), serialized("p", 2, "k-p")], 2),
+            (vec![float], 0),
+            (vec![bare], 1),
+            (vec![tricky], 1),
+        ];
+        let _counters = GROUP_COMMIT_COUNTERS.lock().await;
+        for (rows, prepared) in jobs {
+            // One at a time: each job is its own statement, on its own path.
+            let before = group_commit::stats();
+            let written = rows.len() as u64;
+            committer.commit(rows).await.unwrap();
+            let stats = group_commit::stats().since(before);
+            assert_eq!((stats.rows, stats.prepared_rows), (written, prepared));
+        }
+        let mut next = serialized("p", 3, "k-p3");
+        next.payload = json!({"escapes": "\" \\ \n \u{1f} 小明", "n": -42});
+        committer.commit(vec![next]).await.unwrap();
+        // A key used by an earlier command is a conflict, written by neither path.
+        let reused = committer.commit(vec![serialized("p", 4, "k-p")]).await;
+        assert!(matches!(reused, Err(group_commit::CommitError::Conflict)), "{reused:?}");
+        let reused = committer.commit(vec![serialized("other", 1, "k-float")]).await;
+        assert!(matches!(reused, Err(group_commit::CommitError::Conflict)), "{reused:?}");
+        assert_eq!(db.count("events").await, 6);
+        assert_group_committed_rows_are_whole(&db).await;
+    })
+    .await;
+}
+
+/// Values like events' payloads and metadata, weighted to what jsonb's text
+/// output treats specially: key order, escapes, non-ASCII, big integers, nesting.
+fn json_values() -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    fn text() -> impl Strategy<Value = String> {
+        let special = prop::sample::select(vec![
+            '"', '\\', '/', '\u{7f}', 'a', 'Z', ' ', '0', '小', '明', 'é', '😀', '\u{2028}', '\u{feff}', '\u{ffff}',
+        ]);
+        let control = (1u32..0x20).prop_map(|c| char::from_u32(c).unwrap_or(' '));
+        let any_char = any::<char>().prop_filter("jsonb refuses U+0000", |c| *c != '\0');
+        prop::collection::vec(prop_oneof![3 => special, 2 => control, 2 => any_char], 0..10)
+            .prop_map(|chars| chars.into_iter().collect())
+    }
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        (-1000i64..1000).prop_map(Value::from),
+        text().prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 48, 8, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::vec((text(), inner), 0..8)
+                .prop_map(|members| Value::Object(members.into_iter().collect())),
+        ]
+    })
+}
+
+#[tokio::test]
+async fn jsonb_text_renders_what_postgres_prints_for_random_values() {
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::TestRunner;
+    use wxcm_store::jsonb_text;
+    const VALUES: usize = 4_000;
+    const PER_QUERY: usize = 500;
+    with_database(|db| async move {
+        let mut runner = TestRunner::deterministic();
+        let strategy = json_values();
+        let mut values: Vec<Value> = (0..VALUES).map(|_| strategy.new_tree(&mut runner).unwrap().current()).collect();
+        values.extend(tricky_payloads().into_iter().filter(|v| jsonb_text::render(v).is_some()));
+        values.push(json!({"tenant_id": "t1", "request_hash": "h", "idempotency_key": "k", "correlation_id": "c"}));
+        let mut compared = 0;
+        for chunk in values.chunks(PER_QUERY) {
+            // Bound as the group committer binds them: serde_json's text, parsed by Postgres.
+            let texts: Vec<String> =
+                sqlx::query_scalar("SELECT v::text FROM unnest($1::jsonb[]) WITH ORDINALITY AS t(v, n) ORDER BY n")
+                    .bind(chunk.to_vec())
+                    .fetch_all(&db.app)
+                    .await
+                    .unwrap();
+            assert_eq!(texts.len(), chunk.len());
+            for (value, text) in chunk.iter().zip(texts) {
+                let rendered = jsonb_text::render(value).expect("no floats and no U+0000 here");
+                assert_eq!(rendered, text, "value {value}");
+                compared += 1;
+            }
+        }
+        assert!(compared > VALUES, "{compared}");
+        // Whatever render leaves to the trigger really is printed differently, or refused.
+        let printed: String = sqlx::query_scalar("SELECT $1::jsonb::text")
+            .bind(json!({"x": 1.0, "y": 2e3}))
+            .fetch_one(&db.app)
+            .await
+            .unwrap();
+        assert_eq!(printed, r#"{"x": 1.0, "y": 2000.0}"#);
+        assert_eq!(jsonb_text::render(&json!({"x": 1.0, "y": 2e3})), None);
     })
     .await;
 }
@@ -920,6 +1077,7 @@ async fn a_load_that_replayed_a_long_tail_writes_a_snapshot() {
 
     const { assert!(SNAPSHOT_AFTER_REPLAY_EVENTS < SNAPSHOT_EVERY_EVENTS, "these streams cross no commit snapshot") };
     with_database(|db| async move {
+        let _counters = GROUP_COMMIT_COUNTERS.lock().await;
         let committer = Arc::new(GroupCommitter::new(db.app.clone()));
         let writer = PgEventStore::<Tenant>::new(db.app.clone(), committer.clone(), 10);
         let actor = Actor::Admin { username: "t".into() };
