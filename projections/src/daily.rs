@@ -60,6 +60,35 @@ pub mod metric {
     pub const CAMPAIGN_PARTICIPANTS_NEW: &str = "campaign_participants_new";
     /// Prizes won (shakes that were not "thanks", period draws' winners).
     pub const CAMPAIGN_WINNERS: &str = "campaign_winners";
+    /// Commissions accrued (pending), and their fen; dimension: the level (`1`, `2`).
+    /// Fed by `CommissionProjector`, like the seven below.
+    pub const COMMISSIONS_ACCRUED: &str = "commissions_accrued";
+    pub const COMMISSION_ACCRUED_FEN: &str = "commission_accrued_fen";
+    /// Commission settled; dimension: the level.
+    pub const COMMISSION_SETTLED_FEN: &str = "commission_settled_fen";
+    /// Commission taken back after a refund; dimension: `reversed` (before
+    /// settlement) or `clawed_back` (after it).
+    pub const COMMISSION_REVERSED_FEN: &str = "commission_reversed_fen";
+    /// Withdrawals requested, and the fen they took from the balance.
+    pub const WITHDRAWALS_REQUESTED: &str = "withdrawals_requested";
+    pub const WITHDRAWALS_REQUESTED_FEN: &str = "withdrawals_requested_fen";
+    /// Withdrawals paid out, and their requested fen (the payout is that less the fee).
+    pub const WITHDRAWALS_PAID: &str = "withdrawals_paid";
+    pub const WITHDRAWALS_PAID_FEN: &str = "withdrawals_paid_fen";
+    /// Withdrawn fen given back to the balance; dimension: `rejected` (by an
+    /// admin) or `returned` (after a failed payout).
+    pub const WITHDRAWALS_RETURNED_FEN: &str = "withdrawals_returned_fen";
+    /// Members who became distributors; dimension: `everyone`,
+    /// `spending_threshold`, `designated` (enrolled at once) or `application`
+    /// (approved). Fed by `DistributorProjector`, like the one below.
+    pub const DISTRIBUTORS_NEW: &str = "distributors_new";
+    pub const DISTRIBUTOR_APPLICATIONS: &str = "distributor_applications";
+    /// Members bound to a distributor for the first time, and members moved to
+    /// another one; dimension: the route (`link`, `qr`, `code`). Counted from
+    /// `distribution_bindings` (rows, not events) by the report's query, never
+    /// stored in `rm_daily_ops`.
+    pub const DISTRIBUTION_BINDINGS: &str = "distribution_bindings";
+    pub const DISTRIBUTION_REBINDINGS: &str = "distribution_rebindings";
 }
 
 #[derive(Iden)]

@@ -9,11 +9,13 @@
 //! - `coupons`: `CouponProjector` → `rm_coupons` and the coupon counters of `rm_daily_ops`.
 //! - `mall`: `MallProjector` → `rm_mall_orders` and the mall counters of `rm_daily_ops`.
 //! - `campaigns`: `CampaignProjector` → `rm_campaigns` and the per-campaign counters of `rm_daily_ops`.
+//! - `distribution`: `CommissionProjector`, `DistributorProjector` → the distribution counters of `rm_daily_ops`.
 //! - `votes`: `VoteProjector` → `rm_vote_items` (voting campaigns' items and votes), `PgVoteRanking`.
 //! - `follows`: follow sources and what an event does to a member's follow columns.
 
 pub mod campaigns;
 pub mod coupons;
+pub mod distribution;
 pub mod envelope;
 pub mod mall;
 pub mod members;
@@ -22,6 +24,7 @@ pub mod votes;
 
 pub use campaigns::CampaignProjector;
 pub use coupons::CouponProjector;
+pub use distribution::{CommissionProjector, DistributorProjector};
 pub use envelope::{load_events, RelayedEvent};
 pub use mall::MallProjector;
 pub use members::MemberProjector;
@@ -43,5 +46,6 @@ pub mod rebuild;
 // with their projectors' code.
 pub mod rebuild_campaigns;
 pub mod rebuild_coupons;
+pub mod rebuild_distribution;
 pub mod rebuild_mall;
 pub mod rebuild_projector;

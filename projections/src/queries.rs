@@ -27,6 +27,24 @@ pub const DAILY_OPS_ROWS_MAX: u64 = 50_000;
 /// Rows of one campaign's report: its three counters over more days than a campaign lasts.
 pub const CAMPAIGN_REPORT_ROWS_MAX: u64 = 3 * 800;
 
+/// Bindings per merchant day, kind (first binding or rebinding) and route, in
+/// `[$2, $3)`; `$6` is the merchant offset from UTC in seconds. Served by the
+/// index `distribution_bindings_bound` (migration 0043).
+const BINDINGS_PER_DAY_SQL: &str = "
+SELECT ((bound_at AT TIME ZONE 'UTC') + $6::int * interval '1 second')::date AS day,
+       CASE WHEN replaces IS NULL THEN $4 ELSE $5 END AS metric,
+       route AS dimension, count(*)::bigint AS value
+  FROM distribution_bindings
+ WHERE tenant_id = $1 AND bound_at >= $2 AND bound_at < $3
+ GROUP BY 1, 2, 3
+ ORDER BY 1, 2, 3";
+
+/// The instant merchant day `day` starts.
+fn merchant_day_start(day: NaiveDate) -> Result<DateTime<Utc>, PortError> {
+    let midnight = day.and_hms_opt(0, 0, 0).ok_or_else(|| PortError::msg("no midnight"))?;
+    Ok(midnight.and_utc() - chrono::Duration::seconds(i64::from(crate::daily::MERCHANT_UTC_OFFSET_SECS)))
+}
+
 /// The read models of one shard.
 #[derive(Debug, Clone)]
 pub struct PgReadModels {
@@ -297,6 +315,22 @@ impl ReadModels for PgReadModels {
             .order_by(RmDailyOps::Metric, Order::Asc)
             .build_sqlx(PostgresQueryBuilder);
         rows.extend(sqlx::query_with(&sql, values).fetch_all(&self.pool).await.map_err(PortError::new)?);
+        // Bindings are rows, not events: counted from the append-only history
+        // when asked, per merchant day of `bound_at` and route (first bindings
+        // apart from rebindings), so they never drift from the table.
+        let (start, end) = (merchant_day_start(from)?, merchant_day_start(to + chrono::Days::new(1))?);
+        rows.extend(
+            sqlx::query(BINDINGS_PER_DAY_SQL)
+                .bind(tenant.as_str())
+                .bind(start)
+                .bind(end)
+                .bind(metric::DISTRIBUTION_BINDINGS)
+                .bind(metric::DISTRIBUTION_REBINDINGS)
+                .bind(crate::daily::MERCHANT_UTC_OFFSET_SECS)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(PortError::new)?,
+        );
         let rows = rows
             .iter()
             .map(|r| {

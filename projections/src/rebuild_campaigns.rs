@@ -17,7 +17,7 @@ pub struct CampaignRebuildReport {
     pub campaigns: u64,
 }
 
-const CAMPAIGNS: ReadModel = ReadModel { table: "rm_campaigns", metrics: &CAMPAIGN_METRICS };
+const CAMPAIGNS: ReadModel = ReadModel { tables: &["rm_campaigns"], metrics: &CAMPAIGN_METRICS };
 
 /// Rebuilds the campaign read model of the shard (or of one tenant) on `conn`
 /// (an administrative connection), with `reader` streaming the events.

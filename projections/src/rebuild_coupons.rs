@@ -21,7 +21,7 @@ pub type CouponRebuildError = ProjectorRebuildError;
 const COUPON_METRICS: [&str; 4] =
     [metric::COUPONS_ISSUED, metric::COUPONS_REDEEMED, metric::COUPONS_VOIDED, metric::COUPONS_EXPIRED];
 
-const COUPONS: ReadModel = ReadModel { table: "rm_coupons", metrics: &COUPON_METRICS };
+const COUPONS: ReadModel = ReadModel { tables: &["rm_coupons"], metrics: &COUPON_METRICS };
 
 /// Rebuilds the coupon read model of the shard (or of one tenant) on `conn`
 /// (an administrative connection), with `reader` streaming the events.

@@ -24,7 +24,7 @@ pub struct MallRebuildReport {
 pub const MALL_METRICS: [&str; 4] =
     [metric::MALL_ORDERS_PAID, metric::MALL_ORDERS_DELIVERED, metric::MALL_POINTS_SPENT, metric::MALL_FEN_TAKEN];
 
-const MALL: ReadModel = ReadModel { table: "rm_mall_orders", metrics: &MALL_METRICS };
+const MALL: ReadModel = ReadModel { tables: &["rm_mall_orders"], metrics: &MALL_METRICS };
 
 /// Rebuilds the mall read model of the shard (or of one tenant) on `conn` (an
 /// administrative connection), with `reader` streaming the events.

@@ -34,11 +34,12 @@ pub enum ProjectorRebuildError {
     Counters(String),
 }
 
-/// The read model a projector keeps: its table (with a `tenant_id` column) and
-/// the metrics of `rm_daily_ops` only it feeds.
+/// The read model a projector keeps: its tables (each with a `tenant_id`
+/// column; none for a projector of counters only) and the metrics of
+/// `rm_daily_ops` only it feeds.
 #[derive(Debug, Clone, Copy)]
 pub struct ReadModel {
-    pub table: &'static str,
+    pub tables: &'static [&'static str],
     pub metrics: &'static [&'static str],
 }
 
@@ -74,7 +75,9 @@ pub async fn rebuild_with<P: Projector>(
     let mut tx = conn.begin().await?;
     sqlx::query("LOCK TABLE projection_checkpoints IN EXCLUSIVE MODE").execute(&mut *tx).await?;
     let in_scope = "($1::text IS NULL OR tenant_id = $1)";
-    sqlx::query(&format!("DELETE FROM {} WHERE {in_scope}", model.table)).bind(&tenant).execute(&mut *tx).await?;
+    for table in model.tables {
+        sqlx::query(&format!("DELETE FROM {table} WHERE {in_scope}")).bind(&tenant).execute(&mut *tx).await?;
+    }
     sqlx::query(&format!("DELETE FROM rm_daily_ops WHERE {in_scope} AND metric = ANY($2)"))
         .bind(&tenant)
         .bind(model.metrics)

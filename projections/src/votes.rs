@@ -219,7 +219,7 @@ impl VoteRanking for PgVoteRanking {
 
 /// `rm_vote_items` as [`crate::rebuild_projector`] rebuilds it (no counters).
 const VOTES: crate::rebuild_projector::ReadModel =
-    crate::rebuild_projector::ReadModel { table: "rm_vote_items", metrics: &[] };
+    crate::rebuild_projector::ReadModel { tables: &["rm_vote_items"], metrics: &[] };
 
 /// Rebuilds `rm_vote_items` of the shard (or of one tenant) from the campaign
 /// events with [`VoteProjector`]'s own code (`wxcm projections rebuild votes`).

@@ -23,6 +23,7 @@ use wxcm_server::sealer::AesGcmSealer;
 
 pub mod admin;
 pub mod browser;
+pub mod distribution;
 pub mod simulator;
 pub mod wechat_world;
 pub use simulator::{SimOptions, Simulator};
@@ -125,6 +126,8 @@ struct ShardPipeline {
     mall: ProjectorRuntime<MallProjector>,
     campaigns: ProjectorRuntime<CampaignProjector>,
     votes: ProjectorRuntime<wxcm_projections::VoteProjector>,
+    commissions: ProjectorRuntime<wxcm_projections::CommissionProjector>,
+    distributors: ProjectorRuntime<wxcm_projections::DistributorProjector>,
 }
 
 impl ShardPipeline {
@@ -152,6 +155,8 @@ impl ShardPipeline {
         drain(&mut self.mall, deadline).await;
         drain(&mut self.campaigns, deadline).await;
         drain(&mut self.votes, deadline).await;
+        drain(&mut self.commissions, deadline).await;
+        drain(&mut self.distributors, deadline).await;
     }
 }
 
@@ -217,6 +222,8 @@ pub async fn spawn_app_with_projections_on(mut settings: Settings) -> TestApp {
     let mall_projectors = application.shard_mall_projectors(&js, tune);
     let campaign_projectors = application.shard_campaign_projectors(&js, tune);
     let vote_projectors = application.shard_vote_projectors(&js, tune);
+    let commission_projectors = application.shard_commission_projectors(&js, tune);
+    let distributor_projectors = application.shard_distributor_projectors(&js, tune);
     let mut shards = Vec::new();
     // All come from `Shards::all`, in the same order.
     let pipelines = names
@@ -226,11 +233,14 @@ pub async fn spawn_app_with_projections_on(mut settings: Settings) -> TestApp {
         .zip(coupon_projectors)
         .zip(mall_projectors)
         .zip(campaign_projectors)
-        .zip(vote_projectors);
-    for ((((((name, relay), projector), coupons), mall), campaigns), votes) in pipelines {
+        .zip(vote_projectors)
+        .zip(commission_projectors)
+        .zip(distributor_projectors);
+    for ((((((((name, relay), projector), coupons), mall), campaigns), votes), commissions), distributors) in pipelines
+    {
         let url = &settings.shards[name].admin_url;
         let db = PgConnectOptions::from_str(url).expect("url").connect().await.expect("shard connection");
-        shards.push(ShardPipeline { db, relay, projector, coupons, mall, campaigns, votes });
+        shards.push(ShardPipeline { db, relay, projector, coupons, mall, campaigns, votes, commissions, distributors });
     }
     let pipeline = Pipeline { js, prefix, shards: tokio::sync::Mutex::new(shards) };
     start(application, settings, clock, Some(pipeline))

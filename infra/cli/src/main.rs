@@ -170,7 +170,8 @@ enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Compare the member, coupon and mall read models with a fold of the tenant's events; exit 1 on any difference.
+    /// Compare the member, coupon, mall, campaign and distribution read models with a fold of the
+    /// tenant's events; exit 1 on any difference.
     Reconcile {
         #[arg(long)]
         tenant: String,
@@ -191,8 +192,9 @@ enum ProjectionsCommand {
         /// The read model (`members`: rm_members and rm_member_ledger; `coupons`: rm_coupons and
         /// the coupon counters of rm_daily_ops; `mall`: rm_mall_orders and the mall counters;
         /// `campaigns`: rm_campaigns and the per-campaign counters;
-        /// `votes`: rm_vote_items, the voting campaigns' ranking).
-        #[arg(value_parser = ["members", "coupons", "mall", "campaigns", "votes"])]
+        /// `votes`: rm_vote_items, the voting campaigns' ranking; `distribution`: the commission,
+        /// withdrawal and new-distributor counters).
+        #[arg(value_parser = ["members", "coupons", "mall", "campaigns", "votes", "distribution"])]
         name: String,
         #[arg(long)]
         tenant: Option<String>,

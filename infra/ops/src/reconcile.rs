@@ -5,7 +5,8 @@
 //! last one, followed state and follow source) and the tenant's daily
 //! `follows` / `unfollows` counters in `rm_daily_ops`; then coupons
 //! ([`crate::reconcile_coupons`]), the mall ([`crate::reconcile_mall`]) and campaigns
-//! ([`crate::reconcile_campaigns`]).
+//! ([`crate::reconcile_campaigns`]) and distribution ([`crate::reconcile_distribution`]: distributors,
+//! commission accounts, commissions, withdrawals and their counters).
 //! Read-only.
 //!
 //! A stream that cannot be folded (an event that does not decode, a gap, an
@@ -35,6 +36,7 @@ use wxcm_server::config::Settings;
 
 use crate::reconcile_campaigns::{reconcile_campaigns, CampaignReconcile};
 use crate::reconcile_coupons::{reconcile_coupons, CouponReconcile};
+use crate::reconcile_distribution::{reconcile_distribution, DistributionReconcile};
 use crate::reconcile_mall::{reconcile_mall, MallReconcile};
 
 const POOL_CONNECTIONS_MAX: u32 = 2;
@@ -87,6 +89,9 @@ pub struct ReconcileReport {
     pub mall: MallReconcile,
     /// Campaigns: against `rm_campaigns`, `rm_vote_items` and the campaign counters of `rm_daily_ops`.
     pub campaigns: CampaignReconcile,
+    /// Distributors, commission accounts, commissions and withdrawals: against their tables and the
+    /// distribution counters of `rm_daily_ops`.
+    pub distribution: DistributionReconcile,
 }
 
 impl ReconcileReport {
@@ -96,6 +101,7 @@ impl ReconcileReport {
             && self.coupons.is_clean()
             && self.mall.is_clean()
             && self.campaigns.is_clean()
+            && self.distribution.is_clean()
             && self.only_in_events == 0
             && self.only_in_read_model == 0
     }
@@ -358,6 +364,7 @@ pub async fn reconcile(settings: &Settings, tenant: &TenantId) -> Result<Reconci
     let coupons = reconcile_coupons(&mut snapshot, tenant).await?;
     let mall = reconcile_mall(&mut snapshot, tenant).await?;
     let campaigns = reconcile_campaigns(&mut snapshot, tenant).await?;
+    let distribution = reconcile_distribution(&mut snapshot, tenant).await?;
     snapshot.rollback().await.context("closing the snapshot")?;
     pool.close().await;
     let mut report = ReconcileReport {
@@ -373,6 +380,7 @@ pub async fn reconcile(settings: &Settings, tenant: &TenantId) -> Result<Reconci
         coupons,
         mall,
         campaigns,
+        distribution,
     };
     let empty = Found::default();
     for (id, e) in &expected {
@@ -441,6 +449,20 @@ fn print_campaigns(campaigns: &CampaignReconcile) {
     print_stream_differences("campaign", rows);
 }
 
+fn print_distribution(distribution: &DistributionReconcile) {
+    println!(
+        "distribution: {} distributors, {} commission accounts, {} commissions, {} withdrawals, {} events",
+        distribution.distributors,
+        distribution.accounts,
+        distribution.commissions,
+        distribution.withdrawals,
+        distribution.events
+    );
+    print_broken_streams(&distribution.broken_streams);
+    let rows = distribution.differences.iter().map(|d| [d.stream.as_str(), d.field, &d.expected, &d.found]);
+    print_stream_differences("distribution", rows);
+}
+
 fn print_broken_streams(broken: &[BrokenStream]) {
     if broken.is_empty() {
         return;
@@ -470,6 +492,7 @@ pub async fn audit_reconcile(settings: &Settings, tenant: &TenantId, json: bool)
     print_coupons(&report.coupons);
     print_mall(&report.mall);
     print_campaigns(&report.campaigns);
+    print_distribution(&report.distribution);
     if report.differences.is_empty() {
         println!("no member differences");
         return Ok(report.is_clean());

@@ -248,6 +248,24 @@ impl Application {
         self.projectors_of(CampaignProjector, js, tune)
     }
 
+    /// The commission counters' projector of every shard (`rm_daily_ops` only).
+    pub fn shard_commission_projectors(
+        &self,
+        js: &async_nats::jetstream::Context,
+        tune: impl Fn(&mut ProjectorSettings),
+    ) -> Vec<ProjectorRuntime<wxcm_projections::CommissionProjector>> {
+        self.projectors_of(wxcm_projections::CommissionProjector, js, tune)
+    }
+
+    /// The new-distributor counters' projector of every shard (`rm_daily_ops` only).
+    pub fn shard_distributor_projectors(
+        &self,
+        js: &async_nats::jetstream::Context,
+        tune: impl Fn(&mut ProjectorSettings),
+    ) -> Vec<ProjectorRuntime<wxcm_projections::DistributorProjector>> {
+        self.projectors_of(wxcm_projections::DistributorProjector, js, tune)
+    }
+
     /// The votes projector of every shard (`rm_vote_items`, the voting campaigns' ranking).
     pub fn shard_vote_projectors(
         &self,
@@ -325,6 +343,14 @@ impl Application {
                     tasks.push(tokio::spawn(projector.with_health(part).run(shutdown.clone())));
                 }
                 for projector in self.shard_campaign_projectors(&js, |_| {}) {
+                    let part = self.health.part("projector", projector.shard_name(), projector.projector_name());
+                    tasks.push(tokio::spawn(projector.with_health(part).run(shutdown.clone())));
+                }
+                for projector in self.shard_commission_projectors(&js, |_| {}) {
+                    let part = self.health.part("projector", projector.shard_name(), projector.projector_name());
+                    tasks.push(tokio::spawn(projector.with_health(part).run(shutdown.clone())));
+                }
+                for projector in self.shard_distributor_projectors(&js, |_| {}) {
                     let part = self.health.part("projector", projector.shard_name(), projector.projector_name());
                     tasks.push(tokio::spawn(projector.with_health(part).run(shutdown.clone())));
                 }

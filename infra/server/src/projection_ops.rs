@@ -30,7 +30,7 @@ pub const PARKED_LISTED_MAX: i64 = 50;
 /// How long `status` waits for NATS before showing the database side only.
 pub const NATS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read models `rebuild` knows.
-pub const REBUILDABLE: &[&str] = &["members", "coupons", "mall", "campaigns", "votes"];
+pub const REBUILDABLE: &[&str] = &["members", "coupons", "mall", "campaigns", "votes", "distribution"];
 const PROGRESS_TICK_MS: u64 = 200;
 
 #[derive(sqlx::FromRow)]
@@ -126,6 +126,8 @@ pub async fn status_of(
         lines.push(projector_line(MallProjector, settings, shards, shard, js).await);
         lines.push(projector_line(CampaignProjector, settings, shards, shard, js).await);
         lines.push(projector_line(wxcm_projections::VoteProjector, settings, shards, shard, js).await);
+        lines.push(projector_line(wxcm_projections::CommissionProjector, settings, shards, shard, js).await);
+        lines.push(projector_line(wxcm_projections::DistributorProjector, settings, shards, shard, js).await);
     }
     lines
 }
@@ -441,6 +443,28 @@ pub async fn rebuild(
                 "shard {shard}: rebuilt {name}: {} events, {} campaigns, {:.2} s",
                 report.events,
                 report.campaigns,
+                started.elapsed().as_secs_f64()
+            );
+            continue;
+        }
+        if name == "distribution" {
+            let started = Instant::now();
+            let second_reader = admin_connection(&config.admin_url).await.with_context(|| format!("shard {shard}"))?;
+            let report = wxcm_projections::rebuild_distribution::rebuild_distribution(
+                &mut writer,
+                reader,
+                second_reader,
+                &scope,
+            )
+            .await
+            .with_context(|| format!("rebuilding {name} on shard {shard}"))?;
+            println!(
+                "shard {shard}: rebuilt {name}: {} commission events of {} accounts, {} distributor events of {} \
+                 distributors, {:.2} s",
+                report.commission_events,
+                report.accounts,
+                report.distributor_events,
+                report.distributors,
                 started.elapsed().as_secs_f64()
             );
             continue;

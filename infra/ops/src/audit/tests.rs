@@ -222,6 +222,32 @@ fn mall_order_and_product_streams_are_replayed_with_their_aggregates() {
 }
 
 #[test]
+fn distributor_streams_are_replayed_with_their_aggregate() {
+    use wxcm_domain::distribution::{rules as distribution_rules, DistributorEvent, EnrolmentRoute};
+    let at = Utc.with_ymd_and_hms(2025, 3, 1, 8, 0, 0).unwrap();
+    let admin = Actor::Admin { username: "boss".into() };
+    let id = "00000000-0000-0000-0000-000000000003";
+    let enrolled = DistributorEvent::DistributorEnrolled {
+        tenant_id: tenant(),
+        member_id: member(),
+        route: EnrolmentRoute::Designated,
+        actor: admin.clone(),
+        enrolled_at: at,
+    };
+    let suspended = DistributorEvent::DistributorSuspended {
+        reason: Reference::parse("review").unwrap(),
+        actor: admin.clone(),
+        suspended_at: at,
+    };
+    assert_eq!(check_stream(&rows_of("distributor", id, &[enrolled.clone(), suspended])), []);
+    // Approving an active distributor is no step the aggregate knows.
+    let approved = DistributorEvent::DistributorApproved { actor: admin, approved_at: at };
+    let broken = check_stream(&rows_of("distributor", id, &[enrolled, approved]));
+    assert_eq!(codes(&broken), [(Some(2), "replay_failed")]);
+    assert_eq!(broken[0].rule, Some(distribution_rules::DISTRIBUTOR_STANDING));
+}
+
+#[test]
 fn broken_invariant_stops_replay_without_crashing() {
     // A take from a lot that never existed breaks `Member::apply`'s assertion.
     let spent = MemberEvent::PointsSpent {

@@ -5,7 +5,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use wxcm_domain::campaign::Campaign;
-use wxcm_domain::distribution::CommissionAccount;
+use wxcm_domain::distribution::{CommissionAccount, Distributor};
 use wxcm_domain::mall::{MallOrder, Product};
 use wxcm_domain::member::{rules, LedgerLine, Member, MemberEvent};
 use wxcm_domain::payment::PaymentOrder;
@@ -347,6 +347,8 @@ pub fn check_stream(rows: &[StoredEvent]) -> Vec<Violation> {
         violations.extend(replay_stream::<Campaign>(rows));
     } else if aggregate_type == CommissionAccount::TYPE {
         violations.extend(replay_stream::<CommissionAccount>(rows));
+    } else if aggregate_type == Distributor::TYPE {
+        violations.extend(replay_stream::<Distributor>(rows));
     }
     sort_violations(&mut violations);
     violations

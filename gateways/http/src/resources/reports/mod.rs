@@ -22,7 +22,10 @@ pub use types::*;
 /// `follows` by follow source (`scene_qr`, `referral`, `other`; a registration by
 /// a subscribe is a follow with its attribution), `unfollows` by the follow
 /// source the member had, and per source and in total over the range
-/// (`follows_by_source`: follows, unfollows, net = follows - unfollows).
+/// (`follows_by_source`: follows, unfollows, net = follows - unfollows). Distribution
+/// (the session's tenant only): commissions accrued, settled and reversed (before and after
+/// settlement), withdrawals requested, paid and given back, new distributors and applications,
+/// and bindings and rebindings (counted from the binding history when asked).
 #[utoipa::path(get, path = "/admin/api/v1/reports/daily-ops", tag = "reports",
     security(("bearer" = [])),
     params(ReportQuery),

@@ -64,10 +64,21 @@ pub struct DailyOpsRowDto {
     /// `cash_credited_fen`, `cash_debited_fen`, `card_level_net`, `follows`, `unfollows`,
     /// `coupons_issued` (by channel: `member_claim`, `operator_grant`, `dispatch`, `mall_purchase`,
     /// `campaign_prize`), `coupons_redeemed`,
-    /// `coupons_voided`, `coupons_expired`.
+    /// `coupons_voided`, `coupons_expired`, `mall_orders_paid`, `mall_orders_delivered`,
+    /// `mall_points_spent`, `mall_fen_taken`, `campaign_participations`, `campaign_participants_new`,
+    /// `campaign_winners`; distribution: `commissions_accrued` and `commission_accrued_fen` (pending,
+    /// by level), `commission_settled_fen` (by level), `commission_reversed_fen` (`reversed` before
+    /// settlement, `clawed_back` after it), `withdrawals_requested`, `withdrawals_requested_fen`,
+    /// `withdrawals_paid`, `withdrawals_paid_fen` (the requested amounts; the payout is that less the
+    /// fee), `withdrawals_returned_fen` (`rejected`, or `returned` after a failed payout),
+    /// `distributors_new` (by route), `distributor_applications`, `distribution_bindings` (members bound
+    /// for the first time) and `distribution_rebindings` (members moved to another distributor), both
+    /// by binding route.
     pub metric: String,
     /// Registration source, cash kind (`deposit`, `recharge`, `refund`, `charge`,
     /// `recharge_reversal`), card level or follow source (`scene_qr`, `referral`, `other`);
+    /// commission level (`1`, `2`); distributor route (`everyone`, `spending_threshold`,
+    /// `designated`, `application`); binding route (`link`, `qr`, `code`);
     /// empty when the metric has none.
     pub dimension: String,
     pub value: i64,
