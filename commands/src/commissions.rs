@@ -45,9 +45,9 @@ use wxcm_domain::distribution::{
     CommissionAccountId, CommissionFigures, CommissionKey, CommissionLevel, CommissionRule, CommissionSettings,
     PayoutMethod, TransferAttempt, WithdrawalId, WithdrawalState,
 };
-use wxcm_domain::tenant::{PaySettings, Tenant};
 use wxcm_domain::mall::{MallOrderId, OrderStatus};
 use wxcm_domain::member::{MemberCommand, Provenance};
+use wxcm_domain::tenant::{PaySettings, Tenant};
 use wxcm_domain::{Actor, AmountFen, MemberId, Reference, TenantId};
 
 use crate::executor::ExecuteError;

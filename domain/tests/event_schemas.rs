@@ -24,8 +24,8 @@ use wxcm_domain::coupon::{
     RedemptionCode, Stock, TemplateEvent, TemplateId, Validity,
 };
 use wxcm_domain::distribution::{
-    CommissionAccountEvent, CommissionKey, CommissionLevel, CommissionRule, DistributorEvent, EnrolmentRoute, RateBps,
-    PayoutMethod, WithdrawalId,
+    CommissionAccountEvent, CommissionKey, CommissionLevel, CommissionRule, DistributorEvent, EnrolmentRoute,
+    PayoutMethod, RateBps, WithdrawalId,
 };
 use wxcm_domain::mall::{
     AppliedCoupon, CashPayment, CashRefund, ImageUrl, MallOrderEvent, MallOrderId, OrderEnd, OrderRefund, OrderTotals,

@@ -33,7 +33,14 @@ async fn login(t: &TestApp, tenant: &str, username: &str) -> String {
     res.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned()
 }
 
-async fn send_keyed(t: &TestApp, method: Method, token: &str, path: &str, body: Option<Value>, key: &str) -> (StatusCode, Value) {
+async fn send_keyed(
+    t: &TestApp,
+    method: Method,
+    token: &str,
+    path: &str,
+    body: Option<Value>,
+    key: &str,
+) -> (StatusCode, Value) {
     let mut req = t.http.request(method, t.url(path)).bearer_auth(token).header("Idempotency-Key", key);
     if let Some(body) = body {
         req = req.json(&body);
@@ -109,7 +116,8 @@ async fn member(t: &TestApp, s: &Shop, openid: &str, balance_fen: i64) -> (Membe
 async fn pair(t: &TestApp, s: &Shop, tag: &str) -> (MemberId, String) {
     let (d, _) = member(t, s, &format!("oD_{tag}_000001"), 0).await;
     let (_, c_session) = member(t, s, &format!("oC_{tag}_000001"), 1_000_000).await;
-    let (status, body) = send(t, Method::POST, &s.owner, &format!("/admin/api/v1/distributors/{d}/designate"), None).await;
+    let (status, body) =
+        send(t, Method::POST, &s.owner, &format!("/admin/api/v1/distributors/{d}/designate"), None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let code = body["code"].as_str().unwrap().to_owned();
     let (status, body) =
@@ -214,7 +222,10 @@ async fn an_open_refund_request_blocks_settlement_a_rejection_settles_and_an_app
     let approve_key = format!("rr-{}", uuid::Uuid::new_v4());
     let (status, order) = send_keyed(&t, Method::POST, &s.owner, &approve, None, &approve_key).await;
     assert_eq!(status, StatusCode::OK, "{order}");
-    assert_eq!((order["status"].as_str(), order["refund_request"]["status"].as_str()), (Some("refunded"), Some("approved")));
+    assert_eq!(
+        (order["status"].as_str(), order["refund_request"]["status"].as_str()),
+        (Some("refunded"), Some("approved"))
+    );
     let (status, replay) = send_keyed(&t, Method::POST, &s.owner, &approve, None, &approve_key).await;
     assert_eq!((status, &replay["status"]), (StatusCode::OK, &order["status"]), "a replay");
     step(&t, &s).await;
@@ -250,9 +261,15 @@ async fn refund_requests_are_the_members_own_tenant_scoped_and_bad_bodies_store_
 
     // Bad bodies: 4xx, nothing stored.
     let path = format!("/m/api/v1/mall/orders/{order}/refund-request");
-    for bad in [json!({}), json!({"reason": ""}), json!({"reason": "x".repeat(201)}), json!({"reason": 5}),
-        json!({"reason": "ok", "extra": 1}), json!(["the lid"]), json!({"reason": "bell\u{7}"})]
-    {
+    for bad in [
+        json!({}),
+        json!({"reason": ""}),
+        json!({"reason": "x".repeat(201)}),
+        json!({"reason": 5}),
+        json!({"reason": "ok", "extra": 1}),
+        json!(["the lid"]),
+        json!({"reason": "bell\u{7}"}),
+    ] {
         let (status, body) = send(&t, Method::POST, &c, &path, Some(bad.clone())).await;
         assert!(status.is_client_error(), "{bad} → {status} {body}");
     }

@@ -706,7 +706,13 @@ impl CommissionAccount {
                     return Err(CommissionAccountError::TooManyTransfers);
                 }
                 let (out_batch_no, out_detail_no) = withdrawal_id.transfer_nos(attempt);
-                E::WithdrawalTransferRequested { withdrawal_id, attempt, out_batch_no, out_detail_no, requested_at: now }
+                E::WithdrawalTransferRequested {
+                    withdrawal_id,
+                    attempt,
+                    out_batch_no,
+                    out_detail_no,
+                    requested_at: now,
+                }
             }
             C::RejectWithdrawal { withdrawal_id, reason, actor } => {
                 let withdrawal = self.withdrawal_in(&withdrawal_id, &[S::Requested])?;
@@ -856,15 +862,17 @@ impl CommissionAccount {
         })?;
         self.figures.in_flight = self.figures.in_flight.checked_add(fen).ok_or_else(|| overflow("in_flight"))?;
         ensure_figure(rules::FIGURES, "withdrawable_after_fen", withdrawable_after.get(), self.figures.withdrawable())?;
-        self.withdrawals
-            .insert(id, Withdrawal {
+        self.withdrawals.insert(
+            id,
+            Withdrawal {
                 amount_fen: fen,
                 fee_fen,
                 state: WithdrawalState::Requested,
                 payout_ref: None,
                 method: PayoutMethod::Balance,
                 transfer: None,
-            });
+            },
+        );
         Ok(())
     }
 }

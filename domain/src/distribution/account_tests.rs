@@ -361,7 +361,8 @@ fn a_withdrawal_is_approved_then_paid_exactly_once() {
     let account = given(vec![accrue(1, 10_000, rate(1_000)), settle(1), request(1, 1_000)]);
     let paid = |r: &str| C::RecordWithdrawalPaid { withdrawal_id: wid(1), payout_ref: reference(r) };
     assert_eq!(when(&account, paid("ledger 1")), Err(Err::WithdrawalState("requested")));
-    let account = step(&account, C::ApproveWithdrawal { withdrawal_id: wid(1), actor: admin(), method: PayoutMethod::Balance });
+    let account =
+        step(&account, C::ApproveWithdrawal { withdrawal_id: wid(1), actor: admin(), method: PayoutMethod::Balance });
     let account = step(&account, paid("ledger 1"));
     assert_eq!((account.figures.paid_out, account.figures.in_flight), (1_000, 0));
     assert_eq!(when(&account, paid("ledger 1")), Ok(vec![]), "the same result again changes nothing");

@@ -396,12 +396,34 @@ pub enum MallOrderCommand {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum MallOrderEvent {
     MallOrderPlaced(Box<PlacedOrder>),
-    MallOrderPointsHeld { hold_id: Reference, points: PointsAmount, held_at: DateTime<Utc> },
-    MallOrderPaid { points: Option<PointsAmount>, cash: Option<CashPayment>, paid_at: DateTime<Utc> },
-    MallOrderExpired { expired_at: DateTime<Utc> },
-    MallOrderCancelled { actor: Actor, reason: Reference, cancelled_at: DateTime<Utc> },
-    MallOrderDelivered { actor: Actor, store: Reference, delivered_at: DateTime<Utc> },
-    MallOrderPaymentArrivedLate { cash: CashPayment, after: OrderEnd, arrived_at: DateTime<Utc> },
+    MallOrderPointsHeld {
+        hold_id: Reference,
+        points: PointsAmount,
+        held_at: DateTime<Utc>,
+    },
+    MallOrderPaid {
+        points: Option<PointsAmount>,
+        cash: Option<CashPayment>,
+        paid_at: DateTime<Utc>,
+    },
+    MallOrderExpired {
+        expired_at: DateTime<Utc>,
+    },
+    MallOrderCancelled {
+        actor: Actor,
+        reason: Reference,
+        cancelled_at: DateTime<Utc>,
+    },
+    MallOrderDelivered {
+        actor: Actor,
+        store: Reference,
+        delivered_at: DateTime<Utc>,
+    },
+    MallOrderPaymentArrivedLate {
+        cash: CashPayment,
+        after: OrderEnd,
+        arrived_at: DateTime<Utc>,
+    },
     MallOrderRefunded {
         refund: OrderRefund,
         actor: Actor,
@@ -735,7 +757,14 @@ impl MallOrder {
                 });
             }
             MallOrderEvent::MallOrderRefundRequestRejected { request_no, actor, reason, rejected_at } => {
-                self.resolve_request(open, *request_no, RefundRequestStatus::Rejected, actor, Some(reason), *rejected_at)?;
+                self.resolve_request(
+                    open,
+                    *request_no,
+                    RefundRequestStatus::Rejected,
+                    actor,
+                    Some(reason),
+                    *rejected_at,
+                )?;
             }
             MallOrderEvent::MallOrderRefunded { approves_request, actor, refunded_at, .. } => {
                 ensure(*approves_request == open, rules::ORDER_REFUND_REQUESTS, || {
@@ -889,7 +918,13 @@ impl EventSourced for MallOrder {
             MallOrderCommand::Refund { actor, reason, pay_refund_no } => {
                 let refund = self.refund_due(pay_refund_no)?;
                 let approves_request = self.open_refund_request();
-                Ok(vec![MallOrderEvent::MallOrderRefunded { refund, actor, reason, refunded_at: now, approves_request }])
+                Ok(vec![MallOrderEvent::MallOrderRefunded {
+                    refund,
+                    actor,
+                    reason,
+                    refunded_at: now,
+                    approves_request,
+                }])
             }
             MallOrderCommand::RequestRefund { actor, reason } => self.request_refund(actor, reason, now),
             MallOrderCommand::RejectRefundRequest { actor, reason } => self.reject_refund_request(actor, reason, now),

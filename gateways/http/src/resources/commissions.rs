@@ -16,8 +16,7 @@ use wxcm_commands::commissions::{
 };
 use wxcm_domain::distribution::{
     CommissionAccountError, CommissionFigures, CommissionSettings, CommissionSettingsShape, PayoutMethod, RateBps,
-    WithdrawalId,
-    WithdrawalState,
+    WithdrawalId, WithdrawalState,
 };
 use wxcm_domain::{AmountFen, MemberId, TenantId};
 
@@ -124,8 +123,12 @@ impl CommissionSettingsDto {
             PayoutMethodDto::Balance => PayoutMethod::Balance,
             PayoutMethodDto::WechatTransfer => PayoutMethod::WechatTransfer,
         };
-        let shape =
-            CommissionSettingsShape { hold_days: self.hold_days, withdrawal_min_fen, withdrawal_fee_bps, payout_method };
+        let shape = CommissionSettingsShape {
+            hold_days: self.hold_days,
+            withdrawal_min_fen,
+            withdrawal_fee_bps,
+            payout_method,
+        };
         CommissionSettings::new(shape).map_err(|e| ApiError::invalid("invalid_commission_settings", e.to_string()))
     }
 }
@@ -470,10 +473,11 @@ async fn decide(
     decision: WithdrawalDecision,
 ) -> Result<Json<WithdrawalDto>, ApiError> {
     let ctx = auth.context(key.0, correlation);
-    let pay = state.member.pay.as_deref().map(|gateway| wxcm_commands::pay_port::PayAccess {
-        gateway,
-        notify_base_url: &state.member.notify_base_url,
-    });
+    let pay = state
+        .member
+        .pay
+        .as_deref()
+        .map(|gateway| wxcm_commands::pay_port::PayAccess { gateway, notify_base_url: &state.member.notify_base_url });
     Ok(Json(uc::decide_withdrawal(&state.app, &ctx, id, decision, auth.actor(), pay).await?.into()))
 }
 

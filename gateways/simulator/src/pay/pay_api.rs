@@ -808,8 +808,7 @@ pub(super) async fn v3_transfer_detail(
     v3_run(&sandbox, (method, uri, headers, body), |merchant, _| {
         let not_found = || biz(StatusCode::NOT_FOUND, "NOT_FOUND", "no such transfer detail");
         let state = sandbox.state();
-        let batch =
-            state.transfers.get(&out_batch_no).filter(|b| b.mch_id == merchant.mch_id).ok_or_else(not_found)?;
+        let batch = state.transfers.get(&out_batch_no).filter(|b| b.mch_id == merchant.mch_id).ok_or_else(not_found)?;
         let d = batch.details.iter().find(|d| d.out_detail_no == out_detail_no).ok_or_else(not_found)?;
         let mut detail = serde_json::json!({
             "mchid": batch.mch_id,

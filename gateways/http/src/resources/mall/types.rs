@@ -8,7 +8,8 @@ use wxcm_commands::mall::orders::{CashMethod, OrderView};
 use wxcm_commands::mall::{NewProduct, ProductView};
 use wxcm_domain::mall::{
     CashPayment, CashRefund, ImageUrl, MallOrderId, OrderStatus, PaymentMethod, Price, ProductDescription, ProductId,
-    ProductListing, ProductName, Quantity, RefundRequestStatus, Stock, IMAGES_MAX, PER_MEMBER_LIMIT_MAX, QUANTITY_MAX, STOCK_MAX,
+    ProductListing, ProductName, Quantity, RefundRequestStatus, Stock, IMAGES_MAX, PER_MEMBER_LIMIT_MAX, QUANTITY_MAX,
+    STOCK_MAX,
 };
 use wxcm_domain::{AmountFen, PointsAmount, Reference};
 
