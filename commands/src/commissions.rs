@@ -13,8 +13,10 @@
 //!   has no per-product commission terms and the settings no per-level
 //!   rates yet), split by [`split_order`].
 //! - `MallOrderDelivered` → [`due_settle`] at delivered_at + hold days; the
-//!   account refuses an early settlement (retried later). The mall records a
-//!   refund in one event (no refund stays open), so `refund_open` is false.
+//!   account refuses an early settlement (retried later). While the member's
+//!   refund request (售后) is open the account refuses it too (`refund_open`)
+//!   and the item is done; the request's rejection writes it again (migration
+//!   0044: at max(due, rejected_at)), its approval is a refund (below).
 //! - `MallOrderRefunded` → [`due_reverse`]: reversed while pending, clawed
 //!   back (into recorded debt if need be) once settled.
 //!
@@ -41,14 +43,17 @@ use wxcm_domain::distribution::binding::{CommissionDepth, DistributorStanding};
 use wxcm_domain::distribution::{
     resolve_rule, split_order, CommissionAccount, CommissionAccountCommand, CommissionAccountError,
     CommissionAccountId, CommissionFigures, CommissionKey, CommissionLevel, CommissionRule, CommissionSettings,
-    WithdrawalId, WithdrawalState,
+    PayoutMethod, TransferAttempt, WithdrawalId, WithdrawalState,
 };
 use wxcm_domain::mall::{MallOrderId, OrderStatus};
 use wxcm_domain::member::{MemberCommand, Provenance};
+use wxcm_domain::tenant::{PaySettings, Tenant};
 use wxcm_domain::{Actor, AmountFen, MemberId, Reference, TenantId};
 
 use crate::executor::ExecuteError;
 use crate::members::{self, system_key, MemberOpError};
+use crate::pay_flows;
+use crate::pay_port::{MerchantCredentials, PayAccess, PayPortError, RemoteTransferState, TransferRequest};
 use crate::ports::{PortError, RouteError, ShardServices};
 use crate::{App, CommandContext};
 
@@ -78,6 +83,10 @@ pub enum CommissionError {
     /// Not yet (a holding period, a payout the ledger could not take now).
     #[error("not yet: {0}")]
     Retry(String),
+    /// Withdrawals cannot be paid by WeChat Pay transfer in this tenant: no
+    /// official account has a complete Pay API v3 merchant.
+    #[error("no Pay API v3 merchant: {0}")]
+    NoTransferMerchant(String),
 }
 
 impl From<PortError> for CommissionError {
@@ -155,12 +164,16 @@ pub struct WithdrawalRecord {
     pub amount_fen: i64,
     pub fee_fen: i64,
     pub payout_fen: i64,
-    /// `requested`, `approved`, `paid`, `rejected`, `failed` or `returned`.
+    /// `requested`, `approved`, `transferring`, `paid`, `rejected`, `failed` or `returned`.
     pub state: String,
     pub reason: Option<String>,
     pub payout_ref: Option<String>,
     pub requested_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// `balance` or `wechat_transfer`, once approved.
+    pub payout_method: Option<String>,
+    /// The current WeChat Pay transfer's `out_detail_no`.
+    pub transfer_no: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -303,6 +316,13 @@ pub async fn put_settings(
     settings: &CommissionSettings,
     actor: &Actor,
 ) -> Result<CommissionSettings, CommissionError> {
+    if settings.payout_method() == PayoutMethod::WechatTransfer && transfer_merchant(app, tenant).await?.is_none() {
+        return Err(CommissionError::NoTransferMerchant(
+            "payout by WeChat Pay transfer needs an official account with Pay API v3 settings \
+             (API v3 key, merchant certificate serial and private key)"
+                .into(),
+        ));
+    }
     let shard = app.router.route(tenant)?;
     shard.commissions.save_settings(tenant, settings, app.clock.now(), &actor.label()).await?;
     tracing::info!(%tenant, "commission settings saved");
@@ -410,6 +430,7 @@ pub async fn decide_withdrawal(
     id: WithdrawalId,
     decision: WithdrawalDecision,
     actor: Actor,
+    pay: Option<PayAccess<'_>>,
 ) -> Result<WithdrawalRecord, CommissionError> {
     let tenant = &ctx.tenant_id;
     let record = withdrawal(app, tenant, id).await?;
@@ -417,7 +438,10 @@ pub async fn decide_withdrawal(
     let stream = account_stream(tenant, record.distributor_id);
     let request = (id, decision.clone());
     let command = match decision {
-        WithdrawalDecision::Approve => CommissionAccountCommand::ApproveWithdrawal { withdrawal_id: id, actor },
+        WithdrawalDecision::Approve => {
+            let method = settings(app, tenant).await?.payout_method();
+            CommissionAccountCommand::ApproveWithdrawal { withdrawal_id: id, actor, method }
+        }
         WithdrawalDecision::Reject { reason } => {
             CommissionAccountCommand::RejectWithdrawal { withdrawal_id: id, reason, actor }
         }
@@ -426,21 +450,24 @@ pub async fn decide_withdrawal(
     };
     shard.commission_accounts.execute(&stream, command, &request, ctx).await?;
     let account_id = CommissionAccountId::for_distributor(tenant, record.distributor_id);
-    if let Err(e) = pay_out(app, tenant, account_id, id).await {
+    if let Err(e) = pay_out(app, tenant, account_id, id, pay).await {
         // The due work `commission_payout` finishes it.
         tracing::warn!(%tenant, withdrawal = %id, error = %e, "payout left to the scheduler");
     }
     withdrawal(app, tenant, id).await
 }
 
-/// Pays an approved withdrawal out to the member's cash balance, once (the
-/// credit's key and reference are the withdrawal's), then records it paid.
-/// Nothing to do for a withdrawal in any other state.
+/// Pays an approved withdrawal out the way it was approved: to the member's
+/// cash balance, once (the credit's key and reference are the withdrawal's),
+/// then records it paid; or by a WeChat Pay transfer ([`pay_by_transfer`]).
+/// A withdrawal being transferred is resolved by asking Pay. Nothing to do
+/// for a withdrawal in any other state.
 pub async fn pay_out(
     app: &App,
     tenant: &TenantId,
     account_id: CommissionAccountId,
     id: WithdrawalId,
+    pay: Option<PayAccess<'_>>,
 ) -> Result<u32, CommissionError> {
     let shard = app.router.route(tenant)?;
     let stream = account_id.to_string();
@@ -448,8 +475,12 @@ pub async fn pay_out(
     let owner = account.owner.as_ref().ok_or(CommissionError::NotFound("commission account"))?;
     let distributor = owner.distributor_id;
     let w = account.withdrawals.get(&id).ok_or(CommissionError::NotFound("withdrawal"))?;
-    if w.state != WithdrawalState::Approved {
-        return Ok(0);
+    match (w.state, w.method) {
+        (WithdrawalState::Approved, PayoutMethod::Balance) => {}
+        (WithdrawalState::Approved | WithdrawalState::Transferring, PayoutMethod::WechatTransfer) => {
+            return pay_by_transfer(app, tenant, &stream, distributor, id, pay).await;
+        }
+        _ => return Ok(0),
     }
     let payout = AmountFen::new(w.amount_fen - w.fee_fen).map_err(infra)?;
     let payout_ref = id.payout_reference();
@@ -484,12 +515,309 @@ pub async fn pay_out(
     Ok(if outcome.replayed { 0 } else { outcome.events.len() as u32 })
 }
 
-/// Due work `commission_payout` (aggregate id `<account>/<withdrawal>`).
-pub async fn due_payout(app: &App, tenant: &TenantId, aggregate_id: &str) -> Result<u32, CommissionError> {
+/// Due work `commission_payout` (aggregate id `<account>/<withdrawal>`):
+/// finishes a payout its request left, and asks Pay about a transfer until it
+/// is paid or failed (an error keeps the item, retried with backoff).
+pub async fn due_payout(
+    app: &App,
+    tenant: &TenantId,
+    aggregate_id: &str,
+    pay: Option<PayAccess<'_>>,
+) -> Result<u32, CommissionError> {
     let (account, withdrawal) = aggregate_id.split_once('/').ok_or_else(|| infra("bad payout due item"))?;
     let account = CommissionAccountId::parse(account).map_err(infra)?;
     let withdrawal = WithdrawalId::parse(withdrawal).map_err(infra)?;
-    pay_out(app, tenant, account, withdrawal).await
+    pay_out(app, tenant, account, withdrawal, pay).await
+}
+
+// ---------------------------------------------------------------- WeChat Pay transfers
+
+/// What a user sees on a transfer of a withdrawal (Pay's limit: 32 characters).
+const TRANSFER_REMARK: &str = "佣金提现 commission withdrawal";
+
+/// The merchant transfers are paid from: the tenant's first official account
+/// (by appid) whose Pay settings have an API v3 key, the merchant's
+/// certificate serial and private key; `None` when there is none.
+pub async fn transfer_merchant(app: &App, tenant: &TenantId) -> Result<Option<MerchantCredentials>, CommissionError> {
+    let shard = app.router.route(tenant)?;
+    let (state, _): (Tenant, u64) = shard.tenants.load(tenant, tenant.as_str()).await?;
+    let complete = |p: &PaySettings| {
+        p.api_v3_key.is_some() && p.merchant_private_key.is_some() && p.merchant_cert_serial.is_some()
+    };
+    let Some(appid) = state.accounts.values().find(|a| a.pay.as_ref().is_some_and(complete)).map(|a| a.appid.clone())
+    else {
+        return Ok(None);
+    };
+    match pay_flows::merchant_for(app, tenant, appid.as_str()).await {
+        Ok(m) => Ok(Some(m)),
+        Err(pay_flows::PayFlowError::Retry(e)) => Err(CommissionError::Unavailable(e)),
+        Err(e) => Err(infra(e)),
+    }
+}
+
+/// The reference a transfer's payout is recorded under (the same whether the
+/// notification or a query tells it).
+fn transfer_payout_ref(transfer: &TransferAttempt) -> Result<Reference, CommissionError> {
+    Reference::parse(&format!("wechat-transfer:{}", transfer.out_detail_no)).map_err(infra)
+}
+
+/// Records what Pay said about the withdrawal's current transfer, once per
+/// transfer (keys of withdrawal and attempt; the same result again replays).
+async fn record_transfer_result(
+    shard: &ShardServices,
+    tenant: &TenantId,
+    stream: &str,
+    id: WithdrawalId,
+    transfer: &TransferAttempt,
+    failure: Option<String>,
+) -> Result<u32, CommissionError> {
+    let attempt = transfer.attempt.to_string();
+    let (step, command) = match failure {
+        None => (
+            "commission-transfer-paid",
+            CommissionAccountCommand::RecordWithdrawalPaid {
+                withdrawal_id: id,
+                payout_ref: transfer_payout_ref(transfer)?,
+            },
+        ),
+        Some(reason) => (
+            "commission-transfer-failed",
+            CommissionAccountCommand::RecordWithdrawalFailed {
+                withdrawal_id: id,
+                reason: Reference::parse(&reason.chars().take(Reference::LEN_MAX).collect::<String>())
+                    .or_else(|_| Reference::parse("transfer failed"))
+                    .map_err(infra)?,
+            },
+        ),
+    };
+    let key = system_key(&[step, tenant.as_str(), &id.to_string(), &attempt])?;
+    let ctx = CommandContext::new(tenant.clone(), key, "system:commissions".into());
+    match shard.commission_accounts.execute(stream, command.clone(), &command, &ctx).await {
+        Ok(o) => {
+            tracing::info!(%tenant, withdrawal = %id, attempt = transfer.attempt, paid = step.ends_with("paid"),
+                replayed = o.replayed, "withdrawal transfer result recorded");
+            Ok(if o.replayed { 0 } else { o.events.len() as u32 })
+        }
+        // A failure told twice with other words (notification and query): the first stands.
+        Err(ExecuteError::IdempotencyMismatch) => Ok(0),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Pays an approved withdrawal by a WeChat Pay transfer: records the next
+/// transfer's numbers on the account first (`WithdrawalTransferRequested`),
+/// then asks Pay under them. A transfer already recorded is never sent under
+/// new numbers: Pay is asked about it ([`resolve_transfer`]), and sent again
+/// under the same numbers only when Pay does not know it.
+async fn pay_by_transfer(
+    app: &App,
+    tenant: &TenantId,
+    stream: &str,
+    distributor: MemberId,
+    id: WithdrawalId,
+    pay: Option<PayAccess<'_>>,
+) -> Result<u32, CommissionError> {
+    let shard = app.router.route(tenant)?;
+    let (account, _): (CommissionAccount, u64) = shard.commission_accounts.load(tenant, stream).await?;
+    let w = account.withdrawals.get(&id).ok_or(CommissionError::NotFound("withdrawal"))?;
+    let mut written = 0;
+    if w.state == WithdrawalState::Approved {
+        let attempt = w.transfer.as_ref().map_or(0, |t| t.attempt) + 1;
+        let command = CommissionAccountCommand::RequestWithdrawalTransfer { withdrawal_id: id };
+        let key = system_key(&["commission-transfer", tenant.as_str(), &id.to_string(), &attempt.to_string()])?;
+        let ctx = CommandContext::new(tenant.clone(), key, "system:commissions".into());
+        let outcome = shard.commission_accounts.execute(stream, command.clone(), &command, &ctx).await?;
+        written += if outcome.replayed { 0 } else { outcome.events.len() as u32 };
+    }
+    let (account, _): (CommissionAccount, u64) = shard.commission_accounts.load(tenant, stream).await?;
+    let w = account.withdrawals.get(&id).ok_or(CommissionError::NotFound("withdrawal"))?;
+    let Some(transfer) = w.transfer.clone().filter(|_| w.state == WithdrawalState::Transferring) else {
+        return Ok(written);
+    };
+    let payout_fen = w.amount_fen - w.fee_fen;
+    let Some(pay) = pay else {
+        return Err(CommissionError::Retry("no Pay client here: the scheduler sends the transfer".into()));
+    };
+    let merchant = transfer_merchant(app, tenant)
+        .await?
+        .ok_or_else(|| CommissionError::Retry("no Pay API v3 merchant for transfers".into()))?;
+    let fresh = written > 0;
+    if !fresh {
+        // Recorded before (a crash, a lost answer, the due work): ask Pay first.
+        return Ok(written + resolve_transfer(app, tenant, stream, distributor, id, &transfer, payout_fen, pay).await?);
+    }
+    written += send_transfer(app, tenant, stream, distributor, id, &transfer, payout_fen, pay, &merchant).await?;
+    Ok(written)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn send_transfer(
+    app: &App,
+    tenant: &TenantId,
+    stream: &str,
+    distributor: MemberId,
+    id: WithdrawalId,
+    transfer: &TransferAttempt,
+    payout_fen: i64,
+    pay: PayAccess<'_>,
+    merchant: &MerchantCredentials,
+) -> Result<u32, CommissionError> {
+    let shard = app.router.route(tenant)?;
+    let member = members::get(app, tenant, distributor).await?;
+    let Some(openid) = member.openid else {
+        let reason = Some("the member has no openid to transfer to".to_owned());
+        return record_transfer_result(&shard, tenant, stream, id, transfer, reason).await;
+    };
+    let request = TransferRequest {
+        out_batch_no: transfer.out_batch_no.clone(),
+        out_detail_no: transfer.out_detail_no.clone(),
+        amount_fen: payout_fen,
+        openid: openid.as_str().to_owned(),
+        remark: TRANSFER_REMARK.to_owned(),
+        notify_url: format!("{}/pay/notify/v3/{}", pay.notify_base_url.trim_end_matches('/'), merchant.appid),
+    };
+    match pay.gateway.create_transfer(merchant, &request).await {
+        Ok(()) => {
+            tracing::info!(%tenant, withdrawal = %id, out_batch_no = %transfer.out_batch_no, "withdrawal transfer accepted");
+            Ok(0)
+        }
+        // Refused: Pay may still hold a transfer under these numbers (an earlier
+        // send whose answer was lost): only its answer to a query may fail the withdrawal.
+        Err(PayPortError::Refused { code, message }) => {
+            tracing::warn!(%tenant, withdrawal = %id, %code, %message, "transfer refused; asking Pay about it");
+            match pay.gateway.query_transfer(merchant, &transfer.out_batch_no, &transfer.out_detail_no).await {
+                Ok(RemoteTransferState::NotFound) => {
+                    let reason = Some(format!("refused: {code}: {message}"));
+                    record_transfer_result(&shard, tenant, stream, id, transfer, reason).await
+                }
+                Ok(state) => apply_remote_transfer(&shard, tenant, stream, id, transfer, payout_fen, state).await,
+                Err(e) => Err(CommissionError::Retry(format!("transfer refused ({code}), query failed: {e}"))),
+            }
+        }
+        // The outcome is unknown (timeout, 5xx, an unreadable answer): the due work asks Pay.
+        Err(e) => Err(CommissionError::Retry(format!("transfer outcome unknown: {e}"))),
+    }
+}
+
+/// What a query said, recorded: paid, failed, or not yet (an error: asked again later).
+async fn apply_remote_transfer(
+    shard: &ShardServices,
+    tenant: &TenantId,
+    stream: &str,
+    id: WithdrawalId,
+    transfer: &TransferAttempt,
+    payout_fen: i64,
+    state: RemoteTransferState,
+) -> Result<u32, CommissionError> {
+    match state {
+        RemoteTransferState::Success { amount_fen, .. } if amount_fen == payout_fen => {
+            record_transfer_result(shard, tenant, stream, id, transfer, None).await
+        }
+        RemoteTransferState::Success { amount_fen, .. } => Err(infra(format!(
+            "transfer {} paid {amount_fen} fen, the withdrawal pays {payout_fen}",
+            transfer.out_detail_no
+        ))),
+        RemoteTransferState::Failed { reason } => {
+            record_transfer_result(shard, tenant, stream, id, transfer, Some(format!("transfer failed: {reason}")))
+                .await
+        }
+        RemoteTransferState::Pending(status) => Err(CommissionError::Retry(format!("transfer {status}"))),
+        RemoteTransferState::NotFound => Err(CommissionError::Retry("transfer unknown to Pay".into())),
+    }
+}
+
+/// Asks Pay about the withdrawal's recorded transfer and records the answer;
+/// a transfer Pay does not know is sent again under the same numbers.
+#[allow(clippy::too_many_arguments)]
+async fn resolve_transfer(
+    app: &App,
+    tenant: &TenantId,
+    stream: &str,
+    distributor: MemberId,
+    id: WithdrawalId,
+    transfer: &TransferAttempt,
+    payout_fen: i64,
+    pay: PayAccess<'_>,
+) -> Result<u32, CommissionError> {
+    let shard = app.router.route(tenant)?;
+    let merchant = transfer_merchant(app, tenant)
+        .await?
+        .ok_or_else(|| CommissionError::Retry("no Pay API v3 merchant for transfers".into()))?;
+    let state = pay
+        .gateway
+        .query_transfer(&merchant, &transfer.out_batch_no, &transfer.out_detail_no)
+        .await
+        .map_err(|e| CommissionError::Retry(format!("transfer query: {e}")))?;
+    if state == RemoteTransferState::NotFound {
+        // Never arrived at Pay: the same numbers again (Pay would answer an arrived one as itself).
+        let written = send_transfer(app, tenant, stream, distributor, id, transfer, payout_fen, pay, &merchant).await?;
+        if written > 0 {
+            return Ok(written);
+        }
+        return Err(CommissionError::Retry("transfer sent again; waiting for Pay".into()));
+    }
+    apply_remote_transfer(&shard, tenant, stream, id, transfer, payout_fen, state).await
+}
+
+/// What a `MCHTRANSFER.BATCH.*` notification says about a batch (decrypted
+/// and verified by the edge).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferBatchFacts {
+    pub out_batch_no: String,
+    /// `FINISHED` or `CLOSED`.
+    pub batch_status: String,
+    pub success_num: i64,
+    pub success_amount: i64,
+    pub fail_num: i64,
+    pub close_reason: Option<String>,
+}
+
+/// What a verified `MCHTRANSFER.BATCH.*` notification did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferNotified {
+    /// Recorded now (paid or failed).
+    Recorded,
+    /// Told before (by a copy or a query): nothing changed.
+    AlreadyRecorded,
+    /// Nothing to record (not a final batch state).
+    Ignored(String),
+}
+
+/// Applies a verified transfer batch notification (its merchant checked by
+/// the caller): the batch names the withdrawal and attempt; only the
+/// withdrawal's current transfer is applied. One detail per batch, so
+/// `FINISHED` with one success is paid (the amount must be the payout's), with
+/// one failure failed; `CLOSED` failed. A second copy (or a notification after
+/// the query told it) changes nothing.
+pub async fn apply_transfer_notification(
+    app: &App,
+    tenant: &TenantId,
+    batch: &TransferBatchFacts,
+) -> Result<TransferNotified, CommissionError> {
+    let (id, attempt) =
+        WithdrawalId::from_transfer_no(&batch.out_batch_no).ok_or(CommissionError::NotFound("withdrawal"))?;
+    let record = withdrawal(app, tenant, id).await?;
+    let shard = app.router.route(tenant)?;
+    let stream = account_stream(tenant, record.distributor_id);
+    let (account, _): (CommissionAccount, u64) = shard.commission_accounts.load(tenant, &stream).await?;
+    let w = account.withdrawals.get(&id).ok_or(CommissionError::NotFound("withdrawal"))?;
+    let Some(transfer) = w.transfer.clone().filter(|t| t.attempt == attempt && t.out_batch_no == batch.out_batch_no)
+    else {
+        return Err(CommissionError::NotFound("transfer"));
+    };
+    let payout_fen = w.amount_fen - w.fee_fen;
+    let told_before = w.state != WithdrawalState::Transferring;
+    let result = match batch.batch_status.as_str() {
+        "FINISHED" if batch.success_num == 1 && batch.success_amount == payout_fen => None,
+        "FINISHED" if batch.success_num == 1 => {
+            return Err(infra(format!("batch paid {} fen, the withdrawal pays {payout_fen}", batch.success_amount)))
+        }
+        "FINISHED" if batch.fail_num == 1 => Some("transfer failed (batch finished with 1 failure)".to_owned()),
+        "CLOSED" => Some(format!("transfer batch closed: {}", batch.close_reason.as_deref().unwrap_or("no reason"))),
+        other => return Ok(TransferNotified::Ignored(format!("batch_status {other}"))),
+    };
+    let written = record_transfer_result(&shard, tenant, &stream, id, &transfer, result).await?;
+    Ok(if written == 0 || told_before { TransferNotified::AlreadyRecorded } else { TransferNotified::Recorded })
 }
 
 // ---------------------------------------------------------------- process managers
@@ -614,6 +942,8 @@ pub async fn due_settle(app: &App, tenant: &TenantId, order_id: MallOrderId) -> 
         return Ok(written);
     }
     let delivered_at = order.delivery.as_ref().map(|d| d.delivered_at);
+    // An open refund request blocks settlement; its rejection writes this due work again.
+    let refund_open = order.open_refund_request().is_some();
     let hold_days = settings(app, tenant).await?.hold_days();
     for c in shard.commissions.of_order(tenant, order_id).await? {
         if c.state != "pending" {
@@ -621,10 +951,13 @@ pub async fn due_settle(app: &App, tenant: &TenantId, order_id: MallOrderId) -> 
         }
         let level = if c.level == 1 { CommissionLevel::First } else { CommissionLevel::Second };
         let key = CommissionKey { order_id, level };
-        let command = CommissionAccountCommand::Settle { key, delivered_at, hold_days, refund_open: false };
+        let command = CommissionAccountCommand::Settle { key, delivered_at, hold_days, refund_open };
         let parts = ["commission-settle", tenant.as_str(), &order_stream, level_name(level)];
         match run(&shard, tenant, c.distributor_id, command, &parts).await {
             Ok(n) => written += n,
+            Err(CommissionError::Account(CommissionAccountError::RefundOpen)) => {
+                tracing::info!(%tenant, order = %order_id, "settlement waits for the open refund request");
+            }
             Err(CommissionError::Account(CommissionAccountError::Reversed | CommissionAccountError::ClawedBack)) => {}
             Err(CommissionError::Account(e)) => return Err(CommissionError::Retry(e.to_string())),
             Err(e) => return Err(e),

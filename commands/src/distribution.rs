@@ -389,7 +389,12 @@ async fn paid_net_fen(app: &App, tenant: &TenantId, member: MemberId, enough: i6
     let mut before = None;
     let mut read = 0;
     while read < THRESHOLD_ORDERS_MAX && total < enough {
-        let query = OrderQuery { member_id: Some(member), before_no: before, limit: crate::mall::ORDER_PAGE_MAX };
+        let query = OrderQuery {
+            member_id: Some(member),
+            before_no: before,
+            limit: crate::mall::ORDER_PAGE_MAX,
+            refund_request: None,
+        };
         let page = shard.mall_store.orders(tenant, &query).await?;
         let Some(last) = page.last() else { break };
         before = Some(last.order_no);

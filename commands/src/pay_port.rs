@@ -83,6 +83,32 @@ pub struct RefundRequest {
     pub notify_url: String,
 }
 
+/// A transfer to a user's WeChat change (商家转账到零钱, API v3): one batch of
+/// one detail, numbered by the caller so that sending it again never pays twice.
+#[derive(Debug, Clone)]
+pub struct TransferRequest {
+    pub out_batch_no: String,
+    pub out_detail_no: String,
+    pub amount_fen: i64,
+    pub openid: String,
+    /// Shown to the user (≤ 32 characters).
+    pub remark: String,
+    pub notify_url: String,
+}
+
+/// One transfer as Pay knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteTransferState {
+    /// Paid to the user's change.
+    Success { detail_id: String, amount_fen: i64, openid: String },
+    /// Failed for good (`fail_reason`); the money stayed with the merchant.
+    Failed { reason: String },
+    /// `INIT`, `WAIT_PAY`, `PROCESSING`: ask again later.
+    Pending(String),
+    /// Pay has no such transfer: the request never arrived.
+    NotFound,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PayPortError {
     /// Pay answered with a business error (e.g. ORDERPAID, NOTENOUGH).
@@ -136,4 +162,22 @@ pub trait PayGateway: Send + Sync {
     ) -> Result<(), PayPortError>;
     /// Asks Pay to refund; the outcome arrives as a refund notification.
     async fn refund(&self, merchant: &MerchantCredentials, refund: &RefundRequest) -> Result<(), PayPortError>;
+    /// Asks Pay (API v3) to transfer to a user's change; the outcome arrives as a
+    /// `MCHTRANSFER.BATCH.*` notification or by [`PayGateway::query_transfer`].
+    /// The same numbers again are the same transfer (accepted once).
+    async fn create_transfer(
+        &self,
+        _merchant: &MerchantCredentials,
+        _transfer: &TransferRequest,
+    ) -> Result<(), PayPortError> {
+        Err(PayPortError::Settings("this Pay client makes no transfers".into()))
+    }
+    async fn query_transfer(
+        &self,
+        _merchant: &MerchantCredentials,
+        _out_batch_no: &str,
+        _out_detail_no: &str,
+    ) -> Result<RemoteTransferState, PayPortError> {
+        Err(PayPortError::Settings("this Pay client makes no transfers".into()))
+    }
 }

@@ -233,7 +233,7 @@ async fn run_item(app: &App, pay: Option<PayAccess<'_>>, item: &DueItem) -> Resu
             };
             run.map_err(|e| MemberOpError::Infra(e.to_string()))
         }
-        KIND_COMMISSION_PAYOUT => crate::commissions::due_payout(app, &tenant, &item.aggregate_id)
+        KIND_COMMISSION_PAYOUT => crate::commissions::due_payout(app, &tenant, &item.aggregate_id, pay)
             .await
             .map_err(|e| MemberOpError::Infra(e.to_string())),
         other => {

@@ -24,8 +24,8 @@ use wxcm_domain::coupon::{
     RedemptionCode, Stock, TemplateEvent, TemplateId, Validity,
 };
 use wxcm_domain::distribution::{
-    CommissionAccountEvent, CommissionKey, CommissionLevel, CommissionRule, DistributorEvent, EnrolmentRoute, RateBps,
-    WithdrawalId,
+    CommissionAccountEvent, CommissionKey, CommissionLevel, CommissionRule, DistributorEvent, EnrolmentRoute,
+    PayoutMethod, RateBps, WithdrawalId,
 };
 use wxcm_domain::mall::{
     AppliedCoupon, CashPayment, CashRefund, ImageUrl, MallOrderEvent, MallOrderId, OrderEnd, OrderRefund, OrderTotals,
@@ -690,6 +690,19 @@ fn mall_order_events() -> Vec<MallOrderEvent> {
             actor: admin.clone(),
             reason: reference("customer request"),
             refunded_at: at("2026-12-04T00:00:00Z"),
+            approves_request: Some(2),
+        },
+        MallOrderEvent::MallOrderRefundRequested {
+            request_no: 1,
+            actor: Actor::Member { member_id },
+            reason: reference("the lid is cracked"),
+            requested_at: at("2026-12-03T01:00:00Z"),
+        },
+        MallOrderEvent::MallOrderRefundRequestRejected {
+            request_no: 1,
+            actor: admin.clone(),
+            reason: reference("no photo of the damage"),
+            rejected_at: at("2026-12-03T02:00:00Z"),
         },
         MallOrderEvent::MallOrderRefunded {
             refund: OrderRefund {
@@ -701,6 +714,7 @@ fn mall_order_events() -> Vec<MallOrderEvent> {
             actor: admin,
             reason: reference("paid after expiry"),
             refunded_at: at("2026-12-04T00:00:00Z"),
+            approves_request: None,
         },
     ]
 }
@@ -1051,7 +1065,19 @@ fn commission_account_events() -> Vec<CommissionAccountEvent> {
             actor: Actor::Member { member_id: member },
             requested_at: at("2026-12-09T11:00:00Z"),
         },
-        E::WithdrawalApproved { withdrawal_id, actor: admin.clone(), approved_at: at("2026-12-09T12:00:00Z") },
+        E::WithdrawalApproved {
+            withdrawal_id,
+            actor: admin.clone(),
+            approved_at: at("2026-12-09T12:00:00Z"),
+            method: PayoutMethod::WechatTransfer,
+        },
+        E::WithdrawalTransferRequested {
+            withdrawal_id,
+            attempt: 1,
+            out_batch_no: withdrawal_id.transfer_nos(1).0,
+            out_detail_no: withdrawal_id.transfer_nos(1).1,
+            requested_at: at("2026-12-09T12:00:01Z"),
+        },
         E::WithdrawalFailed {
             withdrawal_id,
             reason: reference("NAME_MISMATCH"),

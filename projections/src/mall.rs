@@ -99,8 +99,10 @@ impl Projector for MallProjector {
         }
         let (status, deltas) = match &order_event {
             MallOrderEvent::MallOrderPlaced(_) => return Ok(()),
-            // The hold changes nothing a report shows.
-            MallOrderEvent::MallOrderPointsHeld { .. } => (None, Vec::new()),
+            // The hold and refund requests change nothing a report shows.
+            MallOrderEvent::MallOrderPointsHeld { .. }
+            | MallOrderEvent::MallOrderRefundRequested { .. }
+            | MallOrderEvent::MallOrderRefundRequestRejected { .. } => (None, Vec::new()),
             MallOrderEvent::MallOrderPaid { points, cash, .. } => {
                 let mut d = vec![delta(metric::MALL_ORDERS_PAID, "", 1)];
                 if let Some(p) = points {

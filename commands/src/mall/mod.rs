@@ -54,6 +54,8 @@ pub struct OrderQuery {
     pub member_id: Option<MemberId>,
     /// Orders numbered below this one.
     pub before_no: Option<i64>,
+    /// Only orders whose latest refund request is in this state.
+    pub refund_request: Option<wxcm_domain::mall::RefundRequestStatus>,
     /// 1..=[`ORDER_PAGE_MAX`].
     pub limit: u32,
 }

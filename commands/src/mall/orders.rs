@@ -31,7 +31,7 @@ use wxcm_domain::coupon::{CouponCommand, CouponError, CouponEvent, CouponId, Tem
 use wxcm_domain::mall::{
     AppliedCoupon, CashPayment, CashRefund, MallOrder, MallOrderCommand, MallOrderError, MallOrderEvent, MallOrderId,
     OrderRefund, OrderStatus, OrderTotals, PaymentMethod, PlacedOrder, Price, ProductCommand, ProductError, ProductId,
-    Quantity, ReleaseReason, PAY_WINDOW_MAX_MINUTES,
+    Quantity, RefundRequest, RefundRequestStatus, ReleaseReason, PAY_WINDOW_MAX_MINUTES,
 };
 use wxcm_domain::member::{ExpiryPolicy, MemberCommand, MemberError, MemberEvent, PointsSource, Provenance};
 use wxcm_domain::{Actor, AmountFen, EventSourced, IdempotencyKey, MemberId, PointsAmount, Reference, TenantId};
@@ -100,6 +100,36 @@ pub struct OrderView {
     /// A payment that arrived after the order ended (refunded).
     pub late_payment: Option<CashPayment>,
     pub refund: Option<OrderRefund>,
+    /// The latest refund request (售后), open or decided.
+    pub refund_request: Option<RefundRequestView>,
+}
+
+/// A refund request as admins and its member see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RefundRequestView {
+    pub request_no: u32,
+    pub status: RefundRequestStatus,
+    pub reason: String,
+    pub requested_at: DateTime<Utc>,
+    /// Who rejected or approved it.
+    pub resolved_by: Option<String>,
+    /// Why it was rejected.
+    pub resolution: Option<String>,
+    pub resolved_at: Option<DateTime<Utc>>,
+}
+
+impl From<&RefundRequest> for RefundRequestView {
+    fn from(r: &RefundRequest) -> Self {
+        Self {
+            request_no: r.request_no,
+            status: r.status,
+            reason: r.reason.as_str().to_owned(),
+            requested_at: r.requested_at,
+            resolved_by: r.resolved_by.as_ref().map(Actor::label),
+            resolution: r.resolution.as_ref().map(|x| x.as_str().to_owned()),
+            resolved_at: r.resolved_at,
+        }
+    }
 }
 
 impl OrderView {
@@ -133,6 +163,7 @@ impl OrderView {
             store: order.delivery.as_ref().map(|d| d.store.as_str().to_owned()),
             late_payment: order.late_payment.as_ref().map(|l| l.cash.clone()),
             refund: order.refund.clone(),
+            refund_request: order.refund_request.as_ref().map(Into::into),
         })
     }
 }
@@ -704,6 +735,63 @@ pub async fn refund(
     shard.mall_orders.execute(&order_id.to_string(), command, &request, ctx).await?;
     settle(app, tenant, order_id, PayRefunds::Later).await?;
     get_order(app, tenant, order_id).await
+}
+
+/// The member asks for a refund of their paid or delivered order (售后):
+/// the request stays open until an admin approves (refunds) or rejects it;
+/// meanwhile the order's commissions do not settle.
+pub async fn request_refund_of_order(
+    app: &App,
+    ctx: &CommandContext,
+    order_id: MallOrderId,
+    member: MemberId,
+    reason: Reference,
+) -> Result<OrderView, MallOpError> {
+    let tenant = &ctx.tenant_id;
+    load_placed(app, tenant, order_id, Some(member)).await?;
+    let shard = app.router.route(tenant)?;
+    let request = serde_json::json!({ "request_refund": order_id, "reason": &reason });
+    let command = MallOrderCommand::RequestRefund { actor: Actor::Member { member_id: member }, reason };
+    shard.mall_orders.execute(&order_id.to_string(), command, &request, ctx).await?;
+    info!(%tenant, order = %order_id, "refund requested");
+    get_order(app, tenant, order_id).await
+}
+
+/// An admin refuses the open refund request, with a reason; the order stands
+/// and its commissions settle (at once when the holding period is over).
+pub async fn reject_refund_request(
+    app: &App,
+    ctx: &CommandContext,
+    order_id: MallOrderId,
+    reason: Reference,
+    actor: Actor,
+) -> Result<OrderView, MallOpError> {
+    let tenant = &ctx.tenant_id;
+    load_placed(app, tenant, order_id, None).await?;
+    let shard = app.router.route(tenant)?;
+    let request = serde_json::json!({ "reject_refund_request": order_id, "reason": &reason });
+    let command = MallOrderCommand::RejectRefundRequest { actor, reason };
+    shard.mall_orders.execute(&order_id.to_string(), command, &request, ctx).await?;
+    info!(%tenant, order = %order_id, "refund request rejected");
+    get_order(app, tenant, order_id).await
+}
+
+/// An admin approves the open refund request: the order is refunded (the
+/// refund names the request it approves).
+pub async fn approve_refund_request(
+    app: &App,
+    ctx: &CommandContext,
+    order_id: MallOrderId,
+    actor: Actor,
+) -> Result<OrderView, MallOpError> {
+    let tenant = &ctx.tenant_id;
+    let order = load_placed(app, tenant, order_id, None).await?;
+    // A replay of this key finds the request approved: let the refund replay it.
+    let approved = order.refund_request.as_ref().is_some_and(|r| r.status == RefundRequestStatus::Approved);
+    if order.open_refund_request().is_none() && !approved {
+        return Err(MallOpError::Order(MallOrderError::NoRefundRequest));
+    }
+    refund(app, ctx, order_id, text("refund request approved")?, actor).await
 }
 
 /// Makes the product and the member ledger follow what the order decided

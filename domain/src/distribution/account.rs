@@ -50,6 +50,10 @@ pub enum CommissionAccountError {
     WithdrawalState(&'static str),
     #[error("the withdrawal was paid with another reference")]
     OtherPayout,
+    #[error("the withdrawal is paid out {0:?}, not by WeChat Pay transfer")]
+    NotATransfer(PayoutMethod),
+    #[error("a withdrawal takes at most {TRANSFER_ATTEMPTS_MAX} transfers")]
+    TooManyTransfers,
     #[error("nearer levels cannot take {0} fen of the basis")]
     NearerLevels(i64),
     #[error("figures overflow")]
@@ -86,11 +90,36 @@ impl CommissionState {
     }
 }
 
+/// How an approved withdrawal is paid out: to the member's cash balance (a
+/// ledger credit) or to their WeChat change by a WeChat Pay transfer
+/// (商家转账到零钱). Chosen by the tenant; fixed on the withdrawal when approved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PayoutMethod {
+    #[default]
+    Balance,
+    WechatTransfer,
+}
+
+/// Transfers one withdrawal sends at most (a new one only after a failure).
+pub const TRANSFER_ATTEMPTS_MAX: u32 = 10;
+
+/// The current WeChat Pay transfer of a withdrawal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferAttempt {
+    pub attempt: u32,
+    pub out_batch_no: String,
+    pub out_detail_no: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WithdrawalState {
     Requested,
     Approved,
+    /// A WeChat Pay transfer was asked for: paid or failed when Pay says so
+    /// (its notification or a query, whichever comes first).
+    Transferring,
     Paid,
     /// Refused by an admin: the amount is back in the balance.
     Rejected,
@@ -105,6 +134,7 @@ impl WithdrawalState {
         match self {
             WithdrawalState::Requested => "requested",
             WithdrawalState::Approved => "approved",
+            WithdrawalState::Transferring => "transferring",
             WithdrawalState::Paid => "paid",
             WithdrawalState::Rejected => "rejected",
             WithdrawalState::Failed => "failed",
@@ -113,7 +143,13 @@ impl WithdrawalState {
     }
     /// The amount has left the balance and not come back.
     pub fn holds_funds(self) -> bool {
-        matches!(self, WithdrawalState::Requested | WithdrawalState::Approved | WithdrawalState::Failed)
+        matches!(
+            self,
+            WithdrawalState::Requested
+                | WithdrawalState::Approved
+                | WithdrawalState::Transferring
+                | WithdrawalState::Failed
+        )
     }
 }
 
@@ -129,6 +165,12 @@ pub struct Withdrawal {
     pub fee_fen: i64,
     pub state: WithdrawalState,
     pub payout_ref: Option<Reference>,
+    /// Set when approved.
+    #[serde(default)]
+    pub method: PayoutMethod,
+    /// The latest WeChat Pay transfer, if any.
+    #[serde(default)]
+    pub transfer: Option<TransferAttempt>,
 }
 
 /// The account's running sums (see the module documentation).
@@ -244,6 +286,16 @@ pub enum CommissionAccountCommand {
     ApproveWithdrawal {
         withdrawal_id: WithdrawalId,
         actor: Actor,
+        /// The tenant's payout method now: fixed on the withdrawal.
+        #[serde(default)]
+        method: PayoutMethod,
+    },
+    /// An approved withdrawal paid by transfer: its next transfer's numbers
+    /// are recorded before Pay is asked, so a lost answer is resolved by
+    /// asking about those numbers, never by a transfer under new ones. The
+    /// same command while transferring changes nothing.
+    RequestWithdrawalTransfer {
+        withdrawal_id: WithdrawalId,
     },
     /// Refused: the amount returns to the balance.
     RejectWithdrawal {
@@ -333,6 +385,17 @@ pub enum CommissionAccountEvent {
         withdrawal_id: WithdrawalId,
         actor: Actor,
         approved_at: DateTime<Utc>,
+        /// Absent in events from before transfers: the balance.
+        #[serde(default)]
+        method: PayoutMethod,
+    },
+    WithdrawalTransferRequested {
+        withdrawal_id: WithdrawalId,
+        #[schemars(range(min = 1, max = TRANSFER_ATTEMPTS_MAX))]
+        attempt: u32,
+        out_batch_no: String,
+        out_detail_no: String,
+        requested_at: DateTime<Utc>,
     },
     WithdrawalRejected {
         withdrawal_id: WithdrawalId,
@@ -376,6 +439,7 @@ impl DomainEventMeta for CommissionAccountEvent {
             CommissionAccountEvent::CommissionClawedBack { .. } => "CommissionClawedBack",
             CommissionAccountEvent::WithdrawalRequested { .. } => "WithdrawalRequested",
             CommissionAccountEvent::WithdrawalApproved { .. } => "WithdrawalApproved",
+            CommissionAccountEvent::WithdrawalTransferRequested { .. } => "WithdrawalTransferRequested",
             CommissionAccountEvent::WithdrawalRejected { .. } => "WithdrawalRejected",
             CommissionAccountEvent::WithdrawalPaid { .. } => "WithdrawalPaid",
             CommissionAccountEvent::WithdrawalFailed { .. } => "WithdrawalFailed",
@@ -624,9 +688,31 @@ impl CommissionAccount {
         use CommissionAccountEvent as E;
         use WithdrawalState as S;
         let event = match command {
-            C::ApproveWithdrawal { withdrawal_id, actor } => {
+            C::ApproveWithdrawal { withdrawal_id, actor, method } => {
                 self.withdrawal_in(&withdrawal_id, &[S::Requested])?;
-                E::WithdrawalApproved { withdrawal_id, actor, approved_at: now }
+                E::WithdrawalApproved { withdrawal_id, actor, approved_at: now, method }
+            }
+            C::RequestWithdrawalTransfer { withdrawal_id } => {
+                let withdrawal = self.withdrawal(&withdrawal_id)?;
+                if withdrawal.method != PayoutMethod::WechatTransfer {
+                    return Err(CommissionAccountError::NotATransfer(withdrawal.method));
+                }
+                if withdrawal.state == S::Transferring {
+                    return Ok(vec![]);
+                }
+                let withdrawal = self.withdrawal_in(&withdrawal_id, &[S::Approved])?;
+                let attempt = withdrawal.transfer.as_ref().map_or(0, |t| t.attempt) + 1;
+                if attempt > TRANSFER_ATTEMPTS_MAX {
+                    return Err(CommissionAccountError::TooManyTransfers);
+                }
+                let (out_batch_no, out_detail_no) = withdrawal_id.transfer_nos(attempt);
+                E::WithdrawalTransferRequested {
+                    withdrawal_id,
+                    attempt,
+                    out_batch_no,
+                    out_detail_no,
+                    requested_at: now,
+                }
             }
             C::RejectWithdrawal { withdrawal_id, reason, actor } => {
                 let withdrawal = self.withdrawal_in(&withdrawal_id, &[S::Requested])?;
@@ -648,14 +734,14 @@ impl CommissionAccount {
                     }
                     return Err(CommissionAccountError::OtherPayout);
                 }
-                self.withdrawal_in(&withdrawal_id, &[S::Approved])?;
+                self.withdrawal_in(&withdrawal_id, &[S::Approved, S::Transferring])?;
                 E::WithdrawalPaid { withdrawal_id, payout_ref, paid_at: now }
             }
             C::RecordWithdrawalFailed { withdrawal_id, reason } => {
                 if self.withdrawal(&withdrawal_id)?.state == S::Failed {
                     return Ok(vec![]);
                 }
-                self.withdrawal_in(&withdrawal_id, &[S::Approved])?;
+                self.withdrawal_in(&withdrawal_id, &[S::Approved, S::Transferring])?;
                 E::WithdrawalFailed { withdrawal_id, reason, failed_at: now }
             }
             C::RetryWithdrawal { withdrawal_id, actor } => {
@@ -776,8 +862,17 @@ impl CommissionAccount {
         })?;
         self.figures.in_flight = self.figures.in_flight.checked_add(fen).ok_or_else(|| overflow("in_flight"))?;
         ensure_figure(rules::FIGURES, "withdrawable_after_fen", withdrawable_after.get(), self.figures.withdrawable())?;
-        self.withdrawals
-            .insert(id, Withdrawal { amount_fen: fen, fee_fen, state: WithdrawalState::Requested, payout_ref: None });
+        self.withdrawals.insert(
+            id,
+            Withdrawal {
+                amount_fen: fen,
+                fee_fen,
+                state: WithdrawalState::Requested,
+                payout_ref: None,
+                method: PayoutMethod::Balance,
+                transfer: None,
+            },
+        );
         Ok(())
     }
 }
@@ -853,17 +948,40 @@ impl EventSourced for CommissionAccount {
             } => {
                 self.apply_requested(*withdrawal_id, *amount_fen, *fee_fen, *payout_fen, *withdrawable_after_fen)?;
             }
-            E::WithdrawalApproved { withdrawal_id, .. } => {
-                self.move_withdrawal(withdrawal_id, &[S::Requested], S::Approved)?;
+            E::WithdrawalApproved { withdrawal_id, method, .. } => {
+                self.move_withdrawal(withdrawal_id, &[S::Requested], S::Approved)?.method = *method;
+            }
+            E::WithdrawalTransferRequested { withdrawal_id, attempt, out_batch_no, out_detail_no, .. } => {
+                let withdrawal = self.move_withdrawal(withdrawal_id, &[S::Approved], S::Transferring)?;
+                let next = withdrawal.transfer.as_ref().map_or(0, |t| t.attempt) + 1;
+                let expected = withdrawal_id.transfer_nos(next);
+                let method = withdrawal.method;
+                ensure(method == PayoutMethod::WechatTransfer, rules::WITHDRAWAL_STATES, || {
+                    format!("{withdrawal_id}: a transfer of a withdrawal paid {method:?}")
+                })?;
+                ensure(
+                    *attempt == next
+                        && next <= TRANSFER_ATTEMPTS_MAX
+                        && (out_batch_no, out_detail_no) == (&expected.0, &expected.1),
+                    rules::WITHDRAWAL_STATES,
+                    || format!("{withdrawal_id}: transfer {attempt} ({out_batch_no}) after {}", next - 1),
+                )?;
+                if let Some(w) = self.withdrawals.get_mut(withdrawal_id) {
+                    w.transfer = Some(TransferAttempt {
+                        attempt: *attempt,
+                        out_batch_no: out_batch_no.clone(),
+                        out_detail_no: out_detail_no.clone(),
+                    });
+                }
             }
             E::WithdrawalRetried { withdrawal_id, .. } => {
                 self.move_withdrawal(withdrawal_id, &[S::Failed], S::Approved)?;
             }
             E::WithdrawalFailed { withdrawal_id, .. } => {
-                self.move_withdrawal(withdrawal_id, &[S::Approved], S::Failed)?;
+                self.move_withdrawal(withdrawal_id, &[S::Approved, S::Transferring], S::Failed)?;
             }
             E::WithdrawalPaid { withdrawal_id, payout_ref, .. } => {
-                let withdrawal = self.move_withdrawal(withdrawal_id, &[S::Approved], S::Paid)?;
+                let withdrawal = self.move_withdrawal(withdrawal_id, &[S::Approved, S::Transferring], S::Paid)?;
                 withdrawal.payout_ref = Some(payout_ref.clone());
                 let fen = withdrawal.amount_fen;
                 let f = &mut self.figures;

@@ -361,7 +361,8 @@ fn a_withdrawal_is_approved_then_paid_exactly_once() {
     let account = given(vec![accrue(1, 10_000, rate(1_000)), settle(1), request(1, 1_000)]);
     let paid = |r: &str| C::RecordWithdrawalPaid { withdrawal_id: wid(1), payout_ref: reference(r) };
     assert_eq!(when(&account, paid("ledger 1")), Err(Err::WithdrawalState("requested")));
-    let account = step(&account, C::ApproveWithdrawal { withdrawal_id: wid(1), actor: admin() });
+    let account =
+        step(&account, C::ApproveWithdrawal { withdrawal_id: wid(1), actor: admin(), method: PayoutMethod::Balance });
     let account = step(&account, paid("ledger 1"));
     assert_eq!((account.figures.paid_out, account.figures.in_flight), (1_000, 0));
     assert_eq!(when(&account, paid("ledger 1")), Ok(vec![]), "the same result again changes nothing");
@@ -369,7 +370,7 @@ fn a_withdrawal_is_approved_then_paid_exactly_once() {
     let reject = C::RejectWithdrawal { withdrawal_id: wid(1), reason: reference("no"), actor: admin() };
     assert_eq!(when(&account, reject), Err(Err::WithdrawalState("paid")));
     assert_eq!(
-        when(&account, C::ApproveWithdrawal { withdrawal_id: wid(2), actor: admin() }),
+        when(&account, C::ApproveWithdrawal { withdrawal_id: wid(2), actor: admin(), method: PayoutMethod::Balance }),
         Err(Err::UnknownWithdrawal)
     );
 }
@@ -390,7 +391,7 @@ fn a_failed_payout_holds_the_funds_until_retried_or_returned() {
         accrue(1, 10_000, rate(1_000)),
         settle(1),
         request(1, 600),
-        C::ApproveWithdrawal { withdrawal_id: wid(1), actor: admin() },
+        C::ApproveWithdrawal { withdrawal_id: wid(1), actor: admin(), method: PayoutMethod::Balance },
     ]);
     let fail = C::RecordWithdrawalFailed { withdrawal_id: wid(1), reason: reference("NAME_MISMATCH") };
     let failed = step(&approved, fail.clone());
@@ -412,6 +413,75 @@ fn a_failed_payout_holds_the_funds_until_retried_or_returned() {
         when(&approved, C::ReturnWithdrawal { withdrawal_id: wid(1), actor: admin() }),
         Err(Err::WithdrawalState("approved"))
     );
+}
+
+#[test]
+fn a_transfer_payout_records_its_numbers_first_and_is_paid_once_by_notification_or_query() {
+    let approve = |method| C::ApproveWithdrawal { withdrawal_id: wid(1), actor: admin(), method };
+    let base = vec![accrue(1, 10_000, rate(1_000)), settle(1), request(1, 600)];
+    let transfer = C::RequestWithdrawalTransfer { withdrawal_id: wid(1) };
+    // Given a withdrawal approved for the balance: no transfer.
+    let by_balance = given([base.clone(), vec![approve(PayoutMethod::Balance)]].concat());
+    assert_eq!(when(&by_balance, transfer.clone()), Err(Err::NotATransfer(PayoutMethod::Balance)));
+    // Given one approved for a transfer: the first transfer's numbers derive from the id.
+    let approved = given([base, vec![approve(PayoutMethod::WechatTransfer)]].concat());
+    let (batch, detail) = wid(1).transfer_nos(1);
+    assert_eq!(
+        when(&approved, transfer.clone()),
+        Ok(vec![E::WithdrawalTransferRequested {
+            withdrawal_id: wid(1),
+            attempt: 1,
+            out_batch_no: batch.clone(),
+            out_detail_no: detail.clone(),
+            requested_at: now(),
+        }])
+    );
+    let transferring = step(&approved, transfer.clone());
+    assert_eq!(transferring.withdrawals[&wid(1)].state, WithdrawalState::Transferring);
+    assert_eq!(transferring.figures.in_flight, 600, "the funds stay held");
+    // Asked again (a lost answer, a crash): nothing new, the same numbers stand.
+    assert_eq!(when(&transferring, transfer.clone()), Ok(vec![]));
+    // Paid once, whichever of the notification and the query comes first.
+    let paid_cmd = C::RecordWithdrawalPaid { withdrawal_id: wid(1), payout_ref: reference(&detail) };
+    let paid = step(&transferring, paid_cmd.clone());
+    assert_eq!((paid.figures.paid_out, paid.figures.in_flight), (600, 0));
+    assert_eq!(when(&paid, paid_cmd), Ok(vec![]));
+    // Failed: retried under the next numbers, or returned.
+    let fail = C::RecordWithdrawalFailed { withdrawal_id: wid(1), reason: reference("FAIL: ACCOUNT_FROZEN") };
+    let failed = step(&transferring, fail);
+    let retried = step(&failed, C::RetryWithdrawal { withdrawal_id: wid(1), actor: admin() });
+    let again = step(&retried, transfer.clone());
+    let attempt = again.withdrawals[&wid(1)].transfer.clone().unwrap();
+    assert_eq!((attempt.attempt, attempt.out_detail_no), (2, wid(1).transfer_nos(2).1));
+    assert_ne!(wid(1).transfer_nos(2), (batch, detail));
+    let returned = step(&failed, C::ReturnWithdrawal { withdrawal_id: wid(1), actor: admin() });
+    assert_eq!((returned.withdrawable_fen(), returned.figures.in_flight), (1_000, 0));
+    // A stored transfer whose numbers skip or differ is refused.
+    let mut broken = approved.clone();
+    let skipped = E::WithdrawalTransferRequested {
+        withdrawal_id: wid(1),
+        attempt: 2,
+        out_batch_no: wid(1).transfer_nos(2).0,
+        out_detail_no: wid(1).transfer_nos(2).1,
+        requested_at: now(),
+    };
+    assert_eq!(broken.apply(&skipped).unwrap_err().rule, rules::WITHDRAWAL_STATES);
+}
+
+#[test]
+fn transfer_numbers_name_their_withdrawal_and_attempt_within_pays_limits() {
+    for n in [0u128, 1, u128::MAX - 90_000] {
+        let id = wid(n);
+        for attempt in [1, 9, TRANSFER_ATTEMPTS_MAX] {
+            let (batch, detail) = id.transfer_nos(attempt);
+            for no in [&batch, &detail] {
+                assert!(no.len() <= 32 && no.len() >= 5 && no.bytes().all(|b| b.is_ascii_alphanumeric()), "{no}");
+                assert_eq!(WithdrawalId::from_transfer_no(no), Some((id, attempt)));
+            }
+        }
+    }
+    assert_eq!(WithdrawalId::from_transfer_no("wbshort01"), None);
+    assert_eq!(WithdrawalId::from_transfer_no("mo0000000000000000000000000001"), None);
 }
 
 #[test]
@@ -512,7 +582,7 @@ fn command(op: &Op) -> C {
             policy: policy(1, *fee_bps),
             actor: admin(),
         },
-        Op::Approve(n) => C::ApproveWithdrawal { withdrawal_id: w(n), actor: admin() },
+        Op::Approve(n) => C::ApproveWithdrawal { withdrawal_id: w(n), actor: admin(), method: PayoutMethod::Balance },
         Op::Reject(n) => C::RejectWithdrawal { withdrawal_id: w(n), reason: reference("no"), actor: admin() },
         Op::Pay(n) => C::RecordWithdrawalPaid { withdrawal_id: w(n), payout_ref: reference("paid") },
         Op::Fail(n) => C::RecordWithdrawalFailed { withdrawal_id: w(n), reason: reference("failed") },

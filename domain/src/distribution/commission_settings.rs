@@ -7,7 +7,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{RateBps, WithdrawalPolicy, HOLD_DAYS_MAX, RATE_BPS_FULL};
+use super::{PayoutMethod, RateBps, WithdrawalPolicy, HOLD_DAYS_MAX, RATE_BPS_FULL};
 use crate::AmountFen;
 
 /// Holding days a tenant has until it chooses (a week: the usual return window).
@@ -31,6 +31,7 @@ pub enum CommissionSettingsError {
 pub struct CommissionSettings {
     hold_days: u16,
     withdrawal: WithdrawalPolicy,
+    payout: PayoutMethod,
 }
 
 /// The stored and wire shape of [`CommissionSettings`].
@@ -42,6 +43,9 @@ pub struct CommissionSettingsShape {
     pub withdrawal_min_fen: AmountFen,
     /// Fee on a withdrawal in basis points (0..=5,000), rounded down.
     pub withdrawal_fee_bps: RateBps,
+    /// How approved withdrawals are paid out (settings saved before it: `balance`).
+    #[serde(default)]
+    pub payout_method: PayoutMethod,
 }
 
 impl TryFrom<CommissionSettingsShape> for CommissionSettings {
@@ -57,6 +61,7 @@ impl From<CommissionSettings> for CommissionSettingsShape {
             hold_days: s.hold_days,
             withdrawal_min_fen: s.withdrawal.min_amount_fen,
             withdrawal_fee_bps: s.withdrawal.fee,
+            payout_method: s.payout,
         }
     }
 }
@@ -68,7 +73,11 @@ impl Default for CommissionSettings {
         let (Ok(min_amount_fen), Ok(fee)) = (AmountFen::new(WITHDRAWAL_MIN_DEFAULT_FEN), RateBps::new(0)) else {
             unreachable!("the default withdrawal minimum and fee are valid constants")
         };
-        Self { hold_days: HOLD_DAYS_DEFAULT, withdrawal: WithdrawalPolicy { min_amount_fen, fee } }
+        Self {
+            hold_days: HOLD_DAYS_DEFAULT,
+            withdrawal: WithdrawalPolicy { min_amount_fen, fee },
+            payout: PayoutMethod::Balance,
+        }
     }
 }
 
@@ -83,6 +92,7 @@ impl CommissionSettings {
         Ok(Self {
             hold_days: shape.hold_days,
             withdrawal: WithdrawalPolicy { min_amount_fen: shape.withdrawal_min_fen, fee: shape.withdrawal_fee_bps },
+            payout: shape.payout_method,
         })
     }
     pub fn hold_days(&self) -> u16 {
@@ -90,6 +100,11 @@ impl CommissionSettings {
     }
     pub fn withdrawal(&self) -> WithdrawalPolicy {
         self.withdrawal
+    }
+    /// How approved withdrawals are paid out (a transfer needs a Pay v3
+    /// merchant: the application checks it when saving).
+    pub fn payout_method(&self) -> PayoutMethod {
+        self.payout
     }
 }
 
@@ -102,6 +117,7 @@ mod tests {
             hold_days,
             withdrawal_min_fen: AmountFen::new(100).unwrap(),
             withdrawal_fee_bps: RateBps::new(fee).unwrap(),
+            payout_method: PayoutMethod::Balance,
         }
     }
 
@@ -120,8 +136,19 @@ mod tests {
     fn the_shape_round_trips_and_bad_shapes_are_refused() {
         let settings = CommissionSettings::new(shape(3, 250)).unwrap();
         let json = serde_json::to_value(settings).unwrap();
-        assert_eq!(json, serde_json::json!({"hold_days": 3, "withdrawal_min_fen": 100, "withdrawal_fee_bps": 250}));
+        assert_eq!(
+            json,
+            serde_json::json!({"hold_days": 3, "withdrawal_min_fen": 100, "withdrawal_fee_bps": 250,
+                "payout_method": "balance"})
+        );
         assert_eq!(serde_json::from_value::<CommissionSettings>(json).unwrap(), settings);
+        // Settings saved before payout methods existed read as the balance.
+        let old = serde_json::json!({"hold_days": 3, "withdrawal_min_fen": 100, "withdrawal_fee_bps": 250});
+        assert_eq!(serde_json::from_value::<CommissionSettings>(old).unwrap(), settings);
+        let transfer = serde_json::json!({"hold_days": 3, "withdrawal_min_fen": 100, "withdrawal_fee_bps": 250,
+            "payout_method": "wechat_transfer"});
+        let transfer = serde_json::from_value::<CommissionSettings>(transfer).unwrap();
+        assert_eq!(transfer.payout_method(), PayoutMethod::WechatTransfer);
         for bad in [
             serde_json::json!({"hold_days": 3, "withdrawal_min_fen": 0, "withdrawal_fee_bps": 0}),
             serde_json::json!({"hold_days": 366, "withdrawal_min_fen": 1, "withdrawal_fee_bps": 0}),

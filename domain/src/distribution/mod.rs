@@ -66,7 +66,8 @@ use uuid::Uuid;
 
 pub use account::{
     Commission, CommissionAccount, CommissionAccountCommand, CommissionAccountError, CommissionAccountEvent,
-    CommissionFigures, CommissionKey, CommissionState, Owner, Withdrawal, WithdrawalState,
+    CommissionFigures, CommissionKey, CommissionState, Owner, PayoutMethod, TransferAttempt, Withdrawal,
+    WithdrawalState, TRANSFER_ATTEMPTS_MAX,
 };
 
 pub use commission_settings::{CommissionSettings, CommissionSettingsError, CommissionSettingsShape};
@@ -157,6 +158,40 @@ impl WithdrawalId {
         crate::Reference::derived(format!("commission-withdrawal:{}", self.0))
     }
 
+    /// The numbers of the `attempt`-th WeChat Pay transfer of this withdrawal
+    /// (`out_batch_no`, `out_detail_no`): `wb`/`wd`, the id's 128 bits in 25
+    /// base-36 digits, the attempt in 2 digits. Fixed by withdrawal and
+    /// attempt, so a transfer sent again (a lost answer) never pays twice: Pay
+    /// knows the number.
+    pub fn transfer_nos(&self, attempt: u32) -> (String, String) {
+        let mut digits = [b'0'; TRANSFER_ID_DIGITS];
+        let mut n = self.0.as_u128();
+        for d in digits.iter_mut().rev() {
+            *d = TRANSFER_BASE36[(n % 36) as usize];
+            n /= 36;
+        }
+        let id = String::from_utf8_lossy(&digits).into_owned();
+        let attempt = attempt.min(99);
+        (format!("wb{id}{attempt:02}"), format!("wd{id}{attempt:02}"))
+    }
+
+    /// The withdrawal and attempt an `out_batch_no` or `out_detail_no` of
+    /// [`WithdrawalId::transfer_nos`] names.
+    pub fn from_transfer_no(no: &str) -> Option<(WithdrawalId, u32)> {
+        let rest = no.strip_prefix("wb").or_else(|| no.strip_prefix("wd"))?;
+        if rest.len() != TRANSFER_ID_DIGITS + 2 || !rest.is_ascii() {
+            return None;
+        }
+        let (id, attempt) = rest.split_at(TRANSFER_ID_DIGITS);
+        let mut n: u128 = 0;
+        for b in id.bytes() {
+            let d = TRANSFER_BASE36.iter().position(|c| *c == b)? as u128;
+            n = n.checked_mul(36)?.checked_add(d)?;
+        }
+        let attempt: u32 = attempt.parse().ok()?;
+        Some((WithdrawalId(Uuid::from_u128(n)), attempt))
+    }
+
     /// Derived from the request's idempotency key, so a repeated request names
     /// the same withdrawal (and is refused as a duplicate).
     pub fn for_request(tenant: &TenantId, distributor: MemberId, key: &str) -> Self {
@@ -164,6 +199,10 @@ impl WithdrawalId {
         Self(Uuid::new_v5(&DISTRIBUTION_NAMESPACE, name.as_bytes()))
     }
 }
+
+const TRANSFER_BASE36: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+/// Base-36 digits of a u128 (36^25 > 2^128).
+const TRANSFER_ID_DIGITS: usize = 25;
 
 /// Which ancestor of the buyer earns: the direct distributor (1) or theirs (2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]

@@ -40,6 +40,7 @@ use uuid::Uuid;
 pub use order::{
     AppliedCoupon, CashPayment, CashRefund, LatePayment, MallOrder, MallOrderCommand, MallOrderError, MallOrderEvent,
     OrderDelivery, OrderEnd, OrderRefund, OrderStatus, OrderTotals, PaymentMethod, PlacedOrder, RecordedPayment,
+    RefundRequest, RefundRequestStatus, REFUND_REQUESTS_MAX,
 };
 pub use product::{
     Product, ProductCommand, ProductError, ProductEvent, ProductListing, ProductState, ReleaseReason, Reservation,
@@ -75,6 +76,8 @@ pub mod rules {
     pub const ORDER_TRANSITION: &str = "mall_order.transition";
     /// A payment or refund moves exactly the order's amounts.
     pub const ORDER_AMOUNTS: &str = "mall_order.amounts";
+    /// Refund requests are numbered 1, 2, … one open at a time, each resolved once.
+    pub const ORDER_REFUND_REQUESTS: &str = "mall_order.refund_requests";
 }
 
 /// Units one order may buy.

@@ -74,6 +74,45 @@ pub enum MallOrderError {
     NotYourOrder,
     #[error("a WeChat Pay refund needs its refund number; other refunds take none")]
     RefundNo,
+    #[error("a refund request of this order is open")]
+    RefundRequestOpen,
+    #[error("no refund request of this order is open")]
+    NoRefundRequest,
+    #[error("an order takes at most {REFUND_REQUESTS_MAX} refund requests")]
+    TooManyRefundRequests,
+    #[error("only the order's member may request its refund")]
+    NotMember,
+    #[error("only an admin may decide a refund request")]
+    NotAdmin,
+}
+
+/// Refund requests one order takes at most (a rejected request may be made again).
+pub const REFUND_REQUESTS_MAX: u32 = 5;
+
+/// Where a refund request (售后申请) stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundRequestStatus {
+    /// Waiting for an admin: commissions of the order do not settle meanwhile.
+    Open,
+    /// Refused with a reason; the order stands.
+    Rejected,
+    /// Approved: the order was refunded.
+    Approved,
+}
+
+/// The order's latest refund request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundRequest {
+    /// 1-based: the order's n-th request.
+    pub request_no: u32,
+    pub reason: Reference,
+    pub requested_at: DateTime<Utc>,
+    pub status: RefundRequestStatus,
+    /// Who rejected or approved it, why (rejections), and when.
+    pub resolved_by: Option<Actor>,
+    pub resolution: Option<Reference>,
+    pub resolved_at: Option<DateTime<Utc>>,
 }
 
 /// How the order is paid: the points part by a ledger hold, the cash part by
@@ -342,18 +381,73 @@ pub enum MallOrderCommand {
         reason: Reference,
         pay_refund_no: Option<PayRef>,
     },
+    /// The member asks for a refund of their paid or delivered order (售后).
+    RequestRefund {
+        actor: Actor,
+        reason: Reference,
+    },
+    /// An admin refuses the open refund request (approving it is [`MallOrderCommand::Refund`]).
+    RejectRefundRequest {
+        actor: Actor,
+        reason: Reference,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum MallOrderEvent {
     MallOrderPlaced(Box<PlacedOrder>),
-    MallOrderPointsHeld { hold_id: Reference, points: PointsAmount, held_at: DateTime<Utc> },
-    MallOrderPaid { points: Option<PointsAmount>, cash: Option<CashPayment>, paid_at: DateTime<Utc> },
-    MallOrderExpired { expired_at: DateTime<Utc> },
-    MallOrderCancelled { actor: Actor, reason: Reference, cancelled_at: DateTime<Utc> },
-    MallOrderDelivered { actor: Actor, store: Reference, delivered_at: DateTime<Utc> },
-    MallOrderPaymentArrivedLate { cash: CashPayment, after: OrderEnd, arrived_at: DateTime<Utc> },
-    MallOrderRefunded { refund: OrderRefund, actor: Actor, reason: Reference, refunded_at: DateTime<Utc> },
+    MallOrderPointsHeld {
+        hold_id: Reference,
+        points: PointsAmount,
+        held_at: DateTime<Utc>,
+    },
+    MallOrderPaid {
+        points: Option<PointsAmount>,
+        cash: Option<CashPayment>,
+        paid_at: DateTime<Utc>,
+    },
+    MallOrderExpired {
+        expired_at: DateTime<Utc>,
+    },
+    MallOrderCancelled {
+        actor: Actor,
+        reason: Reference,
+        cancelled_at: DateTime<Utc>,
+    },
+    MallOrderDelivered {
+        actor: Actor,
+        store: Reference,
+        delivered_at: DateTime<Utc>,
+    },
+    MallOrderPaymentArrivedLate {
+        cash: CashPayment,
+        after: OrderEnd,
+        arrived_at: DateTime<Utc>,
+    },
+    MallOrderRefunded {
+        refund: OrderRefund,
+        actor: Actor,
+        reason: Reference,
+        refunded_at: DateTime<Utc>,
+        /// The open refund request this refund approves (`None`: none was open).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1, max = REFUND_REQUESTS_MAX))]
+        approves_request: Option<u32>,
+    },
+    MallOrderRefundRequested {
+        #[schemars(range(min = 1, max = REFUND_REQUESTS_MAX))]
+        request_no: u32,
+        actor: Actor,
+        reason: Reference,
+        requested_at: DateTime<Utc>,
+    },
+    MallOrderRefundRequestRejected {
+        #[schemars(range(min = 1, max = REFUND_REQUESTS_MAX))]
+        request_no: u32,
+        actor: Actor,
+        reason: Reference,
+        rejected_at: DateTime<Utc>,
+    },
 }
 
 impl DomainEventMeta for MallOrderEvent {
@@ -367,6 +461,8 @@ impl DomainEventMeta for MallOrderEvent {
             MallOrderEvent::MallOrderDelivered { .. } => "MallOrderDelivered",
             MallOrderEvent::MallOrderPaymentArrivedLate { .. } => "MallOrderPaymentArrivedLate",
             MallOrderEvent::MallOrderRefunded { .. } => "MallOrderRefunded",
+            MallOrderEvent::MallOrderRefundRequested { .. } => "MallOrderRefundRequested",
+            MallOrderEvent::MallOrderRefundRequestRejected { .. } => "MallOrderRefundRequestRejected",
         }
     }
     fn event_version(&self) -> &'static str {
@@ -386,6 +482,9 @@ pub struct MallOrder {
     pub delivery: Option<OrderDelivery>,
     pub late_payment: Option<LatePayment>,
     pub refund: Option<OrderRefund>,
+    /// The latest refund request (`None`: never asked).
+    #[serde(default)]
+    pub refund_request: Option<RefundRequest>,
 }
 
 fn violation(rule: &'static str, detail: impl Into<String>) -> InvariantViolation {
@@ -588,6 +687,120 @@ impl MallOrder {
     }
 }
 
+impl MallOrder {
+    /// The open refund request's number, if one is open.
+    pub fn open_refund_request(&self) -> Option<u32> {
+        self.refund_request.as_ref().filter(|r| r.status == RefundRequestStatus::Open).map(|r| r.request_no)
+    }
+
+    fn request_refund(
+        &self,
+        actor: Actor,
+        reason: Reference,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<MallOrderEvent>, MallOrderError> {
+        let (order, status) = self.order()?;
+        match &actor {
+            Actor::Member { member_id } if *member_id == order.member_id => {}
+            Actor::Member { .. } => return Err(MallOrderError::NotYourOrder),
+            _ => return Err(MallOrderError::NotMember),
+        }
+        match status {
+            OrderStatus::Paid | OrderStatus::Delivered => {}
+            OrderStatus::Refunded => return Err(MallOrderError::AlreadyRefunded),
+            OrderStatus::AwaitingPayment => return Err(MallOrderError::NotPaid),
+            OrderStatus::Expired | OrderStatus::Cancelled | OrderStatus::RefundDue => {
+                return Err(MallOrderError::Ended(status))
+            }
+        }
+        if self.open_refund_request().is_some() {
+            return Err(MallOrderError::RefundRequestOpen);
+        }
+        let request_no = self.refund_request.as_ref().map_or(0, |r| r.request_no) + 1;
+        if request_no > REFUND_REQUESTS_MAX {
+            return Err(MallOrderError::TooManyRefundRequests);
+        }
+        Ok(vec![MallOrderEvent::MallOrderRefundRequested { request_no, actor, reason, requested_at: now }])
+    }
+
+    fn reject_refund_request(
+        &self,
+        actor: Actor,
+        reason: Reference,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<MallOrderEvent>, MallOrderError> {
+        self.order()?;
+        if !matches!(actor, Actor::Admin { .. }) {
+            return Err(MallOrderError::NotAdmin);
+        }
+        let request_no = self.open_refund_request().ok_or(MallOrderError::NoRefundRequest)?;
+        Ok(vec![MallOrderEvent::MallOrderRefundRequestRejected { request_no, actor, reason, rejected_at: now }])
+    }
+
+    fn apply_refund_request(&mut self, event: &MallOrderEvent) -> Result<(), InvariantViolation> {
+        let open = self.open_refund_request();
+        match event {
+            MallOrderEvent::MallOrderRefundRequested { request_no, reason, requested_at, .. } => {
+                ensure(open.is_none(), rules::ORDER_REFUND_REQUESTS, || "a refund request while one is open".into())?;
+                let next = self.refund_request.as_ref().map_or(0, |r| r.request_no) + 1;
+                ensure(*request_no == next && next <= REFUND_REQUESTS_MAX, rules::ORDER_REFUND_REQUESTS, || {
+                    format!("refund request {request_no} after {}", next - 1)
+                })?;
+                self.refund_request = Some(RefundRequest {
+                    request_no: *request_no,
+                    reason: reason.clone(),
+                    requested_at: *requested_at,
+                    status: RefundRequestStatus::Open,
+                    resolved_by: None,
+                    resolution: None,
+                    resolved_at: None,
+                });
+            }
+            MallOrderEvent::MallOrderRefundRequestRejected { request_no, actor, reason, rejected_at } => {
+                self.resolve_request(
+                    open,
+                    *request_no,
+                    RefundRequestStatus::Rejected,
+                    actor,
+                    Some(reason),
+                    *rejected_at,
+                )?;
+            }
+            MallOrderEvent::MallOrderRefunded { approves_request, actor, refunded_at, .. } => {
+                ensure(*approves_request == open, rules::ORDER_REFUND_REQUESTS, || {
+                    format!("refund approves request {approves_request:?} while {open:?} is open")
+                })?;
+                if let Some(no) = open {
+                    self.resolve_request(open, no, RefundRequestStatus::Approved, actor, None, *refunded_at)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn resolve_request(
+        &mut self,
+        open: Option<u32>,
+        request_no: u32,
+        status: RefundRequestStatus,
+        actor: &Actor,
+        reason: Option<&Reference>,
+        at: DateTime<Utc>,
+    ) -> Result<(), InvariantViolation> {
+        ensure(open == Some(request_no), rules::ORDER_REFUND_REQUESTS, || {
+            format!("request {request_no} resolved while {open:?} is open")
+        })?;
+        if let Some(request) = self.refund_request.as_mut() {
+            request.status = status;
+            request.resolved_by = Some(actor.clone());
+            request.resolution = reason.cloned();
+            request.resolved_at = Some(at);
+        }
+        Ok(())
+    }
+}
+
 // ---------------------------------------------------------------- applying
 
 impl MallOrder {
@@ -610,6 +823,10 @@ impl MallOrder {
             (S::Paid, MallOrderEvent::MallOrderDelivered { .. }) => Some(S::Delivered),
             (S::Expired | S::Cancelled, MallOrderEvent::MallOrderPaymentArrivedLate { .. }) => Some(S::RefundDue),
             (S::Paid | S::Delivered | S::RefundDue, MallOrderEvent::MallOrderRefunded { .. }) => Some(S::Refunded),
+            (
+                S::Paid | S::Delivered,
+                MallOrderEvent::MallOrderRefundRequested { .. } | MallOrderEvent::MallOrderRefundRequestRejected { .. },
+            ) => Some(status),
             _ => None,
         };
         next.ok_or_else(|| violation(rules::ORDER_TRANSITION, format!("{} while {status:?}", event.event_type())))
@@ -700,8 +917,17 @@ impl EventSourced for MallOrder {
             MallOrderCommand::Deliver { actor, store } => self.deliver(actor, store, now),
             MallOrderCommand::Refund { actor, reason, pay_refund_no } => {
                 let refund = self.refund_due(pay_refund_no)?;
-                Ok(vec![MallOrderEvent::MallOrderRefunded { refund, actor, reason, refunded_at: now }])
+                let approves_request = self.open_refund_request();
+                Ok(vec![MallOrderEvent::MallOrderRefunded {
+                    refund,
+                    actor,
+                    reason,
+                    refunded_at: now,
+                    approves_request,
+                }])
             }
+            MallOrderCommand::RequestRefund { actor, reason } => self.request_refund(actor, reason, now),
+            MallOrderCommand::RejectRefundRequest { actor, reason } => self.reject_refund_request(actor, reason, now),
         }
     }
 
@@ -750,7 +976,11 @@ impl EventSourced for MallOrder {
                 ensure_figure(rules::ORDER_AMOUNTS, "cash amount_fen", paid_fen, order.totals.cash_due_fen)?;
                 self.late_payment = Some(LatePayment { cash: cash.clone(), after: *after, arrived_at: *arrived_at });
             }
+            MallOrderEvent::MallOrderRefundRequested { .. } | MallOrderEvent::MallOrderRefundRequestRejected { .. } => {
+                self.apply_refund_request(event)?;
+            }
             MallOrderEvent::MallOrderRefunded { refund, .. } => {
+                self.apply_refund_request(event)?;
                 let refund_no = match &refund.cash_back {
                     Some(CashRefund::WechatPay { refund_no, .. }) => Some(refund_no.clone()),
                     Some(CashRefund::Balance { .. }) | None => None,

@@ -583,6 +583,128 @@ fn a_refund_gives_back_points_cash_stock_and_coupon_once() {
 
 // ---------------------------------------------------------------- apply refuses
 
+// ---------------------------------------------------------------- refund requests (售后)
+
+fn request_refund(actor: Actor) -> MallOrderCommand {
+    MallOrderCommand::RequestRefund { actor, reason: why("the lid is cracked") }
+}
+
+fn reject_request(actor: Actor) -> MallOrderCommand {
+    MallOrderCommand::RejectRefundRequest { actor, reason: why("no photo of the damage") }
+}
+
+#[test]
+fn the_member_requests_a_refund_of_a_paid_or_delivered_order_one_request_open_at_a_time() {
+    // Given an unpaid order: nothing to refund.
+    let (unpaid, _) = given(vec![place(cash_only(), 1, None, PaymentMethod::Balance)]);
+    assert_eq!(unpaid.handle(request_refund(the_member()), now()), Err(MallOrderError::NotPaid));
+    // Given a paid order: only its own member asks.
+    let paid = run(&unpaid, by_balance(1_500), now()).unwrap();
+    let other = Actor::Member { member_id: member(2) };
+    assert_eq!(paid.handle(request_refund(other), now()), Err(MallOrderError::NotYourOrder));
+    assert_eq!(paid.handle(request_refund(admin()), now()), Err(MallOrderError::NotMember));
+    // When the member asks: request 1 is open, the status is unchanged.
+    let event = only_event(&paid, request_refund(the_member()), now());
+    assert_eq!(
+        event,
+        MallOrderEvent::MallOrderRefundRequested {
+            request_no: 1,
+            actor: the_member(),
+            reason: why("the lid is cracked"),
+            requested_at: now(),
+        }
+    );
+    let open = run(&paid, request_refund(the_member()), now()).unwrap();
+    assert_eq!((status(&open), open.open_refund_request()), (OrderStatus::Paid, Some(1)));
+    // Then a second request waits for the first to be decided.
+    assert_eq!(open.handle(request_refund(the_member()), now()), Err(MallOrderError::RefundRequestOpen));
+    // A delivered order takes a request too, and delivery does not close one.
+    let delivered = run(&open, deliver(staff()), now()).unwrap();
+    assert_eq!((status(&delivered), delivered.open_refund_request()), (OrderStatus::Delivered, Some(1)));
+    // A refunded order takes none.
+    let refunded = run(&paid, refund(None), now()).unwrap();
+    assert_eq!(refunded.handle(request_refund(the_member()), now()), Err(MallOrderError::AlreadyRefunded));
+}
+
+#[test]
+fn an_admin_rejects_an_open_request_with_a_reason_and_the_member_may_ask_again_up_to_the_limit() {
+    let (paid, _) = given(vec![place(cash_only(), 1, None, PaymentMethod::Balance), by_balance(1_500)]);
+    assert_eq!(paid.handle(reject_request(admin()), now()), Err(MallOrderError::NoRefundRequest));
+    let open = run(&paid, request_refund(the_member()), now()).unwrap();
+    assert_eq!(open.handle(reject_request(staff()), now()), Err(MallOrderError::NotAdmin));
+    assert_eq!(open.handle(reject_request(the_member()), now()), Err(MallOrderError::NotAdmin));
+    let later = now() + Duration::hours(1);
+    let rejected = run(&open, reject_request(admin()), later).unwrap();
+    let request = rejected.refund_request.clone().unwrap();
+    assert_eq!(request.status, RefundRequestStatus::Rejected);
+    assert_eq!((request.resolution, request.resolved_at), (Some(why("no photo of the damage")), Some(later)));
+    assert_eq!((status(&rejected), rejected.open_refund_request()), (OrderStatus::Paid, None));
+    assert_eq!(rejected.handle(reject_request(admin()), now()), Err(MallOrderError::NoRefundRequest));
+    // Asked again: request 2; after REFUND_REQUESTS_MAX requests, no more.
+    let mut order = rejected;
+    for n in 2..=REFUND_REQUESTS_MAX {
+        order = run(&order, request_refund(the_member()), now()).unwrap();
+        assert_eq!(order.open_refund_request(), Some(n));
+        order = run(&order, reject_request(admin()), now()).unwrap();
+    }
+    assert_eq!(order.handle(request_refund(the_member()), now()), Err(MallOrderError::TooManyRefundRequests));
+}
+
+#[test]
+fn a_refund_approves_the_open_request_and_names_it() {
+    let (paid, _) = given(vec![place(cash_only(), 1, None, PaymentMethod::Balance), by_balance(1_500)]);
+    let open = run(&paid, request_refund(the_member()), now()).unwrap();
+    let MallOrderEvent::MallOrderRefunded { approves_request, .. } = only_event(&open, refund(None), now()) else {
+        panic!()
+    };
+    assert_eq!(approves_request, Some(1));
+    let refunded = run(&open, refund(None), now()).unwrap();
+    let request = refunded.refund_request.clone().unwrap();
+    assert_eq!((status(&refunded), request.status), (OrderStatus::Refunded, RefundRequestStatus::Approved));
+    assert_eq!(refunded.open_refund_request(), None);
+    // Without a request, a refund names none.
+    let MallOrderEvent::MallOrderRefunded { approves_request, .. } = only_event(&paid, refund(None), now()) else {
+        panic!()
+    };
+    assert_eq!(approves_request, None);
+}
+
+#[test]
+fn stored_refund_request_events_out_of_order_are_invariant_violations() {
+    let (_, log) = given(vec![place(cash_only(), 1, None, PaymentMethod::Balance), by_balance(1_500)]);
+    let requested = |request_no| MallOrderEvent::MallOrderRefundRequested {
+        request_no,
+        actor: the_member(),
+        reason: why("x"),
+        requested_at: now(),
+    };
+    let rejected = |request_no| MallOrderEvent::MallOrderRefundRequestRejected {
+        request_no,
+        actor: admin(),
+        reason: why("x"),
+        rejected_at: now(),
+    };
+    assert_eq!(broken_rule(&log, &requested(2)), rules::ORDER_REFUND_REQUESTS, "numbered from 1");
+    assert_eq!(broken_rule(&log, &rejected(1)), rules::ORDER_REFUND_REQUESTS, "nothing open");
+    let mut open_log = log.clone();
+    open_log.push(requested(1));
+    assert_eq!(broken_rule(&open_log, &requested(2)), rules::ORDER_REFUND_REQUESTS, "one open at a time");
+    assert_eq!(broken_rule(&open_log, &rejected(2)), rules::ORDER_REFUND_REQUESTS, "another request");
+    let (mut order, _) = given(vec![]);
+    for e in &open_log {
+        order.apply(e).unwrap();
+    }
+    let MallOrderEvent::MallOrderRefunded { refund, actor, reason, refunded_at, .. } =
+        only_event(&order, refund(None), now())
+    else {
+        panic!()
+    };
+    let silent = MallOrderEvent::MallOrderRefunded { refund, actor, reason, refunded_at, approves_request: None };
+    assert_eq!(broken_rule(&open_log, &silent), rules::ORDER_REFUND_REQUESTS, "a refund must close the request");
+    let (_, unpaid_log) = given(vec![place(cash_only(), 1, None, PaymentMethod::Balance)]);
+    assert_eq!(broken_rule(&unpaid_log, &requested(1)), rules::ORDER_TRANSITION);
+}
+
 #[test]
 fn stored_events_that_break_the_order_rules_are_invariant_violations() {
     let (_, log) = given(vec![place(both(), 2, None, PaymentMethod::PointsAndBalance)]);
@@ -643,13 +765,16 @@ fn stored_events_that_break_the_order_rules_are_invariant_violations() {
         actor: admin(),
         reason: why("x"),
         refunded_at: now(),
+        approves_request: None,
     };
     assert_eq!(broken_rule(&paid_log, &too_much), rules::ORDER_AMOUNTS);
-    let MallOrderEvent::MallOrderRefunded { refund: mut exact, actor, reason, refunded_at } = too_much.clone() else {
+    let MallOrderEvent::MallOrderRefunded { refund: mut exact, actor, reason, refunded_at, approves_request } =
+        too_much.clone()
+    else {
         panic!()
     };
     exact.points_back = Some(pts(400));
-    let exact = MallOrderEvent::MallOrderRefunded { refund: exact, actor, reason, refunded_at };
+    let exact = MallOrderEvent::MallOrderRefunded { refund: exact, actor, reason, refunded_at, approves_request };
     let mut refunded_log = paid_log.clone();
     refunded_log.push(exact.clone());
     assert_eq!(broken_rule(&refunded_log, &exact), rules::ORDER_TRANSITION, "refunded twice");

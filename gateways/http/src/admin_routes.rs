@@ -220,6 +220,8 @@ pub(crate) fn admin_routes() -> AdminRoutes {
         .get("/mall/orders", Needs(P::MallRead), mall::list_orders)
         .get("/mall/orders/{mall_order_id}", Needs(P::MallRead), mall::get_order)
         .post("/mall/orders/{mall_order_id}/refund", Needs(P::MallRefund), mall::refund_order)
+        .post("/mall/orders/{mall_order_id}/refund-request/approve", Needs(P::MallRefund), mall::approve_refund_request)
+        .post("/mall/orders/{mall_order_id}/refund-request/reject", Needs(P::MallRefund), mall::reject_refund_request)
         .post("/mall/deliveries", Needs(P::MallDeliver), mall::deliver)
         .get("/campaigns", Needs(P::CampaignRead), campaigns::list_campaigns)
         .post("/campaigns", Needs(P::CampaignManage), campaigns::create_campaign)

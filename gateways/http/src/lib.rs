@@ -236,6 +236,7 @@ fn build_with(
         .route("/mall/orders/{order_id}/payment", post(mall::member_pay))
         .route("/mall/orders/{order_id}/wechat-pay", post(mall::member_wechat_pay))
         .route("/mall/orders/{order_id}/cancel", post(mall::member_cancel))
+        .route("/mall/orders/{order_id}/refund-request", post(mall::member_request_refund))
         .route("/card-code", get(member_api::card_code))
         .route("/card-level", get(card_levels::member_card_level))
         .route("/campaigns", get(campaigns::member_campaigns))

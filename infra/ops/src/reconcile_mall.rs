@@ -152,7 +152,9 @@ fn count_event(
         | MallOrderEvent::MallOrderExpired { .. }
         | MallOrderEvent::MallOrderCancelled { .. }
         | MallOrderEvent::MallOrderPaymentArrivedLate { .. }
-        | MallOrderEvent::MallOrderRefunded { .. } => {}
+        | MallOrderEvent::MallOrderRefunded { .. }
+        | MallOrderEvent::MallOrderRefundRequested { .. }
+        | MallOrderEvent::MallOrderRefundRequestRejected { .. } => {}
     }
 }
 
@@ -356,6 +358,7 @@ mod tests {
             actor: Actor::Admin { username: "a".into() },
             reason: Reference::parse("broken").unwrap(),
             refunded_at: Utc.with_ymd_and_hms(2026, 3, 1, 3, 0, 0).unwrap(),
+            approves_request: None,
         }
     }
 

@@ -61,11 +61,24 @@ fn commission(row: CommissionRow) -> Result<CommissionRecord, PortError> {
     })
 }
 
-type WithdrawalRow =
-    (i64, String, String, i64, i64, i64, String, Option<String>, Option<String>, DateTime<Utc>, DateTime<Utc>);
+type WithdrawalRow = (
+    i64,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+    DateTime<Utc>,
+    DateTime<Utc>,
+    Option<String>,
+    Option<String>,
+);
 
 const WITHDRAWAL_COLUMNS: &str = "seq, withdrawal_id, distributor_id, amount_fen, fee_fen, payout_fen, state, reason, \
-                                  payout_ref, requested_at, updated_at";
+                                  payout_ref, requested_at, updated_at, payout_method, transfer_no";
 
 fn withdrawal(row: WithdrawalRow) -> Result<WithdrawalRecord, PortError> {
     let (
@@ -80,6 +93,8 @@ fn withdrawal(row: WithdrawalRow) -> Result<WithdrawalRecord, PortError> {
         payout_ref,
         requested_at,
         updated_at,
+        payout_method,
+        transfer_no,
     ) = row;
     Ok(WithdrawalRecord {
         cursor,
@@ -93,6 +108,8 @@ fn withdrawal(row: WithdrawalRow) -> Result<WithdrawalRecord, PortError> {
         payout_ref,
         requested_at,
         updated_at,
+        payout_method,
+        transfer_no,
     })
 }
 

@@ -1,12 +1,13 @@
 //! Postgres side of the mall use cases: the order index (`mall_order_index`,
-//! migration 0020, written by triggers with the reservation and the placement).
+//! migration 0020, written by triggers with the reservation and the placement;
+//! its `refund_request` column, migration 0044, with the order's refund requests).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use wxcm_commands::mall::{MallStore, OrderEntry, OrderQuery, ORDER_PAGE_MAX};
 use wxcm_commands::ports::PortError;
-use wxcm_domain::mall::{MallOrderId, ProductId};
+use wxcm_domain::mall::{MallOrderId, ProductId, RefundRequestStatus};
 use wxcm_domain::{MemberId, TenantId};
 
 pub struct PgMallStore {
@@ -64,6 +65,7 @@ impl MallStore for PgMallStore {
               WHERE tenant_id = $1 AND placed
                 AND ($2::text IS NULL OR member_id = $2)
                 AND ($3::bigint IS NULL OR order_no < $3)
+                AND ($5::text IS NULL OR refund_request = $5)
               ORDER BY order_no DESC LIMIT $4"
         );
         let rows: Vec<Row> = sqlx::query_as(&sql)
@@ -71,6 +73,11 @@ impl MallStore for PgMallStore {
             .bind(query.member_id.map(|m| m.to_string()))
             .bind(query.before_no)
             .bind(i64::from(query.limit.clamp(1, ORDER_PAGE_MAX)))
+            .bind(query.refund_request.map(|r| match r {
+                RefundRequestStatus::Open => "open",
+                RefundRequestStatus::Rejected => "rejected",
+                RefundRequestStatus::Approved => "approved",
+            }))
             .fetch_all(&self.pool)
             .await
             .map_err(PortError::new)?;

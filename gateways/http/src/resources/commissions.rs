@@ -15,8 +15,8 @@ use wxcm_commands::commissions::{
     WithdrawalRecord, COMMISSION_PAGE_MAX, WITHDRAWAL_PAGE_MAX,
 };
 use wxcm_domain::distribution::{
-    CommissionAccountError, CommissionFigures, CommissionSettings, CommissionSettingsShape, RateBps, WithdrawalId,
-    WithdrawalState,
+    CommissionAccountError, CommissionFigures, CommissionSettings, CommissionSettingsShape, PayoutMethod, RateBps,
+    WithdrawalId, WithdrawalState,
 };
 use wxcm_domain::{AmountFen, MemberId, TenantId};
 
@@ -45,6 +45,7 @@ impl From<CommissionError> for ApiError {
                 ApiError::internal("commissions", &detail)
             }
             CommissionError::Unavailable(detail) => ApiError::unavailable("commissions", &detail),
+            CommissionError::NoTransferMerchant(_) => ApiError::conflict("pay_v3_merchant_required", message),
         }
     }
 }
@@ -95,6 +96,21 @@ pub struct CommissionSettingsDto {
     /// Fee on a withdrawal in basis points (rounded down, in the member's favour).
     #[schema(minimum = 0, maximum = 5000)]
     pub withdrawal_fee_bps: u32,
+    /// How approved withdrawals are paid out: `balance` (the member's cash
+    /// balance, the default) or `wechat_transfer` (WeChat Pay transfer to the
+    /// member's change; needs an official account with Pay API v3 settings,
+    /// else 409 `pay_v3_merchant_required`).
+    #[serde(default)]
+    pub payout_method: PayoutMethodDto,
+}
+
+/// How approved withdrawals are paid out.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PayoutMethodDto {
+    #[default]
+    Balance,
+    WechatTransfer,
 }
 
 impl CommissionSettingsDto {
@@ -103,7 +119,16 @@ impl CommissionSettingsDto {
             .map_err(|e| ApiError::invalid("invalid_withdrawal_min", e.to_string()))?;
         let withdrawal_fee_bps =
             RateBps::new(self.withdrawal_fee_bps).map_err(|e| ApiError::invalid("invalid_fee", e.to_string()))?;
-        let shape = CommissionSettingsShape { hold_days: self.hold_days, withdrawal_min_fen, withdrawal_fee_bps };
+        let payout_method = match self.payout_method {
+            PayoutMethodDto::Balance => PayoutMethod::Balance,
+            PayoutMethodDto::WechatTransfer => PayoutMethod::WechatTransfer,
+        };
+        let shape = CommissionSettingsShape {
+            hold_days: self.hold_days,
+            withdrawal_min_fen,
+            withdrawal_fee_bps,
+            payout_method,
+        };
         CommissionSettings::new(shape).map_err(|e| ApiError::invalid("invalid_commission_settings", e.to_string()))
     }
 }
@@ -115,6 +140,10 @@ impl From<CommissionSettings> for CommissionSettingsDto {
             hold_days: shape.hold_days,
             withdrawal_min_fen: shape.withdrawal_min_fen.get(),
             withdrawal_fee_bps: u32::from(shape.withdrawal_fee_bps),
+            payout_method: match shape.payout_method {
+                PayoutMethod::Balance => PayoutMethodDto::Balance,
+                PayoutMethod::WechatTransfer => PayoutMethodDto::WechatTransfer,
+            },
         }
     }
 }
@@ -225,6 +254,8 @@ pub struct CursorQuery {
 pub enum WithdrawalStateDto {
     Requested,
     Approved,
+    /// Paid by a WeChat Pay transfer that Pay has not finished yet.
+    Transferring,
     Paid,
     Rejected,
     Failed,
@@ -236,6 +267,7 @@ impl WithdrawalStateDto {
         match self {
             WithdrawalStateDto::Requested => WithdrawalState::Requested,
             WithdrawalStateDto::Approved => WithdrawalState::Approved,
+            WithdrawalStateDto::Transferring => WithdrawalState::Transferring,
             WithdrawalStateDto::Paid => WithdrawalState::Paid,
             WithdrawalStateDto::Rejected => WithdrawalState::Rejected,
             WithdrawalStateDto::Failed => WithdrawalState::Failed,
@@ -269,14 +301,20 @@ pub struct WithdrawalDto {
     pub fee_fen: i64,
     /// What reaches the member's cash balance: amount − fee.
     pub payout_fen: i64,
-    /// `requested`, `approved`, `paid`, `rejected`, `failed` or `returned`.
+    /// `requested`, `approved`, `transferring`, `paid`, `rejected`, `failed` or `returned`.
     pub state: String,
     /// The rejection's or the failure's reason.
     pub reason: Option<String>,
-    /// The reference of the member ledger credit that paid it.
+    /// What paid it: the member ledger credit's reference, or
+    /// `wechat-transfer:<out_detail_no>`.
     pub payout_ref: Option<String>,
     pub requested_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// `balance` or `wechat_transfer`, once approved.
+    pub payout_method: Option<String>,
+    /// The current WeChat Pay transfer's `out_detail_no` (its `out_batch_no`
+    /// starts `wb` instead of `wd`).
+    pub transfer_no: Option<String>,
 }
 
 impl From<WithdrawalRecord> for WithdrawalDto {
@@ -292,6 +330,8 @@ impl From<WithdrawalRecord> for WithdrawalDto {
             payout_ref: r.payout_ref,
             requested_at: r.requested_at,
             updated_at: r.updated_at,
+            payout_method: r.payout_method,
+            transfer_no: r.transfer_no,
         }
     }
 }
@@ -364,7 +404,7 @@ pub async fn get_settings(
         (status = 200, description = "Saved (or replayed)", body = CommissionSettingsDto),
         (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `malformed_json`", body = ErrorBody),
         (status = 403, description = "`forbidden`", body = ErrorBody),
-        (status = 409, description = "`idempotency_key_reused`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`, `pay_v3_merchant_required`", body = ErrorBody),
         (status = 422, description = "`invalid_body`, `invalid_withdrawal_min`, `invalid_fee`, `invalid_commission_settings`", body = ErrorBody),
     ))]
 #[instrument(skip_all, fields(tenant = %auth.session.tenant_id, username = %auth.session.username))]
@@ -433,7 +473,12 @@ async fn decide(
     decision: WithdrawalDecision,
 ) -> Result<Json<WithdrawalDto>, ApiError> {
     let ctx = auth.context(key.0, correlation);
-    Ok(Json(uc::decide_withdrawal(&state.app, &ctx, id, decision, auth.actor()).await?.into()))
+    let pay = state
+        .member
+        .pay
+        .as_deref()
+        .map(|gateway| wxcm_commands::pay_port::PayAccess { gateway, notify_base_url: &state.member.notify_base_url });
+    Ok(Json(uc::decide_withdrawal(&state.app, &ctx, id, decision, auth.actor(), pay).await?.into()))
 }
 
 /// Approves a requested withdrawal: it is paid out at once to the member's cash balance (a

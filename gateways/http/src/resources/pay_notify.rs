@@ -1,7 +1,8 @@
 //! WeChat Pay notifications: `POST /pay/notify/v2/{appid}` (v2 XML, MD5 or
 //! HMAC-SHA256 signed), `/pay/notify/v3/{appid}` (v3 JSON: RSA-SHA256 over
 //! the raw body by the platform key of `Wechatpay-Serial`, AES-256-GCM
-//! resource; payments and `REFUND.*`) and `/pay/notify/refund/{appid}` (v2
+//! resource; payments, `REFUND.*` and the transfer batches of withdrawals,
+//! `MCHTRANSFER.BATCH.*`) and `/pay/notify/refund/{appid}` (v2
 //! refunds, `req_info` AES-256-ECB with the API key).
 //!
 //! Order of checks, before anything changes: appid known (→ tenant) → body
@@ -55,7 +56,8 @@ const BEIJING_OFFSET_S: i32 = 8 * 3600;
 pub struct PayV3NotificationDoc {
     id: String,
     create_time: String,
-    /// `TRANSACTION.SUCCESS`, `REFUND.SUCCESS`; others are acknowledged and ignored.
+    /// `TRANSACTION.SUCCESS`, `REFUND.SUCCESS`, `MCHTRANSFER.BATCH.FINISHED`,
+    /// `MCHTRANSFER.BATCH.CLOSED`; others are acknowledged and ignored.
     event_type: String,
     resource_type: String,
     summary: String,
@@ -508,6 +510,16 @@ async fn handle_v3(state: &AppState, ctx: &Ctx, headers: &HeaderMap, body: &[u8]
             let h = apply_v3_refund(state, ctx, &merchant, r).await.unwrap_or_else(|h| h);
             Ok((true, order, summary, h))
         }
+        "MCHTRANSFER.BATCH.FINISHED" | "MCHTRANSFER.BATCH.CLOSED" => {
+            let b: v3::TransferBatchResource =
+                serde_json::from_slice(&plain).map_err(|e| Handled::Refused(format!("transfer batch: {e}")))?;
+            let summary = json!({ "event_type": envelope.event_type, "id": envelope.id,
+                "out_batch_no": b.out_batch_no, "batch_status": b.batch_status,
+                "success_num": b.success_num, "fail_num": b.fail_num });
+            let batch = Some(b.out_batch_no.clone());
+            let h = apply_v3_transfer(state, ctx, &merchant, b).await.unwrap_or_else(|h| h);
+            Ok((true, batch, summary, h))
+        }
         other => Ok((
             true,
             None,
@@ -572,6 +584,33 @@ async fn apply_v3_refund(
             .unwrap_or_else(|| state.app.clock.now()),
     };
     Ok(pay_flows::apply_refund(&state.app, &ctx.tenant, &order_id, &report).await.into())
+}
+
+/// A verified transfer batch notification: the withdrawal's transfer paid or
+/// failed, once (a copy, or one after the query told it, changes nothing).
+async fn apply_v3_transfer(
+    state: &AppState,
+    ctx: &Ctx,
+    merchant: &MerchantCredentials,
+    b: v3::TransferBatchResource,
+) -> Result<Handled, Handled> {
+    use wxcm_commands::commissions::{self, CommissionError, TransferBatchFacts, TransferNotified};
+    check_identity(merchant, ctx.appid.as_str(), ctx.appid.as_str(), &b.mchid)?;
+    let facts = TransferBatchFacts {
+        out_batch_no: b.out_batch_no,
+        batch_status: b.batch_status,
+        success_num: b.success_num,
+        success_amount: b.success_amount,
+        fail_num: b.fail_num,
+        close_reason: b.close_reason,
+    };
+    Ok(match commissions::apply_transfer_notification(&state.app, &ctx.tenant, &facts).await {
+        Ok(TransferNotified::Recorded) => Handled::Applied("applied".into()),
+        Ok(TransferNotified::AlreadyRecorded) => Handled::Applied("already applied".into()),
+        Ok(TransferNotified::Ignored(why)) => Handled::Ignored(why),
+        Err(CommissionError::NotFound(what)) => Handled::Inapplicable(format!("no such {what} in this tenant")),
+        Err(e) => Handled::Retry(e.to_string()),
+    })
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use reqwest::Method;
 use serde::Deserialize;
 use wxcm_commands::pay_port::{
     JsapiOrderRequest, JsapiPayParams, MerchantCredentials, PayApi, PayGateway, PayPortError, RefundRequest,
-    RemoteTradeState,
+    RemoteTradeState, RemoteTransferState, TransferRequest,
 };
 
 use wxcm_protocol::pay::v2::{self, SignType};
@@ -381,6 +381,40 @@ impl PayGateway for WechatPayClient {
                 }
             }
         }
+    }
+
+    #[tracing::instrument(skip_all, fields(out_batch_no = %transfer.out_batch_no))]
+    async fn create_transfer(
+        &self,
+        merchant: &MerchantCredentials,
+        transfer: &TransferRequest,
+    ) -> Result<(), PayPortError> {
+        let body = transfer_body(merchant, transfer)?;
+        let body = serde_json::to_string(&body).map_err(|e| PayPortError::Settings(format!("transfer json: {e}")))?;
+        match self.v3_call(merchant, Method::POST, v3::TRANSFER_BATCHES_PATH, Some(body)).await? {
+            V3Answer::Success { body } => {
+                let accepted: v3::TransferBatchAccepted = serde_json::from_slice(&body)
+                    .map_err(|e| PayPortError::BadAnswer(format!("transfer answer json: {e}")))?;
+                if accepted.out_batch_no != transfer.out_batch_no {
+                    return Err(PayPortError::BadAnswer("the answer names another out_batch_no".into()));
+                }
+                Ok(())
+            }
+            V3Answer::Failed { code, message, .. } => Err(refused(code, message)),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(out_batch_no = %out_batch_no))]
+    async fn query_transfer(
+        &self,
+        merchant: &MerchantCredentials,
+        out_batch_no: &str,
+        out_detail_no: &str,
+    ) -> Result<RemoteTransferState, PayPortError> {
+        check_transfer_no("out_batch_no", out_batch_no)?;
+        check_transfer_no("out_detail_no", out_detail_no)?;
+        let path = v3::transfer_detail_path(out_batch_no, out_detail_no);
+        map_transfer_query(self.v3_call(merchant, Method::GET, &path, None).await?, merchant, out_detail_no)
     }
 }
 

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 use wxcm_commands::pay_port::{
     JsapiOrderRequest, JsapiPayParams, MerchantCredentials, PayPortError, RefundRequest, RemoteTradeState,
+    RemoteTransferState, TransferRequest,
 };
 
 use wxcm_protocol::pay::v2::{self, SignType};
@@ -449,4 +450,77 @@ pub(super) fn check_prepay_id(id: Option<&str>) -> Result<String, PayPortError> 
         }
         _ => Err(bad_field("prepay_id")),
     }
+}
+
+// ---------------------------------------------------------------- transfers (商家转账到零钱)
+
+/// Pay's limits on transfer numbers: 5..=32 letters and digits.
+pub(super) fn check_transfer_no(what: &'static str, no: &str) -> Result<(), PayPortError> {
+    if !(5..=32).contains(&no.len()) || !no.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(PayPortError::Settings(format!("{what} must be 5..=32 letters or digits")));
+    }
+    Ok(())
+}
+
+/// Remarks and batch names: at most 32 characters.
+const TRANSFER_TEXT_CHARS_MAX: usize = 32;
+
+/// The body of `POST /v3/transfer/batches`: one batch of one detail.
+pub fn transfer_body(
+    merchant: &MerchantCredentials,
+    t: &TransferRequest,
+) -> Result<v3::TransferBatchRequest, PayPortError> {
+    check_transfer_no("out_batch_no", &t.out_batch_no)?;
+    check_transfer_no("out_detail_no", &t.out_detail_no)?;
+    if t.amount_fen <= 0 || t.amount_fen > AMOUNT_FEN_MAX {
+        return Err(PayPortError::Settings(format!("transfer amount must be 1..={AMOUNT_FEN_MAX} fen")));
+    }
+    check_short_text("openid", &t.openid, OPENID_CHARS_MAX)?;
+    check_short_text("notify_url", &t.notify_url, NOTIFY_URL_CHARS_MAX)?;
+    let remark: String = t.remark.chars().take(TRANSFER_TEXT_CHARS_MAX).collect();
+    Ok(v3::TransferBatchRequest {
+        appid: merchant.appid.clone(),
+        out_batch_no: t.out_batch_no.clone(),
+        batch_name: remark.clone(),
+        batch_remark: remark.clone(),
+        total_amount: t.amount_fen,
+        total_num: 1,
+        transfer_detail_list: vec![v3::TransferDetailInput {
+            out_detail_no: t.out_detail_no.clone(),
+            transfer_amount: t.amount_fen,
+            transfer_remark: remark,
+            openid: t.openid.clone(),
+            user_name: None,
+        }],
+        transfer_scene_id: None,
+        notify_url: Some(t.notify_url.clone()),
+    })
+}
+
+/// A transfer detail answer as the port's state; another merchant's or
+/// another detail's answer is refused.
+pub(super) fn map_transfer_query(
+    answer: V3Answer,
+    merchant: &MerchantCredentials,
+    out_detail_no: &str,
+) -> Result<RemoteTransferState, PayPortError> {
+    let body = match answer {
+        V3Answer::Success { body } => body,
+        V3Answer::Failed { code, .. } if code == "NOT_FOUND" || code == "RESOURCE_NOT_EXISTS" => {
+            return Ok(RemoteTransferState::NotFound)
+        }
+        V3Answer::Failed { code, message, .. } => return Err(refused(code, message)),
+    };
+    let d: v3::TransferDetail =
+        serde_json::from_slice(&body).map_err(|e| PayPortError::BadAnswer(format!("transfer detail json: {e}")))?;
+    if d.mchid != merchant.mch_id || d.out_detail_no != out_detail_no {
+        return Err(PayPortError::BadAnswer("the answer names another merchant or transfer".into()));
+    }
+    Ok(match d.detail_status.as_str() {
+        "SUCCESS" => {
+            RemoteTransferState::Success { detail_id: d.detail_id, amount_fen: d.transfer_amount, openid: d.openid }
+        }
+        "FAIL" => RemoteTransferState::Failed { reason: d.fail_reason.unwrap_or_else(|| "FAIL".into()) },
+        other => RemoteTransferState::Pending(other.to_owned()),
+    })
 }

@@ -386,6 +386,115 @@ pub struct RefundAmount {
     pub payer_refund_fen: i64,
 }
 
+// ---------------------------------------------------------------- merchant transfers (商家转账到零钱)
+//
+// `POST /v3/transfer/batches` creates a batch of transfers to users' WeChat
+// change; `GET /v3/transfer/batches/out-batch-no/{out_batch_no}/details/out-detail-no/{out_detail_no}`
+// reads one transfer; `MCHTRANSFER.BATCH.FINISHED` / `MCHTRANSFER.BATCH.CLOSED`
+// notifications carry a [`TransferBatchResource`]. See ARCHITECTURE.md
+// "WeChat Pay transfers" for the protocol facts.
+
+/// The path of the transfer batch endpoint.
+pub const TRANSFER_BATCHES_PATH: &str = "/v3/transfer/batches";
+
+/// The path of one transfer's detail, by the merchant's numbers.
+pub fn transfer_detail_path(out_batch_no: &str, out_detail_no: &str) -> String {
+    format!("{TRANSFER_BATCHES_PATH}/out-batch-no/{out_batch_no}/details/out-detail-no/{out_detail_no}")
+}
+
+/// The body of `POST /v3/transfer/batches`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferBatchRequest {
+    pub appid: String,
+    /// 5..=32 letters and digits, unique per merchant.
+    pub out_batch_no: String,
+    /// ≤ 32 characters.
+    pub batch_name: String,
+    /// ≤ 32 characters.
+    pub batch_remark: String,
+    /// Fen; the sum of the details.
+    pub total_amount: i64,
+    /// 1..=1000 details.
+    pub total_num: i64,
+    pub transfer_detail_list: Vec<TransferDetailInput>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_scene_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferDetailInput {
+    /// 5..=32 letters and digits, unique per merchant.
+    pub out_detail_no: String,
+    /// Fen.
+    pub transfer_amount: i64,
+    /// ≤ 32 characters, shown to the user.
+    pub transfer_remark: String,
+    pub openid: String,
+    /// Encrypted with the platform key; required from 2,000 yuan (never sent here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_name: Option<String>,
+}
+
+/// The answer of `POST /v3/transfer/batches` (HTTP 200).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferBatchAccepted {
+    pub out_batch_no: String,
+    pub batch_id: String,
+    pub create_time: String,
+    /// `ACCEPTED` (newer answers may add `batch_status`; absent in older ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_status: Option<String>,
+}
+
+/// One transfer as `GET …/details/out-detail-no/{out_detail_no}` answers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferDetail {
+    pub mchid: String,
+    pub out_batch_no: String,
+    pub batch_id: String,
+    pub appid: String,
+    pub out_detail_no: String,
+    pub detail_id: String,
+    /// `INIT`, `WAIT_PAY`, `PROCESSING`, `SUCCESS`, `FAIL`.
+    pub detail_status: String,
+    pub transfer_amount: i64,
+    pub transfer_remark: String,
+    /// Set when `FAIL` (e.g. `ACCOUNT_FROZEN`, `REAL_NAME_CHECK_FAIL`, `NAME_NOT_CORRECT`, `OPENID_INVALID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_reason: Option<String>,
+    pub openid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_name: Option<String>,
+    pub initiate_time: String,
+    pub update_time: String,
+}
+
+/// The decrypted resource of a `MCHTRANSFER.BATCH.*` notification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferBatchResource {
+    pub mchid: String,
+    pub out_batch_no: String,
+    pub batch_id: String,
+    /// `FINISHED` or `CLOSED`.
+    pub batch_status: String,
+    pub total_num: i64,
+    pub total_amount: i64,
+    #[serde(default)]
+    pub success_amount: i64,
+    #[serde(default)]
+    pub success_num: i64,
+    #[serde(default)]
+    pub fail_amount: i64,
+    #[serde(default)]
+    pub fail_num: i64,
+    pub update_time: String,
+    /// `CLOSED` only: `OVERDUE_CLOSE`, `TRANSFER_SCENE_INVALID`, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_reason: Option<String>,
+}
+
 /// Header values are written between double quotes: refuse anything that
 /// could break out of them.
 fn check_header_value(value: &str, what: &'static str) -> Result<(), KeyError> {

@@ -12,6 +12,12 @@
 //! - `POST /sandbox/pay/orders/{out_trade_no}/pay` [`PayOrderBody`] → the deliveries made
 //! - `POST /sandbox/pay/refunds/{out_refund_no}/notify` [`NotifyRefundBody`] → the deliveries made
 //! - `GET /sandbox/pay/deliveries` → every delivery and its answer, oldest first
+//! - `GET /sandbox/pay/transfers/{out_batch_no}` → a transfer batch as the simulator sees it
+//! - `POST /sandbox/pay/transfers/{out_batch_no}/finish` [`FinishTransferBody`] → the batch
+//!   `FINISHED` (every detail `SUCCESS` or `FAIL`) or `CLOSED`, and the `MCHTRANSFER.BATCH.*`
+//!   notification pushed as asked → the deliveries made
+//! - `POST /sandbox/pay/transfer-faults` `{lose_answers}` → the next `lose_answers` transfer
+//!   requests make their batch but answer `500 SYSTEM_ERROR` (an answer lost)
 //!
 //! Simplifications, on purpose: order numbers are unique across merchants
 //! here (wxcm generates them), refunds succeed at once (the notification is
@@ -48,6 +54,10 @@ pub const MERCHANTS_MAX: usize = 100;
 pub const ORDERS_MAX: usize = 10_000;
 /// Refunds kept at most (creating more is refused).
 pub const REFUNDS_MAX: usize = 10_000;
+/// Transfer batches kept at most (creating more is refused).
+pub const TRANSFERS_MAX: usize = 10_000;
+/// Transfer answers one fault request may lose.
+pub const LOST_ANSWERS_MAX: u32 = 10;
 /// Deliveries kept (the oldest are dropped).
 pub const DELIVERIES_MAX: usize = 1_000;
 /// Copies of one notification per request.
@@ -102,6 +112,8 @@ struct SandboxState {
     merchants: HashMap<String, Merchant>,
     orders: HashMap<String, Order>,
     refunds: HashMap<String, Refund>,
+    transfers: HashMap<String, pay_api::TransferBatch>,
+    lost_transfer_answers: u32,
     deliveries: VecDeque<Delivery>,
     delivery_seq: u64,
 }
@@ -382,6 +394,14 @@ pub fn router(sandbox: PaySandbox) -> Router {
         .route("/v3/pay/transactions/out-trade-no/{out_trade_no}", get(pay_api::v3_query))
         .route("/v3/pay/transactions/out-trade-no/{out_trade_no}/close", post(pay_api::v3_close))
         .route("/v3/refund/domestic/refunds", post(pay_api::v3_refund))
+        .route("/v3/transfer/batches", post(pay_api::v3_transfer_batches))
+        .route(
+            "/v3/transfer/batches/out-batch-no/{out_batch_no}/details/out-detail-no/{out_detail_no}",
+            get(pay_api::v3_transfer_detail),
+        )
+        .route("/sandbox/pay/transfers/{out_batch_no}", get(transfer_view))
+        .route("/sandbox/pay/transfers/{out_batch_no}/finish", post(finish_transfer))
+        .route("/sandbox/pay/transfer-faults", post(transfer_faults))
         .route("/sandbox/pay/merchants", post(register_merchant))
         .route("/sandbox/pay/platform", get(platform))
         .route("/sandbox/pay/orders/{out_trade_no}", get(order_view))
@@ -550,6 +570,155 @@ impl PaySandbox {
     }
 }
 
+/// `POST /sandbox/pay/transfers/{out_batch_no}/finish`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinishTransferBody {
+    /// `success` (every detail paid), `fail` (every detail failed) or `close` (the batch closed).
+    pub result: TransferResult,
+    /// The details' `fail_reason` (`fail`) or the batch's `close_reason` (`close`).
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default = "one")]
+    pub copies: u32,
+    #[serde(default)]
+    pub concurrent: bool,
+    #[serde(default)]
+    pub delay_ms: u64,
+    #[serde(default)]
+    pub tamper: Tamper,
+    /// `false`: finish the batch but send nothing (a lost notification).
+    #[serde(default = "yes")]
+    pub deliver: bool,
+    #[serde(default)]
+    pub retry_until_success: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferResult {
+    Success,
+    Fail,
+    Close,
+}
+
+/// `POST /sandbox/pay/transfer-faults`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferFaultsBody {
+    pub lose_answers: u32,
+}
+
+impl PaySandbox {
+    /// Whether this transfer request's answer is to be lost (counts one down).
+    fn take_lost_transfer_answer(&self) -> bool {
+        let mut state = self.state();
+        if state.lost_transfer_answers > 0 {
+            state.lost_transfer_answers -= 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Finishes a batch once: a finished or closed batch keeps its result.
+    fn finish_transfer(
+        &self,
+        out_batch_no: &str,
+        result: TransferResult,
+        reason: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(pay_api::TransferBatch, Merchant), SandboxRefusal> {
+        let mut state = self.state();
+        let batch =
+            state.transfers.get_mut(out_batch_no).ok_or_else(|| SandboxRefusal::not_found("no such transfer batch"))?;
+        if batch.batch_status == "PROCESSING" {
+            match result {
+                TransferResult::Success | TransferResult::Fail => {
+                    batch.batch_status = "FINISHED".into();
+                    for d in &mut batch.details {
+                        if result == TransferResult::Success {
+                            d.status = "SUCCESS".into();
+                        } else {
+                            d.status = "FAIL".into();
+                            d.fail_reason = Some(reason.unwrap_or("ACCOUNT_FROZEN").to_owned());
+                        }
+                    }
+                }
+                TransferResult::Close => {
+                    batch.batch_status = "CLOSED".into();
+                    batch.close_reason = Some(reason.unwrap_or("OVERDUE_CLOSE").to_owned());
+                    for d in &mut batch.details {
+                        d.status = "FAIL".into();
+                        d.fail_reason = Some("TRANSFER_CLOSED".into());
+                    }
+                }
+            }
+            batch.updated_at = now;
+        }
+        let batch = batch.clone();
+        let merchant =
+            state.merchants.get(&batch.mch_id).cloned().ok_or_else(|| SandboxRefusal::not_found("no merchant"))?;
+        Ok((batch, merchant))
+    }
+}
+
+async fn transfer_view(
+    State(sandbox): State<PaySandbox>,
+    Path(out_batch_no): Path<String>,
+) -> Result<Json<serde_json::Value>, SandboxRefusal> {
+    let state = sandbox.state();
+    let b = state.transfers.get(&out_batch_no).ok_or_else(|| SandboxRefusal::not_found("no such transfer batch"))?;
+    let details: Vec<serde_json::Value> = b
+        .details
+        .iter()
+        .map(|d| {
+            serde_json::json!({"out_detail_no": d.out_detail_no, "detail_id": d.detail_id,
+                "transfer_amount": d.amount_fen, "detail_status": d.status, "fail_reason": d.fail_reason})
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "mch_id": b.mch_id,
+        "appid": b.appid,
+        "out_batch_no": b.out_batch_no,
+        "batch_id": b.batch_id,
+        "batch_status": b.batch_status,
+        "close_reason": b.close_reason,
+        "notify_url": b.notify_url,
+        "details": details,
+        "created_at": b.created_at.to_rfc3339(),
+    })))
+}
+
+async fn finish_transfer(
+    State(sandbox): State<PaySandbox>,
+    Path(out_batch_no): Path<String>,
+    body: Result<Json<FinishTransferBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<PushReport>, SandboxRefusal> {
+    let Json(body) = body.map_err(|e| SandboxRefusal::bad_request(e.body_text()))?;
+    let plan = DeliveryPlan::checked(body.copies, body.concurrent, body.delay_ms, body.retry_until_success)?;
+    if body.reason.as_deref().is_some_and(|r| r.is_empty() || r.len() > 64) {
+        return Err(SandboxRefusal::bad_request("reason must be 1..=64 characters"));
+    }
+    let now = Utc::now();
+    let (batch, merchant) = sandbox.finish_transfer(&out_batch_no, body.result, body.reason.as_deref(), now)?;
+    let notification = push::transfer_notification(&sandbox, &batch, &merchant, body.tamper, now)?;
+    let deliveries = if body.deliver { push::deliver(&sandbox, notification, plan).await } else { Vec::new() };
+    Ok(Json(PushReport { reference: out_batch_no, transaction_id: None, deliveries }))
+}
+
+async fn transfer_faults(
+    State(sandbox): State<PaySandbox>,
+    body: Result<Json<TransferFaultsBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<StatusCode, SandboxRefusal> {
+    let Json(body) = body.map_err(|e| SandboxRefusal::bad_request(e.body_text()))?;
+    if body.lose_answers > LOST_ANSWERS_MAX {
+        return Err(SandboxRefusal::bad_request(format!("lose_answers must be 0..={LOST_ANSWERS_MAX}")));
+    }
+    sandbox.state().lost_transfer_answers = body.lose_answers;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// A random alphanumeric string.
 fn random_alnum(chars: usize) -> String {
     Alphanumeric.sample_string(&mut rand::rng(), chars)
@@ -567,6 +736,15 @@ fn transaction_id(now: DateTime<Utc>) -> String {
 
 fn prepay_id(now: DateTime<Utc>) -> String {
     format!("wx{}{}", now.format("%d%H%M%S"), random_alnum(24).to_ascii_lowercase())
+}
+
+/// Pay's batch ids: `1030000071100999991182020050700019480001`-like (40 digits).
+fn transfer_batch_id(now: DateTime<Utc>) -> String {
+    format!("1030{}{}", now.format("%Y%m%d"), random_digits(28))
+}
+
+fn transfer_detail_id(now: DateTime<Utc>) -> String {
+    format!("1040{}{}", now.format("%Y%m%d"), random_digits(28))
 }
 
 fn refund_id(now: DateTime<Utc>) -> String {

@@ -672,3 +672,191 @@ pub(super) async fn v3_refund(
         ))
     })
 }
+
+// ---------------------------------------------------------------- v3 merchant transfers (商家转账到零钱)
+
+/// Details one batch takes at most (Pay's limit).
+const TRANSFER_DETAILS_MAX: usize = 1_000;
+/// Batch names, remarks: at most 32 characters.
+const TRANSFER_TEXT_CHARS_MAX: usize = 32;
+
+fn transfer_no_ok(s: &str) -> bool {
+    (5..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+fn transfer_text_ok(s: &str) -> bool {
+    let n = s.chars().count();
+    (1..=TRANSFER_TEXT_CHARS_MAX).contains(&n)
+}
+
+impl PaySandbox {
+    /// Creates a transfer batch, or answers the same batch again for the same
+    /// request under a known `out_batch_no` (another request under it is refused).
+    fn create_transfer(
+        &self,
+        merchant: &Merchant,
+        req: v3::TransferBatchRequest,
+        fingerprint: serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Result<(TransferBatch, bool), BizError> {
+        if req.appid != merchant.appid {
+            return Err(biz(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "appid and mchid do not match"));
+        }
+        if !transfer_no_ok(&req.out_batch_no) {
+            return Err(param_error("out_batch_no must be 5..=32 letters or digits"));
+        }
+        if !transfer_text_ok(&req.batch_name) || !transfer_text_ok(&req.batch_remark) {
+            return Err(param_error("batch_name and batch_remark must be 1..=32 characters"));
+        }
+        let n = req.transfer_detail_list.len();
+        if n == 0 || n > TRANSFER_DETAILS_MAX || req.total_num != n as i64 {
+            return Err(param_error("total_num must equal the 1..=1000 details"));
+        }
+        let mut sum: i64 = 0;
+        let mut seen = std::collections::HashSet::new();
+        for d in &req.transfer_detail_list {
+            if !transfer_no_ok(&d.out_detail_no) || !seen.insert(d.out_detail_no.clone()) {
+                return Err(param_error("out_detail_no must be 5..=32 letters or digits, unique in the batch"));
+            }
+            if d.transfer_amount < 1 || !transfer_text_ok(&d.transfer_remark) || !short_ok(&d.openid, 128) {
+                return Err(param_error("each detail needs an amount ≥ 1 fen, a 1..=32 character remark, an openid"));
+            }
+            sum = sum.checked_add(d.transfer_amount).ok_or_else(|| param_error("total_amount overflows"))?;
+        }
+        if sum != req.total_amount {
+            return Err(param_error("total_amount must equal the sum of the details"));
+        }
+        let mut state = self.state();
+        if let Some(existing) = state.transfers.get(&req.out_batch_no) {
+            if existing.mch_id == merchant.mch_id && existing.fingerprint == fingerprint {
+                return Ok((existing.clone(), false));
+            }
+            return Err(biz(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "out_batch_no already used by another batch"));
+        }
+        if state.transfers.len() >= super::TRANSFERS_MAX {
+            return Err(biz(StatusCode::TOO_MANY_REQUESTS, "FREQUENCY_LIMITED", "simulator transfer store is full"));
+        }
+        let batch = TransferBatch {
+            mch_id: merchant.mch_id.clone(),
+            appid: req.appid.clone(),
+            out_batch_no: req.out_batch_no.clone(),
+            batch_id: super::transfer_batch_id(now),
+            batch_status: "PROCESSING".into(),
+            close_reason: None,
+            notify_url: req.notify_url.clone(),
+            details: req
+                .transfer_detail_list
+                .iter()
+                .map(|d| TransferDetailState {
+                    out_detail_no: d.out_detail_no.clone(),
+                    detail_id: super::transfer_detail_id(now),
+                    amount_fen: d.transfer_amount,
+                    remark: d.transfer_remark.clone(),
+                    openid: d.openid.clone(),
+                    status: "PROCESSING".into(),
+                    fail_reason: None,
+                })
+                .collect(),
+            fingerprint,
+            created_at: now,
+            updated_at: now,
+        };
+        state.transfers.insert(batch.out_batch_no.clone(), batch.clone());
+        Ok((batch, true))
+    }
+}
+
+pub(super) async fn v3_transfer_batches(
+    State(sandbox): State<PaySandbox>,
+    method: Method,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let now = Utc::now();
+    let mut lost = false;
+    let response = v3_run(&sandbox, (method, uri, headers, body), |merchant, body| {
+        let req: v3::TransferBatchRequest = parse_json(body)?;
+        let fingerprint: serde_json::Value = serde_json::from_slice(body).map_err(|e| param_error(e.to_string()))?;
+        let (batch, _created) = sandbox.create_transfer(merchant, req, fingerprint, now)?;
+        // A fault asked for: the batch is made, its answer lost.
+        lost = sandbox.take_lost_transfer_answer();
+        Ok((
+            StatusCode::OK,
+            Some(serde_json::json!({
+                "out_batch_no": batch.out_batch_no,
+                "batch_id": batch.batch_id,
+                "create_time": super::push::china_time_rfc3339(batch.created_at),
+                "batch_status": "ACCEPTED",
+            })),
+        ))
+    });
+    if lost {
+        return sandbox.v3_error(biz(StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR", "answer lost (simulated)"));
+    }
+    response
+}
+
+pub(super) async fn v3_transfer_detail(
+    State(sandbox): State<PaySandbox>,
+    Path((out_batch_no, out_detail_no)): Path<(String, String)>,
+    method: Method,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    v3_run(&sandbox, (method, uri, headers, body), |merchant, _| {
+        let not_found = || biz(StatusCode::NOT_FOUND, "NOT_FOUND", "no such transfer detail");
+        let state = sandbox.state();
+        let batch = state.transfers.get(&out_batch_no).filter(|b| b.mch_id == merchant.mch_id).ok_or_else(not_found)?;
+        let d = batch.details.iter().find(|d| d.out_detail_no == out_detail_no).ok_or_else(not_found)?;
+        let mut detail = serde_json::json!({
+            "mchid": batch.mch_id,
+            "out_batch_no": batch.out_batch_no,
+            "batch_id": batch.batch_id,
+            "appid": batch.appid,
+            "out_detail_no": d.out_detail_no,
+            "detail_id": d.detail_id,
+            "detail_status": d.status,
+            "transfer_amount": d.amount_fen,
+            "transfer_remark": d.remark,
+            "openid": d.openid,
+            "initiate_time": super::push::china_time_rfc3339(batch.created_at),
+            "update_time": super::push::china_time_rfc3339(batch.updated_at),
+        });
+        if let Some(reason) = &d.fail_reason {
+            detail["fail_reason"] = reason.clone().into();
+        }
+        Ok((StatusCode::OK, Some(detail)))
+    })
+}
+
+/// A transfer batch as the simulator keeps it.
+#[derive(Clone)]
+pub(super) struct TransferBatch {
+    pub(super) mch_id: String,
+    pub(super) appid: String,
+    pub(super) out_batch_no: String,
+    pub(super) batch_id: String,
+    /// `PROCESSING` until finished: `FINISHED` or `CLOSED`.
+    pub(super) batch_status: String,
+    pub(super) close_reason: Option<String>,
+    pub(super) notify_url: Option<String>,
+    pub(super) details: Vec<TransferDetailState>,
+    /// The request as sent: the same number with another request is refused.
+    fingerprint: serde_json::Value,
+    pub(super) created_at: DateTime<Utc>,
+    pub(super) updated_at: DateTime<Utc>,
+}
+
+#[derive(Clone)]
+pub(super) struct TransferDetailState {
+    pub(super) out_detail_no: String,
+    pub(super) detail_id: String,
+    pub(super) amount_fen: i64,
+    remark: String,
+    openid: String,
+    /// `PROCESSING`, then `SUCCESS` or `FAIL`.
+    pub(super) status: String,
+    pub(super) fail_reason: Option<String>,
+}

@@ -71,11 +71,11 @@ impl Tamper {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Delivery {
     pub seq: u64,
-    /// `transaction` or `refund`.
+    /// `transaction`, `refund` or `transfer`.
     pub kind: String,
     /// `v2` or `v3`.
     pub api: String,
-    /// out_trade_no or out_refund_no.
+    /// out_trade_no, out_refund_no or out_batch_no.
     pub reference: String,
     pub notify_url: String,
     pub tamper: Tamper,
@@ -304,6 +304,64 @@ pub(super) fn refund_notification(
         kind: "refund",
         api: refund.api,
         reference: refund.out_refund_no.clone(),
+        url,
+        tamper,
+        headers,
+        body,
+    })
+}
+
+/// The `MCHTRANSFER.BATCH.FINISHED` / `.CLOSED` notification of a finished batch.
+pub(super) fn transfer_notification(
+    sandbox: &PaySandbox,
+    batch: &super::pay_api::TransferBatch,
+    merchant: &Merchant,
+    tamper: Tamper,
+    now: DateTime<Utc>,
+) -> Result<Notification, SandboxRefusal> {
+    if matches!(tamper, Tamper::Doctype | Tamper::Appid) {
+        return Err(not_applicable(tamper, "transfer notifications"));
+    }
+    let url = batch.notify_url.clone().ok_or_else(|| SandboxRefusal::conflict("batch has no notify_url"))?;
+    let (event_type, summary) = match batch.batch_status.as_str() {
+        "FINISHED" => ("MCHTRANSFER.BATCH.FINISHED", "商家转账批次完成通知"),
+        "CLOSED" => ("MCHTRANSFER.BATCH.CLOSED", "商家转账批次关闭通知"),
+        _ => return Err(SandboxRefusal::conflict("batch is not finished")),
+    };
+    let (mut success_num, mut success_amount, mut fail_num, mut fail_amount) = (0i64, 0i64, 0i64, 0i64);
+    for d in &batch.details {
+        if d.status == "SUCCESS" {
+            success_num += 1;
+            success_amount += d.amount_fen;
+        } else {
+            fail_num += 1;
+            fail_amount += d.amount_fen;
+        }
+    }
+    if tamper == Tamper::Amount {
+        success_amount += 1;
+    }
+    let total_amount: i64 = batch.details.iter().map(|d| d.amount_fen).sum();
+    let resource = v3::TransferBatchResource {
+        mchid: if tamper == Tamper::MchId { other_id(&batch.mch_id) } else { batch.mch_id.clone() },
+        out_batch_no: batch.out_batch_no.clone(),
+        batch_id: batch.batch_id.clone(),
+        batch_status: batch.batch_status.clone(),
+        total_num: batch.details.len() as i64,
+        total_amount,
+        success_amount,
+        success_num,
+        fail_amount,
+        fail_num,
+        update_time: china_time_rfc3339(batch.updated_at),
+        close_reason: batch.close_reason.clone(),
+    };
+    let plain = serde_json::to_vec(&resource).map_err(|e| SandboxRefusal::conflict(e.to_string()))?;
+    let (headers, body) = v3_envelope(sandbox, merchant, event_type, summary, "mch_payment", &plain, tamper, now)?;
+    Ok(Notification {
+        kind: "transfer",
+        api: PayApi::V3,
+        reference: batch.out_batch_no.clone(),
         url,
         tamper,
         headers,

@@ -52,6 +52,7 @@ fn subject(event: &CommissionAccountEvent) -> (String, i64) {
         | E::CommissionClawedBack { key: k, amount_fen, .. } => (key(k), amount_fen.get()),
         E::WithdrawalRequested { withdrawal_id, amount_fen, .. } => (withdrawal_id.to_string(), amount_fen.get()),
         E::WithdrawalApproved { withdrawal_id, .. }
+        | E::WithdrawalTransferRequested { withdrawal_id, .. }
         | E::WithdrawalRejected { withdrawal_id, .. }
         | E::WithdrawalPaid { withdrawal_id, .. }
         | E::WithdrawalFailed { withdrawal_id, .. }

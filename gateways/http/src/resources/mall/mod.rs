@@ -98,6 +98,9 @@ fn order_rejection(e: &MallOrderError) -> ApiError {
         MallOrderError::NotPaid => ApiError::conflict("not_paid", message),
         MallOrderError::PaidByAnother => ApiError::conflict("paid_by_another", message),
         MallOrderError::CouponNotApplicable => ApiError::invalid("coupon_not_applicable", message),
+        MallOrderError::RefundRequestOpen => ApiError::conflict("refund_request_open", message),
+        MallOrderError::NoRefundRequest => ApiError::conflict("no_refund_request", message),
+        MallOrderError::TooManyRefundRequests => ApiError::conflict("too_many_refund_requests", message),
         // Sessions of the admin API act as staff or admin: a refusal is ours.
         MallOrderError::NotStaff
         | MallOrderError::AlreadyPlaced
@@ -109,6 +112,8 @@ fn order_rejection(e: &MallOrderError) -> ApiError {
         | MallOrderError::PointsNotHeld
         | MallOrderError::AmountMismatch { .. }
         | MallOrderError::NotYetDue(_)
+        | MallOrderError::NotMember
+        | MallOrderError::NotAdmin
         | MallOrderError::RefundNo => ApiError::internal("mall order", &message),
     }
 }
@@ -399,7 +404,12 @@ pub async fn list_orders(
 ) -> Result<Json<OrderList>, ApiError> {
     let limit = page_limit(query.0.limit, ORDER_PAGE_MAX)?;
     let before_no = page_before(query.0.before)?;
-    let q = OrderQuery { member_id: query.0.member_id.map(MemberId::from_uuid), before_no, limit };
+    let q = OrderQuery {
+        member_id: query.0.member_id.map(MemberId::from_uuid),
+        before_no,
+        limit,
+        refund_request: query.0.refund_request.map(Into::into),
+    };
     let views = orders::list_orders(&state.app, &auth.session.tenant_id, &q).await?;
     Ok(Json(order_list(views, limit)))
 }
@@ -449,6 +459,58 @@ pub async fn refund_order(
     let reason = body.0.validate()?;
     let ctx = auth.context(key.0, correlation);
     Ok(Json(orders::refund(&state.app, &ctx, id.0, reason, auth.actor()).await?.into()))
+}
+
+/// Approves the order's open refund request (售后): the order is refunded as by
+/// `…/refund`, and the refund names the request.
+#[utoipa::path(post, path = "/admin/api/v1/mall/orders/{mall_order_id}/refund-request/approve", tag = "mall",
+    security(("bearer" = [])),
+    params(("mall_order_id" = uuid::Uuid, Path), ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters")),
+    responses(
+        (status = 200, description = "Approved and refunded (or replayed)", body = OrderDto),
+        (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `invalid_order_id`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`order_not_found`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`, `no_refund_request`, `already_refunded`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, order_id = %id.0))]
+pub async fn approve_refund_request(
+    State(state): State<AppState>,
+    auth: Authorized<perm::MallRefund>,
+    key: IdempotencyHeader,
+    correlation: Correlation,
+    id: ApiPath<MallOrderId>,
+) -> Result<Json<OrderDto>, ApiError> {
+    let ctx = auth.context(key.0, correlation);
+    Ok(Json(orders::approve_refund_request(&state.app, &ctx, id.0, auth.actor()).await?.into()))
+}
+
+/// Rejects the order's open refund request with a reason: the order stands,
+/// its commissions settle (at once when the holding period is over).
+#[utoipa::path(post, path = "/admin/api/v1/mall/orders/{mall_order_id}/refund-request/reject", tag = "mall",
+    security(("bearer" = [])),
+    params(("mall_order_id" = uuid::Uuid, Path), ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters")),
+    request_body = ReasonBody,
+    responses(
+        (status = 200, description = "Rejected (or replayed)", body = OrderDto),
+        (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `invalid_order_id`, `malformed_json`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`order_not_found`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`, `no_refund_request`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`, `invalid_text`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, order_id = %id.0))]
+pub async fn reject_refund_request(
+    State(state): State<AppState>,
+    auth: Authorized<perm::MallRefund>,
+    key: IdempotencyHeader,
+    correlation: Correlation,
+    id: ApiPath<MallOrderId>,
+    body: ApiJson<ReasonBody>,
+) -> Result<Json<OrderDto>, ApiError> {
+    let reason = body.0.validate()?;
+    let ctx = auth.context(key.0, correlation);
+    Ok(Json(orders::reject_refund_request(&state.app, &ctx, id.0, reason, auth.actor()).await?.into()))
 }
 
 /// Hands a paid order over at the counter: by its QR payload, its number or its
@@ -545,7 +607,7 @@ pub async fn member_orders(
 ) -> Result<Json<OrderList>, ApiError> {
     let limit = page_limit(query.0.limit, ORDER_PAGE_MAX)?;
     let before_no = page_before(query.0.before)?;
-    let q = OrderQuery { member_id: Some(session.member_id), before_no, limit };
+    let q = OrderQuery { member_id: Some(session.member_id), before_no, limit, refund_request: None };
     let views = orders::list_orders(&state.app, &session.tenant_id, &q).await?;
     Ok(Json(order_list(views, limit)))
 }
@@ -635,6 +697,34 @@ pub struct WechatPayStartedDoc {
     order: OrderDto,
     payment: crate::resources::payments::PaymentOrderDoc,
     pay_params: crate::resources::member_api::JsapiPayParamsDoc,
+}
+
+/// Asks for a refund of the member's paid or delivered order (售后), with a
+/// reason: open until an admin approves (refunds) or rejects it. One request
+/// open at a time, at most 5 per order.
+#[utoipa::path(post, path = "/m/api/v1/mall/orders/{order_id}/refund-request", tag = "member",
+    security(("member_bearer" = [])),
+    params(("order_id" = uuid::Uuid, Path), ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters")),
+    request_body = ReasonBody,
+    responses(
+        (status = 200, description = "Requested (or replayed)", body = OrderDto),
+        (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `invalid_order_id`, `malformed_json`", body = ErrorBody),
+        (status = 401, description = "`unauthenticated`", body = ErrorBody),
+        (status = 404, description = "`order_not_found`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`, `not_paid`, `already_refunded`, `order_ended`, `refund_request_open`, `too_many_refund_requests`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`, `invalid_text`", body = ErrorBody),
+    ))]
+pub async fn member_request_refund(
+    State(state): State<AppState>,
+    auth: MemberAuth,
+    key: IdempotencyHeader,
+    id: ApiPath<MallOrderId>,
+    body: ApiJson<ReasonBody>,
+) -> Result<Json<OrderDto>, ApiError> {
+    let reason = body.0.validate()?;
+    let member = auth.0.member_id;
+    let (_, ctx) = auth.command(key.0);
+    Ok(Json(orders::request_refund_of_order(&state.app, &ctx, id.0, member, reason).await?.into()))
 }
 
 /// Cancels the member's unpaid order: stock and points go back.

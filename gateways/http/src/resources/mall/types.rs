@@ -8,7 +8,8 @@ use wxcm_commands::mall::orders::{CashMethod, OrderView};
 use wxcm_commands::mall::{NewProduct, ProductView};
 use wxcm_domain::mall::{
     CashPayment, CashRefund, ImageUrl, MallOrderId, OrderStatus, PaymentMethod, Price, ProductDescription, ProductId,
-    ProductListing, ProductName, Quantity, Stock, IMAGES_MAX, PER_MEMBER_LIMIT_MAX, QUANTITY_MAX, STOCK_MAX,
+    ProductListing, ProductName, Quantity, RefundRequestStatus, Stock, IMAGES_MAX, PER_MEMBER_LIMIT_MAX, QUANTITY_MAX,
+    STOCK_MAX,
 };
 use wxcm_domain::{AmountFen, PointsAmount, Reference};
 
@@ -377,6 +378,57 @@ pub struct OrderPageQuery {
     /// 1..=100, default 50.
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
+    /// Only orders whose latest refund request is in this state (`open`: the
+    /// requests waiting for a decision).
+    #[param(inline)]
+    pub refund_request: Option<RefundRequestStateDto>,
+}
+
+/// Where a refund request (售后) stands.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundRequestStateDto {
+    /// Waiting for an admin: the order's commissions do not settle meanwhile.
+    Open,
+    Rejected,
+    /// Approved: the order was refunded.
+    Approved,
+}
+
+impl From<RefundRequestStateDto> for RefundRequestStatus {
+    fn from(s: RefundRequestStateDto) -> Self {
+        match s {
+            RefundRequestStateDto::Open => RefundRequestStatus::Open,
+            RefundRequestStateDto::Rejected => RefundRequestStatus::Rejected,
+            RefundRequestStateDto::Approved => RefundRequestStatus::Approved,
+        }
+    }
+}
+
+impl From<RefundRequestStatus> for RefundRequestStateDto {
+    fn from(s: RefundRequestStatus) -> Self {
+        match s {
+            RefundRequestStatus::Open => RefundRequestStateDto::Open,
+            RefundRequestStatus::Rejected => RefundRequestStateDto::Rejected,
+            RefundRequestStatus::Approved => RefundRequestStateDto::Approved,
+        }
+    }
+}
+
+/// The order's latest refund request.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RefundRequestDto {
+    /// 1-based: the order's n-th request (at most 5).
+    pub request_no: u32,
+    pub status: RefundRequestStateDto,
+    /// The member's reason.
+    pub reason: String,
+    pub requested_at: DateTime<Utc>,
+    /// Who rejected or approved it.
+    pub resolved_by: Option<String>,
+    /// Why it was rejected.
+    pub resolution: Option<String>,
+    pub resolved_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -458,6 +510,8 @@ pub struct OrderDto {
     /// A payment that arrived after the order ended (it is refunded).
     pub late_payment: Option<CashDto>,
     pub refund: Option<RefundDto>,
+    /// The latest refund request (售后), open or decided.
+    pub refund_request: Option<RefundRequestDto>,
 }
 
 fn snake<T: Serialize>(value: &T) -> String {
@@ -505,6 +559,15 @@ impl From<OrderView> for OrderDto {
                     }
                 }),
                 quantity_back: r.quantity_back.map(Quantity::get),
+            }),
+            refund_request: v.refund_request.map(|r| RefundRequestDto {
+                request_no: r.request_no,
+                status: r.status.into(),
+                reason: r.reason,
+                requested_at: r.requested_at,
+                resolved_by: r.resolved_by,
+                resolution: r.resolution,
+                resolved_at: r.resolved_at,
             }),
         }
     }
