@@ -119,6 +119,7 @@ pub fn commission_deltas(event: &CommissionAccountEvent, withdrawal_amount: Opti
         }
         E::CommissionAccountOpened { .. }
         | E::WithdrawalApproved { .. }
+        | E::WithdrawalTransferRequested { .. }
         | E::WithdrawalFailed { .. }
         | E::WithdrawalRetried { .. } => Vec::new(),
     })
@@ -294,6 +295,7 @@ mod tests {
             withdrawal_id: id,
             actor: Actor::System { job: "t".into() },
             approved_at: at,
+            method: wxcm_domain::distribution::PayoutMethod::Balance,
         };
         assert!(commission_deltas(&approved, None).unwrap().is_empty());
     }

@@ -203,7 +203,10 @@ fn count_account(
         E::WithdrawalReturned { withdrawal_id, .. } => {
             add(counts, at, metric::WITHDRAWALS_RETURNED_FEN, "returned", requested(withdrawal_id));
         }
-        E::CommissionAccountOpened { .. } | E::WithdrawalApproved { .. } | E::WithdrawalRetried { .. } => {}
+        E::CommissionAccountOpened { .. }
+        | E::WithdrawalApproved { .. }
+        | E::WithdrawalTransferRequested { .. }
+        | E::WithdrawalRetried { .. } => {}
     }
 }
 
