@@ -39,7 +39,8 @@ use uuid::Uuid;
 
 pub use order::{
     AppliedCoupon, CashPayment, CashRefund, LatePayment, MallOrder, MallOrderCommand, MallOrderError, MallOrderEvent,
-    OrderDelivery, OrderEnd, OrderRefund, OrderStatus, OrderTotals, PaymentMethod, PlacedOrder, RecordedPayment,
+    OrderDelivery, OrderEnd, OrderRefund, OrderStatus, OrderTotals, PaymentMethod, PlacedOrder, PriceChange,
+    RecordedPayment,
 };
 pub use product::{
     Product, ProductCommand, ProductError, ProductEvent, ProductListing, ProductState, ReleaseReason, Reservation,
@@ -75,6 +76,9 @@ pub mod rules {
     pub const ORDER_TRANSITION: &str = "mall_order.transition";
     /// A payment or refund moves exactly the order's amounts.
     pub const ORDER_AMOUNTS: &str = "mall_order.amounts";
+    /// A price change happens before the member starts paying, states the
+    /// cash due it replaces, and stays within 1..=the order's list cash.
+    pub const ORDER_PRICE: &str = "mall_order.price";
 }
 
 /// Units one order may buy.
