@@ -361,6 +361,7 @@ async fn a_products_fixed_amount_counts_every_unit_and_a_distributor_levels_rate
         json!({"commission": {"kind": "bonus"}}),
         json!({"commission": {"kind": "excluded"}, "x": 1}),
         json!({"commission": "excluded"}),
+        json!({"commission": {"kind": "excluded", "x": 1}}),
     ] {
         let (status, body) = send(&t, Method::PUT, &s.owner, &commission_path, Some(bad.clone())).await;
         assert!(status.is_client_error(), "{bad} → {status} {body}");

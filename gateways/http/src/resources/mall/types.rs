@@ -86,7 +86,8 @@ pub enum ProductStockDto {
         #[schema(minimum = 0, maximum = 1_000_000)]
         total: i64,
     },
-    Unlimited,
+    /// A struct variant (not a unit one), so a stray field is refused like in `finite`.
+    Unlimited {},
 }
 
 impl ProductStockDto {
@@ -96,7 +97,7 @@ impl ProductStockDto {
                 Ok(total) if total <= STOCK_MAX => Ok(Stock::Finite { total }),
                 _ => Err(ApiError::invalid("invalid_stock", format!("stock must be 0..={STOCK_MAX}"))),
             },
-            ProductStockDto::Unlimited => Ok(Stock::Unlimited),
+            ProductStockDto::Unlimited {} => Ok(Stock::Unlimited),
         }
     }
 }
@@ -105,7 +106,7 @@ impl From<Stock> for ProductStockDto {
     fn from(s: Stock) -> Self {
         match s {
             Stock::Finite { total } => ProductStockDto::Finite { total: i64::from(total) },
-            Stock::Unlimited => ProductStockDto::Unlimited,
+            Stock::Unlimited => ProductStockDto::Unlimited {},
         }
     }
 }
@@ -245,8 +246,8 @@ pub enum ProductCommissionDto {
         #[schema(minimum = 1, maximum = 100_000_000)]
         second_fen: Option<i64>,
     },
-    /// The product earns no commission.
-    Excluded,
+    /// The product earns no commission (a struct variant, so a stray field is refused).
+    Excluded {},
 }
 
 impl From<ProductCommission> for ProductCommissionDto {
@@ -260,7 +261,7 @@ impl From<ProductCommission> for ProductCommissionDto {
                 first_fen: first_fen.get(),
                 second_fen: second_fen.map(AmountFen::get),
             },
-            ProductCommission::Excluded => ProductCommissionDto::Excluded,
+            ProductCommission::Excluded => ProductCommissionDto::Excluded {},
         }
     }
 }
@@ -288,7 +289,7 @@ impl ProductCommissionBody {
                     second_fen: second_fen.map(fen).transpose()?,
                 })
             }
-            Some(ProductCommissionDto::Excluded) => Some(ProductCommission::Excluded),
+            Some(ProductCommissionDto::Excluded {}) => Some(ProductCommission::Excluded),
         })
     }
 }
