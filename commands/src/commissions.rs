@@ -8,10 +8,14 @@
 //! notification, a scheduler restart) changes nothing:
 //! - `MallOrderPaid` → [`due_accrue`]: level 1 is the buyer's distributor,
 //!   level 2 theirs (depth 2), each as bound when the order was paid and
-//!   active now. Basis: the cash paid for the goods after coupons (points
-//!   never earn). Rule: the tenant's default rates ([`resolve_rule`]; the mall
-//!   has no per-product commission terms and the settings no per-level
-//!   rates yet), split by [`split_order`].
+//!   active now. Basis: the cash the order's payment recorded for the goods
+//!   (after coupons and after an admin's price change before payment; points
+//!   never earn). Rule, per level ([`resolve_rule_from`]): the product's own
+//!   terms, else the rates of the earning distributor's level (commission
+//!   settings' catalog), else the tenant's default rates; all three read when
+//!   the accrual runs (at once after payment). Split by [`split_order`]: a
+//!   fixed amount counts every unit, capped at the basis; level 2 earns at
+//!   most what level 1 leaves.
 //! - `MallOrderDelivered` → [`due_settle`] at delivered_at + hold days; the
 //!   account refuses an early settlement (retried later). While the member's
 //!   refund request (售后) is open the account refuses it too (`refund_open`)
@@ -41,9 +45,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use wxcm_domain::distribution::binding::{CommissionDepth, DistributorStanding};
 use wxcm_domain::distribution::{
-    resolve_rule, split_order, CommissionAccount, CommissionAccountCommand, CommissionAccountError,
+    resolve_rule_from, split_order, CommissionAccount, CommissionAccountCommand, CommissionAccountError,
     CommissionAccountId, CommissionFigures, CommissionKey, CommissionLevel, CommissionRule, CommissionSettings,
-    PayoutMethod, TransferAttempt, WithdrawalId, WithdrawalState,
+    DistributorLevelCode, PayoutMethod, TransferAttempt, WithdrawalId, WithdrawalState,
 };
 use wxcm_domain::mall::{MallOrderId, OrderStatus};
 use wxcm_domain::member::{MemberCommand, Provenance};
@@ -146,6 +150,10 @@ pub struct CommissionRecord {
     pub accrued_at: DateTime<Utc>,
     pub settled_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
+    /// The rule it was computed with (`None` only for a row the migration
+    /// could not fill).
+    pub rule: Option<CommissionRule>,
+    pub quantity: Option<u32>,
 }
 
 /// A commission and every level of its order.
@@ -326,7 +334,37 @@ pub async fn put_settings(
     let shard = app.router.route(tenant)?;
     shard.commissions.save_settings(tenant, settings, app.clock.now(), &actor.label()).await?;
     tracing::info!(%tenant, "commission settings saved");
-    Ok(*settings)
+    Ok(settings.clone())
+}
+
+/// A mall order's commissions: the cash it paid (the basis) and each level
+/// that earned, with its distributor, rule, amount and state.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrderCommissions {
+    pub order_id: MallOrderId,
+    pub status: OrderStatus,
+    pub quantity: u32,
+    /// Cash the order's payment recorded (`None` before payment or for a
+    /// points-only order: points never earn).
+    pub cash_paid_fen: Option<i64>,
+    pub split: Vec<CommissionRecord>,
+}
+
+/// The order's commissions, level 1 first (another tenant's order is not found).
+pub async fn of_order(
+    app: &App,
+    tenant: &TenantId,
+    order_id: MallOrderId,
+) -> Result<OrderCommissions, CommissionError> {
+    let shard = app.router.route(tenant)?;
+    let (order, _) = shard.mall_orders.load(tenant, &order_id.to_string()).await?;
+    let (Some(placed), Some(status)) = (order.placed.as_deref().filter(|p| &p.tenant_id == tenant), order.status)
+    else {
+        return Err(CommissionError::NotFound("order"));
+    };
+    let cash_paid_fen = order.payment.as_ref().and_then(|p| p.cash.as_ref()).map(|c| c.amount_fen().get());
+    let split = shard.commissions.of_order(tenant, order_id).await?;
+    Ok(OrderCommissions { order_id, status, quantity: placed.quantity.get(), cash_paid_fen, split })
 }
 
 fn account_stream(tenant: &TenantId, distributor: MemberId) -> String {
@@ -823,21 +861,27 @@ pub async fn apply_transfer_notification(
 // ---------------------------------------------------------------- process managers
 
 /// The distributor `member` was bound to at `at`, if they are an active
-/// distributor now.
+/// distributor now, with their level code (if any).
 async fn earner(
     shard: &ShardServices,
     tenant: &TenantId,
     member: MemberId,
     at: DateTime<Utc>,
-) -> Result<Option<MemberId>, CommissionError> {
+) -> Result<Option<(MemberId, Option<DistributorLevelCode>)>, CommissionError> {
     let history = shard.distribution.binding_history(tenant, member, BINDINGS_READ_MAX).await?;
     let Some(binding) = history.into_iter().find(|b| b.bound_at <= at) else {
         return Ok(None);
     };
     let distributor = binding.distributor_id;
-    let view = shard.distribution.distributor(tenant, distributor).await?;
-    let active = view.is_some_and(|v| v.standing == DistributorStanding::Active);
-    Ok((active && distributor != member).then_some(distributor))
+    let Some(view) = shard.distribution.distributor(tenant, distributor).await? else {
+        return Ok(None);
+    };
+    if view.standing != DistributorStanding::Active || distributor == member {
+        return Ok(None);
+    }
+    // A code the catalog no longer has (or could not parse) earns the defaults.
+    let level = view.level.as_deref().and_then(|c| DistributorLevelCode::parse(c).ok());
+    Ok(Some((distributor, level)))
 }
 
 /// Runs one command on a distributor's account under a key of `parts`.
@@ -878,20 +922,28 @@ pub async fn due_accrue(app: &App, tenant: &TenantId, order_id: MallOrderId) -> 
         return Ok(0);
     };
     let settings = shard.distribution.settings(tenant).await?.unwrap_or_default();
-    let Some(rates) = settings.default_rates() else {
-        return Ok(0);
-    };
+    let tenant_rates = settings.default_rates();
     let buyer = placed.member_id;
-    let Some(first) = earner(&shard, tenant, buyer, payment.paid_at).await? else {
+    let Some((first, first_level)) = earner(&shard, tenant, buyer, payment.paid_at).await? else {
         return Ok(0);
     };
     let second = match settings.depth() {
-        CommissionDepth::Two => earner(&shard, tenant, first, payment.paid_at).await?.filter(|d| *d != buyer),
+        CommissionDepth::Two => earner(&shard, tenant, first, payment.paid_at).await?.filter(|(d, _)| *d != buyer),
         CommissionDepth::One => None,
     };
+    let catalog = shard.commissions.settings(tenant).await?.unwrap_or_default();
+    let level_rates = |code: Option<&DistributorLevelCode>| code.and_then(|c| catalog.level_rates(c));
+    let (product, _) = shard.products.load(tenant, &placed.product_id.to_string()).await?;
+    let product_terms = product.created.as_ref().filter(|p| &p.tenant_id == tenant).and_then(|p| p.commission);
+    let first_rule =
+        resolve_rule_from(CommissionLevel::First, tenant_rates, level_rates(first_level.as_ref()), product_terms);
+    let second_rule = second.as_ref().and_then(|(_, level)| {
+        resolve_rule_from(CommissionLevel::Second, tenant_rates, level_rates(level.as_ref()), product_terms)
+    });
+    tracing::debug!(%tenant, order = %order_id, ?first_rule, ?second_rule, "commission rules resolved");
     let rules: [(CommissionLevel, Option<MemberId>, Option<CommissionRule>); 2] = [
-        (CommissionLevel::First, Some(first), resolve_rule(CommissionLevel::First, rates, None, None)),
-        (CommissionLevel::Second, second, second.and(resolve_rule(CommissionLevel::Second, rates, None, None))),
+        (CommissionLevel::First, Some(first), first_rule.map(|(r, _)| r)),
+        (CommissionLevel::Second, second.as_ref().map(|(d, _)| *d), second_rule.map(|(r, _)| r)),
     ];
     let basis = cash.amount_fen();
     let (first_fen, _) =
@@ -919,6 +971,7 @@ pub async fn due_accrue(app: &App, tenant: &TenantId, order_id: MallOrderId) -> 
         }
     }
     if written > 0 {
+        let second = second.map(|(d, _)| d);
         tracing::info!(%tenant, order = %order_id, %first, ?second, "commissions accrued");
     }
     // A refund recorded while we accrued: reverse what we just accrued.

@@ -29,7 +29,7 @@ use wxcm_domain::distribution::binding::{
     self, Binding, BindingAsk, BindingDecision, BindingRefusal, BindingRoute, DistributorStanding, EnrolmentPolicy,
 };
 use wxcm_domain::distribution::{
-    DistributionSettings, Distributor, DistributorCommand, DistributorError, DistributorId,
+    DistributionSettings, Distributor, DistributorCommand, DistributorError, DistributorId, DistributorLevelCode,
 };
 use wxcm_domain::member::{ExpiryPolicy, MemberCommand, PointsSource, Provenance};
 use wxcm_domain::{Actor, AppId, MemberId, OpenId, PointsAmount, Reference, TenantId};
@@ -64,6 +64,8 @@ pub enum DistributionError {
     UnknownCode,
     #[error("not a distributor")]
     NotDistributor,
+    #[error("no distributor level {0} in the commission settings")]
+    UnknownLevel(String),
     #[error("idempotency key was already used with a different request")]
     IdempotencyMismatch,
     #[error("too much contention, try again")]
@@ -146,6 +148,8 @@ pub struct DistributorView {
     pub enrolled_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
     pub qr: Option<DistributorQr>,
+    /// The distributor's level code in the tenant's catalog (commission settings).
+    pub level: Option<String>,
 }
 
 /// A page of distributors in member id order.
@@ -441,6 +445,36 @@ pub async fn change_standing(
         AdminChange::Reinstate => DistributorCommand::Reinstate { actor },
     };
     run(app, ctx, member, command, &request).await
+}
+
+/// An admin sets the distributor's level (`None`: none; the tenant's
+/// default rates apply). The level must be in the tenant's catalog now; a
+/// level removed from the catalog later leaves the distributor on the
+/// tenant's defaults.
+pub async fn set_level(
+    app: &App,
+    ctx: &CommandContext,
+    member: MemberId,
+    level: Option<DistributorLevelCode>,
+    actor: Actor,
+) -> Result<DistributorView, DistributionError> {
+    let tenant = &ctx.tenant_id;
+    members::get(app, tenant, member).await?;
+    get_distributor(app, tenant, member).await?;
+    if let Some(code) = &level {
+        let settings = crate::commissions::settings(app, tenant).await.map_err(|e| match e {
+            crate::commissions::CommissionError::Unavailable(s) => DistributionError::Unavailable(s),
+            crate::commissions::CommissionError::Route(r) => DistributionError::Route(r),
+            other => DistributionError::Infra(other.to_string()),
+        })?;
+        if settings.level_rates(code).is_none() {
+            return Err(DistributionError::UnknownLevel(code.to_string()));
+        }
+    }
+    let request = serde_json::json!({ "set_level": member, "level": &level });
+    let view = run(app, ctx, member, DistributorCommand::SetLevel { level, actor }, &request).await?;
+    tracing::info!(%tenant, %member, level = ?view.level, "distributor level set");
+    Ok(view)
 }
 
 async fn run(

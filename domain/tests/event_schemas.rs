@@ -25,7 +25,7 @@ use wxcm_domain::coupon::{
 };
 use wxcm_domain::distribution::{
     CommissionAccountEvent, CommissionKey, CommissionLevel, CommissionRule, DistributorEvent, EnrolmentRoute,
-    PayoutMethod, RateBps, WithdrawalId,
+    LevelRates, PayoutMethod, RateBps, WithdrawalId,
 };
 use wxcm_domain::mall::{
     AppliedCoupon, CashPayment, CashRefund, ImageUrl, MallOrderEvent, MallOrderId, OrderEnd, OrderRefund, OrderTotals,
@@ -615,6 +615,31 @@ fn product_events() -> Vec<ProductEvent> {
             member_units_after: Some(0),
             returned_at: at("2026-12-03T00:00:00Z"),
         },
+        ProductEvent::ProductCommissionSet {
+            commission: Some(wxcm_domain::distribution::ProductCommission::FixedPerUnit {
+                first_fen: fen(300),
+                second_fen: Some(fen(100)),
+            }),
+            actor: Actor::Admin { username: "boss".into() },
+            set_at: at("2026-12-03T01:00:00Z"),
+        },
+        ProductEvent::ProductCommissionSet {
+            commission: Some(wxcm_domain::distribution::ProductCommission::Rates {
+                rates: LevelRates::new(RateBps::new(1_200).unwrap(), RateBps::new(300).unwrap()).unwrap(),
+            }),
+            actor: Actor::Admin { username: "boss".into() },
+            set_at: at("2026-12-03T01:00:00Z"),
+        },
+        ProductEvent::ProductCommissionSet {
+            commission: Some(wxcm_domain::distribution::ProductCommission::Excluded),
+            actor: Actor::Admin { username: "boss".into() },
+            set_at: at("2026-12-03T01:00:00Z"),
+        },
+        ProductEvent::ProductCommissionSet {
+            commission: None,
+            actor: Actor::Admin { username: "boss".into() },
+            set_at: at("2026-12-03T01:00:00Z"),
+        },
     ]
 }
 
@@ -711,11 +736,19 @@ fn mall_order_events() -> Vec<MallOrderEvent> {
                 quantity_back: None,
                 coupon_back: None,
             },
-            actor: admin,
+            actor: admin.clone(),
             reason: reference("paid after expiry"),
             refunded_at: at("2026-12-04T00:00:00Z"),
             approves_request: None,
         },
+        MallOrderEvent::MallOrderPriceChanged {
+            old_cash_due_fen: fen(1_500),
+            new_cash_due_fen: fen(1_200),
+            actor: admin,
+            reason: reference("loyal customer"),
+            changed_at: at("2026-12-02T00:01:00Z"),
+        },
+        MallOrderEvent::MallOrderPaymentStarted { cash_due_fen: fen(1_200), started_at: at("2026-12-02T00:02:00Z") },
     ]
 }
 
@@ -1182,7 +1215,19 @@ fn distributor_events() -> Vec<DistributorEvent> {
             actor: admin.clone(),
             suspended_at: at("2026-12-03T10:00:00Z"),
         },
-        E::DistributorReinstated { actor: admin, reinstated_at: at("2026-12-04T10:00:00Z") },
+        E::DistributorReinstated { actor: admin.clone(), reinstated_at: at("2026-12-04T10:00:00Z") },
+        E::DistributorLevelSet {
+            level: Some(wxcm_domain::distribution::DistributorLevelCode::parse("gold").unwrap()),
+            previous: None,
+            actor: admin.clone(),
+            set_at: at("2026-12-04T11:00:00Z"),
+        },
+        E::DistributorLevelSet {
+            level: None,
+            previous: Some(wxcm_domain::distribution::DistributorLevelCode::parse("gold").unwrap()),
+            actor: admin,
+            set_at: at("2026-12-04T12:00:00Z"),
+        },
     ]
 }
 

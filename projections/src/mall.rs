@@ -97,8 +97,17 @@ impl Projector for MallProjector {
             }
             return Ok(());
         }
+        // An admin's price change before payment: the row shows the cash due now.
+        let cash_due_fen = match &order_event {
+            MallOrderEvent::MallOrderPriceChanged { new_cash_due_fen, .. } => Some(new_cash_due_fen.get()),
+            _ => None,
+        };
         let (status, deltas) = match &order_event {
             MallOrderEvent::MallOrderPlaced(_) => return Ok(()),
+            // Neither changes a status nor a count.
+            MallOrderEvent::MallOrderPriceChanged { .. } | MallOrderEvent::MallOrderPaymentStarted { .. } => {
+                (None, Vec::new())
+            }
             // The hold and refund requests change nothing a report shows.
             MallOrderEvent::MallOrderPointsHeld { .. }
             | MallOrderEvent::MallOrderRefundRequested { .. }
@@ -146,7 +155,8 @@ impl Projector for MallProjector {
             }
         };
         let updated = sqlx::query(
-            "UPDATE rm_mall_orders SET status = coalesce($3, status), updated_at = $4, version = $5
+            "UPDATE rm_mall_orders SET status = coalesce($3, status), updated_at = $4, version = $5,
+                    cash_due_fen = coalesce($6, cash_due_fen)
               WHERE tenant_id = $1 AND order_id = $2 AND version < $5",
         )
         .bind(&event.tenant_id)
@@ -154,6 +164,7 @@ impl Projector for MallProjector {
         .bind(status.map(status_name))
         .bind(recorded_at)
         .bind(sequence)
+        .bind(cash_due_fen)
         .execute(&mut *conn)
         .await?;
         if updated.rows_affected() != 1 {

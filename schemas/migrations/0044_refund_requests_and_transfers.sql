@@ -104,7 +104,8 @@ CREATE TRIGGER mall_order_commission_due
 -- (state `transferring`) the transfer's `out_batch_no`/`out_detail_no`, recorded
 -- before Pay is asked. The read model shows both. The `commission_payout` due
 -- work written with the approval (0041) asks Pay about a transfer until it is
--- paid or failed.
+-- paid or failed. The function below is 0042's (an accrual's rule and
+-- quantity) with the transfer's two columns added.
 ALTER TABLE commission_withdrawals DROP CONSTRAINT commission_withdrawals_state_check;
 ALTER TABLE commission_withdrawals ADD CONSTRAINT commission_withdrawals_state_check
     CHECK (state IN ('requested', 'approved', 'transferring', 'paid', 'rejected', 'failed', 'returned'));
@@ -141,10 +142,10 @@ BEGIN
     CASE NEW.event_type
     WHEN 'CommissionAccrued' THEN
         INSERT INTO commissions (tenant_id, order_id, level, distributor_id, account_id, buyer_id, basis_fen,
-                                 amount_fen, state, accrued_at)
+                                 amount_fen, state, accrued_at, rule, quantity)
         VALUES (NEW.tenant_id, body -> 'key' ->> 'order_id', lvl, distributor, NEW.aggregate_id,
                 body ->> 'buyer_id', (body ->> 'basis_fen')::bigint, (body ->> 'amount_fen')::bigint, 'pending',
-                (body ->> 'accrued_at')::timestamptz);
+                (body ->> 'accrued_at')::timestamptz, body -> 'rule', (body ->> 'quantity')::int);
     WHEN 'CommissionSettled' THEN
         UPDATE commissions SET state = 'settled', settled_at = (body ->> 'settled_at')::timestamptz
          WHERE tenant_id = NEW.tenant_id AND order_id = body -> 'key' ->> 'order_id' AND level = lvl;

@@ -157,6 +157,38 @@ def _distribution_settings(body) -> None:
         rates["second_bps"] = 10000 - first
 
 
+def _rates_within_full(rates, first: str, second: str) -> None:
+    """Level 1 + level 2 rates sum to at most 10000 basis points."""
+    if not isinstance(rates, dict):
+        return
+    a, b = _number(rates.get(first)), _number(rates.get(second))
+    if a is not None and b is not None and a + b > 10000 and 0 <= a <= 10000:
+        rates[second] = 10000 - a
+
+
+def _product_commission(body) -> None:
+    """`PUT mall/products/{id}/commission`: a product's own rates sum to at most 10000."""
+    commission = body.get("commission")
+    if isinstance(commission, dict) and commission.get("kind") == "rates":
+        _rates_within_full(commission, "first_bps", "second_bps")
+
+
+def _commission_settings(body) -> None:
+    """`PUT distribution/commission-settings`: level codes are unique, each level's rates sum to at most 10000."""
+    levels = body.get("distributor_levels")
+    if not isinstance(levels, list):
+        return
+    seen = set()
+    for i, level in enumerate(levels):
+        if not isinstance(level, dict):
+            continue
+        _rates_within_full(level, "first_bps", "second_bps")
+        code = level.get("code")
+        if isinstance(code, str) and code in seen:
+            level["code"] = f"l{i}"
+        seen.add(level.get("code"))
+
+
 def _bytes_at_most(text, limit: int, filler: str):
     """`text` cut to `limit` bytes of UTF-8 on a character boundary; `filler` if nothing visible is left."""
     if not isinstance(text, str):
@@ -367,6 +399,10 @@ def map_case(context, case):
         _menu(body)
     elif route == ("PUT", "/admin/api/v1/distribution/settings") and body is not None:
         _distribution_settings(body)
+    elif route == ("PUT", "/admin/api/v1/distribution/commission-settings") and body is not None:
+        _commission_settings(body)
+    elif route == ("PUT", "/admin/api/v1/mall/products/{product_id}/commission") and body is not None:
+        _product_commission(body)
     elif route == ("POST", "/admin/api/v1/campaigns") and body is not None:
         _campaign(body)
     elif route == ("PUT", "/admin/api/v1/campaigns/{campaign_id}/terms") and body is not None:

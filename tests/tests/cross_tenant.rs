@@ -259,6 +259,17 @@ async fn another_tenants_owner_reaches_nothing_of_a_tenant_by_its_real_ids() {
             json!({"stock": {"kind": "unlimited"}}),
         ),
         (Method::POST, format!("/admin/api/v1/mall/orders/{order_id}/refund"), json!({"reason": "x"})),
+        (
+            Method::POST,
+            format!("/admin/api/v1/mall/orders/{order_id}/price"),
+            json!({"cash_due_fen": 1, "reason": "x"}),
+        ),
+        (
+            Method::PUT,
+            format!("/admin/api/v1/mall/products/{product_id}/commission"),
+            json!({"commission": {"kind": "excluded"}}),
+        ),
+        (Method::PUT, format!("/admin/api/v1/distributors/{member_id}/level"), json!({"level": null})),
         (Method::POST, "/admin/api/v1/mall/deliveries".to_owned(), json!({"order": order_qr, "store": "x"})),
         (Method::POST, "/admin/api/v1/mall/deliveries".to_owned(), json!({"order": order_no, "store": "x"})),
         (

@@ -207,6 +207,8 @@ pub struct ProductView {
     pub per_member_limit: Option<u32>,
     /// One coupon of this template comes with every paid order.
     pub gift_coupon: Option<TemplateId>,
+    /// The product's own commission terms (`None`: the rates apply).
+    pub commission: Option<wxcm_domain::distribution::ProductCommission>,
     pub on_sale: bool,
     /// Units unpaid orders hold.
     pub reserved: u64,
@@ -226,6 +228,7 @@ impl ProductView {
             stock: state.stock,
             per_member_limit: state.per_member_limit,
             gift_coupon: state.gift_coupon,
+            commission: state.commission,
             on_sale: state.on_sale,
             reserved: state.reserved,
             sold: state.sold,
@@ -290,6 +293,7 @@ pub async fn change_product(
             | ProductCommand::SetStock { .. }
             | ProductCommand::SetMemberLimit { .. }
             | ProductCommand::SetGiftCoupon { .. }
+            | ProductCommand::SetCommission { .. }
             | ProductCommand::PutOnSale { .. }
             | ProductCommand::TakeOffSale { .. }
     );

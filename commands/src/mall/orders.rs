@@ -30,8 +30,8 @@ use uuid::Uuid;
 use wxcm_domain::coupon::{CouponCommand, CouponError, CouponEvent, CouponId, TemplateId};
 use wxcm_domain::mall::{
     AppliedCoupon, CashPayment, CashRefund, MallOrder, MallOrderCommand, MallOrderError, MallOrderEvent, MallOrderId,
-    OrderRefund, OrderStatus, OrderTotals, PaymentMethod, PlacedOrder, Price, ProductCommand, ProductError, ProductId,
-    Quantity, RefundRequest, RefundRequestStatus, ReleaseReason, PAY_WINDOW_MAX_MINUTES,
+    OrderRefund, OrderStatus, OrderTotals, PaymentMethod, PlacedOrder, Price, PriceChange, ProductCommand,
+    ProductError, ProductId, Quantity, RefundRequest, RefundRequestStatus, ReleaseReason, PAY_WINDOW_MAX_MINUTES,
 };
 use wxcm_domain::member::{ExpiryPolicy, MemberCommand, MemberError, MemberEvent, PointsSource, Provenance};
 use wxcm_domain::{Actor, AmountFen, EventSourced, IdempotencyKey, MemberId, PointsAmount, Reference, TenantId};
@@ -81,7 +81,15 @@ pub struct OrderView {
     pub product_name: String,
     pub quantity: Quantity,
     pub unit_price: Price,
+    /// The totals as placed.
     pub totals: OrderTotals,
+    /// What the member pays in cash now: `totals.cash_due_fen`, or what an
+    /// admin's price change set.
+    pub cash_due_fen: i64,
+    /// The last price change before payment.
+    pub price_change: Option<PriceChange>,
+    /// The member started paying: the price is fixed.
+    pub payment_started: bool,
     pub coupon_id: Option<CouponId>,
     /// The coupon template the order comes with once paid, and the coupon it
     /// becomes (issued when the payment is settled; see the member's coupons).
@@ -146,6 +154,9 @@ impl OrderView {
             quantity: placed.quantity,
             unit_price: placed.unit_price,
             totals: placed.totals,
+            cash_due_fen: order.cash_due_fen().unwrap_or(placed.totals.cash_due_fen),
+            price_change: order.price_change.clone(),
+            payment_started: order.payment_started,
             coupon_id: placed.coupon.as_ref().map(|c| c.coupon_id),
             gift_coupon_template_id: placed.gift_coupon,
             gift_coupon_id: placed
@@ -188,7 +199,7 @@ pub(super) fn step_key(step: &str, order_id: MallOrderId) -> Result<IdempotencyK
 
 /// The steps of one order's processes, each under a key derived from the
 /// order and the step (so each happens once), counted when they wrote.
-struct Steps {
+pub(super) struct Steps {
     shard: Arc<ShardServices>,
     tenant: TenantId,
     order_id: MallOrderId,
@@ -197,7 +208,12 @@ struct Steps {
 }
 
 impl Steps {
-    fn new(app: &App, tenant: &TenantId, order_id: MallOrderId, correlation: Uuid) -> Result<Self, MallOpError> {
+    pub(super) fn new(
+        app: &App,
+        tenant: &TenantId,
+        order_id: MallOrderId,
+        correlation: Uuid,
+    ) -> Result<Self, MallOpError> {
         Ok(Self { shard: app.router.route(tenant)?, tenant: tenant.clone(), order_id, correlation, written: 0 })
     }
 
@@ -620,7 +636,19 @@ pub async fn pay(
     let cash = match placed.method {
         PaymentMethod::PointsOnly => None,
         PaymentMethod::Balance | PaymentMethod::PointsAndBalance => {
-            Some(charge_balance(&mut steps, placed.member_id, placed.totals.cash_due_fen, actor.clone()).await?)
+            // Refused before the price is fixed when the balance cannot pay
+            // it (the charge checks again): a failed attempt leaves the
+            // price open to change.
+            let due = order.cash_due_fen().unwrap_or(placed.totals.cash_due_fen);
+            let (member, _) = steps.shard.members.load(tenant, &placed.member_id.to_string()).await?;
+            if !order.payment_started && member.balance.get() < due {
+                let balance_fen = member.balance.get();
+                return Err(MallOpError::Member(MemberError::InsufficientBalance { balance_fen, requested_fen: due }));
+            }
+            // The price is fixed before any money moves (an admin's price
+            // change and this payment meet at the order stream's version).
+            let due = start_payment(&mut steps).await?;
+            Some(charge_balance(&mut steps, placed.member_id, due, actor.clone()).await?)
         }
         PaymentMethod::WechatPay | PaymentMethod::PointsAndWechatPay => {
             return Err(MallOpError::PaymentMethodMismatch(
@@ -634,6 +662,60 @@ pub async fn pay(
     if late {
         return Err(MallOpError::PaidTooLate);
     }
+    get_order(app, tenant, order_id).await
+}
+
+/// Records that the member starts paying (once; the price is fixed from
+/// here) and returns the cash due, read back from the order after it.
+pub(super) async fn start_payment(steps: &mut Steps) -> Result<i64, MallOpError> {
+    steps.order("start-payment", MallOrderCommand::StartPayment).await?;
+    let shard = steps.shard.clone();
+    let (order, _) = shard.mall_orders.load(&steps.tenant, &steps.order_id.to_string()).await?;
+    if !order.payment_started {
+        return Err(infra("the order's payment did not start"));
+    }
+    order.cash_due_fen().ok_or(MallOpError::NotFound("order"))
+}
+
+/// What an admin's price change asks (hashed for idempotency).
+#[derive(Debug, Clone, Serialize)]
+pub struct PriceChangeRequest {
+    /// The new cash due (what the member pays after coupons).
+    pub cash_due_fen: AmountFen,
+    pub reason: Reference,
+}
+
+/// An admin changes the cash an unpaid order costs (before the member
+/// started paying). Refused once paid, or once a payment started: the
+/// `MallOrderPaymentStarted` event, or — for orders from before that event
+/// existed — a WeChat Pay order or a balance charge already made for it
+/// (the Pay order's amount cannot change under its `out_trade_no`). The
+/// accrued commission follows the cash finally paid.
+pub async fn change_price(
+    app: &App,
+    ctx: &CommandContext,
+    order_id: MallOrderId,
+    request: PriceChangeRequest,
+    actor: Actor,
+) -> Result<OrderView, MallOpError> {
+    let tenant = &ctx.tenant_id;
+    let order = load_placed(app, tenant, order_id, None).await?;
+    let shard = app.router.route(tenant)?;
+    if order.status == Some(OrderStatus::AwaitingPayment) && !order.payment_started {
+        let mut started = false;
+        for key in [charge_key(order_id)?, step_key("wechat-pay-order", order_id)?] {
+            started |= shard.event_log.find_idempotency(tenant, key.as_str()).await?.is_some();
+        }
+        if started {
+            let due = order.cash_due_fen().unwrap_or_default();
+            return Err(MallOpError::Order(MallOrderError::PaymentStarted(due)));
+        }
+    }
+    let hashed = serde_json::json!({ "change_price": order_id, "request": &request });
+    let command =
+        MallOrderCommand::ChangePrice { cash_due_fen: request.cash_due_fen, actor, reason: request.reason.clone() };
+    shard.mall_orders.execute(&order_id.to_string(), command, &hashed, ctx).await?;
+    info!(%tenant, %order_id, cash_due_fen = request.cash_due_fen.get(), "mall order price changed");
     get_order(app, tenant, order_id).await
 }
 
@@ -851,7 +933,8 @@ pub async fn settle(
             // (the payer died, or the order ended in between): paid late.
             let charge_key = steps.key("charge")?;
             if let Some(record) = shard.event_log.find_idempotency(tenant, charge_key.as_str()).await? {
-                let amount_fen = AmountFen::new(placed.totals.cash_due_fen).map_err(infra)?;
+                let due = order.cash_due_fen().unwrap_or(placed.totals.cash_due_fen);
+                let amount_fen = AmountFen::new(due).map_err(infra)?;
                 let cash = CashPayment::Balance { amount_fen, charge_sequence: record.first_sequence };
                 steps.order("pay", MallOrderCommand::RecordPayment { cash: Some(cash) }).await?;
                 order = shard.mall_orders.load(tenant, &order_id.to_string()).await?.0;

@@ -4,7 +4,11 @@
 //!
 //! One mall order has one Pay order, `MallOrderId::pay_trade_no` (so a
 //! repeated "pay" finds the same prepay at Pay, and a notification names its
-//! mall order). The Pay order expires with the mall order.
+//! mall order). The Pay order expires with the mall order. Before it is
+//! created the order records `MallOrderPaymentStarted` for the cash due then:
+//! an admin's price change after that is refused (Pay would keep the old
+//! amount under the same `out_trade_no`; closing it could race a member
+//! already paying in the Pay sheet).
 //!
 //! When Pay says "paid", the payment is recorded on the mall order under the
 //! order's `pay` step key (once, however many notifications, queries and
@@ -96,7 +100,11 @@ pub async fn start_wechat_pay(
     }
     orders::ensure_hold_recorded(app, tenant, &order).await?;
     orders::ensure_coupon_held(app, tenant, &order).await?;
-    let amount_fen = AmountFen::new(placed.totals.cash_due_fen).map_err(|e| MallOpError::Infra(e.to_string()))?;
+    // The price is fixed before the Pay order exists: Pay keeps an
+    // `out_trade_no`'s amount, so an admin's price change after this is refused.
+    let mut steps = orders::Steps::new(app, tenant, order_id, uuid::Uuid::new_v4())?;
+    let due = orders::start_payment(&mut steps).await?;
+    let amount_fen = AmountFen::new(due).map_err(|e| MallOpError::Infra(e.to_string()))?;
     let merchant = pay_flows::merchant_for(app, tenant, request.appid.as_str()).await?;
     let api = pay_flows::default_api(&merchant);
     let trade_no = order_id.pay_trade_no();

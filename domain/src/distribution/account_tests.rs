@@ -176,6 +176,30 @@ fn a_product_override_wins_over_the_distributor_level_and_the_tenant_default() {
 }
 
 #[test]
+fn the_rule_names_its_source_product_then_distributor_level_then_tenant_default() {
+    let r = |b| RateBps::new(b).unwrap();
+    let tenant = Some(LevelRates::new(r(1_000), r(500)).unwrap());
+    let gold = Some(LevelRates::new(r(1_500), r(700)).unwrap());
+    let (first, second) = (CommissionLevel::First, CommissionLevel::Second);
+    // Given only the tenant's defaults, then they apply.
+    assert_eq!(resolve_rule_from(first, tenant, None, None), Some((rate(1_000), RuleSource::TenantDefault)));
+    // Given a level, then the level's rate at the distributor's position.
+    assert_eq!(resolve_rule_from(second, tenant, gold, None), Some((rate(700), RuleSource::DistributorLevel)));
+    // A level applies even without tenant defaults; with neither nothing is earned.
+    assert_eq!(resolve_rule_from(first, None, gold, None), Some((rate(1_500), RuleSource::DistributorLevel)));
+    assert_eq!(resolve_rule_from(first, None, None, None), None);
+    // Given a product's fixed amount, then it wins over both, per unit: 3 units × 300 fen = 900 fen.
+    let fixed = ProductCommission::FixedPerUnit { first_fen: fen(300), second_fen: Some(fen(100)) };
+    let (rule, source) = resolve_rule_from(first, tenant, gold, Some(fixed)).unwrap();
+    assert_eq!(source, RuleSource::Product);
+    assert_eq!(rule.commission_fen(10_000, qty(3)), Some(900), "fixed × quantity, not once per order");
+    let (rule_two, _) = resolve_rule_from(second, None, None, Some(fixed)).unwrap();
+    assert_eq!(split_order(10_000, qty(3), Some(rule), Some(rule_two)), Some((900, 300)));
+    // Excluded products earn nothing whatever the rates.
+    assert_eq!(resolve_rule_from(first, tenant, gold, Some(ProductCommission::Excluded)), None);
+}
+
+#[test]
 fn the_first_accrual_opens_the_account_and_a_duplicate_pays_once() {
     let account = CommissionAccount::default();
     let events = when(&account, accrue(1, 10_000, rate(1_000))).unwrap();

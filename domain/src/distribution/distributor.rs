@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::binding::{change_standing, decide_enrolment, DistributorStanding, Enrolment, EnrolmentPolicy};
 use super::binding::{EnrolmentRefusal, StandingChange};
-use super::rules;
+use super::{rules, DistributorLevelCode};
 use crate::invariant::ensure;
 use crate::{Actor, AmountFen, DomainEventMeta, EventSourced, InvariantViolation, MemberId, Reference, TenantId};
 
@@ -70,6 +70,13 @@ pub enum DistributorCommand {
     Reinstate {
         actor: Actor,
     },
+    /// Sets the distributor's level in the tenant's catalog (`None`: no
+    /// level, the tenant's default rates apply). The application checks the
+    /// code is in the catalog; the same level again changes nothing.
+    SetLevel {
+        level: Option<DistributorLevelCode>,
+        actor: Actor,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -105,6 +112,12 @@ pub enum DistributorEvent {
         actor: Actor,
         reinstated_at: DateTime<Utc>,
     },
+    DistributorLevelSet {
+        level: Option<DistributorLevelCode>,
+        previous: Option<DistributorLevelCode>,
+        actor: Actor,
+        set_at: DateTime<Utc>,
+    },
 }
 
 impl DomainEventMeta for DistributorEvent {
@@ -116,6 +129,7 @@ impl DomainEventMeta for DistributorEvent {
             DistributorEvent::DistributorRejected { .. } => "DistributorRejected",
             DistributorEvent::DistributorSuspended { .. } => "DistributorSuspended",
             DistributorEvent::DistributorReinstated { .. } => "DistributorReinstated",
+            DistributorEvent::DistributorLevelSet { .. } => "DistributorLevelSet",
         }
     }
     fn event_version(&self) -> &'static str {
@@ -127,11 +141,14 @@ impl DomainEventMeta for DistributorEvent {
 pub struct Distributor {
     pub member: Option<(TenantId, MemberId)>,
     pub standing: DistributorStanding,
+    /// The distributor's level in the tenant's catalog.
+    #[serde(default)]
+    pub level: Option<DistributorLevelCode>,
 }
 
 impl Default for Distributor {
     fn default() -> Self {
-        Self { member: None, standing: DistributorStanding::NotDistributor }
+        Self { member: None, standing: DistributorStanding::NotDistributor, level: None }
     }
 }
 
@@ -230,6 +247,15 @@ impl EventSourced for Distributor {
                 self.change(StandingChange::Reinstate)?;
                 E::DistributorReinstated { actor, reinstated_at: now }
             }
+            C::SetLevel { level, actor } => {
+                if self.member.is_none() || self.standing == DistributorStanding::NotDistributor {
+                    return Err(DistributorError::Standing(self.standing));
+                }
+                if level == self.level {
+                    return Ok(Vec::new());
+                }
+                E::DistributorLevelSet { level, previous: self.level.clone(), actor, set_at: now }
+            }
         };
         Ok(vec![event])
     }
@@ -248,6 +274,13 @@ impl EventSourced for Distributor {
             E::DistributorRejected { .. } => self.move_to(StandingChange::Reject),
             E::DistributorSuspended { .. } => self.move_to(StandingChange::Suspend),
             E::DistributorReinstated { .. } => self.move_to(StandingChange::Reinstate),
+            E::DistributorLevelSet { level, previous, .. } => {
+                ensure(self.member.is_some() && *previous == self.level, rules::DISTRIBUTOR_STANDING, || {
+                    format!("level {previous:?} → {level:?} while {:?} at {:?}", self.standing, self.level)
+                })?;
+                self.level = level.clone();
+                Ok(())
+            }
         }
     }
 
@@ -360,6 +393,45 @@ mod tests {
         reinstated.apply(&events[0]).unwrap();
         assert!(reinstated.is_active());
         assert!(reinstated.handle(C::Reinstate { actor: admin() }, now()).is_err());
+    }
+
+    #[test]
+    fn given_a_distributor_when_an_admin_sets_a_level_then_it_is_recorded_with_the_previous_one() {
+        use DistributorCommand as C;
+        let gold = DistributorLevelCode::parse("gold").unwrap();
+        let set = |level: Option<&DistributorLevelCode>| C::SetLevel { level: level.cloned(), actor: admin() };
+        // Given an active distributor, when set to gold, then the event names no previous level.
+        let d = run(vec![apply_cmd(EnrolmentPolicy::Everyone, 0), set(Some(&gold))]).unwrap();
+        assert_eq!(d.level, Some(gold.clone()));
+        // The same level again changes nothing; clearing names gold as the previous level.
+        assert_eq!(d.handle(set(Some(&gold)), now()), Ok(vec![]));
+        let events = d.handle(set(None), now()).unwrap();
+        assert_eq!(
+            events,
+            vec![DistributorEvent::DistributorLevelSet {
+                level: None,
+                previous: Some(gold.clone()),
+                actor: admin(),
+                set_at: now()
+            }]
+        );
+        // A suspended distributor keeps (and may change) a level; a non-distributor has none.
+        let suspended = run(vec![
+            apply_cmd(EnrolmentPolicy::Everyone, 0),
+            C::Suspend { reason: reason("review"), actor: admin() },
+            set(Some(&gold)),
+        ])
+        .unwrap();
+        assert_eq!(suspended.level, Some(gold.clone()));
+        assert_eq!(
+            Distributor::default().handle(set(Some(&gold)), now()),
+            Err(DistributorError::Standing(DistributorStanding::NotDistributor))
+        );
+        // Apply refuses a level change that does not follow the stream.
+        let mut fresh = run(vec![apply_cmd(EnrolmentPolicy::Everyone, 0)]).unwrap();
+        let wrong =
+            DistributorEvent::DistributorLevelSet { level: None, previous: Some(gold), actor: admin(), set_at: now() };
+        assert_eq!(fresh.apply(&wrong).unwrap_err().rule, rules::DISTRIBUTOR_STANDING);
     }
 
     #[test]

@@ -70,7 +70,9 @@ pub use account::{
     WithdrawalState, TRANSFER_ATTEMPTS_MAX,
 };
 
-pub use commission_settings::{CommissionSettings, CommissionSettingsError, CommissionSettingsShape};
+pub use commission_settings::{
+    CommissionSettings, CommissionSettingsError, CommissionSettingsShape, DistributorLevel, DISTRIBUTOR_LEVELS_MAX,
+};
 pub use distributor::{Distributor, DistributorCommand, DistributorError, DistributorEvent, EnrolmentRoute};
 pub use settings::{DistributionSettings, DistributionSettingsShape, SettingsError};
 
@@ -290,6 +292,9 @@ impl From<LevelRates> for LevelRatesShape {
 }
 
 impl LevelRates {
+    /// 0% at both levels.
+    pub const NONE: LevelRates = LevelRates { first: RateBps(0), second: RateBps(0) };
+
     pub fn new(first: RateBps, second: RateBps) -> Result<Self, RateError> {
         let sum = u32::from(first) + u32::from(second);
         if sum > u32::from(RATE_BPS_FULL) {
@@ -347,6 +352,85 @@ impl CommissionRule {
         }
         Some(self.commission_fen(basis_fen, quantity)?.min(basis_fen - nearer_levels_fen))
     }
+}
+
+/// Longest distributor level code.
+pub const LEVEL_CODE_LEN_MAX: usize = 32;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a distributor level code is 1..={LEVEL_CODE_LEN_MAX} of a-z, 0-9, '-' and '_', got {0:?}")]
+pub struct LevelCodeError(pub String);
+
+/// The code of a distributor level in the tenant's catalog (commission
+/// settings): 1..=32 of `a-z`, `0-9`, `-`, `_` (e.g. `gold`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "String", into = "String")]
+#[schemars(extend("pattern" = "^[a-z0-9_-]{1,32}$"))]
+pub struct DistributorLevelCode(String);
+
+impl DistributorLevelCode {
+    pub fn parse(s: &str) -> Result<Self, LevelCodeError> {
+        let ok = (1..=LEVEL_CODE_LEN_MAX).contains(&s.len())
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(LevelCodeError(s.chars().take(LEVEL_CODE_LEN_MAX + 8).collect()))
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for DistributorLevelCode {
+    type Error = LevelCodeError;
+    fn try_from(s: String) -> Result<Self, LevelCodeError> {
+        Self::parse(&s)
+    }
+}
+
+impl From<DistributorLevelCode> for String {
+    fn from(c: DistributorLevelCode) -> String {
+        c.0
+    }
+}
+
+impl std::fmt::Display for DistributorLevelCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where the rule of a commission came from (what [`resolve_rule`] chose).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleSource {
+    Product,
+    DistributorLevel,
+    TenantDefault,
+}
+
+/// [`resolve_rule`] and where the rule came from: the product's override,
+/// else the distributor's level, else the tenant's defaults.
+pub fn resolve_rule_from(
+    level: CommissionLevel,
+    tenant_rates: Option<LevelRates>,
+    distributor_level_rates: Option<LevelRates>,
+    product: Option<ProductCommission>,
+) -> Option<(CommissionRule, RuleSource)> {
+    let source = match (product, distributor_level_rates) {
+        (Some(_), _) => RuleSource::Product,
+        (None, Some(_)) => RuleSource::DistributorLevel,
+        (None, None) => RuleSource::TenantDefault,
+    };
+    let fallback = distributor_level_rates.or(tenant_rates);
+    let rule = match (product, fallback) {
+        (Some(p), _) => resolve_rule(level, LevelRates::NONE, None, Some(p)),
+        (None, Some(rates)) => resolve_rule(level, rates, None, None),
+        (None, None) => None,
+    };
+    rule.map(|r| (r, source))
 }
 
 /// A product's own commission terms, overriding the rates.

@@ -39,8 +39,8 @@ use uuid::Uuid;
 
 pub use order::{
     AppliedCoupon, CashPayment, CashRefund, LatePayment, MallOrder, MallOrderCommand, MallOrderError, MallOrderEvent,
-    OrderDelivery, OrderEnd, OrderRefund, OrderStatus, OrderTotals, PaymentMethod, PlacedOrder, RecordedPayment,
-    RefundRequest, RefundRequestStatus, REFUND_REQUESTS_MAX,
+    OrderDelivery, OrderEnd, OrderRefund, OrderStatus, OrderTotals, PaymentMethod, PlacedOrder, PriceChange,
+    RecordedPayment, RefundRequest, RefundRequestStatus, REFUND_REQUESTS_MAX,
 };
 pub use product::{
     Product, ProductCommand, ProductError, ProductEvent, ProductListing, ProductState, ReleaseReason, Reservation,
@@ -78,6 +78,9 @@ pub mod rules {
     pub const ORDER_AMOUNTS: &str = "mall_order.amounts";
     /// Refund requests are numbered 1, 2, … one open at a time, each resolved once.
     pub const ORDER_REFUND_REQUESTS: &str = "mall_order.refund_requests";
+    /// A price change happens before the member starts paying, states the
+    /// cash due it replaces, and stays within 1..=the order's list cash.
+    pub const ORDER_PRICE: &str = "mall_order.price";
 }
 
 /// Units one order may buy.

@@ -17,6 +17,15 @@
 //! order's history explains both movements. What decides is the order's own
 //! history, not the clock: a payment recorded before the `MallOrderExpired`
 //! event is honoured, since nothing had been released yet.
+//!
+//! **Price changes.** While the order awaits payment an admin may change the
+//! cash due (`MallOrderPriceChanged`, old and new amount; 1..=the list cash,
+//! unit fen × quantity, so a coupon's discount may be given back but never
+//! more asked than the list price) until the member starts paying: the
+//! payment paths record `MallOrderPaymentStarted` with the cash due before
+//! any money moves (a balance charge, a WeChat Pay order, whose amount Pay
+//! keeps), and from then the price is fixed. Payments, late payments and
+//! refunds are checked against the cash due now ([`MallOrder::cash_due_fen`]).
 
 use chrono::{DateTime, Duration, Utc};
 use schemars::JsonSchema;
@@ -74,6 +83,16 @@ pub enum MallOrderError {
     NotYourOrder,
     #[error("a WeChat Pay refund needs its refund number; other refunds take none")]
     RefundNo,
+    #[error("the order is paid; its price can no longer change")]
+    PricePaid,
+    #[error("the member started paying {0} fen; the price can no longer change")]
+    PaymentStarted(i64),
+    #[error("the order has no cash part to price")]
+    NoCashPart,
+    #[error("the new cash due must be 1..={list_fen} fen (the order's list price × quantity), got {got}")]
+    PriceOutOfRange { list_fen: i64, got: i64 },
+    #[error("only an admin may change an order's price")]
+    AdminOnly,
     #[error("a refund request of this order is open")]
     RefundRequestOpen,
     #[error("no refund request of this order is open")]
@@ -391,6 +410,20 @@ pub enum MallOrderCommand {
         actor: Actor,
         reason: Reference,
     },
+    /// An admin changes the cash the member pays (after coupons), while the
+    /// order awaits payment and the member has not started paying:
+    /// 1..=the order's list cash (unit fen × quantity). The same price again
+    /// changes nothing.
+    ChangePrice {
+        cash_due_fen: AmountFen,
+        actor: Actor,
+        reason: Reference,
+    },
+    /// The member starts paying the cash part (a balance charge or a WeChat
+    /// Pay order for the amount due now): from here the price is fixed.
+    /// Repeating it changes nothing; an order without a cash part records
+    /// nothing.
+    StartPayment,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -448,6 +481,20 @@ pub enum MallOrderEvent {
         reason: Reference,
         rejected_at: DateTime<Utc>,
     },
+    /// An admin changed the cash due (what the member pays after coupons)
+    /// from `old_cash_due_fen` to `new_cash_due_fen` before payment.
+    MallOrderPriceChanged {
+        old_cash_due_fen: AmountFen,
+        new_cash_due_fen: AmountFen,
+        actor: Actor,
+        reason: Reference,
+        changed_at: DateTime<Utc>,
+    },
+    /// The member started paying `cash_due_fen`; the price is fixed from here.
+    MallOrderPaymentStarted {
+        cash_due_fen: AmountFen,
+        started_at: DateTime<Utc>,
+    },
 }
 
 impl DomainEventMeta for MallOrderEvent {
@@ -463,6 +510,8 @@ impl DomainEventMeta for MallOrderEvent {
             MallOrderEvent::MallOrderRefunded { .. } => "MallOrderRefunded",
             MallOrderEvent::MallOrderRefundRequested { .. } => "MallOrderRefundRequested",
             MallOrderEvent::MallOrderRefundRequestRejected { .. } => "MallOrderRefundRequestRejected",
+            MallOrderEvent::MallOrderPriceChanged { .. } => "MallOrderPriceChanged",
+            MallOrderEvent::MallOrderPaymentStarted { .. } => "MallOrderPaymentStarted",
         }
     }
     fn event_version(&self) -> &'static str {
@@ -485,6 +534,22 @@ pub struct MallOrder {
     /// The latest refund request (`None`: never asked).
     #[serde(default)]
     pub refund_request: Option<RefundRequest>,
+    /// The last price change (`None`: the price as placed).
+    #[serde(default)]
+    pub price_change: Option<PriceChange>,
+    /// The member started paying the cash part: the price is fixed.
+    #[serde(default)]
+    pub payment_started: bool,
+}
+
+/// An admin's change of the cash due before payment (the last one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriceChange {
+    pub old_cash_due_fen: i64,
+    pub new_cash_due_fen: i64,
+    pub actor: Actor,
+    pub reason: Reference,
+    pub changed_at: DateTime<Utc>,
 }
 
 fn violation(rule: &'static str, detail: impl Into<String>) -> InvariantViolation {
@@ -497,6 +562,80 @@ impl MallOrder {
             (Some(order), Some(status)) => Ok((order, status)),
             _ => Err(MallOrderError::NotFound),
         }
+    }
+
+    /// The cash the member pays now: the placed `cash_due_fen`, or what the
+    /// last price change set. `None` before placement.
+    pub fn cash_due_fen(&self) -> Option<i64> {
+        let placed = self.placed.as_deref()?;
+        Some(Self::due_of(placed, self.price_change.as_ref()))
+    }
+
+    fn due_of(order: &PlacedOrder, change: Option<&PriceChange>) -> i64 {
+        change.map_or(order.totals.cash_due_fen, |c| c.new_cash_due_fen)
+    }
+
+    fn due(&self, order: &PlacedOrder) -> i64 {
+        Self::due_of(order, self.price_change.as_ref())
+    }
+
+    fn change_price(
+        &self,
+        cash_due_fen: AmountFen,
+        actor: Actor,
+        reason: Reference,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<MallOrderEvent>, MallOrderError> {
+        let (order, status) = self.order()?;
+        if !matches!(actor, Actor::Admin { .. }) {
+            return Err(MallOrderError::AdminOnly);
+        }
+        match status {
+            OrderStatus::AwaitingPayment => {}
+            OrderStatus::Paid | OrderStatus::Delivered | OrderStatus::RefundDue => {
+                return Err(MallOrderError::PricePaid)
+            }
+            OrderStatus::Refunded if self.payment.is_some() || self.late_payment.is_some() => {
+                return Err(MallOrderError::PricePaid)
+            }
+            OrderStatus::Expired | OrderStatus::Cancelled | OrderStatus::Refunded => {
+                return Err(MallOrderError::Ended(status))
+            }
+        }
+        let current = self.due(order);
+        if self.payment_started {
+            return Err(MallOrderError::PaymentStarted(current));
+        }
+        if order.method == PaymentMethod::PointsOnly || order.totals.cash_fen <= 0 {
+            return Err(MallOrderError::NoCashPart);
+        }
+        let new = cash_due_fen.get();
+        if new > order.totals.cash_fen {
+            return Err(MallOrderError::PriceOutOfRange { list_fen: order.totals.cash_fen, got: new });
+        }
+        if new == current {
+            return Ok(Vec::new());
+        }
+        let old_cash_due_fen = AmountFen::new(current).map_err(|_| MallOrderError::NoCashPart)?;
+        Ok(vec![MallOrderEvent::MallOrderPriceChanged {
+            old_cash_due_fen,
+            new_cash_due_fen: cash_due_fen,
+            actor,
+            reason,
+            changed_at: now,
+        }])
+    }
+
+    fn start_payment(&self, now: DateTime<Utc>) -> Result<Vec<MallOrderEvent>, MallOrderError> {
+        let (order, status) = self.order()?;
+        if status != OrderStatus::AwaitingPayment {
+            return Err(MallOrderError::Ended(status));
+        }
+        if self.payment_started || order.method == PaymentMethod::PointsOnly {
+            return Ok(Vec::new());
+        }
+        let cash_due_fen = AmountFen::new(self.due(order)).map_err(|_| MallOrderError::NoCashPart)?;
+        Ok(vec![MallOrderEvent::MallOrderPaymentStarted { cash_due_fen, started_at: now }])
     }
 
     /// The points the order's payment spends (`None`: no points part).
@@ -590,8 +729,9 @@ impl MallOrder {
             return Err(MallOrderError::MethodMismatch { method: order.method, points, cash_fen });
         }
         let paid_fen = cash.as_ref().map_or(0, |c| c.amount_fen().get());
-        if paid_fen != order.totals.cash_due_fen {
-            return Err(MallOrderError::AmountMismatch { due_fen: order.totals.cash_due_fen, paid_fen });
+        let due_fen = self.due(order);
+        if paid_fen != due_fen {
+            return Err(MallOrderError::AmountMismatch { due_fen, paid_fen });
         }
         // A retried notification (or a retried points-only payment) changes nothing.
         let same_as = |recorded: Option<&CashPayment>| recorded == cash.as_ref();
@@ -817,6 +957,8 @@ impl MallOrder {
         use OrderStatus as S;
         let next = match (status, event) {
             (S::AwaitingPayment, MallOrderEvent::MallOrderPointsHeld { .. }) => Some(S::AwaitingPayment),
+            (S::AwaitingPayment, MallOrderEvent::MallOrderPriceChanged { .. }) => Some(S::AwaitingPayment),
+            (S::AwaitingPayment, MallOrderEvent::MallOrderPaymentStarted { .. }) => Some(S::AwaitingPayment),
             (S::AwaitingPayment, MallOrderEvent::MallOrderPaid { .. }) => Some(S::Paid),
             (S::AwaitingPayment, MallOrderEvent::MallOrderExpired { .. }) => Some(S::Expired),
             (S::AwaitingPayment, MallOrderEvent::MallOrderCancelled { .. }) => Some(S::Cancelled),
@@ -858,7 +1000,7 @@ impl MallOrder {
         })?;
         ensure(order.method.takes(cash), rules::ORDER_METHOD_FITS, || format!("{cash:?} for {:?}", order.method))?;
         let paid_fen = cash.map_or(0, |c| c.amount_fen().get());
-        ensure_figure(rules::ORDER_AMOUNTS, "cash amount_fen", paid_fen, order.totals.cash_due_fen)
+        ensure_figure(rules::ORDER_AMOUNTS, "cash amount_fen", paid_fen, self.due(order))
     }
 }
 
@@ -928,6 +1070,10 @@ impl EventSourced for MallOrder {
             }
             MallOrderCommand::RequestRefund { actor, reason } => self.request_refund(actor, reason, now),
             MallOrderCommand::RejectRefundRequest { actor, reason } => self.reject_refund_request(actor, reason, now),
+            MallOrderCommand::ChangePrice { cash_due_fen, actor, reason } => {
+                self.change_price(cash_due_fen, actor, reason, now)
+            }
+            MallOrderCommand::StartPayment => self.start_payment(now),
         }
     }
 
@@ -973,7 +1119,7 @@ impl EventSourced for MallOrder {
                 ensure(*after == ended_as, rules::ORDER_TRANSITION, || format!("late after {after:?} but {status:?}"))?;
                 ensure(order.method.takes(Some(cash)), rules::ORDER_METHOD_FITS, || format!("{cash:?}"))?;
                 let paid_fen = cash.amount_fen().get();
-                ensure_figure(rules::ORDER_AMOUNTS, "cash amount_fen", paid_fen, order.totals.cash_due_fen)?;
+                ensure_figure(rules::ORDER_AMOUNTS, "cash amount_fen", paid_fen, self.due(order))?;
                 self.late_payment = Some(LatePayment { cash: cash.clone(), after: *after, arrived_at: *arrived_at });
             }
             MallOrderEvent::MallOrderRefundRequested { .. } | MallOrderEvent::MallOrderRefundRequestRejected { .. } => {
@@ -990,6 +1136,28 @@ impl EventSourced for MallOrder {
                     format!("refunded {refund:?} but the order took {due:?}")
                 })?;
                 self.refund = Some(refund.clone());
+            }
+            MallOrderEvent::MallOrderPriceChanged { old_cash_due_fen, new_cash_due_fen, actor, reason, changed_at } => {
+                ensure(!self.payment_started, rules::ORDER_PRICE, || "price changed after payment started".into())?;
+                ensure_figure(rules::ORDER_PRICE, "old_cash_due_fen", old_cash_due_fen.get(), self.due(order))?;
+                let new = new_cash_due_fen.get();
+                ensure(
+                    order.method != PaymentMethod::PointsOnly && new <= order.totals.cash_fen,
+                    rules::ORDER_PRICE,
+                    || format!("{new} fen due of an order listing {} fen ({:?})", order.totals.cash_fen, order.method),
+                )?;
+                self.price_change = Some(PriceChange {
+                    old_cash_due_fen: old_cash_due_fen.get(),
+                    new_cash_due_fen: new,
+                    actor: actor.clone(),
+                    reason: reason.clone(),
+                    changed_at: *changed_at,
+                });
+            }
+            MallOrderEvent::MallOrderPaymentStarted { cash_due_fen, .. } => {
+                ensure(!self.payment_started, rules::ORDER_PRICE, || "payment started twice".into())?;
+                ensure_figure(rules::ORDER_PRICE, "cash_due_fen", cash_due_fen.get(), self.due(order))?;
+                self.payment_started = true;
             }
         }
         self.status = Some(next);

@@ -831,11 +831,21 @@ fn method_for(totals: &OrderTotals, pay: bool) -> PaymentMethod {
 #[derive(Debug, Clone)]
 enum OrderStep {
     Hold,
-    Pay { transaction: u8, wrong_amount: bool },
-    Expire { late: bool },
+    Pay {
+        transaction: u8,
+        wrong_amount: bool,
+    },
+    Expire {
+        late: bool,
+    },
     Cancel,
     Deliver,
     Refund,
+    /// An admin's price change to this share (‰) of the list cash.
+    Reprice {
+        permille: i64,
+    },
+    StartPayment,
 }
 
 fn order_step() -> impl Strategy<Value = OrderStep> {
@@ -846,18 +856,21 @@ fn order_step() -> impl Strategy<Value = OrderStep> {
         1 => Just(OrderStep::Cancel),
         1 => Just(OrderStep::Deliver),
         1 => Just(OrderStep::Refund),
+        2 => (0i64..=1_100).prop_map(|permille| OrderStep::Reprice { permille }),
+        1 => Just(OrderStep::StartPayment),
     ]
 }
 
-fn order_command(order: &PlacedOrder, step: &OrderStep) -> (MallOrderCommand, DateTime<chrono::Utc>) {
+fn order_command(state: &MallOrder, step: &OrderStep) -> (MallOrderCommand, DateTime<chrono::Utc>) {
     let at = now();
+    let order = state.placed.as_deref().unwrap();
     let command = match *step {
         OrderStep::Hold => MallOrderCommand::RecordPointsHeld {
             hold_id: order.order_id.hold_id(),
             points: PointsAmount::new(order.totals.points_total).unwrap_or(pts(1)),
         },
         OrderStep::Pay { transaction, wrong_amount } => {
-            let due = order.totals.cash_due_fen + i64::from(wrong_amount);
+            let due = state.cash_due_fen().unwrap() + i64::from(wrong_amount);
             let cash = match order.method {
                 PaymentMethod::PointsOnly => None,
                 PaymentMethod::Balance | PaymentMethod::PointsAndBalance => {
@@ -882,6 +895,11 @@ fn order_command(order: &PlacedOrder, step: &OrderStep) -> (MallOrderCommand, Da
             let by_pay = matches!(order.method, PaymentMethod::WechatPay | PaymentMethod::PointsAndWechatPay);
             refund(by_pay.then_some("rf-1"))
         }
+        OrderStep::Reprice { permille } => match AmountFen::new(order.totals.cash_fen * permille / 1_000) {
+            Ok(cash_due_fen) => MallOrderCommand::ChangePrice { cash_due_fen, actor: admin(), reason: why("deal") },
+            Err(_) => MallOrderCommand::StartPayment,
+        },
+        OrderStep::StartPayment => MallOrderCommand::StartPayment,
     };
     (command, at)
 }
@@ -933,8 +951,7 @@ proptest! {
         }
         let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
         for step in &steps {
-            let placed = live.placed.clone().unwrap();
-            let (command, at) = order_command(&placed, step);
+            let (command, at) = order_command(&live, step);
             let Ok(events) = live.handle(command, at) else { continue };
             for e in events {
                 *counts.entry(e.event_type()).or_default() += 1;
@@ -949,6 +966,23 @@ proptest! {
         prop_assert!(count("MallOrderRefunded") <= count("MallOrderPaid") + count("MallOrderPaymentArrivedLate"));
         prop_assert!(count("MallOrderDelivered") <= count("MallOrderPaid"));
         prop_assert!(count("MallOrderPaymentArrivedLate") <= 1);
+        prop_assert!(count("MallOrderPaymentStarted") <= 1);
+        // Every price change came before payment started and before payment, within 1..=list.
+        let mut started_or_paid = false;
+        for e in &log {
+            match e {
+                MallOrderEvent::MallOrderPaymentStarted { .. } | MallOrderEvent::MallOrderPaid { .. } => started_or_paid = true,
+                MallOrderEvent::MallOrderPriceChanged { new_cash_due_fen, .. } => {
+                    prop_assert!(!started_or_paid);
+                    prop_assert!(new_cash_due_fen.get() <= totals.cash_fen);
+                }
+                _ => {}
+            }
+        }
+        // What was paid is what was due when paid.
+        if let Some(cash) = live.payment.as_ref().and_then(|p| p.cash.as_ref()) {
+            prop_assert_eq!(Some(cash.amount_fen().get()), live.cash_due_fen());
+        }
         let mut replayed = MallOrder::default();
         for e in &log {
             replayed.apply(e).unwrap();
@@ -1170,4 +1204,130 @@ fn other_pay_orders_name_no_mall_order() {
     // 36^25 - 1 is above u128::MAX: refused, not wrapped.
     let too_big = crate::OutTradeNo::parse(&format!("mo{}", "z".repeat(25))).unwrap();
     assert_eq!(MallOrderId::from_pay_trade_no(&too_big), None);
+}
+
+// ---------------------------------------------------------------- price change
+
+fn reprice(fen_due: i64) -> MallOrderCommand {
+    MallOrderCommand::ChangePrice { cash_due_fen: fen(fen_due), actor: admin(), reason: why("loyal customer") }
+}
+
+#[test]
+fn given_an_unpaid_order_when_an_admin_changes_its_price_then_the_member_pays_the_new_price() {
+    // Given: 2 × 1,500 fen, paid by balance.
+    let (order, _) = given(vec![place(cash_only(), 2, None, PaymentMethod::Balance)]);
+    assert_eq!(order.cash_due_fen(), Some(3_000));
+    // When
+    let event = only_event(&order, reprice(2_400), now());
+    // Then
+    let MallOrderEvent::MallOrderPriceChanged { old_cash_due_fen, new_cash_due_fen, .. } = &event else {
+        panic!("{event:?}")
+    };
+    assert_eq!((old_cash_due_fen.get(), new_cash_due_fen.get()), (3_000, 2_400));
+    let repriced = run(&order, reprice(2_400), now()).unwrap();
+    assert_eq!(repriced.cash_due_fen(), Some(2_400));
+    assert_eq!(status(&repriced), OrderStatus::AwaitingPayment);
+    // The old amount is refused, the new one taken.
+    assert_eq!(
+        repriced.handle(by_balance(3_000), now()),
+        Err(MallOrderError::AmountMismatch { due_fen: 2_400, paid_fen: 3_000 })
+    );
+    let paid = run(&repriced, by_balance(2_400), now()).unwrap();
+    assert_eq!(status(&paid), OrderStatus::Paid);
+    // A refund gives back what was paid.
+    let refunded = run(&paid, refund(None), now()).unwrap();
+    assert!(matches!(
+        refunded.refund.as_ref().and_then(|r| r.cash_back.clone()),
+        Some(CashRefund::Balance { amount_fen, .. }) if amount_fen.get() == 2_400
+    ));
+    // The same price again changes nothing; a second change states the first's price as old.
+    assert_eq!(repriced.handle(reprice(2_400), now()), Ok(vec![]));
+    let MallOrderEvent::MallOrderPriceChanged { old_cash_due_fen, .. } = only_event(&repriced, reprice(3_000), now())
+    else {
+        panic!()
+    };
+    assert_eq!(old_cash_due_fen.get(), 2_400);
+}
+
+#[test]
+fn given_a_paid_order_when_an_admin_changes_its_price_then_it_is_refused() {
+    let (paid, _) = given(vec![place(cash_only(), 1, None, PaymentMethod::Balance), by_balance(1_500)]);
+    assert_eq!(paid.handle(reprice(1_000), now()), Err(MallOrderError::PricePaid));
+    let delivered = run(&paid, deliver(staff()), now()).unwrap();
+    assert_eq!(delivered.handle(reprice(1_000), now()), Err(MallOrderError::PricePaid));
+    let refunded = run(&paid, refund(None), now()).unwrap();
+    assert_eq!(refunded.handle(reprice(1_000), now()), Err(MallOrderError::PricePaid));
+    let (cancelled, _) = given(vec![
+        place(cash_only(), 1, None, PaymentMethod::Balance),
+        MallOrderCommand::Cancel { actor: the_member(), reason: why("no") },
+    ]);
+    assert_eq!(cancelled.handle(reprice(1_000), now()), Err(MallOrderError::Ended(OrderStatus::Cancelled)));
+    assert_eq!(MallOrder::default().handle(reprice(1_000), now()), Err(MallOrderError::NotFound));
+}
+
+#[test]
+fn given_a_started_payment_when_an_admin_changes_the_price_then_it_is_refused() {
+    let (order, _) = given(vec![place(cash_only(), 1, None, PaymentMethod::WechatPay)]);
+    let event = only_event(&order, MallOrderCommand::StartPayment, now());
+    assert!(
+        matches!(event, MallOrderEvent::MallOrderPaymentStarted { cash_due_fen, .. } if cash_due_fen.get() == 1_500)
+    );
+    let started = run(&order, MallOrderCommand::StartPayment, now()).unwrap();
+    assert_eq!(started.handle(reprice(1_000), now()), Err(MallOrderError::PaymentStarted(1_500)));
+    // Starting again records nothing; the payment of the fixed amount is taken.
+    assert_eq!(started.handle(MallOrderCommand::StartPayment, now()), Ok(vec![]));
+    assert_eq!(status(&run(&started, by_pay(1_500, "4200000001"), now()).unwrap()), OrderStatus::Paid);
+    // A repriced order's payment starts at the new price.
+    let repriced = run(&order, reprice(900), now()).unwrap();
+    let event = only_event(&repriced, MallOrderCommand::StartPayment, now());
+    assert!(matches!(event, MallOrderEvent::MallOrderPaymentStarted { cash_due_fen, .. } if cash_due_fen.get() == 900));
+}
+
+#[test]
+fn a_price_is_within_one_fen_and_the_list_price_set_by_an_admin_on_a_cash_part() {
+    let (order, _) = given(vec![place(cash_only(), 2, None, PaymentMethod::Balance)]);
+    assert_eq!(
+        order.handle(reprice(3_001), now()),
+        Err(MallOrderError::PriceOutOfRange { list_fen: 3_000, got: 3_001 })
+    );
+    assert!(order.handle(reprice(3_000), now()).unwrap().is_empty());
+    assert_eq!(order.handle(reprice(1), now()).unwrap().len(), 1);
+    let by_member =
+        MallOrderCommand::ChangePrice { cash_due_fen: fen(10), actor: the_member(), reason: why("cheaper please") };
+    assert_eq!(order.handle(by_member, now()), Err(MallOrderError::AdminOnly));
+    let (points_only, _) = given(vec![place(points_price(100), 1, None, PaymentMethod::PointsOnly)]);
+    assert_eq!(points_only.handle(reprice(1), now()), Err(MallOrderError::NoCashPart));
+    // A coupon's discount stays taken: the admin may raise the due back up to the list price.
+    let off = coupon(Benefit::Cash { value_fen: fen(500), min_spend_fen: None });
+    let (with_coupon, _) = given(vec![place(cash_only(), 1, Some(off), PaymentMethod::Balance)]);
+    assert_eq!(with_coupon.cash_due_fen(), Some(1_000));
+    assert_eq!(run(&with_coupon, reprice(1_500), now()).unwrap().cash_due_fen(), Some(1_500));
+}
+
+#[test]
+fn apply_refuses_a_price_change_that_does_not_follow_the_order() {
+    let (_, history) = given(vec![place(cash_only(), 1, None, PaymentMethod::Balance)]);
+    let changed = |old: i64, new: i64| MallOrderEvent::MallOrderPriceChanged {
+        old_cash_due_fen: fen(old),
+        new_cash_due_fen: fen(new),
+        actor: admin(),
+        reason: why("x"),
+        changed_at: now(),
+    };
+    assert_eq!(broken_rule(&history, &changed(1_400, 1_000)), rules::ORDER_PRICE);
+    assert_eq!(broken_rule(&history, &changed(1_500, 1_501)), rules::ORDER_PRICE);
+    let mut started = history.clone();
+    started.push(MallOrderEvent::MallOrderPaymentStarted { cash_due_fen: fen(1_500), started_at: now() });
+    assert_eq!(broken_rule(&started, &changed(1_500, 1_000)), rules::ORDER_PRICE);
+    let mut repriced = history.clone();
+    repriced.push(changed(1_500, 1_000));
+    let paid_old = MallOrderEvent::MallOrderPaid {
+        points: None,
+        cash: Some(CashPayment::Balance { amount_fen: fen(1_500), charge_sequence: 1 }),
+        paid_at: now(),
+    };
+    assert_eq!(broken_rule(&repriced, &paid_old), rules::ORDER_AMOUNTS);
+    let mut paid = history;
+    paid.push(paid_old);
+    assert_eq!(broken_rule(&paid, &changed(1_500, 1_000)), rules::ORDER_TRANSITION);
 }

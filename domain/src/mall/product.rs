@@ -34,6 +34,7 @@ use super::{
     LIMITED_BUYERS_MAX, OPEN_RESERVATIONS_MAX, PAY_WINDOW_MAX_MINUTES, PER_MEMBER_LIMIT_MAX, STOCK_MAX,
 };
 use crate::coupon::TemplateId;
+use crate::distribution::ProductCommission;
 use crate::invariant::{ensure, ensure_figure};
 use crate::{Actor, DomainEventMeta, EventSourced, InvariantViolation, MemberId, TenantId};
 
@@ -75,6 +76,8 @@ pub enum ProductError {
     TooManyReservations,
     #[error("return of {requested} exceeds the {sold} units sold")]
     ReturnExceedsSold { sold: u64, requested: u32 },
+    #[error("fixed commissions of {fixed_fen} fen per unit exceed the unit's {unit_fen} fen")]
+    CommissionAboveUnitPrice { unit_fen: i64, fixed_fen: i64 },
 }
 
 /// What a product shows. Orders copy only its name.
@@ -142,6 +145,14 @@ pub enum ProductCommand {
     /// product (`None`: none). Orders placed before keep what they placed with.
     SetGiftCoupon {
         gift_coupon: Option<TemplateId>,
+        actor: Actor,
+    },
+    /// The product's own commission terms (`None`: the distributor's level
+    /// or the tenant's rates apply). Fixed amounts per unit, levels 1 and 2
+    /// together, must not exceed the unit's cash price when set (a
+    /// commission is capped at the order's cash basis anyway).
+    SetCommission {
+        commission: Option<ProductCommission>,
         actor: Actor,
     },
     PutOnSale {
@@ -214,6 +225,11 @@ pub enum ProductEvent {
         actor: Actor,
         set_at: DateTime<Utc>,
     },
+    ProductCommissionSet {
+        commission: Option<ProductCommission>,
+        actor: Actor,
+        set_at: DateTime<Utc>,
+    },
     ProductSaleSwitched {
         on_sale: bool,
         actor: Actor,
@@ -265,6 +281,7 @@ impl DomainEventMeta for ProductEvent {
             ProductEvent::ProductStockSet { .. } => "ProductStockSet",
             ProductEvent::ProductMemberLimitSet { .. } => "ProductMemberLimitSet",
             ProductEvent::ProductGiftCouponSet { .. } => "ProductGiftCouponSet",
+            ProductEvent::ProductCommissionSet { .. } => "ProductCommissionSet",
             ProductEvent::ProductSaleSwitched { .. } => "ProductSaleSwitched",
             ProductEvent::ProductStockReserved { .. } => "ProductStockReserved",
             ProductEvent::ProductReservationReleased { .. } => "ProductReservationReleased",
@@ -303,6 +320,9 @@ pub struct ProductState {
     /// The coupon template a paid order of the product comes with.
     #[serde(default)]
     pub gift_coupon: Option<TemplateId>,
+    /// The product's own commission terms (`None`: the rates apply).
+    #[serde(default)]
+    pub commission: Option<ProductCommission>,
     pub on_sale: bool,
     pub created_at: DateTime<Utc>,
     /// Units open reservations hold (the sum of `reservations`).
@@ -560,6 +580,16 @@ impl EventSourced for Product {
                 self.state()?;
                 Ok(vec![ProductEvent::ProductGiftCouponSet { gift_coupon, actor, set_at: now }])
             }
+            ProductCommand::SetCommission { commission, actor } => {
+                let state = self.state()?;
+                if let Some(ProductCommission::FixedPerUnit { first_fen, second_fen }) = commission {
+                    let fixed_fen = first_fen.get().saturating_add(second_fen.map_or(0, |f| f.get()));
+                    if fixed_fen > state.price.fen() {
+                        return Err(ProductError::CommissionAboveUnitPrice { unit_fen: state.price.fen(), fixed_fen });
+                    }
+                }
+                Ok(vec![ProductEvent::ProductCommissionSet { commission, actor, set_at: now }])
+            }
             ProductCommand::PutOnSale { actor } => switch(self.state()?, true, actor, now),
             ProductCommand::TakeOffSale { actor } => switch(self.state()?, false, actor, now),
             ProductCommand::Reserve { order_id, member_id, quantity, unit_price, expires_at } => {
@@ -595,6 +625,7 @@ impl EventSourced for Product {
                     stock: *stock,
                     per_member_limit: *per_member_limit,
                     gift_coupon: None,
+                    commission: None,
                     on_sale: *on_sale,
                     created_at: *created_at,
                     reserved: 0,
@@ -620,6 +651,7 @@ impl EventSourced for Product {
                 state.per_member_limit = *per_member_limit;
             }
             ProductEvent::ProductGiftCouponSet { gift_coupon, .. } => self.existing()?.gift_coupon = *gift_coupon,
+            ProductEvent::ProductCommissionSet { commission, .. } => self.existing()?.commission = *commission,
             ProductEvent::ProductSaleSwitched { on_sale, .. } => self.existing()?.on_sale = *on_sale,
             ProductEvent::ProductStockReserved {
                 order_id,

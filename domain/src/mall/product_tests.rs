@@ -551,3 +551,53 @@ proptest! {
         prop_assert_eq!(given(&log), live);
     }
 }
+
+// ---------------------------------------------------------------- commission terms
+
+#[test]
+fn given_a_product_when_commission_terms_are_set_then_fixed_amounts_stay_within_the_unit_price() {
+    use crate::distribution::{LevelRates, ProductCommission, RateBps};
+    let fen = |n: i64| crate::AmountFen::new(n).unwrap();
+    // Given: 100 points and 1,000 fen a unit.
+    let price = Price::PointsAndFen { points: PointsAmount::new(100).unwrap(), amount_fen: fen(1_000) };
+    let product = given(&[
+        created(Stock::Unlimited, None),
+        ProductEvent::ProductPriceSet { price, actor: admin(), set_at: now() },
+    ]);
+    // When / then: fixed amounts up to the unit's cash price are taken.
+    let fixed = ProductCommission::FixedPerUnit { first_fen: fen(600), second_fen: Some(fen(400)) };
+    let set = ProductCommand::SetCommission { commission: Some(fixed), actor: admin() };
+    let after = then_events(
+        &product,
+        set,
+        vec![ProductEvent::ProductCommissionSet { commission: Some(fixed), actor: admin(), set_at: now() }],
+    );
+    assert_eq!(after.created.as_ref().unwrap().commission, Some(fixed));
+    let too_much = ProductCommission::FixedPerUnit { first_fen: fen(600), second_fen: Some(fen(401)) };
+    assert_eq!(
+        product.handle(ProductCommand::SetCommission { commission: Some(too_much), actor: admin() }, now()),
+        Err(ProductError::CommissionAboveUnitPrice { unit_fen: 1_000, fixed_fen: 1_001 })
+    );
+    // Rates are bounded by their own type (sum ≤ 100%); clearing is always allowed.
+    let rates = LevelRates::new(RateBps::new(2_000).unwrap(), RateBps::new(500).unwrap()).unwrap();
+    let with_rates =
+        ProductCommand::SetCommission { commission: Some(ProductCommission::Rates { rates }), actor: admin() };
+    assert_eq!(product.handle(with_rates, now()).unwrap().len(), 1);
+    let cleared = ProductCommand::SetCommission { commission: None, actor: admin() };
+    let after = then_events(
+        &after,
+        cleared,
+        vec![ProductEvent::ProductCommissionSet { commission: None, actor: admin(), set_at: now() }],
+    );
+    assert_eq!(after.created.as_ref().unwrap().commission, None);
+    // A points-only product takes no fixed cash commission.
+    let points_only = given(&[created(Stock::Unlimited, None)]);
+    let one = ProductCommission::FixedPerUnit { first_fen: fen(1), second_fen: None };
+    assert!(points_only
+        .handle(ProductCommand::SetCommission { commission: Some(one), actor: admin() }, now())
+        .is_err());
+    assert_eq!(
+        Product::default().handle(ProductCommand::SetCommission { commission: None, actor: admin() }, now()),
+        Err(ProductError::NotFound)
+    );
+}

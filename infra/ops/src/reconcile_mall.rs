@@ -152,6 +152,8 @@ fn count_event(
         | MallOrderEvent::MallOrderExpired { .. }
         | MallOrderEvent::MallOrderCancelled { .. }
         | MallOrderEvent::MallOrderPaymentArrivedLate { .. }
+        | MallOrderEvent::MallOrderPriceChanged { .. }
+        | MallOrderEvent::MallOrderPaymentStarted { .. }
         | MallOrderEvent::MallOrderRefunded { .. }
         | MallOrderEvent::MallOrderRefundRequested { .. }
         | MallOrderEvent::MallOrderRefundRequestRejected { .. } => {}
@@ -203,7 +205,8 @@ fn expected_row(placed: &PlacedOrder, state: &MallOrder, last_recorded_at: Optio
         product_name: placed.product_name.as_str().to_owned(),
         quantity: i64::from(placed.quantity.get()),
         points_total: placed.totals.points_total,
-        cash_due_fen: placed.totals.cash_due_fen,
+        // After an admin's price change, the cash due it set.
+        cash_due_fen: state.cash_due_fen().unwrap_or(placed.totals.cash_due_fen),
         method: wire_name(&placed.method),
         status: state.status.as_ref().map(wire_name).unwrap_or_default(),
         placed_at: micros(placed.placed_at),

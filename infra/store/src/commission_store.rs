@@ -26,11 +26,24 @@ impl PgCommissionStore {
     }
 }
 
-type CommissionRow =
-    (i64, String, i16, String, String, i64, i64, String, DateTime<Utc>, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+type CommissionRow = (
+    i64,
+    String,
+    i16,
+    String,
+    String,
+    i64,
+    i64,
+    String,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    Option<serde_json::Value>,
+    Option<i32>,
+);
 
-const COMMISSION_COLUMNS: &str =
-    "seq, order_id, level, distributor_id, buyer_id, basis_fen, amount_fen, state, accrued_at, settled_at, ended_at";
+const COMMISSION_COLUMNS: &str = "seq, order_id, level, distributor_id, buyer_id, basis_fen, amount_fen, state, \
+                                  accrued_at, settled_at, ended_at, rule, quantity";
 
 fn commission(row: CommissionRow) -> Result<CommissionRecord, PortError> {
     let (
@@ -45,7 +58,13 @@ fn commission(row: CommissionRow) -> Result<CommissionRecord, PortError> {
         accrued_at,
         settled_at,
         ended_at,
+        rule,
+        quantity,
     ) = row;
+    // Written by the trigger from `CommissionAccrued` (migration 0042); rows
+    // from before it were filled from their events.
+    let rule = rule.map(serde_json::from_value).transpose().map_err(PortError::new)?;
+    let quantity = quantity.map(u32::try_from).transpose().map_err(PortError::new)?;
     Ok(CommissionRecord {
         cursor,
         order_id: MallOrderId::parse(&order_id).map_err(PortError::new)?,
@@ -58,6 +77,8 @@ fn commission(row: CommissionRow) -> Result<CommissionRecord, PortError> {
         accrued_at,
         settled_at,
         ended_at,
+        rule,
+        quantity,
     })
 }
 

@@ -64,13 +64,15 @@ type DistributorRow = (
     Option<String>,
     Option<String>,
     Option<String>,
+    Option<String>,
 );
 
-const DISTRIBUTOR_COLUMNS: &str =
-    "member_id, standing, code, route, reason, applied_at, enrolled_at, updated_at, qr_appid, qr_ticket, qr_url";
+const DISTRIBUTOR_COLUMNS: &str = "member_id, standing, code, route, reason, applied_at, enrolled_at, updated_at, \
+                                   qr_appid, qr_ticket, qr_url, level";
 
 fn distributor_view(row: DistributorRow) -> Result<DistributorView, PortError> {
-    let (member_id, standing_text, code, route, reason, applied_at, enrolled_at, updated_at, appid, ticket, url) = row;
+    let (member_id, standing_text, code, route, reason, applied_at, enrolled_at, updated_at, appid, ticket, url, level) =
+        row;
     let qr = match (appid, ticket, url) {
         (Some(appid), Some(ticket), Some(url)) => {
             Some(DistributorQr { appid: AppId::parse(&appid).map_err(PortError::new)?, ticket, url })
@@ -87,6 +89,7 @@ fn distributor_view(row: DistributorRow) -> Result<DistributorView, PortError> {
         enrolled_at,
         updated_at,
         qr,
+        level,
     })
 }
 

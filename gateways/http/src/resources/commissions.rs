@@ -11,13 +11,15 @@ use serde::{Deserialize, Serialize};
 use tracing::instrument;
 use utoipa::{IntoParams, ToSchema};
 use wxcm_commands::commissions::{
-    self as uc, CommissionError, CommissionRecord, CommissionWithSplit, WithdrawalDecision, WithdrawalQuery,
-    WithdrawalRecord, COMMISSION_PAGE_MAX, WITHDRAWAL_PAGE_MAX,
+    self as uc, CommissionError, CommissionRecord, CommissionWithSplit, OrderCommissions, WithdrawalDecision,
+    WithdrawalQuery, WithdrawalRecord, COMMISSION_PAGE_MAX, WITHDRAWAL_PAGE_MAX,
 };
 use wxcm_domain::distribution::{
-    CommissionAccountError, CommissionFigures, CommissionSettings, CommissionSettingsShape, PayoutMethod, RateBps,
-    WithdrawalId, WithdrawalState,
+    CommissionAccountError, CommissionFigures, CommissionLevel, CommissionRule, CommissionSettings,
+    CommissionSettingsShape, DistributorLevel, DistributorLevelCode, LevelRates, PayoutMethod, RateBps, WithdrawalId,
+    WithdrawalState,
 };
+use wxcm_domain::mall::MallOrderId;
 use wxcm_domain::{AmountFen, MemberId, TenantId};
 
 use crate::error::{idempotency_key_reused, unknown_tenant, ApiError, ErrorBody};
@@ -36,6 +38,7 @@ impl From<CommissionError> for ApiError {
         match e {
             CommissionError::NotFound("member") => ApiError::not_found("member_not_found", message),
             CommissionError::NotFound("withdrawal") => ApiError::not_found("withdrawal_not_found", message),
+            CommissionError::NotFound("order") => ApiError::not_found("order_not_found", message),
             CommissionError::NotFound(_) => ApiError::not_found("commission_account_not_found", message),
             CommissionError::Account(a) => account_refusal(&a),
             CommissionError::IdempotencyMismatch => idempotency_key_reused(),
@@ -96,6 +99,11 @@ pub struct CommissionSettingsDto {
     /// Fee on a withdrawal in basis points (rounded down, in the member's favour).
     #[schema(minimum = 0, maximum = 5000)]
     pub withdrawal_fee_bps: u32,
+    /// The catalog of distributor levels (at most 20, codes unique; absent: none). A distributor
+    /// set to a level earns its rates unless the product has terms of its own.
+    #[serde(default)]
+    #[schema(max_items = 20)]
+    pub distributor_levels: Vec<DistributorLevelDto>,
     /// How approved withdrawals are paid out: `balance` (the member's cash
     /// balance, the default) or `wechat_transfer` (WeChat Pay transfer to the
     /// member's change; needs an official account with Pay API v3 settings,
@@ -113,6 +121,32 @@ pub enum PayoutMethodDto {
     WechatTransfer,
 }
 
+/// One distributor level: its code, a name and its rates in basis points (level 1 + level 2 ≤
+/// 10,000).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DistributorLevelDto {
+    #[schema(pattern = "^[a-z0-9_-]{1,32}$", min_length = 1, max_length = 32)]
+    pub code: String,
+    #[schema(min_length = 1, max_length = 32, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$")]
+    pub name: String,
+    #[schema(minimum = 0, maximum = 10000)]
+    pub first_bps: u32,
+    #[schema(minimum = 0, maximum = 10000)]
+    pub second_bps: u32,
+}
+
+impl DistributorLevelDto {
+    fn validate(self) -> Result<DistributorLevel, ApiError> {
+        let code =
+            DistributorLevelCode::parse(&self.code).map_err(|e| ApiError::invalid("invalid_level", e.to_string()))?;
+        let rate = |bps| RateBps::new(bps).map_err(|e| ApiError::invalid("invalid_rates", e.to_string()));
+        let rates = LevelRates::new(rate(self.first_bps)?, rate(self.second_bps)?)
+            .map_err(|e| ApiError::invalid("invalid_rates", e.to_string()))?;
+        Ok(DistributorLevel { code, name: self.name, rates })
+    }
+}
+
 impl CommissionSettingsDto {
     fn validate(self) -> Result<CommissionSettings, ApiError> {
         let withdrawal_min_fen = AmountFen::new(self.withdrawal_min_fen)
@@ -123,11 +157,14 @@ impl CommissionSettingsDto {
             PayoutMethodDto::Balance => PayoutMethod::Balance,
             PayoutMethodDto::WechatTransfer => PayoutMethod::WechatTransfer,
         };
+        let distributor_levels =
+            self.distributor_levels.into_iter().map(DistributorLevelDto::validate).collect::<Result<_, _>>()?;
         let shape = CommissionSettingsShape {
             hold_days: self.hold_days,
             withdrawal_min_fen,
             withdrawal_fee_bps,
             payout_method,
+            distributor_levels,
         };
         CommissionSettings::new(shape).map_err(|e| ApiError::invalid("invalid_commission_settings", e.to_string()))
     }
@@ -144,6 +181,16 @@ impl From<CommissionSettings> for CommissionSettingsDto {
                 PayoutMethod::Balance => PayoutMethodDto::Balance,
                 PayoutMethod::WechatTransfer => PayoutMethodDto::WechatTransfer,
             },
+            distributor_levels: shape
+                .distributor_levels
+                .into_iter()
+                .map(|l| DistributorLevelDto {
+                    code: l.code.to_string(),
+                    name: l.name,
+                    first_bps: u32::from(l.rates.rate(CommissionLevel::First)),
+                    second_bps: u32::from(l.rates.rate(CommissionLevel::Second)),
+                })
+                .collect(),
         }
     }
 }
@@ -196,6 +243,55 @@ pub struct CommissionDto {
     pub accrued_at: DateTime<Utc>,
     pub settled_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
+    /// How it was computed; null only for a commission older than the rule's record.
+    pub rule: Option<CommissionRuleDto>,
+    /// The order's quantity (what a fixed amount per unit was multiplied by).
+    pub quantity: Option<u32>,
+}
+
+/// How a commission was computed: `floor(basis × bps / 10,000)`, or `fen × quantity` capped at
+/// the basis (level 2 at most what level 1 left of it).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CommissionRuleDto {
+    Rate { bps: u32 },
+    FixedPerUnit { fen: i64 },
+}
+
+impl From<CommissionRule> for CommissionRuleDto {
+    fn from(r: CommissionRule) -> Self {
+        match r {
+            CommissionRule::Rate { bps } => CommissionRuleDto::Rate { bps: u32::from(bps) },
+            CommissionRule::FixedPerUnit { fen } => CommissionRuleDto::FixedPerUnit { fen: fen.get() },
+        }
+    }
+}
+
+/// A mall order's commissions: every level that earned on it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderCommissionsDto {
+    pub order_id: uuid::Uuid,
+    /// The order's status (`awaiting_payment`, `paid`, `delivered`, `refunded`, …).
+    pub status: String,
+    pub quantity: u32,
+    /// Cash the order's payment recorded for the goods (the basis: after coupons and after a
+    /// price change before payment; points never earn); null before payment or without cash.
+    pub cash_paid_fen: Option<i64>,
+    /// Level 1 (the buyer's distributor) first, then level 2; empty when nothing was earned.
+    pub split: Vec<CommissionDto>,
+}
+
+impl From<OrderCommissions> for OrderCommissionsDto {
+    fn from(o: OrderCommissions) -> Self {
+        let status = serde_json::to_value(o.status).ok().and_then(|v| v.as_str().map(str::to_owned));
+        OrderCommissionsDto {
+            order_id: o.order_id.as_uuid(),
+            status: status.unwrap_or_default(),
+            quantity: o.quantity,
+            cash_paid_fen: o.cash_paid_fen,
+            split: o.split.into_iter().map(Into::into).collect(),
+        }
+    }
 }
 
 impl From<CommissionRecord> for CommissionDto {
@@ -211,6 +307,8 @@ impl From<CommissionRecord> for CommissionDto {
             accrued_at: r.accrued_at,
             settled_at: r.settled_at,
             ended_at: r.ended_at,
+            rule: r.rule.map(Into::into),
+            quantity: r.quantity,
         }
     }
 }
@@ -436,6 +534,26 @@ pub async fn admin_commissions(
     query: ApiQuery<CursorQuery>,
 ) -> Result<Json<CommissionList>, ApiError> {
     Ok(Json(commission_page(&state, &auth.session.tenant_id, id.0, query.0).await?))
+}
+
+/// A mall order's commissions with its split: which distributor earned at level 1 and 2, the
+/// basis (cash paid), the rule (rate or fixed per unit), the amount and its state.
+#[utoipa::path(get, path = "/admin/api/v1/mall/orders/{mall_order_id}/commissions", tag = "distribution",
+    security(("bearer" = [])),
+    params(("mall_order_id" = uuid::Uuid, Path)),
+    responses(
+        (status = 200, description = "The order's commissions", body = OrderCommissionsDto),
+        (status = 400, description = "`invalid_order_id`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`order_not_found`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, order_id = %id.0))]
+pub async fn order_commissions(
+    State(state): State<AppState>,
+    auth: Authorized<perm::DistributionRead>,
+    id: ApiPath<MallOrderId>,
+) -> Result<Json<OrderCommissionsDto>, ApiError> {
+    Ok(Json(uc::of_order(&state.app, &auth.session.tenant_id, id.0).await?.into()))
 }
 
 /// Withdrawals (newest first): `state=requested` is the approval queue.

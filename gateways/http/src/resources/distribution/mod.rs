@@ -50,6 +50,7 @@ impl From<DistributionError> for ApiError {
             DistributionError::Binding(b) => binding_refusal(&b),
             DistributionError::UnknownCode => ApiError::not_found("distributor_code_not_found", message),
             DistributionError::NotDistributor => ApiError::conflict("not_distributor", message),
+            DistributionError::UnknownLevel(_) => ApiError::conflict("unknown_distributor_level", message),
             DistributionError::IdempotencyMismatch => idempotency_key_reused(),
             DistributionError::Contention => ApiError::Contention,
             DistributionError::Route(r) => unknown_tenant(&r),
@@ -362,6 +363,36 @@ pub async fn reinstate(
     id: ApiPath<MemberId>,
 ) -> Result<Json<DistributorDto>, ApiError> {
     change(&state, &auth, key, correlation, id.0, AdminChange::Reinstate).await
+}
+
+/// Sets the distributor's level (a code of the commission settings' `distributor_levels`; 409
+/// `unknown_distributor_level` otherwise), or none (null). A distributor at a level earns its
+/// rates at the position they earn (1 or 2) unless the product has terms of its own; without a
+/// level (or with a code removed from the catalog since) the tenant's default rates apply.
+#[utoipa::path(put, path = "/admin/api/v1/distributors/{member_id}/level", tag = "distribution",
+    security(("bearer" = [])),
+    params(("member_id" = uuid::Uuid, Path), ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters")),
+    request_body = DistributorLevelBody,
+    responses(
+        (status = 200, description = "Set (or replayed, or unchanged)", body = DistributorDto),
+        (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `invalid_member_id`, `malformed_json`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`member_not_found`, `distributor_not_found`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`, `unknown_distributor_level`, `wrong_standing`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`, `invalid_level`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, member_id = %id.0))]
+pub async fn put_level(
+    State(state): State<AppState>,
+    auth: Authorized<perm::DistributionManage>,
+    key: IdempotencyHeader,
+    correlation: Correlation,
+    id: ApiPath<MemberId>,
+    body: ApiJson<DistributorLevelBody>,
+) -> Result<Json<DistributorDto>, ApiError> {
+    let level = body.0.validate()?;
+    let ctx = auth.context(key.0, correlation);
+    Ok(Json(uc::set_level(&state.app, &ctx, id.0, level, auth.actor()).await?.into()))
 }
 
 /// A distributor's subordinates: level 1 (bound to them) or level 2 (bound to those).

@@ -8,7 +8,9 @@ use wxcm_commands::distribution::{BindOutcome, BindingRecord, DistributorView, S
 use wxcm_domain::distribution::binding::{
     BindingMode, BindingRoute, CommissionDepth, DistributorStanding, EnrolmentPolicy,
 };
-use wxcm_domain::distribution::{DistributionSettings, DistributionSettingsShape, LevelRates, RateBps, RATE_BPS_FULL};
+use wxcm_domain::distribution::{
+    DistributionSettings, DistributionSettingsShape, DistributorLevelCode, LevelRates, RateBps, RATE_BPS_FULL,
+};
 use wxcm_domain::{AmountFen, MemberId, PointsAmount, Reference};
 
 use crate::error::ApiError;
@@ -209,6 +211,26 @@ pub struct DistributorDto {
     pub updated_at: DateTime<Utc>,
     /// The scene QR code, once made (`GET /m/api/v1/distribution/promotion`).
     pub qr: Option<DistributorQrDto>,
+    /// The distributor's level code (commission settings' `distributor_levels`); null: none.
+    pub level: Option<String>,
+}
+
+/// A distributor's level.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DistributorLevelBody {
+    /// A level code of the commission settings, or null for none.
+    #[schema(pattern = "^[a-z0-9_-]{1,32}$", min_length = 1, max_length = 32)]
+    pub level: Option<String>,
+}
+
+impl DistributorLevelBody {
+    pub fn validate(&self) -> Result<Option<DistributorLevelCode>, ApiError> {
+        self.level
+            .as_deref()
+            .map(|c| DistributorLevelCode::parse(c).map_err(|e| ApiError::invalid("invalid_level", e.to_string())))
+            .transpose()
+    }
 }
 
 impl From<DistributorView> for DistributorDto {
@@ -223,6 +245,7 @@ impl From<DistributorView> for DistributorDto {
             enrolled_at: v.enrolled_at,
             updated_at: v.updated_at,
             qr: v.qr.map(|q| DistributorQrDto { appid: q.appid.to_string(), ticket: q.ticket, url: q.url }),
+            level: v.level,
         }
     }
 }

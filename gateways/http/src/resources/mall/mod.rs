@@ -77,6 +77,7 @@ fn product_rejection(e: &ProductError) -> ApiError {
         ProductError::TooManyBuyers => ApiError::conflict("too_many_buyers", message),
         ProductError::PriceChanged { .. } => ApiError::conflict("price_changed", message),
         ProductError::TooManyReservations => ApiError::conflict("too_many_unpaid_orders", message),
+        ProductError::CommissionAboveUnitPrice { .. } => ApiError::conflict("commission_above_unit_price", message),
         // The application chooses these; a refusal is ours, not the client's.
         ProductError::InvalidExpiry
         | ProductError::ReservationConflict(_)
@@ -101,6 +102,10 @@ fn order_rejection(e: &MallOrderError) -> ApiError {
         MallOrderError::RefundRequestOpen => ApiError::conflict("refund_request_open", message),
         MallOrderError::NoRefundRequest => ApiError::conflict("no_refund_request", message),
         MallOrderError::TooManyRefundRequests => ApiError::conflict("too_many_refund_requests", message),
+        MallOrderError::PricePaid => ApiError::conflict("order_paid_price_fixed", message),
+        MallOrderError::PaymentStarted(_) => ApiError::conflict("payment_started_price_fixed", message),
+        MallOrderError::NoCashPart => ApiError::conflict("order_has_no_cash_part", message),
+        MallOrderError::PriceOutOfRange { .. } => ApiError::conflict("price_above_list", message),
         // Sessions of the admin API act as staff or admin: a refusal is ours.
         MallOrderError::NotStaff
         | MallOrderError::AlreadyPlaced
@@ -114,6 +119,7 @@ fn order_rejection(e: &MallOrderError) -> ApiError {
         | MallOrderError::NotYetDue(_)
         | MallOrderError::NotMember
         | MallOrderError::NotAdmin
+        | MallOrderError::AdminOnly
         | MallOrderError::RefundNo => ApiError::internal("mall order", &message),
     }
 }
@@ -355,6 +361,38 @@ pub async fn put_gift_coupon(
     change(&state, &ctx, id.0, command).await
 }
 
+/// Sets the product's own commission terms, or none (null: the distributor's level or the
+/// tenant's default rates apply). Rates: level 1 + level 2 ≤ 10,000 basis points. Fixed amounts
+/// are per unit (× quantity), level 1 + level 2 at most the unit's cash price now (409
+/// `commission_above_unit_price`); a commission never exceeds the cash the order paid for the
+/// goods. Read when an order's commission accrues (right after payment).
+#[utoipa::path(put, path = "/admin/api/v1/mall/products/{product_id}/commission", tag = "mall",
+    security(("bearer" = [])),
+    params(("product_id" = uuid::Uuid, Path), ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters")),
+    request_body = ProductCommissionBody,
+    responses(
+        (status = 200, description = "Changed (or replayed)", body = ProductDto),
+        (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `invalid_product_id`, `malformed_json`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`product_not_found`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`, `commission_above_unit_price`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`, `invalid_rates`, `invalid_fen`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, product_id = %id.0))]
+pub async fn put_commission(
+    State(state): State<AppState>,
+    auth: Authorized<perm::MallSettings>,
+    key: IdempotencyHeader,
+    correlation: Correlation,
+    id: ApiPath<ProductId>,
+    body: ApiJson<ProductCommissionBody>,
+) -> Result<Json<ProductDto>, ApiError> {
+    let commission = body.0.validate()?;
+    let command = ProductCommand::SetCommission { commission, actor: auth.actor() };
+    let ctx = auth.context(key.0, correlation);
+    change(&state, &ctx, id.0, command).await
+}
+
 /// Puts the product on sale or takes it off (unpaid orders keep their stock).
 #[utoipa::path(put, path = "/admin/api/v1/mall/products/{product_id}/on-sale", tag = "mall",
     security(("bearer" = [])),
@@ -511,6 +549,38 @@ pub async fn reject_refund_request(
     let reason = body.0.validate()?;
     let ctx = auth.context(key.0, correlation);
     Ok(Json(orders::reject_refund_request(&state.app, &ctx, id.0, reason, auth.actor()).await?.into()))
+}
+
+/// Changes the cash an unpaid order costs (what the member pays after coupons): 1..=the order's
+/// list cash (unit fen × quantity; 409 `price_above_list` beyond it). Only while the order awaits
+/// payment and the member has not started paying: once paid 409 `order_paid_price_fixed`; once a
+/// balance charge or a WeChat Pay order was started for it 409 `payment_started_price_fixed`
+/// (WeChat Pay keeps the amount of a Pay order). The member then pays the new price, and the
+/// order's commission is computed on the cash finally paid.
+#[utoipa::path(post, path = "/admin/api/v1/mall/orders/{mall_order_id}/price", tag = "mall",
+    security(("bearer" = [])),
+    params(("mall_order_id" = uuid::Uuid, Path), ("Idempotency-Key" = String, Header, description = "8..=128 printable ASCII characters")),
+    request_body = OrderPriceBody,
+    responses(
+        (status = 200, description = "Changed (or replayed, or the same price: unchanged)", body = OrderDto),
+        (status = 400, description = "`idempotency_key_missing`, `idempotency_key_invalid`, `invalid_order_id`, `malformed_json`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`order_not_found`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`, `order_paid_price_fixed`, `payment_started_price_fixed`, `order_ended`, `order_has_no_cash_part`, `price_above_list`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`, `invalid_text`, `invalid_fen`", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %auth.session.tenant_id, order_id = %id.0))]
+pub async fn change_order_price(
+    State(state): State<AppState>,
+    auth: Authorized<perm::MallRefund>,
+    key: IdempotencyHeader,
+    correlation: Correlation,
+    id: ApiPath<MallOrderId>,
+    body: ApiJson<OrderPriceBody>,
+) -> Result<Json<OrderDto>, ApiError> {
+    let request = body.0.validate()?;
+    let ctx = auth.context(key.0, correlation);
+    Ok(Json(orders::change_price(&state.app, &ctx, id.0, request, auth.actor()).await?.into()))
 }
 
 /// Hands a paid order over at the counter: by its QR payload, its number or its

@@ -4,8 +4,9 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use wxcm_commands::mall::orders::{CashMethod, OrderView};
+use wxcm_commands::mall::orders::{CashMethod, OrderView, PriceChangeRequest};
 use wxcm_commands::mall::{NewProduct, ProductView};
+use wxcm_domain::distribution::{CommissionLevel, LevelRates, ProductCommission, RateBps};
 use wxcm_domain::mall::{
     CashPayment, CashRefund, ImageUrl, MallOrderId, OrderStatus, PaymentMethod, Price, ProductDescription, ProductId,
     ProductListing, ProductName, Quantity, RefundRequestStatus, Stock, IMAGES_MAX, PER_MEMBER_LIMIT_MAX, QUANTITY_MAX,
@@ -86,7 +87,8 @@ pub enum ProductStockDto {
         #[schema(minimum = 0, maximum = 1_000_000)]
         total: i64,
     },
-    Unlimited,
+    /// A struct variant (not a unit one), so a stray field is refused like in `finite`.
+    Unlimited {},
 }
 
 impl ProductStockDto {
@@ -96,7 +98,7 @@ impl ProductStockDto {
                 Ok(total) if total <= STOCK_MAX => Ok(Stock::Finite { total }),
                 _ => Err(ApiError::invalid("invalid_stock", format!("stock must be 0..={STOCK_MAX}"))),
             },
-            ProductStockDto::Unlimited => Ok(Stock::Unlimited),
+            ProductStockDto::Unlimited {} => Ok(Stock::Unlimited),
         }
     }
 }
@@ -105,7 +107,7 @@ impl From<Stock> for ProductStockDto {
     fn from(s: Stock) -> Self {
         match s {
             Stock::Finite { total } => ProductStockDto::Finite { total: i64::from(total) },
-            Stock::Unlimited => ProductStockDto::Unlimited,
+            Stock::Unlimited => ProductStockDto::Unlimited {},
         }
     }
 }
@@ -226,6 +228,103 @@ pub struct GiftCouponBody {
     pub template_id: Option<uuid::Uuid>,
 }
 
+/// A product's own commission terms.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ProductCommissionDto {
+    /// Rates of its own in basis points (1/10,000): level 1 + level 2 ≤ 10,000.
+    Rates {
+        #[schema(minimum = 0, maximum = 10000)]
+        first_bps: u32,
+        #[schema(minimum = 0, maximum = 10000)]
+        second_bps: u32,
+    },
+    /// A fixed amount per unit (× quantity) for level 1 and optionally level 2; level 1 + level 2
+    /// at most the unit's cash price.
+    FixedPerUnit {
+        #[schema(minimum = 1, maximum = 100_000_000)]
+        first_fen: i64,
+        #[schema(minimum = 1, maximum = 100_000_000)]
+        second_fen: Option<i64>,
+    },
+    /// The product earns no commission (a struct variant, so a stray field is refused).
+    Excluded {},
+}
+
+impl From<ProductCommission> for ProductCommissionDto {
+    fn from(c: ProductCommission) -> Self {
+        match c {
+            ProductCommission::Rates { rates } => ProductCommissionDto::Rates {
+                first_bps: u32::from(rates.rate(CommissionLevel::First)),
+                second_bps: u32::from(rates.rate(CommissionLevel::Second)),
+            },
+            ProductCommission::FixedPerUnit { first_fen, second_fen } => ProductCommissionDto::FixedPerUnit {
+                first_fen: first_fen.get(),
+                second_fen: second_fen.map(AmountFen::get),
+            },
+            ProductCommission::Excluded => ProductCommissionDto::Excluded {},
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProductCommissionBody {
+    /// null: the product has no terms of its own.
+    pub commission: Option<ProductCommissionDto>,
+}
+
+impl ProductCommissionBody {
+    pub fn validate(&self) -> Result<Option<ProductCommission>, ApiError> {
+        let rate = |bps: u32| RateBps::new(bps).map_err(|e| ApiError::invalid("invalid_rates", e.to_string()));
+        let fen = |f: i64| AmountFen::new(f).map_err(|e| ApiError::invalid("invalid_fen", e.to_string()));
+        Ok(match &self.commission {
+            None => None,
+            Some(ProductCommissionDto::Rates { first_bps, second_bps }) => Some(ProductCommission::Rates {
+                rates: LevelRates::new(rate(*first_bps)?, rate(*second_bps)?)
+                    .map_err(|e| ApiError::invalid("invalid_rates", e.to_string()))?,
+            }),
+            Some(ProductCommissionDto::FixedPerUnit { first_fen, second_fen }) => {
+                Some(ProductCommission::FixedPerUnit {
+                    first_fen: fen(*first_fen)?,
+                    second_fen: second_fen.map(fen).transpose()?,
+                })
+            }
+            Some(ProductCommissionDto::Excluded {}) => Some(ProductCommission::Excluded),
+        })
+    }
+}
+
+/// An admin's price change of an unpaid order.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderPriceBody {
+    /// The new cash due (what the member pays after coupons), in fen: 1..=the order's list cash.
+    #[schema(minimum = 1, maximum = 100_000_000)]
+    pub cash_due_fen: i64,
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$")]
+    pub reason: String,
+}
+
+impl OrderPriceBody {
+    pub fn validate(&self) -> Result<PriceChangeRequest, ApiError> {
+        let cash_due_fen =
+            AmountFen::new(self.cash_due_fen).map_err(|e| ApiError::invalid("invalid_fen", e.to_string()))?;
+        Ok(PriceChangeRequest { cash_due_fen, reason: reference(&self.reason)? })
+    }
+}
+
+/// The last price change of an order before payment.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderPriceChangeDto {
+    pub old_cash_due_fen: i64,
+    pub new_cash_due_fen: i64,
+    /// Who changed it (`admin:<username>`).
+    pub by: String,
+    pub reason: String,
+    pub changed_at: DateTime<Utc>,
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OnSaleBody {
@@ -243,6 +342,8 @@ pub struct ProductDto {
     pub per_member_limit: Option<u32>,
     /// One coupon of this template comes with every paid order; null: none.
     pub gift_coupon_template_id: Option<uuid::Uuid>,
+    /// The product's own commission terms; null: the distributor's level or the tenant's rates.
+    pub commission: Option<ProductCommissionDto>,
     pub on_sale: bool,
     /// Units unpaid orders hold.
     pub reserved: u64,
@@ -263,6 +364,7 @@ impl From<ProductView> for ProductDto {
             stock: v.stock.into(),
             per_member_limit: v.per_member_limit,
             gift_coupon_template_id: v.gift_coupon.map(|t| t.as_uuid()),
+            commission: v.commission.map(Into::into),
             on_sale: v.on_sale,
             reserved: v.reserved,
             sold: v.sold,
@@ -487,8 +589,11 @@ pub struct OrderDto {
     pub cash_fen: i64,
     /// What the coupon took off the cash part (0 without one).
     pub discount_fen: i64,
-    /// What the member pays in cash: `cash_fen - discount_fen`, never negative.
+    /// What the member pays in cash: `cash_fen - discount_fen` (never negative), or what an
+    /// admin's price change before payment set (see `price_change`).
     pub cash_due_fen: i64,
+    /// The last price change before payment; null: the price as placed.
+    pub price_change: Option<OrderPriceChangeDto>,
     /// The coupon applied to the order (held by it until it is paid or ends).
     pub coupon_id: Option<uuid::Uuid>,
     /// The coupon template the order comes with once paid (the product's gift
@@ -534,7 +639,14 @@ impl From<OrderView> for OrderDto {
             points_total: v.totals.points_total,
             cash_fen: v.totals.cash_fen,
             discount_fen: v.totals.discount_fen,
-            cash_due_fen: v.totals.cash_due_fen,
+            cash_due_fen: v.cash_due_fen,
+            price_change: v.price_change.map(|c| OrderPriceChangeDto {
+                old_cash_due_fen: c.old_cash_due_fen,
+                new_cash_due_fen: c.new_cash_due_fen,
+                by: c.actor.label(),
+                reason: c.reason.as_str().to_owned(),
+                changed_at: c.changed_at,
+            }),
             coupon_id: v.coupon_id.map(|c| c.as_uuid()),
             gift_coupon_template_id: v.gift_coupon_template_id.map(|t| t.as_uuid()),
             gift_coupon_id: v.gift_coupon_id.map(|c| c.as_uuid()),
