@@ -74,7 +74,8 @@ pub fn distributor_deltas(event: &DistributorEvent) -> Vec<Delta> {
         DistributorEvent::DistributorApplied { .. } => vec![delta(metric::DISTRIBUTOR_APPLICATIONS, "", 1)],
         DistributorEvent::DistributorRejected { .. }
         | DistributorEvent::DistributorSuspended { .. }
-        | DistributorEvent::DistributorReinstated { .. } => Vec::new(),
+        | DistributorEvent::DistributorReinstated { .. }
+        | DistributorEvent::DistributorLevelSet { .. } => Vec::new(),
     }
 }
 

@@ -147,6 +147,7 @@ fn count_distributor(d: &mut DistributorFold, event: &DistributorEvent, at: Date
             d.reason = Some(reason.to_string());
         }
         E::DistributorReinstated { .. } => d.reason = None,
+        E::DistributorLevelSet { .. } => {}
     }
 }
 
