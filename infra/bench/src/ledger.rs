@@ -107,6 +107,10 @@ pub struct LedgerBenchArgs {
     /// Events in the stream of phase (b2), registration included.
     #[arg(long, default_value_t = 100_000)]
     pub big_stream_events: u32,
+    /// Group-commit statements in flight (the shard's `group_commit_workers`);
+    /// the configured default shard's when not given.
+    #[arg(long)]
+    pub group_commit_workers: Option<usize>,
     /// Keep the bench database afterwards.
     #[arg(long)]
     pub keep: bool,
@@ -130,7 +134,24 @@ impl LedgerBenchArgs {
             (2..=BIG_STREAM_EVENTS_MAX).contains(&self.big_stream_events),
             "--big-stream-events must be 2..={BIG_STREAM_EVENTS_MAX}"
         );
+        if let Some(workers) = self.group_commit_workers {
+            ensure!(
+                (1..=group_commit::WORKERS_MAX).contains(&workers),
+                "--group-commit-workers must be 1..={}",
+                group_commit::WORKERS_MAX
+            );
+        }
         setup::check_database_name(&self.database, settings)
+    }
+
+    /// The bench shard's settings with `cache_entries` aggregates cached.
+    fn settings(&self, base: &Settings, target: &Target, cache_entries: usize) -> Settings {
+        let mut settings = target.settings(base, self.clients + POOL_SPARE_CONNECTIONS, cache_entries);
+        let default_shard = settings.default_shard.clone();
+        if let (Some(workers), Some(shard)) = (self.group_commit_workers, settings.shards.get_mut(&default_shard)) {
+            shard.group_commit_workers = workers;
+        }
+        settings
     }
 
     fn warmup(&self) -> Duration {
@@ -200,7 +221,7 @@ async fn phase_a_cold(
     .bind(&ids)
     .fetch_one(admin)
     .await?;
-    let settings = target.settings(base, args.clients + POOL_SPARE_CONNECTIONS, args.cold_cache_entries);
+    let settings = args.settings(base, target, args.cold_cache_entries);
     let cold = setup::build(&settings, Role::Scheduler).await?;
     let result = deposits_on_random_members(&cold.app, tenant, members, "acold", args).await;
     setup::close(&cold).await;
@@ -579,6 +600,7 @@ struct Figures {
     b2: BigStream,
     server_version: String,
     synchronous_commit: String,
+    group_commit_workers: usize,
 }
 
 impl BigStream {
@@ -639,7 +661,7 @@ async fn run_phases(base: &Settings, target: &Target, args: &LedgerBenchArgs) ->
     let admin = target.admin_pool(2).await?;
     create_raw_table(&admin, RAW_TABLE).await?;
     create_raw_table(&admin, RAW_BATCHED_TABLE).await?;
-    let settings = target.settings(base, args.clients + POOL_SPARE_CONNECTIONS, setup::cache_for(args.members));
+    let settings = args.settings(base, target, setup::cache_for(args.members));
     let application = setup::build(&settings, Role::Scheduler).await?;
     let app = application.app.clone();
     let tenant = setup::create_tenant(&app).await?;
@@ -665,7 +687,20 @@ async fn run_phases(base: &Settings, target: &Target, args: &LedgerBenchArgs) ->
     let synchronous_commit = setup::server_setting(&admin, "synchronous_commit").await;
     setup::close(&application).await;
     admin.close().await;
-    Ok(Figures { a, a_batches, a_cold, c, c2, c2_hash_mismatches, b1, b2, server_version, synchronous_commit })
+    let group_commit_workers = settings.shards.get(&settings.default_shard).map_or(0, |s| s.group_commit_workers);
+    Ok(Figures {
+        a,
+        a_batches,
+        a_cold,
+        c,
+        c2,
+        c2_hash_mismatches,
+        b1,
+        b2,
+        server_version,
+        synchronous_commit,
+        group_commit_workers,
+    })
 }
 
 /// `wxcm bench ledger`.
@@ -719,6 +754,7 @@ fn report_json(f: &Figures, args: &LedgerBenchArgs) -> serde_json::Value {
         "target_b2_snapshot_load_ms": TARGET_B2_SNAPSHOT_LOAD_MS,
         "duration_secs": args.duration_secs,
         "clients": args.clients,
+        "group_commit_workers": f.group_commit_workers,
         "members": args.members,
     })
 }
@@ -855,6 +891,7 @@ mod tests {
             members: MEMBERS_MAX,
             cold_cache_entries: MEMBERS_MAX as usize / COLD_CACHE_SHARE_MAX,
             big_stream_events: BIG_STREAM_EVENTS_MAX,
+            group_commit_workers: Some(group_commit::WORKERS_MAX),
             keep: false,
         };
         assert!(args.validate(&settings).is_ok());
@@ -869,6 +906,8 @@ mod tests {
             LedgerBenchArgs { big_stream_events: BIG_STREAM_EVENTS_MAX + 1, ..args.clone() },
             LedgerBenchArgs { big_stream_events: 1, ..args.clone() },
             LedgerBenchArgs { database: "wxcm".into(), ..args.clone() },
+            LedgerBenchArgs { group_commit_workers: Some(0), ..args.clone() },
+            LedgerBenchArgs { group_commit_workers: Some(group_commit::WORKERS_MAX + 1), ..args.clone() },
         ];
         for bad in past {
             assert!(bad.validate(&settings).is_err(), "{bad:?}");

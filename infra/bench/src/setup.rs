@@ -114,14 +114,17 @@ impl Target {
     }
 
     /// A settings copy with one shard, `bench`, on the bench database, whose
-    /// aggregate cache holds `cache_entries` members.
+    /// aggregate cache holds `cache_entries` members; its group commit as the
+    /// configured default shard's.
     pub fn settings(&self, base: &Settings, pool_max: u32, cache_entries: usize) -> Settings {
         let mut settings = base.clone();
+        let configured = base.shards.get(&base.default_shard).cloned().unwrap_or_else(|| ShardConfig::local(""));
         let shard = ShardConfig {
             url: self.app_url.clone(),
             admin_url: self.admin_url.clone(),
             pool_max,
             aggregate_cache_entries: cache_entries,
+            group_commit_workers: configured.group_commit_workers,
         };
         settings.shards.clear();
         settings.shards.insert("bench".into(), shard);

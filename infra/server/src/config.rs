@@ -283,6 +283,9 @@ pub struct ShardConfig {
     pub pool_max: u32,
     #[serde(default = "ShardConfig::aggregate_cache_entries_default")]
     pub aggregate_cache_entries: usize,
+    /// Group-commit statements in flight at once (see `wxcm_store::group_commit`).
+    #[serde(default = "ShardConfig::group_commit_workers_default")]
+    pub group_commit_workers: usize,
 }
 
 impl fmt::Debug for ShardConfig {
@@ -292,6 +295,7 @@ impl fmt::Debug for ShardConfig {
             .field("admin_url", &url_for_debug(&self.admin_url))
             .field("pool_max", &self.pool_max)
             .field("aggregate_cache_entries", &self.aggregate_cache_entries)
+            .field("group_commit_workers", &self.group_commit_workers)
             .finish()
     }
 }
@@ -482,7 +486,12 @@ impl ShardConfig {
             admin_url: format!("postgres://postgres@127.0.0.1:5432/{database}"),
             pool_max: Self::pool_max_default(),
             aggregate_cache_entries: Self::aggregate_cache_entries_default(),
+            group_commit_workers: Self::group_commit_workers_default(),
         }
+    }
+
+    fn group_commit_workers_default() -> usize {
+        wxcm_store::group_commit::WORKERS_DEFAULT
     }
 
     fn pool_max_default() -> u32 {
@@ -544,6 +553,12 @@ impl Settings {
         for (name, shard) in &self.shards {
             if shard.pool_max == 0 || shard.pool_max > POOL_MAX_LIMIT {
                 return Err(ConfigError::Invalid(format!("shard {name}: pool_max must be 1..={POOL_MAX_LIMIT}")));
+            }
+            let workers_max = wxcm_store::group_commit::WORKERS_MAX.min(shard.pool_max as usize);
+            if !(1..=workers_max).contains(&shard.group_commit_workers) {
+                return Err(ConfigError::Invalid(format!(
+                    "shard {name}: group_commit_workers must be 1..={workers_max} (and at most pool_max)"
+                )));
             }
         }
         if self.limits.amount_fen_max <= 0 || self.limits.points_max <= 0 {
@@ -659,6 +674,22 @@ mod tests {
         s.validate().unwrap();
         s.nats.outbox_retention_hours = OUTBOX_RETENTION_HOURS_LIMIT + 1;
         assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn group_commit_workers_are_one_to_the_pool() {
+        let with_workers = |workers: usize, pool_max: u32| {
+            let mut s = Settings::default();
+            let shard = ShardConfig { group_commit_workers: workers, pool_max, ..ShardConfig::local("wxcm") };
+            s.shards.insert(s.default_shard.clone(), shard);
+            s.validate()
+        };
+        assert!(with_workers(1, 24).is_ok());
+        assert!(with_workers(wxcm_store::group_commit::WORKERS_MAX, 24).is_ok());
+        assert!(with_workers(0, 24).is_err());
+        assert!(with_workers(wxcm_store::group_commit::WORKERS_MAX + 1, 24).is_err());
+        assert!(with_workers(4, 3).is_err(), "each worker holds a connection");
+        assert_eq!(ShardConfig::local("wxcm").group_commit_workers, wxcm_store::group_commit::WORKERS_DEFAULT);
     }
 
     #[test]

@@ -92,7 +92,7 @@ fn build_shard(
     let pool = pool_for(&config.url, config.pool_max)?;
     let relaxed = relaxed_pool_for(&config.url, RELAXED_POOL_MAX.min(config.pool_max))?;
     let ports = Arc::new(PgShardPorts::new(pool.clone()));
-    let committer = Arc::new(GroupCommitter::new(pool.clone()));
+    let committer = Arc::new(GroupCommitter::new(pool.clone(), config.group_commit_workers));
     // One tenant repository (one cache) for the tenants' executor and the
     // card level rule, which reads the catalog on member commands.
     let tenant_repository: Arc<dyn AggregateRepository<Tenant>> =

@@ -50,10 +50,12 @@ use wxcm_commands::lanes::{AppendError, EventAppender};
 use crate::hashchain::{self, CanonicalFields};
 use crate::jsonb_text;
 
-/// Batches in flight at once per shard: one fills while the other waits for its
-/// flush. Measured on 2 cores (`wxcm bench ledger`): 2 beat 1, 3 and 4; more
-/// workers only make smaller batches.
-pub const WORKERS: usize = 2;
+/// Batches in flight at once per shard, unless configured (`group_commit_workers`):
+/// one fills while the other waits for its flush. Measured on 2 cores (`wxcm bench
+/// ledger`): 2 beat 1, 3 and 4; more workers only make smaller batches.
+pub const WORKERS_DEFAULT: usize = 2;
+/// Each worker holds a connection while its statement runs.
+pub const WORKERS_MAX: usize = 16;
 /// Commands waiting for a worker before `commit` waits for room (backpressure).
 pub const QUEUE_MAX: usize = 4_096;
 pub const BATCH_COMMANDS_MAX: usize = 64;
@@ -195,14 +197,17 @@ struct Job {
 /// One per shard, shared by the event stores of every aggregate type.
 pub struct GroupCommitter {
     pool: PgPool,
+    workers: usize,
     /// Started on first use, inside the runtime that uses it.
     sender: OnceLock<mpsc::Sender<Job>>,
     committed: Arc<Notify>,
 }
 
 impl GroupCommitter {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool, sender: OnceLock::new(), committed: Arc::new(Notify::new()) }
+    /// `workers` statements in flight at once, clamped to 1..=[`WORKERS_MAX`].
+    pub fn new(pool: PgPool, workers: usize) -> Self {
+        let workers = workers.clamp(1, WORKERS_MAX);
+        Self { pool, workers, sender: OnceLock::new(), committed: Arc::new(Notify::new()) }
     }
 
     /// Signalled after every commit: the relay of this process wakes on it
@@ -215,7 +220,7 @@ impl GroupCommitter {
         self.sender.get_or_init(|| {
             let (sender, receiver) = mpsc::channel(QUEUE_MAX);
             let receiver = Arc::new(Mutex::new(receiver));
-            for _ in 0..WORKERS {
+            for _ in 0..self.workers {
                 tokio::spawn(work(self.pool.clone(), receiver.clone(), self.committed.clone()));
             }
             sender

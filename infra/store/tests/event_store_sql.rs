@@ -826,7 +826,7 @@ fn serialized(aggregate_id: &str, sequence: usize, idempotency_key: &str) -> Ser
 async fn group_commit_merges_concurrent_commands_and_answers_each_alone() {
     use wxcm_store::group_commit::{self, CommitError, GroupCommitter};
     with_database(|db| async move {
-        let committer = GroupCommitter::new(db.app.clone());
+        let committer = GroupCommitter::new(db.app.clone(), group_commit::WORKERS_DEFAULT);
 
         // Concurrent independent commands share transactions.
         // (The process-wide counters move by this test's statements alone.)
@@ -921,7 +921,7 @@ async fn assert_group_committed_rows_are_whole(db: &TestDb) {
 async fn group_commit_prepares_what_it_can_render_and_leaves_the_rest_to_the_trigger() {
     use wxcm_store::group_commit::{self, GroupCommitter};
     with_database(|db| async move {
-        let committer = GroupCommitter::new(db.app.clone());
+        let committer = GroupCommitter::new(db.app.clone(), group_commit::WORKERS_DEFAULT);
         let mut float = serialized("float", 1, "k-float");
         float.payload = json!({"ratio": 0.5, "nested": [1.25e3]});
         let mut bare = serialized("bare", 1, "unused");
@@ -1078,7 +1078,7 @@ async fn a_load_that_replayed_a_long_tail_writes_a_snapshot() {
     const { assert!(SNAPSHOT_AFTER_REPLAY_EVENTS < SNAPSHOT_EVERY_EVENTS, "these streams cross no commit snapshot") };
     with_database(|db| async move {
         let _counters = GROUP_COMMIT_COUNTERS.lock().await;
-        let committer = Arc::new(GroupCommitter::new(db.app.clone()));
+        let committer = Arc::new(GroupCommitter::new(db.app.clone(), group_commit::WORKERS_DEFAULT));
         let writer = PgEventStore::<Tenant>::new(db.app.clone(), committer.clone(), 10);
         let actor = Actor::Admin { username: "t".into() };
         // One stream at the threshold, one just below it; each written by one command.
