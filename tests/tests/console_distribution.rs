@@ -131,12 +131,25 @@ async fn owners_decide_applications_and_standing_from_the_console_and_auditors_o
         .await;
     browser.click_button("Sign out").await;
 
-    // The owner: approve Alice with a double click, reject Bob with a reason.
+    // The owner: approve Alice with a double click, reject Bob with a reason. The second
+    // click goes past the disabled button, so two requests leave: the console sends both
+    // with the intent's key, and the second is the first's replay (a new key would be
+    // refused with 409 wrong_standing and show "Approving failed").
     sign_in(&browser, &t, "owner").await;
     rows(&browser, "dist-applications-list", 2).await;
     let approve = format!("#dist-applications-list button[data-intent='approve:{alice}']");
-    browser.eval(&format!("const b = document.querySelector(\"{approve}\"); b.click(); b.click(); return true")).await;
+    browser
+        .eval(&format!(
+            "const b = document.querySelector(\"{approve}\"); b.click(); b.disabled = false; b.click(); return true"
+        ))
+        .await;
     rows(&browser, "dist-applications-list", 1).await;
+    browser
+        .wait_until(
+            "the approval's notice",
+            "return document.querySelector(\"section[aria-labelledby='dist-applications'] [aria-live]\")?.textContent.startsWith('Approved') ?? false",
+        )
+        .await;
     assert_eq!(standing(&t, &owner, alice).await["standing"], "active");
     assert_eq!(events(&t, "DistributorApproved").await, 1);
 

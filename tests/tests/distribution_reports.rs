@@ -186,7 +186,7 @@ async fn the_daily_report_counts_commissions_withdrawals_distributors_and_bindin
     let out = wxcm(&t, &["audit", "verify", "--tenant", s.tenant.as_str()]).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 
-    // Tampering: two counters, a commission, a withdrawal and a distributor's standing.
+    // Tampering: two counters, two commissions, a withdrawal and a distributor's standing and level.
     let mut db = shard_db(&t, &s.tenant).await;
     let tenant = s.tenant.as_str();
     let b_account = CommissionAccountId::for_distributor(&s.tenant, c.b).to_string();
@@ -211,18 +211,27 @@ async fn the_daily_report_counts_commissions_withdrawals_distributors_and_bindin
         .execute(&mut db)
         .await
         .unwrap();
+    // The rule and quantity columns (migration 0042) are compared too.
+    sqlx::query("UPDATE commissions SET quantity = 9 WHERE tenant_id = $1 AND order_id = $2 AND level = 1")
+        .bind(tenant)
+        .bind(&first)
+        .execute(&mut db)
+        .await
+        .unwrap();
     sqlx::query("UPDATE commission_withdrawals SET state = 'requested' WHERE tenant_id = $1 AND withdrawal_id = $2")
         .bind(tenant)
         .bind(&paid_id)
         .execute(&mut db)
         .await
         .unwrap();
-    sqlx::query("UPDATE distributors SET standing = 'suspended' WHERE tenant_id = $1 AND member_id = $2")
-        .bind(tenant)
-        .bind(c.a.to_string())
-        .execute(&mut db)
-        .await
-        .unwrap();
+    sqlx::query(
+        "UPDATE distributors SET standing = 'suspended', level = 'gold' WHERE tenant_id = $1 AND member_id = $2",
+    )
+    .bind(tenant)
+    .bind(c.a.to_string())
+    .execute(&mut db)
+    .await
+    .unwrap();
     let tampered = reconcile::reconcile(&t.settings, &s.tenant).await.unwrap();
     assert!(!tampered.is_clean());
     let found = differences(&tampered);
@@ -230,7 +239,9 @@ async fn the_daily_report_counts_commissions_withdrawals_distributors_and_bindin
     let day = |dimension: &str| format!("daily:{settled_day}:{dimension}");
     let rows_tampered = vec![
         row(format!("distributor/{distributor_stream}"), "standing", "active", "suspended"),
+        row(format!("distributor/{distributor_stream}"), "level", "-", "gold"),
         row(format!("commission_account/{a_account}/commission/{first}/2"), "amount_fen", "500", "501"),
+        row(format!("commission_account/{b_account}/commission/{first}/1"), "quantity", "1", "9"),
         row(format!("commission_account/{b_account}/withdrawal/{paid_id}"), "state", "paid", "requested"),
     ];
     let mut expected_found = rows_tampered.clone();

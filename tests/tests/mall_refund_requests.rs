@@ -8,109 +8,9 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use wxcm_commands::pay_flows::MemberSession;
-use wxcm_commands::ports::Role;
-use wxcm_commands::{auth, members, scheduler, tenants, CommandContext};
-use wxcm_domain::member::{CardLevel, RegistrationSource};
-use wxcm_domain::{Actor, AppId, MemberId, OpenId, TenantId};
+use wxcm_domain::MemberId;
+use wxcm_tests::distribution::{buy, deliver, member, send, send_keyed, shop, step, Shop, HOLD_DAYS};
 use wxcm_tests::{spawn_app, TestApp};
-
-const PASSWORD: &str = "a-long-enough-password";
-const PRICE_FEN: i64 = 10_000;
-const HOLD_DAYS: i64 = 3;
-
-struct Shop {
-    tenant: TenantId,
-    owner: String,
-    staff: String,
-    product: String,
-}
-
-async fn login(t: &TestApp, tenant: &str, username: &str) -> String {
-    let body = json!({"tenant_id": tenant, "username": username, "password": PASSWORD});
-    let res = t.http.post(t.url("/admin/api/v1/login")).json(&body).send().await.unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    res.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned()
-}
-
-async fn send_keyed(
-    t: &TestApp,
-    method: Method,
-    token: &str,
-    path: &str,
-    body: Option<Value>,
-    key: &str,
-) -> (StatusCode, Value) {
-    let mut req = t.http.request(method, t.url(path)).bearer_auth(token).header("Idempotency-Key", key);
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status();
-    (status, res.json().await.unwrap_or(Value::Null))
-}
-
-async fn send(t: &TestApp, method: Method, token: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-    send_keyed(t, method, token, path, body, &format!("test-{}", uuid::Uuid::new_v4())).await
-}
-
-async fn shop(t: &TestApp, tenant: &str) -> Shop {
-    let tenant_id = TenantId::parse(tenant).unwrap();
-    let key = members::system_key(&["test-tenant", tenant]).unwrap();
-    let ctx = CommandContext::new(tenant_id.clone(), key, "test".into());
-    tenants::create(&t.app, &tenant_id, "Refund Mall", Actor::Admin { username: "test".into() }, &ctx).await.unwrap();
-    auth::create_admin(&t.app, &tenant_id, "owner", PASSWORD, Role::Owner).await.unwrap();
-    auth::create_admin(&t.app, &tenant_id, "clerk", PASSWORD, Role::Staff).await.unwrap();
-    let owner = login(t, tenant, "owner").await;
-    let settings = json!({"enrolment": {"kind": "designation"}, "binding_mode": {"kind": "first_wins"},
-        "commission_depth": 2, "default_rates": {"first_bps": 1000, "second_bps": 500},
-        "new_member_reward_points": null});
-    let (status, body) = send(t, Method::PUT, &owner, "/admin/api/v1/distribution/settings", Some(settings)).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let commission = json!({"hold_days": HOLD_DAYS, "withdrawal_min_fen": 100, "withdrawal_fee_bps": 0});
-    let (status, body) =
-        send(t, Method::PUT, &owner, "/admin/api/v1/distribution/commission-settings", Some(commission)).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let product = json!({"name": "Kettle", "price": {"kind": "fen", "amount_fen": PRICE_FEN},
-        "stock": {"kind": "unlimited"}});
-    let (status, body) = send(t, Method::POST, &owner, "/admin/api/v1/mall/products", Some(product)).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    Shop {
-        tenant: tenant_id,
-        staff: login(t, tenant, "clerk").await,
-        owner,
-        product: body["product_id"].as_str().unwrap().to_owned(),
-    }
-}
-
-async fn member(t: &TestApp, s: &Shop, openid: &str, balance_fen: i64) -> (MemberId, String) {
-    let request = members::RegisterRequest {
-        openid: Some(OpenId::parse(openid).unwrap()),
-        source: RegistrationSource::Staff,
-        card_level: CardLevel::standard(),
-    };
-    let key = members::system_key(&["test-member", s.tenant.as_str(), openid]).unwrap();
-    let ctx = CommandContext::new(s.tenant.clone(), key, "test".into());
-    let (view, _) =
-        members::register(&t.app, &s.tenant, request, Actor::Admin { username: "t".into() }, &ctx).await.unwrap();
-    if balance_fen > 0 {
-        let path = format!("/admin/api/v1/members/{}/cash/deposits", view.member_id);
-        let (status, body) =
-            send(t, Method::POST, &s.owner, &path, Some(json!({"amount_fen": balance_fen, "reason": "test"}))).await;
-        assert!(status.is_success(), "{body}");
-    }
-    let token = format!("{}.{}", s.tenant, uuid::Uuid::new_v4().simple());
-    let session = MemberSession {
-        tenant_id: s.tenant.clone(),
-        member_id: view.member_id,
-        appid: AppId::parse("wx00000000000c0ffe").unwrap(),
-        openid: OpenId::parse(openid).unwrap(),
-        expires_at: t.app.clock.now() + chrono::Duration::days(400),
-    };
-    let shard = t.app.router.route(&s.tenant).unwrap();
-    shard.pay.create_member_session(&auth::token_hash(&token), &session).await.unwrap();
-    (view.member_id, token)
-}
 
 /// Distributor `d` (designated) and buyer `c` bound to it.
 async fn pair(t: &TestApp, s: &Shop, tag: &str) -> (MemberId, String) {
@@ -124,30 +24,6 @@ async fn pair(t: &TestApp, s: &Shop, tag: &str) -> (MemberId, String) {
         send(t, Method::POST, &c_session, "/m/api/v1/distribution/bindings", Some(json!({"code": code}))).await;
     assert!(status.is_success(), "{body}");
     (d, c_session)
-}
-
-async fn buy(t: &TestApp, s: &Shop, session: &str) -> String {
-    let body = json!({"product_id": s.product, "quantity": 1, "pay_with": "balance"});
-    let (status, order) = send(t, Method::POST, session, "/m/api/v1/mall/orders", Some(body)).await;
-    assert_eq!(status, StatusCode::CREATED, "{order}");
-    let id = order["order_id"].as_str().unwrap().to_owned();
-    let (status, body) =
-        send(t, Method::POST, session, &format!("/m/api/v1/mall/orders/{id}/payment"), Some(json!({}))).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    id
-}
-
-async fn deliver(t: &TestApp, s: &Shop, order: &str) {
-    let body = json!({"order": order, "store": "front desk"});
-    let (status, reply) = send(t, Method::POST, &s.staff, "/admin/api/v1/mall/deliveries", Some(body)).await;
-    assert_eq!(status, StatusCode::OK, "{reply}");
-}
-
-async fn step(t: &TestApp, s: &Shop) {
-    let shard = t.app.router.route(&s.tenant).unwrap();
-    for _ in 0..3 {
-        scheduler::step(&t.app, &shard).await.unwrap();
-    }
 }
 
 /// (pending, settled, reversed + clawed back) of the distributor.

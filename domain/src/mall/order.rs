@@ -91,8 +91,9 @@ pub enum MallOrderError {
     NoCashPart,
     #[error("the new cash due must be 1..={list_fen} fen (the order's list price × quantity), got {got}")]
     PriceOutOfRange { list_fen: i64, got: i64 },
-    #[error("only an admin may change an order's price")]
-    AdminOnly,
+    /// What only an admin may do (change the price, decide a refund request).
+    #[error("only an admin may {0}")]
+    AdminOnly(&'static str),
     #[error("a refund request of this order is open")]
     RefundRequestOpen,
     #[error("no refund request of this order is open")]
@@ -101,8 +102,6 @@ pub enum MallOrderError {
     TooManyRefundRequests,
     #[error("only the order's member may request its refund")]
     NotMember,
-    #[error("only an admin may decide a refund request")]
-    NotAdmin,
 }
 
 /// Refund requests one order takes at most (a rejected request may be made again).
@@ -588,7 +587,7 @@ impl MallOrder {
     ) -> Result<Vec<MallOrderEvent>, MallOrderError> {
         let (order, status) = self.order()?;
         if !matches!(actor, Actor::Admin { .. }) {
-            return Err(MallOrderError::AdminOnly);
+            return Err(MallOrderError::AdminOnly("change an order's price"));
         }
         match status {
             OrderStatus::AwaitingPayment => {}
@@ -871,7 +870,7 @@ impl MallOrder {
     ) -> Result<Vec<MallOrderEvent>, MallOrderError> {
         self.order()?;
         if !matches!(actor, Actor::Admin { .. }) {
-            return Err(MallOrderError::NotAdmin);
+            return Err(MallOrderError::AdminOnly("decide a refund request"));
         }
         let request_no = self.open_refund_request().ok_or(MallOrderError::NoRefundRequest)?;
         Ok(vec![MallOrderEvent::MallOrderRefundRequestRejected { request_no, actor, reason, rejected_at: now }])

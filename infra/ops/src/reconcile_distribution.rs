@@ -3,10 +3,10 @@
 //! (`Distributor::apply`, `CommissionAccount::apply`; neither the triggers'
 //! SQL nor the projectors' code) and checks
 //! - `distributors`: one row per distributor stream with its member, standing,
-//!   route and reason;
+//!   route, reason and level;
 //! - `commission_accounts`: one row per account with its distributor;
 //! - `commissions`: one row per order and level with its distributor,
-//!   account, buyer, basis, amount and state;
+//!   account, buyer, basis, amount, state, rule and quantity;
 //! - `commission_withdrawals`: one row per withdrawal with its distributor,
 //!   account, amount, fee, payout, state, reason and payout reference;
 //! - the distribution counters of `rm_daily_ops` per merchant day, metric and
@@ -36,6 +36,7 @@ use wxcm_domain::distribution::{
 use wxcm_domain::{EventSourced, TenantId};
 use wxcm_projections::daily::{merchant_day, metric};
 use wxcm_projections::distribution::{COMMISSION_METRICS, DISTRIBUTOR_METRICS};
+use wxcm_store::jsonb_text;
 
 use crate::reconcile::BrokenStream;
 use crate::reconcile_coupons::Fold;
@@ -92,10 +93,26 @@ struct DistributorFold {
 /// What a commission account's events state beyond the aggregate's figures.
 #[derive(Default)]
 struct AccountExtras {
-    /// (order, level) → (buyer, basis).
-    accruals: BTreeMap<(String, u8), (String, i64)>,
+    /// (order, level) → what the accrual stated.
+    accruals: BTreeMap<(String, u8), Accrual>,
     /// withdrawal → (payout, last reason given).
     withdrawals: BTreeMap<String, (i64, Option<String>)>,
+}
+
+/// The columns of a commission row that only its `CommissionAccrued` states.
+#[derive(Clone)]
+struct Accrual {
+    buyer: String,
+    basis_fen: i64,
+    /// The rule as jsonb prints it (the trigger stores the event's `rule`).
+    rule: String,
+    quantity: String,
+}
+
+impl Accrual {
+    fn unknown() -> Self {
+        Self { buyer: "-".into(), basis_fen: 0, rule: "-".into(), quantity: "-".into() }
+    }
 }
 
 struct AccountFold {
@@ -164,13 +181,20 @@ fn count_account(
     let requested =
         |id: &wxcm_domain::distribution::WithdrawalId| before.withdrawals.get(id).map_or(0, |w| w.amount_fen);
     match event {
-        E::CommissionAccrued { key, buyer_id, basis_fen, amount_fen, .. } => {
+        E::CommissionAccrued { key, buyer_id, basis_fen, amount_fen, rule, quantity, .. } => {
             let level = key.level.number().to_string();
             add(counts, at, metric::COMMISSIONS_ACCRUED, &level, 1);
             add(counts, at, metric::COMMISSION_ACCRUED_FEN, &level, amount_fen.get());
-            extras
-                .accruals
-                .insert((key.order_id.to_string(), key.level.number()), (buyer_id.to_string(), basis_fen.get()));
+            // jsonb's own text of the rule, so that it compares with the stored column's.
+            let rule =
+                serde_json::to_value(rule).ok().and_then(|v| jsonb_text::render(&v)).unwrap_or_else(|| "?".into());
+            let accrual = Accrual {
+                buyer: buyer_id.to_string(),
+                basis_fen: basis_fen.get(),
+                rule,
+                quantity: quantity.get().to_string(),
+            };
+            extras.accruals.insert((key.order_id.to_string(), key.level.number()), accrual);
         }
         E::CommissionSettled { key, amount_fen, .. } => {
             add(counts, at, metric::COMMISSION_SETTLED_FEN, &key.level.number().to_string(), amount_fen.get());
@@ -285,13 +309,14 @@ struct Found {
 
 async fn read_model(snapshot: &mut PgConnection, tenant: &TenantId) -> Result<Found> {
     let mut found = Found::default();
-    let sql = "SELECT distributor_id, member_id, standing, route, reason FROM distributors WHERE tenant_id = $1";
+    let sql = "SELECT distributor_id, member_id, standing, route, reason, level FROM distributors WHERE tenant_id = $1";
     for row in read_rows(snapshot, sql, tenant).await? {
         let fields = vec![
             ("member_id", row.try_get::<String, _>("member_id")?),
             ("standing", row.try_get::<String, _>("standing")?),
             ("route", text(row.try_get("route")?)),
             ("reason", text(row.try_get("reason")?)),
+            ("level", text(row.try_get("level")?)),
         ];
         found.distributors.insert(row.try_get("distributor_id")?, fields);
     }
@@ -299,7 +324,8 @@ async fn read_model(snapshot: &mut PgConnection, tenant: &TenantId) -> Result<Fo
     for row in read_rows(snapshot, sql, tenant).await? {
         found.accounts.insert(row.try_get("account_id")?, vec![("distributor_id", row.try_get("distributor_id")?)]);
     }
-    let sql = "SELECT order_id, level, distributor_id, account_id, buyer_id, basis_fen, amount_fen, state
+    let sql = "SELECT order_id, level, distributor_id, account_id, buyer_id, basis_fen, amount_fen, state,
+                      rule::text AS rule, quantity
                  FROM commissions WHERE tenant_id = $1";
     for row in read_rows(snapshot, sql, tenant).await? {
         let level: i16 = row.try_get("level")?;
@@ -311,6 +337,8 @@ async fn read_model(snapshot: &mut PgConnection, tenant: &TenantId) -> Result<Fo
             ("basis_fen", row.try_get::<i64, _>("basis_fen")?.to_string()),
             ("amount_fen", row.try_get::<i64, _>("amount_fen")?.to_string()),
             ("state", row.try_get::<String, _>("state")?),
+            ("rule", text(row.try_get("rule")?)),
+            ("quantity", text(row.try_get::<Option<i32>, _>("quantity")?.map(|q| q.to_string()))),
         ];
         let level = u8::try_from(level).unwrap_or(u8::MAX);
         found.commissions.insert((row.try_get("order_id")?, level), (account, fields));
@@ -397,6 +425,7 @@ fn compare_distributors(folded: &Folded, found: &Found, out: &mut Vec<Distributi
                 ("standing", standing.to_owned()),
                 ("route", text(d.route.clone())),
                 ("reason", text(d.reason.clone())),
+                ("level", text(d.fold.state.level.as_ref().map(|l| l.as_str().to_owned()))),
             ],
         );
     }
@@ -421,14 +450,16 @@ fn compare_accounts(folded: &Folded, found: &Found, out: &mut Vec<DistributionDi
         accounts.insert(id.clone(), vec![("distributor_id", distributor.clone())]);
         for (key, c) in &a.fold.state.commissions {
             let k = (key.order_id.to_string(), key.level.number());
-            let (buyer, basis) = a.extras.accruals.get(&k).cloned().unwrap_or_else(|| ("-".into(), 0));
+            let accrual = a.extras.accruals.get(&k).cloned().unwrap_or_else(Accrual::unknown);
             let fields = vec![
                 ("distributor_id", distributor.clone()),
                 ("account_id", id.clone()),
-                ("buyer_id", buyer),
-                ("basis_fen", basis.to_string()),
+                ("buyer_id", accrual.buyer),
+                ("basis_fen", accrual.basis_fen.to_string()),
                 ("amount_fen", c.amount_fen.to_string()),
                 ("state", c.state.as_str().to_owned()),
+                ("rule", accrual.rule),
+                ("quantity", accrual.quantity),
             ];
             commissions.insert(k, (id.clone(), fields));
         }

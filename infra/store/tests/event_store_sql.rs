@@ -1078,7 +1078,7 @@ async fn a_load_that_replayed_a_long_tail_writes_a_snapshot() {
     const { assert!(SNAPSHOT_AFTER_REPLAY_EVENTS < SNAPSHOT_EVERY_EVENTS, "these streams cross no commit snapshot") };
     with_database(|db| async move {
         let _counters = GROUP_COMMIT_COUNTERS.lock().await;
-        let committer = Arc::new(GroupCommitter::new(db.app.clone(), group_commit::WORKERS_DEFAULT));
+        let committer = Arc::new(GroupCommitter::new(db.app.clone(), wxcm_store::group_commit::WORKERS_DEFAULT));
         let writer = PgEventStore::<Tenant>::new(db.app.clone(), committer.clone(), 10);
         let actor = Actor::Admin { username: "t".into() };
         // One stream at the threshold, one just below it; each written by one command.

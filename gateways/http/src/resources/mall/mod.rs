@@ -118,8 +118,7 @@ fn order_rejection(e: &MallOrderError) -> ApiError {
         | MallOrderError::AmountMismatch { .. }
         | MallOrderError::NotYetDue(_)
         | MallOrderError::NotMember
-        | MallOrderError::NotAdmin
-        | MallOrderError::AdminOnly
+        | MallOrderError::AdminOnly(_)
         | MallOrderError::RefundNo => ApiError::internal("mall order", &message),
     }
 }
