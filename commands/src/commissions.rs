@@ -91,6 +91,11 @@ pub enum CommissionError {
     /// official account has a complete Pay API v3 merchant.
     #[error("no Pay API v3 merchant: {0}")]
     NoTransferMerchant(String),
+    /// Pay says the transfer paid another amount than the withdrawal's payout:
+    /// nothing is recorded (the withdrawal stays `transferring`) and an
+    /// operator must look; asking or being told again says the same.
+    #[error("transfer {transfer} paid {paid_fen} fen, the withdrawal pays {payout_fen}: left for an operator")]
+    TransferAmountMismatch { transfer: String, paid_fen: i64, payout_fen: i64 },
 }
 
 impl From<PortError> for CommissionError {
@@ -751,10 +756,11 @@ async fn apply_remote_transfer(
         RemoteTransferState::Success { amount_fen, .. } if amount_fen == payout_fen => {
             record_transfer_result(shard, tenant, stream, id, transfer, None).await
         }
-        RemoteTransferState::Success { amount_fen, .. } => Err(infra(format!(
-            "transfer {} paid {amount_fen} fen, the withdrawal pays {payout_fen}",
-            transfer.out_detail_no
-        ))),
+        RemoteTransferState::Success { amount_fen, .. } => Err(CommissionError::TransferAmountMismatch {
+            transfer: transfer.out_detail_no.clone(),
+            paid_fen: amount_fen,
+            payout_fen,
+        }),
         RemoteTransferState::Failed { reason } => {
             record_transfer_result(shard, tenant, stream, id, transfer, Some(format!("transfer failed: {reason}")))
                 .await
@@ -848,7 +854,11 @@ pub async fn apply_transfer_notification(
     let result = match batch.batch_status.as_str() {
         "FINISHED" if batch.success_num == 1 && batch.success_amount == payout_fen => None,
         "FINISHED" if batch.success_num == 1 => {
-            return Err(infra(format!("batch paid {} fen, the withdrawal pays {payout_fen}", batch.success_amount)))
+            return Err(CommissionError::TransferAmountMismatch {
+                transfer: batch.out_batch_no.clone(),
+                paid_fen: batch.success_amount,
+                payout_fen,
+            })
         }
         "FINISHED" if batch.fail_num == 1 => Some("transfer failed (batch finished with 1 failure)".to_owned()),
         "CLOSED" => Some(format!("transfer batch closed: {}", batch.close_reason.as_deref().unwrap_or("no reason"))),

@@ -47,6 +47,7 @@ impl From<CommissionError> for ApiError {
             CommissionError::Infra(detail) | CommissionError::Retry(detail) => {
                 ApiError::internal("commissions", &detail)
             }
+            CommissionError::TransferAmountMismatch { .. } => ApiError::internal("commissions", &message),
             CommissionError::Unavailable(detail) => ApiError::unavailable("commissions", &detail),
             CommissionError::NoTransferMerchant(_) => ApiError::conflict("pay_v3_merchant_required", message),
         }

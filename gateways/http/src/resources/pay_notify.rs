@@ -609,6 +609,12 @@ async fn apply_v3_transfer(
         Ok(TransferNotified::AlreadyRecorded) => Handled::Applied("already applied".into()),
         Ok(TransferNotified::Ignored(why)) => Handled::Ignored(why),
         Err(CommissionError::NotFound(what)) => Handled::Inapplicable(format!("no such {what} in this tenant")),
+        // Pay's own word, so a retry would say the same: stored as inapplicable for an
+        // operator (the withdrawal stays transferring), not a 500 that Pay repeats.
+        Err(e @ CommissionError::TransferAmountMismatch { .. }) => {
+            tracing::error!(tenant = %ctx.tenant, error = %e, "transfer notification with another amount");
+            Handled::Inapplicable(e.to_string())
+        }
         Err(e) => Handled::Retry(e.to_string()),
     })
 }
