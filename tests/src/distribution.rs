@@ -62,6 +62,12 @@ pub async fn send_keyed(
 /// designation) and commission settings (3 days' hold, from 100 fen, fee 1%),
 /// and a cash product of [`PRICE_FEN`].
 pub async fn shop(t: &TestApp, tenant: &str) -> Shop {
+    let commission = json!({"hold_days": HOLD_DAYS, "withdrawal_min_fen": 100, "withdrawal_fee_bps": 100});
+    shop_with(t, tenant, commission).await
+}
+
+/// [`shop`] with `commission` as its commission settings (levels, fees).
+pub async fn shop_with(t: &TestApp, tenant: &str, commission: Value) -> Shop {
     let tenant_id = TenantId::parse(tenant).unwrap();
     let key = members::system_key(&["test-tenant", tenant]).unwrap();
     let ctx = CommandContext::new(tenant_id.clone(), key, "test".into());
@@ -75,7 +81,6 @@ pub async fn shop(t: &TestApp, tenant: &str) -> Shop {
         "new_member_reward_points": null});
     let (status, body) = send(t, Method::PUT, &owner, "/admin/api/v1/distribution/settings", Some(settings)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let commission = json!({"hold_days": HOLD_DAYS, "withdrawal_min_fen": 100, "withdrawal_fee_bps": 100});
     let (status, body) =
         send(t, Method::PUT, &owner, "/admin/api/v1/distribution/commission-settings", Some(commission)).await;
     assert_eq!(status, StatusCode::OK, "{body}");

@@ -9,84 +9,16 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use wxcm_commands::pay_flows::MemberSession;
-use wxcm_commands::ports::Role;
-use wxcm_commands::{auth, members, scheduler, tenants, CommandContext};
+use wxcm_commands::{members, CommandContext};
 use wxcm_domain::mall::MallOrderId;
-use wxcm_domain::member::{CardLevel, RegistrationSource};
-use wxcm_domain::{Actor, AppId, MemberId, OpenId, TenantId};
+use wxcm_tests::distribution::{chain, member, send, send_keyed, shop_with, step, Shop, PRICE_FEN};
 use wxcm_tests::TestApp;
 
-const PASSWORD: &str = "a-long-enough-password";
-/// Price of the default product, in fen: level 1 earns 10%, level 2 5% by default.
-const PRICE_FEN: i64 = 10_000;
-
-struct Shop {
-    tenant: TenantId,
-    owner: String,
-    staff: String,
-    auditor: String,
-    product: String,
-}
-
-async fn login(t: &TestApp, tenant: &str, username: &str) -> String {
-    let body = json!({"tenant_id": tenant, "username": username, "password": PASSWORD});
-    let res = t.http.post(t.url("/admin/api/v1/login")).json(&body).send().await.unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    res.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned()
-}
-
-async fn send(t: &TestApp, method: Method, token: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let key = format!("test-{}", uuid::Uuid::new_v4());
-    send_keyed(t, method, token, path, body, &key).await
-}
-
-async fn send_keyed(
-    t: &TestApp,
-    method: Method,
-    token: &str,
-    path: &str,
-    body: Option<Value>,
-    key: &str,
-) -> (StatusCode, Value) {
-    let mut req = t.http.request(method, t.url(path)).bearer_auth(token).header("Idempotency-Key", key);
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status();
-    (status, res.json().await.unwrap_or(Value::Null))
-}
-
-/// A tenant with owner, staff and auditor, distribution (depth 2, 10% / 5%),
-/// commission settings with `levels`, and a cash product of [`PRICE_FEN`].
+/// The shared shop with commission settings holding `levels` (no withdrawal fee).
 async fn shop(t: &TestApp, tenant: &str, levels: Value) -> Shop {
-    let tenant_id = TenantId::parse(tenant).unwrap();
-    let key = members::system_key(&["test-tenant", tenant]).unwrap();
-    let ctx = CommandContext::new(tenant_id.clone(), key, "test".into());
-    tenants::create(&t.app, &tenant_id, "Rules Mall", Actor::Admin { username: "test".into() }, &ctx).await.unwrap();
-    auth::create_admin(&t.app, &tenant_id, "owner", PASSWORD, Role::Owner).await.unwrap();
-    auth::create_admin(&t.app, &tenant_id, "clerk", PASSWORD, Role::Staff).await.unwrap();
-    auth::create_admin(&t.app, &tenant_id, "eye", PASSWORD, Role::Auditor).await.unwrap();
-    let owner = login(t, tenant, "owner").await;
-    let settings = json!({"enrolment": {"kind": "designation"}, "binding_mode": {"kind": "first_wins"},
-        "commission_depth": 2, "default_rates": {"first_bps": 1000, "second_bps": 500},
-        "new_member_reward_points": null});
-    let (status, body) = send(t, Method::PUT, &owner, "/admin/api/v1/distribution/settings", Some(settings)).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
     let commission = json!({"hold_days": 3, "withdrawal_min_fen": 100, "withdrawal_fee_bps": 0,
         "distributor_levels": levels});
-    let (status, body) =
-        send(t, Method::PUT, &owner, "/admin/api/v1/distribution/commission-settings", Some(commission)).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let product = product(t, &owner, PRICE_FEN).await;
-    Shop {
-        product,
-        staff: login(t, tenant, "clerk").await,
-        auditor: login(t, tenant, "eye").await,
-        owner,
-        tenant: tenant_id,
-    }
+    shop_with(t, tenant, commission).await
 }
 
 async fn product(t: &TestApp, owner: &str, fen: i64) -> String {
@@ -95,67 +27,6 @@ async fn product(t: &TestApp, owner: &str, fen: i64) -> String {
     let (status, body) = send(t, Method::POST, owner, "/admin/api/v1/mall/products", Some(product)).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     body["product_id"].as_str().unwrap().to_owned()
-}
-
-/// A member with `balance_fen` in cash and a member-API session.
-async fn member(t: &TestApp, s: &Shop, openid: &str, balance_fen: i64) -> (MemberId, String) {
-    let request = members::RegisterRequest {
-        openid: Some(OpenId::parse(openid).unwrap()),
-        source: RegistrationSource::Staff,
-        card_level: CardLevel::standard(),
-    };
-    let key = members::system_key(&["test-member", s.tenant.as_str(), openid]).unwrap();
-    let ctx = CommandContext::new(s.tenant.clone(), key, "test".into());
-    let admin = Actor::Admin { username: "t".into() };
-    let (view, _) = members::register(&t.app, &s.tenant, request, admin, &ctx).await.unwrap();
-    if balance_fen > 0 {
-        let path = format!("/admin/api/v1/members/{}/cash/deposits", view.member_id);
-        let body = json!({"amount_fen": balance_fen, "reason": "test"});
-        let (status, body) = send(t, Method::POST, &s.owner, &path, Some(body)).await;
-        assert!(status.is_success(), "{body}");
-    }
-    let token = format!("{}.{}", s.tenant, uuid::Uuid::new_v4().simple());
-    let session = MemberSession {
-        tenant_id: s.tenant.clone(),
-        member_id: view.member_id,
-        appid: AppId::parse("wx00000000000c0ffe").unwrap(),
-        openid: OpenId::parse(openid).unwrap(),
-        expires_at: t.app.clock.now() + chrono::Duration::days(400),
-    };
-    let shard = t.app.router.route(&s.tenant).unwrap();
-    shard.pay.create_member_session(&auth::token_hash(&token), &session).await.unwrap();
-    (view.member_id, token)
-}
-
-async fn designate(t: &TestApp, s: &Shop, member: MemberId) -> String {
-    let path = format!("/admin/api/v1/distributors/{member}/designate");
-    let (status, d) = send(t, Method::POST, &s.owner, &path, None).await;
-    assert_eq!(status, StatusCode::OK, "{d}");
-    d["code"].as_str().unwrap().to_owned()
-}
-
-async fn bind(t: &TestApp, session: &str, code: &str) {
-    let (status, body) =
-        send(t, Method::POST, session, "/m/api/v1/distribution/bindings", Some(json!({"code": code}))).await;
-    assert!(status.is_success(), "{body}");
-}
-
-/// Level 2 distributor `a`, level 1 `b` (bound to `a`), buyer `c` (bound to `b`).
-struct Chain {
-    a: MemberId,
-    b: MemberId,
-    c_session: String,
-}
-
-async fn chain(t: &TestApp, s: &Shop, tag: &str, c_balance: i64) -> Chain {
-    let (a, _) = member(t, s, &format!("oA_{tag}_000001"), 0).await;
-    let (b, b_session) = member(t, s, &format!("oB_{tag}_000001"), 0).await;
-    let (_, c_session) = member(t, s, &format!("oC_{tag}_000001"), c_balance).await;
-    let a_code = designate(t, s, a).await;
-    let b_code = designate(t, s, b).await;
-    bind(t, &b_session, &a_code).await;
-    bind(t, &c_session, &b_code).await;
-    Chain { a, b, c_session }
 }
 
 async fn place(t: &TestApp, session: &str, product: &str, quantity: u32) -> String {
@@ -167,13 +38,6 @@ async fn place(t: &TestApp, session: &str, product: &str, quantity: u32) -> Stri
 
 async fn pay(t: &TestApp, session: &str, order: &str) -> (StatusCode, Value) {
     send(t, Method::POST, session, &format!("/m/api/v1/mall/orders/{order}/payment"), Some(json!({}))).await
-}
-
-async fn step(t: &TestApp, s: &Shop) {
-    let shard = t.app.router.route(&s.tenant).unwrap();
-    for _ in 0..3 {
-        scheduler::step(&t.app, &shard).await.unwrap();
-    }
 }
 
 /// The order's commissions as the admin sees them: `(level, distributor, basis, rule, amount, state)`.
@@ -220,7 +84,7 @@ async fn a_price_change_before_payment_changes_the_commission_and_after_payment_
     let t = wxcm_tests::spawn_app_with_projections().await;
     let s = shop(&t, "rules-price", json!([])).await;
     let other = shop(&t, "rules-price-other", json!([])).await;
-    let c = chain(&t, &s, "price", 1_000_000).await;
+    let c = chain(&t, &s, "price").await;
     let id = place(&t, &c.c_session, &s.product, 1).await;
     let path = format!("/admin/api/v1/mall/orders/{id}/price");
     let before = version(&t, &s, &id).await;
@@ -346,7 +210,7 @@ async fn a_products_fixed_amount_counts_every_unit_and_a_distributor_levels_rate
     let levels = json!([{"code": "gold", "name": "金牌", "first_bps": 2000, "second_bps": 800}]);
     let s = shop(&t, "rules-levels", levels).await;
     let other = shop(&t, "rules-levels-other", json!([])).await;
-    let c = chain(&t, &s, "lvl", 1_000_000).await;
+    let c = chain(&t, &s, "lvl").await;
     let (a, b) = (c.a.to_string(), c.b.to_string());
 
     // A product of 1,000 fen paying 100 fen per unit at level 1 and 30 at level 2.
